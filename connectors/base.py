@@ -1,0 +1,179 @@
+"""The one protocol every read store implements, and helpers all sinks share.
+
+A sink owns only its store: it writes batches of document operations with the
+version guard (DESIGN: the rule) and reads documents back. Ordering, retries
+and offset commits belong to the worker loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pipeline.errors import BadRecord
+from pipeline.events import UNCHANGED, Delete, Document, DocumentOp, Upsert
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A document as a store holds it: its version, and its body or ``None``
+    for a tombstone."""
+
+    version: int
+    doc: Document | None
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What happened to one batch.
+
+    Attributes:
+        applied: operations that changed the store.
+        stale: operations the version guard skipped (an equal or newer version
+            was already stored). Not an error: replays produce them.
+        rejected: operations the store refused for a reason that retrying
+            cannot fix (e.g. a mapping conflict), with that reason. The worker
+            dead-letters their source records.
+    """
+
+    applied: int = 0
+    stale: int = 0
+    rejected: list[tuple[DocumentOp, str]] = field(default_factory=list)
+
+    def merge(self, other: WriteResult) -> None:
+        self.applied += other.applied
+        self.stale += other.stale
+        self.rejected.extend(other.rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewTarget:
+    """Where one view lives in one store.
+
+    Attributes:
+        view: the view's name.
+        name: the index (Elasticsearch), collection (MongoDB) or key prefix
+            (Redis) of the view in this store.
+        options: sink-specific settings of this view (TTL, secondary indexes,
+            mappings, routing field, ...).
+    """
+
+    view: str
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A read store that holds the documents of one or more views."""
+
+    name: str
+
+    def open(self) -> None:
+        """Connect and prepare targets (indexes, collections, scripts).
+
+        Called once before the first write. Must be idempotent: a restarted
+        worker calls it again on existing targets.
+
+        Raises:
+            TransientError: the store is not reachable yet.
+            FatalError: credentials or settings are wrong.
+        """
+
+    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+        """Apply a batch of upserts and deletes, each guarded by its version.
+
+        Operations are for distinct documents (the worker coalesces first).
+        An upsert or delete is applied only if no newer version is stored;
+        a delete leaves a tombstone at its version so that an older upsert
+        arriving later cannot bring the document back. ``UNCHANGED`` values
+        are filled from the stored document before writing.
+
+        Must be idempotent: the worker replays a batch after any failure.
+
+        Raises:
+            TransientError: nothing or part of the batch was applied; the
+                worker retries the whole batch.
+            FatalError: retrying cannot help.
+        """
+        ...
+
+    def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        """Read stored documents (and tombstones) of ``view`` by id.
+
+        Ids that the store does not know are absent from the result.
+        """
+        ...
+
+    def ids(self, view: str) -> set[str]:
+        """Ids of every live (not deleted) document of ``view``."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+
+def fill_unchanged(
+    ops: Iterable[DocumentOp],
+    fetch: Callable[[str, Sequence[str]], Mapping[str, Stored]],
+) -> tuple[list[DocumentOp], list[tuple[DocumentOp, str]]]:
+    """Replace ``UNCHANGED`` values of upserts with the stored values.
+
+    Returns the ops ready to write and those that cannot be completed because
+    the store does not hold the value (they are rejected with the reason).
+    """
+    ready: list[DocumentOp] = []
+    rejected: list[tuple[DocumentOp, str]] = []
+    pending: dict[str, list[Upsert]] = {}
+    for op in ops:
+        if isinstance(op, Upsert) and op.unchanged_fields:
+            pending.setdefault(op.view, []).append(op)
+        else:
+            ready.append(op)
+    for view, ups in pending.items():
+        stored = fetch(view, [u.doc_id for u in ups])
+        for up in ups:
+            have = stored.get(up.doc_id)
+            missing = [
+                f
+                for f in up.unchanged_fields
+                if have is None or have.doc is None or f not in have.doc
+            ]
+            if have is not None and have.version >= up.version:
+                ready.append(up)  # stale anyway; the guard will skip it
+                continue
+            if missing:
+                rejected.append(
+                    (
+                        up,
+                        "unchanged TOAST column(s) "
+                        f"{', '.join(missing)} not held by the store; use REPLICA "
+                        "IDENTITY FULL on the table or re-snapshot the view",
+                    )
+                )
+                continue
+            assert have is not None and have.doc is not None
+            doc = {k: (have.doc[k] if v is UNCHANGED else v) for k, v in up.doc.items()}
+            ready.append(
+                Upsert(
+                    up.view, up.doc_id, up.version, doc, up.lsn, up.commit_ts_ms,
+                    up.position,
+                )
+            )
+    return ready, rejected
+
+
+def check_no_unchanged(doc: Document) -> None:
+    """Guard used by sinks right before serializing a document."""
+    for key, value in doc.items():
+        if value is UNCHANGED:
+            raise BadRecord("toast", f"field {key!r} still holds the unchanged marker")
+
+
+def version_of(op: DocumentOp) -> int:
+    return op.version
+
+
+def is_delete(op: DocumentOp) -> bool:
+    return isinstance(op, Delete)

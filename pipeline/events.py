@@ -1,0 +1,133 @@
+"""The records that flow through a worker.
+
+A :class:`ChangeEvent` is one decoded Debezium event. Views turn events into
+:class:`DocumentOp` values (an upsert or a delete of one document) that carry
+the version every sink uses to guard its write (see DESIGN: the rule).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+Document = dict[str, Any]
+
+#: Versions are non-negative integers below 10**19 (they fit an Elasticsearch
+#: external version and a MongoDB int64). Redis compares them as strings of
+#: this fixed width, because Lua numbers are doubles.
+VERSION_WIDTH = 19
+
+#: A table-view version is ``epoch * EPOCH_FACTOR + offset``: the view epoch
+#: first, then the event's partition offset.
+EPOCH_FACTOR = 10**13
+
+
+def table_version(epoch: int, offset: int) -> int:
+    """Version of a table-view document written from the event at ``offset``."""
+    if not 0 <= offset < EPOCH_FACTOR:
+        raise ValueError(f"offset {offset} out of range for a table-view version")
+    if not 0 <= epoch < 10**19 // EPOCH_FACTOR:
+        raise ValueError(f"view epoch {epoch} out of range")
+    return epoch * EPOCH_FACTOR + offset
+
+
+def version_key(version: int) -> str:
+    """Fixed-width decimal form of a version, ordered like the number."""
+    return str(version).zfill(VERSION_WIDTH)
+
+
+class Op(enum.Enum):
+    """Debezium operation codes, plus the kinds of record that carry no row."""
+
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # a snapshot row
+    TRUNCATE = "t"
+    TOMBSTONE = "tombstone"  # Kafka compaction marker after a delete
+
+
+class Unchanged:
+    """Stands for an unchanged TOASTed column whose value the event lacks.
+
+    Documents may carry it between decoding and the sink; the sink replaces
+    it with the stored value before writing, so it never reaches a store.
+    """
+
+    _instance: Unchanged | None = None
+
+    def __new__(cls) -> Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+    def __reduce__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = Unchanged()
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One decoded row change (or a snapshot read) of one table."""
+
+    table: str  # schema-qualified, e.g. "public.orders"
+    op: Op
+    key: dict[str, Any]
+    before: Document | None
+    after: Document | None
+    lsn: int | None
+    commit_ts_ms: int | None
+    txid: int | None
+    position: Position
+    snapshot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Write ``doc`` as document ``doc_id`` of ``view`` if ``version`` is not older.
+
+    ``doc`` may hold :data:`UNCHANGED` values; the sink fills them from the
+    stored document (see :func:`connectors.base.fill_unchanged`).
+    """
+
+    view: str
+    doc_id: str
+    version: int
+    doc: Document
+    lsn: int | None = None
+    commit_ts_ms: int | None = None
+    position: Position | None = field(default=None, compare=False)
+
+    @property
+    def unchanged_fields(self) -> list[str]:
+        return [k for k, v in self.doc.items() if v is UNCHANGED]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete document ``doc_id`` and leave a tombstone at ``version``."""
+
+    view: str
+    doc_id: str
+    version: int
+    lsn: int | None = None
+    commit_ts_ms: int | None = None
+    position: Position | None = field(default=None, compare=False)
+
+
+DocumentOp = Upsert | Delete

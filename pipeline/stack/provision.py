@@ -1,0 +1,211 @@
+"""Install what the local stack runs, from the registries this machine reaches.
+
+Everything is cached under one directory (``stack.cache_dir``) so that the
+next ``readside stack up`` — and the next CI run on the same machine — finds
+it; each step leaves a ``.complete`` marker only after it finished, so an
+interrupted download is redone rather than trusted.
+
+* PostgreSQL 15 and Redis 7: Debian packages (``apt-get``), when missing.
+* Kafka broker + Connect runtime: jars resolved by Maven from Central.
+* Debezium PostgreSQL connector: jars resolved by Maven, as a Connect plugin.
+* Elasticsearch: the integ-test-zip distribution, resolved by Maven.
+* FerretDB v1: module source from the Go module proxy, built with ``go``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pipeline.errors import FatalError
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+DEBEZIUM_VERSION = "3.6.3.Final"
+ELASTICSEARCH_VERSION = "8.19.21"
+FERRETDB_VERSION = "v1.24.2"
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Where the provisioned pieces live."""
+
+    kafka_libs: Path
+    plugin_path: Path
+    elasticsearch_home: Path
+    ferretdb: Path
+    postgres_bin: Path
+    redis_server: Path
+
+
+def default_cache_dir() -> Path:
+    """A cache every user of the stack can read (services run unprivileged)."""
+    if os.geteuid() == 0:
+        return Path("/var/cache/readside")
+    return Path.home() / ".cache" / "readside"
+
+
+def _run(cmd: list[str], log: Path, cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> None:
+    logger.info("provision step=%s log=%s", " ".join(cmd[:3]), log)
+    with log.open("ab") as out:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                              env=env, check=False)
+    if proc.returncode != 0:
+        raise FatalError(f"'{' '.join(cmd)}' failed (exit {proc.returncode}); see {log}")
+
+
+def _pom(name: str) -> Path:
+    ref = resources.files("pipeline.stack") / "maven" / name / "pom.xml"
+    return Path(str(ref))
+
+
+def _maven_copy(pom: Path, dest: Path, log: Path) -> None:
+    if (dest / ".complete").exists():
+        return
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _run(["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+          f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"], log)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    (dest / ".complete").touch()
+
+
+def kafka_libs(cache: Path, log: Path) -> Path:
+    dest = cache / f"kafka-{KAFKA_VERSION}"
+    _maven_copy(_pom("kafka"), dest, log)
+    return dest
+
+
+def debezium_plugin(cache: Path, log: Path) -> Path:
+    plugin_path = cache / "connect-plugins" / DEBEZIUM_VERSION
+    _maven_copy(_pom("debezium"), plugin_path / "debezium-connector-postgres", log)
+    return plugin_path
+
+
+def elasticsearch(cache: Path, log: Path) -> Path:
+    home = cache / f"elasticsearch-{ELASTICSEARCH_VERSION}"
+    if (home / ".complete").exists():
+        return home
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        art = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ELASTICSEARCH_VERSION}:zip"
+        _run(["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={art}",
+              f"-DoutputDirectory={tmp}"], log)
+        archive = Path(tmp) / f"elasticsearch-{ELASTICSEARCH_VERSION}.zip"
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        shutil.rmtree(home, ignore_errors=True)
+        (Path(tmp) / f"elasticsearch-{ELASTICSEARCH_VERSION}").rename(home)
+    for sub in ("bin", "jdk/bin"):
+        for f in (home / sub).glob("*"):
+            f.chmod(0o755)
+    (home / ".complete").touch()
+    return home
+
+
+def ferretdb(cache: Path, log: Path) -> Path:
+    binary = cache / "bin" / f"ferretdb-{FERRETDB_VERSION}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GOFLAGS="-mod=mod")
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        work = Path(tmp)
+        # `go install mod@version` asks the proxy for the module's version list
+        # (a deprecation check), which it refuses for this module; downloading
+        # the exact version works, and the build needs a writable copy with the
+        # version file its release process would have generated.
+        _run(["go", "mod", "init", "readside.local/ferretdb"], log, cwd=work, env=env)
+        out = subprocess.run(
+            ["go", "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
+            cwd=work, capture_output=True, text=True, env=env, check=False)
+        if out.returncode != 0:
+            log.open("a").write(out.stdout + out.stderr)
+            raise FatalError(f"go mod download of FerretDB failed; see {log}")
+        import json
+
+        src_dir = Path(json.loads(out.stdout)["Dir"])
+        src = work / "src"
+        shutil.copytree(src_dir, src)
+        for p in src.rglob("*"):
+            p.chmod(p.stat().st_mode | 0o200)
+        (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+        _run(["go", "build", "-trimpath", "-o", str(binary) + ".partial",
+              "./cmd/ferretdb"], log, cwd=src, env=env)
+    Path(str(binary) + ".partial").rename(binary)
+    return binary
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                   key=lambda p: int(p.parent.parent.name), reverse=True)
+    good = [p.parent for p in found if int(p.parent.parent.name) >= 15]
+    return good[0] if good else None
+
+
+def debian_packages(log: Path) -> tuple[Path, Path]:
+    """PostgreSQL (15 or newer) and Redis server binaries, installed if missing."""
+    wanted = []
+    pg_bin = _postgres_bin()
+    if pg_bin is None or not (pg_bin.parent / "lib" / "pgoutput.so").exists():
+        wanted.append("postgresql-15")
+    if shutil.which("redis-server") is None:
+        wanted.append("redis-server")
+    if wanted:
+        if os.geteuid() != 0:
+            raise FatalError(f"missing Debian packages {wanted}; install them as root")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _run(["apt-get", "update", "-q"], log, env=env)
+        _run(["apt-get", "install", "-y", "-q", *wanted], log, env=env)
+    pg = _postgres_bin()
+    redis = shutil.which("redis-server")
+    if pg is None or redis is None:
+        raise FatalError("PostgreSQL or Redis server still missing after install")
+    return pg, Path(redis)
+
+
+def provision(cache: Path, logs: Path) -> Installed:
+    """Install everything (idempotent); downloads run concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache.mkdir(parents=True, exist_ok=True)
+    cache.chmod(0o755)
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / "provision.log"
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        debs = pool.submit(debian_packages, log)
+        kafka = pool.submit(kafka_libs, cache, log)
+        plugin = pool.submit(debezium_plugin, cache, log)
+        es = pool.submit(elasticsearch, cache, log)
+        ferret = pool.submit(ferretdb, cache, log)
+        pg, redis = debs.result()
+        return Installed(
+            kafka_libs=kafka.result(),
+            plugin_path=plugin.result(),
+            elasticsearch_home=es.result(),
+            ferretdb=ferret.result(),
+            postgres_bin=pg,
+            redis_server=redis,
+        )
+
+
+def locate(cache: Path) -> Installed:
+    """Where :func:`provision` puts things, without installing anything."""
+    return Installed(
+        kafka_libs=cache / f"kafka-{KAFKA_VERSION}",
+        plugin_path=cache / "connect-plugins" / DEBEZIUM_VERSION,
+        elasticsearch_home=cache / f"elasticsearch-{ELASTICSEARCH_VERSION}",
+        ferretdb=cache / "bin" / f"ferretdb-{FERRETDB_VERSION}",
+        postgres_bin=_postgres_bin() or Path("/usr/lib/postgresql/15/bin"),
+        redis_server=Path(shutil.which("redis-server") or "/usr/bin/redis-server"),
+    )

@@ -1,0 +1,221 @@
+"""``readside stack up | down | status``: start, stop and probe the services.
+
+State lives under the stack's data directory: ``run/<service>.pid`` for the
+processes ``up`` started (``down`` stops only those), ``logs/<service>.log``
+for their output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import StackConfig
+from pipeline.errors import FatalError
+from pipeline.stack import provision
+from pipeline.stack.services import (
+    SERVICE_ORDER,
+    Context,
+    Service,
+    ensure_service_user,
+    port_in_use,
+)
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 240.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    port: int
+    pid: int | None
+    running: bool
+    problem: str | None  # None = healthy
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and self.problem is None
+
+
+def data_dir(cfg: StackConfig) -> Path:
+    return Path(os.path.expanduser(cfg.data_dir)).resolve()
+
+
+def cache_dir(cfg: StackConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(os.path.expanduser(cfg.cache_dir)).resolve()
+    return provision.default_cache_dir()
+
+
+def _pidfile(ctx: Context, name: str) -> Path:
+    return ctx.data / "run" / f"{name}.pid"
+
+
+def _read_pid(ctx: Context, name: str) -> int | None:
+    try:
+        pid = int(_pidfile(ctx, name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    if state == "Z":  # exited; reap it if it is our child
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return None
+    return pid
+
+
+def context(cfg: StackConfig, install: bool) -> Context:
+    data = data_dir(cfg)
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o755)
+    (data / "logs").mkdir(exist_ok=True)
+    (data / "run").mkdir(exist_ok=True)
+    if install:
+        installed = provision.provision(cache_dir(cfg), data / "logs")
+    else:
+        installed = provision.locate(cache_dir(cfg))
+    return Context(cfg=cfg, data=data, installed=installed)
+
+
+def services(ctx: Context) -> list[Service]:
+    return [cls(ctx) for cls in SERVICE_ORDER]
+
+
+def status(cfg: StackConfig) -> list[ServiceStatus]:
+    ctx = context(cfg, install=False)
+    svcs = services(ctx)
+
+    def one(svc: Service) -> ServiceStatus:
+        pid = _read_pid(ctx, svc.name)
+        running = pid is not None
+        problem = svc.probe() if running else "not running"
+        return ServiceStatus(svc.name, svc.port, pid, running, problem)
+
+    with ThreadPoolExecutor(max_workers=len(svcs)) as pool:
+        return list(pool.map(one, svcs))
+
+
+def _start(ctx: Context, svc: Service) -> int:
+    for port in svc.ports:
+        if port_in_use(port):
+            raise FatalError(
+                f"cannot start {svc.name}: port {port} is already in use by another "
+                f"process (set stack.{svc.name}_port or free the port)")
+    svc.prepare()
+    log = (ctx.logs / f"{svc.name}.log").open("ab")
+    proc = subprocess.Popen(svc.command(), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=svc.env(),
+                            cwd=ctx.data, start_new_session=True)
+    _pidfile(ctx, svc.name).write_text(f"{proc.pid}\n")
+    logger.info("started service=%s pid=%d port=%d", svc.name, proc.pid, svc.port)
+    return proc.pid
+
+
+def _wait_healthy(ctx: Context, svc: Service, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    problem: str | None = "not probed"
+    while time.monotonic() < deadline:
+        if _read_pid(ctx, svc.name) is None:
+            raise FatalError(f"{svc.name} exited during start; see "
+                             f"{ctx.logs / (svc.name + '.log')}")
+        problem = svc.probe()
+        if problem is None:
+            return
+        time.sleep(0.5)
+    raise FatalError(f"{svc.name} not healthy after {timeout:.0f}s ({problem}); see "
+                     f"{ctx.logs / (svc.name + '.log')}")
+
+
+def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
+    """Provision and start every service that is not already up; idempotent.
+
+    Returns the names of the services this call started.
+    """
+    t0 = time.monotonic()
+    ensure_service_user()
+    ctx = context(cfg, install=True)
+    progress(f"provisioned in {time.monotonic() - t0:.1f}s (cache {cache_dir(cfg)})")
+    started: list[str] = []
+    svcs = services(ctx)
+    # Kafka Connect needs Kafka; everything else starts at once.
+    waves = [[s for s in svcs if s.name != "connect"],
+             [s for s in svcs if s.name == "connect"]]
+    for wave in waves:
+        todo = []
+        for svc in wave:
+            if _read_pid(ctx, svc.name) is not None:
+                continue
+            _start(ctx, svc)
+            started.append(svc.name)
+            todo.append(svc)
+        with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
+            futures = {s.name: pool.submit(_wait_healthy, ctx, s, START_TIMEOUT_S)
+                       for s in wave}
+            for name, fut in futures.items():
+                fut.result()
+                progress(f"{name:<14} healthy")
+    progress(f"stack up in {time.monotonic() - t0:.1f}s; data in {ctx.data}")
+    return started
+
+
+def _stop(ctx: Context, name: str, pid: int, timeout: float = 60.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _read_pid(ctx, name) is not None:
+        time.sleep(0.2)
+    if _read_pid(ctx, name) is not None:
+        os.killpg(pid, signal.SIGKILL)
+    _pidfile(ctx, name).unlink(missing_ok=True)
+
+
+def down(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
+    """Stop the services ``up`` started, in reverse order."""
+    ctx = context(cfg, install=False)
+    stopped = []
+    for svc in reversed(services(ctx)):
+        pid = _read_pid(ctx, svc.name)
+        if pid is None:
+            _pidfile(ctx, svc.name).unlink(missing_ok=True)
+            continue
+        _stop(ctx, svc.name, pid)
+        stopped.append(svc.name)
+        progress(f"{svc.name:<14} stopped")
+    return stopped
+
+
+def stop_service(cfg: StackConfig, name: str) -> None:
+    """Stop one service (tests use it to simulate an outage)."""
+    ctx = context(cfg, install=False)
+    pid = _read_pid(ctx, name)
+    if pid is not None:
+        _stop(ctx, name, pid)
+
+
+def start_service(cfg: StackConfig, name: str) -> None:
+    """Start one stopped service again and wait until healthy."""
+    ctx = context(cfg, install=False)
+    svc = next(s for s in services(ctx) if s.name == name)
+    if _read_pid(ctx, name) is None:
+        _start(ctx, svc)
+    _wait_healthy(ctx, svc, START_TIMEOUT_S)
+
+
+def log_path(cfg: StackConfig, name: str) -> Path:
+    return data_dir(cfg) / "logs" / f"{name}.log"

@@ -1,0 +1,411 @@
+"""The services of the local stack: how each is initialised, started and probed.
+
+Each service writes under ``<data_dir>/<name>/`` and logs to
+``<data_dir>/logs/<name>.log``. Servers that refuse to run as root
+(PostgreSQL, Elasticsearch) run as the unprivileged ``readside`` user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import StackConfig
+from pipeline.stack.provision import Installed
+
+SERVICE_USER = "readside"
+JAVA17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+DEBEZIUM_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: StackConfig
+    data: Path
+    installed: Installed
+
+    def dir(self, name: str) -> Path:
+        return self.data / name
+
+    @property
+    def logs(self) -> Path:
+        return self.data / "logs"
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin/java").exists():
+        return str(Path(home, "bin/java"))
+    if (JAVA17 / "bin/java").exists():
+        return str(JAVA17 / "bin/java")
+    found = shutil.which("java")
+    if not found:
+        raise RuntimeError("no java on PATH and JAVA_HOME not set")
+    return found
+
+
+def _http_json(url: str, timeout: float = 3.0) -> tuple[object, dict[str, str]]:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        return json.loads(resp.read() or b"null"), dict(resp.headers)
+
+
+def ensure_service_user() -> None:
+    if os.geteuid() != 0:
+        return
+    try:
+        subprocess.run(["id", "-u", SERVICE_USER], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", SERVICE_USER], check=True)
+
+
+def as_service_user(cmd: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return cmd
+    return ["runuser", "-u", SERVICE_USER, "--", *cmd]
+
+
+def chown_service_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", f"{SERVICE_USER}:{SERVICE_USER}", str(path)],
+                       check=True)
+
+
+class Service(ABC):
+    """One server of the stack."""
+
+    name: str
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    @abstractmethod
+    def port(self) -> int: ...
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def prepare(self) -> None:
+        """Create the data directory and configuration (idempotent)."""
+
+    @abstractmethod
+    def command(self) -> list[str]: ...
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    @abstractmethod
+    def probe(self) -> str | None:
+        """A real health check: ``None`` when healthy, else what is wrong."""
+
+
+class Postgres(Service):
+    name = "postgres"
+
+    @property
+    def port(self) -> int:
+        return self.ctx.cfg.postgres_port
+
+    def prepare(self) -> None:
+        pgdata = self.ctx.dir("postgres")
+        if (pgdata / "PG_VERSION").exists():
+            return
+        pgdata.mkdir(parents=True, exist_ok=True)
+        chown_service_user(pgdata)
+        subprocess.run(
+            as_service_user([str(self.ctx.installed.postgres_bin / "initdb"), "-D",
+                             str(pgdata), "-U", "postgres", "--auth=trust",
+                             "-E", "UTF8", "--locale=C.UTF-8"]),
+            check=True, capture_output=True)
+        with (pgdata / "postgresql.conf").open("a") as f:
+            f.write(
+                "\n# readside local stack\n"
+                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{pgdata}'\n"
+                "wal_level = logical\nmax_replication_slots = 20\n"
+                "max_wal_senders = 20\nmax_connections = 200\n"
+                "shared_buffers = 256MB\nfsync = on\n"
+                "wal_sender_timeout = 0\n"
+            )
+        with (pgdata / "pg_hba.conf").open("a") as f:
+            f.write("host replication all 127.0.0.1/32 trust\n")
+
+    def command(self) -> list[str]:
+        return as_service_user([str(self.ctx.installed.postgres_bin / "postgres"),
+                                "-D", str(self.ctx.dir("postgres"))])
+
+    def probe(self) -> str | None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
+                row = conn.execute("SHOW wal_level").fetchone()
+        except psycopg.Error as exc:
+            return f"cannot connect: {exc.__class__.__name__}"
+        if row is None or row[0] != "logical":
+            return f"wal_level is {row[0] if row else '?'}, expected logical"
+        return None
+
+    def dsn(self, db: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+
+class Redis(Service):
+    name = "redis"
+
+    @property
+    def port(self) -> int:
+        return self.ctx.cfg.redis_port
+
+    def prepare(self) -> None:
+        self.ctx.dir("redis").mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [str(self.ctx.installed.redis_server), "--port", str(self.port),
+                "--bind", "127.0.0.1", "--dir", str(self.ctx.dir("redis")),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--protected-mode", "no"]
+
+    def probe(self) -> str | None:
+        import redis
+
+        try:
+            client = redis.Redis(port=self.port, socket_timeout=2)
+            ok = client.ping()
+            client.close()
+        except redis.RedisError as exc:
+            return f"ping failed: {exc.__class__.__name__}"
+        return None if ok else "ping returned false"
+
+
+class Elasticsearch(Service):
+    name = "elasticsearch"
+
+    @property
+    def port(self) -> int:
+        return self.ctx.cfg.elasticsearch_port
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.port + 100]
+
+    def prepare(self) -> None:
+        base = self.ctx.dir("elasticsearch")
+        conf = base / "config"
+        if not conf.exists():
+            shutil.copytree(self.ctx.installed.elasticsearch_home / "config", conf)
+        (conf / "elasticsearch.yml").write_text(
+            "cluster.name: readside\nnode.name: readside-1\n"
+            f"path.data: {base / 'data'}\npath.logs: {base / 'logs'}\n"
+            f"network.host: 127.0.0.1\nhttp.port: {self.port}\n"
+            f"transport.port: {self.port + 100}\ndiscovery.type: single-node\n"
+            "cluster.routing.allocation.disk.threshold_enabled: false\n"
+            "action.destructive_requires_name: false\n"
+            "xpack.security.enabled: false\n"
+        )
+        (base / "data").mkdir(exist_ok=True)
+        (base / "logs").mkdir(exist_ok=True)
+        chown_service_user(base)
+
+    def command(self) -> list[str]:
+        return as_service_user(
+            [str(self.ctx.installed.elasticsearch_home / "bin" / "elasticsearch")])
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["ES_PATH_CONF"] = str(self.ctx.dir("elasticsearch") / "config")
+        env["ES_JAVA_OPTS"] = "-Xms512m -Xmx512m"
+        env["JAVA_HOME"] = str(Path(_java()).parent.parent)
+        env.pop("ES_JAVA_HOME", None)
+        env["ES_JAVA_HOME"] = env["JAVA_HOME"]
+        return env
+
+    def probe(self) -> str | None:
+        try:
+            # The integ-test distribution has no root (GET /) handler.
+            url = f"http://127.0.0.1:{self.port}/_cluster/health"
+            health, headers = _http_json(url)
+        except (OSError, ValueError) as exc:
+            return f"http probe failed: {exc.__class__.__name__}"
+        if headers.get("X-elastic-product") != "Elasticsearch":
+            return "missing X-elastic-product header"
+        status = health.get("status") if isinstance(health, dict) else None
+        return None if status in ("green", "yellow") else f"cluster health {status}"
+
+
+class FerretDB(Service):
+    name = "ferretdb"
+
+    @property
+    def port(self) -> int:
+        return self.ctx.cfg.ferretdb_port
+
+    def prepare(self) -> None:
+        self.ctx.dir("ferretdb").mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        d = self.ctx.dir("ferretdb")
+        return [str(self.ctx.installed.ferretdb), "--handler=sqlite",
+                f"--sqlite-url=file:{d}/", f"--listen-addr=127.0.0.1:{self.port}",
+                f"--state-dir={d}", "--telemetry=disable", "--debug-addr=-",
+                "--log-level=WARN"]
+
+    def probe(self) -> str | None:
+        import pymongo
+        import pymongo.errors
+
+        try:
+            client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+                port=self.port, serverSelectionTimeoutMS=2000)
+            client.admin.command("ping")
+            client.close()
+        except pymongo.errors.PyMongoError as exc:
+            return f"ping failed: {exc.__class__.__name__}"
+        return None
+
+
+def _log4j(path: Path) -> Path:
+    path.write_text(
+        "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
+        "appender.out.layout.type = PatternLayout\n"
+        "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
+        "logger.kafka.name = org.apache.kafka\nlogger.kafka.level = WARN\n"
+        "logger.dbz.name = io.debezium\nlogger.dbz.level = INFO\n"
+    )
+    return path
+
+
+_QUIET = logging.getLogger("readside.stack.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class Kafka(Service):
+    name = "kafka"
+
+    @property
+    def port(self) -> int:
+        return self.ctx.cfg.kafka_port
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.ctx.cfg.kafka_controller_port]
+
+    def prepare(self) -> None:
+        base = self.ctx.dir("kafka")
+        base.mkdir(parents=True, exist_ok=True)
+        props = base / "server.properties"
+        cport = self.ctx.cfg.kafka_controller_port
+        props.write_text(
+            "process.roles=broker,controller\nnode.id=1\n"
+            f"controller.quorum.voters=1@127.0.0.1:{cport}\n"
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
+            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            f"log.dirs={base / 'logs'}\nnum.partitions=3\n"
+            "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=10\n"
+            "transaction.state.log.replication.factor=1\n"
+            "transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
+            "auto.create.topics.enable=true\nlog.cleaner.backoff.ms=5000\n"
+            "log.segment.bytes=67108864\n"
+        )
+        _log4j(base / "log4j2.properties")
+        if not (base / "logs" / "meta.properties").exists():
+            cluster = uuid.uuid4().bytes
+            import base64
+
+            cid = base64.urlsafe_b64encode(cluster).decode().rstrip("=")
+            subprocess.run(
+                [_java(), "-cp", f"{self.ctx.installed.kafka_libs}/*",
+                 f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                 "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)],
+                check=True, capture_output=True)
+
+    def command(self) -> list[str]:
+        base = self.ctx.dir("kafka")
+        return [_java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+                f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                "-cp", f"{self.ctx.installed.kafka_libs}/*", "kafka.Kafka",
+                str(base / "server.properties")]
+
+    def probe(self) -> str | None:
+        from confluent_kafka.admin import AdminClient
+
+        if not port_in_use(self.port):
+            return "broker port closed"
+        try:
+            admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}",
+                                 "logger": _QUIET})
+            md = admin.list_topics(timeout=3)
+        except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
+            return f"metadata request failed: {exc}"
+        return None if md.brokers else "no broker in metadata"
+
+
+class Connect(Service):
+    name = "connect"
+
+    @property
+    def port(self) -> int:
+        return self.ctx.cfg.connect_port
+
+    def prepare(self) -> None:
+        base = self.ctx.dir("connect")
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "connect-distributed.properties").write_text(
+            f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_port}\n"
+            "group.id=readside-connect\n"
+            "key.converter=org.apache.kafka.connect.json.JsonConverter\n"
+            "value.converter=org.apache.kafka.connect.json.JsonConverter\n"
+            "key.converter.schemas.enable=true\nvalue.converter.schemas.enable=true\n"
+            "offset.storage.topic=readside-connect-offsets\n"
+            "config.storage.topic=readside-connect-configs\n"
+            "status.storage.topic=readside-connect-status\n"
+            "offset.storage.replication.factor=1\nconfig.storage.replication.factor=1\n"
+            "status.storage.replication.factor=1\noffset.flush.interval.ms=1000\n"
+            f"listeners=http://127.0.0.1:{self.port}\n"
+            f"rest.advertised.host.name=127.0.0.1\n"
+            f"plugin.path={self.ctx.installed.plugin_path}\n"
+            "plugin.discovery=only_scan\ntopic.creation.enable=true\n"
+        )
+        _log4j(base / "log4j2.properties")
+
+    def command(self) -> list[str]:
+        base = self.ctx.dir("connect")
+        return [_java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+                f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                "-cp", f"{self.ctx.installed.kafka_libs}/*",
+                "org.apache.kafka.connect.cli.ConnectDistributed",
+                str(base / "connect-distributed.properties")]
+
+    def probe(self) -> str | None:
+        try:
+            plugins, _ = _http_json(f"http://127.0.0.1:{self.port}/connector-plugins")
+        except (OSError, ValueError) as exc:
+            return f"REST probe failed: {exc.__class__.__name__}"
+        names = [p.get("class") for p in plugins] if isinstance(plugins, list) else []
+        return None if DEBEZIUM_CLASS in names else "Debezium connector not in plugins"
+
+
+SERVICE_ORDER: list[type[Service]] = [Postgres, Redis, Elasticsearch, FerretDB, Kafka,
+                                      Connect]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
