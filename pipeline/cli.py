@@ -134,5 +134,127 @@ def config_check(ctx: click.Context) -> None:
     click.echo(describe(cfg))
 
 
+# ----------------------------------------------------------------- connector
+@main.group()
+def connector() -> None:
+    """Manage the Debezium PostgreSQL connector over the Connect REST API."""
+
+
+@connector.command("apply")
+@click.option("--wait/--no-wait", default=True, help="wait until the task runs")
+@click.pass_context
+def connector_apply(ctx: click.Context, wait: bool) -> None:
+    """Register or update the connector built from the config."""
+    from connectors import debezium
+
+    cfg = load_config(ctx)
+    debezium.apply(cfg)
+    if wait:
+        st = debezium.wait_running(cfg)
+        click.echo(f"connector {st['connector']} {st['state']}; "
+                   f"slot lag {st.get('slot_lag_bytes')} bytes")
+    else:
+        click.echo(f"connector {cfg.connect.connector} applied")
+
+
+@connector.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def connector_status(ctx: click.Context, as_json: bool) -> None:
+    """Connector and task state, and the replication slot's lag in bytes."""
+    from connectors import debezium
+
+    st = debezium.status(load_config(ctx))
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    click.echo(f"{st['connector']}: {st['state']}  slot lag: "
+               f"{st.get('slot_lag_bytes')} bytes")
+    for t in st["tasks"]:
+        click.echo(f"  task {t['id']}: {t['state']} {t['trace']}")
+
+
+@connector.command("delete")
+@click.option("--drop-slot", is_flag=True, help="also drop the slot and publication")
+@click.pass_context
+def connector_delete(ctx: click.Context, drop_slot: bool) -> None:
+    """Remove the connector (and optionally its replication slot)."""
+    from connectors import debezium
+
+    cfg = load_config(ctx)
+    found = debezium.delete(cfg)
+    click.echo(f"connector {cfg.connect.connector} "
+               f"{'deleted' if found else 'was absent'}")
+    if drop_slot:
+        import time
+
+        time.sleep(2)  # the task releases the slot asynchronously
+        debezium.drop_slot(cfg)
+
+
+# -------------------------------------------------------------- pipeline
+@main.command()
+@click.option("--views", "view_names", default=None,
+              help="comma-separated views this worker serves (default: all)")
+@click.option("--metrics-port", type=int, default=None,
+              help="metrics/health port (default: worker.metrics_port; 0 = off)")
+@click.pass_context
+def worker(ctx: click.Context, view_names: str | None, metrics_port: int | None) -> None:
+    """Run a consumer worker until SIGTERM/SIGINT (then drain and leave)."""
+    from pipeline.worker import run_worker
+
+    cfg = load_config(ctx)
+    names = [v.strip() for v in view_names.split(",")] if view_names else None
+    run_worker(cfg, names, metrics_port)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Per view and sink: consumer lag, time lag, applied LSN; slot lag; DLQ."""
+    from pipeline import status as status_mod
+
+    st = status_mod.collect(load_config(ctx))
+    click.echo(json.dumps(st, indent=2) if as_json else status_mod.render(st))
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect and replay dead letters."""
+
+
+@dlq.command("list")
+@click.option("--limit", default=50)
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int) -> None:
+    """Show dead letters: origin, reason and error."""
+    from pipeline import dlq as dlq_mod
+
+    cfg = load_config(ctx)
+    n = 0
+    for rec, _c in dlq_mod.read_all(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic):
+        t, p, o = rec.origin
+        h = rec.headers
+        click.echo(f"{t}[{p}]@{o} reason={h.get(dlq_mod.H_REASON)} "
+                   f"view={h.get(dlq_mod.H_VIEW, '-')} "
+                   f"{h.get(dlq_mod.H_CLASS)}: {h.get(dlq_mod.H_MESSAGE, '')[:200]}")
+        n += 1
+        if n >= limit:
+            break
+    click.echo(f"{n} dead letter(s) shown")
+
+
+@dlq.command("replay")
+@click.pass_context
+def dlq_replay(ctx: click.Context) -> None:
+    """Send dead letters (not replayed before) through the pipeline again."""
+    from pipeline.replay import replay_dead_letters
+
+    applied, failed = replay_dead_letters(load_config(ctx))
+    click.echo(f"replayed {applied} dead letter(s); {failed} failed again "
+               "(re-dead-lettered)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

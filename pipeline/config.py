@@ -240,10 +240,29 @@ def parse(data: Any, origin: str = "<config>") -> Config:
         raise ConfigError(f"{origin}: invalid configuration\n  " + "\n  ".join(lines))
 
 
+def _interpolate_tree(node: Any, env: dict[str, str] | None, path: str) -> Any:
+    """Interpolate every string value (not keys, not comments) of parsed YAML."""
+    if isinstance(node, str):
+        try:
+            return interpolate(node, env)
+        except ConfigError as exc:
+            raise ConfigError(f"{path or '<top>'}: {exc}") from exc
+    if isinstance(node, dict):
+        return {
+            k: _interpolate_tree(v, env, f"{path}.{k}" if path else str(k))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_interpolate_tree(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load, interpolate and validate a configuration file.
 
     The path defaults to ``$READSIDE_CONFIG``, then ``readside.yaml``.
+    Interpolation applies to string values after parsing, so a secret that
+    contains YAML syntax cannot change the document's structure.
     """
     chosen = Path(path or os.environ.get(CONFIG_ENV) or "readside.yaml")
     try:
@@ -251,13 +270,13 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read configuration: {exc}") from exc
     try:
-        text = interpolate(text, env)
-    except ConfigError as exc:
-        raise ConfigError(f"{chosen}: {exc}") from exc
-    try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{chosen}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{chosen}: expected a mapping at the top level")
+    try:
+        data = _interpolate_tree(data, env, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{chosen}: {exc}") from exc
     return parse(data, str(chosen))

@@ -1,0 +1,218 @@
+"""The Debezium PostgreSQL connector, configured from the readside config.
+
+``readside connector apply`` builds the connector's settings from the config
+(:func:`connector_config`), creates the two helper tables it relies on (the
+signal table for incremental snapshots and the heartbeat table that keeps an
+idle database's slot moving) and registers or updates the connector over the
+Kafka Connect REST API. The decoder (``pipeline.decode``) relies on the type
+handling chosen here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from pipeline.config import Config
+from pipeline.errors import FatalError, TransientError
+
+logger = logging.getLogger(__name__)
+
+CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+
+
+def heartbeat_sql(table: str) -> str:
+    return (
+        f"INSERT INTO {table} (id, ts) VALUES (1, now()) "
+        "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
+    )
+
+
+def connector_config(cfg: Config) -> dict[str, str]:
+    """The connector settings as the Connect REST API takes them."""
+    src = cfg.source
+    conn = conninfo_to_dict(src.dsn.get_secret_value())
+    tables = [*src.tables, src.heartbeat_table, src.signal_table]
+    settings: dict[str, Any] = {
+        "connector.class": CONNECTOR_CLASS,
+        "tasks.max": 1,
+        "plugin.name": "pgoutput",
+        "database.hostname": conn.get("host", "127.0.0.1"),
+        "database.port": conn.get("port", 5432),
+        "database.user": conn.get("user", "postgres"),
+        "database.password": conn.get("password", ""),
+        "database.dbname": conn.get("dbname", "postgres"),
+        "topic.prefix": src.topic_prefix,
+        "slot.name": src.slot,
+        "publication.name": src.publication,
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": ",".join(tables),
+        "snapshot.mode": "initial",
+        # Heartbeats keep time lag fresh and let an idle database release WAL.
+        "heartbeat.interval.ms": src.heartbeat_ms,
+        "heartbeat.action.query": heartbeat_sql(src.heartbeat_table),
+        # Incremental snapshots (readside snapshot on a table view).
+        "signal.enabled.channels": "source",
+        "signal.data.collection": src.signal_table,
+        "incremental.snapshot.chunk.size": 2048,
+        # Deletes are followed by a tombstone so compaction can drop the key.
+        "tombstones.on.delete": "true",
+        # Type handling the decoder relies on (docs/types.md).
+        "decimal.handling.mode": "string",
+        "time.precision.mode": "adaptive_time_microseconds",
+        "interval.handling.mode": "string",
+        "binary.handling.mode": "base64",
+        "hstore.handling.mode": "json",
+        "include.unknown.datatypes": "true",
+        # Column type names in the schema let the decoder normalise numerics
+        # (Java prints 1E-8 and NAN where PostgreSQL prints 0.00000001, NaN).
+        "column.propagate.source.type": ".*",
+        "provide.transaction.metadata": "false",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        # Topics: one per table, compacted, partitioned by primary key.
+        "topic.creation.default.replication.factor": cfg.kafka.replication_factor,
+        "topic.creation.default.partitions": cfg.kafka.partitions,
+        "topic.creation.default.cleanup.policy": "compact",
+        "topic.creation.default.min.compaction.lag.ms": 3_600_000,
+        "max.batch.size": 4096,
+        "max.queue.size": 16384,
+        "poll.interval.ms": 100,
+    }
+    return {k: str(v) for k, v in settings.items()}
+
+
+def prepare_source(cfg: Config) -> None:
+    """Create the signal and heartbeat tables (idempotent)."""
+    src = cfg.source
+    with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {src.signal_table} ("
+            "id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, "
+            "data varchar(4096))"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {src.heartbeat_table} ("
+            "id int PRIMARY KEY, ts timestamptz NOT NULL)"
+        )
+        conn.execute(heartbeat_sql(src.heartbeat_table))
+
+
+@dataclass
+class ConnectClient:
+    """A small client of the Kafka Connect REST API."""
+
+    url: str
+    timeout_s: float = 15.0
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url.rstrip("/") + path, data=data, method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            if exc.code == 404:
+                return None
+            if exc.code in (409, 500, 503):
+                raise TransientError(f"Connect {method} {path}: {exc.code} {detail}") from exc
+            raise FatalError(f"Connect {method} {path}: {exc.code} {detail}") from exc
+        except OSError as exc:
+            raise TransientError(f"Connect at {self.url} unreachable: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+
+def apply(cfg: Config) -> dict[str, Any]:
+    """Create or update the connector; returns Connect's answer."""
+    prepare_source(cfg)
+    client = ConnectClient(cfg.connect.url)
+    settings = connector_config(cfg)
+    result = client.request("PUT", f"/connectors/{cfg.connect.connector}/config", settings)
+    logger.info("connector applied name=%s tables=%d", cfg.connect.connector,
+                len(cfg.source.tables))
+    return dict(result or {})
+
+
+def delete(cfg: Config) -> bool:
+    client = ConnectClient(cfg.connect.url)
+    found = client.request("GET", f"/connectors/{cfg.connect.connector}")
+    if found is None:
+        return False
+    client.request("DELETE", f"/connectors/{cfg.connect.connector}")
+    return True
+
+
+def drop_slot(cfg: Config) -> None:
+    """Drop the replication slot and publication (after ``delete``)."""
+    src = cfg.source
+    with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND NOT active", (src.slot,))
+        conn.execute(f"DROP PUBLICATION IF EXISTS {src.publication}")
+
+
+def slot_lag_bytes(cfg: Config) -> int | None:
+    """Bytes of WAL the slot has not confirmed yet, or None without a slot."""
+    with psycopg.connect(cfg.source.dsn.get_secret_value(), connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s", (cfg.source.slot,),
+        ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    client = ConnectClient(cfg.connect.url)
+    st = client.request("GET", f"/connectors/{cfg.connect.connector}/status")
+    out: dict[str, Any] = {"connector": cfg.connect.connector}
+    if st is None:
+        out["state"] = "ABSENT"
+        out["tasks"] = []
+    else:
+        out["state"] = st["connector"]["state"]
+        out["tasks"] = [
+            {"id": t["id"], "state": t["state"], "trace": t.get("trace", "")[:300]}
+            for t in st.get("tasks", [])
+        ]
+    try:
+        out["slot_lag_bytes"] = slot_lag_bytes(cfg)
+    except psycopg.Error as exc:
+        out["slot_lag_bytes"] = None
+        out["slot_error"] = exc.__class__.__name__
+    return out
+
+
+def wait_running(cfg: Config, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Block until the connector and its task run; raise with the trace if one failed."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            st = status(cfg)
+        except TransientError:
+            time.sleep(1)
+            continue
+        tasks = st.get("tasks", [])
+        if any(t["state"] == "FAILED" for t in tasks):
+            raise FatalError(f"connector task failed: {tasks[0]['trace']}")
+        if st.get("state") == "RUNNING" and tasks and all(
+                t["state"] == "RUNNING" for t in tasks):
+            return st
+        time.sleep(0.5)
+    raise FatalError(f"connector not running after {timeout_s:.0f}s: {st}")

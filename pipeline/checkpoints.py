@@ -1,0 +1,121 @@
+"""Checkpoints: how far each view is applied in each sink, kept in Kafka.
+
+One compacted topic holds the newest checkpoint per ``(view, sink, topic,
+partition)``: the committed offset, the last applied source LSN and commit
+time, and when it was applied. Kafka's committed offsets remain the resume
+point; checkpoints are what ``readside status`` and the freshness figures
+read, after any restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    view: str
+    sink: str
+    topic: str
+    partition: int
+    offset: int  # next offset to read (as committed)
+    lsn: int | None
+    commit_ts_ms: int | None
+    applied_ts_ms: int
+    epoch: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.view}|{self.sink}|{self.topic}|{self.partition}"
+
+
+@dataclass(frozen=True)
+class SourceMark:
+    """The newest source position the worker saw (from heartbeats and events)."""
+
+    lsn: int | None
+    ts_ms: int | None
+    seen_ts_ms: int
+
+
+def ensure_topics(admin: AdminClient, names: Iterable[tuple[str, int, bool]],
+                  replication: int = 1) -> None:
+    """Create topics that do not exist: ``(name, partitions, compacted)``."""
+    existing = set(admin.list_topics(timeout=10).topics)
+    new = [
+        NewTopic(name, num_partitions=parts, replication_factor=replication,
+                 config={"cleanup.policy": "compact"} if compact else {})
+        for name, parts, compact in names if name not in existing
+    ]
+    if not new:
+        return
+    for _name, fut in admin.create_topics(new).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0].name()):
+                raise
+
+
+class CheckpointWriter:
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    def write(self, checkpoints: Iterable[Checkpoint]) -> None:
+        for cp in checkpoints:
+            self.producer.produce(self.topic, key=cp.key.encode(),
+                                  value=json.dumps(asdict(cp)).encode())
+        self.producer.poll(0)
+
+    def mark_source(self, mark: SourceMark) -> None:
+        self.producer.produce(self.topic, key=b"__source__",
+                              value=json.dumps(asdict(mark)).encode())
+        self.producer.poll(0)
+
+
+def read(bootstrap: str, topic: str, timeout_s: float = 10.0
+         ) -> tuple[dict[str, Checkpoint], SourceMark | None]:
+    """The newest checkpoint of every key, and the newest source mark."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "readside-status",
+                         "enable.auto.commit": False})
+    out: dict[str, Checkpoint] = {}
+    mark: SourceMark | None = None
+    try:
+        md = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if md is None or md.error is not None:
+            return out, None
+        ends: dict[int, int] = {}
+        tps = []
+        for p in md.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                       timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+                tps.append(TopicPartition(topic, p, low))
+        consumer.assign(tps)
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
+            if msg.value() is None:
+                continue
+            data: dict[str, Any] = json.loads(msg.value())
+            if msg.key() == b"__source__":
+                mark = SourceMark(**data)
+            else:
+                cp = Checkpoint(**data)
+                out[cp.key] = cp
+    finally:
+        consumer.close()
+    return out, mark

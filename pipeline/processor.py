@@ -1,0 +1,124 @@
+"""From a batch of Kafka records to the document ops each sink must write.
+
+This is the part of the worker that needs no broker and no store: decode,
+route to views, build ops, coalesce. It never raises for one bad record; the
+record comes back as a dead letter with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.decode import Heartbeat, RawMessage, decode
+from pipeline.errors import BadRecord
+from pipeline.events import UNCHANGED, ChangeEvent, DocumentOp, Position, Upsert
+from pipeline.views import TableView
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record the pipeline could not apply, and why."""
+
+    message: RawMessage
+    reason: str  # decode | contract | transform | toast | sink:<name>
+    error_class: str
+    error: str
+    view: str | None = None
+
+
+@dataclass
+class Batch:
+    """What one batch of records turned into."""
+
+    ops: dict[str, list[DocumentOp]] = field(default_factory=dict)  # by view
+    dead: list[DeadLetter] = field(default_factory=list)
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    events: int = 0
+    # Last event per (view, topic, partition), for checkpoints.
+    last: dict[tuple[str, str, int], ChangeEvent] = field(default_factory=dict)
+    messages: dict[Position, RawMessage] = field(default_factory=dict)
+
+
+def coalesce(ops: Iterable[DocumentOp]) -> list[DocumentOp]:
+    """Keep the newest op per document id.
+
+    When the newest is an upsert with unchanged (TOAST) fields and an older
+    upsert of the same batch has their values, they are carried forward.
+    """
+    newest: dict[tuple[str, str], DocumentOp] = {}
+    for op in ops:
+        key = (op.view, op.doc_id)
+        have = newest.get(key)
+        if have is None:
+            newest[key] = op
+            continue
+        older, newer = (have, op) if have.version <= op.version else (op, have)
+        if (isinstance(newer, Upsert) and isinstance(older, Upsert)
+                and newer.unchanged_fields):
+            doc = {
+                k: (older.doc.get(k, UNCHANGED) if v is UNCHANGED else v)
+                for k, v in newer.doc.items()
+            }
+            newer = Upsert(newer.view, newer.doc_id, newer.version, doc, newer.lsn,
+                           newer.commit_ts_ms, newer.position)
+        newest[key] = newer
+    return list(newest.values())
+
+
+class Processor:
+    """Decodes records and routes them to the views fed by their topic."""
+
+    def __init__(self, views: dict[str, TableView], topics: dict[str, list[str]],
+                 heartbeat_topics: set[str] | frozenset[str] = frozenset()) -> None:
+        self.views = views
+        self.topics = topics  # topic -> view names
+        # Rows of the heartbeat table (written by the connector's heartbeat
+        # action query) carry a real LSN and commit time: source marks.
+        self.heartbeat_topics = heartbeat_topics
+
+    def process(self, messages: Sequence[RawMessage]) -> Batch:
+        batch = Batch()
+        raw_ops: dict[str, list[DocumentOp]] = {}
+        for msg in messages:
+            pos = Position(msg.topic(), msg.partition(), msg.offset())
+            batch.messages[pos] = msg
+            try:
+                decoded = decode(msg)
+            except BadRecord as exc:
+                batch.dead.append(DeadLetter(msg, exc.reason, "BadRecord", str(exc)))
+                continue
+            if isinstance(decoded, Heartbeat):
+                batch.heartbeats.append(decoded)
+                continue
+            if pos.topic in self.heartbeat_topics:
+                if decoded.commit_ts_ms is not None:
+                    batch.heartbeats.append(
+                        Heartbeat(decoded.commit_ts_ms, pos, decoded.lsn))
+                continue
+            batch.events += 1
+            for view_name in self.topics.get(pos.topic, ()):
+                view = self.views.get(view_name)
+                if view is None:
+                    continue
+                try:
+                    ops = view.ops_for(decoded)
+                except BadRecord as exc:
+                    batch.dead.append(DeadLetter(msg, exc.reason, "BadRecord",
+                                                 str(exc), view_name))
+                    continue
+                raw_ops.setdefault(view_name, []).extend(ops)
+                batch.last[(view_name, pos.topic, pos.partition)] = decoded
+        batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
+        return batch
+
+
+def ops_for_sink(batch: Batch, sink_views: Iterable[str]) -> list[DocumentOp]:
+    out: list[DocumentOp] = []
+    for view in sink_views:
+        out.extend(batch.ops.get(view, ()))
+    return out
+

@@ -1,0 +1,111 @@
+"""Writes one batch to every sink that needs it, backing off on transient errors.
+
+While a store is down the writer keeps the consumer in its group (it polls
+with every partition paused) and commits nothing. If the partitions of the
+batch are taken away meanwhile, or a stop is requested, the batch is
+abandoned: nothing of it is committed and the records are read again by
+whoever owns them next. The version rule makes the partial writes harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from connectors.base import Sink, WriteResult
+from pipeline import metrics
+from pipeline.errors import TransientError
+from pipeline.events import DocumentOp
+
+logger = logging.getLogger(__name__)
+
+
+class Abandoned(Exception):
+    """The batch was given up (revoked partitions or a stop request)."""
+
+
+@dataclass
+class Backoff:
+    initial_ms: int = 200
+    max_ms: int = 10_000
+    attempt: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        """Full-jitter exponential backoff, in seconds."""
+        cap = min(self.max_ms, self.initial_ms * (2 ** min(self.attempt, 16)))
+        self.attempt += 1
+        return self.rng.uniform(cap / 2, cap) / 1000.0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class Rejection:
+    op: DocumentOp
+    sink: str
+    reason: str
+
+
+class SinkWriter:
+    """Applies per-sink op lists until every sink acknowledged."""
+
+    def __init__(
+        self,
+        sinks: Mapping[str, Sink],
+        backoff: Backoff,
+        wait: Callable[[float], None],
+        should_abandon: Callable[[], bool],
+        on_backoff: Callable[[bool], None] = lambda _b: None,
+    ) -> None:
+        self.sinks = sinks
+        self.backoff = backoff
+        self.wait = wait  # sleeps while keeping the consumer alive
+        self.should_abandon = should_abandon
+        self.on_backoff = on_backoff
+
+    def write(self, per_sink: Mapping[str, Sequence[DocumentOp]]) -> list[Rejection]:
+        pending = {name: ops for name, ops in per_sink.items() if ops}
+        rejections: list[Rejection] = []
+        self.backoff.reset()
+        try:
+            while pending:
+                for name in list(pending):
+                    result = self._write_one(name, pending[name])
+                    if result is None:
+                        continue
+                    rejections.extend(Rejection(op, name, why)
+                                      for op, why in result.rejected)
+                    del pending[name]
+                if not pending:
+                    break
+                self.on_backoff(True)
+                delay = self.backoff.next_delay()
+                logger.warning("sinks unavailable sinks=%s retry_in_s=%.2f attempt=%d",
+                               ",".join(sorted(pending)), delay, self.backoff.attempt)
+                self.wait(delay)
+                if self.should_abandon():
+                    raise Abandoned("batch abandoned while backing off")
+        finally:
+            self.on_backoff(False)
+        return rejections
+
+    def _write_one(self, name: str, ops: Sequence[DocumentOp]) -> WriteResult | None:
+        sink = self.sinks[name]
+        start = time.perf_counter()
+        try:
+            result = sink.write(ops)
+        except TransientError as exc:
+            metrics.RETRIES.labels(name).inc()
+            logger.warning("transient sink error sink=%s ops=%d error=%s", name,
+                           len(ops), exc)
+            return None
+        metrics.WRITE_SECONDS.labels(name).observe(time.perf_counter() - start)
+        metrics.OPS.labels(name, "applied").inc(result.applied)
+        metrics.OPS.labels(name, "stale").inc(result.stale)
+        metrics.OPS.labels(name, "rejected").inc(len(result.rejected))
+        return result

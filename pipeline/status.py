@@ -1,0 +1,114 @@
+"""``readside status``: how far behind each view is, in every sink.
+
+Four figures per view and sink: consumer lag in messages (end offsets minus
+committed offsets of the view's topic), time lag (now minus the source commit
+time of the last applied event, or of the newest heartbeat when the view has
+nothing left to read), the replication slot's lag in bytes, and the count of
+dead letters. Checkpoints come from the checkpoint topic, so they survive
+restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline import checkpoints
+from pipeline.config import Config
+
+
+@dataclass
+class ViewSinkStatus:
+    view: str
+    sink: str
+    consumer_lag: int
+    applied_lsn: int | None
+    last_commit_ts_ms: int | None
+    time_lag_ms: int | None
+    applied_ts_ms: int | None
+    partitions: int
+
+
+def _topic_lag(consumer: Consumer, topic: str, timeout: float
+               ) -> tuple[int, int]:
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        return 0, 0
+    tps = [TopicPartition(topic, p) for p in md.partitions]
+    committed = consumer.committed(tps, timeout=timeout)
+    lag = 0
+    for tp in committed:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        start = tp.offset if tp.offset >= 0 else low
+        lag += max(0, high - start)
+    return lag, len(tps)
+
+
+def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        return 0
+    total = 0
+    for p in md.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                   timeout=timeout)
+        total += high - low
+    return total
+
+
+def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
+    from connectors import debezium
+
+    cps, mark = checkpoints.read(cfg.kafka.bootstrap_servers,
+                                 cfg.kafka.checkpoint_topic, timeout)
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers,
+                         "group.id": cfg.kafka.group_id, "enable.auto.commit": False})
+    now = int(time.time() * 1000)
+    rows: list[ViewSinkStatus] = []
+    try:
+        lags = {}
+        for view_name, view in cfg.views.items():
+            topic = cfg.source.topic(view.table)
+            if topic not in lags:
+                lags[topic] = _topic_lag(consumer, topic, timeout)
+            lag, parts = lags[topic]
+            for sink in view.sinks:
+                mine = [c for c in cps.values() if c.view == view_name and c.sink == sink]
+                lsn = max((c.lsn for c in mine if c.lsn), default=None)
+                ts = max((c.commit_ts_ms for c in mine if c.commit_ts_ms), default=None)
+                applied = max((c.applied_ts_ms for c in mine), default=None)
+                newest = ts
+                if lag == 0 and mark is not None and mark.ts_ms:
+                    newest = max(ts or 0, mark.ts_ms)
+                rows.append(ViewSinkStatus(
+                    view_name, sink, lag, lsn, ts,
+                    None if newest is None else max(0, now - newest), applied, parts))
+        dlq = dead_letter_count(consumer, cfg.kafka.dlq_topic, timeout)
+    finally:
+        consumer.close()
+    try:
+        slot_lag = debezium.slot_lag_bytes(cfg)
+    except Exception:  # noqa: BLE001 (status must show what it can)
+        slot_lag = None
+    return {
+        "views": [asdict(r) for r in rows],
+        "slot_lag_bytes": slot_lag,
+        "dead_letters": dlq,
+        "source_mark": None if mark is None else asdict(mark),
+        "generated_ts_ms": now,
+    }
+
+
+def render(st: dict[str, Any]) -> str:
+    lines = [f"{'view':<14}{'sink':<10}{'lag(msg)':>9}{'time lag':>12}  applied lsn"]
+    for r in st["views"]:
+        tl = "-" if r["time_lag_ms"] is None else f"{r['time_lag_ms'] / 1000:.1f}s"
+        lines.append(f"{r['view']:<14}{r['sink']:<10}{r['consumer_lag']:>9}{tl:>12}  "
+                     f"{r['applied_lsn'] if r['applied_lsn'] is not None else '-'}")
+    lines.append("")
+    lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
+    lines.append(f"dead letters: {st['dead_letters']}")
+    return "\n".join(lines)

@@ -1,0 +1,438 @@
+"""One mapping from PostgreSQL values to JSON, shared by every kind of view.
+
+Table views decode Debezium's Kafka Connect JSON (:func:`struct_converter`
+builds, once per schema, a function that maps one row); aggregate views read
+rows with psycopg (:func:`pg_value_to_json`). Both give the same JSON-ready
+values, so one row serialises to byte-identical JSON through either path.
+``docs/types.md`` is the reference table. An unchanged TOASTed column
+(Debezium's unavailable-value placeholder in any of its typed forms) becomes
+:data:`~pipeline.events.UNCHANGED`.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import ipaddress
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from pipeline.events import UNCHANGED
+
+Converter = Callable[[Any], Any]
+"""Maps one non-null value of a field to its JSON form."""
+
+RowConverter = Callable[[Any], dict[str, Any]]
+"""Maps one struct (a row or a key) to a new dict of JSON forms."""
+
+#: Debezium's default ``unavailable.value.placeholder``.
+PLACEHOLDER = "__debezium_unavailable_value"
+_PLACEHOLDER_BYTES = PLACEHOLDER.encode()
+#: The placeholder of a bytea column under ``binary.handling.mode=base64``.
+PLACEHOLDER_BASE64 = base64.b64encode(_PLACEHOLDER_BYTES).decode()
+# The typed forms Debezium uses for unchanged TOASTed arrays and hstore.
+_ARRAY_PLACEHOLDERS: tuple[list[Any], ...] = (
+    [PLACEHOLDER],
+    [PLACEHOLDER_BASE64],
+    list(_PLACEHOLDER_BYTES),
+    [str(uuid.UUID(bytes=hashlib.md5(_PLACEHOLDER_BYTES).digest(), version=3))],  # noqa: S324 - Java's UUID.nameUUIDFromBytes
+)
+_HSTORE_PLACEHOLDER = {PLACEHOLDER: PLACEHOLDER}
+_IP_TYPES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
+_US_PER_DAY = 86_400_000_000
+_DECIMAL_SPECIALS = {
+    "NaN": "NaN",
+    "NAN": "NaN",
+    "Infinity": "Infinity",
+    "POSITIVE_INFINITY": "Infinity",
+    "-Infinity": "-Infinity",
+    "NEGATIVE_INFINITY": "-Infinity",
+}
+_FLOAT_SPECIALS = frozenset({"NaN", "Infinity", "-Infinity"})
+_NUMERIC_SOURCE_TYPES = frozenset({"NUMERIC", "DECIMAL", "MONEY"})
+_SOURCE_TYPE_PARAM = "__debezium.source.column.type"
+_INTERVAL = re.compile(
+    r"(-)?P(?:([-+]?\d+)Y)?(?:([-+]?\d+)M)?(?:([-+]?\d+)D)?"
+    r"(?:T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?(?:([-+]?\d+(?:\.\d*)?)S)?)?"
+)
+
+
+class SchemaError(ValueError):
+    """A Kafka Connect schema that readside cannot interpret."""
+
+
+# --- canonical forms -------------------------------------------------------
+
+
+def format_decimal(value: Decimal) -> str:
+    """Exact plain-notation string of a decimal, keeping its scale."""
+    if value.is_nan():
+        return "NaN"
+    if value.is_infinite():
+        return "-Infinity" if value < 0 else "Infinity"
+    return format(value, "f")
+
+
+def decimal_text(text: str) -> str:
+    """Canonical form of a decimal string as Debezium or a user writes it.
+
+    Accepts Java ``BigDecimal.toString`` output (``"1E-8"``) and Debezium's
+    special-value names (``"NAN"``, ``"POSITIVE_INFINITY"``).
+    """
+    special = _DECIMAL_SPECIALS.get(text)
+    if special is not None:
+        return special
+    if "E" not in text and "e" not in text:
+        Decimal(text)  # validates
+        return text
+    return format_decimal(Decimal(text))
+
+
+def format_float(value: float) -> float | str:
+    """A float as JSON allows it: NaN and infinities become strings."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC with ``+00:00``; a naive value is taken to be UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    elif value.utcoffset() != timedelta(0):
+        value = value.astimezone(UTC)
+    return value.isoformat()
+
+
+def _clock(seconds: int, micros: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{text}.{micros:06d}" if micros else text
+
+
+def format_time(value: time) -> str:
+    """``HH:MM:SS[.ffffff]``; a time with a zone is shifted to UTC, ``Z`` added."""
+    seconds = value.hour * 3600 + value.minute * 60 + value.second
+    offset = value.utcoffset()
+    if offset is None:
+        return _clock(seconds, value.microsecond)
+    seconds = (seconds - int(offset.total_seconds())) % 86_400
+    return _clock(seconds, value.microsecond) + "Z"
+
+
+def format_duration(micros: int) -> str:
+    """ISO 8601 duration of a number of microseconds: days, hours, minutes, seconds."""
+    sign = "-" if micros < 0 else ""
+    days, rest = divmod(abs(micros), _US_PER_DAY)
+    hours, rest = divmod(rest, 3_600_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    secs, frac = divmod(rest, 1_000_000)
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    if frac:
+        clock += f"{secs}.{frac:06d}".rstrip("0") + "S"
+    elif secs:
+        clock += f"{secs}S"
+    if not days and not clock:
+        return "PT0S"
+    return sign + "P" + (f"{days}D" if days else "") + ("T" + clock if clock else "")
+
+
+def timedelta_micros(value: timedelta) -> int:
+    """Total microseconds of a timedelta, exactly."""
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def interval_micros(text: str) -> int:
+    """Microseconds of a Debezium interval string (``P1Y2M3DT4H5M6.5S``).
+
+    A year counts 365 days and a month 30, the rule psycopg uses.
+    """
+    m = _INTERVAL.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an ISO 8601 interval: {text!r}")
+    neg, years, months, days, hours, minutes, secs = m.groups()
+    day_count = int(years or 0) * 365 + int(months or 0) * 30 + int(days or 0)
+    whole = int(hours or 0) * 3600 + int(minutes or 0) * 60
+    frac = Decimal(secs or 0) * 1_000_000
+    micros = (day_count * 86_400 + whole) * 1_000_000
+    micros += int(frac.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return -micros if neg else micros
+
+
+# --- Debezium (Kafka Connect JSON) -----------------------------------------
+
+
+def _text(v: Any) -> Any:
+    if v == PLACEHOLDER or v == PLACEHOLDER_BASE64:
+        return UNCHANGED
+    return v
+
+
+def _numeric_text(v: Any) -> Any:
+    if v == PLACEHOLDER:
+        return UNCHANGED
+    return decimal_text(v)
+
+
+def _float(v: Any) -> Any:
+    if isinstance(v, str):
+        if v in _FLOAT_SPECIALS:
+            return v
+        raise ValueError(f"not a float: {v!r}")
+    return format_float(v)
+
+
+def _zoned_timestamp(v: str) -> str:
+    if v in ("infinity", "-infinity"):
+        return v
+    return format_datetime(datetime.fromisoformat(v))
+
+
+def _epoch(micros: int) -> str:
+    try:
+        return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+    except OverflowError:
+        return "infinity" if micros > 0 else "-infinity"
+
+
+def _days(v: int) -> str:
+    try:
+        return (_EPOCH_DATE + timedelta(days=v)).isoformat()
+    except OverflowError:
+        return "infinity" if v > 0 else "-infinity"
+
+
+def _time_micros(v: int) -> str:
+    secs, micros = divmod(v, 1_000_000)
+    return _clock(secs, micros)
+
+
+def _zoned_time(v: str) -> str:
+    return format_time(time.fromisoformat(v))
+
+
+def _interval(v: str) -> str:
+    return format_duration(interval_micros(v))
+
+
+def _uuid(v: str) -> Any:
+    return UNCHANGED if v == PLACEHOLDER else v.lower()
+
+
+def _json(v: str) -> Any:
+    if v == PLACEHOLDER:
+        return UNCHANGED
+    parsed = json.loads(v)
+    return UNCHANGED if parsed == _HSTORE_PLACEHOLDER else parsed
+
+
+def _connect_decimal(scale: int) -> Converter:
+    def convert(v: str) -> Any:
+        if v == PLACEHOLDER_BASE64:
+            return UNCHANGED
+        unscaled = int.from_bytes(base64.b64decode(v), "big", signed=True)
+        return format_decimal(Decimal(unscaled).scaleb(-scale))
+
+    return convert
+
+
+def _variable_scale_decimal(v: Mapping[str, Any]) -> str:
+    unscaled = int.from_bytes(base64.b64decode(v["value"]), "big", signed=True)
+    return format_decimal(Decimal(unscaled).scaleb(-int(v["scale"])))
+
+
+_NAMED: dict[str, Converter] = {
+    "io.debezium.time.ZonedTimestamp": _zoned_timestamp,
+    "io.debezium.time.MicroTimestamp": _epoch,
+    "io.debezium.time.Timestamp": lambda v: _epoch(v * 1000),
+    "org.apache.kafka.connect.data.Timestamp": lambda v: _epoch(v * 1000),
+    "io.debezium.time.NanoTimestamp": lambda v: _epoch(v // 1000),
+    "io.debezium.time.Date": _days,
+    "org.apache.kafka.connect.data.Date": _days,
+    "io.debezium.time.MicroTime": _time_micros,
+    "io.debezium.time.Time": lambda v: _time_micros(v * 1000),
+    "org.apache.kafka.connect.data.Time": lambda v: _time_micros(v * 1000),
+    "io.debezium.time.NanoTime": lambda v: _time_micros(v // 1000),
+    "io.debezium.time.ZonedTime": _zoned_time,
+    "io.debezium.time.Interval": _interval,
+    "io.debezium.time.MicroDuration": format_duration,
+    "io.debezium.data.Uuid": _uuid,
+    "io.debezium.data.Json": _json,
+    "io.debezium.data.VariableScaleDecimal": _variable_scale_decimal,
+}
+
+
+def _is_numeric_source(schema: Mapping[str, Any]) -> bool:
+    params = schema.get("parameters")
+    if not isinstance(params, Mapping):
+        return False
+    source_type = str(params.get(_SOURCE_TYPE_PARAM, "")).upper().lstrip("_")
+    return source_type in _NUMERIC_SOURCE_TYPES
+
+
+def field_converter(schema: Mapping[str, Any]) -> Converter | None:
+    """The converter of one field schema, or ``None`` when values pass as is.
+
+    Raises:
+        SchemaError: the schema is not a Kafka Connect schema.
+    """
+    if not isinstance(schema, Mapping):
+        raise SchemaError(f"field schema is not an object: {schema!r}")
+    kind = schema.get("type")
+    name = schema.get("name")
+    if name == "org.apache.kafka.connect.data.Decimal":
+        params = schema.get("parameters") or {}
+        return _connect_decimal(int(params.get("scale", 0)))
+    if isinstance(name, str) and name in _NAMED:
+        return _NAMED[name]
+    if kind == "string":
+        return _numeric_text if _is_numeric_source(schema) else _text
+    if kind == "bytes":
+        return _text
+    if kind in ("float32", "float64", "double", "float"):
+        return _float
+    if kind in ("int8", "int16", "int32", "int64", "boolean"):
+        return None
+    if kind == "array":
+        items = schema.get("items") or {}
+        numeric = _is_numeric_source(schema) and items.get("type") == "string"
+        return _array_converter(_numeric_text if numeric else field_converter(items))
+    if kind == "map":
+        return _map_converter(field_converter(schema.get("values") or {}))
+    if kind == "struct":
+        return struct_converter(schema)
+    raise SchemaError(f"unknown Connect schema type {kind!r}")
+
+
+def _array_converter(element: Converter | None) -> Converter:
+    def convert(v: list[Any]) -> Any:
+        if len(v) in (1, 28) and v in _ARRAY_PLACEHOLDERS:
+            return UNCHANGED
+        if element is None:
+            return v
+        return [None if x is None else element(x) for x in v]
+
+    return convert
+
+
+def _map_converter(value: Converter | None) -> Converter:
+    def convert(v: dict[str, Any]) -> Any:
+        if v == _HSTORE_PLACEHOLDER:
+            return UNCHANGED
+        if value is None:
+            return v
+        return {k: None if x is None else value(x) for k, x in v.items()}
+
+    return convert
+
+
+class FieldError(ValueError):
+    """A value that does not fit its field's schema; names the field."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(f"column {path}: {type(cause).__name__}: {cause}")
+        self.path = path
+
+
+def struct_converter(schema: Mapping[str, Any]) -> RowConverter:
+    """Build the function that maps one struct value (a row) to JSON forms.
+
+    Built once per schema and cached by the decoder. The returned function
+    raises :class:`FieldError` naming the column when a value does not fit.
+
+    Raises:
+        SchemaError: the schema is not a Connect struct schema.
+    """
+    fields = schema.get("fields") if isinstance(schema, Mapping) else None
+    if schema.get("type") != "struct" or not isinstance(fields, list):
+        raise SchemaError("expected a struct schema with a list of fields")
+    convs: dict[str, Converter | None] = {}
+    for f in fields:
+        if not isinstance(f, Mapping) or not isinstance(f.get("field"), str):
+            raise SchemaError(f"struct field without a name: {f!r}")
+        convs[f["field"]] = field_converter(f)
+
+    def convert(row: Any) -> dict[str, Any]:
+        if not isinstance(row, dict):
+            raise FieldError("<row>", TypeError(f"expected an object, got {row!r}"))
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            fn = convs.get(key)
+            if fn is None or value is None:
+                out[key] = value
+                continue
+            try:
+                out[key] = fn(value)
+            except FieldError as exc:
+                raise FieldError(f"{key}.{exc.path}", exc.__cause__ or exc) from exc
+            except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
+                raise FieldError(key, exc) from exc
+        return out
+
+    return convert
+
+
+# --- psycopg ---------------------------------------------------------------
+
+
+def pg_value_to_json(value: Any) -> Any:
+    """Map a value psycopg returns to the same JSON form a table view decodes.
+
+    Query money as ``money::numeric`` and ranges or other exotic types as
+    ``::text``: psycopg returns money as locale-formatted text.
+
+    Raises:
+        TypeError: a Python type without a defined mapping.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, time):
+        return format_time(value)
+    if isinstance(value, timedelta):
+        return format_duration(timedelta_micros(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, list | tuple):
+        return [pg_value_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): pg_value_to_json(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, str) else value.name
+    if isinstance(value, _IP_TYPES):  # inet (interfaces subclass addresses), cidr
+        return str(value)
+    raise TypeError(
+        f"no JSON mapping for {type(value).__name__}; cast the column to text in SQL"
+    )
+
+
+def pg_row_to_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply :func:`pg_value_to_json` to every column of a row."""
+    return {k: pg_value_to_json(v) for k, v in row.items()}

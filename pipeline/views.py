@@ -1,0 +1,115 @@
+"""Table views: one document per source row, built from the event alone.
+
+The version of every document op is the event's position in its partition,
+``table_version(epoch, offset)`` (DESIGN: why not the LSN). A row that leaves
+the view's focus filter, or that a transform drops, becomes a delete at that
+version, so the stores forget it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import Config, TableViewConfig
+from pipeline.errors import BadRecord
+from pipeline.events import (
+    ChangeEvent,
+    Delete,
+    Document,
+    DocumentOp,
+    Op,
+    Upsert,
+    table_version,
+)
+
+RowFilter = Callable[[Document], bool]
+Transform = Callable[[Document], Document | None]
+
+
+def doc_id(key: dict[str, Any]) -> str:
+    """The document id of a primary key.
+
+    A single-column key gives its value as text; a composite key joins its
+    values with ``:``, escaping ``%`` and ``:`` inside values.
+    """
+    if not key:
+        raise BadRecord("contract", "event has no primary key (table without PK?)")
+    values = list(key.values())
+    if len(values) == 1:
+        return str(values[0])
+    return ":".join(str(v).replace("%", "%25").replace(":", "%3A") for v in values)
+
+
+@dataclass
+class TableView:
+    """Turns change events of one table into document ops of one view."""
+
+    name: str
+    cfg: TableViewConfig
+    epoch: int
+    row_filter: RowFilter | None
+    transform: Transform | None
+
+    def shape(self, row: Document) -> Document:
+        if self.cfg.fields is not None:
+            row = {k: row[k] for k in self.cfg.fields if k in row}
+        if self.cfg.exclude:
+            row = {k: v for k, v in row.items() if k not in self.cfg.exclude}
+        return row
+
+    def ops_for(self, event: ChangeEvent) -> list[DocumentOp]:
+        """Document ops for one event; raises :class:`BadRecord` for a bad one."""
+        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
+            return []  # the delete before the tombstone already removed the doc
+        version = table_version(self.epoch, event.position.offset)
+        common = {
+            "lsn": event.lsn,
+            "commit_ts_ms": event.commit_ts_ms,
+            "position": event.position,
+        }
+        if event.op is Op.DELETE:
+            return [Delete(self.name, doc_id(event.key), version, **common)]
+        if event.after is None:
+            raise BadRecord("contract", f"{event.op.value} event without 'after' image")
+        ident = doc_id(event.key)
+        row = self.shape(event.after)
+        if self.row_filter is not None and not self.row_filter(row):
+            return [Delete(self.name, ident, version, **common)]
+        doc = self.transform(row) if self.transform is not None else row
+        if doc is None:
+            return [Delete(self.name, ident, version, **common)]
+        return [Upsert(self.name, ident, version, doc, **common)]
+
+
+def build_views(cfg: Config, epochs: dict[str, int] | None = None,
+                only: Iterable[str] | None = None) -> dict[str, TableView]:
+    """Compile every view of the config (filters and transform chains)."""
+    from transforms.chain import build_chain
+    from transforms.expr import compile_expression
+
+    epochs = epochs or {}
+    wanted = set(only) if only else set(cfg.views)
+    unknown = wanted - set(cfg.views)
+    if unknown:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"unknown view(s): {', '.join(sorted(unknown))}")
+    views: dict[str, TableView] = {}
+    for name in sorted(wanted):
+        vcfg = cfg.views[name]
+        row_filter: RowFilter | None = None
+        if vcfg.filter:
+            expr = compile_expression(vcfg.filter)
+            row_filter = _as_predicate(expr.evaluate)
+        chain = build_chain(list(vcfg.transforms)) if vcfg.transforms else None
+        views[name] = TableView(name, vcfg, epochs.get(name, 0), row_filter, chain)
+    return views
+
+
+def _as_predicate(evaluate: Callable[[Document], Any]) -> RowFilter:
+    def predicate(row: Document) -> bool:
+        return bool(evaluate(row))
+
+    return predicate

@@ -1,0 +1,325 @@
+"""The consumer worker: the loop that owns ordering and commits.
+
+For every batch::
+
+    consume -> decode -> views -> coalesce per document id
+      -> write every sink of each view (version-guarded, retried on
+         transient errors while the partitions stay paused)
+      -> dead letters produced and flushed
+      -> offsets committed (only now: after every sink acknowledged)
+      -> checkpoints written
+
+A crash anywhere before the commit replays the batch; the version rule makes
+the replay harmless. Several workers in one consumer group share partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.base import Sink, ViewTarget
+from pipeline import metrics
+from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
+from pipeline.config import Config
+from pipeline.dlq import DeadLetterQueue
+from pipeline.errors import FatalError, TransientError
+from pipeline.processor import Batch, DeadLetter, Processor, ops_for_sink
+from pipeline.sinkwriter import Abandoned, Backoff, SinkWriter
+from pipeline.views import TableView, build_views
+
+logger = logging.getLogger(__name__)
+
+
+def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
+    """The views a sink holds, with their per-view options."""
+    out: dict[str, ViewTarget] = {}
+    for view_name, view in cfg.views.items():
+        if sink_name not in view.sinks:
+            continue
+        opts = view.sink_options.get(sink_name)
+        extra: dict[str, Any] = dict(opts.model_extra or {}) if opts else {}
+        if view.distribution_key and "routing_field" not in extra:
+            extra["routing_field"] = view.distribution_key
+        name = (opts.target if opts and opts.target else None) or view_name
+        out[view_name] = ViewTarget(view_name, name, extra)
+    return out
+
+
+def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
+    from connectors.registry import build_sink
+
+    return {n: build_sink(n, cfg.sinks[n], targets_for(cfg, n)) for n in names}
+
+
+def consumer_config(cfg: Config) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": cfg.kafka.bootstrap_servers,
+        "group.id": cfg.kafka.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+        "max.poll.interval.ms": 300_000,
+        "fetch.wait.max.ms": 100,
+    }
+    conf.update(cfg.kafka.extra)
+    return conf
+
+
+@dataclass
+class Worker:
+    """One worker process of a pipeline."""
+
+    cfg: Config
+    views: Mapping[str, TableView]
+    sinks: Mapping[str, Sink]
+    consumer_factory: Callable[[dict[str, Any]], Any] = Consumer
+    producer_factory: Callable[[dict[str, Any]], Any] = Producer
+    health: metrics.Health = field(default_factory=metrics.Health)
+    stopping: bool = False
+    batches: int = 0
+    _revoked: set[tuple[str, int]] = field(default_factory=set)
+    _assigned: set[tuple[str, int]] = field(default_factory=set)
+
+    # ------------------------------------------------------------ lifecycle
+    def stop(self, *_args: object) -> None:
+        """Ask the loop to finish its batch and leave (signal-handler safe)."""
+        self.stopping = True
+
+    def topics(self) -> list[str]:
+        by_topic = self.cfg.view_topics()
+        return sorted(t for t, vs in by_topic.items() if any(v in self.views for v in vs))
+
+    def run(self, max_batches: int | None = None) -> None:
+        cfg = self.cfg
+        producer = self.producer_factory({
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            "enable.idempotence": True, "linger.ms": 20,
+        })
+        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        ensure_topics(admin, [(cfg.kafka.dlq_topic, 1, False),
+                              (cfg.kafka.checkpoint_topic, 1, True)],
+                      cfg.kafka.replication_factor)
+        self.dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
+        self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
+        self._open_sinks()
+        consumer = self.consumer_factory(consumer_config(cfg))
+        self.consumer = consumer
+        heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
+        self.processor = Processor(dict(self.views), cfg.view_topics(),
+                                   heartbeat_topics={heartbeat_topic})
+        self.writer = SinkWriter(
+            self.sinks,
+            Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms),
+            wait=self._wait_paused, should_abandon=self._should_abandon,
+            on_backoff=self._set_backoff,
+        )
+        consumer.subscribe([*self.topics(), heartbeat_topic], on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_lost)
+        logger.info("worker started group=%s topics=%s sinks=%s", cfg.kafka.group_id,
+                    ",".join(self.topics()), ",".join(self.sinks))
+        try:
+            while not self.stopping:
+                self.health.turn()
+                msgs = consumer.consume(cfg.worker.batch_size,
+                                        cfg.worker.batch_timeout_ms / 1000.0)
+                msgs = [m for m in msgs if self._usable(m)]
+                if msgs:
+                    self._handle(msgs)
+                    self.batches += 1
+                    if max_batches is not None and self.batches >= max_batches:
+                        break
+        finally:
+            logger.info("worker stopping batches=%d", self.batches)
+            producer.flush(10)
+            consumer.close()
+            for sink in self.sinks.values():
+                sink.close()
+
+    def _open_sinks(self) -> None:
+        backoff = Backoff(self.cfg.worker.backoff_initial_ms,
+                          self.cfg.worker.backoff_max_ms)
+        for name, sink in self.sinks.items():
+            while True:
+                try:
+                    sink.open()
+                    break
+                except TransientError as exc:
+                    if self.stopping:
+                        raise FatalError(f"stopped while opening sink {name}") from exc
+                    delay = backoff.next_delay()
+                    logger.warning("sink not reachable sink=%s retry_in_s=%.2f error=%s",
+                                   name, delay, exc)
+                    time.sleep(delay)
+        self.health.sinks_open = True
+
+    # ------------------------------------------------------------ rebalance
+    def _on_assign(self, _c: Any, parts: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in parts}
+        self.health.assigned = len(self._assigned)
+        logger.info("assigned partitions=%s", _fmt(parts))
+
+    def _on_revoke(self, _c: Any, parts: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in parts}
+        self._revoked |= gone
+        self._assigned -= gone
+        self.health.assigned = len(self._assigned)
+        logger.info("revoked partitions=%s", _fmt(parts))
+
+    def _on_lost(self, c: Any, parts: list[TopicPartition]) -> None:
+        logger.warning("lost partitions=%s (nothing is committed for them)", _fmt(parts))
+        self._on_revoke(c, parts)
+
+    def _usable(self, msg: Any) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() == KafkaError._PARTITION_EOF:
+            return False
+        if err.fatal():
+            raise FatalError(f"Kafka consumer: {err.str()}")
+        logger.warning("consumer error=%s", err.str())
+        return False
+
+    # ------------------------------------------------------------ one batch
+    def _handle(self, msgs: list[Any]) -> None:
+        self._batch_parts = {(m.topic(), m.partition()) for m in msgs}
+        self._revoked.clear()
+        self._replay_from: dict[tuple[str, int], int] = {}
+        batch = self.processor.process(msgs)
+        for topic in {m.topic() for m in msgs}:
+            metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
+        per_sink = {
+            name: ops_for_sink(batch, [v for v in self.views
+                                       if name in self.views[v].cfg.sinks])
+            for name in self.sinks
+        }
+        try:
+            rejections = self.writer.write(per_sink)
+        except Abandoned:
+            self._rewind(msgs)
+            return
+        dead = list(batch.dead)
+        seen = {(d.message.topic(), d.message.partition(), d.message.offset())
+                for d in dead}
+        for rej in rejections:
+            pos = rej.op.position
+            if pos is None or (pos.topic, pos.partition, pos.offset) in seen:
+                continue
+            seen.add((pos.topic, pos.partition, pos.offset))
+            dead.append(DeadLetter(batch.messages[pos], f"sink:{rej.sink}",
+                                   "Rejected", rej.reason, rej.op.view))
+        for d in dead:
+            self.dlq.send(d)
+            metrics.DEAD_LETTERS.labels(d.reason).inc()
+        if dead:
+            self._flush_dlq()
+        self._commit(msgs, batch)
+
+    def _flush_dlq(self) -> None:
+        backoff = Backoff(self.cfg.worker.backoff_initial_ms,
+                          self.cfg.worker.backoff_max_ms)
+        while True:
+            try:
+                self.dlq.flush()
+                return
+            except TransientError as exc:
+                logger.warning("dead-letter flush failed error=%s", exc)
+                self._wait_paused(backoff.next_delay())
+
+    def _commit(self, msgs: list[Any], batch: Batch) -> None:
+        nexts: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in nexts.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Partitions moved to another worker; it re-reads from the last commit.
+            logger.warning("commit failed (rebalance?) error=%s", exc)
+            return
+        metrics.BATCHES.inc()
+        now = int(time.time() * 1000)
+        cps = []
+        for (view, topic, part), ev in batch.last.items():
+            for sink in self.views[view].cfg.sinks:
+                if sink not in self.sinks:
+                    continue
+                cps.append(Checkpoint(view, sink, topic, part, nexts[(topic, part)],
+                                      ev.lsn, ev.commit_ts_ms, now, self.views[view].epoch))
+                if ev.commit_ts_ms:
+                    metrics.LAG_MS.labels(view, sink).set(now - ev.commit_ts_ms)
+                if ev.lsn:
+                    metrics.APPLIED_LSN.labels(view, sink).set(ev.lsn)
+        self.checkpoints.write(cps)
+        if batch.heartbeats:
+            hb = max(batch.heartbeats, key=lambda h: h.lsn or 0)
+            self.checkpoints.mark_source(SourceMark(hb.lsn, hb.ts_ms, now))
+
+    # ------------------------------------------------------------ backoff
+    def _set_backoff(self, on: bool) -> None:
+        self.health.backing_off = on
+
+    def _wait_paused(self, seconds: float) -> None:
+        """Sleep with every partition paused, polling so the group keeps us."""
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not self.stopping:
+                self.health.turn()
+                msg = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+                if msg is not None and msg.error() is None:
+                    key = (msg.topic(), msg.partition())
+                    self._replay_from.setdefault(key, msg.offset())
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+        for (topic, part), offset in self._replay_from.items():
+            if (topic, part) in self._assigned:
+                self.consumer.seek(TopicPartition(topic, part, offset))
+        self._replay_from.clear()
+
+    def _should_abandon(self) -> bool:
+        return self.stopping or bool(self._batch_parts & self._revoked)
+
+    def _rewind(self, msgs: list[Any]) -> None:
+        """Seek still-owned partitions back to the start of the abandoned batch."""
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            first[key] = min(first.get(key, m.offset()), m.offset())
+        for (topic, part), offset in first.items():
+            if (topic, part) in self._assigned and not self.stopping:
+                self.consumer.seek(TopicPartition(topic, part, offset))
+        logger.warning("batch abandoned records=%d partitions=%d", len(msgs), len(first))
+
+
+def _fmt(parts: list[TopicPartition]) -> str:
+    return ",".join(f"{p.topic}[{p.partition}]" for p in parts)
+
+
+def run_worker(cfg: Config, view_names: Sequence[str] | None = None,
+               metrics_port: int | None = None) -> Worker:
+    """Build and run a worker until SIGTERM/SIGINT; used by ``readside worker``."""
+    views = build_views(cfg, only=view_names)
+    sink_names = sorted({s for v in views.values() for s in v.cfg.sinks})
+    worker = Worker(cfg, views, build_sinks(cfg, sink_names))
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    port = cfg.worker.metrics_port if metrics_port is None else metrics_port
+    if port:
+        metrics.serve(worker.health, port)
+        logger.info("metrics and health on http://127.0.0.1:%d/metrics", port)
+    worker.run()
+    return worker
