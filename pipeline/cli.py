@@ -23,6 +23,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("elastic_transport", "urllib3", "pymongo"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 class _Group(click.Group):

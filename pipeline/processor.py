@@ -111,7 +111,8 @@ class Processor:
                                                  str(exc), view_name))
                     continue
                 raw_ops.setdefault(view_name, []).extend(ops)
-                batch.last[(view_name, pos.topic, pos.partition)] = decoded
+                if decoded.lsn is not None:
+                    batch.last[(view_name, pos.topic, pos.partition)] = decoded
         batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
         return batch
 

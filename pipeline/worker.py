@@ -16,6 +16,7 @@ the replay harmless. Several workers in one consumer group share partitions.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,10 @@ from pipeline.sinkwriter import Abandoned, Backoff, SinkWriter
 from pipeline.views import TableView, build_views
 
 logger = logging.getLogger(__name__)
+
+#: Fault injection for crash tests: exit abruptly (as kill -9 would) after the
+#: sinks acknowledged batch N and before its offsets are committed.
+_CRASH_BEFORE_COMMIT = int(os.environ.get("READSIDE_FAULT_CRASH_BEFORE_COMMIT", "0"))
 
 
 def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
@@ -71,6 +76,7 @@ def consumer_config(cfg: Config) -> dict[str, Any]:
         "heartbeat.interval.ms": 2_000,
         "max.poll.interval.ms": 300_000,
         "fetch.wait.max.ms": 100,
+        "logger": logging.getLogger("librdkafka"),
     }
     conf.update(cfg.kafka.extra)
     return conf
@@ -105,6 +111,7 @@ class Worker:
         producer = self.producer_factory({
             "bootstrap.servers": cfg.kafka.bootstrap_servers,
             "enable.idempotence": True, "linger.ms": 20,
+            "logger": logging.getLogger("librdkafka"),
         })
         admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
         ensure_topics(admin, [(cfg.kafka.dlq_topic, 1, False),
@@ -219,6 +226,9 @@ class Worker:
             seen.add((pos.topic, pos.partition, pos.offset))
             dead.append(DeadLetter(batch.messages[pos], f"sink:{rej.sink}",
                                    "Rejected", rej.reason, rej.op.view))
+        if _CRASH_BEFORE_COMMIT and self.batches + 1 >= _CRASH_BEFORE_COMMIT:
+            logger.error("fault injection: exiting after sink writes, before commit")
+            os._exit(137)
         for d in dead:
             self.dlq.send(d)
             metrics.DEAD_LETTERS.labels(d.reason).inc()
