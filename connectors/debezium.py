@@ -155,14 +155,31 @@ def delete(cfg: Config) -> bool:
     return True
 
 
-def drop_slot(cfg: Config) -> None:
-    """Drop the replication slot and publication (after ``delete``)."""
+def drop_slot(cfg: Config, timeout_s: float = 30.0) -> bool:
+    """Drop the replication slot and publication (after ``delete``).
+
+    The connector's task releases the slot asynchronously, so this waits up
+    to ``timeout_s`` for it to become inactive. Returns whether it is gone.
+    """
+    import time
+
     src = cfg.source
+    deadline = time.monotonic() + timeout_s
     with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE slot_name = %s AND NOT active", (src.slot,))
         conn.execute(f"DROP PUBLICATION IF EXISTS {src.publication}")
+        while True:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                (src.slot,)).fetchone()
+            if row is None:
+                return True
+            if not row[0]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (src.slot,))
+                return True
+            if time.monotonic() > deadline:
+                logger.warning("slot still active, not dropped slot=%s", src.slot)
+                return False
+            time.sleep(0.5)
 
 
 def slot_lag_bytes(cfg: Config) -> int | None:

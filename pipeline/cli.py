@@ -59,7 +59,7 @@ def stack_config(ctx: click.Context) -> config_mod.StackConfig:
     path = ctx.obj["config_path"] or os.environ.get(config_mod.CONFIG_ENV)
     if path is None and not Path("readside.yaml").exists():
         return config_mod.StackConfig()
-    return config_mod.load(path).stack
+    return config_mod.load_stack(path)
 
 
 # --------------------------------------------------------------------- stack
@@ -188,10 +188,8 @@ def connector_delete(ctx: click.Context, drop_slot: bool) -> None:
     click.echo(f"connector {cfg.connect.connector} "
                f"{'deleted' if found else 'was absent'}")
     if drop_slot:
-        import time
-
-        time.sleep(2)  # the task releases the slot asynchronously
-        debezium.drop_slot(cfg)
+        gone = debezium.drop_slot(cfg)
+        click.echo(f"slot {cfg.source.slot} {'dropped' if gone else 'still active'}")
 
 
 # -------------------------------------------------------------- pipeline
@@ -256,6 +254,20 @@ def dlq_replay(ctx: click.Context) -> None:
     applied, failed = replay_dead_letters(load_config(ctx))
     click.echo(f"replayed {applied} dead letter(s); {failed} failed again "
                "(re-dead-lettered)")
+
+
+@main.command()
+@click.option("--keep-running", is_flag=True, help="leave the workers running")
+@click.option("--seed", default=42, show_default=True, help="seed of the shop data")
+@click.option("--live-seconds", default=5.0, show_default=True,
+              help="how long to change rows after the snapshot")
+@click.pass_context
+def demo(ctx: click.Context, keep_running: bool, seed: int, live_seconds: float) -> None:
+    """Rebuild the demo shop and show it synced into Redis, Elasticsearch, MongoDB."""
+    from pipeline.demo.run import run
+
+    sys.exit(run(ctx.obj["config_path"], seed=seed, live_seconds=live_seconds,
+                 keep_running=keep_running))
 
 
 if __name__ == "__main__":  # pragma: no cover

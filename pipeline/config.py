@@ -257,13 +257,7 @@ def _interpolate_tree(node: Any, env: dict[str, str] | None, path: str) -> Any:
     return node
 
 
-def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
-    """Load, interpolate and validate a configuration file.
-
-    The path defaults to ``$READSIDE_CONFIG``, then ``readside.yaml``.
-    Interpolation applies to string values after parsing, so a secret that
-    contains YAML syntax cannot change the document's structure.
-    """
+def _read(path: str | Path | None, env: dict[str, str] | None) -> tuple[Path, Any]:
     chosen = Path(path or os.environ.get(CONFIG_ENV) or "readside.yaml")
     try:
         text = chosen.read_text()
@@ -279,4 +273,27 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
         data = _interpolate_tree(data, env, "")
     except ConfigError as exc:
         raise ConfigError(f"{chosen}: {exc}") from exc
+    return chosen, data
+
+
+def load_stack(path: str | Path | None = None,
+               env: dict[str, str] | None = None) -> StackConfig:
+    """Only the ``stack`` section: ``readside stack`` needs nothing else."""
+    chosen, data = _read(path, env)
+    try:
+        return StackConfig.model_validate(data.get("stack") or {})
+    except ValidationError as exc:
+        lines = [_describe(dict(e)) for e in exc.errors()]
+        raise ConfigError(f"{chosen}: invalid stack section\n  stack." +
+                          "\n  stack.".join(lines)) from exc
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load, interpolate and validate a configuration file.
+
+    The path defaults to ``$READSIDE_CONFIG``, then ``readside.yaml``.
+    Interpolation applies to string values after parsing, so a secret that
+    contains YAML syntax cannot change the document's structure.
+    """
+    chosen, data = _read(path, env)
     return parse(data, str(chosen))

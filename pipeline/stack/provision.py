@@ -81,14 +81,21 @@ def _maven_copy(pom: Path, dest: Path, log: Path) -> None:
     (dest / ".complete").touch()
 
 
+def _pom_tag(name: str) -> str:
+    """A short hash of a pom, so that editing it invalidates the cache."""
+    import hashlib
+
+    return hashlib.sha256(_pom(name).read_bytes()).hexdigest()[:8]
+
+
 def kafka_libs(cache: Path, log: Path) -> Path:
-    dest = cache / f"kafka-{KAFKA_VERSION}"
+    dest = cache / f"kafka-{KAFKA_VERSION}-{_pom_tag('kafka')}"
     _maven_copy(_pom("kafka"), dest, log)
     return dest
 
 
 def debezium_plugin(cache: Path, log: Path) -> Path:
-    plugin_path = cache / "connect-plugins" / DEBEZIUM_VERSION
+    plugin_path = cache / "connect-plugins" / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}"
     _maven_copy(_pom("debezium"), plugin_path / "debezium-connector-postgres", log)
     return plugin_path
 
@@ -202,8 +209,8 @@ def provision(cache: Path, logs: Path) -> Installed:
 def locate(cache: Path) -> Installed:
     """Where :func:`provision` puts things, without installing anything."""
     return Installed(
-        kafka_libs=cache / f"kafka-{KAFKA_VERSION}",
-        plugin_path=cache / "connect-plugins" / DEBEZIUM_VERSION,
+        kafka_libs=cache / f"kafka-{KAFKA_VERSION}-{_pom_tag('kafka')}",
+        plugin_path=cache / "connect-plugins" / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}",
         elasticsearch_home=cache / f"elasticsearch-{ELASTICSEARCH_VERSION}",
         ferretdb=cache / "bin" / f"ferretdb-{FERRETDB_VERSION}",
         postgres_bin=_postgres_bin() or Path("/usr/lib/postgresql/15/bin"),

@@ -151,6 +151,16 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
     progress(f"provisioned in {time.monotonic() - t0:.1f}s (cache {cache_dir(cfg)})")
     started: list[str] = []
     svcs = services(ctx)
+    # Check every port first, so a conflict starts nothing at all.
+    taken = [
+        f"port {port} ({svc.name})"
+        for svc in svcs if _read_pid(ctx, svc.name) is None
+        for port in svc.ports if port_in_use(port)
+    ]
+    if taken:
+        raise FatalError(
+            "cannot start the stack: " + ", ".join(taken) + " already in use by "
+            "another process; free it or choose other ports in the stack section")
     # Kafka Connect needs Kafka; everything else starts at once.
     waves = [[s for s in svcs if s.name != "connect"],
              [s for s in svcs if s.name == "connect"]]

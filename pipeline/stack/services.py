@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import StackConfig
+from pipeline.errors import FatalError
 from pipeline.stack.provision import Installed
 
 SERVICE_USER = "readside"
@@ -123,11 +124,15 @@ class Postgres(Service):
             return
         pgdata.mkdir(parents=True, exist_ok=True)
         chown_service_user(pgdata)
-        subprocess.run(
+        init = subprocess.run(
             as_service_user([str(self.ctx.installed.postgres_bin / "initdb"), "-D",
                              str(pgdata), "-U", "postgres", "--auth=trust",
                              "-E", "UTF8", "--locale=C.UTF-8"]),
-            check=True, capture_output=True)
+            capture_output=True, text=True, check=False)
+        if init.returncode != 0:
+            raise FatalError(
+                f"initdb of {pgdata} failed (the '{SERVICE_USER}' user must be "
+                f"able to enter every parent directory): {init.stderr.strip()}")
         with (pgdata / "postgresql.conf").open("a") as f:
             f.write(
                 "\n# readside local stack\n"

@@ -1,0 +1,192 @@
+"""The local stack itself: idempotent up, down/up, port conflicts, real services.
+
+The down/up cycle runs on a second stack (own data dir, own ports) so the
+suite's main stack stays up for every other test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pymongo
+import pytest
+import redis
+import yaml
+from confluent_kafka import Consumer
+from elasticsearch import Elasticsearch
+
+from pipeline.config import StackConfig, load
+from pipeline.stack import runner
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MAIN = StackConfig()
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def shifted(tmp: Path, offset: int) -> StackConfig:
+    m = MAIN
+    return StackConfig(
+        data_dir=str(tmp / "stack"), postgres_port=m.postgres_port + offset,
+        kafka_port=m.kafka_port + offset,
+        kafka_controller_port=m.kafka_controller_port + offset,
+        connect_port=m.connect_port + offset, redis_port=m.redis_port + offset,
+        elasticsearch_port=m.elasticsearch_port + offset,
+        ferretdb_port=m.ferretdb_port + offset)
+
+
+def config_file(tmp: Path, stack: StackConfig) -> Path:
+    path = tmp / "stack.yaml"
+    path.write_text(yaml.safe_dump({"stack": stack.model_dump(exclude_none=True)}))
+    return path
+
+
+def test_stack_up_when_already_up_is_a_noop() -> None:
+    before = {s.name: s.pid for s in runner.status(MAIN)}
+    proc = cli("stack", "up")
+    assert proc.returncode == 0, proc.stderr
+    assert "started: nothing (all up)" in proc.stdout
+    after = {s.name: s.pid for s in runner.status(MAIN)}
+    assert after == before
+
+
+def test_stack_status_probes_every_service() -> None:
+    proc = cli("stack", "status", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {"postgres", "redis", "elasticsearch", "ferretdb", "kafka",
+                         "connect"}
+    assert all(r["problem"] is None and r["pid"] for r in rows.values())
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_stack_up_port_taken_names_the_port_and_starts_nothing(
+    tmp_path: Path, taken_port: int
+) -> None:
+    stack = shifted(tmp_path, 2000).model_copy(update={"redis_port": taken_port})
+    proc = cli("--config", str(config_file(tmp_path, stack)), "stack", "up")
+    assert proc.returncode != 0
+    assert f"port {taken_port} (redis)" in proc.stderr
+    assert all(s.pid is None for s in runner.status(stack))
+
+
+def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
+    # Services run as an unprivileged user, which cannot enter pytest's tmp.
+    data = REPO / ".readside" / f"test-{uuid.uuid4().hex[:8]}"
+    stack = shifted(data, 1000)
+    path = str(config_file(tmp_path, stack))
+    try:
+        up = cli("--config", path, "stack", "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert all(s.healthy for s in runner.status(stack))
+        main_pids = {s.name: s.pid for s in runner.status(MAIN)}
+        down = cli("--config", path, "stack", "down")
+        assert down.returncode == 0, down.stderr
+        assert all(s.pid is None for s in runner.status(stack))
+        # down stops only what this stack's up started
+        assert {s.name: s.pid for s in runner.status(MAIN)} == main_pids
+        again = cli("--config", path, "stack", "up")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert all(s.healthy for s in runner.status(stack))
+    finally:
+        cli("--config", path, "stack", "down")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_clients_write_and_read_back_each_store() -> None:
+    key = f"t-{uuid.uuid4().hex}"
+    r = redis.Redis(port=MAIN.redis_port)
+    r.set(key, "v1")
+    assert r.get(key) == b"v1"
+    r.delete(key)
+
+    es = Elasticsearch(f"http://127.0.0.1:{MAIN.elasticsearch_port}")
+    es.index(index=key, id="1", document={"name": "añ ✓"}, refresh=True)
+    assert es.get(index=key, id="1")["_source"] == {"name": "añ ✓"}
+    es.indices.delete(index=key)
+
+    mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        port=MAIN.ferretdb_port)
+    coll = mongo["readside_test"][key]
+    coll.replace_one({"_id": 1}, {"_id": 1, "n": 1}, upsert=True)
+    coll.replace_one({"_id": 1}, {"_id": 1, "n": 2}, upsert=True)
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
+    coll.drop()
+
+
+def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> None:
+    from connectors import debezium
+
+    suffix = uuid.uuid4().hex[:8]
+    db = f"stacktest_{suffix}"
+    admin = f"postgresql://postgres@127.0.0.1:{MAIN.postgres_port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db}")
+    dsn = f"postgresql://postgres@127.0.0.1:{MAIN.postgres_port}/{db}"
+    cfg_path = tmp_path / "readside.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "source": {"dsn": dsn, "tables": ["public.items"], "slot": f"s_{suffix}",
+                   "publication": f"p_{suffix}", "topic_prefix": f"st{suffix}"},
+        "kafka": {"group_id": f"g{suffix}", "partitions": 1},
+        "connect": {"connector": f"stacktest-{suffix}"},
+        "sinks": {"cache": {"type": "redis"}},
+        "views": {"items": {"table": "public.items", "sinks": ["cache"]}},
+    }))
+    cfg = load(cfg_path)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
+    try:
+        applied = cli("--config", str(cfg_path), "connector", "apply")
+        assert applied.returncode == 0, applied.stderr
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO items VALUES (1, 'one')")
+            conn.execute("UPDATE items SET name = 'uno' WHERE id = 1")
+            conn.execute("DELETE FROM items WHERE id = 1")
+        consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers,
+                             "group.id": f"peek-{suffix}",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([cfg.source.topic("public.items")])
+        seen: list[tuple[str, int | None]] = []
+        deadline = time.monotonic() + 90
+        while len(seen) < 4 and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            if msg.value() is None:
+                seen.append(("tombstone", None))
+                continue
+            payload = json.loads(msg.value())["payload"]
+            seen.append((payload["op"], payload["source"]["lsn"]))
+        consumer.close()
+        assert [op for op, _ in seen] == ["c", "u", "d", "tombstone"]
+        lsns = [lsn for _, lsn in seen[:3]]
+        assert all(isinstance(x, int) and x > 0 for x in lsns)
+        assert lsns == sorted(lsns)
+    finally:
+        cli("--config", str(cfg_path), "connector", "delete", "--drop-slot")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config
+from pipeline.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = yaml.safe_load((REPO / "readside.yaml").read_text())
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "readside.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def load_error(tmp_path: Path, data: object, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, data), env=env or {})
+    return str(info.value)
+
+
+def test_load_demo_config_resolves_views_and_topics() -> None:
+    cfg = config.load(REPO / "readside.yaml", env={})
+    assert set(cfg.views) == {"customers", "products", "orders"}
+    assert cfg.view_topics()["shop.public.orders"] == ["orders"]
+    assert cfg.source.dsn.get_secret_value().endswith(":55432/shop")
+
+
+def test_load_unknown_field_names_file_and_field(tmp_path: Path) -> None:
+    data = {**GOOD, "kafka": {**GOOD["kafka"], "bootstrap": "x:1"}}
+    msg = load_error(tmp_path, data)
+    assert "readside.yaml" in msg
+    assert "kafka.bootstrap" in msg
+    assert "Extra inputs are not permitted" in msg
+
+
+def test_load_wrong_type_names_field_and_expectation(tmp_path: Path) -> None:
+    data = {**GOOD, "kafka": {**GOOD["kafka"], "partitions": "many"}}
+    msg = load_error(tmp_path, data)
+    assert "kafka.partitions" in msg
+    assert "valid integer" in msg
+    assert "'many'" in msg
+
+
+def test_load_unknown_sink_in_view_names_view_and_sink(tmp_path: Path) -> None:
+    views = dict(GOOD["views"])
+    views["orders"] = {**views["orders"], "sinks": ["cache", "nowhere"]}
+    msg = load_error(tmp_path, {**GOOD, "views": views})
+    assert "views.orders.sinks" in msg
+    assert "'nowhere'" in msg
+
+
+def test_load_missing_env_var_names_variable_and_field(tmp_path: Path) -> None:
+    data = {**GOOD, "source": {**GOOD["source"], "dsn": "${SHOP_DSN}"}}
+    msg = load_error(tmp_path, data)
+    assert "SHOP_DSN" in msg
+    assert "source.dsn" in msg
+
+
+def test_load_env_default_and_value_are_interpolated(tmp_path: Path) -> None:
+    data = {**GOOD, "source": {**GOOD["source"], "dsn": "${SHOP_DSN:-postgresql://d/x}"}}
+    path = write(tmp_path, data)
+    assert config.load(path, env={}).source.dsn.get_secret_value() == "postgresql://d/x"
+    got = config.load(path, env={"SHOP_DSN": "postgresql://e/y"})
+    assert got.source.dsn.get_secret_value() == "postgresql://e/y"
+
+
+def test_load_secret_is_not_shown_in_repr(tmp_path: Path) -> None:
+    data = {**GOOD, "source": {**GOOD["source"], "dsn": "postgresql://u:hunter2@h/db"}}
+    cfg = config.load(write(tmp_path, data), env={})
+    assert "hunter2" not in repr(cfg)
+
+
+def test_load_unqualified_table_is_rejected(tmp_path: Path) -> None:
+    data = {**GOOD, "source": {**GOOD["source"], "tables": ["customers"]}}
+    assert "schema.table" in load_error(tmp_path, data)
+
+
+def test_load_view_of_uncaptured_table_is_rejected(tmp_path: Path) -> None:
+    views = {"x": {"table": "public.other", "sinks": ["cache"]}}
+    msg = load_error(tmp_path, {**GOOD, "views": views})
+    assert "views.x.table" in msg
+
+
+def test_load_not_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("source: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def test_cli_config_check_good_file_exits_zero_and_prints_plan() -> None:
+    proc = run_cli("--config", str(REPO / "readside.yaml"), "config", "check")
+    assert proc.returncode == 0, proc.stderr
+    assert "shop.public.orders" in proc.stdout
+    assert "orders: table view of public.orders" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"kafka": {"bootstrap": "x"}}, "kafka.bootstrap"),
+        ({"kafka": {"partitions": "many"}}, "kafka.partitions"),
+        ({"views": {"v": {"table": "public.orders", "sinks": ["nope"]}}}, "nope"),
+        ({"source": {"dsn": "${NOT_SET_ANYWHERE_42}",
+                     "tables": ["public.orders"]}}, "NOT_SET_ANYWHERE_42"),
+    ],
+)
+def test_cli_config_check_bad_file_exits_nonzero_with_reason(
+    tmp_path: Path, change: dict[str, object], needle: str
+) -> None:
+    data = dict(GOOD)
+    data.update(change)
+    path = write(tmp_path, data)
+    proc = run_cli("--config", str(path), "config", "check")
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
