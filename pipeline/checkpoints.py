@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,14 @@ def read(bootstrap: str, topic: str, timeout_s: float = 10.0
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
-            if msg.value() is None:
+            part, offset, value = msg.partition(), msg.offset(), msg.value()
+            if part is None or offset is None:
                 continue
-            data: dict[str, Any] = json.loads(msg.value())
+            if offset + 1 >= ends.get(part, 0):
+                ends.pop(part, None)
+            if value is None:
+                continue
+            data: dict[str, Any] = json.loads(value)
             if msg.key() == b"__source__":
                 mark = SourceMark(**data)
             else:

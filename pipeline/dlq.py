@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.errors import TransientError
-from pipeline.processor import DeadLetter
+from pipeline.processor import DeadLetter, position_of
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,11 @@ class DeadLetterQueue:
 
     def send(self, dead: DeadLetter) -> None:
         msg = dead.message
-        headers = [
-            (H_TOPIC, msg.topic().encode()),
-            (H_PARTITION, str(msg.partition()).encode()),
-            (H_OFFSET, str(msg.offset()).encode()),
+        pos = position_of(msg)
+        headers: list[tuple[str, str | bytes | None]] = [
+            (H_TOPIC, pos.topic.encode()),
+            (H_PARTITION, str(pos.partition).encode()),
+            (H_OFFSET, str(pos.offset).encode()),
             (H_REASON, dead.reason.encode()),
             (H_CLASS, dead.error_class.encode()),
             (H_MESSAGE, dead.error[:4000].encode(errors="replace")),
@@ -59,7 +60,7 @@ class DeadLetterQueue:
         self.sent += 1
         logger.warning(
             "dead letter topic=%s partition=%d offset=%d reason=%s error=%s",
-            msg.topic(), msg.partition(), msg.offset(), dead.reason, dead.error[:200])
+            pos.topic, pos.partition, pos.offset, dead.reason, dead.error[:200])
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -71,6 +72,10 @@ class DeadLetterQueue:
             errors, self._errors = self._errors, []
             raise TransientError(f"dead-letter topic {self.topic}: {left} undelivered, "
                                  f"errors: {errors[:3]}")
+
+
+def _bytes(raw: str | bytes | None) -> bytes | None:
+    return raw.encode() if isinstance(raw, str) else raw
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,8 @@ class OriginMessage:
     def value(self) -> bytes | None:
         return self._rec.value
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        return []
+    def headers(self) -> Any:
+        return None
 
     def error(self) -> None:
         return None
@@ -156,12 +161,17 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0,
             if msg is None:
                 continue
             if msg.error():
-                pending.discard(msg.partition())
                 continue
-            headers = {k: v.decode(errors="replace") for k, v in (msg.headers() or [])}
-            yield DeadRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
-                             headers), consumer
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                pending.discard(msg.partition())
+            pos = position_of(msg)
+            raw_headers = msg.headers() or []
+            pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+            headers = {
+                k: v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                for k, v in pairs
+            }
+            yield DeadRecord(pos.partition, pos.offset, _bytes(msg.key()),
+                             _bytes(msg.value()), headers), consumer
+            if pos.offset + 1 >= ends[pos.partition]:
+                pending.discard(pos.partition)
     finally:
         consumer.close()

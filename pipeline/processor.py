@@ -43,6 +43,14 @@ class Batch:
     messages: dict[Position, RawMessage] = field(default_factory=dict)
 
 
+def position_of(msg: RawMessage) -> Position:
+    """Where a consumed record sits (consumed records always have all three)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("a consumed record without topic, partition or offset")
+    return Position(topic, partition, offset)
+
+
 def coalesce(ops: Iterable[DocumentOp]) -> list[DocumentOp]:
     """Keep the newest op per document id.
 
@@ -84,7 +92,7 @@ class Processor:
         batch = Batch()
         raw_ops: dict[str, list[DocumentOp]] = {}
         for msg in messages:
-            pos = Position(msg.topic(), msg.partition(), msg.offset())
+            pos = position_of(msg)
             batch.messages[pos] = msg
             try:
                 decoded = decode(msg)

@@ -64,23 +64,19 @@ class TableView:
         if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
             return []  # the delete before the tombstone already removed the doc
         version = table_version(self.epoch, event.position.offset)
-        common = {
-            "lsn": event.lsn,
-            "commit_ts_ms": event.commit_ts_ms,
-            "position": event.position,
-        }
+        lsn, ts, pos = event.lsn, event.commit_ts_ms, event.position
         if event.op is Op.DELETE:
-            return [Delete(self.name, doc_id(event.key), version, **common)]
+            return [Delete(self.name, doc_id(event.key), version, lsn, ts, pos)]
         if event.after is None:
             raise BadRecord("contract", f"{event.op.value} event without 'after' image")
         ident = doc_id(event.key)
         row = self.shape(event.after)
         if self.row_filter is not None and not self.row_filter(row):
-            return [Delete(self.name, ident, version, **common)]
+            return [Delete(self.name, ident, version, lsn, ts, pos)]
         doc = self.transform(row) if self.transform is not None else row
         if doc is None:
-            return [Delete(self.name, ident, version, **common)]
-        return [Upsert(self.name, ident, version, doc, **common)]
+            return [Delete(self.name, ident, version, lsn, ts, pos)]
+        return [Upsert(self.name, ident, version, doc, lsn, ts, pos)]
 
 
 def build_views(cfg: Config, epochs: dict[str, int] | None = None,

@@ -18,6 +18,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
@@ -352,8 +353,9 @@ class Kafka(Service):
         if not port_in_use(self.port):
             return "broker port closed"
         try:
-            admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}",
-                                 "logger": _QUIET})
+            conf: dict[str, Any] = {"bootstrap.servers": f"127.0.0.1:{self.port}",
+                                    "logger": _QUIET}
+            admin = AdminClient(conf)
             md = admin.list_topics(timeout=3)
         except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
             return f"metadata request failed: {exc}"
