@@ -144,6 +144,7 @@ class WorkerConfig(_Model):
     batch_size: int = Field(2000, ge=1)
     batch_timeout_ms: int = Field(200, ge=1)
     metrics_port: int | None = Field(9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     backoff_initial_ms: int = Field(200, ge=1)
     backoff_max_ms: int = Field(10_000, ge=1)
     shutdown_timeout_s: float = Field(30.0, gt=0)

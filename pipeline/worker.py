@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -315,6 +316,11 @@ class Worker:
         logger.warning("batch abandoned records=%d partitions=%d", len(msgs), len(first))
 
 
+def _force_exit() -> None:
+    logger.error("shutdown timeout: exiting without draining")
+    os._exit(1)
+
+
 def _fmt(parts: list[TopicPartition]) -> str:
     return ",".join(f"{p.topic}[{p.partition}]" for p in parts)
 
@@ -325,11 +331,24 @@ def run_worker(cfg: Config, view_names: Sequence[str] | None = None,
     views = build_views(cfg, only=view_names)
     sink_names = sorted({s for v in views.values() for s in v.cfg.sinks})
     worker = Worker(cfg, views, build_sinks(cfg, sink_names))
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # A second signal, or worker.shutdown_timeout_s without the loop having
+        # left, ends the process at once; nothing uncommitted is lost, it is
+        # read again by the next owner of the partitions.
+        if worker.stopping:
+            os._exit(128 + signum)
+        logger.info("signal=%d: draining the batch in hand, then leaving", signum)
+        worker.stop()
+        timer = threading.Timer(cfg.worker.shutdown_timeout_s, _force_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     port = cfg.worker.metrics_port if metrics_port is None else metrics_port
     if port:
-        metrics.serve(worker.health, port)
+        metrics.serve(worker.health, port, cfg.worker.metrics_host)
         logger.info("metrics and health on http://127.0.0.1:%d/metrics", port)
     worker.run()
     return worker
