@@ -54,6 +54,20 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "readside"
 
 
+_FALLBACKS = {"go": "/usr/local/go/bin/go", "mvn": "/usr/share/maven/bin/mvn"}
+
+
+def _tool(name: str) -> str:
+    """A build tool from PATH, or where this machine's image puts it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    fallback = _FALLBACKS.get(name)
+    if fallback and Path(fallback).exists():
+        return fallback
+    raise FatalError(f"'{name}' is needed to provision the stack but is not on PATH")
+
+
 def _run(cmd: list[str], log: Path, cwd: Path | None = None,
          env: dict[str, str] | None = None) -> None:
     logger.info("provision step=%s log=%s", " ".join(cmd[:3]), log)
@@ -74,7 +88,7 @@ def _maven_copy(pom: Path, dest: Path, log: Path) -> None:
         return
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _run(["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+    _run([_tool("mvn"), "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
           f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"], log)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
@@ -106,7 +120,7 @@ def elasticsearch(cache: Path, log: Path) -> Path:
         return home
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         art = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ELASTICSEARCH_VERSION}:zip"
-        _run(["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={art}",
+        _run([_tool("mvn"), "-B", "-q", "dependency:copy", f"-Dartifact={art}",
               f"-DoutputDirectory={tmp}"], log)
         archive = Path(tmp) / f"elasticsearch-{ELASTICSEARCH_VERSION}.zip"
         with zipfile.ZipFile(archive) as zf:
@@ -132,9 +146,9 @@ def ferretdb(cache: Path, log: Path) -> Path:
         # (a deprecation check), which it refuses for this module; downloading
         # the exact version works, and the build needs a writable copy with the
         # version file its release process would have generated.
-        _run(["go", "mod", "init", "readside.local/ferretdb"], log, cwd=work, env=env)
+        _run([_tool("go"), "mod", "init", "readside.local/ferretdb"], log, cwd=work, env=env)
         out = subprocess.run(
-            ["go", "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
+            [_tool("go"), "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
             cwd=work, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             log.open("a").write(out.stdout + out.stderr)
@@ -147,7 +161,7 @@ def ferretdb(cache: Path, log: Path) -> Path:
         for p in src.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
         (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
-        _run(["go", "build", "-trimpath", "-o", str(binary) + ".partial",
+        _run([_tool("go"), "build", "-trimpath", "-o", str(binary) + ".partial",
               "./cmd/ferretdb"], log, cwd=src, env=env)
     Path(str(binary) + ".partial").rename(binary)
     return binary
