@@ -219,6 +219,23 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(json.dumps(st, indent=2) if as_json else status_mod.render(st))
 
 
+@main.command()
+@click.argument("views", nargs=-1)
+@click.pass_context
+def verify(ctx: click.Context, views: tuple[str, ...]) -> None:
+    """Compare every document in every sink with the view's source rows.
+
+    Exits 1 when any view drifted (missing, extra or differing documents).
+    """
+    from pipeline.verify import verify as run_verify
+
+    reports = run_verify(load_config(ctx), list(views) or None)
+    for drift in reports:
+        click.echo(drift.describe())
+    if not all(d.ok for d in reports):
+        sys.exit(1)
+
+
 @main.group()
 def dlq() -> None:
     """Inspect and replay dead letters."""

@@ -1,0 +1,1 @@
+"""Benchmarks of readside: ``python -m bench``."""

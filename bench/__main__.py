@@ -1,0 +1,262 @@
+"""``python -m bench``: decode rate, worker throughput per sink, raw bulk baseline.
+
+One run measures, on the local stack:
+
+(a) ``pipeline.decode.decode`` over N pre-built Debezium records;
+(b) the worker (in process, :mod:`bench.worker_run`) reading N events from a
+    fresh topic with a fresh consumer group into fresh targets: Redis alone,
+    Elasticsearch alone, MongoDB alone and all three together;
+(c) the same documents bulk-written straight into each store (:mod:`bench.raw`);
+
+and prints worker/raw ratios; a sink whose ratio is below 0.5 is profiled
+(cProfile) on a second run. The report goes to stdout as Markdown and to
+``bench/results/latest.json``. Topics, groups and targets are removed after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
+    AdminClient,
+    NewTopic,
+)
+from pydantic import SecretStr
+
+from bench import events, raw, report
+from pipeline import config as config_mod
+from pipeline.config import Config
+from pipeline.decode import FakeMessage, JsonDecoder
+from pipeline.events import Upsert
+from pipeline.views import build_views
+
+logger = logging.getLogger("bench")
+
+SINK_TYPES = ("redis", "elasticsearch", "mongodb")
+
+
+def _plain(model: Any) -> dict[str, Any]:
+    return {
+        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+        for k, v in model.model_dump().items()
+    }
+
+
+def bench_config(
+    base: Config, prefix: str, scenario: str, sinks: list[str]
+) -> dict[str, Any]:
+    """A config of one scenario: its own group and targets, the stack's stores."""
+    by_type = {s.type: _plain(s) for s in base.sinks.values()}
+    sink_cfgs = {t: by_type[t] for t in sinks}
+    if "elasticsearch" in sink_cfgs:
+        sink_cfgs["elasticsearch"]["index_prefix"] = "bench-"
+    if "mongodb" in sink_cfgs:
+        sink_cfgs["mongodb"]["database"] = "readside_bench"
+    target = f"{prefix}-{scenario}-items".lower()
+    return {
+        "source": {
+            "dsn": "postgresql://bench@127.0.0.1:1/unused",
+            "tables": [events.TABLE],
+            "topic_prefix": prefix,
+        },
+        "kafka": {
+            "bootstrap_servers": base.kafka.bootstrap_servers,
+            "group_id": f"{prefix}-{scenario}",
+            "partitions": 3,
+            "dlq_topic": f"{prefix}.dlq",
+            "checkpoint_topic": f"{prefix}.checkpoints",
+        },
+        "sinks": sink_cfgs,
+        "views": {
+            "items": {
+                "table": events.TABLE,
+                "sinks": sinks,
+                "sink_options": {s: {"target": target} for s in sinks},
+            }
+        },
+        "worker": {**base.worker.model_dump(), "metrics_port": 0},
+    }
+
+
+def measure_decode(records: list[tuple[bytes, bytes]], topic: str) -> dict[str, Any]:
+    msgs = [FakeMessage(topic, v, k, n % 3, n // 3) for n, (k, v) in enumerate(records)]
+    decoder = JsonDecoder()
+    start = time.perf_counter()
+    for m in msgs:
+        decoder.decode(m)
+    elapsed = time.perf_counter() - start
+    size = sum(len(v) for _k, v in records)
+    return {
+        "events": len(msgs),
+        "elapsed_s": elapsed,
+        "events_per_s": len(msgs) / elapsed,
+        "mb_per_s": size / elapsed / 1e6,
+        "avg_value_bytes": size / len(msgs),
+    }
+
+
+def documents(
+    cfg: Config, records: list[tuple[bytes, bytes]], topic: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The documents the view makes of the records (for the raw baseline)."""
+    view = build_views(cfg)["items"]
+    decoder = JsonDecoder()
+    docs = []
+    for n, (k, v) in enumerate(records):
+        event = decoder.decode(FakeMessage(topic, v, k, 0, n))
+        for op in view.ops_for(event):  # type: ignore[arg-type]
+            if isinstance(op, Upsert):
+                docs.append((op.doc_id, op.doc))
+    return docs
+
+
+def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.worker_run", json.dumps(spec)]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish within {timeout_s:.0f}s"}
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-800:]}"}
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def raw_rate(
+    kind: str, cfg: Config, prefix: str, docs: list[tuple[str, dict[str, Any]]]
+) -> float:
+    sink = next(s for s in cfg.sinks.values() if s.type == kind)
+    name = f"{prefix}-raw-items".lower()
+    if kind == "redis":
+        return raw.redis_rate(sink, name, docs)  # type: ignore[arg-type]
+    if kind == "elasticsearch":
+        return raw.elasticsearch_rate(sink, f"bench-{name}", docs)  # type: ignore[arg-type]
+    return raw.mongodb_rate(sink, name, docs)  # type: ignore[arg-type]
+
+
+def _topics(admin: AdminClient, create: list[str], parts: int) -> None:
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=parts, replication_factor=1) for t in create]
+    )
+    for fut in futures.values():
+        fut.result()
+
+
+def cleanup(admin: AdminClient, prefix: str) -> None:
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if topics:
+        for fut in admin.delete_topics(topics, operation_timeout=30).values():
+            fut.result()
+    groups = [
+        g.group_id
+        for g in admin.list_consumer_groups().result().valid
+        if g.group_id.startswith(prefix)
+    ]
+    if groups:
+        for fut in admin.delete_consumer_groups(groups).values():
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on
+                logger.warning("group not deleted error=%s", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument(
+        "--mongodb-events",
+        type=int,
+        default=1_000,
+        help="events for the runs with MongoDB (FerretDB is slow)",
+    )
+    parser.add_argument("--config", default=None, help="readside config of the stack")
+    parser.add_argument("--out", default="bench/results/latest.json")
+    parser.add_argument(
+        "--profile",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="cProfile a sink (auto: ratio < 0.5)",
+    )
+    parser.add_argument("--run-timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("elastic_transport", "urllib3", "pymongo"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    base = config_mod.load(args.config)
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.{events.TABLE}"
+    n, n_mongo = args.events, min(args.events, args.mongodb_events)
+    logger.info("building %d records prefix=%s", n, prefix)
+    records = list(events.records(prefix, n))
+    results: dict[str, Any] = {
+        "machine": report.machine(base),
+        "events": n,
+        "prefix": prefix,
+        "rows": {},
+    }
+    rows = results["rows"]
+    rows["decode"] = measure_decode(records, topic)
+    rows["decode"]["avg_row_bytes"] = report.avg_row_bytes(records)
+    admin = AdminClient({"bootstrap.servers": base.kafka.bootstrap_servers})
+    try:
+        _topics(admin, [topic, f"{prefix}.public.readside_heartbeat"], 3)
+        start = time.perf_counter()
+        events.produce(base.kafka.bootstrap_servers, topic, records)
+        logger.info("preloaded %d events in %.1fs", n, time.perf_counter() - start)
+        docs = documents(
+            config_mod.parse(bench_config(base, prefix, "x", ["redis"])), records, topic
+        )
+        scenarios = [(t, [t]) for t in SINK_TYPES] + [("all", list(SINK_TYPES))]
+        for name, sinks in scenarios:
+            count = n_mongo if "mongodb" in sinks else n
+            spec = {
+                "config": bench_config(base, prefix, name, sinks),
+                "sinks": sinks,
+                "expected": count,
+                "time_budget_s": args.run_timeout,
+            }
+            logger.info("worker run scenario=%s events=%d", name, count)
+            row = run_worker(spec, args.run_timeout + 120)
+            if name != "all":
+                logger.info("raw bulk write store=%s docs=%d", name, count)
+                row["raw_docs_per_s"] = raw_rate(name, base, prefix, docs[:count])
+            row["scenario_events"] = count
+            rows[name] = row
+            ratio = report.ratio(row)
+            if args.profile == "always" or (
+                args.profile == "auto" and ratio is not None and ratio < 0.5
+            ):
+                logger.info("profiling scenario=%s", name)
+                prof_spec = {
+                    **spec,
+                    "profile": True,
+                    "expected": min(count, 10_000),
+                    "config": bench_config(base, prefix, name + "-prof", sinks),
+                }
+                row["profile_run"] = run_worker(prof_spec, args.run_timeout + 120)
+    finally:
+        cleanup(admin, prefix)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(report.markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Elasticsearch sink: one index per view behind an alias, external versions.
+
+Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
+behind the alias ``{index_prefix}{target.name}``; writes and reads go through
+the alias, so a rebuild can fill a fresh index and swap the alias.
+
+Versions: every write is an ``index`` action with ``version_type=external`` and
+``version=op.version``. ``external`` rather than ``external_gte``: an equal
+version carries equal content (DESIGN: the rule), so skipping it changes
+nothing, costs no reindex, and reports replays as stale (409) like the other
+sinks. A conflict (409) is a stale write, not an error.
+
+Deletes are stored as tombstone documents ``{"_deleted": true}`` at the
+delete's version instead of ES deletes: an ES delete keeps its version only
+for ``index.gc_deletes`` (60 s), after which a late older write would bring the
+document back. So **queries of sites must filter tombstones out**, e.g.
+``{"bool": {"must_not": {"term": {"_deleted": true}}}}``; the field is mapped
+as ``boolean`` in every index this sink creates. Purging old tombstones is a
+maintenance job (delete-by-query on ``_deleted`` older than the longest replay).
+
+Target options: ``mappings`` (else dynamic), ``settings`` (merged over
+1 shard, 0 replicas), ``routing_field`` (a field of the document whose value
+routes it; deletes look the routing up, which costs a refresh).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+from elasticsearch import helpers
+
+from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from pipeline.config import ElasticsearchSinkConfig
+from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
+from pipeline.events import Delete, DocumentOp, Upsert
+
+logger = logging.getLogger(__name__)
+
+DELETED = "_deleted"
+_MAX_BULK_BYTES = 20 * 1024 * 1024
+_TOMBSTONE = json.dumps({DELETED: True})
+
+
+def classify(exc: Exception) -> ReadsideError:
+    """Map an elasticsearch-py exception onto a readside error class, by type."""
+    if isinstance(exc, ReadsideError):
+        return exc
+    if isinstance(exc, elasticsearch.ApiError):
+        status = exc.meta.status
+        if status in (401, 403):
+            return FatalError(f"elasticsearch: not authorized ({status}): {exc}")
+        if status in (408, 429) or status >= 500:
+            return TransientError(f"elasticsearch: status {status}: {exc}")
+        return FatalError(f"elasticsearch: status {status}: {exc}")
+    if isinstance(exc, elastic_transport.SerializationError):
+        return FatalError(f"elasticsearch: {exc}")
+    if isinstance(exc, elastic_transport.TransportError):
+        return TransientError(f"elasticsearch: {type(exc).__name__}: {exc}")
+    return FatalError(f"elasticsearch: {type(exc).__name__}: {exc}")
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    text = f"{error.get('type')}: {error.get('reason')}"
+    cause = error.get("caused_by")
+    if isinstance(cause, Mapping):
+        text += f" (caused by {cause.get('type')}: {cause.get('reason')})"
+    return text
+
+
+class ElasticsearchSink:
+    """Keeps views as Elasticsearch documents, guarded by external versions.
+
+    Args:
+        name: the sink's name in the configuration.
+        cfg: hosts, credentials, index prefix and refresh policy.
+        targets: view name -> index name and options (``mappings``,
+            ``settings``, ``routing_field``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ElasticsearchSinkConfig,
+        targets: Mapping[str, ViewTarget],
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.targets = dict(targets)
+        self._client: elasticsearch.Elasticsearch | None = None
+
+    @property
+    def client(self) -> elasticsearch.Elasticsearch:
+        if self._client is None:
+            auth = None
+            if self.cfg.username is not None and self.cfg.password is not None:
+                auth = (self.cfg.username, self.cfg.password.get_secret_value())
+            self._client = elasticsearch.Elasticsearch(
+                self.cfg.hosts,
+                basic_auth=auth,
+                request_timeout=self.cfg.timeout_s,
+                max_retries=1,
+                retry_on_timeout=False,
+            )
+        return self._client
+
+    def alias(self, view: str) -> str:
+        """The alias that sites query for ``view``."""
+        try:
+            return f"{self.cfg.index_prefix}{self.targets[view].name}"
+        except KeyError:
+            raise FatalError(
+                f"elasticsearch sink {self.name}: unknown view {view!r}"
+            ) from None
+
+    def _routing_field(self, view: str) -> str | None:
+        field = self.targets[view].options.get("routing_field")
+        return str(field) if field else None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            for view, target in self.targets.items():
+                self._ensure_index(view, target)
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+        logger.info(
+            "elasticsearch sink open sink=%s views=%d", self.name, len(self.targets)
+        )
+
+    def _ensure_index(self, view: str, target: ViewTarget) -> None:
+        alias = self.alias(view)
+        indices = self.client.indices
+        if indices.exists_alias(name=alias) or indices.exists(index=alias):
+            return
+        mappings = dict(target.options.get("mappings") or {"dynamic": True})
+        properties = dict(mappings.get("properties") or {})
+        properties[DELETED] = {"type": "boolean"}
+        mappings["properties"] = properties
+        settings = {"number_of_shards": 1, "number_of_replicas": 0}
+        settings.update(target.options.get("settings") or {})
+        index = f"{alias}-000001"
+        try:
+            indices.create(
+                index=index,
+                mappings=mappings,
+                settings=settings,
+                aliases={alias: {"is_write_index": True}},
+            )
+        except elasticsearch.BadRequestError:
+            # Another worker may have created it first; anything else is fatal.
+            if not indices.exists_alias(name=alias):
+                raise
+        logger.info("elasticsearch index created index=%s alias=%s", index, alias)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- writes -----------------------------------------------------------
+
+    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+        try:
+            ready, rejected = fill_unchanged(ops, self.fetch)
+            result = WriteResult(rejected=rejected)
+            lines: list[str] = []
+            sent: list[DocumentOp] = []
+            size = 0
+            routes = self._delete_routes(ready)
+            for op in ready:
+                if isinstance(op, Upsert) and op.unchanged_fields:
+                    result.stale += 1  # a newer version is stored (fill_unchanged)
+                    continue
+                try:
+                    pair = self._action(op, routes)
+                except BadRecord as exc:
+                    result.rejected.append((op, str(exc)))
+                    continue
+                if sent and size + len(pair[1]) > _MAX_BULK_BYTES:
+                    result.merge(self._bulk(lines, sent))
+                    lines, sent, size = [], [], 0
+                lines += pair
+                sent.append(op)
+                size += len(pair[1])
+            if sent:
+                result.merge(self._bulk(lines, sent))
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+        return result
+
+    def _action(self, op: DocumentOp, routes: Mapping[str, str]) -> tuple[str, str]:
+        meta: dict[str, Any] = {
+            "_index": self.alias(op.view),
+            "_id": op.doc_id,
+            "version": op.version,
+            "version_type": "external",
+        }
+        field = self._routing_field(op.view)
+        if isinstance(op, Delete):
+            source = _TOMBSTONE
+            if field and op.doc_id in routes:
+                meta["routing"] = routes[op.doc_id]
+        else:
+            if DELETED in op.doc:
+                raise BadRecord("contract", f"field {DELETED!r} is reserved")
+            try:
+                source = json.dumps(op.doc, ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise BadRecord("encode", f"not JSON serializable: {exc}") from exc
+            if field and op.doc.get(field) is not None:
+                meta["routing"] = str(op.doc[field])
+        return json.dumps({"index": meta}), source
+
+    def _bulk(self, lines: list[str], sent: list[DocumentOp]) -> WriteResult:
+        kwargs: dict[str, Any] = {"refresh": True} if self.cfg.refresh else {}
+        # Lines are pre-serialized NDJSON, which the serializer passes through.
+        resp = self.client.bulk(operations=lines, **kwargs)  # type: ignore[arg-type]
+        result = WriteResult()
+        transient: list[str] = []
+        for op, item in zip(sent, resp["items"], strict=True):
+            info = item["index"]
+            status = int(info["status"])
+            if status < 300:
+                result.applied += 1
+            elif status == 409:
+                result.stale += 1
+            elif status in (401, 403):
+                raise FatalError(
+                    f"elasticsearch: not authorized: {_reason(info['error'])}"
+                )
+            elif status == 429 or status >= 500:
+                transient.append(f"{status} {_reason(info.get('error', {}))}")
+            else:
+                result.rejected.append((op, _reason(info.get("error", {}))))
+        if transient:
+            # The rest of the batch is applied; a retry is idempotent.
+            raise TransientError(
+                f"elasticsearch: {len(transient)} bulk item(s) failed, first: "
+                f"{transient[0]}"
+            )
+        return result
+
+    def _delete_routes(self, ops: Sequence[DocumentOp]) -> dict[str, str]:
+        """Routing of documents about to be deleted in routed views."""
+        routes: dict[str, str] = {}
+        by_view: dict[str, list[str]] = {}
+        for op in ops:
+            if isinstance(op, Delete) and self._routing_field(op.view):
+                by_view.setdefault(op.view, []).append(op.doc_id)
+        for view, ids in by_view.items():
+            for hit in self._search_ids(view, ids):
+                if "_routing" in hit:
+                    routes[hit["_id"]] = hit["_routing"]
+        return routes
+
+    # -- reads ------------------------------------------------------------
+
+    def _search_ids(self, view: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Find documents by id on every shard (routed views), read-your-writes."""
+        alias = self.alias(view)
+        self.client.indices.refresh(index=alias)
+        hits: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 1000):
+            chunk = list(ids[start : start + 1000])
+            resp = self.client.search(
+                index=alias,
+                query={"ids": {"values": chunk}},
+                size=len(chunk),
+                version=True,
+            )
+            hits += resp["hits"]["hits"]
+        return hits
+
+    def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        if not ids:
+            return {}
+        try:
+            if self._routing_field(view):
+                docs = self._search_ids(view, ids)
+            else:
+                resp = self.client.mget(index=self.alias(view), ids=list(ids))
+                docs = [d for d in resp["docs"] if d.get("found")]
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+        out: dict[str, Stored] = {}
+        for d in docs:
+            source = d.get("_source") or {}
+            body = None if source.get(DELETED) else source
+            out[d["_id"]] = Stored(int(d["_version"]), body)
+        return out
+
+    def ids(self, view: str) -> set[str]:
+        alias = self.alias(view)
+        try:
+            self.client.indices.refresh(index=alias)
+            hits = helpers.scan(
+                self.client,
+                index=alias,
+                query={"query": {"bool": {"must_not": {"term": {DELETED: True}}}}},
+                _source=False,
+                size=5000,
+            )
+            return {str(h["_id"]) for h in hits}
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+
+    def drop(self, view: str) -> None:
+        """Delete the view's alias and indexes (rebuilds and tests; not in the
+        protocol)."""
+        alias = self.alias(view)
+        try:
+            if self.client.indices.exists_alias(name=alias):
+                found = self.client.indices.get_alias(name=alias)
+                self.client.indices.delete(index=",".join(found.keys()))
+            elif self.client.indices.exists(index=alias):
+                self.client.indices.delete(index=alias)
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc

@@ -1,0 +1,333 @@
+"""MongoDB sink: one collection per view, version-guarded replaces.
+
+A document is stored as its body plus ``_id`` (the document id) and ``_v``
+(its version, an int64). A delete replaces it with the tombstone
+``{"_id": id, "_v": v, "_deleted": true}``; **queries of sites must filter
+``{"_deleted": {"$ne": true}}``**.
+
+A write first reads the stored versions of the batch (one ``find``/``$in``)
+and skips what is already stale. Documents the store lacks are sent with an
+unordered ``insert`` (a duplicate key means a concurrent writer came first:
+the op is settled again). Documents held at an older version are replaced by
+an ``update`` whose filter is the guard ``{_id: id, _v: {$lt: v}}``, so a
+concurrent newer write is never overwritten; a statement that matched nothing
+lost to a newer version and is counted stale. A command with write errors, or
+fewer matches than statements, is settled op by op.
+
+FerretDB v1 (SQLite handler) is the MongoDB of the local stack and tests. It
+differs in ways that shaped this module (measured with FerretDB 1.24.2):
+
+* Only a filter that is exactly ``{_id: x}`` is pushed down to SQLite; the
+  guard filter, ``$in`` reads and every update that changes a document cost
+  a scan of the collection (about 6-11 ms per statement per 1,000 documents),
+  and an upsert that inserts is as slow. Plain inserts are fast (4,000 in
+  0.2 s), so absent documents are inserted, never upserted. Dropping the
+  guard from the filter would only halve the cost of updates, so the guard
+  stays atomic on both stores.
+* An ``update`` command stops at its first write error even when unordered,
+  and reports it at index 0; the statements after it are not run. Hence the
+  op-by-op settling after any error.
+* Its ``update`` reply then lacks ``nModified``, which makes pymongo's
+  ``bulk_write`` fail with ``KeyError``; the sink sends the ``insert`` and
+  ``update`` commands itself.
+* An ``update`` command that replaces 100 or more documents never returns,
+  and the server is stuck from then on; commands carry at most 50 updates.
+* Arrays of arrays are refused (code 2, "nested arrays are not supported");
+  such documents come back as rejected, so they reach the dead-letter topic.
+
+Target options: ``indexes``, a list of field names or ``[field, direction]``
+pairs, created in :meth:`MongoSink.open`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import bson
+import pymongo
+import pymongo.errors as perr
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from pipeline.config import MongoSinkConfig
+from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
+from pipeline.events import Delete, DocumentOp, Upsert
+
+logger = logging.getLogger(__name__)
+
+RESERVED = ("_id", "_v", "_deleted")
+DUPLICATE_KEY = 11000
+_AUTH_CODES = {13, 18, 31, 33}  # Unauthorized, AuthenticationFailed, roles
+_TRANSIENT_CODES = {6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435}
+_MAX_DOC_BYTES = 16 * 1024 * 1024 - 16 * 1024
+_MAX_CMD_BYTES = 8 * 1024 * 1024
+#: FerretDB 1.24 (SQLite) hangs for good on an ``update`` command that replaces
+#: 100 or more existing documents (measured: 99 pass in 0.5 s, 100 never
+#: return and the server then answers nothing until restarted).
+_MAX_UPDATES = 50
+_MAX_INSERTS = 500
+_FETCH_CHUNK = 1000
+_INT64_MAX = 2**63 - 1
+
+_Doc = dict[str, Any]
+
+
+def classify(exc: Exception) -> ReadsideError:
+    """Map a pymongo exception onto a readside error class, by type and code."""
+    if isinstance(exc, ReadsideError):
+        return exc
+    if isinstance(exc, perr.ConnectionFailure):  # AutoReconnect, timeouts
+        return TransientError(f"mongodb: {type(exc).__name__}: {exc}")
+    if isinstance(exc, perr.WriteConcernError | perr.ExecutionTimeout):
+        return TransientError(f"mongodb: {type(exc).__name__}: {exc}")
+    if isinstance(exc, perr.OperationFailure):
+        if exc.code in _AUTH_CODES:
+            return FatalError(f"mongodb: not authorized: {exc}")
+        if exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
+            return TransientError(f"mongodb: code {exc.code}: {exc}")
+    return FatalError(f"mongodb: {type(exc).__name__}: {exc}")
+
+
+def _strip(raw: Mapping[str, Any]) -> Stored:
+    version = int(raw["_v"])
+    if raw.get("_deleted"):
+        return Stored(version, None)
+    return Stored(version, {k: v for k, v in raw.items() if k not in RESERVED})
+
+
+class _Statement:
+    """One document write, encoded once (``_id`` first)."""
+
+    __slots__ = ("doc", "op", "size")
+
+    def __init__(self, op: DocumentOp) -> None:
+        if not 0 <= op.version <= _INT64_MAX:
+            raise BadRecord("version", f"version {op.version} does not fit an int64")
+        body: _Doc = {"_id": op.doc_id}
+        if isinstance(op, Delete):
+            body.update(_v=Int64(op.version), _deleted=True)
+        else:
+            assert isinstance(op, Upsert)
+            for key in op.doc:
+                if key in RESERVED or key.startswith("$"):
+                    raise BadRecord("contract", f"field {key!r} is reserved in MongoDB")
+            body.update(op.doc)
+            body["_v"] = Int64(op.version)
+        try:
+            raw = bson.encode(body)
+        except (bson.errors.InvalidDocument, OverflowError, TypeError) as exc:
+            raise BadRecord(
+                "encode", f"document cannot be stored as BSON: {exc}"
+            ) from exc
+        if len(raw) > _MAX_DOC_BYTES:
+            raise BadRecord("size", f"document of {len(raw)} bytes is too large")
+        self.op = op
+        self.doc = RawBSONDocument(raw)
+        self.size = len(raw) + 64
+
+    def update(self) -> _Doc:
+        query = {"_id": self.op.doc_id, "_v": {"$lt": Int64(self.op.version)}}
+        return {"q": query, "u": self.doc, "upsert": False}
+
+
+def _chunks(items: list[_Statement], count: int) -> list[list[_Statement]]:
+    out: list[list[_Statement]] = []
+    size = 0
+    for st in items:
+        if not out or len(out[-1]) >= count or size + st.size > _MAX_CMD_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(st)
+        size += st.size
+    return out
+
+
+class MongoSink:
+    """Keeps views as MongoDB documents, guarded by ``_v``.
+
+    Args:
+        name: the sink's name in the configuration.
+        cfg: URI, database and timeout.
+        targets: view name -> collection name and options (``indexes``).
+    """
+
+    def __init__(
+        self, name: str, cfg: MongoSinkConfig, targets: Mapping[str, ViewTarget]
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.targets = dict(targets)
+        self._client: pymongo.MongoClient[_Doc] | None = None
+
+    @property
+    def db(self) -> Database[_Doc]:
+        if self._client is None:
+            ms = int(self.cfg.timeout_s * 1000)
+            self._client = pymongo.MongoClient(
+                self.cfg.uri.get_secret_value(),
+                serverSelectionTimeoutMS=ms,
+                connectTimeoutMS=ms,
+                socketTimeoutMS=ms,
+            )
+        return self._client[self.cfg.database]
+
+    def collection(self, view: str) -> Collection[_Doc]:
+        try:
+            return self.db[self.targets[view].name]
+        except KeyError:
+            raise FatalError(
+                f"mongodb sink {self.name}: unknown view {view!r}"
+            ) from None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self.db.command("ping")
+            for view, target in self.targets.items():
+                for spec in target.options.get("indexes") or ():
+                    if isinstance(spec, str):
+                        keys = [(spec, pymongo.ASCENDING)]
+                    else:
+                        keys = [(str(spec[0]), int(spec[1]))]
+                    self.collection(view).create_index(keys)
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        logger.info("mongodb sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- writes -----------------------------------------------------------
+
+    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+        try:
+            ready, rejected = fill_unchanged(ops, self.fetch)
+            result = WriteResult(rejected=rejected)
+            by_view: dict[str, list[DocumentOp]] = {}
+            for op in ready:
+                if isinstance(op, Upsert) and op.unchanged_fields:
+                    result.stale += 1  # a newer version is stored (fill_unchanged)
+                    continue
+                by_view.setdefault(op.view, []).append(op)
+            for view, view_ops in by_view.items():
+                result.merge(self._write_view(view, view_ops))
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        return result
+
+    def _write_view(self, view: str, ops: list[DocumentOp]) -> WriteResult:
+        result = WriteResult()
+        stored = self._versions(view, [op.doc_id for op in ops])
+        inserts: list[_Statement] = []
+        updates: list[_Statement] = []
+        for op in ops:
+            have = stored.get(op.doc_id)
+            if have is not None and have >= op.version:
+                result.stale += 1
+                continue
+            try:
+                st = _Statement(op)
+            except BadRecord as exc:
+                result.rejected.append((op, str(exc)))
+                continue
+            (inserts if have is None else updates).append(st)
+        unsettled: list[_Statement] = []
+        for chunk in _chunks(inserts, _MAX_INSERTS):
+            reply = self._command(view, "insert", "documents", [st.doc for st in chunk])
+            if reply.get("writeErrors"):
+                unsettled += chunk
+            else:
+                result.applied += len(chunk)
+        for chunk in _chunks(updates, _MAX_UPDATES):
+            stmts = [st.update() for st in chunk]
+            reply = self._command(view, "update", "updates", stmts)
+            if reply.get("writeErrors") or int(reply.get("n", 0)) != len(chunk):
+                unsettled += chunk
+            else:
+                result.applied += len(chunk)
+        if unsettled:
+            result.merge(self._settle(view, unsettled))
+        return result
+
+    def _command(self, view: str, verb: str, field: str, items: list[Any]) -> _Doc:
+        name = self.targets[view].name
+        reply = self.db.command({verb: name, field: items, "ordered": False})
+        if reply.get("writeConcernError"):
+            raise TransientError(
+                f"mongodb: write concern: {reply['writeConcernError']}"
+            )
+        return reply
+
+    def _settle(self, view: str, chunk: list[_Statement]) -> WriteResult:
+        """Find out what a failed command applied; run the rest one by one."""
+        result = WriteResult()
+        stored = self._versions(view, [st.op.doc_id for st in chunk])
+        for st in chunk:
+            have = stored.get(st.op.doc_id)
+            if have is not None and have >= st.op.version:
+                if have == st.op.version:
+                    result.applied += 1  # by the failed command (equal content)
+                else:
+                    result.stale += 1
+                continue
+            if have is None:
+                reply = self._command(view, "insert", "documents", [st.doc])
+            else:
+                reply = self._command(view, "update", "updates", [st.update()])
+            errors = reply.get("writeErrors") or []
+            if errors and errors[0].get("code") == DUPLICATE_KEY:
+                raise TransientError(f"mongodb: concurrent insert of {st.op.doc_id!r}")
+            if errors:
+                err = errors[0]
+                reason = f"code {err.get('code')}: {err.get('errmsg')}"
+                result.rejected.append((st.op, reason))
+            elif int(reply.get("n", 0)) == 1:
+                result.applied += 1
+            else:
+                result.stale += 1  # a newer version won meanwhile
+        return result
+
+    def _versions(self, view: str, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        coll = self.collection(view)
+        for start in range(0, len(ids), _FETCH_CHUNK):
+            chunk = list(ids[start : start + _FETCH_CHUNK])
+            for raw in coll.find({"_id": {"$in": chunk}}, {"_v": 1}):
+                out[str(raw["_id"])] = int(raw["_v"])
+        return out
+
+    # -- reads ------------------------------------------------------------
+
+    def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        out: dict[str, Stored] = {}
+        try:
+            coll = self.collection(view)
+            for start in range(0, len(ids), _FETCH_CHUNK):
+                chunk = list(ids[start : start + _FETCH_CHUNK])
+                for raw in coll.find({"_id": {"$in": chunk}}):
+                    out[str(raw["_id"])] = _strip(raw)
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        return out
+
+    def ids(self, view: str) -> set[str]:
+        try:
+            cursor = self.collection(view).find({"_deleted": {"$ne": True}}, {"_id": 1})
+            return {str(raw["_id"]) for raw in cursor}
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def drop(self, view: str) -> None:
+        """Drop the view's collection (rebuilds and tests; not in the protocol)."""
+        try:
+            self.collection(view).drop()
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc

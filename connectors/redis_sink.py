@@ -1,0 +1,425 @@
+"""Redis sink: documents as JSON strings, guarded by one server-side Lua script.
+
+Key layout of a view whose target name (the key prefix) is ``p``:
+
+* ``p:{id}`` — the document as a JSON string (what sites ``GET``);
+  ``p:{{id}}`` when ``options["hash_tag"]`` is true, so a document's keys share
+  one cluster slot.
+* ``p#v:{id}`` — its version, :func:`~pipeline.events.version_key` form. A
+  tombstone is a version key without a document key; it expires after
+  ``options["tombstone_ttl_s"]`` (default 7 days, ``0`` keeps it forever).
+* ``p#ix:{id}`` — a hash of the document's current secondary-index values.
+* ``p#idx:{field}:{value}`` — a set of ids (``"eq"`` index) and
+  ``p#idx:{field}`` — a sorted set of ids scored by the value (``"range"``).
+
+Auxiliary keys use ``#`` after the prefix rather than ``:`` so that no document
+id can collide with them (``p:v:1`` could be a document). Documents may expire
+with ``options["ttl_s"]``; their version key expires with them, but secondary
+index entries of an expired document stay until it is written or deleted again.
+
+Every write goes through :data:`GUARD_SCRIPT`, registered once and called with
+``EVALSHA`` for up to ``docs_per_call`` documents of one view per call. Because
+it also maintains the secondary indexes, the index keys are derived inside the
+script, which is fine on a standalone server; on Redis Cluster a batch spans
+slots and must be split per slot first (not done here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import redis
+import redis.exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from pipeline.config import RedisSinkConfig
+from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
+from pipeline.events import Delete, DocumentOp, Upsert, version_key
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOMBSTONE_TTL_S = 7 * 24 * 3600
+_FETCH_CHUNK = 1000
+
+#: KEYS, per document: doc key, version key[, index-values key].
+#: ARGV: n, tombstone ttl, doc ttl, index key base, m, m x (field, kind),
+#: then per document: op ("u"/"d"), version, body, id, m index values
+#: ("" = no value, else "=" followed by the value).
+#: Returns one status per document: 1 applied, 0 stale.
+GUARD_SCRIPT = """
+local n = tonumber(ARGV[1])
+local tomb_ttl = tonumber(ARGV[2])
+local doc_ttl = tonumber(ARGV[3])
+local base = ARGV[4]
+local m = tonumber(ARGV[5])
+local fields, kinds = {}, {}
+local a = 6
+for j = 1, m do
+  fields[j] = ARGV[a]
+  kinds[j] = ARGV[a + 1]
+  a = a + 2
+end
+local step = 2
+if m > 0 then step = 3 end
+local out = {}
+for i = 1, n do
+  local k = (i - 1) * step
+  local dkey, vkey = KEYS[k + 1], KEYS[k + 2]
+  local op, ver, body, id = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  local have = redis.call('GET', vkey)
+  if have and have >= ver then
+    out[i] = 0
+  else
+    if op == 'u' then
+      if doc_ttl > 0 then
+        redis.call('SET', dkey, body, 'EX', doc_ttl)
+        redis.call('SET', vkey, ver, 'EX', doc_ttl)
+      else
+        redis.call('SET', dkey, body)
+        redis.call('SET', vkey, ver)
+      end
+    else
+      redis.call('DEL', dkey)
+      if tomb_ttl > 0 then
+        redis.call('SET', vkey, ver, 'EX', tomb_ttl)
+      else
+        redis.call('SET', vkey, ver)
+      end
+    end
+    if m > 0 then
+      local ikey = KEYS[k + 3]
+      for j = 1, m do
+        local new = ARGV[a + j - 1]
+        if op ~= 'u' then new = '' end
+        local old = redis.call('HGET', ikey, fields[j])
+        if not old then old = '' end
+        if old ~= new then
+          if old ~= '' then
+            if kinds[j] == 'eq' then
+              redis.call('SREM', base .. fields[j] .. ':' .. string.sub(old, 2), id)
+            else
+              redis.call('ZREM', base .. fields[j], id)
+            end
+          end
+          if new ~= '' then
+            if kinds[j] == 'eq' then
+              redis.call('SADD', base .. fields[j] .. ':' .. string.sub(new, 2), id)
+            else
+              redis.call('ZADD', base .. fields[j], string.sub(new, 2), id)
+            end
+            redis.call('HSET', ikey, fields[j], new)
+          else
+            redis.call('HDEL', ikey, fields[j])
+          end
+        end
+      end
+    end
+    out[i] = 1
+  end
+  a = a + m
+end
+return out
+"""
+
+
+def classify(exc: Exception) -> ReadsideError:
+    """Map a redis-py exception onto a readside error class, by type."""
+    if isinstance(exc, ReadsideError):
+        return exc
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+        return FatalError(f"redis: not authorized: {exc}")
+    if isinstance(exc, rex.NoPermissionError | rex.ExternalAuthProviderError):
+        return FatalError(f"redis: not authorized: {exc}")
+    if isinstance(
+        exc,
+        rex.ConnectionError  # includes BusyLoadingError
+        | rex.TimeoutError
+        | rex.ReadOnlyError  # a replica after failover
+        | rex.OutOfMemoryError
+        | rex.TryAgainError
+        | rex.ClusterDownError,
+    ):
+        return TransientError(f"redis: {type(exc).__name__}: {exc}")
+    return FatalError(f"redis: {type(exc).__name__}: {exc}")
+
+
+class _Layout:
+    """Key names and write options of one view's target."""
+
+    def __init__(self, target: ViewTarget) -> None:
+        opts = target.options
+        self.prefix = target.name
+        self.hash_tag = bool(opts.get("hash_tag", False))
+        self.doc_ttl = int(opts.get("ttl_s", 0) or 0)
+        self.tomb_ttl = int(opts.get("tombstone_ttl_s", DEFAULT_TOMBSTONE_TTL_S))
+        indexes: Mapping[str, str] = opts.get("indexes") or {}
+        for field, kind in indexes.items():
+            if kind not in ("eq", "range"):
+                raise FatalError(
+                    f"redis: view {target.view}: index {field!r} has kind {kind!r}, "
+                    "expected 'eq' or 'range'"
+                )
+        self.indexes = dict(indexes)
+
+    def _id(self, doc_id: str) -> str:
+        return f"{{{doc_id}}}" if self.hash_tag else doc_id
+
+    def doc_key(self, doc_id: str) -> str:
+        return f"{self.prefix}:{self._id(doc_id)}"
+
+    def version_key(self, doc_id: str) -> str:
+        return f"{self.prefix}#v:{self._id(doc_id)}"
+
+    def index_values_key(self, doc_id: str) -> str:
+        return f"{self.prefix}#ix:{self._id(doc_id)}"
+
+    @property
+    def index_base(self) -> str:
+        return f"{self.prefix}#idx:"
+
+    def id_of(self, doc_key: str) -> str:
+        raw = doc_key[len(self.prefix) + 1 :]
+        if self.hash_tag and raw.startswith("{") and raw.endswith("}"):
+            return raw[1:-1]
+        return raw
+
+
+def _index_value(kind: str, value: Any) -> str:
+    """The script's form of one index value; raises BadRecord if unusable."""
+    if value is None:
+        return ""
+    if kind == "range":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise BadRecord("index", f"range index value {value!r} is not a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise BadRecord(
+                "index", f"range index value {value!r} is not a number"
+            ) from None
+        if math.isnan(number):
+            raise BadRecord("index", "range index value is NaN")
+        return "=" + repr(number)
+    if isinstance(value, bool):
+        return "=" + ("true" if value else "false")
+    if isinstance(value, str | int | float):
+        return "=" + str(value)
+    raise BadRecord("index", f"eq index value {value!r} is not a scalar")
+
+
+def _json(doc: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise BadRecord("encode", f"document is not JSON serializable: {exc}") from exc
+
+
+class RedisSink:
+    """Keeps views as JSON strings in Redis, version-guarded by a Lua script.
+
+    Args:
+        name: the sink's name in the configuration.
+        cfg: connection settings and ``docs_per_call``.
+        targets: view name -> where the view lives (the key prefix) and its
+            options (``ttl_s``, ``tombstone_ttl_s``, ``indexes``, ``hash_tag``).
+    """
+
+    def __init__(
+        self, name: str, cfg: RedisSinkConfig, targets: Mapping[str, ViewTarget]
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.targets = dict(targets)
+        self._layouts = {view: _Layout(t) for view, t in self.targets.items()}
+        self._client: redis.Redis | None = None
+        self._sha: str | None = None
+
+    # -- connection -------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self.cfg.url.get_secret_value(),
+                socket_timeout=self.cfg.timeout_s,
+                socket_connect_timeout=self.cfg.timeout_s,
+                decode_responses=True,
+                # The worker retries with backoff; fail fast here.
+                retry=Retry(NoBackoff(), 0),
+            )
+        return self._client
+
+    def open(self) -> None:
+        try:
+            self._sha = str(self.client.script_load(GUARD_SCRIPT))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        logger.info("redis sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _layout(self, view: str) -> _Layout:
+        try:
+            return self._layouts[view]
+        except KeyError:
+            raise FatalError(f"redis sink {self.name}: unknown view {view!r}") from None
+
+    # -- writes -----------------------------------------------------------
+
+    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+        try:
+            ready, rejected = fill_unchanged(ops, self.fetch)
+            result = WriteResult(rejected=rejected)
+            by_view: dict[str, list[DocumentOp]] = {}
+            for op in ready:
+                if isinstance(op, Upsert) and op.unchanged_fields:
+                    # fill_unchanged saw a version at least as new stored:
+                    # versions never go back, so the guard would skip it.
+                    result.stale += 1
+                    continue
+                by_view.setdefault(op.view, []).append(op)
+            size = self.cfg.docs_per_call
+            for view, view_ops in by_view.items():
+                layout = self._layout(view)
+                for start in range(0, len(view_ops), size):
+                    chunk = view_ops[start : start + size]
+                    result.merge(self._write_chunk(layout, chunk))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        return result
+
+    def _write_chunk(self, layout: _Layout, ops: list[DocumentOp]) -> WriteResult:
+        result = WriteResult()
+        fields = list(layout.indexes)
+        keys: list[str] = []
+        per_doc: list[str] = []
+        sent: list[DocumentOp] = []
+        for op in ops:
+            try:
+                args = self._doc_args(layout, fields, op)
+            except BadRecord as exc:
+                result.rejected.append((op, str(exc)))
+                continue
+            keys += [layout.doc_key(op.doc_id), layout.version_key(op.doc_id)]
+            if fields:
+                keys.append(layout.index_values_key(op.doc_id))
+            per_doc += args
+            sent.append(op)
+        if not sent:
+            return result
+        head = [str(len(sent)), str(layout.tomb_ttl), str(layout.doc_ttl)]
+        head += [layout.index_base, str(len(fields))]
+        for field in fields:
+            head += [field, layout.indexes[field]]
+        statuses = self._evalsha(keys, head + per_doc)
+        for status in statuses:
+            if int(status) == 1:
+                result.applied += 1
+            else:
+                result.stale += 1
+        return result
+
+    @staticmethod
+    def _doc_args(layout: _Layout, fields: list[str], op: DocumentOp) -> list[str]:
+        if isinstance(op, Delete):
+            return ["d", version_key(op.version), "", op.doc_id] + [""] * len(fields)
+        assert isinstance(op, Upsert)
+        body = _json(op.doc)  # raises on UNCHANGED too: it is not serializable
+        values = [_index_value(layout.indexes[f], op.doc.get(f)) for f in fields]
+        return ["u", version_key(op.version), body, op.doc_id, *values]
+
+    def _evalsha(self, keys: list[str], args: list[str]) -> list[Any]:
+        if self._sha is None:
+            self._sha = str(self.client.script_load(GUARD_SCRIPT))
+        try:
+            out = self.client.evalsha(self._sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            # The server restarted or ran SCRIPT FLUSH: register it again.
+            logger.info("redis script missing, reloading sink=%s", self.name)
+            self._sha = str(self.client.script_load(GUARD_SCRIPT))
+            out = self.client.evalsha(self._sha, len(keys), *keys, *args)
+        return list(out)
+
+    # -- reads ------------------------------------------------------------
+
+    def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        layout = self._layout(view)
+        out: dict[str, Stored] = {}
+        try:
+            for start in range(0, len(ids), _FETCH_CHUNK):
+                chunk = list(ids[start : start + _FETCH_CHUNK])
+                keys = [layout.version_key(i) for i in chunk]
+                keys += [layout.doc_key(i) for i in chunk]
+                values = self.client.mget(keys)
+                for n, doc_id in enumerate(chunk):
+                    ver, body = values[n], values[n + len(chunk)]
+                    if ver is None:
+                        continue
+                    doc = None if body is None else json.loads(body)
+                    out[doc_id] = Stored(int(ver), doc)
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        return out
+
+    def ids(self, view: str) -> set[str]:
+        layout = self._layout(view)
+        found: set[str] = set()
+        try:
+            for chunk in self._scan_chunks(layout):
+                candidates = [layout.id_of(k) for k in chunk]
+                versions = self.client.mget([layout.version_key(i) for i in candidates])
+                found.update(
+                    i
+                    for i, v in zip(candidates, versions, strict=True)
+                    if v is not None
+                )
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        return found
+
+    def _scan_chunks(self, layout: _Layout) -> Iterator[list[str]]:
+        pattern = _glob_escape(layout.prefix) + ":*"
+        chunk: list[str] = []
+        for key in self.client.scan_iter(match=pattern, count=1000):
+            chunk.append(str(key))
+            if len(chunk) >= _FETCH_CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def drop(self, view: str) -> int:
+        """Delete every key of ``view`` (rebuilds and tests; not in the protocol).
+
+        Returns the number of keys deleted.
+        """
+        layout = self._layout(view)
+        deleted = 0
+        try:
+            for suffix in (":*", "#*"):
+                pattern = _glob_escape(layout.prefix) + suffix
+                batch: list[str] = []
+                for key in self.client.scan_iter(match=pattern, count=1000):
+                    batch.append(str(key))
+                    if len(batch) >= _FETCH_CHUNK:
+                        deleted += int(self.client.unlink(*batch))
+                        batch = []
+                if batch:
+                    deleted += int(self.client.unlink(*batch))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        return deleted
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
