@@ -153,11 +153,17 @@ def fill_unchanged(
                     )
                 )
                 continue
-            assert have is not None and have.doc is not None
+            assert have is not None
+            assert have.doc is not None
             doc = {k: (have.doc[k] if v is UNCHANGED else v) for k, v in up.doc.items()}
             ready.append(
                 Upsert(
-                    up.view, up.doc_id, up.version, doc, up.lsn, up.commit_ts_ms,
+                    up.view,
+                    up.doc_id,
+                    up.version,
+                    doc,
+                    up.lsn,
+                    up.commit_ts_ms,
                     up.position,
                 )
             )

@@ -115,9 +115,13 @@ class ConnectClient:
     timeout_s: float = 15.0
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
+        if not self.url.startswith(("http://", "https://")):
+            raise FatalError(f"connect.url must be http(s): {self.url!r}")
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url.rstrip("/") + path, data=data, method=method,
+        req = urllib.request.Request(  # noqa: S310 (scheme checked above)
+            self.url.rstrip("/") + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
         try:
@@ -128,7 +132,9 @@ class ConnectClient:
             if exc.code == 404:
                 return None
             if exc.code in (409, 500, 503):
-                raise TransientError(f"Connect {method} {path}: {exc.code} {detail}") from exc
+                raise TransientError(
+                    f"Connect {method} {path}: {exc.code} {detail}"
+                ) from exc
             raise FatalError(f"Connect {method} {path}: {exc.code} {detail}") from exc
         except OSError as exc:
             raise TransientError(f"Connect at {self.url} unreachable: {exc}") from exc
@@ -140,9 +146,14 @@ def apply(cfg: Config) -> dict[str, Any]:
     prepare_source(cfg)
     client = ConnectClient(cfg.connect.url)
     settings = connector_config(cfg)
-    result = client.request("PUT", f"/connectors/{cfg.connect.connector}/config", settings)
-    logger.info("connector applied name=%s tables=%d", cfg.connect.connector,
-                len(cfg.source.tables))
+    result = client.request(
+        "PUT", f"/connectors/{cfg.connect.connector}/config", settings
+    )
+    logger.info(
+        "connector applied name=%s tables=%d",
+        cfg.connect.connector,
+        len(cfg.source.tables),
+    )
     return dict(result or {})
 
 
@@ -170,7 +181,8 @@ def drop_slot(cfg: Config, timeout_s: float = 30.0) -> bool:
         while True:
             row = conn.execute(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
-                (src.slot,)).fetchone()
+                (src.slot,),
+            ).fetchone()
             if row is None:
                 return True
             if not row[0]:
@@ -187,7 +199,8 @@ def slot_lag_bytes(cfg: Config) -> int | None:
     with psycopg.connect(cfg.source.dsn.get_secret_value(), connect_timeout=5) as conn:
         row = conn.execute(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-            "FROM pg_replication_slots WHERE slot_name = %s", (cfg.source.slot,),
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (cfg.source.slot,),
         ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
@@ -214,7 +227,7 @@ def status(cfg: Config) -> dict[str, Any]:
 
 
 def wait_running(cfg: Config, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Block until the connector and its task run; raise with the trace if one failed."""
+    """Block until the connector and its task run; raise if a task failed."""
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -228,8 +241,11 @@ def wait_running(cfg: Config, timeout_s: float = 120.0) -> dict[str, Any]:
         tasks = st.get("tasks", [])
         if any(t["state"] == "FAILED" for t in tasks):
             raise FatalError(f"connector task failed: {tasks[0]['trace']}")
-        if st.get("state") == "RUNNING" and tasks and all(
-                t["state"] == "RUNNING" for t in tasks):
+        if (
+            st.get("state") == "RUNNING"
+            and tasks
+            and all(t["state"] == "RUNNING" for t in tasks)
+        ):
             return st
         time.sleep(0.5)
     raise FatalError(f"connector not running after {timeout_s:.0f}s: {st}")

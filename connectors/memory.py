@@ -44,7 +44,7 @@ class MemorySink:
         self.down = False
         self.data: dict[tuple[str, str], Stored] = {}
         self.writes = 0
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # noqa: S311 (failure knobs, not crypto)
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -89,7 +89,9 @@ class MemorySink:
 
     def ids(self, view: str) -> set[str]:
         with self._lock:
-            return {i for (v, i), s in self.data.items() if v == view and s.doc is not None}
+            return {
+                i for (v, i), s in self.data.items() if v == view and s.doc is not None
+            }
 
     def documents(self, view: str) -> dict[str, dict[str, object]]:
         """Live documents of ``view`` by id (a test helper)."""

@@ -45,14 +45,20 @@ class SourceMark:
     seen_ts_ms: int
 
 
-def ensure_topics(admin: AdminClient, names: Iterable[tuple[str, int, bool]],
-                  replication: int = 1) -> None:
+def ensure_topics(
+    admin: AdminClient, names: Iterable[tuple[str, int, bool]], replication: int = 1
+) -> None:
     """Create topics that do not exist: ``(name, partitions, compacted)``."""
     existing = set(admin.list_topics(timeout=10).topics)
     new = [
-        NewTopic(name, num_partitions=parts, replication_factor=replication,
-                 config={"cleanup.policy": "compact"} if compact else {})
-        for name, parts, compact in names if name not in existing
+        NewTopic(
+            name,
+            num_partitions=parts,
+            replication_factor=replication,
+            config={"cleanup.policy": "compact"} if compact else {},
+        )
+        for name, parts, compact in names
+        if name not in existing
     ]
     if not new:
         return
@@ -71,21 +77,29 @@ class CheckpointWriter:
 
     def write(self, checkpoints: Iterable[Checkpoint]) -> None:
         for cp in checkpoints:
-            self.producer.produce(self.topic, key=cp.key.encode(),
-                                  value=json.dumps(asdict(cp)).encode())
+            self.producer.produce(
+                self.topic, key=cp.key.encode(), value=json.dumps(asdict(cp)).encode()
+            )
         self.producer.poll(0)
 
     def mark_source(self, mark: SourceMark) -> None:
-        self.producer.produce(self.topic, key=b"__source__",
-                              value=json.dumps(asdict(mark)).encode())
+        self.producer.produce(
+            self.topic, key=b"__source__", value=json.dumps(asdict(mark)).encode()
+        )
         self.producer.poll(0)
 
 
-def read(bootstrap: str, topic: str, timeout_s: float = 10.0
-         ) -> tuple[dict[str, Checkpoint], SourceMark | None]:
+def read(
+    bootstrap: str, topic: str, timeout_s: float = 10.0
+) -> tuple[dict[str, Checkpoint], SourceMark | None]:
     """The newest checkpoint of every key, and the newest source mark."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "readside-status",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "readside-status",
+            "enable.auto.commit": False,
+        }
+    )
     out: dict[str, Checkpoint] = {}
     mark: SourceMark | None = None
     try:
@@ -95,8 +109,9 @@ def read(bootstrap: str, topic: str, timeout_s: float = 10.0
         ends: dict[int, int] = {}
         tps = []
         for p in md.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                       timeout=timeout_s)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout_s
+            )
             if high > low:
                 ends[p] = high
                 tps.append(TopicPartition(topic, p, low))

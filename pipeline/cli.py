@@ -39,9 +39,14 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--config", "config_path", envvar=config_mod.CONFIG_ENV,
-              type=click.Path(dir_okay=False), default=None,
-              help="readside YAML config (default: $READSIDE_CONFIG or readside.yaml)")
+@click.option(
+    "--config",
+    "config_path",
+    envvar=config_mod.CONFIG_ENV,
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="readside YAML config (default: $READSIDE_CONFIG or readside.yaml)",
+)
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
@@ -153,8 +158,10 @@ def connector_apply(ctx: click.Context, wait: bool) -> None:
     debezium.apply(cfg)
     if wait:
         st = debezium.wait_running(cfg)
-        click.echo(f"connector {st['connector']} {st['state']}; "
-                   f"slot lag {st.get('slot_lag_bytes')} bytes")
+        click.echo(
+            f"connector {st['connector']} {st['state']}; "
+            f"slot lag {st.get('slot_lag_bytes')} bytes"
+        )
     else:
         click.echo(f"connector {cfg.connect.connector} applied")
 
@@ -170,8 +177,9 @@ def connector_status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
-    click.echo(f"{st['connector']}: {st['state']}  slot lag: "
-               f"{st.get('slot_lag_bytes')} bytes")
+    click.echo(
+        f"{st['connector']}: {st['state']}  slot lag: {st.get('slot_lag_bytes')} bytes"
+    )
     for t in st["tasks"]:
         click.echo(f"  task {t['id']}: {t['state']} {t['trace']}")
 
@@ -185,8 +193,9 @@ def connector_delete(ctx: click.Context, drop_slot: bool) -> None:
 
     cfg = load_config(ctx)
     found = debezium.delete(cfg)
-    click.echo(f"connector {cfg.connect.connector} "
-               f"{'deleted' if found else 'was absent'}")
+    click.echo(
+        f"connector {cfg.connect.connector} {'deleted' if found else 'was absent'}"
+    )
     if drop_slot:
         gone = debezium.drop_slot(cfg)
         click.echo(f"slot {cfg.source.slot} {'dropped' if gone else 'still active'}")
@@ -194,12 +203,22 @@ def connector_delete(ctx: click.Context, drop_slot: bool) -> None:
 
 # -------------------------------------------------------------- pipeline
 @main.command()
-@click.option("--views", "view_names", default=None,
-              help="comma-separated views this worker serves (default: all)")
-@click.option("--metrics-port", type=int, default=None,
-              help="metrics/health port (default: worker.metrics_port; 0 = off)")
+@click.option(
+    "--views",
+    "view_names",
+    default=None,
+    help="comma-separated views this worker serves (default: all)",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="metrics/health port (default: worker.metrics_port; 0 = off)",
+)
 @click.pass_context
-def worker(ctx: click.Context, view_names: str | None, metrics_port: int | None) -> None:
+def worker(
+    ctx: click.Context, view_names: str | None, metrics_port: int | None
+) -> None:
     """Run a consumer worker until SIGTERM/SIGINT (then drain and leave)."""
     from pipeline.worker import run_worker
 
@@ -253,9 +272,11 @@ def dlq_list(ctx: click.Context, limit: int) -> None:
     for rec, _c in dlq_mod.read_all(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic):
         t, p, o = rec.origin
         h = rec.headers
-        click.echo(f"{t}[{p}]@{o} reason={h.get(dlq_mod.H_REASON)} "
-                   f"view={h.get(dlq_mod.H_VIEW, '-')} "
-                   f"{h.get(dlq_mod.H_CLASS)}: {h.get(dlq_mod.H_MESSAGE, '')[:200]}")
+        click.echo(
+            f"{t}[{p}]@{o} reason={h.get(dlq_mod.H_REASON)} "
+            f"view={h.get(dlq_mod.H_VIEW, '-')} "
+            f"{h.get(dlq_mod.H_CLASS)}: {h.get(dlq_mod.H_MESSAGE, '')[:200]}"
+        )
         n += 1
         if n >= limit:
             break
@@ -269,22 +290,35 @@ def dlq_replay(ctx: click.Context) -> None:
     from pipeline.replay import replay_dead_letters
 
     applied, failed = replay_dead_letters(load_config(ctx))
-    click.echo(f"replayed {applied} dead letter(s); {failed} failed again "
-               "(re-dead-lettered)")
+    click.echo(
+        f"replayed {applied} dead letter(s); {failed} failed again (re-dead-lettered)"
+    )
 
 
 @main.command()
 @click.option("--keep-running", is_flag=True, help="leave the workers running")
 @click.option("--seed", default=42, show_default=True, help="seed of the shop data")
-@click.option("--live-seconds", default=5.0, show_default=True,
-              help="how long to change rows after the snapshot")
+@click.option(
+    "--live-seconds",
+    default=5.0,
+    show_default=True,
+    help="how long to change rows after the snapshot",
+)
 @click.pass_context
-def demo(ctx: click.Context, keep_running: bool, seed: int, live_seconds: float) -> None:
+def demo(
+    ctx: click.Context, keep_running: bool, seed: int, live_seconds: float
+) -> None:
     """Rebuild the demo shop and show it synced into Redis, Elasticsearch, MongoDB."""
     from pipeline.demo.run import run
 
-    sys.exit(run(ctx.obj["config_path"], seed=seed, live_seconds=live_seconds,
-                 keep_running=keep_running))
+    sys.exit(
+        run(
+            ctx.obj["config_path"],
+            seed=seed,
+            live_seconds=live_seconds,
+            keep_running=keep_running,
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

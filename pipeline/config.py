@@ -238,7 +238,9 @@ def parse(data: Any, origin: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(dict(e)) for e in exc.errors()]
-        raise ConfigError(f"{origin}: invalid configuration\n  " + "\n  ".join(lines))
+        raise ConfigError(
+            f"{origin}: invalid configuration\n  " + "\n  ".join(lines)
+        ) from None
 
 
 def _interpolate_tree(node: Any, env: dict[str, str] | None, path: str) -> Any:
@@ -277,16 +279,18 @@ def _read(path: str | Path | None, env: dict[str, str] | None) -> tuple[Path, An
     return chosen, data
 
 
-def load_stack(path: str | Path | None = None,
-               env: dict[str, str] | None = None) -> StackConfig:
+def load_stack(
+    path: str | Path | None = None, env: dict[str, str] | None = None
+) -> StackConfig:
     """Only the ``stack`` section: ``readside stack`` needs nothing else."""
     chosen, data = _read(path, env)
     try:
         return StackConfig.model_validate(data.get("stack") or {})
     except ValidationError as exc:
         lines = [_describe(dict(e)) for e in exc.errors()]
-        raise ConfigError(f"{chosen}: invalid stack section\n  stack." +
-                          "\n  stack.".join(lines)) from exc
+        raise ConfigError(
+            f"{chosen}: invalid stack section\n  stack." + "\n  stack.".join(lines)
+        ) from exc
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -55,12 +55,22 @@ class DeadLetterQueue:
         ]
         if dead.view:
             headers.append((H_VIEW, dead.view.encode()))
-        self.producer.produce(self.topic, key=msg.key(), value=msg.value(),
-                              headers=headers, on_delivery=self._delivered)
+        self.producer.produce(
+            self.topic,
+            key=msg.key(),
+            value=msg.value(),
+            headers=headers,
+            on_delivery=self._delivered,
+        )
         self.sent += 1
         logger.warning(
             "dead letter topic=%s partition=%d offset=%d reason=%s error=%s",
-            pos.topic, pos.partition, pos.offset, dead.reason, dead.error[:200])
+            pos.topic,
+            pos.partition,
+            pos.offset,
+            dead.reason,
+            dead.error[:200],
+        )
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -70,8 +80,10 @@ class DeadLetterQueue:
         left = self.producer.flush(timeout)
         if left or self._errors:
             errors, self._errors = self._errors, []
-            raise TransientError(f"dead-letter topic {self.topic}: {left} undelivered, "
-                                 f"errors: {errors[:3]}")
+            raise TransientError(
+                f"dead-letter topic {self.topic}: {left} undelivered, "
+                f"errors: {errors[:3]}"
+            )
 
 
 def _bytes(raw: str | bytes | None) -> bytes | None:
@@ -126,15 +138,18 @@ class OriginMessage:
         return (0, 0)
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0,
-             group: str | None = None) -> Iterator[tuple[DeadRecord, Any]]:
+def read_all(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, group: str | None = None
+) -> Iterator[tuple[DeadRecord, Any]]:
     """Every dead letter from the beginning (or from ``group``'s committed offsets).
 
     Yields ``(record, kafka_message)``; stops at the end of the topic.
     """
     conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap, "enable.auto.commit": False,
-        "group.id": group or "readside-dlq-reader", "auto.offset.reset": "earliest",
+        "bootstrap.servers": bootstrap,
+        "enable.auto.commit": False,
+        "group.id": group or "readside-dlq-reader",
+        "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
     }
     consumer = Consumer(conf)
@@ -164,13 +179,23 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0,
                 continue
             pos = position_of(msg)
             raw_headers = msg.headers() or []
-            pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+            pairs = (
+                raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+            )
             headers = {
                 k: v.decode(errors="replace") if isinstance(v, bytes) else str(v)
                 for k, v in pairs
             }
-            yield DeadRecord(pos.partition, pos.offset, _bytes(msg.key()),
-                             _bytes(msg.value()), headers), consumer
+            yield (
+                DeadRecord(
+                    pos.partition,
+                    pos.offset,
+                    _bytes(msg.key()),
+                    _bytes(msg.value()),
+                    headers,
+                ),
+                consumer,
+            )
             if pos.offset + 1 >= ends[pos.partition]:
                 pending.discard(pos.partition)
     finally:

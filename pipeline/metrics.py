@@ -11,20 +11,36 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 EVENTS = Counter("readside_events_total", "Change events decoded", ["topic"])
-OPS = Counter("readside_ops_total", "Document ops by outcome (applied, stale, "
-              "rejected)", ["sink", "outcome"])
+OPS = Counter(
+    "readside_ops_total",
+    "Document ops by outcome (applied, stale, rejected)",
+    ["sink", "outcome"],
+)
 BATCHES = Counter("readside_batches_total", "Batches committed")
-WRITE_SECONDS = Histogram("readside_sink_write_seconds", "Latency of one sink write",
-                          ["sink"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-DEAD_LETTERS = Counter("readside_dead_letters_total", "Records sent to the DLQ",
-                       ["reason"])
+WRITE_SECONDS = Histogram(
+    "readside_sink_write_seconds",
+    "Latency of one sink write",
+    ["sink"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DEAD_LETTERS = Counter(
+    "readside_dead_letters_total", "Records sent to the DLQ", ["reason"]
+)
 RETRIES = Counter("readside_retries_total", "Transient failures retried", ["sink"])
-LAG_MS = Gauge("readside_time_lag_ms", "Now minus source commit time of the last "
-               "applied event", ["view", "sink"])
+LAG_MS = Gauge(
+    "readside_time_lag_ms",
+    "Now minus source commit time of the last applied event",
+    ["view", "sink"],
+)
 APPLIED_LSN = Gauge("readside_applied_lsn", "Last applied source LSN", ["view", "sink"])
 
 
@@ -52,17 +68,23 @@ def serve(health: Health, port: int, host: str = "127.0.0.1") -> ThreadingHTTPSe
     """Start the endpoints on a daemon thread; returns the server."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             if self.path == "/metrics":
                 body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
             elif self.path == "/healthz":
                 ok = health.alive()
-                body, ctype, code = (b"ok\n" if ok else b"stalled\n"), "text/plain", (
-                    200 if ok else 503)
+                body, ctype, code = (
+                    (b"ok\n" if ok else b"stalled\n"),
+                    "text/plain",
+                    (200 if ok else 503),
+                )
             elif self.path == "/readyz":
                 ok = health.ready()
-                body, ctype, code = (b"ready\n" if ok else b"not ready\n"), (
-                    "text/plain"), (200 if ok else 503)
+                body, ctype, code = (
+                    (b"ready\n" if ok else b"not ready\n"),
+                    ("text/plain"),
+                    (200 if ok else 503),
+                )
             else:
                 body, ctype, code = b"not found\n", "text/plain", 404
             self.send_response(code)
@@ -71,10 +93,11 @@ def serve(health: Health, port: int, host: str = "127.0.0.1") -> ThreadingHTTPSe
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="readside-metrics",
-                     daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, name="readside-metrics", daemon=True
+    ).start()
     return server

@@ -65,14 +65,24 @@ def coalesce(ops: Iterable[DocumentOp]) -> list[DocumentOp]:
             newest[key] = op
             continue
         older, newer = (have, op) if have.version <= op.version else (op, have)
-        if (isinstance(newer, Upsert) and isinstance(older, Upsert)
-                and newer.unchanged_fields):
+        if (
+            isinstance(newer, Upsert)
+            and isinstance(older, Upsert)
+            and newer.unchanged_fields
+        ):
             doc = {
                 k: (older.doc.get(k, UNCHANGED) if v is UNCHANGED else v)
                 for k, v in newer.doc.items()
             }
-            newer = Upsert(newer.view, newer.doc_id, newer.version, doc, newer.lsn,
-                           newer.commit_ts_ms, newer.position)
+            newer = Upsert(
+                newer.view,
+                newer.doc_id,
+                newer.version,
+                doc,
+                newer.lsn,
+                newer.commit_ts_ms,
+                newer.position,
+            )
         newest[key] = newer
     return list(newest.values())
 
@@ -80,8 +90,12 @@ def coalesce(ops: Iterable[DocumentOp]) -> list[DocumentOp]:
 class Processor:
     """Decodes records and routes them to the views fed by their topic."""
 
-    def __init__(self, views: dict[str, TableView], topics: dict[str, list[str]],
-                 heartbeat_topics: set[str] | frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        views: dict[str, TableView],
+        topics: dict[str, list[str]],
+        heartbeat_topics: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         self.views = views
         self.topics = topics  # topic -> view names
         # Rows of the heartbeat table (written by the connector's heartbeat
@@ -105,7 +119,8 @@ class Processor:
             if pos.topic in self.heartbeat_topics:
                 if decoded.commit_ts_ms is not None:
                     batch.heartbeats.append(
-                        Heartbeat(decoded.commit_ts_ms, pos, decoded.lsn))
+                        Heartbeat(decoded.commit_ts_ms, pos, decoded.lsn)
+                    )
                 continue
             batch.events += 1
             for view_name in self.topics.get(pos.topic, ()):
@@ -115,8 +130,9 @@ class Processor:
                 try:
                     ops = view.ops_for(decoded)
                 except BadRecord as exc:
-                    batch.dead.append(DeadLetter(msg, exc.reason, "BadRecord",
-                                                 str(exc), view_name))
+                    batch.dead.append(
+                        DeadLetter(msg, exc.reason, "BadRecord", str(exc), view_name)
+                    )
                     continue
                 raw_ops.setdefault(view_name, []).extend(ops)
                 if decoded.lsn is not None:
@@ -130,4 +146,3 @@ def ops_for_sink(batch: Batch, sink_views: Iterable[str]) -> list[DocumentOp]:
     for view in sink_views:
         out.extend(batch.ops.get(view, ()))
     return out
-

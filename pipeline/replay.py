@@ -28,8 +28,12 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     from pipeline.worker import build_sinks
 
     group = f"{cfg.kafka.group_id}.dlq-replay"
-    records = list(rec for rec, _c in read_all(cfg.kafka.bootstrap_servers,
-                                               cfg.kafka.dlq_topic, group=group))
+    records = list(
+        rec
+        for rec, _c in read_all(
+            cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, group=group
+        )
+    )
     if not records:
         return 0, 0
     views = build_views(cfg)
@@ -49,8 +53,15 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
             result = sink.write(ops)  # a transient error stops the replay here
             for op, why in result.rejected:
                 if op.position is not None:
-                    dead.append(DeadLetter(batch.messages[op.position], f"sink:{name}",
-                                           "Rejected", why, op.view))
+                    dead.append(
+                        DeadLetter(
+                            batch.messages[op.position],
+                            f"sink:{name}",
+                            "Rejected",
+                            why,
+                            op.view,
+                        )
+                    )
         for d in dead:
             dlq.send(d)
         dlq.flush()
@@ -60,11 +71,20 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     nexts: dict[int, int] = {}
     for r in records:
         nexts[r.dlq_partition] = max(nexts.get(r.dlq_partition, 0), r.dlq_offset + 1)
-    committer: Any = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers,
-                               "group.id": group, "enable.auto.commit": False})
+    committer: Any = Consumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
     try:
-        committer.commit(offsets=[TopicPartition(cfg.kafka.dlq_topic, p, o)
-                                  for p, o in nexts.items()], asynchronous=False)
+        committer.commit(
+            offsets=[
+                TopicPartition(cfg.kafka.dlq_topic, p, o) for p, o in nexts.items()
+            ],
+            asynchronous=False,
+        )
     finally:
         committer.close()
     logger.info("dlq replay records=%d failed_again=%d", len(records), len(dead))

@@ -78,15 +78,20 @@ class SinkWriter:
                     result = self._write_one(name, pending[name])
                     if result is None:
                         continue
-                    rejections.extend(Rejection(op, name, why)
-                                      for op, why in result.rejected)
+                    rejections.extend(
+                        Rejection(op, name, why) for op, why in result.rejected
+                    )
                     del pending[name]
                 if not pending:
                     break
                 self.on_backoff(True)
                 delay = self.backoff.next_delay()
-                logger.warning("sinks unavailable sinks=%s retry_in_s=%.2f attempt=%d",
-                               ",".join(sorted(pending)), delay, self.backoff.attempt)
+                logger.warning(
+                    "sinks unavailable sinks=%s retry_in_s=%.2f attempt=%d",
+                    ",".join(sorted(pending)),
+                    delay,
+                    self.backoff.attempt,
+                )
                 self.wait(delay)
                 if self.should_abandon():
                     raise Abandoned("batch abandoned while backing off")
@@ -101,8 +106,9 @@ class SinkWriter:
             result = sink.write(ops)
         except TransientError as exc:
             metrics.RETRIES.labels(name).inc()
-            logger.warning("transient sink error sink=%s ops=%d error=%s", name,
-                           len(ops), exc)
+            logger.warning(
+                "transient sink error sink=%s ops=%d error=%s", name, len(ops), exc
+            )
             return None
         metrics.WRITE_SECONDS.labels(name).observe(time.perf_counter() - start)
         metrics.OPS.labels(name, "applied").inc(result.applied)

@@ -32,8 +32,7 @@ class ViewSinkStatus:
     partitions: int
 
 
-def _topic_lag(consumer: Consumer, topic: str, timeout: float
-               ) -> tuple[int, int]:
+def _topic_lag(consumer: Consumer, topic: str, timeout: float) -> tuple[int, int]:
     md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if md is None or md.error is not None:
         return 0, 0
@@ -53,8 +52,9 @@ def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
         return 0
     total = 0
     for p in md.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                   timeout=timeout)
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=timeout
+        )
         total += high - low
     return total
 
@@ -62,10 +62,16 @@ def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
 def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
     from connectors import debezium
 
-    cps, mark = checkpoints.read(cfg.kafka.bootstrap_servers,
-                                 cfg.kafka.checkpoint_topic, timeout)
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers,
-                         "group.id": cfg.kafka.group_id, "enable.auto.commit": False})
+    cps, mark = checkpoints.read(
+        cfg.kafka.bootstrap_servers, cfg.kafka.checkpoint_topic, timeout
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            "group.id": cfg.kafka.group_id,
+            "enable.auto.commit": False,
+        }
+    )
     now = int(time.time() * 1000)
     rows: list[ViewSinkStatus] = []
     try:
@@ -76,16 +82,27 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
                 lags[topic] = _topic_lag(consumer, topic, timeout)
             lag, parts = lags[topic]
             for sink in view.sinks:
-                mine = [c for c in cps.values() if c.view == view_name and c.sink == sink]
+                mine = [
+                    c for c in cps.values() if c.view == view_name and c.sink == sink
+                ]
                 lsn = max((c.lsn for c in mine if c.lsn), default=None)
                 ts = max((c.commit_ts_ms for c in mine if c.commit_ts_ms), default=None)
                 applied = max((c.applied_ts_ms for c in mine), default=None)
                 newest = ts
                 if lag == 0 and mark is not None and mark.ts_ms:
                     newest = max(ts or 0, mark.ts_ms)
-                rows.append(ViewSinkStatus(
-                    view_name, sink, lag, lsn, ts,
-                    None if newest is None else max(0, now - newest), applied, parts))
+                rows.append(
+                    ViewSinkStatus(
+                        view_name,
+                        sink,
+                        lag,
+                        lsn,
+                        ts,
+                        None if newest is None else max(0, now - newest),
+                        applied,
+                        parts,
+                    )
+                )
         dlq = dead_letter_count(consumer, cfg.kafka.dlq_topic, timeout)
     finally:
         consumer.close()
@@ -106,8 +123,10 @@ def render(st: dict[str, Any]) -> str:
     lines = [f"{'view':<14}{'sink':<10}{'lag(msg)':>9}{'time lag':>12}  applied lsn"]
     for r in st["views"]:
         tl = "-" if r["time_lag_ms"] is None else f"{r['time_lag_ms'] / 1000:.1f}s"
-        lines.append(f"{r['view']:<14}{r['sink']:<10}{r['consumer_lag']:>9}{tl:>12}  "
-                     f"{r['applied_lsn'] if r['applied_lsn'] is not None else '-'}")
+        lines.append(
+            f"{r['view']:<14}{r['sink']:<10}{r['consumer_lag']:>9}{tl:>12}  "
+            f"{r['applied_lsn'] if r['applied_lsn'] is not None else '-'}"
+        )
     lines.append("")
     lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     lines.append(f"dead letters: {st['dead_letters']}")

@@ -79,8 +79,9 @@ class TableView:
         return [Upsert(self.name, ident, version, doc, lsn, ts, pos)]
 
 
-def build_views(cfg: Config, epochs: dict[str, int] | None = None,
-                only: Iterable[str] | None = None) -> dict[str, TableView]:
+def build_views(
+    cfg: Config, epochs: dict[str, int] | None = None, only: Iterable[str] | None = None
+) -> dict[str, TableView]:
     """Compile every view of the config (filters and transform chains)."""
     from transforms.chain import build_chain
     from transforms.expr import compile_expression

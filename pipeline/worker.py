@@ -24,7 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
@@ -105,42 +111,60 @@ class Worker:
 
     def topics(self) -> list[str]:
         by_topic = self.cfg.view_topics()
-        return sorted(t for t, vs in by_topic.items() if any(v in self.views for v in vs))
+        return sorted(
+            t for t, vs in by_topic.items() if any(v in self.views for v in vs)
+        )
 
     def run(self, max_batches: int | None = None) -> None:
         cfg = self.cfg
-        producer = self.producer_factory({
-            "bootstrap.servers": cfg.kafka.bootstrap_servers,
-            "enable.idempotence": True, "linger.ms": 20,
-            "logger": logging.getLogger("librdkafka"),
-        })
+        producer = self.producer_factory(
+            {
+                "bootstrap.servers": cfg.kafka.bootstrap_servers,
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "logger": logging.getLogger("librdkafka"),
+            }
+        )
         admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-        ensure_topics(admin, [(cfg.kafka.dlq_topic, 1, False),
-                              (cfg.kafka.checkpoint_topic, 1, True)],
-                      cfg.kafka.replication_factor)
+        ensure_topics(
+            admin,
+            [(cfg.kafka.dlq_topic, 1, False), (cfg.kafka.checkpoint_topic, 1, True)],
+            cfg.kafka.replication_factor,
+        )
         self.dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
         self._open_sinks()
         consumer = self.consumer_factory(consumer_config(cfg))
         self.consumer = consumer
         heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
-        self.processor = Processor(dict(self.views), cfg.view_topics(),
-                                   heartbeat_topics={heartbeat_topic})
+        self.processor = Processor(
+            dict(self.views), cfg.view_topics(), heartbeat_topics={heartbeat_topic}
+        )
         self.writer = SinkWriter(
             self.sinks,
             Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms),
-            wait=self._wait_paused, should_abandon=self._should_abandon,
+            wait=self._wait_paused,
+            should_abandon=self._should_abandon,
             on_backoff=self._set_backoff,
         )
-        consumer.subscribe([*self.topics(), heartbeat_topic], on_assign=self._on_assign,
-                           on_revoke=self._on_revoke, on_lost=self._on_lost)
-        logger.info("worker started group=%s topics=%s sinks=%s", cfg.kafka.group_id,
-                    ",".join(self.topics()), ",".join(self.sinks))
+        consumer.subscribe(
+            [*self.topics(), heartbeat_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        logger.info(
+            "worker started group=%s topics=%s sinks=%s",
+            cfg.kafka.group_id,
+            ",".join(self.topics()),
+            ",".join(self.sinks),
+        )
         try:
             while not self.stopping:
                 self.health.turn()
-                msgs = consumer.consume(cfg.worker.batch_size,
-                                        cfg.worker.batch_timeout_ms / 1000.0)
+                msgs = consumer.consume(
+                    cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
+                )
                 msgs = [m for m in msgs if self._usable(m)]
                 if msgs:
                     self._handle(msgs)
@@ -155,8 +179,9 @@ class Worker:
                 sink.close()
 
     def _open_sinks(self) -> None:
-        backoff = Backoff(self.cfg.worker.backoff_initial_ms,
-                          self.cfg.worker.backoff_max_ms)
+        backoff = Backoff(
+            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
+        )
         for name, sink in self.sinks.items():
             while True:
                 try:
@@ -166,8 +191,12 @@ class Worker:
                     if self.stopping:
                         raise FatalError(f"stopped while opening sink {name}") from exc
                     delay = backoff.next_delay()
-                    logger.warning("sink not reachable sink=%s retry_in_s=%.2f error=%s",
-                                   name, delay, exc)
+                    logger.warning(
+                        "sink not reachable sink=%s retry_in_s=%.2f error=%s",
+                        name,
+                        delay,
+                        exc,
+                    )
                     time.sleep(delay)
         self.health.sinks_open = True
 
@@ -185,7 +214,9 @@ class Worker:
         logger.info("revoked partitions=%s", _fmt(parts))
 
     def _on_lost(self, c: Any, parts: list[TopicPartition]) -> None:
-        logger.warning("lost partitions=%s (nothing is committed for them)", _fmt(parts))
+        logger.warning(
+            "lost partitions=%s (nothing is committed for them)", _fmt(parts)
+        )
         self._on_revoke(c, parts)
 
     def _usable(self, msg: Any) -> bool:
@@ -208,8 +239,9 @@ class Worker:
         for topic in {m.topic() for m in msgs}:
             metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
         per_sink = {
-            name: ops_for_sink(batch, [v for v in self.views
-                                       if name in self.views[v].cfg.sinks])
+            name: ops_for_sink(
+                batch, [v for v in self.views if name in self.views[v].cfg.sinks]
+            )
             for name in self.sinks
         }
         try:
@@ -218,15 +250,23 @@ class Worker:
             self._rewind(msgs)
             return
         dead = list(batch.dead)
-        seen = {(d.message.topic(), d.message.partition(), d.message.offset())
-                for d in dead}
+        seen = {
+            (d.message.topic(), d.message.partition(), d.message.offset()) for d in dead
+        }
         for rej in rejections:
             pos = rej.op.position
             if pos is None or (pos.topic, pos.partition, pos.offset) in seen:
                 continue
             seen.add((pos.topic, pos.partition, pos.offset))
-            dead.append(DeadLetter(batch.messages[pos], f"sink:{rej.sink}",
-                                   "Rejected", rej.reason, rej.op.view))
+            dead.append(
+                DeadLetter(
+                    batch.messages[pos],
+                    f"sink:{rej.sink}",
+                    "Rejected",
+                    rej.reason,
+                    rej.op.view,
+                )
+            )
         if _CRASH_BEFORE_COMMIT and self.batches + 1 >= _CRASH_BEFORE_COMMIT:
             logger.error("fault injection: exiting after sink writes, before commit")
             os._exit(137)
@@ -238,8 +278,9 @@ class Worker:
         self._commit(msgs, batch)
 
     def _flush_dlq(self) -> None:
-        backoff = Backoff(self.cfg.worker.backoff_initial_ms,
-                          self.cfg.worker.backoff_max_ms)
+        backoff = Backoff(
+            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
+        )
         while True:
             try:
                 self.dlq.flush()
@@ -267,8 +308,19 @@ class Worker:
             for sink in self.views[view].cfg.sinks:
                 if sink not in self.sinks:
                     continue
-                cps.append(Checkpoint(view, sink, topic, part, nexts[(topic, part)],
-                                      ev.lsn, ev.commit_ts_ms, now, self.views[view].epoch))
+                cps.append(
+                    Checkpoint(
+                        view,
+                        sink,
+                        topic,
+                        part,
+                        nexts[(topic, part)],
+                        ev.lsn,
+                        ev.commit_ts_ms,
+                        now,
+                        self.views[view].epoch,
+                    )
+                )
                 if ev.commit_ts_ms:
                     metrics.LAG_MS.labels(view, sink).set(now - ev.commit_ts_ms)
                 if ev.lsn:
@@ -290,7 +342,9 @@ class Worker:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not self.stopping:
                 self.health.turn()
-                msg = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+                msg = self.consumer.poll(
+                    min(0.2, max(0.0, deadline - time.monotonic()))
+                )
                 if msg is not None and msg.error() is None:
                     key = (msg.topic(), msg.partition())
                     self._replay_from.setdefault(key, msg.offset())
@@ -313,7 +367,9 @@ class Worker:
         for (topic, part), offset in first.items():
             if (topic, part) in self._assigned and not self.stopping:
                 self.consumer.seek(TopicPartition(topic, part, offset))
-        logger.warning("batch abandoned records=%d partitions=%d", len(msgs), len(first))
+        logger.warning(
+            "batch abandoned records=%d partitions=%d", len(msgs), len(first)
+        )
 
 
 def _force_exit() -> None:
@@ -325,8 +381,11 @@ def _fmt(parts: list[TopicPartition]) -> str:
     return ",".join(f"{p.topic}[{p.partition}]" for p in parts)
 
 
-def run_worker(cfg: Config, view_names: Sequence[str] | None = None,
-               metrics_port: int | None = None) -> Worker:
+def run_worker(
+    cfg: Config,
+    view_names: Sequence[str] | None = None,
+    metrics_port: int | None = None,
+) -> Worker:
     """Build and run a worker until SIGTERM/SIGINT; used by ``readside worker``."""
     views = build_views(cfg, only=view_names)
     sink_names = sorted({s for v in views.values() for s in v.cfg.sinks})

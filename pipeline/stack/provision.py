@@ -68,14 +68,21 @@ def _tool(name: str) -> str:
     raise FatalError(f"'{name}' is needed to provision the stack but is not on PATH")
 
 
-def _run(cmd: list[str], log: Path, cwd: Path | None = None,
-         env: dict[str, str] | None = None) -> None:
+def _run(
+    cmd: list[str],
+    log: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     logger.info("provision step=%s log=%s", " ".join(cmd[:3]), log)
     with log.open("ab") as out:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                              env=env, check=False)
+        proc = subprocess.run(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+        )
     if proc.returncode != 0:
-        raise FatalError(f"'{' '.join(cmd)}' failed (exit {proc.returncode}); see {log}")
+        raise FatalError(
+            f"'{' '.join(cmd)}' failed (exit {proc.returncode}); see {log}"
+        )
 
 
 def _pom(name: str) -> Path:
@@ -88,8 +95,19 @@ def _maven_copy(pom: Path, dest: Path, log: Path) -> None:
         return
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _run([_tool("mvn"), "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-          f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"], log)
+    _run(
+        [
+            _tool("mvn"),
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ],
+        log,
+    )
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     (dest / ".complete").touch()
@@ -109,7 +127,9 @@ def kafka_libs(cache: Path, log: Path) -> Path:
 
 
 def debezium_plugin(cache: Path, log: Path) -> Path:
-    plugin_path = cache / "connect-plugins" / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}"
+    plugin_path = (
+        cache / "connect-plugins" / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}"
+    )
     _maven_copy(_pom("debezium"), plugin_path / "debezium-connector-postgres", log)
     return plugin_path
 
@@ -119,9 +139,21 @@ def elasticsearch(cache: Path, log: Path) -> Path:
     if (home / ".complete").exists():
         return home
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        art = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ELASTICSEARCH_VERSION}:zip"
-        _run([_tool("mvn"), "-B", "-q", "dependency:copy", f"-Dartifact={art}",
-              f"-DoutputDirectory={tmp}"], log)
+        art = (
+            "org.elasticsearch.distribution.integ-test-zip:elasticsearch:"
+            f"{ELASTICSEARCH_VERSION}:zip"
+        )
+        _run(
+            [
+                _tool("mvn"),
+                "-B",
+                "-q",
+                "dependency:copy",
+                f"-Dartifact={art}",
+                f"-DoutputDirectory={tmp}",
+            ],
+            log,
+        )
         archive = Path(tmp) / f"elasticsearch-{ELASTICSEARCH_VERSION}.zip"
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp)
@@ -146,10 +178,26 @@ def ferretdb(cache: Path, log: Path) -> Path:
         # (a deprecation check), which it refuses for this module; downloading
         # the exact version works, and the build needs a writable copy with the
         # version file its release process would have generated.
-        _run([_tool("go"), "mod", "init", "readside.local/ferretdb"], log, cwd=work, env=env)
+        _run(
+            [_tool("go"), "mod", "init", "readside.local/ferretdb"],
+            log,
+            cwd=work,
+            env=env,
+        )
         out = subprocess.run(
-            [_tool("go"), "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
-            cwd=work, capture_output=True, text=True, env=env, check=False)
+            [
+                _tool("go"),
+                "mod",
+                "download",
+                "-json",
+                f"{FERRETDB_MODULE}@{FERRETDB_VERSION}",
+            ],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         if out.returncode != 0:
             log.open("a").write(out.stdout + out.stderr)
             raise FatalError(f"go mod download of FerretDB failed; see {log}")
@@ -161,15 +209,29 @@ def ferretdb(cache: Path, log: Path) -> Path:
         for p in src.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
         (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
-        _run([_tool("go"), "build", "-trimpath", "-o", str(binary) + ".partial",
-              "./cmd/ferretdb"], log, cwd=src, env=env)
+        _run(
+            [
+                _tool("go"),
+                "build",
+                "-trimpath",
+                "-o",
+                str(binary) + ".partial",
+                "./cmd/ferretdb",
+            ],
+            log,
+            cwd=src,
+            env=env,
+        )
     Path(str(binary) + ".partial").rename(binary)
     return binary
 
 
 def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-                   key=lambda p: int(p.parent.parent.name), reverse=True)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name),
+        reverse=True,
+    )
     good = [p.parent for p in found if int(p.parent.parent.name) >= 15]
     return good[0] if good else None
 
@@ -224,7 +286,9 @@ def locate(cache: Path) -> Installed:
     """Where :func:`provision` puts things, without installing anything."""
     return Installed(
         kafka_libs=cache / f"kafka-{KAFKA_VERSION}-{_pom_tag('kafka')}",
-        plugin_path=cache / "connect-plugins" / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}",
+        plugin_path=cache
+        / "connect-plugins"
+        / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}",
         elasticsearch_home=cache / f"elasticsearch-{ELASTICSEARCH_VERSION}",
         ferretdb=cache / "bin" / f"ferretdb-{FERRETDB_VERSION}",
         postgres_bin=_postgres_bin() or Path("/usr/lib/postgresql/15/bin"),

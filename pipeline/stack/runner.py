@@ -114,12 +114,19 @@ def _start(ctx: Context, svc: Service) -> int:
         if port_in_use(port):
             raise FatalError(
                 f"cannot start {svc.name}: port {port} is already in use by another "
-                f"process (set stack.{svc.name}_port or free the port)")
+                f"process (set stack.{svc.name}_port or free the port)"
+            )
     svc.prepare()
     log = (ctx.logs / f"{svc.name}.log").open("ab")
-    proc = subprocess.Popen(svc.command(), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=svc.env(),
-                            cwd=ctx.data, start_new_session=True)
+    proc = subprocess.Popen(
+        svc.command(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=svc.env(),
+        cwd=ctx.data,
+        start_new_session=True,
+    )
     _pidfile(ctx, svc.name).write_text(f"{proc.pid}\n")
     logger.info("started service=%s pid=%d port=%d", svc.name, proc.pid, svc.port)
     return proc.pid
@@ -130,14 +137,17 @@ def _wait_healthy(ctx: Context, svc: Service, timeout: float) -> None:
     problem: str | None = "not probed"
     while time.monotonic() < deadline:
         if _read_pid(ctx, svc.name) is None:
-            raise FatalError(f"{svc.name} exited during start; see "
-                             f"{ctx.logs / (svc.name + '.log')}")
+            raise FatalError(
+                f"{svc.name} exited during start; see {ctx.logs / (svc.name + '.log')}"
+            )
         problem = svc.probe()
         if problem is None:
             return
         time.sleep(0.5)
-    raise FatalError(f"{svc.name} not healthy after {timeout:.0f}s ({problem}); see "
-                     f"{ctx.logs / (svc.name + '.log')}")
+    raise FatalError(
+        f"{svc.name} not healthy after {timeout:.0f}s ({problem}); see "
+        f"{ctx.logs / (svc.name + '.log')}"
+    )
 
 
 def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
@@ -154,16 +164,21 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
     # Check every port first, so a conflict starts nothing at all.
     taken = [
         f"port {port} ({svc.name})"
-        for svc in svcs if _read_pid(ctx, svc.name) is None
-        for port in svc.ports if port_in_use(port)
+        for svc in svcs
+        if _read_pid(ctx, svc.name) is None
+        for port in svc.ports
+        if port_in_use(port)
     ]
     if taken:
         raise FatalError(
             "cannot start the stack: " + ", ".join(taken) + " already in use by "
-            "another process; free it or choose other ports in the stack section")
+            "another process; free it or choose other ports in the stack section"
+        )
     # Kafka Connect needs Kafka; everything else starts at once.
-    waves = [[s for s in svcs if s.name != "connect"],
-             [s for s in svcs if s.name == "connect"]]
+    waves = [
+        [s for s in svcs if s.name != "connect"],
+        [s for s in svcs if s.name == "connect"],
+    ]
     for wave in waves:
         todo = []
         for svc in wave:
@@ -173,8 +188,10 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
             started.append(svc.name)
             todo.append(svc)
         with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
-            futures = {s.name: pool.submit(_wait_healthy, ctx, s, START_TIMEOUT_S)
-                       for s in wave}
+            futures = {
+                s.name: pool.submit(_wait_healthy, ctx, s, START_TIMEOUT_S)
+                for s in wave
+            }
             for name, fut in futures.items():
                 fut.result()
                 progress(f"{name:<14} healthy")

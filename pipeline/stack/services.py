@@ -66,8 +66,17 @@ def ensure_service_user() -> None:
     try:
         subprocess.run(["id", "-u", SERVICE_USER], check=True, capture_output=True)
     except subprocess.CalledProcessError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", SERVICE_USER], check=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
+            check=True,
+        )
 
 
 def as_service_user(cmd: list[str]) -> list[str]:
@@ -78,8 +87,9 @@ def as_service_user(cmd: list[str]) -> list[str]:
 
 def chown_service_user(path: Path) -> None:
     if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", f"{SERVICE_USER}:{SERVICE_USER}", str(path)],
-                       check=True)
+        subprocess.run(
+            ["chown", "-R", f"{SERVICE_USER}:{SERVICE_USER}", str(path)], check=True
+        )
 
 
 class Service(ABC):
@@ -98,7 +108,7 @@ class Service(ABC):
     def ports(self) -> list[int]:
         return [self.port]
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 (optional hook; most services need it)
         """Create the data directory and configuration (idempotent)."""
 
     @abstractmethod
@@ -126,14 +136,28 @@ class Postgres(Service):
         pgdata.mkdir(parents=True, exist_ok=True)
         chown_service_user(pgdata)
         init = subprocess.run(
-            as_service_user([str(self.ctx.installed.postgres_bin / "initdb"), "-D",
-                             str(pgdata), "-U", "postgres", "--auth=trust",
-                             "-E", "UTF8", "--locale=C.UTF-8"]),
-            capture_output=True, text=True, check=False)
+            as_service_user(
+                [
+                    str(self.ctx.installed.postgres_bin / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if init.returncode != 0:
             raise FatalError(
                 f"initdb of {pgdata} failed (the '{SERVICE_USER}' user must be "
-                f"able to enter every parent directory): {init.stderr.strip()}")
+                f"able to enter every parent directory): {init.stderr.strip()}"
+            )
         with (pgdata / "postgresql.conf").open("a") as f:
             f.write(
                 "\n# readside local stack\n"
@@ -148,8 +172,13 @@ class Postgres(Service):
             f.write("host replication all 127.0.0.1/32 trust\n")
 
     def command(self) -> list[str]:
-        return as_service_user([str(self.ctx.installed.postgres_bin / "postgres"),
-                                "-D", str(self.ctx.dir("postgres"))])
+        return as_service_user(
+            [
+                str(self.ctx.installed.postgres_bin / "postgres"),
+                "-D",
+                str(self.ctx.dir("postgres")),
+            ]
+        )
 
     def probe(self) -> str | None:
         import psycopg
@@ -178,10 +207,23 @@ class Redis(Service):
         self.ctx.dir("redis").mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
-        return [str(self.ctx.installed.redis_server), "--port", str(self.port),
-                "--bind", "127.0.0.1", "--dir", str(self.ctx.dir("redis")),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                "--protected-mode", "no"]
+        return [
+            str(self.ctx.installed.redis_server),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.ctx.dir("redis")),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ]
 
     def probe(self) -> str | None:
         import redis
@@ -226,7 +268,8 @@ class Elasticsearch(Service):
 
     def command(self) -> list[str]:
         return as_service_user(
-            [str(self.ctx.installed.elasticsearch_home / "bin" / "elasticsearch")])
+            [str(self.ctx.installed.elasticsearch_home / "bin" / "elasticsearch")]
+        )
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -262,10 +305,16 @@ class FerretDB(Service):
 
     def command(self) -> list[str]:
         d = self.ctx.dir("ferretdb")
-        return [str(self.ctx.installed.ferretdb), "--handler=sqlite",
-                f"--sqlite-url=file:{d}/", f"--listen-addr=127.0.0.1:{self.port}",
-                f"--state-dir={d}", "--telemetry=disable", "--debug-addr=-",
-                "--log-level=WARN"]
+        return [
+            str(self.ctx.installed.ferretdb),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{d}/",
+            f"--listen-addr=127.0.0.1:{self.port}",
+            f"--state-dir={d}",
+            "--telemetry=disable",
+            "--debug-addr=-",
+            "--log-level=WARN",
+        ]
 
     def probe(self) -> str | None:
         import pymongo
@@ -273,7 +322,8 @@ class FerretDB(Service):
 
         try:
             client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-                port=self.port, serverSelectionTimeoutMS=2000)
+                port=self.port, serverSelectionTimeoutMS=2000
+            )
             client.admin.command("ping")
             client.close()
         except pymongo.errors.PyMongoError as exc:
@@ -335,17 +385,35 @@ class Kafka(Service):
 
             cid = base64.urlsafe_b64encode(cluster).decode().rstrip("=")
             subprocess.run(
-                [_java(), "-cp", f"{self.ctx.installed.kafka_libs}/*",
-                 f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-                 "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)],
-                check=True, capture_output=True)
+                [
+                    _java(),
+                    "-cp",
+                    f"{self.ctx.installed.kafka_libs}/*",
+                    f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cid,
+                    "-c",
+                    str(props),
+                ],
+                check=True,
+                capture_output=True,
+            )
 
     def command(self) -> list[str]:
         base = self.ctx.dir("kafka")
-        return [_java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
-                f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-                "-cp", f"{self.ctx.installed.kafka_libs}/*", "kafka.Kafka",
-                str(base / "server.properties")]
+        return [
+            _java(),
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+            "-cp",
+            f"{self.ctx.installed.kafka_libs}/*",
+            "kafka.Kafka",
+            str(base / "server.properties"),
+        ]
 
     def probe(self) -> str | None:
         from confluent_kafka.admin import AdminClient
@@ -353,8 +421,10 @@ class Kafka(Service):
         if not port_in_use(self.port):
             return "broker port closed"
         try:
-            conf: dict[str, Any] = {"bootstrap.servers": f"127.0.0.1:{self.port}",
-                                    "logger": _QUIET}
+            conf: dict[str, Any] = {
+                "bootstrap.servers": f"127.0.0.1:{self.port}",
+                "logger": _QUIET,
+            }
             admin = AdminClient(conf)
             md = admin.list_topics(timeout=3)
         except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
@@ -392,11 +462,17 @@ class Connect(Service):
 
     def command(self) -> list[str]:
         base = self.ctx.dir("connect")
-        return [_java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
-                f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-                "-cp", f"{self.ctx.installed.kafka_libs}/*",
-                "org.apache.kafka.connect.cli.ConnectDistributed",
-                str(base / "connect-distributed.properties")]
+        return [
+            _java(),
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+            "-cp",
+            f"{self.ctx.installed.kafka_libs}/*",
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(base / "connect-distributed.properties"),
+        ]
 
     def probe(self) -> str | None:
         try:
@@ -407,12 +483,17 @@ class Connect(Service):
         return None if DEBEZIUM_CLASS in names else "Debezium connector not in plugins"
 
 
-SERVICE_ORDER: list[type[Service]] = [Postgres, Redis, Elasticsearch, FerretDB, Kafka,
-                                      Connect]
+SERVICE_ORDER: list[type[Service]] = [
+    Postgres,
+    Redis,
+    Elasticsearch,
+    FerretDB,
+    Kafka,
+    Connect,
+]
 
 
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-

@@ -34,19 +34,27 @@ MAIN = StackConfig()
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def shifted(tmp: Path, offset: int) -> StackConfig:
     m = MAIN
     return StackConfig(
-        data_dir=str(tmp / "stack"), postgres_port=m.postgres_port + offset,
+        data_dir=str(tmp / "stack"),
+        postgres_port=m.postgres_port + offset,
         kafka_port=m.kafka_port + offset,
         kafka_controller_port=m.kafka_controller_port + offset,
-        connect_port=m.connect_port + offset, redis_port=m.redis_port + offset,
+        connect_port=m.connect_port + offset,
+        redis_port=m.redis_port + offset,
         elasticsearch_port=m.elasticsearch_port + offset,
-        ferretdb_port=m.ferretdb_port + offset)
+        ferretdb_port=m.ferretdb_port + offset,
+    )
 
 
 def config_file(tmp: Path, stack: StackConfig) -> Path:
@@ -68,8 +76,14 @@ def test_stack_status_probes_every_service() -> None:
     proc = cli("stack", "status", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert set(rows) == {"postgres", "redis", "elasticsearch", "ferretdb", "kafka",
-                         "connect"}
+    assert set(rows) == {
+        "postgres",
+        "redis",
+        "elasticsearch",
+        "ferretdb",
+        "kafka",
+        "connect",
+    }
     assert all(r["problem"] is None and r["pid"] for r in rows.values())
 
 
@@ -130,7 +144,8 @@ def test_clients_write_and_read_back_each_store() -> None:
     es.indices.delete(index=key)
 
     mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-        port=MAIN.ferretdb_port)
+        port=MAIN.ferretdb_port
+    )
     coll = mongo["readside_test"][key]
     coll.replace_one({"_id": 1}, {"_id": 1, "n": 1}, upsert=True)
     coll.replace_one({"_id": 1}, {"_id": 1, "n": 2}, upsert=True)
@@ -139,7 +154,6 @@ def test_clients_write_and_read_back_each_store() -> None:
 
 
 def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> None:
-    from connectors import debezium
 
     suffix = uuid.uuid4().hex[:8]
     db = f"stacktest_{suffix}"
@@ -148,14 +162,23 @@ def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> Non
         conn.execute(f"CREATE DATABASE {db}")
     dsn = f"postgresql://postgres@127.0.0.1:{MAIN.postgres_port}/{db}"
     cfg_path = tmp_path / "readside.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "source": {"dsn": dsn, "tables": ["public.items"], "slot": f"s_{suffix}",
-                   "publication": f"p_{suffix}", "topic_prefix": f"st{suffix}"},
-        "kafka": {"group_id": f"g{suffix}", "partitions": 1},
-        "connect": {"connector": f"stacktest-{suffix}"},
-        "sinks": {"cache": {"type": "redis"}},
-        "views": {"items": {"table": "public.items", "sinks": ["cache"]}},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "source": {
+                    "dsn": dsn,
+                    "tables": ["public.items"],
+                    "slot": f"s_{suffix}",
+                    "publication": f"p_{suffix}",
+                    "topic_prefix": f"st{suffix}",
+                },
+                "kafka": {"group_id": f"g{suffix}", "partitions": 1},
+                "connect": {"connector": f"stacktest-{suffix}"},
+                "sinks": {"cache": {"type": "redis"}},
+                "views": {"items": {"table": "public.items", "sinks": ["cache"]}},
+            }
+        )
+    )
     cfg = load(cfg_path)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
@@ -166,9 +189,13 @@ def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> Non
             conn.execute("INSERT INTO items VALUES (1, 'one')")
             conn.execute("UPDATE items SET name = 'uno' WHERE id = 1")
             conn.execute("DELETE FROM items WHERE id = 1")
-        consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers,
-                             "group.id": f"peek-{suffix}",
-                             "auto.offset.reset": "earliest"})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": cfg.kafka.bootstrap_servers,
+                "group.id": f"peek-{suffix}",
+                "auto.offset.reset": "earliest",
+            }
+        )
         consumer.subscribe([cfg.source.topic("public.items")])
         seen: list[tuple[str, int | None]] = []
         deadline = time.monotonic() + 90

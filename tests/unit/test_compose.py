@@ -22,8 +22,16 @@ PROD = load(REPO / "deploy" / "readside.compose.yaml", env={})
 
 
 def test_compose_has_every_part_of_the_pipeline() -> None:
-    assert {"postgres", "kafka", "connect", "redis", "elasticsearch", "mongo",
-            "connector", "worker"} <= set(SERVICES)
+    assert {
+        "postgres",
+        "kafka",
+        "connect",
+        "redis",
+        "elasticsearch",
+        "mongo",
+        "connector",
+        "worker",
+    } <= set(SERVICES)
 
 
 def test_compose_postgres_has_logical_decoding() -> None:
@@ -34,7 +42,8 @@ def test_compose_images_match_the_stack_pins() -> None:
     assert SERVICES["kafka"]["image"].endswith(":" + provision.KAFKA_VERSION)
     assert SERVICES["connect"]["image"].endswith(":" + provision.DEBEZIUM_VERSION)
     assert SERVICES["elasticsearch"]["image"].endswith(
-        ":" + provision.ELASTICSEARCH_VERSION)
+        ":" + provision.ELASTICSEARCH_VERSION
+    )
 
 
 def test_compose_config_has_the_same_pipeline_as_the_stack_config() -> None:
@@ -42,9 +51,11 @@ def test_compose_config_has_the_same_pipeline_as_the_stack_config() -> None:
     assert PROD.view_topics() == LOCAL.view_topics()
     assert PROD.views == LOCAL.views
     assert {n: s.type for n, s in PROD.sinks.items()} == {
-        n: s.type for n, s in LOCAL.sinks.items()}
-    assert PROD.kafka.model_dump(exclude={"bootstrap_servers"}) == LOCAL.kafka.model_dump(
-        exclude={"bootstrap_servers"})
+        n: s.type for n, s in LOCAL.sinks.items()
+    }
+    assert PROD.kafka.model_dump(
+        exclude={"bootstrap_servers"}
+    ) == LOCAL.kafka.model_dump(exclude={"bootstrap_servers"})
     assert PROD.connect.connector == LOCAL.connect.connector
 
 
@@ -57,7 +68,8 @@ def test_compose_connector_config_differs_only_in_database_address() -> None:
 
 def _host_port(url: str) -> tuple[str, int]:
     parsed = urlparse(url if "://" in url else f"x://{url}")
-    assert parsed.hostname is not None and parsed.port is not None
+    assert parsed.hostname is not None
+    assert parsed.port is not None
     return parsed.hostname, parsed.port
 
 
@@ -82,10 +94,14 @@ def test_compose_config_addresses_are_compose_services() -> None:
 
 def test_compose_host_ports_match_the_local_stack_ports() -> None:
     stack = LOCAL.stack
-    expected = {"postgres": stack.postgres_port, "kafka": stack.kafka_port,
-                "connect": stack.connect_port, "redis": stack.redis_port,
-                "elasticsearch": stack.elasticsearch_port,
-                "mongo": stack.ferretdb_port}
+    expected = {
+        "postgres": stack.postgres_port,
+        "kafka": stack.kafka_port,
+        "connect": stack.connect_port,
+        "redis": stack.redis_port,
+        "elasticsearch": stack.elasticsearch_port,
+        "mongo": stack.ferretdb_port,
+    }
     for service, port in expected.items():
         published = {int(str(p).split(":")[0]) for p in SERVICES[service]["ports"]}
         assert port in published, f"{service} should publish {port}"

@@ -67,7 +67,10 @@ def test_load_missing_env_var_names_variable_and_field(tmp_path: Path) -> None:
 
 
 def test_load_env_default_and_value_are_interpolated(tmp_path: Path) -> None:
-    data = {**GOOD, "source": {**GOOD["source"], "dsn": "${SHOP_DSN:-postgresql://d/x}"}}
+    data = {
+        **GOOD,
+        "source": {**GOOD["source"], "dsn": "${SHOP_DSN:-postgresql://d/x}"},
+    }
     path = write(tmp_path, data)
     assert config.load(path, env={}).source.dsn.get_secret_value() == "postgresql://d/x"
     got = config.load(path, env={"SHOP_DSN": "postgresql://e/y"})
@@ -99,8 +102,13 @@ def test_load_not_yaml_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
 
 
 def test_cli_config_check_good_file_exits_zero_and_prints_plan() -> None:
@@ -116,8 +124,10 @@ def test_cli_config_check_good_file_exits_zero_and_prints_plan() -> None:
         ({"kafka": {"bootstrap": "x"}}, "kafka.bootstrap"),
         ({"kafka": {"partitions": "many"}}, "kafka.partitions"),
         ({"views": {"v": {"table": "public.orders", "sinks": ["nope"]}}}, "nope"),
-        ({"source": {"dsn": "${NOT_SET_ANYWHERE_42}",
-                     "tables": ["public.orders"]}}, "NOT_SET_ANYWHERE_42"),
+        (
+            {"source": {"dsn": "${NOT_SET_ANYWHERE_42}", "tables": ["public.orders"]}},
+            "NOT_SET_ANYWHERE_42",
+        ),
     ],
 )
 def test_cli_config_check_bad_file_exits_nonzero_with_reason(
