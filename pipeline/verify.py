@@ -1,0 +1,234 @@
+"""The convergence oracle: does each sink hold exactly what the source says?
+
+For a table view the expected documents follow from the source table alone:
+every row is read with psycopg (``SELECT * FROM table``), mapped with
+:func:`~pipeline.types.pg_row_to_json` (the mapping decoded Debezium events
+give), keyed with :func:`~pipeline.views.doc_id` and run through the view as
+the worker runs it (shape, focus filter, transform chain). Each sink is then
+compared with that: ids it lacks (missing), live ids it should not hold
+(extra), and documents whose JSON differs (differing).
+
+Run it when the pipeline is drained (no change in flight), e.g. from
+``readside verify VIEW`` or the integration tests; on a live pipeline it
+reports the changes still in flight as drift.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from connectors.base import Sink
+from pipeline.config import Config
+from pipeline.events import UNCHANGED, Document
+from pipeline.types import PLACEHOLDER, pg_row_to_json
+from pipeline.views import TableView, build_views, doc_id
+
+logger = logging.getLogger(__name__)
+
+#: Documents fetched from a sink per request.
+FETCH_CHUNK = 500
+#: Differing documents described in a report (the count is always complete).
+SAMPLE_SIZE = 5
+
+_PK_COLUMNS = """
+SELECT a.attname
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = %s::regclass AND i.indisprimary
+ORDER BY array_position(i.indkey::int2[], a.attnum)
+"""
+
+
+@dataclass(frozen=True)
+class DocDiff:
+    """One differing document: the expected and the stored JSON text."""
+
+    doc_id: str
+    expected: str
+    stored: str
+
+
+@dataclass
+class Drift:
+    """How one sink's copy of one view differs from the source.
+
+    Attributes:
+        view: the view's name.
+        sink: the sink's name.
+        expected: how many documents the source defines.
+        missing: ids the source defines that the sink lacks (sorted).
+        extra: live ids the sink holds that the source does not define.
+        differing: ids held with a body unlike the expected one.
+        samples: up to :data:`SAMPLE_SIZE` of the differing documents.
+    """
+
+    view: str
+    sink: str
+    expected: int = 0
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    differing: list[str] = field(default_factory=list)
+    samples: list[DocDiff] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the sink holds exactly the expected documents."""
+        return not (self.missing or self.extra or self.differing)
+
+    def describe(self) -> str:
+        """A few lines for an operator or a failing test."""
+        head = (
+            f"view={self.view} sink={self.sink} expected={self.expected} "
+            f"missing={len(self.missing)} extra={len(self.extra)} "
+            f"differing={len(self.differing)}"
+        )
+        lines = [head]
+        if self.missing:
+            lines.append(f"  missing (first): {self.missing[:SAMPLE_SIZE]}")
+        if self.extra:
+            lines.append(f"  extra (first): {self.extra[:SAMPLE_SIZE]}")
+        for d in self.samples:
+            lines.append(f"  {d.doc_id}: expected {d.expected[:400]}")
+            lines.append(f"  {' ' * len(d.doc_id)}  stored   {d.stored[:400]}")
+        return "\n".join(lines)
+
+
+def canonical(doc: Document) -> str:
+    """The JSON text two equal documents share (sorted keys, compact).
+
+    Raises:
+        ValueError: the document holds the unchanged marker or Debezium's
+            unavailable-value placeholder, which must never reach a store.
+    """
+    _check_clean(doc, "")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_clean(value: Any, path: str) -> None:
+    if value is UNCHANGED or value == PLACEHOLDER:
+        raise ValueError(f"{path or '<doc>'} holds an unavailable-value placeholder")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_clean(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_clean(v, f"{path}[{i}]")
+
+
+def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """The primary-key columns of ``schema.table``, in key order."""
+    rows = conn.execute(_PK_COLUMNS, (table,)).fetchall()
+    if not rows:
+        raise ValueError(f"table {table} has no primary key")
+    return [str(r[0]) for r in rows]
+
+
+def expected_documents(
+    conn: psycopg.Connection[Any], view: TableView
+) -> dict[str, Document]:
+    """Documents of a table view as the source defines them now.
+
+    Raises:
+        pipeline.errors.BadRecord: a row breaks the view's contract (a
+            transform raised); the worker would have dead-lettered it.
+    """
+    table = view.cfg.table
+    keys = primary_key(conn, table)
+    schema, name = table.split(".", 1)
+    query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name))
+    out: dict[str, Document] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for raw in cur.execute(query):
+            row = pg_row_to_json(raw)
+            ident = doc_id({k: row[k] for k in keys})
+            shaped = view.shape(row)
+            if view.row_filter is not None and not view.row_filter(shaped):
+                continue
+            doc = view.transform(shaped) if view.transform is not None else shaped
+            if doc is not None:
+                out[ident] = doc
+    return out
+
+
+def compare(view: str, sink: Sink, expected: Mapping[str, Document]) -> Drift:
+    """Compare one sink's copy of ``view`` with the expected documents."""
+    drift = Drift(view, sink.name, expected=len(expected))
+    held = sink.ids(view)
+    drift.extra = sorted(held - set(expected))
+    ids = sorted(expected)
+    for start in range(0, len(ids), FETCH_CHUNK):
+        chunk = ids[start : start + FETCH_CHUNK]
+        stored = sink.fetch(view, chunk)
+        for ident in chunk:
+            have = stored.get(ident)
+            if have is None or have.doc is None:
+                drift.missing.append(ident)
+                continue
+            want = canonical(expected[ident])
+            try:
+                got = canonical(have.doc)
+            except ValueError as exc:
+                got = f"<{exc}>"
+            if got != want:
+                drift.differing.append(ident)
+                if len(drift.samples) < SAMPLE_SIZE:
+                    drift.samples.append(DocDiff(ident, want, got))
+    return drift
+
+
+def verify(
+    cfg: Config,
+    views: Iterable[str] | None = None,
+    sinks: Mapping[str, Sink] | None = None,
+) -> list[Drift]:
+    """Check every (view, sink) pair of the config, or of ``views``.
+
+    Args:
+        cfg: the pipeline's configuration.
+        views: the views to check (default: all).
+        sinks: opened sinks by name to use (default: built from ``cfg``,
+            opened and closed here).
+
+    Returns:
+        One :class:`Drift` per (view, sink), in view then sink order.
+    """
+    from pipeline.worker import build_sinks
+
+    table_views = build_views(cfg, only=list(views) if views is not None else None)
+    names: Sequence[str] = sorted(
+        {s for v in table_views.values() for s in v.cfg.sinks}
+    )
+    own = sinks is None
+    opened = build_sinks(cfg, names) if sinks is None else dict(sinks)
+    reports: list[Drift] = []
+    try:
+        if own:
+            for sink in opened.values():
+                sink.open()
+        dsn = cfg.source.dsn.get_secret_value()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name, view in table_views.items():
+                expected = expected_documents(conn, view)
+                for sink_name in view.cfg.sinks:
+                    drift = compare(name, opened[sink_name], expected)
+                    logger.info(
+                        "verify view=%s sink=%s ok=%s expected=%d",
+                        name,
+                        sink_name,
+                        drift.ok,
+                        drift.expected,
+                    )
+                    reports.append(drift)
+    finally:
+        if own:
+            for sink in opened.values():
+                sink.close()
+    return reports

@@ -1,0 +1,457 @@
+"""An isolated pipeline per test on the real local stack.
+
+Each :class:`Pipeline` gets a unique suffix and from it its own PostgreSQL
+database, topic prefix, replication slot, publication, connector, consumer
+group, dead-letter and checkpoint topics, Redis key prefixes, Elasticsearch
+index prefix and MongoDB database, so tests never see each other's data.
+Workers run as subprocesses (``python -m pipeline.cli worker``) so that tests
+can SIGKILL them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymongo
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors import debezium
+from pipeline import config as config_mod
+from pipeline.checkpoints import ensure_topics
+from pipeline.config import Config, StackConfig
+from pipeline.dlq import DeadRecord, read_all
+from pipeline.verify import Drift, verify
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_DSN = os.environ.get(
+    "READSIDE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:55432/postgres"
+)
+SINKS = ("redis", "elasticsearch", "mongodb")
+
+
+def stack_config() -> StackConfig:
+    """The stack of ``$READSIDE_CONFIG`` or the default one, rooted at the repo."""
+    path = os.environ.get(config_mod.CONFIG_ENV)
+    cfg = config_mod.load(path).stack if path else StackConfig()
+    if not Path(cfg.data_dir).expanduser().is_absolute():
+        cfg = cfg.model_copy(update={"data_dir": str(REPO / cfg.data_dir)})
+    return cfg
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
+) -> Any:
+    """Poll ``cond`` until it returns a truthy value; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class WorkerProc:
+    """A worker subprocess and its log file."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def kill(self) -> int:
+        """SIGKILL and reap; returns the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(30)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait up to ``timeout``; returns the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+
+def build_config(
+    suffix: str,
+    dsn: str,
+    tables: Sequence[str],
+    views: Mapping[str, Any],
+    worker: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The YAML data of an isolated pipeline (sinks: redis, elasticsearch, mongodb)."""
+    prefix = f"it{suffix}"
+    full_views: dict[str, Any] = {}
+    for name, view in views.items():
+        v = dict(view)
+        v.setdefault("sinks", list(SINKS))
+        opts = {k: dict(o) for k, o in (v.get("sink_options") or {}).items()}
+        if "redis" in v["sinks"]:
+            opts.setdefault("redis", {})["target"] = f"{prefix}:{name}"
+        v["sink_options"] = opts
+        full_views[name] = v
+    return {
+        "source": {
+            "dsn": dsn,
+            "tables": list(tables),
+            "slot": f"rs_{prefix}",
+            "publication": f"rs_{prefix}",
+            "topic_prefix": prefix,
+            "heartbeat_ms": 500,
+        },
+        "kafka": {
+            "bootstrap_servers": "127.0.0.1:19092",
+            "group_id": f"{prefix}-group",
+            "partitions": 3,
+            "dlq_topic": f"{prefix}.dlq",
+            "checkpoint_topic": f"{prefix}.checkpoints",
+        },
+        "connect": {"url": "http://127.0.0.1:18083", "connector": f"{prefix}-pg"},
+        "sinks": {
+            "redis": {"type": "redis", "url": "redis://127.0.0.1:16379/0"},
+            "elasticsearch": {
+                "type": "elasticsearch",
+                "hosts": ["http://127.0.0.1:19200"],
+                "index_prefix": f"it-{suffix}-",
+            },
+            "mongodb": {
+                "type": "mongodb",
+                "uri": "mongodb://127.0.0.1:27027/",
+                "database": f"it_{suffix}",
+            },
+        },
+        "views": full_views,
+        "worker": {
+            "batch_size": 500,
+            "batch_timeout_ms": 100,
+            "metrics_port": None,
+            "backoff_initial_ms": 100,
+            "backoff_max_ms": 1000,
+            "shutdown_timeout_s": 20,
+            **(worker or {}),
+        },
+    }
+
+
+@dataclass
+class Pipeline:
+    """One isolated pipeline: database, connector, topics, stores, workers."""
+
+    suffix: str
+    dbname: str
+    dsn: str
+    config_path: Path
+    config: Config
+    tmp_path: Path
+    workers: list[WorkerProc] = field(default_factory=list)
+    _connector: bool = False
+
+    # -- source -----------------------------------------------------------
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> list[Any]:
+        """Run one statement in its own transaction; rows if it returns any."""
+        with self.connect() as conn:
+            cur = conn.execute(query, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    # -- config -----------------------------------------------------------
+    def rewrite(self, mutate: Callable[[dict[str, Any]], None]) -> Config:
+        """Change the config file (e.g. fix a transform) and reload it."""
+        data = yaml.safe_load(self.config_path.read_text())
+        mutate(data)
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        self.config = config_mod.load(self.config_path)
+        return self.config
+
+    def view_topics(self) -> list[str]:
+        return sorted(self.config.view_topics())
+
+    # -- connector --------------------------------------------------------
+    def apply_connector(self) -> None:
+        """Create the topics, register the connector, wait until it runs."""
+        cfg = self.config
+        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        heartbeat = cfg.source.topic(cfg.source.heartbeat_table)
+        ensure_topics(
+            admin,
+            [(t, cfg.kafka.partitions, True) for t in [*self.view_topics(), heartbeat]],
+        )
+        debezium.apply(cfg)
+        self._connector = True
+        debezium.wait_running(cfg, timeout_s=120)
+
+    # -- workers ----------------------------------------------------------
+    def start_worker(
+        self, env: Mapping[str, str] | None = None, views: Sequence[str] | None = None
+    ) -> WorkerProc:
+        n = len(self.workers)
+        log = self.tmp_path / f"worker-{n}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "--config",
+            str(self.config_path),
+            "worker",
+            "--metrics-port",
+            "0",
+        ]
+        if views:
+            cmd += ["--views", ",".join(views)]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        full_env.pop("READSIDE_FAULT_CRASH_BEFORE_COMMIT", None)
+        full_env.update(env or {})
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                env=full_env,
+            )
+        worker = WorkerProc(proc, log)
+        self.workers.append(worker)
+        return worker
+
+    def wait_log(self, worker: WorkerProc, text: str, timeout: float = 60) -> None:
+        """Wait until ``text`` appears in the worker's log (or fail with its tail)."""
+
+        def seen() -> bool:
+            if text in worker.log_text():
+                return True
+            if not worker.alive():
+                raise AssertionError(f"worker exited before {text!r}:\n{worker.tail()}")
+            return False
+
+        wait_for(seen, timeout, f"{text!r} in {worker.log}")
+
+    # -- progress ---------------------------------------------------------
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.config.kafka.bootstrap_servers,
+                "group.id": self.config.kafka.group_id,
+                "enable.auto.commit": False,
+            }
+        )
+
+    def partitions(self) -> list[TopicPartition]:
+        n = self.config.kafka.partitions
+        return [TopicPartition(t, p) for t in self.view_topics() for p in range(n)]
+
+    def high_watermarks(self) -> dict[tuple[str, int], int]:
+        consumer = self._consumer()
+        try:
+            return {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(
+                    tp, timeout=10
+                )[1]
+                for tp in self.partitions()
+            }
+        finally:
+            consumer.close()
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        """Committed offsets of the group (0 where nothing is committed)."""
+        consumer = self._consumer()
+        try:
+            got = consumer.committed(self.partitions(), timeout=10)
+            return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in got}
+        finally:
+            consumer.close()
+
+    def connector_caught_up(self, lsn: str) -> bool:
+        rows = self.sql(
+            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (lsn, self.config.source.slot),
+        )
+        return bool(rows and rows[0][0])
+
+    def wait_drained(self, timeout: float = 120.0) -> None:
+        """Wait until every change made so far is applied and committed.
+
+        The connector has caught up when the slot confirmed an LSN taken after
+        the last write (Connect flushes records before it commits offsets);
+        then the group's committed offsets must reach the topics' ends.
+        """
+        deadline = time.monotonic() + timeout
+        lsn = self.sql("SELECT pg_current_wal_lsn()::text")[0][0]
+        wait_for(
+            lambda: self.connector_caught_up(lsn),
+            timeout,
+            f"connector to confirm LSN {lsn}",
+        )
+        ends = self.high_watermarks()
+        progress: dict[str, Any] = {}
+
+        def done() -> bool:
+            if not any(w.alive() for w in self.workers):
+                tails = "\n---\n".join(w.tail() for w in self.workers)
+                raise AssertionError(f"no worker is running:\n{tails}")
+            have = self.committed()
+            behind = {k: (have[k], end) for k, end in ends.items() if have[k] < end}
+            progress["behind"] = behind
+            return not behind
+
+        try:
+            wait_for(
+                done,
+                max(1.0, deadline - time.monotonic()),
+                "committed offsets to reach the topics' ends",
+                interval=0.3,
+            )
+        except AssertionError as exc:
+            tails = "\n---\n".join(w.tail(15) for w in self.workers)
+            raise AssertionError(
+                f"{exc}; (committed, end): {progress.get('behind')}"
+                f"\nworker logs:\n{tails}"
+            ) from None
+
+    def dead_letters(self) -> list[DeadRecord]:
+        """Every record in the pipeline's dead-letter topic."""
+        cfg = self.config.kafka
+        return [rec for rec, _c in read_all(cfg.bootstrap_servers, cfg.dlq_topic)]
+
+    def verify(self) -> list[Drift]:
+        return verify(self.config)
+
+    def assert_converged(self) -> None:
+        bad = [d for d in self.verify() if not d.ok]
+        assert not bad, "drift:\n" + "\n".join(d.describe() for d in bad)
+
+    # -- teardown ---------------------------------------------------------
+    def close(self, drop_stores: bool = True) -> None:
+        for w in self.workers:
+            if w.alive():
+                w.kill()
+        cfg = self.config
+        if self._connector:
+            try:
+                debezium.delete(cfg)
+            finally:
+                wait_for(lambda: not self._slot_active(), 60, "slot to become inactive")
+                debezium.drop_slot(cfg)
+        if drop_stores:
+            from pipeline.worker import build_sinks
+
+            for name, sink in build_sinks(cfg, list(cfg.sinks)).items():
+                for view in cfg.views:
+                    if name in cfg.views[view].sinks:
+                        sink.drop(view)  # type: ignore[attr-defined]
+                sink.close()
+            mongo = cfg.sinks["mongodb"]
+            with pymongo.MongoClient(mongo.uri.get_secret_value()) as client:  # type: ignore[union-attr]
+                client.drop_database(mongo.database)  # type: ignore[union-attr]
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+
+    def _slot_active(self) -> bool:
+        rows = self.sql(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+            (self.config.source.slot,),
+        )
+        return bool(rows and rows[0][0])
+
+
+def create_pipeline(
+    tmp_path: Path,
+    schema_sql: str,
+    tables: Sequence[str],
+    views: Mapping[str, Any],
+    worker: Mapping[str, Any] | None = None,
+) -> Pipeline:
+    """Create the database and schema and write the config (connector not yet)."""
+    suffix = uuid.uuid4().hex[:10]
+    dbname = f"rs_it_{suffix}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{dbname}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema_sql)  # type: ignore[arg-type]
+    data = build_config(suffix, dsn, tables, views, worker)
+    path = tmp_path / "readside.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return Pipeline(suffix, dbname, dsn, path, config_mod.load(path), tmp_path)
+
+
+# -- load ---------------------------------------------------------------------
+
+Step = Callable[[psycopg.Connection[Any], random.Random], None]
+
+
+class BackgroundLoad:
+    """Runs ``step`` repeatedly on its own connection until stopped."""
+
+    def __init__(self, dsn: str, step: Step, seed: int, pause_s: float = 0.005) -> None:
+        self.dsn, self.step, self.pause_s = dsn, step, pause_s
+        self.rng = random.Random(seed)
+        self.ops = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                while not self._stop.is_set():
+                    self.step(conn, self.rng)
+                    self.ops += 1
+                    if self.pause_s:
+                        time.sleep(self.pause_s)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def wait_ops(self, n: int, timeout: float = 60) -> None:
+        """Wait until at least ``n`` more steps ran."""
+        target = self.ops + n
+        wait_for(lambda: self.ops >= target or self.error, timeout, f"{n} load steps")
+        if self.error:
+            raise self.error
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        if self.error is not None:
+            raise AssertionError(f"load failed: {self.error!r}") from self.error
