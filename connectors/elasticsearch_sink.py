@@ -238,12 +238,38 @@ class ElasticsearchSink:
                 transient.append(f"{status} {_reason(info.get('error', {}))}")
             else:
                 result.rejected.append((op, _reason(info.get("error", {}))))
+        if result.rejected:
+            result = self._settle_stale_rejections(result)
         if transient:
             # The rest of the batch is applied; a retry is idempotent.
             raise TransientError(
                 f"elasticsearch: {len(transient)} bulk item(s) failed, first: "
                 f"{transient[0]}"
             )
+        return result
+
+    def _settle_stale_rejections(self, result: WriteResult) -> WriteResult:
+        """Count a refused op as stale when a version at least as new is stored.
+
+        Elasticsearch parses a document before it checks the version, so a
+        stale op whose body the mapping refuses comes back as a 400, not a
+        409. Dead-lettering it would be wrong (nothing is lost: the stored
+        document is newer) and its replay would fail forever.
+        """
+        by_view: dict[str, list[DocumentOp]] = {}
+        for op, _why in result.rejected:
+            by_view.setdefault(op.view, []).append(op)
+        stored: dict[tuple[str, str], int] = {}
+        for view, ops in by_view.items():
+            for doc_id, have in self.fetch(view, [o.doc_id for o in ops]).items():
+                stored[(view, doc_id)] = have.version
+        kept: list[tuple[DocumentOp, str]] = []
+        for op, why in result.rejected:
+            if stored.get((op.view, op.doc_id), -1) >= op.version:
+                result.stale += 1
+            else:
+                kept.append((op, why))
+        result.rejected = kept
         return result
 
     def _delete_routes(self, ops: Sequence[DocumentOp]) -> dict[str, str]:

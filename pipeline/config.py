@@ -96,7 +96,7 @@ class MongoSinkConfig(_Model):
     type: Literal["mongodb"]
     uri: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
     database: str = "readside"
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
 
 
 SinkConfig = Annotated[

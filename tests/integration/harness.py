@@ -214,7 +214,10 @@ class Pipeline:
 
     # -- workers ----------------------------------------------------------
     def start_worker(
-        self, env: Mapping[str, str] | None = None, views: Sequence[str] | None = None
+        self,
+        env: Mapping[str, str] | None = None,
+        views: Sequence[str] | None = None,
+        metrics_port: int = 0,
     ) -> WorkerProc:
         n = len(self.workers)
         log = self.tmp_path / f"worker-{n}.log"
@@ -226,7 +229,7 @@ class Pipeline:
             str(self.config_path),
             "worker",
             "--metrics-port",
-            "0",
+            str(metrics_port),
         ]
         if views:
             cmd += ["--views", ",".join(views)]

@@ -198,6 +198,21 @@ def test_elasticsearch_mapping_error_rejected_rest_applied(make_sink: MakeSink) 
     assert "document_parsing_exception" in result.rejected[0][1]
 
 
+def test_elasticsearch_refused_but_stale_op_counts_stale(make_sink: MakeSink) -> None:
+    # Elasticsearch parses a body before it checks the version: a stale op
+    # whose body the mapping refuses must not be dead-lettered (its replay
+    # would fail forever, and the stored document is newer anyway).
+    mappings = {"properties": {"total": {"type": "long"}}}
+    sink = make_sink("elasticsearch", {"mappings": mappings})
+    sink.write([Upsert(VIEW, "1", 20, {"total": 5})])
+    result = sink.write(
+        [Upsert(VIEW, "1", 10, {"total": "abc"}), Upsert(VIEW, "2", 10, {"total": "x"})]
+    )
+    assert result.stale == 1
+    assert [op.doc_id for op, _why in result.rejected] == ["2"]
+    assert sink.fetch(VIEW, ["1"])["1"] == Stored(20, {"total": 5})
+
+
 def test_elasticsearch_routed_view_deletes_on_the_same_shard(
     make_sink: MakeSink,
 ) -> None:
