@@ -47,7 +47,31 @@ class ServiceStatus:
 
 
 def data_dir(cfg: StackConfig) -> Path:
-    return Path(os.path.expanduser(cfg.data_dir)).resolve()
+    """The stack's data directory.
+
+    PostgreSQL and Elasticsearch run as an unprivileged user, which must be
+    able to enter every parent of their data. When root's chosen directory
+    sits below one it cannot enter (``/root/...``, pytest's tmp), the data goes
+    to ``/var/lib/readside/`` under a name derived from the chosen path.
+    """
+    chosen = Path(os.path.expanduser(cfg.data_dir)).resolve()
+    if os.geteuid() != 0 or _traversable(chosen):
+        return chosen
+    import hashlib
+
+    tag = hashlib.sha256(str(chosen).encode()).hexdigest()[:10]
+    return Path("/var/lib/readside") / f"{chosen.name}-{tag}"
+
+
+def _traversable(path: Path) -> bool:
+    """Whether every existing ancestor lets other users pass through."""
+    for parent in path.parents:
+        try:
+            if not parent.stat().st_mode & 0o001:
+                return False
+        except FileNotFoundError:
+            continue
+    return True
 
 
 def cache_dir(cfg: StackConfig) -> Path:
