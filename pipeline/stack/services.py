@@ -101,15 +101,17 @@ class Service(ABC):
         self.ctx = ctx
 
     @property
-    @abstractmethod
-    def port(self) -> int: ...
+    def port(self) -> int:
+        """The main port: the ``<name>_port`` setting of the stack section."""
+        return int(getattr(self.ctx.cfg, f"{self.name}_port"))
 
     @property
     def ports(self) -> list[int]:
         return [self.port]
 
-    def prepare(self) -> None:  # noqa: B027 (optional hook; most services need it)
+    def prepare(self) -> None:
         """Create the data directory and configuration (idempotent)."""
+        self.ctx.dir(self.name).mkdir(parents=True, exist_ok=True)
 
     @abstractmethod
     def command(self) -> list[str]: ...
@@ -124,10 +126,6 @@ class Service(ABC):
 
 class Postgres(Service):
     name = "postgres"
-
-    @property
-    def port(self) -> int:
-        return self.ctx.cfg.postgres_port
 
     def prepare(self) -> None:
         pgdata = self.ctx.dir("postgres")
@@ -199,13 +197,6 @@ class Postgres(Service):
 class Redis(Service):
     name = "redis"
 
-    @property
-    def port(self) -> int:
-        return self.ctx.cfg.redis_port
-
-    def prepare(self) -> None:
-        self.ctx.dir("redis").mkdir(parents=True, exist_ok=True)
-
     def command(self) -> list[str]:
         return [
             str(self.ctx.installed.redis_server),
@@ -239,10 +230,6 @@ class Redis(Service):
 
 class Elasticsearch(Service):
     name = "elasticsearch"
-
-    @property
-    def port(self) -> int:
-        return self.ctx.cfg.elasticsearch_port
 
     @property
     def ports(self) -> list[int]:
@@ -296,13 +283,6 @@ class Elasticsearch(Service):
 class FerretDB(Service):
     name = "ferretdb"
 
-    @property
-    def port(self) -> int:
-        return self.ctx.cfg.ferretdb_port
-
-    def prepare(self) -> None:
-        self.ctx.dir("ferretdb").mkdir(parents=True, exist_ok=True)
-
     def command(self) -> list[str]:
         d = self.ctx.dir("ferretdb")
         return [
@@ -350,10 +330,6 @@ _QUIET.propagate = False
 
 class Kafka(Service):
     name = "kafka"
-
-    @property
-    def port(self) -> int:
-        return self.ctx.cfg.kafka_port
 
     @property
     def ports(self) -> list[int]:
@@ -434,10 +410,6 @@ class Kafka(Service):
 
 class Connect(Service):
     name = "connect"
-
-    @property
-    def port(self) -> int:
-        return self.ctx.cfg.connect_port
 
     def prepare(self) -> None:
         base = self.ctx.dir("connect")
