@@ -117,14 +117,17 @@ class Sink(Protocol):
 def fill_unchanged(
     ops: Iterable[DocumentOp],
     fetch: Callable[[str, Sequence[str]], Mapping[str, Stored]],
-) -> tuple[list[DocumentOp], list[tuple[DocumentOp, str]]]:
+) -> tuple[list[DocumentOp], WriteResult]:
     """Replace ``UNCHANGED`` values of upserts with the stored values.
 
-    Returns the ops ready to write and those that cannot be completed because
-    the store does not hold the value (they are rejected with the reason).
+    Every sink calls it first in ``write``. Returns the ops ready to write
+    (none of them holds ``UNCHANGED``) and a result that already counts the
+    ops settled here: stale ones (a version at least as new is stored) and
+    rejected ones (the store does not hold the value, with the reason).
     """
     ready: list[DocumentOp] = []
-    rejected: list[tuple[DocumentOp, str]] = []
+    settled = WriteResult()
+    rejected = settled.rejected
     pending: dict[str, list[Upsert]] = {}
     for op in ops:
         if isinstance(op, Upsert) and op.unchanged_fields:
@@ -141,7 +144,7 @@ def fill_unchanged(
                 if have is None or have.doc is None or f not in have.doc
             ]
             if have is not None and have.version >= up.version:
-                ready.append(up)  # stale anyway; the guard will skip it
+                settled.stale += 1  # versions never go back: the guard would skip it
                 continue
             if missing:
                 rejected.append(
@@ -167,7 +170,7 @@ def fill_unchanged(
                     up.position,
                 )
             )
-    return ready, rejected
+    return ready, settled
 
 
 def check_no_unchanged(doc: Document) -> None:

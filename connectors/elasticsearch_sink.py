@@ -37,7 +37,7 @@ from elasticsearch import helpers
 from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
 from pipeline.config import ElasticsearchSinkConfig
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
-from pipeline.events import Delete, DocumentOp, Upsert
+from pipeline.events import Delete, DocumentOp
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +167,12 @@ class ElasticsearchSink:
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         try:
-            ready, rejected = fill_unchanged(ops, self.fetch)
-            result = WriteResult(rejected=rejected)
+            ready, result = fill_unchanged(ops, self.fetch)
             lines: list[str] = []
             sent: list[DocumentOp] = []
             size = 0
             routes = self._delete_routes(ready)
             for op in ready:
-                if isinstance(op, Upsert) and op.unchanged_fields:
-                    result.stale += 1  # a newer version is stored (fill_unchanged)
-                    continue
                 try:
                     pair = self._action(op, routes)
                 except BadRecord as exc:

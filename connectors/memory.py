@@ -56,8 +56,7 @@ class MemorySink:
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         if self.down or self._random.random() < self.fail_prob:
             raise TransientError(f"sink {self.name} unavailable")
-        ready, rejected = fill_unchanged(ops, self.fetch)
-        result = WriteResult(rejected=rejected)
+        ready, result = fill_unchanged(ops, self.fetch)
         cut = len(ready)
         partial = self._random.random() < self.partial_fail_prob
         if partial:

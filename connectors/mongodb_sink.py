@@ -213,13 +213,9 @@ class MongoSink:
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         try:
-            ready, rejected = fill_unchanged(ops, self.fetch)
-            result = WriteResult(rejected=rejected)
+            ready, result = fill_unchanged(ops, self.fetch)
             by_view: dict[str, list[DocumentOp]] = {}
             for op in ready:
-                if isinstance(op, Upsert) and op.unchanged_fields:
-                    result.stale += 1  # a newer version is stored (fill_unchanged)
-                    continue
                 by_view.setdefault(op.view, []).append(op)
             for view, view_ops in by_view.items():
                 result.merge(self._write_view(view, view_ops))

@@ -278,15 +278,9 @@ class RedisSink:
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         try:
-            ready, rejected = fill_unchanged(ops, self.fetch)
-            result = WriteResult(rejected=rejected)
+            ready, result = fill_unchanged(ops, self.fetch)
             by_view: dict[str, list[DocumentOp]] = {}
             for op in ready:
-                if isinstance(op, Upsert) and op.unchanged_fields:
-                    # fill_unchanged saw a version at least as new stored:
-                    # versions never go back, so the guard would skip it.
-                    result.stale += 1
-                    continue
                 by_view.setdefault(op.view, []).append(op)
             size = self.cfg.docs_per_call
             for view, view_ops in by_view.items():
