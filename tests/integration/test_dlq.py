@@ -12,13 +12,16 @@ no drift.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import elasticsearch
 import pytest
 from confluent_kafka import Producer
-from harness import Pipeline
+from harness import REPO, Pipeline
 
 from pipeline import dlq
 from pipeline.replay import replay_dead_letters
@@ -166,3 +169,25 @@ def test_dlq_poison_records_dead_lettered_then_replayed_after_fix(make_pipeline)
     assert sorted(r.origin for r in again) == sorted(
         r.origin for r in by_reason["decode"]
     )
+
+    # The CLI shows them, and a second replay takes only what is new since the
+    # first one (the two re-dead-lettered records), not the whole topic.
+    listed = _cli(p, env, "dlq", "list")
+    assert "reason=decode" in listed
+    assert "reason=transform" in listed
+    assert f"{len(dead) + 2} dead letter(s) shown" in listed
+    replayed_again = _cli(p, env, "dlq", "replay")
+    assert "replayed 2 dead letter(s); 2 failed again" in replayed_again
+
+
+def _cli(p: Pipeline, env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(p.config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
