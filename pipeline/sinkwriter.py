@@ -69,21 +69,40 @@ class SinkWriter:
         self.on_backoff = on_backoff
 
     def write(self, per_sink: Mapping[str, Sequence[DocumentOp]]) -> list[Rejection]:
-        pending = {name: ops for name, ops in per_sink.items() if ops}
+        """Write until every sink acknowledged (see :meth:`retry`)."""
+        rejections, pending = self.attempt(per_sink)
+        return rejections + self.retry(pending)
+
+    def attempt(
+        self, per_sink: Mapping[str, Sequence[DocumentOp]]
+    ) -> tuple[list[Rejection], dict[str, Sequence[DocumentOp]]]:
+        """One try at every sink, without waiting or touching the consumer.
+
+        Safe to run on another thread. Returns the rejections of the sinks
+        that acknowledged, and the ops of those that failed transiently.
+        """
+        rejections: list[Rejection] = []
+        failed: dict[str, Sequence[DocumentOp]] = {}
+        for name, ops in per_sink.items():
+            if not ops:
+                continue
+            result = self._write_one(name, ops)
+            if result is None:
+                failed[name] = ops
+                continue
+            rejections.extend(Rejection(op, name, why) for op, why in result.rejected)
+        return rejections, failed
+
+    def retry(self, pending: Mapping[str, Sequence[DocumentOp]]) -> list[Rejection]:
+        """Back off and retry the failed sinks until all acknowledged.
+
+        Raises:
+            Abandoned: ``should_abandon`` turned true while backing off.
+        """
         rejections: list[Rejection] = []
         self.backoff.reset()
         try:
             while pending:
-                for name in list(pending):
-                    result = self._write_one(name, pending[name])
-                    if result is None:
-                        continue
-                    rejections.extend(
-                        Rejection(op, name, why) for op, why in result.rejected
-                    )
-                    del pending[name]
-                if not pending:
-                    break
                 self.on_backoff(True)
                 delay = self.backoff.next_delay()
                 logger.warning(
@@ -95,6 +114,8 @@ class SinkWriter:
                 self.wait(delay)
                 if self.should_abandon():
                     raise Abandoned("batch abandoned while backing off")
+                more, pending = self.attempt(pending)
+                rejections.extend(more)
         finally:
             self.on_backoff(False)
         return rejections
