@@ -20,8 +20,8 @@ from pathlib import Path
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
 from pipeline.stack import provision
+from pipeline.stack.jvm import SERVICE_ORDER
 from pipeline.stack.services import (
-    SERVICE_ORDER,
     Context,
     Service,
     ensure_service_user,

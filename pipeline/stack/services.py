@@ -8,17 +8,14 @@ Each service writes under ``<data_dir>/<name>/`` and logs to
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import socket
 import subprocess
 import urllib.request
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
@@ -43,7 +40,7 @@ class Context:
         return self.data / "logs"
 
 
-def _java() -> str:
+def java_binary() -> str:
     home = os.environ.get("JAVA_HOME")
     if home and Path(home, "bin/java").exists():
         return str(Path(home, "bin/java"))
@@ -55,7 +52,7 @@ def _java() -> str:
     return found
 
 
-def _http_json(url: str, timeout: float = 3.0) -> tuple[object, dict[str, str]]:
+def http_json(url: str, timeout: float = 3.0) -> tuple[object, dict[str, str]]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
         return json.loads(resp.read() or b"null"), dict(resp.headers)
 
@@ -262,7 +259,7 @@ class Elasticsearch(Service):
         env = dict(os.environ)
         env["ES_PATH_CONF"] = str(self.ctx.dir("elasticsearch") / "config")
         env["ES_JAVA_OPTS"] = "-Xms512m -Xmx512m"
-        env["JAVA_HOME"] = str(Path(_java()).parent.parent)
+        env["JAVA_HOME"] = str(Path(java_binary()).parent.parent)
         env.pop("ES_JAVA_HOME", None)
         env["ES_JAVA_HOME"] = env["JAVA_HOME"]
         return env
@@ -271,7 +268,7 @@ class Elasticsearch(Service):
         try:
             # The integ-test distribution has no root (GET /) handler.
             url = f"http://127.0.0.1:{self.port}/_cluster/health"
-            health, headers = _http_json(url)
+            health, headers = http_json(url)
         except (OSError, ValueError) as exc:
             return f"http probe failed: {exc.__class__.__name__}"
         if headers.get("X-elastic-product") != "Elasticsearch":
@@ -309,160 +306,6 @@ class FerretDB(Service):
         except pymongo.errors.PyMongoError as exc:
             return f"ping failed: {exc.__class__.__name__}"
         return None
-
-
-def _log4j(path: Path) -> Path:
-    path.write_text(
-        "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
-        "appender.out.layout.type = PatternLayout\n"
-        "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
-        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
-        "logger.kafka.name = org.apache.kafka\nlogger.kafka.level = WARN\n"
-        "logger.dbz.name = io.debezium\nlogger.dbz.level = INFO\n"
-    )
-    return path
-
-
-_QUIET = logging.getLogger("readside.stack.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
-
-class Kafka(Service):
-    name = "kafka"
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.port, self.ctx.cfg.kafka_controller_port]
-
-    def prepare(self) -> None:
-        base = self.ctx.dir("kafka")
-        base.mkdir(parents=True, exist_ok=True)
-        props = base / "server.properties"
-        cport = self.ctx.cfg.kafka_controller_port
-        props.write_text(
-            "process.roles=broker,controller\nnode.id=1\n"
-            f"controller.quorum.voters=1@127.0.0.1:{cport}\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
-            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
-            f"log.dirs={base / 'logs'}\nnum.partitions=3\n"
-            "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=10\n"
-            "transaction.state.log.replication.factor=1\n"
-            "transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
-            "auto.create.topics.enable=true\nlog.cleaner.backoff.ms=5000\n"
-            "log.segment.bytes=67108864\n"
-        )
-        _log4j(base / "log4j2.properties")
-        if not (base / "logs" / "meta.properties").exists():
-            cluster = uuid.uuid4().bytes
-            import base64
-
-            cid = base64.urlsafe_b64encode(cluster).decode().rstrip("=")
-            subprocess.run(
-                [
-                    _java(),
-                    "-cp",
-                    f"{self.ctx.installed.kafka_libs}/*",
-                    f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cid,
-                    "-c",
-                    str(props),
-                ],
-                check=True,
-                capture_output=True,
-            )
-
-    def command(self) -> list[str]:
-        base = self.ctx.dir("kafka")
-        return [
-            _java(),
-            "-Xms256m",
-            "-Xmx768m",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-            "-cp",
-            f"{self.ctx.installed.kafka_libs}/*",
-            "kafka.Kafka",
-            str(base / "server.properties"),
-        ]
-
-    def probe(self) -> str | None:
-        from confluent_kafka.admin import AdminClient
-
-        if not port_in_use(self.port):
-            return "broker port closed"
-        try:
-            conf: dict[str, Any] = {
-                "bootstrap.servers": f"127.0.0.1:{self.port}",
-                "logger": _QUIET,
-            }
-            admin = AdminClient(conf)
-            md = admin.list_topics(timeout=3)
-        except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
-            return f"metadata request failed: {exc}"
-        return None if md.brokers else "no broker in metadata"
-
-
-class Connect(Service):
-    name = "connect"
-
-    def prepare(self) -> None:
-        base = self.ctx.dir("connect")
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "connect-distributed.properties").write_text(
-            f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_port}\n"
-            "group.id=readside-connect\n"
-            "key.converter=org.apache.kafka.connect.json.JsonConverter\n"
-            "value.converter=org.apache.kafka.connect.json.JsonConverter\n"
-            "key.converter.schemas.enable=true\nvalue.converter.schemas.enable=true\n"
-            "offset.storage.topic=readside-connect-offsets\n"
-            "config.storage.topic=readside-connect-configs\n"
-            "status.storage.topic=readside-connect-status\n"
-            "offset.storage.replication.factor=1\nconfig.storage.replication.factor=1\n"
-            "status.storage.replication.factor=1\noffset.flush.interval.ms=1000\n"
-            f"listeners=http://127.0.0.1:{self.port}\n"
-            f"rest.advertised.host.name=127.0.0.1\n"
-            f"plugin.path={self.ctx.installed.plugin_path}\n"
-            "plugin.discovery=only_scan\ntopic.creation.enable=true\n"
-        )
-        _log4j(base / "log4j2.properties")
-
-    def command(self) -> list[str]:
-        base = self.ctx.dir("connect")
-        return [
-            _java(),
-            "-Xms256m",
-            "-Xmx768m",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-            "-cp",
-            f"{self.ctx.installed.kafka_libs}/*",
-            "org.apache.kafka.connect.cli.ConnectDistributed",
-            str(base / "connect-distributed.properties"),
-        ]
-
-    def probe(self) -> str | None:
-        try:
-            plugins, _ = _http_json(f"http://127.0.0.1:{self.port}/connector-plugins")
-        except (OSError, ValueError) as exc:
-            return f"REST probe failed: {exc.__class__.__name__}"
-        names = [p.get("class") for p in plugins] if isinstance(plugins, list) else []
-        return None if DEBEZIUM_CLASS in names else "Debezium connector not in plugins"
-
-
-SERVICE_ORDER: list[type[Service]] = [
-    Postgres,
-    Redis,
-    Elasticsearch,
-    FerretDB,
-    Kafka,
-    Connect,
-]
 
 
 def port_in_use(port: int) -> bool:

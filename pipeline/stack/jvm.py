@@ -1,0 +1,178 @@
+"""The JVM services of the local stack: the Kafka broker and Kafka Connect.
+
+Both run from the jars ``provision`` resolved, with a log4j2 configuration
+of their own; Connect finds the Debezium connector on its plugin path.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pipeline.stack.services import (
+    DEBEZIUM_CLASS,
+    Elasticsearch,
+    FerretDB,
+    Postgres,
+    Redis,
+    Service,
+    http_json,
+    java_binary,
+    port_in_use,
+)
+
+
+def _log4j(path: Path) -> Path:
+    path.write_text(
+        "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
+        "appender.out.layout.type = PatternLayout\n"
+        "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
+        "logger.kafka.name = org.apache.kafka\nlogger.kafka.level = WARN\n"
+        "logger.dbz.name = io.debezium\nlogger.dbz.level = INFO\n"
+    )
+    return path
+
+
+_QUIET = logging.getLogger("readside.stack.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class Kafka(Service):
+    name = "kafka"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.ctx.cfg.kafka_controller_port]
+
+    def prepare(self) -> None:
+        base = self.ctx.dir("kafka")
+        base.mkdir(parents=True, exist_ok=True)
+        props = base / "server.properties"
+        cport = self.ctx.cfg.kafka_controller_port
+        props.write_text(
+            "process.roles=broker,controller\nnode.id=1\n"
+            f"controller.quorum.voters=1@127.0.0.1:{cport}\n"
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
+            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            f"log.dirs={base / 'logs'}\nnum.partitions=3\n"
+            "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=10\n"
+            "transaction.state.log.replication.factor=1\n"
+            "transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
+            "auto.create.topics.enable=true\nlog.cleaner.backoff.ms=5000\n"
+            "log.segment.bytes=67108864\n"
+        )
+        _log4j(base / "log4j2.properties")
+        if not (base / "logs" / "meta.properties").exists():
+            cluster = uuid.uuid4().bytes
+            cid = base64.urlsafe_b64encode(cluster).decode().rstrip("=")
+            subprocess.run(
+                [
+                    java_binary(),
+                    "-cp",
+                    f"{self.ctx.installed.kafka_libs}/*",
+                    f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cid,
+                    "-c",
+                    str(props),
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+    def command(self) -> list[str]:
+        base = self.ctx.dir("kafka")
+        return [
+            java_binary(),
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+            "-cp",
+            f"{self.ctx.installed.kafka_libs}/*",
+            "kafka.Kafka",
+            str(base / "server.properties"),
+        ]
+
+    def probe(self) -> str | None:
+        from confluent_kafka.admin import AdminClient
+
+        if not port_in_use(self.port):
+            return "broker port closed"
+        try:
+            conf: dict[str, Any] = {
+                "bootstrap.servers": f"127.0.0.1:{self.port}",
+                "logger": _QUIET,
+            }
+            admin = AdminClient(conf)
+            md = admin.list_topics(timeout=3)
+        except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
+            return f"metadata request failed: {exc}"
+        return None if md.brokers else "no broker in metadata"
+
+
+class Connect(Service):
+    name = "connect"
+
+    def prepare(self) -> None:
+        base = self.ctx.dir("connect")
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "connect-distributed.properties").write_text(
+            f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_port}\n"
+            "group.id=readside-connect\n"
+            "key.converter=org.apache.kafka.connect.json.JsonConverter\n"
+            "value.converter=org.apache.kafka.connect.json.JsonConverter\n"
+            "key.converter.schemas.enable=true\nvalue.converter.schemas.enable=true\n"
+            "offset.storage.topic=readside-connect-offsets\n"
+            "config.storage.topic=readside-connect-configs\n"
+            "status.storage.topic=readside-connect-status\n"
+            "offset.storage.replication.factor=1\nconfig.storage.replication.factor=1\n"
+            "status.storage.replication.factor=1\noffset.flush.interval.ms=1000\n"
+            f"listeners=http://127.0.0.1:{self.port}\n"
+            f"rest.advertised.host.name=127.0.0.1\n"
+            f"plugin.path={self.ctx.installed.plugin_path}\n"
+            "plugin.discovery=only_scan\ntopic.creation.enable=true\n"
+        )
+        _log4j(base / "log4j2.properties")
+
+    def command(self) -> list[str]:
+        base = self.ctx.dir("connect")
+        return [
+            java_binary(),
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+            "-cp",
+            f"{self.ctx.installed.kafka_libs}/*",
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(base / "connect-distributed.properties"),
+        ]
+
+    def probe(self) -> str | None:
+        try:
+            plugins, _ = http_json(f"http://127.0.0.1:{self.port}/connector-plugins")
+        except (OSError, ValueError) as exc:
+            return f"REST probe failed: {exc.__class__.__name__}"
+        names = [p.get("class") for p in plugins] if isinstance(plugins, list) else []
+        return None if DEBEZIUM_CLASS in names else "Debezium connector not in plugins"
+
+
+SERVICE_ORDER: list[type[Service]] = [
+    Postgres,
+    Redis,
+    Elasticsearch,
+    FerretDB,
+    Kafka,
+    Connect,
+]
