@@ -19,12 +19,17 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.errors import FatalError
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -257,20 +262,57 @@ def debian_packages(log: Path) -> tuple[Path, Path]:
     return pg, Path(redis)
 
 
-def provision(cache: Path, logs: Path) -> Installed:
-    """Install everything (idempotent); downloads run concurrently."""
+def provision(
+    cache: Path, logs: Path, progress: Callable[[str], None] = lambda _m: None
+) -> Installed:
+    """Install everything (idempotent); downloads run concurrently.
+
+    ``progress`` hears about each step that has work to do (a cold cache
+    takes minutes: Maven downloads and the FerretDB build), with its time.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     cache.mkdir(parents=True, exist_ok=True)
     cache.chmod(0o755)
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / "provision.log"
+
+    def step(name: str, done: Path, fn: Callable[[], T]) -> T:
+        if done.exists():
+            return fn()
+        progress(f"provisioning {name} (log: {log})")
+        start = time.monotonic()
+        out = fn()
+        progress(f"provisioned {name} in {time.monotonic() - start:.0f}s")
+        return out
+
+    installed = locate(cache)
     with ThreadPoolExecutor(max_workers=5) as pool:
         debs = pool.submit(debian_packages, log)
-        kafka = pool.submit(kafka_libs, cache, log)
-        plugin = pool.submit(debezium_plugin, cache, log)
-        es = pool.submit(elasticsearch, cache, log)
-        ferret = pool.submit(ferretdb, cache, log)
+        kafka = pool.submit(
+            step,
+            f"Kafka {KAFKA_VERSION} (Maven)",
+            installed.kafka_libs / ".complete",
+            lambda: kafka_libs(cache, log),
+        )
+        plugin = pool.submit(
+            step,
+            f"Debezium {DEBEZIUM_VERSION} (Maven)",
+            installed.plugin_path / "debezium-connector-postgres" / ".complete",
+            lambda: debezium_plugin(cache, log),
+        )
+        es = pool.submit(
+            step,
+            f"Elasticsearch {ELASTICSEARCH_VERSION} (Maven)",
+            installed.elasticsearch_home / ".complete",
+            lambda: elasticsearch(cache, log),
+        )
+        ferret = pool.submit(
+            step,
+            f"FerretDB {FERRETDB_VERSION} (go build)",
+            installed.ferretdb,
+            lambda: ferretdb(cache, log),
+        )
         pg, redis = debs.result()
         return Installed(
             kafka_libs=kafka.result(),

@@ -102,14 +102,16 @@ def _read_pid(ctx: Context, name: str) -> int | None:
     return pid
 
 
-def context(cfg: StackConfig, install: bool) -> Context:
+def context(
+    cfg: StackConfig, install: bool, progress: Callable[[str], None] = print
+) -> Context:
     data = data_dir(cfg)
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o755)
     (data / "logs").mkdir(exist_ok=True)
     (data / "run").mkdir(exist_ok=True)
     if install:
-        installed = provision.provision(cache_dir(cfg), data / "logs")
+        installed = provision.provision(cache_dir(cfg), data / "logs", progress)
     else:
         installed = provision.locate(cache_dir(cfg))
     return Context(cfg=cfg, data=data, installed=installed)
@@ -181,7 +183,7 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
     """
     t0 = time.monotonic()
     ensure_service_user()
-    ctx = context(cfg, install=True)
+    ctx = context(cfg, install=True, progress=progress)
     progress(f"provisioned in {time.monotonic() - t0:.1f}s (cache {cache_dir(cfg)})")
     started: list[str] = []
     svcs = services(ctx)
