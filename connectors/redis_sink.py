@@ -362,7 +362,6 @@ class RedisSink:
             return layout.index_base + field + ":" + _index_value("eq", value)[1:]
         return layout.index_base + field
 
-
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         layout = self._layout(view)
         out: dict[str, Stored] = {}
