@@ -124,6 +124,7 @@ class FreshnessCache:
                     "group.id": "readside-query",
                     "enable.auto.commit": False,
                     "enable.partition.eof": False,
+                    "fetch.wait.max.ms": 100,
                 }
             )
         return self._consumer
@@ -134,9 +135,13 @@ class FreshnessCache:
         md = topics.get(self.topic)
         if md is None or md.error is not None:
             return {}
+        # Assigned partitions: the watermarks of the consumer's own (continuous)
+        # fetches; asking the broker would queue behind a fetch's long poll.
         marks = {
             p: consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=self.timeout_s, cached=False
+                TopicPartition(self.topic, p),
+                timeout=self.timeout_s,
+                cached=p in self._assigned,
             )
             for p in md.partitions
         }
