@@ -346,6 +346,22 @@ class RedisSink:
 
     # -- reads ------------------------------------------------------------
 
+    def indexes(self, view: str) -> dict[str, str]:
+        """Secondary indexes of ``view``: field -> ``"eq"`` or ``"range"``."""
+        return dict(self._layout(view).indexes)
+
+    def index_key(self, view: str, field: str, value: object = None) -> str:
+        """The key of ``field``'s index: the set of ids holding ``value``
+        (``eq``) or the sorted set of every id scored by the field (``range``).
+
+        Raises:
+            BadRecord: ``value`` cannot be held by an ``eq`` index.
+        """
+        layout = self._layout(view)
+        if layout.indexes.get(field) == "eq":
+            return layout.index_base + field + ":" + _index_value("eq", value)[1:]
+        return layout.index_base + field
+
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         layout = self._layout(view)
         out: dict[str, Stored] = {}

@@ -1,0 +1,60 @@
+"""Errors the read client raises, each naming what went wrong.
+
+* :class:`QueryError` — the caller's input is refused (a 4xx in HTTP terms);
+  raised before any store is contacted.
+* :class:`UnknownView` — the view is not in the configuration (a 404).
+* :class:`StoreUnavailable` — every store that could answer is down or timed
+  out (a 503); names the view and the stores tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.errors import ReadsideError
+
+
+class QueryError(ReadsideError):
+    """Bad input: a refused field name, operator, value or page size.
+
+    Attributes:
+        reason: a short machine-readable reason, e.g. ``field`` or ``size``.
+        status: the HTTP status a server should answer with (400).
+    """
+
+    status = 400
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnknownView(QueryError):
+    """The view is not defined in the configuration."""
+
+    status = 404
+
+    def __init__(self, view: str, known: Sequence[str]) -> None:
+        super().__init__(
+            "view", f"unknown view {view!r} (known: {', '.join(sorted(known))})"
+        )
+        self.view = view
+
+
+class StoreUnavailable(ReadsideError):
+    """No store that holds the view could answer.
+
+    Attributes:
+        view: the view asked for.
+        stores: the sinks tried, in order.
+        status: the HTTP status a server should answer with (503).
+    """
+
+    status = 503
+
+    def __init__(self, view: str, stores: Sequence[str], cause: str) -> None:
+        super().__init__(
+            f"view {view!r}: no store could answer (tried {', '.join(stores)}): {cause}"
+        )
+        self.view = view
+        self.stores = list(stores)

@@ -1,0 +1,168 @@
+"""Freshness of each view in each sink, tailed from the checkpoint topic.
+
+The worker writes one checkpoint per view, sink and partition to a compacted
+topic after every applied batch. :class:`FreshnessCache` keeps one consumer
+assigned to that topic and, at most once per ``ttl_s``, reads only what was
+appended since its last look, so the topic is read in full once, not on every
+call. Reads in between are answered from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.checkpoints import Checkpoint
+from query.answer import Freshness
+
+logger = logging.getLogger(__name__)
+
+_SOURCE_KEY = b"__source__"
+
+
+class FreshnessCache:
+    """Newest checkpoints per (view, sink, topic, partition), refreshed lazily.
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        topic: the checkpoint topic.
+        ttl_s: how long figures are served from memory before the next look.
+        timeout_s: the most one look may take (a slow Kafka makes answers
+            carry slightly older figures, never fails a read).
+        clock: wall-clock milliseconds (tests may pin it).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        ttl_s: float = 1.0,
+        timeout_s: float = 2.0,
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.topic = topic
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._bootstrap = bootstrap
+        self._consumer: Consumer | None = None
+        self._assigned: set[int] = set()
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._next_look = 0.0
+        self._lock = threading.Lock()
+
+    def freshness(self, view: str, sink: str) -> Freshness:
+        """Applied LSN (min over partitions) and time lag of ``view`` in ``sink``.
+
+        Partitions without any checkpoint have never carried an event for
+        the view and do not count. Never raises: Kafka trouble is logged and
+        the last known figures are returned.
+        """
+        with self._lock:
+            if time.monotonic() >= self._next_look:
+                self._refresh()
+                self._next_look = time.monotonic() + self.ttl_s
+            mine = [
+                c
+                for c in self._checkpoints.values()
+                if c.view == view and c.sink == sink
+            ]
+        lsns = [c.lsn for c in mine if c.lsn is not None]
+        stamps = [c.commit_ts_ms for c in mine if c.commit_ts_ms is not None]
+        lag = max(0, self._clock() - max(stamps)) if stamps else None
+        return Freshness(min(lsns) if lsns else None, lag)
+
+    def close(self) -> None:
+        """Close the consumer. Safe to call twice."""
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+                self._assigned.clear()
+
+    # -- internals ------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        try:
+            consumer = self._ensure_consumer()
+            ends = self._ends(consumer)
+            deadline = time.monotonic() + self.timeout_s
+            while ends and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                self._take(msg.key(), msg.value())
+                part, offset = msg.partition(), msg.offset()
+                if (
+                    part is not None
+                    and offset is not None
+                    and offset + 1 >= ends.get(part, 0)
+                ):
+                    ends.pop(part, None)
+            if ends:
+                logger.warning(
+                    "checkpoint topic not read to its end topic=%s partitions=%d",
+                    self.topic,
+                    len(ends),
+                )
+        except Exception:  # freshness must never fail a read
+            logger.warning(
+                "checkpoint refresh failed topic=%s", self.topic, exc_info=True
+            )
+
+    def _ensure_consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": "readside-query",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": False,
+                    "fetch.wait.max.ms": 100,
+                }
+            )
+        return self._consumer
+
+    def _ends(self, consumer: Consumer) -> dict[int, int]:
+        """High watermarks of the partitions not yet read to their end."""
+        topics = consumer.list_topics(self.topic, timeout=self.timeout_s).topics
+        md = topics.get(self.topic)
+        if md is None or md.error is not None:
+            return {}
+        # Assigned partitions: the watermarks of the consumer's own (continuous)
+        # fetches; asking the broker would queue behind a fetch's long poll.
+        marks = {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p),
+                timeout=self.timeout_s,
+                cached=p in self._assigned,
+            )
+            for p in md.partitions
+        }
+        new = [p for p in marks if p not in self._assigned]
+        if new:
+            consumer.incremental_assign(
+                [TopicPartition(self.topic, p, marks[p][0]) for p in new]
+            )
+            self._assigned.update(new)
+        positions = consumer.position([TopicPartition(self.topic, p) for p in marks])
+        ends: dict[int, int] = {}
+        for tp in positions:
+            low, high = marks[tp.partition]
+            start = tp.offset if tp.offset >= 0 else low
+            if start < high:
+                ends[tp.partition] = high
+        return ends
+
+    def _take(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None or key == _SOURCE_KEY:
+            return
+        data: dict[str, Any] = json.loads(value)
+        cp = Checkpoint(**data)
+        self._checkpoints[cp.key] = cp
