@@ -38,6 +38,22 @@ def _log4j(path: Path) -> Path:
     return path
 
 
+def _kafka_jvm(svc: Service, main_class: str, properties: str) -> list[str]:
+    """A JVM on the Kafka jars, logging with the service's log4j2 file."""
+    base = svc.ctx.dir(svc.name)
+    return [
+        java_binary(),
+        "-Xms256m",
+        "-Xmx768m",
+        "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+        "-cp",
+        f"{svc.ctx.installed.kafka_libs}/*",
+        main_class,
+        str(base / properties),
+    ]
+
+
 _QUIET = logging.getLogger("readside.stack.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
@@ -91,18 +107,7 @@ class Kafka(Service):
             )
 
     def command(self) -> list[str]:
-        base = self.ctx.dir("kafka")
-        return [
-            java_binary(),
-            "-Xms256m",
-            "-Xmx768m",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-            "-cp",
-            f"{self.ctx.installed.kafka_libs}/*",
-            "kafka.Kafka",
-            str(base / "server.properties"),
-        ]
+        return _kafka_jvm(self, "kafka.Kafka", "server.properties")
 
     def probe(self) -> str | None:
         from confluent_kafka.admin import AdminClient
@@ -146,18 +151,11 @@ class Connect(Service):
         _log4j(base / "log4j2.properties")
 
     def command(self) -> list[str]:
-        base = self.ctx.dir("connect")
-        return [
-            java_binary(),
-            "-Xms256m",
-            "-Xmx768m",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-            "-cp",
-            f"{self.ctx.installed.kafka_libs}/*",
+        return _kafka_jvm(
+            self,
             "org.apache.kafka.connect.cli.ConnectDistributed",
-            str(base / "connect-distributed.properties"),
-        ]
+            "connect-distributed.properties",
+        )
 
     def probe(self) -> str | None:
         try:
