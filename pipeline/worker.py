@@ -78,7 +78,11 @@ def consumer_config(cfg: Config) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
+        # Eager rebalancing on purpose: librdkafka's cooperative protocol can
+        # stall a member's fetchers after a manual commit fails mid-rebalance
+        # (seen here as ILLEGAL_GENERATION, then partitions never consumed).
+        # Eager revokes everything, and the abandon/rewind path handles that.
+        "partition.assignment.strategy": "roundrobin",
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
         "max.poll.interval.ms": 300_000,
