@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 
 from pipeline import config as config_mod
 from pipeline.errors import ReadsideError
@@ -132,13 +133,28 @@ def config_group() -> None:
 
 
 @config_group.command("check")
+@click.option(
+    "--sql/--no-sql",
+    default=True,
+    help="also print each aggregate view's SQL (needs the source)",
+)
 @click.pass_context
-def config_check(ctx: click.Context) -> None:
-    """Validate the config and print the resolved plan."""
+def config_check(ctx: click.Context, sql: bool) -> None:
+    """Validate the config and print the resolved plan and the views' SQL."""
     cfg = load_config(ctx)
-    from pipeline.plan import describe
+    from pipeline.plan import describe, view_sql
 
     click.echo(describe(cfg))
+    if sql and any(v.kind == "aggregate" for v in cfg.views.values()):
+        dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+        click.echo("\nSQL of the aggregate views:\n")
+        try:
+            click.echo(view_sql(cfg, dsn))
+        except psycopg.OperationalError as exc:
+            raise click.ClickException(
+                f"cannot read the source's catalog to print the SQL: {exc} "
+                "(use --no-sql to skip)"
+            ) from exc
 
 
 # ----------------------------------------------------------------- connector

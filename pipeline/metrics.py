@@ -35,6 +35,11 @@ WRITE_SECONDS = Histogram(
 DEAD_LETTERS = Counter(
     "readside_dead_letters_total", "Records sent to the DLQ", ["reason"]
 )
+REREADS = Counter(
+    "readside_aggregate_reads_total",
+    "Statements that re-read aggregate roots (one per view per batch)",
+    ["view"],
+)
 RETRIES = Counter("readside_retries_total", "Transient failures retried", ["sink"])
 LAG_MS = Gauge(
     "readside_time_lag_ms",

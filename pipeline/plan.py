@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import Config
+from pipeline.config import AggregateViewConfig, Config
 
 
 def describe(cfg: Config) -> str:
@@ -24,9 +24,42 @@ def describe(cfg: Config) -> str:
     lines.append("")
     lines.append("views:")
     for name, view in cfg.views.items():
-        lines.append(f"  {name}: table view of {view.table} -> {', '.join(view.sinks)}")
-        if view.filter:
-            lines.append(f"    filter: {view.filter}")
+        if isinstance(view, AggregateViewConfig):
+            tables = ", ".join(dict.fromkeys(view.tables()))
+            lines.append(
+                f"  {name}: aggregate view of {view.table} -> {', '.join(view.sinks)}"
+            )
+            lines.append(f"    tables: {tables}")
+            if view.where:
+                lines.append(f"    where: {view.where}")
+        else:
+            lines.append(
+                f"  {name}: table view of {view.table} -> {', '.join(view.sinks)}"
+            )
+            if view.filter:
+                lines.append(f"    filter: {view.filter}")
         for i, step in enumerate(view.transforms):
             lines.append(f"    transform[{i}]: {step.type}")
     return "\n".join(lines)
+
+
+def view_sql(cfg: Config, dsn: str) -> str:
+    """The SQL that defines each aggregate view, to run by hand.
+
+    Values come out in PostgreSQL's text form; readside maps each by its
+    column type (docs/types.md).
+    """
+    import psycopg
+
+    from pipeline.aggregate import AggregateView
+    from pipeline.views import build_views
+
+    views = build_views(cfg)
+    blocks: list[str] = []
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        for name, view in views.items():
+            if isinstance(view, AggregateView):
+                view.prepare(conn, strict=False)
+                text = view.view_sql().definition().as_string(conn)
+                blocks.append(f"-- view {name}\n{text};")
+    return "\n\n".join(blocks)

@@ -11,10 +11,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.aggregate.view import AggregateView, Pending
 from pipeline.decode import Heartbeat, RawMessage, decode
 from pipeline.errors import BadRecord
 from pipeline.events import UNCHANGED, ChangeEvent, DocumentOp, Position, Upsert
-from pipeline.views import TableView
+from pipeline.views import View
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class Batch:
     # Last event per (view, topic, partition), for checkpoints.
     last: dict[tuple[str, str, int], ChangeEvent] = field(default_factory=dict)
     messages: dict[Position, RawMessage] = field(default_factory=dict)
+    # Roots each aggregate view must re-read (the worker reads them).
+    pending: dict[str, Pending] = field(default_factory=dict)
 
 
 def position_of(msg: RawMessage) -> Position:
@@ -92,7 +95,7 @@ class Processor:
 
     def __init__(
         self,
-        views: dict[str, TableView],
+        views: dict[str, View],
         topics: dict[str, list[str]],
         heartbeat_topics: set[str] | frozenset[str] = frozenset(),
     ) -> None:
@@ -126,6 +129,13 @@ class Processor:
             for view_name in self.topics.get(pos.topic, ()):
                 view = self.views.get(view_name)
                 if view is None:
+                    continue
+                if isinstance(view, AggregateView):
+                    view.collect(
+                        decoded, batch.pending.setdefault(view_name, Pending())
+                    )
+                    if decoded.lsn is not None:
+                        batch.last[(view_name, pos.topic, pos.partition)] = decoded
                     continue
                 try:
                     ops = view.ops_for(decoded)

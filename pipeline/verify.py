@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from connectors.base import Sink
+from pipeline.aggregate import AggregateView, prepare_views
+from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.events import UNCHANGED, Document
 from pipeline.types import PLACEHOLDER, pg_row_to_json
@@ -202,10 +205,8 @@ def verify(
     """
     from pipeline.worker import build_sinks
 
-    table_views = build_views(cfg, only=list(views) if views is not None else None)
-    names: Sequence[str] = sorted(
-        {s for v in table_views.values() for s in v.cfg.sinks}
-    )
+    all_views = build_views(cfg, only=list(views) if views is not None else None)
+    names: Sequence[str] = sorted({s for v in all_views.values() for s in v.cfg.sinks})
     own = sinks is None
     opened = build_sinks(cfg, names) if sinks is None else dict(sinks)
     reports: list[Drift] = []
@@ -214,9 +215,15 @@ def verify(
             for sink in opened.values():
                 sink.open()
         dsn = cfg.source.dsn.get_secret_value()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for name, view in table_views.items():
-                expected = expected_documents(conn, view)
+        prepare_views(all_views, dsn, strict=False)
+        reader = Reader(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn, closing(reader):
+            for name, view in all_views.items():
+                expected = (
+                    view.documents(reader)
+                    if isinstance(view, AggregateView)
+                    else expected_documents(conn, view)
+                )
                 for sink_name in view.cfg.sinks:
                     drift = compare(name, opened[sink_name], expected)
                     logger.info(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from pipeline.config import Config, TableViewConfig
+from pipeline.config import AggregateViewConfig, Config, TableViewConfig
 from pipeline.errors import BadRecord
 from pipeline.events import (
     ChangeEvent,
@@ -23,6 +23,9 @@ from pipeline.events import (
     Upsert,
     table_version,
 )
+
+if TYPE_CHECKING:
+    from pipeline.aggregate.view import AggregateView
 
 RowFilter = Callable[[Document], bool]
 Transform = Callable[[Document], Document | None]
@@ -79,10 +82,18 @@ class TableView:
         return [Upsert(self.name, ident, version, doc, lsn, ts, pos)]
 
 
+View: TypeAlias = "TableView | AggregateView"
+
+
 def build_views(
     cfg: Config, epochs: dict[str, int] | None = None, only: Iterable[str] | None = None
-) -> dict[str, TableView]:
-    """Compile every view of the config (filters and transform chains)."""
+) -> dict[str, View]:
+    """Compile every view of the config (filters and transform chains).
+
+    Aggregate views come back unprepared: see
+    :func:`pipeline.aggregate.prepare_views`.
+    """
+    from pipeline.aggregate.view import AggregateView
     from transforms.chain import build_chain
     from transforms.expr import compile_expression
 
@@ -93,16 +104,24 @@ def build_views(
         from pipeline.errors import ConfigError
 
         raise ConfigError(f"unknown view(s): {', '.join(sorted(unknown))}")
-    views: dict[str, TableView] = {}
+    views: dict[str, View] = {}
     for name in sorted(wanted):
         vcfg = cfg.views[name]
+        chain = build_chain(list(vcfg.transforms)) if vcfg.transforms else None
+        epoch = epochs.get(name, 0)
+        if isinstance(vcfg, AggregateViewConfig):
+            views[name] = AggregateView(name, vcfg, epoch, chain)
+            continue
         row_filter: RowFilter | None = None
         if vcfg.filter:
             expr = compile_expression(vcfg.filter)
             row_filter = _as_predicate(expr.evaluate)
-        chain = build_chain(list(vcfg.transforms)) if vcfg.transforms else None
-        views[name] = TableView(name, vcfg, epochs.get(name, 0), row_filter, chain)
+        views[name] = TableView(name, vcfg, epoch, row_filter, chain)
     return views
+
+
+def table_views(views: dict[str, View]) -> dict[str, TableView]:
+    return {n: v for n, v in views.items() if isinstance(v, TableView)}
 
 
 def _as_predicate(evaluate: Callable[[Document], Any]) -> RowFilter:

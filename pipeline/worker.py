@@ -15,6 +15,7 @@ the replay harmless. Several workers in one consumer group share partitions.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -35,13 +36,15 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
 from pipeline import metrics
+from pipeline.aggregate import AggregateView, prepare_views
+from pipeline.aggregate.reader import Reader
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
 from pipeline.config import Config
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import FatalError, TransientError
-from pipeline.processor import Batch, DeadLetter, Processor, ops_for_sink
+from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
 from pipeline.sinkwriter import Abandoned, Backoff, SinkWriter
-from pipeline.views import TableView, build_views
+from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ class Worker:
     """One worker process of a pipeline."""
 
     cfg: Config
-    views: Mapping[str, TableView]
+    views: Mapping[str, View]
     sinks: Mapping[str, Sink]
     consumer_factory: Callable[[dict[str, Any]], Any] = Consumer
     producer_factory: Callable[[dict[str, Any]], Any] = Producer
@@ -135,6 +138,9 @@ class Worker:
             [(cfg.kafka.dlq_topic, 1, False), (cfg.kafka.checkpoint_topic, 1, True)],
             cfg.kafka.replication_factor,
         )
+        lookup = cfg.source.lookup_dsn or cfg.source.dsn
+        prepare_views(self.views, lookup.get_secret_value())
+        self.reader = Reader(lookup.get_secret_value())
         self.dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
         self._open_sinks()
@@ -181,6 +187,7 @@ class Worker:
             consumer.close()
             for sink in self.sinks.values():
                 sink.close()
+            self.reader.close()
 
     def _open_sinks(self) -> None:
         backoff = Backoff(
@@ -240,6 +247,11 @@ class Worker:
         self._revoked.clear()
         self._replay_from: dict[tuple[str, int], int] = {}
         batch = self.processor.process(msgs)
+        try:
+            self._reread(batch)
+        except Abandoned:
+            self._rewind(msgs)
+            return
         for topic in {m.topic() for m in msgs}:
             metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
         per_sink = {
@@ -280,6 +292,42 @@ class Worker:
         if dead:
             self._flush_dlq()
         self._commit(msgs, batch)
+
+    def _reread(self, batch: Batch) -> None:
+        """Read back the roots of aggregate views, waiting out source outages.
+
+        Raises:
+            Abandoned: the batch's partitions were revoked (or a stop was
+                asked) while the source was unreachable.
+        """
+        backoff = Backoff(
+            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
+        )
+        for name, pending in batch.pending.items():
+            view = self.views[name]
+            assert isinstance(view, AggregateView)
+            while True:
+                try:
+                    batch.ops[name] = coalesce(view.reread(self.reader, pending))
+                    metrics.REREADS.labels(name).inc()
+                    break
+                except TransientError as exc:
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "source read failed view=%s retry_in_s=%.2f error=%s",
+                        name,
+                        delay,
+                        exc,
+                    )
+                    self._set_backoff(True)
+                    try:
+                        self._wait_paused(delay)
+                    finally:
+                        self._set_backoff(False)
+                    if self._should_abandon():
+                        raise Abandoned(
+                            "batch abandoned while the source was down"
+                        ) from exc
 
     def _flush_dlq(self) -> None:
         backoff = Backoff(
@@ -409,6 +457,9 @@ def run_worker(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck
+    # worker waits, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     port = cfg.worker.metrics_port if metrics_port is None else metrics_port
     if port:
         metrics.serve(worker.health, port, cfg.worker.metrics_host)

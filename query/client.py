@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from connectors.base import Sink
 from pipeline import config as config_mod
-from pipeline.config import Config, TableViewConfig
+from pipeline.config import Config, ViewConfig
 from pipeline.errors import TransientError
 from query import stores, validate
 from query.answer import Answer, Doc
@@ -189,7 +189,7 @@ class ReadClient:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def ordered_sinks(self, view: str, cfg: TableViewConfig | None = None) -> list[str]:
+    def ordered_sinks(self, view: str, cfg: ViewConfig | None = None) -> list[str]:
         """The sinks of ``view`` that ``get`` tries, in order."""
         cfg = cfg or self._view(view)
 
@@ -203,7 +203,7 @@ class ReadClient:
         ranked = [(rank(n), n) for n in cfg.sinks]
         return [n for r, n in sorted(ranked) if r >= 0]
 
-    def _view(self, view: str) -> TableViewConfig:
+    def _view(self, view: str) -> ViewConfig:
         try:
             return self.config.views[view]
         except KeyError:

@@ -34,7 +34,7 @@ from pipeline import status as status_mod
 from pipeline.config import Config
 from pipeline.demo import data, report, workers
 from pipeline.errors import FatalError
-from pipeline.views import TableView, build_views
+from pipeline.views import TableView, build_views, table_views
 from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run(
     out = console or Console()
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     cfg = config_mod.load(config_path)
-    views = build_views(cfg)
+    views = table_views(build_views(cfg))
     sinks = build_sinks(cfg, sorted({s for v in views.values() for s in v.cfg.sinks}))
     sizes, samples = data.Sizes(), data.Samples()
     started = time.monotonic()

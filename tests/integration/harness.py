@@ -338,7 +338,11 @@ class Pipeline:
                 interval=0.3,
             )
         except AssertionError as exc:
-            tails = "\n---\n".join(w.tail(15) for w in self.workers)
+            for w in self.workers:  # stacks of stuck workers into their logs
+                if w.alive():
+                    os.kill(w.pid, signal.SIGUSR1)
+            time.sleep(1)
+            tails = "\n---\n".join(w.tail(60) for w in self.workers)
             raise AssertionError(
                 f"{exc}; (committed, end): {progress.get('behind')}"
                 f"\nworker logs:\n{tails}"

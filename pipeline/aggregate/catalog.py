@@ -1,0 +1,97 @@
+"""What an aggregate view needs to know of its tables: columns, types, keys.
+
+Read once from ``pg_catalog`` when a view is prepared. A column added later is
+not part of the view until the worker restarts (or the view lists it in
+``fields``, which the catalog check then finds missing and names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from pipeline.errors import ConfigError
+
+_COLUMNS = """
+SELECT a.attname,
+       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+       format_type(a.atttypid, a.atttypmod),
+       t.typname
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_PRIMARY_KEY = """
+SELECT a.attname
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = %s::regclass AND i.indisprimary
+ORDER BY array_position(i.indkey::int2[], a.attnum)
+"""
+
+_REPLICA_IDENTITY = "SELECT relreplident FROM pg_class WHERE oid = %s::regclass"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, the type OID psycopg loads its text with, its SQL type."""
+
+    name: str
+    oid: int  # a domain's base type
+    sql_type: str  # as format_type() prints it, for casts of key values
+    type_name: str
+
+    @property
+    def is_money(self) -> bool:
+        return self.type_name == "money"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """Columns (in table order) and primary key of one table."""
+
+    name: str
+    columns: dict[str, Column]
+    primary_key: list[str]
+    replica_identity: str  # d(efault), f(ull), i(ndex), n(othing)
+
+    def column(self, name: str, where: str) -> Column:
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise ConfigError(
+                f"{where}: table {self.name} has no column {name!r} "
+                f"(columns: {', '.join(self.columns)})"
+            ) from None
+
+
+def read_table(conn: psycopg.Connection[Any], table: str, where: str) -> TableInfo:
+    """Introspect ``schema.table``; a missing table is a config error at ``where``."""
+    try:
+        rows = conn.execute(_COLUMNS, (table,)).fetchall()
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        raise ConfigError(f"{where}: table {table} does not exist") from None
+    columns = {
+        str(r[0]): Column(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows
+    }
+    pk = [str(r[0]) for r in conn.execute(_PRIMARY_KEY, (table,)).fetchall()]
+    ident = conn.execute(_REPLICA_IDENTITY, (table,)).fetchone()
+    return TableInfo(table, columns, pk, str(ident[0]) if ident else "d")
+
+
+class Catalog:
+    """Reads each table once per connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._tables: dict[str, TableInfo] = {}
+
+    def table(self, name: str, where: str) -> TableInfo:
+        if name not in self._tables:
+            self._tables[name] = read_table(self.conn, name, where)
+        return self._tables[name]

@@ -1,0 +1,393 @@
+"""The SQL of an aggregate view: one query builds every document.
+
+A view is a tree of :class:`Node` (the root table, then children, parents and
+many-to-many targets, with each many-to-many's ``through`` table as a hidden
+node between). Each node becomes a ``jsonb_build_object`` of its fields and
+nested relations, so one statement returns finished documents::
+
+    SELECT t0."id", jsonb_build_object('id', t0."id"::text, 'orders',
+      (SELECT COALESCE(jsonb_agg(jsonb_build_object(...) ORDER BY t1."id"), '[]')
+       FROM (SELECT * FROM public.orders AS t1 WHERE t1."customer_id" = t0."id")
+       AS t1)) AS doc
+    FROM public.customers AS t0
+
+Column values travel as PostgreSQL's own text form; :mod:`pipeline.aggregate.
+reader` loads each with psycopg's loader for the column's type and maps it
+like a table view maps the same column (docs/types.md), so both kinds of view
+give the same JSON for the same row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from pipeline.aggregate.catalog import Catalog, Column, TableInfo
+from pipeline.config import AggregateViewConfig, RelationConfig
+from pipeline.errors import ConfigError
+
+#: jsonb_build_object takes at most 100 arguments: 50 key/value pairs.
+_PAIRS_PER_CALL = 50
+
+
+@dataclass
+class Node:
+    """One table in the view's tree."""
+
+    where: str  # config path, for messages
+    alias: str
+    table: TableInfo
+    kind: str  # root | children | parent | through | m2m
+    on: dict[str, str]  # this node's column -> enclosing node's column
+    enclosing: Node | None
+    fields: list[tuple[str, Column]] = field(default_factory=list)
+    relations: list[tuple[str, Node]] = field(default_factory=list)
+    order_by: list[tuple[str, str]] = field(default_factory=list)  # (col, dir)
+    limit: int | None = None
+
+    def path_from_root(self) -> list[Node]:
+        nodes: list[Node] = []
+        node: Node | None = self
+        while node is not None:
+            nodes.append(node)
+            node = node.enclosing
+        return nodes[::-1]
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for _, rel in self.relations:
+            if rel.kind == "m2m" and rel.enclosing is not None:
+                yield rel.enclosing  # the through node
+            yield from rel.walk()
+
+    def needs_full_identity(self) -> bool:
+        """Whether a change can move this row to another enclosing row unseen.
+
+        The old link is needed from the ``before`` image; PostgreSQL only
+        logs it for primary-key columns unless REPLICA IDENTITY is FULL.
+        """
+        if self.kind == "root":
+            return False
+        return not set(self.on) <= set(self.table.primary_key)
+
+
+def ident(*parts: str) -> sql.Identifier:
+    return sql.Identifier(*parts)
+
+
+def table_ref(name: str) -> sql.Composable:
+    schema, table = name.split(".", 1)
+    return ident(schema, table)
+
+
+def col(node: Node, name: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(ident(node.alias), ident(name))
+
+
+class _Builder:
+    def __init__(self, catalog: Catalog, view: str) -> None:
+        self.catalog = catalog
+        self.view = view
+        self.count = 0
+
+    def alias(self) -> str:
+        self.count += 1
+        return f"t{self.count - 1}"
+
+    def node(
+        self,
+        where: str,
+        table: str,
+        kind: str,
+        on: dict[str, str],
+        enclosing: Node | None,
+        level: AggregateViewConfig | RelationConfig | None,
+    ) -> Node:
+        info = self.catalog.table(table, where)
+        if not info.primary_key:
+            raise ConfigError(f"{where}: table {table} has no primary key")
+        node = Node(where, self.alias(), info, kind, dict(on), enclosing)
+        for mine, theirs in on.items():
+            info.column(mine, f"{where}.on")
+            if enclosing is not None:
+                enclosing.table.column(theirs, f"{where}.on")
+        if level is None:  # a through table: no output of its own
+            return node
+        node.fields = self._fields(where, info, level)
+        if isinstance(level, RelationConfig):
+            for entry in level.order_by:
+                name, _, direction = entry.partition(" ")
+                info.column(name, f"{where}.order_by")
+                node.order_by.append((name, direction.strip().upper() or "ASC"))
+            node.limit = level.limit
+        listed = {c for c, _ in node.order_by}
+        node.order_by += [(c, "ASC") for c in info.primary_key if c not in listed]
+        for key, rel in level.embed.items():
+            node.relations.append(
+                (key, self.relation(f"{where}.embed.{key}", rel, node))
+            )
+        names = [k for k, _ in node.fields] + [k for k, _ in node.relations]
+        dupes = sorted({k for k in names if names.count(k) > 1})
+        if dupes:
+            raise ConfigError(f"{where}: field name(s) used twice: {', '.join(dupes)}")
+        return node
+
+    def _fields(
+        self, where: str, info: TableInfo, level: AggregateViewConfig | RelationConfig
+    ) -> list[tuple[str, Column]]:
+        names = level.fields if level.fields is not None else list(info.columns)
+        for name in [*names, *level.exclude, *level.rename]:
+            info.column(name, where)
+        return [
+            (level.rename.get(n, n), info.columns[n])
+            for n in names
+            if n not in level.exclude
+        ]
+
+    def relation(self, where: str, rel: RelationConfig, enclosing: Node) -> Node:
+        if rel.kind != "m2m":
+            return self.node(where, rel.table, rel.kind, rel.on, enclosing, rel)
+        assert rel.through is not None
+        assert rel.target_on is not None
+        through = self.node(where, rel.through, "through", rel.on, enclosing, None)
+        return self.node(where, rel.table, "m2m", rel.target_on, through, rel)
+
+
+def build_tree(catalog: Catalog, name: str, cfg: AggregateViewConfig) -> Node:
+    """The view's tree, checked against the catalog (names the bad field)."""
+    return _Builder(catalog, name).node(
+        f"views.{name}", cfg.table, "root", {}, None, cfg
+    )
+
+
+# --- SQL ---------------------------------------------------------------------
+
+
+def _value(node: Node, column: Column) -> sql.Composable:
+    cast = "::numeric::text" if column.is_money else "::text"
+    return sql.SQL("{}{}").format(col(node, column.name), sql.SQL(cast))
+
+
+def document(node: Node) -> sql.Composable:
+    """The jsonb object of one row of ``node``, relations nested."""
+    pairs: list[sql.Composable] = []
+    for key, column in node.fields:
+        pairs.append(sql.SQL("{}, {}").format(sql.Literal(key), _value(node, column)))
+    for key, rel in node.relations:
+        pairs.append(sql.SQL("{}, {}").format(sql.Literal(key), _relation(rel)))
+    if not pairs:
+        return sql.SQL("'{}'::jsonb")
+    calls = [
+        sql.SQL("jsonb_build_object({})").format(
+            sql.SQL(", ").join(pairs[i : i + _PAIRS_PER_CALL])
+        )
+        for i in range(0, len(pairs), _PAIRS_PER_CALL)
+    ]
+    return sql.SQL(" || ").join(calls)
+
+
+def _link(node: Node) -> sql.Composable:
+    """``node.col = enclosing.col AND ...`` for each pair of its ``on``."""
+    assert node.enclosing is not None
+    parent = node.enclosing
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(col(node, mine), col(parent, theirs))
+        for mine, theirs in node.on.items()
+    )
+
+
+def _order(node: Node) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{} {}").format(col(node, c), sql.SQL(d)) for c, d in node.order_by
+    )
+
+
+def _relation(node: Node) -> sql.Composable:
+    alias = ident(node.alias)
+    if node.kind == "parent":
+        return sql.SQL("(SELECT {} FROM {} AS {} WHERE {})").format(
+            document(node), table_ref(node.table.name), alias, _link(node)
+        )
+    if node.kind == "children":
+        rows = sql.SQL("SELECT * FROM {} AS {} WHERE {}").format(
+            table_ref(node.table.name), alias, _link(node)
+        )
+    else:  # m2m: through the hidden node
+        through = node.enclosing
+        assert through is not None
+        rows = sql.SQL("SELECT {}.* FROM {} AS {} JOIN {} AS {} ON {} WHERE {}").format(
+            alias,
+            table_ref(through.table.name),
+            ident(through.alias),
+            table_ref(node.table.name),
+            alias,
+            _link(node),
+            _link(through),
+        )
+    if node.limit is not None:
+        rows = sql.SQL("{} ORDER BY {} LIMIT {}").format(
+            rows, _order(node), sql.Literal(node.limit)
+        )
+    return sql.SQL(
+        "(SELECT COALESCE(jsonb_agg({} ORDER BY {}), '[]'::jsonb) FROM ({}) AS {})"
+    ).format(document(node), _order(node), rows, alias)
+
+
+def _key_arrays(cols: list[Column]) -> sql.Composed:
+    """``%(k0)s::text[]::type0[], ...``: key values travel as text arrays."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}::text[]::{}[]").format(
+            sql.Placeholder(f"k{i}"),
+            sql.SQL(c.sql_type),
+        )
+        for i, c in enumerate(cols)
+    )
+
+
+def _key_condition(node: Node, params: list[str]) -> sql.Composable:
+    """``(t.a, t.b) IN (unnest of text arrays cast to the key types)``."""
+    cols = [node.table.columns[c] for c in params]
+    if len(cols) == 1:
+        return sql.SQL("{} = ANY({}::text[]::{}[])").format(
+            col(node, cols[0].name), sql.Placeholder("k0"), sql.SQL(cols[0].sql_type)
+        )
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::text[]::{}[]").format(
+            sql.Placeholder(f"k{i}"), sql.SQL(c.sql_type)
+        )
+        for i, c in enumerate(cols)
+    )
+    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
+        sql.SQL(", ").join(col(node, c.name) for c in cols), arrays
+    )
+
+
+def _select(root: Node) -> sql.Composed:
+    keys = sql.SQL(", ").join(col(root, c) for c in root.table.primary_key)
+    return sql.SQL("SELECT {}, {} AS doc FROM {} AS {}").format(
+        keys, document(root), table_ref(root.table.name), ident(root.alias)
+    )
+
+
+def _where(conditions: list[sql.Composable]) -> sql.Composable:
+    if not conditions:
+        return sql.SQL("")
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
+
+
+def _order_by_key(root: Node) -> sql.Composable:
+    return sql.SQL(" ORDER BY {}").format(
+        sql.SQL(", ").join(col(root, c) for c in root.table.primary_key)
+    )
+
+
+@dataclass
+class ViewSQL:
+    """The statements of one view (``%(name)s`` placeholders)."""
+
+    root: Node
+    where: str | None
+
+    def _filters(self, extra: str | None = None) -> list[sql.Composable]:
+        out: list[sql.Composable] = []
+        for cond in (self.where, extra):
+            if cond:
+                # Operator-written SQL from the config or the command line.
+                out.append(sql.SQL("({})").format(sql.SQL(cond)))
+        return out
+
+    def definition(self) -> sql.Composed:
+        """Every document of the view (what ``readside verify`` compares with)."""
+        return _select(self.root) + _where(self._filters()) + _order_by_key(self.root)
+
+    def by_keys(self) -> sql.Composed:
+        """Documents of the roots with the keys given as text arrays k0, k1, ..."""
+        cond = _key_condition(self.root, self.root.table.primary_key)
+        return _select(self.root) + _where([cond, *self._filters()])
+
+    def chunk(self, first: bool, extra: str | None = None) -> sql.Composed:
+        """Up to ``%(limit)s`` documents after key ``(%(a0)s, ...)`` in key order."""
+        conds = self._filters(extra)
+        if not first:
+            keys = self.root.table.primary_key
+            after = sql.SQL("({}) > ({})").format(
+                sql.SQL(", ").join(col(self.root, c) for c in keys),
+                sql.SQL(", ").join(
+                    sql.SQL("{}::text::{}").format(
+                        sql.Placeholder(f"a{i}"),
+                        sql.SQL(self.root.table.columns[c].sql_type),
+                    )
+                    for i, c in enumerate(keys)
+                ),
+            )
+            conds.insert(0, after)
+        return (
+            _select(self.root)
+            + _where(conds)
+            + _order_by_key(self.root)
+            + sql.SQL(" LIMIT {}").format(sql.Placeholder("limit"))
+        )
+
+    def count(self, extra: str | None = None) -> sql.Composed:
+        return sql.SQL("SELECT count(*) FROM {} AS {}").format(
+            table_ref(self.root.table.name), ident(self.root.alias)
+        ) + _where(self._filters(extra))
+
+
+def resolve_query(node: Node) -> sql.Composed:
+    """Root keys of the rows of ``node.enclosing`` whose link columns match.
+
+    The link values come as text arrays k0, k1, ... in the order of
+    ``node.on``'s values (columns of the enclosing node).
+    """
+    assert node.enclosing is not None
+    path = node.enclosing.path_from_root()
+    root = path[0]
+    joins = [
+        sql.SQL(" JOIN {} AS {} ON {}").format(
+            table_ref(n.table.name), ident(n.alias), _link(n)
+        )
+        for n in path[1:]
+    ]
+    target = path[-1]
+    cols = [target.table.columns[c] for c in node.on.values()]
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::text[]::{}[]").format(
+            sql.Placeholder(f"k{i}"), sql.SQL(c.sql_type)
+        )
+        for i, c in enumerate(cols)
+    )
+    keys = sql.SQL(", ").join(col(root, c) for c in root.table.primary_key)
+    return sql.SQL(
+        "SELECT DISTINCT {} FROM {} AS {}{} WHERE ({}) IN (SELECT * FROM unnest({}))"
+    ).format(
+        keys,
+        table_ref(root.table.name),
+        ident(root.alias),
+        sql.SQL("").join(joins),
+        sql.SQL(", ").join(col(target, c.name) for c in cols),
+        arrays,
+    )
+
+
+def direct_keys(node: Node) -> list[str] | None:
+    """When ``node``'s link columns name the root's whole key, which they are.
+
+    Returns the columns of ``node`` in root-key order, or None when the root
+    keys must be resolved by SQL.
+    """
+    enc = node.enclosing
+    if enc is None or enc.kind != "root":
+        return None
+    by_root_col = {theirs: mine for mine, theirs in node.on.items()}
+    if set(by_root_col) != set(enc.table.primary_key):
+        return None
+    return [by_root_col[c] for c in enc.table.primary_key]
+
+
+def render(conn: Any, query: sql.Composable) -> str:
+    """The statement as text, for ``config check`` and logs."""
+    return query.as_string(conn)

@@ -1,0 +1,205 @@
+"""Reading aggregate documents back from PostgreSQL, versioned by snapshot.
+
+Every read runs in one REPEATABLE READ, READ ONLY transaction. Its version
+comes from that transaction's own snapshot (DESIGN, aggregate views): with
+``xmax`` and ``nxip = count(xip)``, the pair ``(xmax, -nxip)`` grows with
+snapshot time and is equal only for equal visible sets, so of two reads of
+the same root the later one always carries the higher version and the sinks'
+guard keeps it. The number written is::
+
+    version = epoch * 10**17 + xmax * 10**6 + (10**6 - 1 - nxip)
+
+(``xmax`` below 10**11 transactions, fewer than 10**6 transactions in
+progress; both checked). Before a read is trusted, every transaction that
+triggered it must be visible in the snapshot (``pg_visible_in_snapshot``);
+on a replica that has not replayed it yet the read is retried shortly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.pq import Format
+
+from pipeline.aggregate.catalog import Column
+from pipeline.aggregate.plan import Node, ViewSQL
+from pipeline.errors import TransientError
+from pipeline.types import pg_value_to_json
+
+logger = logging.getLogger(__name__)
+
+XMAX_LIMIT = 10**11
+XIP_FACTOR = 10**6
+EPOCH_SPAN = XMAX_LIMIT * XIP_FACTOR  # 10**17
+#: Keys per statement; a larger set is read in several statements of one snapshot.
+KEYS_PER_QUERY = 5000
+
+_SNAPSHOT = """
+SELECT pg_snapshot_xmax(s)::text::bigint,
+       (SELECT count(*) FROM pg_snapshot_xip(s))
+FROM (SELECT pg_current_snapshot() AS s) AS x
+"""
+_INVISIBLE = """
+SELECT x FROM unnest(%s::bigint[]) AS x
+WHERE NOT pg_visible_in_snapshot(x::text::xid8, pg_current_snapshot())
+"""
+_SESSION = (
+    "SET DateStyle = ISO; SET IntervalStyle = postgres; "
+    "SET TimeZone = 'UTC'; SET extra_float_digits = 1"
+)
+
+
+def snapshot_version(epoch: int, xmax: int, nxip: int) -> int:
+    """The version of every document read in one snapshot."""
+    if not 0 <= xmax < XMAX_LIMIT or not 0 <= nxip < XIP_FACTOR:
+        raise ValueError(f"snapshot out of range for a version: {xmax=} {nxip=}")
+    return epoch * EPOCH_SPAN + xmax * XIP_FACTOR + (XIP_FACTOR - 1 - nxip)
+
+
+def full_xid(xid32: int, xmax: int) -> int:
+    """The 64-bit xid (with epoch) of a 32-bit xid seen before ``xmax``."""
+    return xmax - ((xmax - xid32) % 2**32)
+
+
+def key_text(value: Any) -> str:
+    """Text of a key value that PostgreSQL casts back to the column's type."""
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    xmax: int
+    nxip: int
+
+    def version(self, epoch: int) -> int:
+        return snapshot_version(epoch, self.xmax, self.nxip)
+
+
+class Converter:
+    """Turns the jsonb a view's SQL returns into the view's document."""
+
+    def __init__(self, conn: psycopg.Connection[Any], root: Node) -> None:
+        self.conn = conn
+        self._loaders: dict[int, Any] = {}
+        self.root = root
+
+    def _loader(self, column: Column) -> Any:
+        oid = column.oid
+        if oid not in self._loaders:
+            cls = self.conn.adapters.get_loader(oid, Format.TEXT)
+            self._loaders[oid] = cls(oid, self.conn) if cls is not None else None
+        return self._loaders[oid]
+
+    def value(self, column: Column, text: str | None) -> Any:
+        if text is None:
+            return None
+        loader = self._loader(column)
+        loaded = loader.load(text.encode()) if loader is not None else text
+        return pg_value_to_json(loaded)
+
+    def document(self, node: Node, raw: dict[str, Any]) -> dict[str, Any]:
+        out = {key: self.value(column, raw.get(key)) for key, column in node.fields}
+        for key, rel in node.relations:
+            got = raw.get(key)
+            if rel.kind == "parent":
+                out[key] = None if got is None else self.document(rel, got)
+            else:
+                out[key] = [self.document(rel, item) for item in got or ()]
+        return out
+
+
+class Reader:
+    """One connection to the source (or its replica) for aggregate reads.
+
+    Args:
+        dsn: where to read (``source.lookup_dsn`` when set).
+        visibility_timeout_s: how long a read waits for its triggering
+            transactions to become visible before giving up (transient).
+    """
+
+    def __init__(self, dsn: str, visibility_timeout_s: float = 30.0) -> None:
+        self.dsn = dsn
+        self.visibility_timeout_s = visibility_timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+                conn.execute(_SESSION)
+            except psycopg.OperationalError as exc:
+                raise TransientError(f"source not reachable: {exc}") from exc
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def begin(self, txids: Iterable[int] = ()) -> Snapshot:
+        """Open a read transaction whose snapshot sees every ``txids`` (32-bit).
+
+        Raises:
+            TransientError: the source is unreachable, or a transaction stays
+                invisible for ``visibility_timeout_s`` (a lagging replica).
+        """
+        wanted = sorted(set(txids))
+        deadline = time.monotonic() + self.visibility_timeout_s
+        delay = 0.01
+        while True:
+            conn = self.connection()
+            try:
+                row = conn.execute(_SNAPSHOT).fetchone()
+                assert row is not None
+                snap = Snapshot(int(row[0]), int(row[1]))
+                if not wanted:
+                    return snap
+                full = [full_xid(x, snap.xmax) for x in wanted]
+                hidden = conn.execute(_INVISIBLE, (full,)).fetchall()
+            except psycopg.OperationalError as exc:
+                self.close()
+                raise TransientError(f"source read failed: {exc}") from exc
+            if not hidden:
+                return snap
+            conn.rollback()
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"transactions {[int(r[0]) for r in hidden][:5]} not visible "
+                    f"after {self.visibility_timeout_s}s (replica lagging?)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def query(self, statement: sql.Composed, params: dict[str, Any]) -> list[Any]:
+        try:
+            rows: list[Any] = self.connection().execute(statement, params).fetchall()
+            return rows
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise TransientError(f"source read failed: {exc}") from exc
+
+    def end(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.rollback()
+
+    def rows_by_keys(
+        self, view_sql: ViewSQL, keys: Sequence[tuple[str, ...]]
+    ) -> list[Any]:
+        """Rows (key columns..., doc) of the roots with these keys (text forms)."""
+        out: list[Any] = []
+        statement = view_sql.by_keys()
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            part = keys[start : start + KEYS_PER_QUERY]
+            params = {f"k{i}": [k[i] for k in part] for i in range(len(part[0]))}
+            out.extend(self.query(statement, params))
+        return out

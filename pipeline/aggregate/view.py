@@ -1,0 +1,248 @@
+"""Aggregate views: from changes of any participating table to whole documents.
+
+Per batch, each change names the roots it may affect (:meth:`AggregateView.
+collect`): a root row names itself; a related row names the rows it links
+to, from its ``before`` and ``after`` images, so a foreign key that moved
+names both the old and the new owner. When the link reaches the root's key
+directly no query is needed; deeper chains are resolved by SQL in the same
+snapshot as the re-read. All roots of a batch are then re-read with one
+statement (:meth:`AggregateView.reread`); roots that vanished (or left the
+view's ``where``) become deletes. Every op of one read carries that read's
+snapshot version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pipeline.aggregate.catalog import Catalog
+from pipeline.aggregate.plan import (
+    Node,
+    ViewSQL,
+    build_tree,
+    direct_keys,
+    resolve_query,
+)
+from pipeline.aggregate.reader import Converter, Reader, key_text
+from pipeline.config import AggregateViewConfig
+from pipeline.errors import ConfigError
+from pipeline.events import (
+    UNCHANGED,
+    ChangeEvent,
+    Delete,
+    Document,
+    DocumentOp,
+    Op,
+    Position,
+    Upsert,
+)
+from pipeline.types import pg_value_to_json
+from pipeline.views import doc_id
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[Document], Document | None]
+
+#: Test hook: hold every re-read this long between reading and returning, so
+#: a test can make an older read reach the sinks after a newer one.
+_REREAD_DELAY_S = float(os.environ.get("READSIDE_FAULT_REREAD_DELAY_MS", "0")) / 1000
+
+
+@dataclass
+class Pending:
+    """What one batch asks of one aggregate view."""
+
+    root_keys: set[tuple[str, ...]] = field(default_factory=set)
+    links: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)  # alias
+    txids: set[int] = field(default_factory=set)
+    lsn: int | None = None
+    commit_ts_ms: int | None = None
+    position: Position | None = None
+    changes: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.root_keys or self.links)
+
+
+@dataclass
+class AggregateView:
+    """An aggregate view; :meth:`prepare` it against the source before use."""
+
+    name: str
+    cfg: AggregateViewConfig
+    epoch: int
+    transform: Transform | None
+    root: Node | None = None
+    sql: ViewSQL | None = None
+    _by_table: dict[str, list[Node]] = field(default_factory=dict)
+    _nodes: dict[str, Node] = field(default_factory=dict)
+    _converter: Converter | None = None
+    reads: int = 0  # statements that re-read roots (the coalescing figure)
+
+    # ------------------------------------------------------------ setup
+    def prepare(self, conn: psycopg.Connection[Any], strict: bool = True) -> None:
+        """Check the view against the catalog and compile its statements.
+
+        Raises:
+            ConfigError: a table or column the config names is missing, a
+                table has no primary key, or (``strict``) a related table
+                whose link is not in its key lacks REPLICA IDENTITY FULL.
+        """
+        root = build_tree(Catalog(conn), self.name, self.cfg)
+        self.root = root
+        self.sql = ViewSQL(root, self.cfg.where)
+        self._by_table = {}
+        for node in root.walk():
+            self._by_table.setdefault(node.table.name, []).append(node)
+            self._nodes[node.alias] = node
+            if (
+                strict
+                and node.needs_full_identity()
+                and node.table.replica_identity != "f"
+            ):
+                raise ConfigError(
+                    f"{node.where}: table {node.table.name} needs "
+                    "REPLICA IDENTITY FULL "
+                    f"(its link column(s) {', '.join(node.on)} are not in its primary "
+                    "key, so a change that moves the row would lose its old owner): "
+                    f"ALTER TABLE {node.table.name} REPLICA IDENTITY FULL"
+                )
+
+    def tree(self) -> Node:
+        if self.root is None or self.sql is None:
+            raise RuntimeError(f"aggregate view {self.name} used before prepare()")
+        return self.root
+
+    def view_sql(self) -> ViewSQL:
+        self.tree()
+        assert self.sql is not None
+        return self.sql
+
+    # ------------------------------------------------------------ per event
+    def collect(self, event: ChangeEvent, pending: Pending) -> None:
+        """Note which roots ``event`` may change."""
+        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
+            if event.op is Op.TRUNCATE:
+                logger.warning(
+                    "truncate of %s: run `readside snapshot %s` to reload the view",
+                    event.table,
+                    self.name,
+                )
+            return
+        self.tree()
+        nodes = self._by_table.get(event.table, ())
+        for node in nodes:
+            if node.kind == "root":
+                pk = node.table.primary_key
+                if all(c in event.key for c in pk):
+                    pending.root_keys.add(tuple(key_text(event.key[c]) for c in pk))
+                continue
+            direct = direct_keys(node)
+            cols = direct if direct is not None else list(node.on)
+            for image in (event.before, event.after):
+                if image is None:
+                    continue
+                values = [image.get(c, event.key.get(c)) for c in cols]
+                if any(v is None or v is UNCHANGED for v in values):
+                    continue
+                text = tuple(key_text(v) for v in values)
+                if direct is not None:
+                    pending.root_keys.add(text)
+                else:
+                    pending.links.setdefault(node.alias, set()).add(text)
+        if not nodes:
+            return
+        pending.changes += 1
+        if event.txid is not None and not event.snapshot:
+            pending.txids.add(event.txid)
+        if event.lsn is not None:
+            pending.lsn = max(pending.lsn or 0, event.lsn)
+        if event.commit_ts_ms is not None:
+            pending.commit_ts_ms = max(pending.commit_ts_ms or 0, event.commit_ts_ms)
+        pending.position = event.position
+
+    # ------------------------------------------------------------ per batch
+    def converter(self, reader: Reader) -> Converter:
+        conn = reader.connection()
+        if self._converter is None or self._converter.conn is not conn:
+            self._converter = Converter(conn, self.tree())
+        return self._converter
+
+    def reread(self, reader: Reader, pending: Pending) -> list[DocumentOp]:
+        """Re-read every root ``pending`` names, in one snapshot.
+
+        Raises:
+            TransientError: the source is unreachable or lags (retry later).
+        """
+        if not pending:
+            return []
+        self.tree()
+        snap = reader.begin(pending.txids)
+        try:
+            keys = set(pending.root_keys)
+            for alias, links in pending.links.items():
+                node = self._nodes[alias]
+                ordered = sorted(links)
+                params = {f"k{i}": [v[i] for v in ordered] for i in range(len(node.on))}
+                for row in reader.query(resolve_query(node), params):
+                    keys.add(tuple(key_text(pg_value_to_json(v)) for v in row))
+            rows = reader.rows_by_keys(self.view_sql(), sorted(keys)) if keys else []
+            converter = self.converter(reader)
+        finally:
+            reader.end()
+        self.reads += 1
+        if _REREAD_DELAY_S:
+            time.sleep(_REREAD_DELAY_S)
+        version = snap.version(self.epoch)
+        return self.ops_from_rows(converter, rows, keys, version, pending)
+
+    def ops_from_rows(
+        self,
+        converter: Converter,
+        rows: list[Any],
+        asked: set[tuple[str, ...]] | None,
+        version: int,
+        meta: Pending,
+    ) -> list[DocumentOp]:
+        """Upserts for ``rows``; deletes for keys ``asked`` that no row answered."""
+        root = self.tree()
+        pk = root.table.primary_key
+        ops: list[DocumentOp] = []
+        found: set[str] = set()
+        lsn, ts, pos = meta.lsn, meta.commit_ts_ms, meta.position
+        for row in rows:
+            key = {
+                c: pg_value_to_json(v) for c, v in zip(pk, row[: len(pk)], strict=True)
+            }
+            ident = doc_id(key)
+            found.add(ident)
+            doc: Document | None = converter.document(root, row[len(pk)])
+            if doc is not None and self.transform is not None:
+                doc = self.transform(doc)
+            if doc is None:
+                ops.append(Delete(self.name, ident, version, lsn, ts, pos))
+            else:
+                ops.append(Upsert(self.name, ident, version, doc, lsn, ts, pos))
+        for key_values in asked or ():
+            ident = doc_id(dict(zip(pk, key_values, strict=True)))
+            if ident not in found:
+                ops.append(Delete(self.name, ident, version, lsn, ts, pos))
+        return ops
+
+    def documents(self, reader: Reader) -> dict[str, Document]:
+        """Every document the view's SQL defines now (one snapshot)."""
+        reader.begin()
+        try:
+            rows = reader.query(self.view_sql().definition(), {})
+            converter = self.converter(reader)
+        finally:
+            reader.end()
+        ops = self.ops_from_rows(converter, rows, None, 0, Pending())
+        return {op.doc_id: op.doc for op in ops if isinstance(op, Upsert)}
