@@ -54,7 +54,7 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "publication.name": src.publication,
         "publication.autocreate.mode": "filtered",
         "table.include.list": ",".join(tables),
-        "snapshot.mode": "initial",
+        "snapshot.mode": src.snapshot_mode,
         # Heartbeats keep time lag fresh and let an idle database release WAL.
         "heartbeat.interval.ms": src.heartbeat_ms,
         "heartbeat.action.query": heartbeat_sql(src.heartbeat_table),

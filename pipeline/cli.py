@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ class _Group(click.Group):
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """readside: NoSQL read models kept in step with PostgreSQL."""
     _setup_logging(verbose)
+    # `kill -USR1 <pid>` prints every thread's stack: where a command waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     ctx.obj = {"config_path": config_path}
 
 
@@ -256,19 +260,90 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.argument("views", nargs=-1)
+@click.option("--sample", type=click.IntRange(1), help="compare N random documents")
+@click.option("--repair", is_flag=True, help="rewrite drifted documents, then recheck")
 @click.pass_context
-def verify(ctx: click.Context, views: tuple[str, ...]) -> None:
-    """Compare every document in every sink with the view's source rows.
+def verify(
+    ctx: click.Context, views: tuple[str, ...], sample: int | None, repair: bool
+) -> None:
+    """Compare every document in every sink with what the view's SQL returns.
 
-    Exits 1 when any view drifted (missing, extra or differing documents).
+    Exits 1 when any view drifted (missing, extra or differing documents) and
+    --repair did not fix it.
     """
     from pipeline.verify import verify as run_verify
 
-    reports = run_verify(load_config(ctx), list(views) or None)
+    cfg = load_config(ctx)
+    reports = run_verify(cfg, list(views) or None, sample=sample)
     for drift in reports:
         click.echo(drift.describe())
+    if repair and not all(d.ok for d in reports):
+        from pipeline.aggregate import prepare_views
+        from pipeline.repair import repair as run_repair
+        from pipeline.views import build_views
+        from pipeline.worker import build_sinks
+
+        dsn = cfg.source.dsn.get_secret_value()
+        built = build_views(cfg, only=list(views) or None)
+        prepare_views(built, dsn, strict=False)
+        sinks = build_sinks(cfg, sorted({d.sink for d in reports if not d.ok}))
+        for sink in sinks.values():
+            sink.open()
+        try:
+            for r in run_repair(built, sinks, reports, dsn):
+                click.echo(
+                    f"repaired view={r.view} sink={r.sink}: {r.written} written, "
+                    f"{r.refused} kept by the store (newer version held)"
+                )
+        finally:
+            for sink in sinks.values():
+                sink.close()
+        reports = run_verify(cfg, list(views) or None, sample=sample)
+        for drift in reports:
+            click.echo("after repair: " + drift.describe().splitlines()[0])
     if not all(d.ok for d in reports):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("view")
+@click.option("--where", default=None, help="load only the roots (rows) this SQL picks")
+@click.option(
+    "--sink", "sinks", multiple=True, help="load into this sink only (repeatable)"
+)
+@click.option("--chunk-size", default=1000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--restart", is_flag=True, help="start over instead of resuming an unfinished run"
+)
+@click.pass_context
+def snapshot(
+    ctx: click.Context,
+    view: str,
+    where: str | None,
+    sinks: tuple[str, ...],
+    chunk_size: int,
+    restart: bool,
+) -> None:
+    """(Re)load VIEW into its stores while workers keep streaming.
+
+    Aggregate views are read from PostgreSQL in key-ordered chunks, each in
+    its own snapshot; a killed run resumes after its last finished chunk.
+    Table views replay their compacted topic, or with --where send Debezium an
+    incremental-snapshot signal with that condition.
+    """
+    from pipeline.snapshot import Loader, Options
+    from pipeline.snapshot.progress import ProgressBar
+
+    cfg = load_config(ctx)
+    opts = Options(view, where, list(sinks) or None, chunk_size, restart)
+    with ProgressBar(view) as bar:
+        loader = Loader(cfg, opts, bar.update)
+        signal.signal(signal.SIGTERM, loader.stop)
+        signal.signal(signal.SIGINT, loader.stop)
+        st = loader.run()
+    click.echo(bar.summary(st))
+    if st.state == "running":  # stopped early
+        sys.exit(130)
 
 
 @main.group()

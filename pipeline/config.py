@@ -49,6 +49,11 @@ class SourceConfig(_Model):
     signal_table: str = "public.readside_signal"
     heartbeat_table: str = "public.readside_heartbeat"
     heartbeat_ms: int = Field(1000, ge=100)
+    #: Debezium's snapshot.mode: ``initial`` streams every existing row first;
+    #: ``no_data`` only streams changes (load views with ``readside snapshot``).
+    snapshot_mode: Literal["initial", "no_data", "when_needed", "initial_only"] = (
+        "initial"
+    )
 
     @field_validator("tables")
     @classmethod
@@ -69,6 +74,7 @@ class KafkaConfig(_Model):
     replication_factor: int = Field(1, ge=1)
     dlq_topic: str = "readside.dlq"
     checkpoint_topic: str = "readside.checkpoints"
+    snapshot_topic: str = "readside.snapshots"
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -161,12 +162,25 @@ def expected_documents(
     return out
 
 
-def compare(view: str, sink: Sink, expected: Mapping[str, Document]) -> Drift:
-    """Compare one sink's copy of ``view`` with the expected documents."""
+def compare(
+    view: str,
+    sink: Sink,
+    expected: Mapping[str, Document],
+    sample: int | None = None,
+    rng: random.Random | None = None,
+) -> Drift:
+    """Compare one sink's copy of ``view`` with the expected documents.
+
+    With ``sample``, only that many random expected ids are fetched and
+    compared; extra ids are always looked for among all held ids.
+    """
     drift = Drift(view, sink.name, expected=len(expected))
     held = sink.ids(view)
     drift.extra = sorted(held - set(expected))
     ids = sorted(expected)
+    if sample is not None and sample < len(ids):
+        pick = rng or random.Random()  # noqa: S311 (sampling, not secrets)
+        ids = sorted(pick.sample(ids, sample))
     for start in range(0, len(ids), FETCH_CHUNK):
         chunk = ids[start : start + FETCH_CHUNK]
         stored = sink.fetch(view, chunk)
@@ -191,12 +205,14 @@ def verify(
     cfg: Config,
     views: Iterable[str] | None = None,
     sinks: Mapping[str, Sink] | None = None,
+    sample: int | None = None,
 ) -> list[Drift]:
     """Check every (view, sink) pair of the config, or of ``views``.
 
     Args:
         cfg: the pipeline's configuration.
         views: the views to check (default: all).
+        sample: compare only this many random documents per view and sink.
         sinks: opened sinks by name to use (default: built from ``cfg``,
             opened and closed here).
 
@@ -225,7 +241,7 @@ def verify(
                     else expected_documents(conn, view)
                 )
                 for sink_name in view.cfg.sinks:
-                    drift = compare(name, opened[sink_name], expected)
+                    drift = compare(name, opened[sink_name], expected, sample)
                     logger.info(
                         "verify view=%s sink=%s ok=%s expected=%d",
                         name,

@@ -135,6 +135,7 @@ def build_config(
             "partitions": 3,
             "dlq_topic": f"{prefix}.dlq",
             "checkpoint_topic": f"{prefix}.checkpoints",
+            "snapshot_topic": f"{prefix}.snapshots",
         },
         "connect": {"url": "http://127.0.0.1:18083", "connector": f"{prefix}-pg"},
         "sinks": {

@@ -1,0 +1,269 @@
+"""``readside snapshot VIEW``: (re)load a view on demand, while workers stream.
+
+Aggregate views load straight from PostgreSQL in keyset-paginated chunks of
+root keys. Each chunk is read in its own REPEATABLE READ snapshot and carries
+that snapshot's version, so a chunk never overwrites a document the stream
+wrote from a newer snapshot, and a transaction still open during a chunk is
+re-read by the worker when its commit arrives. After each chunk is in every
+sink, its last key is recorded (:mod:`pipeline.snapshot.state`); a run that
+was killed resumes after that key.
+
+Table views never read PostgreSQL here: their versions are the events'
+offsets, so they reload from the one ordered stream (DESIGN). Without
+``--where`` the compacted table topic is replayed into the chosen sinks,
+at the same versions the stream wrote; with ``--where`` Debezium is sent an
+incremental-snapshot signal with that additional condition, and the rows
+arrive through the topic like any change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.base import Sink
+from pipeline.aggregate import AggregateView, Pending, prepare_views
+from pipeline.aggregate.reader import Reader, key_text
+from pipeline.config import Config
+from pipeline.errors import ConfigError
+from pipeline.events import DocumentOp
+from pipeline.processor import Processor, ops_for_sink, position_of
+from pipeline.sinkwriter import Backoff, SinkWriter
+from pipeline.snapshot.state import SnapshotLog, SnapshotState
+from pipeline.types import pg_value_to_json
+from pipeline.views import TableView, build_views
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[SnapshotState], None]
+
+
+@dataclass
+class Options:
+    view: str
+    where: str | None = None
+    sinks: Sequence[str] | None = None  # default: every sink of the view
+    chunk_size: int = 1000
+    restart: bool = False  # ignore an unfinished run's position
+
+
+class Loader:
+    """Runs one snapshot; ``stop()`` (e.g. from a signal) ends it after a chunk."""
+
+    def __init__(self, cfg: Config, opts: Options, progress: Progress) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        self.progress = progress
+        self.stopping = False
+        views = build_views(cfg, only=[opts.view])
+        self.view = views[opts.view]
+        known = self.view.cfg.sinks
+        chosen = list(opts.sinks or known)
+        for name in chosen:
+            if name not in known:
+                raise ConfigError(
+                    f"--sink {name}: not a sink of view {opts.view} "
+                    f"(its sinks: {', '.join(known)})"
+                )
+        self.sink_names = sorted(chosen)
+        self.log = SnapshotLog(cfg)
+
+    def stop(self, *_args: object) -> None:
+        self.stopping = True
+
+    # ------------------------------------------------------------ entry
+    def run(self) -> SnapshotState:
+        from pipeline.worker import build_sinks
+
+        if isinstance(self.view, TableView) and self.opts.where:
+            return self._signal(self.view)
+        sinks = build_sinks(self.cfg, self.sink_names)
+        for sink in sinks.values():
+            sink.open()
+        try:
+            if isinstance(self.view, AggregateView):
+                return self._chunks(self.view, sinks)
+            return self._replay(self.view, sinks)
+        finally:
+            for sink in sinks.values():
+                sink.close()
+            self.log.close()
+
+    def _state(self, method: str) -> SnapshotState:
+        opts = self.opts
+        old = self.log.find(opts.view, self.sink_names, opts.where)
+        if old is not None and old.state in ("running", "failed") and not opts.restart:
+            logger.info(
+                "resuming snapshot view=%s rows_done=%d after=%s",
+                opts.view,
+                old.rows,
+                old.after,
+            )
+            old.state = "running"
+            old.error = None
+            return old
+        return SnapshotState(opts.view, self.sink_names, opts.where, method)
+
+    def _write(self, sinks: Mapping[str, Sink], ops: list[DocumentOp]) -> int:
+        """Write ``ops`` to every chosen sink (retrying outages); rejections."""
+        writer = SinkWriter(
+            sinks,
+            Backoff(self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms),
+            wait=time.sleep,
+            should_abandon=lambda: self.stopping,
+        )
+        rejected = writer.write({name: ops for name in sinks})
+        for rej in rejected[:5]:
+            logger.error(
+                "snapshot document rejected sink=%s id=%s reason=%s",
+                rej.sink,
+                rej.op.doc_id,
+                rej.reason,
+            )
+        return len(rejected)
+
+    # ------------------------------------------------------------ aggregate
+    def _chunks(self, view: AggregateView, sinks: Mapping[str, Sink]) -> SnapshotState:
+        dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
+        prepare_views({view.name: view}, dsn, strict=False)
+        st = self._state("chunks")
+        view_sql = view.view_sql()
+        pk = view.tree().table.primary_key
+        with closing(Reader(dsn)) as reader:
+            if st.total is None or st.rows == 0:
+                reader.begin()
+                row = reader.query(view_sql.count(self.opts.where), {})[0]
+                reader.end()
+                st.total = int(row[0])
+            self.log.save(st)
+            self.progress(st)
+            while not self.stopping:
+                snap = reader.begin()
+                params: dict[str, Any] = {"limit": self.opts.chunk_size}
+                if st.after is not None:
+                    params.update({f"a{i}": v for i, v in enumerate(st.after)})
+                try:
+                    rows = reader.query(
+                        view_sql.chunk(st.after is None, self.opts.where), params
+                    )
+                    converter = view.converter(reader)
+                finally:
+                    reader.end()
+                if not rows:
+                    break
+                version = snap.version(view.epoch)
+                ops = view.ops_from_rows(converter, rows, None, version, Pending())
+                self._write(sinks, ops)
+                last = rows[-1][: len(pk)]
+                st.after = [key_text(pg_value_to_json(v)) for v in last]
+                st.rows += len(rows)
+                st.chunks += 1
+                self.log.save(st)
+                self.progress(st)
+                if len(rows) < self.opts.chunk_size:
+                    break
+        return self._finish(st)
+
+    def _finish(self, st: SnapshotState) -> SnapshotState:
+        st.state = "running" if self.stopping else "done"
+        self.log.save(st)
+        self.progress(st)
+        return st
+
+    # ------------------------------------------------------------ table
+    def _replay(self, view: TableView, sinks: Mapping[str, Sink]) -> SnapshotState:
+        """Replay the compacted topic into ``sinks`` at the stream's versions."""
+        st = SnapshotState(self.opts.view, self.sink_names, None, "replay")
+        topic = self.cfg.source.topic(view.cfg.table)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+                "group.id": f"{self.cfg.kafka.group_id}.snapshot",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        processor = Processor({view.name: view}, {topic: [view.name]})
+        try:
+            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if md is None or md.error is not None:
+                raise ConfigError(f"topic {topic} does not exist (connector applied?)")
+            ends: dict[int, int] = {}
+            starts = []
+            for p in md.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+                if high > low:
+                    ends[p] = high
+                    starts.append(TopicPartition(topic, p, low))
+            st.total = sum(ends[tp.partition] - tp.offset for tp in starts)
+            self.log.save(st)
+            consumer.assign(starts)
+            while ends and not self.stopping:
+                msgs = []
+                for m in consumer.consume(self.opts.chunk_size, 1.0):
+                    if m.error() is not None:
+                        continue
+                    pos = position_of(m)
+                    end = ends.get(pos.partition, 0)
+                    if pos.offset < end:
+                        msgs.append(m)
+                    if pos.offset + 1 >= end:
+                        ends.pop(pos.partition, None)
+                if not msgs:
+                    self._drop_finished(consumer, ends)
+                    continue
+                batch = processor.process(msgs)
+                self._write(sinks, ops_for_sink(batch, [view.name]))
+                st.rows += len(msgs)
+                st.chunks += 1
+                self.log.save(st)
+                self.progress(st)
+        finally:
+            consumer.close()
+        return self._finish(st)
+
+    @staticmethod
+    def _drop_finished(consumer: Consumer, ends: dict[int, int]) -> None:
+        """Forget partitions whose position reached the end (compacted gaps)."""
+        topic_parts = consumer.assignment()
+        for tp in consumer.position(topic_parts):
+            if tp.offset >= ends.get(tp.partition, 0):
+                ends.pop(tp.partition, None)
+
+    def _signal(self, view: TableView) -> SnapshotState:
+        """Ask Debezium for an incremental snapshot of the rows ``--where`` picks."""
+        if self.opts.sinks:
+            raise ConfigError(
+                "--sink with --where on a table view: the incremental snapshot "
+                "goes through the stream into every sink of the view"
+            )
+        src = self.cfg.source
+        table = view.cfg.table
+        data = {
+            "data-collections": [table],
+            "type": "incremental",
+            "additional-conditions": [
+                {"data-collection": table, "filter": self.opts.where}
+            ],
+        }
+        with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
+            conn.execute(
+                f"INSERT INTO {src.signal_table} (id, type, data) "
+                "VALUES (%s, 'execute-snapshot', %s)",
+                (str(uuid.uuid4()), json.dumps(data)),
+            )
+        st = SnapshotState(
+            self.opts.view, self.sink_names, self.opts.where, "signal", "signalled"
+        )
+        self.log.save(st)
+        self.progress(st)
+        return st

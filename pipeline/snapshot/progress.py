@@ -1,0 +1,86 @@
+"""The progress bar of ``readside snapshot``: rows, rows/s, ETA; a summary."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pipeline.snapshot.state import SnapshotState
+
+
+class ProgressBar:
+    """A rich progress bar on stderr (plain lines when it is not a terminal)."""
+
+    def __init__(self, view: str) -> None:
+        self.view = view
+        console = Console(stderr=True)
+        self.tty = console.is_terminal
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10} rows/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.tty,
+        )
+        self._task: TaskID | None = None
+        self._last_line = 0
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.__exit__(exc_type, exc, tb)
+
+    def update(self, st: SnapshotState) -> None:
+        rate = f"{st.rate():,.0f}"
+        if self._task is None:
+            self._task = self._progress.add_task(
+                f"snapshot {self.view}", total=st.total, rate=rate
+            )
+        self._progress.update(self._task, completed=st.rows, total=st.total, rate=rate)
+        if not self.tty and (
+            st.chunks - self._last_line >= 10 or st.state != "running"
+        ):
+            self._last_line = st.chunks
+            total = "?" if st.total is None else f"{st.total:,}"
+            print(
+                f"snapshot {self.view}: {st.rows:,}/{total} rows, {rate} rows/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def summary(self, st: SnapshotState) -> str:
+        seconds = (st.updated_ms - st.started_ms) / 1000
+        if st.state == "signalled":
+            return (
+                f"snapshot {self.view}: incremental-snapshot signal sent to Debezium "
+                f"(where: {st.where}); rows arrive through the stream, follow them "
+                "with `readside status`"
+            )
+        what = "done" if st.state == "done" else "stopped (run again to resume)"
+        return (
+            f"snapshot {self.view} {what}: {st.rows:,} rows in {st.chunks} chunks, "
+            f"{seconds:.1f}s, {st.rate():,.0f} rows/s, method={st.method}, "
+            f"sinks={','.join(st.sinks)}"
+        )

@@ -1,0 +1,120 @@
+"""Progress of snapshot loads, kept in a compacted Kafka topic.
+
+One record per run (view, sinks, extra condition): how many rows are done, the
+key after which the next chunk starts, and whether the run is still going. A
+run that was killed resumes from the last finished chunk when it is started
+again with the same arguments; ``readside status`` lists the runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pipeline.checkpoints import ensure_topics
+from pipeline.config import Config
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run_id(view: str, sinks: list[str], where: str | None) -> str:
+    text = json.dumps([view, sorted(sinks), where or ""])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class SnapshotState:
+    """One snapshot run and how far it got."""
+
+    view: str
+    sinks: list[str]
+    where: str | None
+    method: str  # chunks | replay | signal
+    state: str = "running"  # running | done | failed | signalled
+    rows: int = 0
+    total: int | None = None
+    after: list[str] | None = None  # key of the last row of the last chunk
+    chunks: int = 0
+    started_ms: int = field(default_factory=now_ms)
+    updated_ms: int = field(default_factory=now_ms)
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return run_id(self.view, self.sinks, self.where)
+
+    def rate(self) -> float:
+        seconds = max(0.001, (self.updated_ms - self.started_ms) / 1000)
+        return self.rows / seconds
+
+
+class SnapshotLog:
+    """Writes and reads snapshot states on ``kafka.snapshot_topic``."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.bootstrap = cfg.kafka.bootstrap_servers
+        self.topic = cfg.kafka.snapshot_topic
+        self._producer: Producer | None = None
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        ensure_topics(admin, [(self.topic, 1, True)], cfg.kafka.replication_factor)
+
+    def save(self, st: SnapshotState) -> None:
+        """Record ``st`` durably (waits for the broker's acknowledgement)."""
+        if self._producer is None:
+            self._producer = Producer({"bootstrap.servers": self.bootstrap})
+        st.updated_ms = now_ms()
+        self._producer.produce(
+            self.topic, key=st.id.encode(), value=json.dumps(asdict(st)).encode()
+        )
+        if self._producer.flush(30) != 0:
+            raise RuntimeError("snapshot progress not acknowledged by Kafka")
+
+    def read(self, timeout_s: float = 10.0) -> dict[str, SnapshotState]:
+        """The newest state of every run."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "readside-snapshot-log",
+                "enable.auto.commit": False,
+            }
+        )
+        out: dict[str, SnapshotState] = {}
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, 0), timeout=timeout_s
+            )
+            if high <= low:
+                return out
+            consumer.assign([TopicPartition(self.topic, 0, low)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                value: bytes | None = msg.value()
+                if value is not None:
+                    data: dict[str, Any] = json.loads(value)
+                    st = SnapshotState(**data)
+                    out[st.id] = st
+                if (msg.offset() or 0) + 1 >= high:
+                    break
+        finally:
+            consumer.close()
+        return out
+
+    def find(
+        self, view: str, sinks: list[str], where: str | None
+    ) -> SnapshotState | None:
+        return self.read().get(run_id(view, sinks, where))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
