@@ -403,8 +403,16 @@ def interpolate(text: str, env: dict[str, str] | None = None) -> str:
     return out
 
 
+#: Tags of the view union: pydantic puts the tag after the view's name in an
+#: error's location (``views.x.aggregate.where``); it is not a field.
+_VIEW_TAGS = ("table", "aggregate")
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    if len(parts) > 2 and parts[0] == "views" and parts[2] in _VIEW_TAGS:
+        del parts[2]
+    loc = ".".join(parts)
     msg = str(err["msg"]).removeprefix("Value error, ")
     got = err.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"

@@ -166,7 +166,15 @@ def build_tree(catalog: Catalog, name: str, cfg: AggregateViewConfig) -> Node:
 # --- SQL ---------------------------------------------------------------------
 
 
+#: Types whose cast to text is not their output function (what Debezium
+#: sends): inet adds a full netmask ("10.0.0.1/32"), char(n) drops its padding.
+#: to_jsonb() gives the output function's text as a JSON string.
+_OUTPUT_TEXT_OIDS = frozenset({869, 1042})  # inet, bpchar
+
+
 def _value(node: Node, column: Column) -> sql.Composable:
+    if column.oid in _OUTPUT_TEXT_OIDS:
+        return sql.SQL("to_jsonb({})").format(col(node, column.name))
     cast = "::numeric::text" if column.is_money else "::text"
     return sql.SQL("{}{}").format(col(node, column.name), sql.SQL(cast))
 

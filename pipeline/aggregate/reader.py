@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.pq import Format
+from psycopg.types.hstore import HstoreLoader
 
 from pipeline.aggregate.catalog import Column
 from pipeline.aggregate.plan import Node, ViewSQL
@@ -93,12 +94,16 @@ class Converter:
         oid = column.oid
         if oid not in self._loaders:
             cls = self.conn.adapters.get_loader(oid, Format.TEXT)
+            if column.type_name == "hstore":  # an extension type: no OID to map
+                cls = HstoreLoader
             self._loaders[oid] = cls(oid, self.conn) if cls is not None else None
         return self._loaders[oid]
 
     def value(self, column: Column, text: str | None) -> Any:
         if text is None:
             return None
+        if column.sql_type == "bit(1)":  # Debezium's boolean; psycopg has no loader
+            return text == "1"
         loader = self._loader(column)
         loaded = loader.load(text.encode()) if loader is not None else text
         return pg_value_to_json(loaded)

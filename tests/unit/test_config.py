@@ -140,3 +140,10 @@ def test_cli_config_check_bad_file_exits_nonzero_with_reason(
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_load_view_field_error_names_path_without_union_tag(tmp_path: Path) -> None:
+    views = {"x": {"table": "public.orders", "sinks": ["cache"], "fields": 3}}
+    msg = load_error(tmp_path, {**GOOD, "views": views})
+    assert "views.x.fields: Input should be a valid list" in msg
+    assert "views.x.table.fields" not in msg
