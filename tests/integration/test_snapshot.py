@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import psycopg
@@ -43,49 +42,47 @@ def test_snapshot_killed_midway_resumes_and_converges_under_writes(make_pipeline
     p.rewrite(lambda d: d["source"].update(snapshot_mode="no_data"))
     load = ShopLoad(seed=11)
     with psycopg.connect(p.dsn, autocommit=True) as conn:
-        load.seed(conn, customers=3000)
+        load.seed(conn, customers=400)
     p.apply_connector()
     p.start_worker()
-    with BackgroundLoad(p.dsn, load.step, seed=12, pause_s=0.01) as writer:
+    with BackgroundLoad(p.dsn, load.step, seed=12, pause_s=0.05) as writer:
         writer.wait_ops(20)
         first = subprocess.Popen(
-            _snapshot_cmd(p, "--chunk-size", "100"),
+            _snapshot_cmd(p, "--chunk-size", "25"),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         wait_for(
-            lambda: (st := _state(p)) is not None and st.rows >= 500,
+            lambda: (st := _state(p)) is not None and st.rows >= 100,
             120,
-            "the first snapshot run to load 500 roots",
+            "the first snapshot run to load 100 roots",
             interval=0.5,
         )
         first.send_signal(signal.SIGKILL)
         first.wait(30)
         killed = _state(p)
         assert killed.state == "running"
-        assert 500 <= killed.rows < killed.total
+        assert 100 <= killed.rows < killed.total
         assert killed.after is not None
-        started = time.monotonic()
         second = subprocess.run(
-            _snapshot_cmd(p, "--chunk-size", "500"),
+            _snapshot_cmd(p, "--chunk-size", "100"),
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=300,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert second.returncode == 0, second.stdout + second.stderr
         assert "resuming snapshot" in second.stderr
-        assert time.monotonic() - started < 600
         writer.wait_ops(20)
     done = _state(p)
     assert done.state == "done"
     # The resumed run started after the killed run's last chunk, not from zero.
-    assert done.rows >= killed.total - 50
+    assert done.rows >= killed.total - 30
     assert done.chunks > killed.chunks
     p.wait_drained(timeout=240)
     oracle = expected_documents(p.dsn)
-    assert len(oracle) > 2000
+    assert len(oracle) > 200
     p.assert_converged()
