@@ -46,12 +46,12 @@ class SearchBody(_Body):
     filters: dict[str, Any] | None = None
     sort: list[Any] | None = None
     page: int = 1
-    size: int = 20
+    size: int | None = None  # default: 20, or api.max_page_size if smaller
 
 
 class FilterBody(_Body):
     where: dict[str, Any]
-    limit: int = 100
+    limit: int | None = None  # default: 100, or api.max_page_size if smaller
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -186,11 +186,12 @@ async def post_mget(
 
 
 async def _search(svc: Service, view: str, body: SearchBody, lsn: int | None) -> Any:
-    _page_size(svc, body.size)
+    wanted = min(20, svc.api.max_page_size) if body.size is None else body.size
+    _page_size(svc, wanted)
     text = validate.query_text(body.query)
     filters = validate.search_filters(body.filters)
     sort = [f"-{k}" if o == "desc" else k for k, o in validate.sort_keys(body.sort)]
-    page, size = validate.page(body.page, body.size)
+    page, size = validate.page(body.page, wanted)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(
         lambda: svc.client.search(
@@ -222,7 +223,7 @@ async def get_search(
     filter: Annotated[list[str] | None, Query()] = None,
     sort: str | None = None,
     page: int = 1,
-    size: int = 20,
+    size: int | None = None,
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
@@ -263,14 +264,14 @@ async def post_filter(
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
     svc, lsn = _start(request, view, x_api_key, set())
-    _page_size(svc, body.limit)
-    conds = validate.where(body.where)
-    limit = validate.limit(body.limit)
+    wanted = min(100, svc.api.max_page_size) if body.limit is None else body.limit
+    _page_size(svc, wanted)
+    validate.where(body.where)  # refused before waiting; the client checks again
+    limit = validate.limit(wanted)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(
         lambda: svc.client.filter(view, body.where, limit, min_lsn=lsn)
     )
-    del conds  # validated above; the client validates again
     return _respond(
         answer, {"total": answer.total, "limit": limit, "hits": _hits(answer)}
     )
