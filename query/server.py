@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import Config
 from pipeline.errors import ReadsideError, TransientError
@@ -90,6 +91,33 @@ async def _bad_request(_request: Request, exc: Exception) -> Response:
     )
 
 
+class Measured:
+    """ASGI middleware: request count and latency by route template (a plain
+    ASGI wrapper; Starlette's BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(route).observe(time.perf_counter() - start)
+            REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+
+
 def create_app(config: Config, service: Service | None = None) -> FastAPI:
     """The ASGI app of ``readside serve`` (tests may pass their own service)."""
     svc = service or Service(config)
@@ -122,16 +150,7 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(status_page.router)
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        LATENCY.labels(route).observe(time.perf_counter() - start)
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Measured)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:
