@@ -82,6 +82,7 @@ class Service:
 
     def start(self) -> None:
         self.client.warm()
+        self.tracker.refresh(0.0)  # answers carry a watermark from the first one
         self._sampler = threading.Thread(
             target=self._sample_loop, name="readside-watermark", daemon=True
         )
