@@ -9,7 +9,8 @@ Routes:
   ``/metrics`` (Prometheus: request counts and latency by route).
 * ``/status`` and ``/v1/status`` - the operators' page and its figures
   (:mod:`query.status_page`).
-* ``/openapi.json`` and ``/docs`` - FastAPI's schema and its viewer.
+* ``/openapi.json`` - FastAPI's schema. (FastAPI's ``/docs`` viewer is off:
+  it loads its assets from a CDN.)
 
 Errors are JSON ``{"error": ..., "reason": ...}`` with the status the error
 class names (400 bad input, 401/403 keys, 404 unknown view, 412 not yet
@@ -142,6 +143,8 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
         summary="Read models kept in step with PostgreSQL",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = svc
     app.state.monitor = monitor
