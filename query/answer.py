@@ -14,8 +14,9 @@ class Freshness:
 
     Attributes:
         applied_lsn: the lowest, over the view's partitions, of the last source
-            LSN applied in this store; ``None`` before any checkpoint. A site
-            that committed at LSN ``x`` sees its write once ``applied_lsn >= x``.
+            LSN applied in this store; ``None`` before any checkpoint. A
+            progress figure, not a promise: LSNs are not monotonic across rows
+            in stream order, so read-your-writes uses ``watermark_lsn``.
         lag_ms: now minus the newest source commit time applied in this store;
             ``None`` before any checkpoint.
         watermark_lsn: the view's *safe* watermark (:mod:`query.watermark`):
