@@ -11,8 +11,10 @@ How it is derived, one *sample* at a time:
    an LSN to PostgreSQL only in ``commitOffset``, which Kafka Connect calls
    after it committed the source offsets, and Connect commits a source offset
    only once the producer has had every record up to it acknowledged by
-   Kafka. So every change of a transaction that committed at or before ``S``
-   is already stored in its topic.
+   Kafka. The LSN flushed is the commit LSN kept in that offset: the last
+   transaction whose commit Debezium had processed before the record, whose
+   events all precede the record. So every change of a transaction that
+   committed at or before ``S`` is already stored in its topic.
 2. Then (strictly after reading ``S``) ``E_p`` = the end offset (high
    watermark) of every partition ``p`` of the view's topic. The records of
    step 1 were acknowledged before ``S`` was read, so they all sit below
