@@ -77,7 +77,8 @@ def _start(
     svc.authorize(_presented(request, x_api_key), view)
     unknown = sorted(set(request.query_params) - allowed - {"min_lsn"})
     if unknown:
-        raise QueryError("parameter", f"unknown query parameter(s): {unknown}")
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise QueryError("parameter", f"unknown query parameter(s): {shown}")
     raw = request.query_params.get("min_lsn")
     return svc, (None if raw is None else lsn_mod.parse(raw))
 
