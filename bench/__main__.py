@@ -1,5 +1,7 @@
 """``python -m bench``: decode rate, worker throughput per sink, raw bulk baseline.
 
+(``python -m bench api`` measures the read API instead: see :mod:`bench.api`.)
+
 One run measures, on the local stack:
 
 (a) ``pipeline.decode.decode`` over N pre-built Debezium records;
@@ -171,6 +173,11 @@ def cleanup(admin: AdminClient, prefix: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["api"]:  # python -m bench api: the read API (bench/api.py)
+        from bench import api
+
+        return api.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument(
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile a sink (auto: ratio < 0.5)",
     )
     parser.add_argument("--run-timeout", type=float, default=300.0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

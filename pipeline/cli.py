@@ -259,6 +259,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="listen address (default: api.host)")
+@click.option("--port", type=int, default=None, help="port (default: api.port)")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the read API, /metrics, /healthz, /readyz and the /status page."""
+    from query.server import serve as run_server
+
+    run_server(load_config(ctx), host, port)
+
+
+@main.command()
 @click.argument("views", nargs=-1)
 @click.option("--sample", type=click.IntRange(1), help="compare N random documents")
 @click.option("--repair", is_flag=True, help="rewrite drifted documents, then recheck")

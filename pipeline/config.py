@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from query.api_config import ApiConfig
 
 CONFIG_ENV = "READSIDE_CONFIG"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -349,6 +350,7 @@ class Config(_Model):
     views: dict[str, ViewConfig] = Field(min_length=1)
     worker: WorkerConfig = WorkerConfig()
     stack: StackConfig = StackConfig()
+    api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -14,14 +14,20 @@ class Freshness:
 
     Attributes:
         applied_lsn: the lowest, over the view's partitions, of the last source
-            LSN applied in this store; ``None`` before any checkpoint. A site
-            that committed at LSN ``x`` sees its write once ``applied_lsn >= x``.
+            LSN applied in this store; ``None`` before any checkpoint. A
+            progress figure, not a promise: LSNs are not monotonic across rows
+            in stream order, so read-your-writes uses ``watermark_lsn``.
         lag_ms: now minus the newest source commit time applied in this store;
             ``None`` before any checkpoint.
+        watermark_lsn: the view's *safe* watermark (:mod:`query.watermark`):
+            every source change committed at or before it is readable.
+            ``None`` when the client has not sampled it (reads without
+            ``min_lsn`` on a client without a tracker) or none is known yet.
     """
 
     applied_lsn: int | None = None
     lag_ms: int | None = None
+    watermark_lsn: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,10 @@ is down or times out. Every input is validated before any store is asked.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,10 +20,15 @@ from connectors.base import Sink
 from pipeline import config as config_mod
 from pipeline.config import Config, ViewConfig
 from pipeline.errors import TransientError
+from query import lsn as lsn_mod
 from query import stores, validate
 from query.answer import Answer, Doc
 from query.errors import StoreUnavailable, UnknownView
 from query.freshness import FreshnessCache
+from query.watermark import WatermarkTracker
+
+#: How long a read with ``min_lsn`` waits for the watermark by default.
+DEFAULT_WAIT_S = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,10 @@ class ReadClient:
             not read. Default: redis, mongodb, elasticsearch.
         freshness: the checkpoint reader (default: one on the configured
             checkpoint topic, cached for one second).
+        watermarks: the safe-watermark tracker that reads with ``min_lsn``
+            wait on (default: one created at the first such read).
+        wait_s: how long a read with ``min_lsn`` waits before it raises
+            :class:`~query.errors.NotYetFresh`.
 
     Example:
         >>> client = ReadClient("readside.yaml")
@@ -56,6 +68,8 @@ class ReadClient:
         config: Config | str | Path,
         read_order: Sequence[str] | None = None,
         freshness: FreshnessCache | None = None,
+        watermarks: WatermarkTracker | None = None,
+        wait_s: float = DEFAULT_WAIT_S,
     ) -> None:
         self.config = config if isinstance(config, Config) else config_mod.load(config)
         self.read_order = tuple(read_order or DEFAULT_ORDER)
@@ -63,34 +77,55 @@ class ReadClient:
         self._freshness = freshness or FreshnessCache(
             self.config.kafka.bootstrap_servers, self.config.kafka.checkpoint_topic
         )
+        self.wait_s = wait_s
+        self._watermarks = watermarks
+        self._own_watermarks = watermarks is None
+        self._refreshed: dict[tuple[str, str], float] = {}
+        self._refresh_lock = threading.Lock()
 
     # -- reads by id -------------------------------------------------------------
 
-    def get(self, view: str, doc_id: str | int) -> Answer:
+    def get(
+        self, view: str, doc_id: str | int, *, min_lsn: int | str | None = None
+    ) -> Answer:
         """One document by id; ``doc`` is ``None`` if missing or deleted.
+
+        ``min_lsn`` (every read takes it): answer only once the view's safe
+        watermark reaches this LSN (``'16/B374D848'`` or an int, e.g. from
+        :func:`query.lsn.commit_lsn` after a commit), waiting up to
+        ``wait_s``.
 
         Raises:
             UnknownView: the view is not configured.
-            QueryError: the id is not a string or int.
+            QueryError: the id is not a string or int, or a bad ``min_lsn``.
             StoreUnavailable: every store of the read order failed.
+            NotYetFresh: the watermark did not reach ``min_lsn`` in time.
         """
         ident = validate.doc_id(doc_id)
-        answer = self.get_many(view, [ident])
+        answer = self.get_many(view, [ident], min_lsn=min_lsn)
         doc = answer.docs.get(ident)
         return Answer(
             view, answer.store, answer.freshness, doc=doc, total=int(doc is not None)
         )
 
-    def get_many(self, view: str, ids: Sequence[str | int]) -> Answer:
+    def get_many(
+        self,
+        view: str,
+        ids: Sequence[str | int],
+        *,
+        min_lsn: int | str | None = None,
+    ) -> Answer:
         """Documents by id (at most 1000), one round trip to one store.
 
         Missing and deleted ids are absent from ``docs``.
 
         Raises:
-            UnknownView, QueryError, StoreUnavailable: as :meth:`get`.
+            UnknownView, QueryError, StoreUnavailable, NotYetFresh: as
+            :meth:`get`.
         """
         cfg = self._view(view)
         wanted = validate.doc_ids(ids)
+        self.await_lsn(view, min_lsn)
 
         def read(sink: Sink) -> dict[str, Doc]:
             stored = sink.fetch(view, wanted) if wanted else {}
@@ -101,7 +136,14 @@ class ReadClient:
 
     # -- queries -------------------------------------------------------------------
 
-    def filter(self, view: str, where: dict[str, Any], limit: int = 100) -> Answer:
+    def filter(
+        self,
+        view: str,
+        where: dict[str, Any],
+        limit: int = 100,
+        *,
+        min_lsn: int | str | None = None,
+    ) -> Answer:
         """Documents whose fields equal values or fall in numeric ranges.
 
         ``where`` maps plain field names to a scalar (equality) or to a dict of
@@ -111,11 +153,12 @@ class ReadClient:
 
         Raises:
             QueryError: a field name, operator or value is refused.
-            UnknownView, StoreUnavailable: as :meth:`get`.
+            UnknownView, StoreUnavailable, NotYetFresh: as :meth:`get`.
         """
         cfg = self._view(view)
         conds = validate.where(where)
         size = validate.limit(limit)
+        self.await_lsn(view, min_lsn)
         candidates: list[tuple[str, Callable[[Sink], tuple[dict[str, Doc], int]]]] = []
         for name in cfg.sinks:
             kind = self.config.sinks[name].type
@@ -142,6 +185,8 @@ class ReadClient:
         sort: list[str] | None = None,
         page: int = 1,
         size: int = 20,
+        *,
+        min_lsn: int | str | None = None,
     ) -> Answer:
         """Full-text search on Elasticsearch, tombstones excluded.
 
@@ -157,11 +202,13 @@ class ReadClient:
         Returns:
             An answer whose ``docs`` are the page's hits in order and whose
             ``total`` counts every match. Documents become searchable at the
-            index's next refresh, which may follow ``applied_lsn``.
+            index's next refresh; with ``min_lsn`` the index is refreshed
+            once the watermark is reached (one refresh serves every search
+            that reached it before the refresh started).
 
         Raises:
             QueryError: bad input, or Elasticsearch refused the query.
-            UnknownView, StoreUnavailable: as :meth:`get`.
+            UnknownView, StoreUnavailable, NotYetFresh: as :meth:`get`.
         """
         cfg = self._view(view)
         text = validate.query_text(query)
@@ -172,9 +219,15 @@ class ReadClient:
         names = [n for n in cfg.sinks if self.config.sinks[n].type == "elasticsearch"]
         if not names:
             raise StoreUnavailable(view, [], "the view has no Elasticsearch sink")
+        reached = time.monotonic() if self.await_lsn(view, min_lsn) else None
+
+        def run(s: Sink) -> tuple[dict[str, Doc], int]:
+            if reached is not None:
+                self._refresh_since(s, view, reached)
+            return stores.es_search(s, view, body, number, per_page)
+
         candidates: list[tuple[str, Callable[[Sink], tuple[dict[str, Doc], int]]]] = [
-            (n, lambda s: stores.es_search(s, view, body, number, per_page))
-            for n in names
+            (n, run) for n in names
         ]
         answer = self._query(view, candidates, per_page)
         return Answer(
@@ -186,6 +239,40 @@ class ReadClient:
             page=number,
             size=per_page,
         )
+
+    # -- read-your-writes ----------------------------------------------------------
+
+    @property
+    def watermarks(self) -> WatermarkTracker:
+        """The safe-watermark tracker (created on first use)."""
+        if self._watermarks is None:
+            self._watermarks = WatermarkTracker(self.config)
+        return self._watermarks
+
+    def await_lsn(self, view: str, min_lsn: int | str | None) -> bool:
+        """Wait until ``view``'s watermark reaches ``min_lsn`` (no-op if None).
+
+        Returns whether there was anything to wait for.
+
+        Raises:
+            QueryError: ``min_lsn`` is not an LSN.
+            NotYetFresh: ``wait_s`` passed first.
+        """
+        if min_lsn is None:
+            return False
+        wanted = lsn_mod.parse(min_lsn)
+        self.watermarks.wait(view, wanted, self.wait_s)
+        return True
+
+    def _refresh_since(self, sink: Any, view: str, since: float) -> None:
+        """Refresh the view's index unless a refresh started after ``since``."""
+        key = (sink.name, view)
+        with self._refresh_lock:
+            if self._refreshed.get(key, -1.0) >= since:
+                return
+            started = time.monotonic()
+            stores.es_refresh(sink, view)
+            self._refreshed[key] = started
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -247,7 +334,25 @@ class ReadClient:
         self, view: str, sink: str, docs: dict[str, Doc], total: int, size: int
     ) -> Answer:
         fresh = self._freshness.freshness(view, sink)
+        if self._watermarks is not None:
+            mark = self._watermarks.watermark(view)
+            fresh = dataclasses.replace(fresh, watermark_lsn=mark)
         return Answer(view, sink, fresh, docs=docs, total=total, size=size)
+
+    @property
+    def freshness(self) -> FreshnessCache:
+        """The checkpoint reader behind every answer's freshness."""
+        return self._freshness
+
+    def sink(self, name: str) -> Sink:
+        """The client of sink ``name`` (created on first use)."""
+        return self._sink(name)
+
+    def warm(self) -> None:
+        """Create every store client now (a server calls it before serving,
+        so that threads never race to create one)."""
+        for name in self.config.sinks:
+            self._sink(name)
 
     def close(self) -> None:
         """Close every store client and the checkpoint reader. Safe twice."""
@@ -255,6 +360,8 @@ class ReadClient:
             sink.close()
         self._sinks.clear()
         self._freshness.close()
+        if self._own_watermarks and self._watermarks is not None:
+            self._watermarks.close()
 
     def __enter__(self) -> ReadClient:
         return self

@@ -5,6 +5,8 @@
 * :class:`UnknownView` — the view is not in the configuration (a 404).
 * :class:`StoreUnavailable` — every store that could answer is down or timed
   out (a 503); names the view and the stores tried.
+* :class:`NotYetFresh` — a read with ``min_lsn`` waited in vain for the view's
+  watermark to reach that LSN (a 412); carries the watermark it saw.
 """
 
 from __future__ import annotations
@@ -58,3 +60,31 @@ class StoreUnavailable(ReadsideError):
         )
         self.view = view
         self.stores = list(stores)
+
+
+class NotYetFresh(ReadsideError):
+    """The view's watermark did not reach ``min_lsn`` within the wait.
+
+    Attributes:
+        view: the view asked for.
+        min_lsn: the LSN the caller asked to see.
+        watermark: the view's safe watermark when the wait ended (``None``
+            when none is known yet).
+        status: the HTTP status a server should answer with (412).
+    """
+
+    status = 412
+
+    def __init__(
+        self, view: str, min_lsn: int, watermark: int | None, waited_s: float
+    ) -> None:
+        from query.lsn import format_lsn
+
+        have = "none" if watermark is None else format_lsn(watermark)
+        super().__init__(
+            f"view {view!r}: watermark {have} did not reach min_lsn "
+            f"{format_lsn(min_lsn)} within {waited_s:.1f}s"
+        )
+        self.view = view
+        self.min_lsn = min_lsn
+        self.watermark = watermark

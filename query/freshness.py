@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.checkpoints import Checkpoint
+from pipeline.checkpoints import Checkpoint, SourceMark
 from query.answer import Freshness
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class FreshnessCache:
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._mark: SourceMark | None = None
         self._next_look = 0.0
         self._lock = threading.Lock()
 
@@ -160,8 +161,17 @@ class FreshnessCache:
                 ends[tp.partition] = high
         return ends
 
+    def source_mark(self) -> SourceMark | None:
+        """The newest source mark (heartbeat) the workers recorded, as of the
+        last look (no I/O)."""
+        with self._lock:
+            return self._mark
+
     def _take(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None or key == _SOURCE_KEY:
+        if value is None:
+            return
+        if key == _SOURCE_KEY:
+            self._mark = SourceMark(**json.loads(value))
             return
         data: dict[str, Any] = json.loads(value)
         cp = Checkpoint(**data)

@@ -191,3 +191,16 @@ def es_search(
     hits = resp["hits"]
     docs = {str(h["_id"]): dict(h.get("_source") or {}) for h in hits["hits"]}
     return docs, int(hits["total"]["value"])
+
+
+def es_refresh(sink: Any, view: str) -> None:
+    """Make every write acknowledged so far searchable in the view's index."""
+    import elastic_transport
+    import elasticsearch
+
+    from connectors.elasticsearch_sink import classify
+
+    try:
+        sink.client.indices.refresh(index=sink.alias(view))
+    except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+        raise classify(exc) from exc

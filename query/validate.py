@@ -47,8 +47,12 @@ def field_name(name: object) -> str:
     """A plain top-level field name, or QueryError."""
     if not isinstance(name, str) or not name:
         raise QueryError("field", f"field name {name!r} must be a non-empty string")
-    if name.startswith("$") or "$" in name or "." in name:
+    if "$" in name or "." in name:
         raise QueryError("field", f"field name {name!r} may not contain '$' or '.'")
+    if name.startswith("_"):
+        # _id, _v, _deleted are readside's; _script, _source, _index are
+        # Elasticsearch's (a sort on _script would run a script).
+        raise QueryError("field", f"field name {name!r} may not start with '_'")
     if name in RESERVED or len(name) > 200 or not name.isprintable():
         raise QueryError("field", f"field name {name!r} is not allowed")
     return name
@@ -169,12 +173,30 @@ def query_text(query: object) -> str | None:
     return query if query.strip() else None
 
 
+MAX_ID_CHARS = 512
+#: Characters an id may not hold: Redis glob metacharacters (ids become key
+#: names, and a key name must never be usable as a pattern) and controls.
+_ID_REFUSED = frozenset("*?[]\\")
+
+
 def doc_id(value: object) -> str:
-    """A document id: a non-empty string, or an int (as its text)."""
+    """A document id: a non-empty string, or an int (as its text).
+
+    Strings are at most :data:`MAX_ID_CHARS` printable characters without
+    ``* ? [ ] \\``. A row whose key text holds one of these cannot be read
+    by id through the read side (the limit is deliberate: ids become Redis
+    key names).
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value:
         raise QueryError("ids", f"id {value!r} must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise QueryError("ids", f"id longer than {MAX_ID_CHARS} characters")
+    if not value.isprintable() or _ID_REFUSED.intersection(value):
+        raise QueryError(
+            "ids", f"id {value[:40]!r} holds a control or pattern character"
+        )
     return value
 
 

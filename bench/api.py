@@ -1,0 +1,373 @@
+"""``python -m bench api``: the read API against ReadClient and raw Redis, and
+commit-to-readable latency under a steady write load.
+
+One run, on the local stack, with a pipeline of its own (database, connector,
+topics, worker, ``readside serve``; all removed afterwards):
+
+(a) get-by-id of the same documents, ``--requests`` calls on ``--threads``
+    threads each: through HTTP (``GET /v1/views/items/docs/{id}``), through
+    :class:`query.ReadClient` in process, and as a raw Redis ``GET`` of the
+    document's key. Requests/s, p50, p99 and the ratios to raw Redis.
+(b) commit-to-readable: while a writer thread updates random rows at
+    ``--load-rate`` per second (pgbench-style), ``--probes`` probes each
+    commit a new value and time until the API returns it, once with
+    ``min_lsn`` (one request that waits) and once by polling every 5 ms.
+
+The view has the Redis and Elasticsearch sinks: FerretDB (the local stack's
+MongoDB) cannot keep up with the write load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import yaml
+
+from bench import report
+from connectors import debezium
+from pipeline import config as config_mod
+from pipeline.config import Config
+from query import ReadClient, commit_lsn
+
+logger = logging.getLogger("bench.api")
+
+ROWS = 10_000
+VIEW = "items"
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+    return {
+        "requests": len(latencies),
+        "per_s": len(latencies) / elapsed,
+        "p50_ms": _pct(latencies, 0.50),
+        "p99_ms": _pct(latencies, 0.99),
+        "mean_ms": statistics.fmean(latencies) * 1000,
+    }
+
+
+def timed_calls(
+    call: Callable[[int], None], requests: int, threads: int
+) -> dict[str, float]:
+    """Run ``call(i)`` for i < requests on ``threads`` threads; time each."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def run(worker: int) -> None:
+        mine = []
+        for i in range(worker, requests, threads):
+            start = time.perf_counter()
+            call(i)
+            mine.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(mine)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, range(threads)))
+    return _summary(latencies, time.perf_counter() - start)
+
+
+class Pipeline:
+    """A throwaway database, connector, worker and server on the local stack."""
+
+    def __init__(self, base: Config, workdir: Path, admin_dsn: str) -> None:
+        self.suffix = uuid.uuid4().hex[:8]
+        self.prefix = f"benchapi{self.suffix}"
+        self.admin_dsn = admin_dsn
+        self.db = f"rs_bench_api_{self.suffix}"
+        self.dsn = admin_dsn.rsplit("/", 1)[0] + f"/{self.db}"
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.port = 0
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db}"')
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE items (id int PRIMARY KEY, val bigint NOT NULL, "
+                "name text NOT NULL, price int NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO items SELECT i, 0, 'item ' || i, i % 1000 "
+                f"FROM generate_series(1, {ROWS}) AS i"
+            )
+        self.path = workdir / "readside.yaml"
+        self.path.write_text(yaml.safe_dump(self._config(base), sort_keys=False))
+        self.config = config_mod.load(self.path)
+
+    def _config(self, base: Config) -> dict[str, Any]:
+        from socket import socket
+
+        with socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        by_type = {s.type: s for s in base.sinks.values()}
+        return {
+            "source": {
+                "dsn": self.dsn,
+                "tables": ["public.items"],
+                "slot": f"rs_{self.prefix}",
+                "publication": f"rs_{self.prefix}",
+                "topic_prefix": self.prefix,
+                "heartbeat_ms": 500,
+            },
+            "kafka": {
+                "bootstrap_servers": base.kafka.bootstrap_servers,
+                "group_id": f"{self.prefix}-group",
+                "dlq_topic": f"{self.prefix}.dlq",
+                "checkpoint_topic": f"{self.prefix}.checkpoints",
+            },
+            "connect": {"url": base.connect.url, "connector": f"{self.prefix}-pg"},
+            "sinks": {
+                "redis": {
+                    "type": "redis",
+                    "url": by_type["redis"].url.get_secret_value(),  # type: ignore[union-attr]
+                },
+                "elasticsearch": {
+                    "type": "elasticsearch",
+                    "hosts": by_type["elasticsearch"].hosts,  # type: ignore[union-attr]
+                    "index_prefix": f"{self.prefix}-",
+                },
+            },
+            "views": {
+                VIEW: {
+                    "table": "public.items",
+                    "sinks": ["redis", "elasticsearch"],
+                    "sink_options": {"redis": {"target": f"{self.prefix}:items"}},
+                }
+            },
+            "worker": {"batch_size": 500, "batch_timeout_ms": 50, "metrics_port": 0},
+            "api": {"port": self.port, "max_page_size": 100},
+        }
+
+    @property
+    def _cli(self) -> list[str]:
+        return [sys.executable, "-m", "pipeline.cli", "--config", str(self.path)]
+
+    def _spawn(self, *args: str) -> None:
+        log = (self.workdir / f"{args[0]}.log").open("wb")
+        self.procs.append(
+            subprocess.Popen(
+                [*self._cli, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    def start(self) -> None:
+        debezium.apply(self.config)
+        debezium.wait_running(self.config)
+        self._spawn("worker")
+        self._spawn("serve")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"readside serve did not start; see {self.workdir}")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_loaded(self, timeout_s: float = 300) -> None:
+        """Until the last row's document is readable with min_lsn."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            lsn = commit_lsn(conn)
+        with ReadClient(self.config, wait_s=timeout_s) as client:
+            client.get(VIEW, str(ROWS), min_lsn=lsn)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        try:
+            debezium.delete(self.config)
+            time.sleep(2)
+            debezium.drop_slot(self.config, timeout_s=60)
+        finally:
+            from pipeline.worker import build_sinks
+
+            for sink in build_sinks(self.config, list(self.config.sinks)).values():
+                sink.drop(VIEW)  # type: ignore[attr-defined]
+                sink.close()
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            self._drop_topics()
+
+    def _drop_topics(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.config.kafka.bootstrap_servers})
+        mine = [t for t in admin.list_topics(timeout=10).topics if self.prefix in t]
+        if mine:
+            for fut in admin.delete_topics(mine, operation_timeout=30).values():
+                fut.result()
+        group = self.config.kafka.group_id
+        for fut in admin.delete_consumer_groups([group]).values():
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on
+                logger.warning("group not deleted group=%s error=%s", group, exc)
+
+
+def bench_reads(p: Pipeline, requests: int, threads: int) -> dict[str, Any]:
+    ids = [str(random.Random(i).randint(1, ROWS)) for i in range(requests)]
+    local = threading.local()
+
+    def http_get(i: int) -> None:
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(base_url=p.base, timeout=10)
+        resp = local.http.get(f"/v1/views/{VIEW}/docs/{ids[i]}")
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+    with ReadClient(p.config) as client:
+        redis_sink: Any = client.sink("redis")
+        layout = redis_sink._layout(VIEW)  # the document key, as the sink names it
+        raw = redis_sink.client
+
+        def client_get(i: int) -> None:
+            if client.get(VIEW, ids[i]).doc is None:
+                raise RuntimeError(f"client: no document {ids[i]}")
+
+        def redis_get(i: int) -> None:
+            if raw.get(layout.doc_key(ids[i])) is None:
+                raise RuntimeError(f"redis: no key for {ids[i]}")
+
+        warm = min(200, requests)
+        for fn in (http_get, client_get, redis_get):
+            timed_calls(fn, warm, threads)
+        return {
+            "http": timed_calls(http_get, requests, threads),
+            "client": timed_calls(client_get, requests, threads),
+            "redis": timed_calls(redis_get, requests, threads),
+        }
+
+
+def bench_commit_to_read(
+    p: Pipeline, probes: int, rate: float, threads: int
+) -> dict[str, Any]:
+    stop = threading.Event()
+    writes = [0]
+
+    def load() -> None:
+        rng = random.Random(1)
+        with psycopg.connect(p.dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                start = time.monotonic()
+                conn.execute(
+                    "UPDATE items SET price = price + 1 WHERE id = %s",
+                    (rng.randint(1001, ROWS),),
+                )
+                writes[0] += 1
+                time.sleep(max(0.0, 1 / rate - (time.monotonic() - start)))
+
+    local = threading.local()
+
+    def probe(mode: str) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            if not hasattr(local, "conn"):
+                local.conn = psycopg.connect(p.dsn, autocommit=True)
+                local.http = httpx.Client(base_url=p.base, timeout=30)
+            ident = i % 1000 + 1
+            value = time.time_ns()
+            local.conn.execute(
+                "UPDATE items SET val = %s WHERE id = %s", (value, ident)
+            )
+            lsn = commit_lsn(local.conn)
+            url = f"/v1/views/{VIEW}/docs/{ident}"
+            if mode == "min_lsn":
+                doc = local.http.get(url, params={"min_lsn": lsn}).json()["doc"]
+                if doc["val"] != value:
+                    raise RuntimeError(f"min_lsn read missed its write {ident}")
+                return
+            while local.http.get(url).json()["doc"]["val"] != value:
+                time.sleep(0.005)
+
+        return run
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    start = time.monotonic()
+    try:
+        time.sleep(2)
+        out: dict[str, Any] = {
+            m: timed_calls(probe(m), probes, threads) for m in ("min_lsn", "poll")
+        }
+    finally:
+        stop.set()
+        thread.join(10)
+    out["load_writes_per_s"] = writes[0] / (time.monotonic() - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench api", description=__doc__)
+    parser.add_argument("--config", default=None, help="readside config of the stack")
+    parser.add_argument(
+        "--admin-dsn", default="postgresql://postgres@127.0.0.1:55432/postgres"
+    )
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--load-rate", type=float, default=100.0)
+    parser.add_argument("--out", default="bench/results/api.json")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    for noisy in ("elastic_transport", "urllib3", "pymongo", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    base = config_mod.load(args.config)
+    workdir = Path(args.workdir or f"/tmp/readside-bench-api-{uuid.uuid4().hex[:6]}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    p = Pipeline(base, workdir, args.admin_dsn)
+    try:
+        p.start()
+        logger.info("loading %d rows", ROWS)
+        p.wait_loaded()
+        results: dict[str, Any] = {
+            "machine": report.machine(base),
+            "threads": args.threads,
+            "requests": args.requests,
+            "probes": args.probes,
+            "load_rate": args.load_rate,
+        }
+        logger.info("get by id: HTTP, client, raw Redis")
+        results["reads"] = bench_reads(p, args.requests, args.threads)
+        logger.info("commit to readable under load")
+        results["commit_to_read"] = bench_commit_to_read(
+            p, args.probes, args.load_rate, args.threads
+        )
+    finally:
+        p.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(report.api_markdown(results))
+    return 0

@@ -1,0 +1,87 @@
+"""Settings of ``readside serve``: the ``api`` section of the config file.
+
+Example::
+
+    api:
+      host: 127.0.0.1
+      port: 8088
+      keys:
+        - name: storefront
+          key: ${STOREFRONT_API_KEY}
+          views: [products, orders]
+        - name: ops
+          key: ${OPS_API_KEY}
+          views: ["*"]
+
+With no keys every ``/v1/views`` route is open; with keys, each request
+names one (``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``) and may
+read only the views it lists. Keys are read-only: the API has no write route.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class ApiKey(BaseModel):
+    """One API key and the views it may read (``"*"``: all of them).
+
+    Attributes:
+        focus: reserved for focus binding (a key reading through a focus);
+            not used yet.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    key: SecretStr
+    views: list[str] = Field(min_length=1)
+    focus: str | None = None
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> ApiKey:
+        if len(self.key.get_secret_value()) < 16:
+            raise ValueError(f"api key {self.name!r}: key needs 16 characters or more")
+        return self
+
+    def may_read(self, view: str) -> bool:
+        return "*" in self.views or view in self.views
+
+
+class ApiConfig(BaseModel):
+    """``readside serve`` settings; every field has a default.
+
+    Attributes:
+        host, port: where the server listens.
+        keys: API keys; empty means no authentication.
+        request_timeout_s: the most one store call may take before a 504.
+        max_page_size: the largest ``size`` of a search page and ``limit``
+            of a filter (at most 1000, the read client's own bound).
+        max_ids: the most ids of one multi-get (at most 1000).
+        min_lsn_wait_s: how long a read with ``min_lsn`` waits for the
+            view's watermark before answering 412.
+        status_interval_s: how often the status page's figures are sampled.
+        status_history_s: how much lag history the status page keeps.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=0, le=65535)
+    keys: list[ApiKey] = Field(default_factory=list)
+    request_timeout_s: float = Field(10.0, gt=0)
+    max_page_size: int = Field(100, ge=1, le=1000)
+    max_ids: int = Field(1000, ge=1, le=1000)
+    min_lsn_wait_s: float = Field(5.0, gt=0, le=60)
+    status_interval_s: float = Field(2.0, gt=0)
+    status_history_s: int = Field(600, ge=10)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> ApiConfig:
+        names = [k.name for k in self.keys]
+        if len(set(names)) != len(names):
+            raise ValueError("api.keys: key names must be unique")
+        secrets = [k.key.get_secret_value() for k in self.keys]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("api.keys: two keys have the same secret")
+        return self

@@ -1,0 +1,204 @@
+"""``readside serve``: the read API, health and metrics, and the status page.
+
+Routes:
+
+* ``/v1/views/{view}/...`` - reads (:mod:`query.routes`), JSON, with the
+  answering store's freshness in ``X-Readside-*`` headers; API keys when
+  configured.
+* ``/healthz`` (the process serves), ``/readyz`` (every store answers),
+  ``/metrics`` (Prometheus: request counts and latency by route).
+* ``/status`` and ``/v1/status`` - the operators' page and its figures
+  (:mod:`query.status_page`).
+* ``/openapi.json`` - FastAPI's schema. (FastAPI's ``/docs`` viewer is off:
+  it loads its assets from a CDN.)
+
+Errors are JSON ``{"error": ..., "reason": ...}`` with the status the error
+class names (400 bad input, 401/403 keys, 404 unknown view, 412 not yet
+fresh, 503 store down, 504 store too slow).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.config import Config
+from pipeline.errors import ReadsideError, TransientError
+from query import routes, status_page
+from query.errors import NotYetFresh, QueryError, StoreUnavailable
+from query.lsn import format_lsn
+from query.service import Service
+
+logger = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "readside_api_requests_total",
+    "HTTP requests by route template, method and status",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "readside_api_request_seconds",
+    "HTTP request latency by route template",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def _error_body(exc: ReadsideError) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, QueryError):
+        body["reason"] = exc.reason
+    if isinstance(exc, StoreUnavailable):
+        body["stores"] = exc.stores
+    if isinstance(exc, NotYetFresh):
+        body["watermark_lsn"] = (
+            None if exc.watermark is None else format_lsn(exc.watermark)
+        )
+        body["min_lsn"] = format_lsn(exc.min_lsn)
+    return body
+
+
+async def _readside_error(_request: Request, exc: Exception) -> Response:
+    if isinstance(exc, TransientError):  # a store failed outside the fallbacks
+        logger.warning("store error status=503 error=%s", exc)
+        return JSONResponse({"error": str(exc), "reason": "store"}, 503)
+    assert isinstance(exc, ReadsideError)
+    status = int(getattr(exc, "status", 500))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, NotYetFresh) and exc.watermark is not None:
+        headers = {"X-Readside-Watermark-Lsn": format_lsn(exc.watermark)}
+    if status >= 500:
+        logger.warning("request failed status=%d error=%s", status, exc)
+    return JSONResponse(_error_body(exc), status, headers=headers)
+
+
+async def _bad_request(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+        for e in exc.errors()
+    ]
+    return JSONResponse(
+        {"error": "; ".join(problems) or "bad request", "reason": "request"}, 400
+    )
+
+
+class Measured:
+    """ASGI middleware: request count and latency by route template (a plain
+    ASGI wrapper; Starlette's BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(route).observe(time.perf_counter() - start)
+            REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+
+
+def create_app(config: Config, service: Service | None = None) -> FastAPI:
+    """The ASGI app of ``readside serve`` (tests may pass their own service)."""
+    svc = service or Service(config)
+    monitor = status_page.StatusMonitor(svc)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        svc.start()
+        monitor.start()
+        logger.info(
+            "serving views=%s keys=%d", ",".join(config.views), len(config.api.keys)
+        )
+        try:
+            yield
+        finally:
+            monitor.stop()
+            svc.stop()
+            logger.info("server stopped")
+
+    app = FastAPI(
+        title="readside",
+        summary="Read models kept in step with PostgreSQL",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = svc
+    app.state.monitor = monitor
+    app.add_exception_handler(ReadsideError, _readside_error)
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    app.include_router(routes.router)
+    app.include_router(status_page.router)
+
+    app.add_middleware(Measured)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        stores = await svc.call(lambda: probe_stores(svc))
+        ok = all(v == "ok" for v in stores.values())
+        return JSONResponse({"ready": ok, "stores": stores}, 200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def probe_stores(svc: Service) -> dict[str, str]:
+    """``ok`` or the error, per sink: one read by id of a view it holds."""
+    out: dict[str, str] = {}
+    for name in svc.config.sinks:
+        view = next((v for v, c in svc.config.views.items() if name in c.sinks), None)
+        if view is None:
+            continue
+        try:
+            svc.client.sink(name).fetch(view, ["readyz-probe"])
+            out[name] = "ok"
+        except ReadsideError as exc:
+            out[name] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def serve(config: Config, host: str | None = None, port: int | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT (uvicorn finishes requests in
+    flight, then the lifespan closes the stores)."""
+    import uvicorn
+
+    app = create_app(config)
+    uv = uvicorn.Config(
+        app,
+        host=host or config.api.host,
+        port=config.api.port if port is None else port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(uv).run()

@@ -1,0 +1,167 @@
+"""What the HTTP server shares between requests: the read client, the
+watermark tracker and its sampler thread, the thread pool for store calls and
+the API keys.
+
+Store calls are blocking (redis-py, pymongo, elasticsearch-py), so each runs
+on the pool with the configured timeout. A read with ``min_lsn`` waits for
+the watermark on the event loop (polling memory, no thread held), and the
+sampler thread samples every 50 ms while anyone waits, every second else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError, ReadsideError
+from query.api_config import ApiKey
+from query.client import ReadClient
+from query.errors import NotYetFresh, UnknownView
+from query.watermark import WatermarkTracker
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BUSY_INTERVAL_S = 0.05
+IDLE_INTERVAL_S = 1.0
+
+
+class Unauthorized(ReadsideError):
+    """No API key, or a key that is not configured (401)."""
+
+    status = 401
+
+
+class Forbidden(ReadsideError):
+    """The key may not read this view (403)."""
+
+    status = 403
+
+
+class StoreTimeout(ReadsideError):
+    """A store call took longer than ``api.request_timeout_s`` (504)."""
+
+    status = 504
+
+
+class Service:
+    """Shared state of one ``readside serve`` process.
+
+    Args:
+        config: the pipeline's configuration; its ``api`` section is used.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.api = config.api
+        for key in self.api.keys:
+            unknown = [v for v in key.views if v != "*" and v not in config.views]
+            if unknown:
+                raise ConfigError(
+                    f"api.keys[{key.name}]: unknown view(s) {', '.join(unknown)}"
+                )
+        self.tracker = WatermarkTracker(config)
+        self.client = ReadClient(
+            config, watermarks=self.tracker, wait_s=self.api.min_lsn_wait_s
+        )
+        self.executor = ThreadPoolExecutor(32, thread_name_prefix="readside-api")
+        self.waiters = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.warm()
+        self.tracker.refresh(0.0)  # answers carry a watermark from the first one
+        self._sampler = threading.Thread(
+            target=self._sample_loop, name="readside-watermark", daemon=True
+        )
+        self._sampler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._sampler is not None:
+            self._sampler.join(10)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+        self.tracker.close()
+
+    def _sample_loop(self) -> None:
+        while not self._stop.is_set():
+            self.tracker.refresh(0.0)
+            interval = BUSY_INTERVAL_S if self.waiters else IDLE_INTERVAL_S
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    # -- per request -----------------------------------------------------------
+
+    def authorize(self, presented: str | None, view: str | None) -> ApiKey | None:
+        """The key of the request (``None`` when no keys are configured).
+
+        Raises:
+            Unauthorized: keys are configured and none matches.
+            UnknownView: ``view`` is not configured.
+            Forbidden: the key may not read ``view``.
+        """
+        key: ApiKey | None = None
+        if self.api.keys:
+            given = (presented or "").encode()
+            for candidate in self.api.keys:
+                if hmac.compare_digest(
+                    given, candidate.key.get_secret_value().encode()
+                ):
+                    key = candidate
+            if key is None:
+                raise Unauthorized("a valid API key is required")
+        if view is not None:
+            if view not in self.config.views:
+                raise UnknownView(view, list(self.config.views))
+            if key is not None and not key.may_read(view):
+                raise Forbidden(f"key {key.name!r} may not read view {view!r}")
+        return key
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run a blocking store call on the pool, within the request timeout."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, fn)
+        try:
+            return await asyncio.wait_for(future, self.api.request_timeout_s)
+        except TimeoutError:
+            raise StoreTimeout(
+                f"the store did not answer within {self.api.request_timeout_s}s"
+            ) from None
+
+    async def await_lsn(self, view: str, lsn: int | None) -> None:
+        """Wait (without holding a thread) for the view's watermark to reach
+        ``lsn``; no-op when ``lsn`` is None.
+
+        Raises:
+            NotYetFresh: ``api.min_lsn_wait_s`` passed first.
+        """
+        if lsn is None:
+            return
+        start = time.monotonic()
+        self.waiters += 1
+        self._wake.set()
+        try:
+            while True:
+                mark = self.tracker.watermark(view)
+                if mark is not None and mark >= lsn:
+                    return
+                waited = time.monotonic() - start
+                if waited >= self.api.min_lsn_wait_s:
+                    raise NotYetFresh(view, lsn, mark, waited)
+                await asyncio.sleep(0.01)
+        finally:
+            self.waiters -= 1

@@ -1,0 +1,264 @@
+"""The safe watermark of each view: an LSN below which every change is readable.
+
+Definition: a view's watermark ``W`` means every source transaction whose
+commit is at or before LSN ``W`` has been applied to every sink of the view
+(or dead-lettered). A site that read ``pg_current_wal_lsn()`` after its commit
+(:func:`query.lsn.commit_lsn`) sees its write once ``W >= that LSN``.
+
+How it is derived, one *sample* at a time:
+
+1. ``S`` = the replication slot's ``confirmed_flush_lsn``. Debezium confirms
+   an LSN to PostgreSQL only in ``commitOffset``, which Kafka Connect calls
+   after it committed the source offsets, and Connect commits a source offset
+   only once the producer has had every record up to it acknowledged by
+   Kafka. The LSN flushed is the commit LSN kept in that offset: the last
+   transaction whose commit Debezium had processed before the record, whose
+   events all precede the record. So every change of a transaction that
+   committed at or before ``S`` is already stored in its topic.
+2. Then (strictly after reading ``S``) ``E_p`` = the end offset (high
+   watermark) of every partition ``p`` of the view's topic. The records of
+   step 1 were acknowledged before ``S`` was read, so they all sit below
+   ``E_p``.
+3. The sample ``(S, E)`` is kept until the worker group's committed offset
+   ``C_p >= E_p`` for every partition. The worker commits an offset only
+   after every sink of the batch acknowledged the writes (DESIGN: flush sinks
+   -> commit offsets), so at that moment every record below ``E_p`` - and so
+   every change committed at or before ``S`` - is in every sink. The
+   watermark becomes ``S``.
+
+Each fact used is a point in time that precedes the next, so the watermark
+can lag (by Connect's offset flush interval, the worker's batch and the
+sampling interval) but never run ahead of the stores. Committed offsets only
+grow in normal operation, and the version rule keeps applied documents from
+going back, so a watermark once reached stays true. Samples are taken in
+time order, so their ``S`` and ``E`` grow together: the oldest pending sample
+is always the next one to be satisfied.
+
+Caveats, also in the README: Elasticsearch makes writes searchable at its
+next refresh, so a search with ``min_lsn`` refreshes the index once the
+watermark is reached (reads by id are real-time); a record that a sink
+refused goes to the dead-letter topic and is counted as handled; the
+watermark is per consumer group, so it is the same for every sink of a view.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.config import Config
+from query.errors import NotYetFresh
+
+logger = logging.getLogger(__name__)
+
+Part = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The slot's confirmed LSN and the end offsets read just after it."""
+
+    lsn: int
+    ends: dict[Part, int]
+
+
+class WatermarkTracker:
+    """Samples the slot and the topics, and keeps each topic's safe watermark.
+
+    Thread-safe. ``sample`` does the I/O (one SQL query, one end-offset
+    request per partition, one committed-offsets request); ``refresh`` and
+    ``wait`` call it at most once per ``min_interval_s`` however many callers
+    wait at once.
+
+    Args:
+        config: the pipeline's configuration (source DSN and slot, Kafka,
+            views and their topics).
+        min_interval_s: the least time between two samples.
+        timeout_s: the most one Kafka or SQL call may take.
+        max_pending: samples kept while waiting for the workers; the oldest
+            go first (dropping one only delays the watermark).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        min_interval_s: float = 0.05,
+        timeout_s: float = 5.0,
+        max_pending: int = 2000,
+    ) -> None:
+        self.config = config
+        self.min_interval_s = min_interval_s
+        self.timeout_s = timeout_s
+        self.topics = {
+            name: config.source.topic(view.table) for name, view in config.views.items()
+        }
+        self._pending: dict[str, deque[Sample]] = {
+            t: deque(maxlen=max_pending) for t in set(self.topics.values())
+        }
+        self._marks: dict[str, int] = {}
+        self.ends: dict[Part, int] = {}
+        self.committed: dict[Part, int] = {}
+        self.slot_lsn: int | None = None
+        self.sampled_at = 0.0  # time.monotonic() of the last good sample
+        self._lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._conn: Any = None
+        self._consumer: Consumer | None = None
+
+    # -- reading ---------------------------------------------------------------
+
+    def watermark(self, view: str) -> int | None:
+        """The view's safe watermark as of the last sample (no I/O)."""
+        with self._lock:
+            return self._marks.get(self.topics[view])
+
+    def refresh(self, max_age_s: float | None = None) -> None:
+        """Sample unless a sample younger than ``max_age_s`` exists.
+
+        Never raises: a failed sample is logged and the watermark stays.
+        """
+        age = self.min_interval_s if max_age_s is None else max_age_s
+        with self._io_lock:
+            if time.monotonic() - self.sampled_at < age:
+                return
+            try:
+                self._sample()
+            except Exception:  # the watermark stays; callers time out
+                logger.warning("watermark sample failed", exc_info=True)
+                self._drop_connections()
+
+    def wait(self, view: str, lsn: int, timeout_s: float) -> int:
+        """Block until the view's watermark reaches ``lsn``; returns it.
+
+        Raises:
+            NotYetFresh: ``timeout_s`` passed first (carries the watermark).
+        """
+        start = time.monotonic()
+        while True:
+            mark = self.watermark(view)
+            if mark is not None and mark >= lsn:
+                return mark
+            waited = time.monotonic() - start
+            if waited >= timeout_s:
+                raise NotYetFresh(view, lsn, mark, waited)
+            self.refresh()
+            mark = self.watermark(view)
+            if mark is None or mark < lsn:
+                time.sleep(min(self.min_interval_s, max(0.0, timeout_s - waited)))
+
+    def close(self) -> None:
+        with self._io_lock:
+            self._drop_connections()
+
+    # -- sampling --------------------------------------------------------------
+
+    def _sample(self) -> None:
+        slot_lsn = self._slot_lsn()  # 1. before the end offsets, always
+        consumer = self._ensure_consumer()
+        ends: dict[Part, int] = {}
+        lows: dict[Part, int] = {}
+        known: set[str] = set()
+        for topic in self._pending:
+            parts = self._partitions(consumer, topic)
+            if parts is None:
+                continue  # no metadata: no sample for this topic this time
+            known.add(topic)
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=self.timeout_s, cached=False
+                )
+                ends[(topic, p)], lows[(topic, p)] = high, low
+        got = consumer.committed(
+            [TopicPartition(t, p) for t, p in ends], timeout=self.timeout_s
+        )
+        # Nothing committed on a partition: nothing applied past its start.
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            if tp.offset >= 0
+            else lows[(tp.topic, tp.partition)]
+            for tp in got
+        }
+        with self._lock:
+            self.slot_lsn, self.ends, self.committed = slot_lsn, ends, committed
+            self.sampled_at = time.monotonic()
+            for topic, pending in self._pending.items():
+                self._advance(
+                    topic,
+                    pending,
+                    slot_lsn if topic in known else None,
+                    ends,
+                    committed,
+                )
+
+    def _advance(
+        self,
+        topic: str,
+        pending: deque[Sample],
+        slot_lsn: int | None,
+        ends: dict[Part, int],
+        committed: dict[Part, int],
+    ) -> None:
+        mark = self._marks.get(topic)
+        if slot_lsn is not None and (mark is None or slot_lsn > mark):
+            if not pending or slot_lsn > pending[-1].lsn:
+                mine = {k: v for k, v in ends.items() if k[0] == topic}
+                pending.append(Sample(slot_lsn, mine))
+        while pending and all(
+            committed.get(part, -1) >= end for part, end in pending[0].ends.items()
+        ):
+            mark = pending.popleft().lsn
+        if mark is not None:
+            self._marks[topic] = mark
+
+    def _slot_lsn(self) -> int | None:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.config.source.dsn.get_secret_value(),
+                autocommit=True,
+                connect_timeout=max(1, int(self.timeout_s)),
+            )
+        row = self._conn.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (self.config.source.slot,),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _ensure_consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self.config.kafka.bootstrap_servers,
+                    # The workers' group: committed() reads its offsets
+                    # without joining it (this consumer never subscribes).
+                    "group.id": self.config.kafka.group_id,
+                    "enable.auto.commit": False,
+                }
+            )
+        return self._consumer
+
+    def _partitions(self, consumer: Consumer, topic: str) -> list[int] | None:
+        """The topic's partitions, asked anew every sample (they may grow)."""
+        md = consumer.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
+        if md is None or md.error is not None or not md.partitions:
+            return None
+        return sorted(md.partitions)
+
+    def _drop_connections(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken connection
+                logger.debug("closing the watermark connection failed", exc_info=True)
+            self._conn = None
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

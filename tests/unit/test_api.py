@@ -1,0 +1,156 @@
+"""The HTTP API refuses bad requests before any store call, and the pieces
+of read-your-writes that need no services: LSN text, the watermark's
+bookkeeping, the 412 answer.
+
+Stores and Kafka point at a closed port and the app's lifespan never runs, so
+a request that reached a store would fail with 5xx, not the 4xx asserted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.config import parse
+from pipeline.errors import ConfigError
+from query.lsn import format_lsn
+from query.lsn import parse as parse_lsn
+from query.server import create_app
+from query.service import Service
+from query.watermark import Sample, WatermarkTracker
+
+pytestmark = pytest.mark.unit
+
+CLOSED = "127.0.0.1:9"
+KEY = "k" * 20
+
+
+def config(**api: Any) -> Any:
+    return parse(
+        {
+            "source": {"dsn": f"postgresql://x@{CLOSED}/x", "tables": ["public.t"]},
+            "kafka": {"bootstrap_servers": CLOSED},
+            "connect": {"url": f"http://{CLOSED}"},
+            "sinks": {
+                "redis": {"type": "redis", "url": f"redis://{CLOSED}/0"},
+                "es": {"type": "elasticsearch", "hosts": [f"http://{CLOSED}"]},
+            },
+            "views": {
+                "t": {"table": "public.t", "sinks": ["redis", "es"]},
+                "u": {"table": "public.t", "sinks": ["redis"]},
+            },
+            "api": api,
+        }
+    )
+
+
+@pytest.fixture
+def http() -> Any:
+    cfg = config(
+        keys=[{"name": "site", "key": KEY, "views": ["t"]}], min_lsn_wait_s=0.2
+    )
+    return TestClient(create_app(cfg), headers={"Authorization": f"Bearer {KEY}"})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "reason"),
+    [
+        ("POST", "/t/filter", {"json": {"where": {"$where": "1"}}}, "field"),
+        ("POST", "/t/filter", {"json": {"where": {"a": {"$gt": 1}}}}, "operator"),
+        ("POST", "/t/filter", {"json": {"where": {"a": 1}, "limit": 101}}, "size"),
+        ("POST", "/t/filter", {"json": {"where": {"a": 1}, "x": 1}}, "request"),
+        ("POST", "/t/search", {"json": {"script": "1"}}, "request"),
+        ("POST", "/t/search", {"json": {"sort": ["_script"]}}, "field"),
+        ("GET", "/t/search", {"params": {"size": 101}}, "size"),
+        ("GET", "/t/search", {"params": {"script": "x"}}, "parameter"),
+        ("GET", "/t/docs/a*b", {}, "ids"),
+        ("GET", "/t/docs", {"params": {"ids": ["?"]}}, "ids"),
+        ("POST", "/t/mget", {"json": {"ids": [[1]]}}, "ids"),
+        ("GET", "/t/docs/1", {"params": {"min_lsn": "1/2/3"}}, "min_lsn"),
+    ],
+)
+def test_api_bad_request_refused_with_reason(http, method, path, kwargs, reason):
+    resp = http.request(method, "/v1/views" + path, **kwargs)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["reason"] == reason
+    assert resp.json()["error"]
+
+
+def test_api_keys_missing_wrong_or_other_view_refused(http):
+    anon = TestClient(http.app)
+    assert anon.get("/v1/views/t/docs/1").status_code == 401
+    wrong = anon.get("/v1/views/t/docs/1", headers={"X-Api-Key": "x" * 20})
+    assert wrong.status_code == 401
+    assert http.get("/v1/views/u/docs/1").status_code == 403
+    assert http.get("/v1/views/nope/docs/1").json()["reason"] == "view"
+    assert anon.get("/healthz").status_code == 200
+
+
+def test_api_min_lsn_never_reached_answers_412_with_watermark(http):
+    resp = http.get("/v1/views/t/docs/1", params={"min_lsn": "0/16B3748"})
+    assert resp.status_code == 412
+    assert resp.json()["min_lsn"] == "0/16B3748"
+    assert resp.json()["watermark_lsn"] is None
+
+
+def test_api_openapi_schema_lists_read_routes(http):
+    paths = http.get("/openapi.json").json()["paths"]
+    for route in ("docs/{doc_id}", "docs", "mget", "search", "filter"):
+        assert f"/v1/views/{{view}}/{route}" in paths
+
+
+def test_api_config_key_for_unknown_view_refused():
+    cfg = config(keys=[{"name": "site", "key": KEY, "views": ["nope"]}])
+    with pytest.raises(ConfigError, match="nope"):
+        Service(cfg)
+
+
+def test_api_config_short_or_duplicate_keys_refused():
+    with pytest.raises(ConfigError, match="16 characters"):
+        config(keys=[{"name": "a", "key": "short", "views": ["t"]}])
+    with pytest.raises(ConfigError, match="same secret"):
+        config(
+            keys=[
+                {"name": "a", "key": KEY, "views": ["t"]},
+                {"name": "b", "key": KEY, "views": ["u"]},
+            ]
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("0/16B3748", 0x16B3748), ("16/B374D848", 0x16B374D848), ("123", 123), (7, 7)],
+)
+def test_lsn_text_or_int_parsed_and_formatted_back(text, number):
+    assert parse_lsn(text) == number
+    assert parse_lsn(format_lsn(number)) == number
+
+
+def test_watermark_sample_waits_for_every_partition_then_advances():
+    tracker = WatermarkTracker(config())
+    topic = tracker.topics["t"]
+    pending: deque[Sample] = deque()
+    a, b = (topic, 0), (topic, 1)
+    # sample 1: slot at 100, ends (10, 5); the workers committed (10, 4)
+    tracker._advance(topic, pending, 100, {a: 10, b: 5}, {a: 10, b: 4})
+    assert tracker._marks.get(topic) is None
+    # sample 2: slot at 200, ends (12, 9); partition b reached 5 only
+    tracker._advance(topic, pending, 200, {a: 12, b: 9}, {a: 12, b: 5})
+    assert tracker._marks[topic] == 100
+    assert [s.lsn for s in pending] == [200]
+    # no new slot position: the pending sample still advances the mark
+    tracker._advance(topic, pending, None, {a: 12, b: 9}, {a: 12, b: 9})
+    assert tracker._marks[topic] == 200
+    assert not pending
+
+
+def test_watermark_partition_without_commit_blocks_the_sample():
+    tracker = WatermarkTracker(config())
+    topic = tracker.topics["t"]
+    pending: deque[Sample] = deque()
+    tracker._advance(topic, pending, 50, {(topic, 0): 3}, {})
+    assert tracker._marks.get(topic) is None
+    assert len(pending) == 1
