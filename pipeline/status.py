@@ -77,10 +77,13 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
     try:
         lags = {}
         for view_name, view in cfg.views.items():
-            topic = cfg.source.topic(view.table)
-            if topic not in lags:
-                lags[topic] = _topic_lag(consumer, topic, timeout)
-            lag, parts = lags[topic]
+            lag, parts = 0, 0
+            for table in dict.fromkeys(view.tables()):
+                topic = cfg.source.topic(table)
+                if topic not in lags:
+                    lags[topic] = _topic_lag(consumer, topic, timeout)
+                lag += lags[topic][0]
+                parts += lags[topic][1]
             for sink in view.sinks:
                 mine = [
                     c for c in cps.values() if c.view == view_name and c.sink == sink
@@ -112,11 +115,26 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         slot_lag = None
     return {
         "views": [asdict(r) for r in rows],
+        "snapshots": snapshots(cfg),
         "slot_lag_bytes": slot_lag,
         "dead_letters": dlq,
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
+
+
+def snapshots(cfg: Config) -> list[dict[str, Any]]:
+    """Snapshot runs recorded for this pipeline, newest first."""
+    from pipeline.snapshot.state import SnapshotLog
+
+    try:
+        states = SnapshotLog(cfg).read(timeout_s=5.0).values()
+    except Exception:  # noqa: BLE001 (status must show what it can)
+        return []
+    rows = []
+    for st in sorted(states, key=lambda s: s.updated_ms, reverse=True):
+        rows.append({**asdict(st), "rows_per_s": round(st.rate(), 1)})
+    return rows
 
 
 def render(st: dict[str, Any]) -> str:
@@ -130,4 +148,11 @@ def render(st: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     lines.append(f"dead letters: {st['dead_letters']}")
+    for snap in st.get("snapshots", []):
+        total = "?" if snap["total"] is None else f"{snap['total']:,}"
+        lines.append(
+            f"snapshot {snap['view']} ({snap['method']}, {','.join(snap['sinks'])}): "
+            f"{snap['state']} {snap['rows']:,}/{total} rows, "
+            f"{snap['rows_per_s']:,.0f} rows/s"
+        )
     return "\n".join(lines)

@@ -49,8 +49,7 @@ class StatusMonitor:
             for v, c in svc.config.views.items()
             for s in c.sinks
         }
-        #: Running snapshots, shown in their own section of the page. Fed by
-        #: the snapshot feature once it exists; empty until then.
+        #: Running snapshots (from the snapshot topic), in their own section.
         self.snapshots: list[dict[str, Any]] = []
         self.services: dict[str, str] = {}
         self.connector: dict[str, Any] = {}
@@ -99,6 +98,7 @@ class StatusMonitor:
         cfg = self.svc.config
         if self._turns % PROBE_EVERY == 0:
             self.services = self._probe()
+            self.snapshots = self._snapshots()
         self._turns += 1
         try:
             self.connector = debezium.status(cfg)
@@ -129,6 +129,24 @@ class StatusMonitor:
                 row["history"] = list(self.history[key])
             self._latest = figures
 
+    def _snapshots(self) -> list[dict[str, Any]]:
+        """Snapshot runs still going (``readside snapshot``), with progress."""
+        from pipeline.status import snapshots
+
+        out = []
+        for snap in snapshots(self.svc.config):
+            if snap["state"] not in ("running", "signalled"):
+                continue
+            total = "?" if snap["total"] is None else f"{snap['total']:,}"
+            out.append(
+                {
+                    "view": snap["view"],
+                    "progress": f"{snap['rows']:,}/{total} ({snap['method']})",
+                    "rows_per_s": snap["rows_per_s"],
+                }
+            )
+        return out
+
     def _rate(self) -> None:
         tracker = self.svc.tracker
         now = time.monotonic()
@@ -150,11 +168,11 @@ class StatusMonitor:
         mark = fresh.source_mark()
         rows = []
         for view, cfg in svc.config.views.items():
-            topic = tracker.topics[view]
+            topics = tracker.topics[view]
             lag = sum(
                 max(0, end - tracker.committed.get(part, 0))
                 for part, end in tracker.ends.items()
-                if part[0] == topic
+                if part[0] in topics
             )
             wm = tracker.watermark(view)
             for sink in cfg.sinks:
@@ -172,7 +190,9 @@ class StatusMonitor:
                         "applied_lsn": None
                         if f.applied_lsn is None
                         else format_lsn(f.applied_lsn),
-                        "events_per_s": round(self._rates.get(topic, 0.0), 1),
+                        "events_per_s": round(
+                            sum(self._rates.get(t, 0.0) for t in topics), 1
+                        ),
                         "history": [],
                     }
                 )

@@ -95,11 +95,13 @@ class WatermarkTracker:
         self.config = config
         self.min_interval_s = min_interval_s
         self.timeout_s = timeout_s
-        self.topics = {
-            name: config.source.topic(view.table) for name, view in config.views.items()
+        #: Every topic a view reads (an aggregate view reads one per table).
+        self.topics: dict[str, list[str]] = {
+            name: [config.source.topic(t) for t in dict.fromkeys(view.tables())]
+            for name, view in config.views.items()
         }
         self._pending: dict[str, deque[Sample]] = {
-            t: deque(maxlen=max_pending) for t in set(self.topics.values())
+            t: deque(maxlen=max_pending) for ts in self.topics.values() for t in ts
         }
         self._marks: dict[str, int] = {}
         self.ends: dict[Part, int] = {}
@@ -116,7 +118,10 @@ class WatermarkTracker:
     def watermark(self, view: str) -> int | None:
         """The view's safe watermark as of the last sample (no I/O)."""
         with self._lock:
-            return self._marks.get(self.topics[view])
+            marks = [self._marks.get(t) for t in self.topics[view]]
+        if any(m is None for m in marks):
+            return None
+        return min(m for m in marks if m is not None)
 
     def refresh(self, max_age_s: float | None = None) -> None:
         """Sample unless a sample younger than ``max_age_s`` exists.

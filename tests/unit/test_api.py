@@ -131,7 +131,7 @@ def test_lsn_text_or_int_parsed_and_formatted_back(text, number):
 
 def test_watermark_sample_waits_for_every_partition_then_advances():
     tracker = WatermarkTracker(config())
-    topic = tracker.topics["t"]
+    topic = tracker.topics["t"][0]
     pending: deque[Sample] = deque()
     a, b = (topic, 0), (topic, 1)
     # sample 1: slot at 100, ends (10, 5); the workers committed (10, 4)
@@ -149,7 +149,7 @@ def test_watermark_sample_waits_for_every_partition_then_advances():
 
 def test_watermark_partition_without_commit_blocks_the_sample():
     tracker = WatermarkTracker(config())
-    topic = tracker.topics["t"]
+    topic = tracker.topics["t"][0]
     pending: deque[Sample] = deque()
     tracker._advance(topic, pending, 50, {(topic, 0): 3}, {})
     assert tracker._marks.get(topic) is None
