@@ -4,10 +4,17 @@ random workload on every level, with two workers."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import psycopg
+import pymongo
 import pytest
+import redis
+from elasticsearch import Elasticsearch
+from harness import REPO
 from shop_model import SCHEMA, TABLES, VIEW, ShopLoad, expected_documents
 
 from pipeline.aggregate import AggregateView, prepare_views
@@ -49,3 +56,57 @@ def test_aggregate_random_workload_two_workers_converges(make_pipeline):
     # ...and every sink holds exactly those.
     p.assert_converged()
     assert not p.dead_letters()
+
+
+def _verify_cli(p: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "--config",
+            str(p.config_path),
+            "verify",
+            "customers",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_verify_finds_hand_corrupted_documents_and_repair_fixes_them(make_pipeline):
+    p = make_pipeline(SCHEMA, TABLES, {"customers": VIEW})
+    load = ShopLoad(seed=3)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load.seed(conn, customers=30)
+    p.apply_connector()
+    p.start_worker()
+    p.wait_drained(timeout=180)
+    clean = _verify_cli(p)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "missing=0 extra=0 differing=0" in clean.stdout
+    ids = sorted(expected_documents(p.dsn), key=int)
+    wrong, gone = ids[0], ids[1]
+    cfg = p.config
+    # By hand, in each store: a changed body, a lost document, an extra one.
+    prefix = cfg.views["customers"].sink_options["redis"].target
+    r = redis.Redis.from_url(cfg.sinks["redis"].url.get_secret_value())
+    r.set(f"{prefix}:{wrong}", json.dumps({"id": int(wrong), "full_name": "x"}))
+    mongo = cfg.sinks["mongodb"]
+    with pymongo.MongoClient(mongo.uri.get_secret_value()) as client:
+        client[mongo.database]["customers"].delete_one({"_id": gone})
+    es = Elasticsearch(cfg.sinks["elasticsearch"].hosts)
+    index = f"{cfg.sinks['elasticsearch'].index_prefix}customers"
+    es.index(index=index, id="999999", document={"id": 999999}, refresh=True)
+    drift = _verify_cli(p)
+    assert drift.returncode == 1
+    assert f"missing (first): ['{gone}']" in drift.stdout
+    assert "extra (first): ['999999']" in drift.stdout
+    assert f"  {wrong}: expected" in drift.stdout
+    fixed = _verify_cli(p, "--repair")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fixed.stdout.count("after repair:") == 3
+    p.assert_converged()
