@@ -95,8 +95,8 @@ def _started(make_pipeline: Any, workers: int = 1, **env: str) -> Pipeline:
     return p
 
 
-def _load(p: Pipeline, seed: int) -> BackgroundLoad:
-    return BackgroundLoad(p.dsn, OrdersLoad(SEED_ROWS + 1), seed=seed)
+def _load(p: Pipeline, seed: int, step: OrdersLoad | None = None) -> BackgroundLoad:
+    return BackgroundLoad(p.dsn, step or OrdersLoad(SEED_ROWS + 1), seed=seed)
 
 
 def _wait_progress(p: Pipeline, timeout: float = 60) -> None:
@@ -208,8 +208,9 @@ def test_worker_store_outage_commits_nothing_until_store_returns(
     stack = stack_config()
     p = _started(make_pipeline)
     worker = p.workers[0]
+    orders = OrdersLoad(SEED_ROWS + 1)  # one id sequence for both writers below
     try:
-        with _load(p, seed=4) as load:
+        with _load(p, seed=4, step=orders) as load:
             _wait_progress(p)
             load.wait_ops(50)
             marker = f"sinks unavailable sinks={sink}"
@@ -229,7 +230,7 @@ def test_worker_store_outage_commits_nothing_until_store_returns(
         # The writer stops before the store restarts (Elasticsearch takes ~30 s):
         # the backlog stays bounded instead of growing with the restart time.
         runner.start_service(stack, service)
-    with _load(p, seed=14) as load:
+    with _load(p, seed=14, step=orders) as load:
         load.wait_ops(50)  # and changes after the store is back
     p.wait_drained(timeout=240)
     assert worker.alive()
