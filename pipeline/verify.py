@@ -135,6 +135,19 @@ def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+_BIT_OID = 1560
+
+
+def _register_hstore(conn: psycopg.Connection[Any]) -> None:
+    """Read hstore columns as dicts (Debezium's mapping), when installed."""
+    from psycopg.types import TypeInfo
+    from psycopg.types.hstore import register_hstore
+
+    info = TypeInfo.fetch(conn, "hstore")
+    if info is not None:
+        register_hstore(info, conn)
+
+
 def expected_documents(
     conn: psycopg.Connection[Any], view: TableView
 ) -> dict[str, Document]:
@@ -149,8 +162,15 @@ def expected_documents(
     schema, name = table.split(".", 1)
     query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name))
     out: dict[str, Document] = {}
+    _register_hstore(conn)
     with conn.cursor(row_factory=dict_row) as cur:
-        for raw in cur.execute(query):
+        cur.execute(query)
+        # bit(1) is a boolean in Debezium's mapping; psycopg reads it as text.
+        bits = [d.name for d in cur.description or () if d.type_code == _BIT_OID]
+        for raw in cur:
+            for col in bits:
+                if raw[col] is not None and len(raw[col]) == 1:
+                    raw[col] = raw[col] == "1"
             row = pg_row_to_json(raw)
             ident = doc_id({k: row[k] for k in keys})
             shaped = view.shape(row)
