@@ -76,7 +76,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
     rows: list[ViewSinkStatus] = []
     try:
         lags = {}
-        for view_name, view in cfg.views.items():
+        for view_name, view in cfg.effective_views().items():
             lag, parts = 0, 0
             for table in dict.fromkeys(view.tables()):
                 topic = cfg.source.topic(table)
