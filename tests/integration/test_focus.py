@@ -15,6 +15,7 @@ import pytest
 from apiserver import start_server
 from harness import REPO
 
+from pipeline.status import render, snapshots
 from pipeline.verify import verify
 from pipeline.worker import build_sinks
 from query import ReadClient
@@ -197,6 +198,16 @@ def test_focus_sites_isolated_and_switching_adds_and_purges_exactly(make_pipelin
     assert backfilled == 0
     assert purged == {"redis": gone, "elasticsearch": gone}
     _assert_exact(p, "customers.eu", EU_NARROW)
+
+    # `readside status` lists the applied focus and the last purge.
+    runs = snapshots(p.config)
+    assert [r["where"] for r in runs if r["method"] == "focus"] == [EU_NARROW]
+    purge = next(r for r in runs if r["method"] == "purge")
+    assert (purge["state"], purge["rows"]) == ("done", 2 * gone)
+    shown = render(
+        {"views": [], "slot_lag_bytes": 0, "dead_letters": 0, "snapshots": runs}
+    )
+    assert f"focus customers.eu: applied where {EU_NARROW}" in shown
 
     # The other focus was never touched.
     _assert_exact(p, "customers.us", "country = 'US'")
