@@ -358,6 +358,52 @@ def snapshot(
 
 
 @main.group()
+def focus() -> None:
+    """Switch what a focus holds (see `focuses:` in the config)."""
+
+
+@focus.command("apply")
+@click.argument("name")
+@click.option("--chunk-size", default=1000, show_default=True, type=click.IntRange(1))
+@click.pass_context
+def focus_apply(ctx: click.Context, name: str, chunk_size: int) -> None:
+    """Backfill what focus NAME now includes and purge what it excludes.
+
+    Order: edit the focus's `where` in the config, restart the workers with
+    the new config, then run this. Aggregate views: a snapshot load of the
+    newly included roots, then deletes of the documents the focus's stores
+    hold that its definition excludes. Table views: an incremental-snapshot
+    signal; the workers rewrite the table through the stream.
+    """
+    from pipeline.snapshot.focus import FocusApply
+    from pipeline.snapshot.progress import ProgressBar
+
+    cfg = load_config(ctx)
+    with ProgressBar(cfg.focus_view(name)) as bar:
+        job = FocusApply(cfg, name, bar.update, chunk_size)
+        signal.signal(signal.SIGTERM, job.stop)
+        signal.signal(signal.SIGINT, job.stop)
+        done = job.run()
+    click.echo(done.describe())
+    if done.state == "stopped":
+        sys.exit(130)
+
+
+@focus.command("list")
+@click.pass_context
+def focus_list(ctx: click.Context) -> None:
+    """Each focus: its view, its definition and what was last applied."""
+    from pipeline.snapshot.state import SnapshotLog
+
+    cfg = load_config(ctx)
+    log = SnapshotLog(cfg)
+    for name, f in cfg.focuses.items():
+        last = log.focus(name)
+        applied = "never applied" if last is None else f"applied: {last.where}"
+        click.echo(f"{name}: view {cfg.focus_view(name)} where {f.where} ({applied})")
+
+
+@main.group()
 def dlq() -> None:
     """Inspect and replay dead letters."""
 

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
     Tag,
     ValidationError,
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.focusconfig import FocusConfig, derived_name, expand
 from query.api_config import ApiConfig
 
 CONFIG_ENV = "READSIDE_CONFIG"
@@ -348,9 +350,11 @@ class Config(_Model):
     connect: ConnectConfig = ConnectConfig()
     sinks: dict[str, SinkConfig] = Field(min_length=1)
     views: dict[str, ViewConfig] = Field(min_length=1)
+    focuses: dict[str, FocusConfig] = Field(default_factory=dict)
     worker: WorkerConfig = WorkerConfig()
     stack: StackConfig = StackConfig()
     api: ApiConfig = ApiConfig()
+    _effective: dict[str, ViewConfig] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -372,12 +376,39 @@ class Config(_Model):
                     raise ValueError(
                         f"views.{name}.{path}: {table!r} is not in source.tables"
                     )
+        kinds = {name: sink.type for name, sink in self.sinks.items()}
+        self._effective = expand(self.focuses, self.views, kinds, ViewSinkOptions)
+        for key in self.api.keys:
+            if key.focus is not None and key.focus not in self.focuses:
+                raise ValueError(
+                    f"api.keys[{key.name}].focus: unknown focus {key.focus!r} "
+                    f"(known: {', '.join(sorted(self.focuses)) or 'none'})"
+                )
         return self
+
+    def effective_views(self) -> dict[str, ViewConfig]:
+        """Every view to materialize: the configured views, then one derived
+        view per focus (``<view>.<focus>``, see :mod:`pipeline.focusconfig`).
+
+        Everything that runs, loads, checks or reads views iterates these.
+        """
+        return self._effective
+
+    def focus_view(self, focus: str) -> str:
+        """The derived view that materializes ``focus``.
+
+        Raises:
+            ConfigError: ``focus`` is not configured.
+        """
+        if focus not in self.focuses:
+            known = ", ".join(sorted(self.focuses)) or "none"
+            raise ConfigError(f"unknown focus {focus!r} (known: {known})")
+        return derived_name(self.focuses[focus].view, focus)
 
     def view_topics(self) -> dict[str, list[str]]:
         """Topic -> names of the views fed by it."""
         out: dict[str, list[str]] = {}
-        for name, view in self.views.items():
+        for name, view in self.effective_views().items():
             for table in dict.fromkeys(view.tables()):
                 out.setdefault(self.source.topic(table), []).append(name)
         return out

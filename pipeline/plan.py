@@ -23,7 +23,7 @@ def describe(cfg: Config) -> str:
         lines.append(f"  {name}: {sink.type}")
     lines.append("")
     lines.append("views:")
-    for name, view in cfg.views.items():
+    for name, view in cfg.effective_views().items():
         if isinstance(view, AggregateViewConfig):
             tables = ", ".join(dict.fromkeys(view.tables()))
             lines.append(

@@ -76,7 +76,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
     rows: list[ViewSinkStatus] = []
     try:
         lags = {}
-        for view_name, view in cfg.views.items():
+        for view_name, view in cfg.effective_views().items():
             lag, parts = 0, 0
             for table in dict.fromkeys(view.tables()):
                 topic = cfg.source.topic(table)
@@ -149,6 +149,12 @@ def render(st: dict[str, Any]) -> str:
     lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     lines.append(f"dead letters: {st['dead_letters']}")
     for snap in st.get("snapshots", []):
+        if snap["method"] == "focus":
+            lines.append(
+                f"focus {snap['view']}: {snap['state']} where {snap['where']} "
+                f"({snap['rows']:,} documents written)"
+            )
+            continue
         total = "?" if snap["total"] is None else f"{snap['total']:,}"
         lines.append(
             f"snapshot {snap['view']} ({snap['method']}, {','.join(snap['sinks'])}): "

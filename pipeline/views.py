@@ -98,15 +98,16 @@ def build_views(
     from transforms.expr import compile_expression
 
     epochs = epochs or {}
-    wanted = set(only) if only else set(cfg.views)
-    unknown = wanted - set(cfg.views)
+    defined = cfg.effective_views()
+    wanted = set(only) if only else set(defined)
+    unknown = wanted - set(defined)
     if unknown:
         from pipeline.errors import ConfigError
 
         raise ConfigError(f"unknown view(s): {', '.join(sorted(unknown))}")
     views: dict[str, View] = {}
     for name in sorted(wanted):
-        vcfg = cfg.views[name]
+        vcfg = defined[name]
         chain = build_chain(list(vcfg.transforms)) if vcfg.transforms else None
         epoch = epochs.get(name, 0)
         if isinstance(vcfg, AggregateViewConfig):

@@ -56,7 +56,7 @@ _CRASH_BEFORE_COMMIT = int(os.environ.get("READSIDE_FAULT_CRASH_BEFORE_COMMIT", 
 def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
     """The views a sink holds, with their per-view options."""
     out: dict[str, ViewTarget] = {}
-    for view_name, view in cfg.views.items():
+    for view_name, view in cfg.effective_views().items():
         if sink_name not in view.sinks:
             continue
         opts = view.sink_options.get(sink_name)

@@ -27,8 +27,10 @@ class ApiKey(BaseModel):
     """One API key and the views it may read (``"*"``: all of them).
 
     Attributes:
-        focus: reserved for focus binding (a key reading through a focus);
-            not used yet.
+        focus: the focus the key reads through (``focuses`` in the config):
+            a request for the focus's base view is answered from the focus's
+            own stores; any other view is refused with 403. ``views`` is
+            checked against the base view.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

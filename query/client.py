@@ -23,7 +23,7 @@ from pipeline.errors import TransientError
 from query import lsn as lsn_mod
 from query import stores, validate
 from query.answer import Answer, Doc
-from query.errors import StoreUnavailable, UnknownView
+from query.errors import OutOfFocus, StoreUnavailable, UnknownView
 from query.freshness import FreshnessCache
 from query.watermark import WatermarkTracker
 
@@ -57,6 +57,8 @@ class ReadClient:
             wait on (default: one created at the first such read).
         wait_s: how long a read with ``min_lsn`` waits before it raises
             :class:`~query.errors.NotYetFresh`.
+        focus: read through this focus (see :meth:`resolve`): a view name
+            maps to the focus's derived view and other views are refused.
 
     Example:
         >>> client = ReadClient("readside.yaml")
@@ -70,8 +72,12 @@ class ReadClient:
         freshness: FreshnessCache | None = None,
         watermarks: WatermarkTracker | None = None,
         wait_s: float = DEFAULT_WAIT_S,
+        focus: str | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else config_mod.load(config)
+        if focus is not None:
+            self.config.focus_view(focus)  # ConfigError for an unknown focus
+        self.focus = focus
         self.read_order = tuple(read_order or DEFAULT_ORDER)
         self._sinks: dict[str, Sink] = {}
         self._freshness = freshness or FreshnessCache(
@@ -123,6 +129,7 @@ class ReadClient:
             UnknownView, QueryError, StoreUnavailable, NotYetFresh: as
             :meth:`get`.
         """
+        view = self.resolve(view)
         cfg = self._view(view)
         wanted = validate.doc_ids(ids)
         self.await_lsn(view, min_lsn)
@@ -155,6 +162,7 @@ class ReadClient:
             QueryError: a field name, operator or value is refused.
             UnknownView, StoreUnavailable, NotYetFresh: as :meth:`get`.
         """
+        view = self.resolve(view)
         cfg = self._view(view)
         conds = validate.where(where)
         size = validate.limit(limit)
@@ -210,6 +218,7 @@ class ReadClient:
             QueryError: bad input, or Elasticsearch refused the query.
             UnknownView, StoreUnavailable, NotYetFresh: as :meth:`get`.
         """
+        view = self.resolve(view)
         cfg = self._view(view)
         text = validate.query_text(query)
         terms = validate.search_filters(filters)
@@ -261,6 +270,7 @@ class ReadClient:
         if min_lsn is None:
             return False
         wanted = lsn_mod.parse(min_lsn)
+        view = self.resolve(view)
         self.watermarks.wait(view, wanted, self.wait_s)
         return True
 
@@ -278,6 +288,7 @@ class ReadClient:
 
     def ordered_sinks(self, view: str, cfg: ViewConfig | None = None) -> list[str]:
         """The sinks of ``view`` that ``get`` tries, in order."""
+        view = self.resolve(view)
         cfg = cfg or self._view(view)
 
         def rank(name: str) -> int:
@@ -290,11 +301,42 @@ class ReadClient:
         ranked = [(rank(n), n) for n in cfg.sinks]
         return [n for r, n in sorted(ranked) if r >= 0]
 
+    def resolve(self, view: str) -> str:
+        """The view that answers a read of ``view``.
+
+        Without a focus, ``view`` itself. With a focus, its derived view
+        (``customers`` and ``customers.eu`` both answer from
+        ``customers.eu`` for focus ``eu``); any other view is refused, so a
+        site bound to one focus never reads another focus's stores.
+
+        Raises:
+            UnknownView: the view is not configured (404).
+            OutOfFocus: the client's focus does not cover the view (403).
+        """
+        views = self.config.effective_views()
+        if view not in views:
+            raise UnknownView(view, self.views())
+        if self.focus is None:
+            return view
+        own = self.config.focus_view(self.focus)
+        if view in (own, self.config.focuses[self.focus].view):
+            return own
+        raise OutOfFocus(view, self.focus, self.views())
+
+    def views(self) -> list[str]:
+        """The views this client may read (all views without a focus)."""
+        if self.focus is None:
+            return list(self.config.effective_views())
+        return [
+            self.config.focuses[self.focus].view,
+            self.config.focus_view(self.focus),
+        ]
+
     def _view(self, view: str) -> ViewConfig:
         try:
-            return self.config.views[view]
+            return self.config.effective_views()[view]
         except KeyError:
-            raise UnknownView(view, list(self.config.views)) from None
+            raise UnknownView(view, self.views()) from None
 
     def _sink(self, name: str) -> Sink:
         if name not in self._sinks:

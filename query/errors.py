@@ -3,6 +3,8 @@
 * :class:`QueryError` — the caller's input is refused (a 4xx in HTTP terms);
   raised before any store is contacted.
 * :class:`UnknownView` — the view is not in the configuration (a 404).
+* :class:`OutOfFocus` — the caller is bound to a focus that does not cover
+  the view (a 403).
 * :class:`StoreUnavailable` — every store that could answer is down or timed
   out (a 503); names the view and the stores tried.
 * :class:`NotYetFresh` — a read with ``min_lsn`` waited in vain for the view's
@@ -41,6 +43,21 @@ class UnknownView(QueryError):
             "view", f"unknown view {view!r} (known: {', '.join(sorted(known))})"
         )
         self.view = view
+
+
+class OutOfFocus(QueryError):
+    """The view exists but the focus the caller is bound to does not cover it."""
+
+    status = 403
+
+    def __init__(self, view: str, focus: str, allowed: Sequence[str]) -> None:
+        super().__init__(
+            "focus",
+            f"view {view!r} is outside focus {focus!r} "
+            f"(it covers: {', '.join(allowed)})",
+        )
+        self.view = view
+        self.focus = focus
 
 
 class StoreUnavailable(ReadsideError):

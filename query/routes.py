@@ -71,16 +71,18 @@ def _presented(request: Request, x_api_key: str | None) -> str | None:
 
 def _start(
     request: Request, view: str, x_api_key: str | None, allowed: set[str]
-) -> tuple[Service, int | None]:
-    """Authorize, refuse unknown parameters, parse ``min_lsn``."""
+) -> tuple[Service, str, int | None]:
+    """Authorize, refuse unknown parameters, parse ``min_lsn``; the view that
+    answers (the key's focus view when the key is bound to a focus)."""
     svc = _service(request)
-    svc.authorize(_presented(request, x_api_key), view)
+    key = svc.authorize(_presented(request, x_api_key), view)
+    view = svc.resolve(key, view)
     unknown = sorted(set(request.query_params) - allowed - {"min_lsn"})
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise QueryError("parameter", f"unknown query parameter(s): {shown}")
     raw = request.query_params.get("min_lsn")
-    return svc, (None if raw is None else lsn_mod.parse(raw))
+    return svc, view, (None if raw is None else lsn_mod.parse(raw))
 
 
 def _freshness(answer: Answer) -> dict[str, Any]:
@@ -133,7 +135,7 @@ async def get_doc(
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
-    svc, lsn = _start(request, view, x_api_key, set())
+    svc, view, lsn = _start(request, view, x_api_key, set())
     ident = validate.doc_id(doc_id)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(lambda: svc.client.get(view, ident, min_lsn=lsn))
@@ -167,7 +169,7 @@ async def get_docs(
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
-    svc, lsn = _start(request, view, x_api_key, {"ids"})
+    svc, view, lsn = _start(request, view, x_api_key, {"ids"})
     return await _mget(svc, view, list(ids), lsn)
 
 
@@ -179,7 +181,7 @@ async def post_mget(
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
-    svc, lsn = _start(request, view, x_api_key, set())
+    svc, view, lsn = _start(request, view, x_api_key, set())
     return await _mget(svc, view, body.ids, lsn)
 
 
@@ -228,7 +230,9 @@ async def get_search(
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
-    svc, lsn = _start(request, view, x_api_key, {"q", "filter", "sort", "page", "size"})
+    svc, view, lsn = _start(
+        request, view, x_api_key, {"q", "filter", "sort", "page", "size"}
+    )
     body = SearchBody(
         query=q,
         filters=_get_filters(filter or []) or None,
@@ -248,7 +252,7 @@ async def post_search(
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
-    svc, lsn = _start(request, view, x_api_key, set())
+    svc, view, lsn = _start(request, view, x_api_key, set())
     result: JSONResponse = await _search(svc, view, body, lsn)
     return result
 
@@ -264,7 +268,7 @@ async def post_filter(
     min_lsn: MinLsn = None,
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
-    svc, lsn = _start(request, view, x_api_key, set())
+    svc, view, lsn = _start(request, view, x_api_key, set())
     wanted = min(100, svc.api.max_page_size) if body.limit is None else body.limit
     _page_size(svc, wanted)
     validate.where(body.where)  # refused before waiting; the client checks again

@@ -129,7 +129,9 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
         svc.start()
         monitor.start()
         logger.info(
-            "serving views=%s keys=%d", ",".join(config.views), len(config.api.keys)
+            "serving views=%s keys=%d",
+            ",".join(config.effective_views()),
+            len(config.api.keys),
         )
         try:
             yield
@@ -176,7 +178,10 @@ def probe_stores(svc: Service) -> dict[str, str]:
     """``ok`` or the error, per sink: one read by id of a view it holds."""
     out: dict[str, str] = {}
     for name in svc.config.sinks:
-        view = next((v for v, c in svc.config.views.items() if name in c.sinks), None)
+        view = next(
+            (v for v, c in svc.config.effective_views().items() if name in c.sinks),
+            None,
+        )
         if view is None:
             continue
         try:

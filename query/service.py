@@ -23,7 +23,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError, ReadsideError
 from query.api_config import ApiKey
 from query.client import ReadClient
-from query.errors import NotYetFresh, UnknownView
+from query.errors import NotYetFresh, OutOfFocus, UnknownView
 from query.watermark import WatermarkTracker
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class Service:
         self.config = config
         self.api = config.api
         for key in self.api.keys:
-            unknown = [v for v in key.views if v != "*" and v not in config.views]
+            known = config.effective_views()
+            unknown = [v for v in key.views if v != "*" and v not in known]
             if unknown:
                 raise ConfigError(
                     f"api.keys[{key.name}]: unknown view(s) {', '.join(unknown)}"
@@ -125,11 +126,28 @@ class Service:
             if key is None:
                 raise Unauthorized("a valid API key is required")
         if view is not None:
-            if view not in self.config.views:
-                raise UnknownView(view, list(self.config.views))
-            if key is not None and not key.may_read(view):
+            views = self.config.effective_views()
+            if view not in views:
+                raise UnknownView(view, list(views))
+            base = self.config.focuses[key.focus].view if key and key.focus else view
+            if key is not None and not key.may_read(base):
                 raise Forbidden(f"key {key.name!r} may not read view {view!r}")
         return key
+
+    def resolve(self, key: ApiKey | None, view: str) -> str:
+        """The view that answers ``view`` for ``key``: with a key bound to a
+        focus, the focus's derived view.
+
+        Raises:
+            OutOfFocus: the key's focus does not cover ``view`` (403).
+        """
+        if key is None or key.focus is None:
+            return view
+        own = self.config.focus_view(key.focus)
+        base = self.config.focuses[key.focus].view
+        if view in (base, own):
+            return own
+        raise OutOfFocus(view, key.focus, [base, own])
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run a blocking store call on the pool, within the request timeout."""

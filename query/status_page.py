@@ -46,7 +46,7 @@ class StatusMonitor:
         keep = max(2, int(svc.api.status_history_s / self.interval_s))
         self.history: dict[tuple[str, str], deque[list[int | None]]] = {
             (v, s): deque(maxlen=keep)
-            for v, c in svc.config.views.items()
+            for v, c in svc.config.effective_views().items()
             for s in c.sinks
         }
         #: Running snapshots (from the snapshot topic), in their own section.
@@ -167,7 +167,7 @@ class StatusMonitor:
         now = int(time.time() * 1000)
         mark = fresh.source_mark()
         rows = []
-        for view, cfg in svc.config.views.items():
+        for view, cfg in svc.config.effective_views().items():
             topics = tracker.topics[view]
             lag = sum(
                 max(0, end - tracker.committed.get(part, 0))

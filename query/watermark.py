@@ -98,7 +98,7 @@ class WatermarkTracker:
         #: Every topic a view reads (an aggregate view reads one per table).
         self.topics: dict[str, list[str]] = {
             name: [config.source.topic(t) for t in dict.fromkeys(view.tables())]
-            for name, view in config.views.items()
+            for name, view in config.effective_views().items()
         }
         self._pending: dict[str, deque[Sample]] = {
             t: deque(maxlen=max_pending) for ts in self.topics.values() for t in ts

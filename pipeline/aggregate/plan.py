@@ -339,6 +339,15 @@ class ViewSQL:
             + sql.SQL(" LIMIT {}").format(sql.Placeholder("limit"))
         )
 
+    def keys(self) -> sql.Composed:
+        """The key columns of every root the view defines (no documents)."""
+        keys = sql.SQL(", ").join(
+            col(self.root, c) for c in self.root.table.primary_key
+        )
+        return sql.SQL("SELECT {} FROM {} AS {}").format(
+            keys, table_ref(self.root.table.name), ident(self.root.alias)
+        ) + _where(self._filters())
+
     def count(self, extra: str | None = None) -> sql.Composed:
         return sql.SQL("SELECT count(*) FROM {} AS {}").format(
             table_ref(self.root.table.name), ident(self.root.alias)

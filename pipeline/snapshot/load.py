@@ -246,24 +246,26 @@ class Loader:
                 "--sink with --where on a table view: the incremental snapshot "
                 "goes through the stream into every sink of the view"
             )
-        src = self.cfg.source
-        table = view.cfg.table
-        data = {
-            "data-collections": [table],
-            "type": "incremental",
-            "additional-conditions": [
-                {"data-collection": table, "filter": self.opts.where}
-            ],
-        }
-        with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
-            conn.execute(
-                f"INSERT INTO {src.signal_table} (id, type, data) "
-                "VALUES (%s, 'execute-snapshot', %s)",
-                (str(uuid.uuid4()), json.dumps(data)),
-            )
+        send_signal(self.cfg, view.cfg.table, self.opts.where)
         st = SnapshotState(
             self.opts.view, self.sink_names, self.opts.where, "signal", "signalled"
         )
         self.log.save(st)
         self.progress(st)
         return st
+
+
+def send_signal(cfg: Config, table: str, where: str | None) -> None:
+    """Ask Debezium for an incremental snapshot of ``table`` (the rows ``where``
+    picks, or all): they come through the stream as new events, so every
+    table view of the table rewrites them at new versions."""
+    data: dict[str, Any] = {"data-collections": [table], "type": "incremental"}
+    if where:
+        data["additional-conditions"] = [{"data-collection": table, "filter": where}]
+    src = cfg.source
+    with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {src.signal_table} (id, type, data) "
+            "VALUES (%s, 'execute-snapshot', %s)",
+            (str(uuid.uuid4()), json.dumps(data)),
+        )

@@ -38,6 +38,7 @@ class ProgressBar:
             disable=not self.tty,
         )
         self._task: TaskID | None = None
+        self._method: str | None = None
         self._last_line = 0
 
     def __enter__(self) -> ProgressBar:
@@ -54,9 +55,13 @@ class ProgressBar:
 
     def update(self, st: SnapshotState) -> None:
         rate = f"{st.rate():,.0f}"
-        if self._task is None:
+        if self._task is None or st.method != self._method:
+            # A focus apply shows its load, then its purge, as separate bars.
+            what = "snapshot" if st.method in ("chunks", "replay") else st.method
+            self._method = st.method
+            self._last_line = st.chunks
             self._task = self._progress.add_task(
-                f"snapshot {self.view}", total=st.total, rate=rate
+                f"{what} {self.view}", total=st.total, rate=rate
             )
         self._progress.update(self._task, completed=st.rows, total=st.total, rate=rate)
         if not self.tty and (
@@ -65,7 +70,7 @@ class ProgressBar:
             self._last_line = st.chunks
             total = "?" if st.total is None else f"{st.total:,}"
             print(
-                f"snapshot {self.view}: {st.rows:,}/{total} rows, {rate} rows/s",
+                f"{st.method} {self.view}: {st.rows:,}/{total} rows, {rate} rows/s",
                 file=sys.stderr,
                 flush=True,
             )

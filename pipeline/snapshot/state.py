@@ -1,7 +1,11 @@
 """Progress of snapshot loads, kept in a compacted Kafka topic.
 
 One record per run (view, sinks, extra condition): how many rows are done, the
-key after which the next chunk starts, and whether the run is still going. A
+key after which the next chunk starts, and whether the run is still going.
+One record per focus (key ``focus:NAME``, method ``focus``) holds the
+definition ``readside focus apply`` last applied, so the next apply knows
+what to backfill (records of the same shape, so older readers still parse
+them). A
 run that was killed resumes from the last finished chunk when it is started
 again with the same arguments; ``readside status`` lists the runs.
 """
@@ -30,6 +34,11 @@ def run_id(view: str, sinks: list[str], where: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def focus_key(name: str) -> str:
+    """Key of the record of what ``readside focus apply NAME`` last applied."""
+    return f"focus:{name}"
+
+
 @dataclass
 class SnapshotState:
     """One snapshot run and how far it got."""
@@ -37,8 +46,10 @@ class SnapshotState:
     view: str
     sinks: list[str]
     where: str | None
-    method: str  # chunks | replay | signal
-    state: str = "running"  # running | done | failed | signalled
+    #: chunks | replay | signal, or purge (a focus apply's deletes) and
+    #: focus (the record of an applied focus: ``where`` is its definition)
+    method: str
+    state: str = "running"  # running | done | failed | signalled | applied
     rows: int = 0
     total: int | None = None
     after: list[str] | None = None  # key of the last row of the last chunk
@@ -66,19 +77,26 @@ class SnapshotLog:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         ensure_topics(admin, [(self.topic, 1, True)], cfg.kafka.replication_factor)
 
-    def save(self, st: SnapshotState) -> None:
-        """Record ``st`` durably (waits for the broker's acknowledgement)."""
+    def save(self, st: SnapshotState, key: str | None = None) -> None:
+        """Record ``st`` durably (waits for the broker's acknowledgement).
+
+        ``key`` defaults to the run's id; :func:`focus_key` keys the record
+        of a focus's applied definition (method ``focus``).
+        """
         if self._producer is None:
             self._producer = Producer({"bootstrap.servers": self.bootstrap})
         st.updated_ms = now_ms()
         self._producer.produce(
-            self.topic, key=st.id.encode(), value=json.dumps(asdict(st)).encode()
+            self.topic,
+            key=(key or st.id).encode(),
+            value=json.dumps(asdict(st)).encode(),
         )
         if self._producer.flush(30) != 0:
             raise RuntimeError("snapshot progress not acknowledged by Kafka")
 
     def read(self, timeout_s: float = 10.0) -> dict[str, SnapshotState]:
-        """The newest state of every run."""
+        """The newest record of every key: runs by id, focuses by
+        :func:`focus_key`."""
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -103,7 +121,8 @@ class SnapshotLog:
                 if value is not None:
                     data: dict[str, Any] = json.loads(value)
                     st = SnapshotState(**data)
-                    out[st.id] = st
+                    raw_key: bytes | None = msg.key()
+                    out[raw_key.decode() if raw_key else st.id] = st
                 if (msg.offset() or 0) + 1 >= high:
                     break
         finally:
@@ -114,6 +133,10 @@ class SnapshotLog:
         self, view: str, sinks: list[str], where: str | None
     ) -> SnapshotState | None:
         return self.read().get(run_id(view, sinks, where))
+
+    def focus(self, name: str) -> SnapshotState | None:
+        """The definition last applied for focus ``name`` (None: never)."""
+        return self.read().get(focus_key(name))
 
     def close(self) -> None:
         if self._producer is not None:

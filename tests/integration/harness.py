@@ -377,8 +377,8 @@ class Pipeline:
             from pipeline.worker import build_sinks
 
             for name, sink in build_sinks(cfg, list(cfg.sinks)).items():
-                for view in cfg.views:
-                    if name in cfg.views[view].sinks:
+                for view, vcfg in cfg.effective_views().items():
+                    if name in vcfg.sinks:
                         sink.drop(view)  # type: ignore[attr-defined]
                 sink.close()
             mongo = cfg.sinks["mongodb"]

@@ -1,0 +1,176 @@
+"""Focuses in the config: named slices of a view, each kept in its own stores.
+
+A focus ``eu`` of view ``customers``::
+
+    focuses:
+      eu:
+        view: customers
+        where: "country IN ('DE', 'FR')"   # SQL on the root (aggregate view)
+        targets: {redis: "shop:customers-eu"}  # optional, per sink
+
+is materialized as a *derived view* named ``customers.eu``: a copy of the
+base view whose row filter is the base's filter AND the focus's ``where``
+(SQL for an aggregate view, a readside expression for a table view), with
+the same sinks and sink options except the target, which defaults to the
+base view's target followed by ``.eu``. A derived view is an ordinary view
+for the worker, snapshots, verify and status (see
+:meth:`pipeline.config.Config.effective_views`); only its stores differ, so a
+site bound to one focus cannot read another focus's documents.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Lower case so the derived target is a valid Elasticsearch index name.
+FOCUS_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Characters Elasticsearch refuses in an index name.
+_ES_BAD = set('\\/*?"<>| ,#:')
+
+
+class FocusConfig(BaseModel):
+    """One focus: a base view, a row filter on its root and target overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    view: str
+    where: str = Field(min_length=1)
+    targets: dict[str, str] = Field(default_factory=dict)
+
+
+def derived_name(view: str, focus: str) -> str:
+    """The name of the view that materializes ``focus`` of ``view``."""
+    return f"{view}.{focus}"
+
+
+def _and(first: str | None, second: str, word: str) -> str:
+    return second if not first else f"({first}) {word} ({second})"
+
+
+def _check_target(where: str, kind: str, target: str) -> None:
+    if not target or target != target.strip():
+        raise ValueError(f"{where}: target must be a non-empty name without spaces")
+    if kind == "elasticsearch":
+        if target != target.lower() or _ES_BAD & set(target):
+            raise ValueError(
+                f"{where}: {target!r} is not a valid Elasticsearch index name "
+                '(lower case, none of \\ / * ? " < > | , # : or spaces)'
+            )
+        if target[0] in "-_+.":
+            raise ValueError(f"{where}: an index name cannot start with {target[0]!r}")
+    if kind == "mongodb" and ("$" in target or target.startswith("system.")):
+        raise ValueError(f"{where}: {target!r} is not a valid MongoDB collection name")
+
+
+def derive(
+    name: str,
+    focus: FocusConfig,
+    base: Any,
+    sink_kinds: Mapping[str, str],
+    options_cls: Any,
+) -> Any:
+    """The derived view config of ``focus`` (``base`` is its base view config).
+
+    Raises:
+        ValueError: a bad name, sink, target or ``where`` (names the field).
+    """
+    field = f"focuses.{name}"
+    if not FOCUS_NAME.match(name):
+        raise ValueError(
+            f"{field}: focus names are lower-case letters, digits, '_' and '-' "
+            "(they become part of index, collection and key names)"
+        )
+    if base.kind == "aggregate" and ";" in focus.where:
+        raise ValueError(f"{field}.where: must be one SQL predicate (no ';')")
+    if base.kind == "table":
+        from transforms.expr import compile_expression
+
+        try:
+            compile_expression(focus.where)
+        except Exception as exc:  # noqa: BLE001 (reported with the field's name)
+            raise ValueError(f"{field}.where: {exc}") from None
+    for sink in focus.targets:
+        if sink not in base.sinks:
+            raise ValueError(
+                f"{field}.targets: {sink!r} is not a sink of view {focus.view} "
+                f"(its sinks: {', '.join(base.sinks)})"
+            )
+    options = {}
+    for sink in base.sinks:
+        opts = base.sink_options.get(sink)
+        own = (opts.target if opts is not None else None) or focus.view
+        target = focus.targets.get(sink) or f"{own}.{name}"
+        _check_target(f"{field}.targets.{sink}", sink_kinds[sink], target)
+        extra = dict(opts.model_extra or {}) if opts is not None else {}
+        options[sink] = options_cls(target=target, **extra)
+    update: dict[str, Any] = {"sink_options": options}
+    if base.kind == "aggregate":
+        update["where"] = _and(base.where, focus.where, "AND")
+    else:
+        update["filter"] = _and(base.filter, focus.where, "and")
+    return base.model_copy(update=update)
+
+
+def store_locations(views: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(sink, target, view) of every view of ``views`` in every sink."""
+    out: list[tuple[str, str, str]] = []
+    for view_name, view in views.items():
+        for sink in view.sinks:
+            opts = view.sink_options.get(sink)
+            target = (opts.target if opts is not None else None) or view_name
+            out.append((sink, target, view_name))
+    return out
+
+
+def _overlaps(kind: str, a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if kind != "redis":
+        return False
+    # A Redis view is found by scanning "prefix:*" and "prefix#*".
+    return any(x.startswith(y + sep) for x, y in ((a, b), (b, a)) for sep in ":#")
+
+
+def expand(
+    focuses: Mapping[str, FocusConfig],
+    views: Mapping[str, Any],
+    sink_kinds: Mapping[str, str],
+    options_cls: Any,
+) -> dict[str, Any]:
+    """Base views followed by every focus's derived view.
+
+    Raises:
+        ValueError: unknown base view, a derived name that is taken, or two
+            views that would share a store location (names the field).
+    """
+    out = dict(views)
+    derived: set[str] = set()
+    for name, focus in focuses.items():
+        if focus.view not in views:
+            raise ValueError(
+                f"focuses.{name}.view: unknown view {focus.view!r} "
+                f"(known: {', '.join(sorted(views))})"
+            )
+        view_name = derived_name(focus.view, name)
+        if view_name in out:
+            raise ValueError(
+                f"focuses.{name}: derived view name {view_name!r} is already a view"
+            )
+        out[view_name] = derive(name, focus, views[focus.view], sink_kinds, options_cls)
+        derived.add(view_name)
+    seen = store_locations(out)
+    for i, (sink, target, view) in enumerate(seen):
+        for other_sink, other_target, other in seen[i + 1 :]:
+            if sink != other_sink or not ({view, other} & derived):
+                continue
+            if _overlaps(sink_kinds[sink], target, other_target):
+                raise ValueError(
+                    f"focuses: views {view} and {other} would share the store "
+                    f"location {target!r} / {other_target!r} in sink {sink}; set "
+                    "distinct targets"
+                )
+    return out
