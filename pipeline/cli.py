@@ -280,7 +280,10 @@ def verify(
     """Compare every document in every sink with what the view's SQL returns.
 
     Exits 1 when any view drifted (missing, extra or differing documents) and
-    --repair did not fix it.
+    --repair did not fix it. --repair re-reads drifted aggregate roots in a new
+    snapshot (a newer version wins); table views, whose versions are event
+    offsets, are rebuilt instead: drop their copy in that store, then
+    `readside snapshot VIEW --sink NAME`.
     """
     from pipeline.verify import verify as run_verify
 
@@ -304,7 +307,7 @@ def verify(
             for r in run_repair(built, sinks, reports, dsn):
                 click.echo(
                     f"repaired view={r.view} sink={r.sink}: {r.written} written, "
-                    f"{r.refused} kept by the store (newer version held)"
+                    f"{r.refused} not rewritten (table views: see `verify --help`)"
                 )
         finally:
             for sink in sinks.values():

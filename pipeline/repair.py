@@ -4,12 +4,12 @@ Aggregate views re-read the drifted roots from the source in a new snapshot;
 its version is newer than anything stored, so the guard lets the fresh
 documents (and deletes, for roots that are gone) replace what drifted.
 
-Table views take their versions from the stream, so a repair may only
-rewrite a document at the version the store already holds (equal versions
-carry equal content by the rule, so this restores it): differing and extra
-documents are fixed that way. A missing document is written at version 0,
-which the store refuses if it holds a newer tombstone; those are reported,
-and `readside snapshot VIEW --sink NAME` (a replay of the topic) fixes them.
+Table views are not repaired in place: their versions are event offsets, and
+every sink refuses a write whose version is not newer than the stored one, so
+no write can replace a document that drifted at its current version. They are
+reported with the way out: rebuild the view's copy in that store (drop it,
+then ``readside snapshot VIEW --sink NAME`` replays the compacted topic at the
+stream's versions).
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import psycopg
-
 from connectors.base import Sink
 from pipeline.aggregate import AggregateView, Pending
 from pipeline.aggregate.reader import Reader
-from pipeline.events import Delete, DocumentOp, Upsert
-from pipeline.verify import Drift, expected_documents
-from pipeline.views import TableView, View
+from pipeline.events import DocumentOp
+from pipeline.verify import Drift
+from pipeline.views import View
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +56,6 @@ def _aggregate_ops(
     return view.reread(reader, pending)
 
 
-def _table_ops(
-    view: TableView, sink: Sink, conn: psycopg.Connection[object], drift: Drift
-) -> list[DocumentOp]:
-    expected = expected_documents(conn, view)
-    ids = _drifted(drift)
-    stored = sink.fetch(view.name, ids)
-    ops: list[DocumentOp] = []
-    for ident in ids:
-        version = stored[ident].version if ident in stored else 0
-        if ident in expected:
-            ops.append(Upsert(view.name, ident, version, expected[ident]))
-        else:
-            ops.append(Delete(view.name, ident, version))
-    return ops
-
-
 def repair(
     views: Mapping[str, View],
     sinks: Mapping[str, Sink],
@@ -84,27 +66,31 @@ def repair(
     out: list[Repaired] = []
     reader = Reader(dsn)
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for drift in drifts:
-                if drift.ok:
-                    continue
-                view, sink = views[drift.view], sinks[drift.sink]
-                if isinstance(view, AggregateView):
-                    ops = _aggregate_ops(view, reader, _drifted(drift))
-                else:
-                    ops = _table_ops(view, sink, conn, drift)
-                result = sink.write(ops)
-                logger.info(
-                    "repaired view=%s sink=%s ops=%d applied=%d stale=%d",
+        for drift in drifts:
+            if drift.ok:
+                continue
+            view, sink = views[drift.view], sinks[drift.sink]
+            drifted = _drifted(drift)
+            if not isinstance(view, AggregateView):
+                logger.warning(
+                    "table view not repaired in place view=%s sink=%s (rebuild: "
+                    "drop its copy, then readside snapshot %s --sink %s)",
                     drift.view,
                     drift.sink,
-                    len(ops),
-                    result.applied,
-                    result.stale,
+                    drift.view,
+                    drift.sink,
                 )
-                out.append(
-                    Repaired(drift.view, drift.sink, result.applied, result.stale)
-                )
+                out.append(Repaired(drift.view, drift.sink, 0, len(drifted)))
+                continue
+            result = sink.write(_aggregate_ops(view, reader, drifted))
+            logger.info(
+                "repaired view=%s sink=%s applied=%d stale=%d",
+                drift.view,
+                drift.sink,
+                result.applied,
+                result.stale,
+            )
+            out.append(Repaired(drift.view, drift.sink, result.applied, result.stale))
     finally:
         reader.close()
     return out
