@@ -99,7 +99,7 @@ class ChangeEvent:
 
 @dataclass(frozen=True, slots=True)
 class Upsert:
-    """Write ``doc`` as document ``doc_id`` of ``view`` if ``version`` is not older.
+    """Write ``doc`` as document ``doc_id`` of ``view`` if ``version`` is newer.
 
     ``doc`` may hold :data:`UNCHANGED` values; the sink fills them from the
     stored document (see :func:`connectors.base.fill_unchanged`).
