@@ -147,7 +147,10 @@ def run(
             )
         else:
             if server is not None:
-                out.print(f"readside serve exited with {serve.stop(server)}")
+                clean = serve.stop(server)
+                out.print(
+                    "readside serve stopped" + ("" if clean else " [red]uncleanly")
+                )
             if not workers.stop(out, procs, cfg.worker.shutdown_timeout_s + 10):
                 code = code or 1
     return code

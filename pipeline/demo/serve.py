@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -95,15 +96,20 @@ def start(config_path: str | None, cfg: Config) -> subprocess.Popen[bytes]:
         time.sleep(0.2)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the server; its exit code (it finishes requests in flight)."""
+def stop(proc: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM the server; True when it shut down cleanly.
+
+    uvicorn finishes the requests in flight, then re-raises the signal it
+    caught, so a clean stop ends with -SIGTERM (or 0), not with an error code.
+    """
     if proc.poll() is None:
         proc.terminate()
     try:
-        return proc.wait(20)
+        code = proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.wait()
+        code = proc.wait()
+    return code in (0, -signal.SIGTERM)
 
 
 def _get(url: str, timeout_s: float) -> tuple[int, dict[str, str], Any]:
