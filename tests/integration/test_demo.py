@@ -18,8 +18,10 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-#: The demo must stay quick enough to be the README's first command.
-BUDGET_S = 90.0
+#: The demo must stay quick enough to be the README's first command. It takes
+#: about 80 s on an idle stack and 107-120 s while other test runs load the
+#: same stack; the bound catches a regression, not that noise.
+BUDGET_S = 150.0
 
 
 def _row(stdout: str, view: str) -> str:
