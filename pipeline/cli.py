@@ -447,7 +447,16 @@ def dlq_replay(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--keep-running", is_flag=True, help="leave the workers running")
+@click.option(
+    "--keep-running", is_flag=True, help="leave the workers and the API running"
+)
+@click.option(
+    "--serve/--no-serve",
+    "serve_api",
+    default=True,
+    show_default=True,
+    help="end by serving the API (api.port) and a read-your-writes round trip",
+)
 @click.option("--seed", default=42, show_default=True, help="seed of the shop data")
 @click.option(
     "--live-seconds",
@@ -457,9 +466,18 @@ def dlq_replay(ctx: click.Context) -> None:
 )
 @click.pass_context
 def demo(
-    ctx: click.Context, keep_running: bool, seed: int, live_seconds: float
+    ctx: click.Context,
+    keep_running: bool,
+    serve_api: bool,
+    seed: int,
+    live_seconds: float,
 ) -> None:
-    """Rebuild the demo shop and show it synced into Redis, Elasticsearch, MongoDB."""
+    """Rebuild the demo shop and show it synced into Redis, Elasticsearch, MongoDB.
+
+    Table views and the aggregate view customer_orders; a `readside snapshot`
+    of the aggregate view under live changes; then the HTTP API and the
+    status page, with a read-your-writes round trip.
+    """
     from pipeline.demo.run import run
 
     sys.exit(
@@ -468,6 +486,7 @@ def demo(
             seed=seed,
             live_seconds=live_seconds,
             keep_running=keep_running,
+            serve_api=serve_api,
         )
     )
 

@@ -138,11 +138,13 @@ def snapshots(cfg: Config) -> list[dict[str, Any]]:
 
 
 def render(st: dict[str, Any]) -> str:
-    lines = [f"{'view':<14}{'sink':<10}{'lag(msg)':>9}{'time lag':>12}  applied lsn"]
+    w = max([13, *(len(r["view"]) for r in st["views"])]) + 1
+    head = f"{'view':<{w}}{'sink':<10}{'lag(msg)':>9}{'time lag':>12}  applied lsn"
+    lines = [head]
     for r in st["views"]:
         tl = "-" if r["time_lag_ms"] is None else f"{r['time_lag_ms'] / 1000:.1f}s"
         lines.append(
-            f"{r['view']:<14}{r['sink']:<10}{r['consumer_lag']:>9}{tl:>12}  "
+            f"{r['view']:<{w}}{r['sink']:<10}{r['consumer_lag']:>9}{tl:>12}  "
             f"{r['applied_lsn'] if r['applied_lsn'] is not None else '-'}"
         )
     lines.append("")

@@ -1,5 +1,8 @@
 """What the demo prints: documents side by side, counts, and differences.
 
+Aggregate documents nest too much for a table of fields; they are shown by
+:func:`pipeline.demo.aggregate.show_sample`.
+
 Stores are read through the sinks (``fetch``, ``ids``), and counted with one
 cheap native query each while the progress bar runs.
 """
@@ -17,9 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.base import Sink
+from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.demo.data import Samples
-from pipeline.views import TableView
+from pipeline.views import TableView, View
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +112,11 @@ def sample_table(
     return table
 
 
-def counts_table(
-    cfg: Config, views: Mapping[str, TableView], diffs: list[Diff]
-) -> Table:
+def counts_table(cfg: Config, views: Mapping[str, View], diffs: list[Diff]) -> Table:
     sink_names = list(dict.fromkeys(d.sink for d in diffs))
     table = Table(title="documents per store vs the source", title_justify="left")
     table.add_column("view")
-    table.add_column("source rows (filtered)", justify="right")
+    table.add_column("source documents", justify="right")
     for name in sink_names:
         table.add_column(f"{cfg.sinks[name].type} ({name})", justify="right")
     table.add_column("match")
@@ -133,19 +135,26 @@ def show(
     out: Console,
     cfg: Config,
     sinks: Mapping[str, Sink],
-    views: Mapping[str, TableView],
+    views: Mapping[str, View],
     expected: Mapping[str, Mapping[str, Any]],
     diffs: list[Diff],
     samples: Samples,
 ) -> None:
     """Print sample documents, the cancelled order, counts and differences."""
-    by_table = {v.cfg.table: v for v in views.values()}
+    from pipeline.demo.aggregate import show_sample
+
+    by_table = {v.cfg.table: v for v in views.values() if isinstance(v, TableView)}
     for table, ident in samples.ids().items():
         view = by_table.get(table)
         if view is not None:
             out.print(
                 sample_table(cfg, sinks, view, ident, expected[view.name].get(ident))
             )
+    for agg in views.values():
+        if isinstance(agg, AggregateView):
+            ident = str(samples.customer_id)
+            got = expected[agg.name].get(ident)
+            show_sample(out, cfg, sinks, agg, ident, got)
     orders = by_table.get("public.orders")
     if orders is not None:
         gone = str(samples.cancelled_order_id)
@@ -164,6 +173,10 @@ def show(
             + ", ".join(where)
         )
     out.print(counts_table(cfg, views, diffs))
+    show_diffs(out, diffs)
+
+
+def show_diffs(out: Console, diffs: list[Diff]) -> None:
     for d in diffs:
         if not d.ok:
             out.print(

@@ -30,8 +30,9 @@ def load_error(tmp_path: Path, data: object, env: dict[str, str] | None = None) 
 
 def test_load_demo_config_resolves_views_and_topics() -> None:
     cfg = config.load(REPO / "readside.yaml", env={})
-    assert set(cfg.views) == {"customers", "products", "orders"}
-    assert cfg.view_topics()["shop.public.orders"] == ["orders"]
+    assert set(cfg.views) == {"customers", "products", "orders", "customer_orders"}
+    assert cfg.view_topics()["shop.public.orders"] == ["orders", "customer_orders"]
+    assert cfg.view_topics()["shop.public.order_items"] == ["customer_orders"]
     assert cfg.source.dsn.get_secret_value().endswith(":55432/shop")
 
 
@@ -112,10 +113,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_config_check_good_file_exits_zero_and_prints_plan() -> None:
-    proc = run_cli("--config", str(REPO / "readside.yaml"), "config", "check")
+    # --no-sql: printing the aggregate view's SQL reads the source's catalog.
+    proc = run_cli(
+        "--config", str(REPO / "readside.yaml"), "config", "check", "--no-sql"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "shop.public.orders" in proc.stdout
     assert "orders: table view of public.orders" in proc.stdout
+    assert "customer_orders: aggregate view of public.customers" in proc.stdout
 
 
 @pytest.mark.parametrize(
