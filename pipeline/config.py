@@ -218,6 +218,14 @@ class RelationConfig(_Level):
     order_by: list[str] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads a bare ``on:`` key as ``true``; take it as ``on``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
     @field_validator("children", "parent", "many_to_many", "through")
     @classmethod
     def _qualified(cls, table: str | None) -> str | None:

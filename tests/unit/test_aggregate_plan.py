@@ -283,3 +283,23 @@ def test_full_xid_result_within_one_wrap_below_xmax(xid32: int) -> None:
     full = full_xid(xid32, xmax)
     assert full % 2**32 == xid32
     assert xmax - 2**32 < full <= xmax
+
+
+def test_relation_bare_yaml_on_key_read_as_true_is_taken_as_on(tmp_path):
+    text = """
+source: {dsn: "postgresql://x/y", tables: [public.a, public.b]}
+sinks: {cache: {type: redis}}
+views:
+  v:
+    kind: aggregate
+    table: public.a
+    sinks: [cache]
+    embed:
+      bs:
+        children: public.b
+        on: {a_id: id}
+"""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    cfg = config.load(path)
+    assert cfg.views["v"].embed["bs"].on == {"a_id": "id"}
