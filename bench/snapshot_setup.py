@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -244,29 +246,26 @@ class BenchSource:
 
     # ------------------------------------------------------------ cleanup
     def close(self) -> None:
+        """Remove everything of the run; a failing step does not stop the rest."""
         for cfg in self._connectors:
-            try:
-                debezium.delete(cfg)
-                time.sleep(2)
-                debezium.drop_slot(cfg, timeout_s=60)
-            except Exception as exc:  # noqa: BLE001 - cleanup goes on
-                logger.warning("connector cleanup error=%s", exc)
-        from pipeline.worker import build_sinks
-
+            _attempt(f"connector {cfg.connect.connector}", partial(_unplug, cfg))
         for cfg in self.configs.values():
-            for sink in build_sinks(cfg, list(cfg.sinks)).values():
-                for view in cfg.views:
-                    getattr(sink, "drop", lambda _v: None)(view)
-                sink.close()
+            _attempt("store targets", partial(_drop_targets, cfg))
+        _attempt("mongodb database", self._drop_mongo)
+        _attempt("database", self._drop_db)
+        _attempt("topics and groups", self._drop_kafka)
+
+    def _drop_mongo(self) -> None:
         mongo = next((s for s in self.base.sinks.values() if s.type == "mongodb"), None)
         if mongo is not None:
             uri = mongo.uri.get_secret_value()
             client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
             with client:
                 client.drop_database(self.prefix)
+
+    def _drop_db(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        self._drop_kafka()
 
     def _drop_kafka(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.base.kafka.bootstrap_servers})
@@ -284,3 +283,25 @@ class BenchSource:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - cleanup goes on
                 logger.warning("group not deleted error=%s", exc)
+
+
+def _attempt(what: str, step: Callable[[], None]) -> None:
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - cleanup goes on
+        logger.warning("cleanup failed what=%s error=%s", what, exc)
+
+
+def _unplug(cfg: Config) -> None:
+    debezium.delete(cfg)
+    time.sleep(2)
+    debezium.drop_slot(cfg, timeout_s=60)
+
+
+def _drop_targets(cfg: Config) -> None:
+    from pipeline.worker import build_sinks
+
+    for sink in build_sinks(cfg, list(cfg.sinks)).values():
+        for view in cfg.views:
+            getattr(sink, "drop", lambda _v: None)(view)
+        sink.close()
