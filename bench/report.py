@@ -291,13 +291,14 @@ def snapshot_markdown(results: dict[str, Any]) -> str:
         f"### coalescing while streaming ({sz['changes']:,} single-row updates "
         "of orders and order_lines, worker into Redis)",
         "",
-        "| batch_size | changes | batches | changes/batch | re-reads per 1k "
+        "| run | batch_size | changes | batches | changes/batch | re-reads per 1k "
         "| resolves per 1k | roots re-read per 1k | changes/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["streaming"]:
         lines.append(
-            f"| {r['batch_size']:,} | {r['changes']:,} | {r['batches']:,} "
+            f"| {r['mode']} | {r['batch_size']:,} | {r['changes']:,} "
+            f"| {r['batches']:,} "
             f"| {r['events_per_batch']:.0f} | {r['rereads_per_1k']:.1f} "
             f"| {r['resolves_per_1k']:.1f} | {r['roots_per_1k']:.0f} "
             f"| {r['changes_per_s']:,.0f} |"

@@ -208,12 +208,12 @@ def bench_aggregate(src: BenchSource, args: argparse.Namespace) -> dict[str, Any
 def bench_streaming(src: BenchSource, args: argparse.Namespace) -> list[Any]:
     cfg = src.configs["aggregate"]
     src.start_connector(cfg)
-    return [
-        coalesce.measure(
+    out: list[Any] = []
+    for b in args.batch_sizes.split(","):
+        out += coalesce.measure(
             cfg, src.dsn, int(b), args.changes, args.roots, args.run_timeout
         )
-        for b in args.batch_sizes.split(",")
-    ]
+    return out
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

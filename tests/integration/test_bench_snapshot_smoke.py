@@ -42,7 +42,12 @@ def test_bench_snapshot_quick_mode_reports_every_row_with_positive_rates(
             assert row["peak_rss_mb"] > 0
         assert results["aggregate"][sink]["children_per_s"] > 0
     streaming = results["streaming"]
-    assert [r["batch_size"] for r in streaming] == [20, 200]
+    assert [(r["mode"], r["batch_size"]) for r in streaming] == [
+        ("live", 20),
+        ("catch-up", 20),
+        ("live", 200),
+        ("catch-up", 200),
+    ]
     for r in streaming:
         assert r["complete"], r
         assert r["rereads_per_1k"] > 0
