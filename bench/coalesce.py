@@ -3,9 +3,10 @@
 A worker (:class:`pipeline.worker.Worker`, in process) maintains the aggregate
 view ``customers`` into Redis while a writer commits ``changes`` single-row
 UPDATEs spread over the child tables (half ``orders``, half ``order_lines``,
-uniformly random rows). The worker's consumer group starts at the topics'
-ends, and the writer starts once the worker holds its partitions, so the
-worker sees the changes as they stream. A counting :class:`Reader` counts the
+uniformly random rows of the first ``roots`` roots: all of them, or a hot
+set). The worker's consumer group starts at the topics' ends, and the writer
+starts once the worker holds its partitions, so the worker sees the changes
+as they stream. A counting :class:`Reader` counts the
 statements the worker sends to PostgreSQL:
 
 * re-read statements (``rows_by_keys``: one per view per batch, or more when
@@ -78,13 +79,13 @@ class _CountingConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         run = self.run
+        if not run.started and (run.worker._assigned or not run.live):
+            run.started = time.perf_counter()  # catch-up: from the first poll
+            if run.live:
+                run.writer.start()
         if run.seen >= run.changes or time.monotonic() > run.deadline:
             run.worker.stop()
             return []
-        if run.worker._assigned and not run.started:
-            run.started = time.perf_counter()
-            if run.live:
-                run.writer.start()
         msgs = list(self._inner.consume(num_messages, timeout))
         data = [m for m in msgs if m.error() is None and m.topic() in run.topics]
         if data:
@@ -193,6 +194,7 @@ class StreamRun:
         return {
             "mode": "live" if self.live else "catch-up",
             "batch_size": self.cfg.worker.batch_size,
+            "roots_touched": self.roots,
             "changes": self.seen,
             "complete": self.seen >= self.changes,
             "batches": len(self.batch_sizes),

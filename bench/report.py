@@ -232,8 +232,8 @@ def _snap_row(label: str, size: str, row: dict[str, Any], extra: str) -> str:
 def snapshot_markdown(results: dict[str, Any]) -> str:
     """The report of ``python -m bench snapshot``."""
     m, sz = results["machine"], results["sizes"]
-    table, agg = results["table"], results["aggregate"]
-    init = table["initial_snapshot"]
+    table, agg = results.get("table", {}), results.get("aggregate", {})
+    init = table.get("initial_snapshot", {"rows": 0, "seconds": 0, "rows_per_s": 0})
     lines = [
         f"## readside snapshot benchmark{' (quick)' if sz['quick'] else ''}",
         "",
@@ -289,13 +289,15 @@ def snapshot_markdown(results: dict[str, Any]) -> str:
         ),
         "",
         f"### coalescing while streaming ({sz['changes']:,} single-row updates "
-        "of orders and order_lines, worker into Redis)",
+        "of orders and order_lines"
+        + (f" of the first {sz['hot_roots']:,} roots" if sz.get("hot_roots") else "")
+        + ", worker into Redis)",
         "",
         "| run | batch_size | changes | batches | changes/batch | re-reads per 1k "
         "| resolves per 1k | roots re-read per 1k | changes/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results["streaming"]:
+    for r in results.get("streaming", ()):
         lines.append(
             f"| {r['mode']} | {r['batch_size']:,} | {r['changes']:,} "
             f"| {r['batches']:,} "

@@ -206,12 +206,13 @@ def bench_aggregate(src: BenchSource, args: argparse.Namespace) -> dict[str, Any
 
 
 def bench_streaming(src: BenchSource, args: argparse.Namespace) -> list[Any]:
-    cfg = src.configs["aggregate"]
+    cfg = src.configs.get("aggregate") or src.aggregate_config()
     src.start_connector(cfg)
+    touched = args.hot_roots or args.roots
     out: list[Any] = []
     for b in args.batch_sizes.split(","):
         out += coalesce.measure(
-            cfg, src.dsn, int(b), args.changes, args.roots, args.run_timeout
+            cfg, src.dsn, int(b), args.changes, touched, args.run_timeout
         )
     return out
 
@@ -225,6 +226,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=1000)
     p.add_argument("--changes", type=int, default=20_000, help="streamed changes")
     p.add_argument("--batch-sizes", default="100,2000")
+    p.add_argument(
+        "--hot-roots", type=int, default=0, help="changes hit only the first N roots"
+    )
+    p.add_argument("--parts", default="table,aggregate,streaming")
     p.add_argument("--sink", dest="sinks", action="append", choices=SINK_TYPES)
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--config", default=None, help="readside config of the stack")
@@ -261,15 +266,30 @@ def main(argv: list[str]) -> int:
             k: getattr(args, k)
             for k in ("rows", "mongodb_rows", "roots", "mongodb_roots", "changes")
         }
-        | {"chunk_size": args.chunk_size, "quick": args.quick},
+        | {
+            "chunk_size": args.chunk_size,
+            "quick": args.quick,
+            "hot_roots": args.hot_roots,
+            "parts": args.parts,
+        },
         "prefix": src.prefix,
     }
     try:
         logger.info("filling tables prefix=%s", src.prefix)
-        results["fill_s"] = src.fill(args.rows, args.mongodb_rows, args.roots)
-        results["table"] = bench_tables(src, args)
-        results["aggregate"] = bench_aggregate(src, args)
-        results["streaming"] = bench_streaming(src, args)
+        parts = args.parts.split(",")
+        with_table = "table" in parts
+        results["fill_s"] = src.fill(
+            args.rows if with_table else 0,
+            args.mongodb_rows if with_table else 0,
+            args.roots,
+        )
+        for part, bench in (
+            ("table", bench_tables),
+            ("aggregate", bench_aggregate),
+            ("streaming", bench_streaming),
+        ):
+            if part in parts:
+                results[part] = bench(src, args)
     finally:
         src.close()
     out = Path(args.out)
