@@ -1,6 +1,8 @@
 """``python -m bench``: decode rate, worker throughput per sink, raw bulk baseline.
 
-(``python -m bench api`` measures the read API instead: see :mod:`bench.api`.)
+(``python -m bench api`` measures the read API instead: see :mod:`bench.api`;
+``python -m bench snapshot`` measures ``readside snapshot`` and the coalescing
+of aggregate re-reads: see :mod:`bench.snapshot`.)
 
 One run measures, on the local stack:
 
@@ -178,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import api
 
         return api.main(args_in[1:])
+    if args_in[:1] == ["snapshot"]:  # python -m bench snapshot: bench/snapshot.py
+        from bench import snapshot
+
+        return snapshot.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument(

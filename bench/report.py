@@ -208,3 +208,101 @@ def api_markdown(results: dict[str, Any]) -> str:
             f"| {name} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_ms']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _spent(row: dict[str, Any], *areas: str) -> str:
+    spent = row.get("spent_s") or {}
+    total = row.get("elapsed_s") or 0.0
+    if not total:
+        return "-"
+    return " / ".join(f"{spent.get(a, 0.0) / total:.0%}" for a in areas)
+
+
+def _snap_row(label: str, size: str, row: dict[str, Any], extra: str) -> str:
+    if "error" in row:
+        return f"| {label} | {size} | error: {row['error'][:160]} |"
+    rate, base = row["rows_per_s"], row.get("raw_docs_per_s")
+    ratio = f"{rate / base:.2f}" if base else "-"
+    return (
+        f"| {label} | {size} | {row['elapsed_s']:.1f} | {rate:,.0f}{extra} "
+        f"| {_num(base)} | {ratio} | {row['peak_rss_mb']:.0f} |"
+    )
+
+
+def snapshot_markdown(results: dict[str, Any]) -> str:
+    """The report of ``python -m bench snapshot``."""
+    m, sz = results["machine"], results["sizes"]
+    table, agg = results.get("table", {}), results.get("aggregate", {})
+    init = table.get("initial_snapshot", {"rows": 0, "seconds": 0, "rows_per_s": 0})
+    lines = [
+        f"## readside snapshot benchmark{' (quick)' if sz['quick'] else ''}",
+        "",
+        f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_mb']:,} MB RAM, "
+        f"Python {m['python']}",
+        "versions: "
+        + ", ".join(f"{k} {v}" for k, v in {**m["packages"], **m["servers"]}.items()),
+        f"tables filled in {results['fill_s']:.1f}s; Debezium initial snapshot "
+        f"(JSON with schemas, 3 partitions): {init['rows']:,} rows in "
+        f"{init['seconds']:.1f}s = {init['rows_per_s']:,.0f} rows/s "
+        "(connector registration to last record in the topics)",
+        "",
+        "### table view: `readside snapshot catalog --sink S` (compacted-topic replay)",
+        "",
+        "| sink | rows | seconds | rows/s | raw docs/s | snapshot/raw | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sink in ("redis", "elasticsearch", "mongodb"):
+        if sink in table:
+            row = table[sink]
+            flag = " (small table, inserts)" if sink == "mongodb" else ""
+            lines.append(_snap_row(sink + flag, f"{row.get('docs', 0):,}", row, ""))
+    lines += [
+        "",
+        "time split (Kafka consume / decode+build / sink write / progress): "
+        + "; ".join(
+            f"{s} {_spent(table[s], 'read', 'decode', 'write', 'progress')}"
+            for s in ("redis", "elasticsearch", "mongodb")
+            if s in table and "error" not in table[s]
+        ),
+        "",
+        f"### aggregate view: `readside snapshot customers --sink S` (chunks of "
+        f"{sz['chunk_size']:,} roots; ~10 child rows per root)",
+        "",
+        "| sink | roots | seconds | roots/s (child rows/s) | raw docs/s "
+        "| snapshot/raw | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sink in ("redis", "elasticsearch", "mongodb"):
+        if sink in agg:
+            row = agg[sink]
+            flag = f" (`{row['where']}`)" if row.get("where") else ""
+            extra = f" ({row.get('children_per_s', 0):,.0f})"
+            lines.append(_snap_row(sink + flag, f"{row.get('rows', 0):,}", row, extra))
+    lines += [
+        "",
+        "time split (PostgreSQL reads / sink writes / progress / documents "
+        "built in Python): "
+        + "; ".join(
+            f"{s} {_spent(agg[s], 'read', 'write', 'progress', 'other')}"
+            for s in ("redis", "elasticsearch", "mongodb")
+            if s in agg and "error" not in agg[s]
+        ),
+        "",
+        f"### coalescing while streaming ({sz['changes']:,} single-row updates "
+        "of orders and order_lines"
+        + (f" of the first {sz['hot_roots']:,} roots" if sz.get("hot_roots") else "")
+        + ", worker into Redis)",
+        "",
+        "| run | batch_size | changes | batches | changes/batch | re-reads per 1k "
+        "| resolves per 1k | roots re-read per 1k | changes/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results.get("streaming", ()):
+        lines.append(
+            f"| {r['mode']} | {r['batch_size']:,} | {r['changes']:,} "
+            f"| {r['batches']:,} "
+            f"| {r['events_per_batch']:.0f} | {r['rereads_per_1k']:.1f} "
+            f"| {r['resolves_per_1k']:.1f} | {r['roots_per_1k']:.0f} "
+            f"| {r['changes_per_s']:,.0f} |"
+        )
+    return "\n".join(lines)

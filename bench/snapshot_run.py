@@ -1,0 +1,115 @@
+"""One timed ``readside snapshot VIEW --sink S`` run, in its own process.
+
+Usage (by ``python -m bench snapshot``): ``python -m bench.snapshot_run SPEC``;
+prints one JSON line. The run is :class:`pipeline.snapshot.Loader` exactly as
+the CLI builds it (minus the progress bar), timed from ``Loader.run()`` to
+its return. Cheap wrappers split the wall time into reading (PostgreSQL
+statements for aggregate views, Kafka ``consume`` for table views), decoding
+(table views), sink writes and progress records; the rest is building the
+documents. Peak RSS is this process's ``VmHWM``. The targets are dropped
+after the run (not timed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from bench.worker_run import _status_kb
+from pipeline.aggregate import reader as reader_mod
+from pipeline.config import load
+from pipeline.processor import Processor
+from pipeline.snapshot import Loader, Options, SnapshotLog
+from pipeline.snapshot import load as load_mod
+
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def _timed(area: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            SPENT[area] += time.perf_counter() - start
+
+    return wrapper
+
+
+class _TimedConsumer(Consumer):
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return super().consume(*args, **kwargs)
+        finally:
+            SPENT["read"] += time.perf_counter() - start
+
+
+def _instrument() -> None:
+    r = reader_mod.Reader
+    r.query = _timed("read", r.query)  # type: ignore[method-assign]
+    r.begin = _timed("read", r.begin)  # type: ignore[method-assign]
+    Loader._write = _timed("write", Loader._write)  # type: ignore[method-assign]
+    SnapshotLog.save = _timed("progress", SnapshotLog.save)  # type: ignore[method-assign]
+    Processor.process = _timed("decode", Processor.process)  # type: ignore[method-assign]
+    setattr(load_mod, "Consumer", _TimedConsumer)  # noqa: B010 - times consume()
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    cfg = load(spec["config_path"])
+    _instrument()
+    opts = Options(
+        spec["view"],
+        spec.get("where"),
+        spec["sinks"],
+        int(spec.get("chunk_size", 1000)),
+        restart=True,
+    )
+    loader = Loader(cfg, opts, lambda _st: None)
+    rss_before = _status_kb("VmRSS")
+    start = time.perf_counter()
+    st = loader.run()
+    elapsed = time.perf_counter() - start
+    from pipeline.worker import build_sinks
+
+    held = {}
+    for name, sink in build_sinks(cfg, spec["sinks"]).items():
+        sink.open()
+        if spec.get("count_held"):
+            held[name] = len(sink.ids(spec["view"]))
+        getattr(sink, "drop", lambda _v: None)(spec["view"])
+        sink.close()
+    spent = {k: round(v, 3) for k, v in SPENT.items()}
+    spent["other"] = round(elapsed - sum(SPENT.values()), 3)
+    return {
+        "state": st.state,
+        "method": st.method,
+        "rows": st.rows,
+        "chunks": st.chunks,
+        "elapsed_s": elapsed,
+        "rows_per_s": st.rows / elapsed if elapsed > 0 else 0.0,
+        "spent_s": spent,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "rss_before_mb": rss_before / 1024,
+        "docs_held": held,
+    }
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    print(json.dumps(run(json.loads(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""``python -m bench snapshot --quick``: every row is there, every rate positive."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import REPO
+
+pytestmark = pytest.mark.integration
+
+SINKS = ("redis", "elasticsearch", "mongodb")
+
+
+def test_bench_snapshot_quick_mode_reports_every_row_with_positive_rates(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "snapshot.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "snapshot", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["table"]["initial_snapshot"]["rows_per_s"] > 0
+    for part in ("table", "aggregate"):
+        for sink in SINKS:
+            row = results[part][sink]
+            assert "error" not in row, row
+            assert row["state"] == "done"
+            assert row["rows"] > 0
+            assert row["docs_held"] == {sink: row["rows"]}
+            assert row["rows_per_s"] > 0
+            assert row["raw_docs_per_s"] > 0
+            assert row["peak_rss_mb"] > 0
+        assert results["aggregate"][sink]["children_per_s"] > 0
+    streaming = results["streaming"]
+    assert [(r["mode"], r["batch_size"]) for r in streaming] == [
+        ("live", 20),
+        ("catch-up", 20),
+        ("live", 200),
+        ("catch-up", 200),
+    ]
+    for r in streaming:
+        assert r["complete"], r
+        assert r["rereads_per_1k"] > 0
+        assert r["changes_per_s"] > 0
+    assert "### coalescing while streaming" in done.stdout
