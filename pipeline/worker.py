@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
 from pipeline import metrics
-from pipeline.aggregate import AggregateView, prepare_views
+from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
 from pipeline.config import Config
@@ -310,6 +310,7 @@ class Worker:
                 try:
                     batch.ops[name] = coalesce(view.reread(self.reader, pending))
                     metrics.REREADS.labels(name).inc()
+                    self._dead_roots(batch, name, pending)
                     break
                 except TransientError as exc:
                     delay = backoff.next_delay()
@@ -328,6 +329,20 @@ class Worker:
                         raise Abandoned(
                             "batch abandoned while the source was down"
                         ) from exc
+
+    @staticmethod
+    def _dead_roots(batch: Batch, view: str, pending: Pending) -> None:
+        """Dead-letter a change that led to a root a transform refused."""
+        msg = batch.messages.get(pending.position) if pending.position else None
+        for ident, exc in pending.failures:
+            logger.error("transform refused view=%s id=%s error=%s", view, ident, exc)
+            if msg is not None:
+                batch.dead.append(
+                    DeadLetter(
+                        msg, exc.reason, "BadRecord", f"root {ident}: {exc}", view
+                    )
+                )
+        pending.failures.clear()
 
     def _flush_dlq(self) -> None:
         backoff = Backoff(

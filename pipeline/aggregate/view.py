@@ -32,7 +32,7 @@ from pipeline.aggregate.plan import (
 )
 from pipeline.aggregate.reader import Converter, Reader, key_text
 from pipeline.config import AggregateViewConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
     UNCHANGED,
     ChangeEvent,
@@ -66,6 +66,8 @@ class Pending:
     commit_ts_ms: int | None = None
     position: Position | None = None
     changes: int = 0
+    # Roots whose document a transform refused: (doc id, error).
+    failures: list[tuple[str, BadRecord]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.root_keys or self.links)
@@ -225,7 +227,11 @@ class AggregateView:
             found.add(ident)
             doc: Document | None = converter.document(root, row[len(pk)])
             if doc is not None and self.transform is not None:
-                doc = self.transform(doc)
+                try:
+                    doc = self.transform(doc)
+                except BadRecord as exc:  # nothing written; the caller reports
+                    meta.failures.append((ident, exc))
+                    continue
             if doc is None:
                 ops.append(Delete(self.name, ident, version, lsn, ts, pos))
             else:

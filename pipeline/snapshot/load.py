@@ -161,7 +161,15 @@ class Loader:
                 if not rows:
                     break
                 version = snap.version(view.epoch)
-                ops = view.ops_from_rows(converter, rows, None, version, Pending())
+                meta = Pending()
+                ops = view.ops_from_rows(converter, rows, None, version, meta)
+                for ident, exc in meta.failures:
+                    logger.error(
+                        "transform refused view=%s id=%s error=%s",
+                        view.name,
+                        ident,
+                        exc,
+                    )
                 self._write(sinks, ops)
                 last = rows[-1][: len(pk)]
                 st.after = [key_text(pg_value_to_json(v)) for v in last]

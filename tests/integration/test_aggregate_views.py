@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ from elasticsearch import Elasticsearch
 from harness import REPO
 from shop_model import SCHEMA, TABLES, VIEW, ShopLoad, expected_documents
 
+from pipeline import dlq
 from pipeline.aggregate import AggregateView, prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.verify import canonical
@@ -110,3 +112,45 @@ def test_verify_finds_hand_corrupted_documents_and_repair_fixes_them(make_pipeli
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert fixed.stdout.count("after repair:") == 3
     p.assert_converged()
+
+
+def picky(doc: dict[str, Any]) -> dict[str, Any]:
+    """A user transform with a bug: it raises on one customer's name."""
+    if "POISON" in doc["full_name"]:
+        raise ValueError("cannot handle POISON")
+    return doc
+
+
+def test_aggregate_transform_raising_dead_letters_the_change_and_moves_on(
+    make_pipeline,
+):
+    view = {**VIEW, "transforms": [{"type": "python", "path": f"{__name__}:picky"}]}
+    p = make_pipeline(SCHEMA, TABLES, {"customers": view})
+    load = ShopLoad(seed=5)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load.seed(conn, customers=20)
+    p.apply_connector()
+    p.start_worker(env={"PYTHONPATH": str(Path(__file__).resolve().parent)})
+    p.wait_drained(timeout=120)
+    victim = int(sorted(expected_documents(p.dsn), key=int)[0])
+    p.sql("UPDATE customers SET name = 'POISON' WHERE id = %s", (victim,))
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        for _ in range(30):
+            load.step(conn, load.rng)
+    p.wait_drained(timeout=120)
+    dead = p.dead_letters()
+    assert dead, "the refused root was not dead-lettered"
+    # Each re-read of the poisoned root (its own change, or a later change to
+    # one of its orders or tags) dead-letters a change of that batch.
+    for rec in dead:
+        assert rec.headers[dlq.H_VIEW] == "customers"
+        assert rec.headers[dlq.H_REASON] == "transform"
+        assert f"root {victim}:" in rec.headers[dlq.H_MESSAGE]
+        assert rec.origin[0] in p.view_topics()
+    # Every other document follows the source; the refused one keeps its
+    # last good version in every sink.
+    for d in p.verify():
+        assert d.missing == [], d.describe()
+        assert d.extra == [], d.describe()
+        assert d.differing in ([], [str(victim)]), d.describe()
+    assert p.workers[0].alive()
