@@ -147,10 +147,12 @@ def test_aggregate_transform_raising_dead_letters_the_change_and_moves_on(
         assert rec.headers[dlq.H_REASON] == "transform"
         assert f"root {victim}:" in rec.headers[dlq.H_MESSAGE]
         assert rec.origin[0] in p.view_topics()
-    # Every other document follows the source; the refused one keeps its
-    # last good version in every sink.
+    # Every other document follows the source. The refused root keeps its last
+    # good version in every sink; the oracle, which runs the same transform,
+    # defines no document for it, so verify lists it as extra (unless the
+    # load deleted that customer meanwhile).
     for d in p.verify():
         assert d.missing == [], d.describe()
-        assert d.extra == [], d.describe()
-        assert d.differing in ([], [str(victim)]), d.describe()
+        assert d.differing == [], d.describe()
+        assert d.extra in ([], [str(victim)]), d.describe()
     assert p.workers[0].alive()
