@@ -28,12 +28,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from connectors.base import Sink
-from pipeline.aggregate import AggregateView, prepare_views
+from pipeline.aggregate import AggregateView, catalog, prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.events import UNCHANGED, Document
 from pipeline.types import PLACEHOLDER, pg_row_to_json
-from pipeline.views import TableView, build_views, doc_id
+from pipeline.views import TableView, View, build_views, doc_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ logger = logging.getLogger(__name__)
 FETCH_CHUNK = 500
 #: Differing documents described in a report (the count is always complete).
 SAMPLE_SIZE = 5
-
-_PK_COLUMNS = """
-SELECT a.attname
-FROM pg_index i
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-WHERE i.indrelid = %s::regclass AND i.indisprimary
-ORDER BY array_position(i.indkey::int2[], a.attnum)
-"""
 
 
 @dataclass(frozen=True)
@@ -129,10 +121,10 @@ def _check_clean(value: Any, path: str) -> None:
 
 def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
     """The primary-key columns of ``schema.table``, in key order."""
-    rows = conn.execute(_PK_COLUMNS, (table,)).fetchall()
-    if not rows:
+    keys = catalog.primary_key(conn, table)
+    if not keys:
         raise ValueError(f"table {table} has no primary key")
-    return [str(r[0]) for r in rows]
+    return keys
 
 
 _BIT_OID = 1560
@@ -180,6 +172,18 @@ def expected_documents(
             if doc is not None:
                 out[ident] = doc
     return out
+
+
+def view_documents(
+    conn: psycopg.Connection[Any], reader: Reader, view: View
+) -> dict[str, Document]:
+    """Documents of either kind of view as the source defines them now.
+
+    Aggregate views must be prepared (:func:`pipeline.aggregate.prepare_views`).
+    """
+    if isinstance(view, AggregateView):
+        return view.documents(reader)
+    return expected_documents(conn, view)
 
 
 def compare(
@@ -255,11 +259,7 @@ def verify(
         reader = Reader(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn, closing(reader):
             for name, view in all_views.items():
-                expected = (
-                    view.documents(reader)
-                    if isinstance(view, AggregateView)
-                    else expected_documents(conn, view)
-                )
+                expected = view_documents(conn, reader, view)
                 for sink_name in view.cfg.sinks:
                     drift = compare(name, opened[sink_name], expected, sample)
                     logger.info(

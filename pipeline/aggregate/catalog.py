@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from pipeline.errors import ConfigError
 
@@ -79,9 +80,15 @@ def read_table(conn: psycopg.Connection[Any], table: str, where: str) -> TableIn
     columns = {
         str(r[0]): Column(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows
     }
-    pk = [str(r[0]) for r in conn.execute(_PRIMARY_KEY, (table,)).fetchall()]
+    pk = primary_key(conn, table)
     ident = conn.execute(_REPLICA_IDENTITY, (table,)).fetchone()
     return TableInfo(table, columns, pk, str(ident[0]) if ident else "d")
+
+
+def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """The primary-key columns of ``schema.table`` in key order ([] if none)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return [str(r[0]) for r in cur.execute(_PRIMARY_KEY, (table,)).fetchall()]
 
 
 class Catalog:

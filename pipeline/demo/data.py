@@ -23,14 +23,12 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pipeline.aggregate import AggregateView
 from pipeline.aggregate.reader import Reader
 from pipeline.events import Document
-from pipeline.types import pg_row_to_json
-from pipeline.views import View, doc_id
+from pipeline.verify import view_documents
+from pipeline.views import View
 
 logger = logging.getLogger(__name__)
 
@@ -207,16 +205,6 @@ def load(conn: psycopg.Connection[Any], seed: int, sizes: Sizes) -> dict[str, in
     return {t: len(rows) for t, (_c, rows) in tables.items()}
 
 
-def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-        "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-        "WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY a.attnum",
-        (table,),
-    ).fetchall()
-    return [str(r["attname"] if isinstance(r, dict) else r[0]) for r in rows]
-
-
 def table_counts(dsn: str, tables: list[str]) -> dict[str, int]:
     with psycopg.connect(dsn) as conn:
         out = {}
@@ -235,24 +223,11 @@ def expected_documents(
     with :func:`pipeline.aggregate.prepare_views`) run their own SQL in one
     snapshot (:meth:`~pipeline.aggregate.AggregateView.documents`).
     """
-    out: dict[str, dict[str, Document]] = {}
     reader = Reader(dsn)
     try:
-        with psycopg.connect(dsn, row_factory=dict_row) as conn:
-            for name, view in views.items():
-                if isinstance(view, AggregateView):
-                    out[name] = view.documents(reader)
-                    continue
-                pk = primary_key(conn, view.cfg.table)
-                docs: dict[str, Document] = {}
-                for row in conn.execute(f"SELECT * FROM {view.cfg.table}"):
-                    shaped = view.shape(pg_row_to_json(row))
-                    if view.row_filter is not None and not view.row_filter(shaped):
-                        continue
-                    doc = view.transform(shaped) if view.transform else shaped
-                    if doc is not None:
-                        docs[doc_id({k: row[k] for k in pk})] = doc
-                out[name] = docs
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return {
+                name: view_documents(conn, reader, view) for name, view in views.items()
+            }
     finally:
         reader.close()
-    return out
