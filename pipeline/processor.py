@@ -131,20 +131,21 @@ class Processor:
                 if view is None:
                     continue
                 if isinstance(view, AggregateView):
+                    # Roots to re-read; the worker reads them after the batch.
                     view.collect(
                         decoded, batch.pending.setdefault(view_name, Pending())
                     )
-                    if decoded.lsn is not None:
-                        batch.last[(view_name, pos.topic, pos.partition)] = decoded
-                    continue
-                try:
-                    ops = view.ops_for(decoded)
-                except BadRecord as exc:
-                    batch.dead.append(
-                        DeadLetter(msg, exc.reason, "BadRecord", str(exc), view_name)
-                    )
-                    continue
-                raw_ops.setdefault(view_name, []).extend(ops)
+                else:
+                    try:
+                        ops = view.ops_for(decoded)
+                    except BadRecord as exc:
+                        batch.dead.append(
+                            DeadLetter(
+                                msg, exc.reason, "BadRecord", str(exc), view_name
+                            )
+                        )
+                        continue
+                    raw_ops.setdefault(view_name, []).extend(ops)
                 if decoded.lsn is not None:
                     batch.last[(view_name, pos.topic, pos.partition)] = decoded
         batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
