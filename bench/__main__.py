@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 from pydantic import SecretStr
 
 from bench import events, raw, report
+from bench.child import run_child
 from pipeline import config as config_mod
 from pipeline.config import Config
 from pipeline.decode import FakeMessage, JsonDecoder
@@ -124,16 +124,7 @@ def documents(
 
 
 def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.worker_run", json.dumps(spec)]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not finish within {timeout_s:.0f}s"}
-    if done.returncode != 0:
-        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-800:]}"}
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_child("bench.worker_run", spec, timeout_s)
 
 
 def raw_rate(

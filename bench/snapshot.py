@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench import coalesce, raw, report
+from bench.child import run_child
 from bench.snapshot_setup import AGG_VIEW, SMALL_VIEW, TABLE_VIEW, BenchSource
 from pipeline import config as config_mod
 from pipeline.aggregate import AggregateView, prepare_views
@@ -61,17 +61,9 @@ QUICK = {
 
 def run_snapshot(cfg_path: Path, spec: dict[str, Any], timeout_s: float) -> Any:
     """One ``readside snapshot`` in its own process (:mod:`bench.snapshot_run`)."""
-    spec = {**spec, "config_path": str(cfg_path)}
-    cmd = [sys.executable, "-m", "bench.snapshot_run", json.dumps(spec)]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not finish within {timeout_s:.0f}s"}
-    if done.returncode != 0:
-        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-800:]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(
+        "bench.snapshot_run", {**spec, "config_path": str(cfg_path)}, timeout_s
+    )
 
 
 def table_documents(cfg: Config, view: str) -> Docs:
