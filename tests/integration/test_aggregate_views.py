@@ -134,6 +134,9 @@ def test_aggregate_transform_raising_dead_letters_the_change_and_moves_on(
     p.wait_drained(timeout=120)
     victim = int(sorted(expected_documents(p.dsn), key=int)[0])
     p.sql("UPDATE customers SET name = 'POISON' WHERE id = %s", (victim,))
+    # Drained before more changes: a later change in the same batch could
+    # delete or ban the victim, and its root would then never be transformed.
+    p.wait_drained(timeout=120)
     with psycopg.connect(p.dsn, autocommit=True) as conn:
         for _ in range(30):
             load.step(conn, load.rng)
