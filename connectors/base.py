@@ -114,6 +114,40 @@ class Sink(Protocol):
         """Release connections. Safe to call twice."""
 
 
+@runtime_checkable
+class Generations(Protocol):
+    """A sink that can hold a view in numbered generations, for rebuilds.
+
+    Generation 1 is where a view lives from its first write (the plain index
+    alias, collection or key prefix). ``readside snapshot VIEW --rebuild``
+    fills generation n+1 beside the live one through a *pinned* sink (built
+    with :meth:`generation_target`), then :meth:`switch_generation` makes it
+    the live one for every writer and reader at once, and the old one is
+    dropped. Writers and readers resolve the live generation at each call, so
+    a write of records consumed after the switch lands in the new one.
+    """
+
+    def generation(self, view: str) -> int:
+        """The live generation of ``view`` (1 when never switched)."""
+        ...
+
+    def generation_target(self, view: str, gen: int) -> ViewTarget:
+        """The target that writes and reads generation ``gen`` directly."""
+        ...
+
+    def create_generation(self, view: str, gen: int) -> None:
+        """Make generation ``gen`` exist and be empty (leftovers are removed)."""
+        ...
+
+    def switch_generation(self, view: str, gen: int) -> None:
+        """Atomically make ``gen`` the live generation of ``view``."""
+        ...
+
+    def drop_generation(self, view: str, gen: int) -> None:
+        """Delete what generation ``gen`` holds (never the live one)."""
+        ...
+
+
 def fill_unchanged(
     ops: Iterable[DocumentOp],
     fetch: Callable[[str, Sequence[str]], Mapping[str, Stored]],

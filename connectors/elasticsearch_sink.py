@@ -2,7 +2,8 @@
 
 Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
 behind the alias ``{index_prefix}{target.name}``; writes and reads go through
-the alias, so a rebuild can fill a fresh index and swap the alias.
+the alias, so a rebuild fills the next generation ``-000002`` beside it and
+moves the alias in one atomic ``_aliases`` call (:class:`~connectors.base.Generations`).
 
 Versions: every write is an ``index`` action with ``version_type=external`` and
 ``version=op.version``. ``external`` rather than ``external_gte``: an equal
@@ -138,25 +139,105 @@ class ElasticsearchSink:
         indices = self.client.indices
         if indices.exists_alias(name=alias) or indices.exists(index=alias):
             return
+        index = f"{alias}-000001"
+        try:
+            self._create_index(index, target, {alias: {"is_write_index": True}})
+        except elasticsearch.BadRequestError:
+            # Another worker may have created it first; anything else is fatal.
+            if not indices.exists_alias(name=alias):
+                raise
+        logger.info("elasticsearch index created index=%s alias=%s", index, alias)
+
+    def _create_index(
+        self, index: str, target: ViewTarget, aliases: Mapping[str, Any]
+    ) -> None:
         mappings = dict(target.options.get("mappings") or {"dynamic": True})
         properties = dict(mappings.get("properties") or {})
         properties[DELETED] = {"type": "boolean"}
         mappings["properties"] = properties
         settings = {"number_of_shards": 1, "number_of_replicas": 0}
         settings.update(target.options.get("settings") or {})
-        index = f"{alias}-000001"
+        self.client.indices.create(
+            index=index, mappings=mappings, settings=settings, aliases=dict(aliases)
+        )
+
+    # -- generations --------------------------------------------------------
+    # Generation n of a view is the index ``{alias}-{n:06d}``; the alias names
+    # the live one, and one ``_aliases`` call moves it (atomic in ES).
+
+    def generation(self, view: str) -> int:
+        alias = self.alias(view)
         try:
-            indices.create(
-                index=index,
-                mappings=mappings,
-                settings=settings,
-                aliases={alias: {"is_write_index": True}},
+            found = self.client.indices.get_alias(name=alias)
+        except elasticsearch.NotFoundError:
+            raise FatalError(
+                f"elasticsearch sink {self.name}: no alias {alias} (is the view "
+                "written yet, or an index of that name in its place?)"
+            ) from None
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+        gens = []
+        for index in found.body:
+            head, _, number = str(index).rpartition("-")
+            if head != alias or not number.isdigit():
+                raise FatalError(
+                    f"elasticsearch sink {self.name}: alias {alias} names index "
+                    f"{index}, not one of its generations ({alias}-NNNNNN)"
+                )
+            gens.append(int(number))
+        return max(gens)
+
+    def _generation_index(self, view: str, gen: int) -> str:
+        return f"{self.alias(view)}-{gen:06d}"
+
+    def generation_target(self, view: str, gen: int) -> ViewTarget:
+        # Its "alias" is the concrete index, which exists before it is used.
+        target = self.targets[view]
+        return ViewTarget(view, f"{target.name}-{gen:06d}", target.options)
+
+    def create_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "create")
+        index = self._generation_index(view, gen)
+        try:
+            self.client.indices.delete(index=index, ignore_unavailable=True)
+            self._create_index(index, self.targets[view], {})
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+        logger.info("elasticsearch generation created index=%s", index)
+
+    def switch_generation(self, view: str, gen: int) -> None:
+        alias = self.alias(view)
+        index = self._generation_index(view, gen)
+        try:
+            held = list(self.client.indices.get_alias(name=alias).body)
+            actions: list[dict[str, Any]] = [
+                {"remove": {"index": old, "alias": alias}}
+                for old in held
+                if old != index
+            ]
+            actions.append(
+                {"add": {"index": index, "alias": alias, "is_write_index": True}}
             )
-        except elasticsearch.BadRequestError:
-            # Another worker may have created it first; anything else is fatal.
-            if not indices.exists_alias(name=alias):
-                raise
-        logger.info("elasticsearch index created index=%s alias=%s", index, alias)
+            self.client.indices.update_aliases(actions=actions)
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+        logger.info("elasticsearch alias switched alias=%s index=%s", alias, index)
+
+    def drop_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "drop")
+        try:
+            self.client.indices.delete(
+                index=self._generation_index(view, gen), ignore_unavailable=True
+            )
+        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
+            raise classify(exc) from exc
+
+    def _refuse_live(self, view: str, gen: int, what: str) -> None:
+        if self.generation(view) == gen:
+            raise FatalError(
+                f"elasticsearch sink {self.name}: will not {what} generation {gen} "
+                f"of view {view}: it is the live one"
+            )
 
     def close(self) -> None:
         if self._client is not None:

@@ -37,6 +37,14 @@ differs in ways that shaped this module (measured with FerretDB 1.24.2):
 
 Target options: ``indexes``, a list of field names or ``[field, direction]``
 pairs, created in :meth:`MongoSink.open`.
+
+Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
+of a view whose target is ``c`` is the collection ``c``, generation n > 1 is
+``c~n``; the document ``{_id: "c", gen: n}`` of the collection
+``readside_generations`` names the live one (absent: 1). Every write and read
+looks it up first (one ``find`` by ``_id``, which FerretDB pushes down).
+FerretDB's ``renameCollection`` lacks ``dropTarget``, so renaming the new
+collection over the old one cannot be atomic; the pointer is.
 """
 
 from __future__ import annotations
@@ -77,6 +85,8 @@ _MAX_UPDATES = 10
 _MAX_INSERTS = 500
 _FETCH_CHUNK = 1000
 _INT64_MAX = 2**63 - 1
+#: the collection naming each view's live generation
+GENERATIONS = "readside_generations"
 
 _Doc = dict[str, Any]
 
@@ -95,6 +105,11 @@ def classify(exc: Exception) -> ReadsideError:
         if exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
             return TransientError(f"mongodb: code {exc.code}: {exc}")
     return FatalError(f"mongodb: {type(exc).__name__}: {exc}")
+
+
+def generation_name(base: str, gen: int) -> str:
+    """The collection of generation ``gen`` of a view whose target is ``base``."""
+    return base if gen == 1 else f"{base}~{gen}"
 
 
 def _strip(raw: Mapping[str, Any]) -> Stored:
@@ -180,34 +195,92 @@ class MongoSink:
             )
         return self._client[self.cfg.database]
 
-    def collection(self, view: str) -> Collection[_Doc]:
+    def _target(self, view: str) -> ViewTarget:
         try:
-            return self.db[self.targets[view].name]
+            return self.targets[view]
         except KeyError:
             raise FatalError(
                 f"mongodb sink {self.name}: unknown view {view!r}"
             ) from None
+
+    def collection(self, view: str) -> Collection[_Doc]:
+        """The collection of the live generation of ``view``, read now."""
+        return self._generation_collection(view, self.generation(view))
+
+    def _generation_collection(self, view: str, gen: int) -> Collection[_Doc]:
+        return self.db[generation_name(self._target(view).name, gen)]
 
     # -- lifecycle --------------------------------------------------------
 
     def open(self) -> None:
         try:
             self.db.command("ping")
-            for view, target in self.targets.items():
-                for spec in target.options.get("indexes") or ():
-                    if isinstance(spec, str):
-                        keys = [(spec, pymongo.ASCENDING)]
-                    else:
-                        keys = [(str(spec[0]), int(spec[1]))]
-                    self.collection(view).create_index(keys)
+            for view in self.targets:
+                self._create_indexes(view, self.collection(view))
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
         logger.info("mongodb sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def _create_indexes(self, view: str, coll: Collection[_Doc]) -> None:
+        for spec in self._target(view).options.get("indexes") or ():
+            if isinstance(spec, str):
+                keys = [(spec, pymongo.ASCENDING)]
+            else:
+                keys = [(str(spec[0]), int(spec[1]))]
+            coll.create_index(keys)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    # -- generations --------------------------------------------------------
+
+    def generation(self, view: str) -> int:
+        base = self._target(view).name
+        try:
+            raw = self.db[GENERATIONS].find_one({"_id": base})
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        return int(raw["gen"]) if raw else 1
+
+    def generation_target(self, view: str, gen: int) -> ViewTarget:
+        target = self._target(view)
+        return ViewTarget(view, generation_name(target.name, gen), target.options)
+
+    def create_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "create")
+        try:
+            coll = self._generation_collection(view, gen)
+            coll.drop()
+            self.db.create_collection(coll.name)
+            self._create_indexes(view, coll)
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def switch_generation(self, view: str, gen: int) -> None:
+        base = self._target(view).name
+        try:
+            self.db[GENERATIONS].update_one(
+                {"_id": base}, {"$set": {"gen": gen}}, upsert=True
+            )
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        logger.info("mongodb generation switched view=%s generation=%d", view, gen)
+
+    def drop_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "drop")
+        try:
+            self._generation_collection(view, gen).drop()
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def _refuse_live(self, view: str, gen: int, what: str) -> None:
+        if self.generation(view) == gen:
+            raise FatalError(
+                f"mongodb sink {self.name}: will not {what} generation {gen} of "
+                f"view {view}: it is the live one"
+            )
 
     # -- writes -----------------------------------------------------------
 
@@ -224,8 +297,11 @@ class MongoSink:
         return result
 
     def _write_view(self, view: str, ops: list[DocumentOp]) -> WriteResult:
+        # The live generation is read once, after the records were consumed:
+        # a rebuild that switches meanwhile also replays them (DESIGN).
+        coll = self.collection(view)
         result = WriteResult()
-        stored = self._versions(view, [op.doc_id for op in ops])
+        stored = self._versions(coll, [op.doc_id for op in ops])
         inserts: list[_Statement] = []
         updates: list[_Statement] = []
         for op in ops:
@@ -241,35 +317,36 @@ class MongoSink:
             (inserts if have is None else updates).append(st)
         unsettled: list[_Statement] = []
         for chunk in _chunks(inserts, _MAX_INSERTS):
-            reply = self._command(view, "insert", "documents", [st.doc for st in chunk])
+            reply = self._command(coll, "insert", "documents", [st.doc for st in chunk])
             if reply.get("writeErrors"):
                 unsettled += chunk
             else:
                 result.applied += len(chunk)
         for chunk in _chunks(updates, _MAX_UPDATES):
             stmts = [st.update() for st in chunk]
-            reply = self._command(view, "update", "updates", stmts)
+            reply = self._command(coll, "update", "updates", stmts)
             if reply.get("writeErrors") or int(reply.get("n", 0)) != len(chunk):
                 unsettled += chunk
             else:
                 result.applied += len(chunk)
         if unsettled:
-            result.merge(self._settle(view, unsettled))
+            result.merge(self._settle(coll, unsettled))
         return result
 
-    def _command(self, view: str, verb: str, field: str, items: list[Any]) -> _Doc:
-        name = self.targets[view].name
-        reply = self.db.command({verb: name, field: items, "ordered": False})
+    def _command(
+        self, coll: Collection[_Doc], verb: str, field: str, items: list[Any]
+    ) -> _Doc:
+        reply = self.db.command({verb: coll.name, field: items, "ordered": False})
         if reply.get("writeConcernError"):
             raise TransientError(
                 f"mongodb: write concern: {reply['writeConcernError']}"
             )
         return reply
 
-    def _settle(self, view: str, chunk: list[_Statement]) -> WriteResult:
+    def _settle(self, coll: Collection[_Doc], chunk: list[_Statement]) -> WriteResult:
         """Find out what a failed command applied; run the rest one by one."""
         result = WriteResult()
-        stored = self._versions(view, [st.op.doc_id for st in chunk])
+        stored = self._versions(coll, [st.op.doc_id for st in chunk])
         for st in chunk:
             have = stored.get(st.op.doc_id)
             if have is not None and have >= st.op.version:
@@ -279,9 +356,9 @@ class MongoSink:
                     result.stale += 1
                 continue
             if have is None:
-                reply = self._command(view, "insert", "documents", [st.doc])
+                reply = self._command(coll, "insert", "documents", [st.doc])
             else:
-                reply = self._command(view, "update", "updates", [st.update()])
+                reply = self._command(coll, "update", "updates", [st.update()])
             errors = reply.get("writeErrors") or []
             if errors and errors[0].get("code") == DUPLICATE_KEY:
                 raise TransientError(f"mongodb: concurrent insert of {st.op.doc_id!r}")
@@ -295,9 +372,8 @@ class MongoSink:
                 result.stale += 1  # a newer version won meanwhile
         return result
 
-    def _versions(self, view: str, ids: Sequence[str]) -> dict[str, int]:
+    def _versions(self, coll: Collection[_Doc], ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        coll = self.collection(view)
         for start in range(0, len(ids), _FETCH_CHUNK):
             chunk = list(ids[start : start + _FETCH_CHUNK])
             for raw in coll.find({"_id": {"$in": chunk}}, {"_v": 1}):

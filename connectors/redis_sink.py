@@ -13,7 +13,14 @@ Key layout of a view whose target name (the key prefix) is ``p``:
   ``p#idx:{field}`` — a sorted set of ids scored by the value (``"range"``).
 
 Auxiliary keys use ``#`` after the prefix rather than ``:`` so that no document
-id can collide with them (``p:v:1`` could be a document). Documents may expire
+id can collide with them (``p:v:1`` could be a document).
+
+Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
+uses the prefix ``p``, generation n > 1 the prefix ``p~n``; ``p@gen`` holds
+the live generation (absent: 1). Every write checks it inside the script, and
+every read by id reads it in the same ``MULTI`` as the documents, so no call
+uses a generation that a switch has left. Sites reading keys themselves
+should read ``p@gen`` first. Documents may expire
 with ``options["ttl_s"]``; their version key expires with them, but secondary
 index entries of an expired document stay until it is written or deleted again.
 
@@ -48,18 +55,26 @@ DEFAULT_TOMBSTONE_TTL_S = 7 * 24 * 3600
 _FETCH_CHUNK = 1000
 
 #: KEYS, per document: doc key, version key[, index-values key].
-#: ARGV: n, tombstone ttl, doc ttl, index key base, m, m x (field, kind),
-#: then per document: op ("u"/"d"), version, body, id, m index values
-#: ("" = no value, else "=" followed by the value).
-#: Returns one status per document: 1 applied, 0 stale.
+#: ARGV: generation key, the generation the keys belong to, n, tombstone ttl,
+#: doc ttl, index key base, m, m x (field, kind), then per document: op
+#: ("u"/"d"), version, body, id, m index values ("" = no value, else "="
+#: followed by the value).
+#: Returns one status per document: 1 applied, 0 stale; or the error
+#: ``READSIDE_MOVED <gen>`` and writes nothing when the view's live
+#: generation is no longer the one the keys were built for (a rebuild
+#: switched it): the caller builds the keys again and retries.
 GUARD_SCRIPT = """
-local n = tonumber(ARGV[1])
-local tomb_ttl = tonumber(ARGV[2])
-local doc_ttl = tonumber(ARGV[3])
-local base = ARGV[4]
-local m = tonumber(ARGV[5])
+local live = redis.call('GET', ARGV[1]) or '1'
+if live ~= ARGV[2] then
+  return redis.error_reply('READSIDE_MOVED ' .. live)
+end
+local n = tonumber(ARGV[3])
+local tomb_ttl = tonumber(ARGV[4])
+local doc_ttl = tonumber(ARGV[5])
+local base = ARGV[6]
+local m = tonumber(ARGV[7])
 local fields, kinds = {}, {}
-local a = 6
+local a = 8
 for j = 1, m do
   fields[j] = ARGV[a]
   kinds[j] = ARGV[a + 1]
@@ -150,12 +165,21 @@ def classify(exc: Exception) -> ReadsideError:
     return FatalError(f"redis: {type(exc).__name__}: {exc}")
 
 
-class _Layout:
-    """Key names and write options of one view's target."""
+def generation_prefix(base: str, gen: int) -> str:
+    """The key prefix of generation ``gen`` of a view whose target is ``base``."""
+    return base if gen == 1 else f"{base}~{gen}"
 
-    def __init__(self, target: ViewTarget) -> None:
+
+class _Layout:
+    """Key names and write options of one generation of one view's target."""
+
+    def __init__(self, target: ViewTarget, gen: int = 1) -> None:
         opts = target.options
-        self.prefix = target.name
+        self.gen = gen
+        self.prefix = generation_prefix(target.name, gen)
+        #: holds the live generation; outside the ``p:*`` / ``p#*`` key space
+        #: of every generation, so dropping one never touches it
+        self.generation_key = f"{target.name}@gen"
         self.hash_tag = bool(opts.get("hash_tag", False))
         self.doc_ttl = int(opts.get("ttl_s", 0) or 0)
         self.tomb_ttl = int(opts.get("tombstone_ttl_s", DEFAULT_TOMBSTONE_TTL_S))
@@ -237,7 +261,9 @@ class RedisSink:
         self.name = name
         self.cfg = cfg
         self.targets = dict(targets)
-        self._layouts = {view: _Layout(t) for view, t in self.targets.items()}
+        self._live: dict[str, int] = {}  # view -> live generation, as last seen
+        # built now so that bad options fail at start
+        self._layouts = {(v, 1): _Layout(t) for v, t in self.targets.items()}
         self._client: redis.Redis | None = None
         self._sha: str | None = None
 
@@ -259,6 +285,8 @@ class RedisSink:
     def open(self) -> None:
         try:
             self._sha = str(self.client.script_load(GUARD_SCRIPT))
+            for view in self.targets:
+                self._resolve(view)
         except rex.RedisError as exc:
             raise classify(exc) from exc
         logger.info("redis sink open sink=%s views=%d", self.name, len(self.targets))
@@ -268,11 +296,69 @@ class RedisSink:
             self._client.close()
             self._client = None
 
-    def _layout(self, view: str) -> _Layout:
+    def _target(self, view: str) -> ViewTarget:
         try:
-            return self._layouts[view]
+            return self.targets[view]
         except KeyError:
             raise FatalError(f"redis sink {self.name}: unknown view {view!r}") from None
+
+    def _layout(self, view: str, gen: int | None = None) -> _Layout:
+        """The layout of generation ``gen`` (default: the live one as last seen)."""
+        if gen is None:
+            gen = self._live.get(view)
+            if gen is None:
+                return self._resolve(view)
+        layout = self._layouts.get((view, gen))
+        if layout is None:
+            layout = self._layouts[(view, gen)] = _Layout(self._target(view), gen)
+        return layout
+
+    def _resolve(self, view: str) -> _Layout:
+        """Read the live generation of ``view`` and return its layout."""
+        key = _Layout(self._target(view)).generation_key
+        raw = self.client.get(key)
+        return self._seen(view, None if raw is None else str(raw))
+
+    def _seen(self, view: str, raw: str | None) -> _Layout:
+        gen = int(raw) if raw else 1
+        self._live[view] = gen
+        return self._layout(view, gen)
+
+    # -- generations --------------------------------------------------------
+
+    def generation(self, view: str) -> int:
+        try:
+            return self._resolve(view).gen
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+
+    def generation_target(self, view: str, gen: int) -> ViewTarget:
+        target = self._target(view)
+        return ViewTarget(view, generation_prefix(target.name, gen), target.options)
+
+    def create_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "create")
+        self._drop_layout(self._layout(view, gen))
+
+    def switch_generation(self, view: str, gen: int) -> None:
+        layout = self._layout(view, gen)
+        try:
+            self.client.set(layout.generation_key, str(gen))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        self._live[view] = gen
+        logger.info("redis generation switched view=%s generation=%d", view, gen)
+
+    def drop_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "drop")
+        self._drop_layout(self._layout(view, gen))
+
+    def _refuse_live(self, view: str, gen: int, what: str) -> None:
+        if self.generation(view) == gen:
+            raise FatalError(
+                f"redis sink {self.name}: will not {what} generation {gen} of "
+                f"view {view}: it is the live one"
+            )
 
     # -- writes -----------------------------------------------------------
 
@@ -284,15 +370,27 @@ class RedisSink:
                 by_view.setdefault(op.view, []).append(op)
             size = self.cfg.docs_per_call
             for view, view_ops in by_view.items():
-                layout = self._layout(view)
                 for start in range(0, len(view_ops), size):
                     chunk = view_ops[start : start + size]
-                    result.merge(self._write_chunk(layout, chunk))
+                    result.merge(self._write_chunk(view, chunk))
         except rex.RedisError as exc:
             raise classify(exc) from exc
         return result
 
-    def _write_chunk(self, layout: _Layout, ops: list[DocumentOp]) -> WriteResult:
+    def _write_chunk(self, view: str, ops: list[DocumentOp]) -> WriteResult:
+        """Write one script call's worth, again in the new generation if a
+        rebuild switched the view meanwhile (the script then wrote nothing)."""
+        for _ in range(5):
+            try:
+                return self._write_keys(self._layout(view), ops)
+            except rex.ResponseError as exc:
+                text = str(exc)
+                if not text.startswith("READSIDE_MOVED"):
+                    raise
+                self._seen(view, text.split()[-1])
+        raise TransientError(f"redis: view {view} keeps switching generations")
+
+    def _write_keys(self, layout: _Layout, ops: list[DocumentOp]) -> WriteResult:
         result = WriteResult()
         fields = list(layout.indexes)
         keys: list[str] = []
@@ -311,7 +409,8 @@ class RedisSink:
             sent.append(op)
         if not sent:
             return result
-        head = [str(len(sent)), str(layout.tomb_ttl), str(layout.doc_ttl)]
+        head = [layout.generation_key, str(layout.gen)]
+        head += [str(len(sent)), str(layout.tomb_ttl), str(layout.doc_ttl)]
         head += [layout.index_base, str(len(fields))]
         for field in fields:
             head += [field, layout.indexes[field]]
@@ -348,7 +447,7 @@ class RedisSink:
 
     def indexes(self, view: str) -> dict[str, str]:
         """Secondary indexes of ``view``: field -> ``"eq"`` or ``"range"``."""
-        return dict(self._layout(view).indexes)
+        return dict(self._layout(view, 1).indexes)
 
     def index_key(self, view: str, field: str, value: object = None) -> str:
         """The key of ``field``'s index: the set of ids holding ``value``
@@ -357,34 +456,50 @@ class RedisSink:
         Raises:
             BadRecord: ``value`` cannot be held by an ``eq`` index.
         """
-        layout = self._layout(view)
+        try:
+            layout = self._resolve(view)
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
         if layout.indexes.get(field) == "eq":
             return layout.index_base + field + ":" + _index_value("eq", value)[1:]
         return layout.index_base + field
 
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
-        layout = self._layout(view)
         out: dict[str, Stored] = {}
         try:
             for start in range(0, len(ids), _FETCH_CHUNK):
                 chunk = list(ids[start : start + _FETCH_CHUNK])
-                keys = [layout.version_key(i) for i in chunk]
-                keys += [layout.doc_key(i) for i in chunk]
-                values = self.client.mget(keys)
-                for n, doc_id in enumerate(chunk):
-                    ver, body = values[n], values[n + len(chunk)]
-                    if ver is None:
-                        continue
-                    doc = None if body is None else json.loads(body)
-                    out[doc_id] = Stored(int(ver), doc)
+                self._fetch_chunk(view, chunk, out)
         except rex.RedisError as exc:
             raise classify(exc) from exc
         return out
 
+    def _fetch_chunk(self, view: str, chunk: list[str], out: dict[str, Stored]) -> None:
+        """One ``MULTI``: the live generation and the documents; again if the
+        generation was not the one the keys were built for."""
+        for _ in range(5):
+            layout = self._layout(view)
+            keys = [layout.version_key(i) for i in chunk]
+            keys += [layout.doc_key(i) for i in chunk]
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(layout.generation_key)
+            pipe.mget(keys)
+            live, values = pipe.execute()
+            if self._seen(view, live) is not layout:
+                continue
+            for n, doc_id in enumerate(chunk):
+                ver, body = values[n], values[n + len(chunk)]
+                if ver is None:
+                    continue
+                doc = None if body is None else json.loads(body)
+                out[doc_id] = Stored(int(ver), doc)
+            return
+        raise TransientError(f"redis: view {view} keeps switching generations")
+
     def ids(self, view: str) -> set[str]:
-        layout = self._layout(view)
         found: set[str] = set()
         try:
+            layout = self._resolve(view)
             for chunk in self._scan_chunks(layout):
                 candidates = [layout.id_of(k) for k in chunk]
                 versions = self.client.mget([layout.version_key(i) for i in candidates])
@@ -409,11 +524,22 @@ class RedisSink:
             yield chunk
 
     def drop(self, view: str) -> int:
-        """Delete every key of ``view`` (rebuilds and tests; not in the protocol).
+        """Delete every key of the live generation of ``view`` and the key
+        naming it (tests, and a store reloaded with ``readside snapshot
+        --sink``; not in the protocol). The next write starts generation 1.
 
         Returns the number of keys deleted.
         """
-        layout = self._layout(view)
+        try:
+            layout = self._resolve(view)
+            deleted = self._drop_layout(layout)
+            deleted += int(self.client.unlink(layout.generation_key))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        self._live.pop(view, None)
+        return deleted
+
+    def _drop_layout(self, layout: _Layout) -> int:
         deleted = 0
         try:
             for suffix in (":*", "#*"):
