@@ -329,6 +329,11 @@ def verify(
 @click.option(
     "--restart", is_flag=True, help="start over instead of resuming an unfinished run"
 )
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="fill a new generation beside the live one, then switch to it atomically",
+)
 @click.pass_context
 def snapshot(
     ctx: click.Context,
@@ -337,6 +342,7 @@ def snapshot(
     sinks: tuple[str, ...],
     chunk_size: int,
     restart: bool,
+    rebuild: bool,
 ) -> None:
     """(Re)load VIEW into its stores while workers keep streaming.
 
@@ -344,14 +350,21 @@ def snapshot(
     its own snapshot; a killed run resumes after its last finished chunk.
     Table views replay their compacted topic, or with --where send Debezium an
     incremental-snapshot signal with that condition.
+
+    With --rebuild the view is built again from nothing in a new index,
+    collection or key prefix beside the live one, caught up with the stream,
+    and switched in atomically (alias, pointer); the old one is dropped.
+    Sites keep reading the live documents throughout. A killed rebuild goes
+    on from the step it reached when run again.
     """
     from pipeline.snapshot import Loader, Options
     from pipeline.snapshot.progress import ProgressBar
+    from pipeline.snapshot.rebuild import Rebuild
 
     cfg = load_config(ctx)
     opts = Options(view, where, list(sinks) or None, chunk_size, restart)
     with ProgressBar(view) as bar:
-        loader = Loader(cfg, opts, bar.update)
+        loader = (Rebuild if rebuild else Loader)(cfg, opts, bar.update)
         signal.signal(signal.SIGTERM, loader.stop)
         signal.signal(signal.SIGINT, loader.stop)
         st = loader.run()

@@ -157,6 +157,13 @@ def render(st: dict[str, Any]) -> str:
                 f"({snap['rows']:,} documents written)"
             )
             continue
+        if snap["method"] == "rebuild":
+            lines.append(
+                f"rebuild {snap['view']} -> generation {snap['generation']} "
+                f"({','.join(snap['sinks'])}): {snap['state']}, step {snap['phase']}, "
+                f"{snap['rows']:,} rows in this step"
+            )
+            continue
         total = "?" if snap["total"] is None else f"{snap['total']:,}"
         lines.append(
             f"snapshot {snap['view']} ({snap['method']}, {','.join(snap['sinks'])}): "

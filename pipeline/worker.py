@@ -106,6 +106,17 @@ class Worker:
     consumer_factory: Callable[[dict[str, Any]], Any] = Consumer
     producer_factory: Callable[[dict[str, Any]], Any] = Producer
     health: metrics.Health = field(default_factory=metrics.Health)
+    #: A rebuild's catch-up (:mod:`pipeline.snapshot.rebuild`): read these
+    #: partitions from these offsets, without joining the group's rebalances
+    #: or reading the heartbeat topic, and leave once each partition's
+    #: position reached ``until``.
+    assignment: list[TopicPartition] | None = None
+    until: Mapping[tuple[str, int], int] | None = None
+    #: False for a rebuild's catch-up: no checkpoints (they describe what the
+    #: live stores hold) and no dead letters (the live workers send them).
+    side_effects: bool = True
+    #: called with the number of records of each handled batch
+    on_batch: Callable[[int], None] | None = None
     stopping: bool = False
     batches: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
@@ -157,12 +168,16 @@ class Worker:
             should_abandon=self._should_abandon,
             on_backoff=self._set_backoff,
         )
-        consumer.subscribe(
-            [*self.topics(), heartbeat_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        if self.assignment is not None:
+            consumer.assign(self.assignment)
+            self._on_assign(consumer, self.assignment)
+        else:
+            consumer.subscribe(
+                [*self.topics(), heartbeat_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
         logger.info(
             "worker started group=%s topics=%s sinks=%s",
             cfg.kafka.group_id,
@@ -170,7 +185,7 @@ class Worker:
             ",".join(self.sinks),
         )
         try:
-            while not self.stopping:
+            while not self.stopping and not self._reached_until():
                 self.health.turn()
                 msgs = consumer.consume(
                     cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
@@ -179,6 +194,8 @@ class Worker:
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1
+                    if self.on_batch is not None:
+                        self.on_batch(len(msgs))
                     if max_batches is not None and self.batches >= max_batches:
                         break
         finally:
@@ -210,6 +227,20 @@ class Worker:
                     )
                     time.sleep(delay)
         self.health.sinks_open = True
+
+    def _reached_until(self) -> bool:
+        """Whether every partition of ``until`` was read up to its offset."""
+        if self.until is None:
+            return False
+        starts = {(tp.topic, tp.partition): tp.offset for tp in self.assignment or ()}
+        parts = [TopicPartition(t, p) for (t, p) in self.until]
+        for tp in self.consumer.position(parts):
+            key = (tp.topic, tp.partition)
+            # No position yet (nothing fetched): where it was assigned.
+            at = tp.offset if tp.offset >= 0 else starts.get(key, -1)
+            if at < self.until[key]:
+                return False
+        return True
 
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, _c: Any, parts: list[TopicPartition]) -> None:
@@ -286,6 +317,17 @@ class Worker:
         if _CRASH_BEFORE_COMMIT and self.batches + 1 >= _CRASH_BEFORE_COMMIT:
             logger.error("fault injection: exiting after sink writes, before commit")
             os._exit(137)
+        if not self.side_effects:
+            for d in dead:
+                logger.warning(
+                    "not sent to the dead-letter topic (the live workers do) "
+                    "topic=%s partition=%d offset=%d reason=%s",
+                    d.message.topic(),
+                    d.message.partition(),
+                    d.message.offset(),
+                    d.reason,
+                )
+            dead = []
         for d in dead:
             self.dlq.send(d)
             metrics.DEAD_LETTERS.labels(d.reason).inc()
@@ -369,6 +411,8 @@ class Worker:
             logger.warning("commit failed (rebalance?) error=%s", exc)
             return
         metrics.BATCHES.inc()
+        if not self.side_effects:
+            return
         now = int(time.time() * 1000)
         cps = []
         for (view, topic, part), ev in batch.last.items():

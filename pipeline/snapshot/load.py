@@ -91,7 +91,9 @@ class Loader:
             sink.open()
         try:
             if isinstance(self.view, AggregateView):
-                return self._chunks(self.view, sinks)
+                st = self._state("chunks")
+                self._chunks(self.view, sinks, st)
+                return self._finish(st)
             return self._replay(self.view, sinks)
         finally:
             for sink in sinks.values():
@@ -132,10 +134,12 @@ class Loader:
         return len(rejected)
 
     # ------------------------------------------------------------ aggregate
-    def _chunks(self, view: AggregateView, sinks: Mapping[str, Sink]) -> SnapshotState:
+    def _chunks(
+        self, view: AggregateView, sinks: Mapping[str, Sink], st: SnapshotState
+    ) -> None:
+        """Load ``view`` chunk by chunk after ``st.after``, saving ``st``."""
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
         prepare_views({view.name: view}, dsn, strict=False)
-        st = self._state("chunks")
         view_sql = view.view_sql()
         pk = view.tree().table.primary_key
         with closing(Reader(dsn)) as reader:
@@ -144,8 +148,7 @@ class Loader:
                 row = reader.query(view_sql.count(self.opts.where), {})[0]
                 reader.end()
                 st.total = int(row[0])
-            self.log.save(st)
-            self.progress(st)
+            self._save(st)
             while not self.stopping:
                 snap = reader.begin()
                 params: dict[str, Any] = {"limit": self.opts.chunk_size}
@@ -175,16 +178,18 @@ class Loader:
                 st.after = [key_text(pg_value_to_json(v)) for v in last]
                 st.rows += len(rows)
                 st.chunks += 1
-                self.log.save(st)
-                self.progress(st)
+                self._save(st)
                 if len(rows) < self.opts.chunk_size:
                     break
-        return self._finish(st)
+
+    def _save(self, st: SnapshotState) -> None:
+        """Record ``st`` and show it."""
+        self.log.save(st)
+        self.progress(st)
 
     def _finish(self, st: SnapshotState) -> SnapshotState:
         st.state = "running" if self.stopping else "done"
-        self.log.save(st)
-        self.progress(st)
+        self._save(st)
         return st
 
     # ------------------------------------------------------------ table
@@ -233,8 +238,7 @@ class Loader:
                 self._write(sinks, ops_for_sink(batch, [view.name]))
                 st.rows += len(msgs)
                 st.chunks += 1
-                self.log.save(st)
-                self.progress(st)
+                self._save(st)
         finally:
             consumer.close()
         return self._finish(st)
@@ -258,8 +262,7 @@ class Loader:
         st = SnapshotState(
             self.opts.view, self.sink_names, self.opts.where, "signal", "signalled"
         )
-        self.log.save(st)
-        self.progress(st)
+        self._save(st)
         return st
 
 

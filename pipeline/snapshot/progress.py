@@ -55,10 +55,12 @@ class ProgressBar:
 
     def update(self, st: SnapshotState) -> None:
         rate = f"{st.rate():,.0f}"
-        if self._task is None or st.method != self._method:
-            # A focus apply shows its load, then its purge, as separate bars.
-            what = "snapshot" if st.method in ("chunks", "replay") else st.method
-            self._method = st.method
+        step = st.method if st.phase is None else f"{st.method} {st.phase}"
+        if self._task is None or step != self._method:
+            # A focus apply shows its load, then its purge, as separate bars;
+            # a rebuild one bar per step.
+            what = "snapshot" if st.method in ("chunks", "replay") else step
+            self._method = step
             self._last_line = st.chunks
             self._task = self._progress.add_task(
                 f"{what} {self.view}", total=st.total, rate=rate
@@ -70,7 +72,7 @@ class ProgressBar:
             self._last_line = st.chunks
             total = "?" if st.total is None else f"{st.total:,}"
             print(
-                f"{st.method} {self.view}: {st.rows:,}/{total} rows, {rate} rows/s",
+                f"{step} {self.view}: {st.rows:,}/{total} rows, {rate} rows/s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -84,8 +86,22 @@ class ProgressBar:
                 "with `readside status`"
             )
         what = "done" if st.state == "done" else "stopped (run again to resume)"
+        if st.method == "rebuild":
+            counts = st.counts or {}
+            return (
+                f"rebuild {self.view} {what}: generation {st.generation} "
+                f"(was {_gens(st.previous)}) in {','.join(st.sinks)}; "
+                f"{counts.get('fill', 0):,} roots loaded, "
+                f"{counts.get('catch-up', 0):,} + {counts.get('switched', 0):,} "
+                "records caught up before + after the switch; "
+                + ("old generation dropped" if st.state == "done" else f"at {st.phase}")
+            )
         return (
             f"snapshot {self.view} {what}: {st.rows:,} rows in {st.chunks} chunks, "
             f"{seconds:.1f}s, {st.rate():,.0f} rows/s, method={st.method}, "
             f"sinks={','.join(st.sinks)}"
         )
+
+
+def _gens(previous: dict[str, int] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((previous or {}).items()))

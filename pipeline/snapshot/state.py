@@ -34,6 +34,11 @@ def run_id(view: str, sinks: list[str], where: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def rebuild_key(view: str, sinks: list[str]) -> str:
+    """Key of the record of a ``readside snapshot VIEW --rebuild`` run."""
+    return f"rebuild:{run_id(view, sinks, None)}"
+
+
 def focus_key(name: str) -> str:
     """Key of the record of what ``readside focus apply NAME`` last applied."""
     return f"focus:{name}"
@@ -46,7 +51,7 @@ class SnapshotState:
     view: str
     sinks: list[str]
     where: str | None
-    #: chunks | replay | signal, or purge (a focus apply's deletes) and
+    #: chunks | replay | signal | rebuild, or purge (a focus apply's deletes) and
     #: focus (the record of an applied focus: ``where`` is its definition)
     method: str
     state: str = "running"  # running | done | failed | signalled | applied
@@ -57,6 +62,17 @@ class SnapshotState:
     started_ms: int = field(default_factory=now_ms)
     updated_ms: int = field(default_factory=now_ms)
     error: str | None = None
+    #: rebuilds (method ``rebuild``): the step reached (fill, catch-up,
+    #: switched, drop, done), the generation being built, each sink's live
+    #: generation before, where the catch-up starts ("topic:partition" ->
+    #: offset), the end offsets sampled right after the switch, and the rows
+    #: of each finished step
+    phase: str | None = None
+    generation: int | None = None
+    previous: dict[str, int] | None = None
+    offsets: dict[str, int] | None = None
+    switch_ends: dict[str, int] | None = None
+    counts: dict[str, int] | None = None
 
     @property
     def id(self) -> str:

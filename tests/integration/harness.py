@@ -177,6 +177,11 @@ class Pipeline:
     workers: list[WorkerProc] = field(default_factory=list)
     _connector: bool = False
 
+    def cli_args(self, *args: str) -> list[str]:
+        """The command line of ``readside --config <this pipeline> ARGS``."""
+        cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(self.config_path)]
+        return [*cmd, *args]
+
     # -- source -----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True)

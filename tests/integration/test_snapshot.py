@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from typing import Any
 
 import psycopg
@@ -20,16 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _snapshot_cmd(p: Any, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "--config",
-        str(p.config_path),
-        "snapshot",
-        "customers",
-        *args,
-    ]
+    return p.cli_args("snapshot", "customers", *args)
 
 
 def _state(p: Any) -> Any:

@@ -1,0 +1,350 @@
+"""``readside snapshot VIEW --rebuild``: a new generation of a view, filled
+beside the live one and switched in without a moment of missing documents.
+
+Steps, each recorded on ``kafka.snapshot_topic`` so that a killed run goes on
+from the step (and chunk, and catch-up offset) it reached:
+
+1. **create**: every chosen sink makes generation n+1 of the view, empty,
+   beside the live generation n (:class:`~connectors.base.Generations`).
+   The start offsets S of the view's topics are sampled: their end offsets for
+   an aggregate view, their beginning for a table view.
+2. **fill** (aggregate views): the chunked snapshot load of
+   :meth:`Loader._chunks`, into the new generation only.
+3. **catch-up**: the view's topics from S, through the worker's own batch loop
+   (decode, re-read roots, coalesce, version-guarded writes) into the new
+   generation only, under the consumer group ``<group_id>.rebuild.<view>.<n+1>``
+   whose commits make it resumable; until it reached the end offsets it
+   sampled when it began.
+4. **switch**: each sink moves its pointer (Redis key, ES alias, MongoDB
+   document) to n+1 in one atomic step. Then the end offsets E are sampled.
+5. **catch-up again** until every partition reached E.
+6. **drop**: after a short grace for reads in flight, generation n is deleted.
+
+Why nothing is lost: a record at an offset at or past E[p] was produced after
+the switch, so a live worker consumed it after the switch and, since sinks
+resolve the live generation when they write, wrote it into n+1. Every record
+before E reaches n+1 through the catch-up, and every change committed before
+S was sampled is in the fill (its chunk snapshots are later) or, for a table
+view, in the topic replayed from its beginning. Writes from the catch-up and
+from the live workers may land in any order; the version guard keeps the
+newest, as for any replay (DESIGN: the rule). Readers see generation n until
+the switch and n+1 after it, both complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.base import Generations, Sink
+from connectors.registry import build_sink
+from pipeline.aggregate import AggregateView
+from pipeline.config import Config
+from pipeline.errors import ConfigError, FatalError
+from pipeline.snapshot.load import Loader, Options, Progress
+from pipeline.snapshot.state import SnapshotState, rebuild_key
+
+logger = logging.getLogger(__name__)
+
+#: Fault injection for crash tests: exit abruptly (as kill -9 would) right
+#: after the switch was recorded, before the catch-up that follows it.
+_CRASH_AFTER_SWITCH = os.environ.get("READSIDE_FAULT_CRASH_AFTER_SWITCH") == "1"
+
+#: seconds between the switch's catch-up and dropping the old generation, for
+#: reads that resolved the old generation just before the switch
+DROP_GRACE_S = 5.0
+
+_Offsets = dict[str, int]  # "topic:partition" -> offset (JSON-friendly)
+
+
+def _key(topic: str, part: int) -> str:
+    return f"{topic}:{part}"
+
+
+def _split(key: str) -> tuple[str, int]:
+    topic, _, part = key.rpartition(":")
+    return topic, int(part)
+
+
+class Rebuild(Loader):
+    """One ``--rebuild`` run; ``stop()`` ends it at the next step boundary or
+    batch, to be resumed by running it again."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        opts: Options,
+        progress: Progress,
+        drop_grace_s: float = DROP_GRACE_S,
+    ) -> None:
+        if opts.where:
+            raise ConfigError(
+                "--rebuild rebuilds the whole view; --where cannot go with it"
+            )
+        super().__init__(cfg, opts, progress)
+        self.drop_grace_s = drop_grace_s
+        self.key = rebuild_key(opts.view, self.sink_names)
+        self._worker: Any = None
+
+    def stop(self, *_args: object) -> None:
+        self.stopping = True
+        if self._worker is not None:
+            self._worker.stop()
+
+    # ------------------------------------------------------------ entry
+    def run(self) -> SnapshotState:
+        from pipeline.worker import build_sinks
+
+        live = build_sinks(self.cfg, self.sink_names)
+        for name, sink in live.items():
+            if not isinstance(sink, Generations):
+                raise ConfigError(
+                    f"sinks.{name}: this kind of sink cannot hold generations, "
+                    "so it cannot be rebuilt beside the live view"
+                )
+        try:
+            for sink in live.values():
+                sink.open()
+            st = self._start(live)
+            pinned = self._pinned(live, st)
+            steps = [
+                ("fill", self._fill),
+                ("catch-up", self._catch_up_then_switch),
+                ("switched", self._catch_up_after_switch),
+                ("drop", self._drop),
+            ]
+            for phase, step in steps:
+                if self.stopping:
+                    break
+                if st.phase != phase:
+                    continue
+                step(st, live, pinned)
+            if st.phase == "done":
+                st.state = "done"
+            self._save(st)
+            return st
+        finally:
+            for sink in live.values():
+                sink.close()
+            self.log.close()
+
+    def _save(self, st: SnapshotState) -> None:
+        self.log.save(st, self.key)
+        self.progress(st)
+
+    def _start(self, live: Mapping[str, Sink]) -> SnapshotState:
+        """The unfinished run to resume, or a new one with its generation made."""
+        old = self.log.read().get(self.key)
+        if old is not None and old.state == "running" and not self.opts.restart:
+            logger.info(
+                "resuming rebuild view=%s generation=%s phase=%s rows_done=%d after=%s",
+                old.view,
+                old.generation,
+                old.phase,
+                old.rows,
+                old.after,
+            )
+            return old
+        previous = {
+            name: _gens(sink).generation(self.view.name) for name, sink in live.items()
+        }
+        gen = max(previous.values()) + 1
+        for sink in live.values():
+            _gens(sink).create_generation(self.view.name, gen)
+        aggregate = isinstance(self.view, AggregateView)
+        st = SnapshotState(self.opts.view, self.sink_names, None, "rebuild")
+        st.generation = gen
+        st.previous = previous
+        st.offsets = self._offsets(high=aggregate)
+        st.phase = "fill" if aggregate else "catch-up"
+        st.counts = {}
+        logger.info(
+            "rebuild started view=%s generation=%d previous=%s",
+            st.view,
+            gen,
+            previous,
+        )
+        self._save(st)
+        return st
+
+    def _pinned(self, live: Mapping[str, Sink], st: SnapshotState) -> dict[str, Sink]:
+        """Sinks that write and read generation ``st.generation`` directly."""
+        assert st.generation is not None
+        view = self.view.name
+        return {
+            name: build_sink(
+                name,
+                self.cfg.sinks[name],
+                {view: _gens(sink).generation_target(view, st.generation)},
+            )
+            for name, sink in live.items()
+        }
+
+    def _next(self, st: SnapshotState, phase: str) -> None:
+        """Close the step: keep its row count, reset the bar for the next."""
+        assert st.counts is not None
+        assert st.phase is not None
+        st.counts[st.phase] = st.counts.get(st.phase, 0) + st.rows
+        st.phase = phase
+        st.rows, st.chunks, st.total, st.after = 0, 0, None, None
+        st.started_ms = int(time.time() * 1000)
+        self._save(st)
+
+    # ------------------------------------------------------------ steps
+    def _fill(self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]) -> None:
+        assert isinstance(self.view, AggregateView)
+        for sink in pinned.values():
+            sink.open()
+        try:
+            self._chunks(self.view, pinned, st)
+        finally:
+            for sink in pinned.values():
+                sink.close()
+        if not self.stopping:
+            self._next(st, "catch-up")
+
+    def _catch_up_then_switch(
+        self, st: SnapshotState, live: Mapping[str, Sink], pinned: Mapping[str, Sink]
+    ) -> None:
+        self._catch_up(st, pinned, self._offsets(high=True))
+        if self.stopping:
+            return
+        assert st.generation is not None
+        for name, sink in live.items():
+            _gens(sink).switch_generation(self.view.name, st.generation)
+            logger.info(
+                "rebuild switched view=%s sink=%s generation=%d",
+                self.view.name,
+                name,
+                st.generation,
+            )
+        st.switch_ends = self._offsets(high=True)
+        self._next(st, "switched")
+        if _CRASH_AFTER_SWITCH:
+            logger.error("fault injection: exiting after the switch")
+            os._exit(137)
+
+    def _catch_up_after_switch(
+        self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]
+    ) -> None:
+        assert st.switch_ends is not None
+        self._catch_up(st, pinned, st.switch_ends)
+        if not self.stopping:
+            self._next(st, "drop")
+
+    def _drop(self, st: SnapshotState, live: Mapping[str, Sink], _pinned: Any) -> None:
+        assert st.previous is not None
+        assert st.generation is not None
+        time.sleep(self.drop_grace_s)
+        for name, old in st.previous.items():
+            if old != st.generation:
+                _gens(live[name]).drop_generation(self.view.name, old)
+                logger.info(
+                    "rebuild dropped view=%s sink=%s generation=%d",
+                    self.view.name,
+                    name,
+                    old,
+                )
+        self._next(st, "done")
+
+    # ------------------------------------------------------------ catch-up
+    def _group(self, st: SnapshotState) -> str:
+        return f"{self.cfg.kafka.group_id}.rebuild.{self.view.name}.{st.generation}"
+
+    def _catch_up(
+        self, st: SnapshotState, pinned: Mapping[str, Sink], until: _Offsets
+    ) -> None:
+        """Apply the view's topics from where the catch-up stands to ``until``."""
+        from pipeline.worker import Worker
+
+        assert st.offsets is not None
+        group = self._group(st)
+        cfg = self.cfg.model_copy(
+            update={"kafka": self.cfg.kafka.model_copy(update={"group_id": group})}
+        )
+        start = self._committed(group, st.offsets)
+        ends = {_split(k): v for k, v in until.items()}
+        st.total = sum(max(0, ends[k] - o) for k, o in start.items() if k in ends)
+        self._save(st)
+
+        def done_batch(records: int) -> None:
+            st.rows += records
+            st.chunks += 1
+            if st.chunks % 10 == 0:
+                self._save(st)
+
+        worker = Worker(
+            cfg,
+            {self.view.name: self.view},
+            dict(pinned),
+            assignment=[TopicPartition(t, p, o) for (t, p), o in start.items()],
+            until=ends,
+            side_effects=False,
+            on_batch=done_batch,
+        )
+        self._worker = worker
+        if self.stopping:
+            return
+        try:
+            worker.run()
+        finally:
+            self._worker = None
+        self._save(st)
+
+    def _topics(self) -> list[str]:
+        return sorted(
+            t for t, vs in self.cfg.view_topics().items() if self.view.name in vs
+        )
+
+    def _consumer(self, group: str) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
+
+    def _offsets(self, high: bool) -> _Offsets:
+        """Every partition of the view's topics at its end (or beginning)."""
+        consumer = self._consumer(f"{self.cfg.kafka.group_id}.rebuild-probe")
+        out: _Offsets = {}
+        try:
+            for topic in self._topics():
+                md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                if md is None or md.error is not None:
+                    raise FatalError(
+                        f"topic {topic} of view {self.view.name} does not exist "
+                        "(is the connector applied?)"
+                    )
+                for part in md.partitions:
+                    low, hi = consumer.get_watermark_offsets(
+                        TopicPartition(topic, part), timeout=10
+                    )
+                    out[_key(topic, part)] = hi if high else low
+        finally:
+            consumer.close()
+        return out
+
+    def _committed(self, group: str, first: _Offsets) -> dict[tuple[str, int], int]:
+        """Where the catch-up goes on: its group's commits, else ``first``."""
+        consumer = self._consumer(group)
+        try:
+            parts = [TopicPartition(*_split(k)) for k in first]
+            out = {_split(k): v for k, v in first.items()}
+            for tp in consumer.committed(parts, timeout=10):
+                if tp.offset >= 0:
+                    out[(tp.topic, tp.partition)] = tp.offset
+            return out
+        finally:
+            consumer.close()
+
+
+def _gens(sink: Sink) -> Generations:
+    assert isinstance(sink, Generations)
+    return sink
