@@ -512,6 +512,15 @@ class RedisSink:
             raise classify(exc) from exc
         return found
 
+    def count(self, view: str) -> int:
+        """Live documents of ``view``, counted by their keys (a ``SCAN``)."""
+        try:
+            layout = self._resolve(view)
+            pattern = _glob_escape(layout.prefix) + ":*"
+            return sum(1 for _ in self.client.scan_iter(match=pattern, count=5000))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+
     def _scan_chunks(self, layout: _Layout) -> Iterator[list[str]]:
         pattern = _glob_escape(layout.prefix) + ":*"
         chunk: list[str] = []

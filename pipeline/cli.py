@@ -282,8 +282,7 @@ def verify(
     Exits 1 when any view drifted (missing, extra or differing documents) and
     --repair did not fix it. --repair re-reads drifted aggregate roots in a new
     snapshot (a newer version wins); table views, whose versions are event
-    offsets, are rebuilt instead: drop their copy in that store, then
-    `readside snapshot VIEW --sink NAME`.
+    offsets, are rebuilt instead: `readside snapshot VIEW --rebuild --sink NAME`.
     """
     from pipeline.verify import verify as run_verify
 

@@ -37,8 +37,7 @@ def live_count(sink: Sink, view: str) -> int:
     from connectors.redis_sink import RedisSink
 
     if isinstance(sink, RedisSink):
-        prefix = sink.targets[view].name
-        return sum(1 for _ in sink.client.scan_iter(match=f"{prefix}:*", count=5000))
+        return sink.count(view)
     if isinstance(sink, ElasticsearchSink):
         try:
             return int(sink.client.count(index=sink.alias(view), query=_LIVE)["count"])
