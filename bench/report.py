@@ -305,4 +305,24 @@ def snapshot_markdown(results: dict[str, Any]) -> str:
             f"| {r['resolves_per_1k']:.1f} | {r['roots_per_1k']:.0f} "
             f"| {r['changes_per_s']:,.0f} |"
         )
+    if results.get("rebuild"):
+        lines += [
+            "",
+            "### rebuild: `readside snapshot customers --sink S`, then "
+            "`--rebuild` of it in the same process",
+            "",
+            "| sink | roots | load roots/s | rebuild roots/s | rebuild / load "
+            "| rebuild s | generation |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for sink, r in results["rebuild"].items():
+            if "rebuild_s" not in r:
+                lines.append(f"| {sink} | failed: {r.get('error', '?')} |")
+                continue
+            ratio = r["rebuild_rows_per_s"] / max(r["rows_per_s"], 1e-9)
+            lines.append(
+                f"| {sink} | {r['rebuild_rows']:,} | {r['rows_per_s']:,.0f} "
+                f"| {r['rebuild_rows_per_s']:,.0f} | {ratio:.2f} "
+                f"| {r['rebuild_s']:.1f} | {r['rebuild_generation']} |"
+            )
     return "\n".join(lines)

@@ -15,7 +15,10 @@ One run, on the local stack, with a database and pipelines of its own
    FerretDB loads the roots ``id <= --mongodb-roots`` (``--where``).
 3. coalescing while streaming (:mod:`bench.coalesce`): source statements per
    1,000 changes for each ``--batch-sizes``.
-4. peak RSS of every snapshot process.
+4. rebuild: a chunked load of the aggregate view, then ``readside snapshot
+   customers --rebuild`` of it in the same process: roots/s of each, and
+   their ratio (the rebuild also creates, switches and drops generations).
+5. peak RSS of every snapshot process.
 
 The report goes to stdout (Markdown) and ``bench/results/snapshot.json``.
 """
@@ -33,6 +36,7 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from bench import coalesce, raw, report
 from bench.child import run_child
@@ -40,6 +44,7 @@ from bench.snapshot_setup import AGG_VIEW, SMALL_VIEW, TABLE_VIEW, BenchSource
 from pipeline import config as config_mod
 from pipeline.aggregate import AggregateView, prepare_views
 from pipeline.aggregate.reader import Reader
+from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
 from pipeline.events import Upsert
 from pipeline.processor import Processor
@@ -209,6 +214,33 @@ def bench_streaming(src: BenchSource, args: argparse.Namespace) -> list[Any]:
     return out
 
 
+def bench_rebuild(src: BenchSource, args: argparse.Namespace) -> dict[str, Any]:
+    """A chunked load, then ``--rebuild`` of the same view, in one process.
+
+    Sinks that load every root only: a rebuild has no ``--where``. The topics
+    must exist for its catch-up; with no writer it has nothing to apply.
+    """
+    cfg = src.configs.get("aggregate") or src.aggregate_config()
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    ensure_topics(admin, [(t, cfg.kafka.partitions, True) for t in cfg.view_topics()])
+    out: dict[str, Any] = {}
+    for sink in args.sinks:
+        if sink == "mongodb" and args.mongodb_roots < args.roots:
+            continue
+        logger.info("aggregate snapshot then rebuild sink=%s", sink)
+        out[sink] = run_snapshot(
+            src.workdir / "aggregate.yaml",
+            {
+                "view": AGG_VIEW,
+                "sinks": [sink],
+                "chunk_size": args.chunk_size,
+                "rebuild": True,
+            },
+            args.run_timeout,
+        )
+    return out
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench snapshot", description=__doc__)
     p.add_argument("--rows", type=int, default=1_000_000, help="table view rows")
@@ -221,7 +253,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--hot-roots", type=int, default=0, help="changes hit only the first N roots"
     )
-    p.add_argument("--parts", default="table,aggregate,streaming")
+    p.add_argument("--parts", default="table,aggregate,streaming,rebuild")
     p.add_argument("--sink", dest="sinks", action="append", choices=SINK_TYPES)
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--config", default=None, help="readside config of the stack")
@@ -279,6 +311,7 @@ def main(argv: list[str]) -> int:
             ("table", bench_tables),
             ("aggregate", bench_aggregate),
             ("streaming", bench_streaming),
+            ("rebuild", bench_rebuild),
         ):
             if part in parts:
                 results[part] = bench(src, args)

@@ -53,3 +53,11 @@ def test_bench_snapshot_quick_mode_reports_every_row_with_positive_rates(
         assert r["rereads_per_1k"] > 0
         assert r["changes_per_s"] > 0
     assert "### coalescing while streaming" in done.stdout
+    # MongoDB loads fewer roots (--where), which a rebuild cannot take.
+    assert set(results["rebuild"]) == {"redis", "elasticsearch"}
+    for row in results["rebuild"].values():
+        assert row["rebuild_state"] == "done", row
+        assert row["rebuild_generation"] == 2
+        assert row["rebuild_rows"] == row["rows"]
+        assert row["rebuild_rows_per_s"] > 0
+    assert "### rebuild" in done.stdout
