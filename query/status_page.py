@@ -138,10 +138,13 @@ class StatusMonitor:
             if snap["state"] not in ("running", "signalled"):
                 continue
             total = "?" if snap["total"] is None else f"{snap['total']:,}"
+            method = snap["method"]
+            if method == "rebuild":
+                method = f"rebuild to generation {snap['generation']}: {snap['phase']}"
             out.append(
                 {
                     "view": snap["view"],
-                    "progress": f"{snap['rows']:,}/{total} ({snap['method']})",
+                    "progress": f"{snap['rows']:,}/{total} ({method})",
                     "rows_per_s": snap["rows_per_s"],
                 }
             )
