@@ -133,7 +133,8 @@ class AggregateView:
         if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
             if event.op is Op.TRUNCATE:
                 logger.warning(
-                    "truncate of %s: run `readside snapshot %s` to reload the view",
+                    "truncate of %s: run `readside snapshot %s --rebuild` to build "
+                    "the view again from the source",
                     event.table,
                     self.name,
                 )

@@ -1,5 +1,6 @@
-"""The demo's aggregate view: a snapshot load under live changes, and one
-document shown as PostgreSQL defines it and as each store holds it.
+"""The demo's aggregate view: a snapshot load and a ``--rebuild`` under live
+changes, and one document shown as PostgreSQL defines it and as each store
+holds it.
 
 ``readside snapshot VIEW`` runs in-process here (:class:`pipeline.snapshot.
 Loader` with its :class:`~pipeline.snapshot.progress.ProgressBar`: a bar on
@@ -24,6 +25,7 @@ from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.snapshot import Loader, Options, SnapshotState
 from pipeline.snapshot.progress import ProgressBar
+from pipeline.snapshot.rebuild import Rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +40,22 @@ T = TypeVar("T")
 def snapshot_during(
     out: Console, cfg: Config, view: str, changes: Callable[[], T]
 ) -> tuple[SnapshotState, T]:
-    """Run ``readside snapshot VIEW`` while ``changes()`` runs in a thread.
+    """Run ``readside snapshot VIEW``, then ``readside snapshot VIEW --rebuild``,
+    while ``changes()`` runs in a thread.
 
-    Prints the snapshot's summary line; returns its final state and what
+    Prints their summary lines; returns the load's final state and what
     ``changes()`` returned.
     """
+    opts = Options(view, chunk_size=CHUNK_SIZE, restart=True)
     with ThreadPoolExecutor(1, thread_name_prefix="demo-live") as pool:
         live = pool.submit(changes)
         with ProgressBar(view) as bar:
-            loader = Loader(
-                cfg, Options(view, chunk_size=CHUNK_SIZE, restart=True), bar.update
-            )
-            state = loader.run()
+            state = Loader(cfg, opts, bar.update).run()
         out.print(bar.summary(state))
+        # The same view built again beside the live one, then switched in.
+        with ProgressBar(view) as bar:
+            rebuilt = Rebuild(cfg, opts, bar.update).run()
+        out.print(bar.summary(rebuilt))
         return state, live.result()
 
 

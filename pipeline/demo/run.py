@@ -167,7 +167,12 @@ def change(
     loads = [n for n, v in views.items() if isinstance(v, AggregateView)]
     out.print(
         f"changing rows for {seconds:.0f}s"
-        + (f" while `readside snapshot {loads[0]}` reloads it" if loads else "")
+        + (
+            f" while `readside snapshot {loads[0]}` reloads it, then "
+            "`--rebuild` builds it again beside the live one"
+            if loads
+            else ""
+        )
     )
     if not loads:
         return changes()
