@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,10 @@ from pipeline.types import pg_value_to_json
 from pipeline.views import TableView, build_views
 
 logger = logging.getLogger(__name__)
+
+#: Fault injection for crash tests: exit abruptly (as kill -9 would) once
+#: this many chunks of a run are written and recorded.
+_CRASH_AFTER_CHUNKS = int(os.environ.get("READSIDE_FAULT_CRASH_AFTER_CHUNKS", "0"))
 
 Progress = Callable[[SnapshotState], None]
 
@@ -179,6 +184,9 @@ class Loader:
                 st.rows += len(rows)
                 st.chunks += 1
                 self._save(st)
+                if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
+                    logger.error("fault injection: exiting after chunk %d", st.chunks)
+                    os._exit(137)
                 if len(rows) < self.opts.chunk_size:
                     break
 

@@ -7,7 +7,6 @@ source."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -158,29 +157,21 @@ def test_rebuild_switches_without_a_missed_read_and_converges(make_pipeline):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with BackgroundLoad(p.dsn, load.step, seed=22, pause_s=0.05) as writer:
         writer.wait_ops(20)
-        first = subprocess.Popen(
+        # Killed (as by kill -9) right after its 6th chunk was recorded.
+        first = subprocess.run(
             _rebuild(p, "customers", "--chunk-size", "10"),
             cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
+            capture_output=True,
+            text=True,
+            timeout=420,
+            env={**env, "READSIDE_FAULT_CRASH_AFTER_CHUNKS": "6"},
         )
-        wait_for(
-            lambda: (
-                (st := _state(p, "customers")) is not None
-                and st.phase == "fill"
-                and st.rows >= 60
-            ),
-            120,
-            "the first rebuild to load 60 roots",
-            interval=0.3,
-        )
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
+        assert first.returncode == 137, first.stdout + first.stderr
         killed = _state(p, "customers")
         assert killed is not None
         assert killed.state == "running"
         assert killed.phase == "fill"
+        assert killed.rows == 60
         assert killed.generation == 2
         # Killed before the switch: sites still read generation 1.
         assert _generations(p, "customers") == dict.fromkeys(SINKS, 1)
