@@ -18,7 +18,7 @@ id can collide with them (``p:v:1`` could be a document).
 Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
 uses the prefix ``p``, generation n > 1 the prefix ``p~n``; ``p@gen`` holds
 the live generation (absent: 1). Every write checks it inside the script, and
-every read by id reads it in the same ``MULTI`` as the documents, so no call
+every read by id reads it in the same ``MGET`` as the documents, so no call
 uses a generation that a switch has left. Sites reading keys themselves
 should read ``p@gen`` first. Documents may expire
 with ``options["ttl_s"]``; their version key expires with them, but secondary
@@ -475,17 +475,15 @@ class RedisSink:
         return out
 
     def _fetch_chunk(self, view: str, chunk: list[str], out: dict[str, Stored]) -> None:
-        """One ``MULTI``: the live generation and the documents; again if the
-        generation was not the one the keys were built for."""
+        """One ``MGET`` (atomic) of the live generation and the documents; again
+        if the generation was not the one the keys were built for."""
         for _ in range(5):
             layout = self._layout(view)
-            keys = [layout.version_key(i) for i in chunk]
+            keys = [layout.generation_key]
+            keys += [layout.version_key(i) for i in chunk]
             keys += [layout.doc_key(i) for i in chunk]
-            pipe = self.client.pipeline(transaction=True)
-            pipe.get(layout.generation_key)
-            pipe.mget(keys)
-            live, values = pipe.execute()
-            if self._seen(view, live) is not layout:
+            live, *values = self.client.mget(keys)
+            if self._seen(view, None if live is None else str(live)) is not layout:
                 continue
             for n, doc_id in enumerate(chunk):
                 ver, body = values[n], values[n + len(chunk)]
