@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from apiserver import start_server
-from harness import REPO
+from harness import REPO, wait_for
 
 from pipeline.status import render, snapshots
 from pipeline.verify import verify
@@ -212,3 +212,65 @@ def test_focus_sites_isolated_and_switching_adds_and_purges_exactly(make_pipelin
     # The other focus was never touched.
     _assert_exact(p, "customers.us", "country = 'US'")
     assert _versions(p, "customers.us", us_ids) == us_before
+
+
+TABLE_VIEWS: dict[str, Any] = {
+    # Redis and Elasticsearch only, as above.
+    "flat": {"table": "public.customers", "sinks": ["redis", "elasticsearch"]}
+}
+#: The same slices as the aggregate test, in the table-view filter language.
+FLAT_EU = "country in ['DE', 'FR']"
+FLAT_WIDE = "country in ['DE', 'FR', 'JP'] or country == None"
+FLAT_NARROW = "country == 'DE'"
+
+
+def test_table_view_focus_switch_converges_through_the_stream(make_pipeline):
+    """A table view's focus apply signals Debezium: every row comes through
+    the stream again under the new filter, so the stores end holding exactly
+    the new slice (asynchronously: the test waits for it)."""
+    p = make_pipeline(SCHEMA, ["public.customers", "public.orders"], TABLE_VIEWS)
+    p.rewrite(lambda d: d.update(focuses={"eu": {"view": "flat", "where": FLAT_EU}}))
+    p.apply_connector()
+    p.start_worker()
+    p.wait_drained(timeout=180)
+    wait_for(
+        lambda: (
+            _held(p, "flat.eu") == {"redis": _ids(p, EU), "elasticsearch": _ids(p, EU)}
+        ),
+        120,
+        "the initial slice of flat.eu",
+    )
+    for flat_where, sql_where in ((FLAT_WIDE, EU_WIDE), (FLAT_NARROW, EU_NARROW)):
+
+        def edit(data: dict[str, Any], where: str = flat_where) -> None:
+            data["focuses"]["eu"]["where"] = where
+
+        p.rewrite(edit)
+        for w in p.workers:
+            assert w.terminate() == 0, w.tail()
+        p.start_worker()
+        run = subprocess.run(
+            p.cli_args("focus", "apply", "eu"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        want = _ids(p, sql_where)
+        wait_for(
+            lambda want=want: (
+                _held(p, "flat.eu") == {"redis": want, "elasticsearch": want}
+            ),
+            180,
+            f"flat.eu to hold exactly {sql_where}",
+            interval=1,
+        )
+        p.wait_drained(timeout=180)
+        drifts = verify(p.config, views=["flat.eu"])
+        assert all(d.ok for d in drifts), "\n".join(d.describe() for d in drifts)
+    # `readside status` lists the last applied definition, signalled.
+    applied = [r for r in snapshots(p.config) if r["method"] == "focus"]
+    assert len(applied) == 1
+    assert FLAT_NARROW in applied[0]["where"]
+    assert applied[0]["state"] == "signalled"
