@@ -2,7 +2,8 @@
 
 (``python -m bench api`` measures the read API instead: see :mod:`bench.api`;
 ``python -m bench snapshot`` measures ``readside snapshot`` and the coalescing
-of aggregate re-reads: see :mod:`bench.snapshot`.)
+of aggregate re-reads: see :mod:`bench.snapshot`; ``python -m bench pgsync``
+puts readside beside pgsync on the same aggregate view: see :mod:`bench.pgsync`.)
 
 One run measures, on the local stack:
 
@@ -175,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import snapshot
 
         return snapshot.main(args_in[1:])
+    if args_in[:1] == ["pgsync"]:  # python -m bench pgsync: bench/pgsync.py
+        from bench import pgsync
+
+        return pgsync.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument(
@@ -193,13 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--run-timeout", type=float, default=300.0)
     args = parser.parse_args(args_in)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for noisy in ("elastic_transport", "urllib3", "pymongo"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    report.setup_logging()
     base = config_mod.load(args.config)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.{events.TABLE}"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -19,6 +20,17 @@ _PACKAGES = (
     "pymongo",
     "psycopg",
 )
+
+
+def setup_logging() -> None:
+    """INFO lines of a bench run on stderr; store clients' chatter hidden."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("elastic_transport", "urllib3", "pymongo", "connectors"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _meminfo_mb() -> int:

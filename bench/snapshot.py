@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -274,13 +273,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for noisy in ("elastic_transport", "urllib3", "pymongo", "connectors"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    report.setup_logging()
     base = config_mod.load(args.config)
     workdir = Path(tempfile.mkdtemp(prefix="readside-bench-snapshot-"))
     src = BenchSource(base, args.admin_dsn, workdir)
