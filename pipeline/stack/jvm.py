@@ -26,6 +26,19 @@ from pipeline.stack.services import (
 )
 
 
+def cluster_id() -> str:
+    """A random KRaft cluster id (22 URL-safe base64 characters).
+
+    Never one that starts with ``-``: the storage tool would read it as an
+    option and fail (1 id in 64). Kafka's own ``Uuid.randomUuid`` skips
+    those for the same reason.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def _log4j(path: Path) -> Path:
     path.write_text(
         "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
@@ -87,9 +100,7 @@ class Kafka(Service):
         )
         _log4j(base / "log4j2.properties")
         if not (base / "logs" / "meta.properties").exists():
-            cluster = uuid.uuid4().bytes
-            cid = base64.urlsafe_b64encode(cluster).decode().rstrip("=")
-            subprocess.run(
+            done = subprocess.run(
                 [
                     java_binary(),
                     "-cp",
@@ -98,13 +109,19 @@ class Kafka(Service):
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
-                    cid,
+                    cluster_id(),
                     "-c",
                     str(props),
                 ],
-                check=True,
+                check=False,
                 capture_output=True,
+                text=True,
             )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"kafka storage format failed (exit {done.returncode}): "
+                    f"{(done.stderr or done.stdout).strip()[-2000:]}"
+                )
 
     def command(self) -> list[str]:
         return _kafka_jvm(self, "kafka.Kafka", "server.properties")
