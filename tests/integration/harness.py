@@ -10,6 +10,7 @@ can SIGKILL them.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -100,6 +101,23 @@ class WorkerProc:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return self.kill()
+
+
+def run_bench(
+    out: Path, *args: str, timeout_s: float = 600
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """``python -m bench ARGS --out OUT`` from the repository root; the JSON it
+    wrote and the finished process (which must have exited 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(out.read_text()), done
 
 
 def build_config(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from harness import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -15,28 +13,11 @@ pytestmark = pytest.mark.integration
 def test_bench_quick_mode_reports_every_row_with_positive_rates(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--events",
-            "2000",
-            "--mongodb-events",
-            "200",
-            "--profile",
-            "never",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    results, done = run_bench(
+        tmp_path / "bench.json",
+        *("--events", "2000", "--mongodb-events", "200", "--profile", "never"),
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    rows = json.loads(out.read_text())["rows"]
+    rows = results["rows"]
     assert rows["decode"]["events_per_s"] > 0
     for name in ("redis", "elasticsearch", "mongodb", "all"):
         assert "error" not in rows[name], rows[name]

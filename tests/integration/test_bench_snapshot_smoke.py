@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO
+from harness import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -18,17 +15,7 @@ SINKS = ("redis", "elasticsearch", "mongodb")
 def test_bench_snapshot_quick_mode_reports_every_row_with_positive_rates(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "snapshot.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "snapshot", "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    results = json.loads(out.read_text())
+    results, done = run_bench(tmp_path / "snapshot.json", "snapshot", "--quick")
     assert results["table"]["initial_snapshot"]["rows_per_s"] > 0
     for part in ("table", "aggregate"):
         for sink in SINKS:
