@@ -2,7 +2,9 @@
 
 Each dead letter is decoded with its original topic, partition and offset, so
 it writes the version it would have written the first time: a document that
-changed since keeps its newer version. Records that fail again go back to the
+changed since keeps its newer version. The records go through the worker's
+own batch path (:mod:`pipeline.batch`): an aggregate view re-reads the roots
+a replayed change names, in a snapshot of now. Records that fail again go back to the
 dead-letter topic with the new reason. Progress is kept as the committed
 offsets of the consumer group ``<group_id>.dlq-replay``, so a record is
 replayed once.
@@ -15,9 +17,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from pipeline.aggregate import prepare_views
+from pipeline.aggregate.reader import Reader
+from pipeline.batch import BatchHandler
 from pipeline.config import Config
 from pipeline.dlq import DeadLetterQueue, OriginMessage, read_all
-from pipeline.processor import DeadLetter, Processor, ops_for_sink
+from pipeline.processor import Processor
 from pipeline.views import build_views
 
 logger = logging.getLogger(__name__)
@@ -37,37 +42,31 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     if not records:
         return 0, 0
     views = build_views(cfg)
+    lookup = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+    prepare_views(views, lookup)
     sinks = build_sinks(cfg, sorted({s for v in views.values() for s in v.cfg.sinks}))
     producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
     dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
-    processor = Processor(dict(views), cfg.view_topics())
+    reader = Reader(lookup)
+    handler = BatchHandler(
+        views,
+        sinks,
+        Processor(dict(views), cfg.view_topics()),
+        reader,
+        cfg.worker,
+    )
     try:
         for sink in sinks.values():
             sink.open()
-        batch = processor.process([OriginMessage(r) for r in records])
-        dead = list(batch.dead)
-        for name, sink in sinks.items():
-            ops = ops_for_sink(batch, [v for v in views if name in views[v].cfg.sinks])
-            if not ops:
-                continue
-            result = sink.write(ops)  # a transient error stops the replay here
-            for op, why in result.rejected:
-                if op.position is not None:
-                    dead.append(
-                        DeadLetter(
-                            batch.messages[op.position],
-                            f"sink:{name}",
-                            "Rejected",
-                            why,
-                            op.view,
-                        )
-                    )
-        for d in dead:
-            dlq.send(d)
-        dlq.flush()
+        # Replayed in their original order: a record replayed after a newer
+        # one of the same document is refused by the version guard.
+        applied = handler.apply([OriginMessage(r) for r in records])
+        dead = applied.dead
+        handler.deliver(dlq, dead)
     finally:
         for sink in sinks.values():
             sink.close()
+        reader.close()
     nexts: dict[int, int] = {}
     for r in records:
         nexts[r.dlq_partition] = max(nexts.get(r.dlq_partition, 0), r.dlq_offset + 1)

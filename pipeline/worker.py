@@ -36,14 +36,15 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
 from pipeline import metrics
-from pipeline.aggregate import AggregateView, Pending, prepare_views
+from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
+from pipeline.batch import BatchHandler, Pacer
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
 from pipeline.config import Config
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import FatalError, TransientError
-from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
-from pipeline.sinkwriter import Abandoned, Backoff, SinkWriter
+from pipeline.processor import Batch, Processor
+from pipeline.sinkwriter import Abandoned, Backoff
 from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)
@@ -161,12 +162,13 @@ class Worker:
         self.processor = Processor(
             dict(self.views), cfg.view_topics(), heartbeat_topics={heartbeat_topic}
         )
-        self.writer = SinkWriter(
+        self.handler = BatchHandler(
+            self.views,
             self.sinks,
-            Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms),
-            wait=self._wait_paused,
-            should_abandon=self._should_abandon,
-            on_backoff=self._set_backoff,
+            self.processor,
+            self.reader,
+            cfg.worker,
+            Pacer(self._wait_paused, self._should_abandon, self._set_backoff),
         )
         if self.assignment is not None:
             consumer.assign(self.assignment)
@@ -277,43 +279,12 @@ class Worker:
         self._batch_parts = {(m.topic(), m.partition()) for m in msgs}
         self._revoked.clear()
         self._replay_from: dict[tuple[str, int], int] = {}
-        batch = self.processor.process(msgs)
         try:
-            self._reread(batch)
+            applied = self.handler.apply(msgs)
         except Abandoned:
             self._rewind(msgs)
             return
-        for topic in {m.topic() for m in msgs}:
-            metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
-        per_sink = {
-            name: ops_for_sink(
-                batch, [v for v in self.views if name in self.views[v].cfg.sinks]
-            )
-            for name in self.sinks
-        }
-        try:
-            rejections = self.writer.write(per_sink)
-        except Abandoned:
-            self._rewind(msgs)
-            return
-        dead = list(batch.dead)
-        seen = {
-            (d.message.topic(), d.message.partition(), d.message.offset()) for d in dead
-        }
-        for rej in rejections:
-            pos = rej.op.position
-            if pos is None or (pos.topic, pos.partition, pos.offset) in seen:
-                continue
-            seen.add((pos.topic, pos.partition, pos.offset))
-            dead.append(
-                DeadLetter(
-                    batch.messages[pos],
-                    f"sink:{rej.sink}",
-                    "Rejected",
-                    rej.reason,
-                    rej.op.view,
-                )
-            )
+        dead = applied.dead
         if _CRASH_BEFORE_COMMIT and self.batches + 1 >= _CRASH_BEFORE_COMMIT:
             logger.error("fault injection: exiting after sink writes, before commit")
             os._exit(137)
@@ -328,75 +299,8 @@ class Worker:
                     d.reason,
                 )
             dead = []
-        for d in dead:
-            self.dlq.send(d)
-            metrics.DEAD_LETTERS.labels(d.reason).inc()
-        if dead:
-            self._flush_dlq()
-        self._commit(msgs, batch)
-
-    def _reread(self, batch: Batch) -> None:
-        """Read back the roots of aggregate views, waiting out source outages.
-
-        Raises:
-            Abandoned: the batch's partitions were revoked (or a stop was
-                asked) while the source was unreachable.
-        """
-        backoff = Backoff(
-            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
-        )
-        for name, pending in batch.pending.items():
-            view = self.views[name]
-            assert isinstance(view, AggregateView)
-            while True:
-                try:
-                    batch.ops[name] = coalesce(view.reread(self.reader, pending))
-                    metrics.REREADS.labels(name).inc()
-                    self._dead_roots(batch, name, pending)
-                    break
-                except TransientError as exc:
-                    delay = backoff.next_delay()
-                    logger.warning(
-                        "source read failed view=%s retry_in_s=%.2f error=%s",
-                        name,
-                        delay,
-                        exc,
-                    )
-                    self._set_backoff(True)
-                    try:
-                        self._wait_paused(delay)
-                    finally:
-                        self._set_backoff(False)
-                    if self._should_abandon():
-                        raise Abandoned(
-                            "batch abandoned while the source was down"
-                        ) from exc
-
-    @staticmethod
-    def _dead_roots(batch: Batch, view: str, pending: Pending) -> None:
-        """Dead-letter a change that led to a root a transform refused."""
-        msg = batch.messages.get(pending.position) if pending.position else None
-        for ident, exc in pending.failures:
-            logger.error("transform refused view=%s id=%s error=%s", view, ident, exc)
-            if msg is not None:
-                batch.dead.append(
-                    DeadLetter(
-                        msg, exc.reason, "BadRecord", f"root {ident}: {exc}", view
-                    )
-                )
-        pending.failures.clear()
-
-    def _flush_dlq(self) -> None:
-        backoff = Backoff(
-            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
-        )
-        while True:
-            try:
-                self.dlq.flush()
-                return
-            except TransientError as exc:
-                logger.warning("dead-letter flush failed error=%s", exc)
-                self._wait_paused(backoff.next_delay())
+        self.handler.deliver(self.dlq, dead)
+        self._commit(msgs, applied.batch)
 
     def _commit(self, msgs: list[Any], batch: Batch) -> None:
         nexts: dict[tuple[str, int], int] = {}

@@ -1,0 +1,201 @@
+"""One batch of records, from bytes to acknowledged writes: the one batch path.
+
+Every command that applies Kafka records to the stores goes through
+:class:`BatchHandler`: the worker loop, a rebuild's catch-up (which runs the
+worker loop on pinned sinks) and ``readside dlq replay``. The steps, in this
+order::
+
+    decode -> route to views -> re-read aggregate roots (one snapshot per
+    chunk) -> coalesce per document -> write every sink (version-guarded,
+    retried while the source or a store is down) -> settle rejections into
+    dead letters
+
+What happens after (deliver the dead letters, commit offsets, write
+checkpoints) belongs to the caller, which owns the consumer; the order is
+always "every sink acknowledged -> every dead letter acknowledged -> commit".
+A fix or a guarantee of any step lands here once, for every caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from connectors.base import Sink
+from pipeline import metrics
+from pipeline.aggregate import AggregateView, Pending
+from pipeline.aggregate.reader import Reader
+from pipeline.config import WorkerConfig
+from pipeline.decode import RawMessage
+from pipeline.dlq import DeadLetterQueue
+from pipeline.errors import TransientError
+from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
+from pipeline.sinkwriter import Abandoned, Backoff, Rejection, SinkWriter
+from pipeline.views import View
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Pacer:
+    """How a caller waits while the source or a store is down.
+
+    The worker waits with its partitions paused while polling (so the group
+    keeps it) and gives a batch up when its partitions were revoked; a
+    command without a consumer group just sleeps and never gives up.
+    """
+
+    wait: Callable[[float], None] = time.sleep
+    should_abandon: Callable[[], bool] = lambda: False
+    on_backoff: Callable[[bool], None] = lambda _on: None
+
+
+@dataclass
+class Applied:
+    """What one batch left to its caller: dead letters to deliver, then commit."""
+
+    batch: Batch
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class BatchHandler:
+    """Applies batches of records to every sink of the views they feed."""
+
+    def __init__(
+        self,
+        views: Mapping[str, View],
+        sinks: Mapping[str, Sink],
+        processor: Processor,
+        reader: Reader,
+        settings: WorkerConfig,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.views = views
+        self.sinks = sinks
+        self.processor = processor
+        self.reader = reader
+        self.settings = settings
+        self.pacer = pacer or Pacer()
+        self.writer = SinkWriter(
+            sinks,
+            self._backoff(),
+            wait=self.pacer.wait,
+            should_abandon=self.pacer.should_abandon,
+            on_backoff=self.pacer.on_backoff,
+        )
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+
+    def apply(self, msgs: Sequence[RawMessage]) -> Applied:
+        """Apply ``msgs`` to every sink until each acknowledged.
+
+        Returns the batch (for checkpoints) and its dead letters, which the
+        caller must deliver before it commits the batch's offsets.
+
+        Raises:
+            Abandoned: the pacer asked to give the batch up while the source
+                or a store was down; nothing of it may be committed.
+        """
+        batch = self.processor.process(msgs)
+        self._reread(batch)
+        for topic in {m.topic() for m in msgs}:
+            metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
+        per_sink = {
+            name: ops_for_sink(
+                batch, [v for v in self.views if name in self.views[v].cfg.sinks]
+            )
+            for name in self.sinks
+        }
+        rejections = self.writer.write(per_sink)
+        return Applied(batch, self._settle(batch, rejections))
+
+    def deliver(self, dlq: DeadLetterQueue, dead: Sequence[DeadLetter]) -> None:
+        """Send ``dead`` to the dead-letter topic and wait until the broker
+        acknowledged every one, backing off while it cannot; only then may
+        the caller commit the offsets of their records."""
+        if not dead:
+            return
+        for d in dead:
+            dlq.send(d)
+            metrics.DEAD_LETTERS.labels(d.reason).inc()
+        backoff = self._backoff()
+        while True:
+            try:
+                dlq.flush()
+                return
+            except TransientError as exc:
+                logger.warning("dead-letter flush failed error=%s", exc)
+                self.pacer.wait(backoff.next_delay())
+
+    # ------------------------------------------------------------ aggregates
+    def _reread(self, batch: Batch) -> None:
+        """Read back the roots of aggregate views, waiting out source outages."""
+        for name, pending in batch.pending.items():
+            view = self.views[name]
+            assert isinstance(view, AggregateView)
+            backoff = self._backoff()
+            while True:
+                try:
+                    batch.ops[name] = coalesce(view.reread(self.reader, pending))
+                    metrics.REREADS.labels(name).inc()
+                    self._dead_roots(batch, name, pending)
+                    break
+                except TransientError as exc:
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "source read failed view=%s retry_in_s=%.2f error=%s",
+                        name,
+                        delay,
+                        exc,
+                    )
+                    self.pacer.on_backoff(True)
+                    try:
+                        self.pacer.wait(delay)
+                    finally:
+                        self.pacer.on_backoff(False)
+                    if self.pacer.should_abandon():
+                        raise Abandoned(
+                            "batch abandoned while the source was down"
+                        ) from exc
+
+    @staticmethod
+    def _dead_roots(batch: Batch, view: str, pending: Pending) -> None:
+        """Dead-letter a change that led to a root a transform refused."""
+        msg = batch.messages.get(pending.position) if pending.position else None
+        for ident, exc in pending.failures:
+            logger.error("transform refused view=%s id=%s error=%s", view, ident, exc)
+            if msg is not None:
+                batch.dead.append(
+                    DeadLetter(
+                        msg, exc.reason, "BadRecord", f"root {ident}: {exc}", view
+                    )
+                )
+        pending.failures.clear()
+
+    # ------------------------------------------------------------ settle
+    @staticmethod
+    def _settle(batch: Batch, rejections: Sequence[Rejection]) -> list[DeadLetter]:
+        """The batch's dead letters: bad records, then store rejections (one
+        dead letter per record, whatever number of its documents were refused)."""
+        dead = list(batch.dead)
+        seen = {
+            (d.message.topic(), d.message.partition(), d.message.offset()) for d in dead
+        }
+        for rej in rejections:
+            pos = rej.op.position
+            if pos is None or (pos.topic, pos.partition, pos.offset) in seen:
+                continue
+            seen.add((pos.topic, pos.partition, pos.offset))
+            dead.append(
+                DeadLetter(
+                    batch.messages[pos],
+                    f"sink:{rej.sink}",
+                    "Rejected",
+                    rej.reason,
+                    rej.op.view,
+                )
+            )
+        return dead
