@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline import checkpoints
+from pipeline import checkpoints, groups
 from pipeline.config import Config
 
 
@@ -32,18 +32,19 @@ class ViewSinkStatus:
     partitions: int
 
 
-def _topic_lag(consumer: Consumer, topic: str, timeout: float) -> tuple[int, int]:
+def _offsets(
+    consumer: Consumer, topic: str, timeout: float
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low, high) offsets of every partition of ``topic``."""
     md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if md is None or md.error is not None:
-        return 0, 0
-    tps = [TopicPartition(topic, p) for p in md.partitions]
-    committed = consumer.committed(tps, timeout=timeout)
-    lag = 0
-    for tp in committed:
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-        start = tp.offset if tp.offset >= 0 else low
-        lag += max(0, high - start)
-    return lag, len(tps)
+        return {}
+    return {
+        (topic, p): consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=timeout
+        )
+        for p in md.partitions
+    }
 
 
 def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
@@ -68,22 +69,28 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
     consumer = Consumer(
         {
             "bootstrap.servers": cfg.kafka.bootstrap_servers,
-            "group.id": cfg.kafka.group_id,
+            "group.id": f"{cfg.kafka.group_id}-status",
             "enable.auto.commit": False,
         }
     )
     now = int(time.time() * 1000)
     rows: list[ViewSinkStatus] = []
     try:
-        lags = {}
+        bounds: dict[tuple[str, int], tuple[int, int]] = {}
+        for view in cfg.effective_views().values():
+            for table in view.tables():
+                if cfg.source.topic(table) not in {t for t, _p in bounds}:
+                    bounds.update(_offsets(consumer, cfg.source.topic(table), timeout))
+        # Consumer lag of a view: behind the groups that apply it.
+        reached = groups.AppliedOffsets(cfg, timeout).by_view(bounds)
         for view_name, view in cfg.effective_views().items():
-            lag, parts = 0, 0
-            for table in dict.fromkeys(view.tables()):
-                topic = cfg.source.topic(table)
-                if topic not in lags:
-                    lags[topic] = _topic_lag(consumer, topic, timeout)
-                lag += lags[topic][0]
-                parts += lags[topic][1]
+            topics = {cfg.source.topic(t) for t in view.tables()}
+            own = {k: b for k, b in bounds.items() if k[0] in topics}
+            lag = sum(
+                max(0, high - reached[view_name].get(k, low))
+                for k, (low, high) in own.items()
+            )
+            parts = len(own)
             for sink in view.sinks:
                 mine = [
                     c for c in cps.values() if c.view == view_name and c.sink == sink

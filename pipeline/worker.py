@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
-from pipeline import metrics
+from pipeline import groups, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
@@ -75,10 +75,14 @@ def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
     return {n: build_sink(n, cfg.sinks[n], targets_for(cfg, n)) for n in names}
 
 
-def consumer_config(cfg: Config) -> dict[str, Any]:
+def consumer_config(cfg: Config, views: Iterable[str] | None = None) -> dict[str, Any]:
+    """The worker's consumer settings; its group is that of the views it serves
+    (:mod:`pipeline.groups`), all of the config's when ``views`` is None."""
+    served = list(cfg.effective_views()) if views is None else list(views)
     conf: dict[str, Any] = {
         "bootstrap.servers": cfg.kafka.bootstrap_servers,
-        "group.id": cfg.kafka.group_id,
+        "group.id": groups.worker_group(cfg, served),
+        "client.id": groups.client_id(served),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
@@ -121,6 +125,8 @@ class Worker:
     stopping: bool = False
     batches: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
+    _mixed: list[str] = field(default_factory=list)
+    _checked: bool = False
     _assigned: set[tuple[str, int]] = field(default_factory=set)
 
     # ------------------------------------------------------------ lifecycle
@@ -156,7 +162,11 @@ class Worker:
         self.dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
         self._open_sinks()
-        consumer = self.consumer_factory(consumer_config(cfg))
+        conf = consumer_config(cfg, self.views)
+        if self.assignment is not None:  # a rebuild's catch-up: its own group
+            conf["group.id"] = cfg.kafka.group_id
+        self.group = conf["group.id"]
+        consumer = self.consumer_factory(conf)
         self.consumer = consumer
         heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
         self.processor = Processor(
@@ -182,7 +192,7 @@ class Worker:
             )
         logger.info(
             "worker started group=%s topics=%s sinks=%s",
-            cfg.kafka.group_id,
+            self.group,
             ",".join(self.topics()),
             ",".join(self.sinks),
         )
@@ -200,6 +210,13 @@ class Worker:
                         self.on_batch(len(msgs))
                     if max_batches is not None and self.batches >= max_batches:
                         break
+            if self._mixed:
+                raise FatalError(
+                    f"consumer group {self.group} has members serving other views "
+                    f"({', '.join(self._mixed)}): every worker of a group must "
+                    "serve the same views (same config and --views); stop them, "
+                    "or give the other deployment its own kafka.group_id"
+                )
         finally:
             logger.info("worker stopping batches=%d", self.batches)
             producer.flush(10)
@@ -246,6 +263,16 @@ class Worker:
 
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, _c: Any, parts: list[TopicPartition]) -> None:
+        if self.assignment is None and not self._checked:
+            # Once, at the first assignment: a worker already running keeps
+            # running; the newcomer that does not fit refuses.
+            self._checked = True
+            self._mixed = groups.foreign_members(
+                self.cfg.kafka.bootstrap_servers, self.group, self.views
+            )
+            if self._mixed:
+                self.stopping = True
+                return
         self._assigned |= {(p.topic, p.partition) for p in parts}
         self.health.assigned = len(self._assigned)
         logger.info("assigned partitions=%s", _fmt(parts))

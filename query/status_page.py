@@ -153,8 +153,11 @@ class StatusMonitor:
     def _rate(self) -> None:
         tracker = self.svc.tracker
         now = time.monotonic()
+        best: dict[tuple[str, int], int] = {}  # the furthest view per partition
+        for (_view, topic, part), offset in tracker.committed.items():
+            best[(topic, part)] = max(best.get((topic, part), 0), offset)
         sums: dict[str, int] = {}
-        for (topic, _p), offset in tracker.committed.items():
+        for (topic, _p), offset in best.items():
             sums[topic] = sums.get(topic, 0) + offset
         if self._last_offsets is not None:
             then, before = self._last_offsets
@@ -173,7 +176,7 @@ class StatusMonitor:
         for view, cfg in svc.config.effective_views().items():
             topics = tracker.topics[view]
             lag = sum(
-                max(0, end - tracker.committed.get(part, 0))
+                max(0, end - tracker.committed.get((view, *part), 0))
                 for part, end in tracker.ends.items()
                 if part[0] in topics
             )

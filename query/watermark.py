@@ -19,12 +19,13 @@ How it is derived, one *sample* at a time:
    watermark) of every partition ``p`` of the view's topic. The records of
    step 1 were acknowledged before ``S`` was read, so they all sit below
    ``E_p``.
-3. The sample ``(S, E)`` is kept until the worker group's committed offset
-   ``C_p >= E_p`` for every partition. The worker commits an offset only
-   after every sink of the batch acknowledged the writes (DESIGN: flush sinks
-   -> commit offsets), so at that moment every record below ``E_p`` - and so
-   every change committed at or before ``S`` - is in every sink. The
-   watermark becomes ``S``.
+3. The sample ``(S, E)`` is kept until the view's committed offset
+   ``C_p >= E_p`` for every partition: the highest offset committed by a
+   consumer group whose workers apply the view (:mod:`pipeline.groups`).
+   The worker commits an offset only after every sink of the batch
+   acknowledged the writes (DESIGN: flush sinks -> commit offsets), so at
+   that moment every record below ``E_p`` - and so every change committed
+   at or before ``S`` - is in every sink. The watermark becomes ``S``.
 
 Each fact used is a point in time that precedes the next, so the watermark
 can lag (by Connect's offset flush interval, the worker's batch and the
@@ -38,7 +39,8 @@ Caveats, also in the README: Elasticsearch makes writes searchable at its
 next refresh, so a search with ``min_lsn`` refreshes the index once the
 watermark is reached (reads by id are real-time); a record that a sink
 refused goes to the dead-letter topic and is counted as handled; the
-watermark is per consumer group, so it is the same for every sink of a view.
+watermark follows the consumer groups that apply the view, so it is the same
+for every sink of a view.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Config
+from pipeline.groups import AppliedOffsets
 from query.errors import NotYetFresh
 
 logger = logging.getLogger(__name__)
@@ -100,12 +103,18 @@ class WatermarkTracker:
             name: [config.source.topic(t) for t in dict.fromkeys(view.tables())]
             for name, view in config.effective_views().items()
         }
-        self._pending: dict[str, deque[Sample]] = {
-            t: deque(maxlen=max_pending) for ts in self.topics.values() for t in ts
+        #: Samples waiting per (view, topic): each view follows the consumer
+        #: groups that apply it (:mod:`pipeline.groups`).
+        self._pending: dict[tuple[str, str], deque[Sample]] = {
+            (v, t): deque(maxlen=max_pending)
+            for v, ts in self.topics.items()
+            for t in ts
         }
-        self._marks: dict[str, int] = {}
+        self._marks: dict[tuple[str, str], int] = {}
         self.ends: dict[Part, int] = {}
-        self.committed: dict[Part, int] = {}
+        #: (view, topic, partition) -> offset applied by the view's groups
+        self.committed: dict[tuple[str, str, int], int] = {}
+        self._offsets: AppliedOffsets | None = None
         self.slot_lsn: int | None = None
         self.sampled_at = 0.0  # time.monotonic() of the last good sample
         self._lock = threading.Lock()
@@ -118,7 +127,7 @@ class WatermarkTracker:
     def watermark(self, view: str) -> int | None:
         """The view's safe watermark as of the last sample (no I/O)."""
         with self._lock:
-            marks = [self._marks.get(t) for t in self.topics[view]]
+            marks = [self._marks.get((view, t)) for t in self.topics[view]]
         if any(m is None for m in marks):
             return None
         return min(m for m in marks if m is not None)
@@ -169,7 +178,7 @@ class WatermarkTracker:
         ends: dict[Part, int] = {}
         lows: dict[Part, int] = {}
         known: set[str] = set()
-        for topic in self._pending:
+        for topic in {t for ts in self.topics.values() for t in ts}:
             parts = self._partitions(consumer, topic)
             if parts is None:
                 continue  # no metadata: no sample for this topic this time
@@ -179,22 +188,23 @@ class WatermarkTracker:
                     TopicPartition(topic, p), timeout=self.timeout_s, cached=False
                 )
                 ends[(topic, p)], lows[(topic, p)] = high, low
-        got = consumer.committed(
-            [TopicPartition(t, p) for t, p in ends], timeout=self.timeout_s
-        )
-        # Nothing committed on a partition: nothing applied past its start.
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            if tp.offset >= 0
-            else lows[(tp.topic, tp.partition)]
-            for tp in got
-        }
+        applied = self._applied().by_view(ends)
         with self._lock:
-            self.slot_lsn, self.ends, self.committed = slot_lsn, ends, committed
+            self.slot_lsn, self.ends = slot_lsn, ends
             self.sampled_at = time.monotonic()
-            for topic, pending in self._pending.items():
+            for (view, topic), pending in self._pending.items():
+                # Nothing committed on a partition: nothing applied past its
+                # start.
+                committed = {
+                    part: applied[view].get(part, low)
+                    for part, low in lows.items()
+                    if part[0] == topic
+                }
+                self.committed.update(
+                    {(view, *part): off for part, off in committed.items()}
+                )
                 self._advance(
-                    topic,
+                    (view, topic),
                     pending,
                     slot_lsn if topic in known else None,
                     ends,
@@ -203,13 +213,14 @@ class WatermarkTracker:
 
     def _advance(
         self,
-        topic: str,
+        key: tuple[str, str],
         pending: deque[Sample],
         slot_lsn: int | None,
         ends: dict[Part, int],
         committed: dict[Part, int],
     ) -> None:
-        mark = self._marks.get(topic)
+        topic = key[1]
+        mark = self._marks.get(key)
         if slot_lsn is not None and (mark is None or slot_lsn > mark):
             if not pending or slot_lsn > pending[-1].lsn:
                 mine = {k: v for k, v in ends.items() if k[0] == topic}
@@ -219,7 +230,12 @@ class WatermarkTracker:
         ):
             mark = pending.popleft().lsn
         if mark is not None:
-            self._marks[topic] = mark
+            self._marks[key] = mark
+
+    def _applied(self) -> AppliedOffsets:
+        if self._offsets is None:
+            self._offsets = AppliedOffsets(self.config, self.timeout_s)
+        return self._offsets
 
     def _slot_lsn(self) -> int | None:
         import psycopg
@@ -242,9 +258,8 @@ class WatermarkTracker:
             self._consumer = Consumer(
                 {
                     "bootstrap.servers": self.config.kafka.bootstrap_servers,
-                    # The workers' group: committed() reads its offsets
-                    # without joining it (this consumer never subscribes).
-                    "group.id": self.config.kafka.group_id,
+                    # Reads end offsets only; it never joins a group.
+                    "group.id": f"{self.config.kafka.group_id}-watermark",
                     "enable.auto.commit": False,
                 }
             )

@@ -35,6 +35,7 @@ from pipeline import config as config_mod
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config, StackConfig
 from pipeline.dlq import DeadRecord, read_all
+from pipeline.groups import AppliedOffsets
 from pipeline.verify import Drift, verify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,13 +313,16 @@ class Pipeline:
             consumer.close()
 
     def committed(self) -> dict[tuple[str, int], int]:
-        """Committed offsets of the group (0 where nothing is committed)."""
-        consumer = self._consumer()
-        try:
-            got = consumer.committed(self.partitions(), timeout=10)
-            return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in got}
-        finally:
-            consumer.close()
+        """Per partition, how far every view reading it is applied: the least
+        over those views of the offset committed by the groups applying the
+        view (:mod:`pipeline.groups`; 0 where nothing is committed)."""
+        parts = [(tp.topic, tp.partition) for tp in self.partitions()]
+        by_view = AppliedOffsets(self.config).by_view(parts)
+        readers = self.config.view_topics()
+        return {
+            (t, p): min(by_view[v].get((t, p), 0) for v in readers[t])
+            for t, p in parts
+        }
 
     def connector_caught_up(self, lsn: str) -> bool:
         rows = self.sql(
