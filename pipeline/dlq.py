@@ -39,7 +39,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from pipeline.dlqtopic import PRODUCER_MIN
+from pipeline.dlqtopic import PRODUCER_MAX, PRODUCER_MIN
 from pipeline.errors import FatalError, TransientError
 from pipeline.processor import DeadLetter, position_of
 
@@ -96,7 +96,7 @@ class DeadLetterQueue:
     ) -> None:
         self.producer = producer
         self.topic = topic
-        self.max_bytes = max_bytes
+        self.max_bytes = min(max_bytes, PRODUCER_MAX)
         self.read_limit = read_limit
         self.sent = 0
         self._pending: list[_Letter] = []
@@ -190,8 +190,8 @@ class DeadLetterQueue:
             FatalError: the producer failed for good.
         """
         refused = [x for x in self._pending if not x.acked and x.error is not None]
-        if any(_too_large(x.error) for x in refused) and self.read_limit is not None:
-            self.max_bytes = self.read_limit()
+        if any(_too_large(x.error) for x in refused):
+            self._reread_limit()
         for letter in refused:
             self._produce(letter)
         self.producer.flush(timeout)
@@ -206,6 +206,16 @@ class DeadLetterQueue:
             f"dead-letter topic {self.topic}: {len(left)} of {len(self._pending)} "
             f"dead letter(s) not delivered, errors: {errors[:3]}"
         )
+
+    def _reread_limit(self) -> None:
+        if self.read_limit is None:
+            return
+        try:
+            self.max_bytes = min(self.read_limit(), PRODUCER_MAX)
+        except KafkaException as exc:  # the refusal is retried with the old limit
+            logger.warning(
+                "dead-letter topic limit not read topic=%s error=%s", self.topic, exc
+            )
 
     def discard(self) -> None:
         """Forget the pending dead letters (their batch is abandoned and will

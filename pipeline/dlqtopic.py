@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 #: the record batch's framing, on top of the largest source record.
 HEADROOM = 64 * 1024
 #: librdkafka's bounds of ``message.max.bytes``.
-PRODUCER_MIN, _PRODUCER_MAX = 1_000_000, 1_000_000_000
+PRODUCER_MIN, PRODUCER_MAX = 1_000_000, 1_000_000_000
+#: The largest ``max.message.bytes`` a topic takes.
+_INT32_MAX = 2**31 - 1
 #: The settings every dead letter needs, whatever the topic held before.
 KEEP_FOREVER = {
     "cleanup.policy": "delete",
@@ -97,6 +99,7 @@ def prepare_topic(
     needed = max(
         (int(c["max.message.bytes"]) + HEADROOM for c in limits.values()), default=0
     )
+    needed = min(needed, _INT32_MAX)
     want = dict(KEEP_FOREVER)
     if needed:
         want["max.message.bytes"] = str(needed)
@@ -133,4 +136,4 @@ def prepare_topic(
 
 def producer_settings(max_bytes: int) -> dict[str, Any]:
     """Producer settings for a dead-letter topic that takes ``max_bytes``."""
-    return {"message.max.bytes": min(max(max_bytes, PRODUCER_MIN), _PRODUCER_MAX)}
+    return {"message.max.bytes": min(max(max_bytes, PRODUCER_MIN), PRODUCER_MAX)}

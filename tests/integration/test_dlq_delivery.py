@@ -152,6 +152,31 @@ def test_dlq_delivery_refused_offset_committed_only_after_delivery(make_pipeline
     p.assert_converged()
 
 
+def test_dlq_delivery_refused_worker_stopped_next_owner_delivers(make_pipeline):
+    p = make_pipeline(SCHEMA, ["public.products"], VIEWS)
+    _started(p)
+    (first,) = p.workers
+    topic = p.config.source.topic("public.products")
+    dlq_topic = p.config.kafka.dlq_topic
+    limit = _topic_config(p, dlq_topic)["max.message.bytes"]
+    _set_topic_config(p, dlq_topic, max_message_bytes="64")
+    at = _produce(p, 900, b"\x00\xffnot json")
+    wait_for(
+        lambda: first.log_text().count(FLUSH_FAILED) >= 2, 60, "refused deliveries"
+    )
+    # SIGTERM while the dead letter is refused: the batch is given up (not
+    # committed), the worker leaves at once and cleanly.
+    assert first.terminate() == 0, first.tail()
+    assert p.committed()[(topic, 0)] <= at
+    assert not _dead_at(p, at)
+
+    _set_topic_config(p, dlq_topic, max_message_bytes=limit)
+    p.start_worker()
+    wait_for(lambda: p.committed()[(topic, 0)] > at, 60, "the poison's offset")
+    (delivered,) = _dead_at(p, at)
+    assert delivered.headers[dlq.H_REASON] == "decode"
+
+
 MIB = 1024 * 1024
 
 

@@ -153,3 +153,17 @@ def test_dlq_discard_forgets_pending_letters():
     q.flush()
     assert q.pending == 0
     assert len(producer.produced) == 1
+
+
+def test_dlq_flush_limit_unreadable_retries_with_old_limit():
+    def unreadable() -> int:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    producer = StubProducer(outcomes=[TOO_LARGE])
+    q = queue(producer, max_bytes=1_000_000, read_limit=unreadable)
+    q.send(letter())
+    with pytest.raises(TransientError):
+        q.flush()
+    q.flush()
+    assert q.max_bytes == 1_000_000
+    assert [r.value for r in producer.produced] == [b"x" * 100] * 2
