@@ -114,8 +114,14 @@ class BatchHandler:
 
     def deliver(self, dlq: DeadLetterQueue, dead: Sequence[DeadLetter]) -> None:
         """Send ``dead`` to the dead-letter topic and wait until the broker
-        acknowledged every one, backing off while it cannot; only then may
-        the caller commit the offsets of their records."""
+        acknowledged every one; only then may the caller commit the offsets
+        of their records. A refused dead letter is produced again after each
+        backoff, however long that takes.
+
+        Raises:
+            Abandoned: the pacer asked to give the batch up before every dead
+                letter was delivered; nothing of it may be committed.
+        """
         if not dead:
             return
         for d in dead:
@@ -127,8 +133,18 @@ class BatchHandler:
                 dlq.flush()
                 return
             except TransientError as exc:
-                logger.warning("dead-letter flush failed error=%s", exc)
-                self.pacer.wait(backoff.next_delay())
+                delay = backoff.next_delay()
+                logger.warning(
+                    "dead-letter flush failed retry_in_s=%.2f error=%s", delay, exc
+                )
+                self.pacer.on_backoff(True)
+                try:
+                    self.pacer.wait(delay)
+                finally:
+                    self.pacer.on_backoff(False)
+                if self.pacer.should_abandon():
+                    dlq.discard()
+                    raise Abandoned("dead letters undelivered") from exc
 
     # ------------------------------------------------------------ aggregates
     def _reread(self, batch: Batch) -> None:

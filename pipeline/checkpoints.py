@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,16 +46,27 @@ class SourceMark:
 
 
 def ensure_topics(
-    admin: AdminClient, names: Iterable[tuple[str, int, bool]], replication: int = 1
+    admin: AdminClient,
+    names: Iterable[tuple[str, int, bool]],
+    replication: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create topics that do not exist: ``(name, partitions, compacted)``."""
+    """Create topics that do not exist: ``(name, partitions, compacted)``.
+
+    ``configs`` adds topic settings by name (e.g. ``retention.ms``), used
+    only when a topic is created; an existing topic is left as it is.
+    """
     existing = set(admin.list_topics(timeout=10).topics)
+    configs = configs or {}
     new = [
         NewTopic(
             name,
             num_partitions=parts,
             replication_factor=replication,
-            config={"cleanup.policy": "compact"} if compact else {},
+            config={
+                **({"cleanup.policy": "compact"} if compact else {}),
+                **configs.get(name, {}),
+            },
         )
         for name, parts, compact in names
         if name not in existing

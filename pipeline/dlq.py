@@ -5,19 +5,42 @@ record came from and why it failed. ``readside dlq replay`` decodes them again
 with their original position, so the versions they write are the versions
 they would have written the first time (a newer document is never
 overwritten by a replayed old one).
+
+Delivery: a batch's offsets are committed only after each of its dead letters
+was acknowledged by the broker. A refused dead letter stays pending and is
+produced again at the next :meth:`DeadLetterQueue.flush`, however often that
+takes.
+
+Size: the topic is made to hold any record of the source topics with its
+headers (:func:`pipeline.dlqtopic.prepare_topic`). A dead letter still larger
+than the topic's ``max.message.bytes`` (a source topic's limit raised under
+running workers) is sent without its value: its headers keep the origin and
+the reason, and say that the value was dropped and its size, so the pipeline
+moves on and the record can be read again at its origin.
+
+Retention: dead letters are kept until replayed or purged on purpose
+(:mod:`pipeline.dlqtopic`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
-from pipeline.errors import TransientError
+from pipeline.dlqtopic import PRODUCER_MAX, PRODUCER_MIN
+from pipeline.errors import FatalError, TransientError
 from pipeline.processor import DeadLetter, position_of
 
 logger = logging.getLogger(__name__)
@@ -30,39 +53,66 @@ H_CLASS = "readside.error.class"
 H_MESSAGE = "readside.error.message"
 H_VIEW = "readside.view"
 H_TIME = "readside.failed_at_ms"
+#: ``size`` when the value was left out because the record was too large
+H_VALUE_DROPPED = "readside.value.dropped"
+H_VALUE_SIZE = "readside.value.size"
+
+#: What a record costs beyond its key, value and headers (batch and record
+#: framing, varints), rounded up.
+_FRAMING = 1024
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass
+class _Letter:
+    """One dead letter of the batch in hand, until the broker acknowledged it."""
+
+    dead: DeadLetter
+    failed_at_ms: int
+    acked: bool = False
+    error: KafkaError | None = None
+    without_value: bool = False
 
 
 class DeadLetterQueue:
-    """Produces dead letters; ``flush`` must succeed before offsets are committed."""
+    """Produces dead letters; ``flush`` must succeed before offsets are committed.
 
-    def __init__(self, producer: Producer, topic: str) -> None:
+    Args:
+        producer: the producer (may be shared; ``flush`` waits for all of it).
+        topic: the dead-letter topic.
+        max_bytes: the topic's ``max.message.bytes``; a larger dead letter is
+            sent without its value.
+        read_limit: reads the topic's limit again after the broker refused a
+            dead letter as too large (its limit was lowered meanwhile).
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        max_bytes: int = PRODUCER_MIN,
+        read_limit: Callable[[], int] | None = None,
+    ) -> None:
         self.producer = producer
         self.topic = topic
+        self.max_bytes = min(max_bytes, PRODUCER_MAX)
+        self.read_limit = read_limit
         self.sent = 0
-        self._errors: list[str] = []
+        self._pending: list[_Letter] = []
+
+    @property
+    def pending(self) -> int:
+        """Dead letters sent and not acknowledged yet."""
+        return sum(1 for letter in self._pending if not letter.acked)
 
     def send(self, dead: DeadLetter) -> None:
-        msg = dead.message
-        pos = position_of(msg)
-        headers: list[tuple[str, str | bytes | None]] = [
-            (H_TOPIC, pos.topic.encode()),
-            (H_PARTITION, str(pos.partition).encode()),
-            (H_OFFSET, str(pos.offset).encode()),
-            (H_REASON, dead.reason.encode()),
-            (H_CLASS, dead.error_class.encode()),
-            (H_MESSAGE, dead.error[:4000].encode(errors="replace")),
-            (H_TIME, str(int(time.time() * 1000)).encode()),
-        ]
-        if dead.view:
-            headers.append((H_VIEW, dead.view.encode()))
-        self.producer.produce(
-            self.topic,
-            key=msg.key(),
-            value=msg.value(),
-            headers=headers,
-            on_delivery=self._delivered,
-        )
+        """Produce a dead letter; it stays pending until :meth:`flush` saw it acked."""
+        letter = _Letter(dead, int(time.time() * 1000))
+        self._pending.append(letter)
+        self._produce(letter)
         self.sent += 1
+        pos = position_of(dead.message)
         logger.warning(
             "dead letter topic=%s partition=%d offset=%d reason=%s error=%s",
             pos.topic,
@@ -72,18 +122,110 @@ class DeadLetterQueue:
             dead.error[:200],
         )
 
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._errors.append(str(err))
+    def _record(self, letter: _Letter) -> tuple[Any, Any, Headers]:
+        dead, msg = letter.dead, letter.dead.message
+        pos = position_of(msg)
+        raw = [
+            (H_TOPIC, pos.topic.encode()),
+            (H_PARTITION, str(pos.partition).encode()),
+            (H_OFFSET, str(pos.offset).encode()),
+            (H_REASON, dead.reason.encode()),
+            (H_CLASS, dead.error_class.encode()),
+            (H_MESSAGE, dead.error[:4000].encode(errors="replace")),
+            (H_TIME, str(letter.failed_at_ms).encode()),
+        ]
+        if dead.view:
+            raw.append((H_VIEW, dead.view.encode()))
+        key, value = msg.key(), msg.value()
+        frame = _FRAMING + len(key or b"") + sum(len(k) + len(v) for k, v in raw)
+        size = len(value or b"")
+        too_large = value is not None and frame + size > self.max_bytes
+        if too_large and not letter.without_value:
+            logger.error(
+                "dead letter too large, sent without its value topic=%s partition=%d "
+                "offset=%d size=%d limit=%d",
+                pos.topic,
+                pos.partition,
+                pos.offset,
+                size,
+                self.max_bytes,
+            )
+        letter.without_value = too_large
+        headers: Headers = list(raw)
+        if too_large:
+            headers += [(H_VALUE_DROPPED, b"size"), (H_VALUE_SIZE, str(size).encode())]
+            value = None
+        return key, value, headers
+
+    def _produce(self, letter: _Letter) -> None:
+        key, value, headers = self._record(letter)
+        letter.error = None
+        try:
+            self.producer.produce(
+                self.topic,
+                key=key,
+                value=value,
+                headers=headers,
+                on_delivery=partial(self._delivered, letter),
+            )
+        except BufferError:
+            letter.error = KafkaError(KafkaError._QUEUE_FULL)
+        except KafkaException as exc:
+            letter.error = exc.args[0]
+
+    @staticmethod
+    def _delivered(letter: _Letter, err: KafkaError | None, _msg: Any) -> None:
+        letter.error = err
+        letter.acked = err is None
 
     def flush(self, timeout: float = 30.0) -> None:
-        left = self.producer.flush(timeout)
-        if left or self._errors:
-            errors, self._errors = self._errors, []
-            raise TransientError(
-                f"dead-letter topic {self.topic}: {left} undelivered, "
-                f"errors: {errors[:3]}"
+        """Wait until every pending dead letter is acknowledged.
+
+        Dead letters refused before are produced again first. Idempotent: call
+        it again after it raised.
+
+        Raises:
+            TransientError: some dead letters are not delivered (yet); they
+                stay pending.
+            FatalError: the producer failed for good.
+        """
+        refused = [x for x in self._pending if not x.acked and x.error is not None]
+        if any(_too_large(x.error) for x in refused):
+            self._reread_limit()
+        for letter in refused:
+            self._produce(letter)
+        self.producer.flush(timeout)
+        left = [x for x in self._pending if not x.acked]
+        if not left:
+            self._pending.clear()
+            return
+        errors = sorted({str(x.error) for x in left if x.error is not None})
+        if any(x.error is not None and x.error.fatal() for x in left):
+            raise FatalError(f"dead-letter producer failed: {errors[:3]}")
+        raise TransientError(
+            f"dead-letter topic {self.topic}: {len(left)} of {len(self._pending)} "
+            f"dead letter(s) not delivered, errors: {errors[:3]}"
+        )
+
+    def _reread_limit(self) -> None:
+        if self.read_limit is None:
+            return
+        try:
+            self.max_bytes = min(self.read_limit(), PRODUCER_MAX)
+        except KafkaException as exc:  # the refusal is retried with the old limit
+            logger.warning(
+                "dead-letter topic limit not read topic=%s error=%s", self.topic, exc
             )
+
+    def discard(self) -> None:
+        """Forget the pending dead letters (their batch is abandoned and will
+        be read again, with its dead letters, by the partitions' next owner)."""
+        self._pending.clear()
+
+
+def _too_large(err: KafkaError | None) -> bool:
+    # librdkafka's own size check and the broker's refusal share the code.
+    return err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
 def _bytes(raw: str | bytes | None) -> bytes | None:

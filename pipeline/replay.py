@@ -13,15 +13,25 @@ replayed once.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from pipeline import dlqtopic
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler
 from pipeline.config import Config
-from pipeline.dlq import DeadLetterQueue, OriginMessage, read_all
+from pipeline.dlq import (
+    H_VALUE_DROPPED,
+    H_VALUE_SIZE,
+    DeadLetterQueue,
+    DeadRecord,
+    OriginMessage,
+    read_all,
+)
 from pipeline.processor import Processor
 from pipeline.views import build_views
 
@@ -41,12 +51,25 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     )
     if not records:
         return 0, 0
+    whole = _whole(records)
     views = build_views(cfg)
     lookup = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
     prepare_views(views, lookup)
     sinks = build_sinks(cfg, sorted({s for v in views.values() for s in v.cfg.sinks}))
-    producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-    dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    limit = dlqtopic.topic_max_bytes(admin, cfg.kafka.dlq_topic)
+    producer = Producer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            **dlqtopic.producer_settings(limit),
+        }
+    )
+    dlq = DeadLetterQueue(
+        producer,
+        cfg.kafka.dlq_topic,
+        limit,
+        partial(dlqtopic.topic_max_bytes, admin, cfg.kafka.dlq_topic),
+    )
     reader = Reader(lookup)
     handler = BatchHandler(
         views,
@@ -60,7 +83,7 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
             sink.open()
         # Replayed in their original order: a record replayed after a newer
         # one of the same document is refused by the version guard.
-        applied = handler.apply([OriginMessage(r) for r in records])
+        applied = handler.apply([OriginMessage(r) for r in whole])
         dead = applied.dead
         handler.deliver(dlq, dead)
     finally:
@@ -86,5 +109,26 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
         )
     finally:
         committer.close()
-    logger.info("dlq replay records=%d failed_again=%d", len(records), len(dead))
-    return len(records), len(dead)
+    logger.info("dlq replay records=%d failed_again=%d", len(whole), len(dead))
+    return len(whole), len(dead)
+
+
+def _whole(records: list[DeadRecord]) -> list[DeadRecord]:
+    """The dead letters that kept their value; the others cannot be replayed
+    (without a value a record would read as a tombstone and delete)."""
+    whole = []
+    for r in records:
+        if H_VALUE_DROPPED not in r.headers:
+            whole.append(r)
+            continue
+        topic, partition, offset = r.origin
+        logger.warning(
+            "dead letter without its value (too large) not replayed: read it at "
+            "its origin or snapshot the row again topic=%s partition=%d offset=%d "
+            "size=%s",
+            topic,
+            partition,
+            offset,
+            r.headers.get(H_VALUE_SIZE),
+        )
+    return whole

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import (
@@ -35,13 +36,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
-from pipeline import groups, metrics
+from pipeline import dlq, dlqtopic, groups, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
 from pipeline.config import Config
-from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import FatalError, TransientError
 from pipeline.processor import Batch, Processor
 from pipeline.sinkwriter import Abandoned, Backoff
@@ -142,24 +142,35 @@ class Worker:
 
     def run(self, max_batches: int | None = None) -> None:
         cfg = self.cfg
+        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        ensure_topics(
+            admin, [(cfg.kafka.checkpoint_topic, 1, True)], cfg.kafka.replication_factor
+        )
+        heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
+        dlq_bytes = dlqtopic.prepare_topic(
+            admin,
+            cfg.kafka.dlq_topic,
+            [*self.topics(), heartbeat_topic],
+            cfg.kafka.replication_factor,
+        )
         producer = self.producer_factory(
             {
                 "bootstrap.servers": cfg.kafka.bootstrap_servers,
                 "enable.idempotence": True,
                 "linger.ms": 20,
                 "logger": logging.getLogger("librdkafka"),
+                **dlqtopic.producer_settings(dlq_bytes),
             }
-        )
-        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-        ensure_topics(
-            admin,
-            [(cfg.kafka.dlq_topic, 1, False), (cfg.kafka.checkpoint_topic, 1, True)],
-            cfg.kafka.replication_factor,
         )
         lookup = cfg.source.lookup_dsn or cfg.source.dsn
         prepare_views(self.views, lookup.get_secret_value())
         self.reader = Reader(lookup.get_secret_value())
-        self.dlq = DeadLetterQueue(producer, cfg.kafka.dlq_topic)
+        self.dlq = dlq.DeadLetterQueue(
+            producer,
+            cfg.kafka.dlq_topic,
+            dlq_bytes,
+            partial(dlqtopic.topic_max_bytes, admin, cfg.kafka.dlq_topic),
+        )
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
         self._open_sinks()
         conf = consumer_config(cfg, self.views)
@@ -168,7 +179,6 @@ class Worker:
         self.group = conf["group.id"]
         consumer = self.consumer_factory(conf)
         self.consumer = consumer
-        heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
         self.processor = Processor(
             dict(self.views), cfg.view_topics(), heartbeat_topics={heartbeat_topic}
         )
@@ -326,7 +336,11 @@ class Worker:
                     d.reason,
                 )
             dead = []
-        self.handler.deliver(self.dlq, dead)
+        try:
+            self.handler.deliver(self.dlq, dead)
+        except Abandoned:
+            self._rewind(msgs)
+            return
         self._commit(msgs, applied.batch)
 
     def _commit(self, msgs: list[Any], batch: Batch) -> None:
