@@ -172,7 +172,7 @@ def ensure_publication(
     with conn.transaction():
         row = conn.execute(
             "SELECT oid, puballtables, pubviaroot FROM pg_publication "
-            "WHERE pubname = %s FOR UPDATE",
+            "WHERE pubname = %s",
             (name,),
         ).fetchone()
         if row is None:

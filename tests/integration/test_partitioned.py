@@ -246,3 +246,58 @@ def test_partitioned_table_changes_reach_every_view_under_the_root(make_pipeline
         "FROM payments ORDER BY 1"
     )
     assert [y for (y,) in years] == [2023, 2024]
+
+
+def test_partitioned_publication_made_without_root_option_is_updated_by_apply(
+    make_pipeline,
+):
+    """A publication as Debezium's ``filtered`` mode left it (the root listed,
+    no ``publish_via_partition_root``): ``connector apply`` sets the option and
+    the captured tables, and the leaves' changes then reach the view."""
+    p = make_pipeline(SCHEMA, TABLES, {"payments": VIEWS["payments"]})
+    pub = p.config.source.publication
+    p.sql(f"CREATE PUBLICATION {pub} FOR TABLE public.customers, public.payments")
+    p.apply_connector()
+    rows = p.sql("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (pub,))
+    assert rows == [(True,)]
+    members = p.sql(
+        "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
+        "WHERE pubname = %s ORDER BY 1",
+        (pub,),
+    )
+    src = p.config.source
+    assert [m for (m,) in members] == sorted(
+        [*TABLES, src.heartbeat_table, src.signal_table]
+    )
+    p.start_worker()
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load = Workload(conn, seed=7)
+        for _ in range(80):
+            load.step((2022, 2023))
+    p.wait_drained(timeout=180)
+    p.assert_converged()
+
+
+def test_partition_listed_instead_of_its_root_is_a_config_error_naming_the_root(
+    make_pipeline,
+):
+    leaf = "public.payments_2023_h1"
+    p = make_pipeline(SCHEMA, ["public.customers", leaf], {"h1": {"table": leaf}})
+    for args in (("config", "check"), ("connector", "apply", "--no-wait")):
+        run = subprocess.run(
+            p.cli_args(*args), cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode != 0, f"{args}: {run.stdout}"
+        assert f"{leaf} is a partition of public.payments" in run.stderr, run.stderr
+    pub = p.config.source.publication
+    assert not p.sql("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,))
+
+
+def test_partitioned_child_needs_full_identity_on_every_leaf(make_pipeline):
+    """The old row of a change is logged by its leaf: FULL on the root alone
+    would leave deletes without their customer, so the worker refuses."""
+    p = make_pipeline(SCHEMA, TABLES, {"customer_payments": VIEWS["customer_payments"]})
+    p.sql("ALTER TABLE payments_2023_h2 REPLICA IDENTITY DEFAULT")
+    worker = p.start_worker()
+    wait_for(lambda: not worker.alive(), 60, "the worker to refuse the view")
+    assert "payments needs REPLICA IDENTITY FULL" in worker.log_text(), worker.tail()
