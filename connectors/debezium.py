@@ -69,7 +69,8 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "topic.prefix": src.topic_prefix,
         "slot.name": src.slot,
         "publication.name": src.publication,
-        # readside creates and updates the publication (ensure_publication).
+        # readside creates and updates the publication (ensure_publication);
+        # the option below is read only by the other modes, kept in step.
         "publication.autocreate.mode": "disabled",
         "publish.via.partition.root": "true",
         "table.include.list": ",".join(tables),
