@@ -152,7 +152,8 @@ def config_check(ctx: click.Context, sql: bool) -> None:
 
     if sql:
         try:
-            with psycopg.connect(cfg.source.dsn.get_secret_value()) as conn:
+            dsn = cfg.source.dsn.get_secret_value()
+            with psycopg.connect(dsn, connect_timeout=10) as conn:
                 problems = table_problems(conn, list(cfg.source.tables))
         except psycopg.OperationalError as exc:
             raise click.ClickException(
