@@ -3,9 +3,19 @@
 ``readside connector apply`` builds the connector's settings from the config
 (:func:`connector_config`), creates the two helper tables it relies on (the
 signal table for incremental snapshots and the heartbeat table that keeps an
-idle database's slot moving) and registers or updates the connector over the
-Kafka Connect REST API. The decoder (``pipeline.decode``) relies on the type
-handling chosen here.
+idle database's slot moving), creates or updates the publication and
+registers or updates the connector over the Kafka Connect REST API. The
+decoder (``pipeline.decode``) relies on the type handling chosen here.
+
+The publication is readside's, not Debezium's (``publication.autocreate.mode``
+is ``disabled``): it lists exactly the captured tables and is created
+``WITH (publish_via_partition_root = true)``, so that pgoutput publishes a
+change of any leaf partition of a partitioned table as a change of its root.
+The root's name is the only one in ``table.include.list``, so its topic and
+key are those of every row, whichever partition holds the row. Debezium's own
+``filtered`` mode cannot be relied on for that: it creates the publication
+with the option but, for a publication that exists already, only replaces
+the table list (``ALTER PUBLICATION ... SET TABLE``) and never sets it.
 """
 
 from __future__ import annotations
@@ -18,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pipeline.config import Config
-from pipeline.errors import FatalError, TransientError
+from pipeline.errors import ConfigError, FatalError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +46,17 @@ def heartbeat_sql(table: str) -> str:
     )
 
 
+def captured_tables(cfg: Config) -> list[str]:
+    """The tables the connector captures: the config's, heartbeat and signal."""
+    src = cfg.source
+    return list(dict.fromkeys([*src.tables, src.heartbeat_table, src.signal_table]))
+
+
 def connector_config(cfg: Config) -> dict[str, str]:
     """The connector settings as the Connect REST API takes them."""
     src = cfg.source
     conn = conninfo_to_dict(src.dsn.get_secret_value())
-    tables = [*src.tables, src.heartbeat_table, src.signal_table]
+    tables = captured_tables(cfg)
     settings: dict[str, Any] = {
         "connector.class": CONNECTOR_CLASS,
         "tasks.max": 1,
@@ -52,7 +69,10 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "topic.prefix": src.topic_prefix,
         "slot.name": src.slot,
         "publication.name": src.publication,
-        "publication.autocreate.mode": "filtered",
+        # readside creates and updates the publication (ensure_publication);
+        # the option below is read only by the other modes, kept in step.
+        "publication.autocreate.mode": "disabled",
+        "publish.via.partition.root": "true",
         "table.include.list": ",".join(tables),
         "snapshot.mode": src.snapshot_mode,
         # Heartbeats keep time lag fresh and let an idle database release WAL.
@@ -91,8 +111,108 @@ def connector_config(cfg: Config) -> dict[str, str]:
     return {k: str(v) for k, v in settings.items()}
 
 
+#: The topmost partitioned table of a partition, or NULL for any other table.
+_ROOT = """
+SELECT n.nspname || '.' || r.relname
+FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+WHERE r.oid = pg_partition_root(to_regclass(%(t)s)) AND r.oid <> to_regclass(%(t)s)
+"""
+
+_MEMBERS = """
+SELECT n.nspname || '.' || c.relname
+FROM pg_publication_rel pr
+JOIN pg_class c ON c.oid = pr.prrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE pr.prpubid = %s
+"""
+
+
+def _table(name: str) -> sql.Composable:
+    schema, _, table = name.partition(".")
+    return sql.Identifier(schema, table)
+
+
+def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
+    """What is wrong with ``source.tables`` against the source's catalog.
+
+    A table must exist, and a partition must not be listed: its changes are
+    published under its root's name (``publish_via_partition_root``), so the
+    view would never see them; the partitioned root is the table to list.
+    """
+    problems: list[str] = []
+    for table in tables:
+        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if found is None or found[0] is None:
+            problems.append(f"source.tables: table {table} does not exist")
+            continue
+        root = conn.execute(_ROOT, {"t": table}).fetchone()
+        if root is not None:
+            problems.append(
+                f"source.tables: {table} is a partition of {root[0]}; list the "
+                f"partitioned table {root[0]} instead (changes of every partition "
+                "are published under the root's name, key and topic)"
+            )
+    return problems
+
+
+def ensure_publication(
+    conn: psycopg.Connection[Any], name: str, tables: list[str]
+) -> str:
+    """Make publication ``name`` publish exactly ``tables``, through roots.
+
+    Idempotent; returns ``created``, ``updated`` or ``unchanged``. Runs
+    before the connector (re)starts, so that the stream it reads from then
+    on carries every change of a partition under the root's name.
+
+    Raises:
+        FatalError: the publication is ``FOR ALL TABLES`` (readside keeps its
+            table list; drop it or name another ``source.publication``).
+    """
+    pub = sql.Identifier(name)
+    members = sql.SQL(", ").join(_table(t) for t in tables)
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT oid, puballtables, pubviaroot FROM pg_publication "
+            "WHERE pubname = %s",
+            (name,),
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                sql.SQL(
+                    "CREATE PUBLICATION {} FOR TABLE {} "
+                    "WITH (publish_via_partition_root = true)"
+                ).format(pub, members)
+            )
+            return "created"
+        oid, all_tables, via_root = row
+        if all_tables:
+            raise FatalError(
+                f"publication {name} is FOR ALL TABLES; readside keeps the "
+                "publication's table list: drop it (DROP PUBLICATION "
+                f"{name}) or set another source.publication"
+            )
+        have = {str(r[0]) for r in conn.execute(_MEMBERS, (oid,)).fetchall()}
+        if via_root and have == set(tables):
+            return "unchanged"
+        if not via_root:
+            conn.execute(
+                sql.SQL(
+                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)"
+                ).format(pub)
+            )
+        if have != set(tables):
+            conn.execute(
+                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, members)
+            )
+    return "updated"
+
+
 def prepare_source(cfg: Config) -> None:
-    """Create the signal and heartbeat tables (idempotent)."""
+    """Create the signal and heartbeat tables and the publication (idempotent).
+
+    Raises:
+        ConfigError: a table of ``source.tables`` is missing or a partition.
+    """
     src = cfg.source
     with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
         conn.execute(
@@ -105,6 +225,11 @@ def prepare_source(cfg: Config) -> None:
             "id int PRIMARY KEY, ts timestamptz NOT NULL)"
         )
         conn.execute(heartbeat_sql(src.heartbeat_table))
+        problems = table_problems(conn, list(src.tables))
+        if problems:
+            raise ConfigError("\n".join(problems))
+        done = ensure_publication(conn, src.publication, captured_tables(cfg))
+        logger.info("publication %s name=%s", done, src.publication)
 
 
 @dataclass

@@ -140,14 +140,27 @@ def config_group() -> None:
 @click.option(
     "--sql/--no-sql",
     default=True,
-    help="also print each aggregate view's SQL (needs the source)",
+    help="also check the tables in the source's catalog and print each "
+    "aggregate view's SQL (needs the source)",
 )
 @click.pass_context
 def config_check(ctx: click.Context, sql: bool) -> None:
     """Validate the config and print the resolved plan and the views' SQL."""
     cfg = load_config(ctx)
+    from connectors.debezium import table_problems
     from pipeline.plan import describe, view_sql
 
+    if sql:
+        try:
+            dsn = cfg.source.dsn.get_secret_value()
+            with psycopg.connect(dsn, connect_timeout=10) as conn:
+                problems = table_problems(conn, list(cfg.source.tables))
+        except psycopg.OperationalError as exc:
+            raise click.ClickException(
+                f"cannot read the source's catalog: {exc} (use --no-sql to skip)"
+            ) from exc
+        if problems:
+            raise click.ClickException("\n".join(problems))
     click.echo(describe(cfg))
     if sql and any(v.kind == "aggregate" for v in cfg.views.values()):
         dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()

@@ -34,7 +34,15 @@ WHERE i.indrelid = %s::regclass AND i.indisprimary
 ORDER BY array_position(i.indkey::int2[], a.attnum)
 """
 
-_REPLICA_IDENTITY = "SELECT relreplident FROM pg_class WHERE oid = %s::regclass"
+#: A change is logged with the replica identity of the leaf partition that
+#: holds the row, so a partitioned table counts as FULL only if every leaf is.
+_REPLICA_IDENTITY = """
+SELECT coalesce(
+    (SELECT c.relreplident FROM pg_partition_tree(%(t)s::regclass) AS t
+     JOIN pg_class c ON c.oid = t.relid
+     WHERE t.isleaf AND c.relreplident <> 'f' LIMIT 1),
+    (SELECT relreplident FROM pg_class WHERE oid = %(t)s::regclass))
+"""
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def read_table(conn: psycopg.Connection[Any], table: str, where: str) -> TableIn
         str(r[0]): Column(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows
     }
     pk = primary_key(conn, table)
-    ident = conn.execute(_REPLICA_IDENTITY, (table,)).fetchone()
+    ident = conn.execute(_REPLICA_IDENTITY, {"t": table}).fetchone()
     return TableInfo(table, columns, pk, str(ident[0]) if ident else "d")
 
 
