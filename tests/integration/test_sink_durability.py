@@ -182,23 +182,21 @@ def test_redis_wait_replicas_without_replica_raises_transient(
 def test_redis_wait_replicas_with_replica_applies(
     redis_server: Callable[..., str],
 ) -> None:
-    primary = redis_server()
+    primary = redis_server("--repl-diskless-sync-delay", "0")
     port = primary.rsplit(":", 1)[1].split("/")[0]
     replica = redis_server("--replicaof", "127.0.0.1", port)
-    check = redis.Redis.from_url(primary, decode_responses=True)
+    on_replica = redis.Redis.from_url(replica, decode_responses=True)
     wait_for(
-        lambda: check.info("replication").get("connected_slaves") == 1,
-        10,
-        "the replica to connect",
+        lambda: on_replica.info("replication").get("master_link_status") == "up",
+        20,
+        "the replica to finish its first sync",
     )
     sink = _open_redis(primary, wait_replicas=1, wait_timeout_ms=5000)
     assert sink.write([Upsert(VIEW, "1", 1, {"a": 1})]).applied == 1
     # A retried batch that is all stale still waits (and passes).
     assert sink.write([Upsert(VIEW, "1", 1, {"a": 1})]).stale == 1
-    on_replica = redis.Redis.from_url(replica, decode_responses=True)
     assert on_replica.get("dur:1") == '{"a":1}'
     sink.close()
-    check.close()
     on_replica.close()
 
 
