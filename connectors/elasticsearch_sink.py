@@ -266,7 +266,7 @@ class ElasticsearchSink:
             size = 0
             routes = self._delete_routes(ready)
             others = self._other_copies(ready)
-            removals: list[str] = []
+            removals: list[tuple[DocumentOp, str]] = []
             for op in ready:
                 other = others.get((op.view, op.doc_id))
                 if other is not None and other.version >= op.version:
@@ -278,7 +278,8 @@ class ElasticsearchSink:
                     result.rejected.append((op, str(exc)))
                     continue
                 if other is not None:
-                    removals.append(routing.removal(self.alias(op.view), op, other))
+                    line = routing.removal(self.alias(op.view), op, other)
+                    removals.append((op, line))
                 if sent and size + len(pair[1]) > _MAX_BULK_BYTES:
                     result.merge(self._bulk(lines, sent))
                     lines, sent, size = [], [], 0
@@ -287,7 +288,11 @@ class ElasticsearchSink:
                 size += len(pair[1])
             if sent:
                 result.merge(self._bulk(lines, sent))
-            routing.remove_copies(self.client, removals, self._bulk_kwargs())
+            # An old copy goes only once its upsert is stored (or lost to a
+            # newer version): a refused upsert must leave the tombstone.
+            refused = {id(op) for op, _why in result.rejected}
+            lines = [line for op, line in removals if id(op) not in refused]
+            routing.remove_copies(self.client, lines, self._bulk_kwargs())
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
         return result

@@ -333,6 +333,21 @@ def test_elasticsearch_routed_delete_of_absent_blocks_older_upsert(
     assert sink.ids(VIEW) == set()
 
 
+def test_elasticsearch_routed_refused_upsert_keeps_the_tombstone(
+    make_sink: MakeSink,
+) -> None:
+    mappings = {"properties": {"total": {"type": "long"}}}
+    options = {"routing_field": "tenant", "mappings": mappings}
+    sink = make_sink("elasticsearch", {**options, "settings": {"number_of_shards": 5}})
+    ids = [f"doc-{i}" for i in range(12)]
+    sink.write([Delete(VIEW, i, 20) for i in ids])
+    refused = [Upsert(VIEW, i, 30, {"tenant": f"t-{i}", "total": "x"}) for i in ids]
+    assert len(sink.write(refused).rejected) == 12  # to the dead-letter topic
+    older = [Upsert(VIEW, i, 10, {"tenant": f"t-{i}", "total": 1}) for i in ids]
+    assert sink.write(older).stale == 12
+    assert sink.ids(VIEW) == set()
+
+
 def test_elasticsearch_routed_conformance_case_passes(make_sink: MakeSink) -> None:
     sink = make_sink(
         "elasticsearch",
