@@ -172,6 +172,27 @@ def tombstone_blocks_resurrection(sink: Sink, view: str) -> None:
     _expect_doc(sink, view, "zombie", BASE + 7, {"a": 7})
 
 
+def delete_of_unknown_blocks_older_upsert(sink: Sink, view: str) -> None:
+    # A delete of a document the store never held (a row outside the view's
+    # filter, an insert still in the dead-letter topic), then the older upsert
+    # replayed: the tombstone must win. Documents carry a ``tenant`` field so
+    # that a view routed by it (Elasticsearch ``routing_field``) is tested too.
+    ids = [f"unk-{n}" for n in range(6)]
+    _write(sink, [Delete(view, i, BASE + 5) for i in ids], applied=6, what="delete")
+    older = [Upsert(view, i, BASE + 3, {"tenant": f"t{i}", "a": 3}) for i in ids]
+    _write(sink, older, applied=0, stale=6, what="older upsert after delete")
+    for doc_id in ids:
+        _expect_tombstone(sink, view, doc_id, BASE + 5)
+    _check(sink, not sink.ids(view), f"resurrected: {sink.ids(view)}")
+    newer = [Upsert(view, i, BASE + 7, {"tenant": f"t{i}", "a": 7}) for i in ids]
+    _write(sink, newer, applied=6, what="newer upsert")
+    for doc_id in ids:
+        _expect_doc(sink, view, doc_id, BASE + 7, {"tenant": f"t{doc_id}", "a": 7})
+    _write(sink, [Delete(view, i, BASE + 9) for i in ids], applied=6, what="delete")
+    _write(sink, newer, applied=0, stale=6, what="replayed upsert")
+    _check(sink, not sink.ids(view), f"resurrected: {sink.ids(view)}")
+
+
 def primary_key_change(sink: Sink, view: str) -> None:
     _write(sink, [Upsert(view, "pk-old", BASE, {"code": "A"})], applied=1)
     moved: list[DocumentOp] = [
@@ -311,6 +332,7 @@ CASES: dict[str, Case] = {
         versions_compare_as_numbers,
         replay_is_idempotent,
         tombstone_blocks_resurrection,
+        delete_of_unknown_blocks_older_upsert,
         primary_key_change,
         unicode_and_large_documents,
         nested_round_trip,

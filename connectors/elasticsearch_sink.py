@@ -21,7 +21,18 @@ maintenance job (delete-by-query on ``_deleted`` older than the longest replay).
 
 Target options: ``mappings`` (else dynamic), ``settings`` (merged over
 1 shard, 0 replicas), ``routing_field`` (a field of the document whose value
-routes it; deletes look the routing up, which costs a refresh).
+routes it; deletes look the routing up, which costs a refresh, and upserts
+read the copy on their id's shard first: see
+:mod:`connectors.elasticsearch_routing`).
+
+Durability: Elasticsearch answers a bulk once each item is in the translog of
+the primary and of every in-sync replica, fsynced by default
+(``index.translog.durability: request``; ``async`` in ``settings`` trades that
+for speed and can lose acknowledged writes). ``refresh`` only makes writes
+searchable sooner; it adds no durability. The sink setting
+``wait_for_active_shards`` makes each bulk wait, up to half the request
+timeout, for that many active copies of each shard before writing; short of
+them the items fail with 503, a transient error.
 """
 
 from __future__ import annotations
@@ -35,10 +46,11 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import helpers
 
+from connectors import elasticsearch_routing as routing
 from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
 from pipeline.config import ElasticsearchSinkConfig
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
-from pipeline.events import Delete, DocumentOp
+from pipeline.events import Delete, DocumentOp, Upsert
 
 logger = logging.getLogger(__name__)
 
@@ -253,12 +265,21 @@ class ElasticsearchSink:
             sent: list[DocumentOp] = []
             size = 0
             routes = self._delete_routes(ready)
+            others = self._other_copies(ready)
+            removals: list[tuple[DocumentOp, str]] = []
             for op in ready:
+                other = others.get((op.view, op.doc_id))
+                if other is not None and other.version >= op.version:
+                    result.stale += 1  # a newer copy under another routing
+                    continue
                 try:
                     pair = self._action(op, routes)
                 except BadRecord as exc:
                     result.rejected.append((op, str(exc)))
                     continue
+                if other is not None:
+                    line = routing.removal(self.alias(op.view), op, other)
+                    removals.append((op, line))
                 if sent and size + len(pair[1]) > _MAX_BULK_BYTES:
                     result.merge(self._bulk(lines, sent))
                     lines, sent, size = [], [], 0
@@ -267,9 +288,30 @@ class ElasticsearchSink:
                 size += len(pair[1])
             if sent:
                 result.merge(self._bulk(lines, sent))
+            # An old copy goes only once its upsert is stored (or lost to a
+            # newer version): a refused upsert must leave the tombstone.
+            refused = {id(op) for op, _why in result.rejected}
+            lines = [line for op, line in removals if id(op) not in refused]
+            routing.remove_copies(self.client, lines, self._bulk_kwargs())
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
         return result
+
+    def _other_copies(
+        self, ops: Sequence[DocumentOp]
+    ) -> dict[tuple[str, str], routing.Copy]:
+        """Copies that upserts of routed views must win over, by (view, id)."""
+        by_view: dict[str, list[Upsert]] = {}
+        for op in ops:
+            if isinstance(op, Upsert) and self._routing_field(op.view):
+                by_view.setdefault(op.view, []).append(op)
+        out: dict[tuple[str, str], routing.Copy] = {}
+        for view, ups in by_view.items():
+            field = self._routing_field(view)
+            assert field is not None
+            found = routing.other_copies(self.client, self.alias(view), field, ups)
+            out.update({(view, doc_id): c for doc_id, c in found.items()})
+        return out
 
     def _action(self, op: DocumentOp, routes: Mapping[str, str]) -> tuple[str, str]:
         meta: dict[str, Any] = {
@@ -294,10 +336,17 @@ class ElasticsearchSink:
                 meta["routing"] = str(op.doc[field])
         return json.dumps({"index": meta}), source
 
-    def _bulk(self, lines: list[str], sent: list[DocumentOp]) -> WriteResult:
+    def _bulk_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"refresh": True} if self.cfg.refresh else {}
+        if self.cfg.wait_for_active_shards is not None:
+            kwargs["wait_for_active_shards"] = self.cfg.wait_for_active_shards
+            # Answer (503 per item, transient) before the client gives up.
+            kwargs["timeout"] = f"{max(1, int(self.cfg.timeout_s * 500))}ms"
+        return kwargs
+
+    def _bulk(self, lines: list[str], sent: list[DocumentOp]) -> WriteResult:
         # Lines are pre-serialized NDJSON, which the serializer passes through.
-        resp = self.client.bulk(operations=lines, **kwargs)  # type: ignore[arg-type]
+        resp = self.client.bulk(operations=lines, **self._bulk_kwargs())  # type: ignore[arg-type]
         result = WriteResult()
         transient: list[str] = []
         for op, item in zip(sent, resp["items"], strict=True):
@@ -393,9 +442,13 @@ class ElasticsearchSink:
             raise classify(exc) from exc
         out: dict[str, Stored] = {}
         for d in docs:
+            version = int(d["_version"])
+            have = out.get(d["_id"])
+            if have is not None and have.version >= version:
+                continue  # an old copy of a routed view not yet removed
             source = d.get("_source") or {}
             body = None if source.get(DELETED) else source
-            out[d["_id"]] = Stored(int(d["_version"]), body)
+            out[d["_id"]] = Stored(version, body)
         return out
 
     def ids(self, view: str) -> set[str]:

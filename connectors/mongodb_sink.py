@@ -38,6 +38,15 @@ differs in ways that shaped this module (measured with FerretDB 1.24.2):
 Target options: ``indexes``, a list of field names or ``[field, direction]``
 pairs, created in :meth:`MongoSink.open`.
 
+Write concern: ``db.command`` does not apply the client's write concern, so
+every ``insert`` and ``update`` command carries it as ``writeConcern``: the
+URI's ``w``, ``journal`` and ``wtimeoutMS``, each overridden by the sink's
+``write_concern`` setting. With neither, no ``writeConcern`` is sent and the
+server's default applies. ``w=0`` is refused when the sink opens (the guard
+reads the command's reply). A ``writeConcernError`` in a reply is transient:
+the worker retries the batch and commits nothing. FerretDB accepts and
+ignores ``writeConcern``.
+
 Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
 of a view whose target is ``c`` is the collection ``c``, generation n > 1 is
 ``c~n``; the document ``{_id: "c", gen: n}`` of the collection
@@ -63,7 +72,13 @@ from pymongo.database import Database
 
 from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
 from pipeline.config import MongoSinkConfig
-from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
+from pipeline.errors import (
+    BadRecord,
+    ConfigError,
+    FatalError,
+    ReadsideError,
+    TransientError,
+)
 from pipeline.events import Delete, DocumentOp, Upsert
 
 logger = logging.getLogger(__name__)
@@ -171,7 +186,7 @@ class MongoSink:
 
     Args:
         name: the sink's name in the configuration.
-        cfg: URI, database and timeout.
+        cfg: URI, database, timeout and write concern.
         targets: view name -> collection name and options (``indexes``).
     """
 
@@ -192,8 +207,23 @@ class MongoSink:
                 serverSelectionTimeoutMS=ms,
                 connectTimeoutMS=ms,
                 socketTimeoutMS=ms,
+                **self._write_concern_options(),
             )
         return self._client[self.cfg.database]
+
+    def _write_concern_options(self) -> dict[str, Any]:
+        """The sink's ``write_concern`` as client options (over the URI's)."""
+        wc = self.cfg.write_concern
+        if wc is None:
+            return {}
+        given = {"w": wc.w, "journal": wc.j, "wTimeoutMS": wc.wtimeout_ms}
+        return {k: v for k, v in given.items() if v is not None}
+
+    @property
+    def write_concern(self) -> _Doc:
+        """The ``writeConcern`` document every write command carries (empty:
+        the server's default)."""
+        return dict(self.db.client.write_concern.document)
 
     def _target(self, view: str) -> ViewTarget:
         try:
@@ -213,6 +243,11 @@ class MongoSink:
     # -- lifecycle --------------------------------------------------------
 
     def open(self) -> None:
+        if not self.db.client.write_concern.acknowledged:
+            raise ConfigError(
+                f"sinks.{self.name}: write concern w=0 is unacknowledged; the "
+                "sink needs replies to guard its writes (use w=1 or more)"
+            )
         try:
             self.db.command("ping")
             for view in self.targets:
@@ -336,7 +371,11 @@ class MongoSink:
     def _command(
         self, coll: Collection[_Doc], verb: str, field: str, items: list[Any]
     ) -> _Doc:
-        reply = self.db.command({verb: coll.name, field: items, "ordered": False})
+        command: _Doc = {verb: coll.name, field: items, "ordered": False}
+        concern = self.write_concern
+        if concern:
+            command["writeConcern"] = concern
+        reply = self.db.command(command)
         if reply.get("writeConcernError"):
             raise TransientError(
                 f"mongodb: write concern: {reply['writeConcernError']}"

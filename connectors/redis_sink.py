@@ -6,8 +6,11 @@ Key layout of a view whose target name (the key prefix) is ``p``:
   ``p:{{id}}`` when ``options["hash_tag"]`` is true, so a document's keys share
   one cluster slot.
 * ``p#v:{id}`` — its version, :func:`~pipeline.events.version_key` form. A
-  tombstone is a version key without a document key; it expires after
-  ``options["tombstone_ttl_s"]`` (default 7 days, ``0`` keeps it forever).
+  tombstone is a version key without a document key; it is kept forever
+  unless ``options["tombstone_ttl_s"]`` (default ``0``: forever) says
+  otherwise. Once an expiring tombstone is gone, any older write of the id
+  applied later (a replay of the topic, ``dlq replay``, a worker lagging
+  more than the TTL) brings the document back.
 * ``p#ix:{id}`` — a hash of the document's current secondary-index values.
 * ``p#idx:{field}:{value}`` — a set of ids (``"eq"`` index) and
   ``p#idx:{field}`` — a sorted set of ids scored by the value (``"range"``).
@@ -45,13 +48,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from connectors.redis_wait import Durability
 from pipeline.config import RedisSinkConfig
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert, version_key
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOMBSTONE_TTL_S = 7 * 24 * 3600
+#: Tombstones are kept forever by default: expiring one lets a later replay
+#: of an older write resurrect the document.
+DEFAULT_TOMBSTONE_TTL_S = 0
 _FETCH_CHUNK = 1000
 
 #: KEYS, per document: doc key, version key[, index-values key].
@@ -250,7 +256,8 @@ class RedisSink:
 
     Args:
         name: the sink's name in the configuration.
-        cfg: connection settings and ``docs_per_call``.
+        cfg: connection settings, ``docs_per_call`` and what to wait for
+            before a batch is acknowledged (:mod:`connectors.redis_wait`).
         targets: view name -> where the view lives (the key prefix) and its
             options (``ttl_s``, ``tombstone_ttl_s``, ``indexes``, ``hash_tag``).
     """
@@ -266,6 +273,7 @@ class RedisSink:
         self._layouts = {(v, 1): _Layout(t) for v, t in self.targets.items()}
         self._client: redis.Redis | None = None
         self._sha: str | None = None
+        self._durability = Durability(name, cfg)
 
     # -- connection -------------------------------------------------------
 
@@ -279,12 +287,15 @@ class RedisSink:
                 decode_responses=True,
                 # The worker retries with backoff; fail fast here.
                 retry=Retry(NoBackoff(), 0),
+                # WAIT and WAITAOF count the writes of their own connection.
+                single_connection_client=self._durability.enabled,
             )
         return self._client
 
     def open(self) -> None:
         try:
             self._sha = str(self.client.script_load(GUARD_SCRIPT))
+            self._durability.check(self.client)
             for view in self.targets:
                 self._resolve(view)
         except rex.RedisError as exc:
@@ -363,6 +374,8 @@ class RedisSink:
     # -- writes -----------------------------------------------------------
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+        """Apply ``ops`` (see :meth:`Sink.write`), then wait for the append-only
+        file and replicas as configured before returning."""
         try:
             ready, result = fill_unchanged(ops, self.fetch)
             by_view: dict[str, list[DocumentOp]] = {}
@@ -373,6 +386,8 @@ class RedisSink:
                 for start in range(0, len(view_ops), size):
                     chunk = view_ops[start : start + size]
                     result.merge(self._write_chunk(view, chunk))
+            if ops:
+                self._durability.wait(self.client, wrote=result.applied > 0)
         except rex.RedisError as exc:
             raise classify(exc) from exc
         return result

@@ -87,10 +87,19 @@ class ConnectConfig(_Model):
 
 
 class RedisSinkConfig(_Model):
+    """A Redis server. By default a batch is acknowledged once Redis applied it
+    in memory; ``wait_aof`` and ``wait_replicas`` make the sink wait, after
+    each batch and before the worker may commit, for the append-only file
+    fsync (``WAITAOF``, Redis >= 7.2; or the server's ``appendfsync always``)
+    and for that many replicas."""
+
     type: Literal["redis"]
     url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
     timeout_s: float = Field(5.0, gt=0)
     docs_per_call: int = Field(200, ge=1)
+    wait_aof: bool = False
+    wait_replicas: int = Field(0, ge=0)
+    wait_timeout_ms: int = Field(1000, ge=1)
 
 
 class ElasticsearchSinkConfig(_Model):
@@ -101,13 +110,29 @@ class ElasticsearchSinkConfig(_Model):
     timeout_s: float = Field(30.0, gt=0)
     index_prefix: str = "readside-"
     refresh: bool = False
+    #: copies of each shard (primary included) that must be active before a
+    #: bulk writes; ``None`` leaves the index's setting (default 1)
+    wait_for_active_shards: Annotated[int, Field(ge=1)] | Literal["all"] | None = None
+
+
+class MongoWriteConcern(_Model):
+    """MongoDB write concern; each field set here overrides the URI's."""
+
+    w: int | str | None = None
+    j: bool | None = None
+    wtimeout_ms: int | None = Field(None, ge=0)
 
 
 class MongoSinkConfig(_Model):
+    """A MongoDB database. Writes carry the write concern of the URI
+    (``w``, ``journal``, ``wtimeoutMS``) with ``write_concern`` over it;
+    neither set: the server's default."""
+
     type: Literal["mongodb"]
     uri: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
     database: str = "readside"
     timeout_s: float = Field(30.0, gt=0)
+    write_concern: MongoWriteConcern | None = None
 
 
 SinkConfig = Annotated[

@@ -35,8 +35,11 @@ VIEW = "orders"
 AnySink = RedisSink | ElasticsearchSink | MongoSink
 
 
-def _config(kind: str, url: str | None = None, timeout_s: float | None = None) -> Any:
-    extra = {} if timeout_s is None else {"timeout_s": timeout_s}
+def _config(
+    kind: str, url: str | None = None, timeout_s: float | None = None, **extra: Any
+) -> Any:
+    if timeout_s is not None:
+        extra["timeout_s"] = timeout_s
     if kind == "redis":
         return RedisSinkConfig(type="redis", url=url or REDIS_URL, **extra)
     if kind == "elasticsearch":
@@ -59,10 +62,13 @@ def make_sink() -> Iterator[MakeSink]:
     """Build opened sinks on fresh, uniquely named targets; drop them after."""
     made: list[AnySink] = []
 
-    def make(kind: str, options: Mapping[str, Any] | None = None) -> AnySink:
+    def make(
+        kind: str, options: Mapping[str, Any] | None = None, **cfg: Any
+    ) -> AnySink:
+        """``cfg``: settings of the sink's configuration (``url``, ...)."""
         name = f"conf-{uuid.uuid4().hex[:12]}"
         target = ViewTarget(VIEW, name, dict(options or {}))
-        sink = build_sink(f"{kind}-test", _config(kind), {VIEW: target})
+        sink = build_sink(f"{kind}-test", _config(kind, **cfg), {VIEW: target})
         assert isinstance(sink, RedisSink | ElasticsearchSink | MongoSink)
         made.append(sink)
         sink.open()
