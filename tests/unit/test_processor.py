@@ -176,7 +176,18 @@ def test_processor_delete_then_tombstone_gives_versioned_delete():
     )
     (op,) = batch.ops[VIEW]
     assert isinstance(op, Delete)
-    assert (op.doc_id, op.version) == ("2", table_version(0, 4))
+    # The tombstone deletes at its own offset (it is the delete's only trace
+    # once compaction ran), so the batch's newest op is the tombstone's.
+    assert (op.doc_id, op.version) == ("2", table_version(0, 5))
+
+
+def test_processor_tombstone_alone_deletes_at_its_offset():
+    batch = make_processor().process([tombstone(9, 2)])
+    (op,) = batch.ops[VIEW]
+    assert isinstance(op, Delete)
+    assert (op.doc_id, op.version) == ("2", table_version(0, 9))
+    assert op.position == Position(TOPIC, 0, 9)
+    assert batch.dead == []
 
 
 def test_processor_row_leaving_filter_becomes_delete():
