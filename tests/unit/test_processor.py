@@ -190,6 +190,23 @@ def test_processor_tombstone_alone_deletes_at_its_offset():
     assert batch.dead == []
 
 
+def test_processor_truncate_event_dead_lettered_not_ignored():
+    payload = {
+        "before": None,
+        "after": None,
+        "op": "t",
+        "source": {"schema": "public", "table": "docs", "lsn": 7, "ts_ms": 1},
+    }
+    msg = FakeMessage.of_json(
+        TOPIC, None, {"schema": VALUE_SCHEMA, "payload": payload}, offset=3
+    )
+    batch = make_processor().process([msg])
+    assert batch.ops == {}
+    (dead,) = batch.dead
+    assert (dead.reason, dead.view) == ("contract", VIEW)
+    assert "truncate event of public.docs" in dead.error
+
+
 def test_processor_row_leaving_filter_becomes_delete():
     proc = make_processor(view_filter=lambda row: row.get("title") != "hidden")
     batch = proc.process([event(8, "u", 3, {"title": "hidden", "body": "b"})])
