@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from connectors import truncate
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 
@@ -64,6 +65,12 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "incremental.snapshot.chunk.size": 2048,
         # Deletes are followed by a tombstone so compaction can drop the key.
         "tombstones.on.delete": "true",
+        # Truncates stay skipped (Debezium's default, spelled out): a truncate
+        # event has no key, and the broker refuses keyless records in the
+        # compacted table topics ("Compacted topic cannot accept message
+        # without key"), which fails the task. A trigger turns a TRUNCATE
+        # into row deletes instead (connectors/truncate.py).
+        "skipped.operations": "t",
         # Type handling the decoder relies on (docs/types.md).
         "decimal.handling.mode": "string",
         "time.precision.mode": "adaptive_time_microseconds",
@@ -92,7 +99,8 @@ def connector_config(cfg: Config) -> dict[str, str]:
 
 
 def prepare_source(cfg: Config) -> None:
-    """Create the signal and heartbeat tables (idempotent)."""
+    """Create the signal and heartbeat tables and the truncate triggers
+    (idempotent; :mod:`connectors.truncate`)."""
     src = cfg.source
     with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
         conn.execute(
@@ -105,6 +113,8 @@ def prepare_source(cfg: Config) -> None:
             "id int PRIMARY KEY, ts timestamptz NOT NULL)"
         )
         conn.execute(heartbeat_sql(src.heartbeat_table))
+        schema = src.signal_table.rpartition(".")[0] or "public"
+        truncate.install(conn, src.tables, schema)
 
 
 @dataclass

@@ -100,16 +100,28 @@ def _read_some(
     return False
 
 
+def _drain_connector(p: Pipeline) -> None:
+    lsn = p.sql("SELECT pg_current_wal_lsn()::text")[0][0]
+    wait_for(lambda: p.connector_caught_up(lsn), 120, f"connector at {lsn}")
+
+
 def compact_until_only_tombstones(
     p: Pipeline, topic: str, deleted: set[int], kept: list[int]
 ) -> None:
     """Compact ``topic`` until each deleted id has only tombstones left.
 
     The cleaner never touches the active segment, so each round updates the
-    ``kept`` rows: their new records roll every partition's segment.
+    ``kept`` rows: their new records roll every partition's segment (so
+    ``kept`` must have rows on every partition).
     """
     compact_eagerly(p, topic)
     progress: dict[str, Any] = {}
+    before = p.high_watermarks()
+    p.sql("UPDATE notes SET body = body || '.' WHERE id = ANY(%s)", (kept,))
+    _drain_connector(p)
+    after = p.high_watermarks()
+    idle = [k for k in after if k[0] == topic and after[k] == before[k]]
+    assert not idle, f"no kept row on {idle}: their segments would never roll"
 
     def only_tombstones() -> bool:
         p.sql("UPDATE notes SET body = body || '.' WHERE id = ANY(%s)", (kept,))
@@ -123,11 +135,6 @@ def compact_until_only_tombstones(
         wait_for(only_tombstones, 240, f"compaction of {topic}", interval=2)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; ops of deleted ids: {progress}") from None
-
-
-def _drain_connector(p: Pipeline) -> None:
-    lsn = p.sql("SELECT pg_current_wal_lsn()::text")[0][0]
-    wait_for(lambda: p.connector_caught_up(lsn), 120, f"connector at {lsn}")
 
 
 @pytest.mark.parametrize("reader", ["worker", "replay"])
