@@ -42,13 +42,19 @@ function runs with the caller's rights). Nothing fires under
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
+
+logger = logging.getLogger(__name__)
 
 TRIGGER = "readside_truncate_as_delete"
+
+#: How long CREATE TRIGGER may wait for the table's lock.
+LOCK_TIMEOUT_MS = 5000
 
 #: Deletes the rows of ``rel``, after those of the tables that reference it
 #: (a TRUNCATE must empty those too, or it fails before its triggers run).
@@ -90,26 +96,75 @@ $fn$
 
 def install(
     conn: psycopg.Connection[Any], tables: Iterable[str], schema: str = "public"
-) -> None:
+) -> list[str]:
     """Create the functions in ``schema`` and the trigger on every table.
 
-    Idempotent. A table dropped from the config keeps its trigger (another
-    pipeline may capture it); ``DROP TRIGGER readside_truncate_as_delete``
+    Idempotent; ``conn`` must be in autocommit mode. A table that has the
+    trigger is left alone (no lock taken). A table that does not exist yet,
+    on which the role may not create a trigger, or whose lock is not granted
+    within :data:`LOCK_TIMEOUT_MS`, is skipped with a warning (its TRUNCATE
+    would not reach the read models; run ``connector apply`` again). A
+    table dropped from the config keeps its trigger (another pipeline may
+    capture it); ``DROP TRIGGER readside_truncate_as_delete ON <table>``
     removes it.
+
+    Returns:
+        The tables that have the trigger.
     """
     name = sql.Identifier(schema)
-    conn.execute(sql.SQL(_DELETE_ROWS).format(schema=name))
-    conn.execute(sql.SQL(_TRIGGER_FUNCTION).format(schema=name))
+    try:
+        conn.execute(sql.SQL(_DELETE_ROWS).format(schema=name))
+        conn.execute(sql.SQL(_TRIGGER_FUNCTION).format(schema=name))
+    except errors.InsufficientPrivilege as exc:
+        logger.warning("truncate triggers skipped schema=%s error=%s", schema, exc)
+        return []
+    done = []
     for table in tables:
         table_schema, _, table_name = table.rpartition(".")
-        conn.execute(
-            sql.SQL(
-                "CREATE OR REPLACE TRIGGER {trigger} BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION "
-                "{schema}.readside_truncate_as_delete()"
-            ).format(
-                trigger=sql.Identifier(TRIGGER),
-                table=sql.Identifier(table_schema or "public", table_name),
-                schema=name,
+        ident = sql.Identifier(table_schema or "public", table_name)
+        row = conn.execute(
+            "SELECT c.oid IS NOT NULL, EXISTS (SELECT FROM pg_trigger t "
+            "WHERE t.tgrelid = c.oid AND t.tgname = %s) "
+            "FROM (SELECT to_regclass(%s) AS oid) c",
+            (TRIGGER, ident.as_string(conn)),
+        ).fetchone()
+        if row is None or not row[0]:
+            logger.warning("truncate trigger skipped table=%s reason=absent", table)
+            continue
+        if not row[1] and not _create_trigger(conn, ident, name, table):
+            continue
+        done.append(table)
+    return done
+
+
+def _create_trigger(
+    conn: psycopg.Connection[Any],
+    table: sql.Identifier,
+    schema: sql.Identifier,
+    name: str,
+) -> bool:
+    """Create the trigger on ``table``; False (and a warning) if not allowed.
+
+    CREATE TRIGGER waits for the table's open write transactions while
+    queueing every new one behind it, so it gives up after a few seconds
+    rather than stall the application.
+    """
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+            conn.execute(
+                sql.SQL(
+                    "CREATE OR REPLACE TRIGGER {trigger} BEFORE TRUNCATE ON {table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION "
+                    "{schema}.readside_truncate_as_delete()"
+                ).format(trigger=sql.Identifier(TRIGGER), table=table, schema=schema)
             )
+    except (errors.InsufficientPrivilege, errors.LockNotAvailable) as exc:
+        logger.warning(
+            "truncate trigger skipped table=%s error=%s: run `connector apply` "
+            "again (as the table's owner, or when it is less busy)",
+            name,
+            exc,
         )
+        return False
+    return True

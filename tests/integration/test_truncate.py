@@ -21,6 +21,8 @@ from shop_model import VIEW as SHOP_VIEW
 from shop_model import ShopLoad, expected_documents
 from test_tombstones import compact_until_only_tombstones
 
+from connectors import truncate
+
 pytestmark = pytest.mark.integration
 
 SCHEMA = "CREATE TABLE notes (id integer PRIMARY KEY, body text NOT NULL);"
@@ -118,3 +120,16 @@ def test_truncate_of_child_tables_rereads_aggregate_roots(make_pipeline):
     assert docs
     assert all('"orders":[]' in d and '"tags":[]' in d for d in docs.values())
     p.assert_converged()
+
+
+def test_truncate_install_twice_skips_absent_table(make_pipeline):
+    p = make_pipeline(SCHEMA, ["public.notes"], VIEWS)
+    with p.connect() as conn:
+        for _ in range(2):
+            got = truncate.install(conn, ["public.notes", "public.absent"])
+            assert got == ["public.notes"]
+    triggers = p.sql(
+        "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s",
+        (truncate.TRIGGER,),
+    )
+    assert triggers == [("notes",)]
