@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from connectors import truncate
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, TransientError
 
@@ -84,6 +85,12 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "incremental.snapshot.chunk.size": 2048,
         # Deletes are followed by a tombstone so compaction can drop the key.
         "tombstones.on.delete": "true",
+        # Truncates stay skipped (Debezium's default, spelled out): a truncate
+        # event has no key, and the broker refuses keyless records in the
+        # compacted table topics ("Compacted topic cannot accept message
+        # without key"), which fails the task. A trigger turns a TRUNCATE
+        # into row deletes instead (connectors/truncate.py).
+        "skipped.operations": "t",
         # Type handling the decoder relies on (docs/types.md).
         "decimal.handling.mode": "string",
         "time.precision.mode": "adaptive_time_microseconds",
@@ -208,7 +215,8 @@ def ensure_publication(
 
 
 def prepare_source(cfg: Config) -> None:
-    """Create the signal and heartbeat tables and the publication (idempotent).
+    """Create the signal and heartbeat tables, the publication and the
+    truncate triggers (idempotent; :mod:`connectors.truncate`).
 
     Raises:
         ConfigError: a table of ``source.tables`` is missing or a partition.
@@ -230,6 +238,8 @@ def prepare_source(cfg: Config) -> None:
             raise ConfigError("\n".join(problems))
         done = ensure_publication(conn, src.publication, captured_tables(cfg))
         logger.info("publication %s name=%s", done, src.publication)
+        schema = src.signal_table.rpartition(".")[0] or "public"
+        truncate.install(conn, src.tables, schema)
 
 
 @dataclass

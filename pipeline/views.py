@@ -4,6 +4,13 @@ The version of every document op is the event's position in its partition,
 ``table_version(epoch, offset)`` (DESIGN: why not the LSN). A row that leaves
 the view's focus filter, or that a transform drops, becomes a delete at that
 version, so the stores forget it.
+
+A tombstone (a record with a key and no value) deletes its key at its own
+offset. Debezium writes one right after each delete; once compaction has
+run it is the only trace of that delete, so a worker that was behind or a
+replay of the compacted topic must not skip it. Its offset is a sound
+version: every event of the key before it precedes the delete, and every
+later one (the row inserted again) comes after it in the same partition.
 """
 
 from __future__ import annotations
@@ -64,11 +71,18 @@ class TableView:
 
     def ops_for(self, event: ChangeEvent) -> list[DocumentOp]:
         """Document ops for one event; raises :class:`BadRecord` for a bad one."""
-        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
-            return []  # the delete before the tombstone already removed the doc
+        if event.op is Op.TRUNCATE:
+            # readside's connector skips truncate events and its trigger turns
+            # a TRUNCATE into row deletes (connectors/truncate.py); a truncate
+            # event here comes from another setup and would empty nothing.
+            raise BadRecord(
+                "contract",
+                f"truncate event of {event.table}: a table view needs the "
+                "rows' deletes (install the trigger with `connector apply`)",
+            )
         version = table_version(self.epoch, event.position.offset)
         lsn, ts, pos = event.lsn, event.commit_ts_ms, event.position
-        if event.op is Op.DELETE:
+        if event.op in (Op.DELETE, Op.TOMBSTONE):
             return [Delete(self.name, doc_id(event.key), version, lsn, ts, pos)]
         if event.after is None:
             raise BadRecord("contract", f"{event.op.value} event without 'after' image")

@@ -176,7 +176,35 @@ def test_processor_delete_then_tombstone_gives_versioned_delete():
     )
     (op,) = batch.ops[VIEW]
     assert isinstance(op, Delete)
-    assert (op.doc_id, op.version) == ("2", table_version(0, 4))
+    # The tombstone deletes at its own offset (it is the delete's only trace
+    # once compaction ran), so the batch's newest op is the tombstone's.
+    assert (op.doc_id, op.version) == ("2", table_version(0, 5))
+
+
+def test_processor_tombstone_alone_deletes_at_its_offset():
+    batch = make_processor().process([tombstone(9, 2)])
+    (op,) = batch.ops[VIEW]
+    assert isinstance(op, Delete)
+    assert (op.doc_id, op.version) == ("2", table_version(0, 9))
+    assert op.position == Position(TOPIC, 0, 9)
+    assert batch.dead == []
+
+
+def test_processor_truncate_event_dead_lettered_not_ignored():
+    payload = {
+        "before": None,
+        "after": None,
+        "op": "t",
+        "source": {"schema": "public", "table": "docs", "lsn": 7, "ts_ms": 1},
+    }
+    msg = FakeMessage.of_json(
+        TOPIC, None, {"schema": VALUE_SCHEMA, "payload": payload}, offset=3
+    )
+    batch = make_processor().process([msg])
+    assert batch.ops == {}
+    (dead,) = batch.dead
+    assert (dead.reason, dead.view) == ("contract", VIEW)
+    assert "truncate event of public.docs" in dead.error
 
 
 def test_processor_row_leaving_filter_becomes_delete():
