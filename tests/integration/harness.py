@@ -320,8 +320,7 @@ class Pipeline:
         by_view = AppliedOffsets(self.config).by_view(parts)
         readers = self.config.view_topics()
         return {
-            (t, p): min(by_view[v].get((t, p), 0) for v in readers[t])
-            for t, p in parts
+            (t, p): min(by_view[v].get((t, p), 0) for v in readers[t]) for t, p in parts
         }
 
     def connector_caught_up(self, lsn: str) -> bool:

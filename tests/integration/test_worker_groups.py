@@ -29,7 +29,8 @@ VIEWS = {
 def _insert(p, first: int, count: int) -> str:
     with p.connect() as conn:
         conn.execute(
-            "INSERT INTO items SELECT i, 'item ' || i FROM generate_series(%s::int, %s::int) i",
+            "INSERT INTO items SELECT i, 'item ' || i "
+            "FROM generate_series(%s::int, %s::int) i",
             (first, first + count - 1),
         )
         return str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
