@@ -195,6 +195,7 @@ class Pipeline:
     tmp_path: Path
     workers: list[WorkerProc] = field(default_factory=list)
     _connector: bool = False
+    _applied: AppliedOffsets | None = None
 
     def cli_args(self, *args: str) -> list[str]:
         """The command line of ``readside --config <this pipeline> ARGS``."""
@@ -317,7 +318,9 @@ class Pipeline:
         over those views of the offset committed by the groups applying the
         view (:mod:`pipeline.groups`; 0 where nothing is committed)."""
         parts = [(tp.topic, tp.partition) for tp in self.partitions()]
-        by_view = AppliedOffsets(self.config).by_view(parts)
+        if self._applied is None or self._applied.cfg is not self.config:
+            self._applied = AppliedOffsets(self.config)
+        by_view = self._applied.by_view(parts)
         readers = self.config.view_topics()
         return {
             (t, p): min(by_view[v].get((t, p), 0) for v in readers[t]) for t, p in parts
