@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from connectors.base import Sink
 from pipeline import metrics
@@ -32,7 +33,14 @@ from pipeline.decode import RawMessage
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import TransientError
 from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
-from pipeline.sinkwriter import Abandoned, Backoff, Rejection, SinkWriter
+from pipeline.sinkwriter import (
+    Abandoned,
+    Backoff,
+    Rejection,
+    Runner,
+    SinkWriter,
+    direct,
+)
 from pipeline.views import View
 
 logger = logging.getLogger(__name__)
@@ -50,6 +58,10 @@ class Pacer:
     wait: Callable[[float], None] = time.sleep
     should_abandon: Callable[[], bool] = lambda: False
     on_backoff: Callable[[bool], None] = lambda _on: None
+    #: runs each sink write and source read; the worker's runs them on a
+    #: helper thread and keeps polling meanwhile, so that however slow a
+    #: store is, the worker keeps its place in the group
+    run: Runner = direct
 
 
 @dataclass
@@ -84,6 +96,7 @@ class BatchHandler:
             wait=self.pacer.wait,
             should_abandon=self.pacer.should_abandon,
             on_backoff=self.pacer.on_backoff,
+            run=self.pacer.run,
         )
 
     def _backoff(self) -> Backoff:
@@ -155,7 +168,8 @@ class BatchHandler:
             backoff = self._backoff()
             while True:
                 try:
-                    batch.ops[name] = coalesce(view.reread(self.reader, pending))
+                    read = self.pacer.run(partial(view.reread, self.reader, pending))
+                    batch.ops[name] = coalesce(read)
                     metrics.REREADS.labels(name).inc()
                     self._dead_roots(batch, name, pending)
                     break

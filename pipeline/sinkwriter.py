@@ -10,10 +10,13 @@ whoever owns them next. The version rule makes the partial writes harmless.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
 
 from connectors.base import Sink, WriteResult
 from pipeline import metrics
@@ -21,6 +24,25 @@ from pipeline.errors import TransientError
 from pipeline.events import DocumentOp
 
 logger = logging.getLogger(__name__)
+
+#: Fault injection for liveness tests: ``NAME:MS`` makes every write to sink
+#: NAME take MS milliseconds longer (a slow store; the write still happens).
+_SLOW_SINK, _, _SLOW_MS = os.environ.get("READSIDE_FAULT_SLOW_SINK", "").partition(":")
+
+
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """Runs a piece of blocking work (a sink write, a source read) and returns
+    its result: directly, or on a helper thread while the consumer stays
+    alive."""
+
+    def __call__(self, work: Callable[[], T], /) -> T: ...
+
+
+def direct(work: Callable[[], T]) -> T:
+    return work()
 
 
 class Abandoned(Exception):
@@ -61,16 +83,21 @@ class SinkWriter:
         wait: Callable[[float], None],
         should_abandon: Callable[[], bool],
         on_backoff: Callable[[bool], None] = lambda _b: None,
+        run: Runner = direct,
     ) -> None:
         self.sinks = sinks
         self.backoff = backoff
         self.wait = wait  # sleeps while keeping the consumer alive
         self.should_abandon = should_abandon
         self.on_backoff = on_backoff
+        #: runs each attempt; the worker's runs it on a helper thread while
+        #: the consumer keeps polling, so a slow store never costs the worker
+        #: its place in the group (see :class:`pipeline.batch.Pacer`)
+        self.run = run
 
     def write(self, per_sink: Mapping[str, Sequence[DocumentOp]]) -> list[Rejection]:
         """Write until every sink acknowledged (see :meth:`retry`)."""
-        rejections, pending = self.attempt(per_sink)
+        rejections, pending = self.run(partial(self.attempt, per_sink))
         return rejections + self.retry(pending)
 
     def attempt(
@@ -114,7 +141,7 @@ class SinkWriter:
                 self.wait(delay)
                 if self.should_abandon():
                     raise Abandoned("batch abandoned while backing off")
-                more, pending = self.attempt(pending)
+                more, pending = self.run(partial(self.attempt, pending))
                 rejections.extend(more)
         finally:
             self.on_backoff(False)
@@ -123,6 +150,8 @@ class SinkWriter:
     def _write_one(self, name: str, ops: Sequence[DocumentOp]) -> WriteResult | None:
         sink = self.sinks[name]
         start = time.perf_counter()
+        if name == _SLOW_SINK:
+            time.sleep(int(_SLOW_MS) / 1000)
         try:
             result = sink.write(ops)
         except TransientError as exc:

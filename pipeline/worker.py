@@ -22,9 +22,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     Consumer,
@@ -48,6 +50,12 @@ from pipeline.sinkwriter import Abandoned, Backoff
 from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long a sink write or source read may run before the worker starts
+#: polling (partitions paused) while it waits for it.
+_KEEPALIVE_AFTER_S = 1.0
 
 #: Fault injection for crash tests: exit abruptly (as kill -9 would) after the
 #: sinks acknowledged batch N and before its offsets are committed.
@@ -93,7 +101,7 @@ def consumer_config(cfg: Config, views: Iterable[str] | None = None) -> dict[str
         "partition.assignment.strategy": "roundrobin",
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
-        "max.poll.interval.ms": 300_000,
+        "max.poll.interval.ms": cfg.worker.max_poll_interval_ms,
         "fetch.wait.max.ms": 100,
         "logger": logging.getLogger("librdkafka"),
     }
@@ -126,6 +134,9 @@ class Worker:
     batches: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
     _mixed: list[str] = field(default_factory=list)
+    _helper: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, "readside-io")
+    )
     _checked: bool = False
     _assigned: set[tuple[str, int]] = field(default_factory=set)
 
@@ -188,7 +199,12 @@ class Worker:
             self.processor,
             self.reader,
             cfg.worker,
-            Pacer(self._wait_paused, self._should_abandon, self._set_backoff),
+            Pacer(
+                self._wait_paused,
+                self._should_abandon,
+                self._set_backoff,
+                self._run_alive,
+            ),
         )
         if self.assignment is not None:
             consumer.assign(self.assignment)
@@ -390,13 +406,30 @@ class Worker:
     def _set_backoff(self, on: bool) -> None:
         self.health.backing_off = on
 
-    def _wait_paused(self, seconds: float) -> None:
-        """Sleep with every partition paused, polling so the group keeps us."""
+    def _run_alive(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the helper thread; if it takes more than a moment,
+        poll with every partition paused until it is done (a stop or a
+        revocation waits for it too: work in flight is never left behind)."""
+        future = self._helper.submit(work)
+        try:
+            return future.result(timeout=_KEEPALIVE_AFTER_S)
+        except FutureTimeout:
+            pass
+        self._wait_paused(float("inf"), until=future.done)
+        return future.result()
+
+    def _wait_paused(
+        self, seconds: float, until: Callable[[], bool] | None = None
+    ) -> None:
+        """Sleep with every partition paused, polling so the group keeps us:
+        for ``seconds`` or a stop request, or else until ``until()``."""
         assignment = self.consumer.assignment()
         self.consumer.pause(assignment)
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self.stopping:
+            while not (until() if until else self.stopping):
+                if time.monotonic() >= deadline:
+                    break
                 self.health.turn()
                 msg = self.consumer.poll(
                     min(0.2, max(0.0, deadline - time.monotonic()))
