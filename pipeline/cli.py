@@ -243,6 +243,13 @@ def connector_delete(ctx: click.Context, drop_slot: bool) -> None:
     help="comma-separated views this worker serves (default: all)",
 )
 @click.option(
+    "--sinks",
+    "sink_names",
+    default=None,
+    help="comma-separated sinks this worker writes (default: all of its views'); "
+    "a worker set per sink keeps a slow store from holding back the others",
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=None,
@@ -250,14 +257,18 @@ def connector_delete(ctx: click.Context, drop_slot: bool) -> None:
 )
 @click.pass_context
 def worker(
-    ctx: click.Context, view_names: str | None, metrics_port: int | None
+    ctx: click.Context,
+    view_names: str | None,
+    sink_names: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Run a consumer worker until SIGTERM/SIGINT (then drain and leave)."""
     from pipeline.worker import run_worker
 
     cfg = load_config(ctx)
     names = [v.strip() for v in view_names.split(",")] if view_names else None
-    run_worker(cfg, names, metrics_port)
+    sinks = [s.strip() for s in sink_names.split(",")] if sink_names else None
+    run_worker(cfg, names, metrics_port, sinks)
 
 
 @main.command()

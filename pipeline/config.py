@@ -362,8 +362,9 @@ class WorkerConfig(_Model):
     backoff_max_ms: int = Field(10_000, ge=1)
     shutdown_timeout_s: float = Field(30.0, gt=0)
     #: the consumer group's patience between two polls; a slow store never
-    #: reaches it (the worker polls while it waits for a write)
-    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    #: reaches it (the worker polls while it waits for a write); at least
+    #: the session timeout (10 s)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
 
 
 class StackConfig(_Model):

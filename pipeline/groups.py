@@ -1,21 +1,26 @@
-"""Which consumer group applies which views.
+"""Which consumer group applies which views to which sinks.
 
 A consumer group splits a topic's partitions between its members, and each
 member commits the offsets of its partitions for the whole group. So every
-member of a group must apply the same views: a worker serving views A beside
-one serving B in the same group would each commit records the other's views
-never saw. Hence:
+member of a group must apply the same views to the same sinks: a worker
+serving view A beside one serving B in the same group would each commit
+records the other's views never saw. Hence a worker's *scope* (the views it
+applies and the sinks it writes them to) names its group:
 
-* a worker serving every view of the config joins ``kafka.group_id``;
-* a worker started with ``--views`` joins a group of its own view set,
-  ``<group_id>.views.<a>+<b>`` (sorted), so each view set reads every
-  partition;
-* every worker names its view set in its ``client.id``, and refuses to run
-  beside a member of its group that serves another set (two deployments of
-  different configs under one ``group_id``).
+* a worker serving every view of the config into all their sinks joins
+  ``kafka.group_id``;
+* ``--views a,b`` and ``--sinks x,y`` give a group of that scope,
+  ``<group_id>.views.<a>+<b>`` and/or ``.sinks.<x>+<y>`` (sorted), which reads
+  every partition of its topics. Workers per sink are how a slow or failing
+  store is kept from holding back the healthy ones: each sink's group goes
+  at its store's pace (as Kafka Connect runs one task set per sink
+  connector), at the cost of decoding every record once per group;
+* every worker names its scope in its ``client.id``, and refuses to run
+  beside a member of its group that serves another scope (two deployments
+  of different configs under one ``group_id``).
 
-Readers of progress (the read-your-writes watermark, ``status``) find the
-groups that apply a view by these names.
+Readers of progress (the read-your-writes watermark, ``status``, the test
+harness) find by these names, per view and sink, the groups that apply it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -36,44 +42,86 @@ from pipeline.config import Config
 
 logger = logging.getLogger(__name__)
 
-#: Separates the base group id from the view set in a group's name.
 VIEWS_MARK = ".views."
-#: How a worker's client.id starts (the rest is its view set's tag).
+SINKS_MARK = ".sinks."
+#: How a worker's client.id starts (the rest is its scope's tag).
 CLIENT_PREFIX = "readside-worker-"
 
-
-def worker_group(cfg: Config, views: Iterable[str]) -> str:
-    """The consumer group of a worker serving ``views``."""
-    chosen = sorted(set(views))
-    if set(chosen) == set(cfg.effective_views()):
-        return cfg.kafka.group_id
-    return f"{cfg.kafka.group_id}{VIEWS_MARK}{'+'.join(chosen)}"
+Part = tuple[str, int]
 
 
-def view_set_tag(views: Iterable[str]) -> str:
-    """A short fingerprint of a view set, carried in the worker's client.id."""
-    text = ",".join(sorted(set(views)))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+@dataclass(frozen=True)
+class Scope:
+    """The views a worker applies and the sinks it writes them to."""
+
+    views: frozenset[str]
+    sinks: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        cfg: Config,
+        views: Iterable[str] | None = None,
+        sinks: Iterable[str] | None = None,
+    ) -> Scope:
+        defined = cfg.effective_views()
+        chosen = frozenset(defined if views is None else views)
+        every = frozenset(s for v in chosen for s in defined[v].sinks)
+        return cls(chosen, every if sinks is None else frozenset(sinks) & every)
+
+    def pairs(self, cfg: Config) -> set[tuple[str, str]]:
+        """The (view, sink) pairs this scope applies."""
+        defined = cfg.effective_views()
+        return {(v, s) for v in self.views for s in defined[v].sinks if s in self.sinks}
 
 
-def client_id(views: Iterable[str]) -> str:
-    return f"{CLIENT_PREFIX}{view_set_tag(views)}"
+def worker_group(cfg: Config, scope: Scope) -> str:
+    """The consumer group of a worker of ``scope``."""
+    full = Scope.of(cfg)
+    name = cfg.kafka.group_id
+    if scope.views != full.views:
+        name += VIEWS_MARK + "+".join(sorted(scope.views))
+    if scope.sinks != Scope.of(cfg, scope.views).sinks:
+        name += SINKS_MARK + "+".join(sorted(scope.sinks))
+    return name
 
 
-def views_of_group(cfg: Config, group: str) -> frozenset[str] | None:
-    """The views the workers of ``group`` apply, or None for another group."""
-    if group == cfg.kafka.group_id:
-        return frozenset(cfg.effective_views())
-    prefix = f"{cfg.kafka.group_id}{VIEWS_MARK}"
-    if not group.startswith(prefix):
+def scope_of_group(cfg: Config, group: str) -> Scope | None:
+    """The scope of the workers of ``group``, or None for another group."""
+    base = cfg.kafka.group_id
+    if group == base:
+        return Scope.of(cfg)
+    if not group.startswith(base + "."):
         return None
-    return frozenset(group[len(prefix) :].split("+"))
+    rest = group[len(base) :]
+    views: list[str] | None = None
+    sinks: list[str] | None = None
+    if rest.startswith(VIEWS_MARK):
+        rest = rest[len(VIEWS_MARK) :]
+        listed, _, tail = rest.partition(SINKS_MARK)
+        views = listed.split("+")
+        rest = SINKS_MARK + tail if tail else ""
+    if rest.startswith(SINKS_MARK):
+        sinks = rest[len(SINKS_MARK) :].split("+")
+        rest = ""
+    if rest or (views is None and sinks is None):
+        return None
+    defined = cfg.effective_views()
+    if views is not None and not set(views) <= set(defined):
+        return None  # a group of views this config no longer has
+    return Scope.of(cfg, views, sinks)
 
 
-def foreign_members(bootstrap: str, group: str, views: Iterable[str]) -> list[str]:
-    """Members of ``group`` whose client.id names another view set than
-    ``views`` (as ``host/client.id``); empty when the group is consistent."""
-    mine = client_id(views)
+def client_id(scope: Scope) -> str:
+    """The worker's client.id: a short fingerprint of its scope."""
+    text = ",".join(sorted(scope.views)) + "|" + ",".join(sorted(scope.sinks))
+    return CLIENT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def foreign_members(bootstrap: str, group: str, scope: Scope) -> list[str]:
+    """Members of ``group`` whose client.id names another scope than
+    ``scope`` (as ``host/client.id``); empty when the group is consistent."""
+    mine = client_id(scope)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
@@ -87,16 +135,13 @@ def foreign_members(bootstrap: str, group: str, views: Iterable[str]) -> list[st
     ]
 
 
-Part = tuple[str, int]
-
-
 class AppliedOffsets:
-    """Per view, how far the groups applying it have committed.
+    """How far each view is applied in each sink, from the groups' commits.
 
-    A view's offset on a partition is the highest committed by any group that
-    applies the view (each such group committed only what it applied to every
-    sink of the view). The list of groups is asked again every
-    ``groups_every_s`` so that a newly started view set is found.
+    A (view, sink) pair's offset on a partition is the highest committed by a
+    group whose scope holds the pair (such a group committed only what it
+    applied); a view's is the least over its sinks. The list of groups is
+    asked again every ``groups_every_s`` so that a new scope is found.
     """
 
     def __init__(
@@ -106,35 +151,53 @@ class AppliedOffsets:
         self.timeout_s = timeout_s
         self.groups_every_s = groups_every_s
         self.admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-        self._groups: dict[str, frozenset[str]] = {}
+        self._groups: dict[str, Scope] = {}
         self._listed_at = float("-inf")
 
-    def groups(self) -> dict[str, frozenset[str]]:
-        """The consumer groups of workers of this config, with their views."""
+    def groups(self) -> dict[str, Scope]:
+        """The consumer groups of workers of this config, with their scopes."""
         if time.monotonic() - self._listed_at >= self.groups_every_s:
             listed = self.admin.list_consumer_groups().result(timeout=self.timeout_s)
-            found: dict[str, frozenset[str]] = {}
+            found: dict[str, Scope] = {}
             for g in listed.valid:
-                views = views_of_group(self.cfg, g.group_id)
-                if views is not None:
-                    found[g.group_id] = views
+                scope = scope_of_group(self.cfg, g.group_id)
+                if scope is not None:
+                    found[g.group_id] = scope
             self._groups = found
             self._listed_at = time.monotonic()
         return self._groups
 
-    def by_view(self, parts: Iterable[Part]) -> dict[str, dict[Part, int]]:
-        """Per view, the committed offset of each of ``parts`` (absent where
-        no group applying the view committed anything)."""
+    def by_pair(self, parts: Iterable[Part]) -> dict[tuple[str, str], dict[Part, int]]:
+        """Per (view, sink), the committed offset of each of ``parts`` (absent
+        where no group applying the pair committed anything)."""
         wanted = [TopicPartition(t, p) for t, p in parts]
-        out: dict[str, dict[Part, int]] = {v: {} for v in self.cfg.effective_views()}
-        for group, views in self.groups().items():
+        out: dict[tuple[str, str], dict[Part, int]] = {
+            pair: {} for pair in Scope.of(self.cfg).pairs(self.cfg)
+        }
+        for group, scope in self.groups().items():
             request = ConsumerGroupTopicPartitions(group, wanted)
             futures = self.admin.list_consumer_group_offsets([request])
             got = futures[group].result(timeout=self.timeout_s)
+            pairs = scope.pairs(self.cfg) & out.keys()
             for tp in got.topic_partitions or ():
                 if tp.offset < 0:
                     continue
                 key = (tp.topic, tp.partition)
-                for view in views & out.keys():
-                    out[view][key] = max(out[view].get(key, -1), tp.offset)
+                for pair in pairs:
+                    out[pair][key] = max(out[pair].get(key, -1), tp.offset)
+        return out
+
+    def by_view(self, parts: Iterable[Part]) -> dict[str, dict[Part, int]]:
+        """Per view, the committed offset of each of ``parts`` in its slowest
+        sink (absent where some sink of the view has nothing committed)."""
+        wanted = list(parts)
+        pairs = self.by_pair(wanted)
+        out: dict[str, dict[Part, int]] = {}
+        for view, cfg in self.cfg.effective_views().items():
+            mine = [pairs[(view, s)] for s in cfg.sinks]
+            out[view] = {
+                key: min(m[key] for m in mine)
+                for key in wanted
+                if all(key in m for m in mine)
+            }
         return out

@@ -81,17 +81,17 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
             for table in view.tables():
                 if cfg.source.topic(table) not in {t for t, _p in bounds}:
                     bounds.update(_offsets(consumer, cfg.source.topic(table), timeout))
-        # Consumer lag of a view: behind the groups that apply it.
-        reached = groups.AppliedOffsets(cfg, timeout).by_view(bounds)
+        # Consumer lag of a view in a sink: behind the groups that apply it.
+        reached = groups.AppliedOffsets(cfg, timeout).by_pair(bounds)
         for view_name, view in cfg.effective_views().items():
             topics = {cfg.source.topic(t) for t in view.tables()}
             own = {k: b for k, b in bounds.items() if k[0] in topics}
-            lag = sum(
-                max(0, high - reached[view_name].get(k, low))
-                for k, (low, high) in own.items()
-            )
             parts = len(own)
             for sink in view.sinks:
+                done = reached[(view_name, sink)]
+                lag = sum(
+                    max(0, high - done.get(k, low)) for k, (low, high) in own.items()
+                )
                 mine = [
                     c for c in cps.values() if c.view == view_name and c.sink == sink
                 ]

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -44,7 +44,7 @@ from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
 from pipeline.config import Config
-from pipeline.errors import FatalError, TransientError
+from pipeline.errors import ConfigError, FatalError, TransientError
 from pipeline.processor import Batch, Processor
 from pipeline.sinkwriter import Abandoned, Backoff
 from pipeline.views import View, build_views
@@ -83,14 +83,14 @@ def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
     return {n: build_sink(n, cfg.sinks[n], targets_for(cfg, n)) for n in names}
 
 
-def consumer_config(cfg: Config, views: Iterable[str] | None = None) -> dict[str, Any]:
-    """The worker's consumer settings; its group is that of the views it serves
-    (:mod:`pipeline.groups`), all of the config's when ``views`` is None."""
-    served = list(cfg.effective_views()) if views is None else list(views)
+def consumer_config(cfg: Config, scope: groups.Scope | None = None) -> dict[str, Any]:
+    """The worker's consumer settings; its group is that of its scope, the
+    views and sinks it serves (:mod:`pipeline.groups`; default: all)."""
+    scope = scope or groups.Scope.of(cfg)
     conf: dict[str, Any] = {
         "bootstrap.servers": cfg.kafka.bootstrap_servers,
-        "group.id": groups.worker_group(cfg, served),
-        "client.id": groups.client_id(served),
+        "group.id": groups.worker_group(cfg, scope),
+        "client.id": groups.client_id(scope),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
@@ -145,6 +145,10 @@ class Worker:
         """Ask the loop to finish its batch and leave (signal-handler safe)."""
         self.stopping = True
 
+    def scope(self) -> groups.Scope:
+        """The views this worker applies and the sinks it writes them to."""
+        return groups.Scope.of(self.cfg, self.views, self.sinks)
+
     def topics(self) -> list[str]:
         by_topic = self.cfg.view_topics()
         return sorted(
@@ -184,7 +188,7 @@ class Worker:
         )
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
         self._open_sinks()
-        conf = consumer_config(cfg, self.views)
+        conf = consumer_config(cfg, self.scope())
         if self.assignment is not None:  # a rebuild's catch-up: its own group
             conf["group.id"] = cfg.kafka.group_id
         self.group = conf["group.id"]
@@ -294,7 +298,7 @@ class Worker:
             # running; the newcomer that does not fit refuses.
             self._checked = True
             self._mixed = groups.foreign_members(
-                self.cfg.kafka.bootstrap_servers, self.group, self.views
+                self.cfg.kafka.bootstrap_servers, self.group, self.scope()
             )
             if self._mixed:
                 self.stopping = True
@@ -474,11 +478,26 @@ def run_worker(
     cfg: Config,
     view_names: Sequence[str] | None = None,
     metrics_port: int | None = None,
+    sink_names: Sequence[str] | None = None,
 ) -> Worker:
-    """Build and run a worker until SIGTERM/SIGINT; used by ``readside worker``."""
+    """Build and run a worker until SIGTERM/SIGINT; used by ``readside worker``.
+
+    Args:
+        view_names: the views it applies (default: all).
+        sink_names: the sinks it writes them to (default: all of theirs);
+            views with none of them are left out.
+    """
+    if sink_names is not None:
+        unknown = set(sink_names) - set(cfg.sinks)
+        if unknown:
+            raise ConfigError(f"--sinks: unknown sink(s) {', '.join(sorted(unknown))}")
     views = build_views(cfg, only=view_names)
-    sink_names = sorted({s for v in views.values() for s in v.cfg.sinks})
-    worker = Worker(cfg, views, build_sinks(cfg, sink_names))
+    if sink_names is not None:
+        views = {n: v for n, v in views.items() if set(v.cfg.sinks) & set(sink_names)}
+        if not views:
+            raise ConfigError("--sinks: no view of this worker writes to them")
+    scope = groups.Scope.of(cfg, views, sink_names)
+    worker = Worker(cfg, views, build_sinks(cfg, sorted(scope.sinks)))
 
     def on_signal(signum: int, _frame: object) -> None:
         # A second signal, or worker.shutdown_timeout_s without the loop having

@@ -244,6 +244,7 @@ class Pipeline:
         env: Mapping[str, str] | None = None,
         views: Sequence[str] | None = None,
         metrics_port: int = 0,
+        sinks: Sequence[str] | None = None,
     ) -> WorkerProc:
         n = len(self.workers)
         log = self.tmp_path / f"worker-{n}.log"
@@ -259,6 +260,8 @@ class Pipeline:
         ]
         if views:
             cmd += ["--views", ",".join(views)]
+        if sinks:
+            cmd += ["--sinks", ",".join(sinks)]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         full_env.pop("READSIDE_FAULT_CRASH_BEFORE_COMMIT", None)
         full_env.update(env or {})

@@ -1,8 +1,8 @@
 """A slow store never costs a worker its place in the consumer group.
 
-Every write to MongoDB is made to take 8 s (fault injection: the write still
+Every write to MongoDB is made to take 15 s (fault injection: the write still
 happens, later) while the group's patience between polls,
-``max.poll.interval.ms``, is 6 s. A worker that waited for the store inside
+``max.poll.interval.ms``, is 12 s. A worker that waited for the store inside
 its poll loop would be evicted at every batch ("Application maximum poll
 interval exceeded", "leaving group"), its commits refused, and the batch
 redone forever. The worker waits for a slow write on a helper thread and
@@ -13,6 +13,7 @@ commits, and every store converges.
 from __future__ import annotations
 
 import pytest
+from harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +25,10 @@ def test_worker_with_a_store_slower_than_the_poll_interval_keeps_its_group(
     make_pipeline,
 ):
     p = make_pipeline(
-        SCHEMA, ["public.items"], VIEWS, worker={"max_poll_interval_ms": 6_000}
+        SCHEMA, ["public.items"], VIEWS, worker={"max_poll_interval_ms": 12_000}
     )
     p.apply_connector()
-    worker = p.start_worker(env={"READSIDE_FAULT_SLOW_SINK": "mongodb:8000"})
+    worker = p.start_worker(env={"READSIDE_FAULT_SLOW_SINK": "mongodb:15000"})
     for first in (1, 101, 201):
         p.sql(
             "INSERT INTO items SELECT i, 'item ' || i "
@@ -40,3 +41,26 @@ def test_worker_with_a_store_slower_than_the_poll_interval_keeps_its_group(
     assert "maximum poll interval" not in log.lower(), worker.tail()
     assert "commit failed" not in log.lower(), worker.tail()
     assert worker.alive()
+
+
+def test_workers_per_sink_a_slow_store_does_not_hold_back_the_others(make_pipeline):
+    # One worker set per sink (--sinks): each sink's consumer group goes at
+    # its own store's pace. MongoDB takes 30 s per write; Redis and
+    # Elasticsearch hold every row long before it.
+    p = make_pipeline(SCHEMA, ["public.items"], VIEWS)
+    p.apply_connector()
+    p.start_worker(sinks=["redis", "elasticsearch"])
+    p.start_worker(sinks=["mongodb"], env={"READSIDE_FAULT_SLOW_SINK": "mongodb:30000"})
+    p.sql("INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i")
+
+    def fast_ones_done() -> list:
+        drifts = p.verify()
+        if all(d.ok for d in drifts if d.sink != "mongodb"):
+            return drifts
+        return []
+
+    drifts = wait_for(fast_ones_done, 25, "redis and elasticsearch to hold every row")
+    (slow,) = [d for d in drifts if d.sink == "mongodb"]
+    assert not slow.ok, "mongodb could not have been written yet"
+    p.wait_drained(timeout=180)
+    p.assert_converged()

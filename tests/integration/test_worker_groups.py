@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from harness import wait_for
 
-from pipeline.groups import worker_group
+from pipeline.groups import Scope, worker_group
 from query.lsn import parse as parse_lsn
 from query.watermark import WatermarkTracker
 
@@ -49,7 +49,8 @@ def test_workers_with_disjoint_views_each_apply_every_row(make_pipeline):
     _insert(p, 61, 60)
     wait_for(lambda: _converged(p), 120, "both views to hold every row")
     p.assert_converged()
-    assert worker_group(p.config, ["a"]) != worker_group(p.config, ["b"])
+    group_a = worker_group(p.config, Scope.of(p.config, ["a"]))
+    assert group_a != worker_group(p.config, Scope.of(p.config, ["b"]))
 
 
 def test_watermark_of_a_view_no_worker_serves_stays_behind(make_pipeline):
