@@ -162,6 +162,42 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
     return problems
 
 
+#: Columns PostgreSQL may store out of line (TOAST), per table, for tables
+#: whose replica identity is not FULL.
+_TOASTABLE = """
+SELECT a.attname
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.oid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attstorage IN ('x', 'e') AND c.relreplident <> 'f'
+ORDER BY a.attnum
+"""
+
+
+def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
+    """Warnings for table views whose table can send unchanged TOASTed values.
+
+    An update that leaves a TOASTed column unchanged carries no value for it
+    (REPLICA IDENTITY DEFAULT); the sink fills it from the stored document.
+    Once compaction removed the record that set the value, a worker that was
+    behind, or a new sink bootstrapping from the topic, has no right value
+    to fill it from: the document keeps an older value, or the update is
+    dead-lettered. REPLICA IDENTITY FULL puts the value in every update.
+    """
+    tables = {v.table for v in cfg.views.values() if v.kind == "table"}
+    out: list[str] = []
+    for table in sorted(t for t in tables if t):
+        cols = [r[0] for r in conn.execute(_TOASTABLE, (table,)).fetchall()]
+        if cols:
+            out.append(
+                f"table {table}: columns {', '.join(cols)} may be TOASTed and its "
+                "replica identity is not FULL; after topic compaction an update "
+                "that leaves them unchanged cannot be completed (the stored "
+                "value may be older, or missing in a new sink): "
+                f"ALTER TABLE {table} REPLICA IDENTITY FULL"
+            )
+    return out
+
+
 def ensure_publication(
     conn: psycopg.Connection[Any], name: str, tables: list[str]
 ) -> str:
@@ -238,6 +274,8 @@ def prepare_source(cfg: Config) -> None:
             raise ConfigError("\n".join(problems))
         done = ensure_publication(conn, src.publication, captured_tables(cfg))
         logger.info("publication %s name=%s", done, src.publication)
+        for warning in toast_risks(conn, cfg):
+            logger.warning("%s", warning)
         schema = src.signal_table.rpartition(".")[0] or "public"
         truncate.install(conn, src.tables, schema)
 

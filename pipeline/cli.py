@@ -147,7 +147,7 @@ def config_group() -> None:
 def config_check(ctx: click.Context, sql: bool) -> None:
     """Validate the config and print the resolved plan and the views' SQL."""
     cfg = load_config(ctx)
-    from connectors.debezium import table_problems
+    from connectors.debezium import table_problems, toast_risks
     from pipeline.plan import describe, view_sql
 
     if sql:
@@ -155,6 +155,9 @@ def config_check(ctx: click.Context, sql: bool) -> None:
             dsn = cfg.source.dsn.get_secret_value()
             with psycopg.connect(dsn, connect_timeout=10) as conn:
                 problems = table_problems(conn, list(cfg.source.tables))
+                if not problems:
+                    for warning in toast_risks(conn, cfg):
+                        click.echo(f"warning: {warning}", err=True)
         except psycopg.OperationalError as exc:
             raise click.ClickException(
                 f"cannot read the source's catalog: {exc} (use --no-sql to skip)"
