@@ -244,32 +244,50 @@ def _relation(node: Node) -> sql.Composable:
     ).format(document(node), _order(node), rows, alias)
 
 
-def _key_arrays(cols: list[Column]) -> sql.Composed:
-    """``%(k0)s::text[]::type0[], ...``: key values travel as text arrays."""
-    return sql.SQL(", ").join(
-        sql.SQL("{}::text[]::{}[]").format(
-            sql.Placeholder(f"k{i}"),
-            sql.SQL(c.sql_type),
-        )
-        for i, c in enumerate(cols)
+#: bytea: keys travel in their JSON form, base64 (docs/types.md), which a
+#: cast to bytea would take as the text's own bytes.
+_BYTEA_OID = 17
+
+
+def from_text(text: sql.Composable, column: Column) -> sql.Composable:
+    """``text`` (a key value's JSON form as text) as a value of ``column``'s type.
+
+    Every key or link value travels from the change events to SQL as the text
+    of its JSON form; PostgreSQL's input function reads all of them back (uuid,
+    numeric, timestamptz with offset, ISO 8601 intervals...) except bytea's
+    base64.
+    """
+    if column.oid == _BYTEA_OID:
+        return sql.SQL("decode({}, 'base64')").format(text)
+    return sql.SQL("{}::{}").format(text, sql.SQL(column.sql_type))
+
+
+def _unnest(cols: list[Column], prefix: str = "k") -> sql.Composable:
+    """``unnest(%(k0)s::text[], ...) AS u(k0, ...)``: the key texts, one row each."""
+    names = [f"{prefix}{i}" for i in range(len(cols))]
+    return sql.SQL("unnest({}) AS u({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}::text[]").format(sql.Placeholder(n)) for n in names
+        ),
+        sql.SQL(", ").join(ident(n) for n in names),
     )
+
+
+def _typed(cols: list[Column], prefix: str = "k") -> list[sql.Composable]:
+    """The columns of :func:`_unnest`'s rows, each as its key column's type."""
+    return [
+        from_text(sql.SQL("u.{}").format(ident(f"{prefix}{i}")), c)
+        for i, c in enumerate(cols)
+    ]
 
 
 def _key_condition(node: Node, params: list[str]) -> sql.Composable:
-    """``(t.a, t.b) IN (unnest of text arrays cast to the key types)``."""
+    """``(t.a, t.b) IN (the key texts k0, k1, ... as the key types)``."""
     cols = [node.table.columns[c] for c in params]
-    if len(cols) == 1:
-        return sql.SQL("{} = ANY({}::text[]::{}[])").format(
-            col(node, cols[0].name), sql.Placeholder("k0"), sql.SQL(cols[0].sql_type)
-        )
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::text[]::{}[]").format(
-            sql.Placeholder(f"k{i}"), sql.SQL(c.sql_type)
-        )
-        for i, c in enumerate(cols)
-    )
-    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
-        sql.SQL(", ").join(col(node, c.name) for c in cols), arrays
+    return sql.SQL("({}) IN (SELECT {} FROM {})").format(
+        sql.SQL(", ").join(col(node, c.name) for c in cols),
+        sql.SQL(", ").join(_typed(cols)),
+        _unnest(cols),
     )
 
 
@@ -324,9 +342,9 @@ class ViewSQL:
             after = sql.SQL("({}) > ({})").format(
                 sql.SQL(", ").join(col(self.root, c) for c in keys),
                 sql.SQL(", ").join(
-                    sql.SQL("{}::text::{}").format(
-                        sql.Placeholder(f"a{i}"),
-                        sql.SQL(self.root.table.columns[c].sql_type),
+                    from_text(
+                        sql.SQL("{}::text").format(sql.Placeholder(f"a{i}")),
+                        self.root.table.columns[c],
                     )
                     for i, c in enumerate(keys)
                 ),
@@ -371,22 +389,17 @@ def resolve_query(node: Node) -> sql.Composed:
     ]
     target = path[-1]
     cols = [target.table.columns[c] for c in node.on.values()]
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::text[]::{}[]").format(
-            sql.Placeholder(f"k{i}"), sql.SQL(c.sql_type)
-        )
-        for i, c in enumerate(cols)
-    )
     keys = sql.SQL(", ").join(col(root, c) for c in root.table.primary_key)
     return sql.SQL(
-        "SELECT DISTINCT {} FROM {} AS {}{} WHERE ({}) IN (SELECT * FROM unnest({}))"
+        "SELECT DISTINCT {} FROM {} AS {}{} WHERE ({}) IN (SELECT {} FROM {})"
     ).format(
         keys,
         table_ref(root.table.name),
         ident(root.alias),
         sql.SQL("").join(joins),
         sql.SQL(", ").join(col(target, c.name) for c in cols),
-        arrays,
+        sql.SQL(", ").join(_typed(cols)),
+        _unnest(cols),
     )
 
 
