@@ -336,6 +336,9 @@ class WorkerConfig(_Model):
     backoff_initial_ms: int = Field(200, ge=1)
     backoff_max_ms: int = Field(10_000, ge=1)
     shutdown_timeout_s: float = Field(30.0, gt=0)
+    #: Most roots an aggregate view re-reads in one snapshot: a change that
+    #: fans out to more is read (and can be written) a chunk at a time.
+    reread_chunk_roots: int = Field(2000, ge=1)
 
 
 class StackConfig(_Model):

@@ -350,7 +350,10 @@ class Worker:
             assert isinstance(view, AggregateView)
             while True:
                 try:
-                    batch.ops[name] = coalesce(view.reread(self.reader, pending))
+                    chunks = view.reread_chunks(
+                        self.reader, pending, self.cfg.worker.reread_chunk_roots
+                    )
+                    batch.ops[name] = coalesce(op for ops in chunks for op in ops)
                     metrics.REREADS.labels(name).inc()
                     self._dead_roots(batch, name, pending)
                     break
@@ -375,9 +378,10 @@ class Worker:
     @staticmethod
     def _dead_roots(batch: Batch, view: str, pending: Pending) -> None:
         """Dead-letter a change that led to a root a transform refused."""
-        msg = batch.messages.get(pending.position) if pending.position else None
         for ident, exc in pending.failures:
             logger.error("transform refused view=%s id=%s error=%s", view, ident, exc)
+            pos = pending.blamed(ident)
+            msg = batch.messages.get(pos) if pos else None
             if msg is not None:
                 batch.dead.append(
                     DeadLetter(
