@@ -173,8 +173,8 @@ class Links:
         view_sql: the view's statements.
         links: per node whose link needs SQL, its link values (texts) and
             the position of a change that named each.
-        every_root: also every root the view defines (a related table was
-            truncated).
+        every_root: the position of a truncate that asks for every root the
+            view defines too (None: only the linked roots).
     """
 
     def __init__(
@@ -182,7 +182,7 @@ class Links:
         reader: Reader,
         view_sql: ViewSQL,
         links: Iterable[tuple[Node, Mapping[Key, Position | None]]],
-        every_root: bool = False,
+        every_root: Position | None = None,
     ) -> None:
         self.reader = reader
         self.positions: list[Position | None] = []
@@ -198,7 +198,8 @@ class Links:
             self.params[f"{prefix}tag"] = list(range(start, start + len(ordered)))
             self.positions += [values[v] for v in ordered]
             self.parts.append(resolve_query(node, prefix))
-        if every_root:
+        self.every_root = every_root
+        if every_root is not None:
             self.parts.append(all_roots_query(view_sql))
         self._cursor: psycopg.ServerCursor[Any] | None = None
 
@@ -213,9 +214,8 @@ class Links:
         out: list[Blamed] = []
         for row in self.reader.fetch(self._cursor, size):
             tag = row[-1]
-            out.append(
-                (row_key(row[:-1]), None if tag is None else self.positions[tag])
-            )
+            named = self.every_root if tag is None else self.positions[tag]
+            out.append((row_key(row[:-1]), named))
         return out
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,15 +71,15 @@ class Pending:
     changes: int = 0
     # A change that named each root of ``root_keys`` (absent: ``position``).
     named_by: dict[Key, Position | None] = field(default_factory=dict)
-    # A related table was truncated: every root the view defines.
-    every_root: bool = False
+    # A table of the view was truncated (at this change): every root it defines.
+    every_root: Position | None = None
     # Roots whose document a transform refused: (doc id, error).
     failures: list[tuple[str, BadRecord]] = field(default_factory=list)
     # The change blamed for each refused doc id (see :meth:`blamed`).
     refused_by: dict[str, Position | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.root_keys or self.links or self.every_root)
+        return bool(self.root_keys or self.links or self.every_root is not None)
 
     def name(self, key: Key, position: Position) -> None:
         """Note that the change at ``position`` names root ``key``."""
@@ -149,37 +149,15 @@ class AggregateView:
     # ------------------------------------------------------------ per event
     def collect(self, event: ChangeEvent, pending: Pending) -> None:
         """Note which roots ``event`` may change."""
-        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
-            if event.op is Op.TRUNCATE:
-                logger.warning(
-                    "truncate of %s: run `readside snapshot %s --rebuild` to build "
-                    "the view again from the source",
-                    event.table,
-                    self.name,
-                )
+        if event.op is Op.TOMBSTONE:
             return
         self.tree()
         nodes = self._by_table.get(event.table, ())
-        for node in nodes:
-            if node.kind == "root":
-                pk = node.table.primary_key
-                if all(c in event.key for c in pk):
-                    key = tuple(key_text(event.key[c]) for c in pk)
-                    pending.name(key, event.position)
-                continue
-            direct = direct_keys(node)
-            cols = direct if direct is not None else list(node.on)
-            for image in (event.before, event.after):
-                if image is None:
-                    continue
-                values = [image.get(c, event.key.get(c)) for c in cols]
-                if any(v is None or v is UNCHANGED for v in values):
-                    continue
-                text = tuple(key_text(v) for v in values)
-                if direct is not None:
-                    pending.name(text, event.position)
-                else:
-                    pending.links.setdefault(node.alias, {})[text] = event.position
+        if event.op is Op.TRUNCATE:
+            self._truncated(event, nodes, pending)
+        else:
+            for node in nodes:
+                self._name_roots(event, node, pending)
         if not nodes:
             return
         pending.changes += 1
@@ -190,6 +168,51 @@ class AggregateView:
         if event.commit_ts_ms is not None:
             pending.commit_ts_ms = max(pending.commit_ts_ms or 0, event.commit_ts_ms)
         pending.position = event.position
+
+    @staticmethod
+    def _name_roots(event: ChangeEvent, node: Node, pending: Pending) -> None:
+        """Note the roots a change of ``node``'s table names, or the links
+        that name them once resolved."""
+        if node.kind == "root":
+            pk = node.table.primary_key
+            if all(c in event.key for c in pk):
+                key = tuple(key_text(event.key[c]) for c in pk)
+                pending.name(key, event.position)
+            return
+        direct = direct_keys(node)
+        cols = direct if direct is not None else list(node.on)
+        for image in (event.before, event.after):
+            if image is None:
+                continue
+            values = [image.get(c, event.key.get(c)) for c in cols]
+            if any(v is None or v is UNCHANGED for v in values):
+                continue
+            text = tuple(key_text(v) for v in values)
+            if direct is not None:
+                pending.name(text, event.position)
+            else:
+                pending.links.setdefault(node.alias, {})[text] = event.position
+
+    def _truncated(
+        self, event: ChangeEvent, nodes: Sequence[Node], pending: Pending
+    ) -> None:
+        """A truncate of a table of the view: re-read every root it defines.
+
+        Rows of a related table are gone, so no image names the roots they
+        were part of; every root is read again (in chunks). A truncated root
+        table leaves no root to read: the documents the stores hold for them
+        are deleted only by a rebuild (the view does not know their ids).
+        """
+        if not nodes:
+            return
+        pending.every_root = event.position
+        if any(n.kind == "root" for n in nodes):
+            logger.warning(
+                "truncate of root table %s: documents of its removed rows stay "
+                "until `readside snapshot %s --rebuild`",
+                event.table,
+                self.name,
+            )
 
     # ------------------------------------------------------------ per batch
     def converter(self, reader: Reader) -> Converter:
