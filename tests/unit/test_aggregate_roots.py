@@ -8,6 +8,7 @@ from psycopg import sql
 from pipeline.aggregate.catalog import Column
 from pipeline.aggregate.plan import from_text
 from pipeline.aggregate.roots import Blamed, RootKeys
+from pipeline.aggregate.view import Pending
 from pipeline.events import Position
 
 pytestmark = pytest.mark.unit
@@ -90,3 +91,16 @@ def test_from_text_key_types_read_their_json_form(
 ) -> None:
     column = Column("k", oid, sql_type, sql_type)
     assert from_text(sql.SQL("x"), column).as_string(None) == expected
+
+
+def test_pending_blamed_named_change_else_batch_last() -> None:
+    pending = Pending()
+    pending.name(("1",), pos(4))
+    pending.position = pos(5)
+    pending.refused_by["1"] = pos(4)
+    assert pending.blamed("1") == pos(4)
+    assert pending.blamed("2") == pos(5)
+    assert pending.named_by == {("1",): pos(4)}
+    assert pending
+    assert not Pending()
+    assert Pending(every_root=pos(1))
