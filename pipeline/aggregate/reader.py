@@ -31,7 +31,7 @@ from psycopg.types.hstore import HstoreLoader
 
 from pipeline.aggregate.catalog import Column
 from pipeline.aggregate.plan import Node, ViewSQL
-from pipeline.errors import TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.types import pg_value_to_json
 
 logger = logging.getLogger(__name__)
@@ -238,6 +238,12 @@ class Reader:
         """Up to ``size`` more rows of a :meth:`declare` cursor."""
         try:
             return cursor.fetchmany(size)
+        except psycopg.errors.InvalidCursorName as exc:
+            raise FatalError(
+                "a cursor held across transactions vanished: source.lookup_dsn "
+                "(or source.dsn) must keep its session between transactions "
+                "(a pooler in session mode, not transaction mode)"
+            ) from exc
         except psycopg.OperationalError as exc:
             self.close()
             raise TransientError(f"source read failed: {exc}") from exc
