@@ -249,6 +249,8 @@ class AggregateView:
 
         Raises:
             TransientError: the source is unreachable or lags (retry later).
+            FatalError: the cursor vanished between chunks (a pooler in
+                transaction mode on the lookup DSN).
         """
         if not pending:
             return
