@@ -12,7 +12,8 @@ statements the worker sends to PostgreSQL:
 * re-read statements (``rows_by_keys``: one per view per batch, or more when
   a batch names over 5,000 roots) — the figure of the issue;
 * resolve statements (an ``order_lines`` change names an order, which names
-  the root only by SQL);
+  the root only by SQL): one cursor per re-read (its ``DECLARE``), whatever
+  the number of linked tables;
 * snapshot statements (``begin``: the version and visibility check).
 
 Each live run is followed by a catch-up run over the very same changes: a
@@ -64,6 +65,11 @@ class CountingReader(Reader):
             return super().rows_by_keys(view_sql, keys)
         finally:
             self._in_rows = False
+
+    def declare(self, statement: Any, params: dict[str, Any]) -> Any:
+        # Roots reached by SQL: one cursor per re-read (its FETCHes uncounted).
+        self.counts["resolve"] += 1
+        return super().declare(statement, params)
 
     def query(self, statement: Any, params: dict[str, Any]) -> list[Any]:
         self.counts["reread" if self._in_rows else "resolve"] += 1

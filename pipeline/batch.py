@@ -32,6 +32,7 @@ from pipeline.config import WorkerConfig
 from pipeline.decode import RawMessage
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import TransientError
+from pipeline.events import DocumentOp
 from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
 from pipeline.sinkwriter import (
     Abandoned,
@@ -168,7 +169,7 @@ class BatchHandler:
             backoff = self._backoff()
             while True:
                 try:
-                    read = self.pacer.run(partial(view.reread, self.reader, pending))
+                    read = self.pacer.run(partial(self._read_roots, view, pending))
                     batch.ops[name] = coalesce(read)
                     metrics.REREADS.labels(name).inc()
                     self._dead_roots(batch, name, pending)
@@ -191,12 +192,21 @@ class BatchHandler:
                             "batch abandoned while the source was down"
                         ) from exc
 
+    def _read_roots(self, view: AggregateView, pending: Pending) -> list[DocumentOp]:
+        """Every root ``pending`` names, read a chunk of
+        ``worker.reread_chunk_roots`` roots per snapshot."""
+        chunks = view.reread_chunks(
+            self.reader, pending, self.settings.reread_chunk_roots
+        )
+        return [op for ops in chunks for op in ops]
+
     @staticmethod
     def _dead_roots(batch: Batch, view: str, pending: Pending) -> None:
         """Dead-letter a change that led to a root a transform refused."""
-        msg = batch.messages.get(pending.position) if pending.position else None
         for ident, exc in pending.failures:
             logger.error("transform refused view=%s id=%s error=%s", view, ident, exc)
+            pos = pending.blamed(ident)
+            msg = batch.messages.get(pos) if pos else None
             if msg is not None:
                 batch.dead.append(
                     DeadLetter(

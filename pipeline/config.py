@@ -365,6 +365,9 @@ class WorkerConfig(_Model):
     #: reaches it (the worker polls while it waits for a write); at least
     #: the session timeout (10 s)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    #: Most roots an aggregate view re-reads in one snapshot: a change that
+    #: fans out to more is read (and can be written) a chunk at a time.
+    reread_chunk_roots: int = Field(2000, ge=1)
 
 
 class StackConfig(_Model):

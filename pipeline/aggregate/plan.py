@@ -197,7 +197,7 @@ def document(node: Node) -> sql.Composable:
     return sql.SQL(" || ").join(calls)
 
 
-def _link(node: Node) -> sql.Composable:
+def link_condition(node: Node) -> sql.Composable:
     """``node.col = enclosing.col AND ...`` for each pair of its ``on``."""
     assert node.enclosing is not None
     parent = node.enclosing
@@ -217,11 +217,11 @@ def _relation(node: Node) -> sql.Composable:
     alias = ident(node.alias)
     if node.kind == "parent":
         return sql.SQL("(SELECT {} FROM {} AS {} WHERE {})").format(
-            document(node), table_ref(node.table.name), alias, _link(node)
+            document(node), table_ref(node.table.name), alias, link_condition(node)
         )
     if node.kind == "children":
         rows = sql.SQL("SELECT * FROM {} AS {} WHERE {}").format(
-            table_ref(node.table.name), alias, _link(node)
+            table_ref(node.table.name), alias, link_condition(node)
         )
     else:  # m2m: through the hidden node
         through = node.enclosing
@@ -232,8 +232,8 @@ def _relation(node: Node) -> sql.Composable:
             ident(through.alias),
             table_ref(node.table.name),
             alias,
-            _link(node),
-            _link(through),
+            link_condition(node),
+            link_condition(through),
         )
     if node.limit is not None:
         rows = sql.SQL("{} ORDER BY {} LIMIT {}").format(
@@ -244,32 +244,55 @@ def _relation(node: Node) -> sql.Composable:
     ).format(document(node), _order(node), rows, alias)
 
 
-def _key_arrays(cols: list[Column]) -> sql.Composed:
-    """``%(k0)s::text[]::type0[], ...``: key values travel as text arrays."""
-    return sql.SQL(", ").join(
-        sql.SQL("{}::text[]::{}[]").format(
-            sql.Placeholder(f"k{i}"),
-            sql.SQL(c.sql_type),
-        )
-        for i, c in enumerate(cols)
+#: bytea: keys travel in their JSON form, base64 (docs/types.md), which a
+#: cast to bytea would take as the text's own bytes.
+_BYTEA_OID = 17
+
+
+def from_text(text: sql.Composable, column: Column) -> sql.Composable:
+    """``text`` (a key value's JSON form as text) as a value of ``column``'s type.
+
+    Every key or link value travels from the change events to SQL as the text
+    of its JSON form; PostgreSQL's input function reads all of them back (uuid,
+    numeric, timestamptz with offset, ISO 8601 intervals...) except bytea's
+    base64.
+    """
+    if column.oid == _BYTEA_OID:
+        return sql.SQL("decode({}, 'base64')").format(text)
+    return sql.SQL("{}::{}").format(text, sql.SQL(column.sql_type))
+
+
+def unnest_keys(
+    cols: list[Column], params: list[str], tag: str | None = None
+) -> sql.Composable:
+    """``unnest(%(p0)s::text[], ...) AS u(k0, ...)``: key texts, one row each.
+
+    With ``tag``, an ``integer[]`` of the same length adds column ``u.tag``.
+    """
+    arrays = [sql.SQL("{}::text[]").format(sql.Placeholder(p)) for p in params]
+    names = [ident(f"k{i}") for i in range(len(cols))]
+    if tag is not None:
+        arrays.append(sql.SQL("{}::integer[]").format(sql.Placeholder(tag)))
+        names.append(ident("tag"))
+    return sql.SQL("unnest({}) AS u({})").format(
+        sql.SQL(", ").join(arrays), sql.SQL(", ").join(names)
     )
+
+
+def typed_keys(cols: list[Column]) -> list[sql.Composable]:
+    """The columns of :func:`unnest_keys`'s rows, each as its key column's type."""
+    return [
+        from_text(sql.SQL("u.{}").format(ident(f"k{i}")), c) for i, c in enumerate(cols)
+    ]
 
 
 def _key_condition(node: Node, params: list[str]) -> sql.Composable:
-    """``(t.a, t.b) IN (unnest of text arrays cast to the key types)``."""
+    """``(t.a, t.b) IN (the key texts k0, k1, ... as the key types)``."""
     cols = [node.table.columns[c] for c in params]
-    if len(cols) == 1:
-        return sql.SQL("{} = ANY({}::text[]::{}[])").format(
-            col(node, cols[0].name), sql.Placeholder("k0"), sql.SQL(cols[0].sql_type)
-        )
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::text[]::{}[]").format(
-            sql.Placeholder(f"k{i}"), sql.SQL(c.sql_type)
-        )
-        for i, c in enumerate(cols)
-    )
-    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
-        sql.SQL(", ").join(col(node, c.name) for c in cols), arrays
+    return sql.SQL("({}) IN (SELECT {} FROM {})").format(
+        sql.SQL(", ").join(col(node, c.name) for c in cols),
+        sql.SQL(", ").join(typed_keys(cols)),
+        unnest_keys(cols, [f"k{i}" for i in range(len(cols))]),
     )
 
 
@@ -280,7 +303,7 @@ def _select(root: Node) -> sql.Composed:
     )
 
 
-def _where(conditions: list[sql.Composable]) -> sql.Composable:
+def where_clause(conditions: list[sql.Composable]) -> sql.Composable:
     if not conditions:
         return sql.SQL("")
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
@@ -299,7 +322,7 @@ class ViewSQL:
     root: Node
     where: str | None
 
-    def _filters(self, extra: str | None = None) -> list[sql.Composable]:
+    def filters(self, extra: str | None = None) -> list[sql.Composable]:
         out: list[sql.Composable] = []
         for cond in (self.where, extra):
             if cond:
@@ -309,24 +332,26 @@ class ViewSQL:
 
     def definition(self) -> sql.Composed:
         """Every document of the view (what ``readside verify`` compares with)."""
-        return _select(self.root) + _where(self._filters()) + _order_by_key(self.root)
+        return (
+            _select(self.root) + where_clause(self.filters()) + _order_by_key(self.root)
+        )
 
     def by_keys(self) -> sql.Composed:
         """Documents of the roots with the keys given as text arrays k0, k1, ..."""
         cond = _key_condition(self.root, self.root.table.primary_key)
-        return _select(self.root) + _where([cond, *self._filters()])
+        return _select(self.root) + where_clause([cond, *self.filters()])
 
     def chunk(self, first: bool, extra: str | None = None) -> sql.Composed:
         """Up to ``%(limit)s`` documents after key ``(%(a0)s, ...)`` in key order."""
-        conds = self._filters(extra)
+        conds = self.filters(extra)
         if not first:
             keys = self.root.table.primary_key
             after = sql.SQL("({}) > ({})").format(
                 sql.SQL(", ").join(col(self.root, c) for c in keys),
                 sql.SQL(", ").join(
-                    sql.SQL("{}::text::{}").format(
-                        sql.Placeholder(f"a{i}"),
-                        sql.SQL(self.root.table.columns[c].sql_type),
+                    from_text(
+                        sql.SQL("{}::text").format(sql.Placeholder(f"a{i}")),
+                        self.root.table.columns[c],
                     )
                     for i, c in enumerate(keys)
                 ),
@@ -334,7 +359,7 @@ class ViewSQL:
             conds.insert(0, after)
         return (
             _select(self.root)
-            + _where(conds)
+            + where_clause(conds)
             + _order_by_key(self.root)
             + sql.SQL(" LIMIT {}").format(sql.Placeholder("limit"))
         )
@@ -346,48 +371,12 @@ class ViewSQL:
         )
         return sql.SQL("SELECT {} FROM {} AS {}").format(
             keys, table_ref(self.root.table.name), ident(self.root.alias)
-        ) + _where(self._filters())
+        ) + where_clause(self.filters())
 
     def count(self, extra: str | None = None) -> sql.Composed:
         return sql.SQL("SELECT count(*) FROM {} AS {}").format(
             table_ref(self.root.table.name), ident(self.root.alias)
-        ) + _where(self._filters(extra))
-
-
-def resolve_query(node: Node) -> sql.Composed:
-    """Root keys of the rows of ``node.enclosing`` whose link columns match.
-
-    The link values come as text arrays k0, k1, ... in the order of
-    ``node.on``'s values (columns of the enclosing node).
-    """
-    assert node.enclosing is not None
-    path = node.enclosing.path_from_root()
-    root = path[0]
-    joins = [
-        sql.SQL(" JOIN {} AS {} ON {}").format(
-            table_ref(n.table.name), ident(n.alias), _link(n)
-        )
-        for n in path[1:]
-    ]
-    target = path[-1]
-    cols = [target.table.columns[c] for c in node.on.values()]
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::text[]::{}[]").format(
-            sql.Placeholder(f"k{i}"), sql.SQL(c.sql_type)
-        )
-        for i, c in enumerate(cols)
-    )
-    keys = sql.SQL(", ").join(col(root, c) for c in root.table.primary_key)
-    return sql.SQL(
-        "SELECT DISTINCT {} FROM {} AS {}{} WHERE ({}) IN (SELECT * FROM unnest({}))"
-    ).format(
-        keys,
-        table_ref(root.table.name),
-        ident(root.alias),
-        sql.SQL("").join(joins),
-        sql.SQL(", ").join(col(target, c.name) for c in cols),
-        arrays,
-    )
+        ) + where_clause(self.filters(extra))
 
 
 def direct_keys(node: Node) -> list[str] | None:

@@ -17,6 +17,7 @@ on a replica that has not replayed it yet the read is retried shortly.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -25,12 +26,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import Format
+from psycopg.pq import Format, TransactionStatus
 from psycopg.types.hstore import HstoreLoader
 
 from pipeline.aggregate.catalog import Column
 from pipeline.aggregate.plan import Node, ViewSQL
-from pipeline.errors import TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.types import pg_value_to_json
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ _INVISIBLE = """
 SELECT x FROM unnest(%s::bigint[]) AS x
 WHERE NOT pg_visible_in_snapshot(x::text::xid8, pg_current_snapshot())
 """
+_CURSORS = itertools.count(1)
 _SESSION = (
     "SET DateStyle = ISO; SET IntervalStyle = postgres; "
     "SET TimeZone = 'UTC'; SET extra_float_digits = 1"
@@ -194,8 +196,71 @@ class Reader:
             raise TransientError(f"source read failed: {exc}") from exc
 
     def end(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.rollback()
+        """End the read transaction.
+
+        It is committed (a read-only transaction changes nothing), so that a
+        cursor :meth:`declare` opened in it outlives it; one that failed is
+        rolled back.
+        """
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        try:
+            if conn.info.transaction_status == TransactionStatus.INTRANS:
+                conn.commit()
+            else:
+                conn.rollback()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise TransientError(f"source read failed: {exc}") from exc
+
+    def declare(
+        self, statement: sql.Composed, params: dict[str, Any]
+    ) -> psycopg.ServerCursor[Any]:
+        """A server-side cursor WITH HOLD over ``statement``, in this snapshot.
+
+        Declared inside a transaction of :meth:`begin`; its rows are those of
+        that snapshot, kept by the server after :meth:`end` (on disk when
+        large), so a caller can fetch them a chunk at a time from later
+        transactions without holding them all. Close it with
+        :meth:`close_cursor`.
+        """
+        name = f"readside_roots_{next(_CURSORS)}"
+        try:
+            cur = self.connection().cursor(name, withhold=True)
+            cur.execute(statement, params)
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise TransientError(f"source read failed: {exc}") from exc
+        return cur
+
+    def fetch(self, cursor: psycopg.ServerCursor[Any], size: int) -> list[Any]:
+        """Up to ``size`` more rows of a :meth:`declare` cursor."""
+        try:
+            return cursor.fetchmany(size)
+        except psycopg.errors.InvalidCursorName as exc:
+            raise FatalError(
+                "a cursor held across transactions vanished: source.lookup_dsn "
+                "(or source.dsn) must keep its session between transactions "
+                "(a pooler in session mode, not transaction mode)"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise TransientError(f"source read failed: {exc}") from exc
+
+    def close_cursor(self, cursor: psycopg.ServerCursor[Any]) -> None:
+        """Close a :meth:`declare` cursor; never raises (the connection may be
+        gone, and the cursor with it). A transaction in progress is left open."""
+        conn = self._conn
+        if conn is None or conn.closed or cursor.connection is not conn:
+            return
+        idle = conn.info.transaction_status == TransactionStatus.IDLE
+        try:
+            cursor.close()
+            if idle:
+                conn.commit()
+        except psycopg.Error as exc:
+            logger.warning("closing a cursor failed error=%s", exc)
 
     def rows_by_keys(
         self, view_sql: ViewSQL, keys: Sequence[tuple[str, ...]]

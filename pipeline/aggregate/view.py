@@ -5,10 +5,14 @@ collect`): a root row names itself; a related row names the rows it links
 to, from its ``before`` and ``after`` images, so a foreign key that moved
 names both the old and the new owner. When the link reaches the root's key
 directly no query is needed; deeper chains are resolved by SQL in the same
-snapshot as the re-read. All roots of a batch are then re-read with one
-statement (:meth:`AggregateView.reread`); roots that vanished (or left the
-view's ``where``) become deletes. Every op of one read carries that read's
-snapshot version.
+snapshot as the first re-read that needs them. The roots of a batch are then
+re-read in chunks of at most ``chunk_roots`` (:meth:`AggregateView.
+reread_chunks`), each chunk in its own snapshot that sees every transaction
+of the batch, so a change that fans out to every root neither holds one
+snapshot nor one batch of writes for the whole fan-out; roots that vanished
+(or left the view's ``where``) become deletes. Every op of one chunk carries
+that chunk's snapshot version, and the position of a change that named its
+root.
 """
 
 from __future__ import annotations
@@ -16,21 +20,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 from pipeline.aggregate.catalog import Catalog
-from pipeline.aggregate.plan import (
-    Node,
-    ViewSQL,
-    build_tree,
-    direct_keys,
-    resolve_query,
-)
+from pipeline.aggregate.plan import Node, ViewSQL, build_tree, direct_keys
 from pipeline.aggregate.reader import Converter, Reader, key_text
+from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
 from pipeline.config import AggregateViewConfig
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
@@ -53,24 +52,44 @@ Transform = Callable[[Document], Document | None]
 #: Test hook: hold every re-read this long between reading and returning, so
 #: a test can make an older read reach the sinks after a newer one.
 _REREAD_DELAY_S = float(os.environ.get("READSIDE_FAULT_REREAD_DELAY_MS", "0")) / 1000
+#: Roots per re-read snapshot unless the caller says (``worker.reread_chunk_roots``).
+CHUNK_ROOTS = 2000
 
 
 @dataclass
 class Pending:
     """What one batch asks of one aggregate view."""
 
-    root_keys: set[tuple[str, ...]] = field(default_factory=set)
-    links: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)  # alias
+    root_keys: set[Key] = field(default_factory=set)
+    # Per node alias, link values to resolve by SQL, each with a change that
+    # named it.
+    links: dict[str, dict[Key, Position | None]] = field(default_factory=dict)
     txids: set[int] = field(default_factory=set)
     lsn: int | None = None
     commit_ts_ms: int | None = None
-    position: Position | None = None
+    position: Position | None = None  # the batch's last change
     changes: int = 0
+    # A change that named each root of ``root_keys`` (absent: ``position``).
+    named_by: dict[Key, Position | None] = field(default_factory=dict)
+    # A table of the view was truncated (at this change): every root it defines.
+    every_root: Position | None = None
     # Roots whose document a transform refused: (doc id, error).
     failures: list[tuple[str, BadRecord]] = field(default_factory=list)
+    # The change blamed for each refused doc id (see :meth:`blamed`).
+    refused_by: dict[str, Position | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.root_keys or self.links)
+        return bool(self.root_keys or self.links or self.every_root is not None)
+
+    def name(self, key: Key, position: Position) -> None:
+        """Note that the change at ``position`` names root ``key``."""
+        self.root_keys.add(key)
+        self.named_by[key] = position
+
+    def blamed(self, ident: str) -> Position | None:
+        """The change to dead-letter for refused document ``ident``: one that
+        named its root (the batch's last change when none is known)."""
+        return self.refused_by.get(ident) or self.position
 
 
 @dataclass
@@ -130,36 +149,15 @@ class AggregateView:
     # ------------------------------------------------------------ per event
     def collect(self, event: ChangeEvent, pending: Pending) -> None:
         """Note which roots ``event`` may change."""
-        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
-            if event.op is Op.TRUNCATE:
-                logger.warning(
-                    "truncate of %s: run `readside snapshot %s --rebuild` to build "
-                    "the view again from the source",
-                    event.table,
-                    self.name,
-                )
+        if event.op is Op.TOMBSTONE:
             return
         self.tree()
         nodes = self._by_table.get(event.table, ())
-        for node in nodes:
-            if node.kind == "root":
-                pk = node.table.primary_key
-                if all(c in event.key for c in pk):
-                    pending.root_keys.add(tuple(key_text(event.key[c]) for c in pk))
-                continue
-            direct = direct_keys(node)
-            cols = direct if direct is not None else list(node.on)
-            for image in (event.before, event.after):
-                if image is None:
-                    continue
-                values = [image.get(c, event.key.get(c)) for c in cols]
-                if any(v is None or v is UNCHANGED for v in values):
-                    continue
-                text = tuple(key_text(v) for v in values)
-                if direct is not None:
-                    pending.root_keys.add(text)
-                else:
-                    pending.links.setdefault(node.alias, set()).add(text)
+        if event.op is Op.TRUNCATE:
+            self._truncated(event, nodes, pending)
+        else:
+            for node in nodes:
+                self._name_roots(event, node, pending)
         if not nodes:
             return
         pending.changes += 1
@@ -171,6 +169,51 @@ class AggregateView:
             pending.commit_ts_ms = max(pending.commit_ts_ms or 0, event.commit_ts_ms)
         pending.position = event.position
 
+    @staticmethod
+    def _name_roots(event: ChangeEvent, node: Node, pending: Pending) -> None:
+        """Note the roots a change of ``node``'s table names, or the links
+        that name them once resolved."""
+        if node.kind == "root":
+            pk = node.table.primary_key
+            if all(c in event.key for c in pk):
+                key = tuple(key_text(event.key[c]) for c in pk)
+                pending.name(key, event.position)
+            return
+        direct = direct_keys(node)
+        cols = direct if direct is not None else list(node.on)
+        for image in (event.before, event.after):
+            if image is None:
+                continue
+            values = [image.get(c, event.key.get(c)) for c in cols]
+            if any(v is None or v is UNCHANGED for v in values):
+                continue
+            text = tuple(key_text(v) for v in values)
+            if direct is not None:
+                pending.name(text, event.position)
+            else:
+                pending.links.setdefault(node.alias, {})[text] = event.position
+
+    def _truncated(
+        self, event: ChangeEvent, nodes: Sequence[Node], pending: Pending
+    ) -> None:
+        """A truncate of a table of the view: re-read every root it defines.
+
+        Rows of a related table are gone, so no image names the roots they
+        were part of; every root is read again (in chunks). A truncated root
+        table leaves no root to read: the documents the stores hold for them
+        are deleted only by a rebuild (the view does not know their ids).
+        """
+        if not nodes:
+            return
+        pending.every_root = event.position
+        if any(n.kind == "root" for n in nodes):
+            logger.warning(
+                "truncate of root table %s: documents of its removed rows stay "
+                "until `readside snapshot %s --rebuild`",
+                event.table,
+                self.name,
+            )
+
     # ------------------------------------------------------------ per batch
     def converter(self, reader: Reader) -> Converter:
         conn = reader.connection()
@@ -179,67 +222,113 @@ class AggregateView:
         return self._converter
 
     def reread(self, reader: Reader, pending: Pending) -> list[DocumentOp]:
-        """Re-read every root ``pending`` names, in one snapshot.
+        """Every op of :meth:`reread_chunks` (one snapshot for up to
+        :data:`CHUNK_ROOTS` roots), for callers that write them all at once.
 
         Raises:
             TransientError: the source is unreachable or lags (retry later).
         """
+        return [op for ops in self.reread_chunks(reader, pending) for op in ops]
+
+    def reread_chunks(
+        self, reader: Reader, pending: Pending, chunk_roots: int = CHUNK_ROOTS
+    ) -> Iterator[list[DocumentOp]]:
+        """Re-read every root ``pending`` names, ``chunk_roots`` at most per read.
+
+        Each chunk is read in its own snapshot, which sees every transaction
+        of ``pending`` (:meth:`Reader.begin`), so its ops are right on their
+        own and carry its own snapshot version: a caller may write them (and
+        keep polling) before asking for the next chunk. Roots named directly
+        come first; roots reached by SQL are streamed from a cursor declared
+        in the first snapshot that needs them. Each root is in one chunk.
+
+        The iterator cannot resume after an error: start a new one (the ops
+        written meanwhile are harmless under the version rule). Roots a
+        transform refused are in ``pending.failures`` (cleared when a new
+        iterator starts), the change to blame in :meth:`Pending.blamed`.
+
+        Raises:
+            TransientError: the source is unreachable or lags (retry later).
+            FatalError: the cursor vanished between chunks (a pooler in
+                transaction mode on the lookup DSN).
+        """
         if not pending:
-            return []
+            return
         self.tree()
-        snap = reader.begin(pending.txids)
+        pending.failures.clear()  # a new iterator after an error reports anew
+        named = {k: pending.named_by.get(k) for k in pending.root_keys}
+        links = Links(
+            reader,
+            self.view_sql(),
+            [(self._nodes[a], values) for a, values in pending.links.items()],
+            pending.every_root,
+        )
+        roots = RootKeys(named, chunk_roots, links.fetch if links.parts else None)
         try:
-            keys = set(pending.root_keys)
-            for alias, links in pending.links.items():
-                node = self._nodes[alias]
-                ordered = sorted(links)
-                params = {f"k{i}": [v[i] for v in ordered] for i in range(len(node.on))}
-                for row in reader.query(resolve_query(node), params):
-                    keys.add(tuple(key_text(pg_value_to_json(v)) for v in row))
-            rows = reader.rows_by_keys(self.view_sql(), sorted(keys)) if keys else []
-            converter = self.converter(reader)
+            first = True
+            while first or not roots.done:
+                snap = reader.begin(pending.txids)
+                try:
+                    chunk = roots.next_chunk()
+                    keys = sorted(chunk)
+                    rows = reader.rows_by_keys(self.view_sql(), keys) if keys else []
+                    converter = self.converter(reader)
+                finally:
+                    reader.end()
+                if not chunk and not first:
+                    return  # the cursor ran out exactly at a chunk's end
+                first = False
+                self.reads += 1
+                if _REREAD_DELAY_S:
+                    time.sleep(_REREAD_DELAY_S)
+                version = snap.version(self.epoch)
+                yield self.ops_from_rows(converter, rows, chunk, version, pending)
         finally:
-            reader.end()
-        self.reads += 1
-        if _REREAD_DELAY_S:
-            time.sleep(_REREAD_DELAY_S)
-        version = snap.version(self.epoch)
-        return self.ops_from_rows(converter, rows, keys, version, pending)
+            links.close()
 
     def ops_from_rows(
         self,
         converter: Converter,
         rows: list[Any],
-        asked: set[tuple[str, ...]] | None,
+        asked: Mapping[Key, Position | None] | set[Key] | None,
         version: int,
         meta: Pending,
     ) -> list[DocumentOp]:
-        """Upserts for ``rows``; deletes for keys ``asked`` that no row answered."""
+        """Upserts for ``rows``; deletes for keys ``asked`` that no row answered.
+
+        An op carries the position ``asked`` gives its root (a change that
+        named it), else the batch's last one; a root the transform refuses is
+        noted in ``meta.failures`` with that position in ``meta.refused_by``.
+        """
         root = self.tree()
         pk = root.table.primary_key
         ops: list[DocumentOp] = []
         found: set[str] = set()
-        lsn, ts, pos = meta.lsn, meta.commit_ts_ms, meta.position
+        lsn, ts = meta.lsn, meta.commit_ts_ms
+        blame = asked if isinstance(asked, Mapping) else {}
         for row in rows:
             key = {
                 c: pg_value_to_json(v) for c, v in zip(pk, row[: len(pk)], strict=True)
             }
             ident = doc_id(key)
             found.add(ident)
+            pos = blame.get(row_key(row[: len(pk)])) or meta.position
             doc: Document | None = converter.document(root, row[len(pk)])
             if doc is not None and self.transform is not None:
                 try:
                     doc = self.transform(doc)
                 except BadRecord as exc:  # nothing written; the caller reports
                     meta.failures.append((ident, exc))
+                    meta.refused_by[ident] = pos
                     continue
             if doc is None:
                 ops.append(Delete(self.name, ident, version, lsn, ts, pos))
             else:
                 ops.append(Upsert(self.name, ident, version, doc, lsn, ts, pos))
-        for key_values in asked or ():
+        for key_values, named in (blame or dict.fromkeys(asked or ())).items():
             ident = doc_id(dict(zip(pk, key_values, strict=True)))
             if ident not in found:
+                pos = named or meta.position
                 ops.append(Delete(self.name, ident, version, lsn, ts, pos))
         return ops
 
