@@ -106,13 +106,22 @@ class SinkWriter:
         """One try at every sink, without waiting or touching the consumer.
 
         Safe to run on another thread. Returns the rejections of the sinks
-        that acknowledged, and the ops of those that failed transiently.
+        that acknowledged, and the ops of those that failed transiently or
+        were not tried because ``should_abandon`` turned true after a sink.
         """
         rejections: list[Rejection] = []
         failed: dict[str, Sequence[DocumentOp]] = {}
+        wrote = False
         for name, ops in per_sink.items():
             if not ops:
                 continue
+            if wrote and self.should_abandon():
+                # A stop or a revocation: the sinks not written yet are left
+                # to the retry, which gives the batch up; a shutdown then
+                # waits for one slow store at most, not for all of them.
+                failed[name] = ops
+                continue
+            wrote = True
             result = self._write_one(name, ops)
             if result is None:
                 failed[name] = ops

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
@@ -138,6 +138,9 @@ class Worker:
         default_factory=lambda: ThreadPoolExecutor(1, "readside-io")
     )
     _checked: bool = False
+    #: a sink write or source read still running when a stop gave its batch
+    #: up (the process may exit without waiting for it)
+    in_flight: Future[Any] | None = None
     _assigned: set[tuple[str, int]] = field(default_factory=set)
 
     # ------------------------------------------------------------ lifecycle
@@ -251,9 +254,10 @@ class Worker:
             logger.info("worker stopping batches=%d", self.batches)
             producer.flush(10)
             consumer.close()
-            for sink in self.sinks.values():
-                sink.close()
-            self.reader.close()
+            if self.in_flight is None:  # else the helper thread still uses them
+                for sink in self.sinks.values():
+                    sink.close()
+                self.reader.close()
 
     def _open_sinks(self) -> None:
         backoff = Backoff(
@@ -412,14 +416,23 @@ class Worker:
 
     def _run_alive(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the helper thread; if it takes more than a moment,
-        poll with every partition paused until it is done (a stop or a
-        revocation waits for it too: work in flight is never left behind)."""
+        poll with every partition paused until it is done, so the group keeps
+        this worker however slow a store is. A revocation waits for it; a
+        stop does not: the batch is given up (nothing of it is committed)
+        and the work is left in flight (:attr:`in_flight`).
+
+        Raises:
+            Abandoned: a stop was asked while the work ran.
+        """
         future = self._helper.submit(work)
         try:
             return future.result(timeout=_KEEPALIVE_AFTER_S)
         except FutureTimeout:
             pass
-        self._wait_paused(float("inf"), until=future.done)
+        self._wait_paused(float("inf"), until=lambda: future.done() or self.stopping)
+        if not future.done():
+            self.in_flight = future
+            raise Abandoned("stop asked while a store was slow")
         return future.result()
 
     def _wait_paused(
@@ -521,4 +534,11 @@ def run_worker(
         metrics.serve(worker.health, port, cfg.worker.metrics_host)
         logger.info("metrics and health on http://127.0.0.1:%d/metrics", port)
     worker.run()
+    if worker.in_flight is not None and not worker.in_flight.done():
+        # Left the group, committed nothing of the batch in flight: exit now
+        # rather than wait for a slow store (its late write is harmless under
+        # the version rule; the next owner of the partitions redoes the batch).
+        logger.warning("exiting with a store write in flight (its batch is redone)")
+        logging.shutdown()
+        os._exit(0)
     return worker

@@ -64,3 +64,28 @@ def test_workers_per_sink_a_slow_store_does_not_hold_back_the_others(make_pipeli
     assert not slow.ok, "mongodb could not have been written yet"
     p.wait_drained(timeout=180)
     p.assert_converged()
+
+
+def test_sigterm_while_a_store_is_slow_leaves_promptly_and_loses_nothing(
+    make_pipeline,
+):
+    # MongoDB takes 40 s per write; the worker's shutdown timeout is 20 s.
+    # A worker that waited for the write would be killed by its own timeout
+    # (exit 1); it gives the batch up instead, leaves the group, exits 0, and
+    # the next worker redoes the batch.
+    p = make_pipeline(SCHEMA, ["public.items"], VIEWS)
+    p.apply_connector()
+    slow = p.start_worker(env={"READSIDE_FAULT_SLOW_SINK": "mongodb:40000"})
+    p.sql("INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 50) i")
+
+    def elasticsearch_holds_them() -> bool:
+        return any(d.sink == "elasticsearch" and d.ok for d in p.verify())
+
+    # Sinks are written in name order: once Elasticsearch holds the rows, the
+    # MongoDB write of the batch is in flight.
+    wait_for(elasticsearch_holds_them, 60, "elasticsearch to hold the rows")
+    assert slow.terminate(timeout=30) == 0, slow.tail()
+    assert "exiting with a store write in flight" in slow.log_text()
+    p.start_worker()
+    p.wait_drained(timeout=120)
+    p.assert_converged()

@@ -196,3 +196,23 @@ def test_sinkwriter_compacted_rest_of_history_after_partial_apply_converges(seed
     }
     got = {i: (s.version, s.doc) for (v, i), s in sink.data.items() if v == VIEW}
     assert {i: got.get(i) for i in gone} == {i: want[i] for i in gone}
+
+
+def test_sinkwriter_stop_after_first_sink_skips_the_rest_and_abandons():
+    first, second = MemorySink("first"), MemorySink("second")
+    stop = {"now": False}
+    original = first.write
+
+    def write_then_stop(ops):
+        result = original(ops)
+        stop["now"] = True  # SIGTERM arrives while the first store writes
+        return result
+
+    first.write = write_then_stop  # type: ignore[method-assign]
+    writer = make_writer(
+        {"first": first, "second": second}, abandon=lambda: stop["now"]
+    )
+    with pytest.raises(Abandoned):
+        writer.write({"first": ups(2), "second": ups(2)})
+    assert sorted(first.documents(VIEW)) == ["0", "1"]
+    assert second.writes == 0
