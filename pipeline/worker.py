@@ -35,7 +35,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
-from pipeline import groups, metrics
+from pipeline import groups, layout, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
@@ -122,6 +122,8 @@ class Worker:
     side_effects: bool = True
     #: called with the number of records of each handled batch
     on_batch: Callable[[int], None] | None = None
+    #: refuses a view whose topic layout or source xmax changed (run_worker)
+    guard: layout.Guard | None = None
     stopping: bool = False
     batches: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
@@ -203,6 +205,8 @@ class Worker:
                     cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
                 )
                 msgs = [m for m in msgs if self._usable(m)]
+                if self.guard is not None and self.guard.due():
+                    self.guard.check()  # before applying anything of a new layout
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1
@@ -273,6 +277,8 @@ class Worker:
             if self._mixed:
                 self.stopping = True
                 return
+        if self.guard is not None:
+            self.guard.note_assignment(parts)
         self._assigned |= {(p.topic, p.partition) for p in parts}
         self.health.assigned = len(self._assigned)
         logger.info("assigned partitions=%s", _fmt(parts))
@@ -368,6 +374,8 @@ class Worker:
                 if ev.lsn:
                     metrics.APPLIED_LSN.labels(view, sink).set(ev.lsn)
         self.checkpoints.write(cps)
+        if self.guard is not None:
+            self.guard.note_written(self.checkpoints.producer, batch.ops)
         if batch.heartbeats:
             hb = max(batch.heartbeats, key=lambda h: h.lsn or 0)
             self.checkpoints.mark_source(SourceMark(hb.lsn, hb.ts_ms, now))
@@ -429,9 +437,11 @@ def run_worker(
     metrics_port: int | None = None,
 ) -> Worker:
     """Build and run a worker until SIGTERM/SIGINT; used by ``readside worker``."""
-    views = build_views(cfg, only=view_names)
+    guard = layout.Guard(cfg, build_views(cfg, only=view_names))
+    known = guard.start()  # refuses a view that must be rebuilt first
+    views = build_views(cfg, known.epochs(), view_names, known.starts())
     sink_names = sorted({s for v in views.values() for s in v.cfg.sinks})
-    worker = Worker(cfg, views, build_sinks(cfg, sink_names))
+    worker = Worker(cfg, views, build_sinks(cfg, sink_names), guard=guard)
 
     def on_signal(signum: int, _frame: object) -> None:
         # A second signal, or worker.shutdown_timeout_s without the loop having
