@@ -249,7 +249,7 @@ class Guard:
             FatalError: a view must be rebuilt (the message says which and why).
         """
         self.recorded = load(self.cfg)
-        problems = self._layout_problems() + self._offset_problems()
+        problems = self.layout_problems() + self._offset_problems()
         problems += self._xmax_problems()
         if problems:
             raise FatalError("; ".join(problems))
@@ -261,7 +261,7 @@ class Guard:
 
     def check(self) -> None:
         """Compare the topics' layout with the recorded one (raises FatalError)."""
-        problems = self._layout_problems()
+        problems = self.layout_problems()
         if problems:
             raise FatalError("; ".join(problems))
 
@@ -289,7 +289,9 @@ class Guard:
             produce(producer, self.cfg.kafka.checkpoint_topic, marks)
 
     # ------------------------------------------------------------ checks
-    def _layout_problems(self) -> list[str]:
+    def layout_problems(self) -> list[str]:
+        """A refusal per view whose topic changed since its layout was recorded
+        (the first layout seen of a topic is recorded)."""
         self._next_check = time.monotonic() + CHECK_INTERVAL_S
         current = describe(self.cfg, sorted(set(self.topics.values())))
         problems, first = [], []

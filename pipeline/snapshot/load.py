@@ -32,6 +32,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Sink
+from pipeline import layout
 from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader, key_text
 from pipeline.config import Config
@@ -69,7 +70,8 @@ class Loader:
         self.opts = opts
         self.progress = progress
         self.stopping = False
-        views = build_views(cfg, only=[opts.view])
+        epochs = layout.load(cfg)  # the epoch the workers write with
+        views = build_views(cfg, epochs.epochs(), [opts.view], epochs.starts())
         self.view = views[opts.view]
         known = self.view.cfg.sinks
         chosen = list(opts.sinks or known)
