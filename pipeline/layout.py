@@ -50,6 +50,7 @@ from pipeline.checkpoints import ensure_topics, read_records
 from pipeline.config import Config, TableViewConfig
 from pipeline.errors import FatalError, TransientError
 from pipeline.events import DocumentOp
+from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,12 @@ def load(cfg: Config) -> Recorded:
     return rec
 
 
+def recorded_views(cfg: Config, only: Iterable[str] | None = None) -> dict[str, View]:
+    """The views, built with the epochs and start offsets the workers use."""
+    known = load(cfg)
+    return build_views(cfg, known.epochs(), only, known.starts())
+
+
 def write(cfg: Config, records: Iterable[TopicLayout | XmaxMark]) -> None:
     """Record layouts or marks durably (produced and acknowledged)."""
     admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
@@ -160,11 +167,14 @@ def produce(
     producer.poll(0)
 
 
-def describe(cfg: Config, topics: Sequence[str]) -> dict[str, tuple[str, int]]:
+def describe(
+    cfg: Config, topics: Sequence[str], admin: AdminClient | None = None
+) -> dict[str, tuple[str, int]]:
     """Each existing topic's id and partition count (missing topics left out)."""
     if not topics:
         return {}
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    if admin is None:
+        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
     out: dict[str, tuple[str, int]] = {}
     for name, fut in admin.describe_topics(TopicCollection(list(topics))).items():
         try:
@@ -193,6 +203,11 @@ def xmax_refusal(view: str, mark: XmaxMark, current: int) -> str:
         f"read would be dropped as stale. Run `readside snapshot {view} --rebuild` "
         "(a new view epoch), then start the workers again"
     )
+
+
+def xmax_refusals(marks: Iterable[XmaxMark], current: int) -> list[str]:
+    """A refusal per view whose mark lies above the source's current xmax."""
+    return [xmax_refusal(m.view, m, current) for m in marks if m.xmax > current]
 
 
 def xmax_of(version: int) -> tuple[int, int]:
@@ -241,6 +256,7 @@ class Guard:
         self.recorded = Recorded()
         self._next_check = 0.0
         self._xmax: dict[str, int] = {}
+        self._admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
 
     def start(self) -> Recorded:
         """Check everything; the recorded epochs and starts to build views with.
@@ -293,7 +309,7 @@ class Guard:
         """A refusal per view whose topic changed since its layout was recorded
         (the first layout seen of a topic is recorded)."""
         self._next_check = time.monotonic() + CHECK_INTERVAL_S
-        current = describe(self.cfg, sorted(set(self.topics.values())))
+        current = describe(self.cfg, sorted(set(self.topics.values())), self._admin)
         problems, first = [], []
         epochs = self.recorded.epochs()
         for view, topic in sorted(self.topics.items()):
@@ -361,5 +377,4 @@ class Guard:
         marks = [m for v, m in self.recorded.marks.items() if v in self.views]
         if not marks:
             return []
-        current = current_xmax(self.cfg)
-        return [xmax_refusal(m.view, m, current) for m in marks if m.xmax > current]
+        return xmax_refusals(marks, current_xmax(self.cfg))

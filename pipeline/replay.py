@@ -17,13 +17,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from pipeline import layout
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler
 from pipeline.config import Config
 from pipeline.dlq import DeadLetterQueue, OriginMessage, read_all
 from pipeline.processor import Processor
-from pipeline.views import build_views
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     )
     if not records:
         return 0, 0
-    views = build_views(cfg)
+    views = layout.recorded_views(cfg)  # the epochs the workers write with
     lookup = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
     prepare_views(views, lookup)
     sinks = build_sinks(cfg, sorted({s for v in views.values() for s in v.cfg.sinks}))

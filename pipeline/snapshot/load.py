@@ -42,7 +42,7 @@ from pipeline.processor import Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, SinkWriter
 from pipeline.snapshot.state import SnapshotLog, SnapshotState
 from pipeline.types import pg_value_to_json
-from pipeline.views import TableView, build_views
+from pipeline.views import TableView
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class Loader:
         self.opts = opts
         self.progress = progress
         self.stopping = False
-        epochs = layout.load(cfg)  # the epoch the workers write with
-        views = build_views(cfg, epochs.epochs(), [opts.view], epochs.starts())
+        views = layout.recorded_views(cfg, [opts.view])  # the workers' epoch
         self.view = views[opts.view]
         known = self.view.cfg.sinks
         chosen = list(opts.sinks or known)
