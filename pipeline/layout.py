@@ -276,8 +276,13 @@ class Guard:
         return time.monotonic() >= self._next_check
 
     def check(self) -> None:
-        """Compare the topics' layout with the recorded one (raises FatalError)."""
-        problems = self.layout_problems()
+        """Compare the topics' layout with the recorded one (raises FatalError;
+        a broker that does not answer is asked again at the next check)."""
+        try:
+            problems = self.layout_problems()
+        except (TransientError, KafkaException) as exc:
+            logger.warning("topic layout not checked error=%s", exc)
+            return
         if problems:
             raise FatalError("; ".join(problems))
 

@@ -69,11 +69,11 @@ class TableView:
 
     def ops_for(self, event: ChangeEvent) -> list[DocumentOp]:
         """Document ops for one event; raises :class:`BadRecord` for a bad one."""
-        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
-            return []  # the delete before the tombstone already removed the doc
         pos = event.position
         if pos.offset < self.starts.get((pos.topic, pos.partition), 0):
             return []  # an older epoch's event (pipeline.layout)
+        if event.op in (Op.TOMBSTONE, Op.TRUNCATE):
+            return []  # the delete before the tombstone already removed the doc
         version = table_version(self.epoch, event.position.offset)
         lsn, ts, pos = event.lsn, event.commit_ts_ms, event.position
         if event.op is Op.DELETE:

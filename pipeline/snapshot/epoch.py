@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -70,15 +71,28 @@ logger = logging.getLogger(__name__)
 FILL_TIMEOUT_S = 1800.0
 
 
-def begin_if_needed(cfg: Config, view: View) -> bool:
+def begin_if_needed(cfg: Config, view: View, sinks: Iterable[str]) -> bool:
     """Start a new epoch of ``view`` if its workers would refuse it; whether so.
 
     Called once when a rebuild starts a new generation, before anything is
-    written to it.
+    written to it. A new epoch replaces the view in every store, so the
+    rebuild must cover every sink of the view (no ``--sink``).
+
+    Raises:
+        FatalError: a new epoch is needed and ``sinks`` are not all the view's.
     """
+    missing = sorted(set(view.cfg.sinks) - set(sinks))
+
+    def whole_view() -> None:
+        if missing:
+            raise FatalError(
+                f"view {view.name} needs a new epoch, which replaces it in every "
+                f"store: rebuild it without --sink (missing: {', '.join(missing)})"
+            )
+
     if isinstance(view, AggregateView):
-        return _begin_aggregate(cfg, view)
-    return _begin_table(cfg, view)
+        return _begin_aggregate(cfg, view, whole_view)
+    return _begin_table(cfg, view, whole_view)
 
 
 def adopt(cfg: Config, view: View) -> None:
@@ -89,11 +103,14 @@ def adopt(cfg: Config, view: View) -> None:
         view.starts = known.starts().get(view.name, {})
 
 
-def _begin_aggregate(cfg: Config, view: AggregateView) -> bool:
+def _begin_aggregate(
+    cfg: Config, view: AggregateView, whole_view: Callable[[], None]
+) -> bool:
     mark = layout.load(cfg).marks.get(view.name)
     current = layout.current_xmax(cfg)
     if mark is None or mark.xmax <= current:
         return False
+    whole_view()
     new = layout.XmaxMark(view.name, mark.epoch + 1, current)
     layout.write(cfg, [new])
     logger.info(
@@ -106,11 +123,12 @@ def _begin_aggregate(cfg: Config, view: AggregateView) -> bool:
     return True
 
 
-def _begin_table(cfg: Config, view: TableView) -> bool:
+def _begin_table(cfg: Config, view: TableView, whole_view: Callable[[], None]) -> bool:
     guard = layout.Guard(cfg, [view.name])
     guard.recorded = layout.load(cfg)
     if not guard.layout_problems():
         return False
+    whole_view()
     topic = cfg.source.topic(view.cfg.table)
     restart_connector(cfg)
     described = layout.describe(cfg, [topic])
@@ -122,8 +140,10 @@ def _begin_table(cfg: Config, view: TableView) -> bool:
     lay = layout.TopicLayout(
         view.name, topic, topic_id, parts, epoch, {str(p): o for p, o in starts.items()}
     )
-    layout.write(cfg, [lay])
+    # The signal before the record: a rebuild killed in between starts over
+    # (a new S, a new signal); once recorded, the epoch's rows are on their way.
     send_signal(cfg, view.cfg.table, None)
+    layout.write(cfg, [lay])
     logger.info(
         "new view epoch view=%s topic=%s epoch=%d partitions=%d starts=%s",
         view.name,

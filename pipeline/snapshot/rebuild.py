@@ -156,7 +156,7 @@ class Rebuild(Loader):
             name: _gens(sink).generation(self.view.name) for name, sink in live.items()
         }
         gen = max(previous.values()) + 1
-        epoch.begin_if_needed(self.cfg, self.view)
+        epoch.begin_if_needed(self.cfg, self.view, self.sink_names)
         for sink in live.values():
             _gens(sink).create_generation(self.view.name, gen)
         aggregate = isinstance(self.view, AggregateView)
