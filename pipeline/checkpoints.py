@@ -18,6 +18,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
 
+from pipeline.errors import TransientError
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -104,6 +106,31 @@ def read(
     bootstrap: str, topic: str, timeout_s: float = 10.0
 ) -> tuple[dict[str, Checkpoint], SourceMark | None]:
     """The newest checkpoint of every key, and the newest source mark."""
+    out: dict[str, Checkpoint] = {}
+    mark: SourceMark | None = None
+    for key, data in read_records(bootstrap, topic, timeout_s).items():
+        if key == "__source__":
+            mark = SourceMark(**data)
+        elif not key.startswith(RECORD_PREFIX):
+            cp = Checkpoint(**data)
+            out[cp.key] = cp
+    return out, mark
+
+
+#: Keys of the records beside checkpoints on the topic (``__source__``, the
+#: topic layouts and view epochs of :mod:`pipeline.layout`) start with this.
+RECORD_PREFIX = "__"
+
+
+def read_records(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, whole: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The newest value of every key of the topic, as JSON (deleted keys left out).
+
+    Raises:
+        TransientError: with ``whole``, the topic could not be read to its end
+            within ``timeout_s`` (without it, what was read comes back).
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -111,12 +138,11 @@ def read(
             "enable.auto.commit": False,
         }
     )
-    out: dict[str, Checkpoint] = {}
-    mark: SourceMark | None = None
+    out: dict[str, dict[str, Any]] = {}
     try:
         md = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if md is None or md.error is not None:
-            return out, None
+            return out
         ends: dict[int, int] = {}
         tps = []
         for p in md.partitions:
@@ -132,19 +158,20 @@ def read(
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            part, offset, value = msg.partition(), msg.offset(), msg.value()
-            if part is None or offset is None:
+            part, offset, key = msg.partition(), msg.offset(), msg.key()
+            if part is None or offset is None or key is None:
                 continue
             if offset + 1 >= ends.get(part, 0):
                 ends.pop(part, None)
+            value = msg.value()
             if value is None:
-                continue
-            data: dict[str, Any] = json.loads(value)
-            if msg.key() == b"__source__":
-                mark = SourceMark(**data)
+                out.pop(key.decode(), None)
             else:
-                cp = Checkpoint(**data)
-                out[cp.key] = cp
+                out[key.decode()] = json.loads(value)
     finally:
         consumer.close()
-    return out, mark
+    if whole and ends:
+        raise TransientError(
+            f"topic {topic} not read to its end within {timeout_s:.0f}s"
+        )
+    return out

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipeline import dlqtopic
+from pipeline import dlqtopic, layout
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler
@@ -33,7 +33,6 @@ from pipeline.dlq import (
     read_all,
 )
 from pipeline.processor import Processor
-from pipeline.views import build_views
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     if not records:
         return 0, 0
     whole = _whole(records)
-    views = build_views(cfg)
+    views = layout.recorded_views(cfg)  # the epochs the workers write with
     lookup = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
     prepare_views(views, lookup)
     sinks = build_sinks(cfg, sorted({s for v in views.values() for s in v.cfg.sinks}))

@@ -1,7 +1,10 @@
 """Table views: one document per source row, built from the event alone.
 
 The version of every document op is the event's position in its partition,
-``table_version(epoch, offset)`` (DESIGN: why not the LSN). A row that leaves
+``table_version(epoch, offset)`` (DESIGN: why not the LSN). After a rebuild
+on a new topic layout the view's epoch starts at a per-partition offset
+(:mod:`pipeline.layout`): events below it belong to the older epoch, whose
+generation the rebuild replaced, and are not applied. A row that leaves
 the view's focus filter, or that a transform drops, becomes a delete at that
 version, so the stores forget it.
 
@@ -15,8 +18,8 @@ later one (the row inserted again) comes after it in the same partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pipeline.config import AggregateViewConfig, Config, TableViewConfig
@@ -61,6 +64,8 @@ class TableView:
     epoch: int
     row_filter: RowFilter | None
     transform: Transform | None
+    #: (topic, partition) -> first offset of ``epoch`` (none: every offset)
+    starts: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def shape(self, row: Document) -> Document:
         if self.cfg.fields is not None:
@@ -71,6 +76,9 @@ class TableView:
 
     def ops_for(self, event: ChangeEvent) -> list[DocumentOp]:
         """Document ops for one event; raises :class:`BadRecord` for a bad one."""
+        pos = event.position
+        if pos.offset < self.starts.get((pos.topic, pos.partition), 0):
+            return []  # an older epoch's event (pipeline.layout)
         if event.op is Op.TRUNCATE:
             # readside's connector skips truncate events and its trigger turns
             # a TRUNCATE into row deletes (connectors/truncate.py); a truncate
@@ -100,9 +108,15 @@ View: TypeAlias = "TableView | AggregateView"
 
 
 def build_views(
-    cfg: Config, epochs: dict[str, int] | None = None, only: Iterable[str] | None = None
+    cfg: Config,
+    epochs: Mapping[str, int] | None = None,
+    only: Iterable[str] | None = None,
+    starts: Mapping[str, dict[tuple[str, int], int]] | None = None,
 ) -> dict[str, View]:
     """Compile every view of the config (filters and transform chains).
+
+    ``epochs`` and ``starts`` (by view) are those recorded with the topic
+    layouts (:func:`pipeline.layout.load`); by default epoch 0 from offset 0.
 
     Aggregate views come back unprepared: see
     :func:`pipeline.aggregate.prepare_views`.
@@ -131,7 +145,8 @@ def build_views(
         if vcfg.filter:
             expr = compile_expression(vcfg.filter)
             row_filter = _as_predicate(expr.evaluate)
-        views[name] = TableView(name, vcfg, epoch, row_filter, chain)
+        first = dict((starts or {}).get(name, {}))
+        views[name] = TableView(name, vcfg, epoch, row_filter, chain, first)
     return views
 
 

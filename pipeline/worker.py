@@ -38,7 +38,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
-from pipeline import dlq, dlqtopic, groups, metrics
+from pipeline import dlq, dlqtopic, groups, layout, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
@@ -130,6 +130,8 @@ class Worker:
     side_effects: bool = True
     #: called with the number of records of each handled batch
     on_batch: Callable[[int], None] | None = None
+    #: refuses a view whose topic layout or source xmax changed (run_worker)
+    guard: layout.Guard | None = None
     stopping: bool = False
     batches: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
@@ -236,6 +238,8 @@ class Worker:
                     cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
                 )
                 msgs = [m for m in msgs if self._usable(m)]
+                if self.guard is not None and self.guard.due():
+                    self.guard.check()  # before applying anything of a new layout
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1
@@ -307,6 +311,8 @@ class Worker:
             if self._mixed:
                 self.stopping = True
                 return
+        if self.guard is not None:
+            self.guard.note_assignment(parts)
         self._assigned |= {(p.topic, p.partition) for p in parts}
         self.health.assigned = len(self._assigned)
         logger.info("assigned partitions=%s", _fmt(parts))
@@ -406,6 +412,8 @@ class Worker:
                 if ev.lsn:
                     metrics.APPLIED_LSN.labels(view, sink).set(ev.lsn)
         self.checkpoints.write(cps)
+        if self.guard is not None:
+            self.guard.note_written(self.checkpoints.producer, batch.ops)
         if batch.heartbeats:
             hb = max(batch.heartbeats, key=lambda h: h.lsn or 0)
             self.checkpoints.mark_source(SourceMark(hb.lsn, hb.ts_ms, now))
@@ -500,17 +508,20 @@ def run_worker(
         sink_names: the sinks it writes them to (default: all of theirs);
             views with none of them are left out.
     """
+    names = list(build_views(cfg, only=view_names))  # checks the names
     if sink_names is not None:
         unknown = set(sink_names) - set(cfg.sinks)
         if unknown:
             raise ConfigError(f"--sinks: unknown sink(s) {', '.join(sorted(unknown))}")
-    views = build_views(cfg, only=view_names)
-    if sink_names is not None:
-        views = {n: v for n, v in views.items() if set(v.cfg.sinks) & set(sink_names)}
-        if not views:
+        defined = cfg.effective_views()
+        names = [n for n in names if set(defined[n].sinks) & set(sink_names)]
+        if not names:
             raise ConfigError("--sinks: no view of this worker writes to them")
+    guard = layout.Guard(cfg, names, sink_names)
+    known = guard.start()  # refuses a view that must be rebuilt first
+    views = build_views(cfg, known.epochs(), names, known.starts())
     scope = groups.Scope.of(cfg, views, sink_names)
-    worker = Worker(cfg, views, build_sinks(cfg, sorted(scope.sinks)))
+    worker = Worker(cfg, views, build_sinks(cfg, sorted(scope.sinks)), guard=guard)
 
     def on_signal(signum: int, _frame: object) -> None:
         # A second signal, or worker.shutdown_timeout_s without the loop having

@@ -173,6 +173,8 @@ class FreshnessCache:
         if key == _SOURCE_KEY:
             self._mark = SourceMark(**json.loads(value))
             return
+        if key is not None and key.startswith(b"__"):
+            return  # a topic layout or view epoch (pipeline.layout)
         data: dict[str, Any] = json.loads(value)
         cp = Checkpoint(**data)
         self._checkpoints[cp.key] = cp

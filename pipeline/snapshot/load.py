@@ -32,6 +32,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Sink
+from pipeline import layout
 from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader, key_text
 from pipeline.config import Config
@@ -41,7 +42,7 @@ from pipeline.processor import Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, SinkWriter
 from pipeline.snapshot.state import SnapshotLog, SnapshotState
 from pipeline.types import pg_value_to_json
-from pipeline.views import TableView, build_views
+from pipeline.views import TableView
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Loader:
         self.opts = opts
         self.progress = progress
         self.stopping = False
-        views = build_views(cfg, only=[opts.view])
+        views = layout.recorded_views(cfg, [opts.view])  # the workers' epoch
         self.view = views[opts.view]
         known = self.view.cfg.sinks
         chosen = list(opts.sinks or known)

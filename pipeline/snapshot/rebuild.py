@@ -46,6 +46,7 @@ from connectors.registry import build_sink
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError
+from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.state import SnapshotState, rebuild_key
 
@@ -111,6 +112,7 @@ class Rebuild(Loader):
             for sink in live.values():
                 sink.open()
             st = self._start(live)
+            self._epoch(st)
             pinned = self._pinned(live, st)
             steps = [
                 ("fill", self._fill),
@@ -154,6 +156,7 @@ class Rebuild(Loader):
             name: _gens(sink).generation(self.view.name) for name, sink in live.items()
         }
         gen = max(previous.values()) + 1
+        epoch.begin_if_needed(self.cfg, self.view, self.sink_names)
         for sink in live.values():
             _gens(sink).create_generation(self.view.name, gen)
         aggregate = isinstance(self.view, AggregateView)
@@ -171,6 +174,14 @@ class Rebuild(Loader):
         )
         self._save(st)
         return st
+
+    def _epoch(self, st: SnapshotState) -> None:
+        """Build with the epoch the workers use; before the first catch-up of
+        a new table-view epoch, wait for its incremental snapshot
+        (:mod:`pipeline.snapshot.epoch`)."""
+        epoch.adopt(self.cfg, self.view)
+        if st.phase == "catch-up" and not self.stopping:
+            epoch.await_fill(self.cfg, self.view)
 
     def _pinned(self, live: Mapping[str, Sink], st: SnapshotState) -> dict[str, Sink]:
         """Sinks that write and read generation ``st.generation`` directly."""
