@@ -127,7 +127,7 @@ class Rebuild(Loader):
             if st.phase == "done":
                 st.state = "done"
             self._save(st)
-            return st
+            return self._rejected(st)
         finally:
             for sink in live.values():
                 sink.close()
@@ -294,6 +294,8 @@ class Rebuild(Loader):
             worker.run()
         finally:
             self._worker = None
+            # the documents n+1 rejected, dead-lettered by the catch-up
+            st.dead_letters += worker.dlq.sent if hasattr(worker, "dlq") else 0
         self._save(st)
 
     def _topics(self) -> list[str]:
