@@ -5,30 +5,59 @@ Steps, each recorded on ``kafka.snapshot_topic`` so that a killed run goes on
 from the step (and chunk, and catch-up offset) it reached:
 
 1. **create**: every chosen sink makes generation n+1 of the view, empty,
-   beside the live generation n (:class:`~connectors.base.Generations`).
-   The start offsets S of the view's topics are sampled: their end offsets for
-   an aggregate view, their beginning for a table view.
+   beside the live generation n (:class:`~connectors.base.Generations`), and
+   from then on *mirrors* every live write of the view: the live workers'
+   sinks apply each write to n+1 first, then to n. The start offsets S of the
+   view's topics are sampled after that: for an aggregate view the live
+   consumer group's committed offsets (else the ends), for a table view their
+   beginning.
 2. **fill** (aggregate views): the chunked snapshot load of
    :meth:`Loader._chunks`, into the new generation only.
 3. **catch-up**: the view's topics from S, through the worker's own batch loop
    (decode, re-read roots, coalesce, version-guarded writes) into the new
    generation only, under the consumer group ``<group_id>.rebuild.<view>.<n+1>``
-   whose commits make it resumable; until it reached the end offsets it
-   sampled when it began.
+   whose commits make it resumable; until the end offsets E it sampled when it
+   began. For an aggregate view E is sampled only once the connector has
+   confirmed (the slot's ``confirmed_flush_lsn``) an LSN taken after the fill:
+   its chunks saw every transaction committed before, so their records must
+   be before E.
 4. **switch**: each sink moves its pointer (Redis key, ES alias, MongoDB
-   document) to n+1 in one atomic step. Then the end offsets E are sampled.
-5. **catch-up again** until every partition reached E.
-6. **drop**: after a short grace for reads in flight, generation n is deleted.
+   document) to n+1 and ends the mirroring, in one atomic step.
+5. **drop**: after a short grace for reads in flight, generation n is deleted.
 
-Why nothing is lost: a record at an offset at or past E[p] was produced after
-the switch, so a live worker consumed it after the switch and, since sinks
-resolve the live generation when they write, wrote it into n+1. Every record
-before E reaches n+1 through the catch-up, and every change committed before
-S was sampled is in the fill (its chunk snapshots are later) or, for a table
-view, in the topic replayed from its beginning. Writes from the catch-up and
-from the live workers may land in any order; the version guard keeps the
-newest, as for any replay (DESIGN: the rule). Readers see generation n until
-the switch and n+1 after it, both complete.
+Why a reader never goes back in time at the switch: at that moment n+1 holds
+every document of n at the same or a newer version (or a deleted one as
+deleted). A write into n was either mirrored, so it reached n+1 first, or its
+sink resolved the generations before the mirroring began: then its records
+were consumed before, sit before E, and the catch-up applied them to n+1 —
+a table view at the same version (the offset), an aggregate view by a
+re-read that began after the mirroring, so from a newer snapshot (as are the
+fill's chunks). The fill can also be *ahead* of the stream: a root deleted
+before its chunk leaves no trace in n+1, and a live write that re-read the
+root before the delete and lands late would bring it back. Both records are
+caught up, so the catch-up leaves a tombstone that guards against it: the
+delete's record is before E (see step 3), and the late write's batch, not
+committed when the mirroring began, at or after S.
+
+Nothing is lost either: every record past E is consumed by a live worker
+after the mirroring began, so it reaches n+1 by the mirror or, after the
+switch, as the live generation. Writes from the catch-up and from
+the live workers land in any order; the version guard keeps the newest, as
+for any replay (DESIGN: the rule). So every read of n+1 returns a version at
+least as new as n returned at the switch, and the read-your-writes watermark,
+which follows the live workers, never reports a write n+1 lacks.
+
+Why mirroring rather than fencing live writes to n during a final catch-up:
+a fence stalls every live worker of the view while that catch-up runs, needs
+a write check that is atomic with the fence in every store (the MongoDB sink
+reads its pointer before writing; FerretDB has no transaction to tie them),
+and is not enough for aggregate views: a live re-read just before the fence
+can include a transaction whose record Debezium has not produced yet, past
+the fenced end offsets, so n would still be ahead of n+1. Mirroring costs a
+second write of the view's live batches while a rebuild runs (the stores
+check for a mirror on each write: Redis in its script, MongoDB in the pointer
+it read already, Elasticsearch with one alias lookup per view and batch).
+A rebuild that was killed keeps the mirroring on until it is run again.
 """
 
 from __future__ import annotations
@@ -39,6 +68,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Generations, Sink
@@ -160,7 +190,13 @@ class Rebuild(Loader):
         st = SnapshotState(self.opts.view, self.sink_names, None, "rebuild")
         st.generation = gen
         st.previous = previous
-        st.offsets = self._offsets(high=aggregate)
+        st.offsets = self._offsets(high=False)
+        if aggregate:
+            # Where the live workers stand: a batch they consumed but have
+            # not committed may still write (see "ahead of the stream").
+            ends = self._offsets(high=True)
+            got = self._committed(self.cfg.kafka.group_id, ends)
+            st.offsets = {_key(t, p): o for (t, p), o in got.items()}
         st.phase = "fill" if aggregate else "catch-up"
         st.counts = {}
         logger.info(
@@ -211,6 +247,10 @@ class Rebuild(Loader):
     def _catch_up_then_switch(
         self, st: SnapshotState, live: Mapping[str, Sink], pinned: Mapping[str, Sink]
     ) -> None:
+        # Sampled after the mirroring began (step create): every write into
+        # the live generation that was not mirrored is of a record before it.
+        if isinstance(self.view, AggregateView):
+            self._wait_connector()
         self._catch_up(st, pinned, self._offsets(high=True))
         if self.stopping:
             return
@@ -223,7 +263,6 @@ class Rebuild(Loader):
                 name,
                 st.generation,
             )
-        st.switch_ends = self._offsets(high=True)
         self._next(st, "switched")
         if _CRASH_AFTER_SWITCH:
             logger.error("fault injection: exiting after the switch")
@@ -232,8 +271,9 @@ class Rebuild(Loader):
     def _catch_up_after_switch(
         self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]
     ) -> None:
-        assert st.switch_ends is not None
-        self._catch_up(st, pinned, st.switch_ends)
+        # Only runs recorded before mirroring existed sampled ends here.
+        if st.switch_ends is not None:
+            self._catch_up(st, pinned, st.switch_ends)
         if not self.stopping:
             self._next(st, "drop")
 
@@ -297,6 +337,31 @@ class Rebuild(Loader):
             # the documents n+1 rejected, dead-lettered by the catch-up
             st.dead_letters += worker.dlq.sent if hasattr(worker, "dlq") else 0
         self._save(st)
+
+    def _wait_connector(self, timeout_s: float = 600.0) -> None:
+        """Wait until the connector produced every change committed so far:
+        the replication slot confirmed an LSN taken now (Connect flushes its
+        records before it commits their offsets)."""
+        src = self.cfg.source
+        deadline = time.monotonic() + timeout_s
+        query = (
+            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s"
+        )
+        with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
+            now = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            lsn = str(now[0]) if now else "0/0"
+            while not self.stopping:
+                row = conn.execute(query, (lsn, src.slot)).fetchone()
+                if row is not None and row[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise FatalError(
+                        f"the connector has not confirmed LSN {lsn} on slot "
+                        f"{src.slot} in {timeout_s:.0f}s: is it running? The "
+                        "rebuild goes on from here when run again"
+                    )
+                time.sleep(0.5)
 
     def _topics(self) -> list[str]:
         return sorted(
