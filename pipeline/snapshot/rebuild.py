@@ -23,7 +23,8 @@ from the step (and chunk, and catch-up offset) it reached:
    be before E.
 4. **switch**: each sink moves its pointer (Redis key, ES alias, MongoDB
    document) to n+1 and ends the mirroring, in one atomic step.
-5. **drop**: after a short grace for reads in flight, generation n is deleted.
+5. **drop**: after a short grace for reads in flight, and once the live group
+   committed what it consumed before the switch (bounded), n is deleted.
 
 Why a reader never goes back in time at the switch: at that moment n+1 holds
 every document of n at the same or a newer version (or a deleted one as
@@ -88,6 +89,9 @@ _CRASH_AFTER_SWITCH = os.environ.get("READSIDE_FAULT_CRASH_AFTER_SWITCH") == "1"
 #: seconds between the switch's catch-up and dropping the old generation, for
 #: reads that resolved the old generation just before the switch
 DROP_GRACE_S = 5.0
+#: at most this long, the drop also waits for the live workers to commit what
+#: they consumed before the switch (their writes may still resolve the old one)
+DRAIN_MAX_S = 60.0
 
 _Offsets = dict[str, int]  # "topic:partition" -> offset (JSON-friendly)
 
@@ -195,7 +199,7 @@ class Rebuild(Loader):
             # Where the live workers stand: a batch they consumed but have
             # not committed may still write (see "ahead of the stream").
             ends = self._offsets(high=True)
-            got = self._committed(self.cfg.kafka.group_id, ends)
+            got = self._committed(self._live_group(), ends)
             st.offsets = {_key(t, p): o for (t, p), o in got.items()}
         st.phase = "fill" if aggregate else "catch-up"
         st.counts = {}
@@ -281,6 +285,7 @@ class Rebuild(Loader):
         assert st.previous is not None
         assert st.generation is not None
         time.sleep(self.drop_grace_s)
+        self._wait_live_commits()
         for name, old in st.previous.items():
             if old != st.generation:
                 _gens(live[name]).drop_generation(self.view.name, old)
@@ -293,6 +298,10 @@ class Rebuild(Loader):
         self._next(st, "done")
 
     # ------------------------------------------------------------ catch-up
+    def _live_group(self) -> str:
+        """The consumer group of the live workers that apply this view."""
+        return self.cfg.kafka.group_id
+
     def _group(self, st: SnapshotState) -> str:
         return f"{self.cfg.kafka.group_id}.rebuild.{self.view.name}.{st.generation}"
 
@@ -338,6 +347,26 @@ class Rebuild(Loader):
             st.dead_letters += worker.dlq.sent if hasattr(worker, "dlq") else 0
         self._save(st)
 
+    def _wait_live_commits(self) -> None:
+        """Wait until the live group committed its partitions up to their ends
+        now: a batch consumed before the switch is then written, so no live
+        write still goes to the old generation (a MongoDB write that resolved
+        it would create its collection again after the drop)."""
+        ends = self._offsets(high=True)
+        deadline = time.monotonic() + DRAIN_MAX_S
+        while not self.stopping and time.monotonic() < deadline:
+            got = self._committed(self._live_group(), dict.fromkeys(ends, -1))
+            # (a partition the group never committed: no live worker reads it)
+            behind = {k: o for k, o in got.items() if 0 <= o < ends[_key(*k)]}
+            if not behind:
+                return
+            time.sleep(0.5)
+        logger.warning(
+            "rebuild drops view=%s while live workers have not committed up to "
+            "the switch (are they running?)",
+            self.view.name,
+        )
+
     def _wait_connector(self, timeout_s: float = 600.0) -> None:
         """Wait until the connector produced every change committed so far:
         the replication slot confirmed an LSN taken now (Connect flushes its
@@ -353,8 +382,8 @@ class Rebuild(Loader):
             lsn = str(now[0]) if now else "0/0"
             while not self.stopping:
                 row = conn.execute(query, (lsn, src.slot)).fetchone()
-                if row is not None and row[0]:
-                    return
+                if row is None or row[0]:
+                    return  # confirmed, or no connector (no slot) to wait for
                 if time.monotonic() > deadline:
                     raise FatalError(
                         f"the connector has not confirmed LSN {lsn} on slot "
