@@ -8,9 +8,9 @@ from the step (and chunk, and catch-up offset) it reached:
    beside the live generation n (:class:`~connectors.base.Generations`), and
    from then on *mirrors* every live write of the view: the live workers'
    sinks apply each write to n+1 first, then to n. The start offsets S of the
-   view's topics are sampled after that: for an aggregate view the live
-   consumer group's committed offsets (else the ends), for a table view their
-   beginning.
+   view's topics are sampled after that: for an aggregate view the lowest
+   committed offsets of the live groups applying it (else the ends), for a
+   table view their beginning.
 2. **fill** (aggregate views): the chunked snapshot load of
    :meth:`Loader._chunks`, into the new generation only.
 3. **catch-up**: the view's topics from S, through the worker's own batch loop
@@ -23,8 +23,8 @@ from the step (and chunk, and catch-up offset) it reached:
    be before E.
 4. **switch**: each sink moves its pointer (Redis key, ES alias, MongoDB
    document) to n+1 and ends the mirroring, in one atomic step.
-5. **drop**: after a short grace for reads in flight, and once the live group
-   committed what it consumed before the switch (bounded), n is deleted.
+5. **drop**: after a short grace for reads in flight, and once the live groups
+   committed what they consumed before the switch (bounded), n is deleted.
 
 Why a reader never goes back in time at the switch: at that moment n+1 holds
 every document of n at the same or a newer version (or a deleted one as
@@ -69,15 +69,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from connectors.base import Generations, Sink
 from connectors.registry import build_sink
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
-from pipeline.errors import ConfigError, FatalError
+from pipeline.errors import ConfigError
 from pipeline.snapshot.load import Loader, Options, Progress
+from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
 from pipeline.snapshot.state import SnapshotState, rebuild_key
 
 logger = logging.getLogger(__name__)
@@ -89,20 +89,6 @@ _CRASH_AFTER_SWITCH = os.environ.get("READSIDE_FAULT_CRASH_AFTER_SWITCH") == "1"
 #: seconds between the switch's catch-up and dropping the old generation, for
 #: reads that resolved the old generation just before the switch
 DROP_GRACE_S = 5.0
-#: at most this long, the drop also waits for the live workers to commit what
-#: they consumed before the switch (their writes may still resolve the old one)
-DRAIN_MAX_S = 60.0
-
-_Offsets = dict[str, int]  # "topic:partition" -> offset (JSON-friendly)
-
-
-def _key(topic: str, part: int) -> str:
-    return f"{topic}:{part}"
-
-
-def _split(key: str) -> tuple[str, int]:
-    topic, _, part = key.rpartition(":")
-    return topic, int(part)
 
 
 class Rebuild(Loader):
@@ -123,6 +109,7 @@ class Rebuild(Loader):
         super().__init__(cfg, opts, progress)
         self.drop_grace_s = drop_grace_s
         self.key = rebuild_key(opts.view, self.sink_names)
+        self.pos = Positions(cfg, opts.view, lambda: self.stopping)
         self._worker: Any = None
 
     def stop(self, *_args: object) -> None:
@@ -194,13 +181,16 @@ class Rebuild(Loader):
         st = SnapshotState(self.opts.view, self.sink_names, None, "rebuild")
         st.generation = gen
         st.previous = previous
-        st.offsets = self._offsets(high=False)
+        st.offsets = self.pos.offsets(high=False)
         if aggregate:
             # Where the live workers stand: a batch they consumed but have
             # not committed may still write (see "ahead of the stream").
-            ends = self._offsets(high=True)
-            got = self._committed(self._live_group(), ends)
-            st.offsets = {_key(t, p): o for (t, p), o in got.items()}
+            ends = self.pos.offsets(high=True)
+            st.offsets = dict(ends)
+            for group in self.pos.live_groups():
+                got = self.pos.committed(group, ends)
+                for (t, p), o in got.items():
+                    st.offsets[part_key(t, p)] = min(o, st.offsets[part_key(t, p)])
         st.phase = "fill" if aggregate else "catch-up"
         st.counts = {}
         logger.info(
@@ -254,8 +244,8 @@ class Rebuild(Loader):
         # Sampled after the mirroring began (step create): every write into
         # the live generation that was not mirrored is of a record before it.
         if isinstance(self.view, AggregateView):
-            self._wait_connector()
-        self._catch_up(st, pinned, self._offsets(high=True))
+            self.pos.wait_connector()
+        self._catch_up(st, pinned, self.pos.offsets(high=True))
         if self.stopping:
             return
         assert st.generation is not None
@@ -285,7 +275,7 @@ class Rebuild(Loader):
         assert st.previous is not None
         assert st.generation is not None
         time.sleep(self.drop_grace_s)
-        self._wait_live_commits()
+        self.pos.wait_live_commits()
         for name, old in st.previous.items():
             if old != st.generation:
                 _gens(live[name]).drop_generation(self.view.name, old)
@@ -298,15 +288,11 @@ class Rebuild(Loader):
         self._next(st, "done")
 
     # ------------------------------------------------------------ catch-up
-    def _live_group(self) -> str:
-        """The consumer group of the live workers that apply this view."""
-        return self.cfg.kafka.group_id
-
     def _group(self, st: SnapshotState) -> str:
         return f"{self.cfg.kafka.group_id}.rebuild.{self.view.name}.{st.generation}"
 
     def _catch_up(
-        self, st: SnapshotState, pinned: Mapping[str, Sink], until: _Offsets
+        self, st: SnapshotState, pinned: Mapping[str, Sink], until: Offsets
     ) -> None:
         """Apply the view's topics from where the catch-up stands to ``until``."""
         from pipeline.worker import Worker
@@ -316,8 +302,8 @@ class Rebuild(Loader):
         cfg = self.cfg.model_copy(
             update={"kafka": self.cfg.kafka.model_copy(update={"group_id": group})}
         )
-        start = self._committed(group, st.offsets)
-        ends = {_split(k): v for k, v in until.items()}
+        start = self.pos.committed(group, st.offsets)
+        ends = {part_of(k): v for k, v in until.items()}
         st.total = sum(max(0, ends[k] - o) for k, o in start.items() if k in ends)
         self._save(st)
 
@@ -346,99 +332,6 @@ class Rebuild(Loader):
             # the documents n+1 rejected, dead-lettered by the catch-up
             st.dead_letters += worker.dlq.sent if hasattr(worker, "dlq") else 0
         self._save(st)
-
-    def _wait_live_commits(self) -> None:
-        """Wait until the live group committed its partitions up to their ends
-        now: a batch consumed before the switch is then written, so no live
-        write still goes to the old generation (a MongoDB write that resolved
-        it would create its collection again after the drop)."""
-        ends = self._offsets(high=True)
-        deadline = time.monotonic() + DRAIN_MAX_S
-        while not self.stopping and time.monotonic() < deadline:
-            got = self._committed(self._live_group(), dict.fromkeys(ends, -1))
-            # (a partition the group never committed: no live worker reads it)
-            behind = {k: o for k, o in got.items() if 0 <= o < ends[_key(*k)]}
-            if not behind:
-                return
-            time.sleep(0.5)
-        logger.warning(
-            "rebuild drops view=%s while live workers have not committed up to "
-            "the switch (are they running?)",
-            self.view.name,
-        )
-
-    def _wait_connector(self, timeout_s: float = 600.0) -> None:
-        """Wait until the connector produced every change committed so far:
-        the replication slot confirmed an LSN taken now (Connect flushes its
-        records before it commits their offsets)."""
-        src = self.cfg.source
-        deadline = time.monotonic() + timeout_s
-        query = (
-            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
-            "WHERE slot_name = %s"
-        )
-        with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
-            now = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-            lsn = str(now[0]) if now else "0/0"
-            while not self.stopping:
-                row = conn.execute(query, (lsn, src.slot)).fetchone()
-                if row is None or row[0]:
-                    return  # confirmed, or no connector (no slot) to wait for
-                if time.monotonic() > deadline:
-                    raise FatalError(
-                        f"the connector has not confirmed LSN {lsn} on slot "
-                        f"{src.slot} in {timeout_s:.0f}s: is it running? The "
-                        "rebuild goes on from here when run again"
-                    )
-                time.sleep(0.5)
-
-    def _topics(self) -> list[str]:
-        return sorted(
-            t for t, vs in self.cfg.view_topics().items() if self.view.name in vs
-        )
-
-    def _consumer(self, group: str) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-            }
-        )
-
-    def _offsets(self, high: bool) -> _Offsets:
-        """Every partition of the view's topics at its end (or beginning)."""
-        consumer = self._consumer(f"{self.cfg.kafka.group_id}.rebuild-probe")
-        out: _Offsets = {}
-        try:
-            for topic in self._topics():
-                md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-                if md is None or md.error is not None:
-                    raise FatalError(
-                        f"topic {topic} of view {self.view.name} does not exist "
-                        "(is the connector applied?)"
-                    )
-                for part in md.partitions:
-                    low, hi = consumer.get_watermark_offsets(
-                        TopicPartition(topic, part), timeout=10
-                    )
-                    out[_key(topic, part)] = hi if high else low
-        finally:
-            consumer.close()
-        return out
-
-    def _committed(self, group: str, first: _Offsets) -> dict[tuple[str, int], int]:
-        """Where the catch-up goes on: its group's commits, else ``first``."""
-        consumer = self._consumer(group)
-        try:
-            parts = [TopicPartition(*_split(k)) for k in first]
-            out = {_split(k): v for k, v in first.items()}
-            for tp in consumer.committed(parts, timeout=10):
-                if tp.offset >= 0:
-                    out[(tp.topic, tp.partition)] = tp.offset
-            return out
-        finally:
-            consumer.close()
 
 
 def _gens(sink: Sink) -> Generations:
