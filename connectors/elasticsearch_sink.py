@@ -382,6 +382,10 @@ class ElasticsearchSink:
         stored: dict[tuple[str, str], int] = {}
         for view, ops in by_view.items():
             index = self._mirror(view) if mirror else self.alias(view)
+            if mirror and not self.client.indices.exists_alias(name=index):
+                # switched meanwhile: the live write that follows settles them
+                result.rejected = [r for r in result.rejected if r[0].view != view]
+                continue
             found = self._fetch(view, [o.doc_id for o in ops], index)
             for doc_id, have in found.items():
                 stored[(view, doc_id)] = have.version
