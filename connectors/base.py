@@ -125,6 +125,13 @@ class Generations(Protocol):
     the live one for every writer and reader at once, and the old one is
     dropped. Writers and readers resolve the live generation at each call, so
     a write of records consumed after the switch lands in the new one.
+
+    From :meth:`create_generation` to the switch, every write of the live
+    sinks is *mirrored*: applied to generation n+1 first, then to the live
+    generation n, with the generations resolved after the records were
+    consumed. So whatever n holds, n+1 holds at the same or a newer version
+    (the rebuild's catch-up brings what was written before the mirroring
+    began), and the switch never takes a reader back in time.
     """
 
     def generation(self, view: str) -> int:
@@ -136,16 +143,27 @@ class Generations(Protocol):
         ...
 
     def create_generation(self, view: str, gen: int) -> None:
-        """Make generation ``gen`` exist and be empty (leftovers are removed)."""
+        """Make generation ``gen`` exist and be empty (leftovers are removed),
+        and mirror every later write of ``view`` into it until the switch."""
         ...
 
     def switch_generation(self, view: str, gen: int) -> None:
-        """Atomically make ``gen`` the live generation of ``view``."""
+        """Atomically make ``gen`` the live generation of ``view`` and end the
+        mirroring."""
         ...
 
     def drop_generation(self, view: str, gen: int) -> None:
         """Delete what generation ``gen`` holds (never the live one)."""
         ...
+
+
+def mirrored(mirror: WriteResult, live: WriteResult) -> WriteResult:
+    """The result of a write applied to a mirrored generation, then the live
+    one: the live counts, and the rejections of both (a document the new
+    generation refuses would be missing once it is switched in)."""
+    known = {id(op) for op, _why in live.rejected}
+    live.rejected.extend(r for r in mirror.rejected if id(r[0]) not in known)
+    return live
 
 
 def fill_unchanged(

@@ -4,6 +4,9 @@ Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
 behind the alias ``{index_prefix}{target.name}``; writes and reads go through
 the alias, so a rebuild fills the next generation ``-000002`` beside it and
 moves the alias in one atomic ``_aliases`` call (:class:`~connectors.base.Generations`).
+While a rebuild fills it, the alias ``{alias}.mirror`` names the new index:
+every write then goes there first (``require_alias``, so a write that races
+the switch never creates an index), then through the alias.
 
 Versions: every write is an ``index`` action with ``version_type=external`` and
 ``version=op.version``. ``external`` rather than ``external_gte``: an equal
@@ -47,7 +50,7 @@ import elasticsearch
 from elasticsearch import helpers
 
 from connectors import elasticsearch_routing as routing
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
 from pipeline.config import ElasticsearchSinkConfig
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
@@ -199,6 +202,10 @@ class ElasticsearchSink:
             gens.append(int(number))
         return max(gens)
 
+    def _mirror(self, view: str) -> str:
+        """The alias of the generation a rebuild fills (absent: none)."""
+        return f"{self.alias(view)}.mirror"
+
     def _generation_index(self, view: str, gen: int) -> str:
         return f"{self.alias(view)}-{gen:06d}"
 
@@ -210,9 +217,12 @@ class ElasticsearchSink:
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")
         index = self._generation_index(view, gen)
+        mirror = self._mirror(view)
         try:
             self.client.indices.delete(index=index, ignore_unavailable=True)
-            self._create_index(index, self.targets[view], {})
+            if self.client.indices.exists_alias(name=mirror):
+                self.client.indices.delete_alias(index="_all", name=mirror)
+            self._create_index(index, self.targets[view], {mirror: {}})
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
         logger.info("elasticsearch generation created index=%s", index)
@@ -230,6 +240,9 @@ class ElasticsearchSink:
             actions.append(
                 {"add": {"index": index, "alias": alias, "is_write_index": True}}
             )
+            mirror = self._mirror(view)
+            if self.client.indices.exists_alias(name=mirror, index=index):
+                actions.append({"remove": {"index": index, "alias": mirror}})
             self.client.indices.update_aliases(actions=actions)
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
@@ -261,44 +274,68 @@ class ElasticsearchSink:
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         try:
             ready, result = fill_unchanged(ops, self.fetch)
-            lines: list[str] = []
-            sent: list[DocumentOp] = []
-            size = 0
             routes = self._delete_routes(ready)
-            others = self._other_copies(ready)
-            removals: list[tuple[DocumentOp, str]] = []
-            for op in ready:
-                other = others.get((op.view, op.doc_id))
-                if other is not None and other.version >= op.version:
-                    result.stale += 1  # a newer copy under another routing
-                    continue
-                try:
-                    pair = self._action(op, routes)
-                except BadRecord as exc:
-                    result.rejected.append((op, str(exc)))
-                    continue
-                if other is not None:
-                    line = routing.removal(self.alias(op.view), op, other)
-                    removals.append((op, line))
-                if sent and size + len(pair[1]) > _MAX_BULK_BYTES:
-                    result.merge(self._bulk(lines, sent))
-                    lines, sent, size = [], [], 0
-                lines += pair
-                sent.append(op)
-                size += len(pair[1])
-            if sent:
-                result.merge(self._bulk(lines, sent))
-            # An old copy goes only once its upsert is stored (or lost to a
-            # newer version): a refused upsert must leave the tombstone.
-            refused = {id(op) for op, _why in result.rejected}
-            lines = [line for op, line in removals if id(op) not in refused]
-            routing.remove_copies(self.client, lines, self._bulk_kwargs())
+            views = {op.view for op in ready}
+            mirror = {
+                v
+                for v in views
+                if self.client.indices.exists_alias(name=self._mirror(v))
+            }
+            if not mirror:
+                return self._write_ops(ready, routes, result, False)
+            ahead = [op for op in ready if op.view in mirror]
+            into = self._write_ops(ahead, routes, WriteResult(), True)
+            return mirrored(into, self._write_ops(ready, routes, result, False))
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
+
+    def _write_ops(
+        self,
+        ready: list[DocumentOp],
+        routes: Mapping[str, str],
+        result: WriteResult,
+        mirror: bool,
+    ) -> WriteResult:
+        """Bulk-write ``ready`` through the alias (or the mirror alias).
+
+        In a routed view, an upsert first meets any copy of its id stored
+        under another routing (:mod:`connectors.elasticsearch_routing`).
+        """
+        lines: list[str] = []
+        sent: list[DocumentOp] = []
+        size = 0
+        others = self._other_copies(ready, mirror)
+        removals: list[tuple[DocumentOp, str]] = []
+        for op in ready:
+            other = others.get((op.view, op.doc_id))
+            if other is not None and other.version >= op.version:
+                result.stale += 1  # a newer copy under another routing
+                continue
+            try:
+                pair = self._action(op, routes, mirror)
+            except BadRecord as exc:
+                result.rejected.append((op, str(exc)))
+                continue
+            if other is not None:
+                index = self._mirror(op.view) if mirror else self.alias(op.view)
+                removals.append((op, routing.removal(index, op, other)))
+            if sent and size + len(pair[1]) > _MAX_BULK_BYTES:
+                result.merge(self._bulk(lines, sent, mirror))
+                lines, sent, size = [], [], 0
+            lines += pair
+            sent.append(op)
+            size += len(pair[1])
+        if sent:
+            result.merge(self._bulk(lines, sent, mirror))
+        # An old copy goes only once its upsert is stored (or lost to a newer
+        # version): a refused upsert must leave the tombstone.
+        refused = {id(op) for op, _why in result.rejected}
+        lines = [line for op, line in removals if id(op) not in refused]
+        routing.remove_copies(self.client, lines, self._bulk_kwargs())
         return result
 
     def _other_copies(
-        self, ops: Sequence[DocumentOp]
+        self, ops: Sequence[DocumentOp], mirror: bool
     ) -> dict[tuple[str, str], routing.Copy]:
         """Copies that upserts of routed views must win over, by (view, id)."""
         by_view: dict[str, list[Upsert]] = {}
@@ -309,13 +346,16 @@ class ElasticsearchSink:
         for view, ups in by_view.items():
             field = self._routing_field(view)
             assert field is not None
-            found = routing.other_copies(self.client, self.alias(view), field, ups)
+            alias = self._mirror(view) if mirror else self.alias(view)
+            found = routing.other_copies(self.client, alias, field, ups)
             out.update({(view, doc_id): c for doc_id, c in found.items()})
         return out
 
-    def _action(self, op: DocumentOp, routes: Mapping[str, str]) -> tuple[str, str]:
+    def _action(
+        self, op: DocumentOp, routes: Mapping[str, str], mirror: bool
+    ) -> tuple[str, str]:
         meta: dict[str, Any] = {
-            "_index": self.alias(op.view),
+            "_index": self._mirror(op.view) if mirror else self.alias(op.view),
             "_id": op.doc_id,
             "version": op.version,
             "version_type": "external",
@@ -344,9 +384,14 @@ class ElasticsearchSink:
             kwargs["timeout"] = f"{max(1, int(self.cfg.timeout_s * 500))}ms"
         return kwargs
 
-    def _bulk(self, lines: list[str], sent: list[DocumentOp]) -> WriteResult:
+    def _bulk(
+        self, lines: list[str], sent: list[DocumentOp], mirror: bool
+    ) -> WriteResult:
+        kwargs = self._bulk_kwargs()
+        if mirror:  # never create an index when the switch removed the alias
+            kwargs["require_alias"] = True
         # Lines are pre-serialized NDJSON, which the serializer passes through.
-        resp = self.client.bulk(operations=lines, **self._bulk_kwargs())  # type: ignore[arg-type]
+        resp = self.client.bulk(operations=lines, **kwargs)  # type: ignore[arg-type]
         result = WriteResult()
         transient: list[str] = []
         for op, item in zip(sent, resp["items"], strict=True):
@@ -356,6 +401,8 @@ class ElasticsearchSink:
                 result.applied += 1
             elif status == 409:
                 result.stale += 1
+            elif mirror and status == 404:
+                pass  # the switch ended the mirroring; the live write follows
             elif status in (401, 403):
                 raise FatalError(
                     f"elasticsearch: not authorized: {_reason(info['error'])}"
@@ -365,7 +412,7 @@ class ElasticsearchSink:
             else:
                 result.rejected.append((op, _reason(info.get("error", {}))))
         if result.rejected:
-            result = self._settle_stale_rejections(result)
+            result = self._settle_stale_rejections(result, mirror)
         if transient:
             # The rest of the batch is applied; a retry is idempotent.
             raise TransientError(
@@ -374,7 +421,9 @@ class ElasticsearchSink:
             )
         return result
 
-    def _settle_stale_rejections(self, result: WriteResult) -> WriteResult:
+    def _settle_stale_rejections(
+        self, result: WriteResult, mirror: bool
+    ) -> WriteResult:
         """Count a refused op as stale when a version at least as new is stored.
 
         Elasticsearch parses a document before it checks the version, so a
@@ -387,7 +436,13 @@ class ElasticsearchSink:
             by_view.setdefault(op.view, []).append(op)
         stored: dict[tuple[str, str], int] = {}
         for view, ops in by_view.items():
-            for doc_id, have in self.fetch(view, [o.doc_id for o in ops]).items():
+            index = self._mirror(view) if mirror else self.alias(view)
+            if mirror and not self.client.indices.exists_alias(name=index):
+                # switched meanwhile: the live write that follows settles them
+                result.rejected = [r for r in result.rejected if r[0].view != view]
+                continue
+            found = self._fetch(view, [o.doc_id for o in ops], index)
+            for doc_id, have in found.items():
                 stored[(view, doc_id)] = have.version
         kept: list[tuple[DocumentOp, str]] = []
         for op, why in result.rejected:
@@ -413,9 +468,11 @@ class ElasticsearchSink:
 
     # -- reads ------------------------------------------------------------
 
-    def _search_ids(self, view: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    def _search_ids(
+        self, view: str, ids: Sequence[str], alias: str | None = None
+    ) -> list[dict[str, Any]]:
         """Find documents by id on every shard (routed views), read-your-writes."""
-        alias = self.alias(view)
+        alias = alias or self.alias(view)
         self.client.indices.refresh(index=alias)
         hits: list[dict[str, Any]] = []
         for start in range(0, len(ids), 1000):
@@ -430,13 +487,16 @@ class ElasticsearchSink:
         return hits
 
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        return self._fetch(view, ids, self.alias(view))
+
+    def _fetch(self, view: str, ids: Sequence[str], index: str) -> dict[str, Stored]:
         if not ids:
             return {}
         try:
             if self._routing_field(view):
-                docs = self._search_ids(view, ids)
+                docs = self._search_ids(view, ids, index)
             else:
-                resp = self.client.mget(index=self.alias(view), ids=list(ids))
+                resp = self.client.mget(index=index, ids=list(ids))
                 docs = [d for d in resp["docs"] if d.get("found")]
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
@@ -471,6 +531,10 @@ class ElasticsearchSink:
         protocol)."""
         alias = self.alias(view)
         try:
+            mirror = self._mirror(view)  # an unfinished rebuild's index
+            if self.client.indices.exists_alias(name=mirror):
+                found = self.client.indices.get_alias(name=mirror)
+                self.client.indices.delete(index=",".join(found.keys()))
             if self.client.indices.exists_alias(name=alias):
                 found = self.client.indices.get_alias(name=alias)
                 self.client.indices.delete(index=",".join(found.keys()))

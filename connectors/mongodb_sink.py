@@ -50,8 +50,10 @@ ignores ``writeConcern``.
 Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
 of a view whose target is ``c`` is the collection ``c``, generation n > 1 is
 ``c~n``; the document ``{_id: "c", gen: n}`` of the collection
-``readside_generations`` names the live one (absent: 1). Every write and read
-looks it up first (one ``find`` by ``_id``, which FerretDB pushes down).
+``readside_generations`` names the live one (absent: 1), and while a rebuild
+fills generation m, ``mirror: m`` too: every write then goes to ``c~m``
+first, then to the live collection. Every write and read looks it up first
+(one ``find`` by ``_id``, which FerretDB pushes down).
 FerretDB's ``renameCollection`` lacks ``dropTarget``, so renaming the new
 collection over the old one cannot be atomic; the pointer is.
 """
@@ -70,7 +72,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
 from pipeline.config import MongoSinkConfig
 from pipeline.errors import (
     BadRecord,
@@ -272,12 +274,17 @@ class MongoSink:
     # -- generations --------------------------------------------------------
 
     def generation(self, view: str) -> int:
+        return self._generations(view)[0]
+
+    def _generations(self, view: str) -> tuple[int, int | None]:
+        """The live generation of ``view`` and the one mirrored into, if any."""
         base = self._target(view).name
         try:
-            raw = self.db[GENERATIONS].find_one({"_id": base})
+            raw = self.db[GENERATIONS].find_one({"_id": base}) or {}
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
-        return int(raw["gen"]) if raw else 1
+        mirror = raw.get("mirror")
+        return int(raw.get("gen", 1)), None if mirror is None else int(mirror)
 
     def generation_target(self, view: str, gen: int) -> ViewTarget:
         target = self._target(view)
@@ -285,11 +292,17 @@ class MongoSink:
 
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")
+        pointers, base = self.db[GENERATIONS], self._target(view).name
         try:
+            pointers.update_one({"_id": base}, {"$unset": {"mirror": ""}})
             coll = self._generation_collection(view, gen)
             coll.drop()
-            self.db.create_collection(coll.name)
+            try:
+                self.db.create_collection(coll.name)
+            except perr.CollectionInvalid:
+                pass  # a mirrored write that raced the drop made it again
             self._create_indexes(view, coll)
+            pointers.update_one({"_id": base}, {"$set": {"mirror": gen}}, upsert=True)
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
@@ -297,7 +310,9 @@ class MongoSink:
         base = self._target(view).name
         try:
             self.db[GENERATIONS].update_one(
-                {"_id": base}, {"$set": {"gen": gen}}, upsert=True
+                {"_id": base},
+                {"$set": {"gen": gen}, "$unset": {"mirror": ""}},
+                upsert=True,
             )
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
@@ -332,9 +347,36 @@ class MongoSink:
         return result
 
     def _write_view(self, view: str, ops: list[DocumentOp]) -> WriteResult:
-        # The live generation is read once, after the records were consumed:
-        # a rebuild that switches meanwhile also replays them (DESIGN).
-        coll = self.collection(view)
+        # The generations are read after the records were consumed: a write
+        # that races a rebuild's start or switch is in what its catch-up
+        # reads, or lands in a generation no reader reads any more.
+        live, mirror = self._generations(view)
+        if mirror is None:
+            return self._write_generation(view, live, ops)
+        into = self._write_generation(view, mirror, ops)
+        if self._generations(view)[0] == mirror:
+            return into  # switched meanwhile: the live generation holds them
+        return mirrored(into, self._write_generation(view, live, ops))
+
+    def _write_generation(
+        self, view: str, gen: int, ops: list[DocumentOp]
+    ) -> WriteResult:
+        try:
+            return self._write_coll(self._generation_collection(view, gen), ops)
+        except perr.PyMongoError:
+            if gen in self._generations(view):
+                raise
+            # A rebuild switched away from this generation and dropped it
+            # meanwhile (FerretDB fails a write racing a drop): the live one
+            # holds these writes, by the mirror or the rebuild's catch-up.
+            logger.info(
+                "mongodb write to a dropped generation skipped view=%s generation=%d",
+                view,
+                gen,
+            )
+            return WriteResult()
+
+    def _write_coll(self, coll: Collection[_Doc], ops: list[DocumentOp]) -> WriteResult:
         result = WriteResult()
         stored = self._versions(coll, [op.doc_id for op in ops])
         inserts: list[_Statement] = []

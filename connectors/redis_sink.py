@@ -20,10 +20,12 @@ id can collide with them (``p:v:1`` could be a document).
 
 Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
 uses the prefix ``p``, generation n > 1 the prefix ``p~n``; ``p@gen`` holds
-the live generation (absent: 1). Every write checks it inside the script, and
-every read by id reads it in the same ``MGET`` as the documents, so no call
-uses a generation that a switch has left. Sites reading keys themselves
-should read ``p@gen`` first. Documents may expire
+the live generation (absent: 1), and ``p@gen.mirror`` the generation a
+rebuild is filling, if any: every write goes there first, then to the live
+one. Every write checks both inside the script, and every read by id reads
+``p@gen`` in the same ``MGET`` as the documents, so no call uses a generation
+that a switch has left. Sites reading keys themselves should read ``p@gen``
+first. Documents may expire
 with ``options["ttl_s"]``; their version key expires with them, but secondary
 index entries of an expired document stay until it is written or deleted again.
 
@@ -47,7 +49,7 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged
+from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
 from connectors.redis_wait import Durability
 from pipeline.config import RedisSinkConfig
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
@@ -61,16 +63,19 @@ DEFAULT_TOMBSTONE_TTL_S = 0
 _FETCH_CHUNK = 1000
 
 #: KEYS, per document: doc key, version key[, index-values key].
-#: ARGV: generation key, the generation the keys belong to, n, tombstone ttl,
+#: ARGV: generation key, the generations the caller saw (``live`` or
+#: ``live>mirror``, see :func:`_state_text`), n, tombstone ttl,
 #: doc ttl, index key base, m, m x (field, kind), then per document: op
 #: ("u"/"d"), version, body, id, m index values ("" = no value, else "="
 #: followed by the value).
 #: Returns one status per document: 1 applied, 0 stale; or the error
-#: ``READSIDE_MOVED <gen>`` and writes nothing when the view's live
-#: generation is no longer the one the keys were built for (a rebuild
-#: switched it): the caller builds the keys again and retries.
+#: ``READSIDE_MOVED <generations>`` and writes nothing when the view's
+#: generations are no longer the ones the caller saw (a rebuild began
+#: mirroring or switched): the caller builds the keys again and retries.
 GUARD_SCRIPT = """
 local live = redis.call('GET', ARGV[1]) or '1'
+local mirror = redis.call('GET', ARGV[1] .. '.mirror')
+if mirror then live = live .. '>' .. mirror end
 if live ~= ARGV[2] then
   return redis.error_reply('READSIDE_MOVED ' .. live)
 end
@@ -186,6 +191,8 @@ class _Layout:
         #: holds the live generation; outside the ``p:*`` / ``p#*`` key space
         #: of every generation, so dropping one never touches it
         self.generation_key = f"{target.name}@gen"
+        #: holds the generation a rebuild is filling (absent: none)
+        self.mirror_key = f"{self.generation_key}.mirror"
         self.hash_tag = bool(opts.get("hash_tag", False))
         self.doc_ttl = int(opts.get("ttl_s", 0) or 0)
         self.tomb_ttl = int(opts.get("tombstone_ttl_s", DEFAULT_TOMBSTONE_TTL_S))
@@ -219,6 +226,20 @@ class _Layout:
         if self.hash_tag and raw.startswith("{") and raw.endswith("}"):
             return raw[1:-1]
         return raw
+
+
+def _state_text(live: int, mirror: int | None) -> str:
+    """What the guard script compares: ``live`` or ``live>mirror``."""
+    return str(live) if mirror is None else f"{live}>{mirror}"
+
+
+def _parse_state(text: str | None, mirror: str | None = None) -> tuple[int, int | None]:
+    """(live, mirror) from ``p@gen`` (and ``p@gen.mirror``) or a script's
+    ``READSIDE_MOVED`` text."""
+    if text and ">" in text:
+        live, _, mirror = text.partition(">")
+        return int(live), int(mirror)
+    return (int(text) if text else 1), (int(mirror) if mirror else None)
 
 
 def _index_value(kind: str, value: Any) -> str:
@@ -269,6 +290,8 @@ class RedisSink:
         self.cfg = cfg
         self.targets = dict(targets)
         self._live: dict[str, int] = {}  # view -> live generation, as last seen
+        #: view -> the generation a rebuild fills (None: none), as last seen
+        self._mirrors: dict[str, int | None] = {}
         # built now so that bad options fail at start
         self._layouts = {(v, 1): _Layout(t) for v, t in self.targets.items()}
         self._client: redis.Redis | None = None
@@ -316,24 +339,23 @@ class RedisSink:
     def _layout(self, view: str, gen: int | None = None) -> _Layout:
         """The layout of generation ``gen`` (default: the live one as last seen)."""
         if gen is None:
-            gen = self._live.get(view)
-            if gen is None:
+            if view not in self._live:
                 return self._resolve(view)
+            gen = self._live[view]
         layout = self._layouts.get((view, gen))
         if layout is None:
             layout = self._layouts[(view, gen)] = _Layout(self._target(view), gen)
         return layout
 
     def _resolve(self, view: str) -> _Layout:
-        """Read the live generation of ``view`` and return its layout."""
-        key = _Layout(self._target(view)).generation_key
-        raw = self.client.get(key)
-        return self._seen(view, None if raw is None else str(raw))
+        """Read the live (and mirrored) generation of ``view``; the live layout."""
+        base = _Layout(self._target(view))
+        raw, mirror = self.client.mget([base.generation_key, base.mirror_key])
+        return self._seen(view, _parse_state(_str(raw), _str(mirror)))
 
-    def _seen(self, view: str, raw: str | None) -> _Layout:
-        gen = int(raw) if raw else 1
-        self._live[view] = gen
-        return self._layout(view, gen)
+    def _seen(self, view: str, state: tuple[int, int | None]) -> _Layout:
+        self._live[view], self._mirrors[view] = state
+        return self._layout(view, state[0])
 
     # -- generations --------------------------------------------------------
 
@@ -349,15 +371,25 @@ class RedisSink:
 
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")
-        self._drop_layout(self._layout(view, gen))
+        layout = self._layout(view, gen)
+        try:
+            # Writes that saw the mirror fail their check while it is emptied.
+            self.client.delete(layout.mirror_key)
+            self._drop_layout(layout)
+            self.client.set(layout.mirror_key, str(gen))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
 
     def switch_generation(self, view: str, gen: int) -> None:
         layout = self._layout(view, gen)
         try:
-            self.client.set(layout.generation_key, str(gen))
+            with self.client.pipeline(transaction=True) as tx:  # MULTI ... EXEC
+                tx.set(layout.generation_key, str(gen))
+                tx.delete(layout.mirror_key)
+                tx.execute()
         except rex.RedisError as exc:
             raise classify(exc) from exc
-        self._live[view] = gen
+        self._live[view], self._mirrors[view] = gen, None
         logger.info("redis generation switched view=%s generation=%d", view, gen)
 
     def drop_generation(self, view: str, gen: int) -> None:
@@ -393,19 +425,28 @@ class RedisSink:
         return result
 
     def _write_chunk(self, view: str, ops: list[DocumentOp]) -> WriteResult:
-        """Write one script call's worth, again in the new generation if a
-        rebuild switched the view meanwhile (the script then wrote nothing)."""
+        """Write one script call's worth into the generation a rebuild fills
+        (if any), then into the live one; again with the new generations if a
+        rebuild began or switched meanwhile (the script then wrote nothing)."""
         for _ in range(5):
+            live = self._layout(view)
+            mirror = self._mirrors.get(view)
+            state = _state_text(live.gen, mirror)
             try:
-                return self._write_keys(self._layout(view), ops)
+                result = WriteResult()
+                if mirror is not None:
+                    result = self._write_keys(self._layout(view, mirror), ops, state)
+                return mirrored(result, self._write_keys(live, ops, state))
             except rex.ResponseError as exc:
                 text = str(exc)
                 if not text.startswith("READSIDE_MOVED"):
                     raise
-                self._seen(view, text.split()[-1])
+                self._seen(view, _parse_state(text.split()[-1]))
         raise TransientError(f"redis: view {view} keeps switching generations")
 
-    def _write_keys(self, layout: _Layout, ops: list[DocumentOp]) -> WriteResult:
+    def _write_keys(
+        self, layout: _Layout, ops: list[DocumentOp], state: str
+    ) -> WriteResult:
         result = WriteResult()
         fields = list(layout.indexes)
         keys: list[str] = []
@@ -424,7 +465,7 @@ class RedisSink:
             sent.append(op)
         if not sent:
             return result
-        head = [layout.generation_key, str(layout.gen)]
+        head = [layout.generation_key, state]
         head += [str(len(sent)), str(layout.tomb_ttl), str(layout.doc_ttl)]
         head += [layout.index_base, str(len(fields))]
         for field in fields:
@@ -494,11 +535,12 @@ class RedisSink:
         if the generation was not the one the keys were built for."""
         for _ in range(5):
             layout = self._layout(view)
-            keys = [layout.generation_key]
+            keys = [layout.generation_key, layout.mirror_key]
             keys += [layout.version_key(i) for i in chunk]
             keys += [layout.doc_key(i) for i in chunk]
-            live, *values = self.client.mget(keys)
-            if self._seen(view, None if live is None else str(live)) is not layout:
+            live, mirror, *values = self.client.mget(keys)
+            state = _parse_state(_str(live), _str(mirror))
+            if self._seen(view, state) is not layout:
                 continue
             for n, doc_id in enumerate(chunk):
                 ver, body = values[n], values[n + len(chunk)]
@@ -556,6 +598,7 @@ class RedisSink:
             layout = self._resolve(view)
             deleted = self._drop_layout(layout)
             deleted += int(self.client.unlink(layout.generation_key))
+            deleted += int(self.client.unlink(layout.mirror_key))
         except rex.RedisError as exc:
             raise classify(exc) from exc
         self._live.pop(view, None)
@@ -577,6 +620,10 @@ class RedisSink:
         except rex.RedisError as exc:
             raise classify(exc) from exc
         return deleted
+
+
+def _str(raw: Any) -> str | None:
+    return None if raw is None else str(raw)
 
 
 def _glob_escape(text: str) -> str:

@@ -126,7 +126,8 @@ class Worker:
     assignment: list[TopicPartition] | None = None
     until: Mapping[tuple[str, int], int] | None = None
     #: False for a rebuild's catch-up: no checkpoints (they describe what the
-    #: live stores hold) and no dead letters (the live workers send them).
+    #: live stores hold), and of the dead letters only the documents its
+    #: stores rejected (the live workers send the records they cannot use).
     side_effects: bool = True
     #: called with the number of records of each handled batch
     on_batch: Callable[[int], None] | None = None
@@ -356,7 +357,10 @@ class Worker:
             logger.error("fault injection: exiting after sink writes, before commit")
             os._exit(137)
         if not self.side_effects:
+            rejected = [d for d in dead if d.error_class == "Rejected"]
             for d in dead:
+                if d.error_class == "Rejected":
+                    continue
                 logger.warning(
                     "not sent to the dead-letter topic (the live workers do) "
                     "topic=%s partition=%d offset=%d reason=%s",
@@ -365,7 +369,7 @@ class Worker:
                     d.message.offset(),
                     d.reason,
                 )
-            dead = []
+            dead = rejected
         try:
             self.handler.deliver(self.dlq, dead)
         except Abandoned:

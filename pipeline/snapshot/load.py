@@ -14,6 +14,13 @@ offsets, so they reload from the one ordered stream (DESIGN). Without
 at the same versions the stream wrote; with ``--where`` Debezium is sent an
 incremental-snapshot signal with that additional condition, and the rows
 arrive through the topic like any change.
+
+A document a store rejects (e.g. a mapping conflict) goes to the dead-letter
+topic before the chunk that holds it is recorded: a replayed record under
+its own origin, a chunk's document under the origin ``snapshot:<view>``
+with the chunk's number as offset, the document id as key and the chunk's
+start key in the value and message. The run goes on, and ends with
+:class:`RejectedDocuments` (a non-zero exit) naming the count.
 """
 
 from __future__ import annotations
@@ -26,19 +33,24 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink
 from pipeline import layout
 from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader, key_text
+from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
-from pipeline.errors import ConfigError
+from pipeline.decode import FakeMessage, RawMessage
+from pipeline.dlq import DeadLetterQueue
+from pipeline.errors import ConfigError, FatalError
 from pipeline.events import DocumentOp
-from pipeline.processor import Processor, ops_for_sink, position_of
+from pipeline.processor import DeadLetter, Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, SinkWriter
 from pipeline.snapshot.state import SnapshotLog, SnapshotState
 from pipeline.types import pg_value_to_json
@@ -51,6 +63,14 @@ logger = logging.getLogger(__name__)
 _CRASH_AFTER_CHUNKS = int(os.environ.get("READSIDE_FAULT_CRASH_AFTER_CHUNKS", "0"))
 
 Progress = Callable[[SnapshotState], None]
+
+#: the source record of a rejected document, to dead-letter it
+Origin = Callable[[DocumentOp], RawMessage]
+
+
+class RejectedDocuments(FatalError):
+    """A run went to its end, but stores rejected documents it loaded; they
+    are on the dead-letter topic, not in the stores."""
 
 
 @dataclass
@@ -82,6 +102,7 @@ class Loader:
                 )
         self.sink_names = sorted(chosen)
         self.log = SnapshotLog(cfg)
+        self._dlq: DeadLetterQueue | None = None
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
@@ -99,8 +120,8 @@ class Loader:
             if isinstance(self.view, AggregateView):
                 st = self._state("chunks")
                 self._chunks(self.view, sinks, st)
-                return self._finish(st)
-            return self._replay(self.view, sinks)
+                return self._rejected(self._finish(st))
+            return self._rejected(self._replay(self.view, sinks))
         finally:
             for sink in sinks.values():
                 sink.close()
@@ -121,23 +142,81 @@ class Loader:
             return old
         return SnapshotState(opts.view, self.sink_names, opts.where, method)
 
-    def _write(self, sinks: Mapping[str, Sink], ops: list[DocumentOp]) -> int:
-        """Write ``ops`` to every chosen sink (retrying outages); rejections."""
+    def _write(
+        self,
+        sinks: Mapping[str, Sink],
+        ops: list[DocumentOp],
+        st: SnapshotState,
+        origin: Origin,
+    ) -> None:
+        """Write ``ops`` to every chosen sink (retrying outages); dead-letter
+        the documents a store rejects (one dead letter per document), counted
+        in ``st.dead_letters``."""
         writer = SinkWriter(
             sinks,
             Backoff(self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms),
             wait=time.sleep,
             should_abandon=lambda: self.stopping,
         )
-        rejected = writer.write({name: ops for name in sinks})
-        for rej in rejected[:5]:
-            logger.error(
-                "snapshot document rejected sink=%s id=%s reason=%s",
-                rej.sink,
-                rej.op.doc_id,
-                rej.reason,
+        seen: set[tuple[str, str]] = set()
+        for rej in writer.write({name: ops for name in sinks}):
+            if (rej.op.view, rej.op.doc_id) in seen:
+                continue
+            seen.add((rej.op.view, rej.op.doc_id))
+            self._dead_letters().send(
+                DeadLetter(
+                    origin(rej.op),
+                    f"sink:{rej.sink}",
+                    "Rejected",
+                    rej.reason,
+                    rej.op.view,
+                )
             )
-        return len(rejected)
+        if seen:
+            # Delivered before the chunk is recorded: a rerun redoes it if not.
+            self._dead_letters().flush()
+            st.dead_letters += len(seen)
+
+    def _dead_letters(self) -> DeadLetterQueue:
+        if self._dlq is None:
+            kafka = self.cfg.kafka
+            admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+            ensure_topics(
+                admin, [(kafka.dlq_topic, 1, False)], kafka.replication_factor
+            )
+            producer = Producer(
+                {
+                    "bootstrap.servers": kafka.bootstrap_servers,
+                    "enable.idempotence": True,
+                }
+            )
+            self._dlq = DeadLetterQueue(producer, kafka.dlq_topic)
+        return self._dlq
+
+    def _rejected(self, st: SnapshotState) -> SnapshotState:
+        """``st``, unless stores rejected documents: then say so and fail."""
+        if st.dead_letters and st.state != "running":
+            raise RejectedDocuments(
+                f"{st.method} of view {st.view} {st.state}, but the stores rejected "
+                f"{st.dead_letters} document(s): they are not in the stores but on "
+                f"the dead-letter topic {self.cfg.kafka.dlq_topic} with the reason "
+                "(`readside dlq list`); fix the cause, then `readside dlq replay` "
+                "or run the snapshot again"
+            )
+        return st
+
+    @staticmethod
+    def _chunk_origin(st: SnapshotState) -> Origin:
+        """What a dead letter of the chunk after ``st.after`` names as origin."""
+        chunk, after = st.chunks + 1, st.after
+
+        def origin(op: DocumentOp) -> RawMessage:
+            value = {"view": op.view, "id": op.doc_id, "chunk": chunk, "after": after}
+            return FakeMessage.of_json(
+                f"snapshot:{op.view}", op.doc_id, value, offset=chunk
+            )
+
+        return origin
 
     # ------------------------------------------------------------ aggregate
     def _chunks(
@@ -179,7 +258,7 @@ class Loader:
                         ident,
                         exc,
                     )
-                self._write(sinks, ops)
+                self._write(sinks, ops, st, self._chunk_origin(st))
                 last = rows[-1][: len(pk)]
                 st.after = [key_text(pg_value_to_json(v)) for v in last]
                 st.rows += len(rows)
@@ -244,7 +323,8 @@ class Loader:
                     self._drop_finished(consumer, ends)
                     continue
                 batch = processor.process(msgs)
-                self._write(sinks, ops_for_sink(batch, [view.name]))
+                ops = ops_for_sink(batch, [view.name])
+                self._write(sinks, ops, st, partial(_message, batch.messages))
                 st.rows += len(msgs)
                 st.chunks += 1
                 self._save(st)
@@ -273,6 +353,12 @@ class Loader:
         )
         self._save(st)
         return st
+
+
+def _message(messages: Mapping[Any, RawMessage], op: DocumentOp) -> RawMessage:
+    """The record a table view's op came from."""
+    assert op.position is not None
+    return messages[op.position]
 
 
 def send_signal(cfg: Config, table: str, where: str | None) -> None:

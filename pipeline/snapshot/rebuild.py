@@ -5,30 +5,60 @@ Steps, each recorded on ``kafka.snapshot_topic`` so that a killed run goes on
 from the step (and chunk, and catch-up offset) it reached:
 
 1. **create**: every chosen sink makes generation n+1 of the view, empty,
-   beside the live generation n (:class:`~connectors.base.Generations`).
-   The start offsets S of the view's topics are sampled: their end offsets for
-   an aggregate view, their beginning for a table view.
+   beside the live generation n (:class:`~connectors.base.Generations`), and
+   from then on *mirrors* every live write of the view: the live workers'
+   sinks apply each write to n+1 first, then to n. The start offsets S of the
+   view's topics are sampled after that: for an aggregate view the lowest
+   committed offsets of the live groups applying it (else the ends), for a
+   table view their beginning.
 2. **fill** (aggregate views): the chunked snapshot load of
    :meth:`Loader._chunks`, into the new generation only.
 3. **catch-up**: the view's topics from S, through the worker's own batch loop
    (decode, re-read roots, coalesce, version-guarded writes) into the new
    generation only, under the consumer group ``<group_id>.rebuild.<view>.<n+1>``
-   whose commits make it resumable; until it reached the end offsets it
-   sampled when it began.
+   whose commits make it resumable; until the end offsets E it sampled when it
+   began. For an aggregate view E is sampled only once the connector has
+   confirmed (the slot's ``confirmed_flush_lsn``) an LSN taken after the fill:
+   its chunks saw every transaction committed before, so their records must
+   be before E.
 4. **switch**: each sink moves its pointer (Redis key, ES alias, MongoDB
-   document) to n+1 in one atomic step. Then the end offsets E are sampled.
-5. **catch-up again** until every partition reached E.
-6. **drop**: after a short grace for reads in flight, generation n is deleted.
+   document) to n+1 and ends the mirroring, in one atomic step.
+5. **drop**: after a short grace for reads in flight, and once the live groups
+   committed what they consumed before the switch (bounded), n is deleted.
 
-Why nothing is lost: a record at an offset at or past E[p] was produced after
-the switch, so a live worker consumed it after the switch and, since sinks
-resolve the live generation when they write, wrote it into n+1. Every record
-before E reaches n+1 through the catch-up, and every change committed before
-S was sampled is in the fill (its chunk snapshots are later) or, for a table
-view, in the topic replayed from its beginning. Writes from the catch-up and
-from the live workers may land in any order; the version guard keeps the
-newest, as for any replay (DESIGN: the rule). Readers see generation n until
-the switch and n+1 after it, both complete.
+Why a reader never goes back in time at the switch: at that moment n+1 holds
+every document of n at the same or a newer version (or a deleted one as
+deleted). A write into n was either mirrored, so it reached n+1 first, or its
+sink resolved the generations before the mirroring began: then its records
+were consumed before, sit before E, and the catch-up applied them to n+1 —
+a table view at the same version (the offset), an aggregate view by a
+re-read that began after the mirroring, so from a newer snapshot (as are the
+fill's chunks). The fill can also be *ahead* of the stream: a root deleted
+before its chunk leaves no trace in n+1, and a live write that re-read the
+root before the delete and lands late would bring it back. Both records are
+caught up, so the catch-up leaves a tombstone that guards against it: the
+delete's record is before E (see step 3), and the late write's batch, not
+committed when the mirroring began, at or after S.
+
+Nothing is lost either: every record past E is consumed by a live worker
+after the mirroring began, so it reaches n+1 by the mirror or, after the
+switch, as the live generation. Writes from the catch-up and from
+the live workers land in any order; the version guard keeps the newest, as
+for any replay (DESIGN: the rule). So every read of n+1 returns a version at
+least as new as n returned at the switch, and the read-your-writes watermark,
+which follows the live workers, never reports a write n+1 lacks.
+
+Why mirroring rather than fencing live writes to n during a final catch-up:
+a fence stalls every live worker of the view while that catch-up runs, needs
+a write check that is atomic with the fence in every store (the MongoDB sink
+reads its pointer before writing; FerretDB has no transaction to tie them),
+and is not enough for aggregate views: a live re-read just before the fence
+can include a transaction whose record Debezium has not produced yet, past
+the fenced end offsets, so n would still be ahead of n+1. Mirroring costs a
+second write of the view's live batches while a rebuild runs (the stores
+check for a mirror on each write: Redis in its script, MongoDB in the pointer
+it read already, Elasticsearch with one alias lookup per view and batch).
+A rebuild that was killed keeps the mirroring on until it is run again.
 """
 
 from __future__ import annotations
@@ -39,15 +69,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from connectors.base import Generations, Sink
 from connectors.registry import build_sink
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
-from pipeline.errors import ConfigError, FatalError
+from pipeline.errors import ConfigError
 from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
+from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
 from pipeline.snapshot.state import SnapshotState, rebuild_key
 
 logger = logging.getLogger(__name__)
@@ -59,17 +90,6 @@ _CRASH_AFTER_SWITCH = os.environ.get("READSIDE_FAULT_CRASH_AFTER_SWITCH") == "1"
 #: seconds between the switch's catch-up and dropping the old generation, for
 #: reads that resolved the old generation just before the switch
 DROP_GRACE_S = 5.0
-
-_Offsets = dict[str, int]  # "topic:partition" -> offset (JSON-friendly)
-
-
-def _key(topic: str, part: int) -> str:
-    return f"{topic}:{part}"
-
-
-def _split(key: str) -> tuple[str, int]:
-    topic, _, part = key.rpartition(":")
-    return topic, int(part)
 
 
 class Rebuild(Loader):
@@ -90,6 +110,7 @@ class Rebuild(Loader):
         super().__init__(cfg, opts, progress)
         self.drop_grace_s = drop_grace_s
         self.key = rebuild_key(opts.view, self.sink_names)
+        self.pos = Positions(cfg, opts.view, lambda: self.stopping)
         self._worker: Any = None
 
     def stop(self, *_args: object) -> None:
@@ -129,7 +150,7 @@ class Rebuild(Loader):
             if st.phase == "done":
                 st.state = "done"
             self._save(st)
-            return st
+            return self._rejected(st)
         finally:
             for sink in live.values():
                 sink.close()
@@ -163,7 +184,16 @@ class Rebuild(Loader):
         st = SnapshotState(self.opts.view, self.sink_names, None, "rebuild")
         st.generation = gen
         st.previous = previous
-        st.offsets = self._offsets(high=aggregate)
+        st.offsets = self.pos.offsets(high=False)
+        if aggregate:
+            # Where the live workers stand: a batch they consumed but have
+            # not committed may still write (see "ahead of the stream").
+            ends = self.pos.offsets(high=True)
+            st.offsets = dict(ends)
+            for group in self.pos.live_groups():
+                got = self.pos.committed(group, ends)
+                for (t, p), o in got.items():
+                    st.offsets[part_key(t, p)] = min(o, st.offsets[part_key(t, p)])
         st.phase = "fill" if aggregate else "catch-up"
         st.counts = {}
         logger.info(
@@ -222,7 +252,11 @@ class Rebuild(Loader):
     def _catch_up_then_switch(
         self, st: SnapshotState, live: Mapping[str, Sink], pinned: Mapping[str, Sink]
     ) -> None:
-        self._catch_up(st, pinned, self._offsets(high=True))
+        # Sampled after the mirroring began (step create): every write into
+        # the live generation that was not mirrored is of a record before it.
+        if isinstance(self.view, AggregateView):
+            self.pos.wait_connector()
+        self._catch_up(st, pinned, self.pos.offsets(high=True))
         if self.stopping:
             return
         assert st.generation is not None
@@ -234,7 +268,6 @@ class Rebuild(Loader):
                 name,
                 st.generation,
             )
-        st.switch_ends = self._offsets(high=True)
         self._next(st, "switched")
         if _CRASH_AFTER_SWITCH:
             logger.error("fault injection: exiting after the switch")
@@ -243,8 +276,9 @@ class Rebuild(Loader):
     def _catch_up_after_switch(
         self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]
     ) -> None:
-        assert st.switch_ends is not None
-        self._catch_up(st, pinned, st.switch_ends)
+        # Only runs recorded before mirroring existed sampled ends here.
+        if st.switch_ends is not None:
+            self._catch_up(st, pinned, st.switch_ends)
         if not self.stopping:
             self._next(st, "drop")
 
@@ -252,6 +286,7 @@ class Rebuild(Loader):
         assert st.previous is not None
         assert st.generation is not None
         time.sleep(self.drop_grace_s)
+        self.pos.wait_live_commits()
         for name, old in st.previous.items():
             if old != st.generation:
                 _gens(live[name]).drop_generation(self.view.name, old)
@@ -268,7 +303,7 @@ class Rebuild(Loader):
         return f"{self.cfg.kafka.group_id}.rebuild.{self.view.name}.{st.generation}"
 
     def _catch_up(
-        self, st: SnapshotState, pinned: Mapping[str, Sink], until: _Offsets
+        self, st: SnapshotState, pinned: Mapping[str, Sink], until: Offsets
     ) -> None:
         """Apply the view's topics from where the catch-up stands to ``until``."""
         from pipeline.worker import Worker
@@ -278,8 +313,8 @@ class Rebuild(Loader):
         cfg = self.cfg.model_copy(
             update={"kafka": self.cfg.kafka.model_copy(update={"group_id": group})}
         )
-        start = self._committed(group, st.offsets)
-        ends = {_split(k): v for k, v in until.items()}
+        start = self.pos.committed(group, st.offsets)
+        ends = {part_of(k): v for k, v in until.items()}
         st.total = sum(max(0, ends[k] - o) for k, o in start.items() if k in ends)
         self._save(st)
 
@@ -305,55 +340,9 @@ class Rebuild(Loader):
             worker.run()
         finally:
             self._worker = None
+            # the documents n+1 rejected, dead-lettered by the catch-up
+            st.dead_letters += worker.dlq.sent if hasattr(worker, "dlq") else 0
         self._save(st)
-
-    def _topics(self) -> list[str]:
-        return sorted(
-            t for t, vs in self.cfg.view_topics().items() if self.view.name in vs
-        )
-
-    def _consumer(self, group: str) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-            }
-        )
-
-    def _offsets(self, high: bool) -> _Offsets:
-        """Every partition of the view's topics at its end (or beginning)."""
-        consumer = self._consumer(f"{self.cfg.kafka.group_id}.rebuild-probe")
-        out: _Offsets = {}
-        try:
-            for topic in self._topics():
-                md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-                if md is None or md.error is not None:
-                    raise FatalError(
-                        f"topic {topic} of view {self.view.name} does not exist "
-                        "(is the connector applied?)"
-                    )
-                for part in md.partitions:
-                    low, hi = consumer.get_watermark_offsets(
-                        TopicPartition(topic, part), timeout=10
-                    )
-                    out[_key(topic, part)] = hi if high else low
-        finally:
-            consumer.close()
-        return out
-
-    def _committed(self, group: str, first: _Offsets) -> dict[tuple[str, int], int]:
-        """Where the catch-up goes on: its group's commits, else ``first``."""
-        consumer = self._consumer(group)
-        try:
-            parts = [TopicPartition(*_split(k)) for k in first]
-            out = {_split(k): v for k, v in first.items()}
-            for tp in consumer.committed(parts, timeout=10):
-                if tp.offset >= 0:
-                    out[(tp.topic, tp.partition)] = tp.offset
-            return out
-        finally:
-            consumer.close()
 
 
 def _gens(sink: Sink) -> Generations:

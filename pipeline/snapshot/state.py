@@ -62,6 +62,8 @@ class SnapshotState:
     started_ms: int = field(default_factory=now_ms)
     updated_ms: int = field(default_factory=now_ms)
     error: str | None = None
+    #: documents the stores rejected, sent to the dead-letter topic
+    dead_letters: int = 0
     #: rebuilds (method ``rebuild``): the step reached (fill, catch-up,
     #: switched, drop, done), the generation being built, each sink's live
     #: generation before, where the catch-up starts ("topic:partition" ->

@@ -1,5 +1,6 @@
 """``readside snapshot`` on an aggregate view while a writer keeps changing it:
-killed midway, resumed, and the stores end equal to the source."""
+killed midway, resumed, and the stores end equal to the source. A document a
+store rejects is dead-lettered by every kind of load, which then fails."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from harness import REPO, BackgroundLoad, wait_for
 from shop_model import SCHEMA, TABLES, VIEW, ShopLoad, expected_documents
 
+from pipeline import dlq
 from pipeline.snapshot import SnapshotLog
+from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +79,73 @@ def test_snapshot_killed_midway_resumes_and_converges_under_writes(make_pipeline
     oracle = expected_documents(p.dsn)
     assert len(oracle) > 200
     p.assert_converged()
+
+
+REJECTING: dict[str, Any] = {
+    "sink_options": {
+        "elasticsearch": {"mappings": {"properties": {"code": {"type": "integer"}}}}
+    }
+}
+
+
+def test_snapshot_rejected_document_dead_lettered_and_exit_nonzero(make_pipeline):
+    """Elasticsearch maps ``code`` as an integer and refuses the row whose code
+    is ``abc``: the fill, the topic replay and both rebuilds (fill, catch-up)
+    dead-letter it with enough to find it again, load the rest, and fail."""
+    views = {
+        "agg": {"kind": "aggregate", "table": "public.products", **REJECTING},
+        "flat": {"table": "public.products", **REJECTING},
+    }
+    p = make_pipeline(
+        "CREATE TABLE products (id integer PRIMARY KEY, code text NOT NULL);",
+        ["public.products"],
+        views,
+    )
+    p.sql(
+        "INSERT INTO products SELECT i, CASE i WHEN 7 THEN 'abc' ELSE i::text END "
+        "FROM generate_series(1, 20) AS i"
+    )
+    p.apply_connector()  # its initial snapshot: 20 records, one of them refused
+    wait_for(lambda: sum(p.high_watermarks().values()) >= 20, 120, "the snapshot")
+    runs = {
+        "fill": ("agg", "--chunk-size", "5"),
+        "replay": ("flat",),
+        "rebuild fill": ("agg", "--rebuild", "--chunk-size", "5"),
+        "rebuild catch-up": ("flat", "--rebuild"),
+    }
+    for what, args in runs.items():
+        done = subprocess.run(
+            p.cli_args("snapshot", *args),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode != 0, f"{what}: exit 0\n{done.stdout}{done.stderr}"
+        assert "rejected 1 document(s)" in done.stderr, f"{what}: {done.stderr}"
+
+    dead = p.dead_letters()
+    assert len(dead) == len(runs), [(d.origin, d.headers) for d in dead]
+    topic = p.config.source.topic("public.products")
+    origins = sorted(d.origin[0] for d in dead)
+    assert origins == sorted(["snapshot:agg", "snapshot:agg", topic, topic])
+    for rec in dead:
+        h = rec.headers
+        assert h[dlq.H_REASON] == "sink:elasticsearch"
+        assert h[dlq.H_CLASS] == "Rejected"
+        assert "code" in h[dlq.H_MESSAGE]
+        if rec.origin[0] == "snapshot:agg":
+            assert h[dlq.H_VIEW] == "agg"
+            assert rec.key == b'"7"'
+            assert rec.origin[2] == 2  # the chunk after ids 1..5
+            assert b'"chunk":2' in (rec.value or b"")
+        else:
+            assert h[dlq.H_VIEW] == "flat"
+            assert b'"abc"' in (rec.value or b"")  # the original record
+    # The other documents were loaded, in the new generations too.
+    es = build_sinks(p.config, ["elasticsearch"])["elasticsearch"]
+    try:
+        for view in views:
+            assert es.ids(view) == {str(i) for i in range(1, 21)} - {"7"}, view
+    finally:
+        es.close()
