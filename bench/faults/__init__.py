@@ -9,10 +9,12 @@ the dead letters and the slot's retained WAL (:mod:`bench.faults.check`).
 
 ``--quick`` (CI) is one run of about 70 s of faults with the worker-level
 kinds only. ``--minutes M`` repeats runs with seeds S, S+1, ... until M
-minutes have passed. ``--faults kind,kind`` picks the kinds (``worker`` and
-``service`` name the two groups, ``all`` both); the service kinds stop
-services of the shared stack. A failing run prints its seed: ``--seed S``
-replays its schedule and workload (timing differs). The last line printed
+minutes have passed. ``--faults kind,kind`` picks the kinds; ``worker``,
+``topic`` and ``service`` name the groups, ``all`` every kind. The default
+is ``worker,topic``: the service kinds stop services of the shared stack
+that every other pipeline on it uses, so they run only when asked for. A
+failing run prints its seed: ``--seed S`` replays its schedule and workload
+(timing differs). The last line printed
 is ``violations=N``; the exit code is 1 when N > 0.
 """
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.faults.nemesis import ALL_KINDS, SERVICE_KINDS, WORKER_KINDS
+from bench.faults.nemesis import ALL_KINDS, SERVICE_KINDS, TOPIC_KINDS, WORKER_KINDS
 from bench.faults.run import one_run
 from pipeline import config as config_mod
 
@@ -39,7 +41,12 @@ QUICK_SECONDS = 70.0
 
 
 def parse_kinds(text: str) -> list[str]:
-    groups = {"worker": WORKER_KINDS, "service": SERVICE_KINDS, "all": ALL_KINDS}
+    groups = {
+        "worker": WORKER_KINDS,
+        "topic": TOPIC_KINDS,
+        "service": SERVICE_KINDS,
+        "all": ALL_KINDS,
+    }
     out: list[str] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         for kind in groups.get(part, (part,)):
@@ -63,7 +70,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--faults",
         type=parse_kinds,
         default=None,
-        help=f"kinds or groups (worker, service, all); kinds: {','.join(ALL_KINDS)}",
+        help="kinds or groups (worker, topic, service, all; default worker,topic); "
+        f"kinds: {','.join(ALL_KINDS)}",
     )
     p.add_argument(
         "--run-seconds", type=float, default=150.0, help="fault phase per run"
@@ -85,7 +93,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.faults = args.faults or list(WORKER_KINDS)
         args.minutes = 0.0
         args.converge_timeout = min(args.converge_timeout, 120.0)
-    args.faults = args.faults or list(WORKER_KINDS)
+    args.faults = args.faults or list(WORKER_KINDS + TOPIC_KINDS)
     return args
 
 
@@ -169,6 +177,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{run.get('dead_letters', {}).get('poison_injected')} poison "
             f"violations: {what}{extra}"
         )
+        lines += [f"  note: {n}" for n in run.get("notes", [])]
     lines.append(f"violations={results['violations']}")
     return "\n".join(lines)
 

@@ -12,6 +12,12 @@ Worker-level kinds (safe on a shared stack, the CI mode uses them):
   ``orders`` table view; ``customers`` relies on unchanged-TOAST values, which
   the README says not to rebuild while such rows change).
 
+Topic kind: ``compaction``: every worker stops (SIGTERM) while the workload
+goes on, the view topics get settings that make the broker's cleaner compact
+them at once (:data:`COMPACT_NOW`) for 25 s, the overrides are removed and
+two workers start again: they resume behind records that compaction removed
+(an ``op=d`` record of which only the tombstone is left).
+
 Service-level kinds (they stop services every pipeline on the stack uses):
 ``kafka`` (broker stopped, started again), ``connect`` (Kafka Connect killed
 with SIGKILL, started again), ``postgres`` (restarted: fast or immediate
@@ -37,16 +43,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
-from bench.faults.source import AGG_VIEW, FaultSource
+from bench.faults.source import AGG_VIEW, FaultSource, WorkerProc
 from pipeline.config import StackConfig
 from pipeline.stack import runner
 
 logger = logging.getLogger(__name__)
 
 WORKER_KINDS = ("kill9", "add_worker", "remove_worker", "poison", "snapshot", "rebuild")
+TOPIC_KINDS = ("compaction",)
 SERVICE_KINDS = ("kafka", "connect", "postgres", "redis", "elasticsearch", "ferretdb")
-ALL_KINDS = WORKER_KINDS + SERVICE_KINDS
+ALL_KINDS = WORKER_KINDS + TOPIC_KINDS + SERVICE_KINDS
+#: topic settings that make the cleaner compact at once (delete.retention.ms
+#: keeps the tombstones: only the records before them go)
+COMPACT_NOW = {
+    "segment.ms": "1000",
+    "min.compaction.lag.ms": "0",
+    "min.cleanable.dirty.ratio": "0.01",
+    "max.compaction.lag.ms": "2000",
+}
 POISON_BASE = 900_000_000  # keys of poison records: no row ever has them
 MIN_WORKERS, MAX_WORKERS = 2, 3
 
@@ -84,6 +106,8 @@ class Nemesis:
         self.events: list[Event] = []
         self.poison: list[tuple[str, int, int]] = []
         self.commands: list[dict[str, Any]] = []
+        #: (worker, exit code) of every SIGTERM the nemesis sent
+        self.sigterms: list[tuple[int, int | None]] = []
         self._background: list[threading.Thread] = []
 
     # ------------------------------------------------------------ dispatch
@@ -130,7 +154,12 @@ class Nemesis:
     def _remove_one(self, ev: Event) -> None:
         victim = self.rng.choice(self.src.alive())
         ev.detail["removed"] = victim.n
-        ev.detail["exit"] = self.src.stop_worker(victim)
+        ev.detail["exit"] = self._sigterm(victim)
+
+    def _sigterm(self, worker: WorkerProc) -> int | None:
+        code = self.src.stop_worker(worker)
+        self.sigterms.append((worker.n, code))
+        return code
 
     # ------------------------------------------------------------ records
     def _poison(self, ev: Event) -> None:
@@ -163,6 +192,35 @@ class Nemesis:
         producer.flush(30)
         self.poison.extend(got)
         ev.detail = {"at": got}
+
+    def _compaction(self, ev: Event) -> None:
+        ev.detail["stopped"] = [self._sigterm(w) for w in self.src.alive()]
+        cfg = self.src.cfg
+        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        topics = sorted(cfg.view_topics())
+        self._topic_config(admin, topics, AlterConfigOpType.SET)
+        try:
+            time.sleep(25.0)
+        finally:
+            self._topic_config(admin, topics, AlterConfigOpType.DELETE)
+        ev.detail["topics"] = len(topics)
+        self.keep_workers()
+
+    @staticmethod
+    def _topic_config(admin: AdminClient, topics: list[str], op: Any) -> None:
+        resources = [
+            ConfigResource(
+                ResourceType.TOPIC,
+                t,
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=op)
+                    for k, v in COMPACT_NOW.items()
+                ],
+            )
+            for t in topics
+        ]
+        for fut in admin.incremental_alter_configs(resources).values():
+            fut.result()
 
     # ------------------------------------------------------------ commands
     def _command(self, ev: Event, args: list[str], timeout: float) -> None:

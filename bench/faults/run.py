@@ -58,7 +58,7 @@ def _converge(
                     return time.time() - cleared
             except Exception as exc:  # noqa: BLE001 - a store may still be coming back
                 logger.info("verify failed error=%s", exc)
-        time.sleep(2.0)
+        time.sleep(5.0)
     return None
 
 
