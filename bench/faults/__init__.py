@@ -209,6 +209,12 @@ def main(argv: list[str]) -> int:
                 "violations": [{"check": "run", "kind": "error", "error": repr(exc)}],
             }
         runs.append(run)
+        logger.info(
+            "run done seed=%d violations=%d converge_s=%s",
+            seed,
+            len(run.get("violations", [])),
+            run.get("converge_s"),
+        )
         seed += 1
         if time.monotonic() - started >= args.minutes * 60:
             break
