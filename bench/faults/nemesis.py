@@ -54,6 +54,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 from bench.faults.source import AGG_VIEW, FaultSource, WorkerProc
 from pipeline.config import StackConfig
 from pipeline.stack import runner
+from pipeline.stack.services import port_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +260,12 @@ class Nemesis:
 
     # ------------------------------------------------------------ services
     def _outage(self, ev: Event, service: str, down_s: float) -> None:
-        runner.stop_service(self.stack, service)
         ev.detail["down_s"] = round(down_s, 1)
-        time.sleep(down_s)
-        runner.start_service(self.stack, service)
+        try:
+            runner.stop_service(self.stack, service)
+            time.sleep(down_s)
+        finally:  # the stack is shared: the service comes back whatever happened
+            runner.start_service(self.stack, service)
 
     def _kafka(self, ev: Event) -> None:
         self._outage(ev, "kafka", self.rng.uniform(5, 15))
@@ -277,25 +280,31 @@ class Nemesis:
         self._outage(ev, "ferretdb", self.rng.uniform(5, 15))
 
     def _signal_service(self, service: str, sig: signal.Signals) -> None:
-        """Send ``sig`` to the service's process group; wait until it is gone."""
-        pid = next(s.pid for s in runner.status(self.stack) if s.name == service)
-        if pid is None:
+        """Send ``sig`` to the service's process group; wait until it is gone
+        (its process and its port: ``runuser`` may exit before the server)."""
+        st = next(s for s in runner.status(self.stack) if s.name == service)
+        if st.pid is None:
             return
-        os.killpg(pid, sig)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        os.killpg(st.pid, sig)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (
+            os.path.exists(f"/proc/{st.pid}") or port_in_use(st.port)
+        ):
             time.sleep(0.2)
 
     def _connect(self, ev: Event) -> None:
-        self._signal_service("connect", signal.SIGKILL)
-        time.sleep(self.rng.uniform(1, 5))
-        runner.start_service(self.stack, "connect")
+        try:
+            self._signal_service("connect", signal.SIGKILL)
+            time.sleep(self.rng.uniform(1, 5))
+        finally:
+            runner.start_service(self.stack, "connect")
 
     def _postgres(self, ev: Event) -> None:
         mode = self.rng.choice(["fast", "immediate"])
         ev.detail["mode"] = mode
-        self._signal_service(
-            "postgres", signal.SIGINT if mode == "fast" else signal.SIGQUIT
-        )
-        time.sleep(self.rng.uniform(1, 5))
-        runner.start_service(self.stack, "postgres")
+        sig = signal.SIGINT if mode == "fast" else signal.SIGQUIT
+        try:
+            self._signal_service("postgres", sig)
+            time.sleep(self.rng.uniform(1, 5))
+        finally:
+            runner.start_service(self.stack, "postgres")
