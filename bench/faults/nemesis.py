@@ -26,7 +26,8 @@ shutdown, chosen by the seed), ``redis``, ``elasticsearch``, ``ferretdb``
 
 Each applied fault is an :class:`Event` (kind, start, end, detail); the
 commands run by ``snapshot`` and ``rebuild`` run in the background, so that
-other faults can hit them.
+other faults can hit them, and half of them (by the seed) are killed with
+SIGKILL a few seconds in and run again (they must resume).
 """
 
 from __future__ import annotations
@@ -225,21 +226,37 @@ class Nemesis:
 
     # ------------------------------------------------------------ commands
     def _command(self, ev: Event, args: list[str], timeout: float) -> None:
+        """Run ``readside ARGS`` in the background; half of the time (by the
+        seed) it is killed with SIGKILL 2-8 s in and run again, which must go
+        on from where the killed run stopped."""
         log = self.src.workdir / f"{args[0]}-{len(self.commands)}.log"
+        kill_after = self.rng.uniform(2.0, 8.0) if self.rng.random() < 0.5 else None
 
         def run() -> None:
+            code: int | None = None
             with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    self.src.cli(*args), stdout=out, stderr=subprocess.STDOUT
+                )
                 try:
-                    done = subprocess.run(
-                        self.src.cli(*args),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        timeout=timeout,
-                        check=False,
-                    )
-                    code: int | None = done.returncode
+                    if kill_after is not None:
+                        try:
+                            proc.wait(kill_after)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait(30)
+                            ev.detail["killed_after_s"] = round(kill_after, 1)
+                            out.write(b"\n--- killed -9 by the nemesis, run again\n")
+                            out.flush()
+                            proc = subprocess.Popen(
+                                self.src.cli(*args),
+                                stdout=out,
+                                stderr=subprocess.STDOUT,
+                            )
+                    code = proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    code = None
+                    proc.kill()
+                    proc.wait(30)
             ev.end = time.time()
             ev.detail["exit"] = code
             ev.detail["log_tail"] = log.read_text(errors="replace")[-600:]
