@@ -3,7 +3,8 @@
 (``python -m bench api`` measures the read API instead: see :mod:`bench.api`;
 ``python -m bench snapshot`` measures ``readside snapshot`` and the coalescing
 of aggregate re-reads: see :mod:`bench.snapshot`; ``python -m bench pgsync``
-puts readside beside pgsync on the same aggregate view: see :mod:`bench.pgsync`.)
+puts readside beside pgsync on the same aggregate view: see :mod:`bench.pgsync`;
+``python -m bench faults`` is the fault-injection suite: see :mod:`bench.faults`.)
 
 One run measures, on the local stack:
 
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import pgsync
 
         return pgsync.main(args_in[1:])
+    if args_in[:1] == ["faults"]:  # python -m bench faults: bench/faults/
+        from bench import faults
+
+        return faults.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument(
