@@ -178,6 +178,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"violations: {what}{extra}"
         )
         lines += [f"  note: {n}" for n in run.get("notes", [])]
+        if run.get("stand_in_anomalies"):
+            lines.append(
+                f"  FerretDB reader anomalies (not counted, see check.stand_in_sinks)"
+                f": {len(run['stand_in_anomalies'])}"
+            )
     lines.append(f"violations={results['violations']}")
     return "\n".join(lines)
 
