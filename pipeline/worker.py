@@ -512,6 +512,12 @@ def run_worker(
         sink_names: the sinks it writes them to (default: all of theirs);
             views with none of them are left out.
     """
+    # A stop asked while the worker is being built (its start-up checks talk
+    # to Kafka and PostgreSQL) is kept and honoured once it exists: the
+    # default action would end the process with no word (exit -15).
+    early: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _f: early.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _f: early.append(signum))
     names = list(build_views(cfg, only=view_names))  # checks the names
     if sink_names is not None:
         unknown = set(sink_names) - set(cfg.sinks)
@@ -544,6 +550,9 @@ def run_worker(
     # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck
     # worker waits, without stopping it.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if early:
+        logger.info("signal=%d before the start: leaving", early[0])
+        worker.stop()
     port = cfg.worker.metrics_port if metrics_port is None else metrics_port
     if port:
         metrics.serve(worker.health, port, cfg.worker.metrics_host)

@@ -56,7 +56,7 @@ def _run(
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=900,  # FerretDB (the local MongoDB) takes most of it
         env=env,
     )
     assert done.returncode == (0 if fault is None else 137), done.stdout + done.stderr
