@@ -64,6 +64,10 @@ class ApiConfig(BaseModel):
             view's watermark before answering 412.
         status_interval_s: how often the status page's figures are sampled.
         status_history_s: how much lag history the status page keeps.
+        keep_alive_s: how long an idle client connection stays open. Longer
+            than the idle timeout of clients and load balancers in front
+            (often 60 s): the side that closes first must be the client, or
+            a request sent as the server closes is reset mid-flight.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,6 +81,7 @@ class ApiConfig(BaseModel):
     min_lsn_wait_s: float = Field(5.0, gt=0, le=60)
     status_interval_s: float = Field(2.0, gt=0)
     status_history_s: int = Field(600, ge=10)
+    keep_alive_s: int = Field(75, ge=1)
 
     @model_validator(mode="after")
     def _unique_keys(self) -> ApiConfig:

@@ -205,5 +205,6 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> N
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=config.api.keep_alive_s,
     )
     uvicorn.Server(uv).run()

@@ -5,6 +5,8 @@ server cleanly."""
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import psycopg
@@ -107,6 +109,20 @@ def _fresh(resp: Any, store: str) -> None:
     assert resp.json()["freshness"]["store"] == store
 
 
+def _idle_connection_still_served(base: str) -> None:
+    """A connection idle for 7 s (past uvicorn's own 5 s default) still
+    answers: the server must not close first, or a client's request sent as
+    it closes is reset in flight (seen as ``Connection reset by peer``)."""
+    host, port = base.removeprefix("http://").split(":")
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for idle_s in (7, 0):
+            sock.sendall(request)
+            head = sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+            time.sleep(idle_s)
+
+
 def test_api_server_drained_view_answers_exactly_and_refuses_bad_input(make_pipeline):
     p = make_pipeline(SCHEMA, ["public.products"], VIEWS)
     p.apply_connector()
@@ -206,6 +222,7 @@ def test_api_server_drained_view_answers_exactly_and_refuses_bad_input(make_pipe
             assert "/v1/views/{view}/search" in schema["paths"]
             metrics = anon.get("/metrics").text
             assert 'route="/v1/views/{view}/filter",status="400"' in metrics
+        _idle_connection_still_served(server.base)
     finally:
         code = server.stop()
     # nothing reached a store: the stores still hold exactly the source, the
