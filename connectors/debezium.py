@@ -399,6 +399,23 @@ def status(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def streaming(cfg: Config) -> bool:
+    """Whether the connector has finished its initial snapshot and streams.
+
+    Read from the source offset Connect committed for it: Debezium writes a
+    ``snapshot`` key there while it snapshots and a streaming position
+    (``lsn_proc``) once it streams. Before any offset is committed (the
+    first seconds of a connector) this is False: whether a snapshot is
+    still coming is not known yet.
+    """
+    client = ConnectClient(cfg.connect.url)
+    found = client.request("GET", f"/connectors/{cfg.connect.connector}/offsets")
+    offsets = [o.get("offset") or {} for o in (found or {}).get("offsets", [])]
+    return bool(offsets) and all(
+        o and not o.get("snapshot") and "last_snapshot_record" not in o for o in offsets
+    )
+
+
 def wait_running(cfg: Config, timeout_s: float = 120.0) -> dict[str, Any]:
     """Block until the connector and its task run; raise if a task failed."""
     import time

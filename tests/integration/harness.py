@@ -35,6 +35,7 @@ from pipeline import config as config_mod
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config, StackConfig
 from pipeline.dlq import DeadRecord, read_all
+from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.verify import Drift, verify
 
@@ -337,6 +338,12 @@ class Pipeline:
         )
         return bool(rows and rows[0][0])
 
+    def _streaming(self) -> bool:
+        try:
+            return debezium.streaming(self.config)
+        except TransientError:
+            return False
+
     def wait_drained(self, timeout: float = 120.0) -> None:
         """Wait until every change made so far is applied and committed.
 
@@ -346,6 +353,14 @@ class Pipeline:
         """
         deadline = time.monotonic() + timeout
         lsn = self.sql("SELECT pg_current_wal_lsn()::text")[0][0]
+        # A new connector's slot confirms the LSN before its initial
+        # snapshot is in the topics: their ends count only once it streams.
+        if self._connector:
+            wait_for(
+                self._streaming,
+                timeout,
+                "the connector to finish its initial snapshot and stream",
+            )
         wait_for(
             lambda: self.connector_caught_up(lsn),
             timeout,
