@@ -110,7 +110,7 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
     else:
         for r in rows:
             state = "healthy" if r.healthy else (r.problem or "?")
-            click.echo(f"{r.name:<14} port={r.port:<6} pid={r.pid or '-':<8} {state}")
+            click.echo(f"{r.name:<17} port={r.port:<6} pid={r.pid or '-':<8} {state}")
     if not all(r.healthy for r in rows):
         sys.exit(1)
 

@@ -382,6 +382,7 @@ class StackConfig(_Model):
     redis_port: int = 16379
     elasticsearch_port: int = 19200
     ferretdb_port: int = 27027
+    ferretdb_backend_port: int = 55433
 
 
 class Config(_Model):

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.stack.services import (
     DEBEZIUM_CLASS,
     Elasticsearch,
+    FerretBackend,
     FerretDB,
     Postgres,
     Redis,
@@ -187,6 +188,7 @@ SERVICE_ORDER: list[type[Service]] = [
     Postgres,
     Redis,
     Elasticsearch,
+    FerretBackend,
     FerretDB,
     Kafka,
     Connect,

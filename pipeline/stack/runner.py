@@ -200,10 +200,12 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
             "cannot start the stack: " + ", ".join(taken) + " already in use by "
             "another process; free it or choose other ports in the stack section"
         )
-    # Kafka Connect needs Kafka; everything else starts at once.
+    # Kafka Connect needs Kafka, FerretDB its PostgreSQL; everything else
+    # starts at once.
+    later = ("connect", "ferretdb")
     waves = [
-        [s for s in svcs if s.name != "connect"],
-        [s for s in svcs if s.name == "connect"],
+        [s for s in svcs if s.name not in later],
+        [s for s in svcs if s.name in later],
     ]
     for wave in waves:
         todo = []
@@ -220,7 +222,7 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
             }
             for name, fut in futures.items():
                 fut.result()
-                progress(f"{name:<14} healthy")
+                progress(f"{name:<17} healthy")
     progress(f"stack up in {time.monotonic() - t0:.1f}s; data in {ctx.data}")
     return started
 
@@ -249,7 +251,7 @@ def down(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]
             continue
         _stop(ctx, svc.name, pid)
         stopped.append(svc.name)
-        progress(f"{svc.name:<14} stopped")
+        progress(f"{svc.name:<17} stopped")
     return stopped
 
 

@@ -54,6 +54,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         redis_port=m.redis_port + offset,
         elasticsearch_port=m.elasticsearch_port + offset,
         ferretdb_port=m.ferretdb_port + offset,
+        ferretdb_backend_port=m.ferretdb_backend_port + offset,
     )
 
 
@@ -80,6 +81,7 @@ def test_stack_status_probes_every_service() -> None:
         "postgres",
         "redis",
         "elasticsearch",
+        "ferretdb_backend",
         "ferretdb",
         "kafka",
         "connect",
