@@ -197,6 +197,15 @@ class Postgres(Service):
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
 
+#: Connections FerretDB may open to its PostgreSQL. FerretDB 1.24 holds one
+#: per statement of an ``update`` command until the command ends (and a
+#: second one to apply each statement): commands whose statements add up to
+#: its pool (50 by default) wait for each other for good, and FerretDB then
+#: answers nothing. 500 leaves room for 45 concurrent commands of the
+#: MongoDB sink (10 statements each).
+FERRETDB_POOL = 500
+
+
 class FerretBackend(Postgres):
     """The PostgreSQL that stores FerretDB's data: a server of its own, so
     the MongoDB stand-in neither loads the source nor stops with it.
@@ -210,7 +219,10 @@ class FerretBackend(Postgres):
     name = "ferretdb_backend"
 
     def settings(self) -> str:
-        return "wal_level = minimal\nmax_wal_senders = 0\nshared_buffers = 128MB\n"
+        return (
+            "wal_level = minimal\nmax_wal_senders = 0\nshared_buffers = 128MB\n"
+            f"max_connections = {FERRETDB_POOL + 20}\n"
+        )
 
     def probe(self) -> str | None:
         import psycopg
@@ -314,7 +326,7 @@ class FerretDB(Service):
 
     def command(self) -> list[str]:
         d = self.ctx.dir("ferretdb")
-        backend = FerretBackend(self.ctx).dsn()
+        backend = FerretBackend(self.ctx).dsn() + f"?pool_max_conns={FERRETDB_POOL}"
         return [
             str(self.ctx.installed.ferretdb),
             "--handler=postgresql",
