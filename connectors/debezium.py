@@ -177,11 +177,11 @@ def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
     """Warnings for table views whose table can send unchanged TOASTed values.
 
     An update that leaves a TOASTed column unchanged carries no value for it
-    (REPLICA IDENTITY DEFAULT); the sink fills it from the stored document.
-    Once compaction removed the record that set the value, a worker that was
-    behind, or a new sink bootstrapping from the topic, has no right value
-    to fill it from: the document keeps an older value, or the update is
-    dead-lettered. REPLICA IDENTITY FULL puts the value in every update.
+    (REPLICA IDENTITY DEFAULT); the worker reads it from the source row
+    (:mod:`pipeline.toast`), one query per batch that holds such updates,
+    and on a replica (``source.lookup_dsn``) after waiting for the change to
+    be visible there. REPLICA IDENTITY FULL puts the value in every update
+    and spares those reads.
     """
     tables = {v.table for v in cfg.views.values() if v.kind == "table"}
     out: list[str] = []
@@ -190,10 +190,9 @@ def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
         if cols:
             out.append(
                 f"table {table}: columns {', '.join(cols)} may be TOASTed and its "
-                "replica identity is not FULL; after topic compaction an update "
-                "that leaves them unchanged cannot be completed (the stored "
-                "value may be older, or missing in a new sink): "
-                f"ALTER TABLE {table} REPLICA IDENTITY FULL"
+                "replica identity is not FULL; the workers read the value of "
+                "each update that leaves them unchanged from the source row "
+                f"(to spare those reads: ALTER TABLE {table} REPLICA IDENTITY FULL)"
             )
     return out
 

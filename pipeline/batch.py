@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from connectors.base import Sink
 from pipeline import metrics
@@ -32,7 +33,7 @@ from pipeline.config import WorkerConfig
 from pipeline.decode import RawMessage
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import TransientError
-from pipeline.events import DocumentOp
+from pipeline.events import ChangeEvent, Document, DocumentOp, Position
 from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
 from pipeline.sinkwriter import (
     Abandoned,
@@ -42,7 +43,10 @@ from pipeline.sinkwriter import (
     SinkWriter,
     direct,
 )
+from pipeline.toast import SourceRows
 from pipeline.views import View
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class BatchHandler:
         self.sinks = sinks
         self.processor = processor
         self.reader = reader
+        self.source_rows = SourceRows(reader)
         self.settings = settings
         self.pacer = pacer or Pacer()
         self.writer = SinkWriter(
@@ -113,7 +118,7 @@ class BatchHandler:
             Abandoned: the pacer asked to give the batch up while the source
                 or a store was down; nothing of it may be committed.
         """
-        batch = self.processor.process(msgs)
+        batch = self.processor.process(msgs, fill=self._fill)
         self._reread(batch)
         for topic in {m.topic() for m in msgs}:
             metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
@@ -160,37 +165,53 @@ class BatchHandler:
                     dlq.discard()
                     raise Abandoned("dead letters undelivered") from exc
 
-    # ------------------------------------------------------------ aggregates
+    # ------------------------------------------------------------ source reads
+    def _from_source(self, what: str, read: Callable[[], T]) -> T:
+        """``read()`` (a source read, run by the pacer), waiting out source
+        outages with backoff.
+
+        Raises:
+            Abandoned: the pacer asked to give the batch up meanwhile.
+        """
+        backoff = self._backoff()
+        while True:
+            try:
+                return self.pacer.run(read)
+            except TransientError as exc:
+                delay = backoff.next_delay()
+                logger.warning(
+                    "source read failed for=%s retry_in_s=%.2f error=%s",
+                    what,
+                    delay,
+                    exc,
+                )
+                self.pacer.on_backoff(True)
+                try:
+                    self.pacer.wait(delay)
+                finally:
+                    self.pacer.on_backoff(False)
+                if self.pacer.should_abandon():
+                    raise Abandoned(
+                        "batch abandoned while the source was down"
+                    ) from exc
+
+    def _fill(self, events: Sequence[ChangeEvent]) -> dict[Position, Document | None]:
+        """Unchanged TOAST values of table-view events, from the source rows."""
+        return self._from_source(
+            "unchanged TOAST values", partial(self.source_rows.fill, events)
+        )
+
     def _reread(self, batch: Batch) -> None:
         """Read back the roots of aggregate views, waiting out source outages."""
         for name, pending in batch.pending.items():
             view = self.views[name]
             assert isinstance(view, AggregateView)
-            backoff = self._backoff()
-            while True:
-                try:
-                    read = self.pacer.run(partial(self._read_roots, view, pending))
-                    batch.ops[name] = coalesce(read)
-                    metrics.REREADS.labels(name).inc()
-                    self._dead_roots(batch, name, pending)
-                    break
-                except TransientError as exc:
-                    delay = backoff.next_delay()
-                    logger.warning(
-                        "source read failed view=%s retry_in_s=%.2f error=%s",
-                        name,
-                        delay,
-                        exc,
-                    )
-                    self.pacer.on_backoff(True)
-                    try:
-                        self.pacer.wait(delay)
-                    finally:
-                        self.pacer.on_backoff(False)
-                    if self.pacer.should_abandon():
-                        raise Abandoned(
-                            "batch abandoned while the source was down"
-                        ) from exc
+            read = self._from_source(
+                f"view {name}", partial(self._read_roots, view, pending)
+            )
+            batch.ops[name] = coalesce(read)
+            metrics.REREADS.labels(name).inc()
+            self._dead_roots(batch, name, pending)
 
     def _read_roots(self, view: AggregateView, pending: Pending) -> list[DocumentOp]:
         """Every root ``pending`` names, read a chunk of

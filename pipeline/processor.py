@@ -8,14 +8,25 @@ record comes back as a dead letter with its reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from pipeline.aggregate.view import AggregateView, Pending
 from pipeline.decode import Heartbeat, RawMessage, decode
 from pipeline.errors import BadRecord
-from pipeline.events import UNCHANGED, ChangeEvent, DocumentOp, Position, Upsert
-from pipeline.views import View
+from pipeline.events import (
+    UNCHANGED,
+    ChangeEvent,
+    Document,
+    DocumentOp,
+    Position,
+    Upsert,
+)
+from pipeline.toast import needs_source
+from pipeline.views import TableView, View
+
+#: Reads unchanged TOAST values from the source (:class:`pipeline.toast.SourceRows`).
+Fill = Callable[[Sequence[ChangeEvent]], dict[Position, "Document | None"]]
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +116,20 @@ class Processor:
         # action query) carry a real LSN and commit time: source marks.
         self.heartbeat_topics = heartbeat_topics
 
-    def process(self, messages: Sequence[RawMessage]) -> Batch:
+    def process(
+        self, messages: Sequence[RawMessage], fill: Fill | None = None
+    ) -> Batch:
+        """Decode ``messages`` and turn them into the views' ops.
+
+        Args:
+            fill: reads the values a row image lacks (unchanged TOAST
+                columns) from the source, for events that feed a table view
+                (:mod:`pipeline.toast`); without it the sinks fill them from
+                the stored documents.
+        """
         batch = Batch()
         raw_ops: dict[str, list[DocumentOp]] = {}
+        events: list[tuple[RawMessage, ChangeEvent]] = []
         for msg in messages:
             pos = position_of(msg)
             batch.messages[pos] = msg
@@ -125,6 +147,10 @@ class Processor:
                         Heartbeat(decoded.commit_ts_ms, pos, decoded.lsn)
                     )
                 continue
+            events.append((msg, decoded))
+        filled = self._fill(fill, [ev for _m, ev in events])
+        for msg, decoded in events:
+            pos = decoded.position
             batch.events += 1
             for view_name in self.topics.get(pos.topic, ()):
                 view = self.views.get(view_name)
@@ -136,6 +162,11 @@ class Processor:
                         decoded, batch.pending.setdefault(view_name, Pending())
                     )
                 else:
+                    if pos in filled:
+                        after = filled[pos]
+                        if after is None:
+                            continue  # row gone: a later record deletes it
+                        decoded = replace(decoded, after=after)
                     try:
                         ops = view.ops_for(decoded)
                     except BadRecord as exc:
@@ -150,6 +181,22 @@ class Processor:
                     batch.last[(view_name, pos.topic, pos.partition)] = decoded
         batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
         return batch
+
+    def _fill(
+        self, fill: Fill | None, events: list[ChangeEvent]
+    ) -> dict[Position, Document | None]:
+        if fill is None:
+            return {}
+        wanted = [
+            ev
+            for ev in events
+            if needs_source(ev)
+            and any(
+                isinstance(self.views.get(v), TableView)
+                for v in self.topics.get(ev.position.topic, ())
+            )
+        ]
+        return fill(wanted) if wanted else {}
 
 
 def ops_for_sink(batch: Batch, sink_views: Iterable[str]) -> list[DocumentOp]:

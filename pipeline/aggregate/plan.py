@@ -173,10 +173,17 @@ _OUTPUT_TEXT_OIDS = frozenset({869, 1042})  # inet, bpchar
 
 
 def _value(node: Node, column: Column) -> sql.Composable:
+    return value_text(col(node, column.name), column)
+
+
+def value_text(expr: sql.Composable, column: Column) -> sql.Composable:
+    """``expr`` (a value of ``column``) as the text
+    :meth:`~pipeline.aggregate.reader.Values.value` reads back (inside a
+    jsonb object: a JSON string; use ``#>> '{}'`` for plain text)."""
     if column.oid in _OUTPUT_TEXT_OIDS:
-        return sql.SQL("to_jsonb({})").format(col(node, column.name))
+        return sql.SQL("to_jsonb({})").format(expr)
     cast = "::numeric::text" if column.is_money else "::text"
-    return sql.SQL("{}{}").format(col(node, column.name), sql.SQL(cast))
+    return sql.SQL("{}{}").format(expr, sql.SQL(cast))
 
 
 def document(node: Node) -> sql.Composable:

@@ -84,13 +84,13 @@ class Snapshot:
         return snapshot_version(epoch, self.xmax, self.nxip)
 
 
-class Converter:
-    """Turns the jsonb a view's SQL returns into the view's document."""
+class Values:
+    """Turns a column value's text, as PostgreSQL prints it, into the value
+    a decoded change event holds for that column."""
 
-    def __init__(self, conn: psycopg.Connection[Any], root: Node) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._loaders: dict[int, Any] = {}
-        self.root = root
 
     def _loader(self, column: Column) -> Any:
         oid = column.oid
@@ -109,6 +109,14 @@ class Converter:
         loader = self._loader(column)
         loaded = loader.load(text.encode()) if loader is not None else text
         return pg_value_to_json(loaded)
+
+
+class Converter(Values):
+    """Turns the jsonb a view's SQL returns into the view's document."""
+
+    def __init__(self, conn: psycopg.Connection[Any], root: Node) -> None:
+        super().__init__(conn)
+        self.root = root
 
     def document(self, node: Node, raw: dict[str, Any]) -> dict[str, Any]:
         out = {key: self.value(column, raw.get(key)) for key, column in node.fields}

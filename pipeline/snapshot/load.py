@@ -53,6 +53,7 @@ from pipeline.events import DocumentOp
 from pipeline.processor import DeadLetter, Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, SinkWriter
 from pipeline.snapshot.state import SnapshotLog, SnapshotState
+from pipeline.toast import SourceRows
 from pipeline.types import pg_value_to_json
 from pipeline.views import TableView
 
@@ -294,6 +295,11 @@ class Loader:
             }
         )
         processor = Processor({view.name: view}, {topic: [view.name]})
+        # Unchanged TOAST values come from the source rows: after compaction
+        # the records that set them may be gone, and a new sink holds nothing.
+        dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
+        reader = Reader(dsn)
+        source_rows = SourceRows(reader)
         try:
             md = consumer.list_topics(topic, timeout=10).topics.get(topic)
             if md is None or md.error is not None:
@@ -322,7 +328,7 @@ class Loader:
                 if not msgs:
                     self._drop_finished(consumer, ends)
                     continue
-                batch = processor.process(msgs)
+                batch = processor.process(msgs, fill=source_rows.fill)
                 ops = ops_for_sink(batch, [view.name])
                 self._write(sinks, ops, st, partial(_message, batch.messages))
                 st.rows += len(msgs)
@@ -330,6 +336,7 @@ class Loader:
                 self._save(st)
         finally:
             consumer.close()
+            reader.close()
         return self._finish(st)
 
     @staticmethod

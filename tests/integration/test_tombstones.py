@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -105,36 +106,56 @@ def _drain_connector(p: Pipeline) -> None:
     wait_for(lambda: p.connector_caught_up(lsn), 120, f"connector at {lsn}")
 
 
-def compact_until_only_tombstones(
-    p: Pipeline, topic: str, deleted: set[int], kept: list[int]
+def compact_until(
+    p: Pipeline,
+    topic: str,
+    roll: Callable[[], None],
+    done: Callable[[list[ChangeEvent]], bool],
+    what: str,
 ) -> None:
-    """Compact ``topic`` until each deleted id has only tombstones left.
+    """Compact ``topic`` until ``done`` holds for the events left in it.
 
-    The cleaner never touches the active segment, so each round updates the
-    ``kept`` rows: their new records roll every partition's segment (so
-    ``kept`` must have rows on every partition).
+    The cleaner never touches the active segment, so each round calls
+    ``roll``, which must write a change on every partition of ``topic``
+    (their new records roll the segments).
     """
     compact_eagerly(p, topic)
     progress: dict[str, Any] = {}
     before = p.high_watermarks()
-    p.sql("UPDATE notes SET body = body || '.' WHERE id = ANY(%s)", (kept,))
+    roll()
     _drain_connector(p)
     after = p.high_watermarks()
     idle = [k for k in after if k[0] == topic and after[k] == before[k]]
-    assert not idle, f"no kept row on {idle}: their segments would never roll"
+    assert not idle, f"roll() wrote nothing on {idle}: their segments would never roll"
 
-    def only_tombstones() -> bool:
-        p.sql("UPDATE notes SET body = body || '.' WHERE id = ANY(%s)", (kept,))
-        ops: dict[int, list[Op]] = {}
-        for ev in topic_events(p, topic):
-            ops.setdefault(ev.key["id"], []).append(ev.op)
-        progress["ops"] = {k: ops.get(k) for k in sorted(deleted)[:5]}
-        return all(ops.get(k) and set(ops[k]) == {Op.TOMBSTONE} for k in deleted)
+    def compacted() -> bool:
+        roll()
+        events = topic_events(p, topic)
+        progress["events"] = len(events)
+        return done(events)
 
     try:
-        wait_for(only_tombstones, 240, f"compaction of {topic}", interval=2)
+        wait_for(compacted, 240, f"compaction of {topic} ({what})", interval=2)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; ops of deleted ids: {progress}") from None
+        raise AssertionError(f"{exc}; events left: {progress}") from None
+
+
+def compact_until_only_tombstones(
+    p: Pipeline, topic: str, deleted: set[int], kept: list[int]
+) -> None:
+    """Compact ``topic`` until each deleted id has only tombstones left
+    (``kept`` must have rows on every partition)."""
+
+    def roll() -> None:
+        p.sql("UPDATE notes SET body = body || '.' WHERE id = ANY(%s)", (kept,))
+
+    def only_tombstones(events: list[ChangeEvent]) -> bool:
+        ops: dict[int, list[Op]] = {}
+        for ev in events:
+            ops.setdefault(ev.key["id"], []).append(ev.op)
+        return all(ops.get(k) and set(ops[k]) == {Op.TOMBSTONE} for k in deleted)
+
+    compact_until(p, topic, roll, only_tombstones, "only tombstones of deleted ids")
 
 
 @pytest.mark.parametrize("reader", ["worker", "replay"])

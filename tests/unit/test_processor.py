@@ -166,6 +166,37 @@ def test_processor_toast_placeholder_alone_stays_unchanged_marker():
     assert op.doc["body"] is UNCHANGED
 
 
+def test_processor_toast_placeholder_filled_from_the_source_row():
+    asked: list[int] = []
+
+    def fill(events: Any) -> dict[Position, Any]:
+        asked.extend(ev.key["id"] for ev in events)
+        return {ev.position: {**ev.after, "body": "FROM SOURCE"} for ev in events}
+
+    batch = make_processor().process(
+        [
+            event(1, "c", 8, {"title": "a", "body": "whole"}),
+            event(2, "u", 7, {"title": "b", "body": PLACEHOLDER}),
+        ],
+        fill=fill,
+    )
+    assert asked == [7]  # only the event that lacks a value
+    ops = {op.doc_id: op for op in batch.ops[VIEW]}
+    assert isinstance(ops["7"], Upsert)
+    assert ops["7"].doc == {"id": 7, "title": "b", "body": "FROM SOURCE"}
+    assert ops["8"].doc["body"] == "whole"
+
+
+def test_processor_toast_row_gone_from_the_source_writes_nothing():
+    batch = make_processor().process(
+        [event(2, "u", 7, {"title": "b", "body": PLACEHOLDER})],
+        fill=lambda events: {ev.position: None for ev in events},
+    )
+    assert batch.ops.get(VIEW, []) == []
+    assert batch.dead == []
+    assert batch.events == 1
+
+
 def test_processor_delete_then_tombstone_gives_versioned_delete():
     batch = make_processor().process(
         [
