@@ -57,6 +57,29 @@ def routing_of(op: Upsert, field: str) -> str | None:
     return None if value is None else str(value)
 
 
+def mget_found(resp: Any) -> list[dict[str, Any]]:
+    """The documents an ``mget`` found.
+
+    An entry with an ``error`` (its shard not available yet, as for a few
+    seconds after a restart) is not a document that does not exist: reading
+    it as one would serve a live document as deleted and let writes that
+    look up copies miss them.
+
+    Raises:
+        TransientError: some entry could not be read.
+    """
+    docs: list[dict[str, Any]] = resp["docs"]
+    failed = [d for d in docs if d.get("error")]
+    if failed:
+        err = failed[0]["error"]
+        reason = err.get("reason") if isinstance(err, Mapping) else err
+        raise TransientError(
+            f"elasticsearch: {len(failed)} of {len(docs)} ids unreadable "
+            f"(index {failed[0].get('_index')}): {reason}"
+        )
+    return [d for d in docs if d.get("found")]
+
+
 def other_copies(
     client: elasticsearch.Elasticsearch,
     alias: str,
@@ -67,7 +90,7 @@ def other_copies(
     if not upserts:
         return {}
     resp = client.mget(index=alias, ids=[u.doc_id for u in upserts], source=False)
-    found = {str(d["_id"]): d for d in resp["docs"] if d.get("found")}
+    found = {str(d["_id"]): d for d in mget_found(resp)}
     out: dict[str, Copy] = {}
     for up in upserts:
         doc = found.get(up.doc_id)

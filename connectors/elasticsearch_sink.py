@@ -482,6 +482,7 @@ class ElasticsearchSink:
                 query={"ids": {"values": chunk}},
                 size=len(chunk),
                 version=True,
+                allow_partial_search_results=False,
             )
             hits += resp["hits"]["hits"]
         return hits
@@ -497,7 +498,7 @@ class ElasticsearchSink:
                 docs = self._search_ids(view, ids, index)
             else:
                 resp = self.client.mget(index=index, ids=list(ids))
-                docs = [d for d in resp["docs"] if d.get("found")]
+                docs = routing.mget_found(resp)
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
         out: dict[str, Stored] = {}
@@ -521,6 +522,7 @@ class ElasticsearchSink:
                 query={"query": {"bool": {"must_not": {"term": {DELETED: True}}}}},
                 _source=False,
                 size=5000,
+                allow_partial_search_results=False,
             )
             return {str(h["_id"]) for h in hits}
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:

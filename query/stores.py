@@ -182,7 +182,11 @@ def es_search(
 
     try:
         resp = sink.client.search(
-            index=sink.alias(view), from_=(page - 1) * size, size=size, **body
+            index=sink.alias(view),
+            from_=(page - 1) * size,
+            size=size,
+            allow_partial_search_results=False,
+            **body,
         )
     except elasticsearch.BadRequestError as exc:
         raise QueryError("query", f"elasticsearch refused the search: {exc}") from exc

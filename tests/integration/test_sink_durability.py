@@ -354,3 +354,48 @@ def test_elasticsearch_routed_conformance_case_passes(make_sink: MakeSink) -> No
         {"routing_field": "tenant", "settings": {"number_of_shards": 5}},
     )
     conformance.CASES["delete_of_unknown_blocks_older_upsert"](sink, VIEW)
+
+
+# -- Elasticsearch: an unreadable shard is an outage, not a missing document ------
+
+
+def test_elasticsearch_unreadable_shard_is_transient_not_missing(
+    make_sink: MakeSink,
+) -> None:
+    """For a few seconds after a restart a shard is not readable yet, and
+    ``mget`` answers an error for each of its ids. Read as "not found", a
+    site saw live documents as deleted. The alias is pointed at an index
+    whose shard can never be allocated, to hold that state."""
+    sink = make_sink("elasticsearch")
+    assert isinstance(sink, ElasticsearchSink)
+    ids = [f"doc-{i}" for i in range(5)]
+    assert sink.write([Upsert(VIEW, i, 1, {"n": 1}) for i in ids]).applied == 5
+    assert set(sink.fetch(VIEW, ids)) == set(ids)
+    alias = sink.alias(VIEW)
+    live = list(sink.client.indices.get_alias(name=alias))
+    stranded = f"{live[0]}-stranded"
+    sink.client.indices.create(
+        index=stranded,
+        settings={
+            "number_of_shards": 1,
+            "number_of_replicas": 0,
+            "index.routing.allocation.require._name": "no-such-node",
+        },
+        wait_for_active_shards="0",
+    )
+    move = [{"remove": {"index": i, "alias": alias}} for i in live]
+    sink.client.indices.update_aliases(
+        actions=[*move, {"add": {"index": stranded, "alias": alias}}]
+    )
+    try:
+        with pytest.raises(TransientError, match="unreadable"):
+            sink.fetch(VIEW, ids)
+        with pytest.raises(TransientError):
+            sink.ids(VIEW)
+    finally:
+        back = [{"add": {"index": i, "alias": alias}} for i in live]
+        sink.client.indices.update_aliases(
+            actions=[{"remove": {"index": stranded, "alias": alias}}, *back]
+        )
+        sink.client.indices.delete(index=stranded)
+    assert set(sink.fetch(VIEW, ids)) == set(ids)
