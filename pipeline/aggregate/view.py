@@ -148,9 +148,12 @@ class AggregateView:
 
     # ------------------------------------------------------------ per event
     def collect(self, event: ChangeEvent, pending: Pending) -> None:
-        """Note which roots ``event`` may change."""
-        if event.op is Op.TOMBSTONE:
-            return
+        """Note which roots ``event`` may change.
+
+        A tombstone has only its key: after compaction it is all that is left
+        of a delete, so it names the roots its key can name (a root's own
+        key, a child whose link columns are in its key).
+        """
         self.tree()
         nodes = self._by_table.get(event.table, ())
         if event.op is Op.TRUNCATE:
@@ -181,7 +184,10 @@ class AggregateView:
             return
         direct = direct_keys(node)
         cols = direct if direct is not None else list(node.on)
-        for image in (event.before, event.after):
+        images = (
+            (event.key,) if event.op is Op.TOMBSTONE else (event.before, event.after)
+        )
+        for image in images:
             if image is None:
                 continue
             values = [image.get(c, event.key.get(c)) for c in cols]
