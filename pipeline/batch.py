@@ -156,14 +156,19 @@ class BatchHandler:
                 logger.warning(
                     "dead-letter flush failed retry_in_s=%.2f error=%s", delay, exc
                 )
-                self.pacer.on_backoff(True)
-                try:
-                    self.pacer.wait(delay)
-                finally:
-                    self.pacer.on_backoff(False)
-                if self.pacer.should_abandon():
+                if self._pause(delay):
                     dlq.discard()
                     raise Abandoned("dead letters undelivered") from exc
+
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds as a backoff (the worker reports it); whether
+        the pacer then asks to give the batch up."""
+        self.pacer.on_backoff(True)
+        try:
+            self.pacer.wait(delay)
+        finally:
+            self.pacer.on_backoff(False)
+        return self.pacer.should_abandon()
 
     # ------------------------------------------------------------ source reads
     def _from_source(self, what: str, read: Callable[[], T]) -> T:
@@ -185,12 +190,7 @@ class BatchHandler:
                     delay,
                     exc,
                 )
-                self.pacer.on_backoff(True)
-                try:
-                    self.pacer.wait(delay)
-                finally:
-                    self.pacer.on_backoff(False)
-                if self.pacer.should_abandon():
+                if self._pause(delay):
                     raise Abandoned(
                         "batch abandoned while the source was down"
                     ) from exc
