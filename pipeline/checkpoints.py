@@ -15,7 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
 
 from pipeline.errors import TransientError
@@ -139,19 +145,28 @@ def read_records(
         }
     )
     out: dict[str, dict[str, Any]] = {}
+    ends: dict[int, int] = {}
     try:
-        md = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if md is None or md.error is not None:
-            return out
-        ends: dict[int, int] = {}
-        tps = []
-        for p in md.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=timeout_s
-            )
-            if high > low:
-                ends[p] = high
-                tps.append(TopicPartition(topic, p, low))
+        try:
+            md = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if md is None:
+                return out
+            if md.error is not None:
+                # A topic that exists but cannot be read yet (no leader, as
+                # right after a broker restart) is not an empty topic.
+                if whole and md.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise TransientError(f"topic {topic} not readable: {md.error}")
+                return out
+            tps = []
+            for p in md.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout_s
+                )
+                if high > low:
+                    ends[p] = high
+                    tps.append(TopicPartition(topic, p, low))
+        except KafkaException as exc:
+            raise TransientError(f"topic {topic} not readable: {exc}") from exc
         consumer.assign(tps)
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:

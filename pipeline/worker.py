@@ -499,12 +499,34 @@ def _fmt(parts: list[TopicPartition]) -> str:
     return ",".join(f"{p.topic}[{p.partition}]" for p in parts)
 
 
+def _start_guard(
+    cfg: Config, guard: layout.Guard, early: list[int]
+) -> layout.Recorded | None:
+    """``guard.start()``, retried with backoff while Kafka or the source is
+    not readable yet (a broker just restarted has no partition leaders for a
+    few seconds); ``None`` once a stop was asked meanwhile."""
+    backoff = Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms)
+    while True:
+        try:
+            return guard.start()
+        except TransientError as exc:
+            delay = backoff.next_delay()
+            logger.warning(
+                "start-up checks failed retry_in_s=%.2f error=%s", delay, exc
+            )
+            deadline = time.monotonic() + delay
+            while not early and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if early:
+                return None
+
+
 def run_worker(
     cfg: Config,
     view_names: Sequence[str] | None = None,
     metrics_port: int | None = None,
     sink_names: Sequence[str] | None = None,
-) -> Worker:
+) -> Worker | None:
     """Build and run a worker until SIGTERM/SIGINT; used by ``readside worker``.
 
     Args:
@@ -528,7 +550,10 @@ def run_worker(
         if not names:
             raise ConfigError("--sinks: no view of this worker writes to them")
     guard = layout.Guard(cfg, names, sink_names)
-    known = guard.start()  # refuses a view that must be rebuilt first
+    known = _start_guard(cfg, guard, early)  # refuses a view to rebuild first
+    if known is None:
+        logger.info("signal=%d before the start: leaving", early[0])
+        return None
     views = build_views(cfg, known.epochs(), names, known.starts())
     scope = groups.Scope.of(cfg, views, sink_names)
     worker = Worker(cfg, views, build_sinks(cfg, sorted(scope.sinks)), guard=guard)

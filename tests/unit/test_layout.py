@@ -11,6 +11,7 @@ import pytest
 from pipeline import config, layout
 from pipeline.aggregate.reader import snapshot_version
 from pipeline.config import TableViewConfig
+from pipeline.errors import TransientError
 from pipeline.events import ChangeEvent, Delete, Op, Position, Upsert, table_version
 from pipeline.views import TableView, build_views
 
@@ -142,3 +143,44 @@ def test_guard_note_written_raises_the_mark_only_when_higher() -> None:
     older = [Delete("customer_orders", "1", snapshot_version(0, 40, 0))]
     guard.note_written(producer, {"customer_orders": older})  # type: ignore[arg-type]
     assert producer.sent == [(cfg.kafka.checkpoint_topic, b"__xmax__|customer_orders")]
+
+
+class _FlakyGuard:
+    """A guard whose checks fail ``failures`` times as Kafka right after a
+    restart does, then pass."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def start(self) -> layout.Recorded:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise TransientError("topic not readable: not leader for partition")
+        return layout.Recorded()
+
+
+def _fast(cfg: Any) -> Any:
+    worker = cfg.worker.model_copy(
+        update={"backoff_initial_ms": 1, "backoff_max_ms": 5}
+    )
+    return cfg.model_copy(update={"worker": worker})
+
+
+def test_worker_start_up_checks_retry_a_broker_not_ready_yet() -> None:
+    from pipeline.worker import _start_guard
+
+    cfg = _fast(config.load(REPO / "readside.yaml", env={}))
+    guard = _FlakyGuard(failures=3)
+    got = _start_guard(cfg, guard, early=[])  # type: ignore[arg-type]
+    assert isinstance(got, layout.Recorded)
+    assert guard.calls == 4
+
+
+def test_worker_start_up_checks_give_way_to_a_stop() -> None:
+    from pipeline.worker import _start_guard
+
+    cfg = _fast(config.load(REPO / "readside.yaml", env={}))
+    guard = _FlakyGuard(failures=10**6)
+    assert _start_guard(cfg, guard, early=[15]) is None  # type: ignore[arg-type]
+    assert guard.calls == 1
