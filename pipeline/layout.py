@@ -124,12 +124,31 @@ class Recorded:
         return out
 
 
-def load(cfg: Config) -> Recorded:
-    """Read every layout and mark (the whole checkpoint topic, or raise)."""
+def load(cfg: Config, patience_s: float = 60.0) -> Recorded:
+    """Read every layout and mark (the whole checkpoint topic, or raise).
+
+    A topic not readable yet (no partition leader for a few seconds after a
+    broker restart) is read again for up to ``patience_s``.
+
+    Raises:
+        TransientError: the topic was not readable within ``patience_s``.
+    """
     rec = Recorded()
-    raw = read_records(
-        cfg.kafka.bootstrap_servers, cfg.kafka.checkpoint_topic, 30.0, whole=True
-    )
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            raw = read_records(
+                cfg.kafka.bootstrap_servers,
+                cfg.kafka.checkpoint_topic,
+                30.0,
+                whole=True,
+            )
+            break
+        except TransientError as exc:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("checkpoint topic not readable yet error=%s", exc)
+            time.sleep(1.0)
     for key, data in raw.items():
         if key.startswith(LAYOUT_PREFIX):
             lay = TopicLayout(**data)
