@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -60,6 +62,18 @@ def _converge(
                 logger.info("verify failed error=%s", exc)
         time.sleep(5.0)
     return None
+
+
+def _dump_stacks(src: FaultSource) -> None:
+    """Every live worker prints its threads' stacks into its log (SIGUSR1):
+    where a run that did not converge was stuck."""
+    for w in src.alive():
+        try:
+            os.kill(w.proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            continue
+        logger.warning("not converged: stacks of worker n=%d in its log", w.n)
+    time.sleep(1.0)
 
 
 def one_run(
@@ -116,6 +130,8 @@ def one_run(
         nem.keep_workers()
         cleared = max(nem.last_cleared(), writes_stopped)
         converge_s = _converge(src, nem, cleared, converge_timeout_s)
+        if converge_s is None:
+            _dump_stacks(src)
         readers.stop()
         stop_wal.set()
         violations: list[dict[str, Any]] = []
