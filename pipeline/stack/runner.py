@@ -158,13 +158,23 @@ def _start(ctx: Context, svc: Service) -> int:
     return proc.pid
 
 
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def _wait_healthy(ctx: Context, svc: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     problem: str | None = "not probed"
     while time.monotonic() < deadline:
         if _read_pid(ctx, svc.name) is None:
+            log = ctx.logs / (svc.name + ".log")
             raise FatalError(
-                f"{svc.name} exited during start; see {ctx.logs / (svc.name + '.log')}"
+                f"{svc.name} exited during start; see {log}; its last lines:\n"
+                + _tail(log, 8)
             )
         problem = svc.probe()
         if problem is None:

@@ -43,18 +43,30 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _below_ephemeral(port: int) -> int:
+    """``port``, moved below Linux's ephemeral range (32768-60999): a port in
+    it can be taken at any moment as the local end of some client's
+    connection, and a server then fails to bind it (the PostgreSQL ports
+    55432 + 1000 did, once, in a CI run with hundreds of connections open)."""
+    return port if port < 32768 else port - 30000
+
+
 def shifted(tmp: Path, offset: int) -> StackConfig:
     m = MAIN
+
+    def at(port: int) -> int:
+        return _below_ephemeral(port + offset)
+
     return StackConfig(
         data_dir=str(tmp / "stack"),
-        postgres_port=m.postgres_port + offset,
-        kafka_port=m.kafka_port + offset,
-        kafka_controller_port=m.kafka_controller_port + offset,
-        connect_port=m.connect_port + offset,
-        redis_port=m.redis_port + offset,
-        elasticsearch_port=m.elasticsearch_port + offset,
-        ferretdb_port=m.ferretdb_port + offset,
-        ferretdb_backend_port=m.ferretdb_backend_port + offset,
+        postgres_port=at(m.postgres_port),
+        kafka_port=at(m.kafka_port),
+        kafka_controller_port=at(m.kafka_controller_port),
+        connect_port=at(m.connect_port),
+        redis_port=at(m.redis_port),
+        elasticsearch_port=at(m.elasticsearch_port),
+        ferretdb_port=at(m.ferretdb_port),
+        ferretdb_backend_port=at(m.ferretdb_backend_port),
     )
 
 
