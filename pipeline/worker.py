@@ -145,6 +145,10 @@ class Worker:
     #: up (the process may exit without waiting for it)
     in_flight: Future[Any] | None = None
     _assigned: set[tuple[str, int]] = field(default_factory=set)
+    #: partitions assigned since the loop last set their pause state
+    _fresh: list[TopicPartition] = field(default_factory=list)
+    #: inside :meth:`_wait_paused`: every assigned partition stays paused
+    _waiting: bool = False
 
     # ------------------------------------------------------------ lifecycle
     def stop(self, *_args: object) -> None:
@@ -238,6 +242,7 @@ class Worker:
                 msgs = consumer.consume(
                     cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
                 )
+                self._settle_fresh()
                 msgs = [m for m in msgs if self._usable(m)]
                 if self.guard is not None and self.guard.due():
                     self.guard.check()  # before applying anything of a new layout
@@ -315,6 +320,7 @@ class Worker:
         if self.guard is not None:
             self.guard.note_assignment(parts)
         self._assigned |= {(p.topic, p.partition) for p in parts}
+        self._fresh.extend(parts)
         self.health.assigned = len(self._assigned)
         logger.info("assigned partitions=%s", _fmt(parts))
 
@@ -454,6 +460,7 @@ class Worker:
         for ``seconds`` or a stop request, or else until ``until()``."""
         assignment = self.consumer.assignment()
         self.consumer.pause(assignment)
+        self._waiting = True
         try:
             deadline = time.monotonic() + seconds
             while not (until() if until else self.stopping):
@@ -463,15 +470,36 @@ class Worker:
                 msg = self.consumer.poll(
                     min(0.2, max(0.0, deadline - time.monotonic()))
                 )
+                self._settle_fresh()
                 if msg is not None and msg.error() is None:
                     key = (msg.topic(), msg.partition())
                     self._replay_from.setdefault(key, msg.offset())
         finally:
+            self._waiting = False
+            self._fresh.clear()
             self.consumer.resume(self.consumer.assignment())
         for (topic, part), offset in self._replay_from.items():
             if (topic, part) in self._assigned:
                 self.consumer.seek(TopicPartition(topic, part, offset))
         self._replay_from.clear()
+
+    def _settle_fresh(self) -> None:
+        """Give the partitions assigned by the last poll the loop's pause
+        state: paused inside :meth:`_wait_paused`, else resumed.
+
+        librdkafka keeps a partition's pause flag in the process across
+        revocations: a partition paused during an outage, revoked, and later
+        assigned to this worker again would come back paused, and be read by
+        no one while the worker idles (``resume`` of the assignment at the
+        end of the wait cannot reach a partition assigned after it).
+        """
+        if not self._fresh:
+            return
+        fresh, self._fresh = self._fresh, []
+        if self._waiting:
+            self.consumer.pause(fresh)
+        else:
+            self.consumer.resume(fresh)
 
     def _should_abandon(self) -> bool:
         return self.stopping or bool(self._batch_parts & self._revoked)

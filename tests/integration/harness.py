@@ -10,6 +10,7 @@ can SIGKILL them.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors import debezium
+from connectors.base import Sink
 from pipeline import config as config_mod
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config, StackConfig
@@ -38,6 +40,8 @@ from pipeline.dlq import DeadRecord, read_all
 from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.verify import Drift, verify
+from pipeline.views import build_views
+from pipeline.worker import Worker, build_sinks
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get(
@@ -103,6 +107,35 @@ class WorkerProc:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return self.kill()
+
+    def dump_stacks(self) -> None:
+        """Every thread's stack into the worker's log (SIGUSR1)."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGUSR1)
+
+
+@dataclass
+class ThreadWorker:
+    """A :class:`Worker` run in a thread of the test, so that the test can
+    reach into it (its views' counters, its consumer, a sink it wraps);
+    stands in for a worker process in ``Pipeline.workers``."""
+
+    worker: Worker
+    thread: threading.Thread
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def tail(self, lines: int = 40) -> str:
+        return f"(in-process worker: its log is the test's, last {lines} lines)"
+
+    def kill(self) -> int:
+        self.worker.stop()
+        self.thread.join(60)
+        return 0
+
+    def dump_stacks(self) -> None:
+        faulthandler.dump_traceback(all_threads=True)
 
 
 def run_bench(
@@ -194,7 +227,7 @@ class Pipeline:
     config_path: Path
     config: Config
     tmp_path: Path
-    workers: list[WorkerProc] = field(default_factory=list)
+    workers: list[WorkerProc | ThreadWorker] = field(default_factory=list)
     _connector: bool = False
     _applied: AppliedOffsets | None = None
 
@@ -277,6 +310,18 @@ class Pipeline:
             )
         worker = WorkerProc(proc, log)
         self.workers.append(worker)
+        return worker
+
+    def start_in_process(self, sinks: Mapping[str, Sink] | None = None) -> Worker:
+        """A worker of every view in a thread of the test; ``sinks`` replace
+        the config's sinks of the same names (to wrap one)."""
+        views = build_views(self.config)
+        names = sorted({s for v in views.values() for s in v.cfg.sinks})
+        built: dict[str, Sink] = {**build_sinks(self.config, names), **(sinks or {})}
+        worker = Worker(self.config, views, built)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        self.workers.append(ThreadWorker(worker, thread))
         return worker
 
     def wait_log(self, worker: WorkerProc, text: str, timeout: float = 60) -> None:
@@ -387,8 +432,7 @@ class Pipeline:
             )
         except AssertionError as exc:
             for w in self.workers:  # stacks of stuck workers into their logs
-                if w.alive():
-                    os.kill(w.pid, signal.SIGUSR1)
+                w.dump_stacks()
             time.sleep(1)
             tails = "\n---\n".join(w.tail(60) for w in self.workers)
             raise AssertionError(

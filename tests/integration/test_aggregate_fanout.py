@@ -10,16 +10,12 @@ the stores still converge to the view's SQL.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from shop_model import SCHEMA, TABLES, VIEW
 
 from pipeline.aggregate import AggregateView
-from pipeline.views import build_views
-from pipeline.worker import Worker, build_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -27,36 +23,8 @@ FANOUT = 100
 CHUNK = 7
 
 
-@dataclass
-class ThreadWorker:
-    """A :class:`Worker` run in a thread of the test, so its views' counters
-    can be read; stands in for a worker process in ``Pipeline.workers``."""
-
-    worker: Worker
-    thread: threading.Thread
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
-
-    def tail(self, lines: int = 40) -> str:
-        return f"(in-process worker, last {lines} log lines not kept)"
-
-    def kill(self) -> int:
-        self.worker.stop()
-        self.thread.join(60)
-        return 0
-
-
 def _start_in_process(p: Any) -> AggregateView:
-    views = build_views(p.config)
-    sinks = build_sinks(
-        p.config, sorted({s for v in views.values() for s in v.cfg.sinks})
-    )
-    worker = Worker(p.config, views, sinks)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    p.workers.append(ThreadWorker(worker, thread))
-    view = views["customers"]
+    view = p.start_in_process().views["customers"]
     assert isinstance(view, AggregateView)
     return view
 
