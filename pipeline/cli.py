@@ -15,7 +15,7 @@ import click
 import psycopg
 
 from pipeline import config as config_mod
-from pipeline.errors import ReadsideError
+from pipeline.errors import ReadsideError, Stopped
 
 logger = logging.getLogger("readside")
 
@@ -31,11 +31,15 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class _Group(click.Group):
-    """Turns readside's own errors into one clear line and exit code 2."""
+    """Turns readside's own errors into one clear line and exit code 2 (130
+    for a stop asked while waiting for a store)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Stopped as exc:  # a signal while waiting for a store: no error
+            click.echo(str(exc), err=True)
+            sys.exit(130)
         except ReadsideError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)

@@ -38,5 +38,10 @@ class FatalError(ReadsideError):
     """A failure that retrying cannot fix: stop and tell the operator."""
 
 
+class Stopped(ReadsideError):
+    """A stop was asked while waiting for a store, Kafka or the source to
+    become reachable; nothing more was done."""
+
+
 class ConfigError(FatalError):
     """A configuration file that does not validate; the message names the field."""

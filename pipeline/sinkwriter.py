@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 
 from connectors.base import Sink, WriteResult
 from pipeline import metrics
-from pipeline.errors import TransientError
+from pipeline.errors import Stopped, TransientError
 from pipeline.events import DocumentOp
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,41 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def until_reachable(
+    work: Callable[[], T],
+    what: str,
+    backoff: Backoff,
+    stopping: Callable[[], bool],
+) -> T:
+    """``work()``, retried with backoff while it raises :class:`TransientError`
+    (a store, Kafka or the source not reachable yet): how the worker and every
+    command meet an outage at their start.
+
+    Raises:
+        Stopped: ``stopping()`` turned true while waiting.
+    """
+    while True:
+        try:
+            return work()
+        except TransientError as exc:
+            delay = backoff.next_delay()
+            logger.warning("%s failed retry_in_s=%.2f error=%s", what, delay, exc)
+            deadline = time.monotonic() + delay
+            while not stopping() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if stopping():
+                raise Stopped(f"stopped while {what} failed: {exc}") from exc
+
+
+def open_sinks(
+    sinks: Mapping[str, Sink], backoff: Backoff, stopping: Callable[[], bool]
+) -> None:
+    """Open every sink, waiting for the stores that are down (see
+    :func:`until_reachable`)."""
+    for name, sink in sinks.items():
+        until_reachable(sink.open, f"opening sink {name}", backoff, stopping)
 
 
 @dataclass

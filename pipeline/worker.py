@@ -44,9 +44,9 @@ from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensure_topics
 from pipeline.config import Config
-from pipeline.errors import ConfigError, FatalError, TransientError
+from pipeline.errors import ConfigError, FatalError, Stopped
 from pipeline.processor import Batch, Processor
-from pipeline.sinkwriter import Abandoned, Backoff
+from pipeline.sinkwriter import Abandoned, Backoff, open_sinks, until_reachable
 from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,14 @@ class Worker:
             partial(dlqtopic.topic_max_bytes, admin, cfg.kafka.dlq_topic),
         )
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
-        self._open_sinks()
+        try:
+            self._open_sinks()
+        except Stopped as exc:
+            logger.info("worker stopping before its stores were reachable: %s", exc)
+            for sink in self.sinks.values():
+                sink.close()
+            self.reader.close()
+            return
         conf = consumer_config(cfg, self.scope())
         if self.assignment is not None:  # a rebuild's catch-up: its own group
             conf["group.id"] = cfg.kafka.group_id
@@ -273,22 +280,7 @@ class Worker:
         backoff = Backoff(
             self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
         )
-        for name, sink in self.sinks.items():
-            while True:
-                try:
-                    sink.open()
-                    break
-                except TransientError as exc:
-                    if self.stopping:
-                        raise FatalError(f"stopped while opening sink {name}") from exc
-                    delay = backoff.next_delay()
-                    logger.warning(
-                        "sink not reachable sink=%s retry_in_s=%.2f error=%s",
-                        name,
-                        delay,
-                        exc,
-                    )
-                    time.sleep(delay)
+        open_sinks(self.sinks, backoff, lambda: self.stopping)
         self.health.sinks_open = True
 
     def _reached_until(self) -> bool:
@@ -533,20 +525,15 @@ def _start_guard(
     """``guard.start()``, retried with backoff while Kafka or the source is
     not readable yet (a broker just restarted has no partition leaders for a
     few seconds); ``None`` once a stop was asked meanwhile."""
-    backoff = Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms)
-    while True:
-        try:
-            return guard.start()
-        except TransientError as exc:
-            delay = backoff.next_delay()
-            logger.warning(
-                "start-up checks failed retry_in_s=%.2f error=%s", delay, exc
-            )
-            deadline = time.monotonic() + delay
-            while not early and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if early:
-                return None
+    try:
+        return until_reachable(
+            guard.start,
+            "start-up checks",
+            Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms),
+            lambda: bool(early),
+        )
+    except Stopped:
+        return None
 
 
 def run_worker(

@@ -38,11 +38,13 @@ import logging
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 
 from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import AggregateViewConfig, Config
 from pipeline.repair import key_of
+from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
 from pipeline.snapshot.load import Loader, Options, send_signal
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
 from pipeline.types import pg_value_to_json
@@ -104,7 +106,14 @@ class FocusApply:
     def run(self) -> Applied:
         log = SnapshotLog(self.cfg)
         try:
-            last = log.focus(self.name)
+            last = until_reachable(
+                partial(log.focus, self.name),
+                "reading the snapshot log",
+                Backoff(
+                    self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
+                ),
+                lambda: self.stopping,
+            )
             previous = last.where if last and last.view == self.view_name else None
             done = Applied(self.name, self.view_name, self.definition(), previous, "")
             if isinstance(self.vcfg, AggregateViewConfig):
@@ -153,9 +162,15 @@ class FocusApply:
         purged: dict[str, int] = {}
         with closing(Reader(dsn)) as reader:
             expected = self._expected_ids(view, reader)
-            for sink in sinks.values():
-                sink.open()
             try:
+                open_sinks(
+                    sinks,
+                    Backoff(
+                        self.cfg.worker.backoff_initial_ms,
+                        self.cfg.worker.backoff_max_ms,
+                    ),
+                    lambda: self.stopping,
+                )
                 gone = {n: s.ids(view.name) - expected for n, s in sinks.items()}
                 st.total = sum(len(ids) for ids in gone.values())
                 log.save(st)

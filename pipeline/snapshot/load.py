@@ -51,8 +51,8 @@ from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import ConfigError, FatalError
 from pipeline.events import DocumentOp
 from pipeline.processor import DeadLetter, Processor, ops_for_sink, position_of
-from pipeline.sinkwriter import Backoff, SinkWriter
-from pipeline.snapshot.state import SnapshotLog, SnapshotState
+from pipeline.sinkwriter import Backoff, SinkWriter, open_sinks, until_reachable
+from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
 from pipeline.toast import SourceRows
 from pipeline.types import pg_value_to_json
 from pipeline.views import TableView
@@ -115,9 +115,8 @@ class Loader:
         if isinstance(self.view, TableView) and self.opts.where:
             return self._signal(self.view)
         sinks = build_sinks(self.cfg, self.sink_names)
-        for sink in sinks.values():
-            sink.open()
         try:
+            open_sinks(sinks, self.backoff(), lambda: self.stopping)
             if isinstance(self.view, AggregateView):
                 st = self._state("chunks")
                 self._chunks(self.view, sinks, st)
@@ -130,7 +129,7 @@ class Loader:
 
     def _state(self, method: str) -> SnapshotState:
         opts = self.opts
-        old = self.log.find(opts.view, self.sink_names, opts.where)
+        old = self.log_record(run_id(opts.view, self.sink_names, opts.where))
         if old is not None and old.state in ("running", "failed") and not opts.restart:
             logger.info(
                 "resuming snapshot view=%s rows_done=%d after=%s",
@@ -142,6 +141,22 @@ class Loader:
             old.error = None
             return old
         return SnapshotState(opts.view, self.sink_names, opts.where, method)
+
+    def backoff(self) -> Backoff:
+        return Backoff(
+            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
+        )
+
+    def log_record(self, key: str) -> SnapshotState | None:
+        """The snapshot log's record ``key``, waiting while Kafka is not
+        readable (a partial read would make a killed run start over)."""
+        runs = until_reachable(
+            self.log.read,
+            "reading the snapshot log",
+            self.backoff(),
+            lambda: self.stopping,
+        )
+        return runs.get(key)
 
     def _write(
         self,
@@ -155,7 +170,7 @@ class Loader:
         in ``st.dead_letters``."""
         writer = SinkWriter(
             sinks,
-            Backoff(self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms),
+            self.backoff(),
             wait=time.sleep,
             should_abandon=lambda: self.stopping,
         )

@@ -76,6 +76,7 @@ from connectors.registry import build_sink
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.errors import ConfigError
+from pipeline.sinkwriter import open_sinks
 from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
@@ -130,8 +131,7 @@ class Rebuild(Loader):
                     "so it cannot be rebuilt beside the live view"
                 )
         try:
-            for sink in live.values():
-                sink.open()
+            open_sinks(live, self.backoff(), lambda: self.stopping)
             st = self._start(live)
             self._epoch(st)
             pinned = self._pinned(live, st)
@@ -162,7 +162,7 @@ class Rebuild(Loader):
 
     def _start(self, live: Mapping[str, Sink]) -> SnapshotState:
         """The unfinished run to resume, or a new one with its generation made."""
-        old = self.log.read().get(self.key)
+        old = self.log_record(self.key)
         if old is not None and old.state == "running" and not self.opts.restart:
             logger.info(
                 "resuming rebuild view=%s generation=%s phase=%s rows_done=%d after=%s",
@@ -239,9 +239,8 @@ class Rebuild(Loader):
     # ------------------------------------------------------------ steps
     def _fill(self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]) -> None:
         assert isinstance(self.view, AggregateView)
-        for sink in pinned.values():
-            sink.open()
         try:
+            open_sinks(pinned, self.backoff(), lambda: self.stopping)
             self._chunks(self.view, pinned, st)
         finally:
             for sink in pinned.values():

@@ -18,11 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
+from pipeline.errors import TransientError
 
 
 def now_ms() -> int:
@@ -114,7 +115,14 @@ class SnapshotLog:
 
     def read(self, timeout_s: float = 10.0) -> dict[str, SnapshotState]:
         """The newest record of every key: runs by id, focuses by
-        :func:`focus_key`."""
+        :func:`focus_key`.
+
+        Raises:
+            TransientError: the log could not be read to its end within
+                ``timeout_s`` (a broker restarting): a partial read would
+                make a killed run start over, or a focus forget what it
+                applied.
+        """
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -124,14 +132,22 @@ class SnapshotLog:
         )
         out: dict[str, SnapshotState] = {}
         try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=timeout_s
-            )
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, 0), timeout=timeout_s
+                )
+            except KafkaException as exc:
+                raise TransientError(f"topic {self.topic} not readable: {exc}") from exc
             if high <= low:
                 return out
             consumer.assign([TopicPartition(self.topic, 0, low)])
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
+            while True:
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"topic {self.topic} not read to its end ({high}) "
+                        f"within {timeout_s:.0f}s"
+                    )
                 msg = consumer.poll(0.5)
                 if msg is None or msg.error():
                     continue
@@ -142,15 +158,9 @@ class SnapshotLog:
                     raw_key: bytes | None = msg.key()
                     out[raw_key.decode() if raw_key else st.id] = st
                 if (msg.offset() or 0) + 1 >= high:
-                    break
+                    return out
         finally:
             consumer.close()
-        return out
-
-    def find(
-        self, view: str, sinks: list[str], where: str | None
-    ) -> SnapshotState | None:
-        return self.read().get(run_id(view, sinks, where))
 
     def focus(self, name: str) -> SnapshotState | None:
         """The definition last applied for focus ``name`` (None: never)."""

@@ -18,9 +18,16 @@ from test_processor import VIEW, event, make_processor, tombstone
 
 from connectors.memory import MemorySink
 from pipeline.decode import FakeMessage
+from pipeline.errors import Stopped, TransientError
 from pipeline.events import DocumentOp, Upsert, table_version
 from pipeline.processor import ops_for_sink
-from pipeline.sinkwriter import Abandoned, Backoff, SinkWriter
+from pipeline.sinkwriter import (
+    Abandoned,
+    Backoff,
+    SinkWriter,
+    open_sinks,
+    until_reachable,
+)
 from pipeline.types import PLACEHOLDER
 
 pytestmark = pytest.mark.unit
@@ -216,3 +223,41 @@ def test_sinkwriter_stop_after_first_sink_skips_the_rest_and_abandons():
         writer.write({"first": ups(2), "second": ups(2)})
     assert sorted(first.documents(VIEW)) == ["0", "1"]
     assert second.writes == 0
+
+
+class _DownAtOpen(MemorySink):
+    """A store that is not reachable for its first ``failures`` opens."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__("slow")
+        self.failures = failures
+        self.opens = 0
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.failures:
+            raise TransientError("connection refused")
+
+
+def test_open_sinks_waits_for_a_store_down_at_the_start():
+    down = _DownAtOpen(failures=3)
+    up = _DownAtOpen(failures=0)
+    open_sinks({"a": up, "b": down}, Backoff(1, 2), stopping=lambda: False)
+    assert (up.opens, down.opens) == (1, 4)
+
+
+def test_until_reachable_gives_way_to_a_stop_with_stopped():
+    down = _DownAtOpen(failures=10**6)
+    asked: list[int] = []
+
+    def stopping() -> bool:
+        return bool(asked)
+
+    def work() -> None:
+        if down.opens == 1:
+            asked.append(15)  # the signal arrives during the second attempt
+        down.open()
+
+    with pytest.raises(Stopped, match="opening slow"):
+        until_reachable(work, "opening slow", Backoff(1, 2), stopping)
+    assert down.opens == 2
