@@ -236,6 +236,30 @@ class Pipeline:
         cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(self.config_path)]
         return [*cmd, *args]
 
+    def run_cli(
+        self,
+        *args: str,
+        timeout: float = 300,
+        ok: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``readside ARGS`` on this pipeline, run to its end (output kept);
+        with ``ok`` it must exit 0."""
+        run = subprocess.run(
+            self.cli_args(*args),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        if ok:
+            assert run.returncode == 0, (
+                f"readside {' '.join(args)}: {run.stdout}{run.stderr}"
+            )
+        return run
+
     # -- source -----------------------------------------------------------
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True)

@@ -13,7 +13,6 @@ root is named directly) and a grandchild linked by the child's ``bytea`` key
 from __future__ import annotations
 
 import random
-import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,7 +20,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import REPO
 
 from pipeline.aggregate import AggregateView, prepare_views
 from pipeline.aggregate.reader import Reader
@@ -246,15 +244,7 @@ def test_aggregate_bytea_uuid_timestamptz_numeric_keys_converge(make_pipeline):
     assert not p.dead_letters()
     # `readside snapshot` pages through the roots by key: after a bytea key
     # (base64 in its state) the next chunk must start at that key's bytes.
-    done = subprocess.run(
-        p.cli_args("snapshot", "files", "--chunk-size", "3"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    p.run_cli("snapshot", "files", "--chunk-size", "3")
     (state,) = SnapshotLog(p.config).read().values()
     assert state.rows == defined["files"], state
     p.assert_converged()

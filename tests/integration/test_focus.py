@@ -249,14 +249,7 @@ def test_table_view_focus_switch_converges_through_the_stream(make_pipeline):
         for w in p.workers:
             assert w.terminate() == 0, w.tail()
         p.start_worker()
-        run = subprocess.run(
-            p.cli_args("focus", "apply", "eu"),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
+        p.run_cli("focus", "apply", "eu", timeout=120)
         want = _ids(p, sql_where)
         wait_for(
             lambda want=want: (

@@ -17,14 +17,13 @@ its SQL definition on the root in every store: the detached rows are gone.
 from __future__ import annotations
 
 import random
-import subprocess
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
-from harness import REPO, wait_for
+from harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -165,13 +164,6 @@ class Workload:
         return "delete"
 
 
-def _cli(p: Any, *args: str) -> None:
-    run = subprocess.run(
-        p.cli_args(*args), cwd=REPO, capture_output=True, text=True, timeout=180
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
 def _converged(p: Any) -> bool:
     return all(d.ok for d in p.verify())
 
@@ -213,9 +205,9 @@ def test_partitioned_table_changes_reach_every_view_under_the_root(make_pipeline
             "ALTER TABLE payments ATTACH PARTITION payments_2024 "
             "FOR VALUES FROM ('2024-01-01 00:00+00') TO ('2025-01-01 00:00+00')"
         )
-        _cli(p, "snapshot", "payments", "--where", YEAR_2024)
-        _cli(p, "snapshot", "payment_docs", "--where", YEAR_2024)
-        _cli(p, "snapshot", "customer_payments")
+        p.run_cli("snapshot", "payments", "--where", YEAR_2024)
+        p.run_cli("snapshot", "payment_docs", "--where", YEAR_2024)
+        p.run_cli("snapshot", "customer_payments")
         for _ in range(100):  # streaming goes on, into the attached year too
             load.step((2022, 2023, 2024))
         wait_for(lambda: _converged(p), 180, "the attached partition's rows", 2)
@@ -284,9 +276,7 @@ def test_partition_listed_instead_of_its_root_is_a_config_error_naming_the_root(
     leaf = "public.payments_2023_h1"
     p = make_pipeline(SCHEMA, ["public.customers", leaf], {"h1": {"table": leaf}})
     for args in (("config", "check"), ("connector", "apply", "--no-wait")):
-        run = subprocess.run(
-            p.cli_args(*args), cwd=REPO, capture_output=True, text=True, timeout=60
-        )
+        run = p.run_cli(*args, timeout=60, ok=False)
         assert run.returncode != 0, f"{args}: {run.stdout}"
         assert f"{leaf} is a partition of public.payments" in run.stderr, run.stderr
     pub = p.config.source.publication

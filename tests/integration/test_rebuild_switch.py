@@ -11,15 +11,13 @@ oracle).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 from typing import Any
 
 import psycopg
 import pymongo
 import pytest
-from harness import REPO, SINKS, BackgroundLoad, wait_for
+from harness import SINKS, BackgroundLoad, wait_for
 from test_sink_generations import Rig, rig  # noqa: F401 (the fixture)
 
 from connectors.base import Generations, Stored
@@ -126,15 +124,9 @@ class History(threading.Thread):
 
 
 def _rebuild(p: Any, view: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        p.cli_args("snapshot", view, "--rebuild", "--chunk-size", "50"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    done = p.run_cli(
+        "snapshot", view, "--rebuild", "--chunk-size", "50", timeout=600, env=env
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     return done.stderr
 
 

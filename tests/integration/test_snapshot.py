@@ -114,13 +114,7 @@ def test_snapshot_rejected_document_dead_lettered_and_exit_nonzero(make_pipeline
         "rebuild catch-up": ("flat", "--rebuild"),
     }
     for what, args in runs.items():
-        done = subprocess.run(
-            p.cli_args("snapshot", *args),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = p.run_cli("snapshot", *args, ok=False)
         assert done.returncode != 0, f"{what}: exit 0\n{done.stdout}{done.stderr}"
         assert "rejected 1 document(s)" in done.stderr, f"{what}: {done.stderr}"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from harness import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -15,14 +14,7 @@ SCHEMA = "CREATE TABLE notes (id integer PRIMARY KEY, n integer, body text);"
 
 
 def _check(p) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        p.cli_args("config", "check"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        check=False,
-    )
+    return p.run_cli("config", "check", timeout=120, ok=False)
 
 
 def test_config_check_warns_toastable_table_without_full_identity(make_pipeline):

@@ -10,7 +10,6 @@ tombstones are left for the deleted keys.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     ResourceType,
 )
-from harness import REPO, Pipeline, wait_for
+from harness import Pipeline, wait_for
 
 from pipeline.decode import JsonDecoder
 from pipeline.events import ChangeEvent, Op
@@ -186,13 +185,5 @@ def test_tombstone_after_compaction_deletes_the_row_in_every_store(
         p.start_worker()
         p.wait_drained(timeout=180)
     else:
-        run = subprocess.run(
-            p.cli_args("snapshot", "notes"),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
+        p.run_cli("snapshot", "notes")
     p.assert_converged()
