@@ -1,8 +1,8 @@
 """The one protocol every read store implements, and helpers all sinks share.
 
 A sink owns only its store: it writes batches of document operations with the
-version guard (DESIGN: the rule) and reads documents back. Ordering, retries
-and offset commits belong to the worker loop.
+version guard (docs/design.md: the version rule) and reads documents back.
+Ordering, retries and offset commits belong to the worker loop.
 """
 
 from __future__ import annotations

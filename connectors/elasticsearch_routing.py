@@ -7,7 +7,7 @@ reach the one copy of that id, or an older write lands beside a newer one on
 another shard and is applied.
 
 A document lives where its routing value sends it (``routing=<field value>``;
-the value must never change for a row, DESIGN: distribution key). A delete
+the value must never change for a row, docs/configuration.md). A delete
 finds that copy first (a search over every shard) and leaves its tombstone
 there. A delete of a document the store does not hold cannot know the routing
 value, so its tombstone goes where no routing sends it: the shard of its id.

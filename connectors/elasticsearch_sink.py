@@ -10,7 +10,7 @@ the switch never creates an index), then through the alias.
 
 Versions: every write is an ``index`` action with ``version_type=external`` and
 ``version=op.version``. ``external`` rather than ``external_gte``: an equal
-version carries equal content (DESIGN: the rule), so skipping it changes
+version carries equal content (docs/design.md: the version rule), so skipping it changes
 nothing, costs no reindex, and reports replays as stale (409) like the other
 sinks. A conflict (409) is a stale write, not an error.
 

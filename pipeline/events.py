@@ -2,7 +2,7 @@
 
 A :class:`ChangeEvent` is one decoded Debezium event. Views turn events into
 :class:`DocumentOp` values (an upsert or a delete of one document) that carry
-the version every sink uses to guard its write (see DESIGN: the rule).
+the version every sink uses to guard its write (docs/design.md: the version rule).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Topic layouts and view epochs: what the versions of a view rely on.
 
-A table-view version is ``(view epoch, partition offset)`` (DESIGN: two kinds
-of view). That orders a row's events only while all of them sit on one
+A table-view version is ``(view epoch, partition offset)`` (docs/design.md:
+two kinds of view). That orders a row's events only while all of them sit on one
 partition of one topic incarnation. When a topic gains partitions, Debezium's
 producer sends the keys that move to partitions whose offsets start low; when
 a topic is recreated, every offset starts again at 0. Either way a later

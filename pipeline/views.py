@@ -1,7 +1,7 @@
 """Table views: one document per source row, built from the event alone.
 
 The version of every document op is the event's position in its partition,
-``table_version(epoch, offset)`` (DESIGN: why not the LSN). After a rebuild
+``table_version(epoch, offset)`` (docs/design.md: why not the LSN). After a rebuild
 on a new topic layout the view's epoch starts at a per-partition offset
 (:mod:`pipeline.layout`): events below it belong to the older epoch, whose
 generation the rebuild replaced, and are not applied. A row that leaves

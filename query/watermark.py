@@ -23,7 +23,7 @@ How it is derived, one *sample* at a time:
    ``C_p >= E_p`` for every partition: the highest offset committed by a
    consumer group whose workers apply the view (:mod:`pipeline.groups`).
    The worker commits an offset only after every sink of the batch
-   acknowledged the writes (DESIGN: flush sinks -> commit offsets), so at
+   acknowledged the writes (docs/design.md: the commit order), so at
    that moment every record below ``E_p`` - and so every change committed
    at or before ``S`` - is in every sink. The watermark becomes ``S``.
 
@@ -35,7 +35,7 @@ going back, so a watermark once reached stays true. Samples are taken in
 time order, so their ``S`` and ``E`` grow together: the oldest pending sample
 is always the next one to be satisfied.
 
-Caveats, also in the README: Elasticsearch makes writes searchable at its
+Caveats, also in docs/query-api.md: Elasticsearch makes writes searchable at its
 next refresh, so a search with ``min_lsn`` refreshes the index once the
 watermark is reached (reads by id are real-time); a record that a sink
 refused goes to the dead-letter topic and is counted as handled; the

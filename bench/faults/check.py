@@ -7,7 +7,7 @@
     a deleted document coming back), each attributed to the last fault that
     began before it; those seen during a rebuild (from its start until 10 s
     after it ended) carry ``in_rebuild_window`` so that they are reported
-    apart — they are still violations (the README promises readers a
+    apart — they are still violations (docs/design.md promises readers a
     complete generation before and after the switch).
 (c) ``dead_letters``: the dead-letter topic holds exactly the injected poison
     records (by origin topic, partition, offset), each with a reason header.

@@ -1,7 +1,7 @@
 """Reading aggregate documents back from PostgreSQL, versioned by snapshot.
 
 Every read runs in one REPEATABLE READ, READ ONLY transaction. Its version
-comes from that transaction's own snapshot (DESIGN, aggregate views): with
+comes from that transaction's own snapshot (docs/design.md: two kinds of view): with
 ``xmax`` and ``nxip = count(xip)``, the pair ``(xmax, -nxip)`` grows with
 snapshot time and is equal only for equal visible sets, so of two reads of
 the same root the later one always carries the higher version and the sinks'

@@ -9,7 +9,7 @@ sink, its last key is recorded (:mod:`pipeline.snapshot.state`); a run that
 was killed resumes after that key.
 
 Table views never read PostgreSQL here: their versions are the events'
-offsets, so they reload from the one ordered stream (DESIGN). Without
+offsets, so they reload from the one ordered stream (docs/design.md). Without
 ``--where`` the compacted table topic is replayed into the chosen sinks,
 at the same versions the stream wrote; with ``--where`` Debezium is sent an
 incremental-snapshot signal with that additional condition, and the rows

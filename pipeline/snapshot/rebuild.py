@@ -44,9 +44,10 @@ Nothing is lost either: every record past E is consumed by a live worker
 after the mirroring began, so it reaches n+1 by the mirror or, after the
 switch, as the live generation. Writes from the catch-up and from
 the live workers land in any order; the version guard keeps the newest, as
-for any replay (DESIGN: the rule). So every read of n+1 returns a version at
-least as new as n returned at the switch, and the read-your-writes watermark,
-which follows the live workers, never reports a write n+1 lacks.
+for any replay (docs/design.md: the version rule). So every read of n+1
+returns a version at least as new as n returned at the switch, and the
+read-your-writes watermark, which follows the live workers, never reports a
+write n+1 lacks.
 
 Why mirroring rather than fencing live writes to n during a final catch-up:
 a fence stalls every live worker of the view while that catch-up runs, needs

@@ -2,7 +2,7 @@
 root, a long transaction open across a read, and type parity with table views.
 
 The version of an aggregate document comes from the snapshot of the read that
-built it (DESIGN, aggregate views), so whichever order reads reach the stores
+built it (docs/design.md: two kinds of view), so whichever order reads reach the stores
 in, every sink must keep the newest one.
 """
 

@@ -116,7 +116,7 @@ def _apply(p: Any, focus: str) -> tuple[int, dict[str, int]]:
 
 def _switch(p: Any, where: str) -> None:
     """Edit eu's where, restart the worker with the new config (the order the
-    README asks for: config, workers, then apply)."""
+    docs/operations.md asks for: config, workers, then apply)."""
 
     def edit(data: dict[str, Any]) -> None:
         data["focuses"]["eu"]["where"] = where

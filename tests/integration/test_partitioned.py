@@ -9,7 +9,7 @@ with their customer). After the initial snapshot the test inserts into
 several partitions, updates, moves rows to another partition (an update of
 the partition key: a delete and an insert across partitions), deletes, then
 attaches a partition (followed by ``readside snapshot`` of the views, as the
-README says: ATTACH carries no row changes) and detaches one the documented
+docs/views.md says: ATTACH carries no row changes) and detaches one the documented
 way (its rows leave the root through the stream). Every view must then equal
 its SQL definition on the root in every store: the detached rows are gone.
 """

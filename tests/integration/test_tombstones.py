@@ -1,4 +1,4 @@
-"""A tombstone alone deletes its key (DESIGN: what the version rule needs).
+"""A tombstone alone deletes its key (docs/design.md: tombstones and deletes).
 
 Compaction removes a deleted row's ``op=d`` record and keeps the tombstone
 that follows it (for ``delete.retention.ms``). A worker that was stopped
