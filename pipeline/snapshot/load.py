@@ -110,6 +110,21 @@ class Loader:
 
     # ------------------------------------------------------------ entry
     def run(self) -> SnapshotState:
+        """Run to the end; an outage of a store, Kafka or the source on the
+        way (a :class:`TransientError`) is waited out, and the run goes on
+        from what it last recorded, as a killed run would.
+
+        Raises:
+            Stopped: a stop was asked while waiting for the outage to end.
+        """
+        return until_reachable(
+            self._run,
+            f"snapshot of view {self.opts.view}",
+            self.backoff(),
+            lambda: self.stopping,
+        )
+
+    def _run(self) -> SnapshotState:
         from pipeline.worker import build_sinks
 
         if isinstance(self.view, TableView) and self.opts.where:
@@ -289,6 +304,12 @@ class Loader:
     def _save(self, st: SnapshotState) -> None:
         """Record ``st`` and show it."""
         self.log.save(st)
+        self._recorded(st)
+
+    def _recorded(self, st: SnapshotState) -> None:
+        # From here on a retry after an outage goes on from what this run
+        # recorded, even under --restart.
+        self.opts.restart = False
         self.progress(st)
 
     def _finish(self, st: SnapshotState) -> SnapshotState:

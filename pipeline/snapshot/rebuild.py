@@ -121,7 +121,7 @@ class Rebuild(Loader):
             self._worker.stop()
 
     # ------------------------------------------------------------ entry
-    def run(self) -> SnapshotState:
+    def _run(self) -> SnapshotState:
         from pipeline.worker import build_sinks
 
         live = build_sinks(self.cfg, self.sink_names)
@@ -159,7 +159,7 @@ class Rebuild(Loader):
 
     def _save(self, st: SnapshotState) -> None:
         self.log.save(st, self.key)
-        self.progress(st)
+        self._recorded(st)
 
     def _start(self, live: Mapping[str, Sink]) -> SnapshotState:
         """The unfinished run to resume, or a new one with its generation made."""

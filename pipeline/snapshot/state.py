@@ -111,7 +111,7 @@ class SnapshotLog:
             value=json.dumps(asdict(st)).encode(),
         )
         if self._producer.flush(30) != 0:
-            raise RuntimeError("snapshot progress not acknowledged by Kafka")
+            raise TransientError("snapshot progress not acknowledged by Kafka in 30s")
 
     def read(self, timeout_s: float = 10.0) -> dict[str, SnapshotState]:
         """The newest record of every key: runs by id, focuses by

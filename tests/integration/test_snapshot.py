@@ -143,3 +143,48 @@ def test_snapshot_rejected_document_dead_lettered_and_exit_nonzero(make_pipeline
             assert es.ids(view) == {str(i) for i in range(1, 21)} - {"7"}, view
     finally:
         es.close()
+
+
+def test_snapshot_waits_out_source_outages_and_goes_on_from_its_last_chunk(
+    make_pipeline,
+):
+    """Every client connection to the source is terminated again and again
+    while the snapshot reads it (as a PostgreSQL restart does to them): the
+    run waits each outage out and goes on from its last recorded chunk,
+    instead of exiting with "source read failed"."""
+    p = make_pipeline(SCHEMA, TABLES, {"customers": VIEW})
+    p.rewrite(lambda d: d["source"].update(snapshot_mode="no_data"))
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        ShopLoad(seed=21).seed(conn, customers=300)
+    p.apply_connector()
+    p.start_worker()
+    snapshot = subprocess.Popen(
+        _snapshot_cmd(p, "--chunk-size", "5"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    cut = 0
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        while snapshot.poll() is None and cut < 200:
+            st = _state(p)
+            if st is not None and st.rows >= 30 * (cut + 1):
+                # Client backends only: Debezium's walsender stays connected.
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() "
+                    "AND backend_type = 'client backend' "
+                    "AND pid <> pg_backend_pid()"
+                )
+                cut += 1
+    out, _ = snapshot.communicate(timeout=300)
+    assert snapshot.returncode == 0, out
+    assert cut >= 3, f"the run ended before three outages: {out}"
+    assert "snapshot of view customers failed" in out, out
+    done = _state(p)
+    assert done.state == "done", done
+    assert done.rows >= done.total, done
+    p.wait_drained(timeout=240)
+    p.assert_converged()
