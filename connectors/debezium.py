@@ -110,7 +110,11 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "topic.creation.default.replication.factor": cfg.kafka.replication_factor,
         "topic.creation.default.partitions": cfg.kafka.partitions,
         "topic.creation.default.cleanup.policy": "compact",
-        "topic.creation.default.min.compaction.lag.ms": 3_600_000,
+        # A delete record is kept as long as its tombstone (kafka.delete_window_ms):
+        # within that window a worker behind sees both, so the former owner of
+        # an aggregate child (in the record's before image) is still known.
+        "topic.creation.default.min.compaction.lag.ms": cfg.kafka.delete_window_ms,
+        "topic.creation.default.delete.retention.ms": cfg.kafka.delete_window_ms,
         "max.batch.size": 4096,
         "max.queue.size": 16384,
         "poll.interval.ms": 100,

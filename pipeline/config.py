@@ -78,6 +78,12 @@ class KafkaConfig(_Model):
     dlq_topic: str = "readside.dlq"
     checkpoint_topic: str = "readside.checkpoints"
     snapshot_topic: str = "readside.snapshots"
+    #: how far behind a worker may fall and still see every delete: the table
+    #: topics the connector creates keep a delete record uncompacted
+    #: (``min.compaction.lag.ms``) and its tombstone (``delete.retention.ms``)
+    #: this long. The delete record is the only trace of an aggregate child's
+    #: former owner when the link is outside the child's key.
+    delete_window_ms: int = Field(86_400_000, ge=0)
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
