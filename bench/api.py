@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench api", description=__doc__)
     parser.add_argument("--config", default=None, help="readside config of the stack")
     parser.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:55432/postgres"
+        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
     )
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=4)

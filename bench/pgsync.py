@@ -894,7 +894,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--config", default=None, help="readside config of the stack")
     p.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:55432/postgres"
+        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
     )
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     p.add_argument("--pgsync-version", default=PGSYNC_VERSION)

@@ -377,18 +377,24 @@ class WorkerConfig(_Model):
 
 
 class StackConfig(_Model):
-    """Ports and folders of the local stack (``readside stack``)."""
+    """Ports and folders of the local stack (``readside stack``).
+
+    Every port is below Linux's ephemeral range (32768-60999): a port in it
+    can be taken at any moment as the local end of a client connection, and
+    a service restarted then fails to bind it (PostgreSQL on 55432 did, in
+    the fault suite's restart of it).
+    """
 
     data_dir: str = ".readside/stack"
     cache_dir: str | None = None  # default: /var/cache/readside as root
-    postgres_port: int = 55432
+    postgres_port: int = 15432
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     connect_port: int = 18083
     redis_port: int = 16379
     elasticsearch_port: int = 19200
     ferretdb_port: int = 27027
-    ferretdb_backend_port: int = 55433
+    ferretdb_backend_port: int = 15433
 
 
 class Config(_Model):

@@ -79,7 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--converge-timeout", type=float, default=300.0)
     p.add_argument("--config", default=None, help="readside config of the stack")
     p.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:55432/postgres"
+        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
     )
     p.add_argument(
         "--workdir", default=None, help="logs and histories (default: a tmp dir)"

@@ -45,7 +45,7 @@ from pipeline.worker import Worker, build_sinks
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get(
-    "READSIDE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:55432/postgres"
+    "READSIDE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:15432/postgres"
 )
 SINKS = ("redis", "elasticsearch", "mongodb")
 

@@ -33,7 +33,7 @@ def test_load_demo_config_resolves_views_and_topics() -> None:
     assert set(cfg.views) == {"customers", "products", "orders", "customer_orders"}
     assert cfg.view_topics()["shop.public.orders"] == ["orders", "customer_orders"]
     assert cfg.view_topics()["shop.public.order_items"] == ["customer_orders"]
-    assert cfg.source.dsn.get_secret_value().endswith(":55432/shop")
+    assert cfg.source.dsn.get_secret_value().endswith(":15432/shop")
 
 
 def test_load_unknown_field_names_file_and_field(tmp_path: Path) -> None:
@@ -152,3 +152,15 @@ def test_load_view_field_error_names_path_without_union_tag(tmp_path: Path) -> N
     msg = load_error(tmp_path, {**GOOD, "views": views})
     assert "views.x.fields: Input should be a valid list" in msg
     assert "views.x.table.fields" not in msg
+
+
+def test_stack_default_ports_are_below_the_ephemeral_range() -> None:
+    # A port in 32768-60999 can be the local end of any client connection
+    # when a service restarts; it then cannot bind it.
+    ports = {
+        name: value
+        for name, value in config.StackConfig().model_dump().items()
+        if name.endswith("_port")
+    }
+    assert len(ports) >= 8
+    assert {n: p for n, p in ports.items() if p >= 32768} == {}
