@@ -178,6 +178,10 @@ class Postgres(Service):
                 str(self.ctx.installed.postgres_bin / "postgres"),
                 "-D",
                 str(self.ctx.dir(self.name)),
+                # The configured port, also when the cluster was made with
+                # another one (postgresql.conf keeps the port of its initdb).
+                "-p",
+                str(self.port),
             ]
         )
 
