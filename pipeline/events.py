@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import BadRecord
+
 Document = dict[str, Any]
 
 #: Versions are non-negative integers below 10**19 (they fit an Elasticsearch
@@ -35,6 +37,25 @@ def table_version(epoch: int, offset: int) -> int:
 def version_key(version: int) -> str:
     """Fixed-width decimal form of a version, ordered like the number."""
     return str(version).zfill(VERSION_WIDTH)
+
+
+def format_lsn(lsn: int) -> str:
+    """``0x16B374D848`` -> ``'16/B374D848'`` (PostgreSQL's text form)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def doc_id(key: dict[str, Any]) -> str:
+    """The document id of a primary key (table and aggregate views alike).
+
+    A single-column key gives its value as text; a composite key joins its
+    values with ``:``, escaping ``%`` and ``:`` inside values.
+    """
+    if not key:
+        raise BadRecord("contract", "event has no primary key (table without PK?)")
+    values = list(key.values())
+    if len(values) == 1:
+        return str(values[0])
+    return ":".join(str(v).replace("%", "%25").replace(":", "%3A") for v in values)
 
 
 class Op(enum.Enum):

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
+from pipeline.aggregate.view import AggregateView
 from pipeline.config import AggregateViewConfig, Config, TableViewConfig
-from pipeline.errors import BadRecord
+from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
     ChangeEvent,
     Delete,
@@ -31,28 +32,24 @@ from pipeline.events import (
     DocumentOp,
     Op,
     Upsert,
+    doc_id,
     table_version,
 )
+from transforms.chain import build_chain
+from transforms.expr import compile_expression
 
-if TYPE_CHECKING:
-    from pipeline.aggregate.view import AggregateView
+__all__ = [
+    "RowFilter",
+    "TableView",
+    "Transform",
+    "View",
+    "build_views",
+    "doc_id",
+    "table_views",
+]
 
 RowFilter = Callable[[Document], bool]
 Transform = Callable[[Document], Document | None]
-
-
-def doc_id(key: dict[str, Any]) -> str:
-    """The document id of a primary key.
-
-    A single-column key gives its value as text; a composite key joins its
-    values with ``:``, escaping ``%`` and ``:`` inside values.
-    """
-    if not key:
-        raise BadRecord("contract", "event has no primary key (table without PK?)")
-    values = list(key.values())
-    if len(values) == 1:
-        return str(values[0])
-    return ":".join(str(v).replace("%", "%25").replace(":", "%3A") for v in values)
 
 
 @dataclass
@@ -104,7 +101,7 @@ class TableView:
         return [Upsert(self.name, ident, version, doc, lsn, ts, pos)]
 
 
-View: TypeAlias = "TableView | AggregateView"
+View: TypeAlias = TableView | AggregateView
 
 
 def build_views(
@@ -121,17 +118,11 @@ def build_views(
     Aggregate views come back unprepared: see
     :func:`pipeline.aggregate.prepare_views`.
     """
-    from pipeline.aggregate.view import AggregateView
-    from transforms.chain import build_chain
-    from transforms.expr import compile_expression
-
     epochs = epochs or {}
     defined = cfg.effective_views()
     wanted = set(only) if only else set(defined)
     unknown = wanted - set(defined)
     if unknown:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(f"unknown view(s): {', '.join(sorted(unknown))}")
     views: dict[str, View] = {}
     for name in sorted(wanted):

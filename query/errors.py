@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.errors import ReadsideError
+from pipeline.events import format_lsn
 
 
 class QueryError(ReadsideError):
@@ -95,8 +96,6 @@ class NotYetFresh(ReadsideError):
     def __init__(
         self, view: str, min_lsn: int, watermark: int | None, waited_s: float
     ) -> None:
-        from query.lsn import format_lsn
-
         have = "none" if watermark is None else format_lsn(watermark)
         super().__init__(
             f"view {view!r}: watermark {have} did not reach min_lsn "

@@ -16,7 +16,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.events import format_lsn
 from query.errors import QueryError
+
+__all__ = ["MAX_LSN", "commit_lsn", "format_lsn", "parse"]
 
 _TEXT = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 MAX_LSN = 2**64 - 1
@@ -49,11 +52,6 @@ def parse(value: object) -> int:
     if not 0 <= number <= MAX_LSN:
         raise QueryError("min_lsn", f"min_lsn {number} is out of range")
     return number
-
-
-def format_lsn(lsn: int) -> str:
-    """``0x16B374D848`` -> ``'16/B374D848'`` (PostgreSQL's text form)."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def commit_lsn(conn: Any) -> int:

@@ -41,9 +41,9 @@ from pipeline.events import (
     Op,
     Position,
     Upsert,
+    doc_id,
 )
 from pipeline.types import pg_value_to_json
-from pipeline.views import doc_id
 
 logger = logging.getLogger(__name__)
 
