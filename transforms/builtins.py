@@ -15,17 +15,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import UNCHANGED, Document
 from pipeline.types import decimal_text, format_datetime, format_decimal, format_float
+from transforms.base import Transform
 from transforms.expr import Expression, compile_expression
-
-if TYPE_CHECKING:
-    from transforms.chain import Transform
 
 
 class _Options(BaseModel):

@@ -21,22 +21,11 @@ from typing import Any, Protocol
 
 from pipeline.errors import BadRecord, ConfigError, ReadsideError
 from pipeline.events import Document
+from transforms.base import Transform
+from transforms.builtins import BUILTINS
+from transforms.loader import load_entry_point, load_path
 
-
-class Transform(Protocol):
-    """One document transform.
-
-    Called once per document, possibly many times for the same document
-    (replays), so it must be deterministic and free of side effects.
-
-    Returns:
-        A new document, or ``None`` to drop the document.
-
-    Raises:
-        BadRecord: this document cannot be transformed; it is dead-lettered.
-    """
-
-    def __call__(self, doc: Document, /) -> Document | None: ...
+__all__ = ["Chain", "Step", "StepConfig", "Transform", "build_chain"]
 
 
 class StepConfig(Protocol):
@@ -122,9 +111,6 @@ def build_chain(configs: Sequence[StepConfig]) -> Chain:
         ConfigError: an unknown type or bad option; the message names the
             step index, its type and the field.
     """
-    from transforms.builtins import BUILTINS
-    from transforms.loader import load_entry_point, load_path
-
     steps: list[Step] = []
     for index, config in enumerate(configs):
         label = f"transforms[{index}] ({config.type})"

@@ -19,12 +19,11 @@ import importlib
 import importlib.metadata
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from transforms.chain import Transform
+from transforms.base import Transform
+from transforms.builtins import BUILTINS
 
 GROUP = "readside.transforms"
 _FACTORY_MARK = "__readside_transform_factory__"
@@ -75,8 +74,6 @@ def load_entry_point(name: str, options: Mapping[str, Any]) -> Transform:
     Raises:
         ConfigError: no such entry point (or several), or it cannot be loaded.
     """
-    from transforms.builtins import BUILTINS
-
     available = importlib.metadata.entry_points(group=GROUP)
     found = [ep for ep in available if ep.name == name]
     if not found:
