@@ -36,7 +36,9 @@ from pipeline.errors import ReadsideError, TransientError
 from query import routes, status_page
 from query.errors import NotYetFresh, QueryError, StoreUnavailable
 from query.lsn import format_lsn
-from query.service import Service
+from query.service import Service, probe_stores
+
+__all__ = ["create_app", "probe_stores", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,24 +174,6 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def probe_stores(svc: Service) -> dict[str, str]:
-    """``ok`` or the error, per sink: one read by id of a view it holds."""
-    out: dict[str, str] = {}
-    for name in svc.config.sinks:
-        view = next(
-            (v for v, c in svc.config.effective_views().items() if name in c.sinks),
-            None,
-        )
-        if view is None:
-            continue
-        try:
-            svc.client.sink(name).fetch(view, ["readyz-probe"])
-            out[name] = "ok"
-        except ReadsideError as exc:
-            out[name] = f"{type(exc).__name__}: {exc}"
-    return out
 
 
 def serve(config: Config, host: str | None = None, port: int | None = None) -> None:

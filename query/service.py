@@ -183,3 +183,21 @@ class Service:
                 await asyncio.sleep(0.01)
         finally:
             self.waiters -= 1
+
+
+def probe_stores(svc: Service) -> dict[str, str]:
+    """``ok`` or the error, per sink: one read by id of a view it holds."""
+    out: dict[str, str] = {}
+    for name in svc.config.sinks:
+        view = next(
+            (v for v, c in svc.config.effective_views().items() if name in c.sinks),
+            None,
+        )
+        if view is None:
+            continue
+        try:
+            svc.client.sink(name).fetch(view, ["readyz-probe"])
+            out[name] = "ok"
+        except ReadsideError as exc:
+            out[name] = f"{type(exc).__name__}: {exc}"
+    return out

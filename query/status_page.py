@@ -18,17 +18,16 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Consumer
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from pipeline.status import dead_letter_count
+from connectors import debezium
+from pipeline.status import dead_letter_count, snapshots
 from query.lsn import format_lsn
-
-if TYPE_CHECKING:
-    from query.service import Service
+from query.service import Service, probe_stores
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +92,6 @@ class StatusMonitor:
 
     def sample(self) -> None:
         """One round of figures (called by the thread; tests may call it)."""
-        from connectors import debezium
-
         cfg = self.svc.config
         if self._turns % PROBE_EVERY == 0:
             self.services = self._probe()
@@ -131,8 +128,6 @@ class StatusMonitor:
 
     def _snapshots(self) -> list[dict[str, Any]]:
         """Snapshot runs still going (``readside snapshot``), with progress."""
-        from pipeline.status import snapshots
-
         out = []
         for snap in snapshots(self.svc.config):
             if snap["state"] not in ("running", "signalled"):
@@ -216,8 +211,6 @@ class StatusMonitor:
         }
 
     def _probe(self) -> dict[str, str]:
-        from query.server import probe_stores
-
         svc = self.svc
         out: dict[str, str] = {}
         try:
