@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.apiconfig import ApiConfig
 from pipeline.errors import ConfigError
 from pipeline.focusconfig import FocusConfig, derived_name, expand
-from query.api_config import ApiConfig
 
 CONFIG_ENV = "READSIDE_CONFIG"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

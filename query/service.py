@@ -19,9 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from pipeline.apiconfig import ApiKey
 from pipeline.config import Config
 from pipeline.errors import ConfigError, ReadsideError
-from query.api_config import ApiKey
 from query.client import ReadClient
 from query.errors import NotYetFresh, OutOfFocus, UnknownView
 from query.watermark import WatermarkTracker

@@ -1,5 +1,8 @@
 """Settings of ``readside serve``: the ``api`` section of the config file.
 
+Part of the config schema (the ground floor, beside :mod:`pipeline.config`,
+which holds it as ``Config.api``); the server in :mod:`query` reads it.
+
 Example::
 
     api:
