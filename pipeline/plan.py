@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import psycopg
+
+from pipeline.aggregate import AggregateView
 from pipeline.config import AggregateViewConfig, Config
+from pipeline.views import build_views
 
 
 def describe(cfg: Config) -> str:
@@ -49,10 +53,6 @@ def view_sql(cfg: Config, dsn: str) -> str:
     Values come out in PostgreSQL's text form; readside maps each by its
     column type (docs/types.md).
     """
-    import psycopg
-
-    from pipeline.aggregate import AggregateView
-    from pipeline.views import build_views
 
     views = build_views(cfg)
     blocks: list[str] = []

@@ -33,14 +33,13 @@ from pipeline.dlq import (
     read_all,
 )
 from pipeline.processor import Processor
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
 
 
 def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     """Returns (records replayed, records dead-lettered again)."""
-    from pipeline.worker import build_sinks
-
     group = f"{cfg.kafka.group_id}.dlq-replay"
     records = list(
         rec

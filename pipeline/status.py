@@ -16,8 +16,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors import debezium
 from pipeline import checkpoints, groups
 from pipeline.config import Config
+from pipeline.snapshot.state import SnapshotLog
 
 
 @dataclass
@@ -61,8 +63,6 @@ def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
 
 
 def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
-    from connectors import debezium
-
     cps, mark = checkpoints.read(
         cfg.kafka.bootstrap_servers, cfg.kafka.checkpoint_topic, timeout
     )
@@ -132,8 +132,6 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
 
 def snapshots(cfg: Config) -> list[dict[str, Any]]:
     """Snapshot runs recorded for this pipeline, newest first."""
-    from pipeline.snapshot.state import SnapshotLog
-
     try:
         states = SnapshotLog(cfg).read(timeout_s=5.0).values()
     except Exception:  # noqa: BLE001 (status must show what it can)

@@ -34,6 +34,7 @@ from pipeline.config import Config
 from pipeline.events import UNCHANGED, Document
 from pipeline.types import PLACEHOLDER, pg_row_to_json
 from pipeline.views import TableView, View, build_views, doc_id
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -243,8 +244,6 @@ def verify(
     Returns:
         One :class:`Drift` per (view, sink), in view then sink order.
     """
-    from pipeline.worker import build_sinks
-
     all_views = build_views(cfg, only=list(views) if views is not None else None)
     names: Sequence[str] = sorted({s for v in all_views.values() for s in v.cfg.sinks})
     own = sinks is None

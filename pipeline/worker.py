@@ -38,6 +38,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink, ViewTarget
+from connectors.registry import build_sink
 from pipeline import dlq, dlqtopic, groups, layout, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
@@ -78,8 +79,6 @@ def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
 
 
 def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
-    from connectors.registry import build_sink
-
     return {n: build_sink(n, cfg.sinks[n], targets_for(cfg, n)) for n in names}
 
 

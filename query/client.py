@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from connectors.base import Sink
+from connectors.registry import build_sink
 from pipeline import config as config_mod
 from pipeline.config import Config, ViewConfig
 from pipeline.errors import TransientError
@@ -340,7 +341,8 @@ class ReadClient:
 
     def _sink(self, name: str) -> Sink:
         if name not in self._sinks:
-            from connectors.registry import build_sink
+            # Here, not at module level: a site importing the read client
+            # need not load the engine (worker, processor, psycopg, transforms).
             from pipeline.worker import targets_for
 
             cfg = self.config.sinks[name]

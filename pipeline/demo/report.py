@@ -20,8 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.base import Sink
+from connectors.elasticsearch_sink import ElasticsearchSink
+from connectors.mongodb_sink import MongoSink
+from connectors.redis_sink import RedisSink
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
+from pipeline.demo.aggregate import show_sample
 from pipeline.demo.data import Samples
 from pipeline.views import TableView, View
 
@@ -32,10 +36,6 @@ _LIVE = {"bool": {"must_not": {"term": {"_deleted": True}}}}
 
 def live_count(sink: Sink, view: str) -> int:
     """Live (not deleted) documents of ``view`` in ``sink``, counted natively."""
-    from connectors.elasticsearch_sink import ElasticsearchSink
-    from connectors.mongodb_sink import MongoSink
-    from connectors.redis_sink import RedisSink
-
     if isinstance(sink, RedisSink):
         return sink.count(view)
     if isinstance(sink, ElasticsearchSink):
@@ -140,8 +140,6 @@ def show(
     samples: Samples,
 ) -> None:
     """Print sample documents, the cancelled order, counts and differences."""
-    from pipeline.demo.aggregate import show_sample
-
     by_table = {v.cfg.table: v for v in views.values() if isinstance(v, TableView)}
     for table, ident in samples.ids().items():
         view = by_table.get(table)

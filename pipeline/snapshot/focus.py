@@ -49,6 +49,7 @@ from pipeline.snapshot.load import Loader, Options, send_signal
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
 from pipeline.types import pg_value_to_json
 from pipeline.views import build_views, doc_id
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,6 @@ class FocusApply:
 
     def _purge(self, log: SnapshotLog) -> dict[str, int]:
         """Delete, in every sink, the documents the view no longer defines."""
-        from pipeline.worker import build_sinks
-
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
         view = build_views(self.cfg, only=[self.view_name])[self.view_name]
         assert isinstance(view, AggregateView)

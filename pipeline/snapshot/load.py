@@ -56,6 +56,7 @@ from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
 from pipeline.toast import SourceRows
 from pipeline.types import pg_value_to_json
 from pipeline.views import TableView
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,6 @@ class Loader:
         )
 
     def _run(self) -> SnapshotState:
-        from pipeline.worker import build_sinks
-
         if isinstance(self.view, TableView) and self.opts.where:
             return self._signal(self.view)
         sinks = build_sinks(self.cfg, self.sink_names)

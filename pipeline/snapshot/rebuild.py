@@ -82,6 +82,7 @@ from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
 from pipeline.snapshot.state import SnapshotState, rebuild_key
+from pipeline.worker import Worker, build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ class Rebuild(Loader):
 
     # ------------------------------------------------------------ entry
     def _run(self) -> SnapshotState:
-        from pipeline.worker import build_sinks
-
         live = build_sinks(self.cfg, self.sink_names)
         for name, sink in live.items():
             if not isinstance(sink, Generations):
@@ -306,8 +305,6 @@ class Rebuild(Loader):
         self, st: SnapshotState, pinned: Mapping[str, Sink], until: Offsets
     ) -> None:
         """Apply the view's topics from where the catch-up stands to ``until``."""
-        from pipeline.worker import Worker
-
         assert st.offsets is not None
         group = self._group(st)
         cfg = self.cfg.model_copy(
