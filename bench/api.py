@@ -42,6 +42,7 @@ from bench import report
 from connectors import debezium
 from pipeline import config as config_mod
 from pipeline.config import Config
+from pipeline.worker import build_sinks
 from query import ReadClient, commit_lsn
 
 logger = logging.getLogger("bench.api")
@@ -211,8 +212,6 @@ class Pipeline:
             time.sleep(2)
             debezium.drop_slot(self.config, timeout_s=60)
         finally:
-            from pipeline.worker import build_sinks
-
             for sink in build_sinks(self.config, list(self.config.sinks)).values():
                 sink.drop(VIEW)  # type: ignore[attr-defined]
                 sink.close()

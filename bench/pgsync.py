@@ -70,7 +70,11 @@ from bench import report
 from bench.snapshot import run_snapshot
 from bench.snapshot_setup import AGG_VIEW, ORDERS_PER_ROOT, BenchSource
 from pipeline import config as config_mod
+from pipeline import worker as worker_mod
 from pipeline.config import Config
+from pipeline.snapshot import Loader, Options
+from pipeline.views import build_views
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger("bench.pgsync")
 
@@ -434,8 +438,6 @@ def _attempt(what: str, step: Any) -> None:
 
 # ---------------------------------------------------------------- the runs
 def readside_alias(cfg: Config) -> str:
-    from pipeline.worker import build_sinks
-
     sink = build_sinks(cfg, ["elasticsearch"])["elasticsearch"]
     return str(sink.alias(AGG_VIEW))  # type: ignore[attr-defined]
 
@@ -502,8 +504,6 @@ def _ids(es: elasticsearch.Elasticsearch, index: str) -> Iterator[str]:
 
 def load_readside_sample(cfg: Config, ids: Sequence[int], chunk_size: int) -> None:
     """The sample roots into readside's index again (untimed, in process)."""
-    from pipeline.snapshot import Loader, Options
-
     where = f"id IN ({', '.join(str(i) for i in ids)})"
     opts = Options(AGG_VIEW, where, ["elasticsearch"], chunk_size, restart=True)
     st = Loader(cfg, opts, lambda _st: None).run()
@@ -646,9 +646,6 @@ def bench_streaming(
     src: BenchSource, pgs: PgSync, es: elasticsearch.Elasticsearch, args: Any
 ) -> dict[str, Any]:
     """Both tools live while ``--changes`` UPDATEs of order_lines commit."""
-    from pipeline import worker as worker_mod
-    from pipeline.views import build_views
-
     cfg = src.configs["aggregate"]
     alias = readside_alias(cfg)
     logger.info("streaming: starting the Debezium connector and pgsync --daemon")

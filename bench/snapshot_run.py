@@ -29,6 +29,8 @@ from pipeline.config import load
 from pipeline.processor import Processor
 from pipeline.snapshot import Loader, Options, SnapshotLog
 from pipeline.snapshot import load as load_mod
+from pipeline.snapshot.rebuild import Rebuild
+from pipeline.worker import build_sinks
 
 SPENT: dict[str, float] = defaultdict(float)
 
@@ -79,8 +81,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     st = loader.run()
     elapsed = time.perf_counter() - start
     rebuilt = _rebuild(cfg, opts) if spec.get("rebuild") else {}
-    from pipeline.worker import build_sinks
-
     held = {}
     for name, sink in build_sinks(cfg, spec["sinks"]).items():
         sink.open()
@@ -108,8 +108,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 def _rebuild(cfg: Any, opts: Options) -> dict[str, Any]:
     """Time ``readside snapshot VIEW --rebuild`` over the view just loaded:
     a second generation filled beside it, switched in, the first dropped."""
-    from pipeline.snapshot.rebuild import Rebuild
-
     rebuild = Rebuild(cfg, opts, lambda _st: None, drop_grace_s=0.0)
     start = time.perf_counter()
     st = rebuild.run()

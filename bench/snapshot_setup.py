@@ -36,6 +36,7 @@ from connectors import debezium
 from pipeline import config as config_mod
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -299,8 +300,6 @@ def _unplug(cfg: Config) -> None:
 
 
 def _drop_targets(cfg: Config) -> None:
-    from pipeline.worker import build_sinks
-
     for sink in build_sinks(cfg, list(cfg.sinks)).values():
         for view in cfg.views:
             getattr(sink, "drop", lambda _v: None)(view)

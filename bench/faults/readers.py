@@ -24,6 +24,7 @@ from typing import Any
 from bench.faults.source import VIEW_TABLE
 from bench.faults.workload import Workload
 from pipeline.config import Config
+from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ class Readers:
             t.join(60)
 
     def _run(self, sink_name: str) -> None:
-        from pipeline.worker import build_sinks
-
         rng = random.Random(f"{self.seed}-reader-{sink_name}")
         sink = None
         state: dict[tuple[str, str], Seen] = {}
