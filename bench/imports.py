@@ -250,6 +250,18 @@ def reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
     return False
 
 
+def module_graph(
+    modules: Iterable[str], imports: Iterable[Import], kinds: Iterable[str]
+) -> dict[str, set[str]]:
+    """Module -> the modules it imports by imports of the given kinds."""
+    wanted = set(kinds)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for imp in imports:
+        if imp.kind in wanted and imp.target != imp.source:
+            graph[imp.source].add(imp.target)
+    return graph
+
+
 def floor_of(module: str) -> int:
     """The index in :data:`FLOORS` of the module's floor (longest prefix)."""
     best, best_len = -1, -1
@@ -279,10 +291,7 @@ def report(root: Path) -> str:
     """The whole report as text."""
     modules = discover(root)
     imports, other_in_function = collect(modules)
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for imp in imports:
-        if imp.kind == TOP and imp.target != imp.source:
-            graph[imp.source].add(imp.target)
+    graph = module_graph(modules, imports, [TOP])
 
     out = [f"modules: {len(modules)} in {', '.join(PACKAGES)}"]
     explicit = [i for i in imports if not i.implicit]
@@ -292,11 +301,7 @@ def report(root: Path) -> str:
     out.append(f"module-level import loops: {len(loops)}")
     out.extend(f"    {' <-> '.join(loop)}" for loop in loops)
 
-    every: dict[str, set[str]] = {name: set() for name in modules}
-    for imp in imports:
-        if imp.target != imp.source:
-            every[imp.source].add(imp.target)
-    hidden = strongly_connected(every)
+    hidden = strongly_connected(module_graph(modules, imports, [TOP, FUNCTION, TYPING]))
     out.append(
         f"import loops counting imports in functions and TYPE_CHECKING: {len(hidden)}"
     )
