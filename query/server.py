@@ -38,8 +38,6 @@ from query.errors import NotYetFresh, QueryError, StoreUnavailable
 from query.lsn import format_lsn
 from query.service import Service, probe_stores
 
-__all__ = ["create_app", "probe_stores", "serve"]
-
 logger = logging.getLogger(__name__)
 
 REQUESTS = Counter(
