@@ -194,7 +194,8 @@ def collect(modules: dict[str, Path]) -> tuple[list[Import], int]:
     for name, path in modules.items():
         collector = _Collector(name, path.name == "__init__.py", names)
         collector.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
-        imports.extend(i for i in collector.found if i.target in names)
+        # One per (line, target): ``from a import x, y`` counts once.
+        imports.extend(dict.fromkeys(i for i in collector.found if i.target in names))
         other += collector.other_in_function
     return imports, other
 
