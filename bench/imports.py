@@ -25,7 +25,6 @@ time) and counting every import, inside functions and under
 from __future__ import annotations
 
 import ast
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +200,8 @@ def collect(modules: dict[str, Path]) -> tuple[list[Import], int]:
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Tarjan's algorithm: the components with more than one module."""
+    """Tarjan's algorithm (recursive, as deep as the longest import chain):
+    the components with more than one module."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -229,7 +229,6 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
             if len(component) > 1 or node in graph.get(node, ()):
                 found.append(sorted(component))
 
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     for node in sorted(graph):
         if node not in index:
             visit(node)
