@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
+from confluent_kafka import KafkaError, KafkaException
+
 from connectors.base import Sink, WriteResult
 from pipeline import metrics
 from pipeline.errors import Stopped, TransientError
@@ -66,6 +68,31 @@ class Backoff:
         self.attempt = 0
 
 
+#: Kafka errors that waiting does not cure: the client is refused or misused.
+_KAFKA_REFUSALS = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+
+def kafka_outage(exc: KafkaException) -> bool:
+    """Whether a Kafka client error is one that passes once the brokers are
+    back (no leader, not the coordinator yet, unknown partition, transport),
+    rather than a refusal (authorization, authentication, a bad argument) or
+    a fatal client error."""
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError):
+        return True
+    return not err.fatal() and err.code() not in _KAFKA_REFUSALS
+
+
 def until_reachable(
     work: Callable[[], T],
     what: str,
@@ -73,8 +100,9 @@ def until_reachable(
     stopping: Callable[[], bool],
 ) -> T:
     """``work()``, retried with backoff while it raises :class:`TransientError`
-    (a store, Kafka or the source not reachable yet): how the worker and every
-    command meet an outage at their start.
+    or a Kafka client error of an outage (:func:`kafka_outage`; a broker just
+    restarted answers "not coordinator" or "not leader" for a while): how the
+    worker and every command meet an outage at their start.
 
     Raises:
         Stopped: ``stopping()`` turned true while waiting.
@@ -82,7 +110,9 @@ def until_reachable(
     while True:
         try:
             return work()
-        except TransientError as exc:
+        except (TransientError, KafkaException) as exc:
+            if isinstance(exc, KafkaException) and not kafka_outage(exc):
+                raise
             delay = backoff.next_delay()
             logger.warning("%s failed retry_in_s=%.2f error=%s", what, delay, exc)
             deadline = time.monotonic() + delay

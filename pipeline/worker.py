@@ -167,16 +167,25 @@ class Worker:
     def run(self, max_batches: int | None = None) -> None:
         cfg = self.cfg
         admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-        ensure_topics(
-            admin, [(cfg.kafka.checkpoint_topic, 1, True)], cfg.kafka.replication_factor
-        )
         heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
-        dlq_bytes = dlqtopic.prepare_topic(
-            admin,
-            cfg.kafka.dlq_topic,
-            [*self.topics(), heartbeat_topic],
-            cfg.kafka.replication_factor,
-        )
+        lookup = cfg.source.lookup_dsn or cfg.source.dsn
+        backoff = Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms)
+        try:  # Kafka or the source may be restarting: wait for them
+            dlq_bytes = until_reachable(
+                partial(self._prepare_topics, admin, heartbeat_topic),
+                "preparing the checkpoint and dead-letter topics",
+                backoff,
+                lambda: self.stopping,
+            )
+            until_reachable(
+                partial(prepare_views, self.views, lookup.get_secret_value()),
+                "reading the aggregate views' tables",
+                backoff,
+                lambda: self.stopping,
+            )
+        except Stopped as exc:
+            logger.info("worker stopping before Kafka or the source answered: %s", exc)
+            return
         producer = self.producer_factory(
             {
                 "bootstrap.servers": cfg.kafka.bootstrap_servers,
@@ -186,8 +195,6 @@ class Worker:
                 **dlqtopic.producer_settings(dlq_bytes),
             }
         )
-        lookup = cfg.source.lookup_dsn or cfg.source.dsn
-        prepare_views(self.views, lookup.get_secret_value())
         self.reader = Reader(lookup.get_secret_value())
         self.dlq = dlq.DeadLetterQueue(
             producer,
@@ -274,6 +281,20 @@ class Worker:
                 for sink in self.sinks.values():
                     sink.close()
                 self.reader.close()
+
+    def _prepare_topics(self, admin: AdminClient, heartbeat_topic: str) -> int:
+        """Create the checkpoint topic and set up the dead-letter topic; the
+        largest dead letter the latter takes, in bytes."""
+        kafka = self.cfg.kafka
+        ensure_topics(
+            admin, [(kafka.checkpoint_topic, 1, True)], kafka.replication_factor
+        )
+        return dlqtopic.prepare_topic(
+            admin,
+            kafka.dlq_topic,
+            [*self.topics(), heartbeat_topic],
+            kafka.replication_factor,
+        )
 
     def _open_sinks(self) -> None:
         backoff = Backoff(

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from pipeline.aggregate.view import AggregateView, Pending
+from pipeline.errors import TransientError
 
 __all__ = ["AggregateView", "Pending", "prepare_views"]
 
@@ -17,10 +18,14 @@ def prepare_views(views: Mapping[str, Any], dsn: str, strict: bool = True) -> No
 
     Raises:
         ConfigError: a view does not fit the source's tables (names the field).
+        TransientError: the source is not reachable.
     """
     aggregates = [v for v in views.values() if isinstance(v, AggregateView)]
     if not aggregates:
         return
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        for view in aggregates:
-            view.prepare(conn, strict=strict)
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            for view in aggregates:
+                view.prepare(conn, strict=strict)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"source not reachable: {exc}") from exc

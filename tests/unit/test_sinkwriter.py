@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from test_processor import VIEW, event, make_processor, tombstone
 
 from connectors.memory import MemorySink
@@ -25,6 +26,7 @@ from pipeline.sinkwriter import (
     Abandoned,
     Backoff,
     SinkWriter,
+    kafka_outage,
     open_sinks,
     until_reachable,
 )
@@ -261,3 +263,26 @@ def test_until_reachable_gives_way_to_a_stop_with_stopped():
     with pytest.raises(Stopped, match="opening slow"):
         until_reachable(work, "opening slow", Backoff(1, 2), stopping)
     assert down.opens == 2
+
+
+def test_until_reachable_waits_out_a_broker_restart_but_not_a_refusal():
+    answers = [
+        KafkaException(KafkaError(KafkaError.NOT_COORDINATOR)),
+        KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION)),
+        "ok",
+    ]
+
+    def work() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert until_reachable(work, "reading", Backoff(1, 2), lambda: False) == "ok"
+
+    def refused() -> None:
+        raise KafkaException(KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED))
+
+    with pytest.raises(KafkaException):
+        until_reachable(refused, "reading", Backoff(1, 2), lambda: False)
+    assert not kafka_outage(KafkaException(KafkaError(KafkaError._SSL)))
