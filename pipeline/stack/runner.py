@@ -237,16 +237,37 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
     return started
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of process group ``pgid`` is left."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
 def _stop(ctx: Context, name: str, pid: int, timeout: float = 60.0) -> None:
+    """SIGTERM the service's process group and wait until every process of
+    it is gone, not only its leader: the leader (``runuser``) exits at once
+    while the server it started is still closing and holding its ports, and
+    a start right after would find them taken."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _read_pid(ctx, name) is not None:
+    while time.monotonic() < deadline and (
+        _read_pid(ctx, name) is not None or _group_alive(pid)
+    ):
         time.sleep(0.2)
-    if _read_pid(ctx, name) is not None:
-        os.killpg(pid, signal.SIGKILL)
+    if _read_pid(ctx, name) is not None or _group_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     _pidfile(ctx, name).unlink(missing_ok=True)
 
 

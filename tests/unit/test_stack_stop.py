@@ -1,0 +1,61 @@
+"""Stopping a service waits for its whole process group, not only its leader.
+
+A service runs as ``runuser -- server``: on SIGTERM the leader (runuser)
+exits at once while the server is still closing and holding its ports, so a
+start right after found them taken (Elasticsearch's 19300 in the fault
+suite). Here a real process group whose leader exits on SIGTERM and whose
+child takes 1.5 s to close.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import StackConfig
+from pipeline.stack import runner
+
+pytestmark = pytest.mark.unit
+
+#: the server: on SIGTERM it takes 1.5 s to close
+CHILD = (
+    "import signal, time; "
+    "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1.5), exit(0))); "
+    "time.sleep(60)"
+)
+
+
+def test_stop_waits_for_every_process_of_the_group(tmp_path: Path) -> None:
+    cfg = StackConfig(data_dir=str(tmp_path))
+    ctx = runner.Context(cfg=cfg, data=tmp_path, installed=None)  # type: ignore[arg-type]
+    (tmp_path / "run").mkdir()
+    leader = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f'{sys.executable} -c "{CHILD}" & echo $! > {tmp_path}/child; wait',
+        ],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "child").exists() or not (tmp_path / "child").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int((tmp_path / "child").read_text())
+    time.sleep(0.3)  # the child's handler is installed
+    (tmp_path / "run" / "svc.pid").write_text(str(leader.pid))
+    started = time.monotonic()
+    runner._stop(ctx, "svc", leader.pid, timeout=20)
+    assert not runner._group_alive(leader.pid)
+    assert not Path(f"/proc/{child}").exists() or _zombie(child)
+    assert time.monotonic() - started >= 1.0  # it waited for the child
+    leader.wait(5)
+
+
+def _zombie(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
