@@ -118,9 +118,31 @@ def _idle_connection_still_served(base: str) -> None:
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         for idle_s in (7, 0):
             sock.sendall(request)
-            head = sock.recv(65536)
+            head = _read_response(sock)
             assert head.startswith(b"HTTP/1.1 200"), head[:200]
             time.sleep(idle_s)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response (head and ``Content-Length`` body): its body
+    may come in a packet of its own, and must not be taken for the next
+    response's start."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {data[:200]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-body: {data[:200]!r}"
+        body += chunk
+    return head
 
 
 def test_api_server_drained_view_answers_exactly_and_refuses_bad_input(make_pipeline):
