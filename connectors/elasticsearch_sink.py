@@ -43,23 +43,46 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import elastic_transport
 import elasticsearch
 from elasticsearch import helpers
+from pydantic import Field, SecretStr
 
 from connectors import elasticsearch_routing as routing
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
-from pipeline.config import ElasticsearchSinkConfig
+from connectors.base import (
+    SinkKind,
+    Stored,
+    StoreSink,
+    ViewTarget,
+    WriteResult,
+    mirrored,
+)
+from connectors.reads import Found, Scalar, SearchRefused
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
+from pipeline.sinktypes import SinkConfig
 
 logger = logging.getLogger(__name__)
 
 DELETED = "_deleted"
 _MAX_BULK_BYTES = 20 * 1024 * 1024
 _TOMBSTONE = json.dumps({DELETED: True})
+_ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
+
+
+class ElasticsearchSinkConfig(SinkConfig):
+    type: Literal["elasticsearch"]
+    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:19200"])
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    index_prefix: str = "readside-"
+    refresh: bool = False
+    #: copies of each shard (primary included) that must be active before a
+    #: bulk writes; ``None`` leaves the index's setting (default 1)
+    wait_for_active_shards: Annotated[int, Field(ge=1)] | Literal["all"] | None = None
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -88,7 +111,7 @@ def _reason(error: Mapping[str, Any]) -> str:
     return text
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(StoreSink[ElasticsearchSinkConfig]):
     """Keeps views as Elasticsearch documents, guarded by external versions.
 
     Args:
@@ -98,15 +121,17 @@ class ElasticsearchSink:
             ``settings``, ``routing_field``).
     """
 
+    store = "elasticsearch"
+    driver_errors = _ERRORS
+    classify = staticmethod(classify)
+
     def __init__(
         self,
         name: str,
         cfg: ElasticsearchSinkConfig,
         targets: Mapping[str, ViewTarget],
     ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.targets = dict(targets)
+        super().__init__(name, cfg, targets)
         self._client: elasticsearch.Elasticsearch | None = None
 
     @property
@@ -126,12 +151,7 @@ class ElasticsearchSink:
 
     def alias(self, view: str) -> str:
         """The alias that sites query for ``view``."""
-        try:
-            return f"{self.cfg.index_prefix}{self.targets[view].name}"
-        except KeyError:
-            raise FatalError(
-                f"elasticsearch sink {self.name}: unknown view {view!r}"
-            ) from None
+        return f"{self.cfg.index_prefix}{self._target(view).name}"
 
     def _routing_field(self, view: str) -> str | None:
         field = self.targets[view].options.get("routing_field")
@@ -257,13 +277,6 @@ class ElasticsearchSink:
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
 
-    def _refuse_live(self, view: str, gen: int, what: str) -> None:
-        if self.generation(view) == gen:
-            raise FatalError(
-                f"elasticsearch sink {self.name}: will not {what} generation {gen} "
-                f"of view {view}: it is the live one"
-            )
-
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -271,23 +284,17 @@ class ElasticsearchSink:
 
     # -- writes -----------------------------------------------------------
 
-    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
-        try:
-            ready, result = fill_unchanged(ops, self.fetch)
-            routes = self._delete_routes(ready)
-            views = {op.view for op in ready}
-            mirror = {
-                v
-                for v in views
-                if self.client.indices.exists_alias(name=self._mirror(v))
-            }
-            if not mirror:
-                return self._write_ops(ready, routes, result, False)
-            ahead = [op for op in ready if op.view in mirror]
-            into = self._write_ops(ahead, routes, WriteResult(), True)
-            return mirrored(into, self._write_ops(ready, routes, result, False))
-        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
-            raise classify(exc) from exc
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        routes = self._delete_routes(ready)
+        views = {op.view for op in ready}
+        mirror = {
+            v for v in views if self.client.indices.exists_alias(name=self._mirror(v))
+        }
+        if not mirror:
+            return self._write_ops(ready, routes, result, False)
+        ahead = [op for op in ready if op.view in mirror]
+        into = self._write_ops(ahead, routes, WriteResult(), True)
+        return mirrored(into, self._write_ops(ready, routes, result, False))
 
     def _write_ops(
         self,
@@ -528,6 +535,41 @@ class ElasticsearchSink:
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
 
+    # -- queries of sites (connectors.reads.Searchable) -------------------------
+
+    def search(
+        self,
+        view: str,
+        query: str | None,
+        filters: dict[str, Scalar | list[Scalar]],
+        sort: list[tuple[str, str]],
+        page: int,
+        size: int,
+    ) -> Found:
+        """One search request (:func:`es_body`) through the view's alias."""
+        try:
+            resp = self.client.search(
+                index=self.alias(view),
+                from_=(page - 1) * size,
+                size=size,
+                allow_partial_search_results=False,
+                **es_body(query, filters, sort),
+            )
+        except elasticsearch.BadRequestError as exc:
+            raise SearchRefused(f"elasticsearch refused the search: {exc}") from exc
+        except _ERRORS as exc:
+            raise classify(exc) from exc
+        hits = resp["hits"]
+        docs = {str(h["_id"]): dict(h.get("_source") or {}) for h in hits["hits"]}
+        return docs, int(hits["total"]["value"])
+
+    def refresh(self, view: str) -> None:
+        """Make every write acknowledged so far searchable in the view's index."""
+        try:
+            self.client.indices.refresh(index=self.alias(view))
+        except _ERRORS as exc:
+            raise classify(exc) from exc
+
     def drop(self, view: str) -> None:
         """Delete the view's alias and indexes (rebuilds and tests; not in the
         protocol)."""
@@ -544,3 +586,43 @@ class ElasticsearchSink:
                 self.client.indices.delete(index=alias)
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
+
+
+def es_body(
+    query: str | None,
+    filters: dict[str, Scalar | list[Scalar]],
+    sort: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """The search request: query_string (no leading wildcards), term/terms
+    filters, tombstones excluded. Never a script."""
+    must: list[dict[str, Any]] = []
+    if query is not None:
+        must.append(
+            {
+                "query_string": {
+                    "query": query,
+                    "allow_leading_wildcard": False,
+                    "lenient": True,
+                }
+            }
+        )
+    flt = [
+        {"terms": {k: v}} if isinstance(v, list) else {"term": {k: v}}
+        for k, v in filters.items()
+    ]
+    body: dict[str, Any] = {
+        "query": {
+            "bool": {
+                "must": must or [{"match_all": {}}],
+                "filter": flt,
+                "must_not": [{"term": {DELETED: True}}],
+            }
+        },
+        "track_total_hits": True,
+    }
+    if sort:
+        body["sort"] = [{name: {"order": order}} for name, order in sort]
+    return body
+
+
+KIND = SinkKind("elasticsearch", ElasticsearchSinkConfig, ElasticsearchSink)

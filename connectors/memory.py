@@ -1,21 +1,40 @@
 """An in-memory sink with failure knobs, for unit tests of the worker loop.
 
 It keeps the same version rule as the real sinks, so the loop's tests check
-convergence exactly as the integration tests do.
+convergence exactly as the integration tests do. It is also the sink type
+``memory`` (``sinks: {scratch: {type: memory}}``): a store of one process,
+for trials and tests, that forgets everything when the process ends. It is
+the smallest example of a store: its config model, its sink and its ``KIND``,
+registered in pyproject.toml under ``readside.sinks`` (docs/development.md).
 """
 
 from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
-from connectors.base import Stored, WriteResult, fill_unchanged
+from pydantic import Field
+
+from connectors.base import SinkKind, Stored, StoreSink, ViewTarget, WriteResult
 from pipeline.errors import TransientError
 from pipeline.events import Delete, DocumentOp
+from pipeline.sinktypes import SinkConfig
 
 
-class MemorySink:
+class MemorySinkConfig(SinkConfig):
+    """The settings of a ``memory`` sink: its failure knobs (see
+    :class:`MemorySink`)."""
+
+    type: Literal["memory"]
+    fail_prob: float = Field(0.0, ge=0, le=1)
+    partial_fail_prob: float = Field(0.0, ge=0, le=1)
+    reject_ids: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class MemorySink(StoreSink[MemorySinkConfig]):
     """A dict of ``(view, id) -> Stored`` behind the :class:`Sink` protocol.
 
     Args:
@@ -26,7 +45,10 @@ class MemorySink:
             the batch and then raises :class:`TransientError`.
         reject_ids: document ids the store refuses (reported as rejected).
         seed: seed of the knobs' random generator.
+        targets: the views it holds (any view is accepted).
     """
+
+    store = "memory"
 
     def __init__(
         self,
@@ -36,8 +58,16 @@ class MemorySink:
         partial_fail_prob: float = 0.0,
         reject_ids: Sequence[str] = (),
         seed: int | None = None,
+        targets: Mapping[str, ViewTarget] | None = None,
     ) -> None:
-        self.name = name
+        cfg = MemorySinkConfig(
+            type="memory",
+            fail_prob=fail_prob,
+            partial_fail_prob=partial_fail_prob,
+            reject_ids=list(reject_ids),
+            seed=seed,
+        )
+        super().__init__(name, cfg, targets or {})
         self.fail_prob = fail_prob
         self.partial_fail_prob = partial_fail_prob
         self.reject_ids = set(reject_ids)
@@ -47,16 +77,29 @@ class MemorySink:
         self._random = random.Random(seed)  # noqa: S311 (failure knobs, not crypto)
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_config(
+        cls, name: str, cfg: MemorySinkConfig, targets: Mapping[str, ViewTarget]
+    ) -> MemorySink:
+        """The sink of a ``type: memory`` entry of ``sinks:``."""
+        return cls(
+            name,
+            fail_prob=cfg.fail_prob,
+            partial_fail_prob=cfg.partial_fail_prob,
+            reject_ids=cfg.reject_ids,
+            seed=cfg.seed,
+            targets=targets,
+        )
+
     def open(self) -> None:
         return None
 
     def close(self) -> None:
         return None
 
-    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
         if self.down or self._random.random() < self.fail_prob:
             raise TransientError(f"sink {self.name} unavailable")
-        ready, result = fill_unchanged(ops, self.fetch)
         cut = len(ready)
         partial = self._random.random() < self.partial_fail_prob
         if partial:
@@ -100,3 +143,12 @@ class MemorySink:
                 for (v, i), s in self.data.items()
                 if v == view and s.doc is not None
             }
+
+    def drop(self, view: str) -> None:
+        """Forget every document and tombstone of ``view`` (tests)."""
+        with self._lock:
+            for key in [k for k in self.data if k[0] == view]:
+                del self.data[key]
+
+
+KIND = SinkKind("memory", MemorySinkConfig, MemorySink.from_config)

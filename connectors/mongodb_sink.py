@@ -64,18 +64,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import bson
 import pymongo
 import pymongo.errors as perr
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
-from pipeline.config import MongoSinkConfig
+from connectors.base import (
+    SinkKind,
+    Stored,
+    StoreSink,
+    ViewTarget,
+    WriteResult,
+    mirrored,
+)
+from connectors.reads import Condition, Eq, Found
 from pipeline.errors import (
     BadRecord,
     ConfigError,
@@ -84,6 +92,7 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.events import Delete, DocumentOp, Upsert
+from pipeline.sinktypes import SinkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +118,28 @@ _INT64_MAX = 2**63 - 1
 GENERATIONS = "readside_generations"
 
 _Doc = dict[str, Any]
+_OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+
+
+class MongoWriteConcern(BaseModel):
+    """MongoDB write concern; each field set here overrides the URI's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    w: int | str | None = None
+    j: bool | None = None
+    wtimeout_ms: int | None = Field(None, ge=0)
+
+
+class MongoSinkConfig(SinkConfig):
+    """A MongoDB database. Writes carry the write concern of the URI
+    (``w``, ``journal``, ``wtimeoutMS``) with ``write_concern`` over it;
+    neither set: the server's default."""
+
+    type: Literal["mongodb"]
+    uri: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
+    database: str = "readside"
+    timeout_s: float = Field(30.0, gt=0)
+    write_concern: MongoWriteConcern | None = None
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -186,7 +217,7 @@ def _chunks(items: list[_Statement], count: int) -> list[list[_Statement]]:
     return out
 
 
-class MongoSink:
+class MongoSink(StoreSink[MongoSinkConfig]):
     """Keeps views as MongoDB documents, guarded by ``_v``.
 
     Args:
@@ -195,12 +226,15 @@ class MongoSink:
         targets: view name -> collection name and options (``indexes``).
     """
 
+    store = "mongodb"
+    driver_errors = (perr.PyMongoError,)
+    classify = staticmethod(classify)
+    filter_first = False  # answers any filter, after a covering index
+
     def __init__(
         self, name: str, cfg: MongoSinkConfig, targets: Mapping[str, ViewTarget]
     ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.targets = dict(targets)
+        super().__init__(name, cfg, targets)
         self._client: pymongo.MongoClient[_Doc] | None = None
 
     @property
@@ -229,14 +263,6 @@ class MongoSink:
         """The ``writeConcern`` document every write command carries (empty:
         the server's default)."""
         return dict(self.db.client.write_concern.document)
-
-    def _target(self, view: str) -> ViewTarget:
-        try:
-            return self.targets[view]
-        except KeyError:
-            raise FatalError(
-                f"mongodb sink {self.name}: unknown view {view!r}"
-            ) from None
 
     def collection(self, view: str) -> Collection[_Doc]:
         """The collection of the live generation of ``view``, read now."""
@@ -328,25 +354,14 @@ class MongoSink:
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
-    def _refuse_live(self, view: str, gen: int, what: str) -> None:
-        if self.generation(view) == gen:
-            raise FatalError(
-                f"mongodb sink {self.name}: will not {what} generation {gen} of "
-                f"view {view}: it is the live one"
-            )
-
     # -- writes -----------------------------------------------------------
 
-    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
-        try:
-            ready, result = fill_unchanged(ops, self.fetch)
-            by_view: dict[str, list[DocumentOp]] = {}
-            for op in ready:
-                by_view.setdefault(op.view, []).append(op)
-            for view, view_ops in by_view.items():
-                result.merge(self._write_view(view, view_ops))
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        by_view: dict[str, list[DocumentOp]] = {}
+        for op in ready:
+            by_view.setdefault(op.view, []).append(op)
+        for view, view_ops in by_view.items():
+            result.merge(self._write_view(view, view_ops))
         return result
 
     def _write_view(self, view: str, ops: list[DocumentOp]) -> WriteResult:
@@ -485,9 +500,44 @@ class MongoSink:
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
+    # -- queries of sites (connectors.reads.Filterable) -------------------------
+
+    def covers(self, view: str, where: dict[str, Condition]) -> bool:
+        """Any validated condition: a query needs no index."""
+        return True
+
+    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
+        """One ``find`` with the translated filter, sorted by id, ``limit``
+        documents; the count is theirs."""
+        try:
+            query = mongo_query(where)
+            cursor = self.collection(view).find(query).sort("_id").limit(limit)
+            docs = {
+                str(raw["_id"]): {k: v for k, v in raw.items() if k not in RESERVED}
+                for raw in cursor
+            }
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        return docs, len(docs)
+
     def drop(self, view: str) -> None:
         """Drop the view's collection (rebuilds and tests; not in the protocol)."""
         try:
             self.collection(view).drop()
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
+
+
+def mongo_query(where: dict[str, Condition]) -> _Doc:
+    """The MongoDB filter of validated conditions, tombstones excluded."""
+    query: _Doc = {}
+    for name, cond in where.items():
+        if isinstance(cond, Eq):
+            query[name] = cond.value
+        else:
+            query[name] = {_OPS[op]: value for op, value in cond.bounds}
+    query["_deleted"] = {"$ne": True}
+    return query
+
+
+KIND = SinkKind("mongodb", MongoSinkConfig, MongoSink)

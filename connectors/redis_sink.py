@@ -42,20 +42,46 @@ import json
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import redis
 import redis.exceptions as rex
+from pydantic import Field, SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
+from connectors.base import (
+    SinkKind,
+    Stored,
+    StoreSink,
+    ViewTarget,
+    WriteResult,
+    mirrored,
+)
+from connectors.reads import Condition, Eq, Found, Range, Scalar
 from connectors.redis_wait import Durability
-from pipeline.config import RedisSinkConfig
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert, version_key
+from pipeline.sinktypes import SinkConfig
 
 logger = logging.getLogger(__name__)
+
+
+class RedisSinkConfig(SinkConfig):
+    """A Redis server. By default a batch is acknowledged once Redis applied it
+    in memory; ``wait_aof`` and ``wait_replicas`` make the sink wait, after
+    each batch and before the worker may commit, for the append-only file
+    fsync (``WAITAOF``, Redis >= 7.2; or the server's ``appendfsync always``)
+    and for that many replicas."""
+
+    type: Literal["redis"]
+    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    timeout_s: float = Field(5.0, gt=0)
+    docs_per_call: int = Field(200, ge=1)
+    wait_aof: bool = False
+    wait_replicas: int = Field(0, ge=0)
+    wait_timeout_ms: int = Field(1000, ge=1)
+
 
 #: Tombstones are kept forever by default: expiring one lets a later replay
 #: of an older write resurrect the document.
@@ -272,7 +298,7 @@ def _json(doc: Mapping[str, Any]) -> str:
         raise BadRecord("encode", f"document is not JSON serializable: {exc}") from exc
 
 
-class RedisSink:
+class RedisSink(StoreSink[RedisSinkConfig]):
     """Keeps views as JSON strings in Redis, version-guarded by a Lua script.
 
     Args:
@@ -283,12 +309,15 @@ class RedisSink:
             options (``ttl_s``, ``tombstone_ttl_s``, ``indexes``, ``hash_tag``).
     """
 
+    store = "redis"
+    driver_errors = (rex.RedisError,)
+    classify = staticmethod(classify)
+    filter_first = True  # its indexes answer before a document store
+
     def __init__(
         self, name: str, cfg: RedisSinkConfig, targets: Mapping[str, ViewTarget]
     ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.targets = dict(targets)
+        super().__init__(name, cfg, targets)
         self._live: dict[str, int] = {}  # view -> live generation, as last seen
         #: view -> the generation a rebuild fills (None: none), as last seen
         self._mirrors: dict[str, int | None] = {}
@@ -329,12 +358,6 @@ class RedisSink:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def _target(self, view: str) -> ViewTarget:
-        try:
-            return self.targets[view]
-        except KeyError:
-            raise FatalError(f"redis sink {self.name}: unknown view {view!r}") from None
 
     def _layout(self, view: str, gen: int | None = None) -> _Layout:
         """The layout of generation ``gen`` (default: the live one as last seen)."""
@@ -396,32 +419,28 @@ class RedisSink:
         self._refuse_live(view, gen, "drop")
         self._drop_layout(self._layout(view, gen))
 
-    def _refuse_live(self, view: str, gen: int, what: str) -> None:
-        if self.generation(view) == gen:
-            raise FatalError(
-                f"redis sink {self.name}: will not {what} generation {gen} of "
-                f"view {view}: it is the live one"
-            )
-
     # -- writes -----------------------------------------------------------
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         """Apply ``ops`` (see :meth:`Sink.write`), then wait for the append-only
         file and replicas as configured before returning."""
-        try:
-            ready, result = fill_unchanged(ops, self.fetch)
-            by_view: dict[str, list[DocumentOp]] = {}
-            for op in ready:
-                by_view.setdefault(op.view, []).append(op)
-            size = self.cfg.docs_per_call
-            for view, view_ops in by_view.items():
-                for start in range(0, len(view_ops), size):
-                    chunk = view_ops[start : start + size]
-                    result.merge(self._write_chunk(view, chunk))
-            if ops:
+        result = super().write(ops)
+        if ops:
+            try:
                 self._durability.wait(self.client, wrote=result.applied > 0)
-        except rex.RedisError as exc:
-            raise classify(exc) from exc
+            except rex.RedisError as exc:
+                raise classify(exc) from exc
+        return result
+
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        by_view: dict[str, list[DocumentOp]] = {}
+        for op in ready:
+            by_view.setdefault(op.view, []).append(op)
+        size = self.cfg.docs_per_call
+        for view, view_ops in by_view.items():
+            for start in range(0, len(view_ops), size):
+                chunk = view_ops[start : start + size]
+                result.merge(self._write_chunk(view, chunk))
         return result
 
     def _write_chunk(self, view: str, ops: list[DocumentOp]) -> WriteResult:
@@ -519,6 +538,47 @@ class RedisSink:
         if layout.indexes.get(field) == "eq":
             return layout.index_base + field + ":" + _index_value("eq", value)[1:]
         return layout.index_base + field
+
+    def covers(self, view: str, where: dict[str, Condition]) -> bool:
+        """Whether the view's indexes answer every condition of ``where``
+        (``eq`` for equality, ``range`` for bounds or a number)."""
+        indexes = self.indexes(view)
+        for name, cond in where.items():
+            kind = indexes.get(name)
+            if kind == "eq" and isinstance(cond, Eq):
+                continue
+            if kind == "range" and (isinstance(cond, Range) or _numeric(cond.value)):
+                continue
+            return False
+        return True
+
+    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
+        """Ids from the view's indexes (one pipelined round trip), then the
+        documents (one ``MGET``)."""
+        indexes = self.indexes(view)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            eq_keys = [
+                self.index_key(view, name, cond.value)
+                for name, cond in where.items()
+                if indexes[name] == "eq" and isinstance(cond, Eq)
+            ]
+            if eq_keys:
+                pipe.sinter(eq_keys)
+            for name, cond in where.items():
+                if indexes[name] == "range":
+                    low, high = _score_bounds(cond)
+                    pipe.zrangebyscore(self.index_key(view, name), low, high)
+            results = pipe.execute()
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        ids: set[str] = set(results[0])
+        for more in results[1:]:
+            ids &= set(more)
+        ordered = sorted(ids)
+        stored = self.fetch(view, ordered[:limit])
+        docs = {i: s.doc for i, s in stored.items() if s.doc is not None}
+        return docs, len(ordered)
 
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         out: dict[str, Stored] = {}
@@ -628,3 +688,29 @@ def _str(raw: Any) -> str | None:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _numeric(value: Scalar) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _score_bounds(cond: Condition) -> tuple[str, str]:
+    """ZRANGEBYSCORE min/max arguments for a condition on a range index."""
+    if isinstance(cond, Eq):
+        return repr(float(cond.value)), repr(float(cond.value))
+    low, low_open, high, high_open = float("-inf"), False, float("inf"), False
+    for op, value in cond.bounds:
+        if op in ("gt", "gte") and (value > low or (value == low and op == "gt")):
+            low, low_open = value, op == "gt"
+        if op in ("lt", "lte") and (value < high or (value == high and op == "lt")):
+            high, high_open = value, op == "lt"
+
+    def text(v: float, open_: bool) -> str:
+        if v in (float("inf"), float("-inf")):
+            return "+inf" if v > 0 else "-inf"
+        return ("(" if open_ else "") + repr(v)
+
+    return text(low, low_open), text(high, high_open)
+
+
+KIND = SinkKind("redis", RedisSinkConfig, RedisSink)

@@ -1,0 +1,175 @@
+"""Kinds of sink: found by entry point from the config's ``type:``, each one
+module with its config model, sink and reads."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from connectors.base import SinkKind, ViewTarget
+from connectors.elasticsearch_sink import ElasticsearchSink
+from connectors.memory import MemorySink, MemorySinkConfig
+from connectors.mongodb_sink import MongoSink
+from connectors.reads import Filterable, Searchable
+from connectors.redis_sink import RedisSink, RedisSinkConfig
+from connectors.registry import build_sink, build_sinks
+from pipeline import config, sinktypes
+from pipeline.errors import ConfigError
+from pipeline.events import Upsert
+from query.validate import where
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = yaml.safe_load((REPO / "readside.yaml").read_text())
+
+
+def parse_error(sink: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        config.parse({**GOOD, "sinks": {**GOOD["sinks"], "cache": sink}})
+    return str(info.value)
+
+
+def test_sink_kinds_pyproject_declares_the_shipped_kinds() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"][sinktypes.GROUP] == sinktypes.SHIPPED
+
+
+def test_config_unknown_sink_type_names_field_and_known_types() -> None:
+    msg = parse_error({"type": "redsi"})
+    assert (
+        "sinks.cache.type: unknown sink type 'redsi' "
+        "(known: elasticsearch, memory, mongodb, redis)"
+    ) in msg
+
+
+def test_config_sink_without_type_names_field() -> None:
+    msg = parse_error({"url": "redis://x"})
+    assert "sinks.cache.type: Field required (known: elasticsearch" in msg
+
+
+def test_config_sink_model_errors_prefixed_with_name_and_type() -> None:
+    msg = parse_error({"type": "redis", "timeout_s": -1, "nope": 1})
+    assert "sinks.cache.redis.timeout_s: Input should be greater than 0" in msg
+    assert "sinks.cache.redis.nope: Extra inputs are not permitted" in msg
+
+
+def test_config_sink_entries_are_their_kinds_models() -> None:
+    cfg = config.parse(GOOD)
+    assert type(cfg.sinks["cache"]) is RedisSinkConfig
+    assert type(cfg.sinks["cache"]) is config.RedisSinkConfig  # the old name
+    assert cfg.model_dump()["sinks"]["cache"]["docs_per_call"] == 200
+
+
+def test_config_schema_imports_no_store_module() -> None:
+    tree = (REPO / "pipeline" / "config.py").read_text()
+    tree += (REPO / "pipeline" / "sinktypes.py").read_text()
+    assert "import connectors" not in tree
+    assert "from connectors" not in tree
+
+
+def test_memory_sink_type_from_yaml_builds_memory_sink_with_knobs() -> None:
+    views = {"orders": {"table": "public.orders", "sinks": ["scratch"]}}
+    data = {
+        **GOOD,
+        "sinks": {"scratch": {"type": "memory", "reject_ids": ["bad"], "seed": 1}},
+        "views": views,
+    }
+    cfg = config.parse(data)
+    assert cfg.sinks["scratch"] == MemorySinkConfig(
+        type="memory", reject_ids=["bad"], seed=1
+    )
+    sink = build_sinks(cfg, ["scratch"])["scratch"]
+    assert isinstance(sink, MemorySink)
+    assert sink.targets == {"orders": ViewTarget("orders", "orders", {})}
+    result = sink.write(
+        [Upsert("orders", "1", 1, {"a": 1}), Upsert("orders", "bad", 1, {"a": 2})]
+    )
+    assert result.applied == 1
+    assert [op.doc_id for op, _why in result.rejected] == ["bad"]
+
+
+def test_build_sink_with_another_kinds_settings_refused() -> None:
+    cfg = MemorySinkConfig(type="memory")
+    sink = build_sink("scratch", cfg, {})
+    assert isinstance(sink, MemorySink)
+    redis = sinktypes.kind("redis")
+    assert isinstance(redis, SinkKind)
+    with pytest.raises(ConfigError, match=r"sinks\.cache: not a redis sink"):
+        redis.build("cache", cfg, {})
+
+
+def test_store_sinks_offer_the_reads_of_their_store() -> None:
+    targets = {"v": ViewTarget("v", "v", {"indexes": {"status": "eq", "n": "range"}})}
+    redis = RedisSink("cache", RedisSinkConfig(type="redis"), targets)
+    assert isinstance(redis, Filterable)
+    assert not isinstance(redis, Searchable)
+    assert redis.covers("v", where({"status": "new", "n": {"gt": 1}}))
+    assert redis.covers("v", where({"n": 3}))
+    assert not redis.covers("v", where({"status": {"gt": 1}}))
+    assert not redis.covers("v", where({"other": 1}))
+    docs = build_sink("docs", config.parse(GOOD).sinks["docs"], targets)
+    assert isinstance(docs, MongoSink)
+    assert isinstance(docs, Filterable)
+    assert docs.covers("v", where({"other": 1}))
+    search = build_sink("search", config.parse(GOOD).sinks["search"], targets)
+    assert isinstance(search, ElasticsearchSink)
+    assert isinstance(search, Searchable)
+    assert not isinstance(search, Filterable)
+    assert not isinstance(MemorySink(), Filterable | Searchable)
+
+
+@pytest.fixture
+def shelf_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fourth store outside readside: one module plus its entry point."""
+    (tmp_path / "readside_shelf.py").write_text(
+        "from typing import Literal\n"
+        "from connectors.base import SinkKind\n"
+        "from connectors.memory import MemorySink\n"
+        "from pipeline.sinktypes import SinkConfig\n\n"
+        "class ShelfConfig(SinkConfig):\n"
+        '    type: Literal["shelf"]\n'
+        "    depth: int = 1\n\n"
+        "class ShelfSink(MemorySink):\n"
+        '    store = "shelf"\n\n'
+        "def build(name, cfg, targets):\n"
+        "    return ShelfSink(name, targets=targets)\n\n"
+        'KIND = SinkKind("shelf", ShelfConfig, build)\n'
+    )
+    dist = tmp_path / "readside_shelf-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: readside-shelf\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[readside.sinks]\n"
+        "shelf = readside_shelf:KIND\n"
+        "redis = readside_shelf:KIND\n"  # a shipped name: the shipped kind wins
+        "broken = readside_no_such_module:KIND\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "shelf"
+    sinktypes.kind.cache_clear()
+    sys.modules.pop("readside_shelf", None)
+
+
+def test_fourth_store_by_entry_point_usable_from_yaml(shelf_store: str) -> None:
+    views = {"orders": {"table": "public.orders", "sinks": ["shelf"]}}
+    data = {**GOOD, "sinks": {"shelf": {"type": shelf_store}}, "views": views}
+    cfg = config.parse(data)
+    sink = build_sinks(cfg, ["shelf"])["shelf"]
+    assert type(sink).__name__ == "ShelfSink"
+    assert sink.write([Upsert("orders", "1", 1, {"a": 1})]).applied == 1
+    assert sinktypes.kind("redis").config is RedisSinkConfig
+    assert "shelf" in parse_error({"type": "nope"})
+
+
+def test_sink_type_whose_module_is_missing_names_it(shelf_store: str) -> None:
+    msg = parse_error({"type": "broken"})
+    assert "sinks.cache.type: sink type 'broken' cannot be loaded" in msg
+    assert "readside_no_such_module" in msg
