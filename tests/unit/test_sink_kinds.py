@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 import tomllib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from connectors.base import SinkKind, ViewTarget
+from connectors.base import SinkKind, Stored, ViewTarget
 from connectors.elasticsearch_sink import ElasticsearchSink
 from connectors.memory import MemorySink, MemorySinkConfig
 from connectors.mongodb_sink import MongoSink
@@ -75,14 +76,11 @@ def test_config_schema_imports_no_store_module() -> None:
 
 def test_memory_sink_type_from_yaml_builds_memory_sink_with_knobs() -> None:
     views = {"orders": {"table": "public.orders", "sinks": ["scratch"]}}
-    data = {
-        **GOOD,
-        "sinks": {"scratch": {"type": "memory", "reject_ids": ["bad"], "seed": 1}},
-        "views": views,
-    }
-    cfg = config.parse(data)
+    store = f"test-{uuid.uuid4().hex}"
+    scratch = {"type": "memory", "store": store, "reject_ids": ["bad"], "seed": 1}
+    cfg = config.parse({**GOOD, "sinks": {"scratch": scratch}, "views": views})
     assert cfg.sinks["scratch"] == MemorySinkConfig(
-        type="memory", reject_ids=["bad"], seed=1
+        type="memory", store=store, reject_ids=["bad"], seed=1
     )
     sink = build_sinks(cfg, ["scratch"])["scratch"]
     assert isinstance(sink, MemorySink)
@@ -92,6 +90,10 @@ def test_memory_sink_type_from_yaml_builds_memory_sink_with_knobs() -> None:
     )
     assert result.applied == 1
     assert [op.doc_id for op, _why in result.rejected] == ["bad"]
+    # Another sink built from the config in this process reads the same store.
+    reader = build_sinks(cfg, ["scratch"])["scratch"]
+    assert reader is not sink
+    assert reader.fetch("orders", ["1"]) == {"1": Stored(1, {"a": 1})}
 
 
 def test_build_sink_with_another_kinds_settings_refused() -> None:
