@@ -70,6 +70,8 @@ DELETED = "_deleted"
 _MAX_BULK_BYTES = 20 * 1024 * 1024
 _TOMBSTONE = json.dumps({DELETED: True})
 _ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
+#: Characters Elasticsearch refuses in an index name.
+_INDEX_BAD = set('\\/*?"<>| ,#:')
 
 
 class ElasticsearchSinkConfig(SinkConfig):
@@ -83,6 +85,17 @@ class ElasticsearchSinkConfig(SinkConfig):
     #: copies of each shard (primary included) that must be active before a
     #: bulk writes; ``None`` leaves the index's setting (default 1)
     wait_for_active_shards: Annotated[int, Field(ge=1)] | Literal["all"] | None = None
+
+    def target_problem(self, target: str) -> str | None:
+        """Index names are lower case, without some characters and starts."""
+        if target != target.lower() or _INDEX_BAD & set(target):
+            return (
+                f"{target!r} is not a valid Elasticsearch index name "
+                '(lower case, none of \\ / * ? " < > | , # : or spaces)'
+            )
+        if target[0] in "-_+.":
+            return f"an index name cannot start with {target[0]!r}"
+        return None
 
 
 def classify(exc: Exception) -> ReadsideError:

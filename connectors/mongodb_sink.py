@@ -141,6 +141,11 @@ class MongoSinkConfig(SinkConfig):
     timeout_s: float = Field(30.0, gt=0)
     write_concern: MongoWriteConcern | None = None
 
+    def target_problem(self, target: str) -> str | None:
+        if "$" in target or target.startswith("system."):
+            return f"{target!r} is not a valid MongoDB collection name"
+        return None
+
 
 def classify(exc: Exception) -> ReadsideError:
     """Map a pymongo exception onto a readside error class, by type and code."""

@@ -82,6 +82,12 @@ class RedisSinkConfig(SinkConfig):
     wait_replicas: int = Field(0, ge=0)
     wait_timeout_ms: int = Field(1000, ge=1)
 
+    def targets_overlap(self, a: str, b: str) -> bool:
+        """A view is found by scanning ``prefix:*`` and ``prefix#*``: a prefix
+        followed by ``:`` or ``#`` starts another view's key space."""
+        pairs = ((a, b), (b, a))
+        return a == b or any(x.startswith(y + s) for x, y in pairs for s in ":#")
+
 
 #: Tombstones are kept forever by default: expiring one lets a later replay
 #: of an older write resurrect the document.

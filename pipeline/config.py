@@ -397,8 +397,7 @@ class Config(_Model):
                     raise ValueError(
                         f"views.{name}.{path}: {table!r} is not in source.tables"
                     )
-        kinds = {name: sink.type for name, sink in self.sinks.items()}
-        self._effective = expand(self.focuses, self.views, kinds, ViewSinkOptions)
+        self._effective = expand(self.focuses, self.views, self.sinks, ViewSinkOptions)
         for key in self.api.keys:
             if key.focus is not None and key.focus not in self.focuses:
                 raise ValueError(

@@ -53,6 +53,16 @@ class SinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
 
+    def target_problem(self, target: str) -> str | None:
+        """Why ``target`` cannot name a view's place in this store (an index,
+        a collection, a key prefix), or ``None`` when it can."""
+        return None
+
+    def targets_overlap(self, a: str, b: str) -> bool:
+        """Whether views whose targets are ``a`` and ``b`` would share
+        storage in this store."""
+        return a == b
+
 
 class Kind(Protocol):
     """What the config schema needs of a kind (see connectors.base.SinkKind)."""

@@ -175,3 +175,34 @@ def test_sink_type_whose_module_is_missing_names_it(shelf_store: str) -> None:
     msg = parse_error({"type": "broken"})
     assert "sinks.cache.type: sink type 'broken' cannot be loaded" in msg
     assert "readside_no_such_module" in msg
+
+
+@pytest.mark.parametrize(
+    ("sink", "target", "problem"),
+    [
+        ("docs", "system.x", "'system.x' is not a valid MongoDB collection name"),
+        ("docs", "a$b", "'a$b' is not a valid MongoDB collection name"),
+        ("search", "Upper", "'Upper' is not a valid Elasticsearch index name"),
+        ("search", "_x", "an index name cannot start with '_'"),
+        ("cache", "any:thing", None),
+        ("docs", "customers.eu", None),
+    ],
+)
+def test_sink_config_target_problem_is_the_stores_own(
+    sink: str, target: str, problem: str | None
+) -> None:
+    got = config.parse(GOOD).sinks[sink].target_problem(target)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert problem in got
+
+
+def test_sink_config_targets_overlap_only_where_the_store_shares_keys() -> None:
+    sinks = config.parse(GOOD).sinks
+    assert sinks["cache"].targets_overlap("orders", "orders:eu")
+    assert sinks["cache"].targets_overlap("orders#x", "orders")
+    assert not sinks["cache"].targets_overlap("orders", "orders.eu")
+    assert not sinks["docs"].targets_overlap("orders", "orders:eu")
+    assert sinks["docs"].targets_overlap("orders", "orders")
