@@ -1,5 +1,10 @@
 """Elasticsearch sink: one index per view behind an alias, external versions.
 
+The whole store is here: its settings (:class:`ElasticsearchSinkConfig`), its
+sink with generations, the searches of sites
+(:class:`~connectors.reads.Searchable`) and :data:`KIND`, the sink type
+``elasticsearch`` (routed views: :mod:`connectors.elasticsearch_routing`).
+
 Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
 behind the alias ``{index_prefix}{target.name}``; writes and reads go through
 the alias, so a rebuild fills the next generation ``-000002`` beside it and

@@ -1,5 +1,9 @@
 """MongoDB sink: one collection per view, version-guarded replaces.
 
+The whole store is here: its settings (:class:`MongoSinkConfig`), its sink
+with generations, the filters of sites (:class:`~connectors.reads.Filterable`)
+and :data:`KIND`, the sink type ``mongodb``.
+
 A document is stored as its body plus ``_id`` (the document id) and ``_v``
 (its version, an int64). A delete replaces it with the tombstone
 ``{"_id": id, "_v": v, "_deleted": true}``; **queries of sites must filter

@@ -1,5 +1,11 @@
 """Redis sink: documents as JSON strings, guarded by one server-side Lua script.
 
+The whole store is here: its settings (:class:`RedisSinkConfig`), its sink
+with generations, the filters its secondary indexes answer for sites
+(:class:`~connectors.reads.Filterable`) and :data:`KIND`, the sink type
+``redis`` (what to wait for before acknowledging is in
+:mod:`connectors.redis_wait`).
+
 Key layout of a view whose target name (the key prefix) is ``p``:
 
 * ``p:{id}`` — the document as a JSON string (what sites ``GET``);
