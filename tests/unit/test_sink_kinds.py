@@ -22,6 +22,9 @@ from connectors.registry import build_sink, build_sinks
 from pipeline import config, sinktypes
 from pipeline.errors import ConfigError
 from pipeline.events import Upsert
+from query import ReadClient
+from query.errors import StoreUnavailable
+from query.freshness import FreshnessCache
 from query.validate import where
 
 pytestmark = pytest.mark.unit
@@ -206,3 +209,49 @@ def test_sink_config_targets_overlap_only_where_the_store_shares_keys() -> None:
     assert not sinks["cache"].targets_overlap("orders", "orders.eu")
     assert not sinks["docs"].targets_overlap("orders", "orders:eu")
     assert sinks["docs"].targets_overlap("orders", "orders")
+
+
+@pytest.fixture
+def down_client() -> Iterator[ReadClient]:
+    """A read client whose stores are all unreachable (a closed port)."""
+    closed, fast = "127.0.0.1:9", {"timeout_s": 0.2}
+    cfg = config.parse(
+        {
+            "source": {"dsn": "postgresql://x@127.0.0.1:9/x", "tables": ["public.t"]},
+            "kafka": {"bootstrap_servers": closed},
+            "sinks": {
+                "mongo": {"type": "mongodb", "uri": f"mongodb://{closed}/", **fast},
+                "es": {"type": "elasticsearch", "hosts": [f"http://{closed}"], **fast},
+                "redis": {"type": "redis", "url": f"redis://{closed}/0", **fast},
+                "scratch": {"type": "memory", "store": f"t-{uuid.uuid4().hex}"},
+            },
+            "views": {
+                "t": {
+                    "table": "public.t",
+                    "sinks": ["mongo", "es", "redis", "scratch"],
+                    "sink_options": {"redis": {"indexes": {"status": "eq"}}},
+                }
+            },
+        }
+    )
+    with ReadClient(cfg, freshness=FreshnessCache(closed, "cp")) as client:
+        yield client
+
+
+def test_read_client_filter_asks_covering_index_first_then_mongodb(
+    down_client: ReadClient,
+) -> None:
+    with pytest.raises(StoreUnavailable) as covered:
+        down_client.filter("t", {"status": "new"})
+    assert covered.value.stores == ["redis", "mongo"]
+    with pytest.raises(StoreUnavailable) as uncovered:
+        down_client.filter("t", {"other": 1})
+    assert uncovered.value.stores == ["mongo"]
+
+
+def test_read_client_search_asks_searchable_sinks_only(
+    down_client: ReadClient,
+) -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        down_client.search("t", "x")
+    assert info.value.stores == ["es"]
