@@ -7,6 +7,7 @@ Ordering, retries and offset commits belong to the worker loop.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
@@ -168,13 +169,15 @@ class SinkKind(Generic[C]):
     Attributes:
         name: the ``type:`` of its entries in ``sinks:``.
         config: its config model (``type: Literal["<type>"]`` and settings).
-        sink: builds the (unopened) sink from its name, settings and targets;
-            must not connect.
+        sink: builds the (unopened) sink from its name, settings and targets,
+            and must not connect; or ``"module:attribute"`` naming it, imported
+            when the first sink is built (so that validating a configuration
+            does not import the store's driver).
     """
 
     name: str
     config: type[C]
-    sink: Callable[[str, C, Mapping[str, ViewTarget]], Sink]
+    sink: Callable[[str, C, Mapping[str, ViewTarget]], Sink] | str
 
     def build(
         self, name: str, cfg: SinkConfig, targets: Mapping[str, ViewTarget]
@@ -186,7 +189,16 @@ class SinkKind(Generic[C]):
         """
         if not isinstance(cfg, self.config):
             raise ConfigError(f"sinks.{name}: not a {self.name} sink ({cfg.type})")
-        return self.sink(name, cfg, targets)
+        return self.factory()(name, cfg, targets)
+
+    def factory(self) -> Callable[[str, C, Mapping[str, ViewTarget]], Sink]:
+        """What builds the sinks of this kind (imported now if named)."""
+        if not isinstance(self.sink, str):
+            return self.sink
+        module, _, attr = self.sink.partition(":")
+        found: Callable[[str, C, Mapping[str, ViewTarget]], Sink]
+        found = getattr(importlib.import_module(module), attr)
+        return found
 
 
 class StoreSink(Generic[C]):

@@ -6,7 +6,7 @@ and its sink. Kinds are registered under the entry-point group
 :data:`GROUP`, by their type name::
 
     [project.entry-points."readside.sinks"]
-    redis = "connectors.redis_sink:KIND"
+    redis = "connectors.redis:KIND"
 
 This module is on the ground floor: it imports no store module. A kind is
 loaded when a configuration names its type (:data:`AnySinkConfig` validates
@@ -36,10 +36,10 @@ GROUP = "readside.sinks"
 #: Listed here too so that a checkout run in place, whose installed metadata
 #: may predate them, finds them; they win over entry points of the same name.
 SHIPPED = {
-    "elasticsearch": "connectors.elasticsearch_sink:KIND",
+    "elasticsearch": "connectors.elasticsearch:KIND",
     "memory": "connectors.memory:KIND",
-    "mongodb": "connectors.mongodb_sink:KIND",
-    "redis": "connectors.redis_sink:KIND",
+    "mongodb": "connectors.mongodb:KIND",
+    "redis": "connectors.redis:KIND",
 }
 
 

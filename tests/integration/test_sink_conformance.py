@@ -20,10 +20,10 @@ import pytest
 
 from connectors import conformance
 from connectors.base import Sink, Stored, ViewTarget
-from connectors.elasticsearch_sink import ElasticsearchSink
+from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.memory import MemorySink, MemorySinkConfig
-from connectors.mongodb_sink import MongoSink
-from connectors.redis_sink import RedisSink
+from connectors.mongodb.sink import MongoSink
+from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink
 from pipeline.config import ElasticsearchSinkConfig, MongoSinkConfig, RedisSinkConfig
 from pipeline.errors import TransientError

@@ -20,10 +20,11 @@ from test_sink_conformance import KINDS, MEMORY_STORE, VIEW, AnySink, _config
 
 from connectors import memory
 from connectors.base import Generations, Stored, ViewTarget
-from connectors.elasticsearch_sink import ElasticsearchSink
+from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.memory import MemorySink
-from connectors.mongodb_sink import GENERATIONS, MongoSink, generation_name
-from connectors.redis_sink import RedisSink, generation_prefix
+from connectors.mongodb.sink import GENERATIONS, MongoSink, generation_name
+from connectors.redis.keys import generation_prefix
+from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink
 from pipeline.errors import FatalError
 from pipeline.events import Delete, Upsert

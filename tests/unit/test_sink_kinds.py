@@ -3,6 +3,7 @@ module with its config model, sink and reads."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tomllib
 import uuid
@@ -13,11 +14,12 @@ import pytest
 import yaml
 
 from connectors.base import SinkKind, Stored, ViewTarget
-from connectors.elasticsearch_sink import ElasticsearchSink
+from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.memory import MemorySink, MemorySinkConfig
-from connectors.mongodb_sink import MongoSink
+from connectors.mongodb.sink import MongoSink
 from connectors.reads import Filterable, Searchable
-from connectors.redis_sink import RedisSink, RedisSinkConfig
+from connectors.redis import RedisSinkConfig
+from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink, build_sinks
 from pipeline import config, sinktypes
 from pipeline.errors import ConfigError
@@ -255,3 +257,18 @@ def test_read_client_search_asks_searchable_sinks_only(
     with pytest.raises(StoreUnavailable) as info:
         down_client.search("t", "x")
     assert info.value.stores == ["es"]
+
+
+def test_config_load_imports_no_store_driver() -> None:
+    code = (
+        "import sys\n"
+        "from pipeline import config\n"
+        "config.load('readside.yaml', env={})\n"
+        "drivers = ('redis', 'elasticsearch', 'pymongo', 'connectors.redis.sink')\n"
+        "print([m for m in drivers if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

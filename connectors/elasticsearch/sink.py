@@ -1,9 +1,8 @@
 """Elasticsearch sink: one index per view behind an alias, external versions.
 
-The whole store is here: its settings (:class:`ElasticsearchSinkConfig`), its
-sink with generations, the searches of sites
-(:class:`~connectors.reads.Searchable`) and :data:`KIND`, the sink type
-``elasticsearch`` (routed views: :mod:`connectors.elasticsearch_routing`).
+The sink of the store :mod:`connectors.elasticsearch`: writes, generations
+and the searches of sites (:class:`~connectors.reads.Searchable`); routed
+views are in :mod:`connectors.elasticsearch.routing`.
 
 Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
 behind the alias ``{index_prefix}{target.name}``; writes and reads go through
@@ -31,7 +30,7 @@ Target options: ``mappings`` (else dynamic), ``settings`` (merged over
 1 shard, 0 replicas), ``routing_field`` (a field of the document whose value
 routes it; deletes look the routing up, which costs a refresh, and upserts
 read the copy on their id's shard first: see
-:mod:`connectors.elasticsearch_routing`).
+:mod:`connectors.elasticsearch.routing`).
 
 Durability: Elasticsearch answers a bulk once each item is in the translog of
 the primary and of every in-sync replica, fsynced by default
@@ -48,26 +47,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import elastic_transport
 import elasticsearch
 from elasticsearch import helpers
-from pydantic import Field, SecretStr
 
-from connectors import elasticsearch_routing as routing
 from connectors.base import (
-    SinkKind,
     Stored,
     StoreSink,
     ViewTarget,
     WriteResult,
     mirrored,
 )
+from connectors.elasticsearch import ElasticsearchSinkConfig, routing
 from connectors.reads import Found, Scalar, SearchRefused
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
-from pipeline.sinktypes import SinkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,32 +71,6 @@ DELETED = "_deleted"
 _MAX_BULK_BYTES = 20 * 1024 * 1024
 _TOMBSTONE = json.dumps({DELETED: True})
 _ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
-#: Characters Elasticsearch refuses in an index name.
-_INDEX_BAD = set('\\/*?"<>| ,#:')
-
-
-class ElasticsearchSinkConfig(SinkConfig):
-    type: Literal["elasticsearch"]
-    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:19200"])
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout_s: float = Field(30.0, gt=0)
-    index_prefix: str = "readside-"
-    refresh: bool = False
-    #: copies of each shard (primary included) that must be active before a
-    #: bulk writes; ``None`` leaves the index's setting (default 1)
-    wait_for_active_shards: Annotated[int, Field(ge=1)] | Literal["all"] | None = None
-
-    def target_problem(self, target: str) -> str | None:
-        """Index names are lower case, without some characters and starts."""
-        if target != target.lower() or _INDEX_BAD & set(target):
-            return (
-                f"{target!r} is not a valid Elasticsearch index name "
-                '(lower case, none of \\ / * ? " < > | , # : or spaces)'
-            )
-        if target[0] in "-_+.":
-            return f"an index name cannot start with {target[0]!r}"
-        return None
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -324,7 +294,7 @@ class ElasticsearchSink(StoreSink[ElasticsearchSinkConfig]):
         """Bulk-write ``ready`` through the alias (or the mirror alias).
 
         In a routed view, an upsert first meets any copy of its id stored
-        under another routing (:mod:`connectors.elasticsearch_routing`).
+        under another routing (:mod:`connectors.elasticsearch.routing`).
         """
         lines: list[str] = []
         sent: list[DocumentOp] = []
@@ -641,6 +611,3 @@ def es_body(
     if sort:
         body["sort"] = [{name: {"order": order}} for name, order in sort]
     return body
-
-
-KIND = SinkKind("elasticsearch", ElasticsearchSinkConfig, ElasticsearchSink)

@@ -4,7 +4,7 @@ Redis replies to a write once it is applied in memory. With the sink's
 defaults that reply is the acknowledgement: a crash of the server can then
 lose the last second of writes whose offsets the worker already committed
 (``appendfsync everysec``), or everything since the last RDB save (no
-append-only file). Two settings of :class:`~connectors.redis_sink.RedisSinkConfig`
+append-only file). Two settings of :class:`~connectors.redis.RedisSinkConfig`
 make the sink wait, after each batch's writes and before :meth:`write`
 returns:
 

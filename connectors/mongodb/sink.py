@@ -1,8 +1,7 @@
 """MongoDB sink: one collection per view, version-guarded replaces.
 
-The whole store is here: its settings (:class:`MongoSinkConfig`), its sink
-with generations, the filters of sites (:class:`~connectors.reads.Filterable`)
-and :data:`KIND`, the sink type ``mongodb``.
+The sink of the store :mod:`connectors.mongodb`: writes, generations and the
+filters of sites (:class:`~connectors.reads.Filterable`).
 
 A document is stored as its body plus ``_id`` (the document id) and ``_v``
 (its version, an int64). A delete replaces it with the tombstone
@@ -68,25 +67,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import bson
 import pymongo
 import pymongo.errors as perr
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from connectors.base import (
-    SinkKind,
     Stored,
     StoreSink,
     ViewTarget,
     WriteResult,
     mirrored,
 )
+from connectors.mongodb import MongoSinkConfig
 from connectors.reads import Condition, Eq, Found
 from pipeline.errors import (
     BadRecord,
@@ -96,7 +94,6 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.events import Delete, DocumentOp, Upsert
-from pipeline.sinktypes import SinkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -123,32 +120,6 @@ GENERATIONS = "readside_generations"
 
 _Doc = dict[str, Any]
 _OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
-
-
-class MongoWriteConcern(BaseModel):
-    """MongoDB write concern; each field set here overrides the URI's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    w: int | str | None = None
-    j: bool | None = None
-    wtimeout_ms: int | None = Field(None, ge=0)
-
-
-class MongoSinkConfig(SinkConfig):
-    """A MongoDB database. Writes carry the write concern of the URI
-    (``w``, ``journal``, ``wtimeoutMS``) with ``write_concern`` over it;
-    neither set: the server's default."""
-
-    type: Literal["mongodb"]
-    uri: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
-    database: str = "readside"
-    timeout_s: float = Field(30.0, gt=0)
-    write_concern: MongoWriteConcern | None = None
-
-    def target_problem(self, target: str) -> str | None:
-        if "$" in target or target.startswith("system."):
-            return f"{target!r} is not a valid MongoDB collection name"
-        return None
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -547,6 +518,3 @@ def mongo_query(where: dict[str, Condition]) -> _Doc:
             query[name] = {_OPS[op]: value for op, value in cond.bounds}
     query["_deleted"] = {"$ne": True}
     return query
-
-
-KIND = SinkKind("mongodb", MongoSinkConfig, MongoSink)
