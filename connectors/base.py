@@ -7,12 +7,16 @@ Ordering, retries and offset commits belong to the worker loop.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
-from pipeline.errors import BadRecord
+from pipeline.errors import BadRecord, ConfigError, FatalError, ReadsideError
 from pipeline.events import UNCHANGED, Delete, Document, DocumentOp, Upsert
+from pipeline.sinktypes import SinkConfig
+
+C = TypeVar("C", bound=SinkConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,104 @@ class Generations(Protocol):
     def drop_generation(self, view: str, gen: int) -> None:
         """Delete what generation ``gen`` holds (never the live one)."""
         ...
+
+
+@dataclass(frozen=True)
+class SinkKind(Generic[C]):
+    """One kind of store: what the entry point of ``readside.sinks`` names
+    (:mod:`pipeline.sinktypes`), as ``KIND`` in the store's module.
+
+    Attributes:
+        name: the ``type:`` of its entries in ``sinks:``.
+        config: its config model (``type: Literal["<type>"]`` and settings).
+        sink: builds the (unopened) sink from its name, settings and targets,
+            and must not connect; or ``"module:attribute"`` naming it, imported
+            when the first sink is built (so that validating a configuration
+            does not import the store's driver).
+    """
+
+    name: str
+    config: type[C]
+    sink: Callable[[str, C, Mapping[str, ViewTarget]], Sink] | str
+
+    def build(
+        self, name: str, cfg: SinkConfig, targets: Mapping[str, ViewTarget]
+    ) -> Sink:
+        """The sink ``name``; ``cfg`` must be of :attr:`config`.
+
+        Raises:
+            ConfigError: ``cfg`` is the settings of another kind.
+        """
+        if not isinstance(cfg, self.config):
+            raise ConfigError(f"sinks.{name}: not a {self.name} sink ({cfg.type})")
+        return self.factory()(name, cfg, targets)
+
+    def factory(self) -> Callable[[str, C, Mapping[str, ViewTarget]], Sink]:
+        """What builds the sinks of this kind (imported now if named)."""
+        if not isinstance(self.sink, str):
+            return self.sink
+        module, _, attr = self.sink.partition(":")
+        found: Callable[[str, C, Mapping[str, ViewTarget]], Sink]
+        found = getattr(importlib.import_module(module), attr)
+        return found
+
+
+class StoreSink(Generic[C]):
+    """What the sinks share: their name, settings and targets, the write
+    template and the refusal to touch a live generation.
+
+    A store's sink sets :attr:`store` and :attr:`driver_errors`, implements
+    :meth:`_write_ready`, ``fetch``, ``ids``, ``open`` and ``close`` (and
+    :class:`Generations` if it can), and maps its driver's errors in
+    :meth:`classify`.
+    """
+
+    #: the store's name in messages ("redis sink cache: ...")
+    store: ClassVar[str]
+    #: the driver's exceptions that :meth:`classify` maps
+    driver_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def __init__(self, name: str, cfg: C, targets: Mapping[str, ViewTarget]) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.targets = dict(targets)
+
+    @staticmethod
+    def classify(exc: Exception) -> ReadsideError:
+        """Map a driver exception onto a readside error class, by type."""
+        return exc if isinstance(exc, ReadsideError) else FatalError(str(exc))
+
+    def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        raise NotImplementedError
+
+    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
+        """The :meth:`Sink.write` template: fill ``UNCHANGED`` values from the
+        store, write the rest (:meth:`_write_ready`), map driver errors."""
+        try:
+            ready, result = fill_unchanged(ops, self.fetch)
+            return self._write_ready(ready, result)
+        except self.driver_errors as exc:
+            raise self.classify(exc) from exc
+
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        """Write ``ready`` (no ``UNCHANGED`` left), adding to ``result``."""
+        raise NotImplementedError
+
+    def _target(self, view: str) -> ViewTarget:
+        try:
+            return self.targets[view]
+        except KeyError:
+            raise FatalError(
+                f"{self.store} sink {self.name}: unknown view {view!r}"
+            ) from None
+
+    def _refuse_live(self, view: str, gen: int, what: str) -> None:
+        """Refuse to create or drop generation ``gen`` while it is live."""
+        if cast("Generations", self).generation(view) == gen:
+            raise FatalError(
+                f"{self.store} sink {self.name}: will not {what} generation {gen} "
+                f"of view {view}: it is the live one"
+            )
 
 
 def mirrored(mirror: WriteResult, live: WriteResult) -> WriteResult:

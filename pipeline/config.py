@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline import sinktypes
 from pipeline.apiconfig import ApiConfig
 from pipeline.errors import ConfigError
 from pipeline.focusconfig import FocusConfig, derived_name, expand
@@ -92,59 +94,25 @@ class ConnectConfig(_Model):
     connector: str = "readside-postgres"
 
 
-class RedisSinkConfig(_Model):
-    """A Redis server. By default a batch is acknowledged once Redis applied it
-    in memory; ``wait_aof`` and ``wait_replicas`` make the sink wait, after
-    each batch and before the worker may commit, for the append-only file
-    fsync (``WAITAOF``, Redis >= 7.2; or the server's ``appendfsync always``)
-    and for that many replicas."""
-
-    type: Literal["redis"]
-    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
-    timeout_s: float = Field(5.0, gt=0)
-    docs_per_call: int = Field(200, ge=1)
-    wait_aof: bool = False
-    wait_replicas: int = Field(0, ge=0)
-    wait_timeout_ms: int = Field(1000, ge=1)
+#: Names the sink config models had when they lived here, for code that
+#: still imports them from this module: name -> (sink type, attribute of the
+#: kind's module).
+_MOVED = {
+    "RedisSinkConfig": ("redis", "RedisSinkConfig"),
+    "ElasticsearchSinkConfig": ("elasticsearch", "ElasticsearchSinkConfig"),
+    "MongoSinkConfig": ("mongodb", "MongoSinkConfig"),
+    "MongoWriteConcern": ("mongodb", "MongoWriteConcern"),
+}
 
 
-class ElasticsearchSinkConfig(_Model):
-    type: Literal["elasticsearch"]
-    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:19200"])
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout_s: float = Field(30.0, gt=0)
-    index_prefix: str = "readside-"
-    refresh: bool = False
-    #: copies of each shard (primary included) that must be active before a
-    #: bulk writes; ``None`` leaves the index's setting (default 1)
-    wait_for_active_shards: Annotated[int, Field(ge=1)] | Literal["all"] | None = None
-
-
-class MongoWriteConcern(_Model):
-    """MongoDB write concern; each field set here overrides the URI's."""
-
-    w: int | str | None = None
-    j: bool | None = None
-    wtimeout_ms: int | None = Field(None, ge=0)
-
-
-class MongoSinkConfig(_Model):
-    """A MongoDB database. Writes carry the write concern of the URI
-    (``w``, ``journal``, ``wtimeoutMS``) with ``write_concern`` over it;
-    neither set: the server's default."""
-
-    type: Literal["mongodb"]
-    uri: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
-    database: str = "readside"
-    timeout_s: float = Field(30.0, gt=0)
-    write_concern: MongoWriteConcern | None = None
-
-
-SinkConfig = Annotated[
-    RedisSinkConfig | ElasticsearchSinkConfig | MongoSinkConfig,
-    Field(discriminator="type"),
-]
+def __getattr__(name: str) -> Any:
+    """The sink config models moved to their store's module (see
+    :data:`_MOVED`); found through the kind, never imported here."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    type_name, attr = _MOVED[name]
+    module = sys.modules[sinktypes.kind(type_name).config.__module__]
+    return getattr(module, attr)
 
 
 class TransformConfig(_Model):
@@ -401,7 +369,7 @@ class Config(_Model):
     source: SourceConfig
     kafka: KafkaConfig = KafkaConfig()
     connect: ConnectConfig = ConnectConfig()
-    sinks: dict[str, SinkConfig] = Field(min_length=1)
+    sinks: dict[str, sinktypes.AnySinkConfig] = Field(min_length=1)
     views: dict[str, ViewConfig] = Field(min_length=1)
     focuses: dict[str, FocusConfig] = Field(default_factory=dict)
     worker: WorkerConfig = WorkerConfig()
@@ -429,8 +397,7 @@ class Config(_Model):
                     raise ValueError(
                         f"views.{name}.{path}: {table!r} is not in source.tables"
                     )
-        kinds = {name: sink.type for name, sink in self.sinks.items()}
-        self._effective = expand(self.focuses, self.views, kinds, ViewSinkOptions)
+        self._effective = expand(self.focuses, self.views, self.sinks, ViewSinkOptions)
         for key in self.api.keys:
             if key.focus is not None and key.focus not in self.focuses:
                 raise ValueError(

@@ -26,10 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.sinktypes import SinkConfig
+
 #: Lower case so the derived target is a valid Elasticsearch index name.
 FOCUS_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-#: Characters Elasticsearch refuses in an index name.
-_ES_BAD = set('\\/*?"<>| ,#:')
 
 
 class FocusConfig(BaseModel):
@@ -51,26 +51,19 @@ def _and(first: str | None, second: str, word: str) -> str:
     return second if not first else f"({first}) {word} ({second})"
 
 
-def _check_target(where: str, kind: str, target: str) -> None:
+def _check_target(where: str, sink: SinkConfig, target: str) -> None:
     if not target or target != target.strip():
         raise ValueError(f"{where}: target must be a non-empty name without spaces")
-    if kind == "elasticsearch":
-        if target != target.lower() or _ES_BAD & set(target):
-            raise ValueError(
-                f"{where}: {target!r} is not a valid Elasticsearch index name "
-                '(lower case, none of \\ / * ? " < > | , # : or spaces)'
-            )
-        if target[0] in "-_+.":
-            raise ValueError(f"{where}: an index name cannot start with {target[0]!r}")
-    if kind == "mongodb" and ("$" in target or target.startswith("system.")):
-        raise ValueError(f"{where}: {target!r} is not a valid MongoDB collection name")
+    problem = sink.target_problem(target)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
 
 
 def derive(
     name: str,
     focus: FocusConfig,
     base: Any,
-    sink_kinds: Mapping[str, str],
+    sinks: Mapping[str, SinkConfig],
     options_cls: Any,
 ) -> Any:
     """The derived view config of ``focus`` (``base`` is its base view config).
@@ -104,7 +97,7 @@ def derive(
         opts = base.sink_options.get(sink)
         own = (opts.target if opts is not None else None) or focus.view
         target = focus.targets.get(sink) or f"{own}.{name}"
-        _check_target(f"{field}.targets.{sink}", sink_kinds[sink], target)
+        _check_target(f"{field}.targets.{sink}", sinks[sink], target)
         extra = dict(opts.model_extra or {}) if opts is not None else {}
         options[sink] = options_cls(target=target, **extra)
     update: dict[str, Any] = {"sink_options": options}
@@ -126,19 +119,10 @@ def store_locations(views: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _overlaps(kind: str, a: str, b: str) -> bool:
-    if a == b:
-        return True
-    if kind != "redis":
-        return False
-    # A Redis view is found by scanning "prefix:*" and "prefix#*".
-    return any(x.startswith(y + sep) for x, y in ((a, b), (b, a)) for sep in ":#")
-
-
 def expand(
     focuses: Mapping[str, FocusConfig],
     views: Mapping[str, Any],
-    sink_kinds: Mapping[str, str],
+    sinks: Mapping[str, SinkConfig],
     options_cls: Any,
 ) -> dict[str, Any]:
     """Base views followed by every focus's derived view.
@@ -160,14 +144,14 @@ def expand(
             raise ValueError(
                 f"focuses.{name}: derived view name {view_name!r} is already a view"
             )
-        out[view_name] = derive(name, focus, views[focus.view], sink_kinds, options_cls)
+        out[view_name] = derive(name, focus, views[focus.view], sinks, options_cls)
         derived.add(view_name)
     seen = store_locations(out)
     for i, (sink, target, view) in enumerate(seen):
         for other_sink, other_target, other in seen[i + 1 :]:
             if sink != other_sink or not ({view, other} & derived):
                 continue
-            if _overlaps(sink_kinds[sink], target, other_target):
+            if sinks[sink].targets_overlap(target, other_target):
                 raise ValueError(
                     f"focuses: views {view} and {other} would share the store "
                     f"location {target!r} / {other_target!r} in sink {sink}; set "

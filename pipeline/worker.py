@@ -37,8 +37,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from connectors.base import Sink, ViewTarget
-from connectors.registry import build_sink
+from connectors.base import Sink
+from connectors.registry import build_sinks as build_sinks  # used by operations
 from pipeline import dlq, dlqtopic, groups, layout, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
@@ -61,25 +61,6 @@ _KEEPALIVE_AFTER_S = 1.0
 #: Fault injection for crash tests: exit abruptly (as kill -9 would) after the
 #: sinks acknowledged batch N and before its offsets are committed.
 _CRASH_BEFORE_COMMIT = int(os.environ.get("READSIDE_FAULT_CRASH_BEFORE_COMMIT", "0"))
-
-
-def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
-    """The views a sink holds, with their per-view options."""
-    out: dict[str, ViewTarget] = {}
-    for view_name, view in cfg.effective_views().items():
-        if sink_name not in view.sinks:
-            continue
-        opts = view.sink_options.get(sink_name)
-        extra: dict[str, Any] = dict(opts.model_extra or {}) if opts else {}
-        if view.distribution_key and "routing_field" not in extra:
-            extra["routing_field"] = view.distribution_key
-        name = (opts.target if opts and opts.target else None) or view_name
-        out[view_name] = ViewTarget(view_name, name, extra)
-    return out
-
-
-def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
-    return {n: build_sink(n, cfg.sinks[n], targets_for(cfg, n)) for n in names}
 
 
 def consumer_config(cfg: Config, scope: groups.Scope | None = None) -> dict[str, Any]:

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from connectors.base import Sink
-from connectors.registry import build_sink
+from connectors.reads import Filterable, Found, Searchable, SearchRefused
+from connectors.registry import build_sink, targets_for
 from pipeline import config as config_mod
 from pipeline.config import Config, ViewConfig
 from pipeline.errors import TransientError
 from query import lsn as lsn_mod
-from query import stores, validate
+from query import validate
 from query.answer import Answer, Doc
-from query.errors import OutOfFocus, StoreUnavailable, UnknownView
+from query.errors import OutOfFocus, QueryError, StoreUnavailable, UnknownView
 from query.freshness import FreshnessCache
 from query.watermark import WatermarkTracker
 
@@ -168,20 +169,17 @@ class ReadClient:
         conds = validate.where(where)
         size = validate.limit(limit)
         self.await_lsn(view, min_lsn)
-        candidates: list[tuple[str, Callable[[Sink], tuple[dict[str, Doc], int]]]] = []
+
+        def run(s: Sink) -> Found:
+            assert isinstance(s, Filterable)
+            return s.filter(view, conds, size)
+
+        candidates: list[tuple[str, Callable[[Sink], Found]]] = []
         for name in cfg.sinks:
-            kind = self.config.sinks[name].type
-            if kind == "redis":
-                sink: Any = self._sink(name)
-                if stores.redis_covers(sink.indexes(view), conds):
-                    candidates.insert(
-                        0,
-                        (name, lambda s: stores.redis_filter(s, view, conds, size)),
-                    )
-            elif kind == "mongodb":
-                candidates.append(
-                    (name, lambda s: stores.mongo_filter(s, view, conds, size))
-                )
+            sink = self._sink(name)
+            if isinstance(sink, Filterable) and sink.covers(view, conds):
+                at = 0 if sink.filter_first else len(candidates)
+                candidates.insert(at, (name, run))
         if not candidates:
             raise StoreUnavailable(view, [], "no MongoDB sink or covering Redis index")
         return self._query(view, candidates, size)
@@ -225,18 +223,21 @@ class ReadClient:
         terms = validate.search_filters(filters)
         keys = validate.sort_keys(sort)
         number, per_page = validate.page(page, size)
-        body = stores.es_body(text, terms, keys)
-        names = [n for n in cfg.sinks if self.config.sinks[n].type == "elasticsearch"]
+        names = [n for n in cfg.sinks if isinstance(self._sink(n), Searchable)]
         if not names:
             raise StoreUnavailable(view, [], "the view has no Elasticsearch sink")
         reached = time.monotonic() if self.await_lsn(view, min_lsn) else None
 
-        def run(s: Sink) -> tuple[dict[str, Doc], int]:
+        def run(s: Sink) -> Found:
+            assert isinstance(s, Searchable)
             if reached is not None:
                 self._refresh_since(s, view, reached)
-            return stores.es_search(s, view, body, number, per_page)
+            try:
+                return s.search(view, text, terms, keys, number, per_page)
+            except SearchRefused as exc:
+                raise QueryError("query", str(exc)) from exc
 
-        candidates: list[tuple[str, Callable[[Sink], tuple[dict[str, Doc], int]]]] = [
+        candidates: list[tuple[str, Callable[[Sink], Found]]] = [
             (n, run) for n in names
         ]
         answer = self._query(view, candidates, per_page)
@@ -275,14 +276,14 @@ class ReadClient:
         self.watermarks.wait(view, wanted, self.wait_s)
         return True
 
-    def _refresh_since(self, sink: Any, view: str, since: float) -> None:
+    def _refresh_since(self, sink: Searchable, view: str, since: float) -> None:
         """Refresh the view's index unless a refresh started after ``since``."""
         key = (sink.name, view)
         with self._refresh_lock:
             if self._refreshed.get(key, -1.0) >= since:
                 return
             started = time.monotonic()
-            stores.es_refresh(sink, view)
+            sink.refresh(view)
             self._refreshed[key] = started
 
     # -- plumbing ------------------------------------------------------------------
@@ -341,10 +342,6 @@ class ReadClient:
 
     def _sink(self, name: str) -> Sink:
         if name not in self._sinks:
-            # Here, not at module level: a site importing the read client
-            # need not load the engine (worker, processor, psycopg, transforms).
-            from pipeline.worker import targets_for
-
             cfg = self.config.sinks[name]
             self._sinks[name] = build_sink(name, cfg, targets_for(self.config, name))
         return self._sinks[name]
@@ -365,7 +362,7 @@ class ReadClient:
     def _query(
         self,
         view: str,
-        candidates: Sequence[tuple[str, Callable[[Sink], tuple[dict[str, Doc], int]]]],
+        candidates: Sequence[tuple[str, Callable[[Sink], Found]]],
         size: int,
     ) -> Answer:
         funcs = dict(candidates)

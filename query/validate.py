@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from connectors.reads import Condition, Eq, Range, Scalar
 from query.errors import QueryError
-
-Scalar = str | int | float | bool
 
 MAX_SIZE = 1000
 MAX_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
@@ -24,23 +22,6 @@ MAX_QUERY_CHARS = 2000
 MAX_TERMS = 1000
 RANGE_OPS = ("gt", "gte", "lt", "lte")
 RESERVED = ("_id", "_v", "_deleted")
-
-
-@dataclass(frozen=True, slots=True)
-class Eq:
-    """Field equals ``value``."""
-
-    value: Scalar
-
-
-@dataclass(frozen=True, slots=True)
-class Range:
-    """Field within bounds: operator (one of :data:`RANGE_OPS`) -> number."""
-
-    bounds: tuple[tuple[str, float], ...]
-
-
-Condition = Eq | Range
 
 
 def field_name(name: object) -> str:

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.base import Sink
-from connectors.elasticsearch_sink import ElasticsearchSink
-from connectors.mongodb_sink import MongoSink
-from connectors.redis_sink import RedisSink
+from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.mongodb.sink import MongoSink
+from connectors.redis.sink import RedisSink
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.demo.aggregate import show_sample

@@ -2,7 +2,10 @@
 
 Needs the local stack (``readside stack up``) or the stores named by
 ``READSIDE_REDIS_URL``, ``READSIDE_ES_URL`` and ``READSIDE_MONGO_URI``. A store
-that cannot be reached fails these tests; nothing is skipped or mocked.
+that cannot be reached fails these tests; nothing is skipped or mocked. The
+fourth kind, ``memory`` (connectors/memory.py), needs no server: it runs the
+same cases, built through its entry point like the others; the outage cases
+do not fit it (there is no server to be down).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import pytest
 
 from connectors import conformance
 from connectors.base import Sink, Stored, ViewTarget
-from connectors.elasticsearch_sink import ElasticsearchSink
-from connectors.mongodb_sink import MongoSink
-from connectors.redis_sink import RedisSink
+from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.memory import MemorySink, MemorySinkConfig
+from connectors.mongodb.sink import MongoSink
+from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink
 from pipeline.config import ElasticsearchSinkConfig, MongoSinkConfig, RedisSinkConfig
 from pipeline.errors import TransientError
@@ -32,7 +36,9 @@ ES_URL = os.environ.get("READSIDE_ES_URL", "http://127.0.0.1:19200")
 MONGO_URI = os.environ.get("READSIDE_MONGO_URI", "mongodb://127.0.0.1:27027/")
 VIEW = "orders"
 
-AnySink = RedisSink | ElasticsearchSink | MongoSink
+AnySink = RedisSink | ElasticsearchSink | MongoSink | MemorySink
+#: the in-process store every memory sink of these tests shares
+MEMORY_STORE = "readside-test"
 
 
 def _config(
@@ -42,6 +48,8 @@ def _config(
         extra["timeout_s"] = timeout_s
     if kind == "redis":
         return RedisSinkConfig(type="redis", url=url or REDIS_URL, **extra)
+    if kind == "memory":
+        return MemorySinkConfig(type="memory", store=MEMORY_STORE, **extra)
     if kind == "elasticsearch":
         return ElasticsearchSinkConfig(
             type="elasticsearch",
@@ -69,7 +77,7 @@ def make_sink() -> Iterator[MakeSink]:
         name = f"conf-{uuid.uuid4().hex[:12]}"
         target = ViewTarget(VIEW, name, dict(options or {}))
         sink = build_sink(f"{kind}-test", _config(kind, **cfg), {VIEW: target})
-        assert isinstance(sink, RedisSink | ElasticsearchSink | MongoSink)
+        assert isinstance(sink, RedisSink | ElasticsearchSink | MongoSink | MemorySink)
         made.append(sink)
         sink.open()
         return sink
@@ -80,7 +88,9 @@ def make_sink() -> Iterator[MakeSink]:
         sink.close()
 
 
-KINDS = ["redis", "elasticsearch", "mongodb"]
+#: the kinds with a server (the outage cases run on these)
+SERVER_KINDS = ["redis", "elasticsearch", "mongodb"]
+KINDS = [*SERVER_KINDS, "memory"]
 
 
 def _is_ferretdb(sink: MongoSink) -> bool:
@@ -122,7 +132,7 @@ _DEAD_URL = {
 }
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_sink_store_down_raises_transient(kind: str) -> None:
     url = _DEAD_URL[kind].format(port=_closed_port())
     cfg = _config(kind, url=url, timeout_s=0.5)

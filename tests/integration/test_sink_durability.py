@@ -31,9 +31,9 @@ from test_sink_conformance import make_sink as make_sink  # the fixture, by name
 
 from connectors import conformance
 from connectors.base import Stored, ViewTarget
-from connectors.elasticsearch_sink import ElasticsearchSink
-from connectors.mongodb_sink import MongoSink
-from connectors.redis_sink import RedisSink
+from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.mongodb.sink import MongoSink
+from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink
 from pipeline.errors import ConfigError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert

@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from test_sink_conformance import KINDS, VIEW, AnySink, _config
+from test_sink_conformance import KINDS, MEMORY_STORE, VIEW, AnySink, _config
 
+from connectors import memory
 from connectors.base import Generations, Stored, ViewTarget
-from connectors.elasticsearch_sink import ElasticsearchSink
-from connectors.mongodb_sink import GENERATIONS, MongoSink, generation_name
-from connectors.redis_sink import RedisSink, generation_prefix
+from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.memory import MemorySink
+from connectors.mongodb.sink import GENERATIONS, MongoSink, generation_name
+from connectors.redis.keys import generation_prefix
+from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink
 from pipeline.errors import FatalError
 from pipeline.events import Delete, Upsert
@@ -49,7 +52,7 @@ class Rig:
         sink = build_sink(
             f"{self.kind}-gen-test", _config(self.kind), {VIEW: target or self.base}
         )
-        assert isinstance(sink, RedisSink | ElasticsearchSink | MongoSink)
+        assert isinstance(sink, RedisSink | ElasticsearchSink | MongoSink | MemorySink)
         self.made.append(sink)
         sink.open()
         return sink
@@ -82,6 +85,9 @@ class Rig:
         if isinstance(sink, ElasticsearchSink):
             index = f"{sink.alias(VIEW)}-{gen:06d}"
             return bool(sink.client.indices.exists(index=index))
+        if isinstance(sink, MemorySink):
+            where = memory.generation_name(base, gen)
+            return any(t == where for t, _id in list(sink.data))
         return generation_name(base, gen) in sink.db.list_collection_names()
 
     def pointer(self, sink: AnySink) -> object:
@@ -92,6 +98,8 @@ class Rig:
         if isinstance(sink, ElasticsearchSink):
             alias = sink.alias(VIEW)
             return sorted(sink.client.indices.get_alias(name=alias).body)
+        if isinstance(sink, MemorySink):
+            return memory.shared_store(MEMORY_STORE).generations[base][0]
         raw = sink.db[GENERATIONS].find_one({"_id": base})
         return None if raw is None else raw["gen"]
 
@@ -112,6 +120,12 @@ class Rig:
                 keys = [str(k) for k in admin.client.scan_iter(match=f"{base}*")]
                 if keys:
                     admin.client.unlink(*keys)
+            elif isinstance(admin, MemorySink):
+                store = memory.shared_store(MEMORY_STORE)
+                with store.lock:
+                    for key in [k for k in store.data if k[0].startswith(base)]:
+                        del store.data[key]
+                    store.generations.pop(base, None)
             elif isinstance(admin, ElasticsearchSink):
                 pattern = f"{admin.cfg.index_prefix}{base}*"
                 for index in admin.client.indices.get(index=pattern).body:

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from connectors.elasticsearch.sink import es_body
+from connectors.mongodb.sink import mongo_query
 from pipeline.config import parse
 from query import QueryError, ReadClient, UnknownView
 from query.freshness import FreshnessCache
-from query.stores import es_body, mongo_query
 from query.validate import where
 
 pytestmark = pytest.mark.unit

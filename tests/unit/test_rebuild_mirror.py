@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from connectors.base import WriteResult, mirrored
-from connectors.redis_sink import _parse_state, _state_text
+from connectors.redis.keys import parse_state, state_text
 from pipeline.events import Delete, Upsert
 from pipeline.snapshot.load import Loader
 from pipeline.snapshot.state import SnapshotState
@@ -22,12 +22,12 @@ def test_mirrored_keeps_live_counts_and_rejections_of_both_once() -> None:
 
 
 def test_redis_generation_state_round_trips_with_and_without_mirror() -> None:
-    assert _state_text(1, None) == "1"
-    assert _state_text(2, 3) == "2>3"
-    assert _parse_state("2>3") == (2, 3)
-    assert _parse_state(None) == (1, None)
-    assert _parse_state("4", "5") == (4, 5)
-    assert _parse_state(_state_text(7, None)) == (7, None)
+    assert state_text(1, None) == "1"
+    assert state_text(2, 3) == "2>3"
+    assert parse_state("2>3") == (2, 3)
+    assert parse_state(None) == (1, None)
+    assert parse_state("4", "5") == (4, 5)
+    assert parse_state(state_text(7, None)) == (7, None)
 
 
 def test_chunk_origin_names_view_document_and_chunk() -> None:

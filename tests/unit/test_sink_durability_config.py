@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from connectors.base import ViewTarget
-from connectors.mongodb_sink import MongoSink
-from connectors.redis_sink import RedisSink
+from connectors.mongodb.sink import MongoSink
+from connectors.redis.sink import RedisSink
 from pipeline import config
 from pipeline.errors import ConfigError
 

@@ -1,5 +1,9 @@
 """Elasticsearch sink: one index per view behind an alias, external versions.
 
+The sink of the store :mod:`connectors.elasticsearch`: writes, generations
+and the searches of sites (:class:`~connectors.reads.Searchable`); routed
+views are in :mod:`connectors.elasticsearch.routing`.
+
 Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
 behind the alias ``{index_prefix}{target.name}``; writes and reads go through
 the alias, so a rebuild fills the next generation ``-000002`` beside it and
@@ -26,7 +30,7 @@ Target options: ``mappings`` (else dynamic), ``settings`` (merged over
 1 shard, 0 replicas), ``routing_field`` (a field of the document whose value
 routes it; deletes look the routing up, which costs a refresh, and upserts
 read the copy on their id's shard first: see
-:mod:`connectors.elasticsearch_routing`).
+:mod:`connectors.elasticsearch.routing`).
 
 Durability: Elasticsearch answers a bulk once each item is in the translog of
 the primary and of every in-sync replica, fsynced by default
@@ -49,9 +53,15 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import helpers
 
-from connectors import elasticsearch_routing as routing
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
-from pipeline.config import ElasticsearchSinkConfig
+from connectors.base import (
+    Stored,
+    StoreSink,
+    ViewTarget,
+    WriteResult,
+    mirrored,
+)
+from connectors.elasticsearch import ElasticsearchSinkConfig, routing
+from connectors.reads import Found, Scalar, SearchRefused
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
 
@@ -60,6 +70,7 @@ logger = logging.getLogger(__name__)
 DELETED = "_deleted"
 _MAX_BULK_BYTES = 20 * 1024 * 1024
 _TOMBSTONE = json.dumps({DELETED: True})
+_ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -88,7 +99,7 @@ def _reason(error: Mapping[str, Any]) -> str:
     return text
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(StoreSink[ElasticsearchSinkConfig]):
     """Keeps views as Elasticsearch documents, guarded by external versions.
 
     Args:
@@ -98,15 +109,17 @@ class ElasticsearchSink:
             ``settings``, ``routing_field``).
     """
 
+    store = "elasticsearch"
+    driver_errors = _ERRORS
+    classify = staticmethod(classify)
+
     def __init__(
         self,
         name: str,
         cfg: ElasticsearchSinkConfig,
         targets: Mapping[str, ViewTarget],
     ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.targets = dict(targets)
+        super().__init__(name, cfg, targets)
         self._client: elasticsearch.Elasticsearch | None = None
 
     @property
@@ -126,12 +139,7 @@ class ElasticsearchSink:
 
     def alias(self, view: str) -> str:
         """The alias that sites query for ``view``."""
-        try:
-            return f"{self.cfg.index_prefix}{self.targets[view].name}"
-        except KeyError:
-            raise FatalError(
-                f"elasticsearch sink {self.name}: unknown view {view!r}"
-            ) from None
+        return f"{self.cfg.index_prefix}{self._target(view).name}"
 
     def _routing_field(self, view: str) -> str | None:
         field = self.targets[view].options.get("routing_field")
@@ -257,13 +265,6 @@ class ElasticsearchSink:
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
 
-    def _refuse_live(self, view: str, gen: int, what: str) -> None:
-        if self.generation(view) == gen:
-            raise FatalError(
-                f"elasticsearch sink {self.name}: will not {what} generation {gen} "
-                f"of view {view}: it is the live one"
-            )
-
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -271,23 +272,17 @@ class ElasticsearchSink:
 
     # -- writes -----------------------------------------------------------
 
-    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
-        try:
-            ready, result = fill_unchanged(ops, self.fetch)
-            routes = self._delete_routes(ready)
-            views = {op.view for op in ready}
-            mirror = {
-                v
-                for v in views
-                if self.client.indices.exists_alias(name=self._mirror(v))
-            }
-            if not mirror:
-                return self._write_ops(ready, routes, result, False)
-            ahead = [op for op in ready if op.view in mirror]
-            into = self._write_ops(ahead, routes, WriteResult(), True)
-            return mirrored(into, self._write_ops(ready, routes, result, False))
-        except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
-            raise classify(exc) from exc
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        routes = self._delete_routes(ready)
+        views = {op.view for op in ready}
+        mirror = {
+            v for v in views if self.client.indices.exists_alias(name=self._mirror(v))
+        }
+        if not mirror:
+            return self._write_ops(ready, routes, result, False)
+        ahead = [op for op in ready if op.view in mirror]
+        into = self._write_ops(ahead, routes, WriteResult(), True)
+        return mirrored(into, self._write_ops(ready, routes, result, False))
 
     def _write_ops(
         self,
@@ -299,7 +294,7 @@ class ElasticsearchSink:
         """Bulk-write ``ready`` through the alias (or the mirror alias).
 
         In a routed view, an upsert first meets any copy of its id stored
-        under another routing (:mod:`connectors.elasticsearch_routing`).
+        under another routing (:mod:`connectors.elasticsearch.routing`).
         """
         lines: list[str] = []
         sent: list[DocumentOp] = []
@@ -528,6 +523,41 @@ class ElasticsearchSink:
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
 
+    # -- queries of sites (connectors.reads.Searchable) -------------------------
+
+    def search(
+        self,
+        view: str,
+        query: str | None,
+        filters: dict[str, Scalar | list[Scalar]],
+        sort: list[tuple[str, str]],
+        page: int,
+        size: int,
+    ) -> Found:
+        """One search request (:func:`es_body`) through the view's alias."""
+        try:
+            resp = self.client.search(
+                index=self.alias(view),
+                from_=(page - 1) * size,
+                size=size,
+                allow_partial_search_results=False,
+                **es_body(query, filters, sort),
+            )
+        except elasticsearch.BadRequestError as exc:
+            raise SearchRefused(f"elasticsearch refused the search: {exc}") from exc
+        except _ERRORS as exc:
+            raise classify(exc) from exc
+        hits = resp["hits"]
+        docs = {str(h["_id"]): dict(h.get("_source") or {}) for h in hits["hits"]}
+        return docs, int(hits["total"]["value"])
+
+    def refresh(self, view: str) -> None:
+        """Make every write acknowledged so far searchable in the view's index."""
+        try:
+            self.client.indices.refresh(index=self.alias(view))
+        except _ERRORS as exc:
+            raise classify(exc) from exc
+
     def drop(self, view: str) -> None:
         """Delete the view's alias and indexes (rebuilds and tests; not in the
         protocol)."""
@@ -544,3 +574,40 @@ class ElasticsearchSink:
                 self.client.indices.delete(index=alias)
         except (elastic_transport.TransportError, elasticsearch.ApiError) as exc:
             raise classify(exc) from exc
+
+
+def es_body(
+    query: str | None,
+    filters: dict[str, Scalar | list[Scalar]],
+    sort: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """The search request: query_string (no leading wildcards), term/terms
+    filters, tombstones excluded. Never a script."""
+    must: list[dict[str, Any]] = []
+    if query is not None:
+        must.append(
+            {
+                "query_string": {
+                    "query": query,
+                    "allow_leading_wildcard": False,
+                    "lenient": True,
+                }
+            }
+        )
+    flt = [
+        {"terms": {k: v}} if isinstance(v, list) else {"term": {k: v}}
+        for k, v in filters.items()
+    ]
+    body: dict[str, Any] = {
+        "query": {
+            "bool": {
+                "must": must or [{"match_all": {}}],
+                "filter": flt,
+                "must_not": [{"term": {DELETED: True}}],
+            }
+        },
+        "track_total_hits": True,
+    }
+    if sort:
+        body["sort"] = [{name: {"order": order}} for name, order in sort]
+    return body

@@ -1,5 +1,10 @@
 """Redis sink: documents as JSON strings, guarded by one server-side Lua script.
 
+The sink of the store :mod:`connectors.redis`: writes, generations, and the
+filters its secondary indexes answer for sites
+(:class:`~connectors.reads.Filterable`); what it waits for before
+acknowledging is in :mod:`connectors.redis.wait`.
+
 Key layout of a view whose target name (the key prefix) is ``p``:
 
 * ``p:{id}`` — the document as a JSON string (what sites ``GET``);
@@ -40,7 +45,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -49,110 +53,35 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
-from connectors.redis_wait import Durability
-from pipeline.config import RedisSinkConfig
+from connectors.base import (
+    Stored,
+    StoreSink,
+    ViewTarget,
+    WriteResult,
+    mirrored,
+)
+from connectors.reads import Condition, Eq, Found, Range
+from connectors.redis import RedisSinkConfig
+from connectors.redis.keys import (
+    GUARD_SCRIPT,
+    Layout,
+    generation_prefix,
+    glob_escape,
+    index_value,
+    is_number,
+    parse_state,
+    score_bounds,
+    state_text,
+    text_or_none,
+    to_json,
+)
+from connectors.redis.wait import Durability
 from pipeline.errors import BadRecord, FatalError, ReadsideError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert, version_key
 
 logger = logging.getLogger(__name__)
 
-#: Tombstones are kept forever by default: expiring one lets a later replay
-#: of an older write resurrect the document.
-DEFAULT_TOMBSTONE_TTL_S = 0
 _FETCH_CHUNK = 1000
-
-#: KEYS, per document: doc key, version key[, index-values key].
-#: ARGV: generation key, the generations the caller saw (``live`` or
-#: ``live>mirror``, see :func:`_state_text`), n, tombstone ttl,
-#: doc ttl, index key base, m, m x (field, kind), then per document: op
-#: ("u"/"d"), version, body, id, m index values ("" = no value, else "="
-#: followed by the value).
-#: Returns one status per document: 1 applied, 0 stale; or the error
-#: ``READSIDE_MOVED <generations>`` and writes nothing when the view's
-#: generations are no longer the ones the caller saw (a rebuild began
-#: mirroring or switched): the caller builds the keys again and retries.
-GUARD_SCRIPT = """
-local live = redis.call('GET', ARGV[1]) or '1'
-local mirror = redis.call('GET', ARGV[1] .. '.mirror')
-if mirror then live = live .. '>' .. mirror end
-if live ~= ARGV[2] then
-  return redis.error_reply('READSIDE_MOVED ' .. live)
-end
-local n = tonumber(ARGV[3])
-local tomb_ttl = tonumber(ARGV[4])
-local doc_ttl = tonumber(ARGV[5])
-local base = ARGV[6]
-local m = tonumber(ARGV[7])
-local fields, kinds = {}, {}
-local a = 8
-for j = 1, m do
-  fields[j] = ARGV[a]
-  kinds[j] = ARGV[a + 1]
-  a = a + 2
-end
-local step = 2
-if m > 0 then step = 3 end
-local out = {}
-for i = 1, n do
-  local k = (i - 1) * step
-  local dkey, vkey = KEYS[k + 1], KEYS[k + 2]
-  local op, ver, body, id = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  a = a + 4
-  local have = redis.call('GET', vkey)
-  if have and have >= ver then
-    out[i] = 0
-  else
-    if op == 'u' then
-      if doc_ttl > 0 then
-        redis.call('SET', dkey, body, 'EX', doc_ttl)
-        redis.call('SET', vkey, ver, 'EX', doc_ttl)
-      else
-        redis.call('SET', dkey, body)
-        redis.call('SET', vkey, ver)
-      end
-    else
-      redis.call('DEL', dkey)
-      if tomb_ttl > 0 then
-        redis.call('SET', vkey, ver, 'EX', tomb_ttl)
-      else
-        redis.call('SET', vkey, ver)
-      end
-    end
-    if m > 0 then
-      local ikey = KEYS[k + 3]
-      for j = 1, m do
-        local new = ARGV[a + j - 1]
-        if op ~= 'u' then new = '' end
-        local old = redis.call('HGET', ikey, fields[j])
-        if not old then old = '' end
-        if old ~= new then
-          if old ~= '' then
-            if kinds[j] == 'eq' then
-              redis.call('SREM', base .. fields[j] .. ':' .. string.sub(old, 2), id)
-            else
-              redis.call('ZREM', base .. fields[j], id)
-            end
-          end
-          if new ~= '' then
-            if kinds[j] == 'eq' then
-              redis.call('SADD', base .. fields[j] .. ':' .. string.sub(new, 2), id)
-            else
-              redis.call('ZADD', base .. fields[j], string.sub(new, 2), id)
-            end
-            redis.call('HSET', ikey, fields[j], new)
-          else
-            redis.call('HDEL', ikey, fields[j])
-          end
-        end
-      end
-    end
-    out[i] = 1
-  end
-  a = a + m
-end
-return out
-"""
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -176,124 +105,31 @@ def classify(exc: Exception) -> ReadsideError:
     return FatalError(f"redis: {type(exc).__name__}: {exc}")
 
 
-def generation_prefix(base: str, gen: int) -> str:
-    """The key prefix of generation ``gen`` of a view whose target is ``base``."""
-    return base if gen == 1 else f"{base}~{gen}"
-
-
-class _Layout:
-    """Key names and write options of one generation of one view's target."""
-
-    def __init__(self, target: ViewTarget, gen: int = 1) -> None:
-        opts = target.options
-        self.gen = gen
-        self.prefix = generation_prefix(target.name, gen)
-        #: holds the live generation; outside the ``p:*`` / ``p#*`` key space
-        #: of every generation, so dropping one never touches it
-        self.generation_key = f"{target.name}@gen"
-        #: holds the generation a rebuild is filling (absent: none)
-        self.mirror_key = f"{self.generation_key}.mirror"
-        self.hash_tag = bool(opts.get("hash_tag", False))
-        self.doc_ttl = int(opts.get("ttl_s", 0) or 0)
-        self.tomb_ttl = int(opts.get("tombstone_ttl_s", DEFAULT_TOMBSTONE_TTL_S))
-        indexes: Mapping[str, str] = opts.get("indexes") or {}
-        for field, kind in indexes.items():
-            if kind not in ("eq", "range"):
-                raise FatalError(
-                    f"redis: view {target.view}: index {field!r} has kind {kind!r}, "
-                    "expected 'eq' or 'range'"
-                )
-        self.indexes = dict(indexes)
-
-    def _id(self, doc_id: str) -> str:
-        return f"{{{doc_id}}}" if self.hash_tag else doc_id
-
-    def doc_key(self, doc_id: str) -> str:
-        return f"{self.prefix}:{self._id(doc_id)}"
-
-    def version_key(self, doc_id: str) -> str:
-        return f"{self.prefix}#v:{self._id(doc_id)}"
-
-    def index_values_key(self, doc_id: str) -> str:
-        return f"{self.prefix}#ix:{self._id(doc_id)}"
-
-    @property
-    def index_base(self) -> str:
-        return f"{self.prefix}#idx:"
-
-    def id_of(self, doc_key: str) -> str:
-        raw = doc_key[len(self.prefix) + 1 :]
-        if self.hash_tag and raw.startswith("{") and raw.endswith("}"):
-            return raw[1:-1]
-        return raw
-
-
-def _state_text(live: int, mirror: int | None) -> str:
-    """What the guard script compares: ``live`` or ``live>mirror``."""
-    return str(live) if mirror is None else f"{live}>{mirror}"
-
-
-def _parse_state(text: str | None, mirror: str | None = None) -> tuple[int, int | None]:
-    """(live, mirror) from ``p@gen`` (and ``p@gen.mirror``) or a script's
-    ``READSIDE_MOVED`` text."""
-    if text and ">" in text:
-        live, _, mirror = text.partition(">")
-        return int(live), int(mirror)
-    return (int(text) if text else 1), (int(mirror) if mirror else None)
-
-
-def _index_value(kind: str, value: Any) -> str:
-    """The script's form of one index value; raises BadRecord if unusable."""
-    if value is None:
-        return ""
-    if kind == "range":
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise BadRecord("index", f"range index value {value!r} is not a number")
-        try:
-            number = float(value)
-        except ValueError:
-            raise BadRecord(
-                "index", f"range index value {value!r} is not a number"
-            ) from None
-        if math.isnan(number):
-            raise BadRecord("index", "range index value is NaN")
-        return "=" + repr(number)
-    if isinstance(value, bool):
-        return "=" + ("true" if value else "false")
-    if isinstance(value, str | int | float):
-        return "=" + str(value)
-    raise BadRecord("index", f"eq index value {value!r} is not a scalar")
-
-
-def _json(doc: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise BadRecord("encode", f"document is not JSON serializable: {exc}") from exc
-
-
-class RedisSink:
+class RedisSink(StoreSink[RedisSinkConfig]):
     """Keeps views as JSON strings in Redis, version-guarded by a Lua script.
 
     Args:
         name: the sink's name in the configuration.
         cfg: connection settings, ``docs_per_call`` and what to wait for
-            before a batch is acknowledged (:mod:`connectors.redis_wait`).
+            before a batch is acknowledged (:mod:`connectors.redis.wait`).
         targets: view name -> where the view lives (the key prefix) and its
             options (``ttl_s``, ``tombstone_ttl_s``, ``indexes``, ``hash_tag``).
     """
 
+    store = "redis"
+    driver_errors = (rex.RedisError,)
+    classify = staticmethod(classify)
+    filter_first = True  # its indexes answer before a document store
+
     def __init__(
         self, name: str, cfg: RedisSinkConfig, targets: Mapping[str, ViewTarget]
     ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.targets = dict(targets)
+        super().__init__(name, cfg, targets)
         self._live: dict[str, int] = {}  # view -> live generation, as last seen
         #: view -> the generation a rebuild fills (None: none), as last seen
         self._mirrors: dict[str, int | None] = {}
         # built now so that bad options fail at start
-        self._layouts = {(v, 1): _Layout(t) for v, t in self.targets.items()}
+        self._layouts = {(v, 1): Layout(t) for v, t in self.targets.items()}
         self._client: redis.Redis | None = None
         self._sha: str | None = None
         self._durability = Durability(name, cfg)
@@ -330,13 +166,7 @@ class RedisSink:
             self._client.close()
             self._client = None
 
-    def _target(self, view: str) -> ViewTarget:
-        try:
-            return self.targets[view]
-        except KeyError:
-            raise FatalError(f"redis sink {self.name}: unknown view {view!r}") from None
-
-    def _layout(self, view: str, gen: int | None = None) -> _Layout:
+    def _layout(self, view: str, gen: int | None = None) -> Layout:
         """The layout of generation ``gen`` (default: the live one as last seen)."""
         if gen is None:
             if view not in self._live:
@@ -344,16 +174,16 @@ class RedisSink:
             gen = self._live[view]
         layout = self._layouts.get((view, gen))
         if layout is None:
-            layout = self._layouts[(view, gen)] = _Layout(self._target(view), gen)
+            layout = self._layouts[(view, gen)] = Layout(self._target(view), gen)
         return layout
 
-    def _resolve(self, view: str) -> _Layout:
+    def _resolve(self, view: str) -> Layout:
         """Read the live (and mirrored) generation of ``view``; the live layout."""
-        base = _Layout(self._target(view))
+        base = Layout(self._target(view))
         raw, mirror = self.client.mget([base.generation_key, base.mirror_key])
-        return self._seen(view, _parse_state(_str(raw), _str(mirror)))
+        return self._seen(view, parse_state(text_or_none(raw), text_or_none(mirror)))
 
-    def _seen(self, view: str, state: tuple[int, int | None]) -> _Layout:
+    def _seen(self, view: str, state: tuple[int, int | None]) -> Layout:
         self._live[view], self._mirrors[view] = state
         return self._layout(view, state[0])
 
@@ -396,32 +226,28 @@ class RedisSink:
         self._refuse_live(view, gen, "drop")
         self._drop_layout(self._layout(view, gen))
 
-    def _refuse_live(self, view: str, gen: int, what: str) -> None:
-        if self.generation(view) == gen:
-            raise FatalError(
-                f"redis sink {self.name}: will not {what} generation {gen} of "
-                f"view {view}: it is the live one"
-            )
-
     # -- writes -----------------------------------------------------------
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         """Apply ``ops`` (see :meth:`Sink.write`), then wait for the append-only
         file and replicas as configured before returning."""
-        try:
-            ready, result = fill_unchanged(ops, self.fetch)
-            by_view: dict[str, list[DocumentOp]] = {}
-            for op in ready:
-                by_view.setdefault(op.view, []).append(op)
-            size = self.cfg.docs_per_call
-            for view, view_ops in by_view.items():
-                for start in range(0, len(view_ops), size):
-                    chunk = view_ops[start : start + size]
-                    result.merge(self._write_chunk(view, chunk))
-            if ops:
+        result = super().write(ops)
+        if ops:
+            try:
                 self._durability.wait(self.client, wrote=result.applied > 0)
-        except rex.RedisError as exc:
-            raise classify(exc) from exc
+            except rex.RedisError as exc:
+                raise classify(exc) from exc
+        return result
+
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        by_view: dict[str, list[DocumentOp]] = {}
+        for op in ready:
+            by_view.setdefault(op.view, []).append(op)
+        size = self.cfg.docs_per_call
+        for view, view_ops in by_view.items():
+            for start in range(0, len(view_ops), size):
+                chunk = view_ops[start : start + size]
+                result.merge(self._write_chunk(view, chunk))
         return result
 
     def _write_chunk(self, view: str, ops: list[DocumentOp]) -> WriteResult:
@@ -431,7 +257,7 @@ class RedisSink:
         for _ in range(5):
             live = self._layout(view)
             mirror = self._mirrors.get(view)
-            state = _state_text(live.gen, mirror)
+            state = state_text(live.gen, mirror)
             try:
                 result = WriteResult()
                 if mirror is not None:
@@ -441,11 +267,11 @@ class RedisSink:
                 text = str(exc)
                 if not text.startswith("READSIDE_MOVED"):
                     raise
-                self._seen(view, _parse_state(text.split()[-1]))
+                self._seen(view, parse_state(text.split()[-1]))
         raise TransientError(f"redis: view {view} keeps switching generations")
 
     def _write_keys(
-        self, layout: _Layout, ops: list[DocumentOp], state: str
+        self, layout: Layout, ops: list[DocumentOp], state: str
     ) -> WriteResult:
         result = WriteResult()
         fields = list(layout.indexes)
@@ -479,12 +305,12 @@ class RedisSink:
         return result
 
     @staticmethod
-    def _doc_args(layout: _Layout, fields: list[str], op: DocumentOp) -> list[str]:
+    def _doc_args(layout: Layout, fields: list[str], op: DocumentOp) -> list[str]:
         if isinstance(op, Delete):
             return ["d", version_key(op.version), "", op.doc_id] + [""] * len(fields)
         assert isinstance(op, Upsert)
-        body = _json(op.doc)  # raises on UNCHANGED too: it is not serializable
-        values = [_index_value(layout.indexes[f], op.doc.get(f)) for f in fields]
+        body = to_json(op.doc)  # raises on UNCHANGED too: it is not serializable
+        values = [index_value(layout.indexes[f], op.doc.get(f)) for f in fields]
         return ["u", version_key(op.version), body, op.doc_id, *values]
 
     def _evalsha(self, keys: list[str], args: list[str]) -> list[Any]:
@@ -517,8 +343,49 @@ class RedisSink:
         except rex.RedisError as exc:
             raise classify(exc) from exc
         if layout.indexes.get(field) == "eq":
-            return layout.index_base + field + ":" + _index_value("eq", value)[1:]
+            return layout.index_base + field + ":" + index_value("eq", value)[1:]
         return layout.index_base + field
+
+    def covers(self, view: str, where: dict[str, Condition]) -> bool:
+        """Whether the view's indexes answer every condition of ``where``
+        (``eq`` for equality, ``range`` for bounds or a number)."""
+        indexes = self.indexes(view)
+        for name, cond in where.items():
+            kind = indexes.get(name)
+            if kind == "eq" and isinstance(cond, Eq):
+                continue
+            if kind == "range" and (isinstance(cond, Range) or is_number(cond.value)):
+                continue
+            return False
+        return True
+
+    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
+        """Ids from the view's indexes (one pipelined round trip), then the
+        documents (one ``MGET``)."""
+        indexes = self.indexes(view)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            eq_keys = [
+                self.index_key(view, name, cond.value)
+                for name, cond in where.items()
+                if indexes[name] == "eq" and isinstance(cond, Eq)
+            ]
+            if eq_keys:
+                pipe.sinter(eq_keys)
+            for name, cond in where.items():
+                if indexes[name] == "range":
+                    low, high = score_bounds(cond)
+                    pipe.zrangebyscore(self.index_key(view, name), low, high)
+            results = pipe.execute()
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        ids: set[str] = set(results[0])
+        for more in results[1:]:
+            ids &= set(more)
+        ordered = sorted(ids)
+        stored = self.fetch(view, ordered[:limit])
+        docs = {i: s.doc for i, s in stored.items() if s.doc is not None}
+        return docs, len(ordered)
 
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         out: dict[str, Stored] = {}
@@ -539,7 +406,7 @@ class RedisSink:
             keys += [layout.version_key(i) for i in chunk]
             keys += [layout.doc_key(i) for i in chunk]
             live, mirror, *values = self.client.mget(keys)
-            state = _parse_state(_str(live), _str(mirror))
+            state = parse_state(text_or_none(live), text_or_none(mirror))
             if self._seen(view, state) is not layout:
                 continue
             for n, doc_id in enumerate(chunk):
@@ -571,13 +438,13 @@ class RedisSink:
         """Live documents of ``view``, counted by their keys (a ``SCAN``)."""
         try:
             layout = self._resolve(view)
-            pattern = _glob_escape(layout.prefix) + ":*"
+            pattern = glob_escape(layout.prefix) + ":*"
             return sum(1 for _ in self.client.scan_iter(match=pattern, count=5000))
         except rex.RedisError as exc:
             raise classify(exc) from exc
 
-    def _scan_chunks(self, layout: _Layout) -> Iterator[list[str]]:
-        pattern = _glob_escape(layout.prefix) + ":*"
+    def _scan_chunks(self, layout: Layout) -> Iterator[list[str]]:
+        pattern = glob_escape(layout.prefix) + ":*"
         chunk: list[str] = []
         for key in self.client.scan_iter(match=pattern, count=1000):
             chunk.append(str(key))
@@ -604,11 +471,11 @@ class RedisSink:
         self._live.pop(view, None)
         return deleted
 
-    def _drop_layout(self, layout: _Layout) -> int:
+    def _drop_layout(self, layout: Layout) -> int:
         deleted = 0
         try:
             for suffix in (":*", "#*"):
-                pattern = _glob_escape(layout.prefix) + suffix
+                pattern = glob_escape(layout.prefix) + suffix
                 batch: list[str] = []
                 for key in self.client.scan_iter(match=pattern, count=1000):
                     batch.append(str(key))
@@ -620,11 +487,3 @@ class RedisSink:
         except rex.RedisError as exc:
             raise classify(exc) from exc
         return deleted
-
-
-def _str(raw: Any) -> str | None:
-    return None if raw is None else str(raw)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

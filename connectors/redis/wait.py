@@ -4,7 +4,7 @@ Redis replies to a write once it is applied in memory. With the sink's
 defaults that reply is the acknowledgement: a crash of the server can then
 lose the last second of writes whose offsets the worker already committed
 (``appendfsync everysec``), or everything since the last RDB save (no
-append-only file). Two settings of :class:`~pipeline.config.RedisSinkConfig`
+append-only file). Two settings of :class:`~connectors.redis.RedisSinkConfig`
 make the sink wait, after each batch's writes and before :meth:`write`
 returns:
 
@@ -29,11 +29,10 @@ of the server, so that the wait covers the earlier attempt too.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
-from pipeline.config import RedisSinkConfig
 from pipeline.errors import ConfigError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +42,19 @@ logger = logging.getLogger(__name__)
 SYNC_KEY = "readside@sync"
 #: the first Redis version with ``WAITAOF``
 WAITAOF_SINCE = (7, 2)
+
+
+class WaitSettings(Protocol):
+    """The settings of a Redis sink that say what it waits for."""
+
+    @property
+    def wait_aof(self) -> bool: ...
+
+    @property
+    def wait_replicas(self) -> int: ...
+
+    @property
+    def wait_timeout_ms(self) -> int: ...
 
 
 def _version(client: redis.Redis) -> tuple[int, ...]:
@@ -64,7 +76,7 @@ def _config_get(client: redis.Redis, *names: str) -> dict[str, str] | None:
 class Durability:
     """The waits of one Redis sink, checked against the server at open."""
 
-    def __init__(self, sink_name: str, cfg: RedisSinkConfig) -> None:
+    def __init__(self, sink_name: str, cfg: WaitSettings) -> None:
         self.sink_name = sink_name
         self.local = 1 if cfg.wait_aof else 0
         self.replicas = cfg.wait_replicas

@@ -1,5 +1,8 @@
 """MongoDB sink: one collection per view, version-guarded replaces.
 
+The sink of the store :mod:`connectors.mongodb`: writes, generations and the
+filters of sites (:class:`~connectors.reads.Filterable`).
+
 A document is stored as its body plus ``_id`` (the document id) and ``_v``
 (its version, an int64). A delete replaces it with the tombstone
 ``{"_id": id, "_v": v, "_deleted": true}``; **queries of sites must filter
@@ -74,8 +77,15 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from connectors.base import Stored, ViewTarget, WriteResult, fill_unchanged, mirrored
-from pipeline.config import MongoSinkConfig
+from connectors.base import (
+    Stored,
+    StoreSink,
+    ViewTarget,
+    WriteResult,
+    mirrored,
+)
+from connectors.mongodb import MongoSinkConfig
+from connectors.reads import Condition, Eq, Found
 from pipeline.errors import (
     BadRecord,
     ConfigError,
@@ -109,6 +119,7 @@ _INT64_MAX = 2**63 - 1
 GENERATIONS = "readside_generations"
 
 _Doc = dict[str, Any]
+_OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 
 
 def classify(exc: Exception) -> ReadsideError:
@@ -186,7 +197,7 @@ def _chunks(items: list[_Statement], count: int) -> list[list[_Statement]]:
     return out
 
 
-class MongoSink:
+class MongoSink(StoreSink[MongoSinkConfig]):
     """Keeps views as MongoDB documents, guarded by ``_v``.
 
     Args:
@@ -195,12 +206,15 @@ class MongoSink:
         targets: view name -> collection name and options (``indexes``).
     """
 
+    store = "mongodb"
+    driver_errors = (perr.PyMongoError,)
+    classify = staticmethod(classify)
+    filter_first = False  # answers any filter, after a covering index
+
     def __init__(
         self, name: str, cfg: MongoSinkConfig, targets: Mapping[str, ViewTarget]
     ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.targets = dict(targets)
+        super().__init__(name, cfg, targets)
         self._client: pymongo.MongoClient[_Doc] | None = None
 
     @property
@@ -229,14 +243,6 @@ class MongoSink:
         """The ``writeConcern`` document every write command carries (empty:
         the server's default)."""
         return dict(self.db.client.write_concern.document)
-
-    def _target(self, view: str) -> ViewTarget:
-        try:
-            return self.targets[view]
-        except KeyError:
-            raise FatalError(
-                f"mongodb sink {self.name}: unknown view {view!r}"
-            ) from None
 
     def collection(self, view: str) -> Collection[_Doc]:
         """The collection of the live generation of ``view``, read now."""
@@ -328,25 +334,14 @@ class MongoSink:
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
-    def _refuse_live(self, view: str, gen: int, what: str) -> None:
-        if self.generation(view) == gen:
-            raise FatalError(
-                f"mongodb sink {self.name}: will not {what} generation {gen} of "
-                f"view {view}: it is the live one"
-            )
-
     # -- writes -----------------------------------------------------------
 
-    def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
-        try:
-            ready, result = fill_unchanged(ops, self.fetch)
-            by_view: dict[str, list[DocumentOp]] = {}
-            for op in ready:
-                by_view.setdefault(op.view, []).append(op)
-            for view, view_ops in by_view.items():
-                result.merge(self._write_view(view, view_ops))
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
+    def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
+        by_view: dict[str, list[DocumentOp]] = {}
+        for op in ready:
+            by_view.setdefault(op.view, []).append(op)
+        for view, view_ops in by_view.items():
+            result.merge(self._write_view(view, view_ops))
         return result
 
     def _write_view(self, view: str, ops: list[DocumentOp]) -> WriteResult:
@@ -485,9 +480,41 @@ class MongoSink:
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
+    # -- queries of sites (connectors.reads.Filterable) -------------------------
+
+    def covers(self, view: str, where: dict[str, Condition]) -> bool:
+        """Any validated condition: a query needs no index."""
+        return True
+
+    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
+        """One ``find`` with the translated filter, sorted by id, ``limit``
+        documents; the count is theirs."""
+        try:
+            query = mongo_query(where)
+            cursor = self.collection(view).find(query).sort("_id").limit(limit)
+            docs = {
+                str(raw["_id"]): {k: v for k, v in raw.items() if k not in RESERVED}
+                for raw in cursor
+            }
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        return docs, len(docs)
+
     def drop(self, view: str) -> None:
         """Drop the view's collection (rebuilds and tests; not in the protocol)."""
         try:
             self.collection(view).drop()
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
+
+
+def mongo_query(where: dict[str, Condition]) -> _Doc:
+    """The MongoDB filter of validated conditions, tombstones excluded."""
+    query: _Doc = {}
+    for name, cond in where.items():
+        if isinstance(cond, Eq):
+            query[name] = cond.value
+        else:
+            query[name] = {_OPS[op]: value for op, value in cond.bounds}
+    query["_deleted"] = {"$ne": True}
+    return query

@@ -1,0 +1,52 @@
+"""The Elasticsearch store: one index per view behind an alias.
+
+The whole store is this package: its settings
+(:class:`ElasticsearchSinkConfig`, here), its sink with generations and the
+searches of sites (:mod:`connectors.elasticsearch.sink`), routed views
+(:mod:`connectors.elasticsearch.routing`), and :data:`KIND`, the sink type
+``elasticsearch`` (entry point ``readside.sinks``). The sink, and with it the
+driver, is imported only when a sink is built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr
+
+from connectors.base import SinkKind
+from pipeline.sinktypes import SinkConfig
+
+#: Characters Elasticsearch refuses in an index name.
+_INDEX_BAD = set('\\/*?"<>| ,#:')
+
+
+class ElasticsearchSinkConfig(SinkConfig):
+    type: Literal["elasticsearch"]
+    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:19200"])
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    index_prefix: str = "readside-"
+    refresh: bool = False
+    #: copies of each shard (primary included) that must be active before a
+    #: bulk writes; ``None`` leaves the index's setting (default 1)
+    wait_for_active_shards: Annotated[int, Field(ge=1)] | Literal["all"] | None = None
+
+    def target_problem(self, target: str) -> str | None:
+        """Index names are lower case, without some characters and starts."""
+        if target != target.lower() or _INDEX_BAD & set(target):
+            return (
+                f"{target!r} is not a valid Elasticsearch index name "
+                '(lower case, none of \\ / * ? " < > | , # : or spaces)'
+            )
+        if target[0] in "-_+.":
+            return f"an index name cannot start with {target[0]!r}"
+        return None
+
+
+KIND: SinkKind[ElasticsearchSinkConfig] = SinkKind(
+    "elasticsearch",
+    ElasticsearchSinkConfig,
+    "connectors.elasticsearch.sink:ElasticsearchSink",
+)

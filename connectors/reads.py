@@ -1,0 +1,91 @@
+"""What sinks offer the query layer beyond reads by id: filters and search.
+
+Reads by id need nothing here: every sink's ``fetch`` reads by id in one
+round trip and reports tombstones as ``doc=None``. A sink that can answer
+field conditions implements :class:`Filterable`, one that can run full-text
+searches :class:`Searchable`; the query layer (``query/client.py``) asks the
+sinks of a view which they are and calls them, never their internals. The
+conditions arrive validated (``query/validate.py``). Every method raises
+:class:`~pipeline.errors.TransientError` when the store is down, so the
+client can fall back to another store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+from pipeline.errors import ReadsideError
+from pipeline.events import Document
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Eq:
+    """Field equals ``value``."""
+
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Field within bounds: operator (gt, gte, lt or lte) -> number."""
+
+    bounds: tuple[tuple[str, float], ...]
+
+
+Condition = Eq | Range
+
+#: Documents by id, and how many documents matched in all.
+Found = tuple[dict[str, Document], int]
+
+
+class SearchRefused(ReadsideError):
+    """The store refused a search request as malformed (bad query syntax, a
+    sort on a field it cannot sort): the caller's error, not the store's."""
+
+
+@runtime_checkable
+class Filterable(Protocol):
+    """A sink that answers field conditions (equality, numeric ranges)."""
+
+    #: Whether it answers before the other filterable sinks of a view when
+    #: it covers the conditions (an in-memory index before a document store).
+    filter_first: ClassVar[bool]
+
+    def covers(self, view: str, where: dict[str, Condition]) -> bool:
+        """Whether it can answer every condition of ``where`` on ``view``."""
+        ...
+
+    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
+        """The live documents of ``view`` matching every condition, sorted by
+        id, at most ``limit`` of them, and the number of matches."""
+        ...
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    """A sink that runs full-text searches (tombstones excluded)."""
+
+    name: str
+
+    def search(
+        self,
+        view: str,
+        query: str | None,
+        filters: dict[str, Scalar | list[Scalar]],
+        sort: list[tuple[str, str]],
+        page: int,
+        size: int,
+    ) -> Found:
+        """One page of hits in order, and the number of matches.
+
+        Raises:
+            SearchRefused: the store refused the request as malformed.
+        """
+        ...
+
+    def refresh(self, view: str) -> None:
+        """Make every write acknowledged so far searchable."""
+        ...
