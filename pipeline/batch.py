@@ -106,7 +106,7 @@ class BatchHandler:
         )
 
     def _backoff(self) -> Backoff:
-        return Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        return Backoff.of(self.settings)
 
     def apply(self, msgs: Sequence[RawMessage]) -> Applied:
         """Apply ``msgs`` to every sink until each acknowledged.

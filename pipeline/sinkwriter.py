@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from connectors.base import Sink, WriteResult
 from pipeline import metrics
+from pipeline.config import WorkerConfig
 from pipeline.errors import Stopped, TransientError
 from pipeline.events import DocumentOp
 
@@ -66,6 +67,11 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+    @classmethod
+    def of(cls, settings: WorkerConfig) -> Backoff:
+        """The backoff the worker settings ask for (``worker.backoff_*``)."""
+        return cls(settings.backoff_initial_ms, settings.backoff_max_ms)
 
 
 #: Kafka errors that waiting does not cure: the client is refused or misused.

@@ -150,7 +150,7 @@ class Worker:
         admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
         heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
         lookup = cfg.source.lookup_dsn or cfg.source.dsn
-        backoff = Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms)
+        backoff = Backoff.of(cfg.worker)
         try:  # Kafka or the source may be restarting: wait for them
             dlq_bytes = until_reachable(
                 partial(self._prepare_topics, admin, heartbeat_topic),
@@ -278,10 +278,7 @@ class Worker:
         )
 
     def _open_sinks(self) -> None:
-        backoff = Backoff(
-            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
-        )
-        open_sinks(self.sinks, backoff, lambda: self.stopping)
+        open_sinks(self.sinks, Backoff.of(self.cfg.worker), lambda: self.stopping)
         self.health.sinks_open = True
 
     def _reached_until(self) -> bool:
@@ -530,7 +527,7 @@ def _start_guard(
         return until_reachable(
             guard.start,
             "start-up checks",
-            Backoff(cfg.worker.backoff_initial_ms, cfg.worker.backoff_max_ms),
+            Backoff.of(cfg.worker),
             lambda: bool(early),
         )
     except Stopped:

@@ -110,9 +110,7 @@ class FocusApply:
             last = until_reachable(
                 partial(log.focus, self.name),
                 "reading the snapshot log",
-                Backoff(
-                    self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
-                ),
+                Backoff.of(self.cfg.worker),
                 lambda: self.stopping,
             )
             previous = last.where if last and last.view == self.view_name else None
@@ -164,10 +162,7 @@ class FocusApply:
             try:
                 open_sinks(
                     sinks,
-                    Backoff(
-                        self.cfg.worker.backoff_initial_ms,
-                        self.cfg.worker.backoff_max_ms,
-                    ),
+                    Backoff.of(self.cfg.worker),
                     lambda: self.stopping,
                 )
                 gone = {n: s.ids(view.name) - expected for n, s in sinks.items()}

@@ -157,9 +157,7 @@ class Loader:
         return SnapshotState(opts.view, self.sink_names, opts.where, method)
 
     def backoff(self) -> Backoff:
-        return Backoff(
-            self.cfg.worker.backoff_initial_ms, self.cfg.worker.backoff_max_ms
-        )
+        return Backoff.of(self.cfg.worker)
 
     def log_record(self, key: str) -> SnapshotState | None:
         """The snapshot log's record ``key``, waiting while Kafka is not
