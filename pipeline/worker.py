@@ -151,7 +151,7 @@ class Worker:
         heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
         lookup = cfg.source.lookup_dsn or cfg.source.dsn
         backoff = Backoff.of(cfg.worker)
-        try:  # Kafka or the source may be restarting: wait for them
+        try:  # Kafka, the source or a store may be restarting: wait for them
             dlq_bytes = until_reachable(
                 partial(self._prepare_topics, admin, heartbeat_topic),
                 "preparing the checkpoint and dead-letter topics",
@@ -164,9 +164,13 @@ class Worker:
                 backoff,
                 lambda: self.stopping,
             )
+            open_sinks(self.sinks, backoff, lambda: self.stopping)
         except Stopped as exc:
-            logger.info("worker stopping before Kafka or the source answered: %s", exc)
+            logger.info("worker stopping before it could start: %s", exc)
+            for sink in self.sinks.values():
+                sink.close()
             return
+        self.health.sinks_open = True
         producer = self.producer_factory(
             {
                 "bootstrap.servers": cfg.kafka.bootstrap_servers,
@@ -184,14 +188,6 @@ class Worker:
             partial(dlqtopic.topic_max_bytes, admin, cfg.kafka.dlq_topic),
         )
         self.checkpoints = CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
-        try:
-            self._open_sinks()
-        except Stopped as exc:
-            logger.info("worker stopping before its stores were reachable: %s", exc)
-            for sink in self.sinks.values():
-                sink.close()
-            self.reader.close()
-            return
         conf = consumer_config(cfg, self.scope())
         if self.assignment is not None:  # a rebuild's catch-up: its own group
             conf["group.id"] = cfg.kafka.group_id
@@ -276,10 +272,6 @@ class Worker:
             [*self.topics(), heartbeat_topic],
             kafka.replication_factor,
         )
-
-    def _open_sinks(self) -> None:
-        open_sinks(self.sinks, Backoff.of(self.cfg.worker), lambda: self.stopping)
-        self.health.sinks_open = True
 
     def _reached_until(self) -> bool:
         """Whether every partition of ``until`` was read up to its offset."""
