@@ -19,6 +19,7 @@ from pipeline.events import (
     ChangeEvent,
     Document,
     DocumentOp,
+    Op,
     Position,
     Upsert,
 )
@@ -164,9 +165,18 @@ class Processor:
                 else:
                     if pos in filled:
                         after = filled[pos]
-                        if after is None:
-                            continue  # row gone: a later record deletes it
-                        decoded = replace(decoded, after=after)
+                        # A row gone from the source: its delete is committed
+                        # and its record follows. Deleted now, at this event's
+                        # version, the document runs ahead (as the values read
+                        # for it would); skipped, it would stay at an older
+                        # version, and a rebuild's catch-up, whose ends lie
+                        # before that delete, would switch in a generation
+                        # older than the live one.
+                        decoded = (
+                            replace(decoded, op=Op.DELETE, after=None)
+                            if after is None
+                            else replace(decoded, after=after)
+                        )
                     try:
                         ops = view.ops_for(decoded)
                     except BadRecord as exc:

@@ -220,6 +220,8 @@ def main(argv: list[str]) -> int:
             len(run.get("violations", [])),
             run.get("converge_s"),
         )
+        for v in run.get("violations", [])[:10]:  # the log names the first ones
+            logger.warning("violation seed=%d %s", seed, json.dumps(v, default=str))
         seed += 1
         if time.monotonic() - started >= args.minutes * 60:
             break

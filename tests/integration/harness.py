@@ -151,7 +151,10 @@ def run_bench(
         check=False,
         cwd=REPO,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    # the report (stdout) names each violation; the log (stderr) its context
+    assert done.returncode == 0, (
+        f"{done.stderr[-3000:]}\n--- report:\n{done.stdout[-3000:]}"
+    )
     return json.loads(out.read_text()), done
 
 
