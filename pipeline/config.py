@@ -342,6 +342,10 @@ class WorkerConfig(_Model):
     #: Most roots an aggregate view re-reads in one snapshot: a change that
     #: fans out to more is read (and can be written) a chunk at a time.
     reread_chunk_roots: int = Field(2000, ge=1)
+    #: Changes per partition whose identity the worker remembers, to skip
+    #: the copies Debezium sends again after Connect restarts
+    #: (:mod:`pipeline.redelivery`); 0 turns it off.
+    redelivery_window: int = Field(20_000, ge=0)
 
 
 class StackConfig(_Model):

@@ -41,6 +41,11 @@ REREADS = Counter(
     ["view"],
 )
 RETRIES = Counter("readside_retries_total", "Transient failures retried", ["sink"])
+REDELIVERED = Counter(
+    "readside_redelivered_total",
+    "Copies of changes Debezium sent again, recognised and skipped",
+    ["topic"],
+)
 LAG_MS = Gauge(
     "readside_time_lag_ms",
     "Now minus source commit time of the last applied event",

@@ -23,6 +23,7 @@ from pipeline.events import (
     Position,
     Upsert,
 )
+from pipeline.redelivery import Redeliveries
 from pipeline.toast import needs_source
 from pipeline.views import TableView, View
 
@@ -51,6 +52,7 @@ class Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
     events: int = 0
+    copies: int = 0  # Debezium's redeliveries, skipped (pipeline.redelivery)
     # Last event per (view, topic, partition), for checkpoints.
     last: dict[tuple[str, str, int], ChangeEvent] = field(default_factory=dict)
     messages: dict[Position, RawMessage] = field(default_factory=dict)
@@ -110,9 +112,13 @@ class Processor:
         views: dict[str, View],
         topics: dict[str, list[str]],
         heartbeat_topics: set[str] | frozenset[str] = frozenset(),
+        redeliveries: Redeliveries | None = None,
     ) -> None:
         self.views = views
         self.topics = topics  # topic -> view names
+        #: recognises Debezium's copies of changes read before (a worker's
+        #: consumer; a command that applies records it picked has none)
+        self.redeliveries = redeliveries
         # Rows of the heartbeat table (written by the connector's heartbeat
         # action query) carry a real LSN and commit time: source marks.
         self.heartbeat_topics = heartbeat_topics
@@ -147,6 +153,11 @@ class Processor:
                     batch.heartbeats.append(
                         Heartbeat(decoded.commit_ts_ms, pos, decoded.lsn)
                     )
+                continue
+            if self.redeliveries is not None and self.redeliveries.is_copy(
+                msg.key(), decoded
+            ):
+                batch.copies += 1
                 continue
             events.append((msg, decoded))
         filled = self._fill(fill, [ev for _m, ev in events])

@@ -47,6 +47,7 @@ from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensur
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, Stopped
 from pipeline.processor import Batch, Processor
+from pipeline.redelivery import Redeliveries
 from pipeline.sinkwriter import Abandoned, Backoff, open_sinks, until_reachable
 from pipeline.views import View, build_views
 
@@ -195,7 +196,10 @@ class Worker:
         consumer = self.consumer_factory(conf)
         self.consumer = consumer
         self.processor = Processor(
-            dict(self.views), cfg.view_topics(), heartbeat_topics={heartbeat_topic}
+            dict(self.views),
+            cfg.view_topics(),
+            heartbeat_topics={heartbeat_topic},
+            redeliveries=Redeliveries(cfg.worker.redelivery_window),
         )
         self.handler = BatchHandler(
             self.views,
@@ -308,6 +312,8 @@ class Worker:
 
     def _on_revoke(self, _c: Any, parts: list[TopicPartition]) -> None:
         gone = {(p.topic, p.partition) for p in parts}
+        if self.processor.redeliveries is not None:
+            self.processor.redeliveries.forget(gone)
         self._revoked |= gone
         self._assigned -= gone
         self.health.assigned = len(self._assigned)
