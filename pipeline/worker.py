@@ -47,7 +47,7 @@ from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensur
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, Stopped
 from pipeline.processor import Batch, Processor
-from pipeline.redelivery import Redeliveries
+from pipeline.redelivery import KafkaPartitionLog, Redeliveries
 from pipeline.sinkwriter import Abandoned, Backoff, open_sinks, until_reachable
 from pipeline.views import View, build_views
 
@@ -116,6 +116,9 @@ class Worker:
     guard: layout.Guard | None = None
     stopping: bool = False
     batches: int = 0
+    #: events skipped because their row is gone from the source
+    #: (:mod:`pipeline.toast`); a rebuild's catch-up goes on to their deletes
+    rows_gone: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
     _mixed: list[str] = field(default_factory=list)
     _helper: ThreadPoolExecutor = field(
@@ -199,7 +202,9 @@ class Worker:
             dict(self.views),
             cfg.view_topics(),
             heartbeat_topics={heartbeat_topic},
-            redeliveries=Redeliveries(cfg.worker.redelivery_window),
+            redeliveries=Redeliveries(
+                cfg.worker.redelivery_window, KafkaPartitionLog(consumer, conf)
+            ),
         )
         self.handler = BatchHandler(
             self.views,
@@ -347,6 +352,7 @@ class Worker:
             self._rewind(msgs)
             return
         dead = applied.dead
+        self.rows_gone += applied.batch.gone
         if _CRASH_BEFORE_COMMIT and self.batches + 1 >= _CRASH_BEFORE_COMMIT:
             logger.error("fault injection: exiting after sink writes, before commit")
             os._exit(137)
@@ -376,7 +382,11 @@ class Worker:
         for m in msgs:
             key = (m.topic(), m.partition())
             nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in nexts.items()]
+        marks = self.processor.redeliveries
+        offsets = [
+            TopicPartition(t, p, o, metadata=marks.metadata((t, p)) if marks else "")
+            for (t, p), o in nexts.items()
+        ]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
