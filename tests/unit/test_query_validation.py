@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.elasticsearch.reads import es_body
-from connectors.mongodb.sink import mongo_query
+from connectors.mongodb.reads import mongo_query
 from pipeline.config import parse
 from query import QueryError, ReadClient, UnknownView
 from query.freshness import FreshnessCache
