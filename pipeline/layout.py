@@ -47,9 +47,10 @@ from confluent_kafka.admin import AdminClient
 from pipeline import groups
 from pipeline.aggregate.reader import EPOCH_SPAN, XIP_FACTOR
 from pipeline.checkpoints import ensure_topics, read_records
-from pipeline.config import Config, TableViewConfig
+from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 from pipeline.events import DocumentOp
+from pipeline.viewconfig import TableViewConfig
 from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)

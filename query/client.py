@@ -20,8 +20,9 @@ from connectors.base import Sink
 from connectors.reads import Filterable, Found, Searchable, SearchRefused
 from connectors.registry import build_sink, targets_for
 from pipeline import config as config_mod
-from pipeline.config import Config, ViewConfig
+from pipeline.config import Config
 from pipeline.errors import TransientError
+from pipeline.viewconfig import ViewConfig
 from query import lsn as lsn_mod
 from query import validate
 from query.answer import Answer, Doc

@@ -26,8 +26,8 @@ from typing import Any
 from psycopg import sql
 
 from pipeline.aggregate.catalog import Catalog, Column, TableInfo
-from pipeline.config import AggregateViewConfig, RelationConfig
 from pipeline.errors import ConfigError
+from pipeline.viewconfig import AggregateViewConfig, RelationConfig
 
 #: jsonb_build_object takes at most 100 arguments: 50 key/value pairs.
 _PAIRS_PER_CALL = 50

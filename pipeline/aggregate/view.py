@@ -30,7 +30,6 @@ from pipeline.aggregate.catalog import Catalog
 from pipeline.aggregate.plan import Node, ViewSQL, build_tree, direct_keys
 from pipeline.aggregate.reader import Converter, Reader, key_text
 from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
-from pipeline.config import AggregateViewConfig
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
     UNCHANGED,
@@ -44,6 +43,7 @@ from pipeline.events import (
     doc_id,
 )
 from pipeline.types import pg_value_to_json
+from pipeline.viewconfig import AggregateViewConfig
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import pytest
 
 from pipeline import config, layout
 from pipeline.aggregate.reader import snapshot_version
-from pipeline.config import TableViewConfig
 from pipeline.errors import TransientError
 from pipeline.events import ChangeEvent, Delete, Op, Position, Upsert, table_version
+from pipeline.viewconfig import TableViewConfig
 from pipeline.views import TableView, build_views
 
 pytestmark = pytest.mark.unit
