@@ -74,6 +74,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.checkpoints",
             "pipeline.groups",
             "pipeline.layout",
+            "pipeline.layoutguard",
             "pipeline.metrics",
         ),
     ),
