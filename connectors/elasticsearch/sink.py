@@ -64,11 +64,7 @@ def _reason(error: Mapping[str, Any]) -> str:
 class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
     """Keeps views as Elasticsearch documents, guarded by external versions.
 
-    Args:
-        name: the sink's name in the configuration.
-        cfg: hosts, credentials, index prefix and refresh policy.
-        targets: view name -> index name and options (``mappings``,
-            ``settings``, ``routing_field``).
+    Its constructor is :class:`~connectors.elasticsearch.store.ElasticsearchStore`'s.
     """
 
     def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:

@@ -145,10 +145,7 @@ def _chunks(items: list[_Statement], count: int) -> list[list[_Statement]]:
 class MongoSink(MongoGenerations, MongoReads):
     """Keeps views as MongoDB documents, guarded by ``_v``.
 
-    Args:
-        name: the sink's name in the configuration.
-        cfg: URI, database, timeout and write concern.
-        targets: view name -> collection name and options (``indexes``).
+    Its constructor is :class:`~connectors.mongodb.store.MongoStore`'s.
     """
 
     def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:

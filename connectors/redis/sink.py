@@ -73,12 +73,7 @@ logger = logging.getLogger(__name__)
 class RedisSink(RedisGenerations, RedisReads):
     """Keeps views as JSON strings in Redis, version-guarded by a Lua script.
 
-    Args:
-        name: the sink's name in the configuration.
-        cfg: connection settings, ``docs_per_call`` and what to wait for
-            before a batch is acknowledged (:mod:`connectors.redis.wait`).
-        targets: view name -> where the view lives (the key prefix) and its
-            options (``ttl_s``, ``tombstone_ttl_s``, ``indexes``, ``hash_tag``).
+    Its constructor is :class:`~connectors.redis.store.RedisStore`'s.
     """
 
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
