@@ -37,8 +37,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 )
 from pydantic import SecretStr
 
-from bench import events, raw, report, sinks
+from bench import events, raw, report
 from bench.child import run_child
+from bench.sinks import need_sink
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
 from connectors.redis import RedisSinkConfig
@@ -139,11 +140,11 @@ def raw_rate(
 ) -> float:
     name = f"{prefix}-raw-items".lower()
     if kind == "redis":
-        return raw.redis_rate(sinks.need(cfg, RedisSinkConfig), name, docs)
+        return raw.redis_rate(need_sink(cfg, RedisSinkConfig), name, docs)
     if kind == "elasticsearch":
-        es = sinks.need(cfg, ElasticsearchSinkConfig)
+        es = need_sink(cfg, ElasticsearchSinkConfig)
         return raw.elasticsearch_rate(es, f"bench-{name}", docs)
-    return raw.mongodb_rate(sinks.need(cfg, MongoSinkConfig), name, docs)
+    return raw.mongodb_rate(need_sink(cfg, MongoSinkConfig), name, docs)
 
 
 def _topics(admin: AdminClient, create: list[str], parts: int) -> None:

@@ -38,7 +38,8 @@ import httpx
 import psycopg
 import yaml
 
-from bench import report, sinks
+from bench import report
+from bench.sinks import need_sink
 from connectors import debezium
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.elasticsearch.sink import ElasticsearchSink
@@ -144,11 +145,11 @@ class Pipeline:
             "sinks": {
                 "redis": {
                     "type": "redis",
-                    "url": sinks.need(base, RedisSinkConfig).url.get_secret_value(),
+                    "url": need_sink(base, RedisSinkConfig).url.get_secret_value(),
                 },
                 "elasticsearch": {
                     "type": "elasticsearch",
-                    "hosts": sinks.need(base, ElasticsearchSinkConfig).hosts,
+                    "hosts": need_sink(base, ElasticsearchSinkConfig).hosts,
                     "index_prefix": f"{self.prefix}-",
                 },
             },

@@ -32,7 +32,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench import sinks
+from bench.sinks import find_sink
 from connectors import debezium
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
@@ -261,7 +261,7 @@ class BenchSource:
         _attempt("topics and groups", self._drop_kafka)
 
     def _drop_mongo(self) -> None:
-        mongo = sinks.find(self.base, MongoSinkConfig)
+        mongo = find_sink(self.base, MongoSinkConfig)
         if mongo is not None:
             uri = mongo.uri.get_secret_value()
             client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)

@@ -43,7 +43,7 @@ The parts: pgsync's virtualenv (:mod:`bench.pgsync.install`), the pgsync
 runner (:mod:`bench.pgsync.tool`), the readside runner
 (:mod:`bench.pgsync.readside`), the comparison of documents
 (:mod:`bench.pgsync.documents`), the streaming run
-(:mod:`bench.pgsync.streaming`) and the report (:mod:`bench.pgsync.report`);
+(:mod:`bench.pgsync.streaming`) and the report (:mod:`bench.pgsync.summary`);
 this module sets a run up and runs them.
 """
 
@@ -68,8 +68,8 @@ from bench.pgsync.install import (
     venv_packages,
 )
 from bench.pgsync.readside import bench_readside
-from bench.pgsync.report import markdown
 from bench.pgsync.streaming import bench_streaming
+from bench.pgsync.summary import markdown
 from bench.pgsync.tool import PgSync, bench_pgsync, choose_client, es_url, schema_json
 from bench.snapshot_setup import BenchSource
 from pipeline import config as config_mod

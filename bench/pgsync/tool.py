@@ -31,8 +31,8 @@ import psycopg
 import redis
 from psycopg.conninfo import conninfo_to_dict
 
-from bench import sinks
 from bench.pgsync.install import clean_env
+from bench.sinks import need_sink
 from bench.snapshot_setup import AGG_VIEW, BenchSource
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.redis import RedisSinkConfig
@@ -273,12 +273,12 @@ def choose_client(es_url: str, wanted: str) -> tuple[str, str | None]:
 
 def es_url(base: Config) -> str:
     """The first host of the stack's Elasticsearch."""
-    return str(sinks.need(base, ElasticsearchSinkConfig).hosts[0])
+    return str(need_sink(base, ElasticsearchSinkConfig).hosts[0])
 
 
 def redis_url(base: Config, db: int) -> str:
     """The stack's Redis, database ``db``."""
-    parts = urlsplit(sinks.need(base, RedisSinkConfig).url.get_secret_value())
+    parts = urlsplit(need_sink(base, RedisSinkConfig).url.get_secret_value())
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
