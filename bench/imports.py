@@ -50,7 +50,15 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "transforms",
         ),
     ),
-    ("source", ("pipeline.decode", "connectors.debezium", "connectors.truncate")),
+    (
+        "source",
+        (
+            "pipeline.decode",
+            "connectors.debezium",
+            "connectors.postgres",
+            "connectors.truncate",
+        ),
+    ),
     ("views", ("pipeline.views", "pipeline.aggregate", "transforms.")),
     ("sinks", ("connectors.",)),
     (
@@ -66,6 +74,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.checkpoints",
             "pipeline.groups",
             "pipeline.layout",
+            "pipeline.layoutguard",
             "pipeline.metrics",
         ),
     ),

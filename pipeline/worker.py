@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink
 from connectors.registry import build_sinks as build_sinks  # used by operations
-from pipeline import dlq, dlqtopic, groups, layout, metrics
+from pipeline import dlq, dlqtopic, groups, layout, layoutguard, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
@@ -113,7 +113,7 @@ class Worker:
     #: called with the number of records of each handled batch
     on_batch: Callable[[int], None] | None = None
     #: refuses a view whose topic layout or source xmax changed (run_worker)
-    guard: layout.Guard | None = None
+    guard: layoutguard.Guard | None = None
     stopping: bool = False
     batches: int = 0
     #: events skipped because their row is gone from the source
@@ -526,7 +526,7 @@ def _fmt(parts: list[TopicPartition]) -> str:
 
 
 def _start_guard(
-    cfg: Config, guard: layout.Guard, early: list[int]
+    cfg: Config, guard: layoutguard.Guard, early: list[int]
 ) -> layout.Recorded | None:
     """``guard.start()``, retried with backoff while Kafka or the source is
     not readable yet (a broker just restarted has no partition leaders for a
@@ -570,7 +570,7 @@ def run_worker(
         names = [n for n in names if set(defined[n].sinks) & set(sink_names)]
         if not names:
             raise ConfigError("--sinks: no view of this worker writes to them")
-    guard = layout.Guard(cfg, names, sink_names)
+    guard = layoutguard.Guard(cfg, names, sink_names)
     known = _start_guard(cfg, guard, early)  # refuses a view to rebuild first
     if known is None:
         logger.info("signal=%d before the start: leaving", early[0])

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import TableViewConfig
 from pipeline.decode import FakeMessage
 from pipeline.events import UNCHANGED, Delete, Position, Upsert, table_version
 from pipeline.processor import Processor, coalesce
 from pipeline.types import PLACEHOLDER
+from pipeline.viewconfig import TableViewConfig
 from pipeline.views import TableView
 
 pytestmark = pytest.mark.unit
