@@ -67,6 +67,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.worker",
             "pipeline.batch",
             "pipeline.processor",
+            "pipeline.redelivery",
             "pipeline.sinkwriter",
             "pipeline.toast",
             "pipeline.dlq",
