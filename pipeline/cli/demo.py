@@ -42,6 +42,7 @@ def demo(
     status page, with a read-your-writes round trip.
     """
     from pipeline.demo.run import run
+    from pipeline.textout import PipeConsole
 
     sys.exit(
         run(
@@ -50,5 +51,6 @@ def demo(
             live_seconds=live_seconds,
             keep_running=keep_running,
             serve_api=serve_api,
+            console=PipeConsole(),
         )
     )
