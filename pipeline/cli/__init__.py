@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import signal
+import sys
 
 import click
 
@@ -31,7 +32,9 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """readside: NoSQL read models kept in step with PostgreSQL."""
     setup_logging(verbose)
     # `kill -USR1 <pid>` prints every thread's stack: where a command waits.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # (To the process's own stderr, which a test runner's capture is not.)
+    stderr = sys.__stderr__ or sys.stderr
+    faulthandler.register(signal.SIGUSR1, file=stderr, all_threads=True)
     ctx.ensure_object(dict)["config_path"] = config_path
 
 
