@@ -230,8 +230,8 @@ class ViewSQL:
         cond = _key_condition(self.root, self.root.table.primary_key)
         return _select(self.root) + where_clause([cond, *self.filters()])
 
-    def chunk(self, first: bool, extra: str | None = None) -> sql.Composed:
-        """Up to ``%(limit)s`` documents after key ``(%(a0)s, ...)`` in key order."""
+    def _after(self, first: bool, extra: str | None) -> list[sql.Composable]:
+        """The filters, and unless ``first`` the root key after ``(%(a0)s, ...)``."""
         conds = self.filters(extra)
         if not first:
             keys = self.root.table.primary_key
@@ -246,6 +246,11 @@ class ViewSQL:
                 ),
             )
             conds.insert(0, after)
+        return conds
+
+    def chunk(self, first: bool, extra: str | None = None) -> sql.Composed:
+        """Up to ``%(limit)s`` documents after key ``(%(a0)s, ...)`` in key order."""
+        conds = self._after(first, extra)
         return (
             _select(self.root)
             + where_clause(conds)
@@ -262,10 +267,12 @@ class ViewSQL:
             keys, table_ref(self.root.table.name), ident(self.root.alias)
         ) + where_clause(self.filters())
 
-    def count(self, extra: str | None = None) -> sql.Composed:
+    def count(self, extra: str | None = None, first: bool = True) -> sql.Composed:
+        """How many roots the view defines (unless ``first``: after key
+        ``(%(a0)s, ...)``, as :meth:`chunk` reads them)."""
         return sql.SQL("SELECT count(*) FROM {} AS {}").format(
             table_ref(self.root.table.name), ident(self.root.alias)
-        ) + where_clause(self.filters(extra))
+        ) + where_clause(self._after(first, extra))
 
 
 def render(conn: Any, query: sql.Composable) -> str:

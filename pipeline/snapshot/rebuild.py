@@ -85,6 +85,7 @@ from pipeline.sinkwriter import open_sinks
 from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
+from pipeline.snapshot.progress import records_ahead
 from pipeline.snapshot.state import SnapshotState, rebuild_key
 from pipeline.worker import Worker, build_sinks
 
@@ -334,12 +335,17 @@ class Rebuild(Loader):
         )
         start = self.pos.committed(group, st.offsets)
         ends = {part_of(k): v for k, v in until.items()}
-        st.total = sum(max(0, ends[k] - o) for k, o in start.items() if k in ends)
+        # Rows done (by an earlier run of this step too) plus records ahead
+        # of the positions reached (the start until a partition is fetched).
+        st.total = st.rows + records_ahead(start, ends)
         self._save(st)
 
         def done_batch(records: int) -> None:
             st.rows += records
             st.chunks += 1
+            at = worker.consumer.position([TopicPartition(*k) for k in start])
+            reached = {(t.topic, t.partition): t.offset for t in at if t.offset >= 0}
+            st.total = st.rows + records_ahead({**start, **reached}, ends)
             if st.chunks % 10 == 0:
                 self._save(st)
 
