@@ -161,7 +161,7 @@ class Pipeline:
                 }
             },
             "worker": {"batch_size": 500, "batch_timeout_ms": 50, "metrics_port": 0},
-            "api": {"port": self.port, "max_page_size": 100},
+            "api": {"port": self.port, "max_page_size": 100, "anonymous": True},
         }
 
     @property

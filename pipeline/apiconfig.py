@@ -34,19 +34,27 @@ class ApiKey(BaseModel):
             a request for the focus's base view is answered from the focus's
             own stores; any other view is refused with 403. ``views`` is
             checked against the base view.
+        operator: the key may read the operators' routes too: ``/status``,
+            ``/v1/status``, ``/metrics`` and the stores' errors of
+            ``/readyz`` (connector traces and store errors are for them).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     key: SecretStr
-    views: list[str] = Field(min_length=1)
+    views: list[str] = Field(default_factory=list)
     focus: str | None = None
+    operator: bool = False
 
     @model_validator(mode="after")
     def _long_enough(self) -> ApiKey:
         if len(self.key.get_secret_value()) < 16:
             raise ValueError(f"api key {self.name!r}: key needs 16 characters or more")
+        if not self.views and not self.operator:
+            raise ValueError(
+                f"api key {self.name!r}: give it views, operator: true, or both"
+            )
         return self
 
     def may_read(self, view: str) -> bool:
@@ -58,7 +66,11 @@ class ApiConfig(BaseModel):
 
     Attributes:
         host, port: where the server listens.
-        keys: API keys; empty means no authentication.
+        keys: API keys. Without any, ``serve`` refuses to start unless
+            ``anonymous`` is set.
+        anonymous: requests without a key may read every view and the
+            operators' routes (for a trusted network only; a key presented
+            must still be valid).
         request_timeout_s: the most one store call may take before a 504.
         max_page_size: the largest ``size`` of a search page and ``limit``
             of a filter (at most 1000, the read client's own bound).
@@ -80,6 +92,7 @@ class ApiConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=0, le=65535)
     keys: list[ApiKey] = Field(default_factory=list)
+    anonymous: bool = False
     request_timeout_s: float = Field(10.0, gt=0)
     max_page_size: int = Field(100, ge=1, le=1000)
     max_ids: int = Field(1000, ge=1, le=1000)

@@ -20,7 +20,7 @@ from query import lsn as lsn_mod
 from query import validate
 from query.answer import Answer
 from query.errors import QueryError
-from query.service import Service
+from query.service import Service, presented_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +62,13 @@ def _service(request: Request) -> Service:
     return svc
 
 
-def _presented(request: Request, x_api_key: str | None) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return x_api_key
-
-
 def _start(
     request: Request, view: str, x_api_key: str | None, allowed: set[str]
 ) -> tuple[Service, str, int | None]:
     """Authorize, refuse unknown parameters, parse ``min_lsn``; the view that
     answers (the key's focus view when the key is bound to a focus)."""
     svc = _service(request)
-    key = svc.authorize(_presented(request, x_api_key), view)
+    key = svc.authorize(presented_key(request, x_api_key), view)
     view = svc.resolve(key, view)
     unknown = sorted(set(request.query_params) - allowed - {"min_lsn"})
     if unknown:

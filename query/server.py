@@ -36,7 +36,13 @@ from pipeline.errors import ReadsideError, TransientError
 from query import routes, status_page
 from query.errors import NotYetFresh, QueryError, StoreUnavailable
 from query.lsn import format_lsn
-from query.service import Service, probe_stores
+from query.service import (
+    Forbidden,
+    Service,
+    Unauthorized,
+    presented_key,
+    probe_stores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +79,9 @@ async def _readside_error(_request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": str(exc), "reason": "store"}, 503)
     assert isinstance(exc, ReadsideError)
     status = int(getattr(exc, "status", 500))
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": exc.challenge}
     if isinstance(exc, NotYetFresh) and exc.watermark is not None:
         headers = {"X-Readside-Watermark-Lsn": format_lsn(exc.watermark)}
     if status >= 500:
@@ -224,13 +232,22 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
         return PlainTextResponse("ok\n")
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready or not for anyone (a load balancer's probe); which store
+        failed and why for an operator only."""
         stores = await svc.call(lambda: probe_stores(svc))
         ok = all(v == "ok" for v in stores.values())
-        return JSONResponse({"ready": ok, "stores": stores}, 200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok}
+        try:
+            svc.authorize_operator(presented_key(request))
+            body["stores"] = stores
+        except (Unauthorized, Forbidden):
+            pass
+        return JSONResponse(body, 200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        svc.authorize_operator(presented_key(request))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

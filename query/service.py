@@ -11,6 +11,7 @@ sampler thread samples every 50 ms while anyone waits, every second else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import logging
 import threading
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from fastapi import Request
 
 from pipeline.apiconfig import ApiKey
 from pipeline.config import Config
@@ -38,6 +41,26 @@ class Unauthorized(ReadsideError):
     """No API key, or a key that is not configured (401)."""
 
     status = 401
+    #: the ``WWW-Authenticate`` challenge (the operators' routes ask a
+    #: browser for Basic credentials: the key as the password)
+    challenge = "Bearer"
+
+
+def presented_key(request: Request, x_api_key: str | None = None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer KEY``, Basic
+    credentials whose password is the key (a browser's prompt), or
+    ``X-Api-Key``."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return ""  # presented, and matches no key
+        return decoded.partition(":")[2]
+    return x_api_key or request.headers.get("x-api-key")
 
 
 class Forbidden(ReadsideError):
@@ -62,6 +85,12 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.api = config.api
+        if not self.api.keys and not self.api.anonymous:
+            raise ConfigError(
+                "api.keys: readside serve needs at least one API key, or "
+                "api.anonymous: true to answer requests without one (on a "
+                "trusted network only)"
+            )
         for key in self.api.keys:
             known = config.effective_views()
             unknown = [v for v in key.views if v != "*" and v not in known]
@@ -107,24 +136,48 @@ class Service:
 
     # -- per request -----------------------------------------------------------
 
-    def authorize(self, presented: str | None, view: str | None) -> ApiKey | None:
-        """The key of the request (``None`` when no keys are configured).
+    def _key(self, presented: str | None) -> ApiKey | None:
+        """The configured key presented; ``None`` for a request without one
+        when ``api.anonymous`` allows it.
 
         Raises:
-            Unauthorized: keys are configured and none matches.
+            Unauthorized: a key is needed and none matches.
+        """
+        if presented is None and self.api.anonymous:
+            return None
+        key: ApiKey | None = None
+        given = (presented or "").encode()
+        for candidate in self.api.keys:
+            if hmac.compare_digest(given, candidate.key.get_secret_value().encode()):
+                key = candidate
+        if key is None:
+            raise Unauthorized("a valid API key is required")
+        return key
+
+    def authorize_operator(self, presented: str | None) -> None:
+        """Allow the operators' routes to the request.
+
+        Raises:
+            Unauthorized: a key is needed and none matches.
+            Forbidden: the key is not an operator's.
+        """
+        try:
+            key = self._key(presented)
+        except Unauthorized as exc:
+            exc.challenge = 'Basic realm="readside"'
+            raise
+        if key is not None and not key.operator:
+            raise Forbidden(f"key {key.name!r} is not an operator key")
+
+    def authorize(self, presented: str | None, view: str | None) -> ApiKey | None:
+        """The key of the request (``None``: no key, ``api.anonymous``).
+
+        Raises:
+            Unauthorized: a key is needed and none matches.
             UnknownView: ``view`` is not configured.
             Forbidden: the key may not read ``view``.
         """
-        key: ApiKey | None = None
-        if self.api.keys:
-            given = (presented or "").encode()
-            for candidate in self.api.keys:
-                if hmac.compare_digest(
-                    given, candidate.key.get_secret_value().encode()
-                ):
-                    key = candidate
-            if key is None:
-                raise Unauthorized("a valid API key is required")
+        key = self._key(presented)
         if view is not None:
             views = self.config.effective_views()
             if view not in views:

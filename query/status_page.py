@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from connectors import debezium
 from pipeline.status import dead_letter_count, snapshots
 from query.lsn import format_lsn
-from query.service import Service, probe_stores
+from query.service import Service, presented_key, probe_stores
 
 logger = logging.getLogger(__name__)
 
@@ -227,12 +227,14 @@ class StatusMonitor:
 
 @router.get("/v1/status", summary="Pipeline figures for the status page")
 async def status_json(request: Request) -> JSONResponse:
+    request.app.state.service.authorize_operator(presented_key(request))
     monitor: StatusMonitor = request.app.state.monitor
     return JSONResponse(monitor.latest())
 
 
 @router.get("/status", include_in_schema=False)
 async def status_html(request: Request) -> HTMLResponse:
+    request.app.state.service.authorize_operator(presented_key(request))
     monitor: StatusMonitor = request.app.state.monitor
     figures = json.dumps(monitor.latest()).replace("<", "\\u003c")
     html = _PAGE.read_text().replace("/*INITIAL*/null", figures)

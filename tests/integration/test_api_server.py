@@ -49,6 +49,7 @@ VIEWS: dict[str, Any] = {
     "cheap": {"table": "public.products", "sinks": ["redis"]},
 }
 KEY = "storefront-key-0123456789"
+OPS = "ops-" + "o" * 20
 OTHER = "other-view-key-0123456789"
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
@@ -157,6 +158,7 @@ def test_api_server_drained_view_answers_exactly_and_refuses_bad_input(make_pipe
     keys = [
         {"name": "storefront", "key": KEY, "views": [VIEW]},
         {"name": "other", "key": OTHER, "views": ["cheap"]},
+        {"name": "ops", "key": OPS, "operator": True},
     ]
     server = start_server(p, {"keys": keys, "max_page_size": 50})
     try:
@@ -237,12 +239,18 @@ def test_api_server_drained_view_answers_exactly_and_refuses_bad_input(make_pipe
             bad = anon.get(f"/v1/views/{VIEW}/docs/8", headers={"X-Api-Key": OTHER})
             assert bad.status_code == 403
             assert anon.get("/healthz").status_code == 200
+            # ready or not for anyone; which store failed for operators only
             ready = anon.get("/readyz")
             assert ready.status_code == 200
+            assert ready.json() == {"ready": True}
+            ops = {"X-Api-Key": OPS}
+            ready = anon.get("/readyz", headers=ops)
             assert ready.json()["stores"] == {s: "ok" for s in p.config.sinks}
             schema = anon.get("/openapi.json").json()
             assert "/v1/views/{view}/search" in schema["paths"]
-            metrics = anon.get("/metrics").text
+            assert anon.get("/metrics").status_code == 401
+            assert anon.get("/metrics", headers={"X-Api-Key": KEY}).status_code == 403
+            metrics = anon.get("/metrics", headers=ops).text
             assert 'route="/v1/views/{view}/filter",status="400"' in metrics
         _idle_connection_still_served(server.base)
     finally:

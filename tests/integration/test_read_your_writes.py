@@ -90,7 +90,9 @@ def test_read_your_writes_under_load_sees_own_write_then_412_when_stopped(
     p.apply_connector()
     worker = p.start_worker()
     p.wait_drained(timeout=120)
-    server = start_server(p, {"min_lsn_wait_s": 10, "max_page_size": 10})
+    server = start_server(
+        p, {"min_lsn_wait_s": 10, "max_page_size": 10, "anonymous": True}
+    )
     cycles = Cycles(p.dsn)
     http_local = threading.local()
 

@@ -67,7 +67,7 @@ def test_status_page_pipeline_paused_shows_every_view_and_growing_lag(make_pipel
     p.apply_connector()
     worker = p.start_worker()
     p.wait_drained(timeout=120)
-    server = start_server(p, {"status_interval_s": 0.5})
+    server = start_server(p, {"status_interval_s": 0.5, "anonymous": True})
     try:
         wanted = {(v, s) for v, c in VIEWS.items() for s in c["sinks"]}
 

@@ -8,6 +8,7 @@ a request that reached a store would fail with 5xx, not the 4xx asserted.
 
 from __future__ import annotations
 
+import base64
 from collections import deque
 from typing import Any
 
@@ -112,6 +113,45 @@ def test_api_keys_missing_wrong_or_other_view_refused(http):
     assert http.get("/v1/views/u/docs/1").status_code == 403
     assert http.get("/v1/views/nope/docs/1").json()["reason"] == "view"
     assert anon.get("/healthz").status_code == 200
+
+
+def test_api_without_keys_refuses_to_start_unless_anonymous_is_set():
+    with pytest.raises(ConfigError, match=r"api\.keys"):
+        create_app(config())
+    anon = TestClient(create_app(config(anonymous=True)))
+    assert anon.get("/v1/views/t/docs/1", params={"min_lsn": "x"}).status_code == 400
+    assert anon.get("/metrics").status_code == 200  # a trusted network
+
+
+def test_api_operator_routes_need_an_operator_key():
+    op = "o" * 20
+    cfg = config(
+        keys=[
+            {"name": "site", "key": KEY, "views": ["t"]},
+            {"name": "ops", "key": op, "operator": True},
+        ]
+    )
+    anon = TestClient(create_app(cfg))
+    for path in ("/metrics", "/v1/status", "/status"):
+        resp = anon.get(path)
+        assert resp.status_code == 401, path
+        # a browser asks for the key (as the password of Basic credentials)
+        assert resp.headers["WWW-Authenticate"].startswith("Basic"), path
+        site = anon.get(path, headers={"Authorization": f"Bearer {KEY}"})
+        assert site.status_code == 403, path
+    assert anon.get("/metrics", headers={"X-Api-Key": op}).status_code == 200
+    basic = base64.b64encode(f"anyone:{op}".encode()).decode()
+    resp = anon.get("/metrics", headers={"Authorization": f"Basic {basic}"})
+    assert resp.status_code == 200
+    # the operator key reads no view it was not given
+    resp = anon.get("/v1/views/t/docs/1", headers={"X-Api-Key": op})
+    assert resp.status_code == 403
+    assert anon.get("/healthz").status_code == 200
+
+
+def test_api_key_without_views_or_operator_refused():
+    with pytest.raises(ConfigError, match="views, operator"):
+        config(keys=[{"name": "none", "key": KEY}])
 
 
 def test_api_min_lsn_never_reached_answers_412_with_watermark(http):

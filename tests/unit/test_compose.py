@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 LOCAL = load(REPO / "readside.yaml", env={})
-PROD = load(REPO / "deploy" / "readside.compose.yaml", env={})
+KEYS = {"READSIDE_SITE_KEY": "s" * 16, "READSIDE_OPS_KEY": "o" * 16}
+PROD = load(REPO / "deploy" / "readside.compose.yaml", env=KEYS)
 
 
 def test_compose_has_every_part_of_the_pipeline() -> None:
@@ -113,3 +114,13 @@ def test_connector_config_truncates_skipped_compacted_topics_refuse_keyless() ->
     cfg = connector_config(LOCAL)
     assert cfg["topic.creation.default.cleanup.policy"] == "compact"
     assert "t" in cfg["skipped.operations"].split(",")
+
+
+def test_compose_api_needs_keys_and_has_an_operator() -> None:
+    # serve refuses to start without keys unless anonymous: the recipe is
+    # closed, with its keys from the environment compose requires
+    assert not PROD.api.anonymous
+    assert {k.name for k in PROD.api.keys if k.operator} == {"ops"}
+    env = SERVICES["api"].get("environment") or COMPOSE["x-readside"]["environment"]
+    for name in ("READSIDE_SITE_KEY", "READSIDE_OPS_KEY"):
+        assert env[name].startswith(f"${{{name}:?"), name
