@@ -19,6 +19,7 @@ from pipeline.events import (
     ChangeEvent,
     Document,
     DocumentOp,
+    Op,
     Position,
     Upsert,
 )
@@ -119,6 +120,9 @@ class Processor:
         #: recognises Debezium's copies of changes read before (a worker's
         #: consumer; a command that applies records it picked has none)
         self.redeliveries = redeliveries
+        #: per partition, the last delete read (its record key and offset):
+        #: a tombstone without it lost its delete to compaction
+        self._deletes: dict[tuple[str, int], tuple[object, int]] = {}
         # Rows of the heartbeat table (written by the connector's heartbeat
         # action query) carry a real LSN and commit time: source marks.
         self.heartbeat_topics = heartbeat_topics
@@ -170,9 +174,14 @@ class Processor:
                     continue
                 if isinstance(view, AggregateView):
                     # Roots to re-read; the worker reads them after the batch.
-                    view.collect(
-                        decoded, batch.pending.setdefault(view_name, Pending())
-                    )
+                    pending = batch.pending.setdefault(view_name, Pending())
+                    view.collect(decoded, pending)
+                    if (
+                        decoded.op is Op.TOMBSTONE
+                        and view.blind_to_tombstones(decoded.table)
+                        and not self._delete_read(msg.key(), pos)
+                    ):
+                        view.every_root(decoded, pending)
                 else:
                     if pos in filled:
                         after = filled[pos]
@@ -195,8 +204,20 @@ class Processor:
                     raw_ops.setdefault(view_name, []).extend(ops)
                 if decoded.lsn is not None:
                     batch.last[(view_name, pos.topic, pos.partition)] = decoded
+            if decoded.op is Op.DELETE:
+                self._deletes[(pos.topic, pos.partition)] = (msg.key(), pos.offset)
         batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
         return batch
+
+    def _delete_read(self, key: object, pos: Position) -> bool:
+        """Whether the delete this tombstone follows was read: by this worker,
+        or (right before where it began reading) by the group before it."""
+        if self._deletes.get((pos.topic, pos.partition), (None, -1))[0] == key:
+            return True
+        if self.redeliveries is None:
+            return False
+        before = self.redeliveries.record_before((pos.topic, pos.partition), pos.offset)
+        return before is not None and before[0] == key and before[1].op is Op.DELETE
 
     def _fill(
         self, fill: Fill | None, events: list[ChangeEvent]

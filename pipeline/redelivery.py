@@ -188,6 +188,13 @@ class Redeliveries:
             return True
         return pending[1] == offset  # read again after a batch was given up
 
+    def record_before(self, part: Part, offset: int) -> tuple[Key, ChangeEvent] | None:
+        """The change event at ``offset - 1`` of ``part`` (None: none there,
+        or nothing to read it with)."""
+        if self.log is None or offset <= 0:
+            return None
+        return next(iter(self.log.records(part, offset - 1, offset)), None)
+
     def forget(self, parts: Iterable[Part]) -> None:
         """Drop what was read of partitions this worker no longer reads."""
         for part in parts:

@@ -173,6 +173,34 @@ class AggregateView:
             pending.commit_ts_ms = max(pending.commit_ts_ms or 0, event.commit_ts_ms)
         pending.position = event.position
 
+    def blind_to_tombstones(self, table: str) -> bool:
+        """Whether a tombstone of ``table`` can miss roots: a child whose link
+        to its owner is outside its key names the owner only in its delete's
+        before image."""
+        self.tree()
+        for node in self._by_table.get(table, ()):
+            if node.kind == "root":
+                continue
+            direct = direct_keys(node)
+            cols = direct if direct is not None else list(node.on)
+            if not set(cols) <= set(node.table.primary_key):
+                return True
+        return False
+
+    def every_root(self, event: ChangeEvent, pending: Pending) -> None:
+        """Read every root again: ``event`` is a tombstone whose delete record
+        compaction removed before this worker read it, so the roots its row
+        was part of are not known (see :meth:`blind_to_tombstones`)."""
+        if pending.every_root is None:
+            logger.warning(
+                "tombstone of %s without its delete (compacted away; a worker "
+                "was behind more than kafka.delete_window_ms): every root of %s "
+                "is read again",
+                event.table,
+                self.name,
+            )
+        pending.every_root = event.position
+
     @staticmethod
     def _name_roots(event: ChangeEvent, node: Node, pending: Pending) -> None:
         """Note the roots a change of ``node``'s table names, or the links
