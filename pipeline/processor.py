@@ -123,6 +123,8 @@ class Processor:
         #: per partition, the last delete read (its record key and offset):
         #: a tombstone without it lost its delete to compaction
         self._deletes: dict[tuple[str, int], tuple[object, int]] = {}
+        #: per partition, the offset of the last record read
+        self._last: dict[tuple[str, int], int] = {}
         # Rows of the heartbeat table (written by the connector's heartbeat
         # action query) carry a real LSN and commit time: source marks.
         self.heartbeat_topics = heartbeat_topics
@@ -141,9 +143,14 @@ class Processor:
         batch = Batch()
         raw_ops: dict[str, list[DocumentOp]] = {}
         events: list[tuple[RawMessage, ChangeEvent]] = []
+        #: per record, the offset this processor read before it in its
+        #: partition (None: none, since it started)
+        previous: dict[Position, int | None] = {}
         for msg in messages:
             pos = position_of(msg)
             batch.messages[pos] = msg
+            previous[pos] = self._last.get((pos.topic, pos.partition))
+            self._last[(pos.topic, pos.partition)] = pos.offset
             try:
                 decoded = decode(msg)
             except BadRecord as exc:
@@ -178,8 +185,9 @@ class Processor:
                     view.collect(decoded, pending)
                     if (
                         decoded.op is Op.TOMBSTONE
+                        and pending.every_root is None
                         and view.blind_to_tombstones(decoded.table)
-                        and not self._delete_read(msg.key(), pos)
+                        and not self._delete_read(msg.key(), pos, previous[pos])
                     ):
                         view.every_root(decoded, pending)
                 else:
@@ -209,11 +217,11 @@ class Processor:
         batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
         return batch
 
-    def _delete_read(self, key: object, pos: Position) -> bool:
-        """Whether the delete this tombstone follows was read: by this worker,
-        or (right before where it began reading) by the group before it."""
-        if self._deletes.get((pos.topic, pos.partition), (None, -1))[0] == key:
-            return True
+    def _delete_read(self, key: object, pos: Position, previous: int | None) -> bool:
+        """Whether the delete this tombstone follows (the record right before
+        it) was read: by this processor, else by whoever read that offset."""
+        if previous == pos.offset - 1:  # read here, in order
+            return self._deletes.get((pos.topic, pos.partition)) == (key, previous)
         if self.redeliveries is None:
             return False
         before = self.redeliveries.record_before((pos.topic, pos.partition), pos.offset)

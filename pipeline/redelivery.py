@@ -41,6 +41,7 @@ second); each entry is about 200 bytes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -52,6 +53,9 @@ from pipeline.errors import BadRecord
 from pipeline.events import ChangeEvent, Op
 
 logger = logging.getLogger(__name__)
+
+#: the longest one read back may take (the worker does not poll meanwhile)
+READ_BACK_S = 10.0
 
 Part = tuple[str, int]
 Key = bytes | str | None
@@ -216,6 +220,7 @@ class KafkaPartitionLog:
             "group.id": f"{conf['group.id']}.redelivery",
             "enable.auto.commit": False,
         }
+        self._reader: Any = None
 
     def mark(self, part: Part) -> str | None:
         (tp,) = self.consumer.committed([TopicPartition(*part)], timeout=10)
@@ -224,12 +229,18 @@ class KafkaPartitionLog:
     def records(
         self, part: Part, start: int, end: int
     ) -> Iterator[tuple[Key, ChangeEvent]]:
-        reader = Consumer(self.conf)
+        # One reader for the worker's life (a new consumer per call costs a
+        # connection and a metadata round trip), each call bounded in time:
+        # the worker does not poll meanwhile.
+        if self._reader is None:
+            self._reader = Consumer(self.conf)
+        reader = self._reader
+        deadline = time.monotonic() + READ_BACK_S
         try:
             reader.assign([TopicPartition(part[0], part[1], start)])
             at = start
-            while at < end:
-                msgs = reader.consume(500, 5.0)
+            while at < end and time.monotonic() < deadline:
+                msgs = reader.consume(500, min(1.0, READ_BACK_S))
                 if not msgs:
                     return  # the records before end are gone (retention)
                 for msg in msgs:
@@ -246,4 +257,4 @@ class KafkaPartitionLog:
                     if isinstance(ev, ChangeEvent):
                         yield msg.key(), ev
         finally:
-            reader.close()
+            reader.unassign()
