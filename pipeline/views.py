@@ -35,9 +35,9 @@ from pipeline.events import (
     doc_id,
     table_version,
 )
+from pipeline.expr import compile_expression
 from pipeline.viewconfig import AggregateViewConfig, TableViewConfig
 from transforms.chain import build_chain
-from transforms.expr import compile_expression
 
 __all__ = [
     "RowFilter",
