@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from connectors.base import Sink
 from pipeline import metrics
-from pipeline.aggregate import AggregateView, Pending
+from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.reader import Reader
 from pipeline.config import WorkerConfig
 from pipeline.decode import RawMessage
@@ -205,7 +205,6 @@ class BatchHandler:
         """Read back the roots of aggregate views, waiting out source outages."""
         for name, pending in batch.pending.items():
             view = self.views[name]
-            assert isinstance(view, AggregateView)
             read = self._from_source(
                 f"view {name}", partial(self._read_roots, view, pending)
             )
@@ -213,7 +212,7 @@ class BatchHandler:
             metrics.REREADS.labels(name).inc()
             self._dead_roots(batch, name, pending)
 
-    def _read_roots(self, view: AggregateView, pending: Pending) -> list[DocumentOp]:
+    def _read_roots(self, view: View, pending: Pending) -> list[DocumentOp]:
         """Every root ``pending`` names, read a chunk of
         ``worker.reread_chunk_roots`` roots per snapshot."""
         chunks = view.reread_chunks(
