@@ -259,3 +259,21 @@ class BatchHandler:
                 )
             )
         return dead
+
+
+def rejected_only(dead: Sequence[DeadLetter]) -> list[DeadLetter]:
+    """Of a batch's dead letters, those of documents a store rejected; the
+    records the views could not use are logged, not sent: a rebuild's
+    catch-up leaves them to the live workers, which send them."""
+    for d in dead:
+        if d.error_class == "Rejected":
+            continue
+        logger.warning(
+            "not sent to the dead-letter topic (the live workers do) "
+            "topic=%s partition=%d offset=%d reason=%s",
+            d.message.topic(),
+            d.message.partition(),
+            d.message.offset(),
+            d.reason,
+        )
+    return [d for d in dead if d.error_class == "Rejected"]
