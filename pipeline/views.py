@@ -127,7 +127,7 @@ class View(Protocol):
     @property
     def cfg(self) -> TableViewConfig | AggregateViewConfig: ...
 
-    #: bumped by a rebuild in place (docs/design.md: two kinds of view)
+    #: bumped when the view must be rebuilt (docs/design.md: view epochs)
     epoch: int
 
     @property
@@ -175,7 +175,7 @@ class View(Protocol):
     def from_source(self) -> SourceRead | None:
         """How to read its documents straight from the source, or ``None``:
         a view versioned by stream positions loads only through its topic
-        (docs/design.md: snapshots and bootstrap)."""
+        (docs/design.md: two kinds of view, two kinds of version)."""
 
     def source_documents(
         self, conn: psycopg.Connection[Any], reader: Reader
