@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from pipeline.aggregate import AggregateView, Pending, prepare_views
-from pipeline.config import AggregateViewConfig, TableViewConfig
 from pipeline.events import ChangeEvent, Op, Position, Upsert
+from pipeline.viewconfig import AggregateViewConfig, TableViewConfig
 from pipeline.views import TableView, View
 
 pytestmark = pytest.mark.unit
