@@ -85,7 +85,7 @@ class _CountingConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         run = self.run
-        if not run.started and (run.worker._assigned or not run.live):
+        if not run.started and (run.worker.health.assigned or not run.live):
             run.started = time.perf_counter()  # catch-up: from the first poll
             if run.live:
                 run.writer.start()

@@ -77,6 +77,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.layout",
             "pipeline.layoutguard",
             "pipeline.metrics",
+            "pipeline.partitions",
+            "pipeline.startup",
         ),
     ),
     (

@@ -30,6 +30,7 @@ from pipeline.processor import Processor
 from pipeline.snapshot import Loader, Options, SnapshotLog
 from pipeline.snapshot import load as load_mod
 from pipeline.snapshot.rebuild import Rebuild
+from pipeline.snapshot.rejects import Rejects
 from pipeline.worker import build_sinks
 
 SPENT: dict[str, float] = defaultdict(float)
@@ -61,7 +62,7 @@ def _instrument() -> None:
     r = reader_mod.Reader
     r.query = _timed("read", r.query)  # type: ignore[method-assign]
     r.begin = _timed("read", r.begin)  # type: ignore[method-assign]
-    Loader._write = _timed("write", Loader._write)  # type: ignore[method-assign]
+    Rejects.write = _timed("write", Rejects.write)  # type: ignore[method-assign]
     SnapshotLog.save = _timed("progress", SnapshotLog.save)  # type: ignore[method-assign]
     Processor.process = _timed("decode", Processor.process)  # type: ignore[method-assign]
     setattr(load_mod, "Consumer", _TimedConsumer)  # noqa: B010 - times consume()

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from connectors.base import Sink
 from pipeline import metrics
-from pipeline.aggregate import AggregateView, Pending
+from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.reader import Reader
 from pipeline.config import WorkerConfig
 from pipeline.decode import RawMessage
@@ -205,7 +205,6 @@ class BatchHandler:
         """Read back the roots of aggregate views, waiting out source outages."""
         for name, pending in batch.pending.items():
             view = self.views[name]
-            assert isinstance(view, AggregateView)
             read = self._from_source(
                 f"view {name}", partial(self._read_roots, view, pending)
             )
@@ -213,7 +212,7 @@ class BatchHandler:
             metrics.REREADS.labels(name).inc()
             self._dead_roots(batch, name, pending)
 
-    def _read_roots(self, view: AggregateView, pending: Pending) -> list[DocumentOp]:
+    def _read_roots(self, view: View, pending: Pending) -> list[DocumentOp]:
         """Every root ``pending`` names, read a chunk of
         ``worker.reread_chunk_roots`` roots per snapshot."""
         chunks = view.reread_chunks(
@@ -260,3 +259,21 @@ class BatchHandler:
                 )
             )
         return dead
+
+
+def rejected_only(dead: Sequence[DeadLetter]) -> list[DeadLetter]:
+    """Of a batch's dead letters, those of documents a store rejected; the
+    records the views could not use are logged, not sent: a rebuild's
+    catch-up leaves them to the live workers, which send them."""
+    for d in dead:
+        if d.error_class == "Rejected":
+            continue
+        logger.warning(
+            "not sent to the dead-letter topic (the live workers do) "
+            "topic=%s partition=%d offset=%d reason=%s",
+            d.message.topic(),
+            d.message.partition(),
+            d.message.offset(),
+            d.reason,
+        )
+    return [d for d in dead if d.error_class == "Rejected"]

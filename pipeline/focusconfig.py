@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.expr import compile_expression
 from pipeline.sinktypes import SinkConfig
 
 #: Lower case so the derived target is a valid Elasticsearch index name.
@@ -80,8 +81,6 @@ def derive(
     if base.kind == "aggregate" and ";" in focus.where:
         raise ValueError(f"{field}.where: must be one SQL predicate (no ';')")
     if base.kind == "table":
-        from transforms.expr import compile_expression
-
         try:
             compile_expression(focus.where)
         except Exception as exc:  # noqa: BLE001 (reported with the field's name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psycopg
 
-from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.viewconfig import AggregateViewConfig
 from pipeline.views import build_views
@@ -59,8 +58,9 @@ def view_sql(cfg: Config, dsn: str) -> str:
     blocks: list[str] = []
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         for name, view in views.items():
-            if isinstance(view, AggregateView):
+            source = view.from_source()
+            if source is not None:
                 view.prepare(conn, strict=False)
-                text = view.view_sql().definition().as_string(conn)
+                text = source.definition().as_string(conn)
                 blocks.append(f"-- view {name}\n{text};")
     return "\n\n".join(blocks)

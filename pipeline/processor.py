@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from pipeline.aggregate.view import AggregateView, Pending
+from pipeline.aggregate.pending import Pending
 from pipeline.decode import Heartbeat, RawMessage, decode
 from pipeline.errors import BadRecord
 from pipeline.events import (
@@ -25,7 +25,7 @@ from pipeline.events import (
 )
 from pipeline.redelivery import Redeliveries
 from pipeline.toast import needs_source
-from pipeline.views import TableView, View
+from pipeline.views import View
 
 #: Reads unchanged TOAST values from the source (:class:`pipeline.toast.SourceRows`).
 Fill = Callable[[Sequence[ChangeEvent]], dict[Position, "Document | None"]]
@@ -57,7 +57,7 @@ class Batch:
     # Last event per (view, topic, partition), for checkpoints.
     last: dict[tuple[str, str, int], ChangeEvent] = field(default_factory=dict)
     messages: dict[Position, RawMessage] = field(default_factory=dict)
-    # Roots each aggregate view must re-read (the worker reads them).
+    # Roots each view that re-reads must read back (the batch handler does).
     pending: dict[str, Pending] = field(default_factory=dict)
 
 
@@ -179,37 +179,33 @@ class Processor:
                 view = self.views.get(view_name)
                 if view is None:
                     continue
-                if isinstance(view, AggregateView):
-                    # Roots to re-read; the worker reads them after the batch.
-                    pending = batch.pending.setdefault(view_name, Pending())
-                    view.collect(decoded, pending)
-                    if (
-                        decoded.op is Op.TOMBSTONE
-                        and pending.every_root is None
-                        and view.blind_to_tombstones(decoded.table)
-                        and not self._delete_read(msg.key(), pos, previous[pos])
-                    ):
-                        view.every_root(decoded, pending)
-                else:
-                    if pos in filled:
-                        after = filled[pos]
-                        if after is None:
-                            # Row gone: its delete, a later record, removes
-                            # the document (a rebuild's catch-up goes on to
-                            # it: pipeline/snapshot/rebuild.py).
-                            batch.gone += 1
-                            continue
-                        decoded = replace(decoded, after=after)
-                    try:
-                        ops = view.ops_for(decoded)
-                    except BadRecord as exc:
-                        batch.dead.append(
-                            DeadLetter(
-                                msg, exc.reason, "BadRecord", str(exc), view_name
-                            )
-                        )
+                if not view.rereads and pos in filled:
+                    after = filled[pos]
+                    if after is None:
+                        # Row gone: its delete, a later record, removes the
+                        # document (a rebuild's catch-up goes on to it:
+                        # pipeline/snapshot/rebuild.py).
+                        batch.gone += 1
                         continue
-                    raw_ops.setdefault(view_name, []).extend(ops)
+                    decoded = replace(decoded, after=after)
+                try:
+                    # Ops now, or (a view that re-reads) the roots to read
+                    # back once the batch is decoded: the caller reads them.
+                    ops = view.route(decoded, batch.pending)
+                except BadRecord as exc:
+                    batch.dead.append(
+                        DeadLetter(msg, exc.reason, "BadRecord", str(exc), view_name)
+                    )
+                    continue
+                raw_ops.setdefault(view_name, []).extend(ops)
+                if decoded.op is Op.TOMBSTONE and view.blind_to_tombstones(
+                    decoded.table
+                ):
+                    pending = batch.pending.get(view_name)
+                    if (
+                        pending is None or pending.every_root is None
+                    ) and not self._delete_read(msg.key(), pos, previous[pos]):
+                        view.read_every_root(decoded, batch.pending)
                 if decoded.lsn is not None:
                     batch.last[(view_name, pos.topic, pos.partition)] = decoded
             if decoded.op is Op.DELETE:
@@ -237,8 +233,9 @@ class Processor:
             for ev in events
             if needs_source(ev)
             and any(
-                isinstance(self.views.get(v), TableView)
+                not view.rereads
                 for v in self.topics.get(ev.position.topic, ())
+                if (view := self.views.get(v)) is not None
             )
         ]
         return fill(wanted) if wanted else {}

@@ -1,6 +1,7 @@
 """``readside verify --repair``: rewrite the documents a sink got wrong.
 
-Aggregate views re-read the drifted roots from the source in a new snapshot;
+A view read from the source (an aggregate view, :meth:`pipeline.views.View.
+from_source`) re-reads the drifted roots in a new snapshot;
 its version is newer than anything stored, so the guard lets the fresh
 documents (and deletes, for roots that are gone) replace what drifted.
 
@@ -19,9 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from connectors.base import Sink
-from pipeline.aggregate import AggregateView, Pending
 from pipeline.aggregate.reader import Reader
-from pipeline.events import DocumentOp
 from pipeline.verify import Drift
 from pipeline.views import View
 
@@ -36,24 +35,8 @@ class Repaired:
     refused: int  # kept by the store's guard (needs a snapshot replay)
 
 
-def key_of(doc_id: str, columns: int) -> tuple[str, ...]:
-    """The key values of a document id (inverse of ``views.doc_id``)."""
-    if columns == 1:
-        return (doc_id,)
-    parts = doc_id.split(":")
-    return tuple(p.replace("%3A", ":").replace("%25", "%") for p in parts)
-
-
 def _drifted(drift: Drift) -> list[str]:
     return sorted({*drift.missing, *drift.extra, *drift.differing})
-
-
-def _aggregate_ops(
-    view: AggregateView, reader: Reader, ids: list[str]
-) -> list[DocumentOp]:
-    width = len(view.tree().table.primary_key)
-    pending = Pending(root_keys={key_of(i, width) for i in ids})
-    return view.reread(reader, pending)
 
 
 def repair(
@@ -69,9 +52,9 @@ def repair(
         for drift in drifts:
             if drift.ok:
                 continue
-            view, sink = views[drift.view], sinks[drift.sink]
+            source, sink = views[drift.view].from_source(), sinks[drift.sink]
             drifted = _drifted(drift)
-            if not isinstance(view, AggregateView):
+            if source is None:
                 logger.warning(
                     "table view not repaired in place view=%s sink=%s (rebuild: "
                     "drop its copy, then readside snapshot %s --sink %s)",
@@ -82,7 +65,7 @@ def repair(
                 )
                 out.append(Repaired(drift.view, drift.sink, 0, len(drifted)))
                 continue
-            result = sink.write(_aggregate_ops(view, reader, drifted))
+            result = sink.write(source.reread_ids(reader, drifted))
             logger.info(
                 "repaired view=%s sink=%s applied=%d stale=%d",
                 drift.view,

@@ -1,12 +1,12 @@
 """The convergence oracle: does each sink hold exactly what the source says?
 
-For a table view the expected documents follow from the source table alone:
-every row is read with psycopg (``SELECT * FROM table``), mapped with
-:func:`~pipeline.types.pg_row_to_json` (the mapping decoded Debezium events
-give), keyed with :func:`~pipeline.views.doc_id` and run through the view as
-the worker runs it (shape, focus filter, transform chain). Each sink is then
-compared with that: ids it lacks (missing), live ids it should not hold
-(extra), and documents whose JSON differs (differing).
+Each view says which documents the source defines now
+(:meth:`pipeline.views.View.source_documents`): a table view from its table
+alone, run through the view as the worker runs it
+(:func:`~pipeline.views.table_documents`), an aggregate view from its SQL
+definition in one snapshot. Each sink is then compared with that: ids it
+lacks (missing), live ids it should not hold (extra), and documents whose
+JSON differs (differing).
 
 Run it when the pipeline is drained (no change in flight), e.g. from
 ``readside verify VIEW`` or the integration tests; on a live pipeline it
@@ -24,17 +24,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from connectors.base import Sink
-from pipeline.aggregate import AggregateView, catalog, prepare_views
+from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.events import UNCHANGED, Document
-from pipeline.types import PLACEHOLDER, pg_row_to_json
-from pipeline.views import TableView, View, build_views, doc_id
+from pipeline.types import PLACEHOLDER
+from pipeline.views import View, build_views
+from pipeline.views import table_documents as expected_documents
 from pipeline.worker import build_sinks
+
+__all__ = [
+    "DocDiff",
+    "Drift",
+    "canonical",
+    "compare",
+    "expected_documents",
+    "verify",
+    "view_documents",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,61 +129,6 @@ def _check_clean(value: Any, path: str) -> None:
             _check_clean(v, f"{path}[{i}]")
 
 
-def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
-    """The primary-key columns of ``schema.table``, in key order."""
-    keys = catalog.primary_key(conn, table)
-    if not keys:
-        raise ValueError(f"table {table} has no primary key")
-    return keys
-
-
-_BIT_OID = 1560
-
-
-def _register_hstore(conn: psycopg.Connection[Any]) -> None:
-    """Read hstore columns as dicts (Debezium's mapping), when installed."""
-    from psycopg.types import TypeInfo
-    from psycopg.types.hstore import register_hstore
-
-    info = TypeInfo.fetch(conn, "hstore")
-    if info is not None:
-        register_hstore(info, conn)
-
-
-def expected_documents(
-    conn: psycopg.Connection[Any], view: TableView
-) -> dict[str, Document]:
-    """Documents of a table view as the source defines them now.
-
-    Raises:
-        pipeline.errors.BadRecord: a row breaks the view's contract (a
-            transform raised); the worker would have dead-lettered it.
-    """
-    table = view.cfg.table
-    keys = primary_key(conn, table)
-    schema, name = table.split(".", 1)
-    query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name))
-    out: dict[str, Document] = {}
-    _register_hstore(conn)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query)
-        # bit(1) is a boolean in Debezium's mapping; psycopg reads it as text.
-        bits = [d.name for d in cur.description or () if d.type_code == _BIT_OID]
-        for raw in cur:
-            for col in bits:
-                if raw[col] is not None and len(raw[col]) == 1:
-                    raw[col] = raw[col] == "1"
-            row = pg_row_to_json(raw)
-            ident = doc_id({k: row[k] for k in keys})
-            shaped = view.shape(row)
-            if view.row_filter is not None and not view.row_filter(shaped):
-                continue
-            doc = view.transform(shaped) if view.transform is not None else shaped
-            if doc is not None:
-                out[ident] = doc
-    return out
-
-
 def view_documents(
     conn: psycopg.Connection[Any], reader: Reader, view: View
 ) -> dict[str, Document]:
@@ -182,9 +136,7 @@ def view_documents(
 
     Aggregate views must be prepared (:func:`pipeline.aggregate.prepare_views`).
     """
-    if isinstance(view, AggregateView):
-        return view.documents(reader)
-    return expected_documents(conn, view)
+    return view.source_documents(conn, reader)
 
 
 def compare(

@@ -45,6 +45,14 @@ Key = tuple[str, ...]
 Blamed = tuple[Key, Position | None]
 
 
+def key_of(doc_id: str, columns: int) -> tuple[str, ...]:
+    """The key values of a document id (inverse of :func:`~pipeline.events.doc_id`)."""
+    if columns == 1:
+        return (doc_id,)
+    parts = doc_id.split(":")
+    return tuple(p.replace("%3A", ":").replace("%25", "%") for p in parts)
+
+
 def row_key(values: Iterable[Any]) -> Key:
     """The key texts of key column values as psycopg returns them."""
     return tuple(key_text(pg_value_to_json(v)) for v in values)

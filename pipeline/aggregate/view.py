@@ -13,6 +13,11 @@ snapshot nor one batch of writes for the whole fan-out; roots that vanished
 (or left the view's ``where``) become deletes. Every op of one chunk carries
 that chunk's snapshot version, and the position of a change that named its
 root.
+
+The view is also read straight from the source, without a change to start
+from (:class:`pipeline.views.SourceRead`): a snapshot load in key order, one
+chunk per snapshot (:meth:`AggregateView.load_chunk`), and the re-read of
+given document ids for ``verify --repair`` and a focus's purge.
 """
 
 from __future__ import annotations
@@ -20,20 +25,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.sql import Composed
 
 from pipeline.aggregate.catalog import Catalog
+from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.plan import ViewSQL
 from pipeline.aggregate.reader import Converter, Reader, key_text
-from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
+from pipeline.aggregate.roots import Key, Links, RootKeys, key_of, row_key
 from pipeline.aggregate.tree import Node, build_tree, direct_keys
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
-    UNCHANGED,
     ChangeEvent,
     Delete,
     Document,
@@ -58,39 +64,15 @@ CHUNK_ROOTS = 2000
 
 
 @dataclass
-class Pending:
-    """What one batch asks of one aggregate view."""
+class Chunk:
+    """One chunk of a snapshot load (:meth:`AggregateView.load_chunk`)."""
 
-    root_keys: set[Key] = field(default_factory=set)
-    # Per node alias, link values to resolve by SQL, each with a change that
-    # named it.
-    links: dict[str, dict[Key, Position | None]] = field(default_factory=dict)
-    txids: set[int] = field(default_factory=set)
-    lsn: int | None = None
-    commit_ts_ms: int | None = None
-    position: Position | None = None  # the batch's last change
-    changes: int = 0
-    # A change that named each root of ``root_keys`` (absent: ``position``).
-    named_by: dict[Key, Position | None] = field(default_factory=dict)
-    # A table of the view was truncated (at this change): every root it defines.
-    every_root: Position | None = None
-    # Roots whose document a transform refused: (doc id, error).
-    failures: list[tuple[str, BadRecord]] = field(default_factory=list)
-    # The change blamed for each refused doc id (see :meth:`blamed`).
-    refused_by: dict[str, Position | None] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.root_keys or self.links or self.every_root is not None)
-
-    def name(self, key: Key, position: Position) -> None:
-        """Note that the change at ``position`` names root ``key``."""
-        self.root_keys.add(key)
-        self.named_by[key] = position
-
-    def blamed(self, ident: str) -> Position | None:
-        """The change to dead-letter for refused document ``ident``: one that
-        named its root (the batch's last change when none is known)."""
-        return self.refused_by.get(ident) or self.position
+    ops: list[DocumentOp]
+    rows: int
+    #: key texts of its last root: the next chunk starts after it
+    last: list[str]
+    #: roots whose document a transform refused: (doc id, error)
+    failures: list[tuple[str, BadRecord]]
 
 
 @dataclass
@@ -147,31 +129,25 @@ class AggregateView:
         assert self.sql is not None
         return self.sql
 
-    # ------------------------------------------------------------ per event
-    def collect(self, event: ChangeEvent, pending: Pending) -> None:
-        """Note which roots ``event`` may change.
+    # ------------------------------------------------------------ as a View
+    @property
+    def rereads(self) -> bool:
+        return True
 
-        A tombstone has only its key: after compaction it is all that is left
-        of a delete, so it names the roots its key can name (a root's own
-        key, a child whose link columns are in its key).
-        """
-        self.tree()
-        nodes = self._by_table.get(event.table, ())
-        if event.op is Op.TRUNCATE:
-            self._truncated(event, nodes, pending)
-        else:
-            for node in nodes:
-                self._name_roots(event, node, pending)
-        if not nodes:
-            return
-        pending.changes += 1
-        if event.txid is not None and not event.snapshot:
-            pending.txids.add(event.txid)
-        if event.lsn is not None:
-            pending.lsn = max(pending.lsn or 0, event.lsn)
-        if event.commit_ts_ms is not None:
-            pending.commit_ts_ms = max(pending.commit_ts_ms or 0, event.commit_ts_ms)
-        pending.position = event.position
+    @property
+    def starts(self) -> Mapping[tuple[str, int], int]:
+        return {}  # snapshot versions: every change of the stream counts
+
+    def use_epoch(self, epoch: int, starts: Mapping[tuple[str, int], int]) -> None:
+        self.epoch = epoch
+
+    def route(
+        self, event: ChangeEvent, pending: dict[str, Pending]
+    ) -> list[DocumentOp]:
+        """No op yet: note the roots ``event`` may change (:meth:`collect`) in
+        this view's entry of ``pending``, to re-read after the batch."""
+        self.collect(event, pending.setdefault(self.name, Pending()))
+        return []
 
     def blind_to_tombstones(self, table: str) -> bool:
         """Whether a tombstone of ``table`` can miss roots: a child whose link
@@ -187,11 +163,12 @@ class AggregateView:
                 return True
         return False
 
-    def every_root(self, event: ChangeEvent, pending: Pending) -> None:
+    def read_every_root(self, event: ChangeEvent, pending: dict[str, Pending]) -> None:
         """Read every root again: ``event`` is a tombstone whose delete record
         compaction removed before this worker read it, so the roots its row
         was part of are not known (see :meth:`blind_to_tombstones`)."""
-        if pending.every_root is None:
+        mine = pending.setdefault(self.name, Pending())
+        if mine.every_root is None:
             logger.warning(
                 "tombstone of %s without its delete (compacted away; a worker "
                 "was behind more than kafka.delete_window_ms): every root of %s "
@@ -199,34 +176,41 @@ class AggregateView:
                 event.table,
                 self.name,
             )
-        pending.every_root = event.position
+        mine.every_root = event.position
 
-    @staticmethod
-    def _name_roots(event: ChangeEvent, node: Node, pending: Pending) -> None:
-        """Note the roots a change of ``node``'s table names, or the links
-        that name them once resolved."""
-        if node.kind == "root":
-            pk = node.table.primary_key
-            if all(c in event.key for c in pk):
-                key = tuple(key_text(event.key[c]) for c in pk)
-                pending.name(key, event.position)
+    def from_source(self) -> AggregateView:
+        return self
+
+    def source_documents(
+        self, conn: psycopg.Connection[Any], reader: Reader
+    ) -> dict[str, Document]:
+        return self.documents(reader)
+
+    # ------------------------------------------------------------ per event
+    def collect(self, event: ChangeEvent, pending: Pending) -> None:
+        """Note which roots ``event`` may change.
+
+        A tombstone has only its key: after compaction it is all that is left
+        of a delete, so it names the roots its key can name (a root's own
+        key, a child whose link columns are in its key).
+        """
+        self.tree()
+        nodes = self._by_table.get(event.table, ())
+        if event.op is Op.TRUNCATE:
+            self._truncated(event, nodes, pending)
+        else:
+            for node in nodes:
+                pending.note(event, node)
+        if not nodes:
             return
-        direct = direct_keys(node)
-        cols = direct if direct is not None else list(node.on)
-        images = (
-            (event.key,) if event.op is Op.TOMBSTONE else (event.before, event.after)
-        )
-        for image in images:
-            if image is None:
-                continue
-            values = [image.get(c, event.key.get(c)) for c in cols]
-            if any(v is None or v is UNCHANGED for v in values):
-                continue
-            text = tuple(key_text(v) for v in values)
-            if direct is not None:
-                pending.name(text, event.position)
-            else:
-                pending.links.setdefault(node.alias, {})[text] = event.position
+        pending.changes += 1
+        if event.txid is not None and not event.snapshot:
+            pending.txids.add(event.txid)
+        if event.lsn is not None:
+            pending.lsn = max(pending.lsn or 0, event.lsn)
+        if event.commit_ts_ms is not None:
+            pending.commit_ts_ms = max(pending.commit_ts_ms or 0, event.commit_ts_ms)
+        pending.position = event.position
 
     def _truncated(
         self, event: ChangeEvent, nodes: Sequence[Node], pending: Pending
@@ -377,3 +361,52 @@ class AggregateView:
             reader.end()
         ops = self.ops_from_rows(converter, rows, None, 0, Pending())
         return {op.doc_id: op.doc for op in ops if isinstance(op, Upsert)}
+
+    # ------------------------------------------------------------ from the source
+    def definition(self) -> Composed:
+        return self.view_sql().definition()
+
+    def ids(self, reader: Reader) -> set[str]:
+        pk = self.tree().table.primary_key
+        reader.begin()
+        try:
+            rows = reader.query(self.view_sql().keys(), {})
+        finally:
+            reader.end()
+        return {
+            doc_id({c: pg_value_to_json(v) for c, v in zip(pk, r, strict=True)})
+            for r in rows
+        }
+
+    def reread_ids(self, reader: Reader, ids: Iterable[str]) -> list[DocumentOp]:
+        width = len(self.tree().table.primary_key)
+        return self.reread(reader, Pending(root_keys={key_of(i, width) for i in ids}))
+
+    def count(self, reader: Reader, where: str | None, after: Any = None) -> int:
+        params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
+        reader.begin()
+        try:
+            statement = self.view_sql().count(where, after is None)
+            return int(reader.query(statement, params)[0][0])
+        finally:
+            reader.end()
+
+    def load_chunk(
+        self, reader: Reader, after: list[str] | None, where: str | None, size: int
+    ) -> Chunk | None:
+        snap = reader.begin()
+        params: dict[str, Any] = {"limit": size}
+        if after is not None:
+            params.update({f"a{i}": v for i, v in enumerate(after)})
+        try:
+            rows = reader.query(self.view_sql().chunk(after is None, where), params)
+            converter = self.converter(reader)
+        finally:
+            reader.end()
+        if not rows:
+            return None
+        meta = Pending()
+        ops = self.ops_from_rows(converter, rows, None, snap.version(self.epoch), meta)
+        last = rows[-1][: len(self.tree().table.primary_key)]
+        keys = [key_text(pg_value_to_json(v)) for v in last]
+        return Chunk(ops, len(rows), keys, meta.failures)

@@ -58,12 +58,11 @@ from psycopg import sql
 
 from connectors import debezium
 from pipeline import layout, layoutguard
-from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.decode import decode
 from pipeline.errors import BadRecord, FatalError
 from pipeline.snapshot.load import send_signal
-from pipeline.views import TableView, View, doc_id
+from pipeline.views import View, doc_id
 
 logger = logging.getLogger(__name__)
 
@@ -90,22 +89,19 @@ def begin_if_needed(cfg: Config, view: View, sinks: Iterable[str]) -> bool:
                 f"store: rebuild it without --sink (missing: {', '.join(missing)})"
             )
 
-    if isinstance(view, AggregateView):
-        return _begin_aggregate(cfg, view, whole_view)
-    return _begin_table(cfg, view, whole_view)
+    # Snapshot versions start a new epoch with an xmax mark; stream-position
+    # versions with a new topic layout.
+    begin = _begin_aggregate if view.rereads else _begin_table
+    return begin(cfg, view, whole_view)
 
 
 def adopt(cfg: Config, view: View) -> None:
     """Give ``view`` the recorded epoch (and start offsets) the workers use."""
     known = layout.load(cfg)
-    view.epoch = known.epochs().get(view.name, 0)
-    if isinstance(view, TableView):
-        view.starts = known.starts().get(view.name, {})
+    view.use_epoch(known.epochs().get(view.name, 0), known.starts().get(view.name, {}))
 
 
-def _begin_aggregate(
-    cfg: Config, view: AggregateView, whole_view: Callable[[], None]
-) -> bool:
+def _begin_aggregate(cfg: Config, view: View, whole_view: Callable[[], None]) -> bool:
     mark = layout.load(cfg).marks.get(view.name)
     current = layout.current_xmax(cfg)
     if mark is None or mark.xmax <= current:
@@ -123,7 +119,7 @@ def _begin_aggregate(
     return True
 
 
-def _begin_table(cfg: Config, view: TableView, whole_view: Callable[[], None]) -> bool:
+def _begin_table(cfg: Config, view: View, whole_view: Callable[[], None]) -> bool:
     guard = layoutguard.Guard(cfg, [view.name])
     guard.recorded = layout.load(cfg)
     if not guard.layout_problems():
@@ -189,7 +185,7 @@ def await_fill(cfg: Config, view: View, timeout_s: float = FILL_TIMEOUT_S) -> No
     stream); if they never meet (an exotic key type) it warns after
     ``timeout_s`` and goes on: the live workers still write the late rows.
     """
-    if not isinstance(view, TableView) or not view.starts:
+    if not view.starts:  # no new epoch of stream positions
         return
     consumer = _consumer(cfg)
     seen: set[str] = set()

@@ -40,16 +40,14 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
-from pipeline.aggregate import AggregateView, Pending, prepare_views
+from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
-from pipeline.repair import key_of
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
 from pipeline.snapshot.load import Loader, Options, send_signal
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
-from pipeline.types import pg_value_to_json
 from pipeline.viewconfig import AggregateViewConfig
-from pipeline.views import build_views, doc_id
+from pipeline.views import build_views
 from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
@@ -153,13 +151,14 @@ class FocusApply:
         """Delete, in every sink, the documents the view no longer defines."""
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
         view = build_views(self.cfg, only=[self.view_name])[self.view_name]
-        assert isinstance(view, AggregateView)
+        source = view.from_source()
+        assert source is not None  # an aggregate base view (see run)
         prepare_views({view.name: view}, dsn, strict=False)
         sinks = build_sinks(self.cfg, sorted(view.cfg.sinks))
         st = SnapshotState(self.view_name, sorted(sinks), None, "purge")
         purged: dict[str, int] = {}
         with closing(Reader(dsn)) as reader:
-            expected = self._expected_ids(view, reader)
+            expected = source.ids(reader)
             try:
                 open_sinks(
                     sinks,
@@ -170,12 +169,10 @@ class FocusApply:
                 st.total = sum(len(ids) for ids in gone.values())
                 log.save(st)
                 self.progress(st)
-                width = len(view.tree().table.primary_key)
                 for name, ids in gone.items():
                     if self.stopping:
                         break
-                    pending = Pending(root_keys={key_of(i, width) for i in ids})
-                    result = sinks[name].write(view.reread(reader, pending))
+                    result = sinks[name].write(source.reread_ids(reader, ids))
                     purged[name] = result.applied
                     st.rows += len(ids)
                     st.chunks += 1
@@ -196,16 +193,3 @@ class FocusApply:
         log.save(st)
         self.progress(st)
         return purged
-
-    @staticmethod
-    def _expected_ids(view: AggregateView, reader: Reader) -> set[str]:
-        pk = view.tree().table.primary_key
-        reader.begin()
-        try:
-            rows = reader.query(view.view_sql().keys(), {})
-        finally:
-            reader.end()
-        return {
-            doc_id({c: pg_value_to_json(v) for c, v in zip(pk, r, strict=True)})
-            for r in rows
-        }

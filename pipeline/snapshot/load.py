@@ -1,12 +1,14 @@
 """``readside snapshot VIEW``: (re)load a view on demand, while workers stream.
 
-Aggregate views load straight from PostgreSQL in keyset-paginated chunks of
-root keys. Each chunk is read in its own REPEATABLE READ snapshot and carries
-that snapshot's version, so a chunk never overwrites a document the stream
-wrote from a newer snapshot, and a transaction still open during a chunk is
-re-read by the worker when its commit arrives. After each chunk is in every
-sink, its last key is recorded (:mod:`pipeline.snapshot.state`); a run that
-was killed resumes after that key.
+A view that can be read from the source (:meth:`pipeline.views.View.
+from_source`: an aggregate view) loads straight from PostgreSQL in
+keyset-paginated chunks of root keys. Each chunk is read in its own
+REPEATABLE READ snapshot and carries that snapshot's version, so a chunk
+never overwrites a document the stream wrote from a newer snapshot, and a
+transaction still open during a chunk is re-read by the worker when its
+commit arrives. After each chunk is in every sink, its last key is recorded
+(:mod:`pipeline.snapshot.state`); a run that was killed resumes after that
+key.
 
 Table views never read PostgreSQL here: their versions are the events'
 offsets, so they reload from the one ordered stream (docs/design.md). Without
@@ -20,7 +22,8 @@ topic before the chunk that holds it is recorded: a replayed record under
 its own origin, a chunk's document under the origin ``snapshot:<view>``
 with the chunk's number as offset, the document id as key and the chunk's
 start key in the value and message. The run goes on, and ends with
-:class:`RejectedDocuments` (a non-zero exit) naming the count.
+:class:`~pipeline.snapshot.rejects.RejectedDocuments` (a non-zero exit)
+naming the count.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
@@ -37,26 +39,22 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Sink
 from pipeline import layout
-from pipeline.aggregate import AggregateView, Pending, prepare_views
-from pipeline.aggregate.plan import ViewSQL
-from pipeline.aggregate.reader import Reader, key_text
-from pipeline.checkpoints import ensure_topics
+from pipeline.aggregate import prepare_views
+from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.decode import FakeMessage, RawMessage
-from pipeline.dlq import DeadLetterQueue
-from pipeline.errors import ConfigError, FatalError
+from pipeline.errors import ConfigError
 from pipeline.events import DocumentOp
-from pipeline.processor import DeadLetter, Processor, ops_for_sink, position_of
-from pipeline.sinkwriter import Backoff, SinkWriter, open_sinks, until_reachable
+from pipeline.processor import Processor, ops_for_sink, position_of
+from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
+from pipeline.snapshot.rejects import Origin, Rejects
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
 from pipeline.toast import SourceRows
-from pipeline.types import pg_value_to_json
-from pipeline.views import TableView
+from pipeline.views import SourceRead, View
 from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
@@ -66,14 +64,6 @@ logger = logging.getLogger(__name__)
 _CRASH_AFTER_CHUNKS = int(os.environ.get("READSIDE_FAULT_CRASH_AFTER_CHUNKS", "0"))
 
 Progress = Callable[[SnapshotState], None]
-
-#: the source record of a rejected document, to dead-letter it
-Origin = Callable[[DocumentOp], RawMessage]
-
-
-class RejectedDocuments(FatalError):
-    """A run went to its end, but stores rejected documents it loaded; they
-    are on the dead-letter topic, not in the stores."""
 
 
 @dataclass
@@ -105,7 +95,7 @@ class Loader:
                 )
         self.sink_names = sorted(chosen)
         self.log = SnapshotLog(cfg)
-        self._dlq: DeadLetterQueue | None = None
+        self.rejects = Rejects(cfg, self.backoff, lambda: self.stopping)
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
@@ -127,16 +117,17 @@ class Loader:
         )
 
     def _run(self) -> SnapshotState:
-        if isinstance(self.view, TableView) and self.opts.where:
+        source = self.view.from_source()
+        if source is None and self.opts.where:
             return self._signal(self.view)
         sinks = build_sinks(self.cfg, self.sink_names)
         try:
             open_sinks(sinks, self.backoff(), lambda: self.stopping)
-            if isinstance(self.view, AggregateView):
+            if source is not None:
                 st = self._state("chunks")
-                self._chunks(self.view, sinks, st)
-                return self._rejected(self._finish(st))
-            return self._rejected(self._replay(self.view, sinks))
+                self._chunks(source, sinks, st)
+                return self.rejects.check(self._finish(st))
+            return self.rejects.check(self._replay(self.view, sinks))
         finally:
             for sink in sinks.values():
                 sink.close()
@@ -171,69 +162,6 @@ class Loader:
         )
         return runs.get(key)
 
-    def _write(
-        self,
-        sinks: Mapping[str, Sink],
-        ops: list[DocumentOp],
-        st: SnapshotState,
-        origin: Origin,
-    ) -> None:
-        """Write ``ops`` to every chosen sink (retrying outages); dead-letter
-        the documents a store rejects (one dead letter per document), counted
-        in ``st.dead_letters``."""
-        writer = SinkWriter(
-            sinks,
-            self.backoff(),
-            wait=time.sleep,
-            should_abandon=lambda: self.stopping,
-        )
-        seen: set[tuple[str, str]] = set()
-        for rej in writer.write({name: ops for name in sinks}):
-            if (rej.op.view, rej.op.doc_id) in seen:
-                continue
-            seen.add((rej.op.view, rej.op.doc_id))
-            self._dead_letters().send(
-                DeadLetter(
-                    origin(rej.op),
-                    f"sink:{rej.sink}",
-                    "Rejected",
-                    rej.reason,
-                    rej.op.view,
-                )
-            )
-        if seen:
-            # Delivered before the chunk is recorded: a rerun redoes it if not.
-            self._dead_letters().flush()
-            st.dead_letters += len(seen)
-
-    def _dead_letters(self) -> DeadLetterQueue:
-        if self._dlq is None:
-            kafka = self.cfg.kafka
-            admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-            ensure_topics(
-                admin, [(kafka.dlq_topic, 1, False)], kafka.replication_factor
-            )
-            producer = Producer(
-                {
-                    "bootstrap.servers": kafka.bootstrap_servers,
-                    "enable.idempotence": True,
-                }
-            )
-            self._dlq = DeadLetterQueue(producer, kafka.dlq_topic)
-        return self._dlq
-
-    def _rejected(self, st: SnapshotState) -> SnapshotState:
-        """``st``, unless stores rejected documents: then say so and fail."""
-        if st.dead_letters and st.state != "running":
-            raise RejectedDocuments(
-                f"{st.method} of view {st.view} {st.state}, but the stores rejected "
-                f"{st.dead_letters} document(s): they are not in the stores but on "
-                f"the dead-letter topic {self.cfg.kafka.dlq_topic} with the reason "
-                "(`readside dlq list`); fix the cause, then `readside dlq replay` "
-                "or run the snapshot again"
-            )
-        return st
-
     @staticmethod
     def _chunk_origin(st: SnapshotState) -> Origin:
         """What a dead letter of the chunk after ``st.after`` names as origin."""
@@ -247,54 +175,40 @@ class Loader:
 
         return origin
 
-    # ------------------------------------------------------------ aggregate
+    # ------------------------------------------------------------ from the source
     def _chunks(
-        self, view: AggregateView, sinks: Mapping[str, Sink], st: SnapshotState
+        self, source: SourceRead, sinks: Mapping[str, Sink], st: SnapshotState
     ) -> None:
-        """Load ``view`` chunk by chunk after ``st.after``, saving ``st``."""
+        """Load the view chunk by chunk after ``st.after``, saving ``st``."""
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
-        prepare_views({view.name: view}, dsn, strict=False)
-        view_sql = view.view_sql()
-        pk = view.tree().table.primary_key
+        prepare_views({self.view.name: self.view}, dsn, strict=False)
         with closing(Reader(dsn)) as reader:
             # The total is the rows done plus the roots still ahead of the
             # cursor: roots inserted ahead of it during the run are loaded
             # too, so it is counted again when the rows reach it, and is the
             # rows done once a chunk finds nothing more ahead.
-            ahead = partial(_ahead, reader, view_sql, self.opts.where)
+            ahead = partial(source.count, reader, self.opts.where)
             st.total = st.rows + ahead(st.after)
             self._save(st)
             while not self.stopping:
-                snap = reader.begin()
-                params: dict[str, Any] = {"limit": self.opts.chunk_size}
-                if st.after is not None:
-                    params.update({f"a{i}": v for i, v in enumerate(st.after)})
-                try:
-                    rows = reader.query(
-                        view_sql.chunk(st.after is None, self.opts.where), params
-                    )
-                    converter = view.converter(reader)
-                finally:
-                    reader.end()
-                if not rows:
+                chunk = source.load_chunk(
+                    reader, st.after, self.opts.where, self.opts.chunk_size
+                )
+                if chunk is None:
                     st.total = st.rows
                     break
-                version = snap.version(view.epoch)
-                meta = Pending()
-                ops = view.ops_from_rows(converter, rows, None, version, meta)
-                for ident, exc in meta.failures:
+                for ident, exc in chunk.failures:
                     logger.error(
                         "transform refused view=%s id=%s error=%s",
-                        view.name,
+                        source.name,
                         ident,
                         exc,
                     )
-                self._write(sinks, ops, st, self._chunk_origin(st))
-                last = rows[-1][: len(pk)]
-                st.after = [key_text(pg_value_to_json(v)) for v in last]
-                st.rows += len(rows)
+                self.rejects.write(sinks, chunk.ops, st, self._chunk_origin(st))
+                st.after = chunk.last
+                st.rows += chunk.rows
                 st.chunks += 1
-                if len(rows) < self.opts.chunk_size:
+                if chunk.rows < self.opts.chunk_size:
                     st.total = st.rows
                 elif st.rows >= st.total:
                     st.total = st.rows + ahead(st.after)
@@ -302,7 +216,7 @@ class Loader:
                 if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
                     logger.error("fault injection: exiting after chunk %d", st.chunks)
                     os._exit(137)
-                if len(rows) < self.opts.chunk_size:
+                if chunk.rows < self.opts.chunk_size:
                     break
 
     def _save(self, st: SnapshotState) -> None:
@@ -321,8 +235,8 @@ class Loader:
         self._save(st)
         return st
 
-    # ------------------------------------------------------------ table
-    def _replay(self, view: TableView, sinks: Mapping[str, Sink]) -> SnapshotState:
+    # ------------------------------------------------------------ through the topic
+    def _replay(self, view: View, sinks: Mapping[str, Sink]) -> SnapshotState:
         """Replay the compacted topic into ``sinks`` at the stream's versions."""
         st = SnapshotState(self.opts.view, self.sink_names, None, "replay")
         topic = self.cfg.source.topic(view.cfg.table)
@@ -370,7 +284,7 @@ class Loader:
                     continue
                 batch = processor.process(msgs, fill=source_rows.fill)
                 ops = ops_for_sink(batch, [view.name])
-                self._write(sinks, ops, st, partial(_message, batch.messages))
+                self.rejects.write(sinks, ops, st, partial(_message, batch.messages))
                 st.rows += len(msgs)
                 st.chunks += 1
                 self._save(st)
@@ -387,7 +301,7 @@ class Loader:
             if tp.offset >= ends.get(tp.partition, 0):
                 ends.pop(tp.partition, None)
 
-    def _signal(self, view: TableView) -> SnapshotState:
+    def _signal(self, view: View) -> SnapshotState:
         """Ask Debezium for an incremental snapshot of the rows ``--where`` picks."""
         if self.opts.sinks:
             raise ConfigError(
@@ -400,16 +314,6 @@ class Loader:
         )
         self._save(st)
         return st
-
-
-def _ahead(reader: Reader, view_sql: ViewSQL, where: str | None, after: Any) -> int:
-    """How many roots of the view follow key ``after`` (all when None)."""
-    params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
-    reader.begin()
-    try:
-        return int(reader.query(view_sql.count(where, after is None), params)[0][0])
-    finally:
-        reader.end()
 
 
 def _message(messages: Mapping[Any, RawMessage], op: DocumentOp) -> RawMessage:

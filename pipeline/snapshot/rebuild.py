@@ -11,8 +11,8 @@ from the step (and chunk, and catch-up offset) it reached:
    view's topics are sampled after that: for an aggregate view the lowest
    committed offsets of the live groups applying it (else the ends), for a
    table view their beginning.
-2. **fill** (aggregate views): the chunked snapshot load of
-   :meth:`Loader._chunks`, into the new generation only.
+2. **fill** (views read from the source, i.e. aggregate views): the chunked
+   snapshot load of :meth:`Loader._chunks`, into the new generation only.
 3. **catch-up**: the view's topics from S, through the worker's own batch loop
    (decode, re-read roots, coalesce, version-guarded writes) into the new
    generation only, under the consumer group ``<group_id>.rebuild.<view>.<n+1>``
@@ -78,7 +78,6 @@ from confluent_kafka import TopicPartition
 
 from connectors.base import Generations, Sink
 from connectors.registry import build_sink
-from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.sinkwriter import open_sinks
@@ -159,7 +158,7 @@ class Rebuild(Loader):
             if st.phase == "done":
                 st.state = "done"
             self._save(st)
-            return self._rejected(st)
+            return self.rejects.check(st)
         finally:
             for sink in live.values():
                 sink.close()
@@ -189,12 +188,14 @@ class Rebuild(Loader):
         epoch.begin_if_needed(self.cfg, self.view, self.sink_names)
         for sink in live.values():
             _gens(sink).create_generation(self.view.name, gen)
-        aggregate = isinstance(self.view, AggregateView)
+        # A view read from the source is filled from it, and its live workers
+        # may write batches they consumed but have not committed.
+        fills = self.view.rereads
         st = SnapshotState(self.opts.view, self.sink_names, None, "rebuild")
         st.generation = gen
         st.previous = previous
         st.offsets = self.pos.offsets(high=False)
-        if aggregate:
+        if fills:
             # Where the live workers stand: a batch they consumed but have
             # not committed may still write (see "ahead of the stream").
             ends = self.pos.offsets(high=True)
@@ -203,7 +204,7 @@ class Rebuild(Loader):
                 got = self.pos.committed(group, ends)
                 for (t, p), o in got.items():
                     st.offsets[part_key(t, p)] = min(o, st.offsets[part_key(t, p)])
-        st.phase = "fill" if aggregate else "catch-up"
+        st.phase = "fill" if fills else "catch-up"
         st.counts = {}
         logger.info(
             "rebuild started view=%s generation=%d previous=%s",
@@ -247,10 +248,11 @@ class Rebuild(Loader):
 
     # ------------------------------------------------------------ steps
     def _fill(self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]) -> None:
-        assert isinstance(self.view, AggregateView)
+        source = self.view.from_source()
         try:
             open_sinks(pinned, self.backoff(), lambda: self.stopping)
-            self._chunks(self.view, pinned, st)
+            if source is not None:
+                self._chunks(source, pinned, st)
         finally:
             for sink in pinned.values():
                 sink.close()
@@ -262,7 +264,7 @@ class Rebuild(Loader):
     ) -> None:
         # Sampled after the mirroring began (step create): every write into
         # the live generation that was not mirrored is of a record before it.
-        if isinstance(self.view, AggregateView):
+        if self.view.rereads:
             self.pos.wait_connector()
         gone = self._catch_up(st, pinned, self.pos.offsets(high=True))
         for _ in range(GONE_ROUNDS):
