@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 from connectors import truncate
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, TransientError
+from pipeline.source.converter import record_format
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +103,8 @@ def connector_config(cfg: Config) -> dict[str, str]:
         # (Java prints 1E-8 and NAN where PostgreSQL prints 0.00000001, NaN).
         "column.propagate.source.type": ".*",
         "provide.transaction.metadata": "false",
-        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "key.converter.schemas.enable": "true",
-        "value.converter.schemas.enable": "true",
+        # JsonConverter or Apicurio's AvroConverter (kafka.format).
+        **record_format(cfg.kafka),
         # Topics: one per table, compacted, partitioned by primary key.
         "topic.creation.default.replication.factor": cfg.kafka.replication_factor,
         "topic.creation.default.partitions": cfg.kafka.partitions,

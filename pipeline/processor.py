@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from pipeline.aggregate.view import AggregateView, Pending
-from pipeline.decode import Heartbeat, RawMessage, decode
 from pipeline.errors import BadRecord
 from pipeline.events import (
     UNCHANGED,
@@ -24,6 +23,8 @@ from pipeline.events import (
     Upsert,
 )
 from pipeline.redelivery import Redeliveries
+from pipeline.source.json_converter import JsonConverter
+from pipeline.source.records import Converter, Heartbeat, RawMessage
 from pipeline.toast import needs_source
 from pipeline.views import TableView, View
 
@@ -113,8 +114,11 @@ class Processor:
         topics: dict[str, list[str]],
         heartbeat_topics: set[str] | frozenset[str] = frozenset(),
         redeliveries: Redeliveries | None = None,
+        converter: Converter | None = None,
     ) -> None:
         self.views = views
+        #: decodes the records (``kafka.format``; JSON when not given)
+        self.converter = converter or JsonConverter()
         self.topics = topics  # topic -> view names
         #: recognises Debezium's copies of changes read before (a worker's
         #: consumer; a command that applies records it picked has none)
@@ -141,7 +145,7 @@ class Processor:
             pos = position_of(msg)
             batch.messages[pos] = msg
             try:
-                decoded = decode(msg)
+                decoded = self.converter.decode(msg)
             except BadRecord as exc:
                 batch.dead.append(DeadLetter(msg, exc.reason, "BadRecord", str(exc)))
                 continue

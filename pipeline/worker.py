@@ -49,6 +49,7 @@ from pipeline.errors import ConfigError, FatalError, Stopped
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import Redeliveries
 from pipeline.sinkwriter import Abandoned, Backoff, open_sinks, until_reachable
+from pipeline.source.converter import converter_for
 from pipeline.views import View, build_views
 
 logger = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class Worker:
             cfg.view_topics(),
             heartbeat_topics={heartbeat_topic},
             redeliveries=Redeliveries(cfg.worker.redelivery_window),
+            converter=converter_for(cfg.kafka),
         )
         self.handler = BatchHandler(
             self.views,

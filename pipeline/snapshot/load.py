@@ -53,6 +53,7 @@ from pipeline.events import DocumentOp
 from pipeline.processor import DeadLetter, Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, SinkWriter, open_sinks, until_reachable
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
+from pipeline.source.converter import converter_for
 from pipeline.toast import SourceRows
 from pipeline.types import pg_value_to_json
 from pipeline.views import TableView
@@ -327,7 +328,11 @@ class Loader:
                 "enable.partition.eof": True,
             }
         )
-        processor = Processor({view.name: view}, {topic: [view.name]})
+        processor = Processor(
+            {view.name: view},
+            {topic: [view.name]},
+            converter=converter_for(self.cfg.kafka),
+        )
         # Unchanged TOAST values come from the source rows: after compaction
         # the records that set them may be gone, and a new sink holds nothing.
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
