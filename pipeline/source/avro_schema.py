@@ -32,8 +32,8 @@ _PRIMITIVES = {
     "boolean": "boolean",
     "int": "int32",
     "long": "int64",
-    "float": "float32",
-    "double": "float64",
+    "float": "float",
+    "double": "double",
     "bytes": "bytes",
     "string": "string",
 }
@@ -148,7 +148,7 @@ def _normalizer(schema: Mapping[str, Any]) -> Normalize | None:
     kind = schema.get("type")
     if kind == "bytes":
         return _b64
-    if kind == "float32":
+    if kind in ("float", "float32"):
         return _float32
     if kind in ("array", "map"):
         inner = _normalizer(schema["items" if kind == "array" else "values"])
