@@ -50,7 +50,15 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "transforms",
         ),
     ),
-    ("source", ("pipeline.decode", "connectors.debezium", "connectors.truncate")),
+    (
+        "source",
+        (
+            "pipeline.decode",
+            "pipeline.source",
+            "connectors.debezium",
+            "connectors.truncate",
+        ),
+    ),
     ("views", ("pipeline.views", "pipeline.aggregate", "transforms.")),
     ("sinks", ("connectors.",)),
     (
