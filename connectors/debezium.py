@@ -5,7 +5,7 @@
 signal table for incremental snapshots and the heartbeat table that keeps an
 idle database's slot moving), creates or updates the publication and
 registers or updates the connector over the Kafka Connect REST API. The
-decoder (``pipeline.decode``) relies on the type handling chosen here.
+decoder (``pipeline.source``) relies on the type handling chosen here.
 
 The publication is readside's, not Debezium's (``publication.autocreate.mode``
 is ``disabled``): it lists exactly the captured tables and is created
