@@ -39,11 +39,15 @@ from pydantic import SecretStr
 
 from bench import events, raw, report
 from bench.child import run_child
+from bench.sinks import need_sink
+from connectors.elasticsearch import ElasticsearchSinkConfig
+from connectors.mongodb import MongoSinkConfig
+from connectors.redis import RedisSinkConfig
 from pipeline import config as config_mod
 from pipeline.config import Config
 from pipeline.decode import FakeMessage, JsonDecoder
-from pipeline.events import Upsert
-from pipeline.views import build_views
+from pipeline.events import ChangeEvent, Upsert
+from pipeline.views import TableView, build_views
 
 logger = logging.getLogger("bench")
 
@@ -115,11 +119,13 @@ def documents(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The documents the view makes of the records (for the raw baseline)."""
     view = build_views(cfg)["items"]
+    assert isinstance(view, TableView)  # the bench's items view is a table view
     decoder = JsonDecoder()
     docs = []
     for n, (k, v) in enumerate(records):
         event = decoder.decode(FakeMessage(topic, v, k, 0, n))
-        for op in view.ops_for(event):  # type: ignore[arg-type]
+        assert isinstance(event, ChangeEvent)  # the bench produces changes only
+        for op in view.ops_for(event):
             if isinstance(op, Upsert):
                 docs.append((op.doc_id, op.doc))
     return docs
@@ -132,13 +138,13 @@ def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 def raw_rate(
     kind: str, cfg: Config, prefix: str, docs: list[tuple[str, dict[str, Any]]]
 ) -> float:
-    sink = next(s for s in cfg.sinks.values() if s.type == kind)
     name = f"{prefix}-raw-items".lower()
     if kind == "redis":
-        return raw.redis_rate(sink, name, docs)  # type: ignore[arg-type]
+        return raw.redis_rate(need_sink(cfg, RedisSinkConfig), name, docs)
     if kind == "elasticsearch":
-        return raw.elasticsearch_rate(sink, f"bench-{name}", docs)  # type: ignore[arg-type]
-    return raw.mongodb_rate(sink, name, docs)  # type: ignore[arg-type]
+        es = need_sink(cfg, ElasticsearchSinkConfig)
+        return raw.elasticsearch_rate(es, f"bench-{name}", docs)
+    return raw.mongodb_rate(need_sink(cfg, MongoSinkConfig), name, docs)
 
 
 def _topics(admin: AdminClient, create: list[str], parts: int) -> None:

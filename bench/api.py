@@ -39,7 +39,12 @@ import psycopg
 import yaml
 
 from bench import report
+from bench.sinks import need_sink
 from connectors import debezium
+from connectors.elasticsearch import ElasticsearchSinkConfig
+from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.redis import RedisSinkConfig
+from connectors.redis.sink import RedisSink
 from pipeline import config as config_mod
 from pipeline.config import Config
 from pipeline.worker import build_sinks
@@ -121,7 +126,6 @@ class Pipeline:
         with socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
-        by_type = {s.type: s for s in base.sinks.values()}
         return {
             "source": {
                 "dsn": self.dsn,
@@ -141,11 +145,11 @@ class Pipeline:
             "sinks": {
                 "redis": {
                     "type": "redis",
-                    "url": by_type["redis"].url.get_secret_value(),  # type: ignore[union-attr]
+                    "url": need_sink(base, RedisSinkConfig).url.get_secret_value(),
                 },
                 "elasticsearch": {
                     "type": "elasticsearch",
-                    "hosts": by_type["elasticsearch"].hosts,  # type: ignore[union-attr]
+                    "hosts": need_sink(base, ElasticsearchSinkConfig).hosts,
                     "index_prefix": f"{self.prefix}-",
                 },
             },
@@ -213,7 +217,8 @@ class Pipeline:
             debezium.drop_slot(self.config, timeout_s=60)
         finally:
             for sink in build_sinks(self.config, list(self.config.sinks)).values():
-                sink.drop(VIEW)  # type: ignore[attr-defined]
+                assert isinstance(sink, RedisSink | ElasticsearchSink)  # its sinks
+                sink.drop(VIEW)
                 sink.close()
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')

@@ -19,7 +19,9 @@ import elasticsearch
 import pymongo
 import redis
 
-from pipeline.config import ElasticsearchSinkConfig, MongoSinkConfig, RedisSinkConfig
+from connectors.elasticsearch import ElasticsearchSinkConfig
+from connectors.mongodb import MongoSinkConfig
+from connectors.redis import RedisSinkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ def elasticsearch_rate(cfg: ElasticsearchSinkConfig, index: str, docs: Docs) -> 
             for ident, doc in docs[start : start + CHUNK]:
                 lines.append(json.dumps({"index": {"_index": index, "_id": ident}}))
                 lines.append(json.dumps(doc, ensure_ascii=False))
+            # Pre-serialized NDJSON lines, which the client passes through; its
+            # annotation allows mappings only.
             resp = client.bulk(operations=lines)  # type: ignore[arg-type]
             if resp["errors"]:
                 raise RuntimeError("raw elasticsearch bulk reported errors")

@@ -56,6 +56,8 @@ class _TimedConsumer(Consumer):
 
 
 def _instrument() -> None:
+    # The methods are wrapped in place (on their classes) to time them in
+    # this child process; mypy refuses any assignment to a method.
     r = reader_mod.Reader
     r.query = _timed("read", r.query)  # type: ignore[method-assign]
     r.begin = _timed("read", r.begin)  # type: ignore[method-assign]

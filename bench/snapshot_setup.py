@@ -32,7 +32,11 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.sinks import find_sink
 from connectors import debezium
+from connectors.elasticsearch import ElasticsearchSinkConfig
+from connectors.mongodb import MongoSinkConfig
+from connectors.redis import RedisSinkConfig
 from pipeline import config as config_mod
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
@@ -145,15 +149,15 @@ class BenchSource:
     def _sinks(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for s in self.base.sinks.values():
-            if s.type == "redis":
+            if isinstance(s, RedisSinkConfig):
                 out["redis"] = {"type": "redis", "url": s.url.get_secret_value()}
-            elif s.type == "elasticsearch":
+            elif isinstance(s, ElasticsearchSinkConfig):
                 out["elasticsearch"] = {
                     "type": "elasticsearch",
                     "hosts": s.hosts,
                     "index_prefix": f"{self.prefix}-",
                 }
-            elif s.type == "mongodb":
+            elif isinstance(s, MongoSinkConfig):
                 out["mongodb"] = {
                     "type": "mongodb",
                     "uri": s.uri.get_secret_value(),
@@ -257,7 +261,7 @@ class BenchSource:
         _attempt("topics and groups", self._drop_kafka)
 
     def _drop_mongo(self) -> None:
-        mongo = next((s for s in self.base.sinks.values() if s.type == "mongodb"), None)
+        mongo = find_sink(self.base, MongoSinkConfig)
         if mongo is not None:
             uri = mongo.uri.get_secret_value()
             client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)

@@ -78,6 +78,7 @@ def _profile_summary(prof: cProfile.Profile, top: int = 18) -> dict[str, Any]:
     stats = pstats.Stats(prof)
     by_area: dict[str, float] = defaultdict(float)
     rows = []
+    # Stats.stats is the profile's table; typeshed's Stats leaves it out.
     for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in (
         stats.stats.items()  # type: ignore[attr-defined]
     ):

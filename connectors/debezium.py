@@ -1,57 +1,37 @@
 """The Debezium PostgreSQL connector, configured from the readside config.
 
-``readside connector apply`` builds the connector's settings from the config
-(:func:`connector_config`), creates the two helper tables it relies on (the
-signal table for incremental snapshots and the heartbeat table that keeps an
-idle database's slot moving), creates or updates the publication and
-registers or updates the connector over the Kafka Connect REST API. The
-decoder (``pipeline.source``) relies on the type handling chosen here.
-
-The publication is readside's, not Debezium's (``publication.autocreate.mode``
-is ``disabled``): it lists exactly the captured tables and is created
-``WITH (publish_via_partition_root = true)``, so that pgoutput publishes a
-change of any leaf partition of a partitioned table as a change of its root.
-The root's name is the only one in ``table.include.list``, so its topic and
-key are those of every row, whichever partition holds the row. Debezium's own
-``filtered`` mode cannot be relied on for that: it creates the publication
-with the option but, for a publication that exists already, only replaces
-the table list (``ALTER PUBLICATION ... SET TABLE``) and never sets it.
+``readside connector apply`` prepares the source database
+(:func:`connectors.postgres.prepare_source`: helper tables, publication,
+truncate triggers), builds the connector's settings from the config
+(:func:`connector_config`) and registers or updates the connector over the
+Kafka Connect REST API (:class:`ConnectClient`). Here too: deleting it and
+its replication slot, its status and whether it streams. The decoder
+(``pipeline.source``) relies on the type handling chosen here; why the
+publication publishes through partition roots is in
+:mod:`connectors.postgres`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from connectors import truncate
+from connectors.postgres import captured_tables, heartbeat_sql, prepare_source
 from pipeline.config import Config
-from pipeline.errors import ConfigError, FatalError, TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.source.converter import record_format
 
 logger = logging.getLogger(__name__)
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
-
-
-def heartbeat_sql(table: str) -> str:
-    return (
-        f"INSERT INTO {table} (id, ts) VALUES (1, now()) "
-        "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
-    )
-
-
-def captured_tables(cfg: Config) -> list[str]:
-    """The tables the connector captures: the config's, heartbeat and signal."""
-    src = cfg.source
-    return list(dict.fromkeys([*src.tables, src.heartbeat_table, src.signal_table]))
 
 
 def connector_config(cfg: Config) -> dict[str, str]:
@@ -121,167 +101,6 @@ def connector_config(cfg: Config) -> dict[str, str]:
     return {k: str(v) for k, v in settings.items()}
 
 
-#: The topmost partitioned table of a partition, or NULL for any other table.
-_ROOT = """
-SELECT n.nspname || '.' || r.relname
-FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
-WHERE r.oid = pg_partition_root(to_regclass(%(t)s)) AND r.oid <> to_regclass(%(t)s)
-"""
-
-_MEMBERS = """
-SELECT n.nspname || '.' || c.relname
-FROM pg_publication_rel pr
-JOIN pg_class c ON c.oid = pr.prrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE pr.prpubid = %s
-"""
-
-
-def _table(name: str) -> sql.Composable:
-    schema, _, table = name.partition(".")
-    return sql.Identifier(schema, table)
-
-
-def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
-    """What is wrong with ``source.tables`` against the source's catalog.
-
-    A table must exist, and a partition must not be listed: its changes are
-    published under its root's name (``publish_via_partition_root``), so the
-    view would never see them; the partitioned root is the table to list.
-    """
-    problems: list[str] = []
-    for table in tables:
-        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
-        if found is None or found[0] is None:
-            problems.append(f"source.tables: table {table} does not exist")
-            continue
-        root = conn.execute(_ROOT, {"t": table}).fetchone()
-        if root is not None:
-            problems.append(
-                f"source.tables: {table} is a partition of {root[0]}; list the "
-                f"partitioned table {root[0]} instead (changes of every partition "
-                "are published under the root's name, key and topic)"
-            )
-    return problems
-
-
-#: Columns PostgreSQL may store out of line (TOAST), per table, for tables
-#: whose replica identity is not FULL.
-_TOASTABLE = """
-SELECT a.attname
-FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-WHERE c.oid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-  AND a.attstorage IN ('x', 'e') AND c.relreplident <> 'f'
-ORDER BY a.attnum
-"""
-
-
-def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
-    """Warnings for table views whose table can send unchanged TOASTed values.
-
-    An update that leaves a TOASTed column unchanged carries no value for it
-    (REPLICA IDENTITY DEFAULT); the worker reads it from the source row
-    (:mod:`pipeline.toast`), one query per batch that holds such updates,
-    and on a replica (``source.lookup_dsn``) after waiting for the change to
-    be visible there. REPLICA IDENTITY FULL puts the value in every update
-    and spares those reads.
-    """
-    tables = {v.table for v in cfg.views.values() if v.kind == "table"}
-    out: list[str] = []
-    for table in sorted(t for t in tables if t):
-        cols = [r[0] for r in conn.execute(_TOASTABLE, (table,)).fetchall()]
-        if cols:
-            out.append(
-                f"table {table}: columns {', '.join(cols)} may be TOASTed and its "
-                "replica identity is not FULL; the workers read the value of "
-                "each update that leaves them unchanged from the source row "
-                f"(to spare those reads: ALTER TABLE {table} REPLICA IDENTITY FULL)"
-            )
-    return out
-
-
-def ensure_publication(
-    conn: psycopg.Connection[Any], name: str, tables: list[str]
-) -> str:
-    """Make publication ``name`` publish exactly ``tables``, through roots.
-
-    Idempotent; returns ``created``, ``updated`` or ``unchanged``. Runs
-    before the connector (re)starts, so that the stream it reads from then
-    on carries every change of a partition under the root's name.
-
-    Raises:
-        FatalError: the publication is ``FOR ALL TABLES`` (readside keeps its
-            table list; drop it or name another ``source.publication``).
-    """
-    pub = sql.Identifier(name)
-    members = sql.SQL(", ").join(_table(t) for t in tables)
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT oid, puballtables, pubviaroot FROM pg_publication "
-            "WHERE pubname = %s",
-            (name,),
-        ).fetchone()
-        if row is None:
-            conn.execute(
-                sql.SQL(
-                    "CREATE PUBLICATION {} FOR TABLE {} "
-                    "WITH (publish_via_partition_root = true)"
-                ).format(pub, members)
-            )
-            return "created"
-        oid, all_tables, via_root = row
-        if all_tables:
-            raise FatalError(
-                f"publication {name} is FOR ALL TABLES; readside keeps the "
-                "publication's table list: drop it (DROP PUBLICATION "
-                f"{name}) or set another source.publication"
-            )
-        have = {str(r[0]) for r in conn.execute(_MEMBERS, (oid,)).fetchall()}
-        if via_root and have == set(tables):
-            return "unchanged"
-        if not via_root:
-            conn.execute(
-                sql.SQL(
-                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)"
-                ).format(pub)
-            )
-        if have != set(tables):
-            conn.execute(
-                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, members)
-            )
-    return "updated"
-
-
-def prepare_source(cfg: Config) -> None:
-    """Create the signal and heartbeat tables, the publication and the
-    truncate triggers (idempotent; :mod:`connectors.truncate`).
-
-    Raises:
-        ConfigError: a table of ``source.tables`` is missing or a partition.
-    """
-    src = cfg.source
-    with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {src.signal_table} ("
-            "id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, "
-            "data varchar(4096))"
-        )
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {src.heartbeat_table} ("
-            "id int PRIMARY KEY, ts timestamptz NOT NULL)"
-        )
-        conn.execute(heartbeat_sql(src.heartbeat_table))
-        problems = table_problems(conn, list(src.tables))
-        if problems:
-            raise ConfigError("\n".join(problems))
-        done = ensure_publication(conn, src.publication, captured_tables(cfg))
-        logger.info("publication %s name=%s", done, src.publication)
-        for warning in toast_risks(conn, cfg):
-            logger.warning("%s", warning)
-        schema = src.signal_table.rpartition(".")[0] or "public"
-        truncate.install(conn, src.tables, schema)
-
-
 @dataclass
 class ConnectClient:
     """A small client of the Kafka Connect REST API."""
@@ -347,8 +166,6 @@ def drop_slot(cfg: Config, timeout_s: float = 30.0) -> bool:
     The connector's task releases the slot asynchronously, so this waits up
     to ``timeout_s`` for it to become inactive. Returns whether it is gone.
     """
-    import time
-
     src = cfg.source
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
@@ -420,8 +237,6 @@ def streaming(cfg: Config) -> bool:
 
 def wait_running(cfg: Config, timeout_s: float = 120.0) -> dict[str, Any]:
     """Block until the connector and its task run; raise if a task failed."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     st: dict[str, Any] = {}
     while time.monotonic() < deadline:

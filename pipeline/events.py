@@ -116,6 +116,11 @@ class ChangeEvent:
     txid: int | None
     position: Position
     snapshot: bool = False
+    #: Debezium's ``source.sequence`` (the last commit LSN before the change,
+    #: the change's LSN): grows along a partition's stream, except where
+    #: Debezium sends changes again (:mod:`pipeline.redelivery`); None for
+    #: snapshot rows and records without it
+    stream_pos: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg
 
 from pipeline.aggregate import AggregateView
-from pipeline.config import AggregateViewConfig, Config
+from pipeline.config import Config
+from pipeline.viewconfig import AggregateViewConfig
 from pipeline.views import build_views
 
 

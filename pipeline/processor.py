@@ -18,7 +18,6 @@ from pipeline.events import (
     ChangeEvent,
     Document,
     DocumentOp,
-    Op,
     Position,
     Upsert,
 )
@@ -54,6 +53,7 @@ class Batch:
     heartbeats: list[Heartbeat] = field(default_factory=list)
     events: int = 0
     copies: int = 0  # Debezium's redeliveries, skipped (pipeline.redelivery)
+    gone: int = 0  # events of rows gone from the source (pipeline.toast), skipped
     # Last event per (view, topic, partition), for checkpoints.
     last: dict[tuple[str, str, int], ChangeEvent] = field(default_factory=dict)
     messages: dict[Position, RawMessage] = field(default_factory=dict)
@@ -180,18 +180,13 @@ class Processor:
                 else:
                     if pos in filled:
                         after = filled[pos]
-                        # A row gone from the source: its delete is committed
-                        # and its record follows. Deleted now, at this event's
-                        # version, the document runs ahead (as the values read
-                        # for it would); skipped, it would stay at an older
-                        # version, and a rebuild's catch-up, whose ends lie
-                        # before that delete, would switch in a generation
-                        # older than the live one.
-                        decoded = (
-                            replace(decoded, op=Op.DELETE, after=None)
-                            if after is None
-                            else replace(decoded, after=after)
-                        )
+                        if after is None:
+                            # Row gone: its delete, a later record, removes
+                            # the document (a rebuild's catch-up goes on to
+                            # it: pipeline/snapshot/rebuild.py).
+                            batch.gone += 1
+                            continue
+                        decoded = replace(decoded, after=after)
                     try:
                         ops = view.ops_for(decoded)
                     except BadRecord as exc:

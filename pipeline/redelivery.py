@@ -20,37 +20,88 @@ is a copy and is skipped, and so is the tombstone that follows the copy of a
 delete. A change read again at its own offset (a batch given up and read
 again, a replay) is applied again, as always.
 
-What is not recognised is applied as before (the version rule still makes the
-stores converge): a copy of a change older than the window, snapshot rows
-(``op=r``, whose LSN is the snapshot's), and the copies a worker reads first
-after it was assigned the partition (the window starts empty then). The
-window must hold the changes Connect sends per partition between two commits
-of its source offset (its ``offset.flush.interval.ms``; the local stack
-commits every second); each entry is about 200 bytes.
+A worker that was just assigned a partition has read none of it yet. So
+that it still recognises the copies it reads first, the offsets it commits
+carry the highest stream position (``source.sequence``) read up to them.
+Positions grow along the stream except at a redelivery, so a change whose
+position is not above that mark is *suspect*: the worker then reads the
+window's worth of records before where it started and looks for the
+original there. The mark only ever triggers that look; what skips a change
+is always its identity, so a source restored from a backup (whose LSNs start
+lower again) is applied as it streams.
+
+What is not recognised is applied as before (the version rule still makes
+the stores converge): a copy of a change older than the window, and snapshot
+rows (``op=r``, whose LSN is the snapshot's). The window must hold the
+changes Connect sends per partition between two commits of its source
+offset (its ``offset.flush.interval.ms``; the local stack commits every
+second); each entry is about 200 bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, TopicPartition
 
 from pipeline import metrics
+from pipeline.errors import BadRecord
 from pipeline.events import ChangeEvent, Op
+from pipeline.source.json_converter import JsonConverter
+from pipeline.source.records import Converter
+
+logger = logging.getLogger(__name__)
 
 Part = tuple[str, int]
 Key = bytes | str | None
 Identity = tuple[Key, int, int | None, str]
+StreamPos = tuple[int, int]
+
+
+class PartitionLog(Protocol):
+    """What the window reads back from Kafka."""
+
+    def mark(self, part: Part) -> str | None:
+        """The metadata committed with the group's offset of ``part``."""
+        ...
+
+    def records(
+        self, part: Part, start: int, end: int
+    ) -> Iterator[tuple[Key, ChangeEvent]]:
+        """The change events of ``part`` from ``start`` up to ``end``."""
+        ...
+
+
+def mark_text(pos: StreamPos | None) -> str:
+    return "" if pos is None else f"{pos[0]}/{pos[1]}"
+
+
+def parse_mark(text: str | None) -> StreamPos | None:
+    try:
+        a, b = (text or "").split("/")
+        return (int(a), int(b))
+    except ValueError:
+        return None  # none committed, or written by another tool
 
 
 class Redeliveries:
     """The identities of the changes recently read, per partition."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, log: PartitionLog | None = None) -> None:
         self.window = window
+        self.log = log
         #: per partition: identity -> the offset it was first read at, oldest first
         self._seen: dict[Part, dict[Identity, int]] = {}
         #: per partition: the key of the last delete skipped as a copy, and the
         #: offset of the tombstone skipped after it (None: not read yet)
         self._tomb: dict[Part, tuple[Key, int | None]] = {}
+        #: per partition: the highest stream position read (or committed)
+        self._mark: dict[Part, StreamPos | None] = {}
+        #: per partition: the first offset read since it was assigned
+        self._first: dict[Part, int] = {}
+        self._primed: set[Part] = set()
 
     def is_copy(self, key: Key, event: ChangeEvent) -> bool:
         """Whether ``event`` (whose record key is ``key``) is a copy of a change
@@ -65,7 +116,12 @@ class Redeliveries:
             return False
         ident = (key, event.lsn, event.txid, event.op.value)
         seen = self._seen.setdefault(part, {})
+        self._first.setdefault(part, pos.offset)
         first = seen.get(ident)
+        if first is None and self._suspect(part, event.stream_pos):
+            seen = self._prime(part)
+            first = seen.get(ident)
+        self._advance(part, event.stream_pos)
         if first is None:
             seen[ident] = pos.offset
             if len(seen) > self.window:
@@ -77,6 +133,52 @@ class Redeliveries:
             self._tomb[part] = (key, None)
         metrics.REDELIVERED.labels(pos.topic).inc()
         return True
+
+    def metadata(self, part: Part) -> str:
+        """What to commit with the offset of ``part``: the highest stream
+        position read up to it."""
+        return mark_text(self._mark.get(part))
+
+    def _suspect(self, part: Part, at: StreamPos | None) -> bool:
+        if at is None or part in self._primed or self.log is None:
+            return False
+        if part not in self._mark:
+            self._mark[part] = parse_mark(self.log.mark(part))
+        mark = self._mark[part]
+        return mark is not None and at <= mark
+
+    def _advance(self, part: Part, at: StreamPos | None) -> None:
+        if at is None:
+            return
+        mark = self._mark.get(part)
+        if mark is None or at > mark:
+            self._mark[part] = at
+
+    def _prime(self, part: Part) -> dict[Identity, int]:
+        """Remember the window's worth of changes before where this worker
+        started reading ``part`` (read by someone of its group before)."""
+        self._primed.add(part)
+        seen = self._seen[part]
+        room = self.window - len(seen)
+        end = self._first[part]
+        if room <= 0 or end <= 0 or self.log is None:
+            return seen
+        older: dict[Identity, int] = {}
+        for key, ev in self.log.records(part, max(0, end - room), end):
+            if ev.lsn is None or ev.snapshot or ev.op in (Op.READ, Op.TOMBSTONE):
+                continue
+            older.setdefault((key, ev.lsn, ev.txid, ev.op.value), ev.position.offset)
+        logger.info(
+            "redelivery suspected: window primed topic=%s partition=%d "
+            "records=%d before_offset=%d",
+            part[0],
+            part[1],
+            len(older),
+            end,
+        )
+        older.update((i, o) for i, o in seen.items() if i not in older)
+        self._seen[part] = older
+        return older
 
     def _tombstone_of_copy(self, part: Part, key: Key, offset: int) -> bool:
         pending = self._tomb.get(part)
@@ -92,3 +194,54 @@ class Redeliveries:
         for part in parts:
             self._seen.pop(part, None)
             self._tomb.pop(part, None)
+            self._mark.pop(part, None)
+            self._first.pop(part, None)
+            self._primed.discard(part)
+
+
+class KafkaPartitionLog:
+    """:class:`PartitionLog` of a worker: its consumer's commits, and a
+    consumer of its own (no group commits) for reading back, decoding with
+    ``converter`` (``kafka.format``; JSON when not given)."""
+
+    def __init__(
+        self, consumer: Any, conf: dict[str, Any], converter: Converter | None = None
+    ) -> None:
+        self.consumer = consumer
+        self.converter = converter or JsonConverter()
+        self.conf = {
+            **conf,
+            "group.id": f"{conf['group.id']}.redelivery",
+            "enable.auto.commit": False,
+        }
+
+    def mark(self, part: Part) -> str | None:
+        (tp,) = self.consumer.committed([TopicPartition(*part)], timeout=10)
+        return str(tp.metadata) if tp.metadata else None
+
+    def records(
+        self, part: Part, start: int, end: int
+    ) -> Iterator[tuple[Key, ChangeEvent]]:
+        reader = Consumer(self.conf)
+        try:
+            reader.assign([TopicPartition(part[0], part[1], start)])
+            at = start
+            while at < end:
+                msgs = reader.consume(500, 5.0)
+                if not msgs:
+                    return  # the records before end are gone (retention)
+                for msg in msgs:
+                    offset = msg.offset()
+                    if msg.error() is not None or offset is None:
+                        continue
+                    if offset >= end:
+                        return
+                    at = offset + 1
+                    try:
+                        ev = self.converter.decode(msg)
+                    except BadRecord:
+                        continue
+                    if isinstance(ev, ChangeEvent):
+                        yield msg.key(), ev
+        finally:
+            reader.close()

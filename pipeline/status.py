@@ -19,7 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors import debezium
 from pipeline import checkpoints, groups
 from pipeline.config import Config
+from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
+from pipeline.textout import columns
 
 
 @dataclass
@@ -121,13 +123,19 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 (status must show what it can)
         slot_lag = None
     return {
-        "views": [asdict(r) for r in rows],
+        "views": [
+            {**asdict(r), "applied_lsn_text": _lsn_text(r.applied_lsn)} for r in rows
+        ],
         "snapshots": snapshots(cfg),
         "slot_lag_bytes": slot_lag,
         "dead_letters": dlq,
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
+
+
+def _lsn_text(lsn: int | None) -> str | None:
+    return None if lsn is None else format_lsn(lsn)
 
 
 def snapshots(cfg: Config) -> list[dict[str, Any]]:
@@ -143,15 +151,20 @@ def snapshots(cfg: Config) -> list[dict[str, Any]]:
 
 
 def render(st: dict[str, Any]) -> str:
-    w = max([13, *(len(r["view"]) for r in st["views"])]) + 1
-    head = f"{'view':<{w}}{'sink':<10}{'lag(msg)':>9}{'time lag':>12}  applied lsn"
-    lines = [head]
-    for r in st["views"]:
-        tl = "-" if r["time_lag_ms"] is None else f"{r['time_lag_ms'] / 1000:.1f}s"
-        lines.append(
-            f"{r['view']:<{w}}{r['sink']:<10}{r['consumer_lag']:>9}{tl:>12}  "
-            f"{r['applied_lsn'] if r['applied_lsn'] is not None else '-'}"
-        )
+    """The text of ``readside status``: plain columns, LSNs as PostgreSQL
+    prints them (``16/B374D848``)."""
+    rows = [
+        [
+            r["view"],
+            r["sink"],
+            r["consumer_lag"],
+            "-" if r["time_lag_ms"] is None else f"{r['time_lag_ms'] / 1000:.1f}s",
+            "-" if r["applied_lsn"] is None else format_lsn(r["applied_lsn"]),
+        ]
+        for r in st["views"]
+    ]
+    head = ["view", "sink", "lag(msg)", "time lag", "applied lsn"]
+    lines = [columns(head, rows, right=(2, 3))]
     lines.append("")
     lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     lines.append(f"dead letters: {st['dead_letters']}")

@@ -12,11 +12,10 @@ The value read is the row's *current* one, possibly newer than the event:
 the document may run ahead of its version for a while, never behind, and
 every later change of the row has a later record that rewrites it, so the
 view converges to the source. A row gone from the source is reported as
-such: its delete is committed, and the processor deletes the document at the
-event's version (ahead of it, as a value read here would be). Skipping the
-event instead would leave the document at an older version until the delete's
-record comes, and a rebuild's catch-up, whose end offsets lie before it,
-would switch in a generation older than the live one.
+such: a later record (its delete, or the tombstone compaction left) removes
+the document, so the event is skipped rather than written without the value
+(a rebuild's catch-up then goes on until that later record: see
+:mod:`pipeline.snapshot.rebuild`).
 """
 
 from __future__ import annotations

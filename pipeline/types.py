@@ -7,6 +7,10 @@ values, so one row serialises to byte-identical JSON through either path.
 ``docs/types.md`` is the reference table. An unchanged TOASTed column
 (Debezium's unavailable-value placeholder in any of its typed forms) becomes
 :data:`~pipeline.events.UNCHANGED`.
+
+The canonical forms themselves (decimals, floats, timestamps, times,
+durations) are in :mod:`pipeline.jsonforms`; this module holds the two
+readers that end in them.
 """
 
 from __future__ import annotations
@@ -16,15 +20,24 @@ import enum
 import hashlib
 import ipaddress
 import json
-import math
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from pipeline.events import UNCHANGED
+from pipeline.jsonforms import (
+    clock,
+    decimal_text,
+    format_datetime,
+    format_decimal,
+    format_duration,
+    format_float,
+    format_time,
+    interval_micros,
+    timedelta_micros,
+)
 
 Converter = Callable[[Any], Any]
 """Maps one non-null value of a field to its JSON form."""
@@ -54,127 +67,13 @@ _IP_TYPES = (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)
-_US_PER_DAY = 86_400_000_000
-_DECIMAL_SPECIALS = {
-    "NaN": "NaN",
-    "NAN": "NaN",
-    "Infinity": "Infinity",
-    "POSITIVE_INFINITY": "Infinity",
-    "-Infinity": "-Infinity",
-    "NEGATIVE_INFINITY": "-Infinity",
-}
 _FLOAT_SPECIALS = frozenset({"NaN", "Infinity", "-Infinity"})
 _NUMERIC_SOURCE_TYPES = frozenset({"NUMERIC", "DECIMAL", "MONEY"})
 _SOURCE_TYPE_PARAM = "__debezium.source.column.type"
-_INTERVAL = re.compile(
-    r"(-)?P(?:([-+]?\d+)Y)?(?:([-+]?\d+)M)?(?:([-+]?\d+)D)?"
-    r"(?:T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?(?:([-+]?\d+(?:\.\d*)?)S)?)?"
-)
 
 
 class SchemaError(ValueError):
     """A Kafka Connect schema that readside cannot interpret."""
-
-
-# --- canonical forms -------------------------------------------------------
-
-
-def format_decimal(value: Decimal) -> str:
-    """Exact plain-notation string of a decimal, keeping its scale."""
-    if value.is_nan():
-        return "NaN"
-    if value.is_infinite():
-        return "-Infinity" if value < 0 else "Infinity"
-    return format(value, "f")
-
-
-def decimal_text(text: str) -> str:
-    """Canonical form of a decimal string as Debezium or a user writes it.
-
-    Accepts Java ``BigDecimal.toString`` output (``"1E-8"``) and Debezium's
-    special-value names (``"NAN"``, ``"POSITIVE_INFINITY"``).
-    """
-    special = _DECIMAL_SPECIALS.get(text)
-    if special is not None:
-        return special
-    if "E" not in text and "e" not in text:
-        Decimal(text)  # validates
-        return text
-    return format_decimal(Decimal(text))
-
-
-def format_float(value: float) -> float | str:
-    """A float as JSON allows it: NaN and infinities become strings."""
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def format_datetime(value: datetime) -> str:
-    """ISO 8601 in UTC with ``+00:00``; a naive value is taken to be UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    elif value.utcoffset() != timedelta(0):
-        value = value.astimezone(UTC)
-    return value.isoformat()
-
-
-def _clock(seconds: int, micros: int) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{text}.{micros:06d}" if micros else text
-
-
-def format_time(value: time) -> str:
-    """``HH:MM:SS[.ffffff]``; a time with a zone is shifted to UTC, ``Z`` added."""
-    seconds = value.hour * 3600 + value.minute * 60 + value.second
-    offset = value.utcoffset()
-    if offset is None:
-        return _clock(seconds, value.microsecond)
-    seconds = (seconds - int(offset.total_seconds())) % 86_400
-    return _clock(seconds, value.microsecond) + "Z"
-
-
-def format_duration(micros: int) -> str:
-    """ISO 8601 duration of a number of microseconds: days, hours, minutes, seconds."""
-    sign = "-" if micros < 0 else ""
-    days, rest = divmod(abs(micros), _US_PER_DAY)
-    hours, rest = divmod(rest, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    secs, frac = divmod(rest, 1_000_000)
-    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
-    if frac:
-        clock += f"{secs}.{frac:06d}".rstrip("0") + "S"
-    elif secs:
-        clock += f"{secs}S"
-    if not days and not clock:
-        return "PT0S"
-    return sign + "P" + (f"{days}D" if days else "") + ("T" + clock if clock else "")
-
-
-def timedelta_micros(value: timedelta) -> int:
-    """Total microseconds of a timedelta, exactly."""
-    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-
-
-def interval_micros(text: str) -> int:
-    """Microseconds of a Debezium interval string (``P1Y2M3DT4H5M6.5S``).
-
-    A year counts 365 days and a month 30, the rule psycopg uses.
-    """
-    m = _INTERVAL.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an ISO 8601 interval: {text!r}")
-    neg, years, months, days, hours, minutes, secs = m.groups()
-    day_count = int(years or 0) * 365 + int(months or 0) * 30 + int(days or 0)
-    whole = int(hours or 0) * 3600 + int(minutes or 0) * 60
-    frac = Decimal(secs or 0) * 1_000_000
-    micros = (day_count * 86_400 + whole) * 1_000_000
-    micros += int(frac.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-    return -micros if neg else micros
 
 
 # --- Debezium (Kafka Connect JSON) -----------------------------------------
@@ -222,7 +121,7 @@ def _days(v: int) -> str:
 
 def _time_micros(v: int) -> str:
     secs, micros = divmod(v, 1_000_000)
-    return _clock(secs, micros)
+    return clock(secs, micros)
 
 
 def _zoned_time(v: str) -> str:

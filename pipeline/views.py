@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from pipeline.aggregate.view import AggregateView
-from pipeline.config import AggregateViewConfig, Config, TableViewConfig
+from pipeline.config import Config
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
     ChangeEvent,
@@ -35,6 +35,7 @@ from pipeline.events import (
     doc_id,
     table_version,
 )
+from pipeline.viewconfig import AggregateViewConfig, TableViewConfig
 from transforms.chain import build_chain
 from transforms.expr import compile_expression
 

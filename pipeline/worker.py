@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink
 from connectors.registry import build_sinks as build_sinks  # used by operations
-from pipeline import dlq, dlqtopic, groups, layout, metrics
+from pipeline import dlq, dlqtopic, groups, layout, layoutguard, metrics
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer
@@ -47,7 +47,7 @@ from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark, ensur
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, Stopped
 from pipeline.processor import Batch, Processor
-from pipeline.redelivery import Redeliveries
+from pipeline.redelivery import KafkaPartitionLog, Redeliveries
 from pipeline.sinkwriter import Abandoned, Backoff, open_sinks, until_reachable
 from pipeline.source.converter import converter_for
 from pipeline.views import View, build_views
@@ -114,9 +114,12 @@ class Worker:
     #: called with the number of records of each handled batch
     on_batch: Callable[[int], None] | None = None
     #: refuses a view whose topic layout or source xmax changed (run_worker)
-    guard: layout.Guard | None = None
+    guard: layoutguard.Guard | None = None
     stopping: bool = False
     batches: int = 0
+    #: events skipped because their row is gone from the source
+    #: (:mod:`pipeline.toast`); a rebuild's catch-up goes on to their deletes
+    rows_gone: int = 0
     _revoked: set[tuple[str, int]] = field(default_factory=set)
     _mixed: list[str] = field(default_factory=list)
     _helper: ThreadPoolExecutor = field(
@@ -200,7 +203,10 @@ class Worker:
             dict(self.views),
             cfg.view_topics(),
             heartbeat_topics={heartbeat_topic},
-            redeliveries=Redeliveries(cfg.worker.redelivery_window),
+            redeliveries=Redeliveries(
+                cfg.worker.redelivery_window,
+                KafkaPartitionLog(consumer, conf, converter_for(cfg.kafka)),
+            ),
             converter=converter_for(cfg.kafka),
         )
         self.handler = BatchHandler(
@@ -349,6 +355,7 @@ class Worker:
             self._rewind(msgs)
             return
         dead = applied.dead
+        self.rows_gone += applied.batch.gone
         if _CRASH_BEFORE_COMMIT and self.batches + 1 >= _CRASH_BEFORE_COMMIT:
             logger.error("fault injection: exiting after sink writes, before commit")
             os._exit(137)
@@ -378,7 +385,11 @@ class Worker:
         for m in msgs:
             key = (m.topic(), m.partition())
             nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in nexts.items()]
+        marks = self.processor.redeliveries
+        offsets = [
+            TopicPartition(t, p, o, metadata=marks.metadata((t, p)) if marks else "")
+            for (t, p), o in nexts.items()
+        ]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -518,7 +529,7 @@ def _fmt(parts: list[TopicPartition]) -> str:
 
 
 def _start_guard(
-    cfg: Config, guard: layout.Guard, early: list[int]
+    cfg: Config, guard: layoutguard.Guard, early: list[int]
 ) -> layout.Recorded | None:
     """``guard.start()``, retried with backoff while Kafka or the source is
     not readable yet (a broker just restarted has no partition leaders for a
@@ -562,7 +573,7 @@ def run_worker(
         names = [n for n in names if set(defined[n].sinks) & set(sink_names)]
         if not names:
             raise ConfigError("--sinks: no view of this worker writes to them")
-    guard = layout.Guard(cfg, names, sink_names)
+    guard = layoutguard.Guard(cfg, names, sink_names)
     known = _start_guard(cfg, guard, early)  # refuses a view to rebuild first
     if known is None:
         logger.info("signal=%d before the start: leaving", early[0])

@@ -3,41 +3,38 @@ store that answered and how fresh it is.
 
 Reads by id go to the first store of the view's read order (Redis, then
 MongoDB, then Elasticsearch by default) and fall to the next one when a store
-is down or times out. Every input is validated before any store is asked.
+is down or times out (the store clients and that fallback are
+:class:`query.stores.Stores`). Every input is validated before any store is
+asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from connectors.base import Sink
 from connectors.reads import Filterable, Found, Searchable, SearchRefused
-from connectors.registry import build_sink, targets_for
 from pipeline import config as config_mod
-from pipeline.config import Config, ViewConfig
-from pipeline.errors import TransientError
+from pipeline.config import Config
+from pipeline.viewconfig import ViewConfig
 from query import lsn as lsn_mod
 from query import validate
 from query.answer import Answer, Doc
 from query.errors import OutOfFocus, QueryError, StoreUnavailable, UnknownView
 from query.freshness import FreshnessCache
+from query.stores import Stores
 from query.watermark import WatermarkTracker
 
 #: How long a read with ``min_lsn`` waits for the watermark by default.
 DEFAULT_WAIT_S = 5.0
 
-logger = logging.getLogger(__name__)
-
 #: Default read order, by sink type: an in-memory key-value store first.
 DEFAULT_ORDER = ("redis", "mongodb", "elasticsearch")
-
-T = TypeVar("T")
 
 
 class ReadClient:
@@ -81,7 +78,7 @@ class ReadClient:
             self.config.focus_view(focus)  # ConfigError for an unknown focus
         self.focus = focus
         self.read_order = tuple(read_order or DEFAULT_ORDER)
-        self._sinks: dict[str, Sink] = {}
+        self._stores = Stores(self.config)
         self._freshness = freshness or FreshnessCache(
             self.config.kafka.bootstrap_servers, self.config.kafka.checkpoint_topic
         )
@@ -140,7 +137,7 @@ class ReadClient:
             stored = sink.fetch(view, wanted) if wanted else {}
             return {i: s.doc for i, s in stored.items() if s.doc is not None}
 
-        name, docs = self._first(view, self.ordered_sinks(view, cfg), read)
+        name, docs = self._stores.first(view, self.ordered_sinks(view, cfg), read)
         return self._answer(view, name, docs, len(docs), size=len(wanted))
 
     # -- queries -------------------------------------------------------------------
@@ -341,23 +338,7 @@ class ReadClient:
             raise UnknownView(view, self.views()) from None
 
     def _sink(self, name: str) -> Sink:
-        if name not in self._sinks:
-            cfg = self.config.sinks[name]
-            self._sinks[name] = build_sink(name, cfg, targets_for(self.config, name))
-        return self._sinks[name]
-
-    def _first(
-        self, view: str, names: Sequence[str], read: Callable[[Sink], T]
-    ) -> tuple[str, T]:
-        """Run ``read`` on the first sink of ``names`` that is up."""
-        failures: list[str] = []
-        for name in names:
-            try:
-                return name, read(self._sink(name))
-            except TransientError as exc:
-                logger.warning("store unavailable view=%s sink=%s: %s", view, name, exc)
-                failures.append(f"{name}: {exc}")
-        raise StoreUnavailable(view, list(names), "; ".join(failures) or "no store")
+        return self._stores.get(name)
 
     def _query(
         self,
@@ -366,7 +347,7 @@ class ReadClient:
         size: int,
     ) -> Answer:
         funcs = dict(candidates)
-        name, (docs, total) = self._first(
+        name, (docs, total) = self._stores.first(
             view, [n for n, _f in candidates], lambda s: funcs[s.name](s)
         )
         return self._answer(view, name, docs, total, size)
@@ -392,14 +373,11 @@ class ReadClient:
     def warm(self) -> None:
         """Create every store client now (a server calls it before serving,
         so that threads never race to create one)."""
-        for name in self.config.sinks:
-            self._sink(name)
+        self._stores.warm()
 
     def close(self) -> None:
         """Close every store client and the checkpoint reader. Safe twice."""
-        for sink in self._sinks.values():
-            sink.close()
-        self._sinks.clear()
+        self._stores.close()
         self._freshness.close()
         if self._own_watermarks and self._watermarks is not None:
             self._watermarks.close()

@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import UNCHANGED, Document
-from pipeline.types import decimal_text, format_datetime, format_decimal, format_float
+from pipeline.jsonforms import (
+    decimal_text,
+    format_datetime,
+    format_decimal,
+    format_float,
+)
 from transforms.base import Transform
 from transforms.expr import Expression, compile_expression
 

@@ -29,7 +29,8 @@ __all__ = ["Chain", "Step", "StepConfig", "Transform", "build_chain"]
 
 
 class StepConfig(Protocol):
-    """What :func:`build_chain` reads of a step: ``pipeline.config.TransformConfig``."""
+    """What :func:`build_chain` reads of a step:
+    ``pipeline.viewconfig.TransformConfig``."""
 
     @property
     def type(self) -> str: ...

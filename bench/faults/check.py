@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.faults.nemesis import Event
 from bench.faults.readers import History
+from connectors.mongodb import MongoSinkConfig
 from pipeline import dlq
 from pipeline.config import Config
 from pipeline.verify import verify
@@ -74,7 +75,7 @@ def stand_in_sinks(cfg: Config) -> set[str]:
 
     out = set()
     for name, sink in cfg.sinks.items():
-        if sink.type != "mongodb":
+        if not isinstance(sink, MongoSinkConfig):
             continue
         uri = sink.uri.get_secret_value()
         client: pymongo.MongoClient[dict[str, Any]]

@@ -1,8 +1,11 @@
 """The Elasticsearch store: one index per view behind an alias.
 
 The whole store is this package: its settings
-(:class:`ElasticsearchSinkConfig`, here), its sink with generations and the
-searches of sites (:mod:`connectors.elasticsearch.sink`), routed views
+(:class:`ElasticsearchSinkConfig`, here), its sink
+(:mod:`connectors.elasticsearch.sink`, the writes) built on the client and
+index names (:mod:`~connectors.elasticsearch.store`), the generations
+(:mod:`~connectors.elasticsearch.generations`) and the reads and searches of
+sites (:mod:`~connectors.elasticsearch.reads`), routed views
 (:mod:`connectors.elasticsearch.routing`), and :data:`KIND`, the sink type
 ``elasticsearch`` (entry point ``readside.sinks``). The sink, and with it the
 driver, is imported only when a sink is built.

@@ -1,8 +1,10 @@
 """The MongoDB store: one collection per view, version-guarded replaces.
 
 The whole store is this package: its settings (:class:`MongoSinkConfig`,
-here), its sink with generations and the filters of sites
-(:mod:`connectors.mongodb.sink`), and :data:`KIND`, the sink type
+here), its sink (:mod:`connectors.mongodb.sink`, the writes) built on the
+client and collections (:mod:`~connectors.mongodb.store`), the generations
+(:mod:`~connectors.mongodb.generations`) and the reads and filters of sites
+(:mod:`~connectors.mongodb.reads`), and :data:`KIND`, the sink type
 ``mongodb`` (entry point ``readside.sinks``). The sink, and with it the
 driver, is imported only when a sink is built.
 """

@@ -1,7 +1,11 @@
 """MongoDB sink: one collection per view, version-guarded replaces.
 
 The sink of the store :mod:`connectors.mongodb`: writes, generations and the
-filters of sites (:class:`~connectors.reads.Filterable`).
+filters of sites (:class:`~connectors.reads.Filterable`). This module holds
+the writes; the client, the collections and the generation pointer are in
+:mod:`connectors.mongodb.store`, the generations in
+:mod:`connectors.mongodb.generations`, the reads in
+:mod:`connectors.mongodb.reads`.
 
 A document is stored as its body plus ``_id`` (the document id) and ``_v``
 (its version, an int64). A delete replaces it with the tombstone
@@ -40,9 +44,6 @@ tests. It differs in ways that shaped this module (measured with FerretDB
 * Arrays of arrays are refused (code 2, "nested arrays are not supported");
   such documents come back as rejected, so they reach the dead-letter topic.
 
-Target options: ``indexes``, a list of field names or ``[field, direction]``
-pairs, created in :meth:`MongoSink.open`.
-
 Write concern: ``db.command`` does not apply the client's write concern, so
 every ``insert`` and ``update`` command carries it as ``writeConcern``: the
 URI's ``w``, ``journal`` and ``wtimeoutMS``, each overridden by the sink's
@@ -52,55 +53,33 @@ reads the command's reply). A ``writeConcernError`` in a reply is transient:
 the worker retries the batch and commits nothing. FerretDB accepts and
 ignores ``writeConcern``.
 
-Generations (rebuilds, :class:`~connectors.base.Generations`): generation 1
-of a view whose target is ``c`` is the collection ``c``, generation n > 1 is
-``c~n``; the document ``{_id: "c", gen: n}`` of the collection
-``readside_generations`` names the live one (absent: 1), and while a rebuild
-fills generation m, ``mirror: m`` too: every write then goes to ``c~m``
-first, then to the live collection. Every write and read looks it up first
-(one ``find`` by ``_id``, which FerretDB pushes down).
-FerretDB's ``renameCollection`` lacks ``dropTarget``, so renaming the new
-collection over the old one cannot be atomic; the pointer is.
+Generations (rebuilds): while a rebuild fills generation m
+(:mod:`connectors.mongodb.generations`), every write goes to ``c~m`` first,
+then to the live collection.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import bson
-import pymongo
 import pymongo.errors as perr
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
-from pymongo.database import Database
 
-from connectors.base import (
-    Stored,
-    StoreSink,
-    ViewTarget,
-    WriteResult,
-    mirrored,
-)
-from connectors.mongodb import MongoSinkConfig
-from connectors.reads import Condition, Eq, Found
-from pipeline.errors import (
-    BadRecord,
-    ConfigError,
-    FatalError,
-    ReadsideError,
-    TransientError,
-)
+from connectors.base import WriteResult, mirrored
+from connectors.mongodb.generations import MongoGenerations
+from connectors.mongodb.reads import MongoReads
+from connectors.mongodb.store import FETCH_CHUNK, RESERVED, Doc
+from pipeline.errors import BadRecord, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
 
 logger = logging.getLogger(__name__)
 
-RESERVED = ("_id", "_v", "_deleted")
 DUPLICATE_KEY = 11000
-_AUTH_CODES = {13, 18, 31, 33}  # Unauthorized, AuthenticationFailed, roles
-_TRANSIENT_CODES = {6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435}
 _MAX_DOC_BYTES = 16 * 1024 * 1024 - 16 * 1024
 _MAX_CMD_BYTES = 8 * 1024 * 1024
 #: FerretDB 1.24 holds a connection to its own database per statement of an
@@ -113,41 +92,7 @@ _MAX_CMD_BYTES = 8 * 1024 * 1024
 #: behind it). Real MongoDB is not slowed down much by small commands.
 _MAX_UPDATES = 10
 _MAX_INSERTS = 500
-_FETCH_CHUNK = 1000
 _INT64_MAX = 2**63 - 1
-#: the collection naming each view's live generation
-GENERATIONS = "readside_generations"
-
-_Doc = dict[str, Any]
-_OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
-
-
-def classify(exc: Exception) -> ReadsideError:
-    """Map a pymongo exception onto a readside error class, by type and code."""
-    if isinstance(exc, ReadsideError):
-        return exc
-    if isinstance(exc, perr.ConnectionFailure):  # AutoReconnect, timeouts
-        return TransientError(f"mongodb: {type(exc).__name__}: {exc}")
-    if isinstance(exc, perr.WriteConcernError | perr.ExecutionTimeout):
-        return TransientError(f"mongodb: {type(exc).__name__}: {exc}")
-    if isinstance(exc, perr.OperationFailure):
-        if exc.code in _AUTH_CODES:
-            return FatalError(f"mongodb: not authorized: {exc}")
-        if exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
-            return TransientError(f"mongodb: code {exc.code}: {exc}")
-    return FatalError(f"mongodb: {type(exc).__name__}: {exc}")
-
-
-def generation_name(base: str, gen: int) -> str:
-    """The collection of generation ``gen`` of a view whose target is ``base``."""
-    return base if gen == 1 else f"{base}~{gen}"
-
-
-def _strip(raw: Mapping[str, Any]) -> Stored:
-    version = int(raw["_v"])
-    if raw.get("_deleted"):
-        return Stored(version, None)
-    return Stored(version, {k: v for k, v in raw.items() if k not in RESERVED})
 
 
 class _Statement:
@@ -158,7 +103,7 @@ class _Statement:
     def __init__(self, op: DocumentOp) -> None:
         if not 0 <= op.version <= _INT64_MAX:
             raise BadRecord("version", f"version {op.version} does not fit an int64")
-        body: _Doc = {"_id": op.doc_id}
+        body: Doc = {"_id": op.doc_id}
         if isinstance(op, Delete):
             body.update(_v=Int64(op.version), _deleted=True)
         else:
@@ -180,7 +125,7 @@ class _Statement:
         self.doc = RawBSONDocument(raw)
         self.size = len(raw) + 64
 
-    def update(self) -> _Doc:
+    def update(self) -> Doc:
         query = {"_id": self.op.doc_id, "_v": {"$lt": Int64(self.op.version)}}
         return {"q": query, "u": self.doc, "upsert": False}
 
@@ -197,144 +142,11 @@ def _chunks(items: list[_Statement], count: int) -> list[list[_Statement]]:
     return out
 
 
-class MongoSink(StoreSink[MongoSinkConfig]):
+class MongoSink(MongoGenerations, MongoReads):
     """Keeps views as MongoDB documents, guarded by ``_v``.
 
-    Args:
-        name: the sink's name in the configuration.
-        cfg: URI, database, timeout and write concern.
-        targets: view name -> collection name and options (``indexes``).
+    Its constructor is :class:`~connectors.mongodb.store.MongoStore`'s.
     """
-
-    store = "mongodb"
-    driver_errors = (perr.PyMongoError,)
-    classify = staticmethod(classify)
-    filter_first = False  # answers any filter, after a covering index
-
-    def __init__(
-        self, name: str, cfg: MongoSinkConfig, targets: Mapping[str, ViewTarget]
-    ) -> None:
-        super().__init__(name, cfg, targets)
-        self._client: pymongo.MongoClient[_Doc] | None = None
-
-    @property
-    def db(self) -> Database[_Doc]:
-        if self._client is None:
-            ms = int(self.cfg.timeout_s * 1000)
-            self._client = pymongo.MongoClient(
-                self.cfg.uri.get_secret_value(),
-                serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms,
-                socketTimeoutMS=ms,
-                **self._write_concern_options(),
-            )
-        return self._client[self.cfg.database]
-
-    def _write_concern_options(self) -> dict[str, Any]:
-        """The sink's ``write_concern`` as client options (over the URI's)."""
-        wc = self.cfg.write_concern
-        if wc is None:
-            return {}
-        given = {"w": wc.w, "journal": wc.j, "wTimeoutMS": wc.wtimeout_ms}
-        return {k: v for k, v in given.items() if v is not None}
-
-    @property
-    def write_concern(self) -> _Doc:
-        """The ``writeConcern`` document every write command carries (empty:
-        the server's default)."""
-        return dict(self.db.client.write_concern.document)
-
-    def collection(self, view: str) -> Collection[_Doc]:
-        """The collection of the live generation of ``view``, read now."""
-        return self._generation_collection(view, self.generation(view))
-
-    def _generation_collection(self, view: str, gen: int) -> Collection[_Doc]:
-        return self.db[generation_name(self._target(view).name, gen)]
-
-    # -- lifecycle --------------------------------------------------------
-
-    def open(self) -> None:
-        if not self.db.client.write_concern.acknowledged:
-            raise ConfigError(
-                f"sinks.{self.name}: write concern w=0 is unacknowledged; the "
-                "sink needs replies to guard its writes (use w=1 or more)"
-            )
-        try:
-            self.db.command("ping")
-            for view in self.targets:
-                self._create_indexes(view, self.collection(view))
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-        logger.info("mongodb sink open sink=%s views=%d", self.name, len(self.targets))
-
-    def _create_indexes(self, view: str, coll: Collection[_Doc]) -> None:
-        for spec in self._target(view).options.get("indexes") or ():
-            if isinstance(spec, str):
-                keys = [(spec, pymongo.ASCENDING)]
-            else:
-                keys = [(str(spec[0]), int(spec[1]))]
-            coll.create_index(keys)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    # -- generations --------------------------------------------------------
-
-    def generation(self, view: str) -> int:
-        return self._generations(view)[0]
-
-    def _generations(self, view: str) -> tuple[int, int | None]:
-        """The live generation of ``view`` and the one mirrored into, if any."""
-        base = self._target(view).name
-        try:
-            raw = self.db[GENERATIONS].find_one({"_id": base}) or {}
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-        mirror = raw.get("mirror")
-        return int(raw.get("gen", 1)), None if mirror is None else int(mirror)
-
-    def generation_target(self, view: str, gen: int) -> ViewTarget:
-        target = self._target(view)
-        return ViewTarget(view, generation_name(target.name, gen), target.options)
-
-    def create_generation(self, view: str, gen: int) -> None:
-        self._refuse_live(view, gen, "create")
-        pointers, base = self.db[GENERATIONS], self._target(view).name
-        try:
-            pointers.update_one({"_id": base}, {"$unset": {"mirror": ""}})
-            coll = self._generation_collection(view, gen)
-            coll.drop()
-            try:
-                self.db.create_collection(coll.name)
-            except perr.CollectionInvalid:
-                pass  # a mirrored write that raced the drop made it again
-            self._create_indexes(view, coll)
-            pointers.update_one({"_id": base}, {"$set": {"mirror": gen}}, upsert=True)
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-
-    def switch_generation(self, view: str, gen: int) -> None:
-        base = self._target(view).name
-        try:
-            self.db[GENERATIONS].update_one(
-                {"_id": base},
-                {"$set": {"gen": gen}, "$unset": {"mirror": ""}},
-                upsert=True,
-            )
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-        logger.info("mongodb generation switched view=%s generation=%d", view, gen)
-
-    def drop_generation(self, view: str, gen: int) -> None:
-        self._refuse_live(view, gen, "drop")
-        try:
-            self._generation_collection(view, gen).drop()
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-
-    # -- writes -----------------------------------------------------------
 
     def _write_ready(self, ready: list[DocumentOp], result: WriteResult) -> WriteResult:
         by_view: dict[str, list[DocumentOp]] = {}
@@ -374,7 +186,7 @@ class MongoSink(StoreSink[MongoSinkConfig]):
             )
             return WriteResult()
 
-    def _write_coll(self, coll: Collection[_Doc], ops: list[DocumentOp]) -> WriteResult:
+    def _write_coll(self, coll: Collection[Doc], ops: list[DocumentOp]) -> WriteResult:
         result = WriteResult()
         stored = self._versions(coll, [op.doc_id for op in ops])
         inserts: list[_Statement] = []
@@ -409,9 +221,9 @@ class MongoSink(StoreSink[MongoSinkConfig]):
         return result
 
     def _command(
-        self, coll: Collection[_Doc], verb: str, field: str, items: list[Any]
-    ) -> _Doc:
-        command: _Doc = {verb: coll.name, field: items, "ordered": False}
+        self, coll: Collection[Doc], verb: str, field: str, items: list[Any]
+    ) -> Doc:
+        command: Doc = {verb: coll.name, field: items, "ordered": False}
         concern = self.write_concern
         if concern:
             command["writeConcern"] = concern
@@ -422,7 +234,7 @@ class MongoSink(StoreSink[MongoSinkConfig]):
             )
         return reply
 
-    def _settle(self, coll: Collection[_Doc], chunk: list[_Statement]) -> WriteResult:
+    def _settle(self, coll: Collection[Doc], chunk: list[_Statement]) -> WriteResult:
         """Find out what a failed command applied; run the rest one by one."""
         result = WriteResult()
         stored = self._versions(coll, [st.op.doc_id for st in chunk])
@@ -451,70 +263,10 @@ class MongoSink(StoreSink[MongoSinkConfig]):
                 result.stale += 1  # a newer version won meanwhile
         return result
 
-    def _versions(self, coll: Collection[_Doc], ids: Sequence[str]) -> dict[str, int]:
+    def _versions(self, coll: Collection[Doc], ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        for start in range(0, len(ids), _FETCH_CHUNK):
-            chunk = list(ids[start : start + _FETCH_CHUNK])
+        for start in range(0, len(ids), FETCH_CHUNK):
+            chunk = list(ids[start : start + FETCH_CHUNK])
             for raw in coll.find({"_id": {"$in": chunk}}, {"_v": 1}):
                 out[str(raw["_id"])] = int(raw["_v"])
         return out
-
-    # -- reads ------------------------------------------------------------
-
-    def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
-        out: dict[str, Stored] = {}
-        try:
-            coll = self.collection(view)
-            for start in range(0, len(ids), _FETCH_CHUNK):
-                chunk = list(ids[start : start + _FETCH_CHUNK])
-                for raw in coll.find({"_id": {"$in": chunk}}):
-                    out[str(raw["_id"])] = _strip(raw)
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-        return out
-
-    def ids(self, view: str) -> set[str]:
-        try:
-            cursor = self.collection(view).find({"_deleted": {"$ne": True}}, {"_id": 1})
-            return {str(raw["_id"]) for raw in cursor}
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-
-    # -- queries of sites (connectors.reads.Filterable) -------------------------
-
-    def covers(self, view: str, where: dict[str, Condition]) -> bool:
-        """Any validated condition: a query needs no index."""
-        return True
-
-    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
-        """One ``find`` with the translated filter, sorted by id, ``limit``
-        documents; the count is theirs."""
-        try:
-            query = mongo_query(where)
-            cursor = self.collection(view).find(query).sort("_id").limit(limit)
-            docs = {
-                str(raw["_id"]): {k: v for k, v in raw.items() if k not in RESERVED}
-                for raw in cursor
-            }
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-        return docs, len(docs)
-
-    def drop(self, view: str) -> None:
-        """Drop the view's collection (rebuilds and tests; not in the protocol)."""
-        try:
-            self.collection(view).drop()
-        except perr.PyMongoError as exc:
-            raise classify(exc) from exc
-
-
-def mongo_query(where: dict[str, Condition]) -> _Doc:
-    """The MongoDB filter of validated conditions, tombstones excluded."""
-    query: _Doc = {}
-    for name, cond in where.items():
-        if isinstance(cond, Eq):
-            query[name] = cond.value
-        else:
-            query[name] = {_OPS[op]: value for op, value in cond.bounds}
-    query["_deleted"] = {"$ne": True}
-    return query

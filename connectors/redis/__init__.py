@@ -1,9 +1,12 @@
 """The Redis store: documents as JSON strings, guarded by a Lua script.
 
 The whole store is this package: its settings (:class:`RedisSinkConfig`,
-here), its sink with generations and the filters its indexes answer
-(:mod:`connectors.redis.sink`), what it waits for before acknowledging
-(:mod:`connectors.redis.wait`), and :data:`KIND`, the sink type ``redis``
+here), its sink (:mod:`connectors.redis.sink`, the writes) built on the
+client and key layouts (:mod:`~connectors.redis.store`, with
+:mod:`~connectors.redis.keys`), the generations
+(:mod:`~connectors.redis.generations`) and the reads and the filters its
+indexes answer (:mod:`~connectors.redis.reads`), what it waits for before
+acknowledging (:mod:`connectors.redis.wait`), and :data:`KIND`, the sink type ``redis``
 (entry point ``readside.sinks``). The sink, and with it the driver, is
 imported only when a sink is built, so validating a configuration loads no
 driver.

@@ -1,9 +1,10 @@
 """The SQL of an aggregate view: one query builds every document.
 
-A view is a tree of :class:`Node` (the root table, then children, parents and
-many-to-many targets, with each many-to-many's ``through`` table as a hidden
-node between). Each node becomes a ``jsonb_build_object`` of its fields and
-nested relations, so one statement returns finished documents::
+A view is a tree of :class:`~pipeline.aggregate.tree.Node` (the root table,
+then children, parents and many-to-many targets, with each many-to-many's
+``through`` table as a hidden node between; :mod:`pipeline.aggregate.tree`).
+Each node becomes a ``jsonb_build_object`` of its fields and nested
+relations, so one statement returns finished documents::
 
     SELECT t0."id", jsonb_build_object('id', t0."id"::text, 'orders',
       (SELECT COALESCE(jsonb_agg(jsonb_build_object(...) ORDER BY t1."id"), '[]')
@@ -19,59 +20,16 @@ give the same JSON for the same row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
 
-from pipeline.aggregate.catalog import Catalog, Column, TableInfo
-from pipeline.config import AggregateViewConfig, RelationConfig
-from pipeline.errors import ConfigError
+from pipeline.aggregate.catalog import Column
+from pipeline.aggregate.tree import Node
 
 #: jsonb_build_object takes at most 100 arguments: 50 key/value pairs.
 _PAIRS_PER_CALL = 50
-
-
-@dataclass
-class Node:
-    """One table in the view's tree."""
-
-    where: str  # config path, for messages
-    alias: str
-    table: TableInfo
-    kind: str  # root | children | parent | through | m2m
-    on: dict[str, str]  # this node's column -> enclosing node's column
-    enclosing: Node | None
-    fields: list[tuple[str, Column]] = field(default_factory=list)
-    relations: list[tuple[str, Node]] = field(default_factory=list)
-    order_by: list[tuple[str, str]] = field(default_factory=list)  # (col, dir)
-    limit: int | None = None
-
-    def path_from_root(self) -> list[Node]:
-        nodes: list[Node] = []
-        node: Node | None = self
-        while node is not None:
-            nodes.append(node)
-            node = node.enclosing
-        return nodes[::-1]
-
-    def walk(self) -> Iterator[Node]:
-        yield self
-        for _, rel in self.relations:
-            if rel.kind == "m2m" and rel.enclosing is not None:
-                yield rel.enclosing  # the through node
-            yield from rel.walk()
-
-    def needs_full_identity(self) -> bool:
-        """Whether a change can move this row to another enclosing row unseen.
-
-        The old link is needed from the ``before`` image; PostgreSQL only
-        logs it for primary-key columns unless REPLICA IDENTITY is FULL.
-        """
-        if self.kind == "root":
-            return False
-        return not set(self.on) <= set(self.table.primary_key)
 
 
 def ident(*parts: str) -> sql.Identifier:
@@ -85,82 +43,6 @@ def table_ref(name: str) -> sql.Composable:
 
 def col(node: Node, name: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(ident(node.alias), ident(name))
-
-
-class _Builder:
-    def __init__(self, catalog: Catalog, view: str) -> None:
-        self.catalog = catalog
-        self.view = view
-        self.count = 0
-
-    def alias(self) -> str:
-        self.count += 1
-        return f"t{self.count - 1}"
-
-    def node(
-        self,
-        where: str,
-        table: str,
-        kind: str,
-        on: dict[str, str],
-        enclosing: Node | None,
-        level: AggregateViewConfig | RelationConfig | None,
-    ) -> Node:
-        info = self.catalog.table(table, where)
-        if not info.primary_key:
-            raise ConfigError(f"{where}: table {table} has no primary key")
-        node = Node(where, self.alias(), info, kind, dict(on), enclosing)
-        for mine, theirs in on.items():
-            info.column(mine, f"{where}.on")
-            if enclosing is not None:
-                enclosing.table.column(theirs, f"{where}.on")
-        if level is None:  # a through table: no output of its own
-            return node
-        node.fields = self._fields(where, info, level)
-        if isinstance(level, RelationConfig):
-            for entry in level.order_by:
-                name, _, direction = entry.partition(" ")
-                info.column(name, f"{where}.order_by")
-                node.order_by.append((name, direction.strip().upper() or "ASC"))
-            node.limit = level.limit
-        listed = {c for c, _ in node.order_by}
-        node.order_by += [(c, "ASC") for c in info.primary_key if c not in listed]
-        for key, rel in level.embed.items():
-            node.relations.append(
-                (key, self.relation(f"{where}.embed.{key}", rel, node))
-            )
-        names = [k for k, _ in node.fields] + [k for k, _ in node.relations]
-        dupes = sorted({k for k in names if names.count(k) > 1})
-        if dupes:
-            raise ConfigError(f"{where}: field name(s) used twice: {', '.join(dupes)}")
-        return node
-
-    def _fields(
-        self, where: str, info: TableInfo, level: AggregateViewConfig | RelationConfig
-    ) -> list[tuple[str, Column]]:
-        names = level.fields if level.fields is not None else list(info.columns)
-        for name in [*names, *level.exclude, *level.rename]:
-            info.column(name, where)
-        return [
-            (level.rename.get(n, n), info.columns[n])
-            for n in names
-            if n not in level.exclude
-        ]
-
-    def relation(self, where: str, rel: RelationConfig, enclosing: Node) -> Node:
-        if rel.kind != "m2m":
-            return self.node(where, rel.table, rel.kind, rel.on, enclosing, rel)
-        assert rel.through is not None
-        assert rel.target_on is not None
-        through = self.node(where, rel.through, "through", rel.on, enclosing, None)
-        return self.node(where, rel.table, "m2m", rel.target_on, through, rel)
-
-
-def build_tree(catalog: Catalog, name: str, cfg: AggregateViewConfig) -> Node:
-    """The view's tree, checked against the catalog (names the bad field)."""
-    return _Builder(catalog, name).node(
-        f"views.{name}", cfg.table, "root", {}, None, cfg
-    )
 
 
 # --- SQL ---------------------------------------------------------------------
@@ -348,8 +230,8 @@ class ViewSQL:
         cond = _key_condition(self.root, self.root.table.primary_key)
         return _select(self.root) + where_clause([cond, *self.filters()])
 
-    def chunk(self, first: bool, extra: str | None = None) -> sql.Composed:
-        """Up to ``%(limit)s`` documents after key ``(%(a0)s, ...)`` in key order."""
+    def _after(self, first: bool, extra: str | None) -> list[sql.Composable]:
+        """The filters, and unless ``first`` the root key after ``(%(a0)s, ...)``."""
         conds = self.filters(extra)
         if not first:
             keys = self.root.table.primary_key
@@ -364,6 +246,11 @@ class ViewSQL:
                 ),
             )
             conds.insert(0, after)
+        return conds
+
+    def chunk(self, first: bool, extra: str | None = None) -> sql.Composed:
+        """Up to ``%(limit)s`` documents after key ``(%(a0)s, ...)`` in key order."""
+        conds = self._after(first, extra)
         return (
             _select(self.root)
             + where_clause(conds)
@@ -380,25 +267,12 @@ class ViewSQL:
             keys, table_ref(self.root.table.name), ident(self.root.alias)
         ) + where_clause(self.filters())
 
-    def count(self, extra: str | None = None) -> sql.Composed:
+    def count(self, extra: str | None = None, first: bool = True) -> sql.Composed:
+        """How many roots the view defines (unless ``first``: after key
+        ``(%(a0)s, ...)``, as :meth:`chunk` reads them)."""
         return sql.SQL("SELECT count(*) FROM {} AS {}").format(
             table_ref(self.root.table.name), ident(self.root.alias)
-        ) + where_clause(self.filters(extra))
-
-
-def direct_keys(node: Node) -> list[str] | None:
-    """When ``node``'s link columns name the root's whole key, which they are.
-
-    Returns the columns of ``node`` in root-key order, or None when the root
-    keys must be resolved by SQL.
-    """
-    enc = node.enclosing
-    if enc is None or enc.kind != "root":
-        return None
-    by_root_col = {theirs: mine for mine, theirs in node.on.items()}
-    if set(by_root_col) != set(enc.table.primary_key):
-        return None
-    return [by_root_col[c] for c in enc.table.primary_key]
+        ) + where_clause(self._after(first, extra))
 
 
 def render(conn: Any, query: sql.Composable) -> str:

@@ -30,7 +30,8 @@ from psycopg.pq import Format, TransactionStatus
 from psycopg.types.hstore import HstoreLoader
 
 from pipeline.aggregate.catalog import Column
-from pipeline.aggregate.plan import Node, ViewSQL
+from pipeline.aggregate.plan import ViewSQL
+from pipeline.aggregate.tree import Node
 from pipeline.errors import FatalError, TransientError
 from pipeline.types import pg_value_to_json
 

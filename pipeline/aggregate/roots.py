@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from pipeline.aggregate.plan import (
-    Node,
     ViewSQL,
     col,
     ident,
@@ -35,6 +34,7 @@ from pipeline.aggregate.plan import (
     where_clause,
 )
 from pipeline.aggregate.reader import Reader, key_text
+from pipeline.aggregate.tree import Node
 from pipeline.events import Position
 from pipeline.types import pg_value_to_json
 

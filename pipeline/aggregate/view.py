@@ -27,10 +27,10 @@ from typing import Any
 import psycopg
 
 from pipeline.aggregate.catalog import Catalog
-from pipeline.aggregate.plan import Node, ViewSQL, build_tree, direct_keys
+from pipeline.aggregate.plan import ViewSQL
 from pipeline.aggregate.reader import Converter, Reader, key_text
 from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
-from pipeline.config import AggregateViewConfig
+from pipeline.aggregate.tree import Node, build_tree, direct_keys
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
     UNCHANGED,
@@ -44,6 +44,7 @@ from pipeline.events import (
     doc_id,
 )
 from pipeline.types import pg_value_to_json
+from pipeline.viewconfig import AggregateViewConfig
 
 logger = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from connectors import debezium
-from pipeline import layout
+from pipeline import layout, layoutguard
 from pipeline.aggregate import AggregateView
 from pipeline.config import Config
 from pipeline.errors import BadRecord, FatalError
@@ -125,7 +125,7 @@ def _begin_aggregate(
 
 
 def _begin_table(cfg: Config, view: TableView, whole_view: Callable[[], None]) -> bool:
-    guard = layout.Guard(cfg, [view.name])
+    guard = layoutguard.Guard(cfg, [view.name])
     guard.recorded = layout.load(cfg)
     if not guard.layout_problems():
         return False

@@ -42,12 +42,13 @@ from functools import partial
 
 from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader
-from pipeline.config import AggregateViewConfig, Config
+from pipeline.config import Config
 from pipeline.repair import key_of
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
 from pipeline.snapshot.load import Loader, Options, send_signal
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
 from pipeline.types import pg_value_to_json
+from pipeline.viewconfig import AggregateViewConfig
 from pipeline.views import build_views, doc_id
 from pipeline.worker import build_sinks
 

@@ -43,6 +43,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.base import Sink
 from pipeline import layout
 from pipeline.aggregate import AggregateView, Pending, prepare_views
+from pipeline.aggregate.plan import ViewSQL
 from pipeline.aggregate.reader import Reader, key_text
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
@@ -257,11 +258,12 @@ class Loader:
         view_sql = view.view_sql()
         pk = view.tree().table.primary_key
         with closing(Reader(dsn)) as reader:
-            if st.total is None or st.rows == 0:
-                reader.begin()
-                row = reader.query(view_sql.count(self.opts.where), {})[0]
-                reader.end()
-                st.total = int(row[0])
+            # The total is the rows done plus the roots still ahead of the
+            # cursor: roots inserted ahead of it during the run are loaded
+            # too, so it is counted again when the rows reach it, and is the
+            # rows done once a chunk finds nothing more ahead.
+            ahead = partial(_ahead, reader, view_sql, self.opts.where)
+            st.total = st.rows + ahead(st.after)
             self._save(st)
             while not self.stopping:
                 snap = reader.begin()
@@ -276,6 +278,7 @@ class Loader:
                 finally:
                     reader.end()
                 if not rows:
+                    st.total = st.rows
                     break
                 version = snap.version(view.epoch)
                 meta = Pending()
@@ -292,6 +295,10 @@ class Loader:
                 st.after = [key_text(pg_value_to_json(v)) for v in last]
                 st.rows += len(rows)
                 st.chunks += 1
+                if len(rows) < self.opts.chunk_size:
+                    st.total = st.rows
+                elif st.rows >= st.total:
+                    st.total = st.rows + ahead(st.after)
                 self._save(st)
                 if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
                     logger.error("fault injection: exiting after chunk %d", st.chunks)
@@ -398,6 +405,16 @@ class Loader:
         )
         self._save(st)
         return st
+
+
+def _ahead(reader: Reader, view_sql: ViewSQL, where: str | None, after: Any) -> int:
+    """How many roots of the view follow key ``after`` (all when None)."""
+    params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
+    reader.begin()
+    try:
+        return int(reader.query(view_sql.count(where, after is None), params)[0][0])
+    finally:
+        reader.end()
 
 
 def _message(messages: Mapping[Any, RawMessage], op: DocumentOp) -> RawMessage:

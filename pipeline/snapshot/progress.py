@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Hashable, Mapping
 from types import TracebackType
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +19,19 @@ from rich.progress import (
 )
 
 from pipeline.snapshot.state import SnapshotState
+
+K = TypeVar("K", bound=Hashable)
+
+
+def records_ahead(at: Mapping[K, int], ends: Mapping[K, int]) -> int:
+    """Records from each partition's position in ``at`` up to its end.
+
+    A catch-up's total is the rows it did plus this, sampled again after
+    each batch: a position past its end (a batch carried records that
+    arrived during the step, applied and counted too) adds nothing, so the
+    rows shown never exceed the total, and equal it at the end.
+    """
+    return sum(max(0, ends[k] - o) for k, o in at.items() if k in ends)
 
 
 class ProgressBar:

@@ -20,7 +20,11 @@ from the step (and chunk, and catch-up offset) it reached:
    began. For an aggregate view E is sampled only once the connector has
    confirmed (the slot's ``confirmed_flush_lsn``) an LSN taken after the fill:
    its chunks saw every transaction committed before, so their records must
-   be before E.
+   be before E. For a table view, a row the catch-up found gone from the
+   source (an update whose unchanged TOAST value it reads there,
+   :mod:`pipeline.toast`) was deleted after E was sampled: the catch-up
+   waits for the connector as above and goes on to the ends sampled then,
+   so that the delete is in n+1 before the switch.
 4. **switch**: each sink moves its pointer (Redis key, ES alias, MongoDB
    document) to n+1 and ends the mirroring, in one atomic step.
 5. **drop**: after a short grace for reads in flight, and once the live groups
@@ -81,6 +85,7 @@ from pipeline.sinkwriter import open_sinks
 from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
+from pipeline.snapshot.progress import records_ahead
 from pipeline.snapshot.state import SnapshotState, rebuild_key
 from pipeline.worker import Worker, build_sinks
 
@@ -89,6 +94,10 @@ logger = logging.getLogger(__name__)
 #: Fault injection for crash tests: exit abruptly (as kill -9 would) right
 #: after the switch was recorded, before the catch-up that follows it.
 _CRASH_AFTER_SWITCH = os.environ.get("READSIDE_FAULT_CRASH_AFTER_SWITCH") == "1"
+
+#: at most this many more catch-ups to the deletes of rows found gone (each
+#: finds only the rows deleted while the one before ran)
+GONE_ROUNDS = 5
 
 #: seconds between the switch's catch-up and dropping the old generation, for
 #: reads that resolved the old generation just before the switch
@@ -255,7 +264,20 @@ class Rebuild(Loader):
         # the live generation that was not mirrored is of a record before it.
         if isinstance(self.view, AggregateView):
             self.pos.wait_connector()
-        self._catch_up(st, pinned, self.pos.offsets(high=True))
+        gone = self._catch_up(st, pinned, self.pos.offsets(high=True))
+        for _ in range(GONE_ROUNDS):
+            # A row the catch-up found gone from the source was deleted
+            # after those ends were sampled: its delete lies past them, and
+            # without it n+1 would keep the row older than n holds it. Once
+            # the connector produced every change committed so far, it is
+            # before the ends sampled then.
+            if self.stopping or not gone:
+                break
+            logger.info(
+                "rebuild catch-up goes on view=%s rows_gone=%d", self.view.name, gone
+            )
+            self.pos.wait_connector()
+            gone = self._catch_up(st, pinned, self.pos.offsets(high=True))
         if self.stopping:
             return
         assert st.generation is not None
@@ -303,8 +325,9 @@ class Rebuild(Loader):
 
     def _catch_up(
         self, st: SnapshotState, pinned: Mapping[str, Sink], until: Offsets
-    ) -> None:
-        """Apply the view's topics from where the catch-up stands to ``until``."""
+    ) -> int:
+        """Apply the view's topics from where the catch-up stands to ``until``;
+        the number of events it skipped because their row is gone."""
         assert st.offsets is not None
         group = self._group(st)
         cfg = self.cfg.model_copy(
@@ -312,12 +335,17 @@ class Rebuild(Loader):
         )
         start = self.pos.committed(group, st.offsets)
         ends = {part_of(k): v for k, v in until.items()}
-        st.total = sum(max(0, ends[k] - o) for k, o in start.items() if k in ends)
+        # Rows done (by an earlier run of this step too) plus records ahead
+        # of the positions reached (the start until a partition is fetched).
+        st.total = st.rows + records_ahead(start, ends)
         self._save(st)
 
         def done_batch(records: int) -> None:
             st.rows += records
             st.chunks += 1
+            at = worker.consumer.position([TopicPartition(*k) for k in start])
+            reached = {(t.topic, t.partition): t.offset for t in at if t.offset >= 0}
+            st.total = st.rows + records_ahead({**start, **reached}, ends)
             if st.chunks % 10 == 0:
                 self._save(st)
 
@@ -332,7 +360,7 @@ class Rebuild(Loader):
         )
         self._worker = worker
         if self.stopping:
-            return
+            return 0
         try:
             worker.run()
         finally:
@@ -340,6 +368,7 @@ class Rebuild(Loader):
             # the documents n+1 rejected, dead-lettered by the catch-up
             st.dead_letters += worker.dlq.sent if hasattr(worker, "dlq") else 0
         self._save(st)
+        return worker.rows_gone
 
 
 def _gens(sink: Sink) -> Generations:

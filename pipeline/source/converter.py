@@ -3,11 +3,11 @@ Kafka Connect (:func:`record_format`) and the worker's (:func:`converter_for`)."
 
 from __future__ import annotations
 
-from pipeline.config import KafkaConfig
 from pipeline.source.avro_converter import AvroConverter
 from pipeline.source.json_converter import JsonConverter
 from pipeline.source.records import Converter
 from pipeline.source.registry import SchemaRegistry
+from pipeline.sourceconfig import KafkaConfig
 
 
 def converter_for(kafka: KafkaConfig) -> Converter:

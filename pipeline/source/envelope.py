@@ -12,6 +12,7 @@ IDENTITY FULL) holds its value.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -156,6 +157,19 @@ def _opt_int(source: dict[str, Any], name: str) -> int | None:
     raise BadRecord("decode", f"source.{name} is not an integer: {value!r}")
 
 
+def _stream_pos(source: dict[str, Any]) -> tuple[int, int] | None:
+    """``source.sequence`` (``'["<last commit LSN>","<LSN>"]'``) as a pair of
+    integers; None when it is absent or either half is unknown."""
+    text = source.get("sequence")
+    if not isinstance(text, str):
+        return None
+    try:
+        last_commit, lsn = json.loads(text)
+        return (int(last_commit), int(lsn))
+    except (ValueError, TypeError):
+        return None
+
+
 def _merge_before(after: Document, before: Document) -> None:
     """Fill unchanged TOASTed columns of ``after`` from a full ``before`` image."""
     for name, value in after.items():
@@ -188,6 +202,7 @@ def _change(
         raise BadRecord("decode", f"{schema}.{table}: {exc}") from exc
     if after is not None and before:
         _merge_before(after, before)
+    snapshot = op is Op.READ or source.get("snapshot") not in _NOT_SNAPSHOT
     return ChangeEvent(
         table=f"{schema}.{table}",
         op=op,
@@ -198,7 +213,8 @@ def _change(
         commit_ts_ms=_opt_int(source, "ts_ms"),
         txid=_opt_int(source, "txId"),
         position=position,
-        snapshot=op is Op.READ or source.get("snapshot") not in _NOT_SNAPSHOT,
+        snapshot=snapshot,
+        stream_pos=None if snapshot else _stream_pos(source),
     )
 
 

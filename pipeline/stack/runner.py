@@ -122,12 +122,21 @@ def services(ctx: Context) -> list[Service]:
 
 
 def status(cfg: StackConfig) -> list[ServiceStatus]:
-    ctx = context(cfg, install=False)
+    """Each service's health, found by probing its configured port.
+
+    A service counts as running when the process of its pid file lives or
+    something answers on its port: ``stack status`` run from another
+    directory (whose relative data directory holds no pid files) still
+    reports the running stack. ``pid`` stays that of the pid file (None
+    without one), the process ``down`` would stop. Creates nothing on disk.
+    """
+    data = data_dir(cfg)
+    ctx = Context(cfg=cfg, data=data, installed=provision.locate(cache_dir(cfg)))
     svcs = services(ctx)
 
     def one(svc: Service) -> ServiceStatus:
         pid = _read_pid(ctx, svc.name)
-        running = pid is not None
+        running = pid is not None or port_in_use(svc.port)
         problem = svc.probe() if running else "not running"
         return ServiceStatus(svc.name, svc.port, pid, running, problem)
 

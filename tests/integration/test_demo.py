@@ -52,7 +52,8 @@ def test_demo_run_matches_every_store_and_exits_zero() -> None:
     first = re.search(r"initial snapshot in every store after [\d.]+s: ([\d,]+) ", out)
     assert first, out[-4000:]
     agg = _row(out, "customer_orders")
-    cells = [c.strip() for c in re.split(r"[│|]", agg) if c.strip()]
+    # boxed on a terminal, plain columns (two spaces apart) when piped
+    cells = [c.strip() for c in re.split(r"[│|]|\s{2,}", agg) if c.strip()]
     assert cells[0] == "customer_orders"
     roots = int(cells[1].replace(",", ""))
     assert roots >= 2000  # the demo's customers, plus new ones

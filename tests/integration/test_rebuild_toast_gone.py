@@ -2,26 +2,29 @@
 (``bench faults --quick --seed 1`` found it in CI).
 
 An update that leaves a TOASTed column alone carries a placeholder; the
-worker reads the value from the source row (:mod:`pipeline.toast`). The
-rebuild's catch-up replays the topic up to the ends it sampled; a row deleted
-at the source after that, but before the catch-up reads it, is gone, while
-its delete record lies past the ends. If the catch-up skips such an update,
-the new generation keeps the row's older version, and the switch shows sites
-a document older than the one they read a moment before, until a live worker
-applies the delete.
+worker reads the value from the source row (:mod:`pipeline.toast`), and
+skips the update when the row is gone: the row's delete, a later record,
+removes the document. The rebuild's catch-up replays the topic up to the
+ends it sampled; a row deleted at the source after that but before the
+catch-up read it is gone, and its delete lies past those ends. Switched
+there, the new generation would hold such a document at an older version
+than the live one, and sites would see it go back in time until a live
+worker applied the delete.
 
-Here the connector is paused while the rows are deleted, so their delete
-records are certainly past the catch-up's ends: at the switch, every store
-must hold each document at a version no older than the live generation did
-(the delete seen early is a newer state of the row, never an older one).
+Here only the rebuild can apply those deletes before its switch: the live
+worker is stopped, and the connector is paused while the rows are deleted,
+so their records come after the ends the catch-up samples first. At the
+switch, every store must hold each document at a version no older than the
+live generation did, and the gone rows deleted.
 """
 
 from __future__ import annotations
 
-import time
+import os
+import subprocess
 
 import pytest
-from harness import SINKS, wait_for
+from harness import REPO, SINKS, wait_for
 
 from connectors.debezium import ConnectClient, status
 from pipeline.worker import build_sinks
@@ -55,12 +58,12 @@ def _connector(p, action: str, state: str) -> None:
     wait_for(reached, 60, f"the connector to be {state}")
 
 
-def test_rebuild_catch_up_never_leaves_a_document_older_than_the_live_one(
-    make_pipeline,
+def test_rebuild_catch_up_goes_on_to_the_deletes_of_rows_it_found_gone(
+    make_pipeline, tmp_path
 ):
     p = make_pipeline(SCHEMA, ["public.profiles"], VIEWS)
     p.apply_connector()
-    p.start_worker()
+    worker = p.start_worker()
     # Updates that leave bio alone: records with the TOAST placeholder.
     for _ in range(3):
         p.sql("UPDATE profiles SET name = name || '.'")
@@ -69,6 +72,7 @@ def test_rebuild_catch_up_never_leaves_a_document_older_than_the_live_one(
 
     ids = [str(i) for i in range(1, 31)]
     sinks = build_sinks(p.config, list(SINKS))
+    log = tmp_path / "rebuild.log"
     try:
         for sink in sinks.values():
             sink.open()
@@ -76,31 +80,54 @@ def test_rebuild_catch_up_never_leaves_a_document_older_than_the_live_one(
         for name, got in live.items():
             assert sorted(got) == sorted(ids), name
 
-        # The deletes reach the source, not (yet) the topic.
+        assert worker.terminate() == 0, worker.tail()
         _connector(p, "pause", "PAUSED")
         p.sql("DELETE FROM profiles WHERE id = ANY(%s)", (GONE,))
-        time.sleep(1.0)  # the connector stays paused: no record is produced
-        done = p.run_cli("snapshot", "profiles", "--rebuild", timeout=300)
-        assert "generation 2" in done.stderr + done.stdout, done.stderr[-2000:]
+        with log.open("w") as out:
+            rebuild = subprocess.Popen(
+                p.cli_args("snapshot", "profiles", "--rebuild"),
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        paused = True
+        try:
 
-        behind = []
-        for name, sink in sinks.items():
-            assert sink.generation("profiles") == 2, name  # type: ignore[attr-defined]
-            now = sink.fetch("profiles", ids)
-            for ident in ids:
-                was = live[name][ident]
-                got = now.get(ident)
-                if got is None or got.version < was.version:
-                    behind.append(
-                        (name, ident, was.version, None if got is None else got.version)
-                    )
-                elif int(ident) not in GONE:
-                    assert got.doc == was.doc, (name, ident)
-        assert not behind, f"(sink, id, live version, rebuilt version): {behind}"
+            def switched() -> bool:
+                return log.read_text().count("rebuild switched view=profiles") == 3
+
+            # The catch-up finds the rows gone and waits for the connector
+            # to produce their deletes (or, wrongly, switches at once).
+            wait_for(
+                lambda: "rebuild catch-up goes on" in log.read_text() or switched(),
+                120,
+                "the catch-up to reach its first ends",
+            )
+            _connector(p, "resume", "RUNNING")
+            paused = False
+            wait_for(switched, 180, "the switch in every store")
+            # Nothing writes generation 2 now but the stopped live worker.
+            behind = []
+            for name, sink in sinks.items():
+                assert sink.generation("profiles") == 2, name  # type: ignore[attr-defined]
+                now = sink.fetch("profiles", ids)
+                for ident in ids:
+                    was, got = live[name][ident], now.get(ident)
+                    if got is None or got.version < was.version:
+                        behind.append((name, ident, was.version, got))
+                    elif int(ident) in GONE:
+                        assert got.doc is None, (name, ident, got)
+                    else:
+                        assert got.doc == was.doc, (name, ident)
+            assert not behind, f"(sink, id, live version, rebuilt): {behind}"
+        finally:
+            if paused:
+                _connector(p, "resume", "RUNNING")
+            p.start_worker()  # the rebuild drops the old generation after it
+            assert rebuild.wait(300) == 0, log.read_text()[-3000:]
     finally:
         for sink in sinks.values():
             sink.close()
-
-    _connector(p, "resume", "RUNNING")
     p.wait_drained(timeout=180)
     p.assert_converged()

@@ -58,8 +58,19 @@ def _records(p, start: dict[Any, int], end: dict[Any, int]) -> list[Any]:
     return out
 
 
-def test_redelivered_changes_never_take_a_document_back(make_pipeline):
-    p = make_pipeline(SCHEMA, ["public.items"], VIEWS)
+def _produce(p, copies: list[Any]) -> None:
+    """Produce ``copies`` at the end of their partitions, as Connect does."""
+    producer = Producer({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    for m in copies:
+        producer.produce(
+            m.topic(), m.value(), m.key(), partition=m.partition(), headers=m.headers()
+        )
+    assert producer.flush(30) == 0
+
+
+def _five_rounds(p) -> list[Any]:
+    """Five rounds of updates (round 3 deletes AGAIN, round 4 inserts it
+    again); the records of round 3."""
     topic = p.config.source.topic("public.items")
     p.apply_connector()
     p.start_worker()
@@ -78,20 +89,31 @@ def test_redelivered_changes_never_take_a_document_back(make_pipeline):
     p.sql("UPDATE items SET n = n + 1")
     p.wait_drained(timeout=180)
     p.assert_converged()
-
     copies = _records(p, before, after)
     assert sum(1 for m in copies if m.value() is None) == 1  # the tombstone
-    producer = Producer({"bootstrap.servers": p.config.kafka.bootstrap_servers})
-    for m in copies:
-        producer.produce(
-            m.topic(),
-            m.value(),
-            m.key(),
-            partition=m.partition(),
-            headers=m.headers(),
-        )
-    assert producer.flush(30) == 0
+    return copies
 
+
+def test_redelivered_changes_never_take_a_document_back(make_pipeline):
+    p = make_pipeline(SCHEMA, ["public.items"], VIEWS)
+    _produce(p, _five_rounds(p))
     p.wait_drained(timeout=180)
     assert p.sql("SELECT n FROM items WHERE id = %s", (AGAIN,)) == [(101,)]
     p.assert_converged()
+
+
+def test_redelivered_changes_read_first_by_a_new_worker_are_recognised(
+    make_pipeline,
+):
+    """The worker that applied the originals is gone: its successor starts
+    at the copies, with nothing read yet. The mark committed with the offsets
+    makes it look back for the originals."""
+    p = make_pipeline(SCHEMA, ["public.items"], VIEWS)
+    copies = _five_rounds(p)
+    (worker,) = p.workers
+    assert worker.terminate() == 0, worker.tail()
+    _produce(p, copies)
+    successor = p.start_worker()
+    p.wait_drained(timeout=180)
+    p.assert_converged()
+    assert "redelivery suspected" in successor.log_text()

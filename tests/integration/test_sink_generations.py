@@ -22,7 +22,8 @@ from connectors import memory
 from connectors.base import Generations, Stored, ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.memory import MemorySink
-from connectors.mongodb.sink import GENERATIONS, MongoSink, generation_name
+from connectors.mongodb.sink import MongoSink
+from connectors.mongodb.store import GENERATIONS, generation_name
 from connectors.redis.keys import generation_prefix
 from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink

@@ -5,6 +5,7 @@ store rejects is dead-lettered by every kind of load, which then fails."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from typing import Any
@@ -72,6 +73,12 @@ def test_snapshot_killed_midway_resumes_and_converges_under_writes(make_pipeline
         writer.wait_ops(20)
     done = _state(p)
     assert done.state == "done"
+    # Roots inserted ahead of the cursor are loaded and counted: the total
+    # the progress shows is never below the rows done, and ends equal to it.
+    assert done.rows == done.total, done
+    shown = re.findall(r"chunks customers: ([\d,]+)/([\d,]+) rows", second.stderr)
+    assert shown, second.stderr
+    assert all(int(a.replace(",", "")) <= int(b.replace(",", "")) for a, b in shown)
     # The resumed run started after the killed run's last chunk, not from zero.
     assert done.rows >= killed.total - 30
     assert done.chunks > killed.chunks

@@ -7,6 +7,7 @@ suite's main stack stays up for every other test.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -101,6 +102,43 @@ def test_stack_status_probes_every_service() -> None:
         "connect",
     }
     assert all(r["problem"] is None and r["pid"] for r in rows.values())
+
+
+def test_stack_status_from_another_directory_probes_the_ports(tmp_path: Path) -> None:
+    """Where there is neither readside.yaml nor a pid file, the default ports
+    are probed: the running stack is reported, without pids, and nothing is
+    created there. A --config after the subcommand finds the pid files."""
+    env = {k: v for k, v in os.environ.items() if k != "READSIDE_CONFIG"}
+    env["PYTHONPATH"] = str(REPO)  # this checkout, from any directory
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "stack", "status", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+        )
+
+    found = status("--json")
+    assert found.returncode == 0, found.stdout + found.stderr
+    rows = json.loads(found.stdout)
+    assert len(rows) == len(runner.status(MAIN))
+    assert all(r["running"] and r["problem"] is None for r in rows), rows
+    assert all(r["pid"] is None for r in rows), rows
+    assert not (tmp_path / ".readside").exists()
+    text = status()
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert text.stdout.count(" healthy") == len(rows), text.stdout
+    assert "pid -: found on its port" in text.stdout
+
+    main_stack = MAIN.model_copy(update={"data_dir": str(REPO / MAIN.data_dir)})
+    named = status("--json", "--config", str(config_file(tmp_path, main_stack)))
+    assert named.returncode == 0, named.stdout + named.stderr
+    pids = {r["name"]: r["pid"] for r in json.loads(named.stdout)}
+    assert pids == {s.name: s.pid for s in runner.status(MAIN)}
+    assert all(pids.values()), pids
 
 
 @pytest.fixture

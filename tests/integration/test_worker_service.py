@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from harness import REPO, Pipeline, create_pipeline, wait_for
 
+from pipeline.events import format_lsn
+
 pytestmark = pytest.mark.integration
 
 SCHEMA = "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL);"
@@ -105,5 +107,19 @@ def test_worker_serves_metrics_health_and_status_survives_restart(
         assert row["consumer_lag"] == 0
         assert isinstance(row["applied_lsn"], int)
         assert row["applied_lsn"] > 0
+        assert row["applied_lsn_text"] == format_lsn(row["applied_lsn"])
     assert st["dead_letters"] == 0
+    # The text, with --config after the subcommand: LSNs as PostgreSQL's X/Y.
+    args = ["status", "--config", str(pipeline.config_path)]
+    text = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    for (view, sink), row in rows.items():
+        line = next(ln for ln in text.splitlines() if ln.split()[:2] == [view, sink])
+        assert line.endswith(f"  {format_lsn(row['applied_lsn'])}"), text
     pipeline.assert_converged()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import config
+from pipeline import config, viewconfig
 from pipeline.aggregate.reader import (
     EPOCH_SPAN,
     XIP_FACTOR,
@@ -71,7 +71,7 @@ def parse_error(raw: dict[str, Any]) -> str:
 def test_parse_aggregate_view_nested_levels_resolves_tables_and_topics() -> None:
     cfg = config.parse(data(orders=ORDERS, tags=TAGS))
     view = cfg.views["x"]
-    assert isinstance(view, config.AggregateViewConfig)
+    assert isinstance(view, viewconfig.AggregateViewConfig)
     assert view.table_fields() == [
         ("table", "public.customers"),
         ("embed.orders.children", "public.orders"),
@@ -139,7 +139,7 @@ def test_parse_order_by_good_direction_is_accepted(direction: str) -> None:
     relation = {**ORDERS, "order_by": [f"placed{direction}"]}
     cfg = config.parse(data(orders=relation))
     view = cfg.views["x"]
-    assert isinstance(view, config.AggregateViewConfig)
+    assert isinstance(view, viewconfig.AggregateViewConfig)
     assert view.embed["orders"].order_by == [f"placed{direction}"]
 
 

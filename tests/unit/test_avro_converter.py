@@ -27,6 +27,7 @@ from pipeline.source.avro_converter import AvroConverter
 from pipeline.source.avro_schema import connect_schema
 from pipeline.source.converter import converter_for, record_format
 from pipeline.source.registry import SchemaRegistry
+from pipeline.sourceconfig import KafkaConfig
 
 pytestmark = pytest.mark.unit
 
@@ -237,7 +238,7 @@ def test_config_kafka_format_bad_value_names_the_field(tmp_path: Path) -> None:
 
 
 def test_record_format_avro_sets_apicurio_confluent_wire_format() -> None:
-    kafka = config.KafkaConfig(format="avro", schema_registry_url="http://r:1/")
+    kafka = KafkaConfig(format="avro", schema_registry_url="http://r:1/")
     settings = record_format(kafka)
     for side in ("key", "value"):
         pre = f"{side}.converter"
@@ -250,7 +251,7 @@ def test_record_format_avro_sets_apicurio_confluent_wire_format() -> None:
 
 
 def test_record_format_json_keeps_jsonconverter_with_schemas() -> None:
-    settings = record_format(config.KafkaConfig())
+    settings = record_format(KafkaConfig())
     assert settings["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"
     assert settings["value.converter.schemas.enable"] == "true"
-    assert isinstance(converter_for(config.KafkaConfig()), JsonDecoder)
+    assert isinstance(converter_for(KafkaConfig()), JsonDecoder)

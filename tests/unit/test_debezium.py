@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.debezium import captured_tables, connector_config
+from connectors.debezium import connector_config
+from connectors.postgres import captured_tables
 from pipeline import config
 
 pytestmark = pytest.mark.unit

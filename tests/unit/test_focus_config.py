@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from pipeline import config
-from pipeline.config import AggregateViewConfig, TableViewConfig
 from pipeline.errors import ConfigError
+from pipeline.viewconfig import AggregateViewConfig, TableViewConfig
 
 pytestmark = pytest.mark.unit
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import config, layout
+from pipeline import config, layout, layoutguard
 from pipeline.aggregate.reader import snapshot_version
-from pipeline.config import TableViewConfig
 from pipeline.errors import TransientError
 from pipeline.events import ChangeEvent, Delete, Op, Position, Upsert, table_version
+from pipeline.viewconfig import TableViewConfig
 from pipeline.views import TableView, build_views
 
 pytestmark = pytest.mark.unit
@@ -46,7 +46,7 @@ def test_layout_change_same_layout_is_none() -> None:
 
 
 def test_refusal_names_view_topic_change_and_way_out() -> None:
-    text = layout.refusal("items", TOPIC, "partitions 3 -> 6")
+    text = layoutguard.refusal("items", TOPIC, "partitions 3 -> 6")
     assert f"topic {TOPIC}" in text
     assert "partitions 3 -> 6" in text
     assert "readside snapshot items --rebuild" in text
@@ -54,18 +54,18 @@ def test_refusal_names_view_topic_change_and_way_out() -> None:
 
 def test_xmax_refusals_source_behind_mark_refuses_only_that_view() -> None:
     marks = [layout.XmaxMark("a", 0, 500), layout.XmaxMark("b", 0, 90)]
-    refused = layout.xmax_refusals(marks, 100)
+    refused = layoutguard.xmax_refusals(marks, 100)
     assert len(refused) == 1
     assert refused[0].startswith("view a:")
     assert "readside snapshot a --rebuild" in refused[0]
 
 
 def test_xmax_refusals_source_at_mark_accepts() -> None:
-    assert layout.xmax_refusals([layout.XmaxMark("a", 0, 100)], 100) == []
+    assert layoutguard.xmax_refusals([layout.XmaxMark("a", 0, 100)], 100) == []
 
 
 def test_xmax_of_version_gives_epoch_and_xmax() -> None:
-    assert layout.xmax_of(snapshot_version(2, 123_456, 7)) == (2, 123_456)
+    assert layoutguard.xmax_of(snapshot_version(2, 123_456, 7)) == (2, 123_456)
 
 
 def test_recorded_epochs_and_starts_by_view() -> None:
@@ -136,7 +136,7 @@ class FakeProducer:
 
 def test_guard_note_written_raises_the_mark_only_when_higher() -> None:
     cfg = config.load(REPO / "readside.yaml", env={})
-    guard = layout.Guard(cfg, ["customer_orders"])
+    guard = layoutguard.Guard(cfg, ["customer_orders"])
     producer = FakeProducer()
     first = [Delete("customer_orders", "1", snapshot_version(0, 50, 0))]
     guard.note_written(producer, {"customer_orders": first})  # type: ignore[arg-type]

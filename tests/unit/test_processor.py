@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import TableViewConfig
 from pipeline.decode import FakeMessage
 from pipeline.events import UNCHANGED, Delete, Position, Upsert, table_version
 from pipeline.processor import Processor, coalesce
 from pipeline.types import PLACEHOLDER
+from pipeline.viewconfig import TableViewConfig
 from pipeline.views import TableView
 
 pytestmark = pytest.mark.unit
@@ -187,21 +187,15 @@ def test_processor_toast_placeholder_filled_from_the_source_row():
     assert ops["8"].doc["body"] == "whole"
 
 
-def test_processor_toast_row_gone_from_the_source_deletes_at_the_event_version():
-    # Its delete is committed and its record follows: the document is deleted
-    # now (ahead of its version), never left at the insert's older version.
+def test_processor_toast_row_gone_from_the_source_writes_nothing():
     batch = make_processor().process(
-        [
-            event(1, "c", 7, {"title": "a", "body": "whole"}),
-            event(2, "u", 7, {"title": "b", "body": PLACEHOLDER}),
-        ],
+        [event(2, "u", 7, {"title": "b", "body": PLACEHOLDER})],
         fill=lambda events: {ev.position: None for ev in events},
     )
-    (op,) = batch.ops[VIEW]
-    assert isinstance(op, Delete)
-    assert (op.doc_id, op.version) == ("7", table_version(0, 2))
+    assert batch.ops.get(VIEW, []) == []
     assert batch.dead == []
-    assert batch.events == 2
+    assert batch.events == 1
+    assert batch.gone == 1  # a rebuild's catch-up goes on to its delete
 
 
 def test_processor_delete_then_tombstone_gives_versioned_delete():

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from connectors.elasticsearch.sink import es_body
-from connectors.mongodb.sink import mongo_query
+from connectors.elasticsearch.reads import es_body
+from connectors.mongodb.reads import mongo_query
 from pipeline.config import parse
 from query import QueryError, ReadClient, UnknownView
 from query.freshness import FreshnessCache

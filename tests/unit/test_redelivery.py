@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.events import ChangeEvent, Op, Position
@@ -102,3 +104,63 @@ def test_a_window_of_zero_turns_it_off():
     r = Redeliveries(0)
     records = [change(0, Op.UPDATE, 1, lsn=5), change(1, Op.UPDATE, 1, lsn=5)]
     assert copies(r, records) == []
+
+
+class FakeLog:
+    """A partition's committed mark and its records before the worker began."""
+
+    def __init__(self, mark: str | None, older: list[tuple[bytes, ChangeEvent]]):
+        self._mark = mark
+        self.older = older
+        self.reads: list[tuple[int, int]] = []
+
+    def mark(self, part: tuple[str, int]) -> str | None:
+        return self._mark
+
+    def records(self, part: tuple[str, int], start: int, end: int):  # type: ignore[no-untyped-def]
+        self.reads.append((start, end))
+        return iter(
+            [(k, ev) for k, ev in self.older if start <= ev.position.offset < end]
+        )
+
+
+def streamed(offset: int, key: int, lsn: int, commit: int) -> tuple[bytes, ChangeEvent]:
+    raw, ev = change(offset, Op.UPDATE, key, lsn=lsn)
+    return raw, replace(ev, stream_pos=(commit, lsn))
+
+
+def test_a_new_worker_looks_back_for_the_originals_when_the_mark_says_so():
+    # Offsets 0-3 were applied by another worker, which committed 4 with the
+    # mark (300, 301); this worker starts at 4, where the copies begin.
+    older = [streamed(o, o, lsn=100 * o + 1, commit=100 * o) for o in range(4)]
+    log = FakeLog("300/301", older)
+    r = Redeliveries(100, log)
+    again = [streamed(2 + o, o, lsn=100 * o + 1, commit=100 * o) for o in range(2, 4)]
+    assert copies(r, again) == [4, 5]
+    assert log.reads == [(0, 4)]  # read back once, up to where it began
+    # past the mark: new changes, applied; no more reading back
+    new = [streamed(6, 9, lsn=501, commit=500)]
+    assert copies(r, new) == []
+    assert log.reads == [(0, 4)]
+    assert r.metadata((TOPIC, 0)) == "500/501"
+
+
+def test_no_mark_or_a_position_above_it_reads_nothing_back():
+    older = [streamed(0, 1, lsn=101, commit=100)]
+    for mark in (None, "50/51", "not a mark"):
+        log = FakeLog(mark, older)
+        r = Redeliveries(100, log)
+        # a copy that the worker cannot know of without a mark is applied
+        assert copies(r, [streamed(1, 1, lsn=101, commit=100)]) == []
+        assert log.reads == []
+
+
+def test_a_restored_source_is_applied_though_its_positions_are_below_the_mark():
+    # The source came back from a backup: its LSNs start lower again. Every
+    # change is suspect, none is found before: all are applied.
+    older = [streamed(o, o, lsn=9000 + o, commit=9000) for o in range(5)]
+    log = FakeLog("9000/9004", older)
+    r = Redeliveries(100, log)
+    restored = [streamed(5 + o, o, lsn=200 + o, commit=200) for o in range(5)]
+    assert copies(r, restored) == []
+    assert len(log.reads) == 1

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import TransformConfig
 from pipeline.errors import BadRecord, ConfigError, TransientError
 from pipeline.events import UNCHANGED
+from pipeline.viewconfig import TransformConfig
 from transforms.chain import Chain, Step, build_chain
 
 pytestmark = pytest.mark.unit

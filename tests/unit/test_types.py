@@ -21,14 +21,12 @@ import pytest
 
 from pipeline.decode import FakeMessage, JsonDecoder
 from pipeline.events import UNCHANGED, ChangeEvent
+from pipeline.jsonforms import decimal_text, format_duration, interval_micros
 from pipeline.types import (
     PLACEHOLDER,
     PLACEHOLDER_BASE64,
     SchemaError,
-    decimal_text,
     field_converter,
-    format_duration,
-    interval_micros,
     pg_row_to_json,
     pg_value_to_json,
     struct_converter,

@@ -1,0 +1,155 @@
+"""The Elasticsearch store's ground the sink's parts share: its client and names.
+
+Each view lives in the concrete index ``{index_prefix}{target.name}-000001``
+behind the alias ``{index_prefix}{target.name}``; writes and reads go through
+the alias, so a rebuild fills the next generation ``-000002`` beside it
+(:mod:`connectors.elasticsearch.generations`). While a rebuild fills it, the
+alias ``{alias}.mirror`` names the new index.
+
+Deletes are stored as tombstone documents ``{"_deleted": true}`` (:data:`DELETED`,
+see :mod:`connectors.elasticsearch.sink`); the field is mapped as ``boolean``
+in every index this module creates.
+
+Target options: ``mappings`` (else dynamic), ``settings`` (merged over
+1 shard, 0 replicas), ``routing_field`` (see
+:mod:`connectors.elasticsearch.routing`).
+
+Here: :func:`classify` (the driver's exceptions onto readside's errors) and
+:class:`ElasticsearchStore`, the client, the alias and mirror names, and the
+indexes' creation, which the writes (:mod:`~connectors.elasticsearch.sink`),
+the generations and the reads (:mod:`~connectors.elasticsearch.reads`) build on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+
+from connectors.base import StoreSink, ViewTarget
+from connectors.elasticsearch import ElasticsearchSinkConfig
+from pipeline.errors import FatalError, ReadsideError, TransientError
+
+logger = logging.getLogger(__name__)
+
+DELETED = "_deleted"
+ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
+
+
+def classify(exc: Exception) -> ReadsideError:
+    """Map an elasticsearch-py exception onto a readside error class, by type."""
+    if isinstance(exc, ReadsideError):
+        return exc
+    if isinstance(exc, elasticsearch.ApiError):
+        status = exc.meta.status
+        if status in (401, 403):
+            return FatalError(f"elasticsearch: not authorized ({status}): {exc}")
+        if status in (408, 429) or status >= 500:
+            return TransientError(f"elasticsearch: status {status}: {exc}")
+        return FatalError(f"elasticsearch: status {status}: {exc}")
+    if isinstance(exc, elastic_transport.SerializationError):
+        return FatalError(f"elasticsearch: {exc}")
+    if isinstance(exc, elastic_transport.TransportError):
+        return TransientError(f"elasticsearch: {type(exc).__name__}: {exc}")
+    return FatalError(f"elasticsearch: {type(exc).__name__}: {exc}")
+
+
+class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
+    """The client, the names and the indexes of an Elasticsearch sink.
+
+    Args:
+        name: the sink's name in the configuration.
+        cfg: hosts, credentials, index prefix and refresh policy.
+        targets: view name -> index name and options (``mappings``,
+            ``settings``, ``routing_field``).
+    """
+
+    store = "elasticsearch"
+    driver_errors = ERRORS
+    classify = staticmethod(classify)
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ElasticsearchSinkConfig,
+        targets: Mapping[str, ViewTarget],
+    ) -> None:
+        super().__init__(name, cfg, targets)
+        self._client: elasticsearch.Elasticsearch | None = None
+
+    @property
+    def client(self) -> elasticsearch.Elasticsearch:
+        if self._client is None:
+            auth = None
+            if self.cfg.username is not None and self.cfg.password is not None:
+                auth = (self.cfg.username, self.cfg.password.get_secret_value())
+            self._client = elasticsearch.Elasticsearch(
+                self.cfg.hosts,
+                basic_auth=auth,
+                request_timeout=self.cfg.timeout_s,
+                max_retries=1,
+                retry_on_timeout=False,
+            )
+        return self._client
+
+    def alias(self, view: str) -> str:
+        """The alias that sites query for ``view``."""
+        return f"{self.cfg.index_prefix}{self._target(view).name}"
+
+    def _routing_field(self, view: str) -> str | None:
+        field = self.targets[view].options.get("routing_field")
+        return str(field) if field else None
+
+    def _mirror(self, view: str) -> str:
+        """The alias of the generation a rebuild fills (absent: none)."""
+        return f"{self.alias(view)}.mirror"
+
+    def _generation_index(self, view: str, gen: int) -> str:
+        return f"{self.alias(view)}-{gen:06d}"
+
+    # -- lifecycle --------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            for view, target in self.targets.items():
+                self._ensure_index(view, target)
+        except ERRORS as exc:
+            raise classify(exc) from exc
+        logger.info(
+            "elasticsearch sink open sink=%s views=%d", self.name, len(self.targets)
+        )
+
+    def _ensure_index(self, view: str, target: ViewTarget) -> None:
+        alias = self.alias(view)
+        indices = self.client.indices
+        if indices.exists_alias(name=alias) or indices.exists(index=alias):
+            return
+        index = f"{alias}-000001"
+        try:
+            self._create_index(index, target, {alias: {"is_write_index": True}})
+        except elasticsearch.BadRequestError:
+            # Another worker may have created it first; anything else is fatal.
+            if not indices.exists_alias(name=alias):
+                raise
+        logger.info("elasticsearch index created index=%s alias=%s", index, alias)
+
+    def _create_index(
+        self, index: str, target: ViewTarget, aliases: Mapping[str, Any]
+    ) -> None:
+        mappings = dict(target.options.get("mappings") or {"dynamic": True})
+        properties = dict(mappings.get("properties") or {})
+        properties[DELETED] = {"type": "boolean"}
+        mappings["properties"] = properties
+        settings = {"number_of_shards": 1, "number_of_replicas": 0}
+        settings.update(target.options.get("settings") or {})
+        self.client.indices.create(
+            index=index, mappings=mappings, settings=settings, aliases=dict(aliases)
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

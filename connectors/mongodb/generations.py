@@ -1,0 +1,76 @@
+"""Generations of a MongoDB view, for ``snapshot --rebuild``.
+
+While a rebuild fills generation m, the pointer of
+:data:`~connectors.mongodb.store.GENERATIONS` holds ``mirror: m`` too: every
+write then goes to ``c~m`` first, then to the live collection
+(:mod:`connectors.mongodb.sink`); the switch sets ``gen: m`` in one update
+(:class:`~connectors.base.Generations`). FerretDB's ``renameCollection``
+lacks ``dropTarget``, so renaming the new collection over the old one cannot
+be atomic; the pointer is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pymongo.errors as perr
+
+from connectors.base import ViewTarget
+from connectors.mongodb.store import (
+    GENERATIONS,
+    MongoStore,
+    classify,
+    generation_name,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class MongoGenerations(MongoStore):
+    """Creates, switches and drops the generations of a view's collection."""
+
+    def generation_target(self, view: str, gen: int) -> ViewTarget:
+        target = self._target(view)
+        return ViewTarget(view, generation_name(target.name, gen), target.options)
+
+    def create_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "create")
+        pointers, base = self.db[GENERATIONS], self._target(view).name
+        try:
+            pointers.update_one({"_id": base}, {"$unset": {"mirror": ""}})
+            coll = self._generation_collection(view, gen)
+            coll.drop()
+            try:
+                self.db.create_collection(coll.name)
+            except perr.CollectionInvalid:
+                pass  # a mirrored write that raced the drop made it again
+            self._create_indexes(view, coll)
+            pointers.update_one({"_id": base}, {"$set": {"mirror": gen}}, upsert=True)
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def switch_generation(self, view: str, gen: int) -> None:
+        base = self._target(view).name
+        try:
+            self.db[GENERATIONS].update_one(
+                {"_id": base},
+                {"$set": {"gen": gen}, "$unset": {"mirror": ""}},
+                upsert=True,
+            )
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        logger.info("mongodb generation switched view=%s generation=%d", view, gen)
+
+    def drop_generation(self, view: str, gen: int) -> None:
+        self._refuse_live(view, gen, "drop")
+        try:
+            self._generation_collection(view, gen).drop()
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def drop(self, view: str) -> None:
+        """Drop the view's collection (rebuilds and tests; not in the protocol)."""
+        try:
+            self.collection(view).drop()
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc

@@ -1,0 +1,167 @@
+"""The MongoDB store's ground the sink's parts share: its client, names, pointer.
+
+A document is stored as its body plus ``_id`` (the document id) and ``_v``
+(its version, an int64); a tombstone is ``{"_id": id, "_v": v, "_deleted":
+true}`` (:data:`RESERVED` are these fields). Generation 1 of a view whose
+target is ``c`` is the collection ``c``, generation n > 1 is ``c~n``
+(:func:`generation_name`); the document ``{_id: "c", gen: n}`` of the
+collection :data:`GENERATIONS` names the live one (absent: 1), and ``mirror:
+m`` the one a rebuild fills (:mod:`connectors.mongodb.generations`). Every
+write and read looks it up first (one ``find`` by ``_id``, which FerretDB
+pushes down).
+
+Target options: ``indexes``, a list of field names or ``[field, direction]``
+pairs, created in :meth:`MongoStore.open`.
+
+Here: :func:`classify` (pymongo's exceptions onto readside's errors) and
+:class:`MongoStore`, the client with its write concern, the collections of a
+view's generations and the indexes, which the writes
+(:mod:`connectors.mongodb.sink`), the generations and the reads
+(:mod:`connectors.mongodb.reads`) build on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pymongo
+import pymongo.errors as perr
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from connectors.base import StoreSink, ViewTarget
+from connectors.mongodb import MongoSinkConfig
+from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
+
+logger = logging.getLogger(__name__)
+
+RESERVED = ("_id", "_v", "_deleted")
+_AUTH_CODES = {13, 18, 31, 33}  # Unauthorized, AuthenticationFailed, roles
+_TRANSIENT_CODES = {6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435}
+FETCH_CHUNK = 1000
+#: the collection naming each view's live generation
+GENERATIONS = "readside_generations"
+
+Doc = dict[str, Any]
+
+
+def classify(exc: Exception) -> ReadsideError:
+    """Map a pymongo exception onto a readside error class, by type and code."""
+    if isinstance(exc, ReadsideError):
+        return exc
+    if isinstance(exc, perr.ConnectionFailure):  # AutoReconnect, timeouts
+        return TransientError(f"mongodb: {type(exc).__name__}: {exc}")
+    if isinstance(exc, perr.WriteConcernError | perr.ExecutionTimeout):
+        return TransientError(f"mongodb: {type(exc).__name__}: {exc}")
+    if isinstance(exc, perr.OperationFailure):
+        if exc.code in _AUTH_CODES:
+            return FatalError(f"mongodb: not authorized: {exc}")
+        if exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
+            return TransientError(f"mongodb: code {exc.code}: {exc}")
+    return FatalError(f"mongodb: {type(exc).__name__}: {exc}")
+
+
+def generation_name(base: str, gen: int) -> str:
+    """The collection of generation ``gen`` of a view whose target is ``base``."""
+    return base if gen == 1 else f"{base}~{gen}"
+
+
+class MongoStore(StoreSink[MongoSinkConfig]):
+    """The client, the collections and the generation pointer of a MongoDB
+    sink.
+
+    Args:
+        name: the sink's name in the configuration.
+        cfg: URI, database, timeout and write concern.
+        targets: view name -> collection name and options (``indexes``).
+    """
+
+    store = "mongodb"
+    driver_errors = (perr.PyMongoError,)
+    classify = staticmethod(classify)
+
+    def __init__(
+        self, name: str, cfg: MongoSinkConfig, targets: Mapping[str, ViewTarget]
+    ) -> None:
+        super().__init__(name, cfg, targets)
+        self._client: pymongo.MongoClient[Doc] | None = None
+
+    @property
+    def db(self) -> Database[Doc]:
+        if self._client is None:
+            ms = int(self.cfg.timeout_s * 1000)
+            self._client = pymongo.MongoClient(
+                self.cfg.uri.get_secret_value(),
+                serverSelectionTimeoutMS=ms,
+                connectTimeoutMS=ms,
+                socketTimeoutMS=ms,
+                **self._write_concern_options(),
+            )
+        return self._client[self.cfg.database]
+
+    def _write_concern_options(self) -> dict[str, Any]:
+        """The sink's ``write_concern`` as client options (over the URI's)."""
+        wc = self.cfg.write_concern
+        if wc is None:
+            return {}
+        given = {"w": wc.w, "journal": wc.j, "wTimeoutMS": wc.wtimeout_ms}
+        return {k: v for k, v in given.items() if v is not None}
+
+    @property
+    def write_concern(self) -> Doc:
+        """The ``writeConcern`` document every write command carries (empty:
+        the server's default)."""
+        return dict(self.db.client.write_concern.document)
+
+    def collection(self, view: str) -> Collection[Doc]:
+        """The collection of the live generation of ``view``, read now."""
+        return self._generation_collection(view, self.generation(view))
+
+    def _generation_collection(self, view: str, gen: int) -> Collection[Doc]:
+        return self.db[generation_name(self._target(view).name, gen)]
+
+    # -- lifecycle --------------------------------------------------------
+
+    def open(self) -> None:
+        if not self.db.client.write_concern.acknowledged:
+            raise ConfigError(
+                f"sinks.{self.name}: write concern w=0 is unacknowledged; the "
+                "sink needs replies to guard its writes (use w=1 or more)"
+            )
+        try:
+            self.db.command("ping")
+            for view in self.targets:
+                self._create_indexes(view, self.collection(view))
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        logger.info("mongodb sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def _create_indexes(self, view: str, coll: Collection[Doc]) -> None:
+        for spec in self._target(view).options.get("indexes") or ():
+            if isinstance(spec, str):
+                keys = [(spec, pymongo.ASCENDING)]
+            else:
+                keys = [(str(spec[0]), int(spec[1]))]
+            coll.create_index(keys)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- generations --------------------------------------------------------
+
+    def generation(self, view: str) -> int:
+        return self._generations(view)[0]
+
+    def _generations(self, view: str) -> tuple[int, int | None]:
+        """The live generation of ``view`` and the one mirrored into, if any."""
+        base = self._target(view).name
+        try:
+            raw = self.db[GENERATIONS].find_one({"_id": base}) or {}
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+        mirror = raw.get("mirror")
+        return int(raw.get("gen", 1)), None if mirror is None else int(mirror)

@@ -1,0 +1,135 @@
+"""The Redis store's ground the sink's parts share: its client and key layouts.
+
+Where a view's keys are (the :class:`~connectors.redis.keys.Layout` of each
+generation) is in :mod:`connectors.redis.keys`; ``p@gen`` names the live
+generation and ``p@gen.mirror`` the one a rebuild fills. Here:
+:func:`classify` (redis-py's exceptions onto readside's errors) and
+:class:`RedisStore`, the client, the registered script, and the layouts of a
+view's generations as last seen, which the writes
+(:mod:`connectors.redis.sink`), the generations
+(:mod:`connectors.redis.generations`) and the reads
+(:mod:`connectors.redis.reads`) build on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import redis
+import redis.exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from connectors.base import StoreSink, ViewTarget
+from connectors.redis import RedisSinkConfig
+from connectors.redis.keys import GUARD_SCRIPT, Layout, parse_state, text_or_none
+from connectors.redis.wait import Durability
+from pipeline.errors import FatalError, ReadsideError, TransientError
+
+logger = logging.getLogger(__name__)
+
+FETCH_CHUNK = 1000
+
+
+def classify(exc: Exception) -> ReadsideError:
+    """Map a redis-py exception onto a readside error class, by type."""
+    if isinstance(exc, ReadsideError):
+        return exc
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+        return FatalError(f"redis: not authorized: {exc}")
+    if isinstance(exc, rex.NoPermissionError | rex.ExternalAuthProviderError):
+        return FatalError(f"redis: not authorized: {exc}")
+    if isinstance(
+        exc,
+        rex.ConnectionError  # includes BusyLoadingError
+        | rex.TimeoutError
+        | rex.ReadOnlyError  # a replica after failover
+        | rex.OutOfMemoryError
+        | rex.TryAgainError
+        | rex.ClusterDownError,
+    ):
+        return TransientError(f"redis: {type(exc).__name__}: {exc}")
+    return FatalError(f"redis: {type(exc).__name__}: {exc}")
+
+
+class RedisStore(StoreSink[RedisSinkConfig]):
+    """The client, the script and the generations' layouts of a Redis sink.
+
+    Args:
+        name: the sink's name in the configuration.
+        cfg: connection settings, ``docs_per_call`` and what to wait for
+            before a batch is acknowledged (:mod:`connectors.redis.wait`).
+        targets: view name -> where the view lives (the key prefix) and its
+            options (``ttl_s``, ``tombstone_ttl_s``, ``indexes``, ``hash_tag``).
+    """
+
+    store = "redis"
+    driver_errors = (rex.RedisError,)
+    classify = staticmethod(classify)
+
+    def __init__(
+        self, name: str, cfg: RedisSinkConfig, targets: Mapping[str, ViewTarget]
+    ) -> None:
+        super().__init__(name, cfg, targets)
+        self._live: dict[str, int] = {}  # view -> live generation, as last seen
+        #: view -> the generation a rebuild fills (None: none), as last seen
+        self._mirrors: dict[str, int | None] = {}
+        # built now so that bad options fail at start
+        self._layouts = {(v, 1): Layout(t) for v, t in self.targets.items()}
+        self._client: redis.Redis | None = None
+        self._sha: str | None = None
+        self._durability = Durability(name, cfg)
+
+    # -- connection -------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self.cfg.url.get_secret_value(),
+                socket_timeout=self.cfg.timeout_s,
+                socket_connect_timeout=self.cfg.timeout_s,
+                decode_responses=True,
+                # The worker retries with backoff; fail fast here.
+                retry=Retry(NoBackoff(), 0),
+                # WAIT and WAITAOF count the writes of their own connection.
+                single_connection_client=self._durability.enabled,
+            )
+        return self._client
+
+    def open(self) -> None:
+        try:
+            self._sha = str(self.client.script_load(GUARD_SCRIPT))
+            self._durability.check(self.client)
+            for view in self.targets:
+                self._resolve(view)
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        logger.info("redis sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _layout(self, view: str, gen: int | None = None) -> Layout:
+        """The layout of generation ``gen`` (default: the live one as last seen)."""
+        if gen is None:
+            if view not in self._live:
+                return self._resolve(view)
+            gen = self._live[view]
+        layout = self._layouts.get((view, gen))
+        if layout is None:
+            layout = self._layouts[(view, gen)] = Layout(self._target(view), gen)
+        return layout
+
+    def _resolve(self, view: str) -> Layout:
+        """Read the live (and mirrored) generation of ``view``; the live layout."""
+        base = Layout(self._target(view))
+        raw, mirror = self.client.mget([base.generation_key, base.mirror_key])
+        return self._seen(view, parse_state(text_or_none(raw), text_or_none(mirror)))
+
+    def _seen(self, view: str, state: tuple[int, int | None]) -> Layout:
+        self._live[view], self._mirrors[view] = state
+        return self._layout(view, state[0])

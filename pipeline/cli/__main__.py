@@ -1,0 +1,5 @@
+"""``python -m pipeline.cli``: the ``readside`` command."""
+
+from pipeline.cli import main
+
+main()
