@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY connectors ./connectors
 COPY transforms ./transforms
+COPY query ./query
 RUN pip install --no-cache-dir .
 COPY deploy/readside.compose.yaml /etc/readside/readside.yaml
 ENV READSIDE_CONFIG=/etc/readside/readside.yaml

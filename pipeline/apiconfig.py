@@ -63,6 +63,8 @@ class ApiConfig(BaseModel):
         max_page_size: the largest ``size`` of a search page and ``limit``
             of a filter (at most 1000, the read client's own bound).
         max_ids: the most ids of one multi-get (at most 1000).
+        max_body_bytes: the largest request body; a larger one is answered
+            413 before it is read whole.
         min_lsn_wait_s: how long a read with ``min_lsn`` waits for the
             view's watermark before answering 412.
         status_interval_s: how often the status page's figures are sampled.
@@ -81,6 +83,7 @@ class ApiConfig(BaseModel):
     request_timeout_s: float = Field(10.0, gt=0)
     max_page_size: int = Field(100, ge=1, le=1000)
     max_ids: int = Field(1000, ge=1, le=1000)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
     min_lsn_wait_s: float = Field(5.0, gt=0, le=60)
     status_interval_s: float = Field(2.0, gt=0)
     status_history_s: int = Field(600, ge=10)

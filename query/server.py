@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -119,6 +119,66 @@ class Measured:
             REQUESTS.labels(route, scope["method"], str(status[0])).inc()
 
 
+class BodyTooLarge(HTTPException):
+    """A request body over ``api.max_body_bytes`` (an HTTPException, so that
+    FastAPI's body parsing passes it on rather than answering 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413, f"request body above the limit of {limit} bytes (api.max_body_bytes)"
+        )
+
+
+def _too_large_body(exc: BodyTooLarge) -> JSONResponse:
+    return JSONResponse({"error": exc.detail, "reason": "size"}, 413)
+
+
+async def _too_large(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyTooLarge)
+    return _too_large_body(exc)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413,
+    by its declared length before any of it is read, else once the bytes
+    read pass the limit (the handler never holds more than that)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large_body(BodyTooLarge(self.max_bytes))(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge as exc:  # read outside a route's handlers
+            if not started:
+                await _too_large_body(exc)(scope, receive, send)
+
+
 def create_app(config: Config, service: Service | None = None) -> FastAPI:
     """The ASGI app of ``readside serve`` (tests may pass their own service)."""
     svc = service or Service(config)
@@ -152,9 +212,11 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
     app.state.monitor = monitor
     app.add_exception_handler(ReadsideError, _readside_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(BodyTooLarge, _too_large)
     app.include_router(routes.router)
     app.include_router(status_page.router)
 
+    app.add_middleware(BodyLimit, max_bytes=config.api.max_body_bytes)
     app.add_middleware(Measured)
 
     @app.get("/healthz", include_in_schema=False)

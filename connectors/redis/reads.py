@@ -9,6 +9,7 @@ view's secondary indexes (``p#idx:...``, :mod:`connectors.redis.keys`):
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 
 import redis.exceptions as rex
@@ -66,32 +67,38 @@ class RedisReads(RedisStore):
         return True
 
     def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
-        """Ids from the view's indexes (one pipelined round trip), then the
-        documents (one ``MGET``)."""
+        """Ids from the view's indexes, intersected in Redis (one ``MULTI``:
+        the range conditions' members into scratch sorted sets, all of them
+        intersected at score 0, its size, its first ``limit`` ids in id
+        order, the scratch keys deleted), then the documents (one ``MGET``).
+        However many ids match, only ``limit`` of them leave Redis."""
         indexes = self.indexes(view)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            eq_keys = [
+            scratch = f"{self._resolve(view).index_base}~filter:{uuid.uuid4().hex}"
+            inputs = [
                 self.index_key(view, name, cond.value)
                 for name, cond in where.items()
                 if indexes[name] == "eq" and isinstance(cond, Eq)
             ]
-            if eq_keys:
-                pipe.sinter(eq_keys)
+            tx = self.client.pipeline(transaction=True)
             for name, cond in where.items():
                 if indexes[name] == "range":
                     low, high = score_bounds(cond)
-                    pipe.zrangebyscore(self.index_key(view, name), low, high)
-            results = pipe.execute()
+                    part = f"{scratch}:{len(inputs)}"
+                    tx.zrangestore(
+                        part, self.index_key(view, name), low, high, byscore=True
+                    )
+                    inputs.append(part)
+            tx.zinterstore(scratch, dict.fromkeys(inputs, 0))
+            tx.zcard(scratch)
+            tx.zrange(scratch, "-", "+", bylex=True, offset=0, num=limit)
+            tx.delete(scratch, *(k for k in inputs if k.startswith(scratch)))
+            *_, total, page, _deleted = tx.execute()
         except rex.RedisError as exc:
             raise classify(exc) from exc
-        ids: set[str] = set(results[0])
-        for more in results[1:]:
-            ids &= set(more)
-        ordered = sorted(ids)
-        stored = self.fetch(view, ordered[:limit])
+        stored = self.fetch(view, [str(i) for i in page])
         docs = {i: s.doc for i, s in stored.items() if s.doc is not None}
-        return docs, len(ordered)
+        return docs, int(total)
 
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         out: dict[str, Stored] = {}

@@ -27,7 +27,7 @@ def config_group() -> None:
 def config_check(ctx: click.Context, sql: bool) -> None:
     """Validate the config and print the resolved plan and the views' SQL."""
     cfg = load_config(ctx)
-    from connectors.debezium import table_problems, toast_risks
+    from connectors.postgres import table_problems, toast_risks
     from pipeline.plan import describe, view_sql
 
     if sql:

@@ -79,6 +79,31 @@ def test_api_bad_request_refused_with_reason(http, method, path, kwargs, reason)
     assert resp.json()["error"]
 
 
+def test_api_body_over_the_limit_answers_413_before_any_store_call():
+    cfg = config(keys=[{"name": "site", "key": KEY, "views": ["t"]}])
+    http = TestClient(create_app(cfg), headers={"Authorization": f"Bearer {KEY}"})
+    limit = cfg.api.max_body_bytes
+    ids = [str(i) for i in range(limit // 4)]  # far above the limit as JSON
+    resp = http.post("/v1/views/t/mget", json={"ids": ids})
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["reason"] == "size"
+    assert "api.max_body_bytes" in resp.json()["error"]
+
+    def chunks():  # no declared length: refused once the bytes pass it
+        yield b'{"ids": ["'
+        for _ in range(limit // 1000 + 2):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    resp = http.post(
+        "/v1/views/t/mget",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["reason"] == "size"
+
+
 def test_api_keys_missing_wrong_or_other_view_refused(http):
     anon = TestClient(http.app)
     assert anon.get("/v1/views/t/docs/1").status_code == 401
