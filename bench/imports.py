@@ -54,6 +54,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "source",
         (
             "pipeline.decode",
+            "pipeline.source",
             "connectors.debezium",
             "connectors.postgres",
             "connectors.truncate",

@@ -6,7 +6,7 @@ truncate triggers), builds the connector's settings from the config
 (:func:`connector_config`) and registers or updates the connector over the
 Kafka Connect REST API (:class:`ConnectClient`). Here too: deleting it and
 its replication slot, its status and whether it streams. The decoder
-(``pipeline.decode``) relies on the type handling chosen here; why the
+(``pipeline.source``) relies on the type handling chosen here; why the
 publication publishes through partition roots is in
 :mod:`connectors.postgres`.
 """
@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from connectors.postgres import captured_tables, heartbeat_sql, prepare_source
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
+from pipeline.source.converter import record_format
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,8 @@ def connector_config(cfg: Config) -> dict[str, str]:
         # (Java prints 1E-8 and NAN where PostgreSQL prints 0.00000001, NaN).
         "column.propagate.source.type": ".*",
         "provide.transaction.metadata": "false",
-        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "key.converter.schemas.enable": "true",
-        "value.converter.schemas.enable": "true",
+        # JsonConverter or Apicurio's AvroConverter (kafka.format).
+        **record_format(cfg.kafka),
         # Topics: one per table, compacted, partitioned by primary key.
         "topic.creation.default.replication.factor": cfg.kafka.replication_factor,
         "topic.creation.default.partitions": cfg.kafka.partitions,

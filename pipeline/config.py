@@ -107,6 +107,7 @@ class StackConfig(_Model):
     elasticsearch_port: int = 19200
     ferretdb_port: int = 27027
     ferretdb_backend_port: int = 15433
+    registry_port: int = 18081
 
 
 class Config(_Model):

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from pipeline.aggregate.pending import Pending
-from pipeline.decode import Heartbeat, RawMessage, decode
 from pipeline.errors import BadRecord
 from pipeline.events import (
     UNCHANGED,
@@ -24,6 +23,8 @@ from pipeline.events import (
     Upsert,
 )
 from pipeline.redelivery import Redeliveries
+from pipeline.source.json_converter import JsonConverter
+from pipeline.source.records import Converter, Heartbeat, RawMessage
 from pipeline.toast import needs_source
 from pipeline.views import View
 
@@ -114,8 +115,11 @@ class Processor:
         topics: dict[str, list[str]],
         heartbeat_topics: set[str] | frozenset[str] = frozenset(),
         redeliveries: Redeliveries | None = None,
+        converter: Converter | None = None,
     ) -> None:
         self.views = views
+        #: decodes the records (``kafka.format``; JSON when not given)
+        self.converter = converter or JsonConverter()
         self.topics = topics  # topic -> view names
         #: recognises Debezium's copies of changes read before (a worker's
         #: consumer; a command that applies records it picked has none)
@@ -152,7 +156,7 @@ class Processor:
             previous[pos] = self._last.get((pos.topic, pos.partition))
             self._last[(pos.topic, pos.partition)] = pos.offset
             try:
-                decoded = decode(msg)
+                decoded = self.converter.decode(msg)
             except BadRecord as exc:
                 batch.dead.append(DeadLetter(msg, exc.reason, "BadRecord", str(exc)))
                 continue

@@ -48,9 +48,10 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline import metrics
-from pipeline.decode import decode
 from pipeline.errors import BadRecord
 from pipeline.events import ChangeEvent, Op
+from pipeline.source.json_converter import JsonConverter
+from pipeline.source.records import Converter
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +212,14 @@ class Redeliveries:
 
 class KafkaPartitionLog:
     """:class:`PartitionLog` of a worker: its consumer's commits, and a
-    consumer of its own (no group commits) for reading back."""
+    consumer of its own (no group commits) for reading back, decoding with
+    ``converter`` (``kafka.format``; JSON when not given)."""
 
-    def __init__(self, consumer: Any, conf: dict[str, Any]) -> None:
+    def __init__(
+        self, consumer: Any, conf: dict[str, Any], converter: Converter | None = None
+    ) -> None:
         self.consumer = consumer
+        self.converter = converter or JsonConverter()
         self.conf = {
             **conf,
             "group.id": f"{conf['group.id']}.redelivery",
@@ -240,7 +245,8 @@ class KafkaPartitionLog:
             reader.assign([TopicPartition(part[0], part[1], start)])
             at = start
             while at < end and time.monotonic() < deadline:
-                msgs = reader.consume(500, min(1.0, READ_BACK_S))
+                left = deadline - time.monotonic()
+                msgs = reader.consume(500, max(0.1, min(5.0, left)))
                 if not msgs:
                     return  # the records before end are gone (retention)
                 for msg in msgs:
@@ -251,7 +257,7 @@ class KafkaPartitionLog:
                         return
                     at = offset + 1
                     try:
-                        ev = decode(msg)
+                        ev = self.converter.decode(msg)
                     except BadRecord:
                         continue
                     if isinstance(ev, ChangeEvent):

@@ -33,6 +33,7 @@ from pipeline.dlq import (
     read_all,
 )
 from pipeline.processor import Processor
+from pipeline.source.converter import converter_for
 from pipeline.worker import build_sinks
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     handler = BatchHandler(
         views,
         sinks,
-        Processor(dict(views), cfg.view_topics()),
+        Processor(dict(views), cfg.view_topics(), converter=converter_for(cfg.kafka)),
         reader,
         cfg.worker,
     )

@@ -77,6 +77,14 @@ class KafkaConfig(_Model):
     #: former owner when the link is outside the child's key.
     delete_window_ms: int = Field(86_400_000, ge=0)
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
+    #: how the connector writes records: ``json`` (JsonConverter with schemas)
+    #: or ``avro`` (Apicurio's AvroConverter, Confluent wire format); the
+    #: worker decodes what this says (pipeline.source).
+    format: Literal["json", "avro"] = "json"
+    #: Apicurio Registry's base URL (``format: avro``): the connector
+    #: registers schemas at ``/apis/registry/v2``, the worker reads them by
+    #: id at ``/apis/ccompat/v7``.
+    schema_registry_url: str = "http://127.0.0.1:18081"
 
 
 class ConnectConfig(_Model):

@@ -45,6 +45,7 @@ from pipeline.partitions import Partitions, fmt, usable
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
 from pipeline.sinkwriter import Abandoned
+from pipeline.source.converter import converter_for
 from pipeline.startup import consumer_config as consumer_config  # tests use it
 from pipeline.startup import start_guard as _start_guard
 from pipeline.views import View, build_views
@@ -151,8 +152,10 @@ class Worker:
             cfg.view_topics(),
             heartbeat_topics={heartbeat_topic},
             redeliveries=Redeliveries(
-                cfg.worker.redelivery_window, KafkaPartitionLog(consumer, conf)
+                cfg.worker.redelivery_window,
+                KafkaPartitionLog(consumer, conf, converter_for(cfg.kafka)),
             ),
+            converter=converter_for(cfg.kafka),
         )
         self.handler = BatchHandler(
             self.views,

@@ -59,9 +59,10 @@ from psycopg import sql
 from connectors import debezium
 from pipeline import layout, layoutguard
 from pipeline.config import Config
-from pipeline.decode import decode
 from pipeline.errors import BadRecord, FatalError
 from pipeline.snapshot.load import send_signal
+from pipeline.source.converter import converter_for
+from pipeline.source.records import Converter
 from pipeline.views import View, doc_id
 
 logger = logging.getLogger(__name__)
@@ -189,11 +190,12 @@ def await_fill(cfg: Config, view: View, timeout_s: float = FILL_TIMEOUT_S) -> No
         return
     consumer = _consumer(cfg)
     seen: set[str] = set()
+    converter = converter_for(cfg.kafka)
     deadline = time.monotonic() + timeout_s
     try:
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in view.starts.items()])
         while True:
-            _read_keys(consumer, seen)
+            _read_keys(consumer, seen, converter)
             missing = _row_ids(cfg, view.cfg.table) - seen
             if not missing:
                 logger.info("new epoch filled view=%s rows=%d", view.name, len(seen))
@@ -216,7 +218,9 @@ def await_fill(cfg: Config, view: View, timeout_s: float = FILL_TIMEOUT_S) -> No
         consumer.close()
 
 
-def _read_keys(consumer: Consumer, seen: set[str], idle_s: float = 1.0) -> None:
+def _read_keys(
+    consumer: Consumer, seen: set[str], converter: Converter, idle_s: float = 1.0
+) -> None:
     """Add the document ids of the records until the consumer idles."""
     while True:
         msgs = consumer.consume(1000, idle_s)
@@ -226,7 +230,7 @@ def _read_keys(consumer: Consumer, seen: set[str], idle_s: float = 1.0) -> None:
             if msg.error() is not None:
                 continue
             try:
-                event = decode(msg)
+                event = converter.decode(msg)
             except BadRecord:
                 continue
             key: Any = getattr(event, "key", None)

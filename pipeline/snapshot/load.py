@@ -53,6 +53,7 @@ from pipeline.processor import Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
 from pipeline.snapshot.rejects import Origin, Rejects
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
+from pipeline.source.converter import converter_for
 from pipeline.toast import SourceRows
 from pipeline.views import SourceRead, View
 from pipeline.worker import build_sinks
@@ -248,7 +249,11 @@ class Loader:
                 "enable.partition.eof": True,
             }
         )
-        processor = Processor({view.name: view}, {topic: [view.name]})
+        processor = Processor(
+            {view.name: view},
+            {topic: [view.name]},
+            converter=converter_for(self.cfg.kafka),
+        )
         # Unchanged TOAST values come from the source rows: after compaction
         # the records that set them may be gone, and a new sink holds nothing.
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()

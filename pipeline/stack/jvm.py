@@ -1,7 +1,10 @@
-"""The JVM services of the local stack: the Kafka broker and Kafka Connect.
+"""The JVM services of the local stack: the Kafka broker, Kafka Connect and
+the schema registry.
 
-Both run from the jars ``provision`` resolved, with a log4j2 configuration
-of their own; Connect finds the Debezium connector on its plugin path.
+Kafka and Connect run from the jars ``provision`` resolved, with a log4j2
+configuration of their own; Connect finds the Debezium connector and
+Apicurio's Avro converter on its plugin path. The registry is Apicurio
+Registry's runnable app, keeping its schemas in an H2 file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.stack.services import (
+    APICURIO_CONVERTER_CLASS,
     DEBEZIUM_CLASS,
     Elasticsearch,
     FerretBackend,
@@ -176,12 +180,54 @@ class Connect(Service):
         )
 
     def probe(self) -> str | None:
+        url = f"http://127.0.0.1:{self.port}/connector-plugins?connectorsOnly=false"
         try:
-            plugins, _ = http_json(f"http://127.0.0.1:{self.port}/connector-plugins")
+            plugins, _ = http_json(url)
         except (OSError, ValueError) as exc:
             return f"REST probe failed: {exc.__class__.__name__}"
         names = [p.get("class") for p in plugins] if isinstance(plugins, list) else []
-        return None if DEBEZIUM_CLASS in names else "Debezium connector not in plugins"
+        if DEBEZIUM_CLASS not in names:
+            return "Debezium connector not in plugins"
+        if APICURIO_CONVERTER_CLASS not in names:
+            return "Apicurio Avro converter not in plugins"
+        return None
+
+
+class Registry(Service):
+    """Apicurio Registry: the schema registry of ``kafka.format: avro``.
+
+    Its SQL storage is H2; pointed at a file under the data directory (the
+    app's default is in memory), the schemas outlive a restart, as the
+    records in Kafka that name them by id do.
+    """
+
+    name = "registry"
+
+    def command(self) -> list[str]:
+        return [
+            java_binary(),
+            "-Xms64m",
+            "-Xmx384m",
+            "-Dquarkus.http.host=127.0.0.1",
+            f"-Dquarkus.http.port={self.port}",
+            "-jar",
+            str(self.ctx.installed.registry_jar),
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        db = self.ctx.dir(self.name) / "registry"
+        env["REGISTRY_DATASOURCE_URL"] = f"jdbc:h2:file:{db}"
+        return env
+
+    def probe(self) -> str | None:
+        url = f"http://127.0.0.1:{self.port}/health/ready"
+        try:
+            health, _ = http_json(url)
+        except (OSError, ValueError) as exc:
+            return f"readiness probe failed: {exc.__class__.__name__}"
+        status = health.get("status") if isinstance(health, dict) else None
+        return None if status == "UP" else f"readiness {status}"
 
 
 SERVICE_ORDER: list[type[Service]] = [
@@ -191,5 +237,6 @@ SERVICE_ORDER: list[type[Service]] = [
     FerretBackend,
     FerretDB,
     Kafka,
+    Registry,
     Connect,
 ]

@@ -9,6 +9,9 @@ interrupted download is redone rather than trusted.
 * Kafka broker + Connect runtime: jars resolved by Maven from Central.
 * Debezium PostgreSQL connector: jars resolved by Maven, as a Connect plugin.
 * Elasticsearch: the integ-test-zip distribution, resolved by Maven.
+* Apicurio Registry (the schema registry of ``kafka.format: avro``): its
+  runnable app zip, resolved by Maven; its Avro converter for Connect, as a
+  second plugin beside Debezium's.
 * FerretDB v1: module source from the Go module proxy, built with ``go``.
 """
 
@@ -38,6 +41,9 @@ DEBEZIUM_VERSION = "3.6.3.Final"
 ELASTICSEARCH_VERSION = "8.19.21"
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+#: The newest Apicurio Registry with a runnable distribution on Maven Central
+#: (3.x publishes none there).
+APICURIO_VERSION = "2.6.13.Final"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Installed:
     kafka_libs: Path
     plugin_path: Path
     elasticsearch_home: Path
+    registry_jar: Path
     ferretdb: Path
     postgres_bin: Path
     redis_server: Path
@@ -139,36 +146,74 @@ def debezium_plugin(cache: Path, log: Path) -> Path:
     return plugin_path
 
 
-def elasticsearch(cache: Path, log: Path) -> Path:
-    home = cache / f"elasticsearch-{ELASTICSEARCH_VERSION}"
-    if (home / ".complete").exists():
-        return home
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        art = (
-            "org.elasticsearch.distribution.integ-test-zip:elasticsearch:"
-            f"{ELASTICSEARCH_VERSION}:zip"
-        )
+def _maven_unzip(artifact: str, home: Path, top: str | None, log: Path) -> None:
+    """Download a zip artifact with Maven and unpack it as ``home``.
+
+    ``top`` is the zip's top-level folder to keep, or ``None`` when the zip
+    has none.
+    """
+    with tempfile.TemporaryDirectory(dir=home.parent) as tmp:
         _run(
             [
                 _tool("mvn"),
                 "-B",
                 "-q",
                 "dependency:copy",
-                f"-Dartifact={art}",
+                f"-Dartifact={artifact}",
                 f"-DoutputDirectory={tmp}",
             ],
             log,
         )
-        archive = Path(tmp) / f"elasticsearch-{ELASTICSEARCH_VERSION}.zip"
+        (archive,) = Path(tmp).glob("*.zip")
+        unpacked = Path(tmp) / "unpacked"
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
+            zf.extractall(unpacked)
         shutil.rmtree(home, ignore_errors=True)
-        (Path(tmp) / f"elasticsearch-{ELASTICSEARCH_VERSION}").rename(home)
+        (unpacked / top if top else unpacked).rename(home)
+
+
+def elasticsearch(cache: Path, log: Path) -> Path:
+    home = cache / f"elasticsearch-{ELASTICSEARCH_VERSION}"
+    if (home / ".complete").exists():
+        return home
+    art = (
+        "org.elasticsearch.distribution.integ-test-zip:elasticsearch:"
+        f"{ELASTICSEARCH_VERSION}:zip"
+    )
+    _maven_unzip(art, home, f"elasticsearch-{ELASTICSEARCH_VERSION}", log)
     for sub in ("bin", "jdk/bin"):
         for f in (home / sub).glob("*"):
             f.chmod(0o755)
     (home / ".complete").touch()
     return home
+
+
+def _registry_jar(cache: Path) -> Path:
+    home = cache / f"apicurio-registry-{APICURIO_VERSION}"
+    return home / f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
+
+
+def apicurio_registry(cache: Path, log: Path) -> Path:
+    """Apicurio Registry's runnable app (Quarkus runner jar and its lib/)."""
+    jar = _registry_jar(cache)
+    if (jar.parent / ".complete").exists():
+        return jar
+    art = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:zip:all"
+    _maven_unzip(art, jar.parent, None, log)
+    (jar.parent / ".complete").touch()
+    return jar
+
+
+def _converter_dir(plugin_path: Path) -> Path:
+    """Apicurio's converter sits in Debezium's plugin path, so that a Connect
+    started with that one path finds both."""
+    return plugin_path / f"apicurio-converter-{APICURIO_VERSION}-{_pom_tag('apicurio')}"
+
+
+def apicurio_converter(cache: Path, log: Path) -> Path:
+    dest = _converter_dir(locate(cache).plugin_path)
+    _maven_copy(_pom("apicurio"), dest, log)
+    return dest
 
 
 def ferretdb(cache: Path, log: Path) -> Path:
@@ -287,7 +332,7 @@ def provision(
         return out
 
     installed = locate(cache)
-    with ThreadPoolExecutor(max_workers=5) as pool:
+    with ThreadPoolExecutor(max_workers=7) as pool:
         debs = pool.submit(debian_packages, log)
         kafka = pool.submit(
             step,
@@ -307,6 +352,18 @@ def provision(
             installed.elasticsearch_home / ".complete",
             lambda: elasticsearch(cache, log),
         )
+        registry = pool.submit(
+            step,
+            f"Apicurio Registry {APICURIO_VERSION} (Maven)",
+            installed.registry_jar.parent / ".complete",
+            lambda: apicurio_registry(cache, log),
+        )
+        converter = pool.submit(
+            step,
+            f"Apicurio Avro converter {APICURIO_VERSION} (Maven)",
+            _converter_dir(installed.plugin_path) / ".complete",
+            lambda: apicurio_converter(cache, log),
+        )
         ferret = pool.submit(
             step,
             f"FerretDB {FERRETDB_VERSION} (go build)",
@@ -314,10 +371,12 @@ def provision(
             lambda: ferretdb(cache, log),
         )
         pg, redis = debs.result()
+        converter.result()
         return Installed(
             kafka_libs=kafka.result(),
             plugin_path=plugin.result(),
             elasticsearch_home=es.result(),
+            registry_jar=registry.result(),
             ferretdb=ferret.result(),
             postgres_bin=pg,
             redis_server=redis,
@@ -332,6 +391,7 @@ def locate(cache: Path) -> Installed:
         / "connect-plugins"
         / f"{DEBEZIUM_VERSION}-{_pom_tag('debezium')}",
         elasticsearch_home=cache / f"elasticsearch-{ELASTICSEARCH_VERSION}",
+        registry_jar=_registry_jar(cache),
         ferretdb=cache / "bin" / f"ferretdb-{FERRETDB_VERSION}",
         postgres_bin=_postgres_bin() or Path("/usr/lib/postgresql/15/bin"),
         redis_server=Path(shutil.which("redis-server") or "/usr/bin/redis-server"),

@@ -24,6 +24,7 @@ from pipeline.stack.provision import Installed
 SERVICE_USER = "readside"
 JAVA17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 DEBEZIUM_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+APICURIO_CONVERTER_CLASS = "io.apicurio.registry.utils.converter.AvroConverter"
 
 
 @dataclass(frozen=True)

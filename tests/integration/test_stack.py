@@ -68,6 +68,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         elasticsearch_port=at(m.elasticsearch_port),
         ferretdb_port=at(m.ferretdb_port),
         ferretdb_backend_port=at(m.ferretdb_backend_port),
+        registry_port=at(m.registry_port),
     )
 
 
@@ -97,6 +98,7 @@ def test_stack_status_probes_every_service() -> None:
         "ferretdb_backend",
         "ferretdb",
         "kafka",
+        "registry",
         "connect",
     }
     assert all(r["problem"] is None and r["pid"] for r in rows.values())

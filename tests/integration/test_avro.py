@@ -1,0 +1,253 @@
+"""``kafka.format: avro`` on the real stack: Debezium writes through Apicurio
+Registry's AvroConverter, the worker reads with fastavro.
+
+* type parity: the same rows of every mapped type, captured once as JSON and
+  once as Avro, give byte-identical documents in every sink, and the Avro
+  table view equals the aggregate view (psycopg) and verify's oracle;
+* convergence: the randomized workload of ``test_worker_convergence`` (every
+  type, TOAST, composite keys, transforms, focus) and the shop aggregate view
+  of ``shop_model`` converge in Avro as they do in JSON;
+* the other commands that decode records: a dead letter keeps its Avro bytes
+  and ``dlq replay`` decodes them, ``snapshot`` of a table view replays the
+  Avro topic;
+* schema evolution while the worker runs: a column added, dropped, widened.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from harness import Pipeline, wait_for
+from psycopg.types import TypeInfo
+from psycopg.types.hstore import register_hstore
+from shop_model import SCHEMA as SHOP_SCHEMA
+from shop_model import TABLES as SHOP_TABLES
+from shop_model import VIEW as SHOP_VIEW
+from shop_model import ShopLoad, expected_documents
+from test_aggregate_races import (
+    PARITY_SCHEMA,
+    PARITY_VIEWS,
+    open_sinks,
+    stored_bodies,
+    typed_values,
+)
+from test_dlq import POISON
+from test_dlq import SCHEMA as DLQ_SCHEMA
+from test_dlq import VIEWS as DLQ_VIEWS
+from test_worker_convergence import SCHEMA, TABLES, VIEWS, Workload
+
+from pipeline import dlq
+from pipeline.replay import replay_dead_letters
+from pipeline.source.avro_converter import schema_id
+from pipeline.source.registry import CCOMPAT_PATH, SchemaRegistry
+
+pytestmark = pytest.mark.integration
+
+PARITY_TABLES = ["public.boxes", "public.typed"]
+
+
+def as_avro(p: Pipeline) -> Pipeline:
+    """Switch a pipeline (before its connector) to ``kafka.format: avro``."""
+    p.rewrite(lambda data: data["kafka"].update(format="avro"))
+    assert p.config.kafka.format == "avro"
+    return p
+
+
+def _typed_rows(p: Pipeline, seed: int) -> None:
+    """Rows of every type: some before the connector (snapshot), more and
+    updates after it (streamed); the same rows for the same seed."""
+    rng = random.Random(seed)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        register_hstore(TypeInfo.fetch(conn, "hstore"), conn)
+        conn.execute("INSERT INTO boxes VALUES (1, 'one'), (2, 'two')")
+
+        def write(sql: str, ident: int, values: dict[str, Any]) -> None:
+            conn.execute(sql, [*values.values(), ident])
+
+        def insert(ident: int, values: dict[str, Any]) -> None:
+            cols = ", ".join([*values, "box_id", "id"])
+            marks = ", ".join(["%s"] * (len(values) + 1))
+            sql = f"INSERT INTO typed ({cols}) VALUES ({marks}, %s)"
+            write(sql, ident, {**values, "box_id": 1 + ident % 2})
+
+        insert(1, {})
+        for ident in range(2, 12):
+            insert(ident, typed_values(rng))
+        p.apply_connector()
+        p.start_worker()
+        for ident in range(12, 30):
+            insert(ident, typed_values(rng))
+        for ident in range(2, 8):
+            vals = typed_values(rng)
+            sets = ", ".join(f"{c} = %s" for c in vals)
+            write(f"UPDATE typed SET {sets} WHERE id = %s", ident, vals)
+    p.wait_drained(timeout=120)
+    assert not p.dead_letters()
+
+
+def _first_value(p: Pipeline, topic: str) -> bytes:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            "group.id": f"{p.config.kafka.group_id}.peek",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, n, 0) for n in range(3)])
+        found: list[bytes] = []
+
+        def got() -> bool:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None and msg.value():
+                found.append(msg.value())
+            return bool(found)
+
+        wait_for(got, timeout=30, what=f"a record on {topic}")
+        return found[0]
+    finally:
+        consumer.close()
+
+
+def test_avro_type_parity_same_rows_as_json_and_as_the_sql(make_pipeline):
+    plain = make_pipeline(PARITY_SCHEMA, PARITY_TABLES, PARITY_VIEWS)
+    avro = as_avro(make_pipeline(PARITY_SCHEMA, PARITY_TABLES, PARITY_VIEWS))
+    for p in (plain, avro):
+        _typed_rows(p, seed=4242)
+    # The records really are Avro, framed as Confluent's, with registry ids.
+    raw = _first_value(avro, avro.config.source.topic("public.typed"))
+    registry = SchemaRegistry(avro.config.kafka.schema_registry_url)
+    assert registry.schema(schema_id(raw, "value"))["type"] == "record"
+    json_sinks, avro_sinks = open_sinks(plain), open_sinks(avro)
+    try:
+        for name, sink in avro_sinks.items():
+            want = stored_bodies(json_sinks[name], "typed_table")
+            table = stored_bodies(sink, "typed_table")
+            assert len(table) == 29, name
+            assert table == want, name
+            assert stored_bodies(sink, "typed_root") == table, name
+    finally:
+        for sink in [*json_sinks.values(), *avro_sinks.values()]:
+            sink.close()
+    drifts = avro.verify()
+    assert len(drifts) == 9
+    bad = [d for d in drifts if not d.ok]
+    assert not bad, "drift:\n" + "\n".join(d.describe() for d in bad)
+
+
+def test_avro_randomized_workload_converges_in_every_sink(make_pipeline):
+    p = as_avro(make_pipeline(SCHEMA, TABLES, VIEWS))
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load = Workload(conn, seed=20_240_612)
+        for _ in range(100):
+            load.transaction()
+        p.apply_connector()
+        p.start_worker()
+        p.start_worker()
+        for _ in range(600):
+            load.transaction()
+        for ident in sorted(load.docs):  # unchanged TOASTed bodies to fill
+            conn.execute(
+                "UPDATE docs SET revision = revision + 1 WHERE id = %s", (ident,)
+            )
+    p.wait_drained(timeout=180)
+    drifts = p.verify()
+    assert len(drifts) == 3 * len(VIEWS)
+    assert sum(d.expected for d in drifts if d.view == "items") > 0
+    assert not p.dead_letters(), "no record may be dead-lettered"
+    bad = [d for d in drifts if not d.ok]
+    assert not bad, "drift:\n" + "\n".join(d.describe() for d in bad)
+
+
+def test_avro_shop_aggregate_view_converges(make_pipeline):
+    p = as_avro(make_pipeline(SHOP_SCHEMA, SHOP_TABLES, {"customers": SHOP_VIEW}))
+    load = ShopLoad(seed=11)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load.seed(conn)
+    p.apply_connector()
+    p.start_worker()
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        for _ in range(300):
+            load.step(conn, load.rng)
+    p.wait_drained(timeout=180)
+    assert len(expected_documents(p.dsn)) > 10
+    p.assert_converged()
+    assert not p.dead_letters()
+
+
+EVOLVING = """
+CREATE TABLE evo (id integer PRIMARY KEY, name text, qty integer NOT NULL);
+"""
+
+
+def test_avro_schema_evolves_mid_stream_add_drop_widen(make_pipeline):
+    p = as_avro(
+        make_pipeline(EVOLVING, ["public.evo"], {"evo": {"table": "public.evo"}})
+    )
+    topic = p.config.source.topic("public.evo")
+    changes = [
+        "ALTER TABLE evo ADD COLUMN note text DEFAULT 'new'",
+        "ALTER TABLE evo DROP COLUMN name",
+        "ALTER TABLE evo ALTER COLUMN qty TYPE bigint",
+    ]
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        for ident in range(1, 21):
+            conn.execute(
+                "INSERT INTO evo VALUES (%s, %s, %s)", (ident, f"n{ident}", ident)
+            )
+        p.apply_connector()
+        p.start_worker()
+        for step, ddl in enumerate(changes, start=1):
+            conn.execute(ddl)  # while the worker runs; then every row changes
+            conn.execute(
+                "UPDATE evo SET qty = qty + %s", (step * 2**31 if step == 3 else 1,)
+            )
+            conn.execute(
+                "INSERT INTO evo (id, qty) VALUES (%s, %s)", (100 + step, step)
+            )
+    p.wait_drained(timeout=120)
+    assert not p.dead_letters()
+    p.assert_converged()
+    # Each change gave the topic's value a new writer schema in the registry.
+    base = p.config.kafka.schema_registry_url.rstrip("/") + CCOMPAT_PATH
+    with urllib.request.urlopen(f"{base}/subjects/{topic}-value/versions") as resp:
+        versions = json.loads(resp.read())
+    assert len(versions) >= 1 + len(changes)
+
+
+def test_avro_dead_letter_replayed_and_table_view_snapshot_replays_topic(
+    make_pipeline,
+):
+    p = as_avro(make_pipeline(DLQ_SCHEMA, ["public.products"], DLQ_VIEWS))
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent)}
+    p.apply_connector()
+    worker = p.start_worker(env=env)
+    rows = [(i, POISON if i == 7 else f"p{i}", str(i)) for i in range(1, 21)]
+    with p.connect() as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO products VALUES (%s, %s, %s)", rows)
+    p.wait_drained()
+    (dead,) = p.dead_letters()
+    assert dead.headers[dlq.H_REASON] == "transform"
+    assert worker.terminate() == 0
+
+    def fix(data: dict[str, Any]) -> None:
+        data["views"]["products"]["transforms"][0]["path"] = "test_dlq:tolerant"
+
+    p.rewrite(fix)
+    assert replay_dead_letters(p.config) == (1, 0)
+    p.assert_converged()
+    # A table view's snapshot replays its topic, in Avro too.
+    # A table view's snapshot replays its topic through the Avro converter:
+    # every record decodes (JSON decoding would dead-letter all 20).
+    done = p.run_cli("snapshot", "products", env=env)
+    assert "snapshot products done: 20 rows" in done.stdout
+    assert "method=replay" in done.stdout
+    assert len(p.dead_letters()) == 1
+    p.assert_converged()
