@@ -148,3 +148,13 @@ def direct_keys(node: Node) -> list[str] | None:
     if set(by_root_col) != set(enc.table.primary_key):
         return None
     return [by_root_col[c] for c in enc.table.primary_key]
+
+
+def named_by_image_only(node: Node) -> bool:
+    """Whether a row of ``node``'s table names its owner only in a row image
+    (a child whose link is outside its key): its tombstone names no root."""
+    if node.kind == "root":
+        return False
+    direct = direct_keys(node)
+    cols = direct if direct is not None else list(node.on)
+    return not set(cols) <= set(node.table.primary_key)

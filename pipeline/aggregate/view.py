@@ -37,7 +37,7 @@ from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.plan import ViewSQL
 from pipeline.aggregate.reader import Converter, Reader, key_text
 from pipeline.aggregate.roots import Key, Links, RootKeys, key_of, row_key
-from pipeline.aggregate.tree import Node, build_tree, direct_keys
+from pipeline.aggregate.tree import Node, build_tree, named_by_image_only
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
     ChangeEvent,
@@ -150,29 +150,17 @@ class AggregateView:
         return []
 
     def blind_to_tombstones(self, table: str) -> bool:
-        """Whether a tombstone of ``table`` can miss roots: a child whose link
-        to its owner is outside its key names the owner only in its delete's
-        before image."""
         self.tree()
-        for node in self._by_table.get(table, ()):
-            if node.kind == "root":
-                continue
-            direct = direct_keys(node)
-            cols = direct if direct is not None else list(node.on)
-            if not set(cols) <= set(node.table.primary_key):
-                return True
-        return False
+        return any(named_by_image_only(n) for n in self._by_table.get(table, ()))
 
     def read_every_root(self, event: ChangeEvent, pending: dict[str, Pending]) -> None:
-        """Read every root again: ``event`` is a tombstone whose delete record
-        compaction removed before this worker read it, so the roots its row
-        was part of are not known (see :meth:`blind_to_tombstones`)."""
+        """A tombstone whose delete compaction removed: its row's roots are
+        not known, so every root is read again."""
         mine = pending.setdefault(self.name, Pending())
         if mine.every_root is None:
             logger.warning(
-                "tombstone of %s without its delete (compacted away; a worker "
-                "was behind more than kafka.delete_window_ms): every root of %s "
-                "is read again",
+                "tombstone of %s without its delete (behind more than "
+                "kafka.delete_window_ms): every root of %s is read again",
                 event.table,
                 self.name,
             )
