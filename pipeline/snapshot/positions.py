@@ -11,7 +11,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Config
-from pipeline.errors import FatalError
+from pipeline.errors import FatalError, TransientError
 from pipeline.groups import AppliedOffsets
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,14 @@ class Positions:
         """Wait until the connector produced every change committed so far:
         the replication slot confirmed an LSN taken now (Connect flushes its
         records before it commits their offsets)."""
+        try:
+            self._wait_connector(timeout_s)
+        except psycopg.OperationalError as exc:
+            # The source restarting or unreachable: the caller waits it out
+            # and goes on from its last recorded step.
+            raise TransientError(f"source unreachable: {exc}") from exc
+
+    def _wait_connector(self, timeout_s: float) -> None:
         src = self.cfg.source
         deadline = time.monotonic() + timeout_s
         query = (

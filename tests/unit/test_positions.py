@@ -1,0 +1,55 @@
+"""A rebuild's wait for the connector meets a source restart as an outage
+(fault seed 53: PostgreSQL restarted mid-wait, the rebuild exited 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from pipeline.config import parse
+from pipeline.errors import TransientError
+from pipeline.snapshot import positions
+from pipeline.snapshot.positions import Positions
+
+pytestmark = pytest.mark.unit
+
+
+class Restarting:
+    """A connection whose server is shut down after the first statement."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __enter__(self) -> Restarting:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def execute(self, *_args: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            raise psycopg.errors.AdminShutdown(
+                "terminating connection due to administrator command"
+            )
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("0/16B3748",)
+
+
+def test_wait_connector_source_restart_is_transient(monkeypatch) -> None:
+    cfg = parse(
+        {
+            "source": {"dsn": "postgresql://x@127.0.0.1:9/x", "tables": ["public.t"]},
+            "sinks": {"r": {"type": "redis", "url": "redis://127.0.0.1:9/0"}},
+            "views": {"t": {"table": "public.t", "sinks": ["r"]}},
+        }
+    )
+    conn = Restarting()
+    monkeypatch.setattr(positions.psycopg, "connect", lambda *_a, **_k: conn)
+    with pytest.raises(TransientError, match="administrator command"):
+        Positions(cfg, "t", lambda: False).wait_connector(timeout_s=5)
+    assert conn.calls == 2
