@@ -25,24 +25,15 @@ import subprocess
 
 import pytest
 from harness import REPO, SINKS, wait_for
+from test_toast_compaction import SCHEMA, VIEWS
 
 from connectors.debezium import ConnectClient, status
 from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
 
-#: 3,200 characters of hex from md5: PostgreSQL cannot compress them below
-#: the TOAST threshold, so ``bio`` is stored out of line.
-BIG = (
-    "(SELECT string_agg(md5(random()::text || g::text), '') "
-    "FROM generate_series(1, 100) g)"
-)
-SCHEMA = f"""
-CREATE TABLE profiles (id integer PRIMARY KEY, name text NOT NULL, bio text);
-INSERT INTO profiles SELECT i, 'name ' || i, {BIG} FROM generate_series(1, 30) i;
-"""
-VIEWS = {"profiles": {"table": "public.profiles"}}
-GONE = list(range(1, 31, 3))
+# the TOASTed profiles table of test_toast_compaction (40 rows)
+GONE = list(range(1, 41, 3))
 
 
 def _connector(p, action: str, state: str) -> None:
@@ -70,7 +61,7 @@ def test_rebuild_catch_up_goes_on_to_the_deletes_of_rows_it_found_gone(
     p.wait_drained(timeout=180)
     p.assert_converged()
 
-    ids = [str(i) for i in range(1, 31)]
+    ids = [str(i) for i in range(1, 41)]
     sinks = build_sinks(p.config, list(SINKS))
     log = tmp_path / "rebuild.log"
     try:
