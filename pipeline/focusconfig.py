@@ -41,6 +41,12 @@ class FocusConfig(BaseModel):
     view: str
     where: str = Field(min_length=1)
     targets: dict[str, str] = Field(default_factory=dict)
+    #: ``where`` definitions applied before (any order). ``focus apply``
+    #: backfills only the roots the new ``where`` adds when the definition
+    #: it last recorded is one of these (or the current one); otherwise it
+    #: loads the whole slice. The recorded definition is only compared with
+    #: what the config says, never run as SQL.
+    previous: list[str] = Field(default_factory=list)
 
 
 def derived_name(view: str, focus: str) -> str:
@@ -78,8 +84,11 @@ def derive(
             f"{field}: focus names are lower-case letters, digits, '_' and '-' "
             "(they become part of index, collection and key names)"
         )
-    if base.kind == "aggregate" and ";" in focus.where:
-        raise ValueError(f"{field}.where: must be one SQL predicate (no ';')")
+    if base.kind == "aggregate":
+        for n, where in enumerate([focus.where, *focus.previous]):
+            if ";" in where:
+                at = "where" if n == 0 else f"previous[{n - 1}]"
+                raise ValueError(f"{field}.{at}: must be one SQL predicate (no ';')")
     if base.kind == "table":
         try:
             compile_expression(focus.where)
@@ -100,11 +109,17 @@ def derive(
         extra = dict(opts.model_extra or {}) if opts is not None else {}
         options[sink] = options_cls(target=target, **extra)
     update: dict[str, Any] = {"sink_options": options}
-    if base.kind == "aggregate":
-        update["where"] = _and(base.where, focus.where, "AND")
-    else:
-        update["filter"] = _and(base.filter, focus.where, "and")
+    key = "where" if base.kind == "aggregate" else "filter"
+    update[key] = derived_filter(base, focus.where)
     return base.model_copy(update=update)
+
+
+def derived_filter(base: Any, where: str) -> str:
+    """The whole filter of a derived view whose focus says ``where``: the
+    base view's own filter (if any) and ``where``."""
+    if base.kind == "aggregate":
+        return _and(base.where, where, "AND")
+    return _and(base.filter, where, "and")
 
 
 def store_locations(views: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -9,9 +9,13 @@ change meanwhile:
 
   - Backfill: a chunked snapshot load (:class:`~pipeline.snapshot.Loader`)
     of the derived view with the extra condition ``(<previous>) IS NOT
-    TRUE``, where ``<previous>`` is the definition the last apply recorded;
-    no record means a full load. ``IS NOT TRUE`` rather than ``NOT``, so
-    that rows on which the previous predicate was NULL count as new.
+    TRUE``, where ``<previous>`` is the definition the last apply recorded,
+    as the config writes it (the focus's ``where`` or one of its
+    ``previous``): the recorded text is only compared with those, never run,
+    since whoever can write the snapshot topic must not choose the SQL that
+    runs. No record, or one the config does not hold, means a full load.
+    ``IS NOT TRUE`` rather than ``NOT``, so that rows on which the previous
+    predicate was NULL count as new.
   - Purge: per sink, the ids held minus the ids the view's SQL defines now
     are re-read in one fresh snapshot (as ``verify --repair`` does): roots
     outside the view become deletes at that snapshot's version, which is
@@ -43,6 +47,7 @@ from functools import partial
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
+from pipeline.focusconfig import derived_filter
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
 from pipeline.snapshot.load import Loader, Options, send_signal
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
@@ -103,6 +108,27 @@ class FocusApply:
         assert where is not None  # a derived view always has the focus's filter
         return where
 
+    def trusted(self, recorded: str | None) -> str | None:
+        """The definition the config writes that equals ``recorded`` (the one
+        the last apply recorded), or None: then the backfill loads the whole
+        slice. What runs is always the config's text."""
+        if recorded is None:
+            return None
+        focus = self.cfg.focuses[self.name]
+        base = self.cfg.views[focus.view]
+        for where in (focus.where, *focus.previous):
+            text = derived_filter(base, where)
+            if text == recorded:
+                return text
+        logger.warning(
+            "focus %s: the definition last applied is neither its where nor one "
+            "of its previous (add it to focuses.%s.previous to backfill only "
+            "what the new where adds); loading the whole slice",
+            self.name,
+            self.name,
+        )
+        return None
+
     def run(self) -> Applied:
         log = SnapshotLog(self.cfg)
         try:
@@ -112,7 +138,8 @@ class FocusApply:
                 Backoff.of(self.cfg.worker),
                 lambda: self.stopping,
             )
-            previous = last.where if last and last.view == self.view_name else None
+            recorded = last.where if last and last.view == self.view_name else None
+            previous = self.trusted(recorded)
             done = Applied(self.name, self.view_name, self.definition(), previous, "")
             if isinstance(self.vcfg, AggregateViewConfig):
                 self._aggregate(done, log)

@@ -15,6 +15,7 @@ import pytest
 from apiserver import start_server
 from harness import REPO, wait_for
 
+from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
 from pipeline.status import render, snapshots
 from pipeline.verify import verify
 from pipeline.worker import build_sinks
@@ -119,7 +120,10 @@ def _switch(p: Any, where: str) -> None:
     docs/operations.md asks for: config, workers, then apply)."""
 
     def edit(data: dict[str, Any]) -> None:
-        data["focuses"]["eu"]["where"] = where
+        eu = data["focuses"]["eu"]
+        # the definitions applied before: apply backfills only what is new
+        eu["previous"] = [eu["where"], *eu.get("previous", [])]
+        eu["where"] = where
 
     p.rewrite(edit)
     for w in p.workers:
@@ -208,6 +212,24 @@ def test_focus_sites_isolated_and_switching_adds_and_purges_exactly(make_pipelin
         {"views": [], "slot_lag_bytes": 0, "dead_letters": 0, "snapshots": runs}
     )
     assert f"focus customers.eu: applied where {EU_NARROW}" in shown
+
+    # A recorded definition the config does not hold (here planted in the
+    # snapshot topic by whoever can write it) is never run as SQL: the next
+    # apply loads the whole slice. Run, `true` would have backfilled nothing.
+    log = SnapshotLog(p.config)
+    try:
+        log.save(
+            SnapshotState(
+                "customers.eu", ["elasticsearch", "redis"], "true", "focus", "applied"
+            ),
+            focus_key("eu"),
+        )
+    finally:
+        log.close()
+    backfilled, purged = _apply(p, "eu")
+    assert backfilled == len(_ids(p, EU_NARROW))
+    assert purged == {"redis": 0, "elasticsearch": 0}
+    _assert_exact(p, "customers.eu", EU_NARROW)
 
     # The other focus was never touched.
     _assert_exact(p, "customers.us", "country = 'US'")

@@ -168,3 +168,50 @@ def test_focus_unknown_focus_view_lookup_raises_config_error():
     with pytest.raises(ConfigError, match="unknown focus 'eu'"):
         cfg.focus_view("eu")
     assert cfg.effective_views().keys() == cfg.views.keys()
+
+
+def test_focus_previous_definitions_are_checked_like_where():
+    data = with_focuses(
+        {
+            "eu": {
+                "view": "customers",
+                "where": "country = 'DE'",
+                "previous": ["country = 'FR'", "true; DROP TABLE customers"],
+            }
+        }
+    )
+    data["views"]["customers"] = {
+        "kind": "aggregate",
+        "table": "public.customers",
+        "sinks": ["cache"],
+    }
+    assert "focuses.eu.previous[1]: must be one SQL predicate" in parse_error(data)
+
+
+def test_focus_apply_runs_only_definitions_the_config_writes():
+    from pipeline.snapshot.focus import FocusApply
+
+    data = with_focuses(
+        {
+            "eu": {
+                "view": "customers",
+                "where": "country = 'DE'",
+                "previous": ["country IN ('DE', 'FR')"],
+            }
+        }
+    )
+    data["views"]["customers"] = {
+        "kind": "aggregate",
+        "table": "public.customers",
+        "where": "id > 0",
+        "sinks": ["cache"],
+    }
+    apply = FocusApply(config.parse(data), "eu", lambda _st: None)
+    wide = "(id > 0) AND (country IN ('DE', 'FR'))"
+    assert apply.trusted(wide) == wide
+    assert apply.trusted(apply.definition()) == apply.definition()
+    # Anything else recorded (another text, the base filter changed since, a
+    # planted one) is not run: the apply loads the whole slice.
+    assert apply.trusted("country IN ('DE', 'FR')") is None
+    assert apply.trusted("(id > 0) AND (true) OR pg_sleep(10) IS NULL") is None
+    assert apply.trusted(None) is None
