@@ -6,17 +6,23 @@ of aggregate re-reads: see :mod:`bench.snapshot`; ``python -m bench pgsync``
 puts readside beside pgsync on the same aggregate view: see :mod:`bench.pgsync`;
 ``python -m bench faults`` is the fault-injection suite: see :mod:`bench.faults`.)
 
-One run measures, on the local stack:
+One run measures, on the local stack, for each record format of
+``--format`` (``json``: Kafka Connect's JsonConverter with schemas; ``avro``:
+the Confluent wire format with the schemas in the stack's registry; ``both``,
+the default; see :mod:`bench.formats`):
 
-(a) ``pipeline.decode.decode`` over N pre-built Debezium records;
+(a) readside's converter over N pre-built Debezium records, and the bare
+    parse of the same values (orjson, fastavro) as the ceiling;
 (b) the worker (in process, :mod:`bench.worker_run`) reading N events from a
     fresh topic with a fresh consumer group into fresh targets: Redis alone,
-    Elasticsearch alone, MongoDB alone and all three together;
+    Elasticsearch alone, MongoDB alone and all three together, with the CPU
+    time of each of its stages (:mod:`bench.stages`);
 (c) the same documents bulk-written straight into each store (:mod:`bench.raw`);
 
 and prints worker/raw ratios; a sink whose ratio is below 0.5 is profiled
 (cProfile) on a second run. The report goes to stdout as Markdown and to
-``bench/results/latest.json``. Topics, groups and targets are removed after.
+``bench/results/latest.json``. Topics, groups, targets and registered schemas
+are removed after.
 """
 
 from __future__ import annotations
@@ -37,15 +43,16 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 )
 from pydantic import SecretStr
 
-from bench import events, raw, report
+from bench import events, formats, raw, report, worker_report
 from bench.child import run_child
+from bench.formats import Format
 from bench.sinks import need_sink
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
 from connectors.redis import RedisSinkConfig
 from pipeline import config as config_mod
 from pipeline.config import Config
-from pipeline.decode import FakeMessage, JsonDecoder
+from pipeline.decode import FakeMessage
 from pipeline.events import ChangeEvent, Upsert
 from pipeline.views import build_views
 
@@ -62,9 +69,14 @@ def _plain(model: Any) -> dict[str, Any]:
 
 
 def bench_config(
-    base: Config, prefix: str, scenario: str, sinks: list[str]
+    base: Config,
+    prefix: str,
+    scenario: str,
+    sinks: list[str],
+    kafka: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A config of one scenario: its own group and targets, the stack's stores."""
+    """A config of one scenario: its own group and targets, the stack's stores;
+    ``kafka``: the record format's settings (:attr:`Format.kafka`)."""
     by_type = {s.type: _plain(s) for s in base.sinks.values()}
     sink_cfgs = {t: by_type[t] for t in sinks}
     if "elasticsearch" in sink_cfgs:
@@ -84,6 +96,7 @@ def bench_config(
             "partitions": 3,
             "dlq_topic": f"{prefix}.dlq",
             "checkpoint_topic": f"{prefix}.checkpoints",
+            **(kafka or {}),
         },
         "sinks": sink_cfgs,
         "views": {
@@ -97,32 +110,13 @@ def bench_config(
     }
 
 
-def measure_decode(records: list[tuple[bytes, bytes]], topic: str) -> dict[str, Any]:
-    msgs = [FakeMessage(topic, v, k, n % 3, n // 3) for n, (k, v) in enumerate(records)]
-    decoder = JsonDecoder()
-    start = time.perf_counter()
-    for m in msgs:
-        decoder.decode(m)
-    elapsed = time.perf_counter() - start
-    size = sum(len(v) for _k, v in records)
-    return {
-        "events": len(msgs),
-        "elapsed_s": elapsed,
-        "events_per_s": len(msgs) / elapsed,
-        "mb_per_s": size / elapsed / 1e6,
-        "avg_value_bytes": size / len(msgs),
-    }
-
-
-def documents(
-    cfg: Config, records: list[tuple[bytes, bytes]], topic: str
-) -> list[tuple[str, dict[str, Any]]]:
+def documents(cfg: Config, fmt: Format) -> list[tuple[str, dict[str, Any]]]:
     """The documents the view makes of the records (for the raw baseline)."""
     view = build_views(cfg)["items"]
-    decoder = JsonDecoder()
+    decoder = fmt.converter()
     docs = []
-    for n, (k, v) in enumerate(records):
-        event = decoder.decode(FakeMessage(topic, v, k, 0, n))
+    for n, (k, v) in enumerate(fmt.records):
+        event = decoder.decode(FakeMessage(fmt.topic, v, k, 0, n))
         assert isinstance(event, ChangeEvent)  # the bench produces changes only
         for op in view.route(event, {}):
             if isinstance(op, Upsert):
@@ -207,67 +201,101 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile a sink (auto: ratio < 0.5)",
     )
     parser.add_argument("--run-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--format",
+        choices=[*formats.FORMATS, "both"],
+        default="both",
+        help="record format(s) of the decode rows and worker runs",
+    )
     args = parser.parse_args(args_in)
     report.setup_logging()
     base = config_mod.load(args.config)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    topic = f"{prefix}.{events.TABLE}"
-    n, n_mongo = args.events, min(args.events, args.mongodb_events)
-    logger.info("building %d records prefix=%s", n, prefix)
-    records = list(events.records(prefix, n))
+    names = formats.FORMATS if args.format == "both" else (args.format,)
     results: dict[str, Any] = {
         "machine": report.machine(base),
-        "events": n,
+        "events": args.events,
         "prefix": prefix,
-        "rows": {},
+        "avg_row_bytes": formats.avg_row_bytes(prefix),
+        "formats": {},
     }
-    rows = results["rows"]
-    rows["decode"] = measure_decode(records, topic)
-    rows["decode"]["avg_row_bytes"] = report.avg_row_bytes(records)
     admin = AdminClient({"bootstrap.servers": base.kafka.bootstrap_servers})
+    built: list[Format] = []
     try:
-        _topics(admin, [topic, f"{prefix}.public.readside_heartbeat"], 3)
-        start = time.perf_counter()
-        events.produce(base.kafka.bootstrap_servers, topic, records)
-        logger.info("preloaded %d events in %.1fs", n, time.perf_counter() - start)
-        docs = documents(
-            config_mod.parse(bench_config(base, prefix, "x", ["redis"])), records, topic
-        )
-        scenarios = [(t, [t]) for t in SINK_TYPES] + [("all", list(SINK_TYPES))]
-        for name, sinks in scenarios:
-            count = n_mongo if "mongodb" in sinks else n
-            spec = {
-                "config": bench_config(base, prefix, name, sinks),
-                "sinks": sinks,
-                "expected": count,
-                "time_budget_s": args.run_timeout,
+        for name in names:  # both decode rates first, on a quiet machine
+            logger.info("building %d records format=%s", args.events, name)
+            fmt = formats.build(
+                name, prefix + name, args.events, base.kafka.schema_registry_url
+            )
+            built.append(fmt)
+            results["formats"][name] = {
+                "prefix": fmt.prefix,
+                "decode": formats.measure_decode(fmt),
+                "bare": formats.measure_bare(fmt),
+                "rows": {},
             }
-            logger.info("worker run scenario=%s events=%d", name, count)
-            row = run_worker(spec, args.run_timeout + 120)
-            if name != "all":
-                logger.info("raw bulk write store=%s docs=%d", name, count)
-                row["raw_docs_per_s"] = raw_rate(name, base, prefix, docs[:count])
-            row["scenario_events"] = count
-            rows[name] = row
-            ratio = report.ratio(row)
-            if args.profile == "always" or (
-                args.profile == "auto" and ratio is not None and ratio < 0.5
-            ):
-                logger.info("profiling scenario=%s", name)
-                prof_spec = {
-                    **spec,
-                    "profile": True,
-                    "expected": min(count, 10_000),
-                    "config": bench_config(base, prefix, name + "-prof", sinks),
-                }
-                row["profile_run"] = run_worker(prof_spec, args.run_timeout + 120)
+        for fmt in built:
+            results["formats"][fmt.name]["rows"] = worker_runs(base, admin, fmt, args)
     finally:
+        for fmt in built:
+            formats.unregister(fmt)
         cleanup(admin, prefix)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
-    print(report.markdown(results))
+    print(worker_report.markdown(results))
     return 0
+
+
+def worker_runs(
+    base: Config, admin: AdminClient, fmt: Format, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The worker runs of one format beside the raw bulk writes."""
+    n = len(fmt.records)
+    n_mongo = min(n, args.mongodb_events)
+    rows: dict[str, Any] = {}
+    _topics(admin, [fmt.topic, f"{fmt.prefix}.public.readside_heartbeat"], 3)
+    start = time.perf_counter()
+    events.produce(base.kafka.bootstrap_servers, fmt.topic, fmt.records)
+    logger.info(
+        "preloaded %d events format=%s in %.1fs",
+        n,
+        fmt.name,
+        time.perf_counter() - start,
+    )
+    x_cfg = bench_config(base, fmt.prefix, "x", ["redis"], fmt.kafka)
+    docs = documents(config_mod.parse(x_cfg), fmt)
+    scenarios = [(t, [t]) for t in SINK_TYPES] + [("all", list(SINK_TYPES))]
+    for name, sinks in scenarios:
+        count = n_mongo if "mongodb" in sinks else n
+        spec = {
+            "config": bench_config(base, fmt.prefix, name, sinks, fmt.kafka),
+            "sinks": sinks,
+            "expected": count,
+            "time_budget_s": args.run_timeout,
+        }
+        logger.info("worker run format=%s scenario=%s events=%d", fmt.name, name, count)
+        row = run_worker(spec, args.run_timeout + 120)
+        if name != "all":
+            logger.info("raw bulk write store=%s docs=%d", name, count)
+            row["raw_docs_per_s"] = raw_rate(name, base, fmt.prefix, docs[:count])
+        row["scenario_events"] = count
+        rows[name] = row
+        ratio = report.ratio(row)
+        if args.profile == "always" or (
+            args.profile == "auto" and ratio is not None and ratio < 0.5
+        ):
+            logger.info("profiling format=%s scenario=%s", fmt.name, name)
+            prof_spec = {
+                **spec,
+                "profile": True,
+                "expected": min(count, 10_000),
+                "config": bench_config(
+                    base, fmt.prefix, name + "-prof", sinks, fmt.kafka
+                ),
+            }
+            row["profile_run"] = run_worker(prof_spec, args.run_timeout + 120)
+    return rows
 
 
 if __name__ == "__main__":

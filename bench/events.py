@@ -219,12 +219,12 @@ def make_row(rng: random.Random, ident: int) -> dict[str, Any]:
     }
 
 
-def records(prefix: str, count: int, seed: int = 7) -> Iterator[tuple[bytes, bytes]]:
-    """``count`` (key, value) records, each inserting a distinct row."""
+def payloads(
+    prefix: str, count: int, seed: int = 7
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``count`` (key, value) payloads, each inserting a distinct row: what
+    both formats carry (:func:`records` in JSON, :mod:`bench.avro_events`)."""
     rng = random.Random(seed)
-    env = Envelopes(prefix)
-    value_head = f'{{"schema":{env.value_schema},"payload":'
-    key_head = f'{{"schema":{env.key_schema},"payload":'
     lsn, ts = 30_000_000, 1_717_171_717_000
     for n in range(1, count + 1):
         lsn += rng.randrange(200, 900)
@@ -258,8 +258,19 @@ def records(prefix: str, count: int, seed: int = 7) -> Iterator[tuple[bytes, byt
             "ts_us": (ts + 5) * 1000,
             "ts_ns": (ts + 5) * 1_000_000,
         }
-        key = f"{key_head}{_compact({'id': n})}}}"
-        yield key.encode(), f"{value_head}{_compact(payload)}}}".encode()
+        yield {"id": n}, payload
+
+
+def records(prefix: str, count: int, seed: int = 7) -> Iterator[tuple[bytes, bytes]]:
+    """``count`` (key, value) records in JSON, each inserting a distinct row."""
+    env = Envelopes(prefix)
+    value_head = f'{{"schema":{env.value_schema},"payload":'
+    key_head = f'{{"schema":{env.key_schema},"payload":'
+    for key, payload in payloads(prefix, count, seed):
+        yield (
+            f"{key_head}{_compact(key)}}}".encode(),
+            f"{value_head}{_compact(payload)}}}".encode(),
+        )
 
 
 def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:

@@ -1,8 +1,8 @@
-"""The benchmark report: the machine, versions, and one Markdown table."""
+"""The benchmark reports: the machine, versions, Markdown tables (``python -m
+bench``'s own is :mod:`bench.worker_report`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -99,15 +99,6 @@ def machine(cfg: Any) -> dict[str, Any]:
     }
 
 
-def avg_row_bytes(records: list[tuple[bytes, bytes]]) -> float:
-    sample = records[: min(len(records), 500)]
-    sizes = [
-        len(json.dumps(json.loads(v)["payload"]["after"], separators=(",", ":")))
-        for _k, v in sample
-    ]
-    return sum(sizes) / len(sizes)
-
-
 def ratio(row: dict[str, Any]) -> float | None:
     worker, base = row.get("events_per_s"), row.get("raw_docs_per_s")
     if not worker or not base:
@@ -117,70 +108,6 @@ def ratio(row: dict[str, Any]) -> float | None:
 
 def _num(value: Any, fmt: str = "{:,.0f}") -> str:
     return "-" if value is None else fmt.format(value)
-
-
-def markdown(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    rows = results["rows"]
-    dec = rows["decode"]
-    lines = [
-        f"## readside benchmark ({results['events']:,} events)",
-        "",
-        f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_mb']:,} MB RAM, "
-        f"Python {m['python']}, {m['platform']}",
-        "versions: "
-        + ", ".join(f"{k} {v}" for k, v in {**m["packages"], **m["servers"]}.items()),
-        f"records: {dec['avg_value_bytes']:,.0f} B per Kafka value (schema + "
-        f"payload), {dec['avg_row_bytes']:,.0f} B per row (`after`)",
-        "",
-        "| measurement | events | seconds | worker events/s | raw docs/s "
-        "| worker/raw | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        f"| decode only | {dec['events']:,} | {dec['elapsed_s']:.2f} "
-        f"| {dec['events_per_s']:,.0f} ({dec['mb_per_s']:.0f} MB/s) | - | - | - |",
-    ]
-    for name in ("redis", "elasticsearch", "mongodb", "all"):
-        row = rows.get(name)
-        if row is None:
-            continue
-        label = "worker, all three sinks" if name == "all" else f"worker, {name}"
-        if "error" in row:
-            lines.append(
-                f"| {label} | {row['scenario_events']:,} | - | "
-                f"error: {row['error'][:120]} | "
-                f"{_num(row.get('raw_docs_per_s'))} | - | - |"
-            )
-            continue
-        r = ratio(row)
-        partial = "" if row.get("complete", True) else " (partial: time budget)"
-        lines.append(
-            f"| {label}{partial} | {row['events']:,} | {row['elapsed_s']:.2f} "
-            f"| {row['events_per_s']:,.0f} | {_num(row.get('raw_docs_per_s'))} "
-            f"| {_num(r, '{:.2f}')} | {row['peak_rss_mb']:.0f} |"
-        )
-    for name, row in rows.items():
-        prof = row.get("profile_run") if isinstance(row, dict) else None
-        if not prof or "profile" not in prof:
-            continue
-        lines += [
-            "",
-            f"### profile: worker, {name} ({prof['events']:,} events, "
-            f"{prof['events_per_s']:,.0f} events/s under cProfile)",
-            "",
-            "share of own time by area: "
-            + ", ".join(
-                f"{k} {v:.0%}" for k, v in list(prof["profile"]["by_area"].items())[:8]
-            ),
-            "",
-            "| tottime s | cumtime s | calls | function |",
-            "|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {t['tottime_s']} | {t['cumtime_s']} | {t['calls']:,} "
-            f"| `{t['function']}` |"
-            for t in prof["profile"]["top_tottime"][:12]
-        ]
-    return "\n".join(lines)
 
 
 def api_markdown(results: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ one JSON line with the result. The worker is :class:`pipeline.worker.Worker`,
 in process, from the beginning of the topic with a fresh consumer group and
 fresh targets. The clock runs from the first consumed batch until the worker
 asks for the batch after the last event, so group join time is excluded and
-every write and offset commit of the events is included.
+every write and offset commit of the events is included. Over the same
+span, :class:`bench.stages.StageClock` splits the worker's CPU time by stage.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
+from bench.stages import StageClock
 from pipeline.config import Config, parse
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -32,8 +34,10 @@ logger = logging.getLogger(__name__)
 class TimedConsumer:
     """Wraps the worker's consumer: times the run and stops after ``expected``."""
 
-    def __init__(self, conf: dict[str, Any], expected: int) -> None:
+    def __init__(self, conf: dict[str, Any], expected: int, clock: StageClock) -> None:
         self._inner = Consumer(conf)
+        self.clock = clock
+        self.on_first: Any = None
         self.expected = expected
         self.seen = 0
         self.first: float | None = None
@@ -45,15 +49,20 @@ class TimedConsumer:
         if self.seen >= self.expected:
             if self.last is None:
                 self.last = time.perf_counter()
+                self.clock.stop()
                 self.on_done()
             return []
         if self.deadline is not None and time.perf_counter() > self.deadline:
             self.expected = self.seen  # out of time: stop after what was done
             return self.consume(num_messages, timeout)
         want = min(num_messages, self.expected - self.seen)
+        cpu = time.thread_time()
         msgs = self._inner.consume(want, timeout)
+        if self.clock.on:
+            self.clock.cpu["poll"] += time.thread_time() - cpu
         if msgs and self.first is None:
             self.first = time.perf_counter()
+            self.on_first()
         self.seen += sum(1 for m in msgs if m.error() is None)
         return list(msgs)
 
@@ -147,12 +156,19 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     expected = expected_total = int(spec["expected"])
     views = build_views(cfg)
     sinks = build_sinks(cfg, spec["sinks"])
+    clock = StageClock()
+    clock.wrap_sinks(sinks)
     holder: dict[str, TimedConsumer] = {}
     worker = Worker(cfg, views, sinks)
 
+    def first_batch() -> None:
+        clock.install(worker)
+        clock.start()
+
     def factory(conf: dict[str, Any]) -> TimedConsumer:
-        holder["c"] = TimedConsumer(conf, expected)
+        holder["c"] = TimedConsumer(conf, expected, clock)
         holder["c"].on_done = worker.stop
+        holder["c"].on_first = first_batch
         if spec.get("time_budget_s"):
             holder["c"].deadline = time.perf_counter() + float(spec["time_budget_s"])
         return holder["c"]
@@ -191,6 +207,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_before_mb": rss_before / 1024,
         "docs_held": held,
         "batches": worker.batches,
+        "cpu_us_per_event": clock.per_event_us(consumer.seen),
     }
     if prof:
         result["profile"] = _profile_summary(prof)
