@@ -222,6 +222,11 @@ def field_converter(schema: Mapping[str, Any]) -> Converter | None:
 
 
 def _array_converter(element: Converter | None) -> Converter:
+    if element is _text:
+        # An unchanged TOASTed array is the whole placeholder array above;
+        # its text elements pass as they are.
+        element = None
+
     def convert(v: list[Any]) -> Any:
         if len(v) in (1, 28) and v in _ARRAY_PLACEHOLDERS:
             return UNCHANGED
