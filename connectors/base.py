@@ -284,7 +284,7 @@ def fill_unchanged(
     rejected = settled.rejected
     pending: dict[str, list[Upsert]] = {}
     for op in ops:
-        if isinstance(op, Upsert) and op.unchanged_fields:
+        if isinstance(op, Upsert) and op.has_unchanged:
             pending.setdefault(op.view, []).append(op)
         else:
             ready.append(op)

@@ -118,7 +118,7 @@ class BatchHandler:
             Abandoned: the pacer asked to give the batch up while the source
                 or a store was down; nothing of it may be committed.
         """
-        batch = self.processor.process(msgs, fill=self._fill)
+        batch = self._process(msgs)
         self._reread(batch)
         for topic in {m.topic() for m in msgs}:
             metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
@@ -130,6 +130,24 @@ class BatchHandler:
         }
         rejections = self.writer.write(per_sink)
         return Applied(batch, self._settle(batch, rejections))
+
+    def _process(self, msgs: Sequence[RawMessage]) -> Batch:
+        """Decode and route ``msgs``, waiting out an outage of what decoding
+        needs (the schema registry of ``kafka.format: avro``): a record is
+        never dead-lettered because a service was down.
+
+        Raises:
+            Abandoned: the pacer asked to give the batch up meanwhile.
+        """
+        backoff = self._backoff()
+        while True:
+            try:
+                return self.processor.process(msgs, fill=self._fill)
+            except TransientError as exc:
+                delay = backoff.next_delay()
+                logger.warning("decoding failed retry_in_s=%.2f error=%s", delay, exc)
+                if self._pause(delay):
+                    raise Abandoned("batch abandoned while decoding failed") from exc
 
     def deliver(self, dlq: DeadLetterQueue, dead: Sequence[DeadLetter]) -> None:
         """Send ``dead`` to the dead-letter topic and wait until the broker

@@ -140,6 +140,11 @@ class Upsert:
     position: Position | None = field(default=None, compare=False)
 
     @property
+    def has_unchanged(self) -> bool:
+        """Whether some field is :data:`UNCHANGED` (cheap: no list built)."""
+        return UNCHANGED in self.doc.values()
+
+    @property
     def unchanged_fields(self) -> list[str]:
         return [k for k, v in self.doc.items() if v is UNCHANGED]
 

@@ -87,7 +87,7 @@ def coalesce(ops: Iterable[DocumentOp]) -> list[DocumentOp]:
         if (
             isinstance(newer, Upsert)
             and isinstance(older, Upsert)
-            and newer.unchanged_fields
+            and newer.has_unchanged
         ):
             doc = {
                 k: (older.doc.get(k, UNCHANGED) if v is UNCHANGED else v)

@@ -34,7 +34,7 @@ from pipeline.events import UNCHANGED, ChangeEvent, Document, Position
 def needs_source(event: ChangeEvent) -> bool:
     """Whether ``event``'s row image holds a value the log left out."""
     after = event.after
-    return after is not None and any(v is UNCHANGED for v in after.values())
+    return after is not None and UNCHANGED in after.values()
 
 
 class SourceRows:

@@ -222,6 +222,11 @@ def field_converter(schema: Mapping[str, Any]) -> Converter | None:
 
 
 def _array_converter(element: Converter | None) -> Converter:
+    if element is _text:
+        # An unchanged TOASTed array is the whole placeholder array above;
+        # its text elements pass as they are.
+        element = None
+
     def convert(v: list[Any]) -> Any:
         if len(v) in (1, 28) and v in _ARRAY_PLACEHOLDERS:
             return UNCHANGED
@@ -251,11 +256,22 @@ class FieldError(ValueError):
         self.path = path
 
 
-def struct_converter(schema: Mapping[str, Any]) -> RowConverter:
+def _chain(first: Converter, then: Converter | None) -> Converter:
+    if then is None:
+        return first
+    return lambda v: then(first(v))
+
+
+def struct_converter(
+    schema: Mapping[str, Any], first: Mapping[str, Converter] | None = None
+) -> RowConverter:
     """Build the function that maps one struct value (a row) to JSON forms.
 
     Built once per schema and cached by the decoder. The returned function
     raises :class:`FieldError` naming the column when a value does not fit.
+    ``first`` maps a field to what turns another format's form of its values
+    into JsonConverter's (:mod:`pipeline.source.avro_schema`), run before
+    the field's converter.
 
     Raises:
         SchemaError: the schema is not a Connect struct schema.
@@ -268,15 +284,27 @@ def struct_converter(schema: Mapping[str, Any]) -> RowConverter:
         if not isinstance(f, Mapping) or not isinstance(f.get("field"), str):
             raise SchemaError(f"struct field without a name: {f!r}")
         convs[f["field"]] = field_converter(f)
+    for name, pre in (first or {}).items():
+        if name in convs:
+            convs[name] = _chain(pre, convs[name])
+    # Text columns only need the placeholder check: done inline, without a
+    # call per value; the other converting columns call their converter.
+    texts = tuple(k for k, fn in convs.items() if fn is _text)
+    others = tuple(
+        (k, fn) for k, fn in convs.items() if fn is not None and fn is not _text
+    )
 
     def convert(row: Any) -> dict[str, Any]:
         if not isinstance(row, dict):
             raise FieldError("<row>", TypeError(f"expected an object, got {row!r}"))
-        out: dict[str, Any] = {}
-        for key, value in row.items():
-            fn = convs.get(key)
-            if fn is None or value is None:
-                out[key] = value
+        out = dict(row)
+        for key in texts:
+            value = out.get(key)
+            if value == PLACEHOLDER or value == PLACEHOLDER_BASE64:
+                out[key] = UNCHANGED
+        for key, fn in others:
+            value = out.get(key)
+            if value is None:
                 continue
             try:
                 out[key] = fn(value)

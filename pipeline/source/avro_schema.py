@@ -162,12 +162,16 @@ def _normalizer(schema: Mapping[str, Any]) -> Normalize | None:
     return None
 
 
-def _struct_normalizer(schema: Mapping[str, Any]) -> Normalize | None:
-    fields = [
-        (f["field"], fn)
+def _field_normalizers(schema: Mapping[str, Any]) -> dict[str, Normalize]:
+    return {
+        f["field"]: fn
         for f in schema.get("fields", ())
         if (fn := _normalizer(f)) is not None
-    ]
+    }
+
+
+def _struct_normalizer(schema: Mapping[str, Any]) -> Normalize | None:
+    fields = list(_field_normalizers(schema).items())
     if not fields:
         return None
 
@@ -185,9 +189,6 @@ def _struct_normalizer(schema: Mapping[str, Any]) -> Normalize | None:
 
 
 def avro_struct(schema: Mapping[str, Any]) -> RowConverter:
-    """:func:`pipeline.types.struct_converter` for values fastavro read."""
-    convert = struct_converter(schema)
-    normalize = _struct_normalizer(schema)
-    if normalize is None:
-        return convert
-    return lambda row: convert(normalize(row))
+    """:func:`pipeline.types.struct_converter` for values fastavro read: each
+    field's normalizer runs first, in the same pass."""
+    return struct_converter(schema, first=_field_normalizers(schema))

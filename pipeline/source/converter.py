@@ -31,7 +31,10 @@ def record_format(kafka: KafkaConfig) -> dict[str, str]:
     not in headers (Apicurio 2.x's default; its own format would carry an
     8-byte global id). Any Confluent-compatible reader can decode that, and
     the worker reads schemas through the registry's ccompat API
-    (:mod:`pipeline.source.registry`). Schema names are made Avro-safe
+    (:mod:`pipeline.source.registry`). While the registry is down the
+    connector goes on with the schemas it has resolved (a new schema, of a
+    table altered meanwhile, fails its task until it is restarted). Schema
+    names are made Avro-safe
     (``schema.name.adjustment.mode``); column names are not adjusted, as
     they are the documents' field names.
     """
@@ -57,5 +60,9 @@ def record_format(kafka: KafkaConfig) -> dict[str, str]:
                 "io.apicurio.registry.serde.Legacy4ByteIdHandler"
             ),
             f"{pre}.apicurio.registry.headers.enabled": "false",
+            # A registry outage: the schemas already resolved keep being
+            # used when their cache entry is refreshed (Apicurio's default
+            # fails the record, and Connect then kills the task for good).
+            f"{pre}.apicurio.registry.fault-tolerant-refresh": "true",
         }
     return settings

@@ -41,10 +41,12 @@ _FAIL: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class _Seen(Generic[T]):
-    """A schema seen on a topic: the record's text up to its payload."""
+    """A schema seen on a topic: the record's text up to its payload (and
+    those bytes in UTF-8, to compare undecoded records with)."""
 
     prefix: str
     compiled: T
+    prefix_bytes: bytes = b""
 
 
 class _SchemaCache(Generic[T]):
@@ -57,6 +59,17 @@ class _SchemaCache(Generic[T]):
 
     def parse(self, topic: str, raw: bytes | str, what: str) -> tuple[Any, T]:
         """Return the payload and the compiled schema of one envelope."""
+        if isinstance(raw, bytes) and raw[-1:] == b"}":
+            # The usual record: a known schema's bytes, then the payload and
+            # the closing brace; only the payload is decoded and parsed.
+            for seen in self._recent.get(topic, ()):
+                if raw.startswith(seen.prefix_bytes):
+                    try:
+                        return json.loads(raw[len(seen.prefix_bytes) : -1]), (
+                            seen.compiled
+                        )
+                    except (ValueError, RecursionError):
+                        break  # not that shape after all: the full path decides
         try:
             text = raw if isinstance(raw, str) else raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -81,7 +94,8 @@ class _SchemaCache(Generic[T]):
                 if payload is not _FAIL:
                     compiled = self._compile(text[len(_HEAD) : end], schema, what)
                     recent = self._recent.setdefault(topic, [])
-                    recent.insert(0, _Seen(text[:start], compiled))
+                    prefix = text[:start]
+                    recent.insert(0, _Seen(prefix, compiled, prefix.encode()))
                     del recent[_RECENT_PER_TOPIC:]
                     return payload, compiled
         # Any other layout (pretty-printed, keys reordered): parse it whole.

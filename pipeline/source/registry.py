@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 CCOMPAT_PATH = "/apis/ccompat/v7"
 #: How long one schema fetch retries a registry that does not answer.
-RETRY_FOR_S = 30.0
+RETRY_FOR_S = 10.0
 
 
 class SchemaRegistry:

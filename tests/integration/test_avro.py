@@ -10,13 +10,15 @@ Registry's AvroConverter, the worker reads with fastavro.
 * the other commands that decode records: a dead letter keeps its Avro bytes
   and ``dlq replay`` decodes them, ``snapshot`` of a table view replays the
   Avro topic;
-* schema evolution while the worker runs: a column added, dropped, widened.
+* schema evolution while the worker runs: a column added, dropped, widened;
+* a registry outage is waited out.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from harness import Pipeline, wait_for
+from harness import Pipeline, stack_config, wait_for
 from psycopg.types import TypeInfo
 from psycopg.types.hstore import register_hstore
 from shop_model import SCHEMA as SHOP_SCHEMA
@@ -46,7 +48,8 @@ from test_worker_convergence import SCHEMA, TABLES, VIEWS, Workload
 from pipeline import dlq
 from pipeline.replay import replay_dead_letters
 from pipeline.source.avro_converter import schema_id
-from pipeline.source.registry import CCOMPAT_PATH, SchemaRegistry
+from pipeline.source.registry import CCOMPAT_PATH, RETRY_FOR_S, SchemaRegistry
+from pipeline.stack import runner
 
 pytestmark = pytest.mark.integration
 
@@ -250,4 +253,50 @@ def test_avro_dead_letter_replayed_and_table_view_snapshot_replays_topic(
     assert "snapshot products done: 20 rows" in done.stdout
     assert "method=replay" in done.stdout
     assert len(p.dead_letters()) == 1
+    p.assert_converged()
+
+
+def test_avro_worker_waits_out_a_registry_outage(make_pipeline):
+    """A worker that meets a writer schema it has not fetched while the
+    registry is down waits, commits nothing past it, and goes on when the
+    registry is back: no record is dead-lettered for the outage."""
+    p = as_avro(
+        make_pipeline(EVOLVING, ["public.evo"], {"evo": {"table": "public.evo"}})
+    )
+    stack = stack_config()
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        for ident in range(1, 21):
+            conn.execute("INSERT INTO evo VALUES (%s, %s, %s)", (ident, "a", ident))
+        p.apply_connector()
+        worker = p.start_worker()
+        p.wait_drained(timeout=120)
+        assert worker.terminate() == 0, worker.tail()
+        frozen = p.committed()
+        conn.execute("UPDATE evo SET qty = qty + 1")
+
+    def written() -> int:
+        return sum(v for k, v in p.high_watermarks().items() if k in frozen)
+
+    wait_for(
+        lambda: written() >= sum(frozen.values()) + 20,
+        60,
+        "the connector to write the updates",
+    )
+    runner.stop_service(stack, "registry")
+    try:
+        # A new worker has fetched no schema yet: every record waits.
+        worker = p.start_worker()
+        wait_for(
+            lambda: "decoding failed" in worker.log_text() or not worker.alive(),
+            90,
+            "the worker to meet the outage",
+        )
+        time.sleep(RETRY_FOR_S + 5)  # longer than one fetch's own retries
+        assert worker.alive(), worker.tail()
+        assert p.committed() == frozen
+    finally:
+        runner.start_service(stack, "registry")
+    p.wait_drained(timeout=120)
+    assert worker.alive(), worker.tail()
+    assert not p.dead_letters()
     p.assert_converged()

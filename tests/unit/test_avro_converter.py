@@ -247,6 +247,7 @@ def test_record_format_avro_sets_apicurio_confluent_wire_format() -> None:
         assert settings[f"{pre}.apicurio.registry.as-confluent"] == "true"
         assert settings[f"{pre}.apicurio.registry.use-id"] == "contentId"
         assert settings[f"{pre}.apicurio.registry.headers.enabled"] == "false"
+        assert settings[f"{pre}.apicurio.registry.fault-tolerant-refresh"] == "true"
     assert isinstance(converter_for(kafka), AvroConverter)
 
 

@@ -434,3 +434,24 @@ def test_decode_captured_event_decodes_to_table_of_topic(path: Path) -> None:
     if event.after is not None:
         json.dumps(event.after, allow_nan=False)  # plain JSON, no UNCHANGED
         assert UNCHANGED not in event.after.values()
+
+
+@pytest.mark.parametrize(
+    ("sequence", "expected"),
+    [
+        ('["22811504","22811608"]', (22811504, 22811608)),
+        ('[ "1" , "2" ]', (1, 2)),  # spaced: parsed as JSON
+        ('[null,"22811608"]', None),
+        ('["22811504",null]', None),
+        ('["a","2"]', None),
+        ('["1","2","3"]', None),
+        ("not json", None),
+    ],
+)
+def test_stream_pos_reads_debezium_sequence_forms(
+    sequence: str, expected: tuple[int, int] | None
+) -> None:
+    from pipeline.source.envelope import _stream_pos
+
+    assert _stream_pos({"sequence": sequence}) == expected
+    assert _stream_pos({}) is None

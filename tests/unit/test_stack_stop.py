@@ -21,10 +21,12 @@ from pipeline.stack import runner
 
 pytestmark = pytest.mark.unit
 
-#: the server: on SIGTERM it takes 1.5 s to close
+#: the server: on SIGTERM it takes 1.5 s to close; it writes the file named
+#: by its argument once that handler is installed
 CHILD = (
-    "import signal, time; "
+    "import signal, sys, time; "
     "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1.5), exit(0))); "
+    "open(sys.argv[1], 'w').write('ready'); "
     "time.sleep(60)"
 )
 
@@ -37,7 +39,8 @@ def test_stop_waits_for_every_process_of_the_group(tmp_path: Path) -> None:
         [
             "sh",
             "-c",
-            f'{sys.executable} -c "{CHILD}" & echo $! > {tmp_path}/child; wait',
+            f'{sys.executable} -c "{CHILD}" {tmp_path}/ready & '
+            f"echo $! > {tmp_path}/child; wait",
         ],
         start_new_session=True,
     )
@@ -46,7 +49,9 @@ def test_stop_waits_for_every_process_of_the_group(tmp_path: Path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     child = int((tmp_path / "child").read_text())
-    time.sleep(0.3)  # the child's handler is installed
+    while not (tmp_path / "ready").exists():  # the child's handler is installed
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     (tmp_path / "run" / "svc.pid").write_text(str(leader.pid))
     started = time.monotonic()
     runner._stop(ctx, "svc", leader.pid, timeout=20)
