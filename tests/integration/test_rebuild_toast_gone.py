@@ -16,6 +16,10 @@ worker is stopped, and the connector is paused while the rows are deleted,
 so their records come after the ends the catch-up samples first. At the
 switch, every store must hold each document at a version no older than the
 live generation did, and the gone rows deleted.
+
+The same again with PostgreSQL restarted while the rebuild waits for the
+connector (``bench faults`` seed 53): the rebuild waits the outage out and
+goes on, it does not exit.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import os
 import subprocess
 
 import pytest
-from harness import REPO, SINKS, wait_for
+from harness import REPO, SINKS, stack_config, wait_for
 from test_toast_compaction import SCHEMA, VIEWS
 
 from connectors.debezium import ConnectClient, status
+from pipeline.stack import runner
 from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
@@ -49,8 +54,11 @@ def _connector(p, action: str, state: str) -> None:
     wait_for(reached, 60, f"the connector to be {state}")
 
 
+@pytest.mark.parametrize(
+    "restart_source", [False, True], ids=["no-restart", "source-restart"]
+)
 def test_rebuild_catch_up_goes_on_to_the_deletes_of_rows_it_found_gone(
-    make_pipeline, tmp_path
+    make_pipeline, tmp_path, restart_source
 ):
     p = make_pipeline(SCHEMA, ["public.profiles"], VIEWS)
     p.apply_connector()
@@ -95,6 +103,23 @@ def test_rebuild_catch_up_goes_on_to_the_deletes_of_rows_it_found_gone(
                 120,
                 "the catch-up to reach its first ends",
             )
+            if restart_source and not switched():
+                # The rebuild now waits for the paused connector, reading the
+                # replication slot: the source goes away under that read.
+                stack = stack_config()
+                runner.stop_service(stack, "postgres")
+                try:
+                    wait_for(
+                        lambda: (
+                            "source unreachable" in log.read_text()
+                            or rebuild.poll() is not None
+                        ),
+                        60,
+                        "the rebuild to meet the outage",
+                    )
+                finally:
+                    runner.start_service(stack, "postgres")
+                assert rebuild.poll() is None, log.read_text()[-3000:]
             _connector(p, "resume", "RUNNING")
             paused = False
             wait_for(switched, 180, "the switch in every store")
