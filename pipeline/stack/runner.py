@@ -259,12 +259,14 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _stop(ctx: Context, name: str, pid: int, timeout: float = 60.0) -> None:
-    """SIGTERM the service's process group and wait until every process of
+    """Signal the service's process group (its ``stop_signal``: SIGTERM, or
+    SIGINT for PostgreSQL's fast shutdown) and wait until every process of
     it is gone, not only its leader: the leader (``runuser``) exits at once
     while the server it started is still closing and holding its ports, and
     a start right after would find them taken."""
+    known = [s for s in services(ctx) if s.name == name]
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, known[0].stop_signal if known else signal.SIGTERM)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout

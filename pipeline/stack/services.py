@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import urllib.request
@@ -94,6 +95,8 @@ class Service(ABC):
     """One server of the stack."""
 
     name: str
+    #: what a stop sends to the service's process group
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -124,6 +127,11 @@ class Service(ABC):
 
 class Postgres(Service):
     name = "postgres"
+    #: fast shutdown: clients are disconnected. SIGTERM is PostgreSQL's smart
+    #: shutdown, which waits for every client to leave: with workers
+    #: connected it never ended, and the stop's SIGKILL left a stale lock
+    #: file that failed the next start.
+    stop_signal = signal.SIGINT
 
     def prepare(self) -> None:
         pgdata = self.ctx.dir(self.name)
