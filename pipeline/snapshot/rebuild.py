@@ -267,6 +267,9 @@ class Rebuild(Loader):
         if self.view.rereads:
             self.pos.wait_connector()
         gone = self._catch_up(st, pinned, self.pos.offsets(high=True))
+        # A run resumed after an outage: what its first run found gone (the
+        # catch-up does not read those records again).
+        gone = max(gone, st.gone)
         for _ in range(GONE_ROUNDS):
             # A row the catch-up found gone from the source was deleted
             # after those ends were sampled: its delete lies past them, and
@@ -275,6 +278,8 @@ class Rebuild(Loader):
             # before the ends sampled then.
             if self.stopping or not gone:
                 break
+            st.gone = gone
+            self._save(st)
             logger.info(
                 "rebuild catch-up goes on view=%s rows_gone=%d", self.view.name, gone
             )
@@ -282,6 +287,7 @@ class Rebuild(Loader):
             gone = self._catch_up(st, pinned, self.pos.offsets(high=True))
         if self.stopping:
             return
+        st.gone = 0
         assert st.generation is not None
         for name, sink in live.items():
             _gens(sink).switch_generation(self.view.name, st.generation)

@@ -76,6 +76,10 @@ class SnapshotState:
     offsets: dict[str, int] | None = None
     switch_ends: dict[str, int] | None = None
     counts: dict[str, int] | None = None
+    #: rebuilds: events of rows gone from the source that the catch-up
+    #: skipped, recorded before it waits to go on to their deletes (so that a
+    #: run resumed after an outage goes on too)
+    gone: int = 0
 
     @property
     def id(self) -> str:
