@@ -45,8 +45,8 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "plugin.name": "pgoutput",
         "database.hostname": conn.get("host", "127.0.0.1"),
         "database.port": conn.get("port", 5432),
-        "database.user": conn.get("user", "postgres"),
-        "database.password": conn.get("password", ""),
+        "database.user": cfg.connect.user_ref or conn.get("user", "postgres"),
+        "database.password": cfg.connect.password_ref or conn.get("password", ""),
         "database.dbname": conn.get("dbname", "postgres"),
         "topic.prefix": src.topic_prefix,
         "slot.name": src.slot,
@@ -98,7 +98,25 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "max.queue.size": 16384,
         "poll.interval.ms": 100,
     }
+    # TLS to PostgreSQL, as the DSN says it (Debezium's names for libpq's).
+    for option in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"):
+        if conn.get(option):
+            settings[f"database.{option}"] = conn[option]
     return {k: str(v) for k, v in settings.items()}
+
+
+def secret_risks(cfg: Config) -> list[str]:
+    """What the connector config would hold in clear text (shown by
+    Connect's REST API to whoever can reach it)."""
+    conn = conninfo_to_dict(cfg.source.dsn.get_secret_value())
+    if conn.get("password") and cfg.connect.password_ref is None:
+        return [
+            "source.dsn holds a password and connect.password_ref is not set: "
+            "the connector config carries the password in clear text and "
+            "Kafka Connect's REST API shows it; name it through a Connect "
+            "config provider instead (docs/configuration.md#connect)"
+        ]
+    return []
 
 
 @dataclass

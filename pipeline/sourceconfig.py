@@ -87,6 +87,19 @@ class KafkaConfig(_Model):
     schema_registry_url: str = "http://127.0.0.1:18081"
 
 
+#: A Kafka Connect config-provider reference: ``${provider:[path:]key}``.
+_PROVIDER_REF = r"^\$\{[A-Za-z0-9_.-]+:[^{}]+\}$"
+
+
 class ConnectConfig(_Model):
     url: str = "http://127.0.0.1:18083"
     connector: str = "readside-postgres"
+    #: Config-provider references the connector config carries instead of
+    #: ``source.dsn``'s user and password, such as
+    #: ``${file:/etc/kafka-connect/readside.properties:password}`` or
+    #: ``${env:READSIDE_CAPTURE_PASSWORD}``: Connect resolves them when it
+    #: starts the task, so its REST API (``GET /connectors/NAME/config``)
+    #: never shows the secret. The Connect worker must enable that provider
+    #: (``config.providers``); the local stack enables ``file`` and ``env``.
+    user_ref: str | None = Field(None, pattern=_PROVIDER_REF)
+    password_ref: str | None = Field(None, pattern=_PROVIDER_REF)

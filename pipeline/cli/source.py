@@ -27,8 +27,12 @@ def config_group() -> None:
 def config_check(ctx: click.Context, sql: bool) -> None:
     """Validate the config and print the resolved plan and the views' SQL."""
     cfg = load_config(ctx)
+    from connectors.debezium import secret_risks
     from connectors.postgres import table_problems, toast_risks
     from pipeline.plan import describe, view_sql
+
+    for warning in secret_risks(cfg):
+        click.echo(f"warning: {warning}", err=True)
 
     if sql:
         try:

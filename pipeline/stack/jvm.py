@@ -169,6 +169,13 @@ class Connect(Service):
             f"rest.advertised.host.name=127.0.0.1\n"
             f"plugin.path={self.ctx.installed.plugin_path}\n"
             "plugin.discovery=only_scan\ntopic.creation.enable=true\n"
+            # Connector configs may name secrets instead of holding them
+            # (connect.user_ref, connect.password_ref).
+            "config.providers=file,env\n"
+            "config.providers.file.class="
+            "org.apache.kafka.common.config.provider.FileConfigProvider\n"
+            "config.providers.env.class="
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider\n"
         )
         _log4j(base / "log4j2.properties")
 

@@ -46,3 +46,52 @@ def test_captured_tables_heartbeat_listed_as_source_table_appears_once() -> None
         "public.readside_heartbeat",
         "public.readside_signal",
     ]
+
+
+def _with(dsn: str, connect: dict[str, str]) -> config.Config:
+    return config.parse(
+        {
+            "source": {"dsn": dsn, "tables": ["public.orders"]},
+            "connect": connect,
+            "sinks": {"cache": {"type": "redis"}},
+            "views": {"orders": {"table": "public.orders", "sinks": ["cache"]}},
+        }
+    )
+
+
+def test_connector_config_names_secrets_through_config_providers() -> None:
+    from connectors.debezium import secret_risks
+
+    plain = _cfg()
+    assert connector_config(plain)["database.password"] == "pw"
+    assert "connect.password_ref" in secret_risks(plain)[0]
+    refs = {
+        "user_ref": "${file:/etc/connect/db.properties:user}",
+        "password_ref": "${env:CAPTURE_PASSWORD}",
+    }
+    cfg = _with("postgresql://u:pw@db:5432/shop", refs)
+    settings = connector_config(cfg)
+    assert settings["database.user"] == refs["user_ref"]
+    assert settings["database.password"] == refs["password_ref"]
+    assert "pw" not in settings.values()
+    assert secret_risks(cfg) == []
+    assert secret_risks(_with("postgresql://u@db/shop", {})) == []
+
+
+def test_connect_secret_refs_must_be_provider_references() -> None:
+    with pytest.raises(config.ConfigError, match=r"connect\.password_ref"):
+        _with("postgresql://u@db/shop", {"password_ref": "hunter2"})
+
+
+def test_connector_config_carries_the_dsn_tls_settings() -> None:
+    cfg = _with(
+        "postgresql://u@db/shop?sslmode=verify-full&sslrootcert=/ca.pem"
+        "&sslcert=/c.pem&sslkey=/k.pem",
+        {},
+    )
+    settings = connector_config(cfg)
+    assert settings["database.sslmode"] == "verify-full"
+    assert settings["database.sslrootcert"] == "/ca.pem"
+    assert settings["database.sslcert"] == "/c.pem"
+    assert settings["database.sslkey"] == "/k.pem"
+    assert "database.sslmode" not in connector_config(_cfg())
