@@ -81,6 +81,10 @@ class ApiConfig(BaseModel):
             view's watermark before answering 412.
         status_interval_s: how often the status page's figures are sampled.
         status_history_s: how much lag history the status page keeps.
+        watermark_dsn: the PostgreSQL role the API reads the replication
+            slot's position with (default ``source.dsn``): ``LOGIN`` alone
+            is enough (``readside connector roles``), so the API need not
+            hold a role that reads data or replicates.
         keep_alive_s: how long an idle client connection stays open. Longer
             than the idle timeout of clients and load balancers in front
             (often 60 s): the side that closes first must be the client, or
@@ -101,6 +105,7 @@ class ApiConfig(BaseModel):
     status_interval_s: float = Field(2.0, gt=0)
     status_history_s: int = Field(600, ge=10)
     keep_alive_s: int = Field(75, ge=1)
+    watermark_dsn: SecretStr | None = None
 
     @model_validator(mode="after")
     def _unique_keys(self) -> ApiConfig:

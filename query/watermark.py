@@ -241,8 +241,9 @@ class WatermarkTracker:
         import psycopg
 
         if self._conn is None or self._conn.closed:
+            dsn = self.config.api.watermark_dsn or self.config.source.dsn
             self._conn = psycopg.connect(
-                self.config.source.dsn.get_secret_value(),
+                dsn.get_secret_value(),
                 autocommit=True,
                 connect_timeout=max(1, int(self.timeout_s)),
             )

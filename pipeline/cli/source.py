@@ -33,6 +33,15 @@ def config_check(ctx: click.Context, sql: bool) -> None:
 
     for warning in secret_risks(cfg):
         click.echo(f"warning: {warning}", err=True)
+    if sql:
+        from pipeline.roles import superuser_dsns
+
+        for field in superuser_dsns(cfg):
+            click.echo(
+                f"warning: {field} logs in as a superuser; readside needs far "
+                "less (`readside connector roles` prints least-privilege roles)",
+                err=True,
+            )
 
     if sql:
         try:
@@ -83,6 +92,17 @@ def connector_apply(ctx: click.Context, wait: bool) -> None:
         )
     else:
         click.echo(f"connector {cfg.connect.connector} applied")
+
+
+@connector.command("roles")
+@click.option("--prefix", default="readside", show_default=True, help="role names")
+@click.pass_context
+def connector_roles(ctx: click.Context, prefix: str) -> None:
+    """Print the SQL of least-privilege roles for Debezium (capture), the
+    workers' reads (reader) and the API's watermark (watermark)."""
+    from pipeline.roles import roles_sql
+
+    click.echo(roles_sql(load_config(ctx), prefix), nl=False)
 
 
 @connector.command("status")
