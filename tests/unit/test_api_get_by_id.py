@@ -188,3 +188,67 @@ def test_api_other_routes_still_counted_by_their_template(http):
     assert resp.json()["docs"] == {"1": DOC}
     assert resp.json()["missing"] == ["3"]
     assert count() == before + 1
+
+
+def test_api_store_call_past_the_timeout_is_a_store_timeout_else_cancelled():
+    import asyncio
+    import time
+
+    from query.service import StoreTimeout
+
+    store = f"api-get-{uuid.uuid4().hex[:8]}"
+    svc = Service(config(store, anonymous=True, request_timeout_s=0.1))
+
+    async def timed_out() -> None:
+        start = time.monotonic()
+        with pytest.raises(StoreTimeout):
+            await svc.call(lambda: time.sleep(1))
+        assert time.monotonic() - start < 0.5
+        assert await svc.call(lambda: 7) == 7
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(svc.call(lambda: time.sleep(0.3)))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(timed_out())
+        asyncio.run(cancelled())
+    finally:
+        svc.executor.shutdown(wait=True)
+
+
+def test_freshness_figures_follow_every_new_checkpoint():
+    from query.freshness import FreshnessCache
+
+    now = [10_000]
+    cache = FreshnessCache(CLOSED, "cp", ttl_s=3600, clock=lambda: now[0])
+    cache._next_look = float("inf")  # no look at the (closed) Kafka
+
+    def checkpoint(part: int, lsn: int, ts: int, sink: str = "redis") -> None:
+        value = {
+            "view": "t",
+            "sink": sink,
+            "topic": "x.public.t",
+            "partition": part,
+            "offset": 1,
+            "lsn": lsn,
+            "commit_ts_ms": ts,
+            "applied_ts_ms": ts,
+        }
+        cache._take(b"k", json.dumps(value).encode())
+
+    assert cache.freshness("t", "redis").applied_lsn is None
+    checkpoint(0, 500, 9_000)
+    checkpoint(1, 300, 8_000)
+    checkpoint(0, 900, 9_500, sink="es")
+    first = cache.freshness("t", "redis")
+    assert (first.applied_lsn, first.lag_ms) == (300, 1_000)
+    now[0] = 10_500  # lag follows the clock between checkpoints
+    assert cache.freshness("t", "redis").lag_ms == 1_500
+    checkpoint(1, 700, 9_900)
+    later = cache.freshness("t", "redis")
+    assert (later.applied_lsn, later.lag_ms) == (500, 600)
+    assert cache.freshness("t", "es").applied_lsn == 900
