@@ -233,30 +233,32 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
         layout = redis_sink._layout(VIEW)  # the document key, as the sink names it
         conn = redis_sink.client.connection_pool.connection_kwargs
         keys = [layout.doc_key(i) for i in ids]
+        if conn.get("db", 0) or conn.get("password"):
+            raise RuntimeError("the bench's Redis GET needs db 0 without a password")
 
         def client_get(i: int) -> None:
             if client.get(VIEW, ids[i]).doc is None:
                 raise RuntimeError(f"client: no document {ids[i]}")
 
+        http = {
+            **load,
+            "kind": "http",
+            "port": p.port,
+            "targets": [f"/v1/views/{VIEW}/docs/{i}" for i in ids],
+        }
+        raw = {
+            **load,
+            "kind": "redis",
+            "host": conn.get("host", "127.0.0.1"),
+            "port": conn.get("port", 6379),
+            "targets": keys,
+        }
         timed_calls(client_get, min(200, requests), concurrency)  # warm
         return {
-            "http": load_in_child(
-                {
-                    **load,
-                    "kind": "http",
-                    "port": p.port,
-                    "targets": [f"/v1/views/{VIEW}/docs/{i}" for i in ids],
-                }
-            ),
-            "redis": load_in_child(
-                {
-                    **load,
-                    "kind": "redis",
-                    "host": conn.get("host", "127.0.0.1"),
-                    "port": conn.get("port", 6379),
-                    "targets": keys,
-                }
-            ),
+            "http": load_in_child(http),
+            "redis": load_in_child(raw),
+            "http_library": load_in_child({**http, "client": "library"}),
+            "redis_library": load_in_child({**raw, "client": "library"}),
             "client": timed_calls(client_get, requests, concurrency),
         }
 

@@ -11,10 +11,15 @@ pre-encoded request, the reply read by its length, its status checked), so
 that what is measured is the server, and the HTTP API and raw Redis are
 loaded the same way: same process model, same concurrency.
 
-Spec fields: ``kind`` (``http`` or ``redis``), ``host``, ``port``,
-``targets`` (URL paths or Redis keys; request ``i`` asks ``targets[i %
-len]``), ``requests``, ``concurrency``, ``warmup`` (requests before the
-clock starts, default 200) and, for HTTP, ``headers``.
+With ``"client": "library"`` the same process instead runs ``concurrency``
+threads of the usual Python clients (one ``httpx.Client`` per thread;
+``redis.Redis`` with a pool): what a Python site would see.
+
+Spec fields: ``kind`` (``http`` or ``redis``), ``client`` (``lean``, the
+default, or ``library``), ``host``, ``port``, ``targets`` (URL paths or Redis
+keys; request ``i`` asks ``targets[i % len]``), ``requests``,
+``concurrency``, ``warmup`` (requests before the clock starts, default 200)
+and, for HTTP, ``headers``.
 """
 
 from __future__ import annotations
@@ -107,6 +112,40 @@ async def run(spec: dict[str, Any]) -> dict[str, float]:
     return summary(latencies, elapsed)
 
 
+def run_library(spec: dict[str, Any]) -> dict[str, float]:
+    """The load on ``concurrency`` threads of httpx or redis-py clients."""
+    import threading
+
+    import httpx
+    import redis
+
+    from bench.api_stats import timed_calls
+
+    targets, concurrency = spec["targets"], int(spec["concurrency"])
+    local = threading.local()
+    if spec["kind"] == "http":
+        base = f"http://{spec['host']}:{spec['port']}"
+
+        def call(i: int) -> None:
+            if not hasattr(local, "http"):
+                local.http = httpx.Client(
+                    base_url=base, headers=spec.get("headers") or {}, timeout=10
+                )
+            resp = local.http.get(targets[i % len(targets)])
+            if resp.status_code != 200:
+                raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+    else:
+        client = redis.Redis(host=spec["host"], port=int(spec["port"]))
+
+        def call(i: int) -> None:
+            if client.get(targets[i % len(targets)]) is None:
+                raise RuntimeError(f"redis: no key {targets[i % len(targets)]}")
+
+    timed_calls(call, int(spec.get("warmup", 200)), concurrency)
+    return timed_calls(call, int(spec["requests"]), concurrency)
+
+
 def load_in_child(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
     """Run one load in a new process (the spec on its stdin); its figures.
 
@@ -131,7 +170,10 @@ def main() -> int:
     import uvloop
 
     spec = json.loads(sys.stdin.read())
-    result = uvloop.run(run(spec))
+    if spec.get("client", "lean") == "library":
+        result = run_library(spec)
+    else:
+        result = uvloop.run(run(spec))
     print(json.dumps({**result, "concurrency": spec["concurrency"]}))
     return 0
 

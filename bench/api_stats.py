@@ -49,29 +49,32 @@ def timed_calls(
     return summary(latencies, time.perf_counter() - start)
 
 
+#: (result, label, the raw Redis row it is compared with)
 ROWS = (
-    ("http", "HTTP API (load in its own process)"),
-    ("redis", "raw Redis GET (load in its own process)"),
-    ("client", "ReadClient (in process, threads)"),
+    ("http", "HTTP API, lean asyncio client", "redis"),
+    ("redis", "raw Redis GET, lean asyncio client", "redis"),
+    ("http_library", "HTTP API, httpx on threads", "redis_library"),
+    ("redis_library", "raw Redis GET, redis-py on threads", "redis_library"),
+    ("client", "ReadClient on threads (in the bench's process)", "redis_library"),
 )
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The report of ``python -m bench api``."""
     reads, lat = results["reads"], results["commit_to_read"]
-    redis = reads["redis"]
     lines = [
-        f"concurrency: {results['concurrency']} (connections of the load process; "
-        f"ReadClient: threads), requests per path: {results['requests']}, "
-        f"server workers: {results['workers']}",
+        f"concurrency {results['concurrency']} (connections or threads), "
+        f"{results['requests']} requests per row, `readside serve` with "
+        f"{results['workers']} worker(s) from {results['server_code']}; "
+        "every row but ReadClient loads from a process of its own",
         "",
         "| get by id | req/s | p50 ms | p99 ms | req/s vs raw Redis | p50 vs raw |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, label in ROWS:
-        r = reads[name]
-        rel = r["per_s"] / redis["per_s"]
-        slower = r["p50_ms"] / redis["p50_ms"]
+    for name, label, base in ROWS:
+        r, raw = reads[name], reads[base]
+        rel = r["per_s"] / raw["per_s"]
+        slower = r["p50_ms"] / raw["p50_ms"]
         lines.append(
             f"| {label} | {r['per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {rel:.2f} | {slower:.1f}x |"

@@ -84,3 +84,11 @@ def test_api_load_http_refused_request_fails_the_load(server):
 def test_api_load_redis_counts_every_get(server):
     out = load_in_child(spec("redis", server, ["k:1", "k:2"]), 60)
     assert out["requests"] == 300
+
+
+@pytest.mark.parametrize("server", [_Http], indirect=True)
+def test_api_load_library_clients_on_threads_count_every_request(server):
+    out = load_in_child({**spec("http", server, ["/a/1"]), "client": "library"}, 60)
+    assert out["requests"] == 300
+    with pytest.raises(RuntimeError, match="404"):
+        load_in_child({**spec("http", server, ["/missing"]), "client": "library"}, 60)
