@@ -152,11 +152,15 @@ class Pipeline:
     def _spawn(self, *args: str, code: str | None = None) -> None:
         log = (self.workdir / f"{args[0]}.log").open("wb")
         env = dict(os.environ)
-        if code is not None:
+        if code is not None:  # first on the path: `-m` puts the cwd there
             env["PYTHONPATH"] = os.pathsep.join([code, env.get("PYTHONPATH", "")])
         self.procs.append(
             subprocess.Popen(
-                [*self._cli, *args], stdout=log, stderr=subprocess.STDOUT, env=env
+                [*self._cli, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=code,
             )
         )
 
