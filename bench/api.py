@@ -4,14 +4,22 @@ commit-to-readable latency under a steady write load.
 One run, on the local stack, with a pipeline of its own (database, connector,
 topics, worker, ``readside serve``; all removed afterwards):
 
-(a) get-by-id of the same documents, ``--requests`` calls on ``--threads``
-    threads each: through HTTP (``GET /v1/views/items/docs/{id}``), through
-    :class:`query.ReadClient` in process, and as a raw Redis ``GET`` of the
-    document's key. Requests/s, p50, p99 and the ratios to raw Redis.
+(a) get-by-id of the same documents, ``--requests`` calls at
+    ``--concurrency``: through HTTP (``GET /v1/views/items/docs/{id}``) and as
+    a raw Redis ``GET`` of the document's key, both loaded by the same client
+    in a process of its own (:mod:`bench.api_load`: one asyncio loop,
+    ``--concurrency`` keep-alive connections, one request in flight on each);
+    and through :class:`query.ReadClient` in this process on
+    ``--concurrency`` threads. Requests/s, p50, p99 and the ratios to raw
+    Redis.
 (b) commit-to-readable: while a writer thread updates random rows at
     ``--load-rate`` per second (pgbench-style), ``--probes`` probes each
     commit a new value and time until the API returns it, once with
     ``min_lsn`` (one request that waits) and once by polling every 5 ms.
+
+``--server-code DIR`` runs ``readside serve`` from another checkout (its
+directory first on ``PYTHONPATH``), to measure two versions of the server
+with the same load.
 
 The view has the Redis and Elasticsearch sinks: FerretDB (the local stack's
 MongoDB) cannot keep up with the write load.
@@ -22,15 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,8 @@ import psycopg
 import yaml
 
 from bench import report
+from bench.api_load import load_in_child
+from bench.api_stats import markdown, timed_calls
 from bench.sinks import need_sink
 from connectors import debezium
 from connectors.elasticsearch import ElasticsearchSinkConfig
@@ -56,47 +65,19 @@ ROWS = 10_000
 VIEW = "items"
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-def _summary(latencies: list[float], elapsed: float) -> dict[str, float]:
-    return {
-        "requests": len(latencies),
-        "per_s": len(latencies) / elapsed,
-        "p50_ms": _pct(latencies, 0.50),
-        "p99_ms": _pct(latencies, 0.99),
-        "mean_ms": statistics.fmean(latencies) * 1000,
-    }
-
-
-def timed_calls(
-    call: Callable[[int], None], requests: int, threads: int
-) -> dict[str, float]:
-    """Run ``call(i)`` for i < requests on ``threads`` threads; time each."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def run(worker: int) -> None:
-        mine = []
-        for i in range(worker, requests, threads):
-            start = time.perf_counter()
-            call(i)
-            mine.append(time.perf_counter() - start)
-        with lock:
-            latencies.extend(mine)
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, range(threads)))
-    return _summary(latencies, time.perf_counter() - start)
-
-
 class Pipeline:
     """A throwaway database, connector, worker and server on the local stack."""
 
-    def __init__(self, base: Config, workdir: Path, admin_dsn: str) -> None:
+    def __init__(
+        self,
+        base: Config,
+        workdir: Path,
+        admin_dsn: str,
+        server_code: str | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.server_code = server_code
+        self.workers = workers
         self.suffix = uuid.uuid4().hex[:8]
         self.prefix = f"benchapi{self.suffix}"
         self.admin_dsn = admin_dsn
@@ -168,13 +149,18 @@ class Pipeline:
     def _cli(self) -> list[str]:
         return [sys.executable, "-m", "pipeline.cli", "--config", str(self.path)]
 
-    def _spawn(self, *args: str) -> None:
+    def _spawn(self, *args: str, code: str | None = None) -> None:
         log = (self.workdir / f"{args[0]}.log").open("wb")
+        env = dict(os.environ)
+        if code is not None:  # first on the path: `-m` puts the cwd there
+            env["PYTHONPATH"] = os.pathsep.join([code, env.get("PYTHONPATH", "")])
         self.procs.append(
             subprocess.Popen(
                 [*self._cli, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
+                cwd=code,
             )
         )
 
@@ -182,7 +168,8 @@ class Pipeline:
         debezium.apply(self.config)
         debezium.wait_running(self.config)
         self._spawn("worker")
-        self._spawn("serve")
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        self._spawn("serve", *workers, code=self.server_code)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -240,37 +227,43 @@ class Pipeline:
                 logger.warning("group not deleted group=%s error=%s", group, exc)
 
 
-def bench_reads(p: Pipeline, requests: int, threads: int) -> dict[str, Any]:
+def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
+    """Get by id: HTTP and raw Redis loaded from a process of their own,
+    ReadClient on threads in this one; the same ids in the same order."""
     ids = [str(random.Random(i).randint(1, ROWS)) for i in range(requests)]
-    local = threading.local()
-
-    def http_get(i: int) -> None:
-        if not hasattr(local, "http"):
-            local.http = httpx.Client(base_url=p.base, timeout=10)
-        resp = local.http.get(f"/v1/views/{VIEW}/docs/{ids[i]}")
-        if resp.status_code != 200:
-            raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
-
+    load = {"host": "127.0.0.1", "requests": requests, "concurrency": concurrency}
     with ReadClient(p.config) as client:
         redis_sink: Any = client.sink("redis")
         layout = redis_sink._layout(VIEW)  # the document key, as the sink names it
-        raw = redis_sink.client
+        conn = redis_sink.client.connection_pool.connection_kwargs
+        keys = [layout.doc_key(i) for i in ids]
+        if conn.get("db", 0) or conn.get("password"):
+            raise RuntimeError("the bench's Redis GET needs db 0 without a password")
 
         def client_get(i: int) -> None:
             if client.get(VIEW, ids[i]).doc is None:
                 raise RuntimeError(f"client: no document {ids[i]}")
 
-        def redis_get(i: int) -> None:
-            if raw.get(layout.doc_key(ids[i])) is None:
-                raise RuntimeError(f"redis: no key for {ids[i]}")
-
-        warm = min(200, requests)
-        for fn in (http_get, client_get, redis_get):
-            timed_calls(fn, warm, threads)
+        http = {
+            **load,
+            "kind": "http",
+            "port": p.port,
+            "targets": [f"/v1/views/{VIEW}/docs/{i}" for i in ids],
+        }
+        raw = {
+            **load,
+            "kind": "redis",
+            "host": conn.get("host", "127.0.0.1"),
+            "port": conn.get("port", 6379),
+            "targets": keys,
+        }
+        timed_calls(client_get, min(200, requests), concurrency)  # warm
         return {
-            "http": timed_calls(http_get, requests, threads),
-            "client": timed_calls(client_get, requests, threads),
-            "redis": timed_calls(redis_get, requests, threads),
+            "http": load_in_child(http),
+            "redis": load_in_child(raw),
+            "http_library": load_in_child({**http, "client": "library"}),
+            "redis_library": load_in_child({**raw, "client": "library"}),
+            "client": timed_calls(client_get, requests, concurrency),
         }
 
 
@@ -338,7 +331,23 @@ def main(argv: list[str] | None = None) -> int:
         "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
     )
     parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests in flight for get by id (HTTP, raw Redis, ReadClient)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=4, help="probe threads of commit-to-readable"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="readside serve --workers"
+    )
+    parser.add_argument(
+        "--server-code",
+        default=None,
+        help="run readside serve from this checkout (e.g. /work/main)",
+    )
     parser.add_argument("--probes", type=int, default=100)
     parser.add_argument("--load-rate", type=float, default=100.0)
     parser.add_argument("--out", default="bench/results/api.json")
@@ -350,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     base = config_mod.load(args.config)
     workdir = Path(args.workdir or f"/tmp/readside-bench-api-{uuid.uuid4().hex[:6]}")
     workdir.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(base, workdir, args.admin_dsn)
+    p = Pipeline(base, workdir, args.admin_dsn, args.server_code, args.workers)
     try:
         p.start()
         logger.info("loading %d rows", ROWS)
@@ -358,12 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {
             "machine": report.machine(base),
             "threads": args.threads,
+            "concurrency": args.concurrency,
+            "workers": args.workers,
+            "server_code": args.server_code or "this checkout",
             "requests": args.requests,
             "probes": args.probes,
             "load_rate": args.load_rate,
         }
-        logger.info("get by id: HTTP, client, raw Redis")
-        results["reads"] = bench_reads(p, args.requests, args.threads)
+        logger.info("get by id: HTTP, raw Redis, client")
+        results["reads"] = bench_reads(p, args.requests, args.concurrency)
         logger.info("commit to readable under load")
         results["commit_to_read"] = bench_commit_to_read(
             p, args.probes, args.load_rate, args.threads
@@ -373,5 +385,5 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
-    print(report.api_markdown(results))
+    print(markdown(results))
     return 0

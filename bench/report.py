@@ -110,45 +110,6 @@ def _num(value: Any, fmt: str = "{:,.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def api_markdown(results: dict[str, Any]) -> str:
-    """The report of ``python -m bench api``."""
-    reads, lat = results["reads"], results["commit_to_read"]
-    redis = reads["redis"]
-    lines = [
-        f"threads: {results['threads']}, requests per path: {results['requests']}",
-        "",
-        "| get by id | req/s | p50 ms | p99 ms | req/s vs raw Redis | p50 vs raw |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, label in (
-        ("http", "HTTP API"),
-        ("client", "ReadClient"),
-        ("redis", "raw Redis GET"),
-    ):
-        r = reads[name]
-        rel = r["per_s"] / redis["per_s"]
-        slower = r["p50_ms"] / redis["p50_ms"]
-        lines.append(
-            f"| {label} | {r['per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {rel:.2f} | {slower:.1f}x |"
-        )
-    lines += [
-        "",
-        "commit to readable through the API under "
-        f"{lat['load_writes_per_s']:.0f} background writes/s, "
-        f"{results['probes']} probes per method on {results['threads']} threads:",
-        "",
-        "| method | p50 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|",
-    ]
-    for name in ("min_lsn", "poll"):
-        r = lat[name]
-        lines.append(
-            f"| {name} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_ms']:.0f} |"
-        )
-    return "\n".join(lines)
-
-
 def _spent(row: dict[str, Any], *areas: str) -> str:
     spent = row.get("spent_s") or {}
     total = row.get("elapsed_s") or 0.0

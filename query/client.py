@@ -78,6 +78,8 @@ class ReadClient:
             self.config.focus_view(focus)  # ConfigError for an unknown focus
         self.focus = focus
         self.read_order = tuple(read_order or DEFAULT_ORDER)
+        self._views = self.config.effective_views()  # fixed once loaded
+        self._orders: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._stores = Stores(self.config)
         self._freshness = freshness or FreshnessCache(
             self.config.kafka.bootstrap_servers, self.config.kafka.checkpoint_topic
@@ -288,6 +290,9 @@ class ReadClient:
     def ordered_sinks(self, view: str, cfg: ViewConfig | None = None) -> list[str]:
         """The sinks of ``view`` that ``get`` tries, in order."""
         view = self.resolve(view)
+        known = self._orders.get((view, self.read_order))
+        if known is not None:
+            return list(known)
         cfg = cfg or self._view(view)
 
         def rank(name: str) -> int:
@@ -298,7 +303,9 @@ class ReadClient:
             return -1
 
         ranked = [(rank(n), n) for n in cfg.sinks]
-        return [n for r, n in sorted(ranked) if r >= 0]
+        order = [n for r, n in sorted(ranked) if r >= 0]
+        self._orders[(view, self.read_order)] = order
+        return list(order)
 
     def resolve(self, view: str) -> str:
         """The view that answers a read of ``view``.
@@ -312,8 +319,7 @@ class ReadClient:
             UnknownView: the view is not configured (404).
             OutOfFocus: the client's focus does not cover the view (403).
         """
-        views = self.config.effective_views()
-        if view not in views:
+        if view not in self._views:
             raise UnknownView(view, self.views())
         if self.focus is None:
             return view
@@ -325,7 +331,7 @@ class ReadClient:
     def views(self) -> list[str]:
         """The views this client may read (all views without a focus)."""
         if self.focus is None:
-            return list(self.config.effective_views())
+            return list(self._views)
         return [
             self.config.focuses[self.focus].view,
             self.config.focus_view(self.focus),
@@ -333,7 +339,7 @@ class ReadClient:
 
     def _view(self, view: str) -> ViewConfig:
         try:
-            return self.config.effective_views()[view]
+            return self._views[view]
         except KeyError:
             raise UnknownView(view, self.views()) from None
 

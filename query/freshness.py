@@ -54,6 +54,7 @@ class FreshnessCache:
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._figures: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         self._mark: SourceMark | None = None
         self._next_look = 0.0
         self._lock = threading.Lock()
@@ -69,15 +70,22 @@ class FreshnessCache:
             if time.monotonic() >= self._next_look:
                 self._refresh()
                 self._next_look = time.monotonic() + self.ttl_s
-            mine = [
-                c
-                for c in self._checkpoints.values()
-                if c.view == view and c.sink == sink
-            ]
+            figures = self._figures.get((view, sink))
+            if figures is None:
+                figures = self._figures[(view, sink)] = self._figures_of(view, sink)
+        applied, newest = figures
+        lag = None if newest is None else max(0, self._clock() - newest)
+        return Freshness(applied, lag)
+
+    def _figures_of(self, view: str, sink: str) -> tuple[int | None, int | None]:
+        """The lowest applied LSN and the newest commit time of ``view`` in
+        ``sink`` over its checkpoints (kept until a checkpoint changes)."""
+        mine = [
+            c for c in self._checkpoints.values() if c.view == view and c.sink == sink
+        ]
         lsns = [c.lsn for c in mine if c.lsn is not None]
         stamps = [c.commit_ts_ms for c in mine if c.commit_ts_ms is not None]
-        lag = max(0, self._clock() - max(stamps)) if stamps else None
-        return Freshness(min(lsns) if lsns else None, lag)
+        return (min(lsns) if lsns else None, max(stamps) if stamps else None)
 
     def close(self) -> None:
         """Close the consumer. Safe to call twice."""
@@ -178,3 +186,4 @@ class FreshnessCache:
         data: dict[str, Any] = json.loads(value)
         cp = Checkpoint(**data)
         self._checkpoints[cp.key] = cp
+        self._figures.pop((cp.view, cp.sink), None)

@@ -35,6 +35,7 @@ from pipeline.config import Config
 from pipeline.errors import ReadsideError, TransientError
 from query import routes, status_page
 from query.errors import NotYetFresh, QueryError, StoreUnavailable
+from query.fastpath import TEMPLATE, FastGet
 from query.lsn import format_lsn
 from query.service import (
     Forbidden,
@@ -74,10 +75,15 @@ def _error_body(exc: ReadsideError) -> dict[str, Any]:
 
 
 async def _readside_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ReadsideError)
+    return _error_response(exc)
+
+
+def _error_response(exc: ReadsideError) -> Response:
+    """The answer to a refused or failed request (also :mod:`query.fastpath`'s)."""
     if isinstance(exc, TransientError):  # a store failed outside the fallbacks
         logger.warning("store error status=503 error=%s", exc)
         return JSONResponse({"error": str(exc), "reason": "store"}, 503)
-    assert isinstance(exc, ReadsideError)
     status = int(getattr(exc, "status", 500))
     headers = None
     if isinstance(exc, Unauthorized):
@@ -106,6 +112,8 @@ class Measured:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._latency: dict[str, Any] = {}
+        self._count: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,8 +131,20 @@ class Measured:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            LATENCY.labels(route).observe(time.perf_counter() - start)
-            REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+            self._observe(route, scope["method"], status[0], start)
+
+    def _observe(self, route: str, method: str, status: int, start: float) -> None:
+        """Count and time one request (the labelled series kept, not looked
+        up again on every request)."""
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = LATENCY.labels(route)
+        latency.observe(time.perf_counter() - start)
+        key = (route, method, status)
+        count = self._count.get(key)
+        if count is None:
+            count = self._count[key] = REQUESTS.labels(route, method, str(status))
+        count.inc()
 
 
 class BodyTooLarge(HTTPException):
@@ -146,6 +166,14 @@ async def _too_large(_request: Request, exc: Exception) -> Response:
     return _too_large_body(exc)
 
 
+def declared_over(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request declares a body longer than ``max_bytes``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.isdigit() and int(value) > max_bytes
+    return False
+
+
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` is answered 413,
     by its declared length before any of it is read, else once the bytes
@@ -159,8 +187,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared_over(scope, self.max_bytes):
             await _too_large_body(BodyTooLarge(self.max_bytes))(scope, receive, send)
             return
         seen = 0
@@ -187,9 +214,28 @@ class BodyLimit:
                 await _too_large_body(exc)(scope, receive, send)
 
 
-def create_app(config: Config, service: Service | None = None) -> FastAPI:
-    """The ASGI app of ``readside serve`` (tests may pass their own service)."""
+def create_app(config: Config, service: Service | None = None) -> ASGIApp:
+    """The ASGI app of ``readside serve`` (tests may pass their own service):
+    get by id on its lean path (:mod:`query.fastpath`), everything else
+    through FastAPI; every request measured."""
     svc = service or Service(config)
+    app = _fastapi_app(config, svc)
+    get_by_id = next(
+        r for r in routes.router.routes if getattr(r, "path", "") == TEMPLATE
+    )
+
+    def refused(exc: ReadsideError) -> ASGIApp:
+        return _error_response(exc)
+
+    def too_large(scope: Scope) -> ASGIApp | None:
+        if declared_over(scope, config.api.max_body_bytes):
+            return _too_large_body(BodyTooLarge(config.api.max_body_bytes))
+        return None
+
+    return Measured(FastGet(app, svc, get_by_id, refused, too_large))
+
+
+def _fastapi_app(config: Config, svc: Service) -> FastAPI:
     monitor = status_page.StatusMonitor(svc)
 
     @asynccontextmanager
@@ -225,7 +271,6 @@ def create_app(config: Config, service: Service | None = None) -> FastAPI:
     app.include_router(status_page.router)
 
     app.add_middleware(BodyLimit, max_bytes=config.api.max_body_bytes)
-    app.add_middleware(Measured)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:

@@ -50,8 +50,16 @@ def presented_key(request: Request, x_api_key: str | None = None) -> str | None:
     """The key a request presents: ``Authorization: Bearer KEY``, Basic
     credentials whose password is the key (a browser's prompt), or
     ``X-Api-Key``."""
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
+    return key_from_headers(
+        request.headers.get("authorization"),
+        x_api_key or request.headers.get("x-api-key"),
+    )
+
+
+def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key of an ``Authorization`` header (Bearer, or Basic whose
+    password is the key), else of ``X-Api-Key``; ``None``: no key."""
+    scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer":
         return value.strip()
     if scheme.lower() == "basic":
@@ -60,7 +68,7 @@ def presented_key(request: Request, x_api_key: str | None = None) -> str | None:
         except (ValueError, UnicodeDecodeError):
             return ""  # presented, and matches no key
         return decoded.partition(":")[2]
-    return x_api_key or request.headers.get("x-api-key")
+    return x_api_key
 
 
 class Forbidden(ReadsideError):
@@ -85,6 +93,7 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.api = config.api
+        self.views = config.effective_views()  # fixed once loaded
         if not self.api.keys and not self.api.anonymous:
             raise ConfigError(
                 "api.keys: readside serve needs at least one API key, or "
@@ -179,9 +188,8 @@ class Service:
         """
         key = self._key(presented)
         if view is not None:
-            views = self.config.effective_views()
-            if view not in views:
-                raise UnknownView(view, list(views))
+            if view not in self.views:
+                raise UnknownView(view, list(self.views))
             base = self.config.focuses[key.focus].view if key and key.focus else view
             if key is not None and not key.may_read(base):
                 raise Forbidden(f"key {key.name!r} may not read view {view!r}")

@@ -1,0 +1,168 @@
+"""Get by id on a lean path: ``GET /v1/views/{view}/docs/{doc_id}`` answered
+by a plain ASGI handler, before FastAPI's routing.
+
+The hottest route of the API does the same as its FastAPI twin in
+:mod:`query.routes` (which stays, for the OpenAPI schema and as the
+reference): the same key check, focus, refusal of unknown parameters,
+``min_lsn`` wait, store call on the service's pool, body and
+``X-Readside-*`` headers, and the same errors through the server's error
+answer. What it skips is the framework's per-request work: route matching
+over every route, parameter parsing through pydantic, dependency solving and
+the response classes (measured: about two thirds of a request's time in the
+server; ``docs/benchmarks.md``).
+
+A request that is not exactly that route goes on to FastAPI untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pipeline.errors import ReadsideError
+from query import lsn as lsn_mod
+from query import validate
+from query.answer import Answer
+from query.errors import QueryError
+from query.service import Service, key_from_headers
+
+PREFIX = "/v1/views/"
+TEMPLATE = "/v1/views/{view}/docs/{doc_id}"
+
+
+#: JSON as FastAPI's ``JSONResponse`` writes it (one encoder for every answer)
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+)
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return _ENCODER.encode(body).encode("utf-8")
+
+
+def _answer_bytes(
+    answer: Answer, body: dict[str, Any]
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and the freshness headers of an answer (as
+    :func:`query.routes._respond`)."""
+    f = answer.freshness
+    mark = None if f.watermark_lsn is None else lsn_mod.format_lsn(f.watermark_lsn)
+    applied = None if f.applied_lsn is None else lsn_mod.format_lsn(f.applied_lsn)
+    fresh = {
+        "store": answer.store,
+        "watermark_lsn": mark,
+        "applied_lsn": applied,
+        "lag_ms": f.lag_ms,
+    }
+    data = _dumps({"view": answer.view, **body, "freshness": fresh})
+    headers = [
+        (b"content-length", str(len(data)).encode()),
+        (b"content-type", b"application/json"),
+        (b"x-readside-store", answer.store.encode()),
+    ]
+    if mark is not None:
+        headers.append((b"x-readside-watermark-lsn", mark.encode()))
+    if applied is not None:
+        headers.append((b"x-readside-applied-lsn", applied.encode()))
+    if f.lag_ms is not None:
+        headers.append((b"x-readside-lag-ms", str(f.lag_ms).encode()))
+    return data, headers
+
+
+class FastGet:
+    """ASGI middleware answering get by id itself; everything else goes on.
+
+    Args:
+        app: the FastAPI app (everything but get by id).
+        service: the server's shared state.
+        route: the FastAPI route of get by id, put in the scope as the router
+            would (metrics label requests by its template).
+        error: the server's answer to a :class:`ReadsideError`.
+        too_large: the server's answer to a request that declares a body
+            over the limit (``None``: within it).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: Service,
+        route: object,
+        error: Callable[[ReadsideError], ASGIApp],
+        too_large: Callable[[Scope], ASGIApp | None],
+    ) -> None:
+        self.app = app
+        self.svc = service
+        self.route = route
+        self.error = error
+        self.too_large = too_large
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(PREFIX):
+            parts = path[len(PREFIX) :].split("/")
+            if (
+                len(parts) == 3
+                and parts[1] == "docs"
+                and parts[0]
+                and parts[2]
+                and scope["method"] == "GET"
+            ):
+                scope["route"] = self.route
+                refused = self.too_large(scope)
+                if refused is not None:
+                    await refused(scope, receive, send)
+                    return
+                try:
+                    status, data, headers = await self._get(scope, parts[0], parts[2])
+                except ReadsideError as exc:
+                    await self.error(exc)(scope, receive, send)
+                    return
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": headers,
+                    }
+                )
+                await send({"type": "http.response.body", "body": data})
+                return
+        await self.app(scope, receive, send)
+
+    async def _get(
+        self, scope: Scope, view: str, doc_id: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        svc = self.svc
+        auth = api_key = None
+        for name, value in scope["headers"]:
+            if name == b"authorization" and auth is None:
+                auth = value.decode("latin-1")
+            elif name == b"x-api-key" and api_key is None:
+                api_key = value.decode("latin-1")
+        key = svc.authorize(key_from_headers(auth, api_key), view)
+        view = svc.resolve(key, view)
+        params = dict(
+            parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        )
+        unknown = sorted(set(params) - {"min_lsn"})
+        if unknown:
+            shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+            raise QueryError("parameter", f"unknown query parameter(s): {shown}")
+        raw = params.get("min_lsn")
+        lsn = None if raw is None else lsn_mod.parse(raw)
+        ident = validate.doc_id(doc_id)
+        await svc.await_lsn(view, lsn)
+        answer = await svc.call(lambda: svc.client.get(view, ident, min_lsn=lsn))
+        if answer.doc is None:
+            body = {
+                "error": f"no document {ident!r} in view {view!r}",
+                "reason": "not_found",
+                "id": ident,
+            }
+            data, headers = _answer_bytes(answer, body)
+            return 404, data, headers
+        data, headers = _answer_bytes(answer, {"id": ident, "doc": answer.doc})
+        return 200, data, headers
