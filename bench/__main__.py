@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import pgsync
 
         return pgsync.main(args_in[1:])
+    if args_in[:1] == ["scale"]:  # python -m bench scale: bench/scale.py
+        from bench import scale
+
+        return scale.main(args_in[1:])
     if args_in[:1] == ["faults"]:  # python -m bench faults: bench/faults/
         from bench import faults
 
