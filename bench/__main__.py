@@ -37,15 +37,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
-    AdminClient,
-    NewTopic,
-)
-from pydantic import SecretStr
+from confluent_kafka.admin import AdminClient
 
 from bench import events, formats, raw, report, worker_report
 from bench.child import run_child
 from bench.formats import Format
+from bench.scenario import bench_config, cleanup, create_topics
 from bench.sinks import need_sink
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
@@ -59,55 +56,6 @@ from pipeline.views import build_views
 logger = logging.getLogger("bench")
 
 SINK_TYPES = ("redis", "elasticsearch", "mongodb")
-
-
-def _plain(model: Any) -> dict[str, Any]:
-    return {
-        k: v.get_secret_value() if isinstance(v, SecretStr) else v
-        for k, v in model.model_dump().items()
-    }
-
-
-def bench_config(
-    base: Config,
-    prefix: str,
-    scenario: str,
-    sinks: list[str],
-    kafka: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A config of one scenario: its own group and targets, the stack's stores;
-    ``kafka``: the record format's settings (:attr:`Format.kafka`)."""
-    by_type = {s.type: _plain(s) for s in base.sinks.values()}
-    sink_cfgs = {t: by_type[t] for t in sinks}
-    if "elasticsearch" in sink_cfgs:
-        sink_cfgs["elasticsearch"]["index_prefix"] = "bench-"
-    if "mongodb" in sink_cfgs:
-        sink_cfgs["mongodb"]["database"] = "readside_bench"
-    target = f"{prefix}-{scenario}-items".lower()
-    return {
-        "source": {
-            "dsn": "postgresql://bench@127.0.0.1:1/unused",
-            "tables": [events.TABLE],
-            "topic_prefix": prefix,
-        },
-        "kafka": {
-            "bootstrap_servers": base.kafka.bootstrap_servers,
-            "group_id": f"{prefix}-{scenario}",
-            "partitions": 3,
-            "dlq_topic": f"{prefix}.dlq",
-            "checkpoint_topic": f"{prefix}.checkpoints",
-            **(kafka or {}),
-        },
-        "sinks": sink_cfgs,
-        "views": {
-            "items": {
-                "table": events.TABLE,
-                "sinks": sinks,
-                "sink_options": {s: {"target": target} for s in sinks},
-            }
-        },
-        "worker": {**base.worker.model_dump(), "metrics_port": 0},
-    }
 
 
 def documents(cfg: Config, fmt: Format) -> list[tuple[str, dict[str, Any]]]:
@@ -138,32 +86,6 @@ def raw_rate(
         es = need_sink(cfg, ElasticsearchSinkConfig)
         return raw.elasticsearch_rate(es, f"bench-{name}", docs)
     return raw.mongodb_rate(need_sink(cfg, MongoSinkConfig), name, docs)
-
-
-def _topics(admin: AdminClient, create: list[str], parts: int) -> None:
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=parts, replication_factor=1) for t in create]
-    )
-    for fut in futures.values():
-        fut.result()
-
-
-def cleanup(admin: AdminClient, prefix: str) -> None:
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if topics:
-        for fut in admin.delete_topics(topics, operation_timeout=30).values():
-            fut.result()
-    groups = [
-        g.group_id
-        for g in admin.list_consumer_groups().result().valid
-        if g.group_id.startswith(prefix)
-    ]
-    if groups:
-        for fut in admin.delete_consumer_groups(groups).values():
-            try:
-                fut.result()
-            except Exception as exc:  # noqa: BLE001 - cleanup goes on
-                logger.warning("group not deleted error=%s", exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +180,7 @@ def worker_runs(
     n = len(fmt.records)
     n_mongo = min(n, args.mongodb_events)
     rows: dict[str, Any] = {}
-    _topics(admin, [fmt.topic, f"{fmt.prefix}.public.readside_heartbeat"], 3)
+    create_topics(admin, [fmt.topic, f"{fmt.prefix}.public.readside_heartbeat"], 3)
     start = time.perf_counter()
     events.produce(base.kafka.bootstrap_servers, fmt.topic, fmt.records)
     logger.info(

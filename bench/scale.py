@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench import events, report
-from bench.__main__ import _topics, bench_config, cleanup
+from bench.scenario import bench_config, cleanup, create_topics
 from pipeline import config as config_mod
 from pipeline.views import build_views
 from pipeline.worker import build_sinks
@@ -71,7 +71,7 @@ def run_scale(
 ) -> dict[str, Any]:
     admin = AdminClient({"bootstrap.servers": base.kafka.bootstrap_servers})
     topic = f"{prefix}.{events.TABLE}"
-    _topics(admin, [topic, f"{prefix}.public.readside_heartbeat"], partitions)
+    create_topics(admin, [topic, f"{prefix}.public.readside_heartbeat"], partitions)
     parts = [TopicPartition(topic, p) for p in range(partitions)]
     records = list(events.records(prefix, total))
     spec = bench_config(base, prefix, "scale", ["redis"])

@@ -1,0 +1,94 @@
+"""One benchmark scenario's config, topics and cleanup, shared by the modes
+of ``python -m bench``: its own topic prefix, consumer group and store
+targets, the stack's stores."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
+    AdminClient,
+    NewTopic,
+)
+from pydantic import SecretStr
+
+from bench import events
+from pipeline.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def _plain(model: Any) -> dict[str, Any]:
+    return {
+        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+        for k, v in model.model_dump().items()
+    }
+
+
+def bench_config(
+    base: Config,
+    prefix: str,
+    scenario: str,
+    sinks: list[str],
+    kafka: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A config of one scenario: its own group and targets, the stack's stores;
+    ``kafka``: the record format's settings (:attr:`Format.kafka`)."""
+    by_type = {s.type: _plain(s) for s in base.sinks.values()}
+    sink_cfgs = {t: by_type[t] for t in sinks}
+    if "elasticsearch" in sink_cfgs:
+        sink_cfgs["elasticsearch"]["index_prefix"] = "bench-"
+    if "mongodb" in sink_cfgs:
+        sink_cfgs["mongodb"]["database"] = "readside_bench"
+    target = f"{prefix}-{scenario}-items".lower()
+    return {
+        "source": {
+            "dsn": "postgresql://bench@127.0.0.1:1/unused",
+            "tables": [events.TABLE],
+            "topic_prefix": prefix,
+        },
+        "kafka": {
+            "bootstrap_servers": base.kafka.bootstrap_servers,
+            "group_id": f"{prefix}-{scenario}",
+            "partitions": 3,
+            "dlq_topic": f"{prefix}.dlq",
+            "checkpoint_topic": f"{prefix}.checkpoints",
+            **(kafka or {}),
+        },
+        "sinks": sink_cfgs,
+        "views": {
+            "items": {
+                "table": events.TABLE,
+                "sinks": sinks,
+                "sink_options": {s: {"target": target} for s in sinks},
+            }
+        },
+        "worker": {**base.worker.model_dump(), "metrics_port": 0},
+    }
+
+
+def create_topics(admin: AdminClient, create: list[str], parts: int) -> None:
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=parts, replication_factor=1) for t in create]
+    )
+    for fut in futures.values():
+        fut.result()
+
+
+def cleanup(admin: AdminClient, prefix: str) -> None:
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if topics:
+        for fut in admin.delete_topics(topics, operation_timeout=30).values():
+            fut.result()
+    groups = [
+        g.group_id
+        for g in admin.list_consumer_groups().result().valid
+        if g.group_id.startswith(prefix)
+    ]
+    if groups:
+        for fut in admin.delete_consumer_groups(groups).values():
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on
+                logger.warning("group not deleted error=%s", exc)
