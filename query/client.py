@@ -80,7 +80,7 @@ class ReadClient:
         self.read_order = tuple(read_order or DEFAULT_ORDER)
         self._stores = Stores(self.config)
         self._freshness = freshness or FreshnessCache(
-            self.config.kafka.bootstrap_servers, self.config.kafka.checkpoint_topic
+            self.config.kafka, self.config.kafka.checkpoint_topic
         )
         self.wait_s = wait_s
         self._watermarks = watermarks

@@ -14,8 +14,9 @@ import logging
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
+from pipeline import kafkaclient
+from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
     DEBEZIUM_CLASS,
@@ -132,16 +133,11 @@ class Kafka(Service):
         return _kafka_jvm(self, "kafka.Kafka", "server.properties")
 
     def probe(self) -> str | None:
-        from confluent_kafka.admin import AdminClient
-
         if not port_in_use(self.port):
             return "broker port closed"
+        kafka = KafkaConfig(bootstrap_servers=f"127.0.0.1:{self.port}")
         try:
-            conf: dict[str, Any] = {
-                "bootstrap.servers": f"127.0.0.1:{self.port}",
-                "logger": _QUIET,
-            }
-            admin = AdminClient(conf)
+            admin = kafkaclient.admin(kafka, {"logger": _QUIET})
             md = admin.list_topics(timeout=3)
         except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
             return f"metadata request failed: {exc}"
