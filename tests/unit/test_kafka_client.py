@@ -228,3 +228,15 @@ def test_client_check_sees_a_bypass() -> None:
         "    return confluent_kafka.Producer({})\n"
     )
     assert _client_names_outside_annotations(tree) == [(5, "Consumer"), (6, "Producer")]
+
+
+def test_config_check_plan_shows_client_settings_secrets_hidden() -> None:
+    from pipeline.plan import describe
+
+    kafka = {**GOOD["kafka"], "client": SASL, "extra": {"fetch.min.bytes": 10}}
+    text = describe(config.parse({**GOOD, "kafka": kafka}))
+    assert "kafka: 127.0.0.1:19092" in text
+    assert "security.protocol=SASL_PLAINTEXT" in text
+    assert "sasl.password=**********" in text
+    assert "worker consumer (extra): fetch.min.bytes=10" in text
+    assert PASSWORD not in text
