@@ -16,8 +16,10 @@ times out, which readside meets as an outage and waits out. Before the first
 client of a secured configuration (:attr:`KafkaConfig.secured`) is handed
 out, :func:`verify` therefore asks the brokers for their metadata with a
 probe that listens to ``error_cb``: a refusal, told by its error code, ends
-the command with a :class:`FatalError` naming ``kafka.client``; an answer
-marks the settings good for the life of the process; silence (the brokers
+the command with a :class:`FatalError` naming ``kafka.client`` (and is
+remembered: a long-running reader, such as the read API's freshness, meets
+it again at once, without another probe); an answer marks the settings good
+for the life of the process; silence (the brokers
 are down) is left to the caller's handling of outages.
 """
 
@@ -56,7 +58,9 @@ _QUIET = logging.getLogger("readside.kafkaclient.probe")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
+#: settings the brokers took, and those they refused (with what they said)
 _verified: set[tuple[str, ...]] = set()
+_refused: dict[tuple[str, ...], str] = {}
 _lock = threading.Lock()
 
 
@@ -121,6 +125,9 @@ def verify(kafka: KafkaConfig) -> None:
     with _lock:
         if key in _verified:
             return
+        said = _refused.get(key)
+    if said is not None:
+        raise FatalError(said)
     refused: list[KafkaError] = []
     probe = new_producer({**conf, "logger": _QUIET, "error_cb": refused.append})
     deadline = time.monotonic() + VERIFY_S
@@ -128,7 +135,8 @@ def verify(kafka: KafkaConfig) -> None:
         while True:
             try:
                 probe.list_topics(timeout=1.0)
-            except KafkaException:
+            except KafkaException as exc:
+                refused.append(exc.args[0])
                 probe.poll(0)  # serves error_cb with what the brokers said
             else:
                 with _lock:
@@ -136,10 +144,13 @@ def verify(kafka: KafkaConfig) -> None:
                 return
             bad = [e for e in refused if refusal(e)]
             if bad:
-                raise FatalError(
+                said = (
                     f"Kafka at {kafka.bootstrap_servers} refuses the security "
                     f"settings of kafka.client: {bad[0].str()}"
                 )
+                with _lock:
+                    _refused[key] = said
+                raise FatalError(said)
             if time.monotonic() >= deadline:
                 logger.warning(
                     "kafka credentials unchecked: no broker answered within "

@@ -26,6 +26,7 @@ from harness import Pipeline, wait_for
 
 from pipeline import checkpoints, kafkaclient
 from pipeline.config import StackConfig
+from pipeline.errors import FatalError
 from pipeline.stack import jvm
 from query.client import ReadClient
 
@@ -122,6 +123,15 @@ def test_wrong_password_ends_commands_and_worker_with_clear_error(
         assert f"127.0.0.1:{stack.kafka_sasl_port}" in run.stderr
         assert wrong not in run.stdout + run.stderr
         assert took < 60, (args, took)
+
+    # in process: refused once, then remembered (a reader that looks again,
+    # like the read API's freshness, is not slowed by a probe each time)
+    with pytest.raises(FatalError, match=REFUSED):
+        kafkaclient.verify(p.config.kafka)
+    t0 = time.monotonic()
+    with pytest.raises(FatalError, match=REFUSED):
+        kafkaclient.consumer(p.config.kafka, {"group.id": "x"})
+    assert time.monotonic() - t0 < 0.5
 
     worker = p.start_worker()
     code = wait_for(
