@@ -131,6 +131,8 @@ class Kafka(Service):
         cport = self.ctx.cfg.kafka_controller_port
         sport = self.ctx.cfg.kafka_sasl_port
         user, password = _sasl_user(base)
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # it holds the SASL user's password
         props.write_text(
             "process.roles=broker,controller\nnode.id=1\n"
             f"controller.quorum.voters=1@127.0.0.1:{cport}\n"

@@ -60,8 +60,9 @@ def test_sasl_password_made_once_kept_private(tmp_path: Path) -> None:
     broker.prepare()
     assert jvm.sasl_client(tmp_path) == first
     assert len(first["sasl.password"]) >= 20
-    mode = (tmp_path / "kafka" / jvm.SASL_FILE).stat().st_mode
-    assert stat.S_IMODE(mode) == 0o600
+    for name in (jvm.SASL_FILE, "server.properties"):
+        mode = (tmp_path / "kafka" / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600, name
 
 
 def test_sasl_client_settings_are_taken_by_kafka_client(tmp_path: Path) -> None:
