@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import (
-    Consumer,
     KafkaError,
     KafkaException,
     Producer,
@@ -24,7 +23,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
 
+from pipeline import kafkaclient
 from pipeline.errors import TransientError
+from pipeline.sourceconfig import KafkaConfig
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,12 @@ class CheckpointWriter:
 
 
 def read(
-    bootstrap: str, topic: str, timeout_s: float = 10.0
+    kafka: KafkaConfig, topic: str, timeout_s: float = 10.0
 ) -> tuple[dict[str, Checkpoint], SourceMark | None]:
     """The newest checkpoint of every key, and the newest source mark."""
     out: dict[str, Checkpoint] = {}
     mark: SourceMark | None = None
-    for key, data in read_records(bootstrap, topic, timeout_s).items():
+    for key, data in read_records(kafka, topic, timeout_s).items():
         if key == "__source__":
             mark = SourceMark(**data)
         elif not key.startswith(RECORD_PREFIX):
@@ -129,7 +130,7 @@ RECORD_PREFIX = "__"
 
 
 def read_records(
-    bootstrap: str, topic: str, timeout_s: float = 10.0, whole: bool = False
+    kafka: KafkaConfig, topic: str, timeout_s: float = 10.0, whole: bool = False
 ) -> dict[str, dict[str, Any]]:
     """The newest value of every key of the topic, as JSON (deleted keys left out).
 
@@ -137,12 +138,8 @@ def read_records(
         TransientError: with ``whole``, the topic could not be read to its end
             within ``timeout_s`` (without it, what was read comes back).
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "readside-status",
-            "enable.auto.commit": False,
-        }
+    consumer = kafkaclient.consumer(
+        kafka, {"group.id": "readside-status", "enable.auto.commit": False}
     )
     out: dict[str, dict[str, Any]] = {}
     ends: dict[int, int] = {}

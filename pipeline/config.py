@@ -102,6 +102,9 @@ class StackConfig(_Model):
     postgres_port: int = 15432
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    #: the broker's second listener, SASL_PLAINTEXT with mechanism PLAIN; its
+    #: user and password are kept in ``<data_dir>/kafka/sasl-client.json``
+    kafka_sasl_port: int = 19094
     connect_port: int = 18083
     redis_port: int = 16379
     elasticsearch_port: int = 19200

@@ -32,16 +32,17 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import (
-    Consumer,
     KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
 
+from pipeline import kafkaclient
 from pipeline.dlqtopic import PRODUCER_MAX, PRODUCER_MIN
 from pipeline.errors import FatalError, TransientError
 from pipeline.processor import DeadLetter, position_of
+from pipeline.sourceconfig import KafkaConfig
 
 logger = logging.getLogger(__name__)
 
@@ -281,20 +282,22 @@ class OriginMessage:
 
 
 def read_all(
-    bootstrap: str, topic: str, timeout_s: float = 10.0, group: str | None = None
+    kafka: KafkaConfig,
+    topic: str,
+    timeout_s: float = 10.0,
+    group: str | None = None,
 ) -> Iterator[tuple[DeadRecord, Any]]:
     """Every dead letter from the beginning (or from ``group``'s committed offsets).
 
     Yields ``(record, kafka_message)``; stops at the end of the topic.
     """
     conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
         "enable.auto.commit": False,
         "group.id": group or "readside-dlq-reader",
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
     }
-    consumer = Consumer(conf)
+    consumer = kafkaclient.consumer(kafka, conf)
     try:
         md = consumer.list_topics(topic, timeout=timeout_s)
         parts = md.topics.get(topic)

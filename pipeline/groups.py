@@ -36,9 +36,10 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
+from pipeline import kafkaclient
 from pipeline.config import Config
+from pipeline.sourceconfig import KafkaConfig
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +119,11 @@ def client_id(scope: Scope) -> str:
     return CLIENT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def foreign_members(bootstrap: str, group: str, scope: Scope) -> list[str]:
+def foreign_members(kafka: KafkaConfig, group: str, scope: Scope) -> list[str]:
     """Members of ``group`` whose client.id names another scope than
     ``scope`` (as ``host/client.id``); empty when the group is consistent."""
     mine = client_id(scope)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = kafkaclient.admin(kafka)
     try:
         desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
     except KafkaException:
@@ -150,7 +151,7 @@ class AppliedOffsets:
         self.cfg = cfg
         self.timeout_s = timeout_s
         self.groups_every_s = groups_every_s
-        self.admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        self.admin = kafkaclient.admin(cfg.kafka)
         self._groups: dict[str, Scope] = {}
         self._listed_at = float("-inf")
 

@@ -44,6 +44,7 @@ import psycopg
 from confluent_kafka import KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient
 
+from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics, read_records
 from pipeline.config import Config
 from pipeline.errors import TransientError
@@ -132,12 +133,7 @@ def load(cfg: Config, patience_s: float = 60.0) -> Recorded:
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            raw = read_records(
-                cfg.kafka.bootstrap_servers,
-                cfg.kafka.checkpoint_topic,
-                30.0,
-                whole=True,
-            )
+            raw = read_records(cfg.kafka, cfg.kafka.checkpoint_topic, 30.0, whole=True)
             break
         except TransientError as exc:
             if time.monotonic() > deadline:
@@ -162,12 +158,10 @@ def recorded_views(cfg: Config, only: Iterable[str] | None = None) -> dict[str, 
 
 def write(cfg: Config, records: Iterable[TopicLayout | XmaxMark]) -> None:
     """Record layouts or marks durably (produced and acknowledged)."""
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(cfg.kafka)
     topic = cfg.kafka.checkpoint_topic
     ensure_topics(admin, [(topic, 1, True)], cfg.kafka.replication_factor)
-    producer = Producer(
-        {"bootstrap.servers": cfg.kafka.bootstrap_servers, "enable.idempotence": True}
-    )
+    producer = kafkaclient.producer(cfg.kafka, {"enable.idempotence": True})
     produce(producer, cfg.kafka.checkpoint_topic, records)
     if producer.flush(30) > 0:
         raise TransientError("layout records not acknowledged within 30s")
@@ -188,7 +182,7 @@ def describe(
     if not topics:
         return {}
     if admin is None:
-        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(cfg.kafka)
     out: dict[str, tuple[str, int]] = {}
     for name, fut in admin.describe_topics(TopicCollection(list(topics))).items():
         try:

@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
-from pipeline import groups
+from pipeline import groups, kafkaclient
 from pipeline.aggregate.reader import EPOCH_SPAN, XIP_FACTOR
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
@@ -103,7 +102,7 @@ class Guard:
         self.recorded = Recorded()
         self._next_check = 0.0
         self._xmax: dict[str, int] = {}
-        self._admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        self._admin = kafkaclient.admin(cfg.kafka)
 
     def start(self) -> Recorded:
         """Check everything; the recorded epochs and starts to build views with.
@@ -193,12 +192,8 @@ class Guard:
         """Committed offsets past a partition's end: the offsets were reset."""
         if not self.topics:
             return []
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
-                "group.id": self.group,
-                "enable.auto.commit": False,
-            }
+        consumer = kafkaclient.consumer(
+            self.cfg.kafka, {"group.id": self.group, "enable.auto.commit": False}
         )
         problems = []
         try:

@@ -22,6 +22,13 @@ def describe(cfg: Config) -> str:
     lines.append(f"  {cfg.kafka.dlq_topic}  (dead letters)")
     lines.append(f"  {cfg.kafka.checkpoint_topic}  (checkpoints)")
     lines.append("")
+    lines.append(f"kafka: {cfg.kafka.bootstrap_servers}")
+    shared = " ".join(f"{k}={v}" for k, v in cfg.kafka.client.items())
+    lines.append(f"  every client: {shared or '(PLAINTEXT, no shared settings)'}")
+    if cfg.kafka.extra:
+        tuning = " ".join(f"{k}={v}" for k, v in cfg.kafka.extra.items())
+        lines.append(f"  worker consumer (extra): {tuning}")
+    lines.append("")
     lines.append("sinks:")
     for name, sink in cfg.sinks.items():
         lines.append(f"  {name}: {sink.type}")

@@ -45,9 +45,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from pipeline import metrics
+from pipeline import kafkaclient, metrics
 from pipeline.errors import BadRecord
 from pipeline.events import ChangeEvent, Op
 from pipeline.source.json_converter import JsonConverter
@@ -238,7 +238,7 @@ class KafkaPartitionLog:
         # connection and a metadata round trip), each call bounded in time:
         # the worker does not poll meanwhile.
         if self._reader is None:
-            self._reader = Consumer(self.conf)
+            self._reader = kafkaclient.new_consumer(self.conf)
         reader = self._reader
         deadline = time.monotonic() + READ_BACK_S
         try:

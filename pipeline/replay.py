@@ -16,10 +16,9 @@ import logging
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
 
-from pipeline import dlqtopic, layout
+from pipeline import dlqtopic, kafkaclient, layout
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler
@@ -43,10 +42,7 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     """Returns (records replayed, records dead-lettered again)."""
     group = f"{cfg.kafka.group_id}.dlq-replay"
     records = list(
-        rec
-        for rec, _c in read_all(
-            cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, group=group
-        )
+        rec for rec, _c in read_all(cfg.kafka, cfg.kafka.dlq_topic, group=group)
     )
     if not records:
         return 0, 0
@@ -55,14 +51,9 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     lookup = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
     prepare_views(views, lookup)
     sinks = build_sinks(cfg, sorted({s for v in views.values() for s in v.cfg.sinks}))
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(cfg.kafka)
     limit = dlqtopic.topic_max_bytes(admin, cfg.kafka.dlq_topic)
-    producer = Producer(
-        {
-            "bootstrap.servers": cfg.kafka.bootstrap_servers,
-            **dlqtopic.producer_settings(limit),
-        }
-    )
+    producer = kafkaclient.producer(cfg.kafka, dlqtopic.producer_settings(limit))
     dlq = DeadLetterQueue(
         producer,
         cfg.kafka.dlq_topic,
@@ -92,12 +83,8 @@ def replay_dead_letters(cfg: Config) -> tuple[int, int]:
     nexts: dict[int, int] = {}
     for r in records:
         nexts[r.dlq_partition] = max(nexts.get(r.dlq_partition, 0), r.dlq_offset + 1)
-    committer: Any = Consumer(
-        {
-            "bootstrap.servers": cfg.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-        }
+    committer: Any = kafkaclient.consumer(
+        cfg.kafka, {"group.id": group, "enable.auto.commit": False}
     )
     try:
         committer.commit(

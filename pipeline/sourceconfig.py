@@ -10,10 +10,19 @@ configuration and its loading are in :mod:`pipeline.config`.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -62,7 +71,65 @@ class SourceConfig(_Model):
         return f"{self.topic_prefix}.{table}"
 
 
+#: A value of ``kafka.client``: a librdkafka property's value, or a secret one.
+ClientValue = str | int | bool | SecretStr
+
+#: Properties readside sets itself on each client: never shared.
+OWN_PROPERTIES = {
+    "bootstrap.servers": "set kafka.bootstrap_servers instead",
+    "group.id": "readside names each client's group after kafka.group_id",
+}
+
+
+def is_secret(name: str) -> bool:
+    """Whether the librdkafka property ``name`` holds a secret (a password, a
+    client secret, a private key, OAUTHBEARER's config)."""
+    return (
+        "password" in name
+        or "secret" in name
+        or name in {"ssl.key.pem", "sasl.oauthbearer.config"}
+    )
+
+
+def _revealed(values: Mapping[str, ClientValue]) -> dict[str, str | int | bool]:
+    return {
+        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+        for k, v in values.items()
+    }
+
+
+_QUIET = logging.getLogger("readside.config.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+def _refusal(settings: Mapping[str, Any], consumer: bool) -> str | None:
+    """What librdkafka says of ``settings`` when it builds a client of them
+    (no broker named: nothing connects); None when it takes them."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    conf = {**settings, "logger": _QUIET}
+    try:
+        if consumer:
+            Consumer({**conf, "group.id": "readside-config-check"})
+        else:
+            Producer(conf)
+    except KafkaException as exc:
+        return str(exc.args[0].str())
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 class KafkaConfig(_Model):
+    """The Kafka cluster, topics and consumer group the changes travel through.
+
+    ``client`` holds the librdkafka settings every client readside makes
+    shares (TLS, SASL, ``client.id`` ...), ``extra`` the worker consumer's
+    own tuning; :meth:`client_conf` merges them for each client, which
+    :mod:`pipeline.kafkaclient` builds.
+    """
+
     bootstrap_servers: str = "127.0.0.1:19092"
     group_id: str = "readside"
     partitions: int = Field(3, ge=1)
@@ -76,6 +143,13 @@ class KafkaConfig(_Model):
     #: this long. The delete record is the only trace of an aggregate child's
     #: former owner when the link is outside the child's key.
     delete_window_ms: int = Field(86_400_000, ge=0)
+    #: librdkafka settings of every consumer, producer and admin client of
+    #: readside (worker, commands, API): security.protocol, ssl.*, sasl.*,
+    #: client.id ...; the values of secret properties (:func:`is_secret`) are
+    #: held as SecretStr and never shown.
+    client: dict[str, ClientValue] = Field(default_factory=dict)
+    #: more librdkafka settings of the worker's consumer alone, over
+    #: readside's own and ``client``'s
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
     #: how the connector writes records: ``json`` (JsonConverter with schemas)
     #: or ``avro`` (Apicurio's AvroConverter, Confluent wire format); the
@@ -85,6 +159,52 @@ class KafkaConfig(_Model):
     #: registers schemas at ``/apis/registry/v2``, the worker reads them by
     #: id at ``/apis/ccompat/v7``.
     schema_registry_url: str = "http://127.0.0.1:18081"
+
+    @field_validator("client")
+    @classmethod
+    def _shared(cls, client: dict[str, ClientValue]) -> dict[str, ClientValue]:
+        """Secret values held as SecretStr; refused: what readside sets
+        itself, and what librdkafka does not take (checked here, not at a
+        first client)."""
+        for name, why in OWN_PROPERTIES.items():
+            if name in client:
+                raise ValueError(f"{name!r} is not taken here: {why}")
+        held: dict[str, ClientValue] = {
+            k: SecretStr(str(v)) if is_secret(k) and not isinstance(v, SecretStr) else v
+            for k, v in client.items()
+        }
+        refused = _refusal(_revealed(held), consumer=False) if held else None
+        if refused:
+            raise ValueError(f"librdkafka refuses it: {refused}")
+        return held
+
+    @field_validator("extra")
+    @classmethod
+    def _tuning(
+        cls, extra: dict[str, str | int | bool], info: ValidationInfo
+    ) -> dict[str, str | int | bool]:
+        """The worker's consumer must take ``extra`` over ``client``."""
+        client = info.data.get("client") or {}
+        refused = _refusal({**_revealed(client), **extra}, True) if extra else None
+        if refused:
+            raise ValueError(f"librdkafka refuses it: {refused}")
+        return extra
+
+    @property
+    def secured(self) -> bool:
+        """Whether the clients authenticate or encrypt (``security.protocol``
+        of ``client`` is not PLAINTEXT): their brokers can refuse them."""
+        protocol = self.client.get("security.protocol", "plaintext")
+        return str(protocol).lower() != "plaintext"
+
+    def client_conf(self, own: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The settings of one client: ``bootstrap.servers``, then ``client``
+        (secrets revealed), then the client's ``own`` settings, which win."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            **_revealed(self.client),
+            **(own or {}),
+        }
 
 
 #: A Kafka Connect config-provider reference: ``${provider:[path:]key}``.

@@ -28,11 +28,11 @@ logger = logging.getLogger(__name__)
 
 
 def consumer_config(cfg: Config, scope: groups.Scope | None = None) -> dict[str, Any]:
-    """The worker's consumer settings; its group is that of its scope, the
+    """The worker's consumer settings: the shared ``kafka.client`` ones, then
+    readside's, then ``kafka.extra``; its group is that of its scope, the
     views and sinks it serves (:mod:`pipeline.groups`; default: all)."""
     scope = scope or groups.Scope.of(cfg)
-    conf: dict[str, Any] = {
-        "bootstrap.servers": cfg.kafka.bootstrap_servers,
+    own: dict[str, Any] = {
         "group.id": groups.worker_group(cfg, scope),
         "client.id": groups.client_id(scope),
         "enable.auto.commit": False,
@@ -48,21 +48,22 @@ def consumer_config(cfg: Config, scope: groups.Scope | None = None) -> dict[str,
         "max.poll.interval.ms": cfg.worker.max_poll_interval_ms,
         "fetch.wait.max.ms": 100,
         "logger": logging.getLogger("librdkafka"),
+        **cfg.kafka.extra,
     }
-    conf.update(cfg.kafka.extra)
-    return conf
+    return cfg.kafka.client_conf(own)
 
 
 def producer_config(cfg: Config, dlq_bytes: int) -> dict[str, Any]:
     """The settings of the producer of dead letters and checkpoints, whose
     largest message is the largest dead letter the topic takes."""
-    return {
-        "bootstrap.servers": cfg.kafka.bootstrap_servers,
-        "enable.idempotence": True,
-        "linger.ms": 20,
-        "logger": logging.getLogger("librdkafka"),
-        **dlqtopic.producer_settings(dlq_bytes),
-    }
+    return cfg.kafka.client_conf(
+        {
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "logger": logging.getLogger("librdkafka"),
+            **dlqtopic.producer_settings(dlq_bytes),
+        }
+    )
 
 
 def prepare(

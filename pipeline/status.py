@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors import debezium
-from pipeline import checkpoints, groups
+from pipeline import checkpoints, groups, kafkaclient
 from pipeline.config import Config
 from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
@@ -65,15 +65,10 @@ def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
 
 
 def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
-    cps, mark = checkpoints.read(
-        cfg.kafka.bootstrap_servers, cfg.kafka.checkpoint_topic, timeout
-    )
-    consumer = Consumer(
-        {
-            "bootstrap.servers": cfg.kafka.bootstrap_servers,
-            "group.id": f"{cfg.kafka.group_id}-status",
-            "enable.auto.commit": False,
-        }
+    cps, mark = checkpoints.read(cfg.kafka, cfg.kafka.checkpoint_topic, timeout)
+    consumer = kafkaclient.consumer(
+        cfg.kafka,
+        {"group.id": f"{cfg.kafka.group_id}-status", "enable.auto.commit": False},
     )
     now = int(time.time() * 1000)
     rows: list[ViewSinkStatus] = []

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException, TopicPartition
 
 from connectors.base import Sink
 from connectors.registry import build_sinks as build_sinks  # used by operations
-from pipeline import dlq, dlqtopic, groups, layoutguard, metrics, startup
+from pipeline import dlq, dlqtopic, groups, kafkaclient, layoutguard, metrics, startup
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer, rejected_only
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark
@@ -64,8 +63,8 @@ class Worker:
     cfg: Config
     views: Mapping[str, View]
     sinks: Mapping[str, Sink]
-    consumer_factory: Callable[[dict[str, Any]], Any] = Consumer
-    producer_factory: Callable[[dict[str, Any]], Any] = Producer
+    consumer_factory: Callable[[dict[str, Any]], Any] = kafkaclient.new_consumer
+    producer_factory: Callable[[dict[str, Any]], Any] = kafkaclient.new_producer
     health: metrics.Health = field(default_factory=metrics.Health)
     #: A rebuild's catch-up (:mod:`pipeline.snapshot.rebuild`): read these
     #: partitions from these offsets, without joining the group's rebalances
@@ -117,7 +116,7 @@ class Worker:
 
     def run(self, max_batches: int | None = None) -> None:
         cfg = self.cfg
-        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(cfg.kafka)
         heartbeat_topic = cfg.source.topic(cfg.source.heartbeat_table)
         lookup = cfg.source.lookup_dsn or cfg.source.dsn
         dlq_bytes = startup.prepare(
@@ -228,7 +227,7 @@ class Worker:
             # running; the newcomer that does not fit refuses.
             self._checked = True
             self._mixed = groups.foreign_members(
-                self.cfg.kafka.bootstrap_servers, self.group, self.scope()
+                self.cfg.kafka, self.group, self.scope()
             )
             if self._mixed:
                 self.stopping = True

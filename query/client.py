@@ -82,7 +82,7 @@ class ReadClient:
         self._orders: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._stores = Stores(self.config)
         self._freshness = freshness or FreshnessCache(
-            self.config.kafka.bootstrap_servers, self.config.kafka.checkpoint_topic
+            self.config.kafka, self.config.kafka.checkpoint_topic
         )
         self.wait_s = wait_s
         self._watermarks = watermarks

@@ -18,7 +18,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline import kafkaclient
 from pipeline.checkpoints import Checkpoint, SourceMark
+from pipeline.sourceconfig import KafkaConfig
 from query.answer import Freshness
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ class FreshnessCache:
     """Newest checkpoints per (view, sink, topic, partition), refreshed lazily.
 
     Args:
-        bootstrap: Kafka bootstrap servers.
+        kafka: the Kafka settings (``kafka`` section) of the checkpoint topic.
         topic: the checkpoint topic.
         ttl_s: how long figures are served from memory before the next look.
         timeout_s: the most one look may take (a slow Kafka makes answers
@@ -40,7 +42,7 @@ class FreshnessCache:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConfig,
         topic: str,
         ttl_s: float = 1.0,
         timeout_s: float = 2.0,
@@ -50,7 +52,7 @@ class FreshnessCache:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._clock = clock
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._checkpoints: dict[str, Checkpoint] = {}
@@ -127,14 +129,14 @@ class FreshnessCache:
 
     def _ensure_consumer(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(
+            self._consumer = kafkaclient.consumer(
+                self._kafka,
                 {
-                    "bootstrap.servers": self._bootstrap,
                     "group.id": "readside-query",
                     "enable.auto.commit": False,
                     "enable.partition.eof": False,
                     "fetch.wait.max.ms": 100,
-                }
+                },
             )
         return self._consumer
 

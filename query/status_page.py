@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from connectors import debezium
+from pipeline import kafkaclient
 from pipeline.status import dead_letter_count, snapshots
 from query.lsn import format_lsn
 from query.service import Service, presented_key, probe_stores
@@ -102,12 +103,12 @@ class StatusMonitor:
         except Exception as exc:  # noqa: BLE001 (shown on the page)
             self.connector = {"state": "UNREACHABLE", "error": str(exc)[:200]}
         if self._consumer is None:
-            self._consumer = Consumer(
+            self._consumer = kafkaclient.consumer(
+                cfg.kafka,
                 {
-                    "bootstrap.servers": cfg.kafka.bootstrap_servers,
                     "group.id": f"{cfg.kafka.group_id}-status",
                     "enable.auto.commit": False,
-                }
+                },
             )
         self.dead_letters = dead_letter_count(self._consumer, cfg.kafka.dlq_topic, 5)
         self.svc.tracker.refresh(0.5)

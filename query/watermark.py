@@ -54,6 +54,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.groups import AppliedOffsets
 from query.errors import NotYetFresh
@@ -256,13 +257,13 @@ class WatermarkTracker:
 
     def _ensure_consumer(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(
+            self._consumer = kafkaclient.consumer(
+                self.config.kafka,
                 {
-                    "bootstrap.servers": self.config.kafka.bootstrap_servers,
                     # Reads end offsets only; it never joins a group.
                     "group.id": f"{self.config.kafka.group_id}-watermark",
                     "enable.auto.commit": False,
-                }
+                },
             )
         return self._consumer
 

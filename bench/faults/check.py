@@ -113,9 +113,7 @@ def dead_letters(
     cfg: Config, poison: list[tuple[str, int, int]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Violations of (c) and a summary (counts, reasons)."""
-    records = [
-        r for r, _m in dlq.read_all(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic)
-    ]
+    records = [r for r, _m in dlq.read_all(cfg.kafka, cfg.kafka.dlq_topic)]
     want = set(poison)
     seen: dict[tuple[str, int, int], int] = {}
     out: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ def dlq_list(ctx: click.Context, limit: int) -> None:
 
     cfg = load_config(ctx)
     n = 0
-    for rec, _c in dlq_mod.read_all(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic):
+    for rec, _c in dlq_mod.read_all(cfg.kafka, cfg.kafka.dlq_topic):
         t, p, o = rec.origin
         h = rec.headers
         click.echo(

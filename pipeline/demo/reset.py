@@ -16,14 +16,12 @@ from collections.abc import Callable
 
 import psycopg
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
-    AdminClient,
-    NewTopic,
-)
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # no __all__
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connectors import debezium
+from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.demo import data
 from pipeline.errors import FatalError
@@ -102,7 +100,7 @@ def pipeline_topics(cfg: Config) -> list[str]:
 
 def reset_kafka(cfg: Config) -> None:
     """Delete the consumer group and every topic of the pipeline."""
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(cfg.kafka)
     for fut in admin.delete_consumer_groups([cfg.kafka.group_id]).values():
         try:
             fut.result()
@@ -139,7 +137,7 @@ def create_topics(cfg: Config) -> None:
     replication = int(topic_cfg.pop("replication.factor"))
     src = cfg.source
     names = [src.topic(t) for t in [*src.tables, src.heartbeat_table]]
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(cfg.kafka)
     deadline = time.monotonic() + 30
     while names:
         new = [

@@ -57,7 +57,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from connectors import debezium
-from pipeline import layout, layoutguard
+from pipeline import kafkaclient, layout, layoutguard
 from pipeline.config import Config
 from pipeline.errors import BadRecord, FatalError
 from pipeline.snapshot.load import send_signal
@@ -263,10 +263,7 @@ def _row_ids(cfg: Config, table: str) -> set[str]:
 
 
 def _consumer(cfg: Config) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": cfg.kafka.bootstrap_servers,
-            "group.id": f"{cfg.kafka.group_id}.epoch-probe",
-            "enable.auto.commit": False,
-        }
+    return kafkaclient.consumer(
+        cfg.kafka,
+        {"group.id": f"{cfg.kafka.group_id}.epoch-probe", "enable.auto.commit": False},
     )

@@ -42,7 +42,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Sink
-from pipeline import layout
+from pipeline import kafkaclient, layout
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
@@ -241,13 +241,13 @@ class Loader:
         """Replay the compacted topic into ``sinks`` at the stream's versions."""
         st = SnapshotState(self.opts.view, self.sink_names, None, "replay")
         topic = self.cfg.source.topic(view.cfg.table)
-        consumer = Consumer(
+        consumer = kafkaclient.consumer(
+            self.cfg.kafka,
             {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
                 "group.id": f"{self.cfg.kafka.group_id}.snapshot",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-            }
+            },
         )
         processor = Processor(
             {view.name: view},

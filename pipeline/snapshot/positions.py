@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 from pipeline.groups import AppliedOffsets
@@ -108,12 +109,8 @@ class Positions:
         return sorted(t for t, vs in self.cfg.view_topics().items() if self.view in vs)
 
     def consumer(self, group: str) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-            }
+        return kafkaclient.consumer(
+            self.cfg.kafka, {"group.id": group, "enable.auto.commit": False}
         )
 
     def offsets(self, high: bool) -> Offsets:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-
 from connectors.base import Sink
+from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
 from pipeline.decode import RawMessage
@@ -93,16 +91,11 @@ class Rejects:
     def _dead_letters(self) -> DeadLetterQueue:
         if self._dlq is None:
             kafka = self.cfg.kafka
-            admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+            admin = kafkaclient.admin(kafka)
             ensure_topics(
                 admin, [(kafka.dlq_topic, 1, False)], kafka.replication_factor
             )
-            producer = Producer(
-                {
-                    "bootstrap.servers": kafka.bootstrap_servers,
-                    "enable.idempotence": True,
-                }
-            )
+            producer = kafkaclient.producer(kafka, {"enable.idempotence": True})
             self._dlq = DeadLetterQueue(producer, kafka.dlq_topic)
         return self._dlq
 

@@ -18,9 +18,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
+from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
 from pipeline.errors import TransientError
@@ -94,10 +94,10 @@ class SnapshotLog:
     """Writes and reads snapshot states on ``kafka.snapshot_topic``."""
 
     def __init__(self, cfg: Config) -> None:
-        self.bootstrap = cfg.kafka.bootstrap_servers
+        self.kafka = cfg.kafka
         self.topic = cfg.kafka.snapshot_topic
         self._producer: Producer | None = None
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = kafkaclient.admin(self.kafka)
         ensure_topics(admin, [(self.topic, 1, True)], cfg.kafka.replication_factor)
 
     def save(self, st: SnapshotState, key: str | None = None) -> None:
@@ -107,7 +107,7 @@ class SnapshotLog:
         of a focus's applied definition (method ``focus``).
         """
         if self._producer is None:
-            self._producer = Producer({"bootstrap.servers": self.bootstrap})
+            self._producer = kafkaclient.producer(self.kafka)
         st.updated_ms = now_ms()
         self._producer.produce(
             self.topic,
@@ -127,12 +127,9 @@ class SnapshotLog:
                 make a killed run start over, or a focus forget what it
                 applied.
         """
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "readside-snapshot-log",
-                "enable.auto.commit": False,
-            }
+        consumer = kafkaclient.consumer(
+            self.kafka,
+            {"group.id": "readside-snapshot-log", "enable.auto.commit": False},
         )
         out: dict[str, SnapshotState] = {}
         try:

@@ -10,12 +10,15 @@ Registry's runnable app, keeping its schemas in an H2 file.
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import secrets
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
+from pipeline import kafkaclient
+from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
     DEBEZIUM_CLASS,
@@ -77,25 +80,73 @@ _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
 
+SASL_FILE = "sasl-client.json"
+
+
+def sasl_client(data: Path) -> dict[str, str]:
+    """The ``kafka.client`` settings of the broker's SASL listener (user and
+    password from ``<data>/kafka/sasl-client.json``, written by the broker's
+    first start).
+
+    Raises:
+        FileNotFoundError: the broker was never started with that listener.
+    """
+    user = json.loads((data / "kafka" / SASL_FILE).read_text())
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": user["username"],
+        "sasl.password": user["password"],
+    }
+
+
+def _sasl_user(base: Path) -> tuple[str, str]:
+    """The SASL listener's one user, made once with a random password."""
+    path = base / SASL_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        user = {"username": "readside", "password": secrets.token_urlsafe(18)}
+        path.write_text(json.dumps(user) + "\n")
+    user = json.loads(path.read_text())
+    return user["username"], user["password"]
+
+
 class Kafka(Service):
+    """One KRaft broker and controller. Its PLAINTEXT listener serves the
+    stack; a second listener, SASL_PLAINTEXT with mechanism PLAIN on
+    ``stack.kafka_sasl_port``, lets tests reach the same broker as a
+    secured cluster (:func:`sasl_client`)."""
+
     name = "kafka"
 
     @property
     def ports(self) -> list[int]:
-        return [self.port, self.ctx.cfg.kafka_controller_port]
+        cfg = self.ctx.cfg
+        return [self.port, cfg.kafka_controller_port, cfg.kafka_sasl_port]
 
     def prepare(self) -> None:
         base = self.ctx.dir("kafka")
         base.mkdir(parents=True, exist_ok=True)
         props = base / "server.properties"
         cport = self.ctx.cfg.kafka_controller_port
+        sport = self.ctx.cfg.kafka_sasl_port
+        user, password = _sasl_user(base)
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # it holds the SASL user's password
         props.write_text(
             "process.roles=broker,controller\nnode.id=1\n"
             f"controller.quorum.voters=1@127.0.0.1:{cport}\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+            f"SASL_PLAINTEXT://127.0.0.1:{sport},CONTROLLER://127.0.0.1:{cport}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
+            f"SASL_PLAINTEXT://127.0.0.1:{sport}\n"
             "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN\n"
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_{user}="{password}";\n'
             f"log.dirs={base / 'logs'}\nnum.partitions=3\n"
             "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=10\n"
             "transaction.state.log.replication.factor=1\n"
@@ -132,20 +183,37 @@ class Kafka(Service):
         return _kafka_jvm(self, "kafka.Kafka", "server.properties")
 
     def probe(self) -> str | None:
-        from confluent_kafka.admin import AdminClient
-
+        """Metadata through the PLAINTEXT listener, then through the SASL one
+        with the user of this data directory (from another directory, which
+        has none, only that the SASL port answers)."""
         if not port_in_use(self.port):
             return "broker port closed"
+        problem = _metadata(KafkaConfig(bootstrap_servers=f"127.0.0.1:{self.port}"))
+        if problem is not None:
+            return problem
+        sport = self.ctx.cfg.kafka_sasl_port
+        if not port_in_use(sport):
+            return f"SASL listener (port {sport}) closed: restart kafka"
         try:
-            conf: dict[str, Any] = {
-                "bootstrap.servers": f"127.0.0.1:{self.port}",
-                "logger": _QUIET,
-            }
-            admin = AdminClient(conf)
-            md = admin.list_topics(timeout=3)
-        except Exception as exc:  # noqa: BLE001 (librdkafka raises KafkaException)
-            return f"metadata request failed: {exc}"
-        return None if md.brokers else "no broker in metadata"
+            client = sasl_client(self.ctx.data)
+        except FileNotFoundError:
+            # ``stack status`` from another directory: no credentials here
+            # (the broker's own data directory has them); the port answers
+            return None
+        problem = _metadata(
+            KafkaConfig(bootstrap_servers=f"127.0.0.1:{sport}", client=client)
+        )
+        return None if problem is None else f"SASL listener: {problem}"
+
+
+def _metadata(kafka: KafkaConfig) -> str | None:
+    """What keeps a metadata request to ``kafka`` from naming a broker."""
+    try:
+        admin = kafkaclient.admin(kafka, {"logger": _QUIET})
+        md = admin.list_topics(timeout=3)
+    except Exception as exc:  # noqa: BLE001 (KafkaException, or FatalError: refused)
+        return f"metadata request failed: {exc}"
+    return None if md.brokers else "no broker in metadata"
 
 
 class Connect(Service):

@@ -29,11 +29,11 @@ import psycopg
 import pymongo
 import yaml
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from connectors import debezium
 from connectors.base import Sink
 from pipeline import config as config_mod
+from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config, StackConfig
 from pipeline.dlq import DeadRecord, read_all
@@ -289,7 +289,7 @@ class Pipeline:
     def apply_connector(self) -> None:
         """Create the topics, register the connector, wait until it runs."""
         cfg = self.config
-        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(cfg.kafka)
         heartbeat = cfg.source.topic(cfg.source.heartbeat_table)
         ensure_topics(
             admin,
@@ -365,12 +365,9 @@ class Pipeline:
 
     # -- progress ---------------------------------------------------------
     def _consumer(self) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.config.kafka.bootstrap_servers,
-                "group.id": self.config.kafka.group_id,
-                "enable.auto.commit": False,
-            }
+        return kafkaclient.consumer(
+            self.config.kafka,
+            {"group.id": self.config.kafka.group_id, "enable.auto.commit": False},
         )
 
     def partitions(self) -> list[TopicPartition]:
@@ -470,7 +467,7 @@ class Pipeline:
     def dead_letters(self) -> list[DeadRecord]:
         """Every record in the pipeline's dead-letter topic."""
         cfg = self.config.kafka
-        return [rec for rec, _c in read_all(cfg.bootstrap_servers, cfg.dlq_topic)]
+        return [rec for rec, _c in read_all(cfg, cfg.dlq_topic)]
 
     def verify(self) -> list[Drift]:
         return verify(self.config)

@@ -63,6 +63,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         postgres_port=at(m.postgres_port),
         kafka_port=at(m.kafka_port),
         kafka_controller_port=at(m.kafka_controller_port),
+        kafka_sasl_port=at(m.kafka_sasl_port),
         connect_port=at(m.connect_port),
         redis_port=at(m.redis_port),
         elasticsearch_port=at(m.elasticsearch_port),

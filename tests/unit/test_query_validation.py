@@ -46,7 +46,7 @@ def client() -> Any:
             },
         }
     )
-    with ReadClient(cfg, freshness=FreshnessCache(CLOSED, "cp")) as c:
+    with ReadClient(cfg, freshness=FreshnessCache(cfg.kafka, "cp")) as c:
         yield c
 
 

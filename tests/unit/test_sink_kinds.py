@@ -236,7 +236,7 @@ def down_client() -> Iterator[ReadClient]:
             },
         }
     )
-    with ReadClient(cfg, freshness=FreshnessCache(closed, "cp")) as client:
+    with ReadClient(cfg, freshness=FreshnessCache(cfg.kafka, "cp")) as client:
         yield client
 
 
