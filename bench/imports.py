@@ -91,6 +91,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.replay",
             "pipeline.plan",
             "pipeline.status",
+            "pipeline.roles",
         ),
     ),
     ("query", ("query",)),
