@@ -18,7 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 LOCAL = load(REPO / "readside.yaml", env={})
-KEYS = {"READSIDE_SITE_KEY": "s" * 16, "READSIDE_OPS_KEY": "o" * 16}
+KEYS = {
+    "READSIDE_SITE_KEY": "s" * 16,
+    "READSIDE_OPS_KEY": "o" * 16,
+    "POSTGRES_PASSWORD": "pg-secret",
+    "REDIS_PASSWORD": "redis-secret",
+    "ELASTIC_PASSWORD": "es-secret",
+    "MONGO_PASSWORD": "mongo-secret",
+}
+PORTS = yaml.safe_load((REPO / "deploy" / "compose.ports.yml").read_text())
 PROD = load(REPO / "deploy" / "readside.compose.yaml", env=KEYS)
 
 
@@ -75,7 +83,9 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 def _container_ports(service: str) -> set[int]:
-    return {int(str(p).split(":")[-1]) for p in SERVICES[service].get("ports", [])}
+    svc = SERVICES[service]
+    listed = [*svc.get("ports", []), *svc.get("expose", [])]
+    return {int(str(p).split(":")[-1]) for p in listed}
 
 
 def test_compose_config_addresses_are_compose_services() -> None:
@@ -93,7 +103,7 @@ def test_compose_config_addresses_are_compose_services() -> None:
         assert port in _container_ports(host), f"{address}: {host} has no port {port}"
 
 
-def test_compose_host_ports_match_the_local_stack_ports() -> None:
+def test_compose_ports_override_publishes_the_local_stack_ports_on_loopback() -> None:
     stack = LOCAL.stack
     expected = {
         "postgres": stack.postgres_port,
@@ -104,8 +114,56 @@ def test_compose_host_ports_match_the_local_stack_ports() -> None:
         "mongo": stack.ferretdb_port,
     }
     for service, port in expected.items():
-        published = {int(str(p).split(":")[0]) for p in SERVICES[service]["ports"]}
+        ports = PORTS["services"][service]["ports"]
+        published = {int(str(p).split(":")[1]) for p in ports}
         assert port in published, f"{service} should publish {port}"
+        assert all(str(p).startswith("127.0.0.1:") for p in ports), service
+
+
+def test_compose_publishes_no_infrastructure_port() -> None:
+    published = {name for name, svc in SERVICES.items() if svc.get("ports")}
+    assert published == {"api"}
+
+
+def test_compose_every_service_is_health_checked_and_waited_for() -> None:
+    for name, svc in SERVICES.items():
+        if name == "connector":  # a one-shot job
+            continue
+        assert "healthcheck" in svc, f"{name} has no healthcheck"
+    for name, svc in SERVICES.items():
+        needs = svc.get("depends_on", {})
+        assert isinstance(needs, dict), f"{name}: depends_on waits for nothing"
+        for other, cond in needs.items():
+            assert cond == {"condition": "service_healthy"}, (name, other)
+    assert "connect" in SERVICES["connector"]["depends_on"]
+
+
+def test_compose_stores_require_passwords_from_the_environment() -> None:
+    assert "${REDIS_PASSWORD:?" in " ".join(SERVICES["redis"]["command"])
+    es = SERVICES["elasticsearch"]["environment"]
+    assert es["xpack.security.enabled"] == "true"
+    assert es["ELASTIC_PASSWORD"].startswith("${ELASTIC_PASSWORD:?")
+    mongo = SERVICES["mongo"]["environment"]
+    assert mongo["MONGO_INITDB_ROOT_PASSWORD"].startswith("${MONGO_PASSWORD:?")
+    pg = SERVICES["postgres"]["environment"]
+    assert pg["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    example = (REPO / "deploy" / "compose.env.example").read_text()
+    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "ELASTIC_PASSWORD"):
+        assert f"\n{name}=\n" in example, name
+
+
+def test_compose_config_logs_in_to_every_store_and_names_its_capture_secret() -> None:
+    assert "redis-secret" in PROD.sinks["cache"].url.get_secret_value()  # type: ignore[union-attr]
+    search = PROD.sinks["search"]
+    assert search.username == "elastic"  # type: ignore[union-attr]
+    assert search.password.get_secret_value() == "es-secret"  # type: ignore[union-attr]
+    assert "mongo-secret" in PROD.sinks["docs"].uri.get_secret_value()  # type: ignore[union-attr]
+    settings = connector_config(PROD)
+    assert settings["database.password"] == "${env:READSIDE_CAPTURE_PASSWORD}"
+    assert "pg-secret" not in settings.values()
+    connect = SERVICES["connect"]["environment"]
+    assert connect["CONNECT_CONFIG_PROVIDERS"] == "env"
+    assert connect["READSIDE_CAPTURE_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
 def test_connector_config_truncates_skipped_compacted_topics_refuse_keyless() -> None:
