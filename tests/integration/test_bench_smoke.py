@@ -1,4 +1,5 @@
-"""``python -m bench`` in quick mode: every row is there, every rate positive."""
+"""``python -m bench`` in quick mode, both record formats: every row is there,
+every rate positive."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ def test_bench_quick_mode_reports_every_row_with_positive_rates(
         tmp_path / "bench.json",
         *("--events", "2000", "--mongodb-events", "200", "--profile", "never"),
     )
-    rows = results["rows"]
-    assert rows["decode"]["events_per_s"] > 0
-    for name in ("redis", "elasticsearch", "mongodb", "all"):
-        assert "error" not in rows[name], rows[name]
-        assert rows[name]["events_per_s"] > 0
-        assert rows[name]["peak_rss_mb"] > 0
-    for name in ("redis", "elasticsearch", "mongodb"):
-        assert rows[name]["raw_docs_per_s"] > 0
-    assert "| worker, all three sinks |" in done.stdout
+    assert set(results["formats"]) == {"json", "avro"}  # --format both
+    for fmt, found in results["formats"].items():
+        assert found["decode"]["events_per_s"] > 0, fmt
+        assert found["bare"], fmt
+        assert all(b["events_per_s"] > 0 for b in found["bare"]), fmt
+        rows = found["rows"]
+        for name in ("redis", "elasticsearch", "mongodb", "all"):
+            assert "error" not in rows[name], (fmt, rows[name])
+            assert rows[name]["events_per_s"] > 0, (fmt, name)
+            assert rows[name]["peak_rss_mb"] > 0, (fmt, name)
+            assert rows[name]["cpu_us_per_event"], (fmt, name)
+        for name in ("redis", "elasticsearch", "mongodb"):
+            assert rows[name]["raw_docs_per_s"] > 0, (fmt, name)
+    assert "| worker, all three sinks | json |" in done.stdout
+    assert "| worker, all three sinks | avro |" in done.stdout
