@@ -63,3 +63,15 @@ class Answer:
     @property
     def lag_ms(self) -> int | None:
         return self.freshness.lag_ms
+
+
+def doc_body(view: str, ident: str, answer: Answer) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body of a get by id (both the lean path of
+    :mod:`query.fastpath` and the FastAPI route answer with it)."""
+    if answer.doc is None:
+        return 404, {
+            "error": f"no document {ident!r} in view {view!r}",
+            "reason": "not_found",
+            "id": ident,
+        }
+    return 200, {"id": ident, "doc": answer.doc}

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pipeline.errors import ReadsideError
 from query import lsn as lsn_mod
 from query import validate
-from query.answer import Answer
+from query.answer import Answer, doc_body
 from query.errors import QueryError
 from query.service import Service, key_from_headers
 
@@ -156,13 +156,6 @@ class FastGet:
         ident = validate.doc_id(doc_id)
         await svc.await_lsn(view, lsn)
         answer = await svc.call(lambda: svc.client.get(view, ident, min_lsn=lsn))
-        if answer.doc is None:
-            body = {
-                "error": f"no document {ident!r} in view {view!r}",
-                "reason": "not_found",
-                "id": ident,
-            }
-            data, headers = _answer_bytes(answer, body)
-            return 404, data, headers
-        data, headers = _answer_bytes(answer, {"id": ident, "doc": answer.doc})
-        return 200, data, headers
+        status, body = doc_body(view, ident, answer)
+        data, headers = _answer_bytes(answer, body)
+        return status, data, headers

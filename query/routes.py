@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from query import lsn as lsn_mod
 from query import validate
-from query.answer import Answer
+from query.answer import Answer, doc_body
 from query.errors import QueryError
 from query.service import Service, presented_key
 
@@ -132,14 +132,8 @@ async def get_doc(
     ident = validate.doc_id(doc_id)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(lambda: svc.client.get(view, ident, min_lsn=lsn))
-    if answer.doc is None:
-        body = {
-            "error": f"no document {ident!r} in view {view!r}",
-            "reason": "not_found",
-            "id": ident,
-        }
-        return _respond(answer, body, 404)
-    return _respond(answer, {"id": ident, "doc": answer.doc})
+    status, body = doc_body(view, ident, answer)
+    return _respond(answer, body, status)
 
 
 async def _mget(
