@@ -25,6 +25,7 @@ KEYS = {
     "REDIS_PASSWORD": "redis-secret",
     "ELASTIC_PASSWORD": "es-secret",
     "MONGO_PASSWORD": "mongo-secret",
+    "KAFKA_PASSWORD": "kafka-secret",
 }
 PORTS = yaml.safe_load((REPO / "deploy" / "compose.ports.yml").read_text())
 PROD = load(REPO / "deploy" / "readside.compose.yaml", env=KEYS)
@@ -62,9 +63,14 @@ def test_compose_config_has_the_same_pipeline_as_the_stack_config() -> None:
     assert {n: s.type for n, s in PROD.sinks.items()} == {
         n: s.type for n, s in LOCAL.sinks.items()
     }
+    # the same Kafka settings but the address and the SASL login
+    # (test_compose_resolved checks that login against the broker's users)
     assert PROD.kafka.model_dump(
-        exclude={"bootstrap_servers"}
-    ) == LOCAL.kafka.model_dump(exclude={"bootstrap_servers"})
+        exclude={"bootstrap_servers", "client"}
+    ) == LOCAL.kafka.model_dump(exclude={"bootstrap_servers", "client"})
+    assert LOCAL.kafka.client == {}
+    assert PROD.kafka.client_conf()["security.protocol"] == "SASL_PLAINTEXT"
+    assert PROD.kafka.client_conf()["sasl.password"] == "kafka-secret"
     assert PROD.connect.connector == LOCAL.connect.connector
 
 
@@ -148,7 +154,15 @@ def test_compose_stores_require_passwords_from_the_environment() -> None:
     pg = SERVICES["postgres"]["environment"]
     assert pg["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     example = (REPO / "deploy" / "compose.env.example").read_text()
-    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "ELASTIC_PASSWORD"):
+    for name in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "ELASTIC_PASSWORD",
+        "MONGO_PASSWORD",
+        "KAFKA_BROKER_PASSWORD",
+        "KAFKA_CONNECT_PASSWORD",
+        "KAFKA_PASSWORD",
+    ):
         assert f"\n{name}=\n" in example, name
 
 
