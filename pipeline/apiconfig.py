@@ -23,7 +23,16 @@ read only the views it lists. Keys are read-only: the API has no write route.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pathlib import Path
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 
 class ApiKey(BaseModel):
@@ -89,6 +98,11 @@ class ApiConfig(BaseModel):
             than the idle timeout of clients and load balancers in front
             (often 60 s): the side that closes first must be the client, or
             a request sent as the server closes is reset mid-flight.
+        tls_cert, tls_key: serve HTTPS with this certificate (PEM, the
+            chain after the server's own) and its private key; both or
+            neither. Without them the API speaks plain HTTP, for a TLS proxy
+            or a trusted network in front.
+        tls_key_password: the password of an encrypted ``tls_key``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,6 +120,30 @@ class ApiConfig(BaseModel):
     status_history_s: int = Field(600, ge=10)
     keep_alive_s: int = Field(75, ge=1)
     watermark_dsn: SecretStr | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_key_password: SecretStr | None = None
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _file(cls, path: Path | None) -> Path | None:
+        """Read when the server starts: there now."""
+        if path is not None and not path.is_file():
+            raise ValueError("no such file")
+        return path
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both or neither")
+        if self.tls_key_password is not None and self.tls_key is None:
+            raise ValueError("tls_key_password: there is no tls_key")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether ``serve`` speaks HTTPS."""
+        return self.tls_cert is not None
 
     @model_validator(mode="after")
     def _unique_keys(self) -> ApiConfig:

@@ -107,6 +107,9 @@ class StackConfig(_Model):
     kafka_sasl_port: int = 19094
     connect_port: int = 18083
     redis_port: int = 16379
+    #: Redis's TLS port (the stack's certificate); its ACL user's password is
+    #: kept in ``<data_dir>/redis/acl-client.json``
+    redis_tls_port: int = 16380
     elasticsearch_port: int = 19200
     ferretdb_port: int = 27027
     ferretdb_backend_port: int = 15433

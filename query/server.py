@@ -304,6 +304,12 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> N
     import uvicorn
 
     app = create_app(config)
+    api = config.api
+    tls: dict[str, Any] = {}
+    if api.tls_cert is not None and api.tls_key is not None:
+        tls = {"ssl_certfile": str(api.tls_cert), "ssl_keyfile": str(api.tls_key)}
+        if api.tls_key_password is not None:
+            tls["ssl_keyfile_password"] = api.tls_key_password.get_secret_value()
     uv = uvicorn.Config(
         app,
         host=host or config.api.host,
@@ -312,5 +318,6 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> N
         access_log=False,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=config.api.keep_alive_s,
+        **tls,
     )
     uvicorn.Server(uv).run()

@@ -14,6 +14,7 @@ view's generations as last seen, which the writes
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 
 import redis
@@ -37,7 +38,18 @@ def classify(exc: Exception) -> ReadsideError:
     if isinstance(exc, ReadsideError):
         return exc
     if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
-        return FatalError(f"redis: not authorized: {exc}")
+        return FatalError(
+            f"redis: not authorized (the sink's username and password): {exc}"
+        )
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, rex.ConnectionError) and isinstance(
+        cause, ssl.SSLCertVerificationError
+    ):
+        # a certificate no retry will make trusted
+        return FatalError(
+            f"redis: the server's TLS certificate is not trusted (the sink's "
+            f"ca_cert, verify): {exc}"
+        )
     if isinstance(exc, rex.NoPermissionError | rex.ExternalAuthProviderError):
         return FatalError(f"redis: not authorized: {exc}")
     if isinstance(
@@ -87,7 +99,7 @@ class RedisStore(StoreSink[RedisSinkConfig]):
     def client(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis.from_url(
-                self.cfg.url.get_secret_value(),
+                self.cfg.client_url(),
                 socket_timeout=self.cfg.timeout_s,
                 socket_connect_timeout=self.cfg.timeout_s,
                 decode_responses=True,
@@ -95,6 +107,7 @@ class RedisStore(StoreSink[RedisSinkConfig]):
                 retry=Retry(NoBackoff(), 0),
                 # WAIT and WAITAOF count the writes of their own connection.
                 single_connection_client=self._durability.enabled,
+                **self.cfg.client_options(),
             )
         return self._client
 

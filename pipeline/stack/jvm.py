@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline import kafkaclient
 from pipeline.sourceconfig import KafkaConfig
+from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
     DEBEZIUM_CLASS,
@@ -26,7 +27,6 @@ from pipeline.stack.services import (
     FerretBackend,
     FerretDB,
     Postgres,
-    Redis,
     Service,
     http_json,
     java_binary,

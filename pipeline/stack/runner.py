@@ -239,9 +239,10 @@ def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
                 s.name: pool.submit(_wait_healthy, ctx, s, START_TIMEOUT_S)
                 for s in wave
             }
-            for name, fut in futures.items():
-                fut.result()
-                progress(f"{name:<17} healthy")
+            for svc in wave:
+                futures[svc.name].result()
+                svc.ready()
+                progress(f"{svc.name:<17} healthy")
     progress(f"stack up in {time.monotonic() - t0:.1f}s; data in {ctx.data}")
     return started
 
@@ -312,6 +313,7 @@ def start_service(cfg: StackConfig, name: str) -> None:
     if _read_pid(ctx, name) is None:
         _start(ctx, svc)
     _wait_healthy(ctx, svc, START_TIMEOUT_S)
+    svc.ready()
 
 
 def log_path(cfg: StackConfig, name: str) -> Path:

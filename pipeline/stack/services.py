@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
+from pipeline.stack import tls
 from pipeline.stack.provision import Installed
 
 SERVICE_USER = "readside"
@@ -124,6 +125,11 @@ class Service(ABC):
     def probe(self) -> str | None:
         """A real health check: ``None`` when healthy, else what is wrong."""
 
+    def ready(self) -> None:
+        """What is made on the healthy server after each start (idempotent);
+        nothing by default."""
+        return
+
 
 class Postgres(Service):
     name = "postgres"
@@ -132,11 +138,23 @@ class Postgres(Service):
     #: connected it never ended, and the stop's SIGKILL left a stale lock
     #: file that failed the next start.
     stop_signal = signal.SIGINT
+    #: TLS with the stack's certificate, and the TLS role (pipeline.stack.tls)
+    secure = True
 
     def prepare(self) -> None:
         pgdata = self.ctx.dir(self.name)
-        if (pgdata / "PG_VERSION").exists():
-            return
+        if not (pgdata / "PG_VERSION").exists():
+            self._initdb(pgdata)
+        if self.secure:
+            tls.secure_postgres(pgdata, self.ctx.data)
+            for name in ("server.crt", "server.key", tls.POSTGRES_CLIENT):
+                chown_service_user(pgdata / name)
+
+    def ready(self) -> None:
+        if self.secure:
+            tls.make_postgres_role(self.dsn(), self.ctx.dir(self.name))
+
+    def _initdb(self, pgdata: Path) -> None:
         pgdata.mkdir(parents=True, exist_ok=True)
         chown_service_user(pgdata)
         init = subprocess.run(
@@ -200,10 +218,13 @@ class Postgres(Service):
         try:
             with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
                 row = conn.execute("SHOW wal_level").fetchone()
+                ssl = conn.execute("SHOW ssl").fetchone()
         except psycopg.Error as exc:
             return f"cannot connect: {exc.__class__.__name__}"
         if row is None or row[0] != "logical":
             return f"wal_level is {row[0] if row else '?'}, expected logical"
+        if self.secure and (ssl is None or ssl[0] != "on"):
+            return "TLS off (ssl = off): restart postgres"
         return None
 
     def dsn(self, db: str = "postgres") -> str:
@@ -230,6 +251,7 @@ class FerretBackend(Postgres):
     """
 
     name = "ferretdb_backend"
+    secure = False
 
     def settings(self) -> str:
         return (
@@ -246,40 +268,6 @@ class FerretBackend(Postgres):
         except psycopg.Error as exc:
             return f"cannot connect: {exc.__class__.__name__}"
         return None
-
-
-class Redis(Service):
-    name = "redis"
-
-    def command(self) -> list[str]:
-        return [
-            str(self.ctx.installed.redis_server),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.ctx.dir("redis")),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-        ]
-
-    def probe(self) -> str | None:
-        import redis
-
-        try:
-            client = redis.Redis(port=self.port, socket_timeout=2)
-            ok = client.ping()
-            client.close()
-        except redis.RedisError as exc:
-            return f"ping failed: {exc.__class__.__name__}"
-        return None if ok else "ping returned false"
 
 
 class Elasticsearch(Service):

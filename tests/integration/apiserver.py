@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,8 +27,11 @@ class Server:
     proc: subprocess.Popen[bytes]
     log: Path
     base: str
+    #: what clients trust: the CA file of an HTTPS server (api.tls_cert)
+    verify: ssl.SSLContext | bool = True
 
     def client(self, **kw: Any) -> httpx.Client:
+        kw.setdefault("verify", self.verify)
         return httpx.Client(base_url=self.base, timeout=30, **kw)
 
     def log_text(self) -> str:
@@ -44,8 +48,11 @@ class Server:
             return self.proc.wait(10)
 
 
-def start_server(p: Pipeline, api: dict[str, Any] | None = None) -> Server:
-    """Write ``api`` into the pipeline's config and start ``readside serve``."""
+def start_server(
+    p: Pipeline, api: dict[str, Any] | None = None, ca: Path | None = None
+) -> Server:
+    """Write ``api`` into the pipeline's config and start ``readside serve``
+    (HTTPS when ``api`` names a ``tls_cert``: its clients trust ``ca``)."""
     port = free_port()
     p.rewrite(lambda d: d.update(api={"port": port, **(api or {})}))
     log = p.tmp_path / "serve.log"
@@ -65,13 +72,16 @@ def start_server(p: Pipeline, api: dict[str, Any] | None = None) -> Server:
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    server = Server(proc, log, f"http://127.0.0.1:{port}")
+    scheme = "https" if (api or {}).get("tls_cert") else "http"
+    verify = True if ca is None else ssl.create_default_context(cafile=str(ca))
+    server = Server(proc, log, f"{scheme}://127.0.0.1:{port}", verify)
 
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"readside serve exited:\n{server.log_text()}")
         try:
-            return httpx.get(server.base + "/healthz", timeout=2).status_code == 200
+            got = httpx.get(server.base + "/healthz", timeout=2, verify=server.verify)
+            return got.status_code == 200
         except httpx.TransportError:
             return False
 

@@ -66,6 +66,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         kafka_sasl_port=at(m.kafka_sasl_port),
         connect_port=at(m.connect_port),
         redis_port=at(m.redis_port),
+        redis_tls_port=at(m.redis_tls_port),
         elasticsearch_port=at(m.elasticsearch_port),
         ferretdb_port=at(m.ferretdb_port),
         ferretdb_backend_port=at(m.ferretdb_backend_port),

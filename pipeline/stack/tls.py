@@ -1,0 +1,274 @@
+"""The local stack's certificates and the credentials of its secured clients.
+
+The first ``stack up`` makes a certificate authority of its own and a server
+certificate for ``127.0.0.1`` and ``localhost`` signed by it, under
+``<data>/tls/`` (``ca.crt``, ``server.crt``, ``server.key``; the CA's key
+beside them), with the ``openssl`` command (PostgreSQL's Debian package
+depends on it). They are kept: a later start reuses them, so a client that
+trusts ``ca.crt`` keeps trusting the stack.
+
+PostgreSQL serves TLS on its port with them and requires SCRAM over TLS of
+one role (:func:`postgres_client`); Redis answers TLS on a second port and
+knows one ACL user (:func:`redis_client`). Each keeps the secret its tests
+log in with in a file of its own data directory, as the broker's SASL user
+is kept (``pipeline.stack.jvm.sasl_client``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import FatalError
+
+TLS_DIR = "tls"
+#: the PostgreSQL role that may log in only with SCRAM over TLS
+POSTGRES_ROLE = "readside_tls"
+POSTGRES_CLIENT = "scram-client.json"
+#: the Redis ACL user of the stack and where its password is kept
+REDIS_USER = "readside"
+REDIS_CLIENT = "acl-client.json"
+REDIS_ACL = "users.acl"
+#: what the Redis ACL user may run: every key and channel, every command but
+#: the dangerous ones (FLUSHALL, CONFIG SET, DEBUG, SHUTDOWN ...), and the
+#: two of them the sink reads its durability settings with
+REDIS_RULES = "~* &* +@all -@dangerous +info +config|get"
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A CA certificate and a server certificate and key it signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl() -> str:
+    found = shutil.which("openssl")
+    if found is None:
+        raise FatalError(
+            "the 'openssl' command makes the stack's certificates but is not on "
+            "PATH (Debian package openssl)"
+        )
+    return found
+
+
+def _run(args: list[str], cwd: Path) -> None:
+    done = subprocess.run(
+        [_openssl(), *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise FatalError(f"openssl {args[0]} failed: {done.stderr.strip()[-500:]}")
+
+
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def issue(folder: Path, name: str = "server") -> Certs:
+    """The CA of ``folder`` and a server certificate ``<name>.crt`` it
+    signed, for ``127.0.0.1``, ``::1`` and ``localhost``; each made once
+    (P-256 keys: quick handshakes), the keys readable by their owner alone.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    certs = Certs(folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key")
+    if not certs.ca.exists():
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            work = Path(tmp)
+            _run(
+                [
+                    "req", "-x509", *_EC, "-days", "3650",
+                    "-keyout", "ca.key", "-out", "ca.crt",
+                    "-subj", "/CN=readside local stack CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+                work,
+            )  # fmt: skip
+            (work / "ca.key").chmod(0o600)
+            (work / "ca.key").rename(folder / "ca.key")
+            (work / "ca.crt").rename(certs.ca)
+    if not certs.cert.exists():
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            work = Path(tmp)
+            (work / "ext.cnf").write_text(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\n"
+                "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
+            )
+            _run(
+                [
+                    "req", *_EC, "-keyout", "k.pem", "-out", "req.csr",
+                    "-subj", "/CN=localhost",
+                ],
+                work,
+            )  # fmt: skip
+            _run(
+                [
+                    "x509", "-req", "-in", "req.csr", "-days", "825",
+                    "-CA", str(certs.ca), "-CAkey", str(folder / "ca.key"),
+                    "-set_serial", str(secrets.randbits(63)),
+                    "-extfile", "ext.cnf", "-out", "c.pem",
+                ],
+                work,
+            )  # fmt: skip
+            (work / "k.pem").chmod(0o600)
+            (work / "k.pem").rename(certs.key)
+            (work / "c.pem").rename(certs.cert)
+    return certs
+
+
+def stack_certs(data: Path) -> Certs:
+    """The stack's CA and server certificate (made by the first call)."""
+    return issue(data / TLS_DIR)
+
+
+def _secret_file(path: Path, username: str) -> dict[str, str]:
+    """``{"username", "password"}`` kept in ``path`` (0600), made once with a
+    random password."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        user = {"username": username, "password": secrets.token_urlsafe(18)}
+        path.write_text(json.dumps(user) + "\n")
+    kept: dict[str, str] = json.loads(path.read_text())
+    return kept
+
+
+# -- PostgreSQL --------------------------------------------------------------
+
+
+def postgres_user(pgdata: Path) -> dict[str, str]:
+    """The TLS role's name and password (made once, in the cluster's folder)."""
+    return _secret_file(pgdata / POSTGRES_CLIENT, POSTGRES_ROLE)
+
+
+def postgres_client(data: Path) -> dict[str, str]:
+    """The libpq settings of the TLS role: ``user``, ``password``,
+    ``sslmode=verify-full`` and ``sslrootcert`` (the stack's CA).
+
+    Raises:
+        FileNotFoundError: the stack's PostgreSQL never started with TLS.
+    """
+    user = json.loads((data / "postgres" / POSTGRES_CLIENT).read_text())
+    return {
+        "user": user["username"],
+        "password": user["password"],
+        "sslmode": "verify-full",
+        "sslrootcert": str(data / TLS_DIR / "ca.crt"),
+    }
+
+
+#: postgresql.conf lines of the source's TLS, after the cluster's own
+POSTGRES_TLS_CONF = (
+    "\n# readside local stack: TLS and SCRAM\n"
+    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+    "password_encryption = 'scram-sha-256'\n"
+)
+_HBA_MARK = "# readside local stack: the TLS role, SCRAM over TLS only"
+
+
+def postgres_hba(original: str) -> str:
+    """``pg_hba.conf`` with the TLS role's rules first (the first matching
+    line wins): SCRAM over TLS, refused without TLS; every other rule kept."""
+    rules = [
+        _HBA_MARK,
+        f"hostssl all {POSTGRES_ROLE} 127.0.0.1/32 scram-sha-256",
+        f"hostssl replication {POSTGRES_ROLE} 127.0.0.1/32 scram-sha-256",
+        f"host all {POSTGRES_ROLE} 0.0.0.0/0 reject",
+        f"host replication {POSTGRES_ROLE} 0.0.0.0/0 reject",
+        f"local all {POSTGRES_ROLE} reject",
+        f"local replication {POSTGRES_ROLE} reject",
+        "# end of readside's TLS rules",
+    ]
+    lines = original.splitlines()
+    if _HBA_MARK in lines:
+        start = lines.index(_HBA_MARK)
+        end = lines.index(rules[-1], start) + 1
+        lines = lines[:start] + lines[end:]
+    return "\n".join(rules + lines) + "\n"
+
+
+def secure_postgres(pgdata: Path, data: Path) -> None:
+    """TLS on ``pgdata``'s cluster (its copy of the stack's certificate,
+    ``ssl = on``, SCRAM password hashes) and the TLS role's rules and
+    password file (idempotent; the role itself is made by a running server:
+    :func:`postgres_role_sql`)."""
+    certs = stack_certs(data)
+    for src, dest in ((certs.cert, "server.crt"), (certs.key, "server.key")):
+        target = pgdata / dest
+        shutil.copyfile(src, target)
+        target.chmod(0o600)  # PostgreSQL refuses a key others can read
+    conf = pgdata / "postgresql.conf"
+    if POSTGRES_TLS_CONF.strip() not in conf.read_text():
+        with conf.open("a") as f:
+            f.write(POSTGRES_TLS_CONF)
+    hba = pgdata / "pg_hba.conf"
+    hba.write_text(postgres_hba(hba.read_text()))
+    postgres_user(pgdata)
+
+
+def make_postgres_role(dsn: str, pgdata: Path) -> None:
+    """Make (or bring up to date) the TLS role on the running server of
+    ``dsn`` (a superuser): it logs in and replicates, and its password, from
+    ``pgdata``'s file, is kept as a SCRAM hash."""
+    import psycopg
+    from psycopg import sql
+
+    user = postgres_user(pgdata)
+    role = sql.Identifier(POSTGRES_ROLE)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        try:
+            conn.execute(sql.SQL("CREATE ROLE {}").format(role))
+        except psycopg.errors.DuplicateObject:
+            pass
+        conn.execute(
+            sql.SQL(
+                "ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER PASSWORD {}"
+            ).format(role, sql.Literal(user["password"]))
+        )
+
+
+# -- Redis -------------------------------------------------------------------
+
+
+def redis_user(folder: Path) -> dict[str, str]:
+    return _secret_file(folder / REDIS_CLIENT, REDIS_USER)
+
+
+def redis_client(data: Path, tls_port: int) -> dict[str, str]:
+    """The Redis sink settings of the ACL user over TLS: ``url``
+    (``rediss://``), ``username``, ``password`` and ``ca_cert``.
+
+    Raises:
+        FileNotFoundError: the stack's Redis never started with its ACL user.
+    """
+    user = json.loads((data / "redis" / REDIS_CLIENT).read_text())
+    return {
+        "url": f"rediss://127.0.0.1:{tls_port}/0",
+        "username": user["username"],
+        "password": user["password"],
+        "ca_cert": str(data / TLS_DIR / "ca.crt"),
+    }
+
+
+def redis_acl(folder: Path) -> Path:
+    """The ACL file of the stack's Redis: the ``default`` user as before
+    (no password, every command: the plain port's clients are unchanged)
+    and the ACL user, whose password is kept only as its SHA-256."""
+    user = redis_user(folder)
+    digest = hashlib.sha256(user["password"].encode()).hexdigest()
+    path = folder / REDIS_ACL
+    path.touch(mode=0o600)
+    path.write_text(
+        "user default on nopass ~* &* +@all\n"
+        f"user {user['username']} on #{digest} {REDIS_RULES}\n"
+    )
+    return path

@@ -1,0 +1,123 @@
+"""The local stack's certificates, PostgreSQL's TLS and SCRAM rules and
+Redis's TLS port and ACL user, as ``prepare`` writes them (no server
+started)."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import stat
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import StackConfig
+from pipeline.stack import tls
+from pipeline.stack.provision import Installed
+from pipeline.stack.redis_server import Redis
+from pipeline.stack.services import Context, FerretBackend, Postgres
+
+pytestmark = pytest.mark.unit
+
+
+def ctx(tmp_path: Path) -> Context:
+    nowhere = tmp_path / "none"
+    return Context(
+        cfg=StackConfig(redis_tls_port=26380),
+        data=tmp_path,
+        installed=Installed(*[nowhere] * 7),
+    )
+
+
+def test_issue_makes_a_ca_and_a_server_certificate_it_signed(tmp_path: Path) -> None:
+    certs = tls.issue(tmp_path / "tls")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(certs.cert, certs.key)  # the key fits the certificate
+    client = ssl.create_default_context(cafile=str(certs.ca))
+    assert client.get_ca_certs()[0]["subject"] == (
+        (("commonName", "readside local stack CA"),),
+    )
+    for key in (certs.key, tmp_path / "tls" / "ca.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    sans = ssl._ssl._test_decode_cert(str(certs.cert))["subjectAltName"]  # type: ignore[attr-defined] # the stdlib's own decoder
+    assert ("IP Address", "127.0.0.1") in sans
+    assert ("DNS", "localhost") in sans
+
+
+def test_issue_made_once_kept(tmp_path: Path) -> None:
+    first = tls.issue(tmp_path)
+    before = [p.read_bytes() for p in (first.ca, first.cert, first.key)]
+    again = tls.issue(tmp_path)
+    assert [p.read_bytes() for p in (again.ca, again.cert, again.key)] == before
+
+
+def test_postgres_hba_rules_first_once_every_other_rule_kept() -> None:
+    original = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+    once = tls.postgres_hba(original)
+    twice = tls.postgres_hba(once)
+    assert once == twice
+    lines = once.splitlines()
+    rules = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert rules[:2] == [
+        "hostssl all readside_tls 127.0.0.1/32 scram-sha-256",
+        "hostssl replication readside_tls 127.0.0.1/32 scram-sha-256",
+    ]
+    # without TLS the role matches a reject before any trust rule
+    assert rules.index("host all readside_tls 0.0.0.0/0 reject") < rules.index(
+        "host all all 127.0.0.1/32 trust"
+    )
+    assert once.endswith(original)
+
+
+def test_postgres_prepare_turns_tls_on_once_for_the_source_only(
+    tmp_path: Path,
+) -> None:
+    c = ctx(tmp_path)
+    for svc in (Postgres(c), FerretBackend(c)):
+        pgdata = c.dir(svc.name)
+        pgdata.mkdir()
+        (pgdata / "PG_VERSION").write_text("15\n")  # an existing cluster
+        (pgdata / "postgresql.conf").write_text("port = 1\n")
+        (pgdata / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+        svc.prepare()
+        svc.prepare()
+    source = c.dir("postgres")
+    conf = (source / "postgresql.conf").read_text()
+    assert conf.count("ssl = on") == 1
+    assert "password_encryption = 'scram-sha-256'" in conf
+    assert (source / "server.crt").read_bytes() == (
+        tmp_path / "tls/server.crt"
+    ).read_bytes()
+    assert stat.S_IMODE((source / "server.key").stat().st_mode) == 0o600
+    user = tls.postgres_client(tmp_path)
+    assert user["user"] == "readside_tls"
+    assert user["sslmode"] == "verify-full"
+    assert user["sslrootcert"] == str(tmp_path / "tls" / "ca.crt")
+    assert stat.S_IMODE((source / tls.POSTGRES_CLIENT).stat().st_mode) == 0o600
+    assert tls.postgres_client(tmp_path)["password"] == user["password"]  # kept
+    backend = c.dir("ferretdb_backend")
+    assert "ssl" not in (backend / "postgresql.conf").read_text()
+    assert "readside_tls" not in (backend / "pg_hba.conf").read_text()
+
+
+def test_redis_tls_port_and_acl_user_beside_the_open_default(tmp_path: Path) -> None:
+    svc = Redis(ctx(tmp_path))
+    svc.prepare()
+    assert svc.ports == [16379, 26380]
+    cmd = svc.command()
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert args["--tls-port"] == "26380"
+    assert args["--port"] == "16379"
+    assert args["--tls-cert-file"] == str(tmp_path / "tls" / "server.crt")
+    assert args["--tls-auth-clients"] == "no"
+    client = tls.redis_client(tmp_path, 26380)
+    assert client["url"] == "rediss://127.0.0.1:26380/0"
+    assert client["ca_cert"] == str(tmp_path / "tls" / "ca.crt")
+    acl = Path(args["--aclfile"]).read_text()
+    digest = hashlib.sha256(client["password"].encode()).hexdigest()
+    assert "user default on nopass ~* &* +@all\n" in acl
+    assert f"user readside on #{digest} " in acl
+    assert client["password"] not in acl
+    assert stat.S_IMODE(Path(args["--aclfile"]).stat().st_mode) == 0o600
+    svc.prepare()
+    assert tls.redis_client(tmp_path, 26380) == client  # the password is kept
