@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from pipeline import metrics
 from pipeline.errors import FatalError
+from pipeline.redelivery import commit_metadata
 from pipeline.sinkwriter import Abandoned
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Partitions:
     _helper: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, "readside-io")
     )
+    #: per partition held, the highest last-commit LSN applied (committed
+    #: with its offsets: :func:`pipeline.redelivery.commit_metadata`)
+    _commit_lsns: dict[Part, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------ rebalance
     def assign(self, parts: Iterable[TopicPartition]) -> None:
@@ -79,10 +83,37 @@ class Partitions:
     def revoke(self, parts: Iterable[TopicPartition]) -> set[Part]:
         """Forget ``parts``; the set of them, as (topic, partition)."""
         gone = {(p.topic, p.partition) for p in parts}
+        for part in gone:
+            self._commit_lsns.pop(part, None)
         self._revoked |= gone
         self.assigned -= gone
         self.health.assigned = len(self.assigned)
         return gone
+
+    def offsets(
+        self, msgs: Iterable[Any], commit_lsns: Mapping[Part, int], marks: Any
+    ) -> list[TopicPartition]:
+        """What to commit after a batch of ``msgs`` whose change events
+        carried ``commit_lsns`` (:class:`pipeline.processor.Batch`): each
+        partition's next offset, with the redelivery mark of ``marks``
+        (:class:`pipeline.redelivery.Redeliveries`, or None) and the highest
+        last-commit LSN applied so far."""
+        for part, lsn in commit_lsns.items():
+            self._commit_lsns[part] = max(lsn, self._commit_lsns.get(part, lsn))
+        nexts: dict[Part, int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
+        return [
+            TopicPartition(
+                *part,
+                offset,
+                metadata=commit_metadata(
+                    marks.metadata(part) if marks else "", self._commit_lsns.get(part)
+                ),
+            )
+            for part, offset in nexts.items()
+        ]
 
     def reached(
         self,

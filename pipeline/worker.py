@@ -270,15 +270,10 @@ class Worker:
         self._commit(msgs, applied.batch)
 
     def _commit(self, msgs: list[Any], batch: Batch) -> None:
-        nexts: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = (m.topic(), m.partition())
-            nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
-        marks = self.processor.redeliveries
-        offsets = [
-            TopicPartition(t, p, o, metadata=marks.metadata((t, p)) if marks else "")
-            for (t, p), o in nexts.items()
-        ]
+        offsets = self.parts.offsets(
+            msgs, batch.commit_lsns, self.processor.redeliveries
+        )
+        nexts = {(tp.topic, tp.partition): tp.offset for tp in offsets}
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
