@@ -36,6 +36,30 @@ T = TypeVar("T")
 #: How long a sink write or source read may run before the worker starts
 #: polling (partitions paused) while it waits for it.
 KEEPALIVE_AFTER_S = 1.0
+#: How long one poll waits for a first record when none is queued (the loop
+#: then turns: stop requests, layout checks, liveness).
+IDLE_POLL_S = 0.2
+
+
+def next_batch(consumer: Any, size: int, linger_s: float) -> list[Any]:
+    """Up to ``size`` records: what the consumer has queued, else the first
+    to come within :data:`IDLE_POLL_S`, then what comes within ``linger_s``
+    more (a batch that fills returns at once).
+
+    A batch never waits for records it does not need: under a backlog the
+    queue fills it at once, and under a light load it leaves with what came
+    while the last batch was applied, so a change waits at most ``linger_s``
+    for company (the read-your-writes latency, docs/query-api.md).
+    """
+    msgs = list(consumer.consume(size, 0))
+    if not msgs:
+        msgs = list(consumer.consume(1, IDLE_POLL_S))
+        if not msgs:
+            return msgs
+    if len(msgs) < size:
+        msgs.extend(consumer.consume(size - len(msgs), linger_s))
+    return msgs
+
 
 Part = tuple[str, int]
 

@@ -40,7 +40,7 @@ from pipeline.batch import BatchHandler, Pacer, rejected_only
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark
 from pipeline.config import Config
 from pipeline.errors import FatalError
-from pipeline.partitions import Partitions, fmt, usable
+from pipeline.partitions import Partitions, fmt, next_batch, usable
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
 from pipeline.sinkwriter import Abandoned
@@ -190,8 +190,8 @@ class Worker:
                 self.until, self.assignment
             ):
                 self.health.turn()
-                msgs = consumer.consume(
-                    cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
+                msgs = next_batch(
+                    consumer, cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1e3
                 )
                 self.parts.settle_fresh()
                 msgs = [m for m in msgs if usable(m)]
