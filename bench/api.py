@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import subprocess
@@ -141,7 +142,7 @@ class Pipeline:
                     "sink_options": {"redis": {"target": f"{self.prefix}:items"}},
                 }
             },
-            "worker": {"batch_size": 500, "batch_timeout_ms": 50, "metrics_port": 0},
+            "worker": {"batch_size": 500, "metrics_port": 0},
             "api": {"port": self.port, "max_page_size": 100, "anonymous": True},
         }
 
@@ -271,10 +272,14 @@ def bench_commit_to_read(
     p: Pipeline, probes: int, rate: float, threads: int
 ) -> dict[str, Any]:
     stop = threading.Event()
-    writes = [0]
 
-    def load() -> None:
-        rng = random.Random(1)
+    # One connection commits a few hundred times a second here: the load is
+    # split over enough of them to reach ``rate``.
+    loaders = max(1, math.ceil(rate / 100))
+    writes = [0] * loaders  # per load thread
+
+    def load(seed: int) -> None:
+        rng = random.Random(seed)
         with psycopg.connect(p.dsn, autocommit=True) as conn:
             while not stop.is_set():
                 start = time.monotonic()
@@ -282,8 +287,8 @@ def bench_commit_to_read(
                     "UPDATE items SET price = price + 1 WHERE id = %s",
                     (rng.randint(1001, ROWS),),
                 )
-                writes[0] += 1
-                time.sleep(max(0.0, 1 / rate - (time.monotonic() - start)))
+                writes[seed] += 1
+                time.sleep(max(0.0, loaders / rate - (time.monotonic() - start)))
 
     local = threading.local()
 
@@ -309,8 +314,11 @@ def bench_commit_to_read(
 
         return run
 
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
+    threads_ = [
+        threading.Thread(target=load, args=(n,), daemon=True) for n in range(loaders)
+    ]
+    for thread in threads_:
+        thread.start()
     start = time.monotonic()
     try:
         time.sleep(2)
@@ -319,8 +327,9 @@ def bench_commit_to_read(
         }
     finally:
         stop.set()
-        thread.join(10)
-    out["load_writes_per_s"] = writes[0] / (time.monotonic() - start)
+        for thread in threads_:
+            thread.join(10)
+    out["load_writes_per_s"] = sum(writes) / (time.monotonic() - start)
     return out
 
 

@@ -94,6 +94,13 @@ class ApiConfig(BaseModel):
             slot's position with (default ``source.dsn``): ``LOGIN`` alone
             is enough (``readside connector roles``), so the API need not
             hold a role that reads data or replicates.
+        watermark_from_stream: let the read-your-writes watermark also
+            follow the last-commit LSNs the workers commit with their
+            offsets (docs/design.md, the read-your-writes watermark), so
+            it need not wait for Kafka Connect's offset flush. Turn it off
+            only if Connect's producer was set to reorder records
+            (``producer.override.max.in.flight.requests.per.connection``
+            above 1 without idempotence).
         keep_alive_s: how long an idle client connection stays open. Longer
             than the idle timeout of clients and load balancers in front
             (often 60 s): the side that closes first must be the client, or
@@ -120,6 +127,7 @@ class ApiConfig(BaseModel):
     status_history_s: int = Field(600, ge=10)
     keep_alive_s: int = Field(75, ge=1)
     watermark_dsn: SecretStr | None = None
+    watermark_from_stream: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_key_password: SecretStr | None = None

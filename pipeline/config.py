@@ -69,7 +69,7 @@ def __getattr__(name: str) -> Any:
 
 class WorkerConfig(_Model):
     batch_size: int = Field(2000, ge=1)
-    batch_timeout_ms: int = Field(200, ge=1)
+    batch_timeout_ms: int = Field(20, ge=0)
     metrics_port: int | None = Field(9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     backoff_initial_ms: int = Field(200, ge=1)

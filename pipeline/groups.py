@@ -39,6 +39,7 @@ from confluent_kafka import (
 
 from pipeline import kafkaclient
 from pipeline.config import Config
+from pipeline.redelivery import parse_commit_lsn
 from pipeline.sourceconfig import KafkaConfig
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ SINKS_MARK = ".sinks."
 CLIENT_PREFIX = "readside-worker-"
 
 Part = tuple[str, int]
+PerPair = dict[tuple[str, str], dict[Part, int]]
 
 
 @dataclass(frozen=True)
@@ -171,34 +173,49 @@ class AppliedOffsets:
     def by_pair(self, parts: Iterable[Part]) -> dict[tuple[str, str], dict[Part, int]]:
         """Per (view, sink), the committed offset of each of ``parts`` (absent
         where no group applying the pair committed anything)."""
-        wanted = [TopicPartition(t, p) for t, p in parts]
-        out: dict[tuple[str, str], dict[Part, int]] = {
-            pair: {} for pair in Scope.of(self.cfg).pairs(self.cfg)
-        }
-        for group, scope in self.groups().items():
-            request = ConsumerGroupTopicPartitions(group, wanted)
-            futures = self.admin.list_consumer_group_offsets([request])
-            got = futures[group].result(timeout=self.timeout_s)
-            pairs = scope.pairs(self.cfg) & out.keys()
-            for tp in got.topic_partitions or ():
-                if tp.offset < 0:
-                    continue
-                key = (tp.topic, tp.partition)
-                for pair in pairs:
-                    out[pair][key] = max(out[pair].get(key, -1), tp.offset)
-        return out
+        return self._by_pair(parts)[0]
 
     def by_view(self, parts: Iterable[Part]) -> dict[str, dict[Part, int]]:
         """Per view, the committed offset of each of ``parts`` in its slowest
         sink (absent where some sink of the view has nothing committed)."""
+        return self.applied(parts)[0]
+
+    def applied(
+        self, parts: Iterable[Part]
+    ) -> tuple[dict[str, dict[Part, int]], dict[str, dict[Part, int]]]:
+        """Per view, :meth:`by_view`'s offsets, and the highest last-commit
+        LSN committed with them (:func:`pipeline.redelivery.commit_metadata`)
+        in its slowest sink (absent where some sink has none)."""
         wanted = list(parts)
-        pairs = self.by_pair(wanted)
-        out: dict[str, dict[Part, int]] = {}
+        offsets, lsns = self._by_pair(wanted)
+        out: tuple[dict[str, dict[Part, int]], dict[str, dict[Part, int]]] = ({}, {})
         for view, cfg in self.cfg.effective_views().items():
-            mine = [pairs[(view, s)] for s in cfg.sinks]
-            out[view] = {
-                key: min(m[key] for m in mine)
-                for key in wanted
-                if all(key in m for m in mine)
-            }
+            for got, per_pair in zip(out, (offsets, lsns), strict=True):
+                mine = [per_pair[(view, s)] for s in cfg.sinks]
+                got[view] = {
+                    key: min(m[key] for m in mine)
+                    for key in wanted
+                    if all(key in m for m in mine)
+                }
         return out
+
+    def _by_pair(self, parts: Iterable[Part]) -> tuple[PerPair, PerPair]:
+        wanted = [TopicPartition(t, p) for t, p in parts]
+        pairs_of = Scope.of(self.cfg).pairs(self.cfg)
+        offsets: PerPair = {pair: {} for pair in pairs_of}
+        lsns: PerPair = {pair: {} for pair in pairs_of}
+        for group, scope in self.groups().items():
+            request = ConsumerGroupTopicPartitions(group, wanted)
+            futures = self.admin.list_consumer_group_offsets([request])
+            got = futures[group].result(timeout=self.timeout_s)
+            pairs = scope.pairs(self.cfg) & offsets.keys()
+            for tp in got.topic_partitions or ():
+                if tp.offset < 0:
+                    continue
+                key = (tp.topic, tp.partition)
+                lsn = parse_commit_lsn(tp.metadata)
+                for pair in pairs:
+                    offsets[pair][key] = max(offsets[pair].get(key, -1), tp.offset)
+                    if lsn is not None:
+                        lsns[pair][key] = max(lsns[pair].get(key, lsn), lsn)
+        return offsets, lsns

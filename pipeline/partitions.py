@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from pipeline import metrics
 from pipeline.errors import FatalError
+from pipeline.redelivery import commit_metadata
 from pipeline.sinkwriter import Abandoned
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,30 @@ T = TypeVar("T")
 #: How long a sink write or source read may run before the worker starts
 #: polling (partitions paused) while it waits for it.
 KEEPALIVE_AFTER_S = 1.0
+#: How long one poll waits for a first record when none is queued (the loop
+#: then turns: stop requests, layout checks, liveness).
+IDLE_POLL_S = 0.2
+
+
+def next_batch(consumer: Any, size: int, linger_s: float) -> list[Any]:
+    """Up to ``size`` records: what the consumer has queued, else the first
+    to come within :data:`IDLE_POLL_S`, then what comes within ``linger_s``
+    more (a batch that fills returns at once).
+
+    A batch never waits for records it does not need: under a backlog the
+    queue fills it at once, and under a light load it leaves with what came
+    while the last batch was applied, so a change waits at most ``linger_s``
+    for company (the read-your-writes latency, docs/query-api.md).
+    """
+    msgs = list(consumer.consume(size, 0))
+    if not msgs:
+        msgs = list(consumer.consume(1, IDLE_POLL_S))
+        if not msgs:
+            return msgs
+    if len(msgs) < size:
+        msgs.extend(consumer.consume(size - len(msgs), linger_s))
+    return msgs
+
 
 Part = tuple[str, int]
 
@@ -68,6 +93,9 @@ class Partitions:
     _helper: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, "readside-io")
     )
+    #: per partition held, the highest last-commit LSN applied (committed
+    #: with its offsets: :func:`pipeline.redelivery.commit_metadata`)
+    _commit_lsns: dict[Part, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------ rebalance
     def assign(self, parts: Iterable[TopicPartition]) -> None:
@@ -79,10 +107,37 @@ class Partitions:
     def revoke(self, parts: Iterable[TopicPartition]) -> set[Part]:
         """Forget ``parts``; the set of them, as (topic, partition)."""
         gone = {(p.topic, p.partition) for p in parts}
+        for part in gone:
+            self._commit_lsns.pop(part, None)
         self._revoked |= gone
         self.assigned -= gone
         self.health.assigned = len(self.assigned)
         return gone
+
+    def offsets(
+        self, msgs: Iterable[Any], commit_lsns: Mapping[Part, int], marks: Any
+    ) -> list[TopicPartition]:
+        """What to commit after a batch of ``msgs`` whose change events
+        carried ``commit_lsns`` (:class:`pipeline.processor.Batch`): each
+        partition's next offset, with the redelivery mark of ``marks``
+        (:class:`pipeline.redelivery.Redeliveries`, or None) and the highest
+        last-commit LSN applied so far."""
+        for part, lsn in commit_lsns.items():
+            self._commit_lsns[part] = max(lsn, self._commit_lsns.get(part, lsn))
+        nexts: dict[Part, int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
+        return [
+            TopicPartition(
+                *part,
+                offset,
+                metadata=commit_metadata(
+                    marks.metadata(part) if marks else "", self._commit_lsns.get(part)
+                ),
+            )
+            for part, offset in nexts.items()
+        ]
 
     def reached(
         self,

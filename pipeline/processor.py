@@ -60,6 +60,10 @@ class Batch:
     messages: dict[Position, RawMessage] = field(default_factory=dict)
     # Roots each view that re-reads must read back (the batch handler does).
     pending: dict[str, Pending] = field(default_factory=dict)
+    #: per partition, the highest last-commit LSN (``source.sequence[0]``) of
+    #: the batch's change events: committed with the offsets, it is what the
+    #: read-your-writes watermark reads (query/watermark.py)
+    commit_lsns: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def position_of(msg: RawMessage) -> Position:
@@ -163,6 +167,11 @@ class Processor:
             if isinstance(decoded, Heartbeat):
                 batch.heartbeats.append(decoded)
                 continue
+            if decoded.stream_pos is not None:
+                part = (pos.topic, pos.partition)
+                seen = batch.commit_lsns.get(part)
+                if seen is None or decoded.stream_pos[0] > seen:
+                    batch.commit_lsns[part] = decoded.stream_pos[0]
             if pos.topic in self.heartbeat_topics:
                 if decoded.commit_ts_ms is not None:
                     batch.heartbeats.append(

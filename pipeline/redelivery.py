@@ -84,10 +84,27 @@ def mark_text(pos: StreamPos | None) -> str:
 
 def parse_mark(text: str | None) -> StreamPos | None:
     try:
-        a, b = (text or "").split("/")
+        a, b = (text or "").split(";")[0].split("/")
         return (int(a), int(b))
     except ValueError:
         return None  # none committed, or written by another tool
+
+
+def commit_metadata(mark: str, commit_lsn: int | None) -> str:
+    """What a worker commits with an offset: the redelivery mark, then after
+    a ``;`` the highest last-commit LSN (``source.sequence[0]``) among the
+    records below the offset, which the read-your-writes watermark reads
+    (query/watermark.py)."""
+    return mark if commit_lsn is None else f"{mark};{commit_lsn}"
+
+
+def parse_commit_lsn(text: str | None) -> int | None:
+    """The last-commit LSN of :func:`commit_metadata` (None: none written)."""
+    _mark, sep, lsn = (text or "").partition(";")
+    try:
+        return int(lsn) if sep else None
+    except ValueError:
+        return None
 
 
 class Redeliveries:

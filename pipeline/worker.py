@@ -40,7 +40,7 @@ from pipeline.batch import BatchHandler, Pacer, rejected_only
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark
 from pipeline.config import Config
 from pipeline.errors import FatalError
-from pipeline.partitions import Partitions, fmt, usable
+from pipeline.partitions import Partitions, fmt, next_batch, usable
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
 from pipeline.sinkwriter import Abandoned
@@ -190,8 +190,8 @@ class Worker:
                 self.until, self.assignment
             ):
                 self.health.turn()
-                msgs = consumer.consume(
-                    cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1000.0
+                msgs = next_batch(
+                    consumer, cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1e3
                 )
                 self.parts.settle_fresh()
                 msgs = [m for m in msgs if usable(m)]
@@ -270,15 +270,10 @@ class Worker:
         self._commit(msgs, applied.batch)
 
     def _commit(self, msgs: list[Any], batch: Batch) -> None:
-        nexts: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = (m.topic(), m.partition())
-            nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
-        marks = self.processor.redeliveries
-        offsets = [
-            TopicPartition(t, p, o, metadata=marks.metadata((t, p)) if marks else "")
-            for (t, p), o in nexts.items()
-        ]
+        offsets = self.parts.offsets(
+            msgs, batch.commit_lsns, self.processor.redeliveries
+        )
+        nexts = {(tp.topic, tp.partition): tp.offset for tp in offsets}
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:

@@ -27,6 +27,16 @@ How it is derived, one *sample* at a time:
    that moment every record below ``E_p`` - and so every change committed
    at or before ``S`` - is in every sink. The watermark becomes ``S``.
 
+4. Beside the samples, per partition: the workers commit with each offset
+   the highest last-commit LSN ``M_p`` (``source.sequence[0]``) among the
+   records below it (:func:`pipeline.redelivery.commit_metadata`). Debezium
+   sends transactions whole, in commit order, and Connect's producer keeps
+   each partition's order, so every change of a transaction committed at or
+   before ``M_p`` that went to ``p`` lies below the record that carried it,
+   and so was applied. Each partition is applied up to the higher of its two
+   facts; the topic's watermark is the least over its partitions. With
+   ``api.watermark_from_stream: false`` only the samples count.
+
 Each fact used is a point in time that precedes the next, so the watermark
 can lag (by Connect's offset flush interval, the worker's batch and the
 sampling interval) but never run ahead of the stores. Committed offsets only
@@ -49,6 +59,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +123,9 @@ class WatermarkTracker:
             for t in ts
         }
         self._marks: dict[tuple[str, str], int] = {}
+        #: per (view, topic), per partition: the newest sample's LSN its
+        #: committed offset reached
+        self._reached: dict[tuple[str, str], dict[Part, int]] = {}
         self.ends: dict[Part, int] = {}
         #: (view, topic, partition) -> offset applied by the view's groups
         self.committed: dict[tuple[str, str, int], int] = {}
@@ -189,7 +203,7 @@ class WatermarkTracker:
                     TopicPartition(topic, p), timeout=self.timeout_s, cached=False
                 )
                 ends[(topic, p)], lows[(topic, p)] = high, low
-        applied = self._applied().by_view(ends)
+        applied, commit_lsns = self._applied().applied(ends)
         with self._lock:
             self.slot_lsn, self.ends = slot_lsn, ends
             self.sampled_at = time.monotonic()
@@ -210,6 +224,7 @@ class WatermarkTracker:
                     slot_lsn if topic in known else None,
                     ends,
                     committed,
+                    commit_lsns[view] if self.config.api.watermark_from_stream else {},
                 )
 
     def _advance(
@@ -219,19 +234,30 @@ class WatermarkTracker:
         slot_lsn: int | None,
         ends: dict[Part, int],
         committed: dict[Part, int],
+        commit_lsns: dict[Part, int],
     ) -> None:
+        """Move the mark of ``key`` (view, topic): per partition, the higher
+        of the newest sample its committed offset reached and the last-commit
+        LSN committed with it; the topic's mark is the least of these."""
         topic = key[1]
         mark = self._marks.get(key)
         if slot_lsn is not None and (mark is None or slot_lsn > mark):
             if not pending or slot_lsn > pending[-1].lsn:
                 mine = {k: v for k, v in ends.items() if k[0] == topic}
                 pending.append(Sample(slot_lsn, mine))
+        reached = self._reached.setdefault(key, {})
+        for part, offset in committed.items():
+            for sample in pending:  # their ends grow: stop at the first not reached
+                if offset < sample.ends.get(part, 0):
+                    break
+                reached[part] = max(sample.lsn, reached.get(part, sample.lsn))
         while pending and all(
             committed.get(part, -1) >= end for part, end in pending[0].ends.items()
         ):
-            mark = pending.popleft().lsn
-        if mark is not None:
-            self._marks[key] = mark
+            pending.popleft()
+        new = partition_floor(committed, reached, commit_lsns)
+        if new is not None and (mark is None or new > mark):
+            self._marks[key] = new
 
     def _applied(self) -> AppliedOffsets:
         if self._offsets is None:
@@ -284,3 +310,17 @@ class WatermarkTracker:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+def partition_floor(
+    parts: Iterable[Part], reached: dict[Part, int], commit_lsns: dict[Part, int]
+) -> int | None:
+    """The LSN every partition of ``parts`` is applied up to: per partition
+    the higher of the two facts known of it (None: some partition has none)."""
+    floor: int | None = None
+    for part in parts:
+        known = [x for x in (reached.get(part), commit_lsns.get(part)) if x is not None]
+        if not known:
+            return None
+        floor = max(known) if floor is None else min(floor, max(known))
+    return floor

@@ -201,14 +201,14 @@ def test_watermark_sample_waits_for_every_partition_then_advances():
     pending: deque[Sample] = deque()
     a, b = (topic, 0), (topic, 1)
     # sample 1: slot at 100, ends (10, 5); the workers committed (10, 4)
-    tracker._advance(key, pending, 100, {a: 10, b: 5}, {a: 10, b: 4})
+    tracker._advance(key, pending, 100, {a: 10, b: 5}, {a: 10, b: 4}, {})
     assert tracker._marks.get(key) is None
     # sample 2: slot at 200, ends (12, 9); partition b reached 5 only
-    tracker._advance(key, pending, 200, {a: 12, b: 9}, {a: 12, b: 5})
+    tracker._advance(key, pending, 200, {a: 12, b: 9}, {a: 12, b: 5}, {})
     assert tracker._marks[key] == 100
     assert [s.lsn for s in pending] == [200]
     # no new slot position: the pending sample still advances the mark
-    tracker._advance(key, pending, None, {a: 12, b: 9}, {a: 12, b: 9})
+    tracker._advance(key, pending, None, {a: 12, b: 9}, {a: 12, b: 9}, {})
     assert tracker._marks[key] == 200
     assert not pending
 
@@ -218,6 +218,6 @@ def test_watermark_partition_without_commit_blocks_the_sample():
     topic = tracker.topics["t"][0]
     key = ("t", topic)  # marks are kept per view and topic
     pending: deque[Sample] = deque()
-    tracker._advance(key, pending, 50, {(topic, 0): 3}, {})
+    tracker._advance(key, pending, 50, {(topic, 0): 3}, {}, {})
     assert tracker._marks.get(key) is None
     assert len(pending) == 1

@@ -7,7 +7,7 @@ from confluent_kafka import TopicPartition
 
 from pipeline.decode import FakeMessage
 from pipeline.metrics import Health
-from pipeline.partitions import Partitions
+from pipeline.partitions import IDLE_POLL_S, Partitions, next_batch
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +42,32 @@ def test_partitions_stop_abandons_the_batch():
     parts.begin_batch([record(0, 1)])
     stopping[0] = True
     assert parts.should_abandon()
+
+
+class QueueConsumer:
+    """Returns queued records; records each consume call's (num, timeout)."""
+
+    def __init__(self, queued: int, arriving: int = 0) -> None:
+        self.queued, self.arriving = queued, arriving
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, num: int, timeout: float) -> list[int]:
+        self.calls.append((num, timeout))
+        if not self.queued and timeout > 0:  # what arrives while it waits
+            self.queued, self.arriving = self.arriving, 0
+        got = min(num, self.queued)
+        self.queued -= got
+        return list(range(got))
+
+
+def test_next_batch_takes_what_is_queued_and_lingers_only_for_company():
+    full = QueueConsumer(queued=600)
+    assert len(next_batch(full, 500, 0.02)) == 500
+    assert full.calls == [(500, 0)]  # a full batch never waits
+    some = QueueConsumer(queued=30, arriving=5)
+    assert len(next_batch(some, 500, 0.02)) == 35
+    assert some.calls == [(500, 0), (470, 0.02)]
+    idle = QueueConsumer(queued=0, arriving=1)
+    assert len(next_batch(idle, 500, 0.0)) == 1
+    assert idle.calls == [(500, 0), (1, IDLE_POLL_S), (499, 0.0)]
+    assert next_batch(QueueConsumer(queued=0), 500, 0.02) == []

@@ -50,6 +50,7 @@ VALUE_SCHEMA = {
                 {"field": "table", "type": "string", "optional": False},
                 {"field": "lsn", "type": "int64", "optional": True},
                 {"field": "ts_ms", "type": "int64", "optional": True},
+                {"field": "sequence", "type": "string", "optional": True},
             ],
         },
         {"field": "op", "type": "string", "optional": False},
@@ -63,6 +64,7 @@ def event(
     ident: int,
     row: dict[str, Any] | None = None,
     partition: int = 0,
+    sequence: str | None = None,
 ) -> FakeMessage:
     """A Debezium record of table ``public.docs`` as JsonConverter writes it."""
     after = None if op == "d" else {"id": ident, **(row or {})}
@@ -76,6 +78,7 @@ def event(
             "table": "docs",
             "lsn": 1000 + offset,
             "ts_ms": 1_700_000_000_000 + offset,
+            **({"sequence": sequence} if sequence is not None else {}),
         },
     }
     return FakeMessage.of_json(
