@@ -13,10 +13,12 @@ client can fall back to another store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import ClassVar, Protocol, runtime_checkable
 
 from pipeline.errors import ReadsideError
 from pipeline.events import Document
+from pipeline.jsonforms import format_datetime
 
 Scalar = str | int | float | bool
 
@@ -28,14 +30,38 @@ class Eq:
     value: Scalar
 
 
+#: A range bound: a number, or an instant as ISO 8601 text, either a date
+#: (``2024-03-01``: its midnight, UTC) or a timestamp in readside's form
+#: (``2024-03-01T10:15:30+00:00``, :func:`pipeline.jsonforms.format_datetime`).
+Bound = float | str
+
+
 @dataclass(frozen=True, slots=True)
 class Range:
-    """Field within bounds: operator (gt, gte, lt or lte) -> number."""
+    """Field within bounds: operator (gt, gte, lt or lte) -> number or instant."""
 
-    bounds: tuple[tuple[str, float], ...]
+    bounds: tuple[tuple[str, Bound], ...]
 
 
 Condition = Eq | Range
+
+#: What a search filters a field by: a value (term), any of several (terms),
+#: or bounds.
+SearchFilter = Scalar | list[Scalar] | Range
+
+
+def instant(bound: str) -> datetime:
+    """The instant a validated date or timestamp bound names (a date: its
+    midnight, UTC)."""
+    if len(bound) == 10:
+        return datetime.combine(date.fromisoformat(bound), time(), UTC)
+    return datetime.fromisoformat(bound)
+
+
+def instant_text(bound: str) -> str:
+    """A bound as a full timestamp in readside's form (a date: its midnight)."""
+    return format_datetime(instant(bound))
+
 
 #: Documents by id, and how many documents matched in all.
 Found = tuple[dict[str, Document], int]
@@ -48,7 +74,8 @@ class SearchRefused(ReadsideError):
 
 @runtime_checkable
 class Filterable(Protocol):
-    """A sink that answers field conditions (equality, numeric ranges)."""
+    """A sink that answers field conditions (equality, ranges of numbers or
+    instants)."""
 
     #: Whether it answers before the other filterable sinks of a view when
     #: it covers the conditions (an in-memory index before a document store).
@@ -74,7 +101,7 @@ class Searchable(Protocol):
         self,
         view: str,
         query: str | None,
-        filters: dict[str, Scalar | list[Scalar]],
+        filters: dict[str, SearchFilter],
         sort: list[tuple[str, str]],
         page: int,
         size: int,

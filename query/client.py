@@ -199,8 +199,11 @@ class ReadClient:
         Args:
             view: the view to search.
             query: Lucene ``query_string`` text (leading wildcards refused).
-            filters: field -> value (``term``) or list of values (``terms``);
-                matched against the field as mapped (use keyword fields).
+            filters: field -> value (``term``), list of values (``terms``)
+                or ``{"gte": 5, "lt": 10}`` bounds (``range``: numbers, or
+                ISO 8601 dates and timestamps); matched against the field as
+                mapped (docs/types.md: numerics and timestamps are numbers and
+                dates, text has a ``.keyword`` sub-field).
             sort: field names, ``-field`` for descending.
             page: 1-based page number.
             size: hits per page, 1 to 1000.
