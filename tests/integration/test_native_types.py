@@ -12,11 +12,18 @@ every view still equals its SQL definition.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import elasticsearch
 import pytest
 
+from connectors.base import ViewTarget
+from connectors.mongodb import MongoSinkConfig
+from connectors.mongodb.sink import MongoSink
+from pipeline.errors import FatalError
+from pipeline.events import Upsert
+from pipeline.fieldtypes import FieldType
 from query import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -180,3 +187,39 @@ def test_native_types_numeric_and_date_ranges_and_sorts_in_every_store(drained):
         assert sorted(got.docs) == ["1", "2", "4"]
         got = client.filter("items", {"created_at": {"gt": "2024-03-02T00:00:00Z"}})
         assert sorted(got.docs) == ["3"]
+
+
+def test_native_types_mongodb_decimal128_refused_by_ferretdb_with_a_clear_error():
+    """``numeric: decimal128`` needs a server that stores Decimal128. The
+    stack's FerretDB v1 does not (it drops the connection on the first one):
+    the sink says so when it opens instead of retrying forever, and the plain
+    sink of the same server still opens and writes."""
+    shape = {"price": FieldType("numeric", scale=2)}
+    targets = {
+        "items": ViewTarget("items", "native_items", {"numeric": "decimal128"}),
+    }
+    cfg = MongoSinkConfig(
+        type="mongodb",
+        uri="mongodb://127.0.0.1:27027/",
+        database=f"rs_native_{uuid.uuid4().hex[:8]}",
+        timeout_s=5,
+    )
+    sink = MongoSink("docs", cfg, targets)
+    try:
+        with pytest.raises(FatalError, match="does not store Decimal128") as info:
+            sink.open()
+        assert "numeric: decimal128" in str(info.value)
+        # The server is still up, and the default (text) sink works on it.
+        plain = MongoSink(
+            "docs",
+            cfg,
+            {"items": ViewTarget("items", "native_items", {}, lambda: shape)},
+        )
+        plain.open()
+        result = plain.write([Upsert("items", "1", 1, {"price": "8.20"})])
+        assert result.applied == 1
+        assert plain.fetch("items", ["1"])["1"].doc == {"price": "8.20"}
+        plain.db.client.drop_database(cfg.database)
+        plain.close()
+    finally:
+        sink.close()
