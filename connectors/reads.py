@@ -12,6 +12,7 @@ client can fall back to another store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import ClassVar, Protocol, runtime_checkable
@@ -63,6 +64,9 @@ def instant_text(bound: str) -> str:
     return format_datetime(instant(bound))
 
 
+#: Sort keys: (field, "asc" or "desc"), the first one first.
+Sort = Sequence[tuple[str, str]]
+
 #: Documents by id, and how many documents matched in all.
 Found = tuple[dict[str, Document], int]
 
@@ -81,13 +85,17 @@ class Filterable(Protocol):
     #: it covers the conditions (an in-memory index before a document store).
     filter_first: ClassVar[bool]
 
-    def covers(self, view: str, where: dict[str, Condition]) -> bool:
-        """Whether it can answer every condition of ``where`` on ``view``."""
+    def covers(self, view: str, where: dict[str, Condition], sort: Sort = ()) -> bool:
+        """Whether it can answer every condition of ``where`` on ``view``, in
+        the order ``sort`` asks."""
         ...
 
-    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
-        """The live documents of ``view`` matching every condition, sorted by
-        id, at most ``limit`` of them, and the number of matches."""
+    def filter(
+        self, view: str, where: dict[str, Condition], limit: int, sort: Sort = ()
+    ) -> Found:
+        """The live documents of ``view`` matching every condition, in the
+        order of ``sort`` (then by id; none: by id), at most ``limit`` of
+        them, and the number of matches."""
         ...
 
 

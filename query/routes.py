@@ -52,6 +52,7 @@ class SearchBody(_Body):
 class FilterBody(_Body):
     where: dict[str, Any]
     limit: int | None = None  # default: 100, or api.max_page_size if smaller
+    sort: list[str] | None = None
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -259,10 +260,11 @@ async def post_filter(
     wanted = min(100, svc.api.max_page_size) if body.limit is None else body.limit
     _page_size(svc, wanted)
     validate.where(body.where)  # refused before waiting; the client checks again
+    validate.sort_keys(body.sort)
     limit = validate.limit(wanted)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(
-        lambda: svc.client.filter(view, body.where, limit, min_lsn=lsn)
+        lambda: svc.client.filter(view, body.where, limit, sort=body.sort, min_lsn=lsn)
     )
     return _respond(
         answer, {"total": answer.total, "limit": limit, "hits": _hits(answer)}

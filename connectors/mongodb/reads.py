@@ -21,7 +21,7 @@ from connectors.mongodb.store import (
     MongoStore,
     classify,
 )
-from connectors.reads import Bound, Condition, Eq, Found, instant_text
+from connectors.reads import Bound, Condition, Eq, Found, Sort, instant_text
 
 _OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 
@@ -75,17 +75,23 @@ class MongoReads(MongoStore):
 
     # -- queries of sites (connectors.reads.Filterable) -------------------------
 
-    def covers(self, view: str, where: dict[str, Condition]) -> bool:
-        """Any validated condition: a query needs no index."""
+    def covers(self, view: str, where: dict[str, Condition], sort: Sort = ()) -> bool:
+        """Any validated condition and order: a query needs no index."""
         return True
 
-    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
-        """One ``find`` with the translated filter, sorted by id, ``limit``
-        documents; the count is theirs."""
+    def filter(
+        self, view: str, where: dict[str, Condition], limit: int, sort: Sort = ()
+    ) -> Found:
+        """One ``find`` with the translated filter, sorted by ``sort`` then
+        id, ``limit`` documents; the count is theirs. Text sorts as text: a
+        numeric sorts as a number only with ``numeric: decimal128``; instants,
+        ISO 8601 text in UTC, sort in time order."""
+        keys = [(name, -1 if order == "desc" else 1) for name, order in sort]
         try:
             decimal = self.decimal128(view)
             query = mongo_query(where, decimal)
-            cursor = self.collection(view).find(query).sort("_id").limit(limit)
+            cursor = self.collection(view).find(query)
+            cursor = cursor.sort([*keys, ("_id", 1)]).limit(limit)
             docs = {
                 str(raw["_id"]): {k: v for k, v in raw.items() if k not in RESERVED}
                 for raw in cursor

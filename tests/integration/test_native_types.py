@@ -179,6 +179,14 @@ def test_native_types_numeric_and_date_ranges_and_sorts_in_every_store(drained):
         got = client.filter("items", {"created_at": {"gte": "2024-03-02"}})
         assert got.store == "redis"
         assert sorted(got.docs) == ["2", "3"]
+        got = client.filter("items", {"price": {"gte": 0}}, sort=["-price"])
+        assert got.store == "redis"
+        assert _ids(got) == ["3", "2", "1", "4"]
+        got = client.filter(
+            "items", {"created_at": {"lt": "2024-03-05"}}, sort=["created_at"]
+        )
+        assert got.store == "redis"
+        assert _ids(got) == ["4", "1", "2"]
         # MongoDB: instants compare in order as readside's ISO text.
         got = client.filter("items", {"day": {"gt": "2024-03-01"}})
         assert got.store == "mongodb"
@@ -187,6 +195,11 @@ def test_native_types_numeric_and_date_ranges_and_sorts_in_every_store(drained):
         assert sorted(got.docs) == ["1", "2", "4"]
         got = client.filter("items", {"created_at": {"gt": "2024-03-02T00:00:00Z"}})
         assert sorted(got.docs) == ["3"]
+        got = client.filter("items", {"active": True}, sort=["-created_at"])
+        assert got.store == "mongodb"
+        assert _ids(got) == ["3", "1"]
+        got = client.filter("items", {"day": {"gte": "2023-01-01"}}, sort=["day"])
+        assert _ids(got) == ["4", "1", "2", "3"]
 
 
 def test_native_types_mongodb_decimal128_refused_by_ferretdb_with_a_clear_error():
