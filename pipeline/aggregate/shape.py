@@ -21,7 +21,7 @@ import psycopg
 from pipeline.aggregate.catalog import Catalog, TableInfo
 from pipeline.aggregate.tree import Node, build_tree
 from pipeline.config import Config
-from pipeline.errors import TransientError
+from pipeline.errors import ConfigError, TransientError
 from pipeline.fieldtypes import FieldType, Shape, level
 from pipeline.viewconfig import AggregateViewConfig, TableViewConfig
 
@@ -71,11 +71,11 @@ class ShapeReader:
         self._lock = threading.Lock()
 
     def __call__(self) -> Shape:
-        """The view's shape.
+        """The view's shape (empty, with a warning, when a table or column
+        it names is missing).
 
         Raises:
             TransientError: the source is not reachable.
-            ConfigError: the view does not fit the source's tables.
         """
         with self._lock:
             if self._shape is None:
@@ -89,6 +89,15 @@ class ShapeReader:
                         self._shape = view_shape(conn, self.view, vcfg)
                 except psycopg.OperationalError as exc:
                     raise TransientError(f"source not reachable: {exc}") from exc
+                except ConfigError as exc:
+                    # A table view's table may not exist yet: its store maps
+                    # its fields as it would without a shape (dynamically).
+                    logger.warning(
+                        "view %s: no shape for its stores' native types: %s",
+                        self.view,
+                        exc,
+                    )
+                    self._shape = {}
                 logger.debug(
                     "view shape read view=%s fields=%d", self.view, len(self._shape)
                 )

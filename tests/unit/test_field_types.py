@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from connectors.elasticsearch import mapping
 from connectors.elasticsearch.reads import es_body
+from pipeline.aggregate.catalog import Column, TableInfo
+from pipeline.aggregate.shape import table_shape
 from pipeline.fieldtypes import FieldType, column_type, level, numeric_paths
+from pipeline.viewconfig import TableViewConfig
 from query import validate
 
 
@@ -143,3 +146,24 @@ def test_search_range_filters_reach_elasticsearch_as_range_queries() -> None:
         {"range": {"day": {"lte": "2024-03-02T00:00:00+00:00"}}},
         {"term": {"s": "x"}},
     ]
+
+
+def test_table_shape_follows_the_views_field_selection() -> None:
+    cols = {
+        "id": Column("id", 23, "integer", "int4", "int4"),
+        "price": Column(
+            "price", 1700, "numeric(10,2)", "numeric", "numeric", typmod=(10 << 16) + 6
+        ),
+        "secret": Column("secret", 25, "text", "text", "text"),
+        "tags": Column("tags", 1009, "text[]", "_text", "text", array=True),
+    }
+    info = TableInfo("public.t", cols, ["id"], "d")
+    cfg = TableViewConfig(table="public.t", sinks=["s"], exclude=["secret"])
+    got = table_shape(info, cfg)
+    assert list(got) == ["id", "price", "tags"]
+    assert got["price"] == FieldType("numeric", scale=2, pg="numeric")
+    assert got["tags"] == FieldType("text", array=True, pg="text[]")
+    only = table_shape(
+        info, TableViewConfig(table="public.t", sinks=["s"], fields=["id"])
+    )
+    assert list(only) == ["id"]
