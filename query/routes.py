@@ -180,13 +180,13 @@ async def _search(svc: Service, view: str, body: SearchBody, lsn: int | None) ->
     wanted = min(20, svc.api.max_page_size) if body.size is None else body.size
     _page_size(svc, wanted)
     text = validate.query_text(body.query)
-    filters = validate.search_filters(body.filters)
+    validate.search_filters(body.filters)  # refused before waiting; checked again
     sort = [f"-{k}" if o == "desc" else k for k, o in validate.sort_keys(body.sort)]
     page, size = validate.page(body.page, wanted)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(
         lambda: svc.client.search(
-            view, text, dict(filters), sort, page, size, min_lsn=lsn
+            view, text, body.filters, sort, page, size, min_lsn=lsn
         )
     )
     return _respond(

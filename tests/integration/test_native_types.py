@@ -17,6 +17,7 @@ from typing import Any
 
 import elasticsearch
 import pytest
+from apiserver import start_server
 
 from connectors.base import ViewTarget
 from connectors.mongodb import MongoSinkConfig
@@ -236,3 +237,36 @@ def test_native_types_mongodb_decimal128_refused_by_ferretdb_with_a_clear_error(
         plain.close()
     finally:
         sink.close()
+
+
+def test_native_types_http_api_range_filters_and_sorts(drained):
+    p = drained
+    server = start_server(p, {"anonymous": True})
+    try:
+        with server.client() as http:
+            base = "/v1/views/items"
+            got = http.post(
+                f"{base}/search",
+                json={"filters": {"price": {"lt": 100}}, "sort": ["-price"]},
+            )
+            assert got.status_code == 200, got.text
+            assert [h["id"] for h in got.json()["hits"]] == ["2", "1", "4"]
+            assert got.json()["hits"][0]["doc"]["price"] == "10.05"
+            got = http.post(
+                f"{base}/filter",
+                json={"where": {"price": {"gt": 1}}, "sort": ["price"]},
+            )
+            assert got.status_code == 200, got.text
+            assert got.headers["X-Readside-Store"] == "redis"
+            assert [h["id"] for h in got.json()["hits"]] == ["1", "2", "3"]
+            got = http.post(
+                f"{base}/filter",
+                json={"where": {"day": {"lt": "2024-03-02"}}, "sort": ["-day"]},
+            )
+            assert got.headers["X-Readside-Store"] == "mongodb"
+            assert [h["id"] for h in got.json()["hits"]] == ["1", "4"]
+            bad = http.post(f"{base}/filter", json={"where": {"day": {"lt": "soon"}}})
+            assert bad.status_code == 400
+            assert bad.json()["reason"] == "value"
+    finally:
+        server.stop()
