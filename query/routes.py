@@ -206,12 +206,29 @@ def _get_filters(raw: list[str]) -> dict[str, Any]:
     return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
 
 
+def _get_ranges(raw: list[str]) -> dict[str, Any]:
+    """``field:op:bound`` triples (``price:gte:10``, ``day:lt:2024-03-01``):
+    a bound that reads as a number is one, else an instant."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in raw:
+        name, op, bound = [*item.split(":", 2), "", ""][:3]
+        if not bound:
+            raise QueryError("filters", f"range {item[:40]!r} is not field:op:bound")
+        try:
+            value: Any = float(bound)
+        except ValueError:
+            value = bound
+        out.setdefault(name, {})[op] = value
+    return out
+
+
 @router.get("/{view}/search", summary="Search (Elasticsearch query string)")
 async def get_search(
     request: Request,
     view: str,
     q: str | None = None,
     filter: Annotated[list[str] | None, Query()] = None,
+    range: Annotated[list[str] | None, Query()] = None,
     sort: str | None = None,
     page: int = 1,
     size: int | None = None,
@@ -219,11 +236,11 @@ async def get_search(
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
     svc, view, lsn = _start(
-        request, view, x_api_key, {"q", "filter", "sort", "page", "size"}
+        request, view, x_api_key, {"q", "filter", "range", "sort", "page", "size"}
     )
     body = SearchBody(
         query=q,
-        filters=_get_filters(filter or []) or None,
+        filters={**_get_filters(filter or []), **_get_ranges(range or [])} or None,
         sort=[s for s in (sort or "").split(",") if s] or None,
         page=page,
         size=size,

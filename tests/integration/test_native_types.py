@@ -252,6 +252,12 @@ def test_native_types_http_api_range_filters_and_sorts(drained):
             assert got.status_code == 200, got.text
             assert [h["id"] for h in got.json()["hits"]] == ["2", "1", "4"]
             assert got.json()["hits"][0]["doc"]["price"] == "10.05"
+            got = http.get(
+                f"{base}/search",
+                params={"range": ["price:lt:100", "day:gte:2024-03-01"], "sort": "day"},
+            )
+            assert got.status_code == 200, got.text
+            assert [h["id"] for h in got.json()["hits"]] == ["1", "2"]
             got = http.post(
                 f"{base}/filter",
                 json={"where": {"price": {"gt": 1}}, "sort": ["price"]},
