@@ -120,7 +120,13 @@ class _Builder:
         names = node.output_names()
         dupes = sorted({k for k in names if names.count(k) > 1})
         if dupes:
-            raise ConfigError(f"{where}: field name(s) used twice: {', '.join(dupes)}")
+            lifted = [f"embed.{k}" for k, rel in node.relations if rel.lift]
+            note = (
+                f" (with the fields lifted from {', '.join(lifted)})" if lifted else ""
+            )
+            raise ConfigError(
+                f"{where}: field name(s) used twice{note}: {', '.join(dupes)}"
+            )
         return node
 
     def _fields(

@@ -202,4 +202,7 @@ def test_shaped_levels_checked_against_the_catalog_name_the_field(make_pipeline)
             build_tree(
                 Catalog(conn), "rentals", AggregateViewConfig(**clash, sinks=["x"])
             )
-        assert str(info.value) == ("views.rentals: field name(s) used twice: title")
+        assert str(info.value) == (
+            "views.rentals: field name(s) used twice (with the fields lifted "
+            "from embed.inventory): title"
+        )
