@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -32,7 +33,14 @@ def tree_shape(node: Node) -> dict[str, FieldType]:
     """The shape of the documents of ``node``'s level, nested levels included."""
     out = {key: column.field_type for key, column in node.fields}
     for key, rel in node.relations:
-        out[key] = level(tree_shape(rel), array=rel.kind != "parent")
+        many = rel.kind != "parent"
+        if rel.lift:  # its fields are the enclosing level's
+            out.update(tree_shape(rel))
+        elif rel.value is not None:  # one column: a value, or an array of them
+            ft = rel.value.field_type
+            out[key] = replace(ft, array=True) if many else ft
+        else:
+            out[key] = level(tree_shape(rel), array=many)
     return out
 
 
