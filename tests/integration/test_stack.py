@@ -64,6 +64,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         kafka_port=at(m.kafka_port),
         kafka_controller_port=at(m.kafka_controller_port),
         kafka_sasl_port=at(m.kafka_sasl_port),
+        kafka_ssl_port=at(m.kafka_ssl_port),
         connect_port=at(m.connect_port),
         redis_port=at(m.redis_port),
         redis_tls_port=at(m.redis_tls_port),
