@@ -9,15 +9,8 @@ Registry's runnable app, keeping its schemas in an H2 file.
 
 from __future__ import annotations
 
-from pipeline.stack.kafka_broker import (
-    SASL_FILE,
-    Kafka,
-    cluster_id,
-    kafka_jvm,
-    log4j,
-    sasl_client,
-    scram_client,
-)
+from pipeline.stack.kafka_broker import Kafka, cluster_id, kafka_jvm, log4j
+from pipeline.stack.kafka_users import SASL_FILE, sasl_client, scram_client
 from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,

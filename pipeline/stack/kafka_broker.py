@@ -5,129 +5,54 @@ listeners.
   the tests that want no security);
 * SASL_PLAINTEXT on ``stack.kafka_sasl_port`` and SASL_SSL on
   ``stack.kafka_ssl_port``, each taking the mechanisms PLAIN (one user,
-  :func:`sasl_client`), SCRAM-SHA-256 and SCRAM-SHA-512 (one user,
-  :func:`scram_client`); the SASL_SSL listener serves the stack's server
-  certificate (:mod:`pipeline.stack.tls`) as a PEM keystore, and its
-  clients trust the stack's CA (:func:`over_tls`);
+  ``kafka_users.sasl_client``), SCRAM-SHA-256 and SCRAM-SHA-512 (one user,
+  ``kafka_users.scram_client``); the SASL_SSL listener serves the stack's
+  server certificate (:mod:`pipeline.stack.tls`) as a PEM keystore, and its
+  clients trust the stack's CA (``kafka_users.over_tls``);
 * CONTROLLER on ``stack.kafka_controller_port``.
 
 PLAIN's user is written into the listeners' JAAS settings. SCRAM's lives in
-the cluster's metadata: :meth:`Kafka.ready` sets its credentials through the
-admin API after every start (an upsert: the same on a fresh data directory
-as on one formatted before SCRAM existed), and only then writes its password
-file, so a password file always names a user the broker knows.
+the cluster's metadata: :meth:`Kafka.ready`, after each start, sets its
+credentials through the admin API unless the kept user logs in already (an
+upsert: the same on a fresh data directory as on one formatted before the
+broker took SCRAM), and keeps its password file only once the broker takes
+them, so a password file always names a user the broker knows.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import secrets
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 from pipeline import kafkaclient
+from pipeline.errors import FatalError
 from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack import tls
+from pipeline.stack.kafka_users import (
+    SCRAM_FILE,
+    SCRAM_MECHANISMS,
+    keep_scram_user,
+    over_tls,
+    sasl_client,
+    sasl_user,
+    scram_client,
+    scram_user,
+    upsert_scram,
+)
 from pipeline.stack.services import Service, java_binary, port_in_use
 
-SASL_FILE = "sasl-client.json"
-SCRAM_FILE = "scram-client.json"
-SCRAM_USER = "readside-scram"
-SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
-#: PBKDF2 rounds of the stored SCRAM credentials (Kafka's least is 4096)
-SCRAM_ITERATIONS = 8192
+#: how long ``ready`` waits for the broker to take new SCRAM credentials
+SCRAM_WAIT_S = 120.0
 MECHANISMS = ",".join(("PLAIN", *SCRAM_MECHANISMS))
 SASL_LISTENERS = ("sasl_plaintext", "sasl_ssl")
 
 _QUIET = logging.getLogger("readside.stack.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
-
-
-def _user(path: Path) -> dict[str, str]:
-    user: dict[str, str] = json.loads(path.read_text())
-    return user
-
-
-def sasl_client(data: Path) -> dict[str, str]:
-    """The ``kafka.client`` settings of the broker's SASL_PLAINTEXT listener
-    with mechanism PLAIN (user and password from
-    ``<data>/kafka/sasl-client.json``, written by the broker's first start).
-
-    Raises:
-        FileNotFoundError: the broker was never started with that listener.
-    """
-    user = _user(data / "kafka" / SASL_FILE)
-    return {
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "PLAIN",
-        "sasl.username": user["username"],
-        "sasl.password": user["password"],
-    }
-
-
-def scram_client(data: Path, mechanism: str = "SCRAM-SHA-256") -> dict[str, str]:
-    """The ``kafka.client`` settings of the SASL_PLAINTEXT listener with
-    ``mechanism`` (SCRAM-SHA-256 or -512) as the SCRAM user (password from
-    ``<data>/kafka/scram-client.json``, written once the broker knows it).
-
-    Raises:
-        FileNotFoundError: no start of the broker has made the SCRAM user.
-    """
-    user = _user(data / "kafka" / SCRAM_FILE)
-    return {
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": mechanism,
-        "sasl.username": user["username"],
-        "sasl.password": user["password"],
-    }
-
-
-def over_tls(data: Path, client: dict[str, str]) -> dict[str, str]:
-    """``client``'s settings for the SASL_SSL listener: the same mechanism
-    and user, over TLS, trusting the stack's CA (``ssl.ca.location``)."""
-    return {
-        **client,
-        "security.protocol": "SASL_SSL",
-        "ssl.ca.location": str(data / tls.TLS_DIR / "ca.crt"),
-    }
-
-
-def _sasl_user(base: Path) -> tuple[str, str]:
-    """The PLAIN user, made once with a random password."""
-    path = base / SASL_FILE
-    if not path.exists():
-        path.touch(mode=0o600)
-        user = {"username": "readside", "password": secrets.token_urlsafe(18)}
-        path.write_text(json.dumps(user) + "\n")
-    user = _user(path)
-    return user["username"], user["password"]
-
-
-def scram_user(base: Path) -> dict[str, str]:
-    """The SCRAM user's name and password: kept in ``base``'s
-    ``scram-client.json`` once the broker knows them (:func:`keep_scram_user`),
-    pending in ``scram-client.json.part`` until then (0600; made once)."""
-    path = base / SCRAM_FILE
-    if path.exists():
-        return _user(path)
-    part = base / (SCRAM_FILE + ".part")
-    if not part.exists():
-        user = {"username": SCRAM_USER, "password": secrets.token_urlsafe(18)}
-        part.touch(mode=0o600)
-        part.write_text(json.dumps(user) + "\n")
-    return _user(part)
-
-
-def keep_scram_user(base: Path) -> None:
-    """Mark the pending SCRAM user known to the broker (its file is what
-    :func:`scram_client` and the probe read)."""
-    part = base / (SCRAM_FILE + ".part")
-    if part.exists():
-        part.rename(base / SCRAM_FILE)
 
 
 def _escaped(pem: str) -> str:
@@ -250,7 +175,7 @@ class Kafka(Service):
         base = self.ctx.dir("kafka")
         base.mkdir(parents=True, exist_ok=True)
         props = base / "server.properties"
-        user, password = _sasl_user(base)
+        user, password = sasl_user(base)
         props.touch(mode=0o600)
         props.chmod(0o600)  # it holds the PLAIN password and the server's key
         props.write_text(server_properties(self, user, password))
@@ -284,35 +209,31 @@ class Kafka(Service):
 
     def ready(self) -> None:
         """Set the SCRAM user's credentials (both mechanisms) through the
-        PLAINTEXT listener, then keep its password file."""
-        # from the module itself: the package re-exports them untyped
-        from confluent_kafka.admin._scram import (
-            ScramCredentialInfo,
-            ScramMechanism,
-            UserScramCredentialAlteration,
-            UserScramCredentialUpsertion,
-        )
+        PLAINTEXT listener, wait until the SASL listener takes them (a
+        broker with many partitions applies the change some seconds after
+        the controller committed it), then keep its password file.
 
+        Raises:
+            FatalError: the broker did not take them within SCRAM_WAIT_S.
+        """
         base = self.ctx.dir("kafka")
         user = scram_user(base)
+        port = self.ctx.cfg.kafka_sasl_port
+        if (base / SCRAM_FILE).exists() and _scram_problem(port, user) is None:
+            return  # set by an earlier start, and taken
         admin = kafkaclient.admin(
             KafkaConfig(bootstrap_servers=f"127.0.0.1:{self.port}"),
             {"logger": _QUIET},
         )
-        for mech in SCRAM_MECHANISMS:  # one user's credentials: one per request
-            upsert: list[UserScramCredentialAlteration] = [
-                UserScramCredentialUpsertion(
-                    user["username"],
-                    ScramCredentialInfo(
-                        getattr(ScramMechanism, mech.replace("-", "_")),
-                        SCRAM_ITERATIONS,
-                    ),
-                    user["password"].encode(),
+        upsert_scram(admin, user)
+        deadline = time.monotonic() + SCRAM_WAIT_S
+        while (problem := _scram_problem(port, user)) is not None:
+            if time.monotonic() > deadline:
+                raise FatalError(
+                    f"kafka did not take the SCRAM user {user['username']} "
+                    f"within {SCRAM_WAIT_S:.0f}s: {problem}"
                 )
-            ]
-            done = admin.alter_user_scram_credentials(upsert, request_timeout=30)
-            for future in done.values():
-                future.result()
+            time.sleep(1.0)
         keep_scram_user(base)
 
     def probe(self) -> str | None:
@@ -350,6 +271,22 @@ class Kafka(Service):
             if problem is not None:
                 return f"{what}: {problem}"
         return None
+
+
+def _scram_problem(port: int, user: dict[str, str]) -> str | None:
+    """What keeps the SASL listener on ``port`` from taking ``user`` with
+    each SCRAM mechanism (None: it takes it)."""
+    for mech in SCRAM_MECHANISMS:
+        client = {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": mech,
+            "sasl.username": user["username"],
+            "sasl.password": user["password"],
+        }
+        problem = _metadata(f"127.0.0.1:{port}", client)
+        if problem is not None:
+            return f"{mech}: {problem}"
+    return None
 
 
 def _metadata(bootstrap: str, client: dict[str, str]) -> str | None:

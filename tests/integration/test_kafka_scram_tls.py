@@ -5,7 +5,7 @@ SASL_PLAINTEXT listener (``stack.kafka_sasl_port``) and on a SASL_SSL
 listener (``stack.kafka_ssl_port``) that serves the stack's server
 certificate; the SCRAM user lives in the cluster's metadata, set by
 ``stack up`` through the admin API, its password in the stack's data
-directory (``pipeline.stack.kafka_broker.scram_client``). Debezium still
+directory (``pipeline.stack.kafka_users.scram_client``). Debezium still
 writes through the PLAINTEXT listener; everything of readside's (the
 worker's consumer and producer, the layout guard, ``status``, ``dlq list``,
 ``snapshot``'s state, the checkpoint reader, the read client's freshness
@@ -27,7 +27,7 @@ from harness import Pipeline, wait_for
 
 from pipeline import checkpoints
 from pipeline.config import StackConfig
-from pipeline.stack import kafka_broker
+from pipeline.stack import kafka_users
 from query.client import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,7 @@ def test_pipeline_with_scram_sha_256_converges_reports_and_snapshots(
     make_pipeline: Any, stack: StackConfig
 ) -> None:
     p = make_pipeline(SCHEMA, TABLES, VIEWS)
-    client = kafka_broker.scram_client(Path(stack.data_dir), "SCRAM-SHA-256")
+    client = kafka_users.scram_client(Path(stack.data_dir), "SCRAM-SHA-256")
     secure(p, stack.kafka_sasl_port, client)
     converges_and_reports(p, client["sasl.password"], snapshot=True)
 
@@ -138,9 +138,7 @@ def test_pipeline_over_sasl_ssl_with_scram_sha_512_and_the_stack_ca(
     make_pipeline: Any, stack: StackConfig
 ) -> None:
     data = Path(stack.data_dir)
-    client = kafka_broker.over_tls(
-        data, kafka_broker.scram_client(data, "SCRAM-SHA-512")
-    )
+    client = kafka_users.over_tls(data, kafka_users.scram_client(data, "SCRAM-SHA-512"))
     assert client["security.protocol"] == "SASL_SSL"
     p = make_pipeline(SCHEMA, TABLES, VIEWS)
     secure(p, stack.kafka_ssl_port, client)
@@ -175,7 +173,7 @@ def test_wrong_scram_password_ends_commands_and_worker_clearly(
 ) -> None:
     p = make_pipeline(SCHEMA, TABLES, VIEWS)
     wrong = "not-the-scram-password-Hq27"
-    client = kafka_broker.scram_client(Path(stack.data_dir), "SCRAM-SHA-256")
+    client = kafka_users.scram_client(Path(stack.data_dir), "SCRAM-SHA-256")
     secure(p, stack.kafka_sasl_port, {**client, "sasl.password": wrong})
     ends_clearly(p, "SCRAM-SHA-256", wrong)
 
@@ -184,7 +182,7 @@ def test_tls_without_the_stack_ca_ends_commands_and_worker_clearly(
     make_pipeline: Any, stack: StackConfig
 ) -> None:
     data = Path(stack.data_dir)
-    client = kafka_broker.over_tls(data, kafka_broker.scram_client(data))
+    client = kafka_users.over_tls(data, kafka_users.scram_client(data))
     del client["ssl.ca.location"]  # the system's CAs: the stack's is not one
     p = make_pipeline(SCHEMA, TABLES, VIEWS)
     secure(p, stack.kafka_ssl_port, client)

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.config import StackConfig
 from pipeline.sourceconfig import KafkaConfig
-from pipeline.stack import jvm, kafka_broker, tls
+from pipeline.stack import jvm, kafka_users, tls
 from pipeline.stack.provision import Installed
 from pipeline.stack.services import Context
 
@@ -86,17 +86,17 @@ def test_scram_user_pending_until_the_broker_knows_it_then_kept(
 ) -> None:
     base = tmp_path / "kafka"
     base.mkdir()
-    user = kafka_broker.scram_user(base)
-    assert kafka_broker.scram_user(base) == user  # a retry sets the same one
+    user = kafka_users.scram_user(base)
+    assert kafka_users.scram_user(base) == user  # a retry sets the same one
     assert user["username"] == "readside-scram"
     assert len(user["password"]) >= 20
     with pytest.raises(FileNotFoundError):  # not known yet: no client file
-        kafka_broker.scram_client(tmp_path)
-    kafka_broker.keep_scram_user(base)
-    assert kafka_broker.scram_user(base) == user
-    mode = (base / kafka_broker.SCRAM_FILE).stat().st_mode
+        kafka_users.scram_client(tmp_path)
+    kafka_users.keep_scram_user(base)
+    assert kafka_users.scram_user(base) == user
+    mode = (base / kafka_users.SCRAM_FILE).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
-    client = kafka_broker.scram_client(tmp_path, "SCRAM-SHA-512")
+    client = kafka_users.scram_client(tmp_path, "SCRAM-SHA-512")
     assert client == {
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -108,7 +108,7 @@ def test_scram_user_pending_until_the_broker_knows_it_then_kept(
 
 def test_over_tls_trusts_the_stack_ca(tmp_path: Path) -> None:
     kafka(tmp_path).prepare()
-    client = kafka_broker.over_tls(tmp_path, jvm.sasl_client(tmp_path))
+    client = kafka_users.over_tls(tmp_path, jvm.sasl_client(tmp_path))
     assert client["security.protocol"] == "SASL_SSL"
     assert client["ssl.ca.location"] == str(tmp_path / "tls" / "ca.crt")
     assert client["sasl.mechanism"] == "PLAIN"
