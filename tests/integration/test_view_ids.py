@@ -24,8 +24,9 @@ import pytest
 from apiserver import start_server
 
 from pipeline.dlq import H_REASON
-from pipeline.events import doc_id
+from pipeline.events import Upsert, doc_id
 from pipeline.types import pg_value_to_json
+from pipeline.worker import build_sinks
 from query import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -163,6 +164,29 @@ def test_view_ids_follow_moves_and_deletes_and_duplicates_are_reported(
         # The duplicate goes: the id stays with the remaining row.
         conn.execute("DELETE FROM payments WHERE payment_id = 9000 AND amount = 55.55")
         p.wait_drained(timeout=120)
+        assert not _bad(p), "\n".join(_bad(p))
+
+        # verify --repair re-reads documents by these ids: a corrupted copy
+        # and one of an id no row holds any more are both put right.
+        sinks = build_sinks(p.config, ["redis"])
+        redis = sinks["redis"]
+        redis.open()
+        try:
+            stored = redis.fetch("payment_docs", ["9000"])["9000"]
+            bad = {**(stored.doc or {}), "amount": "0.01"}
+            ghost = {"amount": "1.00"}
+            redis.write(
+                [
+                    Upsert("payment_docs", "9000", stored.version + 1, bad),
+                    Upsert("payment_docs", "77777", stored.version + 1, ghost),
+                ]
+            )
+        finally:
+            redis.close()
+        drift = {d.sink: d for d in p.verify() if d.view == "payment_docs"}
+        assert drift["redis"].differing == ["9000"]
+        assert drift["redis"].extra == ["77777"]
+        p.run_cli("verify", "payment_docs", "--repair")
         assert not _bad(p), "\n".join(_bad(p))
 
 
