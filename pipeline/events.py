@@ -58,6 +58,16 @@ def doc_id(key: dict[str, Any]) -> str:
     return ":".join(str(v).replace("%", "%25").replace(":", "%3A") for v in values)
 
 
+class SourceDocuments(dict[str, Document]):
+    """A view's documents by id as the source defines them (the oracle's
+    answer), with :attr:`duplicates`: each id that more than one source row
+    gives, and why (only the first row in key order is in the mapping)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.duplicates: dict[str, str] = {}
+
+
 class Op(enum.Enum):
     """Debezium operation codes, plus the kinds of record that carry no row."""
 

@@ -74,6 +74,8 @@ class Drift:
         extra: live ids the sink holds that the source does not define.
         differing: ids held with a body unlike the expected one.
         samples: up to :data:`SAMPLE_SIZE` of the differing documents.
+        duplicates: ids that more than one source row gives (a view whose
+            ``id`` names columns that are not unique), with why.
     """
 
     view: str
@@ -83,11 +85,13 @@ class Drift:
     extra: list[str] = field(default_factory=list)
     differing: list[str] = field(default_factory=list)
     samples: list[DocDiff] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when the sink holds exactly the expected documents."""
-        return not (self.missing or self.extra or self.differing)
+        """True when the sink holds exactly the expected documents, each
+        from one source row."""
+        return not (self.missing or self.extra or self.differing or self.duplicates)
 
     def describe(self) -> str:
         """A few lines for an operator or a failing test."""
@@ -96,7 +100,11 @@ class Drift:
             f"missing={len(self.missing)} extra={len(self.extra)} "
             f"differing={len(self.differing)}"
         )
+        if self.duplicates:
+            head += f" duplicate_ids={len(self.duplicates)}"
         lines = [head]
+        for reason in list(self.duplicates.values())[:SAMPLE_SIZE]:
+            lines.append(f"  duplicate id: {reason}")
         if self.missing:
             lines.append(f"  missing (first): {self.missing[:SAMPLE_SIZE]}")
         if self.extra:
@@ -152,6 +160,7 @@ def compare(
     compared; extra ids are always looked for among all held ids.
     """
     drift = Drift(view, sink.name, expected=len(expected))
+    drift.duplicates = dict(getattr(expected, "duplicates", {}))
     held = sink.ids(view)
     drift.extra = sorted(held - set(expected))
     ids = sorted(expected)

@@ -62,11 +62,19 @@ class TableViewConfig(_ViewBase):
     fields: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
     filter: str | None = None  # focus row filter, an expression on the row
+    id: list[str] | None = None  # refused: see _no_id
 
     @field_validator("table")
     @classmethod
     def _qualified(cls, table: str) -> str:
         return check_table(table)
+
+    @field_validator("id")
+    @classmethod
+    def _no_id(cls, cols: list[str] | None) -> None:
+        if cols is not None:
+            raise ValueError(TABLE_VIEW_ID)
+        return None
 
     def tables(self) -> list[str]:
         return [self.table]
@@ -77,6 +85,13 @@ class TableViewConfig(_ViewBase):
 
 
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+TABLE_VIEW_ID = (
+    "a table view's document id is its row's whole key (its versions are "
+    "stream positions of one key, which two keys sharing an id could not "
+    "compare); to name documents by some key columns, make it an aggregate "
+    "view of the table (kind: aggregate, no embed), whose id: may"
+)
 
 
 def _check_columns(cols: list[str]) -> list[str]:
@@ -226,6 +241,19 @@ class AggregateViewConfig(_ViewBase, _Level):
     kind: Literal["aggregate"]
     table: str
     where: str | None = None  # focus row filter on the root, an SQL predicate
+    #: the root's key columns its document id is built from (default: all)
+    id: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, cols: list[str] | None) -> list[str] | None:
+        if cols is None:
+            return None
+        _check_columns(cols)
+        twice = sorted({c for c in cols if cols.count(c) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} named more than once")
+        return cols
 
     @field_validator("table")
     @classmethod

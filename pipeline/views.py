@@ -41,9 +41,10 @@ from psycopg.types import TypeInfo
 from psycopg.types.hstore import register_hstore
 
 from pipeline.aggregate import catalog
+from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.reader import Reader
-from pipeline.aggregate.view import AggregateView, Chunk
+from pipeline.aggregate.view import AggregateView
 from pipeline.config import Config
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (

@@ -12,6 +12,10 @@ the response classes (measured: about two thirds of a request's time in the
 server; ``docs/benchmarks.md``).
 
 A request that is not exactly that route goes on to FastAPI untouched.
+
+The id is one path segment, percent-encoded (docs/query-api.md: ids in
+URLs): the segments are split on the raw path and each decoded once, so an
+id holding ``/`` (``docs%2Fintro``) or ``%`` (``%253A``) is read as written.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -73,6 +77,18 @@ def _answer_bytes(
     return data, headers
 
 
+def _segments(scope: Scope, path: str) -> list[str]:
+    """The path's segments after :data:`PREFIX`, each percent-decoded once
+    (from the raw path, so that an encoded ``/`` stays inside its segment)."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None or not raw.startswith(PREFIX.encode()):
+        return path[len(PREFIX) :].split("/")
+    return [
+        unquote_to_bytes(part).decode("utf-8", "replace")
+        for part in raw[len(PREFIX) :].split(b"/")
+    ]
+
+
 class FastGet:
     """ASGI middleware answering get by id itself; everything else goes on.
 
@@ -103,7 +119,7 @@ class FastGet:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and path.startswith(PREFIX):
-            parts = path[len(PREFIX) :].split("/")
+            parts = _segments(scope, path)
             if (
                 len(parts) == 3
                 and parts[1] == "docs"

@@ -239,6 +239,8 @@ class ViewSQL:
 
     root: Node
     where: str | None
+    #: the key columns of the view's document id (default: the whole key)
+    id_columns: list[str] | None = None
 
     def filters(self, extra: str | None = None) -> list[sql.Composable]:
         out: list[sql.Composable] = []
@@ -255,9 +257,15 @@ class ViewSQL:
         )
 
     def by_keys(self) -> sql.Composed:
-        """Documents of the roots with the keys given as text arrays k0, k1, ..."""
-        cond = _key_condition(self.root, self.root.table.primary_key)
-        return _select(self.root) + where_clause([cond, *self.filters()])
+        """Documents of the roots with the keys given as text arrays k0, k1, ...
+
+        With ``id_columns``, the arrays hold those columns' values and every
+        root sharing an id is read, in key order (:mod:`pipeline.aggregate.ids`).
+        """
+        cols = self.id_columns or self.root.table.primary_key
+        cond = _key_condition(self.root, cols)
+        out = _select(self.root) + where_clause([cond, *self.filters()])
+        return out + _order_by_key(self.root) if self.id_columns else out
 
     def _after(self, first: bool, extra: str | None) -> list[sql.Composable]:
         """The filters, and unless ``first`` the root key after ``(%(a0)s, ...)``."""

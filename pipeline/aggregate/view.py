@@ -32,11 +32,14 @@ from typing import Any
 import psycopg
 from psycopg.sql import Composed
 
+from pipeline.aggregate import fromsource
 from pipeline.aggregate.catalog import Catalog
+from pipeline.aggregate.fromsource import Chunk
+from pipeline.aggregate.ids import IdRule
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.plan import ViewSQL
-from pipeline.aggregate.reader import Converter, Reader, key_text
-from pipeline.aggregate.roots import Key, Links, RootKeys, key_of, row_key
+from pipeline.aggregate.reader import Converter, Reader
+from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
 from pipeline.aggregate.tree import Node, build_tree, named_by_image_only
 from pipeline.errors import BadRecord, ConfigError
 from pipeline.events import (
@@ -46,8 +49,8 @@ from pipeline.events import (
     DocumentOp,
     Op,
     Position,
+    SourceDocuments,
     Upsert,
-    doc_id,
 )
 from pipeline.types import pg_value_to_json
 from pipeline.viewconfig import AggregateViewConfig
@@ -64,18 +67,6 @@ CHUNK_ROOTS = 2000
 
 
 @dataclass
-class Chunk:
-    """One chunk of a snapshot load (:meth:`AggregateView.load_chunk`)."""
-
-    ops: list[DocumentOp]
-    rows: int
-    #: key texts of its last root: the next chunk starts after it
-    last: list[str]
-    #: roots whose document a transform refused: (doc id, error)
-    failures: list[tuple[str, BadRecord]]
-
-
-@dataclass
 class AggregateView:
     """An aggregate view; :meth:`prepare` it against the source before use."""
 
@@ -88,6 +79,7 @@ class AggregateView:
     _by_table: dict[str, list[Node]] = field(default_factory=dict)
     _nodes: dict[str, Node] = field(default_factory=dict)
     _converter: Converter | None = None
+    ids_rule: IdRule | None = None
     reads: int = 0  # statements that re-read roots (the coalescing figure)
 
     # ------------------------------------------------------------ setup
@@ -100,8 +92,13 @@ class AggregateView:
                 whose link is not in its key lacks REPLICA IDENTITY FULL.
         """
         root = build_tree(Catalog(conn), self.name, self.cfg)
-        self.root = root
-        self.sql = ViewSQL(root, self.cfg.where)
+        rule = IdRule.of(
+            self.name, root.table.name, root.table.primary_key, self.cfg.id
+        )
+        self.root, self.ids_rule = root, rule
+        self.sql = ViewSQL(
+            root, self.cfg.where, list(rule.columns) if rule.custom else None
+        )
         self._by_table = {}
         for node in root.walk():
             self._by_table.setdefault(node.table.name, []).append(node)
@@ -123,6 +120,11 @@ class AggregateView:
         if self.root is None or self.sql is None:
             raise RuntimeError(f"aggregate view {self.name} used before prepare()")
         return self.root
+
+    def id_rule(self) -> IdRule:
+        self.tree()
+        assert self.ids_rule is not None
+        return self.ids_rule
 
     def view_sql(self) -> ViewSQL:
         self.tree()
@@ -278,7 +280,7 @@ class AggregateView:
                 try:
                     chunk = roots.next_chunk()
                     keys = sorted(chunk)
-                    rows = reader.rows_by_keys(self.view_sql(), keys) if keys else []
+                    rows = self._rows(reader, keys)
                     converter = self.converter(reader)
                 finally:
                     reader.end()
@@ -292,6 +294,12 @@ class AggregateView:
                 yield self.ops_from_rows(converter, rows, chunk, version, pending)
         finally:
             links.close()
+
+    def _rows(self, reader: Reader, keys: list[Key]) -> list[Any]:
+        """The rows of roots ``keys`` (with a custom id: of their ids)."""
+        rule = self.id_rule()
+        wanted = rule.project(keys) if rule.custom else keys
+        return reader.rows_by_keys(self.view_sql(), wanted) if wanted else []
 
     def ops_from_rows(
         self,
@@ -307,19 +315,21 @@ class AggregateView:
         named it), else the batch's last one; a root the transform refuses is
         noted in ``meta.failures`` with that position in ``meta.refused_by``.
         """
-        root = self.tree()
+        root, rule = self.tree(), self.id_rule()
         pk = root.table.primary_key
         ops: list[DocumentOp] = []
-        found: set[str] = set()
+        found: dict[str, Key] = {}
         lsn, ts = meta.lsn, meta.commit_ts_ms
         blame = asked if isinstance(asked, Mapping) else {}
         for row in rows:
-            key = {
-                c: pg_value_to_json(v) for c, v in zip(pk, row[: len(pk)], strict=True)
-            }
-            ident = doc_id(key)
-            found.add(ident)
-            pos = blame.get(row_key(row[: len(pk)])) or meta.position
+            ident = rule.ident_of([pg_value_to_json(v) for v in row[: len(pk)]])
+            rkey = row_key(row[: len(pk)])
+            pos = blame.get(rkey) or meta.position
+            if ident in found:  # a duplicate id: reported, never merged
+                meta.failures.append((ident, rule.duplicate(ident, found[ident], rkey)))
+                meta.refused_by.setdefault(ident, pos)
+                continue
+            found[ident] = rkey
             doc: Document | None = converter.document(root, row[len(pk)])
             if doc is not None and self.transform is not None:
                 try:
@@ -333,68 +343,31 @@ class AggregateView:
             else:
                 ops.append(Upsert(self.name, ident, version, doc, lsn, ts, pos))
         for key_values, named in (blame or dict.fromkeys(asked or ())).items():
-            ident = doc_id(dict(zip(pk, key_values, strict=True)))
+            ident = rule.ident_of(key_values)
             if ident not in found:
                 pos = named or meta.position
                 ops.append(Delete(self.name, ident, version, lsn, ts, pos))
         return ops
 
-    def documents(self, reader: Reader) -> dict[str, Document]:
-        """Every document the view's SQL defines now (one snapshot)."""
-        reader.begin()
-        try:
-            rows = reader.query(self.view_sql().definition(), {})
-            converter = self.converter(reader)
-        finally:
-            reader.end()
-        ops = self.ops_from_rows(converter, rows, None, 0, Pending())
-        return {op.doc_id: op.doc for op in ops if isinstance(op, Upsert)}
+    def documents(self, reader: Reader) -> SourceDocuments:
+        """Every document the view's SQL defines now (one snapshot), with the
+        ids two roots share."""
+        return fromsource.documents(self, reader)
 
     # ------------------------------------------------------------ from the source
     def definition(self) -> Composed:
         return self.view_sql().definition()
 
     def ids(self, reader: Reader) -> set[str]:
-        pk = self.tree().table.primary_key
-        reader.begin()
-        try:
-            rows = reader.query(self.view_sql().keys(), {})
-        finally:
-            reader.end()
-        return {
-            doc_id({c: pg_value_to_json(v) for c, v in zip(pk, r, strict=True)})
-            for r in rows
-        }
+        return fromsource.ids(self, reader)
 
     def reread_ids(self, reader: Reader, ids: Iterable[str]) -> list[DocumentOp]:
-        width = len(self.tree().table.primary_key)
-        return self.reread(reader, Pending(root_keys={key_of(i, width) for i in ids}))
+        return fromsource.reread_ids(self, reader, ids)
 
     def count(self, reader: Reader, where: str | None, after: Any = None) -> int:
-        params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
-        reader.begin()
-        try:
-            statement = self.view_sql().count(where, after is None)
-            return int(reader.query(statement, params)[0][0])
-        finally:
-            reader.end()
+        return fromsource.count(self, reader, where, after)
 
     def load_chunk(
         self, reader: Reader, after: list[str] | None, where: str | None, size: int
     ) -> Chunk | None:
-        snap = reader.begin()
-        params: dict[str, Any] = {"limit": size}
-        if after is not None:
-            params.update({f"a{i}": v for i, v in enumerate(after)})
-        try:
-            rows = reader.query(self.view_sql().chunk(after is None, where), params)
-            converter = self.converter(reader)
-        finally:
-            reader.end()
-        if not rows:
-            return None
-        meta = Pending()
-        ops = self.ops_from_rows(converter, rows, None, snap.version(self.epoch), meta)
-        last = rows[-1][: len(self.tree().table.primary_key)]
-        keys = [key_text(pg_value_to_json(v)) for v in last]
-        return Chunk(ops, len(rows), keys, meta.failures)
+        return fromsource.load_chunk(self, reader, after, where, size)

@@ -79,7 +79,8 @@ def verify(
 ) -> None:
     """Compare every document in every sink with what the view's SQL returns.
 
-    Exits 1 when any view drifted (missing, extra or differing documents) and
+    Exits 1 when any view drifted (missing, extra or differing documents, or
+    an id two source rows share: duplicate_ids) and
     --repair did not fix it. --repair re-reads drifted aggregate roots in a new
     snapshot (a newer version wins); table views, whose versions are event
     offsets, are rebuilt instead: `readside snapshot VIEW --rebuild --sink NAME`.

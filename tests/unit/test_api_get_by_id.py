@@ -109,7 +109,8 @@ def test_api_get_by_id_refusals_keep_their_status_and_reason(http):
         (anon.get("/v1/views/t/docs/1", headers={"X-Api-Key": "x" * 20}), 401, None),
         (http.get("/v1/views/u/docs/1"), 403, None),
         (http.get("/v1/views/nope/docs/1"), 404, "view"),
-        (http.get("/v1/views/t/docs/a*b"), 400, "ids"),
+        # ids are any text the stores hold (a*b too), without control characters
+        (http.get("/v1/views/t/docs/a%01b"), 400, "ids"),
         (http.get("/v1/views/t/docs/1", params={"x": "1"}), 400, "parameter"),
         (http.get("/v1/views/t/docs/1", params={"min_lsn": "1/2/3"}), 400, "min_lsn"),
     ]
