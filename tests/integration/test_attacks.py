@@ -193,6 +193,8 @@ def untouched(env: Env, request: pytest.FixtureRequest) -> Iterator[None]:
     """Every store and the source as they were, and no store error logged."""
     versions = request.node.originalname not in RELOADS
     before = dump_stores(env.p.config, env.p.suffix, versions)
+    held = (before["redis"], before["elasticsearch"]["docs"], before["mongodb"])
+    assert all(held), "a store holds nothing: the comparison would prove nothing"
     source = source_state(env.p.dsn)
     logged = len(env.server.log_text())
     yield
@@ -437,7 +439,7 @@ def test_far_future_min_lsn_waits_its_bound_and_samples_fast_only_with_a_key(
         answers = list(pool.map(ask, [SITE] * 8))
     assert {s for s, _ in answers} == {412}
     assert all(WAIT_S <= took < WAIT_S + 1.5 for _, took in answers), answers
-    assert watch.samples >= 15, watch.samples
+    assert watch.samples >= 8, watch.samples  # idle: about 2 in that time
 
 
 # -- SQL in a focus's where ------------------------------------------------------
