@@ -19,8 +19,8 @@ statements the worker sends to PostgreSQL:
 Each live run is followed by a catch-up run over the very same changes: a
 fresh group starts where the live run started, after the writer is done, so
 the worker finds a backlog and its batches fill up to ``batch_size`` (a
-worker that was down, or behind). Live batches are bounded by how many
-changes arrive within ``batch_timeout_ms``.
+worker that was down, or behind). Live batches hold what arrived while the
+last batch was applied, plus what arrives within ``batch_timeout_ms``.
 """
 
 from __future__ import annotations
@@ -94,9 +94,7 @@ class _CountingConsumer:
             return []
         msgs = list(self._inner.consume(num_messages, timeout))
         data = [m for m in msgs if m.error() is None and m.topic() in run.topics]
-        if data:
-            run.seen += len(data)
-            run.batch_sizes.append(len(data))
+        run.seen += len(data)
         return msgs
 
     def __getattr__(self, name: str) -> Any:
@@ -130,6 +128,15 @@ class StreamRun:
         self.worker = worker_mod.Worker(
             cfg, views, worker_mod.build_sinks(cfg, ["redis"])
         )
+        # A batch may take several polls (pipeline.partitions.next_batch):
+        # its size is what was seen since the last batch was handled.
+        self._seen_at_batch = 0
+        self.worker.on_batch = self._batch_done
+
+    def _batch_done(self, _records: int) -> None:
+        if self.seen > self._seen_at_batch:
+            self.batch_sizes.append(self.seen - self._seen_at_batch)
+        self._seen_at_batch = self.seen
 
     def _write(self) -> None:
         rng = random.Random(7)

@@ -46,6 +46,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.config",
             "pipeline.focusconfig",
             "pipeline.apiconfig",
+            "pipeline.configtypes",
             "connectors",
             "transforms",
         ),

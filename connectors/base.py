@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_chec
 
 from pipeline.errors import BadRecord, ConfigError, FatalError, ReadsideError
 from pipeline.events import UNCHANGED, Delete, Document, DocumentOp, Upsert
+from pipeline.fieldtypes import Shape
 from pipeline.sinktypes import SinkConfig
 
 C = TypeVar("C", bound=SinkConfig)
@@ -61,11 +62,24 @@ class ViewTarget:
             (Redis) of the view in this store.
         options: sink-specific settings of this view (TTL, secondary indexes,
             mappings, routing field, ...).
+        shape: reads what the view's document fields hold, from the source's
+            catalog (:mod:`pipeline.aggregate.shape`), when a store derives
+            its native types; ``None``: not known (the store maps nothing).
+            It may raise ``TransientError`` (source down) or ``ConfigError``.
     """
 
     view: str
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    shape: Callable[[], Shape] | None = field(default=None, compare=False, repr=False)
+
+    def fields(self) -> Shape:
+        """The view's shape (:attr:`shape`), or an empty one when not known."""
+        return {} if self.shape is None else self.shape()
+
+    def renamed(self, name: str) -> ViewTarget:
+        """The same view and options at another place (a generation)."""
+        return ViewTarget(self.view, name, self.options, self.shape)
 
 
 @runtime_checkable

@@ -237,7 +237,7 @@ class MemorySink(StoreSink[MemorySinkConfig]):
 
     def generation_target(self, view: str, gen: int) -> ViewTarget:
         target = self.targets.get(view) or ViewTarget(view, view)
-        return ViewTarget(view, generation_name(target.name, gen), target.options)
+        return target.renamed(generation_name(target.name, gen))
 
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")

@@ -12,11 +12,14 @@ client can fall back to another store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import ClassVar, Protocol, runtime_checkable
 
 from pipeline.errors import ReadsideError
 from pipeline.events import Document
+from pipeline.jsonforms import format_datetime
 
 Scalar = str | int | float | bool
 
@@ -28,14 +31,41 @@ class Eq:
     value: Scalar
 
 
+#: A range bound: a number, or an instant as ISO 8601 text, either a date
+#: (``2024-03-01``: its midnight, UTC) or a timestamp in readside's form
+#: (``2024-03-01T10:15:30+00:00``, :func:`pipeline.jsonforms.format_datetime`).
+Bound = float | str
+
+
 @dataclass(frozen=True, slots=True)
 class Range:
-    """Field within bounds: operator (gt, gte, lt or lte) -> number."""
+    """Field within bounds: operator (gt, gte, lt or lte) -> number or instant."""
 
-    bounds: tuple[tuple[str, float], ...]
+    bounds: tuple[tuple[str, Bound], ...]
 
 
 Condition = Eq | Range
+
+#: What a search filters a field by: a value (term), any of several (terms),
+#: or bounds.
+SearchFilter = Scalar | list[Scalar] | Range
+
+
+def instant(bound: str) -> datetime:
+    """The instant a validated date or timestamp bound names (a date: its
+    midnight, UTC)."""
+    if len(bound) == 10:
+        return datetime.combine(date.fromisoformat(bound), time(), UTC)
+    return datetime.fromisoformat(bound)
+
+
+def instant_text(bound: str) -> str:
+    """A bound as a full timestamp in readside's form (a date: its midnight)."""
+    return format_datetime(instant(bound))
+
+
+#: Sort keys: (field, "asc" or "desc"), the first one first.
+Sort = Sequence[tuple[str, str]]
 
 #: Documents by id, and how many documents matched in all.
 Found = tuple[dict[str, Document], int]
@@ -48,19 +78,24 @@ class SearchRefused(ReadsideError):
 
 @runtime_checkable
 class Filterable(Protocol):
-    """A sink that answers field conditions (equality, numeric ranges)."""
+    """A sink that answers field conditions (equality, ranges of numbers or
+    instants)."""
 
     #: Whether it answers before the other filterable sinks of a view when
     #: it covers the conditions (an in-memory index before a document store).
     filter_first: ClassVar[bool]
 
-    def covers(self, view: str, where: dict[str, Condition]) -> bool:
-        """Whether it can answer every condition of ``where`` on ``view``."""
+    def covers(self, view: str, where: dict[str, Condition], sort: Sort = ()) -> bool:
+        """Whether it can answer every condition of ``where`` on ``view``, in
+        the order ``sort`` asks."""
         ...
 
-    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
-        """The live documents of ``view`` matching every condition, sorted by
-        id, at most ``limit`` of them, and the number of matches."""
+    def filter(
+        self, view: str, where: dict[str, Condition], limit: int, sort: Sort = ()
+    ) -> Found:
+        """The live documents of ``view`` matching every condition, in the
+        order of ``sort`` (then by id; none: by id), at most ``limit`` of
+        them, and the number of matches."""
         ...
 
 
@@ -74,7 +109,7 @@ class Searchable(Protocol):
         self,
         view: str,
         query: str | None,
-        filters: dict[str, Scalar | list[Scalar]],
+        filters: dict[str, SearchFilter],
         sort: list[tuple[str, str]],
         page: int,
         size: int,

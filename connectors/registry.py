@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.base import Sink, SinkKind, ViewTarget
+from pipeline.aggregate.shape import ShapeReader
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.sinktypes import SinkConfig, UnknownSinkType, kind
@@ -51,7 +52,7 @@ def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
         if view.distribution_key and "routing_field" not in extra:
             extra["routing_field"] = view.distribution_key
         name = (opts.target if opts and opts.target else None) or view_name
-        out[view_name] = ViewTarget(view_name, name, extra)
+        out[view_name] = ViewTarget(view_name, name, extra, ShapeReader(cfg, view_name))
     return out
 
 

@@ -23,16 +23,15 @@ read only the views it lists. Keys are read-only: the API has no write route.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    field_validator,
     model_validator,
 )
+
+from pipeline.configtypes import ExistingFile
 
 
 class ApiKey(BaseModel):
@@ -128,17 +127,9 @@ class ApiConfig(BaseModel):
     keep_alive_s: int = Field(75, ge=1)
     watermark_dsn: SecretStr | None = None
     watermark_from_stream: bool = True
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: ExistingFile | None = None
+    tls_key: ExistingFile | None = None
     tls_key_password: SecretStr | None = None
-
-    @field_validator("tls_cert", "tls_key")
-    @classmethod
-    def _file(cls, path: Path | None) -> Path | None:
-        """Read when the server starts: there now."""
-        if path is not None and not path.is_file():
-            raise ValueError("no such file")
-        return path
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiConfig:

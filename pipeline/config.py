@@ -102,9 +102,13 @@ class StackConfig(_Model):
     postgres_port: int = 15432
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
-    #: the broker's second listener, SASL_PLAINTEXT with mechanism PLAIN; its
-    #: user and password are kept in ``<data_dir>/kafka/sasl-client.json``
+    #: the broker's SASL_PLAINTEXT listener; its PLAIN user and password are
+    #: kept in ``<data_dir>/kafka/sasl-client.json``
     kafka_sasl_port: int = 19094
+    #: the broker's SASL_SSL listener (the stack's certificate; mechanisms
+    #: PLAIN and SCRAM-SHA-256/512 on both SASL listeners, the SCRAM user's
+    #: password in ``<data_dir>/kafka/scram-client.json``)
+    kafka_ssl_port: int = 19095
     connect_port: int = 18083
     redis_port: int = 16379
     #: Redis's TLS port (the stack's certificate); its ACL user's password is

@@ -110,10 +110,11 @@ def refusal(err: KafkaError) -> bool:
     return err.code() in REFUSALS
 
 
-def verify(kafka: KafkaConfig) -> None:
+def verify(kafka: KafkaConfig, *, remember: bool = True) -> None:
     """Make sure the brokers take ``kafka.client``'s credentials, once per
     process and settings (see the module's docstring); nothing to do for a
-    PLAINTEXT cluster.
+    PLAINTEXT cluster. ``remember=False`` (a health probe, which looks
+    again later) neither trusts nor keeps a refusal.
 
     Raises:
         FatalError: the brokers refused the credentials or the handshake.
@@ -125,7 +126,7 @@ def verify(kafka: KafkaConfig) -> None:
     with _lock:
         if key in _verified:
             return
-        said = _refused.get(key)
+        said = _refused.get(key) if remember else None
     if said is not None:
         raise FatalError(said)
     refused: list[KafkaError] = []
@@ -144,12 +145,10 @@ def verify(kafka: KafkaConfig) -> None:
                 return
             bad = [e for e in refused if refusal(e)]
             if bad:
-                said = (
-                    f"Kafka at {kafka.bootstrap_servers} refuses the security "
-                    f"settings of kafka.client: {bad[0].str()}"
-                )
-                with _lock:
-                    _refused[key] = said
+                said = _refused_message(kafka, bad[0])
+                if remember:
+                    with _lock:
+                        _refused[key] = said
                 raise FatalError(said)
             if time.monotonic() >= deadline:
                 logger.warning(
@@ -161,3 +160,17 @@ def verify(kafka: KafkaConfig) -> None:
                 return
     finally:
         probe.flush(0)
+
+
+def _refused_message(kafka: KafkaConfig, err: KafkaError) -> str:
+    said = (
+        f"Kafka at {kafka.bootstrap_servers} refuses the security settings of "
+        f"kafka.client: {err.str()}"
+    )
+    if err.code() == KafkaError._SSL:
+        said += (
+            " (the TLS handshake failed: the brokers' certificate is checked "
+            "against the CA of kafka.client's ssl.ca.location, and the "
+            "brokers' names against it)"
+        )
+    return said

@@ -26,6 +26,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from pipeline.events import UNCHANGED
 from pipeline.jsonforms import (
     clock,
@@ -136,10 +138,20 @@ def _uuid(v: str) -> Any:
     return UNCHANGED if v == PLACEHOLDER else v.lower()
 
 
+def loads_json(data: str | memoryview) -> Any:
+    """``orjson``'s parse, several times faster than the standard library's;
+    where orjson refuses what Python's ``json`` takes (integers beyond 64 bits,
+    ``NaN``), the standard library decides, so the result is always its."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.tobytes() if isinstance(data, memoryview) else data)
+
+
 def _json(v: str) -> Any:
     if v == PLACEHOLDER:
         return UNCHANGED
-    parsed = json.loads(v)
+    parsed = loads_json(v)
     return UNCHANGED if parsed == _HSTORE_PLACEHOLDER else parsed
 
 

@@ -126,6 +126,11 @@ class RelationConfig(_Level):
     target_on: dict[str, str] | None = None
     order_by: list[str] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
+    #: one column of the related rows: an array of its values (children,
+    #: many_to_many) or its value (parent) instead of objects
+    value: str | None = None
+    #: a parent's fields (and its own embeds) go into the enclosing level
+    lift: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +149,11 @@ class RelationConfig(_Level):
     @classmethod
     def _pairs(cls, on: dict[str, str] | None) -> dict[str, str] | None:
         return None if on is None else _check_on(on)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str | None) -> str | None:
+        return None if value is None else _check_columns([value])[0]
 
     @field_validator("order_by")
     @classmethod
@@ -170,6 +180,21 @@ class RelationConfig(_Level):
             raise ValueError("through and target_on belong to many_to_many only")
         if self.parent is not None and (self.order_by or self.limit):
             raise ValueError("order_by and limit apply to arrays, not to a parent")
+        return self._shape()
+
+    def _shape(self) -> RelationConfig:
+        if self.lift and self.parent is None:
+            raise ValueError("lift applies to a parent (many-to-one) only")
+        if self.lift and self.value is not None:
+            raise ValueError("set lift or value, not both")
+        shaping = [
+            k for k in ("fields", "exclude", "rename", "embed") if getattr(self, k)
+        ]
+        if self.value is not None and (shaping or self.fields is not None):
+            raise ValueError(
+                "value takes one column: fields, exclude, rename and embed "
+                f"do not apply (got {', '.join(shaping or ['fields'])})"
+            )
         return self
 
     @property

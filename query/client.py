@@ -150,14 +150,14 @@ class ReadClient:
         where: dict[str, Any],
         limit: int = 100,
         *,
+        sort: list[str] | None = None,
         min_lsn: int | str | None = None,
     ) -> Answer:
-        """Documents whose fields equal values or fall in numeric ranges.
-
-        ``where`` maps plain field names to a scalar (equality) or to a dict of
-        ``gt``/``gte``/``lt``/``lte`` bounds. Answered from Redis when the
-        view has a Redis index for every field asked (``eq`` for equality,
-        ``range`` for bounds), else from MongoDB; documents sorted by id.
+        """Documents whose fields equal values or fall in ranges, by ``sort``
+        (``-field``: descending) then id. ``where``: field -> scalar, or
+        ``gt``/``gte``/``lt``/``lte`` -> number or ISO 8601 date/timestamp.
+        From Redis when its indexes cover the fields (``eq``, ``range``; a
+        sort by one ``range`` field asked), else MongoDB (docs/query-api.md).
 
         Raises:
             QueryError: a field name, operator or value is refused.
@@ -167,16 +167,17 @@ class ReadClient:
         cfg = self._view(view)
         conds = validate.where(where)
         size = validate.limit(limit)
+        keys = validate.sort_keys(sort)
         self.await_lsn(view, min_lsn)
 
         def run(s: Sink) -> Found:
             assert isinstance(s, Filterable)
-            return s.filter(view, conds, size)
+            return s.filter(view, conds, size, keys)
 
         candidates: list[tuple[str, Callable[[Sink], Found]]] = []
         for name in cfg.sinks:
             sink = self._sink(name)
-            if isinstance(sink, Filterable) and sink.covers(view, conds):
+            if isinstance(sink, Filterable) and sink.covers(view, conds, keys):
                 at = 0 if sink.filter_first else len(candidates)
                 candidates.insert(at, (name, run))
         if not candidates:
@@ -199,8 +200,11 @@ class ReadClient:
         Args:
             view: the view to search.
             query: Lucene ``query_string`` text (leading wildcards refused).
-            filters: field -> value (``term``) or list of values (``terms``);
-                matched against the field as mapped (use keyword fields).
+            filters: field -> value (``term``), list of values (``terms``)
+                or ``{"gte": 5, "lt": 10}`` bounds (``range``: numbers, or
+                ISO 8601 dates and timestamps); matched against the field as
+                mapped (docs/types.md: numerics and timestamps are numbers and
+                dates, text has a ``.keyword`` sub-field).
             sort: field names, ``-field`` for descending.
             page: 1-based page number.
             size: hits per page, 1 to 1000.

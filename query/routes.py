@@ -52,6 +52,7 @@ class SearchBody(_Body):
 class FilterBody(_Body):
     where: dict[str, Any]
     limit: int | None = None  # default: 100, or api.max_page_size if smaller
+    sort: list[str] | None = None
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -179,13 +180,13 @@ async def _search(svc: Service, view: str, body: SearchBody, lsn: int | None) ->
     wanted = min(20, svc.api.max_page_size) if body.size is None else body.size
     _page_size(svc, wanted)
     text = validate.query_text(body.query)
-    filters = validate.search_filters(body.filters)
+    validate.search_filters(body.filters)  # refused before waiting; checked again
     sort = [f"-{k}" if o == "desc" else k for k, o in validate.sort_keys(body.sort)]
     page, size = validate.page(body.page, wanted)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(
         lambda: svc.client.search(
-            view, text, dict(filters), sort, page, size, min_lsn=lsn
+            view, text, body.filters, sort, page, size, min_lsn=lsn
         )
     )
     return _respond(
@@ -205,12 +206,29 @@ def _get_filters(raw: list[str]) -> dict[str, Any]:
     return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
 
 
+def _get_ranges(raw: list[str]) -> dict[str, Any]:
+    """``field:op:bound`` triples (``price:gte:10``, ``day:lt:2024-03-01``):
+    a bound that reads as a number is one, else an instant."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in raw:
+        name, op, bound = [*item.split(":", 2), "", ""][:3]
+        if not bound:
+            raise QueryError("filters", f"range {item[:40]!r} is not field:op:bound")
+        try:
+            value: Any = float(bound)
+        except ValueError:
+            value = bound
+        out.setdefault(name, {})[op] = value
+    return out
+
+
 @router.get("/{view}/search", summary="Search (Elasticsearch query string)")
 async def get_search(
     request: Request,
     view: str,
     q: str | None = None,
     filter: Annotated[list[str] | None, Query()] = None,
+    range: Annotated[list[str] | None, Query()] = None,
     sort: str | None = None,
     page: int = 1,
     size: int | None = None,
@@ -218,11 +236,11 @@ async def get_search(
     x_api_key: KeyHeader = None,
 ) -> JSONResponse:
     svc, view, lsn = _start(
-        request, view, x_api_key, {"q", "filter", "sort", "page", "size"}
+        request, view, x_api_key, {"q", "filter", "range", "sort", "page", "size"}
     )
     body = SearchBody(
         query=q,
-        filters=_get_filters(filter or []) or None,
+        filters={**_get_filters(filter or []), **_get_ranges(range or [])} or None,
         sort=[s for s in (sort or "").split(",") if s] or None,
         page=page,
         size=size,
@@ -259,10 +277,11 @@ async def post_filter(
     wanted = min(100, svc.api.max_page_size) if body.limit is None else body.limit
     _page_size(svc, wanted)
     validate.where(body.where)  # refused before waiting; the client checks again
+    validate.sort_keys(body.sort)
     limit = validate.limit(wanted)
     await svc.await_lsn(view, lsn)
     answer = await svc.call(
-        lambda: svc.client.filter(view, body.where, limit, min_lsn=lsn)
+        lambda: svc.client.filter(view, body.where, limit, sort=body.sort, min_lsn=lsn)
     )
     return _respond(
         answer, {"total": answer.total, "limit": limit, "hits": _hits(answer)}

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any
 
-from connectors.reads import Condition, Eq, Range, Scalar
+from connectors.reads import Bound, Condition, Eq, Range, Scalar, SearchFilter
+from pipeline.jsonforms import format_datetime
 from query.errors import QueryError
 
 MAX_SIZE = 1000
@@ -85,17 +87,43 @@ def where(conditions: object) -> dict[str, Condition]:
     return out
 
 
+def instant(value: object, where: str) -> str:
+    """An ISO 8601 date (``2024-03-01``) or timestamp, as readside writes it:
+    a date as is, a timestamp in UTC with ``+00:00`` (without an offset it is
+    taken to be UTC, as readside writes ``timestamp`` columns); else
+    QueryError."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise QueryError("value", f"{where}: {value!r} is not a date or timestamp")
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value).isoformat()
+        return format_datetime(datetime.fromisoformat(value))
+    except ValueError:
+        raise QueryError(
+            "value", f"{where}: {value!r} is not an ISO 8601 date or timestamp"
+        ) from None
+
+
+def _bound(value: object, where: str) -> Bound:
+    if isinstance(value, str):
+        return instant(value, where)
+    return number(value, where)
+
+
 def _range(name: str, ops: Mapping[Any, Any]) -> Range:
     if not ops:
         raise QueryError("operator", f"{name}: empty operator mapping")
-    bounds: list[tuple[str, float]] = []
+    bounds: list[tuple[str, Bound]] = []
     for op, value in ops.items():
         if op not in RANGE_OPS:
             raise QueryError(
                 "operator",
                 f"{name}: operator {op!r} is not one of {', '.join(RANGE_OPS)}",
             )
-        bounds.append((str(op), number(value, f"{name}.{op}")))
+        bounds.append((str(op), _bound(value, f"{name}.{op}")))
+    kinds = {isinstance(b, str) for _op, b in bounds}
+    if len(kinds) > 1:
+        raise QueryError("value", f"{name}: bounds mix numbers and instants")
     return Range(tuple(bounds))
 
 
@@ -120,16 +148,19 @@ def page(number_: object, size: object) -> tuple[int, int]:
     return number_, checked_size
 
 
-def search_filters(filters: object) -> dict[str, Scalar | list[Scalar]]:
-    """``search`` filters: field -> scalar (term) or list of scalars (terms)."""
+def search_filters(filters: object) -> dict[str, SearchFilter]:
+    """``search`` filters: field -> scalar (term), list of scalars (terms) or
+    a mapping of ``gt``/``gte``/``lt``/``lte`` bounds (range)."""
     if filters is None:
         return {}
     if not isinstance(filters, Mapping):
         raise QueryError("filters", "filters must be a mapping of fields")
-    out: dict[str, Scalar | list[Scalar]] = {}
+    out: dict[str, SearchFilter] = {}
     for raw_name, raw in filters.items():
         name = field_name(raw_name)
-        if isinstance(raw, list | tuple):
+        if isinstance(raw, Mapping):
+            out[name] = _range(name, raw)
+        elif isinstance(raw, list | tuple):
             if not raw or len(raw) > MAX_TERMS:
                 raise QueryError(
                     "value", f"{name}: a list needs 1 to {MAX_TERMS} values"

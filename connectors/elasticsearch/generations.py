@@ -51,7 +51,7 @@ class ElasticsearchGenerations(ElasticsearchStore):
     def generation_target(self, view: str, gen: int) -> ViewTarget:
         # Its "alias" is the concrete index, which exists before it is used.
         target = self.targets[view]
-        return ViewTarget(view, f"{target.name}-{gen:06d}", target.options)
+        return target.renamed(f"{target.name}-{gen:06d}")
 
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")

@@ -22,7 +22,13 @@ from connectors.elasticsearch.store import (
     ElasticsearchStore,
     classify,
 )
-from connectors.reads import Found, Scalar, SearchRefused
+from connectors.reads import (
+    Found,
+    Range,
+    SearchFilter,
+    SearchRefused,
+    instant_text,
+)
 
 
 class ElasticsearchReads(ElasticsearchStore):
@@ -94,7 +100,7 @@ class ElasticsearchReads(ElasticsearchStore):
         self,
         view: str,
         query: str | None,
-        filters: dict[str, Scalar | list[Scalar]],
+        filters: dict[str, SearchFilter],
         sort: list[tuple[str, str]],
         page: int,
         size: int,
@@ -124,13 +130,26 @@ class ElasticsearchReads(ElasticsearchStore):
             raise classify(exc) from exc
 
 
+def _filter(name: str, value: SearchFilter) -> dict[str, Any]:
+    """One filter clause: ``term``, ``terms`` or ``range`` (an instant as a
+    full timestamp: a date bound means its midnight, UTC, in every store)."""
+    if isinstance(value, Range):
+        bounds = {
+            op: instant_text(b) if isinstance(b, str) else b for op, b in value.bounds
+        }
+        return {"range": {name: bounds}}
+    if isinstance(value, list):
+        return {"terms": {name: value}}
+    return {"term": {name: value}}
+
+
 def es_body(
     query: str | None,
-    filters: dict[str, Scalar | list[Scalar]],
+    filters: dict[str, SearchFilter],
     sort: list[tuple[str, str]],
 ) -> dict[str, Any]:
-    """The search request: query_string (no leading wildcards), term/terms
-    filters, tombstones excluded. Never a script."""
+    """The search request: query_string (no leading wildcards), term, terms
+    and range filters, tombstones excluded. Never a script."""
     must: list[dict[str, Any]] = []
     if query is not None:
         must.append(
@@ -142,10 +161,7 @@ def es_body(
                 }
             }
         )
-    flt = [
-        {"terms": {k: v}} if isinstance(v, list) else {"term": {k: v}}
-        for k, v in filters.items()
-    ]
+    flt = [_filter(k, v) for k, v in filters.items()]
     body: dict[str, Any] = {
         "query": {
             "bool": {

@@ -10,9 +10,11 @@ Deletes are stored as tombstone documents ``{"_deleted": true}`` (:data:`DELETED
 see :mod:`connectors.elasticsearch.sink`); the field is mapped as ``boolean``
 in every index this module creates.
 
-Target options: ``mappings`` (else dynamic), ``settings`` (merged over
-1 shard, 0 replicas), ``routing_field`` (see
-:mod:`connectors.elasticsearch.routing`).
+Target options: ``mappings`` (over those derived from the view's source
+column types, :mod:`connectors.elasticsearch.mapping`), ``numeric``
+(``double`` or ``scaled_float``) and ``json`` (``dynamic``, ``flattened`` or
+``disabled``) for the derived ones, ``settings`` (merged over 1 shard, 0
+replicas), ``routing_field`` (see :mod:`connectors.elasticsearch.routing`).
 
 Here: :func:`classify` (the driver's exceptions onto readside's errors) and
 :class:`ElasticsearchStore`, the client, the alias and mirror names, and the
@@ -30,12 +32,14 @@ import elastic_transport
 import elasticsearch
 
 from connectors.base import StoreSink, ViewTarget
-from connectors.elasticsearch import ElasticsearchSinkConfig
+from connectors.elasticsearch import ElasticsearchSinkConfig, mapping
 from pipeline.errors import FatalError, ReadsideError, TransientError
 
 logger = logging.getLogger(__name__)
 
 DELETED = "_deleted"
+NUMERIC_MAPPINGS = ("double", "scaled_float")
+JSON_MAPPINGS = ("dynamic", "flattened", "disabled")
 ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
 
 
@@ -139,14 +143,28 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
     def _create_index(
         self, index: str, target: ViewTarget, aliases: Mapping[str, Any]
     ) -> None:
-        mappings = dict(target.options.get("mappings") or {"dynamic": True})
-        properties = dict(mappings.get("properties") or {})
-        properties[DELETED] = {"type": "boolean"}
-        mappings["properties"] = properties
+        mappings = self._mappings(target)
+        mappings["properties"][DELETED] = {"type": "boolean"}
         settings = {"number_of_shards": 1, "number_of_replicas": 0}
         settings.update(target.options.get("settings") or {})
         self.client.indices.create(
             index=index, mappings=mappings, settings=settings, aliases=dict(aliases)
+        )
+
+    def _mappings(self, target: ViewTarget) -> dict[str, Any]:
+        """The view's mappings: derived from its source column types
+        (:mod:`connectors.elasticsearch.mapping`), the user's over them."""
+        opts = target.options
+        numeric = str(opts.get("numeric", "double"))
+        json = str(opts.get("json", "dynamic"))
+        if numeric not in NUMERIC_MAPPINGS or json not in JSON_MAPPINGS:
+            raise FatalError(
+                f"elasticsearch sink {self.name}: view {target.view}: numeric must "
+                f"be one of {', '.join(NUMERIC_MAPPINGS)} (got {numeric!r}), json "
+                f"one of {', '.join(JSON_MAPPINGS)} (got {json!r})"
+            )
+        return mapping.index_mappings(
+            target.fields(), opts.get("mappings"), numeric, json
         )
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ class MongoGenerations(MongoStore):
 
     def generation_target(self, view: str, gen: int) -> ViewTarget:
         target = self._target(view)
-        return ViewTarget(view, generation_name(target.name, gen), target.options)
+        return target.renamed(generation_name(target.name, gen))
 
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")

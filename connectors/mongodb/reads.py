@@ -7,12 +7,13 @@ documents and never match a filter. :func:`mongo_query` is the filter of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pymongo.errors as perr
 
 from connectors.base import Stored
+from connectors.mongodb.decimals import from_decimal128, query_number
 from connectors.mongodb.store import (
     FETCH_CHUNK,
     RESERVED,
@@ -20,9 +21,21 @@ from connectors.mongodb.store import (
     MongoStore,
     classify,
 )
-from connectors.reads import Condition, Eq, Found
+from connectors.reads import Bound, Condition, Eq, Found, Sort, instant_text
 
 _OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _bound(op: str, bound: Bound, number: Callable[[Any], Any]) -> Any:
+    if not isinstance(bound, str):
+        return number(bound)
+    if len(bound) == 10 and op in ("gt", "lte"):
+        return instant_text(bound)
+    return bound
 
 
 def _strip(raw: Mapping[str, Any]) -> Stored:
@@ -41,10 +54,14 @@ class MongoReads(MongoStore):
         out: dict[str, Stored] = {}
         try:
             coll = self.collection(view)
+            decimal = self.decimal128(view)
             for start in range(0, len(ids), FETCH_CHUNK):
                 chunk = list(ids[start : start + FETCH_CHUNK])
                 for raw in coll.find({"_id": {"$in": chunk}}):
-                    out[str(raw["_id"])] = _strip(raw)
+                    stored = _strip(raw)
+                    if decimal and stored.doc is not None:
+                        stored = Stored(stored.version, from_decimal128(stored.doc))
+                    out[str(raw["_id"])] = stored
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
         return out
@@ -58,32 +75,49 @@ class MongoReads(MongoStore):
 
     # -- queries of sites (connectors.reads.Filterable) -------------------------
 
-    def covers(self, view: str, where: dict[str, Condition]) -> bool:
-        """Any validated condition: a query needs no index."""
+    def covers(self, view: str, where: dict[str, Condition], sort: Sort = ()) -> bool:
+        """Any validated condition and order: a query needs no index."""
         return True
 
-    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
-        """One ``find`` with the translated filter, sorted by id, ``limit``
-        documents; the count is theirs."""
+    def filter(
+        self, view: str, where: dict[str, Condition], limit: int, sort: Sort = ()
+    ) -> Found:
+        """One ``find`` with the translated filter, sorted by ``sort`` then
+        id, ``limit`` documents; the count is theirs. Text sorts as text: a
+        numeric sorts as a number only with ``numeric: decimal128``; instants,
+        ISO 8601 text in UTC, sort in time order."""
+        keys = [(name, -1 if order == "desc" else 1) for name, order in sort]
         try:
-            query = mongo_query(where)
-            cursor = self.collection(view).find(query).sort("_id").limit(limit)
+            decimal = self.decimal128(view)
+            query = mongo_query(where, decimal)
+            cursor = self.collection(view).find(query)
+            cursor = cursor.sort([*keys, ("_id", 1)]).limit(limit)
             docs = {
                 str(raw["_id"]): {k: v for k, v in raw.items() if k not in RESERVED}
                 for raw in cursor
             }
+            if decimal:
+                docs = {i: from_decimal128(d) for i, d in docs.items()}
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
         return docs, len(docs)
 
 
-def mongo_query(where: dict[str, Condition]) -> Doc:
-    """The MongoDB filter of validated conditions, tombstones excluded."""
+def mongo_query(where: dict[str, Condition], decimal: bool = False) -> Doc:
+    """The MongoDB filter of validated conditions, tombstones excluded.
+
+    Instants compare as readside writes them, ISO 8601 text in UTC, whose
+    order is time order: a date bound stays a date for ``gte`` and ``lt``
+    and becomes its midnight for ``gt`` and ``lte``, so it compares right
+    with both dates and timestamps. With ``decimal`` (a view whose numerics
+    are ``Decimal128``), floats become ``Decimal128`` of their shortest text.
+    """
+    number = query_number if decimal else _same
     query: Doc = {}
     for name, cond in where.items():
         if isinstance(cond, Eq):
-            query[name] = cond.value
+            query[name] = number(cond.value)
         else:
-            query[name] = {_OPS[op]: value for op, value in cond.bounds}
+            query[name] = {_OPS[op]: _bound(op, b, number) for op, b in cond.bounds}
     query["_deleted"] = {"$ne": True}
     return query

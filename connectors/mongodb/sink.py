@@ -56,6 +56,10 @@ ignores ``writeConcern``.
 Generations (rebuilds): while a rebuild fills generation m
 (:mod:`connectors.mongodb.generations`), every write goes to ``c~m`` first,
 then to the live collection.
+
+Numerics: with the view's option ``numeric: decimal128`` every numeric field
+of the view's shape is written as ``Decimal128`` (and read back as its text):
+:mod:`connectors.mongodb.decimals`.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
 from connectors.base import WriteResult, mirrored
+from connectors.mongodb.decimals import Path, to_decimal128
 from connectors.mongodb.generations import MongoGenerations
 from connectors.mongodb.reads import MongoReads
 from connectors.mongodb.store import FETCH_CHUNK, RESERVED, Doc
@@ -100,7 +105,7 @@ class _Statement:
 
     __slots__ = ("doc", "op", "size")
 
-    def __init__(self, op: DocumentOp) -> None:
+    def __init__(self, op: DocumentOp, numerics: Sequence[Path] = ()) -> None:
         if not 0 <= op.version <= _INT64_MAX:
             raise BadRecord("version", f"version {op.version} does not fit an int64")
         body: Doc = {"_id": op.doc_id}
@@ -111,7 +116,7 @@ class _Statement:
             for key in op.doc:
                 if key in RESERVED or key.startswith("$"):
                     raise BadRecord("contract", f"field {key!r} is reserved in MongoDB")
-            body.update(op.doc)
+            body.update(to_decimal128(op.doc, numerics) if numerics else op.doc)
             body["_v"] = Int64(op.version)
         try:
             raw = bson.encode(body)
@@ -171,8 +176,10 @@ class MongoSink(MongoGenerations, MongoReads):
     def _write_generation(
         self, view: str, gen: int, ops: list[DocumentOp]
     ) -> WriteResult:
+        numerics = self.numeric_paths(view) if self.decimal128(view) else []
         try:
-            return self._write_coll(self._generation_collection(view, gen), ops)
+            coll = self._generation_collection(view, gen)
+            return self._write_coll(coll, ops, numerics)
         except perr.PyMongoError:
             if gen in self._generations(view):
                 raise
@@ -186,7 +193,12 @@ class MongoSink(MongoGenerations, MongoReads):
             )
             return WriteResult()
 
-    def _write_coll(self, coll: Collection[Doc], ops: list[DocumentOp]) -> WriteResult:
+    def _write_coll(
+        self,
+        coll: Collection[Doc],
+        ops: list[DocumentOp],
+        numerics: Sequence[Path] = (),
+    ) -> WriteResult:
         result = WriteResult()
         stored = self._versions(coll, [op.doc_id for op in ops])
         inserts: list[_Statement] = []
@@ -197,7 +209,7 @@ class MongoSink(MongoGenerations, MongoReads):
                 result.stale += 1
                 continue
             try:
-                st = _Statement(op)
+                st = _Statement(op, numerics)
             except BadRecord as exc:
                 result.rejected.append((op, str(exc)))
                 continue

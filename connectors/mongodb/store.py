@@ -11,7 +11,9 @@ write and read looks it up first (one ``find`` by ``_id``, which FerretDB
 pushes down).
 
 Target options: ``indexes``, a list of field names or ``[field, direction]``
-pairs, created in :meth:`MongoStore.open`.
+pairs, created in :meth:`MongoStore.open`; ``numeric``: ``string`` (the
+default, readside's exact text) or ``decimal128``
+(:mod:`connectors.mongodb.decimals`).
 
 Here: :func:`classify` (pymongo's exceptions onto readside's errors) and
 :class:`MongoStore`, the client with its write concern, the collections of a
@@ -32,8 +34,9 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from connectors.base import StoreSink, ViewTarget
-from connectors.mongodb import MongoSinkConfig
+from connectors.mongodb import MongoSinkConfig, decimals
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
+from pipeline.fieldtypes import numeric_paths
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class MongoStore(StoreSink[MongoSinkConfig]):
     ) -> None:
         super().__init__(name, cfg, targets)
         self._client: pymongo.MongoClient[Doc] | None = None
+        self._numeric_paths: dict[str, list[tuple[str, ...]]] = {}
 
     @property
     def db(self) -> Database[Doc]:
@@ -134,6 +138,8 @@ class MongoStore(StoreSink[MongoSinkConfig]):
             self.db.command("ping")
             for view in self.targets:
                 self._create_indexes(view, self.collection(view))
+            if any(self.decimal128(view) for view in self.targets):
+                decimals.check_server(self.db, self.name)
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
         logger.info("mongodb sink open sink=%s views=%d", self.name, len(self.targets))
@@ -145,6 +151,23 @@ class MongoStore(StoreSink[MongoSinkConfig]):
             else:
                 keys = [(str(spec[0]), int(spec[1]))]
             coll.create_index(keys)
+
+    def decimal128(self, view: str) -> bool:
+        """Whether ``view`` stores its numerics as ``Decimal128`` (the target
+        option ``numeric: decimal128``, :mod:`connectors.mongodb.decimals`)."""
+        mode = self._target(view).options.get("numeric", "string")
+        if mode not in decimals.MODES:
+            raise ConfigError(
+                f"sinks.{self.name}: view {view}: numeric must be one of "
+                f"{', '.join(decimals.MODES)} (got {mode!r})"
+            )
+        return bool(mode == "decimal128")
+
+    def numeric_paths(self, view: str) -> list[tuple[str, ...]]:
+        """The paths of the numeric fields of ``view`` (its shape, read once)."""
+        if view not in self._numeric_paths:
+            self._numeric_paths[view] = numeric_paths(self._target(view).fields())
+        return self._numeric_paths[view]
 
     def close(self) -> None:
         if self._client is not None:

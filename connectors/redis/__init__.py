@@ -14,18 +14,17 @@ driver.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
     SecretStr,
-    field_validator,
     model_validator,
 )
 
 from connectors.base import SinkKind
+from pipeline.configtypes import ExistingFile
 from pipeline.sinktypes import SinkConfig
 
 #: the schemes redis-py's ``from_url`` takes; ``rediss`` is TLS
@@ -53,23 +52,15 @@ class RedisSinkConfig(SinkConfig):
     username: str | None = None
     password: SecretStr | None = None
     tls: bool | None = None
-    ca_cert: Path | None = None
+    ca_cert: ExistingFile | None = None
     verify: bool = True
-    client_cert: Path | None = None
-    client_key: Path | None = None
+    client_cert: ExistingFile | None = None
+    client_key: ExistingFile | None = None
     timeout_s: float = Field(5.0, gt=0)
     docs_per_call: int = Field(200, ge=1)
     wait_aof: bool = False
     wait_replicas: int = Field(0, ge=0)
     wait_timeout_ms: int = Field(1000, ge=1)
-
-    @field_validator("ca_cert", "client_cert", "client_key")
-    @classmethod
-    def _file(cls, path: Path | None) -> Path | None:
-        """A file read when the client connects: there now."""
-        if path is not None and not path.is_file():
-            raise ValueError("no such file")
-        return path
 
     @model_validator(mode="after")
     def _security(self) -> RedisSinkConfig:

@@ -32,7 +32,7 @@ class RedisGenerations(RedisStore):
 
     def generation_target(self, view: str, gen: int) -> ViewTarget:
         target = self._target(view)
-        return ViewTarget(view, generation_prefix(target.name, gen), target.options)
+        return target.renamed(generation_prefix(target.name, gen))
 
     def create_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "create")

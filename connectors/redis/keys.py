@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import ViewTarget
-from connectors.reads import Condition, Eq, Scalar
+from connectors.reads import Condition, Eq, Scalar, instant
 from pipeline.errors import BadRecord, FatalError
 
 #: Tombstones are kept forever by default: expiring one lets a later replay
@@ -189,9 +190,7 @@ def index_value(kind: str, value: Any) -> str:
         try:
             number = float(value)
         except ValueError:
-            raise BadRecord(
-                "index", f"range index value {value!r} is not a number"
-            ) from None
+            number = _instant_score(value)
         if math.isnan(number):
             raise BadRecord("index", "range index value is NaN")
         return "=" + repr(number)
@@ -200,6 +199,21 @@ def index_value(kind: str, value: Any) -> str:
     if isinstance(value, str | int | float):
         return "=" + str(value)
     raise BadRecord("index", f"eq index value {value!r} is not a scalar")
+
+
+def _instant_score(value: Any) -> float:
+    """A date or timestamp as readside writes them (ISO 8601), scored by its
+    seconds since the epoch (a date: its midnight, UTC), so a range index
+    orders and bounds instants; else BadRecord."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRecord(
+            "index", f"range index value {value!r} is not a number or an instant"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def to_json(doc: Mapping[str, Any]) -> str:
@@ -226,7 +240,8 @@ def score_bounds(cond: Condition) -> tuple[str, str]:
     if isinstance(cond, Eq):
         return repr(float(cond.value)), repr(float(cond.value))
     low, low_open, high, high_open = float("-inf"), False, float("inf"), False
-    for op, value in cond.bounds:
+    for op, bound in cond.bounds:
+        value = instant(bound).timestamp() if isinstance(bound, str) else bound
         if op in ("gt", "gte") and (value > low or (value == low and op == "gt")):
             low, low_open = value, op == "gt"
         if op in ("lt", "lte") and (value < high or (value == high and op == "lt")):

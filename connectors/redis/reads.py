@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import redis.exceptions as rex
 
 from connectors.base import Stored
-from connectors.reads import Condition, Eq, Found, Range
+from connectors.reads import Condition, Eq, Found, Range, Sort
 from connectors.redis.keys import (
     Layout,
     glob_escape,
@@ -53,10 +53,16 @@ class RedisReads(RedisStore):
             return layout.index_base + field + ":" + index_value("eq", value)[1:]
         return layout.index_base + field
 
-    def covers(self, view: str, where: dict[str, Condition]) -> bool:
+    def covers(self, view: str, where: dict[str, Condition], sort: Sort = ()) -> bool:
         """Whether the view's indexes answer every condition of ``where``
-        (``eq`` for equality, ``range`` for bounds or a number)."""
+        (``eq`` for equality, ``range`` for bounds or a number) and the order
+        (one key, a ``range`` index, asked among the conditions: a document
+        without a value is in no ``range`` index)."""
         indexes = self.indexes(view)
+        if len(sort) > 1 or any(
+            indexes.get(name) != "range" or name not in where for name, _o in sort
+        ):
+            return False
         for name, cond in where.items():
             kind = indexes.get(name)
             if kind == "eq" and isinstance(cond, Eq):
@@ -66,12 +72,16 @@ class RedisReads(RedisStore):
             return False
         return True
 
-    def filter(self, view: str, where: dict[str, Condition], limit: int) -> Found:
+    def filter(
+        self, view: str, where: dict[str, Condition], limit: int, sort: Sort = ()
+    ) -> Found:
         """Ids from the view's indexes, intersected in Redis (one ``MULTI``:
         the range conditions' members into scratch sorted sets, all of them
-        intersected at score 0, its size, its first ``limit`` ids in id
-        order, the scratch keys deleted), then the documents (one ``MGET``).
-        However many ids match, only ``limit`` of them leave Redis."""
+        intersected at score 0, or at the sort field's score, its size, its
+        first ``limit`` ids in id order or by that score (then id), the
+        scratch keys deleted), then the documents (one ``MGET``). However many
+        ids match, only ``limit`` of them leave Redis."""
+        by, order = sort[0] if sort else (None, "asc")
         indexes = self.indexes(view)
         try:
             scratch = f"{self._resolve(view).index_base}~filter:{uuid.uuid4().hex}"
@@ -80,18 +90,23 @@ class RedisReads(RedisStore):
                 for name, cond in where.items()
                 if indexes[name] == "eq" and isinstance(cond, Eq)
             ]
+            weights = dict.fromkeys(inputs, 0)
             tx = self.client.pipeline(transaction=True)
             for name, cond in where.items():
                 if indexes[name] == "range":
                     low, high = score_bounds(cond)
-                    part = f"{scratch}:{len(inputs)}"
+                    part = f"{scratch}:{len(weights)}"
                     tx.zrangestore(
                         part, self.index_key(view, name), low, high, byscore=True
                     )
-                    inputs.append(part)
-            tx.zinterstore(scratch, dict.fromkeys(inputs, 0))
+                    weights[part] = 1 if name == by else 0
+            inputs = list(weights)
+            tx.zinterstore(scratch, weights)
             tx.zcard(scratch)
-            tx.zrange(scratch, "-", "+", bylex=True, offset=0, num=limit)
+            if by is None:
+                tx.zrange(scratch, "-", "+", bylex=True, offset=0, num=limit)
+            else:  # by score, equal scores by id (in reverse when descending)
+                tx.zrange(scratch, 0, limit - 1, desc=order == "desc")
             tx.delete(scratch, *(k for k in inputs if k.startswith(scratch)))
             *_, total, page, _deleted = tx.execute()
         except rex.RedisError as exc:

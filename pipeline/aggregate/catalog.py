@@ -14,14 +14,26 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pipeline.errors import ConfigError
+from pipeline.fieldtypes import FieldType, column_type
 
+#: Per column: name, the type psycopg loads (a domain's base type), the SQL
+#: type, its name, then what the stores' native types are derived from
+#: (:mod:`pipeline.fieldtypes`): the scalar type's name (an array's element,
+#: a domain's base), whether it is an enum, whether an array, and the typmod
+#: (numeric's precision and scale).
 _COLUMNS = """
 SELECT a.attname,
-       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+       b.oid,
        format_type(a.atttypid, a.atttypmod),
-       t.typname
+       t.typname,
+       coalesce(e.typname, b.typname),
+       coalesce(e.typtype, b.typtype) = 'e',
+       e.oid IS NOT NULL,
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type e ON e.oid = b.typelem AND b.typcategory = 'A'
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -53,6 +65,18 @@ class Column:
     oid: int  # a domain's base type
     sql_type: str  # as format_type() prints it, for casts of key values
     type_name: str
+    #: the scalar type's name: an array's element, a domain's base type
+    scalar: str = ""
+    enum: bool = False
+    array: bool = False
+    typmod: int = -1
+
+    @property
+    def field_type(self) -> FieldType:
+        """What the column's values are, for the stores' native types."""
+        return column_type(
+            self.scalar or self.type_name, self.array, self.enum, self.typmod
+        )
 
     @property
     def is_money(self) -> bool:
@@ -86,7 +110,17 @@ def read_table(conn: psycopg.Connection[Any], table: str, where: str) -> TableIn
         conn.rollback()
         raise ConfigError(f"{where}: table {table} does not exist") from None
     columns = {
-        str(r[0]): Column(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows
+        str(r[0]): Column(
+            str(r[0]),
+            int(r[1]),
+            str(r[2]),
+            str(r[3]),
+            str(r[4]),
+            bool(r[5]),
+            bool(r[6]),
+            int(r[7]),
+        )
+        for r in rows
     }
     pk = primary_key(conn, table)
     ident = conn.execute(_REPLICA_IDENTITY, {"t": table}).fetchone()

@@ -12,6 +12,11 @@ relations, so one statement returns finished documents::
        AS t1)) AS doc
     FROM public.customers AS t0
 
+A level with ``value`` yields that column instead of an object (a scalar
+subquery for a parent, ``jsonb_agg`` of the column for an array); a lifted
+parent's object is merged into its enclosing one with ``||``, from a one-row
+``LEFT JOIN`` so that its keys are there (null) when no parent row matches.
+
 Column values travel as PostgreSQL's own text form; :mod:`pipeline.aggregate.
 reader` loads each with psycopg's loader for the column's type and maps it
 like a table view maps the same column (docs/types.md), so both kinds of view
@@ -69,21 +74,26 @@ def value_text(expr: sql.Composable, column: Column) -> sql.Composable:
 
 
 def document(node: Node) -> sql.Composable:
-    """The jsonb object of one row of ``node``, relations nested."""
+    """The jsonb object of one row of ``node``, relations nested and lifted
+    parents' objects merged in (``||``)."""
     pairs: list[sql.Composable] = []
+    lifted: list[sql.Composable] = []
     for key, column in node.fields:
         pairs.append(sql.SQL("{}, {}").format(sql.Literal(key), _value(node, column)))
     for key, rel in node.relations:
-        pairs.append(sql.SQL("{}, {}").format(sql.Literal(key), _relation(rel)))
-    if not pairs:
-        return sql.SQL("'{}'::jsonb")
+        if rel.lift:
+            lifted.append(_lifted(rel))
+        else:
+            pairs.append(sql.SQL("{}, {}").format(sql.Literal(key), _relation(rel)))
     calls = [
         sql.SQL("jsonb_build_object({})").format(
             sql.SQL(", ").join(pairs[i : i + _PAIRS_PER_CALL])
         )
         for i in range(0, len(pairs), _PAIRS_PER_CALL)
     ]
-    return sql.SQL(" || ").join(calls)
+    if not calls and not lifted:
+        return sql.SQL("'{}'::jsonb")
+    return sql.SQL(" || ").join(calls + lifted)
 
 
 def link_condition(node: Node) -> sql.Composable:
@@ -102,11 +112,30 @@ def _order(node: Node) -> sql.Composable:
     )
 
 
+def _item(node: Node) -> sql.Composable:
+    """What one related row becomes: its ``value`` column, or its object."""
+    if node.value is not None:
+        return _value(node, node.value)
+    return document(node)
+
+
+def _lifted(node: Node) -> sql.Composable:
+    """A lifted parent's object, its keys null when no row matches (one row
+    from a left join), to be merged into the enclosing object."""
+    return sql.SQL("(SELECT {} FROM (SELECT) AS {} LEFT JOIN {} AS {} ON {})").format(
+        document(node),
+        ident(f"{node.alias}_one"),
+        table_ref(node.table.name),
+        ident(node.alias),
+        link_condition(node),
+    )
+
+
 def _relation(node: Node) -> sql.Composable:
     alias = ident(node.alias)
     if node.kind == "parent":
         return sql.SQL("(SELECT {} FROM {} AS {} WHERE {})").format(
-            document(node), table_ref(node.table.name), alias, link_condition(node)
+            _item(node), table_ref(node.table.name), alias, link_condition(node)
         )
     if node.kind == "children":
         rows = sql.SQL("SELECT * FROM {} AS {} WHERE {}").format(
@@ -130,7 +159,7 @@ def _relation(node: Node) -> sql.Composable:
         )
     return sql.SQL(
         "(SELECT COALESCE(jsonb_agg({} ORDER BY {}), '[]'::jsonb) FROM ({}) AS {})"
-    ).format(document(node), _order(node), rows, alias)
+    ).format(_item(node), _order(node), rows, alias)
 
 
 #: bytea: keys travel in their JSON form, base64 (docs/types.md), which a

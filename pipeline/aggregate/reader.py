@@ -122,12 +122,21 @@ class Converter(Values):
     def document(self, node: Node, raw: dict[str, Any]) -> dict[str, Any]:
         out = {key: self.value(column, raw.get(key)) for key, column in node.fields}
         for key, rel in node.relations:
+            if rel.lift:  # its keys are in this level's object
+                out.update(self.document(rel, raw))
+                continue
             got = raw.get(key)
             if rel.kind == "parent":
-                out[key] = None if got is None else self.document(rel, got)
+                out[key] = None if got is None else self.item(rel, got)
             else:
-                out[key] = [self.document(rel, item) for item in got or ()]
+                out[key] = [self.item(rel, item) for item in got or ()]
         return out
+
+    def item(self, node: Node, raw: Any) -> Any:
+        """One related row: its ``value`` column's value, or its object."""
+        if node.value is not None:
+            return self.value(node.value, raw)
+        return self.document(node, raw)
 
 
 class Reader:

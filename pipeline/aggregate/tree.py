@@ -2,10 +2,13 @@
 
 A view is a tree of :class:`Node`: the root table, then children, parents and
 many-to-many targets, with each many-to-many's ``through`` table as a hidden
-node between. :func:`build_tree` makes it from the view's configuration and
-checks every table, column and link against the source's catalog (a bad one
-raises :class:`~pipeline.errors.ConfigError` naming the field). The SQL that
-reads the tree's documents is :mod:`pipeline.aggregate.plan`.
+node between. How a node shapes its output (its ``value`` column, or its
+fields ``lift``-ed into the enclosing level) changes no link: a change of its
+table finds its roots like any other level's. :func:`build_tree` makes the
+tree from the view's configuration and checks every table, column and link
+against the source's catalog (a bad one raises
+:class:`~pipeline.errors.ConfigError` naming the field). The SQL that reads
+the tree's documents is :mod:`pipeline.aggregate.plan`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ class Node:
     relations: list[tuple[str, Node]] = field(default_factory=list)
     order_by: list[tuple[str, str]] = field(default_factory=list)  # (col, dir)
     limit: int | None = None
+    value: Column | None = None  # the one column it yields instead of objects
+    lift: bool = False  # its fields go into the enclosing level
+
+    def output_names(self) -> list[str]:
+        """The keys this node's object holds, lifted parents' keys included."""
+        names = [k for k, _ in self.fields]
+        for key, rel in self.relations:
+            names += rel.output_names() if rel.lift else [key]
+        return names
 
     def path_from_root(self) -> list[Node]:
         nodes: list[Node] = []
@@ -88,8 +100,12 @@ class _Builder:
                 enclosing.table.column(theirs, f"{where}.on")
         if level is None:  # a through table: no output of its own
             return node
-        node.fields = self._fields(where, info, level)
+        if isinstance(level, RelationConfig) and level.value is not None:
+            node.value = info.column(level.value, f"{where}.value")
+        else:
+            node.fields = self._fields(where, info, level)
         if isinstance(level, RelationConfig):
+            node.lift = level.lift
             for entry in level.order_by:
                 name, _, direction = entry.partition(" ")
                 info.column(name, f"{where}.order_by")
@@ -101,10 +117,16 @@ class _Builder:
             node.relations.append(
                 (key, self.relation(f"{where}.embed.{key}", rel, node))
             )
-        names = [k for k, _ in node.fields] + [k for k, _ in node.relations]
+        names = node.output_names()
         dupes = sorted({k for k in names if names.count(k) > 1})
         if dupes:
-            raise ConfigError(f"{where}: field name(s) used twice: {', '.join(dupes)}")
+            lifted = [f"embed.{k}" for k, rel in node.relations if rel.lift]
+            note = (
+                f" (with the fields lifted from {', '.join(lifted)})" if lifted else ""
+            )
+            raise ConfigError(
+                f"{where}: field name(s) used twice{note}: {', '.join(dupes)}"
+            )
         return node
 
     def _fields(

@@ -4,7 +4,8 @@ The connector writes each record as ``{"schema": ..., "payload": ...}`` with
 ``schemas.enable=true``. This is the worker's hot path, so:
 
 * the bytes are parsed once, and when the record starts with a schema seen
-  before on its topic (a prefix comparison), only the payload is parsed;
+  before on its topic (a prefix comparison), only the payload is parsed
+  (by orjson, in place);
 * each distinct schema is turned once into converters (see
   :mod:`pipeline.source.envelope`) and cached by the schema's exact text.
 
@@ -26,7 +27,7 @@ from pipeline.source.envelope import (
     envelope_schema,
     key_schema,
 )
-from pipeline.types import RowConverter, SchemaError
+from pipeline.types import RowConverter, SchemaError, loads_json
 
 _HEAD = '{"schema":'
 _SEP = ',"payload":'
@@ -65,9 +66,10 @@ class _SchemaCache(Generic[T]):
             for seen in self._recent.get(topic, ()):
                 if raw.startswith(seen.prefix_bytes):
                     try:
-                        return json.loads(raw[len(seen.prefix_bytes) : -1]), (
-                            seen.compiled
+                        payload = loads_json(
+                            memoryview(raw)[len(seen.prefix_bytes) : -1]
                         )
+                        return payload, seen.compiled
                     except (ValueError, RecursionError):
                         break  # not that shape after all: the full path decides
         try:

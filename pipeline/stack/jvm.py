@@ -1,5 +1,5 @@
-"""The JVM services of the local stack: the Kafka broker, Kafka Connect and
-the schema registry.
+"""The JVM services of the local stack: the Kafka broker
+(:mod:`pipeline.stack.kafka_broker`), Kafka Connect and the schema registry.
 
 Kafka and Connect run from the jars ``provision`` resolved, with a log4j2
 configuration of their own; Connect finds the Debezium connector and
@@ -9,16 +9,8 @@ Registry's runnable app, keeping its schemas in an H2 file.
 
 from __future__ import annotations
 
-import base64
-import json
-import logging
-import secrets
-import subprocess
-import uuid
-from pathlib import Path
-
-from pipeline import kafkaclient
-from pipeline.sourceconfig import KafkaConfig
+from pipeline.stack.kafka_broker import Kafka, cluster_id, kafka_jvm, log4j
+from pipeline.stack.kafka_users import SASL_FILE, sasl_client, scram_client
 from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
@@ -30,190 +22,7 @@ from pipeline.stack.services import (
     Service,
     http_json,
     java_binary,
-    port_in_use,
 )
-
-
-def cluster_id() -> str:
-    """A random KRaft cluster id (22 URL-safe base64 characters).
-
-    Never one that starts with ``-``: the storage tool would read it as an
-    option and fail (1 id in 64). Kafka's own ``Uuid.randomUuid`` skips
-    those for the same reason.
-    """
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
-
-
-def _log4j(path: Path) -> Path:
-    path.write_text(
-        "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
-        "appender.out.layout.type = PatternLayout\n"
-        "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
-        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
-        "logger.kafka.name = org.apache.kafka\nlogger.kafka.level = WARN\n"
-        "logger.dbz.name = io.debezium\nlogger.dbz.level = INFO\n"
-    )
-    return path
-
-
-def _kafka_jvm(svc: Service, main_class: str, properties: str) -> list[str]:
-    """A JVM on the Kafka jars, logging with the service's log4j2 file."""
-    base = svc.ctx.dir(svc.name)
-    return [
-        java_binary(),
-        "-Xms256m",
-        "-Xmx768m",
-        "-XX:+UseG1GC",
-        f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-        "-cp",
-        f"{svc.ctx.installed.kafka_libs}/*",
-        main_class,
-        str(base / properties),
-    ]
-
-
-_QUIET = logging.getLogger("readside.stack.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
-
-SASL_FILE = "sasl-client.json"
-
-
-def sasl_client(data: Path) -> dict[str, str]:
-    """The ``kafka.client`` settings of the broker's SASL listener (user and
-    password from ``<data>/kafka/sasl-client.json``, written by the broker's
-    first start).
-
-    Raises:
-        FileNotFoundError: the broker was never started with that listener.
-    """
-    user = json.loads((data / "kafka" / SASL_FILE).read_text())
-    return {
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "PLAIN",
-        "sasl.username": user["username"],
-        "sasl.password": user["password"],
-    }
-
-
-def _sasl_user(base: Path) -> tuple[str, str]:
-    """The SASL listener's one user, made once with a random password."""
-    path = base / SASL_FILE
-    if not path.exists():
-        path.touch(mode=0o600)
-        user = {"username": "readside", "password": secrets.token_urlsafe(18)}
-        path.write_text(json.dumps(user) + "\n")
-    user = json.loads(path.read_text())
-    return user["username"], user["password"]
-
-
-class Kafka(Service):
-    """One KRaft broker and controller. Its PLAINTEXT listener serves the
-    stack; a second listener, SASL_PLAINTEXT with mechanism PLAIN on
-    ``stack.kafka_sasl_port``, lets tests reach the same broker as a
-    secured cluster (:func:`sasl_client`)."""
-
-    name = "kafka"
-
-    @property
-    def ports(self) -> list[int]:
-        cfg = self.ctx.cfg
-        return [self.port, cfg.kafka_controller_port, cfg.kafka_sasl_port]
-
-    def prepare(self) -> None:
-        base = self.ctx.dir("kafka")
-        base.mkdir(parents=True, exist_ok=True)
-        props = base / "server.properties"
-        cport = self.ctx.cfg.kafka_controller_port
-        sport = self.ctx.cfg.kafka_sasl_port
-        user, password = _sasl_user(base)
-        props.touch(mode=0o600)
-        props.chmod(0o600)  # it holds the SASL user's password
-        props.write_text(
-            "process.roles=broker,controller\nnode.id=1\n"
-            f"controller.quorum.voters=1@127.0.0.1:{cport}\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-            f"SASL_PLAINTEXT://127.0.0.1:{sport},CONTROLLER://127.0.0.1:{cport}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
-            f"SASL_PLAINTEXT://127.0.0.1:{sport}\n"
-            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,"
-            "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT\n"
-            "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN\n"
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'user_{user}="{password}";\n'
-            f"log.dirs={base / 'logs'}\nnum.partitions=3\n"
-            "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=10\n"
-            "transaction.state.log.replication.factor=1\n"
-            "transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
-            "auto.create.topics.enable=true\nlog.cleaner.backoff.ms=5000\n"
-            "log.segment.bytes=67108864\n"
-        )
-        _log4j(base / "log4j2.properties")
-        if not (base / "logs" / "meta.properties").exists():
-            done = subprocess.run(
-                [
-                    java_binary(),
-                    "-cp",
-                    f"{self.ctx.installed.kafka_libs}/*",
-                    f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id(),
-                    "-c",
-                    str(props),
-                ],
-                check=False,
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(
-                    f"kafka storage format failed (exit {done.returncode}): "
-                    f"{(done.stderr or done.stdout).strip()[-2000:]}"
-                )
-
-    def command(self) -> list[str]:
-        return _kafka_jvm(self, "kafka.Kafka", "server.properties")
-
-    def probe(self) -> str | None:
-        """Metadata through the PLAINTEXT listener, then through the SASL one
-        with the user of this data directory (from another directory, which
-        has none, only that the SASL port answers)."""
-        if not port_in_use(self.port):
-            return "broker port closed"
-        problem = _metadata(KafkaConfig(bootstrap_servers=f"127.0.0.1:{self.port}"))
-        if problem is not None:
-            return problem
-        sport = self.ctx.cfg.kafka_sasl_port
-        if not port_in_use(sport):
-            return f"SASL listener (port {sport}) closed: restart kafka"
-        try:
-            client = sasl_client(self.ctx.data)
-        except FileNotFoundError:
-            # ``stack status`` from another directory: no credentials here
-            # (the broker's own data directory has them); the port answers
-            return None
-        problem = _metadata(
-            KafkaConfig(bootstrap_servers=f"127.0.0.1:{sport}", client=client)
-        )
-        return None if problem is None else f"SASL listener: {problem}"
-
-
-def _metadata(kafka: KafkaConfig) -> str | None:
-    """What keeps a metadata request to ``kafka`` from naming a broker."""
-    try:
-        admin = kafkaclient.admin(kafka, {"logger": _QUIET})
-        md = admin.list_topics(timeout=3)
-    except Exception as exc:  # noqa: BLE001 (KafkaException, or FatalError: refused)
-        return f"metadata request failed: {exc}"
-    return None if md.brokers else "no broker in metadata"
 
 
 class Connect(Service):
@@ -245,10 +54,10 @@ class Connect(Service):
             "config.providers.env.class="
             "org.apache.kafka.common.config.provider.EnvVarConfigProvider\n"
         )
-        _log4j(base / "log4j2.properties")
+        log4j(base / "log4j2.properties")
 
     def command(self) -> list[str]:
-        return _kafka_jvm(
+        return kafka_jvm(
             self,
             "org.apache.kafka.connect.cli.ConnectDistributed",
             "connect-distributed.properties",
@@ -304,6 +113,15 @@ class Registry(Service):
         status = health.get("status") if isinstance(health, dict) else None
         return None if status == "UP" else f"readiness {status}"
 
+
+__all__ = [
+    "SASL_FILE",
+    "SERVICE_ORDER",
+    "Kafka",
+    "cluster_id",
+    "sasl_client",
+    "scram_client",
+]
 
 SERVICE_ORDER: list[type[Service]] = [
     Postgres,

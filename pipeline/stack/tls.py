@@ -10,8 +10,9 @@ trusts ``ca.crt`` keeps trusting the stack.
 PostgreSQL serves TLS on its port with them and requires SCRAM over TLS of
 one role (:func:`postgres_client`); Redis answers TLS on a second port and
 knows one ACL user (:func:`redis_client`). Each keeps the secret its tests
-log in with in a file of its own data directory, as the broker's SASL user
-is kept (``pipeline.stack.jvm.sasl_client``).
+log in with in a file of its own data directory, as the broker's SASL users
+are kept (``pipeline.stack.kafka_broker``); the broker serves the same
+certificate on its SASL_SSL listener.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
 from pipeline.config import StackConfig, load
-from pipeline.stack import runner
+from pipeline.stack import kafka_users, runner
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         kafka_port=at(m.kafka_port),
         kafka_controller_port=at(m.kafka_controller_port),
         kafka_sasl_port=at(m.kafka_sasl_port),
+        kafka_ssl_port=at(m.kafka_ssl_port),
         connect_port=at(m.connect_port),
         redis_port=at(m.redis_port),
         redis_tls_port=at(m.redis_tls_port),
@@ -173,6 +174,11 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
         up = cli("--config", path, "stack", "up")
         assert up.returncode == 0, up.stdout + up.stderr
         assert all(s.healthy for s in runner.status(stack))
+        # a fresh broker: its SCRAM user made, and taken over SASL_SSL with
+        # the stack's CA (the probe logs in with it once the file is kept)
+        made = runner.data_dir(stack)
+        scram = kafka_users.over_tls(made, kafka_users.scram_client(made))
+        assert scram["ssl.ca.location"] == str(made / "tls" / "ca.crt")
         main_pids = {s.name: s.pid for s in runner.status(MAIN)}
         down = cli("--config", path, "stack", "down")
         assert down.returncode == 0, down.stderr

@@ -12,6 +12,7 @@ import pytest
 
 from connectors.elasticsearch.reads import es_body
 from connectors.mongodb.reads import mongo_query
+from connectors.reads import Range
 from pipeline.config import parse
 from query import QueryError, ReadClient, UnknownView
 from query.freshness import FreshnessCache
@@ -151,3 +152,31 @@ def test_read_order_default_and_custom(client: Any) -> None:
     assert client.ordered_sinks("t") == ["redis", "mongo", "es"]
     client.read_order = ("elasticsearch", "redis")
     assert client.ordered_sinks("t") == ["es", "redis"]
+
+
+def test_range_bounds_take_dates_and_timestamps_in_readsides_form() -> None:
+    got = where(
+        {
+            "day": {"gte": "2024-03-01"},
+            "at": {"lt": "2024-03-01T12:00:00+02:00", "gt": "2024-02-01T00:00:00"},
+        }
+    )
+    assert got["day"] == Range((("gte", "2024-03-01"),))
+    assert got["at"] == Range(
+        (("lt", "2024-03-01T10:00:00+00:00"), ("gt", "2024-02-01T00:00:00+00:00"))
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"a": {"gte": "yesterday"}},
+        {"a": {"gte": "2024-13-01"}},
+        {"a": {"gte": 1, "lt": "2024-03-01"}},
+        {"a": {"gte": "2024-03-01" + "0" * 40}},
+    ],
+)
+def test_range_bad_instants_refused(bad: Any) -> None:
+    with pytest.raises(QueryError) as info:
+        where(bad)
+    assert info.value.reason == "value"

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from pipeline.stack import jvm
+from pipeline.stack import jvm, kafka_broker
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ def test_cluster_id_skips_ids_that_start_with_a_dash(monkeypatch) -> None:
     plain = uuid.UUID(bytes=b"\x04" + bytes(15))
     assert base64.urlsafe_b64encode(dashed.bytes).startswith(b"-")
     draws = iter([dashed, dashed, plain])
-    monkeypatch.setattr(jvm.uuid, "uuid4", lambda: next(draws))
+    monkeypatch.setattr(kafka_broker.uuid, "uuid4", lambda: next(draws))
     cid = jvm.cluster_id()
     assert cid == base64.urlsafe_b64encode(plain.bytes).decode().rstrip("=")
     assert len(cid) == 22

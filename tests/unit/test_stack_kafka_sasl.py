@@ -41,12 +41,14 @@ def test_prepare_adds_a_sasl_listener_beside_plaintext(tmp_path: Path) -> None:
     props = properties(tmp_path)
     assert props["listeners"] == (
         "PLAINTEXT://127.0.0.1:19092,SASL_PLAINTEXT://127.0.0.1:19994,"
-        "CONTROLLER://127.0.0.1:19093"
+        "SASL_SSL://127.0.0.1:19095,CONTROLLER://127.0.0.1:19093"
     )
     assert "SASL_PLAINTEXT://127.0.0.1:19994" in props["advertised.listeners"]
     assert "SASL_PLAINTEXT:SASL_PLAINTEXT" in props["listener.security.protocol.map"]
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
-    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == (
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    )
     client = jvm.sasl_client(tmp_path)
     jaas = props["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
     assert f'user_{client["sasl.username"]}="{client["sasl.password"]}";' in jaas
