@@ -98,7 +98,7 @@ def instant(value: object, where: str) -> str:
         if len(value) == 10:
             return date.fromisoformat(value).isoformat()
         return format_datetime(datetime.fromisoformat(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # (in UTC before year 1 or after 9999)
         raise QueryError(
             "value", f"{where}: {value!r} is not an ISO 8601 date or timestamp"
         ) from None

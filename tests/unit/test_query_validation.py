@@ -69,6 +69,7 @@ def client() -> Any:
         {"a": 10**30},  # beyond 64 bits: MongoDB's driver raises on it
         {"a": -(2**63) - 1},
         {"a": {"gte": 10**400}},  # float() of it raises OverflowError
+        {"a": {"gte": "0001-01-01T00:00:00+01:00"}},  # before year 1 in UTC
         {"_deleted": True},
         {"": 1},
         {1: 1},
