@@ -31,6 +31,16 @@ BAD_WHERE: list[tuple[dict[str, Any], str]] = [
     ({"name": 10**30}, "value"),  # above 64 bits: no store holds it
     ({"price": 10**30}, "value"),
     ({"price": {"gte": 10**400}}, "value"),
+    ({"price": {"gte": "0001-01-01T00:00:00+01:00"}}, "value"),  # before year 1 in UTC
+    ({"price": {"lt": "9999-12-31T23:59:59-01:00"}}, "value"),
+    ({"price": {"gte": "2024-03-01", "lt": 5}}, "value"),
+]
+#: filter bodies beyond ``where``
+BAD_FILTER_BODIES: list[tuple[dict[str, Any], str]] = [
+    ({"where": {"status": "open"}, "sort": ["_script"]}, "field"),
+    ({"where": {"status": "open"}, "sort": ["price.$x"]}, "field"),
+    ({"where": {"status": "open"}, "sort": [{"$natural": 1}]}, "request"),
+    ({"where": {"status": "open"}, "$where": "1"}, "request"),
 ]
 #: filter values that are only text to every store: nothing matches
 LITERAL_WHERE = [
@@ -47,7 +57,7 @@ LITERAL_WHERE = [
 BAD_SEARCH: list[tuple[str, dict[str, Any], str]] = [
     ("POST", {"json": {"script": {"source": "1"}}}, "request"),
     ("POST", {"json": {"query": {"script": {"source": "1"}}}}, "request"),
-    ("POST", {"json": {"filters": {"price": {"script": {"source": "1"}}}}}, "value"),
+    ("POST", {"json": {"filters": {"price": {"script": {"source": "1"}}}}}, "operator"),
     ("POST", {"json": {"filters": {"_source": "x"}}}, "field"),
     ("POST", {"json": {"filters": {"$where": "1"}}}, "field"),
     ("POST", {"json": {"filters": {"status": [{"$gt": ""}]}}}, "value"),
@@ -59,6 +69,14 @@ BAD_SEARCH: list[tuple[str, dict[str, Any], str]] = [
     ("GET", {"params": {"filter": "_id:1"}}, "field"),
     ("GET", {"params": {"filter": "price.$gt:1"}}, "field"),
     ("GET", {"params": {"sort": "_script"}}, "field"),
+    ("GET", {"params": {"range": "price:$gt:1"}}, "operator"),
+    ("GET", {"params": {"range": "_id:gte:1"}}, "field"),
+    ("GET", {"params": {"range": "price:gte:inf"}}, "value"),
+    ("GET", {"params": {"range": "price:gte:nan"}}, "value"),
+    ("GET", {"params": {"range": "price:gte"}}, "filters"),
+    ("GET", {"params": {"range": "price:gte:9999-12-31T23:59:59-01:00"}}, "value"),
+    ("POST", {"json": {"filters": {"price": {"$gt": 1}}}}, "operator"),
+    ("POST", {"json": {"filters": {"price": {"gte": {"script": "1"}}}}}, "value"),
 ]
 #: query_string text reaching no tombstone, no script and no store error
 SEARCH_TEXT = [

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from apiserver import Server, start_server
 from attack_cases import (
+    BAD_FILTER_BODIES,
     BAD_IDS,
     BAD_LSN,
     BAD_SEARCH,
@@ -360,6 +361,12 @@ def test_filters_refuse_operators_and_read_patterns_as_text(env: Env):
         resp = env.call("POST", "/v1/views/products/filter", json={"where": where})
         assert (resp.status_code, resp.json().get("reason")) == (400, reason), (
             where,
+            resp.text[:300],
+        )
+    for body, reason in BAD_FILTER_BODIES:
+        resp = env.call("POST", "/v1/views/products/filter", json=body)
+        assert (resp.status_code, resp.json().get("reason")) == (400, reason), (
+            body,
             resp.text[:300],
         )
     for where in LITERAL_WHERE:
