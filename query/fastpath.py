@@ -16,6 +16,14 @@ A request that is not exactly that route goes on to FastAPI untouched.
 The id is one path segment, percent-encoded (docs/query-api.md: ids in
 URLs): the segments are split on the raw path and each decoded once, so an
 id holding ``/`` (``docs%2Fintro``) or ``%`` (``%253A``) is read as written.
+
+It is also where every other ``/v1/views/{view}/...`` request shows its
+key first: a request without a valid key, or whose key may not read the view
+(another view, another focus), is refused here, before FastAPI parses its
+query parameters or its body, so no caller without a key learns how a
+request would be validated, and none makes the server parse a body. The
+routes check the key again (and the FastAPI twin of get by id is answered
+by the routes alone when this class is not in front).
 """
 
 from __future__ import annotations
@@ -90,7 +98,8 @@ def _segments(scope: Scope, path: str) -> list[str]:
 
 
 class FastGet:
-    """ASGI middleware answering get by id itself; everything else goes on.
+    """ASGI middleware answering get by id itself, and checking the key of
+    every other ``/v1/views`` request before it goes on.
 
     Args:
         app: the FastAPI app (everything but get by id).
@@ -120,20 +129,27 @@ class FastGet:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and path.startswith(PREFIX):
             parts = _segments(scope, path)
-            if (
+            fast = (
                 len(parts) == 3
                 and parts[1] == "docs"
-                and parts[0]
-                and parts[2]
+                and parts[0] != ""
+                and parts[2] != ""
                 and scope["method"] == "GET"
-            ):
+            )
+            if fast:
                 scope["route"] = self.route
+            try:
+                view = self._guard(scope, parts[0])
+            except ReadsideError as exc:
+                await self.error(exc)(scope, receive, send)
+                return
+            if fast:
                 refused = self.too_large(scope)
                 if refused is not None:
                     await refused(scope, receive, send)
                     return
                 try:
-                    status, data, headers = await self._get(scope, parts[0], parts[2])
+                    status, data, headers = await self._get(scope, view, parts[2])
                 except ReadsideError as exc:
                     await self.error(exc)(scope, receive, send)
                     return
@@ -148,18 +164,27 @@ class FastGet:
                 return
         await self.app(scope, receive, send)
 
-    async def _get(
-        self, scope: Scope, view: str, doc_id: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        svc = self.svc
+    def _guard(self, scope: Scope, view: str) -> str:
+        """The view that answers a request for ``view`` with the request's
+        key (:meth:`Service.authorize`, :meth:`Service.resolve`).
+
+        Raises:
+            Unauthorized, Forbidden, UnknownView, OutOfFocus: refused.
+        """
         auth = api_key = None
         for name, value in scope["headers"]:
             if name == b"authorization" and auth is None:
                 auth = value.decode("latin-1")
             elif name == b"x-api-key" and api_key is None:
                 api_key = value.decode("latin-1")
-        key = svc.authorize(key_from_headers(auth, api_key), view)
-        view = svc.resolve(key, view)
+        key = self.svc.authorize(key_from_headers(auth, api_key), view)
+        return self.svc.resolve(key, view)
+
+    async def _get(
+        self, scope: Scope, view: str, doc_id: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Get by id of ``view`` (the view :meth:`_guard` resolved)."""
+        svc = self.svc
         params = dict(
             parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         )

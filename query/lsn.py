@@ -40,7 +40,8 @@ def parse(value: object) -> int:
         m = _TEXT.match(text)
         if m:
             number = (int(m.group(1), 16) << 32) | int(m.group(2), 16)
-        elif text.isdigit() and len(text) <= 20:
+        elif text.isascii() and text.isdigit() and len(text) <= 20:
+            # (ASCII: str.isdigit takes '²' and other digits int() refuses)
             number = int(text)
         else:
             raise QueryError(

@@ -189,11 +189,23 @@ class Service:
         key = self._key(presented)
         if view is not None:
             if view not in self.views:
-                raise UnknownView(view, list(self.views))
+                raise UnknownView(view, self.readable(key))
             base = self.config.focuses[key.focus].view if key and key.focus else view
             if key is not None and not key.may_read(base):
                 raise Forbidden(f"key {key.name!r} may not read view {view!r}")
         return key
+
+    def readable(self, key: ApiKey | None) -> list[str]:
+        """The views ``key`` may ask for (named in a 404: never another
+        site's views or focuses)."""
+        if key is None:
+            return list(self.views)
+        if key.focus is not None:
+            base = self.config.focuses[key.focus].view
+            return (
+                [base, self.config.focus_view(key.focus)] if key.may_read(base) else []
+            )
+        return [v for v in self.views if key.may_read(v)]
 
     def resolve(self, key: ApiKey | None, view: str) -> str:
         """The view that answers ``view`` for ``key``: with a key bound to a

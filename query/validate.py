@@ -25,6 +25,8 @@ MAX_QUERY_CHARS = 2000
 MAX_TERMS = 1000
 RANGE_OPS = ("gt", "gte", "lt", "lte")
 RESERVED = ("_id", "_v", "_deleted")
+#: the integers every store holds (MongoDB's and Elasticsearch's 64 bits)
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def field_name(name: object) -> str:
@@ -42,10 +44,18 @@ def field_name(name: object) -> str:
     return name
 
 
+def _int_in_range(value: int, where: str) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise QueryError("value", f"{where}: integer beyond 64 bits")
+    return value
+
+
 def scalar(value: object, where: str) -> Scalar:
-    """A string, bool or finite number, or QueryError."""
-    if isinstance(value, bool | str | int):
+    """A string, bool, 64-bit integer or finite number, or QueryError."""
+    if isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return _int_in_range(value, where)
     if isinstance(value, float) and math.isfinite(value):
         return value
     raise QueryError(
@@ -54,9 +64,11 @@ def scalar(value: object, where: str) -> Scalar:
 
 
 def number(value: object, where: str) -> float:
-    """A finite int or float (not a bool), or QueryError."""
+    """A finite 64-bit int or float (not a bool), or QueryError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise QueryError("value", f"{where}: {value!r} is not a number")
+    if isinstance(value, int):
+        return float(_int_in_range(value, where))
     if not math.isfinite(value):
         raise QueryError("value", f"{where}: {value!r} is not finite")
     return float(value)
@@ -87,7 +99,7 @@ def instant(value: object, where: str) -> str:
         if len(value) == 10:
             return date.fromisoformat(value).isoformat()
         return format_datetime(datetime.fromisoformat(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # (in UTC before year 1 or after 9999)
         raise QueryError(
             "value", f"{where}: {value!r} is not an ISO 8601 date or timestamp"
         ) from None
@@ -199,7 +211,9 @@ def doc_id(value: object) -> str:
     ``_id``), never by a pattern built from an id.
     """
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        if value.bit_length() > 4 * MAX_ID_CHARS:  # not worth printing
+            raise QueryError("ids", f"id longer than {MAX_ID_CHARS} characters")
+        value = str(value)
     if not isinstance(value, str) or not value:
         raise QueryError("ids", f"id {value!r} must be a non-empty string")
     if len(value) > MAX_ID_CHARS:

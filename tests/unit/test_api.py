@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.config import parse
 from pipeline.errors import ConfigError
+from query.errors import QueryError
 from query.lsn import format_lsn
 from query.lsn import parse as parse_lsn
 from query.server import create_app
@@ -126,6 +127,22 @@ def test_api_keys_missing_wrong_or_other_view_refused(http):
     assert anon.get("/healthz").status_code == 200
 
 
+def test_api_key_checked_before_parameters_and_body(http):
+    anon = TestClient(http.app)
+    assert anon.get("/v1/views/t/docs").status_code == 401  # no ids either
+    junk = {"json": {"bogus": {"$where": "1"}}}
+    assert anon.post("/v1/views/t/mget", **junk).status_code == 401
+    assert anon.post("/v1/views/t/filter", content=b"{").status_code == 401
+    assert http.post("/v1/views/u/search", **junk).status_code == 403
+    assert http.get("/v1/views/u/docs").status_code == 403
+
+
+def test_api_unknown_view_names_only_the_views_of_the_key(http):
+    resp = http.get("/v1/views/nope/docs", params={"ids": "1"})
+    assert resp.status_code == 404
+    assert "(known: t)" in resp.json()["error"]
+
+
 def test_api_without_keys_refuses_to_start_unless_anonymous_is_set():
     with pytest.raises(ConfigError, match=r"api\.keys"):
         create_app(config())
@@ -203,6 +220,13 @@ def test_api_config_short_or_duplicate_keys_refused():
 def test_lsn_text_or_int_parsed_and_formatted_back(text, number):
     assert parse_lsn(text) == number
     assert parse_lsn(format_lsn(number)) == number
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0661\u0662", "\uff11", "1/2/3", ""])
+def test_lsn_other_than_ascii_hex_or_decimal_refused(text):
+    with pytest.raises(QueryError) as info:
+        parse_lsn(text)
+    assert info.value.reason == "min_lsn"
 
 
 def test_watermark_sample_waits_for_every_partition_then_advances():

@@ -66,6 +66,10 @@ def client() -> Any:
         {"a": [1, 2]},
         {"a": None},
         {"a": float("nan")},
+        {"a": 10**30},  # beyond 64 bits: MongoDB's driver raises on it
+        {"a": -(2**63) - 1},
+        {"a": {"gte": 10**400}},  # float() of it raises OverflowError
+        {"a": {"gte": "0001-01-01T00:00:00+01:00"}},  # before year 1 in UTC
         {"_deleted": True},
         {"": 1},
         {1: 1},
@@ -109,7 +113,9 @@ def test_search_bad_input_refused_before_store(client: Any, kwargs: Any) -> None
         client.search("t", **kwargs)
 
 
-@pytest.mark.parametrize("ids", ["abc", [None], [""], [{"$ne": 1}], ["x"] * 1001])
+@pytest.mark.parametrize(
+    "ids", ["abc", [None], [""], [{"$ne": 1}], ["x"] * 1001, [10**600]]
+)
 def test_get_many_bad_ids_refused(client: Any, ids: Any) -> None:
     with pytest.raises(QueryError):
         client.get_many("t", ids)
