@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-#: ids: Redis patterns are refused; separators are only text (nothing found)
-BAD_IDS = ["*", "?", "1*", "[1-9]", "\\*", "a\x00b", "x" * 513]
+#: ids are any text a store holds (a row's key may hold ``*``): refused are
+#: control characters and overlong ones; patterns and separators are plain
+#: text, read by exact key (``1*`` must not find ``1`` or ``10``)
+BAD_IDS = ["a\x00b", "x" * 513]
 LITERAL_IDS = [
-    *("1:2", ":1", "1#idx:status:open", "#v:1", "@gen", "1~2", "$where", "é" * 300)
+    *("*", "?", "1*", "[1-9]", "\\*"),
+    *("1:2", ":1", "1#idx:status:open", "#v:1", "@gen", "1~2", "$where", "é" * 300),
 ]
 #: filter conditions: operators, paths and non-scalars are refused
 BAD_WHERE: list[tuple[dict[str, Any], str]] = [

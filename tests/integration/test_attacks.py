@@ -336,7 +336,7 @@ def test_id_lists_and_pages_above_the_limits_are_refused(env: Env):
 # -- injection -------------------------------------------------------------------
 
 
-def test_ids_refuse_patterns_and_read_separators_as_text(env: Env):
+def test_ids_refuse_control_characters_and_read_patterns_as_text(env: Env):
     for view in ("esonly", "products"):
         base = f"/v1/views/{view}"
         for ident in BAD_IDS:
