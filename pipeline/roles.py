@@ -9,7 +9,9 @@ needs to own anything:
   triggers); it is the operator's role, used for set-up only.
 * **capture** (Debezium, through ``connect.user_ref``/``password_ref``):
   ``LOGIN REPLICATION``, ``SELECT`` on the captured tables (snapshots), and
-  ``INSERT``/``UPDATE`` on the heartbeat table (its action query).
+  ``INSERT``/``UPDATE`` on the heartbeat table (its action query), and
+  ``INSERT`` on the signal table (the windows of an incremental snapshot,
+  ``readside snapshot`` of a table view).
 * **reader** (``source.lookup_dsn``): ``SELECT`` on the captured tables;
   the workers' aggregate re-reads and TOAST reads, ``snapshot`` and
   ``verify`` use it.
@@ -66,6 +68,9 @@ def roles_sql(cfg: Config, prefix: str = "readside") -> str:
         lines.append(f"GRANT USAGE ON SCHEMA {', '.join(schemas)} TO {role};")
         lines.append(f"GRANT SELECT ON {listed} TO {role};")
     lines.append(f"GRANT INSERT, UPDATE ON {heartbeat} TO {names['capture']};")
+    # Debezium writes an incremental snapshot's window marks there.
+    signal = _table(cfg.source.signal_table)
+    lines.append(f"GRANT INSERT ON {signal} TO {names['capture']};")
     return "\n".join(lines) + "\n"
 
 

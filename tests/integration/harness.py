@@ -29,9 +29,11 @@ import psycopg
 import pymongo
 import yaml
 from confluent_kafka import Consumer, TopicPartition
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connectors import debezium
 from connectors.base import Sink
+from connectors.postgres import prepare_source
 from pipeline import config as config_mod
 from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
@@ -39,11 +41,18 @@ from pipeline.config import Config, StackConfig
 from pipeline.dlq import DeadRecord, read_all
 from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
+from pipeline.roles import role_names, roles_sql
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _as_role(dsn: str, user: str) -> str:
+    return make_conninfo(**{**conninfo_to_dict(dsn), "user": user})
+
+
 PG_ADMIN_DSN = os.environ.get(
     "READSIDE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:15432/postgres"
 )
@@ -233,6 +242,8 @@ class Pipeline:
     workers: list[WorkerProc | ThreadWorker] = field(default_factory=list)
     _connector: bool = False
     _applied: AppliedOffsets | None = None
+    #: the least-privilege roles the pipeline runs on (least_privilege)
+    _roles: dict[str, str] | None = None
 
     def cli_args(self, *args: str) -> list[str]:
         """The command line of ``readside --config <this pipeline> ARGS``."""
@@ -295,9 +306,42 @@ class Pipeline:
             admin,
             [(t, cfg.kafka.partitions, True) for t in [*self.view_topics(), heartbeat]],
         )
-        debezium.apply(cfg)
+        self.least_privilege()
+        debezium.apply(self.config)
         self._connector = True
-        debezium.wait_running(cfg, timeout_s=120)
+        debezium.wait_running(self.config, timeout_s=120)
+
+    def least_privilege(self) -> None:
+        """Run the pipeline on the roles of ``readside connector roles``
+        (issue 11): Debezium as the capture role, the workers' re-reads,
+        snapshots and verify as the reader, the watermark as a role that
+        reads no table. Only ``connector apply``'s set-up and the test's own
+        SQL stay with the tables' owner. A test that configured its own
+        roles keeps them."""
+        data = yaml.safe_load(self.config_path.read_text())
+        connect, source = data.get("connect") or {}, data["source"]
+        if self._roles or connect.get("user_ref") or source.get("lookup_dsn"):
+            return
+        prepare_source(self.config)  # the owner's part: the tables exist
+        prefix = f"rs_{self.suffix}"
+        names = self._roles = role_names(prefix)
+        self.sql(roles_sql(self.config, prefix))
+        # Tables a test creates later (schema changes) are readable too.
+        self.sql(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES "
+            f'TO "{names["capture"]}", "{names["reader"]}"'
+        )
+        secrets = self.tmp_path / "capture.properties"
+        secrets.write_text(f"user={names['capture']}\n")
+
+        def least(d: dict[str, Any]) -> None:
+            d.setdefault("connect", {})["user_ref"] = f"${{file:{secrets}:user}}"
+            d["source"]["lookup_dsn"] = _as_role(self.dsn, names["reader"])
+            d.setdefault("api", {})["watermark_dsn"] = _as_role(
+                self.dsn, names["watermark"]
+            )
+
+        self.rewrite(least)
 
     # -- workers ----------------------------------------------------------
     def start_worker(
@@ -501,6 +545,11 @@ class Pipeline:
                 client.drop_database(mongo.database)  # type: ignore[union-attr]
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+            for role in (self._roles or {}).values():
+                try:  # its grants went with the database
+                    conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+                except psycopg.Error as exc:
+                    print(f"role {role} not dropped: {exc}", file=sys.stderr)
 
     def _slot_active(self) -> bool:
         rows = self.sql(

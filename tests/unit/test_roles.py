@@ -40,4 +40,7 @@ def test_roles_sql_grants_only_what_each_role_needs() -> None:
     assert (
         'GRANT INSERT, UPDATE ON "public"."readside_heartbeat" TO "rs_capture";' in text
     )
+    # an incremental snapshot's window marks (Debezium writes them)
+    assert 'GRANT INSERT ON "public"."readside_signal" TO "rs_capture";' in text
+    assert 'INSERT ON "public"."readside_signal" TO "rs_reader"' not in text
     assert "rs_watermark" not in text.split("LOGIN;  -- the API's watermark")[1]
