@@ -33,9 +33,10 @@ import psycopg
 from psycopg.sql import Composed
 
 from pipeline.aggregate.catalog import Catalog
+from pipeline.aggregate.documents import Converter
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.plan import ViewSQL
-from pipeline.aggregate.reader import Converter, Reader, key_text
+from pipeline.aggregate.reader import Reader, key_text
 from pipeline.aggregate.roots import Key, Links, RootKeys, key_of, row_key
 from pipeline.aggregate.tree import Node, build_tree, named_by_image_only
 from pipeline.errors import BadRecord, ConfigError
@@ -343,7 +344,7 @@ class AggregateView:
         """Every document the view's SQL defines now (one snapshot)."""
         reader.begin()
         try:
-            rows = reader.query(self.view_sql().definition(), {})
+            rows = reader.query(self.view_sql().definition(), {}, documents=True)
             converter = self.converter(reader)
         finally:
             reader.end()
@@ -383,11 +384,10 @@ class AggregateView:
         self, reader: Reader, after: list[str] | None, where: str | None, size: int
     ) -> Chunk | None:
         snap = reader.begin()
-        params: dict[str, Any] = {"limit": size}
-        if after is not None:
-            params.update({f"a{i}": v for i, v in enumerate(after)})
+        params = {"limit": size, **{f"a{i}": v for i, v in enumerate(after or ())}}
         try:
-            rows = reader.query(self.view_sql().chunk(after is None, where), params)
+            statement = self.view_sql().chunk(after is None, where)
+            rows = reader.query(statement, params, documents=True)
             converter = self.converter(reader)
         finally:
             reader.end()
