@@ -45,12 +45,14 @@ from connectors.base import Sink
 from pipeline import kafkaclient, layout
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
+from pipeline.aggregate.view import Chunk
 from pipeline.config import Config
 from pipeline.decode import FakeMessage, RawMessage
 from pipeline.errors import ConfigError
 from pipeline.events import DocumentOp
 from pipeline.processor import Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
+from pipeline.snapshot.prefetch import ReadAhead
 from pipeline.snapshot.rejects import Origin, Rejects
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
 from pipeline.source.converter import converter_for
@@ -180,45 +182,60 @@ class Loader:
     def _chunks(
         self, source: SourceRead, sinks: Mapping[str, Sink], st: SnapshotState
     ) -> None:
-        """Load the view chunk by chunk after ``st.after``, saving ``st``."""
+        """Load the view chunk by chunk after ``st.after``, saving ``st``.
+
+        The next chunk is read (:class:`ReadAhead`) while one is written.
+        """
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
         prepare_views({self.view.name: self.view}, dsn, strict=False)
-        with closing(Reader(dsn)) as reader:
+        size, where = self.opts.chunk_size, self.opts.where
+        with closing(Reader(dsn)) as reader, closing(Reader(dsn)) as counter:
             # The total is the rows done plus the roots still ahead of the
             # cursor: roots inserted ahead of it during the run are loaded
             # too, so it is counted again when the rows reach it, and is the
             # rows done once a chunk finds nothing more ahead.
-            ahead = partial(source.count, reader, self.opts.where)
+            ahead = partial(source.count, counter, where)
             st.total = st.rows + ahead(st.after)
             self._save(st)
-            while not self.stopping:
-                chunk = source.load_chunk(
-                    reader, st.after, self.opts.where, self.opts.chunk_size
-                )
-                if chunk is None:
-                    st.total = st.rows
-                    break
-                for ident, exc in chunk.failures:
-                    logger.error(
-                        "transform refused view=%s id=%s error=%s",
-                        source.name,
-                        ident,
-                        exc,
-                    )
-                self.rejects.write(sinks, chunk.ops, st, self._chunk_origin(st))
-                st.after = chunk.last
-                st.rows += chunk.rows
-                st.chunks += 1
-                if chunk.rows < self.opts.chunk_size:
-                    st.total = st.rows
-                elif st.rows >= st.total:
-                    st.total = st.rows + ahead(st.after)
-                self._save(st)
-                if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
-                    logger.error("fault injection: exiting after chunk %d", st.chunks)
-                    os._exit(137)
-                if chunk.rows < self.opts.chunk_size:
-                    break
+            if self.stopping:
+                return
+            chunks = ReadAhead(
+                lambda after: source.load_chunk(reader, after, where, size),
+                lambda chunk: chunk.last if chunk.rows >= size else None,
+                st.after,
+            )
+            with chunks:
+                for chunk in chunks:
+                    self._chunk_done(source, sinks, st, chunk, ahead)
+                    if self.stopping:
+                        return
+            st.total = st.rows
+
+    def _chunk_done(
+        self,
+        source: SourceRead,
+        sinks: Mapping[str, Sink],
+        st: SnapshotState,
+        chunk: Chunk,
+        ahead: Callable[[list[str]], int],
+    ) -> None:
+        """Write ``chunk``, then record it in ``st``."""
+        for ident, exc in chunk.failures:
+            logger.error(
+                "transform refused view=%s id=%s error=%s", source.name, ident, exc
+            )
+        self.rejects.write(sinks, chunk.ops, st, self._chunk_origin(st))
+        st.after = chunk.last
+        st.rows += chunk.rows
+        st.chunks += 1
+        if chunk.rows < self.opts.chunk_size:
+            st.total = st.rows
+        elif st.rows >= (st.total or 0):
+            st.total = st.rows + ahead(st.after)
+        self._save(st)
+        if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
+            logger.error("fault injection: exiting after chunk %d", st.chunks)
+            os._exit(137)
 
     def _save(self, st: SnapshotState) -> None:
         """Record ``st`` and show it."""
