@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pipeline.errors import TransientError
-from pipeline.snapshot.prefetch import ReadAhead
+from pipeline.snapshot.prefetch import InOrder, ReadAhead
 
 pytestmark = pytest.mark.unit
 
@@ -80,3 +80,53 @@ def test_read_ahead_close_while_reading_ahead_ends_the_thread():
     chunks.close()
     assert time.monotonic() - started < 2
     assert threading.active_count() == before
+
+
+def test_in_order_done_in_submission_order_each_slot_alone():
+    busy: set[str] = set()
+    lock = threading.Lock()
+    finished: list[int] = []
+
+    def work(n: int, slot: str) -> int:
+        with lock:
+            assert slot not in busy  # no two items on one slot at once
+            busy.add(slot)
+        time.sleep(0.05 if n % 2 == 0 else 0.01)  # the even ones end last
+        with lock:
+            busy.discard(slot)
+        return n
+
+    with InOrder(["a", "b"]) as writes:
+        for n in range(6):
+            writes.submit(lambda slot, n=n: work(n, slot), finished.append)
+        writes.drain()
+    assert finished == list(range(6))
+
+
+def test_in_order_error_raised_and_later_items_not_done():
+    finished: list[int] = []
+
+    def work(n: int, _slot: str) -> int:
+        if n == 1:
+            raise TransientError("store down")
+        return n
+
+    with InOrder(["a", "b"]) as writes:
+        writes.submit(lambda slot: work(0, slot), finished.append)
+        writes.submit(lambda slot: work(1, slot), finished.append)
+        # the slots are taken: the oldest unfinished item (1) ends here
+        with pytest.raises(TransientError, match="store down"):
+            writes.submit(lambda slot: work(2, slot), finished.append)
+    assert finished == [0]
+
+
+def test_in_order_one_slot_runs_in_callers_thread():
+    threads: list[str] = []
+    finished: list[int] = []
+    with InOrder(["only"]) as writes:
+        writes.submit(
+            lambda _slot: threads.append(threading.current_thread().name) or 7,
+            finished.append,
+        )
+        assert finished == [7]  # done at once
+    assert threads == [threading.current_thread().name]
