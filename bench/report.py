@@ -181,11 +181,12 @@ def snapshot_markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "time split, of the run's wall time (the reading thread: PostgreSQL "
-        "reads / documents built in Python; beside it the main thread: waiting "
-        "for a chunk / sink writes / progress / rest): "
+        "reads / documents built in Python; the writers' sink writes, summed; "
+        "beside them the main thread: waiting for a chunk / for the writers / "
+        "progress / rest): "
         + "; ".join(
-            f"{s} {_spent(agg[s], 'read', 'build')}; "
-            f"{_spent(agg[s], 'wait', 'write', 'progress', 'other')}"
+            f"{s} {_spent(agg[s], 'read', 'build')}; {_spent(agg[s], 'write')}; "
+            f"{_spent(agg[s], 'wait', 'writers', 'progress', 'other')}"
             for s in ("redis", "elasticsearch", "mongodb")
             if s in agg and "error" not in agg[s]
         ),
