@@ -30,12 +30,12 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from bench.worker_run import _status_kb
+from pipeline import kafkaclient
 from pipeline.aggregate import AggregateView
 from pipeline.aggregate import reader as reader_mod
 from pipeline.config import load
 from pipeline.processor import Processor
 from pipeline.snapshot import Loader, Options, SnapshotLog
-from pipeline.snapshot import load as load_mod
 from pipeline.snapshot.prefetch import InOrder, ReadAhead
 from pipeline.snapshot.rebuild import Rebuild
 from pipeline.snapshot.rejects import Rejects
@@ -101,7 +101,8 @@ def _instrument() -> None:
     Rejects.write = _timed("write", Rejects.write)  # type: ignore[method-assign]
     SnapshotLog.save = _timed("progress", SnapshotLog.save)  # type: ignore[method-assign]
     Processor.process = _timed("decode", Processor.process)  # type: ignore[method-assign]
-    setattr(load_mod, "Consumer", _TimedConsumer)  # noqa: B010 - times consume()
+    # The replay's consumer is built by pipeline.kafkaclient.
+    setattr(kafkaclient, "Consumer", _TimedConsumer)  # noqa: B010 - times consume()
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
