@@ -71,9 +71,11 @@ class CountingReader(Reader):
         self.counts["resolve"] += 1
         return super().declare(statement, params)
 
-    def query(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+    def query(
+        self, statement: Any, params: dict[str, Any], documents: bool = False
+    ) -> list[Any]:
         self.counts["reread" if self._in_rows else "resolve"] += 1
-        return super().query(statement, params)
+        return super().query(statement, params, documents)
 
 
 class _CountingConsumer:

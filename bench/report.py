@@ -180,10 +180,13 @@ def snapshot_markdown(results: dict[str, Any]) -> str:
             lines.append(_snap_row(sink + flag, f"{row.get('rows', 0):,}", row, extra))
     lines += [
         "",
-        "time split (PostgreSQL reads / sink writes / progress / documents "
-        "built in Python): "
+        "time split, of the run's wall time (the reading thread: PostgreSQL "
+        "reads / documents built in Python; the writers' sink writes, summed; "
+        "beside them the main thread: waiting for a chunk / for the writers / "
+        "progress / rest): "
         + "; ".join(
-            f"{s} {_spent(agg[s], 'read', 'write', 'progress', 'other')}"
+            f"{s} {_spent(agg[s], 'read', 'build')}; {_spent(agg[s], 'write')}; "
+            f"{_spent(agg[s], 'wait', 'writers', 'progress', 'other')}"
             for s in ("redis", "elasticsearch", "mongodb")
             if s in agg and "error" not in agg[s]
         ),

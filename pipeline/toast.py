@@ -26,8 +26,9 @@ from typing import Any
 from psycopg import sql
 
 from pipeline.aggregate.catalog import Catalog, TableInfo
+from pipeline.aggregate.documents import Values
 from pipeline.aggregate.plan import from_text, ident, table_ref, unnest_keys, value_text
-from pipeline.aggregate.reader import Reader, Values, key_text
+from pipeline.aggregate.reader import Reader, key_text
 from pipeline.events import UNCHANGED, ChangeEvent, Document, Position
 
 

@@ -97,6 +97,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench pgsync", description=__doc__)
     p.add_argument("--roots", type=int, default=100_000, help="aggregate roots")
     p.add_argument("--chunk-size", type=int, default=1000)
+    p.add_argument("--writers", type=int, default=2, help="readside's chunk writers")
     p.add_argument("--sample", type=int, default=1000, help="roots compared")
     p.add_argument("--changes", type=int, default=2000, help="streamed updates")
     p.add_argument("--parts", default="initial,documents,streaming")
@@ -139,6 +140,7 @@ def main(argv: list[str]) -> int:
         "servers": server_versions(es, args.admin_dsn),
         "roots": args.roots,
         "chunk_size": args.chunk_size,
+        "writers": args.writers,
         "quick": args.quick,
         "parts": args.parts,
         "pgsync_client": client,

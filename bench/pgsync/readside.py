@@ -43,6 +43,7 @@ def bench_readside(src: BenchSource, args: argparse.Namespace) -> dict[str, Any]
             "view": AGG_VIEW,
             "sinks": ["elasticsearch"],
             "chunk_size": args.chunk_size,
+            "writers": args.writers,
             "count_held": True,
         },
         args.run_timeout,

@@ -35,7 +35,8 @@ def markdown(results: dict[str, Any]) -> str:
         "| docs in index | peak RSS MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         f"| readside | `readside snapshot customers --sink elasticsearch` (chunks "
-        f"of {results['chunk_size']:,}) | {rs['rows']:,} | {rs['elapsed_s']:.1f} "
+        f"of {results['chunk_size']:,}, {results.get('writers', 1)} writers) "
+        f"| {rs['rows']:,} | {rs['elapsed_s']:.1f} "
         f"| {rs['roots_per_s']:,.0f} | {rs['wall_s']:.1f} "
         f"| {rs['rows'] / rs['wall_s']:,.0f} "
         f"| {rs['docs_held'].get('elasticsearch', 0):,} | {rs['peak_rss_mb']:.0f} |",
@@ -51,6 +52,18 @@ def markdown(results: dict[str, Any]) -> str:
         "validate, create the index, sync). pgsync's index: "
         f"{pg['missing_roots']} roots missing, {pg['extra_docs']} extra documents.",
     ]
+    spent = rs.get("spent_s") or {}
+    if "wait" in spent:
+        lines += [
+            "",
+            "readside's seconds: in the reading thread, PostgreSQL reads "
+            f"{spent.get('read', 0):.1f} and documents built "
+            f"{spent.get('build', 0):.1f}; the writers' bulk writes "
+            f"{spent.get('write', 0):.1f} (summed, {results.get('writers', 1)} at "
+            f"once); the main thread waited for a chunk {spent['wait']:.1f}, for "
+            f"the writers {spent.get('writers', 0):.1f} and recorded progress "
+            f"{spent.get('progress', 0):.1f}.",
+        ]
     docs = results.get("documents")
     if docs:
         lines += [

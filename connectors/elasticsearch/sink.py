@@ -50,6 +50,7 @@ from pipeline.events import Delete, DocumentOp, Upsert
 logger = logging.getLogger(__name__)
 
 _MAX_BULK_BYTES = 20 * 1024 * 1024
+_ITEM_FIELDS = ["items.*.status", "items.*.error"]
 _TOMBSTONE = json.dumps({DELETED: True})
 
 
@@ -181,7 +182,13 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
         if mirror:  # never create an index when the switch removed the alias
             kwargs["require_alias"] = True
         # Lines are pre-serialized NDJSON, which the serializer passes through.
-        resp = self.client.bulk(operations=lines, **kwargs)  # type: ignore[arg-type]
+        # Of each item only its status and error are read: the answer holds
+        # nothing else (a fifth of its size, parsed that much faster).
+        resp = self.client.bulk(
+            operations=lines,  # type: ignore[arg-type]
+            filter_path=_ITEM_FIELDS,
+            **kwargs,
+        )
         result = WriteResult()
         transient: list[str] = []
         for op, item in zip(sent, resp["items"], strict=True):

@@ -10,10 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.aggregate.documents import Converter
 from pipeline.aggregate.ids import IdRule
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.plan import ViewSQL
-from pipeline.aggregate.reader import Converter, Reader, key_text
+from pipeline.aggregate.reader import Reader, key_text
 from pipeline.aggregate.roots import key_of
 from pipeline.aggregate.tree import Node
 from pipeline.errors import BadRecord
@@ -64,7 +65,7 @@ def documents(view: AggregateView, reader: Reader) -> SourceDocuments:
     ids two roots share."""
     reader.begin()
     try:
-        rows = reader.query(view.view_sql().definition(), {})
+        rows = reader.query(view.view_sql().definition(), {}, documents=True)
         converter = view.converter(reader)
     finally:
         reader.end()
@@ -129,11 +130,10 @@ def load_chunk(
     size: int,
 ) -> Chunk | None:
     snap = reader.begin()
-    params: dict[str, Any] = {"limit": size}
-    if after is not None:
-        params.update({f"a{i}": v for i, v in enumerate(after)})
+    params = {"limit": size, **{f"a{i}": v for i, v in enumerate(after or ())}}
     try:
-        rows = reader.query(view.view_sql().chunk(after is None, where), params)
+        statement = view.view_sql().chunk(after is None, where)
+        rows = reader.query(statement, params, documents=True)
         converter = view.converter(reader)
     finally:
         reader.end()

@@ -3,22 +3,23 @@
 A view is a tree of :class:`~pipeline.aggregate.tree.Node` (the root table,
 then children, parents and many-to-many targets, with each many-to-many's
 ``through`` table as a hidden node between; :mod:`pipeline.aggregate.tree`).
-Each node becomes a ``jsonb_build_object`` of its fields and nested
+Each node becomes a ``json_build_object`` of its fields and nested
 relations, so one statement returns finished documents::
 
-    SELECT t0."id", jsonb_build_object('id', t0."id"::text, 'orders',
-      (SELECT COALESCE(jsonb_agg(jsonb_build_object(...) ORDER BY t1."id"), '[]')
+    SELECT t0."id", json_build_object('id', t0."id"::text, 'orders',
+      (SELECT COALESCE(json_agg(json_build_object(...) ORDER BY t1."id"), '[]')
        FROM (SELECT * FROM public.orders AS t1 WHERE t1."customer_id" = t0."id")
        AS t1)) AS doc
     FROM public.customers AS t0
 
 A level with ``value`` yields that column instead of an object (a scalar
-subquery for a parent, ``jsonb_agg`` of the column for an array); a lifted
-parent's object is merged into its enclosing one with ``||``, from a one-row
-``LEFT JOIN`` so that its keys are there (null) when no parent row matches.
+subquery for a parent, ``json_agg`` of the column for an array); a lifted
+parent's object (jsonb) is merged into its enclosing one with ``||``, from a
+one-row ``LEFT JOIN`` so that its keys are there (null) when no parent row
+matches, and the merged object is cast to json.
 
 Column values travel as PostgreSQL's own text form; :mod:`pipeline.aggregate.
-reader` loads each with psycopg's loader for the column's type and maps it
+documents` loads each with psycopg's loader for the column's type and maps it
 like a table view maps the same column (docs/types.md), so both kinds of view
 give the same JSON for the same row.
 """
@@ -33,8 +34,8 @@ from psycopg import sql
 from pipeline.aggregate.catalog import Column
 from pipeline.aggregate.tree import Node
 
-#: jsonb_build_object takes at most 100 arguments: 50 key/value pairs.
-_PAIRS_PER_CALL = 50
+#: json_build_object takes at most 100 arguments: 50 key/value pairs.
+PAIRS_PER_CALL = 50
 
 
 def ident(*parts: str) -> sql.Identifier:
@@ -59,13 +60,23 @@ def col(node: Node, name: str) -> sql.Composable:
 _OUTPUT_TEXT_OIDS = frozenset({869, 1042})  # inet, bpchar
 
 
+#: Types whose JSON form is a JSON number or boolean (int2, int4, int8, bool):
+#: a document carries them as such (json looks through a domain to its base).
+NATIVE_OIDS = frozenset({21, 23, 20, 16})
+
+
 def _value(node: Node, column: Column) -> sql.Composable:
-    return value_text(col(node, column.name), column)
+    """A field of a document: its JSON form for :data:`NATIVE_OIDS`, else
+    the text :class:`~pipeline.aggregate.documents.Converter` loads."""
+    expr = col(node, column.name)
+    if column.oid in NATIVE_OIDS:
+        return expr
+    return value_text(expr, column)
 
 
 def value_text(expr: sql.Composable, column: Column) -> sql.Composable:
     """``expr`` (a value of ``column``) as the text
-    :meth:`~pipeline.aggregate.reader.Values.value` reads back (inside a
+    :meth:`~pipeline.aggregate.documents.Values.value` reads back (inside a
     jsonb object: a JSON string; use ``#>> '{}'`` for plain text)."""
     if column.oid in _OUTPUT_TEXT_OIDS:
         return sql.SQL("to_jsonb({})").format(expr)
@@ -73,9 +84,16 @@ def value_text(expr: sql.Composable, column: Column) -> sql.Composable:
     return sql.SQL("{}{}").format(expr, sql.SQL(cast))
 
 
-def document(node: Node) -> sql.Composable:
-    """The jsonb object of one row of ``node``, relations nested and lifted
-    parents' objects merged in (``||``)."""
+def document(node: Node, binary: bool = False) -> sql.Composable:
+    """The json object of one row of ``node``, relations nested and lifted
+    parents' objects merged in; with ``binary``, that object as jsonb.
+
+    ``json``, not ``jsonb``: PostgreSQL writes it as text as it goes, where
+    jsonb builds a binary value first and prints it afterwards (the keys are
+    unique, so nothing of jsonb's is missed). Only jsonb has ``||``: an
+    object of more pairs than one call takes, or one with lifted parents'
+    objects to merge in, is joined as jsonb and cast to json.
+    """
     pairs: list[sql.Composable] = []
     lifted: list[sql.Composable] = []
     for key, column in node.fields:
@@ -85,15 +103,21 @@ def document(node: Node) -> sql.Composable:
             lifted.append(_lifted(rel))
         else:
             pairs.append(sql.SQL("{}, {}").format(sql.Literal(key), _relation(rel)))
+    if not binary and not lifted and len(pairs) <= PAIRS_PER_CALL:
+        if not pairs:
+            return sql.SQL("'{}'::json")
+        return sql.SQL("json_build_object({})").format(sql.SQL(", ").join(pairs))
     calls = [
         sql.SQL("jsonb_build_object({})").format(
-            sql.SQL(", ").join(pairs[i : i + _PAIRS_PER_CALL])
+            sql.SQL(", ").join(pairs[i : i + PAIRS_PER_CALL])
         )
-        for i in range(0, len(pairs), _PAIRS_PER_CALL)
+        for i in range(0, len(pairs), PAIRS_PER_CALL)
     ]
-    if not calls and not lifted:
+    parts = calls + lifted
+    if not parts:  # binary only: an empty json object returned above
         return sql.SQL("'{}'::jsonb")
-    return sql.SQL(" || ").join(calls + lifted)
+    joined = sql.SQL(" || ").join(parts)
+    return joined if binary else sql.SQL("({})::json").format(joined)
 
 
 def link_condition(node: Node) -> sql.Composable:
@@ -123,7 +147,7 @@ def _lifted(node: Node) -> sql.Composable:
     """A lifted parent's object, its keys null when no row matches (one row
     from a left join), to be merged into the enclosing object."""
     return sql.SQL("(SELECT {} FROM (SELECT) AS {} LEFT JOIN {} AS {} ON {})").format(
-        document(node),
+        document(node, binary=True),
         ident(f"{node.alias}_one"),
         table_ref(node.table.name),
         ident(node.alias),
@@ -158,7 +182,7 @@ def _relation(node: Node) -> sql.Composable:
             rows, _order(node), sql.Literal(node.limit)
         )
     return sql.SQL(
-        "(SELECT COALESCE(jsonb_agg({} ORDER BY {}), '[]'::jsonb) FROM ({}) AS {})"
+        "(SELECT COALESCE(json_agg({} ORDER BY {}), '[]'::json) FROM ({}) AS {})"
     ).format(_item(node), _order(node), rows, alias)
 
 

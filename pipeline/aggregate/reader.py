@@ -26,14 +26,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import Format, TransactionStatus
-from psycopg.types.hstore import HstoreLoader
+from psycopg.pq import TransactionStatus
 
-from pipeline.aggregate.catalog import Column
+from pipeline.aggregate.documents import JSON_OID, DocumentLoader
 from pipeline.aggregate.plan import ViewSQL
-from pipeline.aggregate.tree import Node
 from pipeline.errors import FatalError, TransientError
-from pipeline.types import pg_value_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -83,60 +80,6 @@ class Snapshot:
 
     def version(self, epoch: int) -> int:
         return snapshot_version(epoch, self.xmax, self.nxip)
-
-
-class Values:
-    """Turns a column value's text, as PostgreSQL prints it, into the value
-    a decoded change event holds for that column."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-        self._loaders: dict[int, Any] = {}
-
-    def _loader(self, column: Column) -> Any:
-        oid = column.oid
-        if oid not in self._loaders:
-            cls = self.conn.adapters.get_loader(oid, Format.TEXT)
-            if column.type_name == "hstore":  # an extension type: no OID to map
-                cls = HstoreLoader
-            self._loaders[oid] = cls(oid, self.conn) if cls is not None else None
-        return self._loaders[oid]
-
-    def value(self, column: Column, text: str | None) -> Any:
-        if text is None:
-            return None
-        if column.sql_type == "bit(1)":  # Debezium's boolean; psycopg has no loader
-            return text == "1"
-        loader = self._loader(column)
-        loaded = loader.load(text.encode()) if loader is not None else text
-        return pg_value_to_json(loaded)
-
-
-class Converter(Values):
-    """Turns the jsonb a view's SQL returns into the view's document."""
-
-    def __init__(self, conn: psycopg.Connection[Any], root: Node) -> None:
-        super().__init__(conn)
-        self.root = root
-
-    def document(self, node: Node, raw: dict[str, Any]) -> dict[str, Any]:
-        out = {key: self.value(column, raw.get(key)) for key, column in node.fields}
-        for key, rel in node.relations:
-            if rel.lift:  # its keys are in this level's object
-                out.update(self.document(rel, raw))
-                continue
-            got = raw.get(key)
-            if rel.kind == "parent":
-                out[key] = None if got is None else self.item(rel, got)
-            else:
-                out[key] = [self.item(rel, item) for item in got or ()]
-        return out
-
-    def item(self, node: Node, raw: Any) -> Any:
-        """One related row: its ``value`` column's value, or its object."""
-        if node.value is not None:
-            return self.value(node.value, raw)
-        return self.document(node, raw)
 
 
 class Reader:
@@ -205,9 +148,17 @@ class Reader:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    def query(self, statement: sql.Composed, params: dict[str, Any]) -> list[Any]:
+    def query(
+        self, statement: sql.Composed, params: dict[str, Any], documents: bool = False
+    ) -> list[Any]:
+        """The rows of ``statement``; with ``documents``, a view's statement
+        whose ``json`` document column is parsed by :class:`DocumentLoader`."""
         try:
-            rows: list[Any] = self.connection().execute(statement, params).fetchall()
+            cur = self.connection().cursor()
+            if documents:
+                cur.adapters.register_loader(JSON_OID, DocumentLoader)
+            with cur:
+                rows: list[Any] = cur.execute(statement, params).fetchall()
             return rows
         except psycopg.OperationalError as exc:
             self.close()
@@ -289,5 +240,5 @@ class Reader:
         for start in range(0, len(keys), KEYS_PER_QUERY):
             part = keys[start : start + KEYS_PER_QUERY]
             params = {f"k{i}": [k[i] for k in part] for i in range(len(part[0]))}
-            out.extend(self.query(statement, params))
+            out.extend(self.query(statement, params, documents=True))
         return out

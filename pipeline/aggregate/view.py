@@ -34,11 +34,12 @@ from psycopg.sql import Composed
 
 from pipeline.aggregate import fromsource
 from pipeline.aggregate.catalog import Catalog
+from pipeline.aggregate.documents import Converter
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.ids import IdRule
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.plan import ViewSQL
-from pipeline.aggregate.reader import Converter, Reader
+from pipeline.aggregate.reader import Reader
 from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
 from pipeline.aggregate.tree import Node, build_tree, named_by_image_only
 from pipeline.errors import BadRecord, ConfigError

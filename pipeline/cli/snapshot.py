@@ -22,6 +22,13 @@ from pipeline.cli.base import ReadsideGroup, load_config
     "--restart", is_flag=True, help="start over instead of resuming an unfinished run"
 )
 @click.option(
+    "--writers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="chunks of an aggregate view written at once, each with its own sinks",
+)
+@click.option(
     "--rebuild",
     is_flag=True,
     help="fill a new generation beside the live one, then switch to it atomically",
@@ -34,6 +41,7 @@ def snapshot(
     sinks: tuple[str, ...],
     chunk_size: int,
     restart: bool,
+    writers: int,
     rebuild: bool,
 ) -> None:
     """(Re)load VIEW into its stores while workers keep streaming.
@@ -54,7 +62,7 @@ def snapshot(
     from pipeline.snapshot.rebuild import Rebuild
 
     cfg = load_config(ctx)
-    opts = Options(view, where, list(sinks) or None, chunk_size, restart)
+    opts = Options(view, where, list(sinks) or None, chunk_size, restart, writers)
     with ProgressBar(view) as bar:
         loader = (Rebuild if rebuild else Loader)(cfg, opts, bar.update)
         signal.signal(signal.SIGTERM, loader.stop)

@@ -32,8 +32,8 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -44,14 +44,16 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.base import Sink
 from pipeline import kafkaclient, layout
 from pipeline.aggregate import prepare_views
+from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
-from pipeline.decode import FakeMessage, RawMessage
+from pipeline.decode import RawMessage
 from pipeline.errors import ConfigError
 from pipeline.events import DocumentOp
 from pipeline.processor import Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
-from pipeline.snapshot.rejects import Origin, Rejects
+from pipeline.snapshot.prefetch import InOrder, ReadAhead
+from pipeline.snapshot.rejects import Origin, Rejects, WriteSlot, chunk_origin
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
 from pipeline.source.converter import converter_for
 from pipeline.toast import SourceRows
@@ -74,6 +76,7 @@ class Options:
     sinks: Sequence[str] | None = None  # default: every sink of the view
     chunk_size: int = 1000
     restart: bool = False  # ignore an unfinished run's position
+    writers: int = 2  # chunks written at once (aggregate views)
 
 
 class Loader:
@@ -126,7 +129,8 @@ class Loader:
             open_sinks(sinks, self.backoff(), lambda: self.stopping)
             if source is not None:
                 st = self._state("chunks")
-                self._chunks(source, sinks, st)
+                more = partial(build_sinks, self.cfg, self.sink_names)
+                self._chunks(source, sinks, st, more)
                 return self.rejects.check(self._finish(st))
             return self.rejects.check(self._replay(self.view, sinks))
         finally:
@@ -166,59 +170,108 @@ class Loader:
     @staticmethod
     def _chunk_origin(st: SnapshotState) -> Origin:
         """What a dead letter of the chunk after ``st.after`` names as origin."""
-        chunk, after = st.chunks + 1, st.after
-
-        def origin(op: DocumentOp) -> RawMessage:
-            value = {"view": op.view, "id": op.doc_id, "chunk": chunk, "after": after}
-            return FakeMessage.of_json(
-                f"snapshot:{op.view}", op.doc_id, value, offset=chunk
-            )
-
-        return origin
+        return chunk_origin(st.chunks + 1, st.after)
 
     # ------------------------------------------------------------ from the source
     def _chunks(
-        self, source: SourceRead, sinks: Mapping[str, Sink], st: SnapshotState
+        self,
+        source: SourceRead,
+        sinks: Mapping[str, Sink],
+        st: SnapshotState,
+        more_sinks: Callable[[], dict[str, Sink]] | None = None,
     ) -> None:
-        """Load the view chunk by chunk after ``st.after``, saving ``st``."""
+        """Load the view chunk by chunk after ``st.after``, saving ``st``.
+
+        The next chunk is read (:class:`ReadAhead`) while the last ones are
+        written: ``opts.writers`` chunks at once when ``more_sinks`` makes
+        another set of ``sinks`` for each further writer (:class:`InOrder`).
+        """
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
         prepare_views({self.view.name: self.view}, dsn, strict=False)
-        with closing(Reader(dsn)) as reader:
+        size, where = self.opts.chunk_size, self.opts.where
+        with (
+            self._write_slots(sinks, more_sinks) as slots,
+            closing(Reader(dsn)) as reader,
+            closing(Reader(dsn)) as counter,
+        ):
             # The total is the rows done plus the roots still ahead of the
             # cursor: roots inserted ahead of it during the run are loaded
             # too, so it is counted again when the rows reach it, and is the
             # rows done once a chunk finds nothing more ahead.
-            ahead = partial(source.count, reader, self.opts.where)
+            ahead = partial(source.count, counter, where)
             st.total = st.rows + ahead(st.after)
             self._save(st)
-            while not self.stopping:
-                chunk = source.load_chunk(
-                    reader, st.after, self.opts.where, self.opts.chunk_size
-                )
-                if chunk is None:
-                    st.total = st.rows
-                    break
-                for ident, exc in chunk.failures:
-                    logger.error(
-                        "transform refused view=%s id=%s error=%s",
-                        source.name,
-                        ident,
-                        exc,
+            chunks = ReadAhead(
+                lambda after: source.load_chunk(reader, after, where, size),
+                lambda chunk: chunk.last if chunk.rows >= size else None,
+                st.after,
+            )
+            with chunks, InOrder(slots) as writes:
+                number, after = st.chunks, st.after
+                for chunk in chunks:
+                    if self.stopping:
+                        break
+                    number += 1
+                    for ident, exc in chunk.failures:
+                        logger.error(
+                            "transform refused view=%s id=%s error=%s",
+                            source.name,
+                            ident,
+                            exc,
+                        )
+                    writes.submit(
+                        partial(Rejects.into, chunk.ops, chunk_origin(number, after)),
+                        partial(self._chunk_done, st, chunk, ahead),
                     )
-                self.rejects.write(sinks, chunk.ops, st, self._chunk_origin(st))
-                st.after = chunk.last
-                st.rows += chunk.rows
-                st.chunks += 1
-                if chunk.rows < self.opts.chunk_size:
-                    st.total = st.rows
-                elif st.rows >= st.total:
-                    st.total = st.rows + ahead(st.after)
-                self._save(st)
-                if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
-                    logger.error("fault injection: exiting after chunk %d", st.chunks)
-                    os._exit(137)
-                if chunk.rows < self.opts.chunk_size:
-                    break
+                    after = chunk.last
+                writes.drain()
+            if not self.stopping:
+                st.total = st.rows
+
+    @contextmanager
+    def _write_slots(
+        self,
+        sinks: Mapping[str, Sink],
+        more_sinks: Callable[[], dict[str, Sink]] | None,
+    ) -> Iterator[list[WriteSlot]]:
+        """``sinks``, and ``opts.writers - 1`` more sets made by ``more_sinks``
+        (opened here, closed after), each with its own dead-letter producer."""
+        extra = (
+            [more_sinks() for _ in range(self.opts.writers - 1)] if more_sinks else []
+        )
+        try:
+            for more in extra:
+                open_sinks(more, self.backoff(), lambda: self.stopping)
+            yield [(sinks, self.rejects)] + [
+                (more, Rejects(self.cfg, self.backoff, lambda: self.stopping))
+                for more in extra
+            ]
+        finally:
+            for more in extra:
+                for sink in more.values():
+                    sink.close()
+
+    def _chunk_done(
+        self,
+        st: SnapshotState,
+        chunk: Chunk,
+        ahead: Callable[[list[str]], int],
+        dead_letters: int,
+    ) -> None:
+        """Record in ``st`` that ``chunk`` is written (``dead_letters`` of its
+        documents dead-lettered)."""
+        st.dead_letters += dead_letters
+        st.after = chunk.last
+        st.rows += chunk.rows
+        st.chunks += 1
+        if chunk.rows < self.opts.chunk_size:
+            st.total = st.rows
+        elif st.rows >= (st.total or 0):
+            st.total = st.rows + ahead(st.after)
+        self._save(st)
+        if _CRASH_AFTER_CHUNKS and st.chunks >= _CRASH_AFTER_CHUNKS:
+            logger.error("fault injection: exiting after chunk %d", st.chunks)
+            os._exit(137)
 
     def _save(self, st: SnapshotState) -> None:
         """Record ``st`` and show it."""
@@ -289,7 +342,8 @@ class Loader:
                     continue
                 batch = processor.process(msgs, fill=source_rows.fill)
                 ops = ops_for_sink(batch, [view.name])
-                self.rejects.write(sinks, ops, st, partial(_message, batch.messages))
+                origin = partial(_message, batch.messages)
+                st.dead_letters += self.rejects.write(sinks, ops, origin)
                 st.rows += len(msgs)
                 st.chunks += 1
                 self._save(st)

@@ -72,6 +72,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -247,12 +248,15 @@ class Rebuild(Loader):
         self._save(st)
 
     # ------------------------------------------------------------ steps
-    def _fill(self, st: SnapshotState, _live: Any, pinned: Mapping[str, Sink]) -> None:
+    def _fill(
+        self, st: SnapshotState, live: Mapping[str, Sink], pinned: Mapping[str, Sink]
+    ) -> None:
         source = self.view.from_source()
         try:
             open_sinks(pinned, self.backoff(), lambda: self.stopping)
             if source is not None:
-                self._chunks(source, pinned, st)
+                more = partial(self._pinned, live, st)  # for each further writer
+                self._chunks(source, pinned, st, more)
         finally:
             for sink in pinned.values():
                 sink.close()

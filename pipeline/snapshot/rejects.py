@@ -17,7 +17,7 @@ from connectors.base import Sink
 from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
-from pipeline.decode import RawMessage
+from pipeline.decode import FakeMessage, RawMessage
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import FatalError
 from pipeline.events import DocumentOp
@@ -27,6 +27,19 @@ from pipeline.snapshot.state import SnapshotState
 
 #: the source record of a rejected document, to dead-letter it
 Origin = Callable[[DocumentOp], RawMessage]
+
+
+def chunk_origin(chunk: int, after: list[str] | None) -> Origin:
+    """What a dead letter of chunk number ``chunk`` of a load from the source
+    (the chunk after key ``after``) names as origin."""
+
+    def origin(op: DocumentOp) -> RawMessage:
+        value = {"view": op.view, "id": op.doc_id, "chunk": chunk, "after": after}
+        return FakeMessage.of_json(
+            f"snapshot:{op.view}", op.doc_id, value, offset=chunk
+        )
+
+    return origin
 
 
 class RejectedDocuments(FatalError):
@@ -57,12 +70,15 @@ class Rejects:
         self,
         sinks: Mapping[str, Sink],
         ops: list[DocumentOp],
-        st: SnapshotState,
         origin: Origin,
-    ) -> None:
+    ) -> int:
         """Write ``ops`` to every chosen sink (retrying outages); dead-letter
-        the documents a store rejects (one dead letter per document), counted
-        in ``st.dead_letters``."""
+        the documents a store rejects (one dead letter per document).
+
+        Returns:
+            how many documents were dead-lettered (the caller counts them in
+            ``SnapshotState.dead_letters``).
+        """
         writer = SinkWriter(
             sinks,
             self.backoff(),
@@ -86,7 +102,14 @@ class Rejects:
         if seen:
             # Delivered before the chunk is recorded: a rerun redoes it if not.
             self._dead_letters().flush()
-            st.dead_letters += len(seen)
+        return len(seen)
+
+    @staticmethod
+    def into(ops: list[DocumentOp], origin: Origin, slot: WriteSlot) -> int:
+        """:meth:`write` ``ops`` into a write slot's sinks, with its own
+        :class:`Rejects`; how many were dead-lettered."""
+        sinks, rejects = slot
+        return rejects.write(sinks, ops, origin)
 
     def _dead_letters(self) -> DeadLetterQueue:
         if self._dlq is None:
@@ -115,3 +138,7 @@ class Rejects:
                 "or run the snapshot again"
             )
         return st
+
+
+#: the sinks one writer of a load writes into, and its dead letters' producer
+WriteSlot = tuple[Mapping[str, Sink], Rejects]

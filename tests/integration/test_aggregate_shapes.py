@@ -154,13 +154,16 @@ def test_shaped_embeds_are_built_and_maintained_in_every_store(make_pipeline):
 def test_config_check_prints_the_shaped_sql(make_pipeline):
     p = make_pipeline(SCHEMA, TABLES, VIEWS)
     out = p.run_cli("config", "check", timeout=120).stdout
-    # An array of scalars aggregates the column itself, a parent's value is a
-    # scalar subquery, and a lifted parent is merged into its enclosing object.
-    assert "jsonb_agg(" in out
+    # An array of scalars aggregates the column itself (json; an integer as
+    # itself), a parent's value is a scalar subquery, and a lifted parent is
+    # merged into its enclosing object as jsonb, the level cast back to json.
+    assert "json_agg(" in out
+    assert "jsonb_agg(" not in out
     assert '"name"::text ORDER BY' in out
-    assert '"store_id"::text ORDER BY' in out
+    assert '"store_id" ORDER BY' in out
     assert "LEFT JOIN" in out
-    assert " || (SELECT" in out
+    assert " || (SELECT jsonb_build_object(" in out
+    assert "))::json ORDER BY" in out
     assert "'categories'" in out
     assert "'inventory'" not in out
 
