@@ -337,8 +337,8 @@ class Pipeline:
         def least(d: dict[str, Any]) -> None:
             d.setdefault("connect", {})["user_ref"] = f"${{file:{secrets}:user}}"
             d["source"]["lookup_dsn"] = _as_role(self.dsn, names["reader"])
-            d.setdefault("api", {})["watermark_dsn"] = _as_role(
-                self.dsn, names["watermark"]
+            d.setdefault("api", {}).setdefault(  # a test's own stays
+                "watermark_dsn", _as_role(self.dsn, names["watermark"])
             )
 
         self.rewrite(least)
