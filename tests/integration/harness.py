@@ -320,7 +320,13 @@ class Pipeline:
         roles keeps them."""
         data = yaml.safe_load(self.config_path.read_text())
         connect, source = data.get("connect") or {}, data["source"]
-        if self._roles or connect.get("user_ref") or source.get("lookup_dsn"):
+        own = (  # the test chose its own roles (its source.dsn too)
+            connect.get("user_ref")
+            or connect.get("password_ref")
+            or source.get("lookup_dsn")
+            or source.get("dsn") != self.dsn
+        )
+        if self._roles or own:
             return
         prepare_source(self.config)  # the owner's part: the tables exist
         prefix = f"rs_{self.suffix}"
