@@ -287,13 +287,16 @@ def _postgres_bin() -> Path | None:
 
 
 def debian_packages(log: Path) -> tuple[Path, Path]:
-    """PostgreSQL (15 or newer) and Redis server binaries, installed if missing."""
+    """PostgreSQL (15 or newer) and Redis server binaries (and ``openssl``),
+    installed if missing."""
     wanted = []
     pg_bin = _postgres_bin()
     if pg_bin is None or not (pg_bin.parent / "lib" / "pgoutput.so").exists():
         wanted.append("postgresql-15")
     if shutil.which("redis-server") is None:
         wanted.append("redis-server")
+    if shutil.which("openssl") is None:  # the stack's certificates (stack/tls.py)
+        wanted.append("openssl")
     if wanted:
         if os.geteuid() != 0:
             raise FatalError(f"missing Debian packages {wanted}; install them as root")
