@@ -138,7 +138,7 @@ def _uuid(v: str) -> Any:
     return UNCHANGED if v == PLACEHOLDER else v.lower()
 
 
-def loads_json(data: str | memoryview) -> Any:
+def loads_json(data: str | bytes | memoryview) -> Any:
     """``orjson``'s parse, several times faster than the standard library's;
     where orjson refuses what Python's ``json`` takes (integers beyond 64 bits,
     ``NaN``), the standard library decides, so the result is always its."""

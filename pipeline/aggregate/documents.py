@@ -21,11 +21,9 @@ theirs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
@@ -34,7 +32,7 @@ from psycopg.types.hstore import HstoreLoader
 from pipeline.aggregate.catalog import Column
 from pipeline.aggregate.plan import NATIVE_OIDS, PAIRS_PER_CALL
 from pipeline.aggregate.tree import Node
-from pipeline.types import pg_value_to_json
+from pipeline.types import loads_json, pg_value_to_json
 
 #: A column value's text -> its JSON form (None: the text itself).
 ValueLoad = Callable[[str], Any] | None
@@ -61,11 +59,7 @@ class DocumentLoader(Loader):
     here (a json column's value is a string inside, loaded as its column)."""
 
     def load(self, data: Buffer) -> Any:
-        raw = bytes(data)
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return json.loads(raw)
+        return loads_json(data if isinstance(data, bytes | memoryview) else bytes(data))
 
 
 class Values:
