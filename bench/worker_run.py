@@ -17,6 +17,7 @@ import json
 import logging
 import pstats
 import sys
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -174,6 +175,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         return holder["c"]
 
     worker.consumer_factory = factory
+    budget = spec.get("time_budget_s")
+    done = threading.Event()
+    if budget:  # a store that never answers must not hold the run past its budget
+        threading.Thread(
+            target=_watchdog,
+            args=(worker, holder, expected_total, float(budget) + 30, done),
+            daemon=True,
+        ).start()
     rss_before = _status_kb("VmRSS")
     prof = cProfile.Profile() if spec.get("profile") else None
     started = time.perf_counter()
@@ -182,6 +191,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         worker.run()
     finally:
+        done.set()
         if prof:
             prof.disable()
     consumer = holder["c"]
@@ -212,6 +222,31 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if prof:
         result["profile"] = _profile_summary(prof)
     return result
+
+
+def _watchdog(
+    worker: Worker,
+    holder: dict[str, TimedConsumer],
+    expected: int,
+    budget_s: float,
+    done: threading.Event,
+) -> None:
+    """Log the run's progress every 30 s; past ``budget_s`` (the consumer's own
+    budget, plus time to start and to finish a batch) ask the worker to stop,
+    so a run stuck before its first poll or in a store's backoff ends with its
+    log rather than being killed without one."""
+    deadline = time.monotonic() + budget_s
+    while not done.wait(30):
+        seen = holder["c"].seen if "c" in holder else 0
+        if time.monotonic() > deadline:
+            logger.warning(
+                "over the time budget: stopping the worker (%d of %d events)",
+                seen,
+                expected,
+            )
+            worker.stop()
+            return
+        logger.warning("worker run in progress: %d of %d events", seen, expected)
 
 
 def main() -> None:

@@ -152,14 +152,21 @@ def run_bench(
 ) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     """``python -m bench ARGS --out OUT`` from the repository root; the JSON it
     wrote and the finished process (which must have exited 0)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-        cwd=REPO,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", *args, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            cwd=REPO,
+        )
+    except subprocess.TimeoutExpired as exc:  # say where it was, not only that
+        err = exc.stderr or b""
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+        raise AssertionError(
+            f"bench did not finish within {timeout_s:.0f}s; its log:\n{err[-4000:]}"
+        ) from None
     # the report (stdout) names each violation; the log (stderr) its context
     assert done.returncode == 0, (
         f"{done.stderr[-3000:]}\n--- report:\n{done.stdout[-3000:]}"

@@ -17,6 +17,8 @@ def test_bench_quick_mode_reports_every_row_with_positive_rates(
     results, done = run_bench(
         tmp_path / "bench.json",
         *("--events", "2000", "--mongodb-events", "200", "--profile", "never"),
+        # a stuck row ends as a row with its log, within the test's timeout
+        *("--run-timeout", "120"),
     )
     assert set(results["formats"]) == {"json", "avro"}  # --format both
     for fmt, found in results["formats"].items():
@@ -26,6 +28,7 @@ def test_bench_quick_mode_reports_every_row_with_positive_rates(
         rows = found["rows"]
         for name in ("redis", "elasticsearch", "mongodb", "all"):
             assert "error" not in rows[name], (fmt, rows[name])
+            assert rows[name]["complete"], (fmt, name, rows[name])
             assert rows[name]["events_per_s"] > 0, (fmt, name)
             assert rows[name]["peak_rss_mb"] > 0, (fmt, name)
             assert rows[name]["cpu_us_per_event"], (fmt, name)
