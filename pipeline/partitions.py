@@ -43,21 +43,23 @@ IDLE_POLL_S = 0.2
 
 def next_batch(consumer: Any, size: int, linger_s: float) -> list[Any]:
     """Up to ``size`` records: what the consumer has queued, else the first
-    to come within :data:`IDLE_POLL_S`, then what comes within ``linger_s``
+    to come within :data:`IDLE_POLL_S` and what comes within ``linger_s``
     more (a batch that fills returns at once).
 
-    A batch never waits for records it does not need: under a backlog the
-    queue fills it at once, and under a light load it leaves with what came
-    while the last batch was applied, so a change waits at most ``linger_s``
-    for company (the read-your-writes latency, docs/query-api.md).
+    Records that were queued arrived while the last batch was applied: they
+    have waited already, so the batch leaves with them at once, and its size
+    follows the load (the longer a batch takes, the more the next one holds;
+    under a backlog the queue fills it). Only a batch that starts from an
+    idle consumer waits up to ``linger_s`` for company, so a change waits at
+    most that long before it is applied (the read-your-writes latency,
+    docs/query-api.md).
     """
     msgs = list(consumer.consume(size, 0))
-    if not msgs:
-        msgs = list(consumer.consume(1, IDLE_POLL_S))
-        if not msgs:
-            return msgs
-    if len(msgs) < size:
-        msgs.extend(consumer.consume(size - len(msgs), linger_s))
+    if msgs:
+        return msgs
+    msgs = list(consumer.consume(1, IDLE_POLL_S))
+    if msgs and size > 1:
+        msgs.extend(consumer.consume(size - 1, linger_s))
     return msgs
 
 

@@ -60,14 +60,17 @@ class QueueConsumer:
         return list(range(got))
 
 
-def test_next_batch_takes_what_is_queued_and_lingers_only_for_company():
+def test_next_batch_leaves_with_what_is_queued_and_lingers_only_after_idle():
     full = QueueConsumer(queued=600)
     assert len(next_batch(full, 500, 0.02)) == 500
     assert full.calls == [(500, 0)]  # a full batch never waits
     some = QueueConsumer(queued=30, arriving=5)
-    assert len(next_batch(some, 500, 0.02)) == 35
-    assert some.calls == [(500, 0), (470, 0.02)]
-    idle = QueueConsumer(queued=0, arriving=1)
-    assert len(next_batch(idle, 500, 0.0)) == 1
-    assert idle.calls == [(500, 0), (1, IDLE_POLL_S), (499, 0.0)]
+    assert len(next_batch(some, 500, 0.02)) == 30
+    assert some.calls == [(500, 0)]  # queued records have waited already
+    idle = QueueConsumer(queued=0, arriving=4)
+    assert len(next_batch(idle, 500, 0.02)) == 4
+    assert idle.calls == [(500, 0), (1, IDLE_POLL_S), (499, 0.02)]
     assert next_batch(QueueConsumer(queued=0), 500, 0.02) == []
+    one = QueueConsumer(queued=0, arriving=3)
+    assert len(next_batch(one, 1, 0.02)) == 1  # a batch of one never lingers
+    assert one.calls == [(1, 0), (1, IDLE_POLL_S)]
