@@ -63,9 +63,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.groups import AppliedOffsets
 from query.errors import NotYetFresh
@@ -73,6 +73,9 @@ from query.errors import NotYetFresh
 logger = logging.getLogger(__name__)
 
 Part = tuple[str, int]
+
+_LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call] # untyped in the library
+_EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +135,10 @@ class WatermarkTracker:
         self._offsets: AppliedOffsets | None = None
         self.slot_lsn: int | None = None
         self.sampled_at = 0.0  # time.monotonic() of the last good sample
+        self.tried_at = 0.0  # and of the last attempt, good or not
         self._lock = threading.Lock()
         self._io_lock = threading.Lock()
         self._conn: Any = None
-        self._consumer: Consumer | None = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class WatermarkTracker:
         with self._io_lock:
             if time.monotonic() - self.sampled_at < age:
                 return
+            self.tried_at = time.monotonic()
             try:
                 self._sample()
             except Exception:  # the watermark stays; callers time out
@@ -178,8 +182,11 @@ class WatermarkTracker:
                 raise NotYetFresh(view, lsn, mark, waited)
             self.refresh()
             mark = self.watermark(view)
-            if mark is None or mark < lsn:
-                time.sleep(min(self.min_interval_s, max(0.0, timeout_s - waited)))
+            if mark is None or mark < lsn:  # until the next sample may be taken
+                last = max(self.sampled_at, self.tried_at)  # a failed one too
+                next_at = last + self.min_interval_s - time.monotonic()
+                left = timeout_s - (time.monotonic() - start)
+                time.sleep(max(0.001, min(next_at, left)))
 
     def close(self) -> None:
         with self._io_lock:
@@ -189,21 +196,22 @@ class WatermarkTracker:
 
     def _sample(self) -> None:
         slot_lsn = self._slot_lsn()  # 1. before the end offsets, always
-        consumer = self._ensure_consumer()
-        ends: dict[Part, int] = {}
-        lows: dict[Part, int] = {}
-        known: set[str] = set()
-        for topic in {t for ts in self.topics.values() for t in ts}:
-            parts = self._partitions(consumer, topic)
-            if parts is None:
-                continue  # no metadata: no sample for this topic this time
-            known.add(topic)
-            for p in parts:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=self.timeout_s, cached=False
-                )
-                ends[(topic, p)], lows[(topic, p)] = high, low
-        applied, commit_lsns = self._applied().applied(ends)
+        offsets = self._applied()
+        parts = self._partitions(offsets.admin)
+        known = {topic for topic, _ in parts}
+        # 2. the end and start offsets of every partition, asked together
+        wanted = [TopicPartition(t, p) for t, p in parts]
+        ask = offsets.admin.list_offsets
+        high = ask({tp: _LATEST for tp in wanted}, **self._timeout())
+        low = ask({tp: _EARLIEST for tp in wanted}, **self._timeout())
+        # 3. the groups' commits, asked while the offsets are on their way
+        applied, commit_lsns = offsets.applied(parts)
+        ends: dict[Part, int] = {
+            (tp.topic, tp.partition): f.result().offset for tp, f in high.items()
+        }
+        lows: dict[Part, int] = {
+            (tp.topic, tp.partition): f.result().offset for tp, f in low.items()
+        }
         with self._lock:
             self.slot_lsn, self.ends = slot_lsn, ends
             self.sampled_at = time.monotonic()
@@ -281,24 +289,23 @@ class WatermarkTracker:
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def _ensure_consumer(self) -> Consumer:
-        if self._consumer is None:
-            self._consumer = kafkaclient.consumer(
-                self.config.kafka,
-                {
-                    # Reads end offsets only; it never joins a group.
-                    "group.id": f"{self.config.kafka.group_id}-watermark",
-                    "enable.auto.commit": False,
-                },
-            )
-        return self._consumer
+    def _timeout(self) -> dict[str, float]:
+        return {"request_timeout": self.timeout_s}
 
-    def _partitions(self, consumer: Consumer, topic: str) -> list[int] | None:
-        """The topic's partitions, asked anew every sample (they may grow)."""
-        md = consumer.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
-        if md is None or md.error is not None or not md.partitions:
-            return None
-        return sorted(md.partitions)
+    def _partitions(self, admin: AdminClient) -> list[Part]:
+        """Every partition of the views' topics, asked anew every sample (they
+        may grow); a topic without metadata is left out of this sample."""
+        topics = sorted({t for ts in self.topics.values() for t in ts})
+        described = admin.describe_topics(TopicCollection(topics), **self._timeout())
+        parts: list[Part] = []
+        for topic, future in described.items():
+            try:
+                found = future.result()
+            except KafkaException as exc:  # not created yet, or not visible
+                logger.debug("no metadata for %s: %s", topic, exc)
+                continue
+            parts.extend((topic, p.id) for p in found.partitions)
+        return sorted(parts)
 
     def _drop_connections(self) -> None:
         if self._conn is not None:
@@ -307,9 +314,6 @@ class WatermarkTracker:
             except Exception:  # closing a broken connection
                 logger.debug("closing the watermark connection failed", exc_info=True)
             self._conn = None
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
 
 
 def partition_floor(
