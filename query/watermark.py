@@ -106,7 +106,7 @@ class WatermarkTracker:
     def __init__(
         self,
         config: Config,
-        min_interval_s: float = 0.05,
+        min_interval_s: float = 0.02,
         timeout_s: float = 5.0,
         max_pending: int = 2000,
     ) -> None:
