@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from pipeline.types import pg_row_to_json
@@ -301,6 +303,21 @@ class TicketingLoad:
                 rng.sample(PERKS, rng.randrange(0, 3)),
             ),
         )
+
+    def renames(self, conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
+        """Rename every row of ``tables``, one transaction each. Made on a
+        drained pipeline with nothing else, the renames of the chains' tops
+        (cities, countries) are the last change of every document: one the
+        pipeline failed to carry to a root is not hidden by a re-read that
+        a change lower in the chain, in the same batch, caused."""
+        tag = self.rng.randrange(1000)
+        for table in tables:
+            conn.execute(
+                sql.SQL("UPDATE {} SET name = name || {}").format(
+                    sql.Identifier(table), sql.Literal(f" ({tag})")
+                )
+            )
+        self.done.add("renames")
 
     def step(self, conn: psycopg.Connection[Any], pause_s: float = 0.02) -> None:
         """One transaction of one to three random changes, then a pause (so
