@@ -33,7 +33,9 @@ from pipeline.verify import canonical
 SCHEMA = """
 CREATE TYPE event_status AS ENUM ('draft', 'on_sale', 'sold_out', 'cancelled');
 CREATE TYPE ticket_tier AS ENUM ('standard', 'premium', 'vip');
-CREATE TYPE perk AS ENUM ('parking', 'drink', 'meet & greet', 'early entry');
+CREATE TYPE perk AS ENUM (
+    'parking', 'drink', 'meet & greet', 'after-party, late', 'vip "gold"', 'NULL'
+);
 CREATE TABLE countries (
     country_id integer PRIMARY KEY,
     name       text NOT NULL
@@ -148,6 +150,12 @@ EVENTS: dict[str, Any] = {
             "order_by": ["name"],
         },
         "place": VENUE_CHAIN,
+        "tiers": {  # an enum's values, in the enum's order
+            "children": "public.tickets",
+            "on": {"event_id": "event_id"},
+            "value": "tier",
+            "order_by": ["tier desc"],
+        },
         "ticket_ids": {
             "children": "public.tickets",
             "on": {"event_id": "event_id"},
@@ -168,8 +176,8 @@ TICKETS: dict[str, Any] = {
             "parent": "public.events",
             "on": {"event_id": "event_id"},
             "lift": True,
-            "fields": ["title", "status"],
-            "rename": {"status": "event_status"},
+            "fields": ["title", "status", "tags"],
+            "rename": {"status": "event_status", "tags": "event_tags"},
             "embed": {
                 "venue": _place(
                     "venue",
@@ -197,10 +205,22 @@ VIEWS: dict[str, Any] = {
     "ticket_rows": {"table": "public.tickets"},
 }
 
-PERKS = ["parking", "drink", "meet & greet", "early entry"]
+#: labels and tags with what an array's text must quote: a comma, a quote,
+#: a backslash, braces, a space, the word NULL
+PERKS = ["parking", "drink", "meet & greet", "after-party, late", 'vip "gold"', "NULL"]
 TIERS = ["standard", "premium", "vip"]
 STATUSES = ["draft", "on_sale", "sold_out", "cancelled"]
-TAGS = ["rock", "jazz", "family", "outdoor", "late", "all ages"]
+TAGS = [
+    "rock",
+    "jazz",
+    "all ages",
+    "a,b",
+    'say "hi"',
+    "back\\slash",
+    "{x}",
+    "NULL",
+    "café",
+]
 #: the years tickets are sold in: 2024 and 2025 have partitions of their
 #: own, the others go to the default partition
 YEARS = (2024, 2025, 2026)
@@ -220,7 +240,10 @@ CHANGES = (*KINDS, "ticket", "ticket_move")
 
 def _instant(rng: random.Random, year: int) -> datetime:
     start = datetime(year, 1, 1, tzinfo=UTC)
-    return start + timedelta(seconds=rng.randrange(365 * 24 * 3600))
+    moment = timedelta(seconds=rng.randrange(365 * 24 * 3600))
+    return (
+        start + moment + timedelta(microseconds=rng.choice([0, rng.randrange(10**6)]))
+    )
 
 
 def _money(rng: random.Random) -> Decimal:
@@ -472,8 +495,14 @@ def expected_documents(dsn: str) -> dict[str, dict[str, str]]:
             pid = link["performer_id"]
             acts.setdefault(link["event_id"], []).append((performers[pid], pid))
         sold: dict[int, list[int]] = {}
+        # tiers: the enum's order, descending, then the tickets' key
+        tiers: dict[int, list[tuple[int, int, str]]] = {}
         for t in tickets:
             sold.setdefault(t["event_id"], []).append(t["ticket_id"])
+            rank = -TIERS.index(t["tier"])
+            tiers.setdefault(t["event_id"], []).append(
+                (rank, t["ticket_id"], t["tier"])
+            )
 
         def place(venue_id: int) -> dict[str, Any]:
             venue = venues[venue_id]
@@ -498,6 +527,7 @@ def expected_documents(dsn: str) -> dict[str, dict[str, str]]:
                 **e,
                 "performers": [n for n, _ in sorted(acts.get(e["event_id"], []))],
                 **place(e["venue_id"]),
+                "tiers": [t for _, _, t in sorted(tiers.get(e["event_id"], []))],
                 "ticket_ids": sorted(sold.get(e["event_id"], []), reverse=True),
             }
             out["events"][str(e["event_id"])] = canonical(doc)
@@ -508,6 +538,7 @@ def expected_documents(dsn: str) -> dict[str, dict[str, str]]:
                 **t,
                 "title": event["title"],
                 "event_status": event["status"],
+                "event_tags": event["tags"],
                 "venue": where["venue"],
                 "city": where["city"],
             }
