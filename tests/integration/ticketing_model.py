@@ -9,9 +9,12 @@ events <-> performers through ``event_performers`` (a composite key): a
 many-to-many shaped as an array of names. ``tickets`` is range-partitioned
 by ``sold_at`` (two years and a default partition) with the composite key
 ``(ticket_id, sold_at)``: its aggregate view names documents by
-``ticket_id`` alone, its table view by the whole key. Columns of every kind
-the brief asks for: enums (``status``, ``tier``), an enum array (``perks``),
-arrays (``tags text[]``, ``seats int[]``), numerics and timestamptz.
+``ticket_id`` alone, its table view by the whole key; each event lists its
+tickets' ids and tiers (arrays of scalars from the partitioned child, the
+tiers in the enum's order). Columns: enums (``status``, ``tier``), an enum
+array (``perks``), arrays (``tags text[]``, ``seats int[]``; labels and tags
+hold commas, quotes, a backslash, braces, ``NULL``), numerics and
+timestamptz (with microseconds).
 """
 
 from __future__ import annotations
