@@ -372,8 +372,9 @@ class TicketingLoad:
             )
         elif kind == "tag":
             conn.execute(
-                "UPDATE events SET tags = array_append(tags, %s) WHERE event_id = %s",
-                (rng.choice(TAGS), event),
+                "UPDATE events SET tags = array_append(tags, %s::text) "
+                "WHERE event_id = %s",
+                (rng.choice([*TAGS, None]), event),  # a NULL element too
             )
         elif kind == "untag":
             conn.execute(
