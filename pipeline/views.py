@@ -36,11 +36,13 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import Format
 from psycopg.rows import dict_row
 from psycopg.types import TypeInfo
 from psycopg.types.hstore import register_hstore
 
 from pipeline.aggregate import catalog
+from pipeline.aggregate.documents import TEXT_ARRAY_OID
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.reader import Reader
@@ -337,11 +339,16 @@ def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
     return keys
 
 
-def _register_hstore(conn: psycopg.Connection[Any]) -> None:
-    """Read hstore columns as dicts (Debezium's mapping), when installed."""
+def _register_types(conn: psycopg.Connection[Any], table: str) -> None:
+    """Read hstore columns as dicts and the arrays psycopg has no loader for
+    (an enum's) as lists of texts, as Debezium sends them."""
     info = TypeInfo.fetch(conn, "hstore")
     if info is not None:
         register_hstore(info, conn)
+    texts = conn.adapters.get_loader(TEXT_ARRAY_OID, Format.TEXT)
+    for column in catalog.read_table(conn, table, table).columns.values():
+        if column.array and conn.adapters.get_loader(column.oid, Format.TEXT) is None:
+            conn.adapters.register_loader(column.oid, texts)  # type: ignore[arg-type]
 
 
 def table_documents(
@@ -363,7 +370,7 @@ def table_documents(
     schema, name = table.split(".", 1)
     query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name))
     out: dict[str, Document] = {}
-    _register_hstore(conn)
+    _register_types(conn, table)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query)
         # bit(1) is a boolean in Debezium's mapping; psycopg reads it as text.

@@ -49,6 +49,10 @@ _AS_TEXT_OIDS = frozenset({25, 1043, 1042, 19, 18, 1700})
 _INT_OIDS = frozenset({21, 23, 20, 26})
 #: The OID of ``json``, the type of a view's document column.
 JSON_OID = 114
+#: The OID of ``text[]``: the array of a type psycopg has no loader for (an
+#: enum's, whose OID is the database's own) is read as its elements' texts,
+#: as Debezium sends them.
+TEXT_ARRAY_OID = 1009
 
 
 class DocumentLoader(Loader):
@@ -97,6 +101,8 @@ class Values:
         cls = self.conn.adapters.get_loader(column.oid, Format.TEXT)
         if column.type_name == "hstore":  # an extension type: no OID to map
             cls = HstoreLoader
+        if cls is None and column.array:  # an enum's array: its labels
+            cls = self.conn.adapters.get_loader(TEXT_ARRAY_OID, Format.TEXT)
         if cls is None:
             return None
         load = cls(column.oid, self.conn).load

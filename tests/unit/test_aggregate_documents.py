@@ -96,6 +96,19 @@ def test_values_bit1_is_debezium_boolean():
     assert values.value(column, "0") is False
 
 
+def test_values_array_of_a_type_without_loader_is_a_list_of_texts():
+    # an enum's array (its OID is the database's own): the labels, as a
+    # table view's decoded event holds them, never the array's literal text
+    column = Column("perks", 16390, "perk[]", "_perk", "perk", enum=True, array=True)
+    values = Values(Context())
+    assert values.value(column, '{"meet & greet",drink,NULL}') == [
+        "meet & greet",
+        "drink",
+        None,
+    ]
+    assert values.value(column, "{}") == []
+
+
 def _table(*columns: Column) -> TableInfo:
     return TableInfo("public.t", {c.name: c for c in columns}, [columns[0].name], "d")
 
