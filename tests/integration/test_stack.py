@@ -27,6 +27,7 @@ from elasticsearch import Elasticsearch
 
 from pipeline.config import StackConfig, load
 from pipeline.stack import kafka_users, runner
+from pipeline.stack.services import port_in_use
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,9 @@ def test_stack_status_probes_every_service() -> None:
     proc = cli("stack", "status", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert set(rows) == {
+    # the optional OpenSearch is listed once started (stack up --with opensearch)
+    optional = {"opensearch"} if port_in_use(MAIN.opensearch_port) else set()
+    default = {
         "postgres",
         "redis",
         "elasticsearch",
@@ -104,6 +107,7 @@ def test_stack_status_probes_every_service() -> None:
         "registry",
         "connect",
     }
+    assert set(rows) == default | optional
     assert all(r["problem"] is None and r["pid"] for r in rows.values())
 
 
