@@ -8,7 +8,7 @@ search request of :class:`~connectors.reads.Searchable`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import elasticsearch
@@ -53,6 +53,10 @@ class ElasticsearchReads(ElasticsearchStore):
             hits += resp["hits"]["hits"]
         return hits
 
+    def _scan(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        """Every hit of a scrolled search (the driver's helper)."""
+        return helpers.scan(self.client, **kwargs)
+
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         return self._fetch(view, ids, self.alias(view))
 
@@ -82,8 +86,7 @@ class ElasticsearchReads(ElasticsearchStore):
         alias = self.alias(view)
         try:
             self.client.indices.refresh(index=alias)
-            hits = helpers.scan(
-                self.client,
+            hits = self._scan(
                 index=alias,
                 query={"query": {"bool": {"must_not": {"term": {DELETED: True}}}}},
                 _source=False,

@@ -5,9 +5,10 @@ sinks.
 Maven Central publishes no OpenSearch distribution archive, only its server
 modules; ``provision`` resolves the server (``org.opensearch:opensearch``)
 with its libraries and the Netty 4 transport module, and lays them out as a
-node's home: ``lib/`` for the server, ``modules/transport-netty4/`` with the
-plugin descriptor and security policy a distribution would carry (written
-here), an empty ``plugins/``. The node starts through OpenSearch's own
+node's home: ``lib/`` for the server, ``modules/transport-netty4/`` and
+``modules/mapper-extras/`` with the plugin descriptors (and Netty's security
+policy) a distribution would carry, written here; empty ``plugins/`` and
+``bin/``. The node starts through OpenSearch's own
 bootstrap (security manager, bootstrap checks in single-node mode) as the
 unprivileged service user, with security off (no security plugin).
 """
@@ -28,19 +29,28 @@ from pipeline.stack.services import (
 )
 
 OPENSEARCH_VERSION = "2.19.6"
-#: the module's jars: Netty's and the transport's own
-_MODULE_JARS = ("netty-", "transport-netty4-client-")
+#: each module of the node: its plugin class and the prefixes of its jars
+MODULES = {
+    "transport-netty4": (
+        "org.opensearch.transport.Netty4Plugin",
+        ("netty-", "transport-netty4-client-"),
+    ),
+    # scaled_float (and the other extra field types)
+    "mapper-extras": (
+        "org.opensearch.index.mapper.MapperExtrasPlugin",
+        ("mapper-extras-client-",),
+    ),
+}
 
-_DESCRIPTOR = f"""\
-description=Netty 4 based transport implementation
-version={OPENSEARCH_VERSION}
-name=transport-netty4
-classname=org.opensearch.transport.Netty4Plugin
-java.version=11
-opensearch.version={OPENSEARCH_VERSION}
-extended.plugins=
-has.native.controller=false
-"""
+
+def _descriptor(name: str, classname: str) -> str:
+    return (
+        f"description={name}\nversion={OPENSEARCH_VERSION}\nname={name}\n"
+        f"classname={classname}\njava.version=11\n"
+        f"opensearch.version={OPENSEARCH_VERSION}\nextended.plugins=\n"
+        "has.native.controller=false\n"
+    )
+
 
 #: What Netty needs beyond a plugin's default permissions: sockets for its
 #: channels, its own system properties, reflection on its buffers.
@@ -83,14 +93,20 @@ def provision(cache: Path, log: Path) -> Path:
     _maven_copy(_pom("opensearch"), jars, log)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    lib, module = tmp / "lib", tmp / "modules" / "transport-netty4"
     # the bootstrap grants itself access to bin/ and fails without one
-    for folder in (lib, module, tmp / "plugins", tmp / "bin"):
-        folder.mkdir(parents=True)
+    for folder in ("lib", "plugins", "bin", *(f"modules/{m}" for m in MODULES)):
+        (tmp / folder).mkdir(parents=True)
     for jar in sorted(jars.glob("*.jar")):
-        shutil.copy2(jar, module if jar.name.startswith(_MODULE_JARS) else lib)
-    (module / "plugin-descriptor.properties").write_text(_DESCRIPTOR)
-    (module / "plugin-security.policy").write_text(_POLICY)
+        into = [m for m, (_, pre) in MODULES.items() if jar.name.startswith(pre)]
+        shutil.copy2(jar, tmp / "modules" / into[0] if into else tmp / "lib")
+    for name, (classname, _) in MODULES.items():
+        module = tmp / "modules" / name
+        (module / "plugin-descriptor.properties").write_text(
+            _descriptor(name, classname)
+        )
+    (tmp / "modules" / "transport-netty4" / "plugin-security.policy").write_text(
+        _POLICY
+    )
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     (dest / ".complete").touch()

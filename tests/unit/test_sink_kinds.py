@@ -50,7 +50,7 @@ def test_config_unknown_sink_type_names_field_and_known_types() -> None:
     msg = parse_error({"type": "redsi"})
     assert (
         "sinks.cache.type: unknown sink type 'redsi' "
-        "(known: elasticsearch, memory, mongodb, redis)"
+        "(known: elasticsearch, memory, mongodb, opensearch, redis)"
     ) in msg
 
 

@@ -1,0 +1,71 @@
+"""OpenSearch sink: the Elasticsearch sink with an OpenSearch client.
+
+Every write, read, generation and error rule is
+:class:`~connectors.elasticsearch.sink.ElasticsearchSink`'s; this class only
+builds its client (:class:`~connectors.opensearch.client.OpenSearchClient`)
+and names OpenSearch's field type for flattened objects: ``flat_object``
+where Elasticsearch has ``flattened`` (hstore columns, ``json: flattened``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import elasticsearch
+
+from connectors.base import ViewTarget
+from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.opensearch import OpenSearchSinkConfig
+from connectors.opensearch.client import OpenSearchClient
+
+
+def flat_objects(mapping: Any) -> Any:
+    """``mapping`` with each ``"type": "flattened"`` named ``flat_object``."""
+    if isinstance(mapping, Mapping):
+        out = {k: flat_objects(v) for k, v in mapping.items()}
+        if out.get("type") == "flattened":
+            out["type"] = "flat_object"
+        return out
+    return mapping
+
+
+class OpenSearchSink(ElasticsearchSink):
+    """Keeps views as OpenSearch documents, guarded by external versions."""
+
+    store = "opensearch"
+
+    def __init__(
+        self,
+        name: str,
+        cfg: OpenSearchSinkConfig,
+        targets: Mapping[str, ViewTarget],
+    ) -> None:
+        super().__init__(name, cfg, targets)
+        self._opensearch: OpenSearchClient | None = None
+
+    def _os_client(self) -> OpenSearchClient:
+        if self._opensearch is None:
+            auth = None
+            if self.cfg.username is not None and self.cfg.password is not None:
+                auth = (self.cfg.username, self.cfg.password.get_secret_value())
+            cfg = self.cfg
+            self._opensearch = OpenSearchClient(cfg.hosts, auth, cfg.timeout_s)
+        return self._opensearch
+
+    @property
+    def client(self) -> elasticsearch.Elasticsearch:
+        # It answers the calls the shared sink makes, as elasticsearch-py would.
+        return cast("elasticsearch.Elasticsearch", self._os_client())
+
+    def _scan(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        return self._os_client().scan(**kwargs)
+
+    def _mappings(self, target: ViewTarget) -> dict[str, Any]:
+        found: dict[str, Any] = flat_objects(super()._mappings(target))
+        return found
+
+    def close(self) -> None:
+        if self._opensearch is not None:
+            self._opensearch.close()
+            self._opensearch = None
