@@ -15,6 +15,7 @@ unprivileged service user, with security off (no security plugin).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,15 @@ rootLogger.appenderRef.console.ref = console
 """
 
 
+def _place(jar: Path, dest: Path) -> None:
+    """A hard link to the resolved jar (the cache holds it once), or a copy
+    where links cannot be made."""
+    try:
+        os.link(jar, dest)
+    except OSError:
+        shutil.copy2(jar, dest)
+
+
 def home(cache: Path) -> Path:
     """Where :func:`provision` lays out the node (edits of the pom move it)."""
     return cache / f"opensearch-{OPENSEARCH_VERSION}-{_pom_tag('opensearch')}"
@@ -98,7 +108,7 @@ def provision(cache: Path, log: Path) -> Path:
         (tmp / folder).mkdir(parents=True)
     for jar in sorted(jars.glob("*.jar")):
         into = [m for m, (_, pre) in MODULES.items() if jar.name.startswith(pre)]
-        shutil.copy2(jar, tmp / "modules" / into[0] if into else tmp / "lib")
+        _place(jar, (tmp / "modules" / into[0] if into else tmp / "lib") / jar.name)
     for name, (classname, _) in MODULES.items():
         module = tmp / "modules" / name
         (module / "plugin-descriptor.properties").write_text(
