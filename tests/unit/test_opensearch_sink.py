@@ -3,8 +3,6 @@ and how its client speaks for elasticsearch-py's."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import elastic_transport
@@ -79,23 +77,3 @@ def test_errors_become_elasticsearch_pys_and_classify_alike() -> None:
     assert isinstance(sink.classify(busy), TransientError)
     assert isinstance(sink.classify(down), TransientError)
     assert isinstance(sink.classify(refused), FatalError)
-
-
-def test_config_with_an_opensearch_sink_imports_no_driver(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    text = (REPO / "readside.yaml").read_text()
-    path.write_text(text)
-    code = (
-        "import sys, yaml\n"
-        "from pipeline import config\n"
-        f"raw = yaml.safe_load(open({str(path)!r}))\n"
-        "raw['sinks']['os'] = {'type': 'opensearch'}\n"
-        "config.Config.model_validate(raw)\n"
-        "drivers = ('opensearchpy', 'elasticsearch', 'connectors.opensearch.sink')\n"
-        "print([m for m in drivers if m in sys.modules])\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
