@@ -73,6 +73,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         ferretdb_port=at(m.ferretdb_port),
         ferretdb_backend_port=at(m.ferretdb_backend_port),
         registry_port=at(m.registry_port),
+        opensearch_port=at(m.opensearch_port),
     )
 
 
