@@ -176,9 +176,13 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
     stack = shifted(data, 1000)
     path = str(config_file(tmp_path, stack))
     try:
-        up = cli("--config", path, "stack", "up")
+        # with the optional OpenSearch node: up starts it, status lists it,
+        # down stops it with the rest
+        up = cli("--config", path, "stack", "up", "--with", "opensearch")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert all(s.healthy for s in runner.status(stack))
+        rows = runner.status(stack)
+        assert all(s.healthy for s in rows)
+        assert "opensearch" in {s.name for s in rows}
         # a fresh broker: its SCRAM user made, and taken over SASL_SSL with
         # the stack's CA (the probe logs in with it once the file is kept)
         made = runner.data_dir(stack)
@@ -188,6 +192,7 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
         down = cli("--config", path, "stack", "down")
         assert down.returncode == 0, down.stderr
         assert all(s.pid is None for s in runner.status(stack))
+        assert not port_in_use(stack.opensearch_port)
         # down stops only what this stack's up started
         assert {s.name: s.pid for s in runner.status(MAIN)} == main_pids
         again = cli("--config", path, "stack", "up")
