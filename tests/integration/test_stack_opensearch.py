@@ -3,7 +3,8 @@
 modules, which keeps external versions as Elasticsearch does.
 
 The main stack's node must have been started (scripts/test does); the
-start/stop cycle runs a second node of its own (own data dir and ports).
+start/status/stop cycle of ``stack up --with opensearch`` runs on
+test_stack's second stack.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import stack_config
 
-from pipeline.config import StackConfig
 from pipeline.stack import opensearch, runner
-from pipeline.stack.services import port_in_use
 
 pytestmark = pytest.mark.integration
 
@@ -80,27 +78,3 @@ def test_external_versions_refuse_an_older_write(node: int) -> None:
         assert doc["_version"] == 5
     finally:
         request(node, "DELETE", f"/{index}")
-
-
-def test_a_second_node_starts_shows_in_status_and_stops(tmp_path: Path) -> None:
-    main = stack_config()
-    # ports of their own, clear of the main stack's (19201 and 19301)
-    cfg = StackConfig(data_dir=str(tmp_path / "stack"), opensearch_port=19221)
-    assert not port_in_use(19221)
-    assert not port_in_use(19321)
-    assert "opensearch" not in {r.name for r in runner.status(cfg)}
-    opensearch.provision(runner.cache_dir(main), tmp_path / "provision.log")
-    try:
-        runner.start_service(cfg, "opensearch")
-        row = {r.name: r for r in runner.status(cfg)}["opensearch"]
-        assert row.healthy
-        assert row.pid
-        assert row.port == 19221
-        status, _ = request(19221, "GET", "/_cluster/health")
-        assert status == 200
-    finally:
-        stopped = runner.down(cfg, progress=lambda _m: None)
-    assert stopped == ["opensearch"]
-    assert not port_in_use(19221)
-    assert not port_in_use(19321)
-    assert "opensearch" not in {r.name for r in runner.status(cfg)}
