@@ -20,7 +20,6 @@ from connectors.elasticsearch.store import (
     DELETED,
     ERRORS,
     ElasticsearchStore,
-    classify,
 )
 from connectors.reads import (
     Found,
@@ -70,7 +69,7 @@ class ElasticsearchReads(ElasticsearchStore):
                 resp = self.client.mget(index=index, ids=list(ids))
                 docs = routing.mget_found(resp)
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         out: dict[str, Stored] = {}
         for d in docs:
             version = int(d["_version"])
@@ -95,7 +94,7 @@ class ElasticsearchReads(ElasticsearchStore):
             )
             return {str(h["_id"]) for h in hits}
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
 
     # -- queries of sites (connectors.reads.Searchable) -------------------------
 
@@ -118,9 +117,9 @@ class ElasticsearchReads(ElasticsearchStore):
                 **es_body(query, filters, sort),
             )
         except elasticsearch.BadRequestError as exc:
-            raise SearchRefused(f"elasticsearch refused the search: {exc}") from exc
+            raise SearchRefused(f"{self.store} refused the search: {exc}") from exc
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         hits = resp["hits"]
         docs = {str(h["_id"]): dict(h.get("_source") or {}) for h in hits["hits"]}
         return docs, int(hits["total"]["value"])
@@ -130,7 +129,7 @@ class ElasticsearchReads(ElasticsearchStore):
         try:
             self.client.indices.refresh(index=self.alias(view))
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
 
 
 def _filter(name: str, value: SearchFilter) -> dict[str, Any]:

@@ -54,13 +54,13 @@ def translated(exc: Exception) -> Exception:
             duration=0.0,
             node=elastic_transport.NodeConfig("http", "opensearch", 80),
         )
-        return cls(f"opensearch: {exc}", meta=meta, body=exc.info)
+        return cls(str(exc), meta=meta, body=exc.info)
     if isinstance(exc, opensearchpy.ConnectionTimeout):
-        return elastic_transport.ConnectionTimeout(f"opensearch: {exc}")
+        return elastic_transport.ConnectionTimeout(str(exc))
     if isinstance(exc, opensearchpy.ConnectionError):
-        return elastic_transport.ConnectionError(f"opensearch: {exc}")
+        return elastic_transport.ConnectionError(str(exc))
     if isinstance(exc, opensearchpy.SerializationError):
-        return elastic_transport.SerializationError(f"opensearch: {exc}")
+        return elastic_transport.SerializationError(str(exc))
     return exc
 
 
@@ -92,6 +92,7 @@ class OpenSearchClient:
             max_retries=1,
             retry_on_timeout=False,
         )
+        self.timeout_s = timeout_s
         self.indices = _Indices(self)
 
     def request(
@@ -103,8 +104,15 @@ class OpenSearchClient:
     ) -> Any:
         """One request; a dict answer as an :class:`Answer`, HEAD as a bool."""
         try:
+            # The client's timeout, always given: without it the transport
+            # would take the server-side ``timeout`` parameter (a bulk's wait
+            # for active shards, "2000ms") for its own.
             found = self.driver.transport.perform_request(
-                method, path, params=_params(params or {}), body=body
+                method,
+                path,
+                params=_params(params or {}),
+                body=body,
+                timeout=self.timeout_s,
             )
         except opensearchpy.OpenSearchException as exc:
             raise translated(exc) from exc
@@ -160,8 +168,11 @@ class _Indices:
         found: Answer = self._request("GET", f"/_alias/{name}")
         return found
 
-    def create(self, index: str, **body: Any) -> Any:
-        return self._request("PUT", f"/{index}", None, body)
+    def create(
+        self, index: str, wait_for_active_shards: str | None = None, **body: Any
+    ) -> Any:
+        params = {"wait_for_active_shards": wait_for_active_shards}
+        return self._request("PUT", f"/{index}", params, body)
 
     def delete(self, index: str, ignore_unavailable: bool | None = None) -> Any:
         params = {"ignore_unavailable": ignore_unavailable}

@@ -16,8 +16,10 @@ import elasticsearch
 
 from connectors.base import ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
+from connectors.elasticsearch.store import classify
 from connectors.opensearch import OpenSearchSinkConfig
 from connectors.opensearch.client import OpenSearchClient
+from pipeline.errors import ReadsideError
 
 
 def flat_objects(mapping: Any) -> Any:
@@ -30,10 +32,16 @@ def flat_objects(mapping: Any) -> Any:
     return mapping
 
 
+def _classify(exc: Exception, store: str = "opensearch") -> ReadsideError:
+    """The Elasticsearch sink's classification, naming OpenSearch."""
+    return classify(exc, store)
+
+
 class OpenSearchSink(ElasticsearchSink):
     """Keeps views as OpenSearch documents, guarded by external versions."""
 
     store = "opensearch"
+    classify = staticmethod(_classify)
 
     def __init__(
         self,

@@ -77,3 +77,5 @@ def test_errors_become_elasticsearch_pys_and_classify_alike() -> None:
     assert isinstance(sink.classify(busy), TransientError)
     assert isinstance(sink.classify(down), TransientError)
     assert isinstance(sink.classify(refused), FatalError)
+    assert str(sink.classify(busy)).startswith("opensearch: status 429: ")
+    assert str(sink.classify(down)).startswith("opensearch: ConnectionError: ")
