@@ -85,15 +85,18 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
         super().__init__(name, cfg, targets)
         self._client: elasticsearch.Elasticsearch | None = None
 
+    def _auth(self) -> tuple[str, str] | None:
+        """Basic authentication, when the settings give a user and password."""
+        if self.cfg.username is None or self.cfg.password is None:
+            return None
+        return self.cfg.username, self.cfg.password.get_secret_value()
+
     @property
     def client(self) -> elasticsearch.Elasticsearch:
         if self._client is None:
-            auth = None
-            if self.cfg.username is not None and self.cfg.password is not None:
-                auth = (self.cfg.username, self.cfg.password.get_secret_value())
             self._client = elasticsearch.Elasticsearch(
                 self.cfg.hosts,
-                basic_auth=auth,
+                basic_auth=self._auth(),
                 request_timeout=self.cfg.timeout_s,
                 max_retries=1,
                 retry_on_timeout=False,

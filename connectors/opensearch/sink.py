@@ -17,7 +17,6 @@ import elasticsearch
 from connectors.base import ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.elasticsearch.store import classify
-from connectors.opensearch import OpenSearchSinkConfig
 from connectors.opensearch.client import OpenSearchClient
 from pipeline.errors import ReadsideError
 
@@ -42,23 +41,13 @@ class OpenSearchSink(ElasticsearchSink):
 
     store = "opensearch"
     classify = staticmethod(_classify)
-
-    def __init__(
-        self,
-        name: str,
-        cfg: OpenSearchSinkConfig,
-        targets: Mapping[str, ViewTarget],
-    ) -> None:
-        super().__init__(name, cfg, targets)
-        self._opensearch: OpenSearchClient | None = None
+    #: its client, made at first use (the constructor is the store's)
+    _opensearch: OpenSearchClient | None = None
 
     def _os_client(self) -> OpenSearchClient:
         if self._opensearch is None:
-            auth = None
-            if self.cfg.username is not None and self.cfg.password is not None:
-                auth = (self.cfg.username, self.cfg.password.get_secret_value())
             cfg = self.cfg
-            self._opensearch = OpenSearchClient(cfg.hosts, auth, cfg.timeout_s)
+            self._opensearch = OpenSearchClient(cfg.hosts, self._auth(), cfg.timeout_s)
         return self._opensearch
 
     @property
