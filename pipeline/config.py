@@ -118,6 +118,9 @@ class StackConfig(_Model):
     ferretdb_port: int = 27027
     ferretdb_backend_port: int = 15433
     registry_port: int = 18081
+    #: the optional OpenSearch node (``readside stack up --with opensearch``);
+    #: its transport listens 100 above
+    opensearch_port: int = 19201
 
 
 class Config(_Model):

@@ -39,6 +39,7 @@ SHIPPED = {
     "elasticsearch": "connectors.elasticsearch:KIND",
     "memory": "connectors.memory:KIND",
     "mongodb": "connectors.mongodb:KIND",
+    "opensearch": "connectors.opensearch:KIND",
     "redis": "connectors.redis:KIND",
 }
 

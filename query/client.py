@@ -34,7 +34,7 @@ from query.watermark import WatermarkTracker
 DEFAULT_WAIT_S = 5.0
 
 #: Default read order, by sink type: an in-memory key-value store first.
-DEFAULT_ORDER = ("redis", "mongodb", "elasticsearch")
+DEFAULT_ORDER = ("redis", "mongodb", "elasticsearch", "opensearch")
 
 
 class ReadClient:
@@ -49,7 +49,7 @@ class ReadClient:
         config: the pipeline's configuration, or the path of its file.
         read_order: sink names or sink types in the order ``get`` and
             ``get_many`` try them; sinks of a view that it does not name are
-            not read. Default: redis, mongodb, elasticsearch.
+            not read. Default: redis, mongodb, elasticsearch, opensearch.
         freshness: the checkpoint reader (default: one on the configured
             checkpoint topic, cached for one second).
         watermarks: the safe-watermark tracker that reads with ``min_lsn``

@@ -17,7 +17,7 @@ from typing import Any
 import elasticsearch
 
 from connectors.base import ViewTarget
-from connectors.elasticsearch.store import ERRORS, ElasticsearchStore, classify
+from connectors.elasticsearch.store import ERRORS, ElasticsearchStore
 from pipeline.errors import FatalError
 
 logger = logging.getLogger(__name__)
@@ -32,17 +32,17 @@ class ElasticsearchGenerations(ElasticsearchStore):
             found = self.client.indices.get_alias(name=alias)
         except elasticsearch.NotFoundError:
             raise FatalError(
-                f"elasticsearch sink {self.name}: no alias {alias} (is the view "
+                f"{self.store} sink {self.name}: no alias {alias} (is the view "
                 "written yet, or an index of that name in its place?)"
             ) from None
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         gens = []
         for index in found.body:
             head, _, number = str(index).rpartition("-")
             if head != alias or not number.isdigit():
                 raise FatalError(
-                    f"elasticsearch sink {self.name}: alias {alias} names index "
+                    f"{self.store} sink {self.name}: alias {alias} names index "
                     f"{index}, not one of its generations ({alias}-NNNNNN)"
                 )
             gens.append(int(number))
@@ -63,7 +63,7 @@ class ElasticsearchGenerations(ElasticsearchStore):
                 self.client.indices.delete_alias(index="_all", name=mirror)
             self._create_index(index, self.targets[view], {mirror: {}})
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         logger.info("elasticsearch generation created index=%s", index)
 
     def switch_generation(self, view: str, gen: int) -> None:
@@ -84,7 +84,7 @@ class ElasticsearchGenerations(ElasticsearchStore):
                 actions.append({"remove": {"index": index, "alias": mirror}})
             self.client.indices.update_aliases(actions=actions)
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         logger.info("elasticsearch alias switched alias=%s index=%s", alias, index)
 
     def drop_generation(self, view: str, gen: int) -> None:
@@ -94,7 +94,7 @@ class ElasticsearchGenerations(ElasticsearchStore):
                 index=self._generation_index(view, gen), ignore_unavailable=True
             )
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
 
     def drop(self, view: str) -> None:
         """Delete the view's alias and indexes (rebuilds and tests; not in the
@@ -111,4 +111,4 @@ class ElasticsearchGenerations(ElasticsearchStore):
             elif self.client.indices.exists(index=alias):
                 self.client.indices.delete(index=alias)
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc

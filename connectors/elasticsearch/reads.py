@@ -8,7 +8,7 @@ search request of :class:`~connectors.reads.Searchable`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import elasticsearch
@@ -20,7 +20,6 @@ from connectors.elasticsearch.store import (
     DELETED,
     ERRORS,
     ElasticsearchStore,
-    classify,
 )
 from connectors.reads import (
     Found,
@@ -53,6 +52,10 @@ class ElasticsearchReads(ElasticsearchStore):
             hits += resp["hits"]["hits"]
         return hits
 
+    def _scan(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        """Every hit of a scrolled search (the driver's helper)."""
+        return helpers.scan(self.client, **kwargs)
+
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         return self._fetch(view, ids, self.alias(view))
 
@@ -66,7 +69,7 @@ class ElasticsearchReads(ElasticsearchStore):
                 resp = self.client.mget(index=index, ids=list(ids))
                 docs = routing.mget_found(resp)
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         out: dict[str, Stored] = {}
         for d in docs:
             version = int(d["_version"])
@@ -82,8 +85,7 @@ class ElasticsearchReads(ElasticsearchStore):
         alias = self.alias(view)
         try:
             self.client.indices.refresh(index=alias)
-            hits = helpers.scan(
-                self.client,
+            hits = self._scan(
                 index=alias,
                 query={"query": {"bool": {"must_not": {"term": {DELETED: True}}}}},
                 _source=False,
@@ -92,7 +94,7 @@ class ElasticsearchReads(ElasticsearchStore):
             )
             return {str(h["_id"]) for h in hits}
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
 
     # -- queries of sites (connectors.reads.Searchable) -------------------------
 
@@ -115,9 +117,9 @@ class ElasticsearchReads(ElasticsearchStore):
                 **es_body(query, filters, sort),
             )
         except elasticsearch.BadRequestError as exc:
-            raise SearchRefused(f"elasticsearch refused the search: {exc}") from exc
+            raise SearchRefused(f"{self.store} refused the search: {exc}") from exc
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         hits = resp["hits"]
         docs = {str(h["_id"]): dict(h.get("_source") or {}) for h in hits["hits"]}
         return docs, int(hits["total"]["value"])
@@ -127,7 +129,7 @@ class ElasticsearchReads(ElasticsearchStore):
         try:
             self.client.indices.refresh(index=self.alias(view))
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
 
 
 def _filter(name: str, value: SearchFilter) -> dict[str, Any]:

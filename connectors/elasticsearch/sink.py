@@ -202,7 +202,7 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
                 pass  # the switch ended the mirroring; the live write follows
             elif status in (401, 403):
                 raise FatalError(
-                    f"elasticsearch: not authorized: {_reason(info['error'])}"
+                    f"{self.store}: not authorized: {_reason(info['error'])}"
                 )
             elif status == 429 or status >= 500:
                 transient.append(f"{status} {_reason(info.get('error', {}))}")
@@ -213,7 +213,7 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
         if transient:
             # The rest of the batch is applied; a retry is idempotent.
             raise TransientError(
-                f"elasticsearch: {len(transient)} bulk item(s) failed, first: "
+                f"{self.store}: {len(transient)} bulk item(s) failed, first: "
                 f"{transient[0]}"
             )
         return result

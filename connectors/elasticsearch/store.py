@@ -43,22 +43,23 @@ JSON_MAPPINGS = ("dynamic", "flattened", "disabled")
 ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
 
 
-def classify(exc: Exception) -> ReadsideError:
-    """Map an elasticsearch-py exception onto a readside error class, by type."""
+def classify(exc: Exception, store: str = "elasticsearch") -> ReadsideError:
+    """Map an elasticsearch-py exception onto a readside error class, by type;
+    ``store`` names the store in the message."""
     if isinstance(exc, ReadsideError):
         return exc
     if isinstance(exc, elasticsearch.ApiError):
         status = exc.meta.status
         if status in (401, 403):
-            return FatalError(f"elasticsearch: not authorized ({status}): {exc}")
+            return FatalError(f"{store}: not authorized ({status}): {exc}")
         if status in (408, 429) or status >= 500:
-            return TransientError(f"elasticsearch: status {status}: {exc}")
-        return FatalError(f"elasticsearch: status {status}: {exc}")
+            return TransientError(f"{store}: status {status}: {exc}")
+        return FatalError(f"{store}: status {status}: {exc}")
     if isinstance(exc, elastic_transport.SerializationError):
-        return FatalError(f"elasticsearch: {exc}")
+        return FatalError(f"{store}: {exc}")
     if isinstance(exc, elastic_transport.TransportError):
-        return TransientError(f"elasticsearch: {type(exc).__name__}: {exc}")
-    return FatalError(f"elasticsearch: {type(exc).__name__}: {exc}")
+        return TransientError(f"{store}: {type(exc).__name__}: {exc}")
+    return FatalError(f"{store}: {type(exc).__name__}: {exc}")
 
 
 class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
@@ -84,15 +85,18 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
         super().__init__(name, cfg, targets)
         self._client: elasticsearch.Elasticsearch | None = None
 
+    def _auth(self) -> tuple[str, str] | None:
+        """Basic authentication, when the settings give a user and password."""
+        if self.cfg.username is None or self.cfg.password is None:
+            return None
+        return self.cfg.username, self.cfg.password.get_secret_value()
+
     @property
     def client(self) -> elasticsearch.Elasticsearch:
         if self._client is None:
-            auth = None
-            if self.cfg.username is not None and self.cfg.password is not None:
-                auth = (self.cfg.username, self.cfg.password.get_secret_value())
             self._client = elasticsearch.Elasticsearch(
                 self.cfg.hosts,
-                basic_auth=auth,
+                basic_auth=self._auth(),
                 request_timeout=self.cfg.timeout_s,
                 max_retries=1,
                 retry_on_timeout=False,
@@ -121,9 +125,9 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
             for view, target in self.targets.items():
                 self._ensure_index(view, target)
         except ERRORS as exc:
-            raise classify(exc) from exc
+            raise self.classify(exc) from exc
         logger.info(
-            "elasticsearch sink open sink=%s views=%d", self.name, len(self.targets)
+            "%s sink open sink=%s views=%d", self.store, self.name, len(self.targets)
         )
 
     def _ensure_index(self, view: str, target: ViewTarget) -> None:
@@ -159,7 +163,7 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
         json = str(opts.get("json", "dynamic"))
         if numeric not in NUMERIC_MAPPINGS or json not in JSON_MAPPINGS:
             raise FatalError(
-                f"elasticsearch sink {self.name}: view {target.view}: numeric must "
+                f"{self.store} sink {self.name}: view {target.view}: numeric must "
                 f"be one of {', '.join(NUMERIC_MAPPINGS)} (got {numeric!r}), json "
                 f"one of {', '.join(JSON_MAPPINGS)} (got {json!r})"
             )

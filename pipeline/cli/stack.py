@@ -16,12 +16,19 @@ def stack() -> None:
 
 
 @stack.command("up")
+@click.option(
+    "--with",
+    "with_",
+    multiple=True,
+    type=click.Choice(["opensearch"]),
+    help="Also start an optional service (OpenSearch, for opensearch sinks).",
+)
 @click.pass_context
-def stack_up(ctx: click.Context) -> None:
+def stack_up(ctx: click.Context, with_: tuple[str, ...]) -> None:
     """Provision (cached) and start every service; a no-op when already up."""
     from pipeline.stack import runner
 
-    started = runner.up(stack_config(ctx), progress=click.echo)
+    started = runner.up(stack_config(ctx), progress=click.echo, with_=with_)
     click.echo("started: " + (", ".join(started) if started else "nothing (all up)"))
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
-from pipeline.stack import provision
+from pipeline.stack import opensearch, provision
 from pipeline.stack.jvm import SERVICE_ORDER
 from pipeline.stack.services import (
     Context,
     Service,
+    cache_dir,
     ensure_service_user,
     port_in_use,
 )
@@ -31,6 +32,13 @@ from pipeline.stack.services import (
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 240.0
+
+#: Services that ``up`` starts only when asked (``stack up --with NAME``),
+#: with what installs each; ``status`` shows one once started, ``down``
+#: stops it with the rest.
+OPTIONAL: dict[str, tuple[type[Service], Callable[[Path, Path], Path]]] = {
+    "opensearch": (opensearch.OpenSearch, opensearch.provision),
+}
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,6 @@ def _traversable(path: Path) -> bool:
     return True
 
 
-def cache_dir(cfg: StackConfig) -> Path:
-    if cfg.cache_dir:
-        return Path(os.path.expanduser(cfg.cache_dir)).resolve()
-    return provision.default_cache_dir()
-
-
 def _pidfile(ctx: Context, name: str) -> Path:
     return ctx.data / "run" / f"{name}.pid"
 
@@ -117,8 +119,17 @@ def context(
     return Context(cfg=cfg, data=data, installed=installed)
 
 
-def services(ctx: Context) -> list[Service]:
-    return [cls(ctx) for cls in SERVICE_ORDER]
+def services(ctx: Context, optional: bool = False) -> list[Service]:
+    """The default stack's services, and with ``optional`` those of
+    :data:`OPTIONAL` too."""
+    extra = [cls for cls, _ in OPTIONAL.values()] if optional else []
+    return [cls(ctx) for cls in [*SERVICE_ORDER, *extra]]
+
+
+def _started(ctx: Context, svc: Service) -> bool:
+    """Whether an optional service was started: its pid file is there (even
+    if the process died) or something answers on its port."""
+    return _pidfile(ctx, svc.name).exists() or port_in_use(svc.port)
 
 
 def status(cfg: StackConfig) -> list[ServiceStatus]:
@@ -132,7 +143,11 @@ def status(cfg: StackConfig) -> list[ServiceStatus]:
     """
     data = data_dir(cfg)
     ctx = Context(cfg=cfg, data=data, installed=provision.locate(cache_dir(cfg)))
-    svcs = services(ctx)
+    svcs = [
+        s
+        for s in services(ctx, optional=True)
+        if s.name not in OPTIONAL or _started(ctx, s)
+    ]
 
     def one(svc: Service) -> ServiceStatus:
         pid = _read_pid(ctx, svc.name)
@@ -195,17 +210,35 @@ def _wait_healthy(ctx: Context, svc: Service, timeout: float) -> None:
     )
 
 
-def up(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
+def up(
+    cfg: StackConfig,
+    progress: Callable[[str], None] = print,
+    with_: tuple[str, ...] = (),
+) -> list[str]:
     """Provision and start every service that is not already up; idempotent.
 
-    Returns the names of the services this call started.
+    ``with_`` names optional services (:data:`OPTIONAL`) to provision and
+    start as well. Returns the names of the services this call started.
     """
+    unknown = sorted(set(with_) - set(OPTIONAL))
+    if unknown:
+        raise FatalError(
+            f"unknown optional service(s) {unknown}; known: {sorted(OPTIONAL)}"
+        )
     t0 = time.monotonic()
     ensure_service_user()
     ctx = context(cfg, install=True, progress=progress)
+    for name in with_:
+        t1 = time.monotonic()
+        OPTIONAL[name][1](cache_dir(cfg), ctx.logs / "provision.log")
+        progress(f"provisioned {name} in {time.monotonic() - t1:.1f}s")
     progress(f"provisioned in {time.monotonic() - t0:.1f}s (cache {cache_dir(cfg)})")
     started: list[str] = []
-    svcs = services(ctx)
+    svcs = [
+        s
+        for s in services(ctx, optional=True)
+        if s.name not in OPTIONAL or s.name in with_
+    ]
     # Check every port first, so a conflict starts nothing at all.
     taken = [
         f"port {port} ({svc.name})"
@@ -265,7 +298,7 @@ def _stop(ctx: Context, name: str, pid: int, timeout: float = 60.0) -> None:
     it is gone, not only its leader: the leader (``runuser``) exits at once
     while the server it started is still closing and holding its ports, and
     a start right after would find them taken."""
-    known = [s for s in services(ctx) if s.name == name]
+    known = [s for s in services(ctx, optional=True) if s.name == name]
     try:
         os.killpg(pid, known[0].stop_signal if known else signal.SIGTERM)
     except ProcessLookupError:
@@ -287,7 +320,7 @@ def down(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]
     """Stop the services ``up`` started, in reverse order."""
     ctx = context(cfg, install=False)
     stopped = []
-    for svc in reversed(services(ctx)):
+    for svc in reversed(services(ctx, optional=True)):
         pid = _read_pid(ctx, svc.name)
         if pid is None:
             _pidfile(ctx, svc.name).unlink(missing_ok=True)
@@ -309,7 +342,7 @@ def stop_service(cfg: StackConfig, name: str) -> None:
 def start_service(cfg: StackConfig, name: str) -> None:
     """Start one stopped service again and wait until healthy."""
     ctx = context(cfg, install=False)
-    svc = next(s for s in services(ctx) if s.name == name)
+    svc = next(s for s in services(ctx, optional=True) if s.name == name)
     if _read_pid(ctx, name) is None:
         _start(ctx, svc)
     _wait_healthy(ctx, svc, START_TIMEOUT_S)

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
 from pipeline.stack import tls
-from pipeline.stack.provision import Installed
+from pipeline.stack.provision import Installed, default_cache_dir
 
 SERVICE_USER = "readside"
 JAVA17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
@@ -41,6 +41,13 @@ class Context:
     @property
     def logs(self) -> Path:
         return self.data / "logs"
+
+
+def cache_dir(cfg: StackConfig) -> Path:
+    """Where ``provision`` keeps what it installs (``stack.cache_dir``)."""
+    if cfg.cache_dir:
+        return Path(os.path.expanduser(cfg.cache_dir)).resolve()
+    return default_cache_dir()
 
 
 def java_binary() -> str:

@@ -217,6 +217,13 @@ def build_config(
                 "hosts": ["http://127.0.0.1:19200"],
                 "index_prefix": f"it-{suffix}-",
             },
+            # the optional store (stack up --with opensearch): only views that
+            # name it use it
+            "opensearch": {
+                "type": "opensearch",
+                "hosts": ["http://127.0.0.1:19201"],
+                "index_prefix": f"it-{suffix}-",
+            },
             "mongodb": {
                 "type": "mongodb",
                 "uri": "mongodb://127.0.0.1:27027/",

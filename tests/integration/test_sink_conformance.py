@@ -1,9 +1,10 @@
 """The conformance suite against the real stores, plus per-store behaviour.
 
-Needs the local stack (``readside stack up``) or the stores named by
-``READSIDE_REDIS_URL``, ``READSIDE_ES_URL`` and ``READSIDE_MONGO_URI``. A store
+Needs the local stack (``readside stack up --with opensearch``) or the stores
+named by ``READSIDE_REDIS_URL``, ``READSIDE_ES_URL``, ``READSIDE_OS_URL`` and
+``READSIDE_MONGO_URI``. A store
 that cannot be reached fails these tests; nothing is skipped or mocked. The
-fourth kind, ``memory`` (connectors/memory.py), needs no server: it runs the
+fifth kind, ``memory`` (connectors/memory.py), needs no server: it runs the
 same cases, built through its entry point like the others; the outage cases
 do not fit it (there is no server to be down).
 """
@@ -23,6 +24,7 @@ from connectors.base import Sink, Stored, ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.memory import MemorySink, MemorySinkConfig
 from connectors.mongodb.sink import MongoSink
+from connectors.opensearch import OpenSearchSinkConfig
 from connectors.redis.sink import RedisSink
 from connectors.registry import build_sink
 from pipeline.config import ElasticsearchSinkConfig, MongoSinkConfig, RedisSinkConfig
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("READSIDE_REDIS_URL", "redis://127.0.0.1:16379/0")
 ES_URL = os.environ.get("READSIDE_ES_URL", "http://127.0.0.1:19200")
+OS_URL = os.environ.get("READSIDE_OS_URL", "http://127.0.0.1:19201")
 MONGO_URI = os.environ.get("READSIDE_MONGO_URI", "mongodb://127.0.0.1:27027/")
 VIEW = "orders"
 
@@ -54,6 +57,13 @@ def _config(
         return ElasticsearchSinkConfig(
             type="elasticsearch",
             hosts=[url or ES_URL],
+            index_prefix="rs-test-",
+            **extra,
+        )
+    if kind == "opensearch":
+        return OpenSearchSinkConfig(
+            type="opensearch",
+            hosts=[url or OS_URL],
             index_prefix="rs-test-",
             **extra,
         )
@@ -89,7 +99,7 @@ def make_sink() -> Iterator[MakeSink]:
 
 
 #: the kinds with a server (the outage cases run on these)
-SERVER_KINDS = ["redis", "elasticsearch", "mongodb"]
+SERVER_KINDS = ["redis", "elasticsearch", "opensearch", "mongodb"]
 KINDS = [*SERVER_KINDS, "memory"]
 
 
@@ -128,6 +138,7 @@ def _closed_port() -> int:
 _DEAD_URL = {
     "redis": "redis://127.0.0.1:{port}/0",
     "elasticsearch": "http://127.0.0.1:{port}",
+    "opensearch": "http://127.0.0.1:{port}",
     "mongodb": "mongodb://127.0.0.1:{port}/",
 }
 
@@ -200,26 +211,41 @@ def test_redis_ttl_options_expire_documents_and_tombstones(make_sink: MakeSink) 
     assert sink.ids(VIEW) == {"1"}
 
 
-# -- Elasticsearch -----------------------------------------------------------
+# -- Elasticsearch and OpenSearch (one sink) -----------------------------------
+
+#: the kinds of the Elasticsearch sink's logic: Elasticsearch's own, and
+#: OpenSearch's (connectors/opensearch)
+SEARCH_KINDS = ["elasticsearch", "opensearch"]
+#: what each store calls a document its mapping refuses
+PARSING_ERROR = {
+    "elasticsearch": "document_parsing_exception",
+    "opensearch": "mapper_parsing_exception",
+}
 
 
-def test_elasticsearch_mapping_error_rejected_rest_applied(make_sink: MakeSink) -> None:
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
+def test_elasticsearch_mapping_error_rejected_rest_applied(
+    make_sink: MakeSink, kind: str
+) -> None:
     mappings = {"properties": {"total": {"type": "long"}}}
-    sink = make_sink("elasticsearch", {"mappings": mappings})
+    sink = make_sink(kind, {"mappings": mappings})
     result = sink.write(
         [Upsert(VIEW, "1", 1, {"total": "abc"}), Upsert(VIEW, "2", 1, {"total": 2})]
     )
     assert result.applied == 1
     assert [op.doc_id for op, _ in result.rejected] == ["1"]
-    assert "document_parsing_exception" in result.rejected[0][1]
+    assert PARSING_ERROR[kind] in result.rejected[0][1]
 
 
-def test_elasticsearch_refused_but_stale_op_counts_stale(make_sink: MakeSink) -> None:
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
+def test_elasticsearch_refused_but_stale_op_counts_stale(
+    make_sink: MakeSink, kind: str
+) -> None:
     # Elasticsearch parses a body before it checks the version: a stale op
     # whose body the mapping refuses must not be dead-lettered (its replay
     # would fail forever, and the stored document is newer anyway).
     mappings = {"properties": {"total": {"type": "long"}}}
-    sink = make_sink("elasticsearch", {"mappings": mappings})
+    sink = make_sink(kind, {"mappings": mappings})
     sink.write([Upsert(VIEW, "1", 20, {"total": 5})])
     result = sink.write(
         [Upsert(VIEW, "1", 10, {"total": "abc"}), Upsert(VIEW, "2", 10, {"total": "x"})]
@@ -229,11 +255,12 @@ def test_elasticsearch_refused_but_stale_op_counts_stale(make_sink: MakeSink) ->
     assert sink.fetch(VIEW, ["1"])["1"] == Stored(20, {"total": 5})
 
 
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
 def test_elasticsearch_routed_view_deletes_on_the_same_shard(
-    make_sink: MakeSink,
+    make_sink: MakeSink, kind: str
 ) -> None:
     sink = make_sink(
-        "elasticsearch",
+        kind,
         {"routing_field": "tenant", "settings": {"number_of_shards": 3}},
     )
     assert isinstance(sink, ElasticsearchSink)
@@ -250,8 +277,11 @@ def test_elasticsearch_routed_view_deletes_on_the_same_shard(
     assert count == 6  # tombstones replaced the documents, no duplicates
 
 
-def test_elasticsearch_open_twice_keeps_index_behind_alias(make_sink: MakeSink) -> None:
-    sink = make_sink("elasticsearch")
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
+def test_elasticsearch_open_twice_keeps_index_behind_alias(
+    make_sink: MakeSink, kind: str
+) -> None:
+    sink = make_sink(kind)
     assert isinstance(sink, ElasticsearchSink)
     sink.write([Upsert(VIEW, "1", 1, {"a": 1})])
     sink.open()

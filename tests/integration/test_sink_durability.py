@@ -22,6 +22,7 @@ import redis
 from harness import wait_for
 from test_sink_conformance import (
     MONGO_URI,
+    SEARCH_KINDS,
     VIEW,
     MakeSink,
     _closed_port,
@@ -274,14 +275,15 @@ def test_mongodb_unacknowledged_write_concern_refused() -> None:
 # -- Elasticsearch: wait_for_active_shards ---------------------------------------
 
 
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
 def test_elasticsearch_wait_for_active_shards_not_met_raises_transient(
-    make_sink: MakeSink,
+    make_sink: MakeSink, kind: str
 ) -> None:
     # One node: the replica of this index is never assigned, so 2 active
     # copies cannot be had and the store must not acknowledge.
     settings = {"number_of_replicas": 1}
     sink = make_sink(
-        "elasticsearch",
+        kind,
         {"settings": settings},
         wait_for_active_shards=2,
         timeout_s=4,
@@ -290,21 +292,23 @@ def test_elasticsearch_wait_for_active_shards_not_met_raises_transient(
         sink.write([Upsert(VIEW, "1", 1, {"a": 1})])
 
 
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
 def test_elasticsearch_wait_for_active_shards_met_applies(
-    make_sink: MakeSink,
+    make_sink: MakeSink, kind: str
 ) -> None:
-    sink = make_sink("elasticsearch", wait_for_active_shards="all")
+    sink = make_sink(kind, wait_for_active_shards="all")
     assert sink.write([Upsert(VIEW, "1", 1, {"a": 1})]).applied == 1
 
 
 # -- Elasticsearch: routed views keep a delete and later writes together ---------
 
 
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
 def test_elasticsearch_routed_delete_of_absent_blocks_older_upsert(
-    make_sink: MakeSink,
+    make_sink: MakeSink, kind: str
 ) -> None:
     sink = make_sink(
-        "elasticsearch",
+        kind,
         {"routing_field": "tenant", "settings": {"number_of_shards": 5}},
     )
     assert isinstance(sink, ElasticsearchSink)
@@ -333,12 +337,13 @@ def test_elasticsearch_routed_delete_of_absent_blocks_older_upsert(
     assert sink.ids(VIEW) == set()
 
 
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
 def test_elasticsearch_routed_refused_upsert_keeps_the_tombstone(
-    make_sink: MakeSink,
+    make_sink: MakeSink, kind: str
 ) -> None:
     mappings = {"properties": {"total": {"type": "long"}}}
     options = {"routing_field": "tenant", "mappings": mappings}
-    sink = make_sink("elasticsearch", {**options, "settings": {"number_of_shards": 5}})
+    sink = make_sink(kind, {**options, "settings": {"number_of_shards": 5}})
     ids = [f"doc-{i}" for i in range(12)]
     sink.write([Delete(VIEW, i, 20) for i in ids])
     refused = [Upsert(VIEW, i, 30, {"tenant": f"t-{i}", "total": "x"}) for i in ids]
@@ -348,9 +353,12 @@ def test_elasticsearch_routed_refused_upsert_keeps_the_tombstone(
     assert sink.ids(VIEW) == set()
 
 
-def test_elasticsearch_routed_conformance_case_passes(make_sink: MakeSink) -> None:
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
+def test_elasticsearch_routed_conformance_case_passes(
+    make_sink: MakeSink, kind: str
+) -> None:
     sink = make_sink(
-        "elasticsearch",
+        kind,
         {"routing_field": "tenant", "settings": {"number_of_shards": 5}},
     )
     conformance.CASES["delete_of_unknown_blocks_older_upsert"](sink, VIEW)
@@ -359,14 +367,15 @@ def test_elasticsearch_routed_conformance_case_passes(make_sink: MakeSink) -> No
 # -- Elasticsearch: an unreadable shard is an outage, not a missing document ------
 
 
+@pytest.mark.parametrize("kind", SEARCH_KINDS)
 def test_elasticsearch_unreadable_shard_is_transient_not_missing(
-    make_sink: MakeSink,
+    make_sink: MakeSink, kind: str
 ) -> None:
     """For a few seconds after a restart a shard is not readable yet, and
     ``mget`` answers an error for each of its ids. Read as "not found", a
     site saw live documents as deleted. The alias is pointed at an index
     whose shard can never be allocated, to hold that state."""
-    sink = make_sink("elasticsearch")
+    sink = make_sink(kind)
     assert isinstance(sink, ElasticsearchSink)
     ids = [f"doc-{i}" for i in range(5)]
     assert sink.write([Upsert(VIEW, i, 1, {"n": 1}) for i in ids]).applied == 5

@@ -69,7 +69,7 @@ class Rig:
     def generation_name(self, gen: int) -> str:
         """Target name of generation ``gen`` as each store documents it."""
         base = self.base.name
-        if self.kind == "elasticsearch":
+        if self.kind in ("elasticsearch", "opensearch"):
             return f"{base}-{gen:06d}"
         return f"{base}~{gen}" if gen > 1 else base
 

@@ -27,6 +27,7 @@ from elasticsearch import Elasticsearch
 
 from pipeline.config import StackConfig, load
 from pipeline.stack import kafka_users, runner
+from pipeline.stack.services import port_in_use
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         ferretdb_port=at(m.ferretdb_port),
         ferretdb_backend_port=at(m.ferretdb_backend_port),
         registry_port=at(m.registry_port),
+        opensearch_port=at(m.opensearch_port),
     )
 
 
@@ -94,7 +96,9 @@ def test_stack_status_probes_every_service() -> None:
     proc = cli("stack", "status", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert set(rows) == {
+    # the optional OpenSearch is listed once started (stack up --with opensearch)
+    optional = {"opensearch"} if port_in_use(MAIN.opensearch_port) else set()
+    default = {
         "postgres",
         "redis",
         "elasticsearch",
@@ -104,6 +108,7 @@ def test_stack_status_probes_every_service() -> None:
         "registry",
         "connect",
     }
+    assert set(rows) == default | optional
     assert all(r["problem"] is None and r["pid"] for r in rows.values())
 
 
@@ -171,9 +176,13 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
     stack = shifted(data, 1000)
     path = str(config_file(tmp_path, stack))
     try:
-        up = cli("--config", path, "stack", "up")
+        # with the optional OpenSearch node: up starts it, status lists it,
+        # down stops it with the rest
+        up = cli("--config", path, "stack", "up", "--with", "opensearch")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert all(s.healthy for s in runner.status(stack))
+        rows = runner.status(stack)
+        assert all(s.healthy for s in rows)
+        assert "opensearch" in {s.name for s in rows}
         # a fresh broker: its SCRAM user made, and taken over SASL_SSL with
         # the stack's CA (the probe logs in with it once the file is kept)
         made = runner.data_dir(stack)
@@ -183,6 +192,7 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
         down = cli("--config", path, "stack", "down")
         assert down.returncode == 0, down.stderr
         assert all(s.pid is None for s in runner.status(stack))
+        assert not port_in_use(stack.opensearch_port)
         # down stops only what this stack's up started
         assert {s.name: s.pid for s in runner.status(MAIN)} == main_pids
         again = cli("--config", path, "stack", "up")

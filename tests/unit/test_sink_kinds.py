@@ -50,7 +50,7 @@ def test_config_unknown_sink_type_names_field_and_known_types() -> None:
     msg = parse_error({"type": "redsi"})
     assert (
         "sinks.cache.type: unknown sink type 'redsi' "
-        "(known: elasticsearch, memory, mongodb, redis)"
+        "(known: elasticsearch, memory, mongodb, opensearch, redis)"
     ) in msg
 
 
@@ -264,7 +264,13 @@ def test_config_load_imports_no_store_driver() -> None:
         "import sys\n"
         "from pipeline import config\n"
         "config.load('readside.yaml', env={})\n"
-        "drivers = ('redis', 'elasticsearch', 'pymongo', 'connectors.redis.sink')\n"
+        # a kind that reuses another's settings (opensearch) imports no driver
+        "import yaml\n"
+        "raw = yaml.safe_load(open('readside.yaml'))\n"
+        "raw['sinks']['os'] = {'type': 'opensearch'}\n"
+        "config.Config.model_validate(raw)\n"
+        "drivers = ('redis', 'elasticsearch', 'pymongo', 'connectors.redis.sink',\n"
+        "           'opensearchpy', 'connectors.opensearch.sink')\n"
         "print([m for m in drivers if m in sys.modules])\n"
     )
     out = subprocess.run(
