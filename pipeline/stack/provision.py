@@ -107,19 +107,9 @@ def _maven_copy(pom: Path, dest: Path, log: Path) -> None:
         return
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _run(
-        [
-            _tool("mvn"),
-            "-B",
-            "-q",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-            "-DincludeScope=runtime",
-        ],
-        log,
-    )
+    goal = "dependency:copy-dependencies"
+    cmd = [_tool("mvn"), "-B", "-q", "-f", str(pom), goal]
+    _run([*cmd, f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"], log)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     (dest / ".complete").touch()
