@@ -11,6 +11,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
     AdminClient,
     NewTopic,
 )
+from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from bench import events
@@ -24,6 +25,11 @@ def _plain(model: Any) -> dict[str, Any]:
         k: v.get_secret_value() if isinstance(v, SecretStr) else v
         for k, v in model.model_dump().items()
     }
+
+
+def source_dsn(base: Config) -> str:
+    """The configured source's server, in its ``postgres`` database."""
+    return make_conninfo(base.source.dsn.get_secret_value(), dbname="postgres")
 
 
 def bench_config(
@@ -44,11 +50,13 @@ def bench_config(
     target = f"{prefix}-{scenario}-items".lower()
     return {
         "source": {
-            # The stack's PostgreSQL, which has no such table: the stores
-            # that derive native types from the source's catalog (an
-            # Elasticsearch index's mapping) find none and map dynamically,
-            # as the raw writes do.
-            "dsn": base.source.dsn.get_secret_value(),
+            # The stack's PostgreSQL, in its maintenance database (always
+            # there: the configured one, the demo's, may not be created yet,
+            # and a store that reads the catalog would wait for it), which
+            # has no such table: the stores that derive native types from the
+            # source's catalog (an Elasticsearch index's mapping) find none
+            # and map dynamically, as the raw writes do.
+            "dsn": source_dsn(base),
             "tables": [events.TABLE],
             "topic_prefix": prefix,
         },
