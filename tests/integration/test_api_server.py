@@ -246,7 +246,10 @@ def test_api_server_drained_view_answers_exactly_and_refuses_bad_input(make_pipe
             assert ready.json() == {"ready": True}
             ops = {"X-Api-Key": OPS}
             ready = anon.get("/readyz", headers=ops)
-            assert ready.json()["stores"] == {s: "ok" for s in p.config.sinks}
+            # every store that holds a view (the config's others hold none)
+            held = {s for v in p.config.effective_views().values() for s in v.sinks}
+            assert held == {"redis", "elasticsearch", "mongodb"}
+            assert ready.json()["stores"] == {s: "ok" for s in held}
             schema = anon.get("/openapi.json").json()
             assert "/v1/views/{view}/search" in schema["paths"]
             assert anon.get("/metrics").status_code == 401
