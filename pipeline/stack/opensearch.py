@@ -25,6 +25,7 @@ from pipeline.stack.services import (
     as_service_user,
     cache_dir,
     chown_service_user,
+    cluster_health,
     http_json,
     java_binary,
 )
@@ -170,12 +171,11 @@ class OpenSearch(Service):
     def probe(self) -> str | None:
         try:
             root, _ = http_json(f"http://127.0.0.1:{self.port}/")
-            health, _ = http_json(f"http://127.0.0.1:{self.port}/_cluster/health")
+            status, _ = cluster_health(self.port)
         except (OSError, ValueError) as exc:
             return f"http probe failed: {exc.__class__.__name__}"
         version = root.get("version") if isinstance(root, dict) else None
         product = version.get("distribution") if isinstance(version, dict) else None
         if product != "opensearch":
             return f"not an OpenSearch node (distribution {product!r})"
-        status = health.get("status") if isinstance(health, dict) else None
         return None if status in ("green", "yellow") else f"cluster health {status}"

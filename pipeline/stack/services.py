@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -65,6 +66,34 @@ def java_binary() -> str:
 def http_json(url: str, timeout: float = 3.0) -> tuple[object, dict[str, str]]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
         return json.loads(resp.read() or b"null"), dict(resp.headers)
+
+
+#: How long a health probe lets a search node's cluster become yellow: an
+#: index is red from its creation until its primary shard starts.
+CLUSTER_HEALTH_WAIT_S = 5
+
+
+def cluster_health(port: int) -> tuple[str | None, dict[str, str]]:
+    """A search node's cluster status (``green``, ``yellow``, ``red``) and the
+    answer's headers, after waiting up to :data:`CLUSTER_HEALTH_WAIT_S` for
+    yellow, so that an index being created is not taken for a broken node.
+
+    Raises:
+        OSError, ValueError: the node did not answer, or not in JSON.
+    """
+    url = (
+        f"http://127.0.0.1:{port}/_cluster/health"
+        f"?wait_for_status=yellow&timeout={CLUSTER_HEALTH_WAIT_S}s"
+    )
+    try:
+        health, headers = http_json(url, timeout=CLUSTER_HEALTH_WAIT_S + 3)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 408:  # 408: the wait ended, the cluster still red
+            raise
+        with exc:
+            health, headers = json.loads(exc.read() or b"null"), dict(exc.headers)
+    status = health.get("status") if isinstance(health, dict) else None
+    return (str(status) if status else None), headers
 
 
 def ensure_service_user() -> None:
@@ -319,13 +348,11 @@ class Elasticsearch(Service):
     def probe(self) -> str | None:
         try:
             # The integ-test distribution has no root (GET /) handler.
-            url = f"http://127.0.0.1:{self.port}/_cluster/health"
-            health, headers = http_json(url)
+            status, headers = cluster_health(self.port)
         except (OSError, ValueError) as exc:
             return f"http probe failed: {exc.__class__.__name__}"
         if headers.get("X-elastic-product") != "Elasticsearch":
             return "missing X-elastic-product header"
-        status = health.get("status") if isinstance(health, dict) else None
         return None if status in ("green", "yellow") else f"cluster health {status}"
 
 
