@@ -130,7 +130,9 @@ def test_dlq_poison_records_dead_lettered_then_replayed_after_fix(make_pipeline)
     good = {str(i) for i in [*range(1, 21), *range(23, 31)]}
     from pipeline.worker import build_sinks
 
-    sinks = build_sinks(p.config, list(p.config.sinks))
+    held_by = p.config.effective_views()["products"].sinks
+    assert set(held_by) == {"redis", "elasticsearch", "mongodb"}
+    sinks = build_sinks(p.config, list(held_by))
     try:
         for name, sink in sinks.items():
             sink.open()
