@@ -23,6 +23,8 @@ def test_bench_quick_mode_reports_every_row_with_positive_rates(
         *("--run-timeout", "60"),
     )
     assert set(results["formats"]) == {"json", "avro"}  # --format both
+    servers = results["machine"]["servers"]
+    assert {"redis-server", "elasticsearch-server", "mongodb-server"} <= set(servers)
     for fmt, found in results["formats"].items():
         assert found["decode"]["events_per_s"] > 0, fmt
         assert found["bare"], fmt
