@@ -42,6 +42,7 @@ from pipeline.dlq import DeadRecord, read_all
 from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
+from pipeline.stack import kafka_users, tls
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -181,8 +182,14 @@ def build_config(
     views: Mapping[str, Any],
     worker: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The YAML data of an isolated pipeline (sinks: redis, elasticsearch, mongodb)."""
+    """The YAML data of an isolated pipeline (sinks: redis, elasticsearch,
+    mongodb), on the stack's authenticated endpoints: every Kafka client of
+    readside's through the broker's SASL listener as its SCRAM user (Debezium
+    writes through Connect's own listener), Redis as its ACL user."""
     prefix = f"it{suffix}"
+    stack = stack_config()
+    data = Path(stack.data_dir)
+    acl = tls.redis_client(data, stack.redis_tls_port)
     full_views: dict[str, Any] = {}
     for name, view in views.items():
         v = dict(view)
@@ -202,7 +209,8 @@ def build_config(
             "heartbeat_ms": 500,
         },
         "kafka": {
-            "bootstrap_servers": "127.0.0.1:19092",
+            "bootstrap_servers": f"127.0.0.1:{stack.kafka_sasl_port}",
+            "client": kafka_users.scram_client(data),
             "group_id": f"{prefix}-group",
             "partitions": 3,
             "dlq_topic": f"{prefix}.dlq",
@@ -211,7 +219,12 @@ def build_config(
         },
         "connect": {"url": "http://127.0.0.1:18083", "connector": f"{prefix}-pg"},
         "sinks": {
-            "redis": {"type": "redis", "url": "redis://127.0.0.1:16379/0"},
+            "redis": {
+                "type": "redis",
+                "url": f"redis://127.0.0.1:{stack.redis_port}/0",
+                "username": acl["username"],
+                "password": acl["password"],
+            },
             "elasticsearch": {
                 "type": "elasticsearch",
                 "hosts": ["http://127.0.0.1:19200"],

@@ -33,7 +33,7 @@ def _offset_of(p: Any, table: str, ident: int, field: str, value: Any) -> int:
     topic = p.config.source.topic(table)
     consumer = Consumer(
         {
-            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            **p.config.kafka.client_conf(),
             "group.id": f"{p.config.kafka.group_id}-peek",
             "enable.auto.commit": False,
         }

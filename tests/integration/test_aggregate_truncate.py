@@ -27,7 +27,7 @@ def _a_record(p: Any, topic: str) -> tuple[bytes, dict[str, Any]]:
     """The key and the value of some change record of ``topic``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            **p.config.kafka.client_conf(),
             "group.id": f"{p.config.kafka.group_id}-peek",
             "enable.auto.commit": False,
         }
@@ -59,7 +59,7 @@ def _truncate(p: Any, table: str) -> None:
     payload["source"].update(
         txId=xid % 2**32, lsn=int(lsn), snapshot="false", ts_ms=int(time.time() * 1000)
     )
-    producer = Producer({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    producer = Producer(p.config.kafka.client_conf())
     producer.produce(topic, key=key, value=json.dumps(record).encode())
     assert producer.flush(30) == 0
 

@@ -98,7 +98,7 @@ def _typed_rows(p: Pipeline, seed: int) -> None:
 def _first_value(p: Pipeline, topic: str) -> bytes:
     consumer = Consumer(
         {
-            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            **p.config.kafka.client_conf(),
             "group.id": f"{p.config.kafka.group_id}.peek",
             "enable.auto.commit": False,
         }

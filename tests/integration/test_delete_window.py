@@ -39,7 +39,7 @@ def test_connector_topics_keep_delete_records_as_long_as_tombstones(make_pipelin
     p.sql("INSERT INTO extra VALUES (1, 'x')")
     p.sql("DELETE FROM extra WHERE id = 1")
     topic = p.config.source.topic("public.extra")
-    admin = AdminClient({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    admin = AdminClient(p.config.kafka.client_conf())
     wait_for(
         lambda: topic in admin.list_topics(timeout=10).topics,
         120,

@@ -77,7 +77,7 @@ def _produce_poison(p: Pipeline) -> list[tuple[int, int]]:
         assert err is None, err
         positions.append((msg.partition(), msg.offset()))
 
-    producer = Producer({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    producer = Producer(p.config.kafka.client_conf())
     # The topics are compacted, so records need a key: a valid Debezium one.
     for part, (ident, value) in enumerate(
         [(900, b"\x00\xffnot json"), (901, b'{"hello": "world"}')]

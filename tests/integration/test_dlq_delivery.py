@@ -48,7 +48,7 @@ FLUSH_FAILED = "dead-letter flush failed"
 
 
 def _admin(p: Pipeline) -> AdminClient:
-    return AdminClient({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    return AdminClient(p.config.kafka.client_conf())
 
 
 def _topic_config(p: Pipeline, topic: str) -> dict[str, str]:
@@ -82,7 +82,7 @@ def _produce(p: Pipeline, ident: int, value: bytes, partition: int = 0) -> int:
 
     producer = Producer(
         {
-            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            **p.config.kafka.client_conf(),
             "message.max.bytes": 100_000_000,
         }
     )

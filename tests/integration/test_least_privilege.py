@@ -12,6 +12,7 @@ import sys
 
 import psycopg
 import pytest
+import redis
 from harness import REPO, wait_for
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from shop_model import SCHEMA as SHOP_SCHEMA
@@ -31,7 +32,7 @@ def _as(dsn: str, user: str) -> str:
     return make_conninfo(**{**conninfo_to_dict(dsn), "user": user})
 
 
-def test_pipeline_runs_on_least_privilege_roles(make_pipeline, tmp_path):
+def test_pipeline_runs_on_least_privilege_roles(make_pipeline, tmp_path, stack):
     views = {"customers": SHOP_VIEW, "flat": {"table": "public.customers"}}
     p = make_pipeline(SHOP_SCHEMA, SHOP_TABLES, views)
     prefix = f"rs_{p.suffix}"
@@ -68,6 +69,15 @@ def test_pipeline_runs_on_least_privilege_roles(make_pipeline, tmp_path):
             (p.config.source.slot,),
         )
         assert [tuple(r) for r in slot_user] == [(names["capture"], False)]
+        # ...and, like every test's pipeline, reaches Kafka only through its
+        # SASL listener as the SCRAM user, and Redis as its ACL user
+        assert p.config.kafka.bootstrap_servers.endswith(f":{stack.kafka_sasl_port}")
+        assert p.config.kafka.client["sasl.mechanism"] == "SCRAM-SHA-256"
+        acl_user = p.config.sinks["redis"].username
+        assert acl_user not in (None, "default")
+        with redis.Redis(port=stack.redis_port) as admin:  # the open default user
+            users = {c.get("user") for c in admin.client_list()}
+        assert acl_user in users, users  # the running worker's connections
         tracker = WatermarkTracker(p.config)
         try:
             assert tracker._slot_lsn() is not None  # the slot, with LOGIN alone

@@ -38,7 +38,7 @@ def _records(p, start: dict[Any, int], end: dict[Any, int]) -> list[Any]:
     """The records of the view topic between two sets of offsets."""
     consumer = Consumer(
         {
-            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            **p.config.kafka.client_conf(),
             "group.id": f"{p.config.kafka.group_id}.copy",
             "enable.auto.commit": False,
         }
@@ -60,7 +60,7 @@ def _records(p, start: dict[Any, int], end: dict[Any, int]) -> list[Any]:
 
 def _produce(p, copies: list[Any]) -> None:
     """Produce ``copies`` at the end of their partitions, as Connect does."""
-    producer = Producer({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    producer = Producer(p.config.kafka.client_conf())
     for m in copies:
         producer.produce(
             m.topic(), m.value(), m.key(), partition=m.partition(), headers=m.headers()

@@ -45,7 +45,7 @@ EAGER_COMPACTION = {
 
 def compact_eagerly(p: Pipeline, topic: str) -> None:
     """Set :data:`EAGER_COMPACTION` on ``topic`` (incrementally)."""
-    admin = AdminClient({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    admin = AdminClient(p.config.kafka.client_conf())
     entries = [
         ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
         for k, v in EAGER_COMPACTION.items()
@@ -59,7 +59,7 @@ def topic_events(p: Pipeline, topic: str) -> list[ChangeEvent]:
     """Every change event now in ``topic``, read from the start of each partition."""
     consumer = Consumer(
         {
-            "bootstrap.servers": p.config.kafka.bootstrap_servers,
+            **p.config.kafka.client_conf(),
             "group.id": f"read-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

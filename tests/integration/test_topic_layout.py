@@ -32,7 +32,7 @@ ROWS = 120
 
 def _grow(p, topic: str, partitions: int) -> None:
     """Give ``topic`` more partitions and make Debezium's producer use them."""
-    admin = AdminClient({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    admin = AdminClient(p.config.kafka.client_conf())
     for fut in admin.create_partitions([NewPartitions(topic, partitions)]).values():
         fut.result()
     # Stopped and resumed rather than restarted: a restart request returns
@@ -41,9 +41,7 @@ def _grow(p, topic: str, partitions: int) -> None:
 
 
 def _ends(p, topic: str, partitions: int) -> dict[tuple[str, int], int]:
-    c = Consumer(
-        {"bootstrap.servers": p.config.kafka.bootstrap_servers, "group.id": "x"}
-    )
+    c = Consumer({**p.config.kafka.client_conf(), "group.id": "x"})
     try:
         return {
             (topic, n): c.get_watermark_offsets(TopicPartition(topic, n), timeout=10)[1]
@@ -172,7 +170,7 @@ def test_worker_refuses_a_recreated_table_topic(make_pipeline):
     wait_for(
         lambda: debezium.status(p.config)["state"] == "STOPPED", 60, "connector stop"
     )
-    admin = AdminClient({"bootstrap.servers": p.config.kafka.bootstrap_servers})
+    admin = AdminClient(p.config.kafka.client_conf())
     for fut in admin.delete_topics([topic]).values():
         fut.result()
     wait_for(
