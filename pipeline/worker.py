@@ -376,6 +376,7 @@ def run_worker(
     if port:
         metrics.serve(worker.health, port, cfg.worker.metrics_host)
         logger.info("metrics and health on http://127.0.0.1:%d/metrics", port)
+    startup.tune_gc()
     worker.run()
     if worker.in_flight is not None and not worker.in_flight.done():
         # Left the group, committed nothing of the batch in flight: exit now
