@@ -39,7 +39,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from bench import events, formats, raw, report, worker_report
+from bench import events, formats, machine, raw, report, worker_report
 from bench.child import run_child
 from bench.formats import Format
 from bench.scenario import bench_config, cleanup, create_topics
@@ -192,6 +192,7 @@ def worker_runs(
     x_cfg = bench_config(base, fmt.prefix, "x", ["redis"], fmt.kafka)
     docs = documents(config_mod.parse(x_cfg), fmt)
     scenarios = [(t, [t]) for t in SINK_TYPES] + [("all", list(SINK_TYPES))]
+    services = machine.service_pids(base)
     for name, sinks in scenarios:
         count = n_mongo if "mongodb" in sinks else n
         spec = {
@@ -199,12 +200,15 @@ def worker_runs(
             "sinks": sinks,
             "expected": count,
             "time_budget_s": args.run_timeout,
+            "services": services,
         }
         logger.info("worker run format=%s scenario=%s events=%d", fmt.name, name, count)
         row = run_worker(spec, args.run_timeout + 120)
         if name != "all":
             logger.info("raw bulk write store=%s docs=%d", name, count)
+            before = machine.sample(services)
             row["raw_docs_per_s"] = raw_rate(name, base, fmt.prefix, docs[:count])
+            row["raw_machine"] = machine.usage(before, machine.sample(services), count)
         row["scenario_events"] = count
         rows[name] = row
         ratio = report.ratio(row)

@@ -1,5 +1,6 @@
 """The report of ``python -m bench``: each measurement's rows of every format
-side by side (decoding, worker runs, CPU per stage), then the profiles."""
+side by side (decoding, worker runs, CPU per stage, the machine's CPU by
+process), then the profiles."""
 
 from __future__ import annotations
 
@@ -117,6 +118,49 @@ def _stages(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: The machine table's process columns: the stack's services that a run
+#: drives, the rest summed in ``other services``.
+_PROCS = ("kafka", "redis", "elasticsearch", "ferretdb")
+
+
+def _machine_row(label: str, name: str, use: dict[str, Any]) -> str:
+    cpu = dict(use["cpu_us_per_event"])
+    if "ferretdb_backend" in cpu:  # FerretDB's PostgreSQL is part of it
+        cpu["ferretdb"] = cpu.get("ferretdb", 0.0) + cpu.pop("ferretdb_backend")
+    own = cpu.pop("self", 0.0)
+    rest = cpu.pop("other", 0.0)
+    cells = [_num(own, "{:.1f}")] + [_num(cpu.pop(p, None), "{:.1f}") for p in _PROCS]
+    cells += [f"{sum(cpu.values()):.1f}", f"{rest:.1f}"]
+    return (
+        f"| {label} | {name} | "
+        + " | ".join(cells)
+        + f" | {use['busy_cores']:.2f} of {use['cores']} |"
+    )
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "### the machine's CPU per event, µs, by process (`run`: the worker's "
+        "process, or the bench's for a raw bulk write; each service with its "
+        "child processes; `rest`: every other process's busy time), and busy "
+        "cores over the run",
+        "",
+        "| run | format | run | "
+        + " | ".join(_PROCS)
+        + " | other services | rest | busy cores |",
+        "|---|---|" + "---:|" * (len(_PROCS) + 4),
+    ]
+    for scenario in SCENARIOS:
+        for name, f in results["formats"].items():
+            row = f["rows"].get(scenario) or {}
+            if "machine" in row:
+                lines.append(_machine_row(_label(scenario), name, row["machine"]))
+            if "raw_machine" in row:
+                lines.append(_machine_row(f"raw, {scenario}", name, row["raw_machine"]))
+    return lines if len(lines) > 6 else []
+
+
 def _profiles(results: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for fmt, f in results["formats"].items():
@@ -153,5 +197,6 @@ def markdown(results: dict[str, Any]) -> str:
         + _decoding(results)
         + _workers(results)
         + _stages(results)
+        + _machine(results)
         + _profiles(results)
     )

@@ -6,7 +6,9 @@ in process, from the beginning of the topic with a fresh consumer group and
 fresh targets. The clock runs from the first consumed batch until the worker
 asks for the batch after the last event, so group join time is excluded and
 every write and offset commit of the events is included. Over the same
-span, :class:`bench.stages.StageClock` splits the worker's CPU time by stage.
+span, :class:`bench.stages.StageClock` splits the worker's CPU time by stage
+and :mod:`bench.machine` takes the CPU time of the stack's services and of
+the whole machine.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
+from bench import machine
 from bench.stages import StageClock
+from pipeline import startup
 from pipeline.config import Config, parse
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -162,13 +166,21 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     holder: dict[str, TimedConsumer] = {}
     worker = Worker(cfg, views, sinks)
 
+    services = spec.get("services") or {}
+    samples: list[dict[str, float]] = []
+
     def first_batch() -> None:
+        samples.append(machine.sample(services))
         clock.install(worker)
         clock.start()
 
+    def last_batch() -> None:
+        samples.append(machine.sample(services))
+        worker.stop()
+
     def factory(conf: dict[str, Any]) -> TimedConsumer:
         holder["c"] = TimedConsumer(conf, expected, clock)
-        holder["c"].on_done = worker.stop
+        holder["c"].on_done = last_batch
         holder["c"].on_first = first_batch
         if spec.get("time_budget_s"):
             holder["c"].deadline = time.perf_counter() + float(spec["time_budget_s"])
@@ -183,6 +195,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             args=(worker, holder, expected_total, float(budget) + 30, done),
             daemon=True,
         ).start()
+    startup.tune_gc()  # as `readside worker` does (pipeline.worker.run_worker)
     rss_before = _status_kb("VmRSS")
     prof = cProfile.Profile() if spec.get("profile") else None
     started = time.perf_counter()
@@ -219,6 +232,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "batches": worker.batches,
         "cpu_us_per_event": clock.per_event_us(consumer.seen),
     }
+    if len(samples) == 2 and consumer.seen:
+        result["machine"] = machine.usage(samples[0], samples[1], consumer.seen)
     if prof:
         result["profile"] = _profile_summary(prof)
     return result

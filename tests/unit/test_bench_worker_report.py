@@ -87,3 +87,46 @@ def test_worker_report_puts_each_measurement_of_both_formats_side_by_side() -> N
     assert "| 37,500 | 75,000 | 0.50 | 150 |" in redis[1]
     assert redis[2].endswith("| 5.0 | 5.0 | 5.0 | 5.0 | 5.0 | 5.0 | 2.0 | 3.0 | 35.0 |")
     assert sum(r.startswith("| worker, all three sinks |") for r in rows) == 4
+
+
+def test_worker_report_shows_the_machine_cpu_of_each_process() -> None:
+    fmt = _format(50_000, 800_000, 6580, "orjson.loads")
+    fmt["rows"]["redis"]["machine"] = {
+        "cpu_us_per_event": {
+            "self": 40.0,
+            "kafka": 12.5,
+            "redis": 6.0,
+            "ferretdb_backend": 1.0,
+            "connect": 2.0,
+            "other": 3.0,
+        },
+        "busy_cores": 1.84,
+        "cores": 2,
+    }
+    fmt["rows"]["redis"]["raw_machine"] = {
+        "cpu_us_per_event": {"self": 15.0, "redis": 8.0, "other": 0.5},
+        "busy_cores": 1.2,
+        "cores": 2,
+    }
+    results = {
+        "machine": {
+            "nproc": 2,
+            "memory_mb": 1,
+            "cpu": "c",
+            "python": "3",
+            "platform": "l",
+            "packages": {},
+            "servers": {},
+        },
+        "events": 1000,
+        "avg_row_bytes": 717.0,
+        "formats": {"json": fmt},
+    }
+    rows = markdown(results).splitlines()
+    assert (
+        "| worker, redis | json | 40.0 | 12.5 | 6.0 | - | 1.0 | 2.0 | 3.0 | 1.84 of 2 |"
+        in rows
+    )
+    assert (
+        "| raw, redis | json | 15.0 | - | 8.0 | - | - | 0.0 | 0.5 | 1.20 of 2 |" in rows
+    )
