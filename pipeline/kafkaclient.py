@@ -64,10 +64,27 @@ _refused: dict[tuple[str, ...], str] = {}
 _lock = threading.Lock()
 
 
+#: readside's defaults for every consumer, under ``kafka.client`` and the
+#: consumer's own settings. librdkafka stops fetching a partition once its
+#: local queue holds ``queued.max.messages.kbytes`` (64 MB) and then waits
+#: ``fetch.queue.backoff.ms``, 1 s by default, before fetching again. A
+#: worker catching up drains 64 MB of JSON records (about 10,000 of
+#: Debezium's with schemas) well within that second and then sat idle in
+#: ``consume()``: the worker ran at the broker's pace, not its own
+#: (``python -m bench``'s machine table showed the cores half idle).
+CONSUMER_DEFAULTS: dict[str, Any] = {"fetch.queue.backoff.ms": 10}
+
+
+def consumer_conf(kafka: KafkaConfig, own: Mapping[str, Any]) -> dict[str, Any]:
+    """A consumer's settings: :data:`CONSUMER_DEFAULTS`, then the shared
+    ones (``bootstrap.servers``, ``kafka.client``), then ``own``."""
+    return {**CONSUMER_DEFAULTS, **kafka.client_conf(own)}
+
+
 def consumer(kafka: KafkaConfig, own: Mapping[str, Any]) -> Consumer:
     """A consumer of ``kafka``'s brokers with ``own`` settings over the shared ones."""
     verify(kafka)
-    return new_consumer(kafka.client_conf(own))
+    return new_consumer(consumer_conf(kafka, own))
 
 
 def producer(kafka: KafkaConfig, own: Mapping[str, Any] | None = None) -> Producer:
@@ -83,8 +100,8 @@ def admin(kafka: KafkaConfig, own: Mapping[str, Any] | None = None) -> AdminClie
 
 
 def new_consumer(conf: Mapping[str, Any]) -> Consumer:
-    """A consumer of settings already merged by ``KafkaConfig.client_conf``
-    (the worker's, whose settings its start-up composes)."""
+    """A consumer of settings already merged by :func:`consumer_conf` (the
+    worker's, whose settings its start-up composes)."""
     return _build(Consumer, conf)
 
 

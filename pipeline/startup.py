@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from connectors.base import Sink
-from pipeline import dlqtopic, groups, layout, layoutguard
+from pipeline import dlqtopic, groups, kafkaclient, layout, layoutguard
 from pipeline.aggregate import prepare_views
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
@@ -75,7 +75,7 @@ def consumer_config(cfg: Config, scope: groups.Scope | None = None) -> dict[str,
         "logger": logging.getLogger("librdkafka"),
         **cfg.kafka.extra,
     }
-    return cfg.kafka.client_conf(own)
+    return kafkaclient.consumer_conf(cfg.kafka, own)
 
 
 def producer_config(cfg: Config, dlq_bytes: int) -> dict[str, Any]:

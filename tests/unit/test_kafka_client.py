@@ -149,6 +149,28 @@ def test_worker_consumer_takes_client_settings_then_extra() -> None:
     assert "fetch.min.bytes" not in producer  # extra is the consumer's alone
 
 
+def test_every_consumer_fetches_again_soon_after_a_full_queue_unless_told() -> None:
+    """librdkafka's default waits 1 s before fetching a partition whose local
+    queue was full: a catching-up worker idled for most of each second."""
+    cfg = config.parse(GOOD)
+    assert startup.consumer_config(cfg)["fetch.queue.backoff.ms"] == 10
+    kafka = KafkaConfig(bootstrap_servers="b:9092")
+    assert kafkaclient.consumer_conf(kafka, {"group.id": "g"}) == {
+        "fetch.queue.backoff.ms": 10,
+        "bootstrap.servers": "b:9092",
+        "group.id": "g",
+    }
+    told = KafkaConfig(
+        bootstrap_servers="b:9092", client={"fetch.queue.backoff.ms": 50}
+    )
+    assert kafkaclient.consumer_conf(told, {})["fetch.queue.backoff.ms"] == 50
+    tuned = config.parse(
+        {**GOOD, "kafka": {**GOOD["kafka"], "extra": {"fetch.queue.backoff.ms": 0}}}
+    )
+    assert startup.consumer_config(tuned)["fetch.queue.backoff.ms"] == 0
+    assert "fetch.queue.backoff.ms" not in startup.producer_config(cfg, 1_000_000)
+
+
 def test_client_built_from_refused_settings_raises_config_error() -> None:
     with pytest.raises(ConfigError, match=r"kafka\.client.*no\.such\.property"):
         kafkaclient.new_producer({"no.such.property": 1})
