@@ -39,6 +39,7 @@ from pipeline.snapshot import Loader, Options, SnapshotLog
 from pipeline.snapshot.prefetch import InOrder, ReadAhead
 from pipeline.snapshot.rebuild import Rebuild
 from pipeline.snapshot.rejects import Rejects
+from pipeline.startup import tune_gc
 from pipeline.worker import build_sinks
 
 SPENT: dict[str, float] = defaultdict(float)
@@ -117,6 +118,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         writers=int(spec.get("writers", 2)),
     )
     loader = Loader(cfg, opts, lambda _st: None)
+    tune_gc()  # as `readside snapshot` does
     rss_before = _status_kb("VmRSS")
     start = time.perf_counter()
     st = loader.run()

@@ -60,6 +60,7 @@ def snapshot(
     from pipeline.snapshot import Loader, Options
     from pipeline.snapshot.progress import ProgressBar
     from pipeline.snapshot.rebuild import Rebuild
+    from pipeline.startup import tune_gc
 
     cfg = load_config(ctx)
     opts = Options(view, where, list(sinks) or None, chunk_size, restart, writers)
@@ -67,6 +68,7 @@ def snapshot(
         loader = (Rebuild if rebuild else Loader)(cfg, opts, bar.update)
         signal.signal(signal.SIGTERM, loader.stop)
         signal.signal(signal.SIGINT, loader.stop)
+        tune_gc()
         st = loader.run()
     click.echo(bar.summary(st))
     if st.state == "running":  # stopped early
