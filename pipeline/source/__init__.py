@@ -9,7 +9,8 @@ a :class:`~pipeline.events.ChangeEvent` or a
   ``JsonConverter`` with schemas, each record carrying its schema;
 * ``avro`` — :mod:`pipeline.source.avro_converter`: Apicurio Registry's
   ``AvroConverter`` in the Confluent wire format, schemas fetched from the
-  registry by id (:mod:`pipeline.source.registry`).
+  registry by id (:mod:`pipeline.source.registry`) and each compiled into a
+  reader of its own (:mod:`pipeline.source.avro_reader`).
 
 Both hand a payload and its Connect schema to one mapping,
 :mod:`pipeline.source.envelope` (Debezium's envelope to a change event), which

@@ -8,7 +8,9 @@ the Avro binary datum. The connector is set up to write exactly that
 
 Each schema id is fetched from the registry once
 (:class:`~pipeline.source.registry.SchemaRegistry`) and compiled once: a
-fastavro reader schema and the converters of
+reader generated for that schema (:mod:`pipeline.source.avro_reader`;
+fastavro's own reader for the rare schema it does not compile) and the
+converters of
 :mod:`pipeline.source.envelope`, built from the schema read back as a
 Connect schema (:mod:`pipeline.source.avro_schema`), so that both formats
 map every type alike.
@@ -17,12 +19,15 @@ map every type alike.
 from __future__ import annotations
 
 import io
+import logging
+import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import fastavro
 
 from pipeline.errors import BadRecord
+from pipeline.source.avro_reader import Reader, Unsupported, compile_reader
 from pipeline.source.avro_schema import avro_struct, connect_schema, reader_schema
 from pipeline.source.envelope import (
     Envelope,
@@ -34,10 +39,19 @@ from pipeline.source.registry import SchemaRegistry
 from pipeline.types import RowConverter, SchemaError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 MAGIC = 0
 _HEADER = 5
-_READ_ERRORS = (EOFError, ValueError, IndexError, KeyError, TypeError, OverflowError)
+_READ_ERRORS = (
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    struct.error,
+)
 
 
 def schema_id(raw: bytes | str, what: str) -> int:
@@ -64,8 +78,8 @@ class AvroConverter(EnvelopeDecoder):
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
-        self._keys: dict[int, tuple[Any, RowConverter | None]] = {}
-        self._values: dict[int, tuple[Any, Envelope]] = {}
+        self._keys: dict[int, tuple[Reader, RowConverter | None]] = {}
+        self._values: dict[int, tuple[Reader, Envelope]] = {}
 
     def _parse_key(
         self, topic: str, raw: bytes | str
@@ -89,21 +103,42 @@ class AvroConverter(EnvelopeDecoder):
 
     def _compile(
         self, sid: int, what: str, build: Callable[[dict[str, Any]], T]
-    ) -> tuple[Any, T]:
+    ) -> tuple[Reader, T]:
         avro = self.registry.schema(sid)
         try:
             parsed = fastavro.parse_schema(
                 reader_schema(avro), _ignore_default_error=True
             )
-            return parsed, build(connect_schema(avro))
+            return datum_reader(parsed, f"{what} schema id {sid}"), build(
+                connect_schema(avro)
+            )
         except (SchemaError, ValueError, TypeError, KeyError) as exc:
             raise BadRecord("decode", f"{what} schema id {sid}: {exc}") from exc
 
 
-def _read(raw: bytes | str, parsed: Any, what: str) -> Any:
-    stream = io.BytesIO(raw)  # type: ignore[arg-type]  # bytes: schema_id checked
-    stream.seek(_HEADER)
+def datum_reader(parsed: Any, name: str) -> Reader:
+    """The compiled reader of a parsed schema, or fastavro's reader of it
+    when the schema does not compile (see :mod:`.avro_reader`)."""
     try:
-        return fastavro.schemaless_reader(stream, parsed, None)
+        return compile_reader(parsed)
+    except Unsupported as exc:
+        logger.info("%s is read by fastavro's reader: %s", name, exc)
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        stream = io.BytesIO(buf)
+        stream.seek(pos)
+        return fastavro.schemaless_reader(stream, parsed, None), stream.tell()
+
+    return read
+
+
+def _read(raw: bytes | str, reader: Reader, what: str) -> Any:
+    try:
+        value, end = reader(raw, _HEADER)  # type: ignore[arg-type]  # bytes: checked
+        if end > len(raw):
+            raise EOFError(
+                f"the datum needs {end - _HEADER} bytes, has {len(raw) - _HEADER}"
+            )
     except _READ_ERRORS as exc:
         raise BadRecord("decode", f"{what} is not a valid Avro datum: {exc}") from exc
+    return value

@@ -1,5 +1,6 @@
 """``kafka.format: avro`` on the real stack: Debezium writes through Apicurio
-Registry's AvroConverter, the worker reads with fastavro.
+Registry's AvroConverter, the worker reads with the reader compiled from
+each writer schema (pipeline.source.avro_reader).
 
 * type parity: the same rows of every mapped type, captured once as JSON and
   once as Avro, give byte-identical documents in every sink, and the Avro
