@@ -9,6 +9,7 @@ Registry's runnable app, keeping its schemas in an H2 file.
 
 from __future__ import annotations
 
+from pipeline.stack.ferretdb import FerretBackend, FerretDB
 from pipeline.stack.kafka_broker import Kafka, cluster_id, kafka_jvm, log4j
 from pipeline.stack.kafka_users import SASL_FILE, sasl_client, scram_client
 from pipeline.stack.redis_server import Redis
@@ -16,8 +17,6 @@ from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
     DEBEZIUM_CLASS,
     Elasticsearch,
-    FerretBackend,
-    FerretDB,
     Postgres,
     Service,
     http_json,

@@ -267,45 +267,6 @@ class Postgres(Service):
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
 
-#: Connections FerretDB may open to its PostgreSQL. FerretDB 1.24 holds one
-#: per statement of an ``update`` command until the command ends (and a
-#: second one to apply each statement): commands whose statements add up to
-#: its pool (50 by default) wait for each other for good, and FerretDB then
-#: answers nothing. 500 leaves room for 45 concurrent commands of the
-#: MongoDB sink (10 statements each).
-FERRETDB_POOL = 500
-
-
-class FerretBackend(Postgres):
-    """The PostgreSQL that stores FerretDB's data: a server of its own, so
-    the MongoDB stand-in neither loads the source nor stops with it.
-
-    FerretDB's PostgreSQL handler finds a document by ``_id`` through an
-    index; its SQLite handler scans the collection for every update (50 ms
-    per document at 3,000 documents, against 2 ms here), which made the
-    stand-in, not readside, the bottleneck of every MongoDB figure.
-    """
-
-    name = "ferretdb_backend"
-    secure = False
-
-    def settings(self) -> str:
-        return (
-            "wal_level = minimal\nmax_wal_senders = 0\nshared_buffers = 128MB\n"
-            f"max_connections = {FERRETDB_POOL + 20}\n"
-        )
-
-    def probe(self) -> str | None:
-        import psycopg
-
-        try:
-            with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as exc:
-            return f"cannot connect: {exc.__class__.__name__}"
-        return None
-
-
 class Elasticsearch(Service):
     name = "elasticsearch"
 
@@ -354,38 +315,6 @@ class Elasticsearch(Service):
         if headers.get("X-elastic-product") != "Elasticsearch":
             return "missing X-elastic-product header"
         return None if status in ("green", "yellow") else f"cluster health {status}"
-
-
-class FerretDB(Service):
-    name = "ferretdb"
-
-    def command(self) -> list[str]:
-        d = self.ctx.dir("ferretdb")
-        backend = FerretBackend(self.ctx).dsn() + f"?pool_max_conns={FERRETDB_POOL}"
-        return [
-            str(self.ctx.installed.ferretdb),
-            "--handler=postgresql",
-            f"--postgresql-url={backend}",
-            f"--listen-addr=127.0.0.1:{self.port}",
-            f"--state-dir={d}",
-            "--telemetry=disable",
-            "--debug-addr=-",
-            "--log-level=WARN",
-        ]
-
-    def probe(self) -> str | None:
-        import pymongo
-        import pymongo.errors
-
-        try:
-            client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-                port=self.port, serverSelectionTimeoutMS=2000
-            )
-            client.admin.command("ping")
-            client.close()
-        except pymongo.errors.PyMongoError as exc:
-            return f"ping failed: {exc.__class__.__name__}"
-        return None
 
 
 def port_in_use(port: int) -> bool:

@@ -130,7 +130,7 @@ def stack_certs(data: Path) -> Certs:
     return issue(data / TLS_DIR)
 
 
-def _secret_file(path: Path, username: str) -> dict[str, str]:
+def secret_file(path: Path, username: str) -> dict[str, str]:
     """``{"username", "password"}`` kept in ``path`` (0600), made once with a
     random password."""
     if not path.exists():
@@ -147,7 +147,7 @@ def _secret_file(path: Path, username: str) -> dict[str, str]:
 
 def postgres_user(pgdata: Path) -> dict[str, str]:
     """The TLS role's name and password (made once, in the cluster's folder)."""
-    return _secret_file(pgdata / POSTGRES_CLIENT, POSTGRES_ROLE)
+    return secret_file(pgdata / POSTGRES_CLIENT, POSTGRES_ROLE)
 
 
 def postgres_client(data: Path) -> dict[str, str]:
@@ -188,9 +188,16 @@ def postgres_hba(original: str) -> str:
         f"local replication {POSTGRES_ROLE} reject",
         "# end of readside's TLS rules",
     ]
+    return hba_first(rules, original)
+
+
+def hba_first(rules: list[str], original: str) -> str:
+    """``pg_hba.conf`` text ``original`` with ``rules`` (a marking comment
+    first, another last) ahead of every other line, in place of an earlier
+    copy of them: the first matching line wins."""
     lines = original.splitlines()
-    if _HBA_MARK in lines:
-        start = lines.index(_HBA_MARK)
+    if rules[0] in lines:
+        start = lines.index(rules[0])
         end = lines.index(rules[-1], start) + 1
         lines = lines[:start] + lines[end:]
     return "\n".join(rules + lines) + "\n"
@@ -219,11 +226,18 @@ def make_postgres_role(dsn: str, pgdata: Path) -> None:
     """Make (or bring up to date) the TLS role on the running server of
     ``dsn`` (a superuser): it logs in and replicates, and its password, from
     ``pgdata``'s file, is kept as a SCRAM hash."""
+    make_role(dsn, postgres_user(pgdata), "LOGIN REPLICATION NOSUPERUSER")
+
+
+def make_role(dsn: str, user: dict[str, str], attributes: str, *grants: str) -> None:
+    """Make (or bring up to date) the role of ``user`` (``username``,
+    ``password``, kept as a SCRAM hash) on the running server of ``dsn`` (a
+    superuser), with ``attributes`` and the ``grants`` (``GRANT ... TO``
+    the role: SQL written by the stack, not from input)."""
     import psycopg
     from psycopg import sql
 
-    user = postgres_user(pgdata)
-    role = sql.Identifier(POSTGRES_ROLE)
+    role = sql.Identifier(user["username"])
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute("SET password_encryption = 'scram-sha-256'")
         try:
@@ -231,17 +245,19 @@ def make_postgres_role(dsn: str, pgdata: Path) -> None:
         except psycopg.errors.DuplicateObject:
             pass
         conn.execute(
-            sql.SQL(
-                "ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER PASSWORD {}"
-            ).format(role, sql.Literal(user["password"]))
+            sql.SQL("ALTER ROLE {} WITH " + attributes + " PASSWORD {}").format(
+                role, sql.Literal(user["password"])
+            )
         )
+        for grant in grants:
+            conn.execute(sql.SQL("GRANT " + grant + " TO {}").format(role))
 
 
 # -- Redis -------------------------------------------------------------------
 
 
 def redis_user(folder: Path) -> dict[str, str]:
-    return _secret_file(folder / REDIS_CLIENT, REDIS_USER)
+    return secret_file(folder / REDIS_CLIENT, REDIS_USER)
 
 
 def redis_client(data: Path, tls_port: int) -> dict[str, str]:

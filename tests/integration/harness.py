@@ -43,6 +43,7 @@ from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
 from pipeline.stack import kafka_users, tls
+from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -185,7 +186,8 @@ def build_config(
     """The YAML data of an isolated pipeline (sinks: redis, elasticsearch,
     mongodb), on the stack's authenticated endpoints: every Kafka client of
     readside's through the broker's SASL listener as its SCRAM user (Debezium
-    writes through Connect's own listener), Redis as its ACL user."""
+    writes through Connect's own listener), Redis as its ACL user, FerretDB
+    as its backend's MongoDB role."""
     prefix = f"it{suffix}"
     stack = stack_config()
     data = Path(stack.data_dir)
@@ -239,7 +241,7 @@ def build_config(
             },
             "mongodb": {
                 "type": "mongodb",
-                "uri": "mongodb://127.0.0.1:27027/",
+                "uri": ferretdb_client(data, stack.ferretdb_port),
                 "database": f"it_{suffix}",
             },
         },

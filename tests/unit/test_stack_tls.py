@@ -13,9 +13,10 @@ import pytest
 
 from pipeline.config import StackConfig
 from pipeline.stack import tls
+from pipeline.stack.ferretdb import MONGO_ROLE, FerretBackend, ferretdb_client
 from pipeline.stack.provision import Installed
 from pipeline.stack.redis_server import Redis
-from pipeline.stack.services import Context, FerretBackend, Postgres
+from pipeline.stack.services import Context, Postgres
 
 pytestmark = pytest.mark.unit
 
@@ -97,7 +98,17 @@ def test_postgres_prepare_turns_tls_on_once_for_the_source_only(
     assert tls.postgres_client(tmp_path)["password"] == user["password"]  # kept
     backend = c.dir("ferretdb_backend")
     assert "ssl" not in (backend / "postgresql.conf").read_text()
-    assert "readside_tls" not in (backend / "pg_hba.conf").read_text()
+    hba = (backend / "pg_hba.conf").read_text()
+    assert "readside_tls" not in hba
+    # the MongoDB role: its password checked first, the old rules after, once
+    assert hba.splitlines()[1] == f"host all {MONGO_ROLE} 127.0.0.1/32 scram-sha-256"
+    assert hba.count(MONGO_ROLE) == 3
+    assert hba.rstrip().endswith("host all all 127.0.0.1/32 trust")
+    assert (backend / "postgresql.conf").read_text().count("max_connections") == 1
+    uri = ferretdb_client(tmp_path, 27027)
+    assert uri.startswith(f"mongodb://{MONGO_ROLE}:")
+    assert uri.endswith("@127.0.0.1:27027/?authMechanism=PLAIN")
+    assert stat.S_IMODE((backend / "mongo-client.json").stat().st_mode) == 0o600
 
 
 def test_redis_tls_port_and_acl_user_beside_the_open_default(tmp_path: Path) -> None:

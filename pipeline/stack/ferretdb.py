@@ -1,0 +1,156 @@
+"""The stack's MongoDB stand-in: FerretDB 1.24 on a PostgreSQL of its own.
+
+FerretDB keeps no users: a client that logs in (``authMechanism=PLAIN``) is
+passed on to its PostgreSQL as that role, with that password, which
+PostgreSQL checks (SCRAM); an anonymous client works as the role of
+FerretDB's own connection string. The stack's backend keeps the anonymous
+clients as they were (``postgres``, trusted from 127.0.0.1) and knows one
+more role, :data:`MONGO_ROLE`, whose password it checks and which owns only
+what it creates: the stack's MongoDB sinks log in as it
+(:func:`ferretdb_client`), so a wrong password is refused as a MongoDB
+server with users would refuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+from pipeline.stack import tls
+from pipeline.stack.services import Postgres, Service
+
+#: Connections FerretDB may open to its PostgreSQL, per user. FerretDB 1.24
+#: holds one per statement of an ``update`` command until the command ends
+#: (and a second one to apply each statement): commands whose statements add
+#: up to its pool (50 by default) wait for each other for good, and FerretDB
+#: then answers nothing. 500 leaves room for 45 concurrent commands of the
+#: MongoDB sink (10 statements each).
+FERRETDB_POOL = 500
+#: the backend role a MongoDB client logs in as, and where its password is kept
+MONGO_ROLE = "readside_mongo"
+MONGO_CLIENT = "mongo-client.json"
+_HBA_MARK = "# readside local stack: the MongoDB role, SCRAM only"
+
+
+def backend_hba(original: str) -> str:
+    """``pg_hba.conf`` with the MongoDB role's rules first (the first
+    matching line wins): its password checked over TCP, no other way in."""
+    rules = [
+        _HBA_MARK,
+        f"host all {MONGO_ROLE} 127.0.0.1/32 scram-sha-256",
+        f"host all {MONGO_ROLE} 0.0.0.0/0 reject",
+        f"local all {MONGO_ROLE} reject",
+        "# end of readside's MongoDB rules",
+    ]
+    return tls.hba_first(rules, original)
+
+
+def ferretdb_client(data: Path, port: int) -> str:
+    """The MongoDB URI of the stack's FerretDB as :data:`MONGO_ROLE`.
+
+    Raises:
+        FileNotFoundError: the stack's FerretDB backend never made the role.
+    """
+    user = json.loads((data / FerretBackend.name / MONGO_CLIENT).read_text())
+    name = urllib.parse.quote(user["username"], safe="")
+    password = urllib.parse.quote(user["password"], safe="")
+    return f"mongodb://{name}:{password}@127.0.0.1:{port}/?authMechanism=PLAIN"
+
+
+class FerretBackend(Postgres):
+    """The PostgreSQL that stores FerretDB's data: a server of its own, so
+    the MongoDB stand-in neither loads the source nor stops with it.
+
+    FerretDB's PostgreSQL handler finds a document by ``_id`` through an
+    index; its SQLite handler scans the collection for every update (50 ms
+    per document at 3,000 documents, against 2 ms here), which made the
+    stand-in, not readside, the bottleneck of every MongoDB figure.
+    """
+
+    name = "ferretdb_backend"
+    secure = False
+
+    def settings(self) -> str:
+        # a pool for the anonymous clients and one for the MongoDB role
+        return (
+            "wal_level = minimal\nmax_wal_senders = 0\nshared_buffers = 128MB\n"
+            f"max_connections = {2 * FERRETDB_POOL + 20}\n"
+            "password_encryption = 'scram-sha-256'\n"
+        )
+
+    def prepare(self) -> None:
+        super().prepare()
+        pgdata = self.ctx.dir(self.name)
+        hba = pgdata / "pg_hba.conf"
+        hba.write_text(backend_hba(hba.read_text()))
+        conf = pgdata / "postgresql.conf"
+        limit = f"max_connections = {2 * FERRETDB_POOL + 20}"
+        if limit not in conf.read_text():  # a backend made before the role
+            with conf.open("a") as f:
+                f.write(f"\n# readside local stack: two pools\n{limit}\n")
+        tls.secret_file(pgdata / MONGO_CLIENT, MONGO_ROLE)
+
+    def ready(self) -> None:
+        """Make (or bring up to date) the MongoDB role: it logs in with its
+        password and may create schemas (FerretDB makes one per MongoDB
+        database), nothing more."""
+        user = tls.secret_file(self.ctx.dir(self.name) / MONGO_CLIENT, MONGO_ROLE)
+        tls.make_role(
+            self.dsn(),
+            user,
+            "LOGIN NOSUPERUSER",
+            "CREATE, CONNECT ON DATABASE postgres",
+        )
+
+    def probe(self) -> str | None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return f"cannot connect: {exc.__class__.__name__}"
+        return None
+
+
+class FerretDB(Service):
+    name = "ferretdb"
+
+    def command(self) -> list[str]:
+        d = self.ctx.dir("ferretdb")
+        backend = FerretBackend(self.ctx).dsn() + f"?pool_max_conns={FERRETDB_POOL}"
+        return [
+            str(self.ctx.installed.ferretdb),
+            "--handler=postgresql",
+            f"--postgresql-url={backend}",
+            f"--listen-addr=127.0.0.1:{self.port}",
+            f"--state-dir={d}",
+            "--telemetry=disable",
+            "--debug-addr=-",
+            "--log-level=WARN",
+        ]
+
+    def probe(self) -> str | None:
+        import pymongo
+        import pymongo.errors
+
+        try:
+            client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+                port=self.port, serverSelectionTimeoutMS=2000
+            )
+            client.admin.command("ping")
+            client.close()
+        except pymongo.errors.PyMongoError as exc:
+            return f"ping failed: {exc.__class__.__name__}"
+        try:
+            uri = ferretdb_client(self.ctx.data, self.port)
+        except FileNotFoundError:
+            return None  # a stack whose backend never made the role
+        try:
+            client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000)
+            client.admin.command("ping")
+            client.close()
+        except pymongo.errors.PyMongoError as exc:
+            return f"ping as {MONGO_ROLE} failed: {exc.__class__.__name__}"
+        return None
