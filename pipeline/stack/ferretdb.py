@@ -30,6 +30,9 @@ FERRETDB_POOL = 500
 #: the backend role a MongoDB client logs in as, and where its password is kept
 MONGO_ROLE = "readside_mongo"
 MONGO_CLIENT = "mongo-client.json"
+#: the backend's connection limit: a pool for the anonymous clients and one
+#: for the MongoDB role
+_CONNECTIONS = f"max_connections = {2 * FERRETDB_POOL + 20}"
 _HBA_MARK = "# readside local stack: the MongoDB role, SCRAM only"
 
 
@@ -72,11 +75,9 @@ class FerretBackend(Postgres):
     secure = False
 
     def settings(self) -> str:
-        # a pool for the anonymous clients and one for the MongoDB role
         return (
             "wal_level = minimal\nmax_wal_senders = 0\nshared_buffers = 128MB\n"
-            f"max_connections = {2 * FERRETDB_POOL + 20}\n"
-            "password_encryption = 'scram-sha-256'\n"
+            f"{_CONNECTIONS}\npassword_encryption = 'scram-sha-256'\n"
         )
 
     def prepare(self) -> None:
@@ -85,10 +86,9 @@ class FerretBackend(Postgres):
         hba = pgdata / "pg_hba.conf"
         hba.write_text(backend_hba(hba.read_text()))
         conf = pgdata / "postgresql.conf"
-        limit = f"max_connections = {2 * FERRETDB_POOL + 20}"
-        if limit not in conf.read_text():  # a backend made before the role
+        if _CONNECTIONS not in conf.read_text():  # a backend made before the role
             with conf.open("a") as f:
-                f.write(f"\n# readside local stack: two pools\n{limit}\n")
+                f.write(f"\n# readside local stack: two pools\n{_CONNECTIONS}\n")
         tls.secret_file(pgdata / MONGO_CLIENT, MONGO_ROLE)
 
     def ready(self) -> None:
