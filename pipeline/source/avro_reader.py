@@ -43,47 +43,34 @@ class Unsupported(ValueError):
     """A schema this compiler leaves to fastavro."""
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """The unsigned varint at ``pos`` (zigzag not undone) and the position
-    after it. Its first byte has the high bit set: the generated code reads
-    the one-byte case inline. Unrolled: the long varints are timestamps and
-    LSNs, several in every Debezium record, and a loop costs twice this."""
-    b = buf[pos + 1]
-    n = (buf[pos] & 0x7F) | (b & 0x7F) << 7
-    if b < 0x80:
-        return n, pos + 2
-    b = buf[pos + 2]
-    n |= (b & 0x7F) << 14
-    if b < 0x80:
-        return n, pos + 3
-    b = buf[pos + 3]
-    n |= (b & 0x7F) << 21
-    if b < 0x80:
-        return n, pos + 4
-    b = buf[pos + 4]
-    n |= (b & 0x7F) << 28
-    if b < 0x80:
-        return n, pos + 5
-    b = buf[pos + 5]
-    n |= (b & 0x7F) << 35
-    if b < 0x80:
-        return n, pos + 6
-    b = buf[pos + 6]
-    n |= (b & 0x7F) << 42
-    if b < 0x80:
-        return n, pos + 7
-    b = buf[pos + 7]
-    n |= (b & 0x7F) << 49
-    if b < 0x80:
-        return n, pos + 8
-    b = buf[pos + 8]
-    n |= (b & 0x7F) << 56
-    if b < 0x80:
-        return n, pos + 9
-    b = buf[pos + 9]
-    if b > 1:
-        raise ValueError("varint beyond 64 bits")
-    return n | b << 63, pos + 10
+def _unrolled_varint() -> Callable[[bytes, int], tuple[int, int]]:
+    """The reader of an unsigned varint whose first byte has the high bit
+    set (the generated code reads the one-byte case inline): the value, zigzag
+    not undone, and the position after it. Generated unrolled, one step per
+    byte: the long varints are timestamps and LSNs, several in every Debezium
+    record, and a loop costs twice this."""
+    lines = [
+        "def varint(buf, pos):",
+        "    n = buf[pos] & 0x7F",
+    ]
+    for i in range(1, 9):
+        lines += [
+            f"    b = buf[pos + {i}]",
+            f"    n |= (b & 0x7F) << {7 * i}",
+            f"    if b < 0x80: return n, pos + {i + 1}",
+        ]
+    lines += [
+        "    b = buf[pos + 9]",
+        "    if b > 1: raise ValueError('varint beyond 64 bits')",
+        "    return n | b << 63, pos + 10",
+    ]
+    scope: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "<avro varint>", "exec"), scope)  # noqa: S102
+    varint: Callable[[bytes, int], tuple[int, int]] = scope["varint"]
+    return varint
+
+
+_varint = _unrolled_varint()
 
 
 def _bad_branch(raw: int, count: int) -> ValueError:
