@@ -14,6 +14,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as all_done
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
@@ -165,6 +167,7 @@ class SinkWriter:
         #: the consumer keeps polling, so a slow store never costs the worker
         #: its place in the group (see :class:`pipeline.batch.Pacer`)
         self.run = run
+        self._pool: ThreadPoolExecutor | None = None
 
     def write(self, per_sink: Mapping[str, Sequence[DocumentOp]]) -> list[Rejection]:
         """Write until every sink acknowledged (see :meth:`retry`)."""
@@ -176,29 +179,48 @@ class SinkWriter:
     ) -> tuple[list[Rejection], dict[str, Sequence[DocumentOp]]]:
         """One try at every sink, without waiting or touching the consumer.
 
-        Safe to run on another thread. Returns the rejections of the sinks
-        that acknowledged, and the ops of those that failed transiently or
-        were not tried because ``should_abandon`` turned true after a sink.
+        The sinks are written at the same time, one thread each: a batch for
+        three stores takes as long as the slowest of them, not the sum (each
+        store works on its own bulk request meanwhile), and a stop waits for
+        one write's time. Safe to run on another thread. Returns the
+        rejections of the sinks that acknowledged, and the ops of those that
+        failed transiently.
+
+        Raises:
+            Exception: what a sink raised that is not transient, once every
+                other sink's write has ended.
         """
+        todo = {name: ops for name, ops in per_sink.items() if ops}
+        if len(todo) == 1:
+            results = {name: self._write_one(name, ops) for name, ops in todo.items()}
+        else:
+            results = self._write_all(todo)
         rejections: list[Rejection] = []
         failed: dict[str, Sequence[DocumentOp]] = {}
-        wrote = False
-        for name, ops in per_sink.items():
-            if not ops:
-                continue
-            if wrote and self.should_abandon():
-                # A stop or a revocation: the sinks not written yet are left
-                # to the retry, which gives the batch up; a shutdown then
-                # waits for one slow store at most, not for all of them.
-                failed[name] = ops
-                continue
-            wrote = True
-            result = self._write_one(name, ops)
+        for name, result in results.items():
             if result is None:
-                failed[name] = ops
+                failed[name] = todo[name]
                 continue
             rejections.extend(Rejection(op, name, why) for op, why in result.rejected)
         return rejections, failed
+
+    def _write_all(
+        self, todo: Mapping[str, Sequence[DocumentOp]]
+    ) -> dict[str, WriteResult | None]:
+        """Each sink's write on a thread of its own, all waited for."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=len(self.sinks), thread_name_prefix="sink-write"
+            )
+        futures = {
+            name: self._pool.submit(self._write_one, name, ops)
+            for name, ops in todo.items()
+        }
+        all_done(futures.values())
+        for future in futures.values():
+            if (exc := future.exception()) is not None:
+                raise exc
+        return {name: future.result() for name, future in futures.items()}
 
     def retry(self, pending: Mapping[str, Sequence[DocumentOp]]) -> list[Rejection]:
         """Back off and retry the failed sinks until all acknowledged.

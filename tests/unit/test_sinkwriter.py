@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -207,24 +209,78 @@ def test_sinkwriter_compacted_rest_of_history_after_partial_apply_converges(seed
     assert {i: got.get(i) for i in gone} == {i: want[i] for i in gone}
 
 
-def test_sinkwriter_stop_after_first_sink_skips_the_rest_and_abandons():
+def test_sinkwriter_writes_the_sinks_of_a_batch_at_the_same_time():
+    """Each store works on its bulk request while the others do: two sinks
+    whose writes each wait for the other's to have started both finish."""
+    together = threading.Barrier(2, timeout=10)
+    first, second = MemorySink("first"), MemorySink("second")
+    for sink in (first, second):
+        original = sink.write
+
+        def meet_then_write(ops, original=original):
+            together.wait()  # BrokenBarrierError if the writes ran one by one
+            return original(ops)
+
+        sink.write = meet_then_write  # type: ignore[method-assign]
+    writer = make_writer({"first": first, "second": second})
+    assert writer.write({"first": ups(2), "second": ups(3)}) == []
+    assert sorted(first.documents(VIEW)) == ["0", "1"]
+    assert sorted(second.documents(VIEW)) == ["0", "1", "2"]
+
+
+def test_sinkwriter_stop_during_the_writes_keeps_a_batch_every_sink_acknowledged():
+    """A stop that arrives while the stores write: every sink acknowledged,
+    so the batch stands (its caller commits it, then leaves)."""
     first, second = MemorySink("first"), MemorySink("second")
     stop = {"now": False}
     original = first.write
 
     def write_then_stop(ops):
         result = original(ops)
-        stop["now"] = True  # SIGTERM arrives while the first store writes
+        stop["now"] = True  # SIGTERM arrives while the stores write
         return result
 
     first.write = write_then_stop  # type: ignore[method-assign]
     writer = make_writer(
         {"first": first, "second": second}, abandon=lambda: stop["now"]
     )
+    assert writer.write({"first": ups(2), "second": ups(2)}) == []
+    assert (first.writes, second.writes) == (1, 1)
+
+
+def test_sinkwriter_stop_while_a_store_is_down_abandons_and_spares_the_other():
+    """One store down, a stop asked: the batch is given up after the store
+    that answered wrote it once; the down one is not retried."""
+    up, down = MemorySink("up"), MemorySink("down")
+    down.down = True
+    writer = make_writer({"up": up, "down": down}, abandon=lambda: True)
     with pytest.raises(Abandoned):
-        writer.write({"first": ups(2), "second": ups(2)})
-    assert sorted(first.documents(VIEW)) == ["0", "1"]
-    assert second.writes == 0
+        writer.write({"up": ups(2), "down": ups(2)})
+    assert up.writes == 1
+    assert down.documents(VIEW) == {}
+
+
+def test_sinkwriter_a_sink_error_is_raised_once_the_other_writes_ended():
+    broken, fine = MemorySink("broken"), MemorySink("fine")
+    fine_done = threading.Event()
+    original = fine.write
+
+    def slow_fine(ops):
+        time.sleep(0.05)
+        result = original(ops)
+        fine_done.set()
+        return result
+
+    def fail(_ops):
+        raise RuntimeError("bug in the sink")
+
+    broken.write = fail  # type: ignore[method-assign]
+    fine.write = slow_fine  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="bug in the sink"):
+        make_writer({"broken": broken, "fine": fine}).write(
+            {"broken": ups(1), "fine": ups(1)}
+        )
+    assert fine_done.is_set()
 
 
 class _DownAtOpen(MemorySink):
