@@ -18,7 +18,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -206,15 +206,84 @@ def drop_slot(cfg: Config, timeout_s: float = 30.0) -> bool:
             time.sleep(0.5)
 
 
-def slot_lag_bytes(cfg: Config) -> int | None:
-    """Bytes of WAL the slot has not confirmed yet, or None without a slot."""
+@dataclass(frozen=True)
+class SlotState:
+    """The replication slot as PostgreSQL keeps it."""
+
+    name: str
+    #: a connector streams from it now
+    active: bool
+    #: WAL written since the position the connector confirmed (its lag)
+    unconfirmed_bytes: int | None
+    #: WAL PostgreSQL keeps on disk for the slot (from its ``restart_lsn``)
+    retained_bytes: int | None
+    #: ``reserved``/``extended``: its WAL is kept; ``unreserved``: past
+    #: ``max_slot_wal_keep_size``, to be removed at the next checkpoint;
+    #: ``lost``: removed, the slot can never be read again
+    wal_status: str | None
+
+    def warnings(self) -> list[str]:
+        """What an operator must act on, worst first."""
+        out = []
+        if self.wal_status == "lost":
+            out.append(
+                f"replication slot {self.name} lost WAL it needed (wal_status "
+                "lost, max_slot_wal_keep_size): the connector cannot resume "
+                "and the changes in between are gone; recreate the connector "
+                "and its slot (readside connector delete --drop-slot, then "
+                "apply) and reload every view (readside snapshot VIEW --rebuild)"
+            )
+        elif self.wal_status == "unreserved":
+            out.append(
+                f"replication slot {self.name} is past max_slot_wal_keep_size "
+                "(wal_status unreserved): PostgreSQL removes WAL it has not "
+                "delivered at the next checkpoint unless the connector catches up"
+            )
+        if not self.active:
+            out.append(
+                f"replication slot {self.name} is inactive: no connector reads "
+                f"it, and PostgreSQL keeps {_size(self.retained_bytes)} of WAL "
+                "for it until one does (readside connector status) or the slot "
+                "is dropped (readside connector delete --drop-slot)"
+            )
+        return out
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "? bytes"
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def slot_state(cfg: Config) -> SlotState | None:
+    """The connector's replication slot, or None while it has none."""
     with psycopg.connect(cfg.source.dsn.get_secret_value(), connect_timeout=5) as conn:
         row = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-            "FROM pg_replication_slots WHERE slot_name = %s",
+            "SELECT active, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+            "wal_status FROM pg_replication_slots WHERE slot_name = %s",
             (cfg.source.slot,),
         ).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    if row is None:
+        return None
+    active, unconfirmed, retained, wal_status = row
+    return SlotState(
+        cfg.source.slot,
+        bool(active),
+        None if unconfirmed is None else int(unconfirmed),
+        None if retained is None else int(retained),
+        wal_status,
+    )
+
+
+def slot_lag_bytes(cfg: Config) -> int | None:
+    """Bytes of WAL the slot has not confirmed yet, or None without a slot."""
+    slot = slot_state(cfg)
+    return None if slot is None else slot.unconfirmed_bytes
 
 
 def status(cfg: Config) -> dict[str, Any]:
@@ -230,12 +299,29 @@ def status(cfg: Config) -> dict[str, Any]:
             {"id": t["id"], "state": t["state"], "trace": t.get("trace", "")[:300]}
             for t in st.get("tasks", [])
         ]
-    try:
-        out["slot_lag_bytes"] = slot_lag_bytes(cfg)
-    except psycopg.Error as exc:
-        out["slot_lag_bytes"] = None
-        out["slot_error"] = exc.__class__.__name__
+    out.update(slot_report(cfg))
     return out
+
+
+def slot_report(cfg: Config) -> dict[str, Any]:
+    """The slot's state for a status report: ``slot_lag_bytes`` (what the
+    connector has not confirmed), ``slot`` (:class:`SlotState`, None
+    without a slot) and ``slot_warnings``; ``slot_error`` when PostgreSQL
+    could not be asked."""
+    try:
+        slot = slot_state(cfg)
+    except psycopg.Error as exc:
+        return {
+            "slot_lag_bytes": None,
+            "slot": None,
+            "slot_warnings": [],
+            "slot_error": exc.__class__.__name__,
+        }
+    return {
+        "slot_lag_bytes": None if slot is None else slot.unconfirmed_bytes,
+        "slot": None if slot is None else asdict(slot),
+        "slot_warnings": [] if slot is None else slot.warnings(),
+    }
 
 
 def streaming(cfg: Config) -> bool:

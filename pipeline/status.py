@@ -113,20 +113,41 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         dlq = dead_letter_count(consumer, cfg.kafka.dlq_topic, timeout)
     finally:
         consumer.close()
-    try:
-        slot_lag = debezium.slot_lag_bytes(cfg)
-    except Exception:  # noqa: BLE001 (status must show what it can)
-        slot_lag = None
+    source = capture(cfg)
     return {
         "views": [
             {**asdict(r), "applied_lsn_text": _lsn_text(r.applied_lsn)} for r in rows
         ],
         "snapshots": snapshots(cfg),
-        "slot_lag_bytes": slot_lag,
+        "slot_lag_bytes": source.pop("slot_lag_bytes", None),
+        "slot": source.pop("slot", None),
+        "slot_warnings": source.pop("slot_warnings", []),
+        "connector": source,
         "dead_letters": dlq,
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
+
+
+def capture(cfg: Config) -> dict[str, Any]:
+    """The connector's state and its tasks' (``state`` ``UNREACHABLE`` when
+    Connect does not answer), and its replication slot's
+    (:func:`connectors.debezium.slot_report`): a failed task or an idle slot
+    leaves every view stale with nothing else to show for it."""
+    try:
+        return debezium.status(cfg)
+    except Exception as exc:  # noqa: BLE001 (status must show what it can)
+        try:
+            slot = debezium.slot_report(cfg)
+        except Exception:  # noqa: BLE001
+            slot = {}
+        return {
+            "connector": cfg.connect.connector,
+            "state": "UNREACHABLE",
+            "error": str(exc)[:200],
+            "tasks": [],
+            **slot,
+        }
 
 
 def _lsn_text(lsn: int | None) -> str | None:
@@ -161,7 +182,7 @@ def render(st: dict[str, Any]) -> str:
     head = ["view", "sink", "lag(msg)", "time lag", "applied lsn"]
     lines = [columns(head, rows, right=(2, 3))]
     lines.append("")
-    lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
+    lines.extend(_capture_lines(st))
     lines.append(f"dead letters: {st['dead_letters']}")
     for snap in st.get("snapshots", []):
         if snap["method"] == "focus":
@@ -184,3 +205,35 @@ def render(st: dict[str, Any]) -> str:
             f"{snap['rows_per_s']:,.0f} rows/s"
         )
     return "\n".join(lines)
+
+
+def _capture_lines(st: dict[str, Any]) -> list[str]:
+    """The connector, its slot, and what in them needs an operator."""
+    lines = []
+    conn = st.get("connector")
+    if conn:
+        tasks = ", ".join(f"task {t['id']} {t['state']}" for t in conn["tasks"])
+        lines.append(
+            f"connector {conn['connector']}: {conn['state']} ({tasks or 'no task'})"
+        )
+        if conn.get("error"):
+            lines.append(f"warning: Kafka Connect did not answer: {conn['error']}")
+        for t in conn["tasks"]:
+            if t["state"] == "FAILED":
+                lines.append(
+                    f"warning: connector task {t['id']} FAILED, nothing new reaches "
+                    f"the topics: {t['trace'].splitlines()[0] if t['trace'] else ''}"
+                )
+    slot = st.get("slot")
+    if slot:
+        lines.append(
+            f"replication slot {slot['name']}: "
+            f"{'active' if slot['active'] else 'inactive'}, "
+            f"lag {st['slot_lag_bytes']} bytes, "
+            f"{slot['retained_bytes']} bytes of WAL retained, "
+            f"wal_status {slot['wal_status']}"
+        )
+    else:
+        lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
+    lines.extend(f"warning: {w}" for w in st.get("slot_warnings", []))
+    return lines
