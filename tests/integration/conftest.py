@@ -7,12 +7,14 @@ service; nothing is skipped.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import leftovers
 import pytest
-from harness import Pipeline, create_pipeline, stack_config
+from harness import CONNECT_URL, PG_ADMIN_DSN, Pipeline, create_pipeline, stack_config
 
 from pipeline.stack import runner
 
@@ -35,6 +37,8 @@ def stack() -> Any:
         pytest.fail(
             "local stack not healthy, run `readside stack up`: " + "; ".join(bad)
         )
+    for what in leftovers.sweep(PG_ADMIN_DSN, CONNECT_URL):
+        print(f"removed what an interrupted session left: {what}", file=sys.stderr)
     return cfg
 
 

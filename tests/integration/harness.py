@@ -59,6 +59,7 @@ PG_ADMIN_DSN = os.environ.get(
     "READSIDE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:15432/postgres"
 )
 SINKS = ("redis", "elasticsearch", "mongodb")
+CONNECT_URL = "http://127.0.0.1:18083"
 
 
 def stack_config() -> StackConfig:
@@ -219,7 +220,7 @@ def build_config(
             "checkpoint_topic": f"{prefix}.checkpoints",
             "snapshot_topic": f"{prefix}.snapshots",
         },
-        "connect": {"url": "http://127.0.0.1:18083", "connector": f"{prefix}-pg"},
+        "connect": {"url": CONNECT_URL, "connector": f"{prefix}-pg"},
         "sinks": {
             "redis": {
                 "type": "redis",
