@@ -11,10 +11,15 @@ either; transforms use them too (:mod:`transforms.builtins`).
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import orjson
 
 _US_PER_DAY = 86_400_000_000
 _DECIMAL_SPECIALS = {
@@ -128,3 +133,44 @@ def interval_micros(text: str) -> int:
     micros = (day_count * 86_400 + whole) * 1_000_000
     micros += int(frac.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     return -micros if neg else micros
+
+
+#: dates and dataclasses are not JSON types: orjson refuses them as json does
+_DOCUMENT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def document_json(doc: Mapping[str, Any]) -> str:
+    """A document as compact JSON text, for the stores that keep JSON text
+    (Redis's values, Elasticsearch's bulk lines).
+
+    orjson writes it, in about a tenth of ``json.dumps``'s time; what orjson
+    refuses and json takes (integers beyond 64 bits, keys that are not
+    strings) is written by json. As ``json.dumps(allow_nan=False)``, it
+    refuses a float NaN or infinity (JSON has no such number; readside's own
+    values carry them as strings, only a transform makes one), which orjson
+    would write as ``null``.
+
+    Raises:
+        TypeError: a value of no JSON type.
+        ValueError: a float NaN or infinity.
+    """
+    try:
+        text = orjson.dumps(doc, option=_DOCUMENT_OPTIONS)
+    except orjson.JSONEncodeError:
+        return json.dumps(
+            doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    if b"null" in text and _non_finite(doc):
+        raise ValueError("a float NaN or infinity has no JSON form")
+    return text.decode()
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a float NaN or infinity, at any depth."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False

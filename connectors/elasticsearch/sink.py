@@ -46,6 +46,7 @@ from connectors.elasticsearch.reads import ElasticsearchReads
 from connectors.elasticsearch.store import DELETED
 from pipeline.errors import BadRecord, FatalError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
+from pipeline.jsonforms import document_json
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +161,12 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
             if DELETED in op.doc:
                 raise BadRecord("contract", f"field {DELETED!r} is reserved")
             try:
-                source = json.dumps(op.doc, ensure_ascii=False)
+                source = document_json(op.doc)
             except (TypeError, ValueError) as exc:
                 raise BadRecord("encode", f"not JSON serializable: {exc}") from exc
             if field and op.doc.get(field) is not None:
                 meta["routing"] = str(op.doc[field])
-        return json.dumps({"index": meta}), source
+        return document_json({"index": meta}), source
 
     def _bulk_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"refresh": True} if self.cfg.refresh else {}

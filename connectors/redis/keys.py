@@ -8,7 +8,6 @@ are written.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 from connectors.base import ViewTarget
 from connectors.reads import Condition, Eq, Scalar, instant
 from pipeline.errors import BadRecord, FatalError
+from pipeline.jsonforms import document_json
 
 #: Tombstones are kept forever by default: expiring one lets a later replay
 #: of an older write resurrect the document.
@@ -218,7 +218,7 @@ def _instant_score(value: Any) -> float:
 
 def to_json(doc: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        return document_json(doc)
     except (TypeError, ValueError) as exc:
         raise BadRecord("encode", f"document is not JSON serializable: {exc}") from exc
 

@@ -8,7 +8,6 @@ view's secondary indexes (``p#idx:...``, :mod:`connectors.redis.keys`):
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -27,6 +26,7 @@ from connectors.redis.keys import (
 )
 from connectors.redis.store import FETCH_CHUNK, RedisStore, classify
 from pipeline.errors import TransientError
+from pipeline.types import loads_json
 
 
 class RedisReads(RedisStore):
@@ -141,7 +141,7 @@ class RedisReads(RedisStore):
                 ver, body = values[n], values[n + len(chunk)]
                 if ver is None:
                     continue
-                doc = None if body is None else json.loads(body)
+                doc = None if body is None else loads_json(body)
                 out[doc_id] = Stored(int(ver), doc)
             return
         raise TransientError(f"redis: view {view} keeps switching generations")
