@@ -209,11 +209,18 @@ class OpenSearch(Service):
         try:
             url, context, auth = self._client()
         except FileNotFoundError as exc:
-            return f"http probe failed: no readside user yet ({exc.filename})"
+            return (
+                f"http probe failed: no readside user ({exc.filename}): "
+                "restart opensearch"
+            )
         try:
             root, _ = http_json(url + "/", context=context, headers=auth)
             status, _ = cluster_health(self.port, url, context, auth)
         except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, ssl.SSLError):
+                # a node started before its security plugin answers plain HTTP
+                return f"https probe failed ({reason.reason}): restart opensearch"
             return f"http probe failed: {exc.__class__.__name__}"
         version = root.get("version") if isinstance(root, dict) else None
         product = version.get("distribution") if isinstance(version, dict) else None

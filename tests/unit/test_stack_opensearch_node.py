@@ -93,3 +93,30 @@ def test_cli_offers_each_optional_service() -> None:
     assert result.exit_code == 0
     assert "--with [opensearch]" in result.output
     assert set(runner.OPTIONAL) == {"opensearch"}
+
+
+def test_probe_names_a_node_without_https(tmp_path: Path) -> None:
+    """A node started before its security plugin answers plain HTTP: the
+    probe says so, and what to do."""
+    import http.server
+    import threading
+
+    from pipeline.stack import tls
+
+    tls.stack_certs(tmp_path)  # the CA the probe trusts
+    security.user(tmp_path / "opensearch")
+    server = http.server.HTTPServer(
+        ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = StackConfig(opensearch_port=server.server_address[1])
+        problem = opensearch.OpenSearch(
+            Context(cfg, tmp_path, provision.locate(tmp_path))
+        ).probe()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert problem is not None
+    assert problem.startswith("https probe failed (")
+    assert problem.endswith("restart opensearch")
