@@ -25,6 +25,7 @@ the generations and the reads (:mod:`~connectors.elasticsearch.reads`) build on.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,9 +58,49 @@ def classify(exc: Exception, store: str = "elasticsearch") -> ReadsideError:
         return FatalError(f"{store}: status {status}: {exc}")
     if isinstance(exc, elastic_transport.SerializationError):
         return FatalError(f"{store}: {exc}")
+    if isinstance(exc, elastic_transport.TlsError) and _untrusted(exc):
+        # a certificate no retry will make trusted
+        return FatalError(
+            f"{store}: the server's TLS certificate is not trusted (the sink's "
+            f"ca_cert, verify): {exc}"
+        )
     if isinstance(exc, elastic_transport.TransportError):
         return TransientError(f"{store}: {type(exc).__name__}: {exc}")
     return FatalError(f"{store}: {type(exc).__name__}: {exc}")
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """Whether a certificate verification failure is behind ``exc``."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return True
+        todo += [err.__cause__, err.__context__]
+        todo += [e for e in getattr(err, "errors", ()) if isinstance(e, BaseException)]
+    return "certificate verify failed" in str(exc)
+
+
+def tls_options(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
+    """The TLS options both search clients take (``ca_certs``,
+    ``verify_certs``, ``ssl_show_warn``), warning when verification is off."""
+    if not cfg.secure:
+        return {}
+    if not cfg.verify:
+        logger.warning(
+            "search sink verify: false: the server's TLS certificate and host "
+            "name are not checked (hosts=%s)",
+            cfg.hosts,
+        )
+    # (the driver's own warning, on each connection, would only repeat it)
+    out: dict[str, Any] = {"verify_certs": cfg.verify, "ssl_show_warn": cfg.verify}
+    if cfg.ca_cert is not None:
+        out["ca_certs"] = str(cfg.ca_cert)
+    return out
 
 
 class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
@@ -100,6 +141,7 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
                 request_timeout=self.cfg.timeout_s,
                 max_retries=1,
                 retry_on_timeout=False,
+                **tls_options(self.cfg),
             )
         return self._client
 

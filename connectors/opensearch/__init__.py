@@ -8,8 +8,8 @@ errors, mappings derived from the view's source column types) with its
 requests sent through opensearch-py (:mod:`connectors.opensearch.client`)
 instead of elasticsearch-py, which refuses servers other than Elasticsearch.
 Its settings are the Elasticsearch sink's, with the local stack's OpenSearch
-node (``readside stack up --with opensearch``) as the default host. Tested
-against OpenSearch 2.19.6.
+node (``readside stack up --with opensearch``, HTTPS) as the default host.
+Tested against OpenSearch 2.19.4 with its security plugin.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from connectors.elasticsearch import ElasticsearchSinkConfig
 
 class OpenSearchSinkConfig(ElasticsearchSinkConfig):
     type: Literal["opensearch"]  # type: ignore[assignment]
-    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:19201"])
+    hosts: list[str] = Field(default_factory=lambda: ["https://127.0.0.1:19201"])
 
 
 KIND: SinkKind[OpenSearchSinkConfig] = SinkKind(

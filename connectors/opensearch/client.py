@@ -55,6 +55,10 @@ def translated(exc: Exception) -> Exception:
             node=elastic_transport.NodeConfig("http", "opensearch", 80),
         )
         return cls(str(exc), meta=meta, body=exc.info)
+    if isinstance(exc, opensearchpy.SSLError):
+        tls = elastic_transport.TlsError(str(exc))
+        tls.__cause__ = exc
+        return tls
     if isinstance(exc, opensearchpy.ConnectionTimeout):
         return elastic_transport.ConnectionTimeout(str(exc))
     if isinstance(exc, opensearchpy.ConnectionError):
@@ -83,14 +87,21 @@ class OpenSearchClient:
     """The client of one OpenSearch sink (see the module's docstring)."""
 
     def __init__(
-        self, hosts: Sequence[str], auth: tuple[str, str] | None, timeout_s: float
+        self,
+        hosts: Sequence[str],
+        auth: tuple[str, str] | None,
+        timeout_s: float,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
+        """``tls``: the TLS options of ``https://`` hosts
+        (:func:`connectors.elasticsearch.store.tls_options`)."""
         self.driver = opensearchpy.OpenSearch(
             list(hosts),
             http_auth=auth,
             timeout=timeout_s,
             max_retries=1,
             retry_on_timeout=False,
+            **(tls or {}),
         )
         self.timeout_s = timeout_s
         self.indices = _Indices(self)

@@ -16,7 +16,7 @@ import elasticsearch
 
 from connectors.base import ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
-from connectors.elasticsearch.store import classify
+from connectors.elasticsearch.store import classify, tls_options
 from connectors.opensearch.client import OpenSearchClient
 from pipeline.errors import ReadsideError
 
@@ -47,7 +47,9 @@ class OpenSearchSink(ElasticsearchSink):
     def _os_client(self) -> OpenSearchClient:
         if self._opensearch is None:
             cfg = self.cfg
-            self._opensearch = OpenSearchClient(cfg.hosts, self._auth(), cfg.timeout_s)
+            self._opensearch = OpenSearchClient(
+                cfg.hosts, self._auth(), cfg.timeout_s, tls_options(cfg)
+            )
         return self._opensearch
 
     @property

@@ -7,18 +7,24 @@ modules; ``provision`` resolves the server (``org.opensearch:opensearch``)
 with its libraries and the Netty 4 transport module, and lays them out as a
 node's home: ``lib/`` for the server, ``modules/transport-netty4/`` and
 ``modules/mapper-extras/`` with the plugin descriptors (and Netty's security
-policy) a distribution would carry, written here; empty ``plugins/`` and
-``bin/``. The node starts through OpenSearch's own
-bootstrap (security manager, bootstrap checks in single-node mode) as the
-unprivileged service user, with security off (no security plugin).
+policy) a distribution would carry, written here; the security plugin's zip
+unpacked in ``plugins/`` (:mod:`pipeline.stack.opensearch_security`); an
+empty ``bin/``. The node starts through OpenSearch's own bootstrap (security
+manager, bootstrap checks in single-node mode) as the unprivileged service
+user, with the security plugin on: HTTPS with the stack's certificate,
+transport TLS, one internal user (see :mod:`pipeline.stack.opensearch_security`).
+Its health checks go over HTTPS as that user, trusting the stack's CA.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import ssl
 from pathlib import Path
 
+from pipeline.stack import opensearch_security as security
 from pipeline.stack.provision import _maven_copy, _pom, _pom_tag
 from pipeline.stack.services import (
     Service,
@@ -30,7 +36,8 @@ from pipeline.stack.services import (
     java_binary,
 )
 
-OPENSEARCH_VERSION = "2.19.6"
+#: the newest 2.19 server whose security plugin Maven Central serves
+OPENSEARCH_VERSION = "2.19.4"
 #: each module of the node: its plugin class and the prefixes of its jars
 MODULES = {
     "transport-netty4": (
@@ -118,14 +125,21 @@ def provision(cache: Path, log: Path) -> Path:
     (tmp / "modules" / "transport-netty4" / "plugin-security.policy").write_text(
         _POLICY
     )
+    security.install(tmp, OPENSEARCH_VERSION, log)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     (dest / ".complete").touch()
     return dest
 
 
+#: what ``path.data`` last held (a node refuses data of a newer version)
+_DATA_VERSION = ".readside-opensearch-version"
+
+
 class OpenSearch(Service):
     name = "opensearch"
+    #: the security plugin on (HTTPS, transport TLS, an internal user)
+    secure = True
 
     @property
     def ports(self) -> list[int]:
@@ -134,8 +148,17 @@ class OpenSearch(Service):
     def prepare(self) -> None:
         base = self.ctx.dir(self.name)
         conf = base / "config"
-        for sub in (conf, base / "data", base / "logs", base / "tmp"):
+        data = base / "data"
+        marker = data / _DATA_VERSION
+        if data.exists() and (
+            not marker.exists() or marker.read_text() != OPENSEARCH_VERSION
+        ):
+            # another version's node (2.19.6, unsecured, before): a test
+            # store, which the older server cannot read
+            shutil.rmtree(data)
+        for sub in (conf, data, base / "logs", base / "tmp"):
             sub.mkdir(parents=True, exist_ok=True)
+        marker.write_text(OPENSEARCH_VERSION)
         (conf / "opensearch.yml").write_text(
             "cluster.name: readside-opensearch\nnode.name: readside-os-1\n"
             f"path.data: {base / 'data'}\npath.logs: {base / 'logs'}\n"
@@ -143,8 +166,12 @@ class OpenSearch(Service):
             f"transport.port: {self.port + 100}\ndiscovery.type: single-node\n"
             "cluster.routing.allocation.disk.threshold_enabled: false\n"
             "action.destructive_requires_name: false\n"
+            + (security.settings(self.port) if self.secure else "")
         )
         (conf / "log4j2.properties").write_text(_LOG4J)
+        if self.secure:
+            node = home(cache_dir(self.ctx.cfg))
+            security.configure(conf, base, self.ctx.data, node, java_binary())
         chown_service_user(base)
 
     def command(self) -> list[str]:
@@ -168,11 +195,32 @@ class OpenSearch(Service):
             ]
         )
 
+    def _client(self) -> tuple[str, ssl.SSLContext | None, dict[str, str]]:
+        """The node's URL, TLS context and headers, as the readside user."""
+        if not self.secure:
+            return f"http://127.0.0.1:{self.port}", None, {}
+        kept = security.client(self.ctx.data, self.port)
+        context = ssl.create_default_context(cafile=str(kept["ca_cert"]))
+        login = f"{kept['username']}:{kept['password']}".encode()
+        auth = {"Authorization": "Basic " + base64.b64encode(login).decode()}
+        return f"https://127.0.0.1:{self.port}", context, auth
+
     def probe(self) -> str | None:
         try:
-            root, _ = http_json(f"http://127.0.0.1:{self.port}/")
-            status, _ = cluster_health(self.port)
+            url, context, auth = self._client()
+        except FileNotFoundError as exc:
+            return (
+                f"http probe failed: no readside user ({exc.filename}): "
+                "restart opensearch"
+            )
+        try:
+            root, _ = http_json(url + "/", context=context, headers=auth)
+            status, _ = cluster_health(self.port, url, context, auth)
         except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, ssl.SSLError):
+                # a node started before its security plugin answers plain HTTP
+                return f"https probe failed ({reason.reason}): restart opensearch"
             return f"http probe failed: {exc.__class__.__name__}"
         version = root.get("version") if isinstance(root, dict) else None
         product = version.get("distribution") if isinstance(version, dict) else None

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -63,8 +64,16 @@ def java_binary() -> str:
     return found
 
 
-def http_json(url: str, timeout: float = 3.0) -> tuple[object, dict[str, str]]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+def http_json(
+    url: str,
+    timeout: float = 3.0,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[object, dict[str, str]]:
+    """A GET's JSON answer and headers (``context``: an ``https://`` URL's
+    TLS; ``headers``: its credentials)."""
+    req = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback)
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
         return json.loads(resp.read() or b"null"), dict(resp.headers)
 
 
@@ -73,20 +82,30 @@ def http_json(url: str, timeout: float = 3.0) -> tuple[object, dict[str, str]]:
 CLUSTER_HEALTH_WAIT_S = 5
 
 
-def cluster_health(port: int) -> tuple[str | None, dict[str, str]]:
+def cluster_health(
+    port: int,
+    url: str | None = None,
+    context: ssl.SSLContext | None = None,
+    auth: dict[str, str] | None = None,
+) -> tuple[str | None, dict[str, str]]:
     """A search node's cluster status (``green``, ``yellow``, ``red``) and the
     answer's headers, after waiting up to :data:`CLUSTER_HEALTH_WAIT_S` for
     yellow, so that an index being created is not taken for a broken node.
 
+    ``url`` is the node's (default ``http://127.0.0.1:<port>``); ``context``
+    and ``auth`` (headers) are :func:`http_json`'s ``context`` and ``headers``.
+
     Raises:
         OSError, ValueError: the node did not answer, or not in JSON.
     """
-    url = (
-        f"http://127.0.0.1:{port}/_cluster/health"
+    query = (
+        f"{url or f'http://127.0.0.1:{port}'}/_cluster/health"
         f"?wait_for_status=yellow&timeout={CLUSTER_HEALTH_WAIT_S}s"
     )
     try:
-        health, headers = http_json(url, timeout=CLUSTER_HEALTH_WAIT_S + 3)
+        health, headers = http_json(
+            query, CLUSTER_HEALTH_WAIT_S + 3, context=context, headers=auth
+        )
     except urllib.error.HTTPError as exc:
         if exc.code != 408:  # 408: the wait ended, the cluster still red
             raise

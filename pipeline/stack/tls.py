@@ -72,10 +72,17 @@ def _run(args: list[str], cwd: Path) -> None:
 _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
 
-def issue(folder: Path, name: str = "server") -> Certs:
-    """The CA of ``folder`` and a server certificate ``<name>.crt`` it
-    signed, for ``127.0.0.1``, ``::1`` and ``localhost``; each made once
-    (P-256 keys: quick handshakes), the keys readable by their owner alone.
+def issue(
+    folder: Path,
+    name: str = "server",
+    subject: str = "/CN=localhost",
+    usage: str = "serverAuth",
+) -> Certs:
+    """The CA of ``folder`` and a certificate ``<name>.crt`` it signed, for
+    ``127.0.0.1``, ``::1`` and ``localhost``, of ``subject`` and the extended
+    key ``usage`` (``serverAuth``, ``clientAuth`` or both, comma-separated);
+    each made once (P-256 keys: quick handshakes), the keys readable by
+    their owner alone.
     """
     folder.mkdir(parents=True, exist_ok=True)
     certs = Certs(folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key")
@@ -100,13 +107,13 @@ def issue(folder: Path, name: str = "server") -> Certs:
             work = Path(tmp)
             (work / "ext.cnf").write_text(
                 "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\n"
+                f"extendedKeyUsage={usage}\n"
                 "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
             )
             _run(
                 [
                     "req", *_EC, "-keyout", "k.pem", "-out", "req.csr",
-                    "-subj", "/CN=localhost",
+                    "-subj", subject,
                 ],
                 work,
             )  # fmt: skip

@@ -33,6 +33,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connectors import debezium
 from connectors.base import Sink
+from connectors.elasticsearch.store import tls_options
+from connectors.opensearch import OpenSearchSinkConfig
+from connectors.opensearch.client import OpenSearchClient
 from connectors.postgres import prepare_source
 from pipeline import config as config_mod
 from pipeline import kafkaclient
@@ -43,6 +46,7 @@ from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
 from pipeline.stack import kafka_users, tls
+from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
@@ -69,6 +73,26 @@ def stack_config() -> StackConfig:
     if not Path(cfg.data_dir).expanduser().is_absolute():
         cfg = cfg.model_copy(update={"data_dir": str(REPO / cfg.data_dir)})
     return cfg
+
+
+def opensearch_sink() -> dict[str, Any]:
+    """The opensearch sink settings of the stack's node: HTTPS, its
+    internal user's basic authentication, the stack's CA
+    (``hosts``, ``username``, ``password``, ``ca_cert``)."""
+    stack = stack_config()
+    data = Path(stack.data_dir)
+    try:
+        return os_security.client(data, stack.opensearch_port)
+    except FileNotFoundError:
+        # never started secured: its views fail (the host is not trusted)
+        return {"hosts": [f"https://127.0.0.1:{stack.opensearch_port}"]}
+
+
+def opensearch_client(timeout_s: float = 30) -> OpenSearchClient:
+    """A client of the stack's node as its internal user (the sink's)."""
+    cfg = OpenSearchSinkConfig(type="opensearch", **opensearch_sink())
+    auth = (cfg.username, cfg.password.get_secret_value()) if cfg.password else None
+    return OpenSearchClient(cfg.hosts, auth, timeout_s, tls_options(cfg))
 
 
 def wait_for(
@@ -188,7 +212,8 @@ def build_config(
     mongodb), on the stack's authenticated endpoints: every Kafka client of
     readside's through the broker's SASL listener as its SCRAM user (Debezium
     writes through Connect's own listener), Redis as its ACL user, FerretDB
-    as its backend's MongoDB role."""
+    as its backend's MongoDB role, OpenSearch over HTTPS as its internal
+    user."""
     prefix = f"it{suffix}"
     stack = stack_config()
     data = Path(stack.data_dir)
@@ -237,7 +262,7 @@ def build_config(
             # name it use it
             "opensearch": {
                 "type": "opensearch",
-                "hosts": ["http://127.0.0.1:19201"],
+                **opensearch_sink(),
                 "index_prefix": f"it-{suffix}-",
             },
             "mongodb": {

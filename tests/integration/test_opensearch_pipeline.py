@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from apiserver import start_server
+from harness import opensearch_client, opensearch_sink
 
 from connectors.base import Stored, ViewTarget
 from connectors.opensearch import OpenSearchSinkConfig
-from connectors.opensearch.client import OpenSearchClient
 from connectors.opensearch.sink import OpenSearchSink
 from connectors.reads import Range
 from connectors.registry import build_sink
@@ -75,7 +75,7 @@ def test_opensearch_pipeline_converges_and_answers_reads_and_searches(
     assert not p.dead_letters()
     p.assert_converged()
 
-    client = OpenSearchClient(["http://127.0.0.1:19201"], None, 30)
+    client = opensearch_client()
     try:
         alias = f"it-{p.suffix}-items"
         (index,) = client.indices.get_alias(name=alias).body
@@ -139,7 +139,9 @@ def test_opensearch_derived_mapping_scaled_float_and_flat_object() -> None:
     target = ViewTarget(
         "v", name, {"numeric": "scaled_float", "json": "flattened"}, lambda: shape
     )
-    cfg = OpenSearchSinkConfig(type="opensearch", index_prefix="rs-test-", refresh=True)
+    cfg = OpenSearchSinkConfig(
+        type="opensearch", **opensearch_sink(), index_prefix="rs-test-", refresh=True
+    )
     sink = build_sink("os-types", cfg, {"v": target})
     assert isinstance(sink, OpenSearchSink)
     sink.open()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from harness import opensearch_sink
 
 from connectors import conformance
 from connectors.base import Sink, Stored, ViewTarget
@@ -35,7 +36,8 @@ pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("READSIDE_REDIS_URL", "redis://127.0.0.1:16379/0")
 ES_URL = os.environ.get("READSIDE_ES_URL", "http://127.0.0.1:19200")
-OS_URL = os.environ.get("READSIDE_OS_URL", "http://127.0.0.1:19201")
+#: (unset: the stack's node, over HTTPS as its internal user)
+OS_URL = os.environ.get("READSIDE_OS_URL")
 MONGO_URI = os.environ.get("READSIDE_MONGO_URI", "mongodb://127.0.0.1:27027/")
 VIEW = "orders"
 
@@ -61,9 +63,10 @@ def _config(
             **extra,
         )
     if kind == "opensearch":
+        url = url or OS_URL
         return OpenSearchSinkConfig(
             type="opensearch",
-            hosts=[url or OS_URL],
+            **({"hosts": [url]} if url else opensearch_sink()),
             index_prefix="rs-test-",
             **extra,
         )
@@ -138,7 +141,7 @@ def _closed_port() -> int:
 _DEAD_URL = {
     "redis": "redis://127.0.0.1:{port}/0",
     "elasticsearch": "http://127.0.0.1:{port}",
-    "opensearch": "http://127.0.0.1:{port}",
+    "opensearch": "https://127.0.0.1:{port}",
     "mongodb": "mongodb://127.0.0.1:{port}/",
 }
 

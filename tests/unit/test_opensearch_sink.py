@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_opensearch_kind_builds_the_shared_sink_on_the_stacks_node() -> None:
     cfg = kind("opensearch").config.model_validate({"type": "opensearch"})
     assert isinstance(cfg, OpenSearchSinkConfig)
-    assert cfg.hosts == ["http://127.0.0.1:19201"]
+    assert cfg.hosts == ["https://127.0.0.1:19201"]
     sink = build_sink("os", cfg, {"v": ViewTarget("v", "orders")})
     assert isinstance(sink, OpenSearchSink)
     assert isinstance(sink, ElasticsearchSink)

@@ -11,15 +11,20 @@ from pipeline.cli import main
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
 from pipeline.stack import opensearch, provision, runner
+from pipeline.stack import opensearch_security as security
 from pipeline.stack.services import Context
 
 pytestmark = pytest.mark.unit
 
 
-def node(tmp_path: Path) -> opensearch.OpenSearch:
+def node(tmp_path: Path, secure: bool = True) -> opensearch.OpenSearch:
     cfg = StackConfig(cache_dir=str(tmp_path / "cache"))
     ctx = Context(cfg, tmp_path / "data", provision.locate(tmp_path / "cache"))
-    return opensearch.OpenSearch(ctx)
+    svc = opensearch.OpenSearch(ctx)
+    # the security plugin's files come from the provisioned plugin (and its
+    # password hash from the plugin's tool): the stack's integration tests
+    svc.secure = secure
+    return svc
 
 
 def test_node_runs_opensearchs_bootstrap_from_the_cached_home(tmp_path: Path) -> None:
@@ -37,12 +42,35 @@ def test_node_runs_opensearchs_bootstrap_from_the_cached_home(tmp_path: Path) ->
 
 
 def test_node_config_is_single_node_on_loopback(tmp_path: Path) -> None:
-    svc = node(tmp_path)
+    svc = node(tmp_path, secure=False)
     svc.prepare()
     conf = (tmp_path / "data" / "opensearch" / "config" / "opensearch.yml").read_text()
     assert "network.host: 127.0.0.1\nhttp.port: 19201\n" in conf
     assert "transport.port: 19301\ndiscovery.type: single-node\n" in conf
     assert f"path.data: {tmp_path / 'data' / 'opensearch' / 'data'}" in conf
+
+
+def test_security_settings_https_transport_tls_and_admin_dn() -> None:
+    conf = security.settings(19201)
+    assert "plugins.security.ssl.http.enabled: true\n" in conf
+    assert "plugins.security.ssl.http.pemtrustedcas_filepath: ca.crt\n" in conf
+    assert "plugins.security.ssl.transport.pemcert_filepath: node.crt\n" in conf
+    assert f'plugins.security.nodes_dn: ["{security.NODE_DN}"]' in conf
+    assert f'plugins.security.authcz.admin_dn: ["{security.ADMIN_DN}"]' in conf
+    assert security.NODE_DN != security.ADMIN_DN
+    assert "allow_default_init_securityindex: true" in conf
+    assert "demo" not in conf
+
+
+def test_data_of_another_version_is_cleared(tmp_path: Path) -> None:
+    svc = node(tmp_path, secure=False)
+    data = tmp_path / "data" / "opensearch" / "data"
+    (data / "nodes").mkdir(parents=True)  # an older node's, without a marker
+    svc.prepare()
+    assert not (data / "nodes").exists()
+    (data / "nodes").mkdir()  # this version's: kept
+    svc.prepare()
+    assert (data / "nodes").exists()
 
 
 def test_probe_names_a_closed_port(tmp_path: Path) -> None:
@@ -65,3 +93,30 @@ def test_cli_offers_each_optional_service() -> None:
     assert result.exit_code == 0
     assert "--with [opensearch]" in result.output
     assert set(runner.OPTIONAL) == {"opensearch"}
+
+
+def test_probe_names_a_node_without_https(tmp_path: Path) -> None:
+    """A node started before its security plugin answers plain HTTP: the
+    probe says so, and what to do."""
+    import http.server
+    import threading
+
+    from pipeline.stack import tls
+
+    tls.stack_certs(tmp_path)  # the CA the probe trusts
+    security.user(tmp_path / "opensearch")
+    server = http.server.HTTPServer(
+        ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = StackConfig(opensearch_port=server.server_address[1])
+        problem = opensearch.OpenSearch(
+            Context(cfg, tmp_path, provision.locate(tmp_path))
+        ).probe()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert problem is not None
+    assert problem.startswith("https probe failed (")
+    assert problem.endswith("restart opensearch")
