@@ -15,7 +15,10 @@ pairs, created in :meth:`MongoStore.open`; ``numeric``: ``string`` (the
 default, readside's exact text) or ``decimal128``
 (:mod:`connectors.mongodb.decimals`).
 
-Here: :func:`classify` (pymongo's exceptions onto readside's errors) and
+Here: :func:`classify` (pymongo's exceptions onto readside's errors; a
+server certificate the URI does not trust, which pymongo reports as a server
+that does not answer, is told apart at the sink's start by
+:mod:`connectors.mongodb.trust`) and
 :class:`MongoStore`, the client with its write concern, the collections of a
 view's generations and the indexes, which the writes
 (:mod:`connectors.mongodb.sink`), the generations and the reads

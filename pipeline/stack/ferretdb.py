@@ -8,7 +8,8 @@ clients as they were (``postgres``, trusted from 127.0.0.1) and knows one
 more role, :data:`MONGO_ROLE`, whose password it checks and which owns only
 what it creates: the stack's MongoDB sinks log in as it
 (:func:`ferretdb_client`), so a wrong password is refused as a MongoDB
-server with users would refuse it.
+server with users would refuse it. FerretDB answers TLS on a second port
+with the stack's certificate (:func:`ferretdb_tls_client`).
 """
 
 from __future__ import annotations
