@@ -116,6 +116,9 @@ class StackConfig(_Model):
     redis_tls_port: int = 16380
     elasticsearch_port: int = 19200
     ferretdb_port: int = 27027
+    #: FerretDB's TLS listener (the stack's certificate, no client
+    #: certificate asked); its clients log in as the plain port's do
+    ferretdb_tls_port: int = 27028
     ferretdb_backend_port: int = 15433
     registry_port: int = 18081
     #: the optional OpenSearch node (``readside stack up --with opensearch``);

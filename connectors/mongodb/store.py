@@ -15,7 +15,10 @@ pairs, created in :meth:`MongoStore.open`; ``numeric``: ``string`` (the
 default, readside's exact text) or ``decimal128``
 (:mod:`connectors.mongodb.decimals`).
 
-Here: :func:`classify` (pymongo's exceptions onto readside's errors) and
+Here: :func:`classify` (pymongo's exceptions onto readside's errors; a
+server certificate the URI does not trust, which pymongo reports as a server
+that does not answer, is told apart at the sink's start by
+:mod:`connectors.mongodb.trust`) and
 :class:`MongoStore`, the client with its write concern, the collections of a
 view's generations and the indexes, which the writes
 (:mod:`connectors.mongodb.sink`), the generations and the reads
@@ -34,7 +37,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from connectors.base import StoreSink, ViewTarget
-from connectors.mongodb import MongoSinkConfig, decimals
+from connectors.mongodb import MongoSinkConfig, decimals, trust
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
 from pipeline.fieldtypes import numeric_paths
 
@@ -140,9 +143,23 @@ class MongoStore(StoreSink[MongoSinkConfig]):
                 self._create_indexes(view, self.collection(view))
             if any(self.decimal128(view) for view in self.targets):
                 decimals.check_server(self.db, self.name)
+        except perr.ServerSelectionTimeoutError as exc:
+            raise self._unreachable(exc) from exc
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
         logger.info("mongodb sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def _unreachable(self, exc: perr.ServerSelectionTimeoutError) -> ReadsideError:
+        """What no server answering the sink's start means: a certificate its
+        URI does not trust (:mod:`connectors.mongodb.trust`) is fatal, a
+        server that is down transient."""
+        where = trust.untrusted(self.cfg.uri.get_secret_value(), self.cfg.timeout_s)
+        if where is None:
+            return classify(exc)
+        return FatalError(
+            "mongodb: the server's TLS certificate is not trusted (the URI's "
+            f"tlsCAFile and tls options): {where}"
+        )
 
     def _create_indexes(self, view: str, coll: Collection[Doc]) -> None:
         for spec in self._target(view).options.get("indexes") or ():

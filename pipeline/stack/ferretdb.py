@@ -8,7 +8,8 @@ clients as they were (``postgres``, trusted from 127.0.0.1) and knows one
 more role, :data:`MONGO_ROLE`, whose password it checks and which owns only
 what it creates: the stack's MongoDB sinks log in as it
 (:func:`ferretdb_client`), so a wrong password is refused as a MongoDB
-server with users would refuse it.
+server with users would refuse it. FerretDB answers TLS on a second port
+with the stack's certificate (:func:`ferretdb_tls_client`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from __future__ import annotations
 import json
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.stack import tls
-from pipeline.stack.services import Postgres, Service
+from pipeline.stack.services import Postgres, Service, port_in_use
+
+if TYPE_CHECKING:
+    import pymongo
 
 #: Connections FerretDB may open to its PostgreSQL, per user. FerretDB 1.24
 #: holds one per statement of an ``update`` command until the command ends
@@ -59,6 +64,17 @@ def ferretdb_client(data: Path, port: int) -> str:
     name = urllib.parse.quote(user["username"], safe="")
     password = urllib.parse.quote(user["password"], safe="")
     return f"mongodb://{name}:{password}@127.0.0.1:{port}/?authMechanism=PLAIN"
+
+
+def ferretdb_tls_client(data: Path, tls_port: int) -> str:
+    """The MongoDB URI of the stack's FerretDB as :data:`MONGO_ROLE` over TLS:
+    :func:`ferretdb_client` on ``tls_port``, trusting the stack's CA.
+
+    Raises:
+        FileNotFoundError: the stack's FerretDB backend never made the role.
+    """
+    ca = urllib.parse.quote(str(data / tls.TLS_DIR / "ca.crt"), safe="/")
+    return ferretdb_client(data, tls_port) + f"&tls=true&tlsCAFile={ca}"
 
 
 class FerretBackend(Postgres):
@@ -115,16 +131,33 @@ class FerretBackend(Postgres):
 
 
 class FerretDB(Service):
+    """FerretDB on two ports: the plain one everything uses, and TLS on
+    ``stack.ferretdb_tls_port`` with the stack's certificate (no client
+    certificate asked: ``--listen-tls-ca-file`` would require one); a client
+    logs in on either as on the other (:func:`ferretdb_tls_client`)."""
+
     name = "ferretdb"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.ctx.cfg.ferretdb_tls_port]
+
+    def prepare(self) -> None:
+        super().prepare()
+        tls.stack_certs(self.ctx.data)
 
     def command(self) -> list[str]:
         d = self.ctx.dir("ferretdb")
+        certs = tls.stack_certs(self.ctx.data)
         backend = FerretBackend(self.ctx).dsn() + f"?pool_max_conns={FERRETDB_POOL}"
         return [
             str(self.ctx.installed.ferretdb),
             "--handler=postgresql",
             f"--postgresql-url={backend}",
             f"--listen-addr=127.0.0.1:{self.port}",
+            f"--listen-tls=127.0.0.1:{self.ctx.cfg.ferretdb_tls_port}",
+            f"--listen-tls-cert-file={certs.cert}",
+            f"--listen-tls-key-file={certs.key}",
             f"--state-dir={d}",
             "--telemetry=disable",
             "--debug-addr=-",
@@ -132,25 +165,34 @@ class FerretDB(Service):
         ]
 
     def probe(self) -> str | None:
+        """``ping`` on the plain port, anonymous then as :data:`MONGO_ROLE`,
+        then as the role over TLS (from another directory, which has no
+        credentials, only that the TLS port answers)."""
         import pymongo
         import pymongo.errors
 
         try:
-            client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-                port=self.port, serverSelectionTimeoutMS=2000
-            )
-            client.admin.command("ping")
-            client.close()
+            _ping(pymongo.MongoClient(port=self.port, serverSelectionTimeoutMS=2000))
         except pymongo.errors.PyMongoError as exc:
             return f"ping failed: {exc.__class__.__name__}"
+        tport = self.ctx.cfg.ferretdb_tls_port
+        if not port_in_use(tport):
+            return f"TLS port {tport} closed: restart ferretdb"
         try:
-            uri = ferretdb_client(self.ctx.data, self.port)
+            uris = [
+                ("", ferretdb_client(self.ctx.data, self.port)),
+                (f" on TLS port {tport}", ferretdb_tls_client(self.ctx.data, tport)),
+            ]
         except FileNotFoundError:
             return None  # a stack whose backend never made the role
-        try:
-            client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000)
-            client.admin.command("ping")
-            client.close()
-        except pymongo.errors.PyMongoError as exc:
-            return f"ping as {MONGO_ROLE} failed: {exc.__class__.__name__}"
+        for where, uri in uris:
+            try:
+                _ping(pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000))
+            except pymongo.errors.PyMongoError as exc:
+                return f"ping as {MONGO_ROLE}{where} failed: {exc.__class__.__name__}"
         return None
+
+
+def _ping(client: pymongo.MongoClient[dict[str, object]]) -> None:
+    with client:
+        client.admin.command("ping")

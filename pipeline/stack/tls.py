@@ -12,7 +12,8 @@ one role (:func:`postgres_client`); Redis answers TLS on a second port and
 knows one ACL user (:func:`redis_client`). Each keeps the secret its tests
 log in with in a file of its own data directory, as the broker's SASL users
 are kept (``pipeline.stack.kafka_broker``); the broker serves the same
-certificate on its SASL_SSL listener.
+certificate on its SASL_SSL listener, and FerretDB on its TLS port
+(``pipeline.stack.ferretdb``).
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         redis_tls_port=at(m.redis_tls_port),
         elasticsearch_port=at(m.elasticsearch_port),
         ferretdb_port=at(m.ferretdb_port),
+        ferretdb_tls_port=at(m.ferretdb_tls_port),
         ferretdb_backend_port=at(m.ferretdb_backend_port),
         registry_port=at(m.registry_port),
         opensearch_port=at(m.opensearch_port),

@@ -1,6 +1,6 @@
-"""The local stack's certificates, PostgreSQL's TLS and SCRAM rules and
-Redis's TLS port and ACL user, as ``prepare`` writes them (no server
-started)."""
+"""The local stack's certificates, PostgreSQL's TLS and SCRAM rules,
+Redis's TLS port and ACL user and FerretDB's TLS listener, as ``prepare``
+and ``command`` write them (no server started)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ import pytest
 
 from pipeline.config import StackConfig
 from pipeline.stack import tls
-from pipeline.stack.ferretdb import MONGO_ROLE, FerretBackend, ferretdb_client
+from pipeline.stack.ferretdb import (
+    MONGO_CLIENT,
+    MONGO_ROLE,
+    FerretBackend,
+    FerretDB,
+    ferretdb_client,
+    ferretdb_tls_client,
+)
 from pipeline.stack.provision import Installed
 from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import Context, Postgres
@@ -24,7 +31,7 @@ pytestmark = pytest.mark.unit
 def ctx(tmp_path: Path) -> Context:
     nowhere = tmp_path / "none"
     return Context(
-        cfg=StackConfig(redis_tls_port=26380),
+        cfg=StackConfig(redis_tls_port=26380, ferretdb_tls_port=27029),
         data=tmp_path,
         installed=Installed(*[nowhere] * 7),
     )
@@ -132,3 +139,21 @@ def test_redis_tls_port_and_acl_user_beside_the_open_default(tmp_path: Path) -> 
     assert stat.S_IMODE(Path(args["--aclfile"]).stat().st_mode) == 0o600
     svc.prepare()
     assert tls.redis_client(tmp_path, 26380) == client  # the password is kept
+
+
+def test_ferretdb_tls_listener_beside_the_plain_one(tmp_path: Path) -> None:
+    svc = FerretDB(ctx(tmp_path))
+    svc.prepare()
+    assert svc.ports == [27027, 27029]
+    args = dict(a.split("=", 1) for a in svc.command()[1:])
+    assert args["--listen-addr"] == "127.0.0.1:27027"
+    assert args["--listen-tls"] == "127.0.0.1:27029"
+    assert args["--listen-tls-cert-file"] == str(tmp_path / "tls" / "server.crt")
+    assert args["--listen-tls-key-file"] == str(tmp_path / "tls" / "server.key")
+    assert "--listen-tls-ca-file" not in args  # no client certificate asked
+    tls.secret_file(tmp_path / FerretBackend.name / MONGO_CLIENT, MONGO_ROLE)
+    uri = ferretdb_tls_client(tmp_path, 27029)
+    plain, query = uri.split("?", 1)
+    assert plain == ferretdb_client(tmp_path, 27029).split("?", 1)[0]
+    ca = tmp_path / "tls" / "ca.crt"
+    assert query == f"authMechanism=PLAIN&tls=true&tlsCAFile={ca}"
