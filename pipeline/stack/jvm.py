@@ -9,9 +9,24 @@ Registry's runnable app, keeping its schemas in an H2 file.
 
 from __future__ import annotations
 
+import urllib.error
+
 from pipeline.stack.ferretdb import FerretBackend, FerretDB
-from pipeline.stack.kafka_broker import Kafka, cluster_id, kafka_jvm, log4j
-from pipeline.stack.kafka_users import SASL_FILE, sasl_client, scram_client
+from pipeline.stack.kafka_broker import (
+    Kafka,
+    cluster_id,
+    ensure_scram_user,
+    kafka_jvm,
+    log4j,
+)
+from pipeline.stack.kafka_users import (
+    CONNECT_FILE,
+    CONNECT_USER,
+    SASL_FILE,
+    connect_worker,
+    sasl_client,
+    scram_client,
+)
 from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
@@ -25,13 +40,27 @@ from pipeline.stack.services import (
 
 
 class Connect(Service):
+    """Kafka Connect, one distributed worker running Debezium.
+
+    It reaches Kafka through the SASL_SSL listener as a SCRAM user of its
+    own (``kafka_users.connect_worker``), made before the worker starts,
+    for its own clients and for those it makes for connectors.
+    """
+
     name = "connect"
 
     def prepare(self) -> None:
         base = self.ctx.dir("connect")
         base.mkdir(parents=True, exist_ok=True)
-        (base / "connect-distributed.properties").write_text(
-            f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_port}\n"
+        user = ensure_scram_user(self.ctx, CONNECT_FILE, CONNECT_USER)
+        security = "".join(line + "\n" for line in connect_worker(self.ctx.data, user))
+        props = base / "connect-distributed.properties"
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # it holds the SCRAM user's password
+        props.write_text(
+            f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_ssl_port}\n"
+            + security
+            + "group.id=readside-connect\n"
             "group.id=readside-connect\n"
             "key.converter=org.apache.kafka.connect.json.JsonConverter\n"
             "value.converter=org.apache.kafka.connect.json.JsonConverter\n"
@@ -63,6 +92,19 @@ class Connect(Service):
         )
 
     def probe(self) -> str | None:
+        """The worker's ``/health`` (healthy once it joined its group through
+        Kafka and read its topics: a worker Kafka refuses stays starting),
+        then its plugin list naming Debezium and Apicurio's converter."""
+        try:
+            health, _ = http_json(f"http://127.0.0.1:{self.port}/health")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return f"worker not healthy (HTTP {exc.code})"
+        except (OSError, ValueError) as exc:
+            return f"health probe failed: {exc.__class__.__name__}"
+        status = health.get("status") if isinstance(health, dict) else None
+        if status != "healthy":
+            return f"worker {status}"
         url = f"http://127.0.0.1:{self.port}/connector-plugins?connectorsOnly=false"
         try:
             plugins, _ = http_json(url)

@@ -1,22 +1,26 @@
 """The stack's Kafka broker: one KRaft broker and controller with four
 listeners.
 
-* PLAINTEXT on ``stack.kafka_port``: the stack's own (Connect, Debezium,
-  the tests that want no security);
+* PLAINTEXT on ``stack.kafka_port``: the inter-broker listener, the
+  probe's first look, ``readside.yaml``'s default pipeline and the tests
+  that want no security;
 * SASL_PLAINTEXT on ``stack.kafka_sasl_port`` and SASL_SSL on
   ``stack.kafka_ssl_port``, each taking the mechanisms PLAIN (one user,
-  ``kafka_users.sasl_client``), SCRAM-SHA-256 and SCRAM-SHA-512 (one user,
-  ``kafka_users.scram_client``); the SASL_SSL listener serves the stack's
+  ``kafka_users.sasl_client``), SCRAM-SHA-256 and SCRAM-SHA-512 (the users
+  ``kafka_users.scram_client`` and Kafka Connect's,
+  ``kafka_users.connect_client``); the SASL_SSL listener serves the stack's
   server certificate (:mod:`pipeline.stack.tls`) as a PEM keystore, and its
-  clients trust the stack's CA (``kafka_users.over_tls``);
+  clients trust the stack's CA (``kafka_users.over_tls``); Kafka Connect
+  and the connectors it runs come in through it;
 * CONTROLLER on ``stack.kafka_controller_port``.
 
-PLAIN's user is written into the listeners' JAAS settings. SCRAM's lives in
-the cluster's metadata: :meth:`Kafka.ready`, after each start, sets its
-credentials through the admin API unless the kept user logs in already (an
-upsert: the same on a fresh data directory as on one formatted before the
-broker took SCRAM), and keeps its password file only once the broker takes
-them, so a password file always names a user the broker knows.
+PLAIN's user is written into the listeners' JAAS settings. The SCRAM users
+live in the cluster's metadata: :func:`ensure_scram_user` (from
+:meth:`Kafka.ready` after each start, and from Connect's ``prepare``) sets a
+user's credentials through the admin API unless the kept user logs in
+already (an upsert: the same on a fresh data directory as on one formatted
+before the broker took SCRAM), and keeps its password file only once the
+broker takes them, so a password file always names a user the broker knows.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ from pipeline.errors import FatalError
 from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack import tls
 from pipeline.stack.kafka_users import (
+    CONNECT_FILE,
+    CONNECT_USER,
     SCRAM_FILE,
     SCRAM_MECHANISMS,
+    SCRAM_USER,
     keep_scram_user,
     over_tls,
     sasl_client,
@@ -43,12 +50,14 @@ from pipeline.stack.kafka_users import (
     scram_user,
     upsert_scram,
 )
-from pipeline.stack.services import Service, java_binary, port_in_use
+from pipeline.stack.services import Context, Service, java_binary, port_in_use
 
 #: how long ``ready`` waits for the broker to take new SCRAM credentials
 SCRAM_WAIT_S = 120.0
 MECHANISMS = ",".join(("PLAIN", *SCRAM_MECHANISMS))
 SASL_LISTENERS = ("sasl_plaintext", "sasl_ssl")
+#: the SCRAM users ``ready`` makes: (password file, user name)
+SCRAM_USERS = ((SCRAM_FILE, SCRAM_USER), (CONNECT_FILE, CONNECT_USER))
 
 _QUIET = logging.getLogger("readside.stack.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
@@ -208,33 +217,14 @@ class Kafka(Service):
         return kafka_jvm(self, "kafka.Kafka", "server.properties")
 
     def ready(self) -> None:
-        """Set the SCRAM user's credentials (both mechanisms) through the
-        PLAINTEXT listener, wait until the SASL listener takes them (a
-        broker with many partitions applies the change some seconds after
-        the controller committed it), then keep its password file.
+        """Make the SCRAM users (:func:`ensure_scram_user`): readside's and
+        Kafka Connect's, which Connect's start needs.
 
         Raises:
-            FatalError: the broker did not take them within SCRAM_WAIT_S.
+            FatalError: the broker did not take one within SCRAM_WAIT_S.
         """
-        base = self.ctx.dir("kafka")
-        user = scram_user(base)
-        port = self.ctx.cfg.kafka_sasl_port
-        if (base / SCRAM_FILE).exists() and _scram_problem(port, user) is None:
-            return  # set by an earlier start, and taken
-        admin = kafkaclient.admin(
-            KafkaConfig(bootstrap_servers=f"127.0.0.1:{self.port}"),
-            {"logger": _QUIET},
-        )
-        upsert_scram(admin, user)
-        deadline = time.monotonic() + SCRAM_WAIT_S
-        while (problem := _scram_problem(port, user)) is not None:
-            if time.monotonic() > deadline:
-                raise FatalError(
-                    f"kafka did not take the SCRAM user {user['username']} "
-                    f"within {SCRAM_WAIT_S:.0f}s: {problem}"
-                )
-            time.sleep(1.0)
-        keep_scram_user(base)
+        for name, username in SCRAM_USERS:
+            ensure_scram_user(self.ctx, name, username)
 
     def probe(self) -> str | None:
         """Metadata through the PLAINTEXT listener; the SASL listeners' ports
@@ -271,6 +261,41 @@ class Kafka(Service):
             if problem is not None:
                 return f"{what}: {problem}"
         return None
+
+
+def ensure_scram_user(ctx: Context, name: str, username: str) -> dict[str, str]:
+    """The SCRAM user of file ``name`` in the broker's folder, made unless
+    the kept user logs in already: its credentials (both mechanisms) set
+    through the SASL_PLAINTEXT listener as the PLAIN user, then a wait until
+    the listener takes them (a broker with many partitions applies the
+    change some seconds after the controller committed it), then its
+    password file kept. Idempotent; returns the user.
+
+    Raises:
+        FatalError: the broker did not take them within SCRAM_WAIT_S.
+    """
+    base = ctx.dir("kafka")
+    user = scram_user(base, name, username)
+    port = ctx.cfg.kafka_sasl_port
+    if (base / name).exists() and _scram_problem(port, user) is None:
+        return user  # set by an earlier start, and taken
+    admin = kafkaclient.admin(
+        KafkaConfig(
+            bootstrap_servers=f"127.0.0.1:{port}", client=sasl_client(ctx.data)
+        ),
+        {"logger": _QUIET},
+    )
+    upsert_scram(admin, user)
+    deadline = time.monotonic() + SCRAM_WAIT_S
+    while (problem := _scram_problem(port, user)) is not None:
+        if time.monotonic() > deadline:
+            raise FatalError(
+                f"kafka did not take the SCRAM user {user['username']} "
+                f"within {SCRAM_WAIT_S:.0f}s: {problem}"
+            )
+        time.sleep(1.0)
+    keep_scram_user(base, name)
+    return user
 
 
 def _scram_problem(port: int, user: dict[str, str]) -> str | None:

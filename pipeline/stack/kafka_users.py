@@ -1,10 +1,11 @@
 """The stack's Kafka users and the ``kafka.client`` settings of each.
 
 PLAIN's user (``sasl-client.json``) is written into the broker's JAAS
-settings; SCRAM's (``scram-client.json``) lives in the cluster's metadata,
-set through the admin API (:func:`upsert_scram`). Both files are in the
-broker's folder of the stack's data directory, readable by their owner
-alone.
+settings; the SCRAM users live in the cluster's metadata, set through the
+admin API (:func:`upsert_scram`): readside's (``scram-client.json``) and
+Kafka Connect's (``connect-client.json``, :func:`connect_worker`). Every
+file is in the broker's folder of the stack's data directory, readable by
+its owner alone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from pipeline.stack import tls
 SASL_FILE = "sasl-client.json"
 SCRAM_FILE = "scram-client.json"
 SCRAM_USER = "readside-scram"
+CONNECT_FILE = "connect-client.json"
+CONNECT_USER = "readside-connect"
+#: the mechanism Connect's worker logs in with (over SASL_SSL)
+CONNECT_MECHANISM = "SCRAM-SHA-512"
+#: what Connect's worker properties repeat the security settings under: its
+#: own clients (group, internal topics), then those it makes for connectors
+CONNECT_PREFIXES = ("", "producer.", "consumer.", "admin.")
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 #: PBKDF2 rounds of the stored SCRAM credentials (Kafka's least is 4096)
 SCRAM_ITERATIONS = 8192
@@ -73,6 +81,58 @@ def over_tls(data: Path, client: dict[str, str]) -> dict[str, str]:
     }
 
 
+def connect_user(data: Path) -> dict[str, str]:
+    """Kafka Connect's SCRAM user (``<data>/kafka/connect-client.json``,
+    written once the broker knows it).
+
+    Raises:
+        FileNotFoundError: no start of Connect has made the user.
+    """
+    return _user(data / "kafka" / CONNECT_FILE)
+
+
+def connect_client(data: Path) -> dict[str, str]:
+    """The ``kafka.client`` settings of Connect's user: SASL_SSL,
+    :data:`CONNECT_MECHANISM`, trusting the stack's CA.
+
+    Raises:
+        FileNotFoundError: no start of Connect has made the user.
+    """
+    user = connect_user(data)
+    scram = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": CONNECT_MECHANISM,
+        "sasl.username": user["username"],
+        "sasl.password": user["password"],
+    }
+    return over_tls(data, scram)
+
+
+def connect_worker(data: Path, user: dict[str, str]) -> list[str]:
+    """The lines of Connect's worker properties that make its clients log in
+    as ``user`` with :data:`CONNECT_MECHANISM` over SASL_SSL, trusting the
+    stack's CA (a PEM truststore): once for the worker's own clients, once
+    per prefix of the clients it makes for connectors
+    (:data:`CONNECT_PREFIXES`). The password is in them: the file that
+    holds them must be its owner's alone."""
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{user["username"]}" password="{user["password"]}";'
+    )
+    settings = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": CONNECT_MECHANISM,
+        "sasl.jaas.config": jaas,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(data / tls.TLS_DIR / "ca.crt"),
+    }
+    return [
+        f"{prefix}{key}={value}"
+        for prefix in CONNECT_PREFIXES
+        for key, value in settings.items()
+    ]
+
+
 def sasl_user(base: Path) -> tuple[str, str]:
     """The PLAIN user, made once with a random password."""
     path = base / SASL_FILE
@@ -84,27 +144,31 @@ def sasl_user(base: Path) -> tuple[str, str]:
     return user["username"], user["password"]
 
 
-def scram_user(base: Path) -> dict[str, str]:
-    """The SCRAM user's name and password: kept in ``base``'s
-    ``scram-client.json`` once the broker knows them (:func:`keep_scram_user`),
-    pending in ``scram-client.json.part`` until then (0600; made once)."""
-    path = base / SCRAM_FILE
+def scram_user(
+    base: Path, name: str = SCRAM_FILE, username: str = SCRAM_USER
+) -> dict[str, str]:
+    """A SCRAM user's name and password: kept in ``base``'s file ``name``
+    (``scram-client.json``: readside's) once the broker knows them
+    (:func:`keep_scram_user`), pending in ``<name>.part`` until then (0600;
+    made once, as ``username`` with a random password)."""
+    path = base / name
     if path.exists():
         return _user(path)
-    part = base / (SCRAM_FILE + ".part")
+    part = base / (name + ".part")
     if not part.exists():
-        user = {"username": SCRAM_USER, "password": secrets.token_urlsafe(18)}
+        user = {"username": username, "password": secrets.token_urlsafe(18)}
         part.touch(mode=0o600)
         part.write_text(json.dumps(user) + "\n")
     return _user(part)
 
 
-def keep_scram_user(base: Path) -> None:
-    """Mark the pending SCRAM user known to the broker (its file is what
-    :func:`scram_client` and the probe read)."""
-    part = base / (SCRAM_FILE + ".part")
+def keep_scram_user(base: Path, name: str = SCRAM_FILE) -> None:
+    """Mark the pending SCRAM user of file ``name`` known to the broker (its
+    file is what :func:`scram_client`, :func:`connect_client` and the probe
+    read)."""
+    part = base / (name + ".part")
     if part.exists():
-        part.rename(base / SCRAM_FILE)
+        part.rename(base / name)
 
 
 def upsert_scram(admin: Any, user: dict[str, str]) -> None:

@@ -5,8 +5,9 @@ SASL_PLAINTEXT listener (``stack.kafka_sasl_port``) and on a SASL_SSL
 listener (``stack.kafka_ssl_port``) that serves the stack's server
 certificate; the SCRAM user lives in the cluster's metadata, set by
 ``stack up`` through the admin API, its password in the stack's data
-directory (``pipeline.stack.kafka_users.scram_client``). Debezium still
-writes through the PLAINTEXT listener; everything of readside's (the
+directory (``pipeline.stack.kafka_users.scram_client``). Debezium writes
+through the SASL_SSL listener as Connect's own SCRAM user
+(``test_connect_sasl``); everything of readside's (the
 worker's consumer and producer, the layout guard, ``status``, ``dlq list``,
 ``snapshot``'s state, the checkpoint reader, the read client's freshness
 and watermark) goes through ``kafka.client``.

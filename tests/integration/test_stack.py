@@ -189,6 +189,12 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
         made = runner.data_dir(stack)
         scram = kafka_users.over_tls(made, kafka_users.scram_client(made))
         assert scram["ssl.ca.location"] == str(made / "tls" / "ca.crt")
+        # and Connect's SCRAM user, made before Connect started, with which
+        # its worker came up healthy through the SASL_SSL listener
+        worker = (made / "connect" / "connect-distributed.properties").read_text()
+        assert f"bootstrap.servers=127.0.0.1:{stack.kafka_ssl_port}\n" in worker
+        assert "\nsecurity.protocol=SASL_SSL\n" in worker
+        assert kafka_users.connect_user(made)["username"] == "readside-connect"
         main_pids = {s.name: s.pid for s in runner.status(MAIN)}
         down = cli("--config", path, "stack", "down")
         assert down.returncode == 0, down.stderr

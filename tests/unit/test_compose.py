@@ -10,7 +10,7 @@ import yaml
 
 from connectors.debezium import connector_config
 from pipeline.config import load
-from pipeline.stack import provision
+from pipeline.stack import kafka_users, provision
 
 pytestmark = pytest.mark.unit
 
@@ -196,3 +196,18 @@ def test_compose_api_needs_keys_and_has_an_operator() -> None:
     env = SERVICES["api"].get("environment") or COMPOSE["x-readside"]["environment"]
     for name in ("READSIDE_SITE_KEY", "READSIDE_OPS_KEY"):
         assert env[name].startswith(f"${{{name}:?"), name
+
+
+def test_compose_connect_secures_the_same_clients_as_the_stack_worker() -> None:
+    """Connect's env sets the security keys under each prefix the local
+    stack's worker properties do (kafka_users.CONNECT_PREFIXES), the same
+    values under each."""
+    connect = SERVICES["connect"]["environment"]
+    seen = []
+    for prefix in kafka_users.CONNECT_PREFIXES:
+        env = "CONNECT_" + prefix.rstrip(".").upper() + ("_" if prefix else "")
+        keys = ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_JAAS_CONFIG")
+        seen.append(tuple(connect[env + key] for key in keys))
+    assert len(set(seen)) == 1, seen
+    assert seen[0][:2] == ("SASL_PLAINTEXT", "PLAIN")
+    assert 'username="connect"' in seen[0][2]
