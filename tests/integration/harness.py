@@ -129,6 +129,19 @@ class WorkerProc:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def refused(self, timeout: float, what: str, secret: str) -> str:
+        """Wait until the worker exits 2 (a store or the broker refused it at
+        its start); its log, which must not show ``secret``."""
+        code = wait_for(
+            lambda: self.proc.poll() is not None and (self.proc.returncode,),
+            timeout,
+            what,
+        )
+        assert code == (2,), self.tail()
+        text = self.log_text()
+        assert secret not in text
+        return text
+
     def kill(self) -> int:
         """SIGKILL and reap; returns the exit code."""
         if self.alive():

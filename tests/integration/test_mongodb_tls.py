@@ -139,14 +139,12 @@ def test_untrusted_ca_is_refused_and_the_worker_writes_nothing(
         assert password not in str(refused.value)
 
         worker = p.start_worker()
-        code = wait_for(
-            lambda: worker.proc.poll() is not None and (worker.proc.returncode,),
+        text = worker.refused(
             90,
             "the worker that does not trust FerretDB's certificate to exit",
+            password,
         )
-        assert code == (2,), worker.tail()
-        assert "certificate is not trusted" in worker.log_text(), worker.tail()
-        assert password not in worker.log_text()
+        assert "certificate is not trusted" in text, worker.tail()
         with _plain(stack) as client:  # nothing written
             assert good.database not in client.list_database_names()
     finally:  # the teardown drops the test's database through the sink's URI

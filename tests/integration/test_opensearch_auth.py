@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import opensearch_client, opensearch_sink, wait_for
+from harness import opensearch_client, opensearch_sink
 from pydantic import ValidationError
 
 from connectors.base import ViewTarget
@@ -132,14 +132,10 @@ def test_worker_with_a_wrong_password_stops(make_pipeline: Any) -> None:
         p.sql("INSERT INTO items VALUES (1, 'one')")
         p.apply_connector()
         worker = p.start_worker()
-        code = wait_for(
-            lambda: worker.proc.poll() is not None and (worker.proc.returncode,),
-            60,
-            "the worker with a wrong OpenSearch password to exit",
+        text = worker.refused(
+            60, "the worker with a wrong OpenSearch password to exit", WRONG
         )
-        assert code == (2,), worker.tail()
-        assert "not authorized (401)" in worker.log_text(), worker.tail()
-        assert WRONG not in worker.log_text()
+        assert "not authorized (401)" in text, worker.tail()
         _no_index(f"it-{p.suffix}-*")
     finally:  # the teardown drops the test's indexes as the right user
         password = good.password.get_secret_value()

@@ -117,14 +117,8 @@ def test_wrong_password_or_ca_stops_the_sink_with_a_clear_error(
     assert wrong not in str(read.value)
 
     worker = p.start_worker()
-    code = wait_for(
-        lambda: worker.proc.poll() is not None and (worker.proc.returncode,),
-        60,
-        "the worker with a wrong Redis password to exit",
-    )
-    assert code == (2,), worker.tail()
-    assert "not authorized" in worker.log_text(), worker.tail()
-    assert wrong not in worker.log_text()
+    text = worker.refused(60, "the worker with a wrong Redis password to exit", wrong)
+    assert "not authorized" in text, worker.tail()
 
     # a CA that did not sign the server's certificate: refused, not retried
     other = tls.issue(tmp_path / "other-ca")
