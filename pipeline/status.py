@@ -224,16 +224,14 @@ def _capture_lines(st: dict[str, Any]) -> list[str]:
                     f"warning: connector task {t['id']} FAILED, nothing new reaches "
                     f"the topics: {t['trace'].splitlines()[0] if t['trace'] else ''}"
                 )
+    lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     slot = st.get("slot")
     if slot:
         lines.append(
             f"replication slot {slot['name']}: "
             f"{'active' if slot['active'] else 'inactive'}, "
-            f"lag {st['slot_lag_bytes']} bytes, "
             f"{slot['retained_bytes']} bytes of WAL retained, "
             f"wal_status {slot['wal_status']}"
         )
-    else:
-        lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     lines.extend(f"warning: {w}" for w in st.get("slot_warnings", []))
     return lines

@@ -22,6 +22,7 @@ import base64
 import os
 import shutil
 import ssl
+import urllib.error
 from pathlib import Path
 
 from pipeline.stack import opensearch_security as security
@@ -206,13 +207,13 @@ class OpenSearch(Service):
         return f"https://127.0.0.1:{self.port}", context, auth
 
     def probe(self) -> str | None:
+        """Root and cluster health as the readside user over HTTPS; from
+        another directory, which has no credentials, only that the node
+        answers HTTPS and asks for them (401)."""
         try:
             url, context, auth = self._client()
-        except FileNotFoundError as exc:
-            return (
-                f"http probe failed: no readside user ({exc.filename}): "
-                "restart opensearch"
-            )
+        except FileNotFoundError:
+            return self._asks_for_credentials()
         try:
             root, _ = http_json(url + "/", context=context, headers=auth)
             status, _ = cluster_health(self.port, url, context, auth)
@@ -227,3 +228,23 @@ class OpenSearch(Service):
         if product != "opensearch":
             return f"not an OpenSearch node (distribution {product!r})"
         return None if status in ("green", "yellow") else f"cluster health {status}"
+
+    def _asks_for_credentials(self) -> str | None:
+        """Whether the node answers HTTPS with 401, as a secured node asks an
+        anonymous client (its certificate is not checked: the stack's CA is
+        in the stack's directory, which this one is not)."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            http_json(f"https://127.0.0.1:{self.port}/", context=context)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                return None
+            return f"https probe answered {exc.code}"
+        except OSError as exc:
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, ssl.SSLError):
+                return f"https probe failed ({reason.reason}): restart opensearch"
+            return f"http probe failed: {exc.__class__.__name__}"
+        return "answers HTTPS without credentials: security is off"

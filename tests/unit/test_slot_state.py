@@ -58,5 +58,6 @@ def test_status_shows_a_failed_task_and_the_slot_warnings():
         "io.debezium.DebeziumException: cannot read" in text
     )
     assert "somewhere" not in text
-    assert "replication slot readside_shop: inactive, lag 512 bytes" in text
+    assert "replication slot lag: 512 bytes" in text
+    assert "replication slot readside_shop: inactive, 3221225472 bytes of WAL" in text
     assert "warning: replication slot readside_shop is inactive" in text

@@ -120,3 +120,47 @@ def test_probe_names_a_node_without_https(tmp_path: Path) -> None:
     assert problem is not None
     assert problem.startswith("https probe failed (")
     assert problem.endswith("restart opensearch")
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(401, True), (200, False)])
+def test_probe_without_credentials_asks_only_for_a_secured_answer(
+    tmp_path: Path, status: int, healthy: bool
+) -> None:
+    """From a directory without the stack's credentials (``stack status``
+    elsewhere), a node that answers HTTPS with 401 is healthy; one that
+    answers without asking for credentials is not."""
+    import http.server
+    import ssl
+    import threading
+
+    from pipeline.stack import tls
+
+    certs = tls.stack_certs(tmp_path / "certs")  # not where the probe looks
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = StackConfig(opensearch_port=server.server_address[1])
+        problem = opensearch.OpenSearch(
+            Context(cfg, tmp_path, provision.locate(tmp_path))
+        ).probe()
+    finally:
+        server.shutdown()
+        server.server_close()
+    if healthy:
+        assert problem is None
+    else:
+        assert problem == "answers HTTPS without credentials: security is off"
