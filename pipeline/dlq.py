@@ -16,7 +16,9 @@ headers (:func:`pipeline.dlqtopic.prepare_topic`). A dead letter still larger
 than the topic's ``max.message.bytes`` (a source topic's limit raised under
 running workers) is sent without its value: its headers keep the origin and
 the reason, and say that the value was dropped and its size, so the pipeline
-moves on and the record can be read again at its origin.
+moves on and the record can be read again at its origin. A limit too low for
+even the headers drops nothing: the dead letter is refused (and its batch
+not committed) until the limit is raised.
 
 Retention: dead letters are kept until replayed or purged on purpose
 (:mod:`pipeline.dlqtopic`).
@@ -140,7 +142,10 @@ class DeadLetterQueue:
         key, value = msg.key(), msg.value()
         frame = _FRAMING + len(key or b"") + sum(len(k) + len(v) for k, v in raw)
         size = len(value or b"")
-        too_large = value is not None and frame + size > self.max_bytes
+        # The value is dropped only when that makes the dead letter fit: below
+        # even its headers' size (a limit being changed), the whole letter is
+        # sent, refused until the limit is raised, then delivered whole.
+        too_large = value is not None and frame < self.max_bytes < frame + size
         if too_large and not letter.without_value:
             logger.error(
                 "dead letter too large, sent without its value topic=%s partition=%d "

@@ -109,6 +109,24 @@ def test_dlq_send_over_limit_sent_without_value_with_its_size():
 
 
 def test_dlq_flush_size_refusal_rereads_limit_value_kept_once_it_fits():
+    # lowered below the letter (its value dropped: the rest fits), then raised
+    limits = [10_000, 1_000_000]
+    producer = StubProducer(outcomes=[TOO_LARGE, TOO_LARGE])
+    q = queue(producer, max_bytes=1_000_000, read_limit=lambda: limits.pop(0))
+    big = b"x" * 20_000
+    q.send(letter(big))
+    for _ in range(2):
+        with pytest.raises(TransientError, match="MSG_SIZE_TOO_LARGE"):
+            q.flush()
+    q.flush()
+    assert [r.value for r in producer.produced] == [big, None, big]
+    assert q.pending == 0
+
+
+def test_dlq_limit_below_even_the_headers_drops_nothing():
+    """A limit no dead letter fits (one being changed, say): dropping the
+    value would not make it fit, so the letter is sent whole, refused until
+    the limit is raised, and then delivered with its value."""
     limits = [10, 1_000_000]
     producer = StubProducer(outcomes=[TOO_LARGE, TOO_LARGE])
     q = queue(producer, max_bytes=1_000_000, read_limit=lambda: limits.pop(0))
@@ -117,7 +135,8 @@ def test_dlq_flush_size_refusal_rereads_limit_value_kept_once_it_fits():
         with pytest.raises(TransientError, match="MSG_SIZE_TOO_LARGE"):
             q.flush()
     q.flush()
-    assert [r.value for r in producer.produced] == [b"x" * 100, None, b"x" * 100]
+    assert [r.value for r in producer.produced] == [b"x" * 100] * 3
+    assert all(dlq.H_VALUE_DROPPED not in r.headers for r in producer.produced)
     assert q.pending == 0
 
 
