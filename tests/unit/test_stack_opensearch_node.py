@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
-from pipeline.stack import opensearch, provision, runner
+from pipeline.stack import opensearch, provision, runner, tls
 from pipeline.stack import opensearch_security as security
 from pipeline.stack.services import Context
 
@@ -95,28 +98,29 @@ def test_cli_offers_each_optional_service() -> None:
     assert set(runner.OPTIONAL) == {"opensearch"}
 
 
-def test_probe_names_a_node_without_https(tmp_path: Path) -> None:
-    """A node started before its security plugin answers plain HTTP: the
-    probe says so, and what to do."""
-    import http.server
-    import threading
-
-    from pipeline.stack import tls
-
-    tls.stack_certs(tmp_path)  # the CA the probe trusts
-    security.user(tmp_path / "opensearch")
-    server = http.server.HTTPServer(
-        ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler
-    )
+def _probe_node(tmp_path: Path, server: http.server.HTTPServer) -> str | None:
+    """The stack's OpenSearch probe (its data in ``tmp_path``) against a
+    stand-in node ``server``, served on a thread for the probe's time."""
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         cfg = StackConfig(opensearch_port=server.server_address[1])
-        problem = opensearch.OpenSearch(
+        return opensearch.OpenSearch(
             Context(cfg, tmp_path, provision.locate(tmp_path))
         ).probe()
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_probe_names_a_node_without_https(tmp_path: Path) -> None:
+    """A node started before its security plugin answers plain HTTP: the
+    probe says so, and what to do."""
+    tls.stack_certs(tmp_path)  # the CA the probe trusts
+    security.user(tmp_path / "opensearch")
+    server = http.server.HTTPServer(
+        ("127.0.0.1", 0), http.server.BaseHTTPRequestHandler
+    )
+    problem = _probe_node(tmp_path, server)
     assert problem is not None
     assert problem.startswith("https probe failed (")
     assert problem.endswith("restart opensearch")
@@ -129,12 +133,6 @@ def test_probe_without_credentials_asks_only_for_a_secured_answer(
     """From a directory without the stack's credentials (``stack status``
     elsewhere), a node that answers HTTPS with 401 is healthy; one that
     answers without asking for credentials is not."""
-    import http.server
-    import ssl
-    import threading
-
-    from pipeline.stack import tls
-
     certs = tls.stack_certs(tmp_path / "certs")  # not where the probe looks
 
     class Answer(http.server.BaseHTTPRequestHandler):
@@ -151,15 +149,7 @@ def test_probe_without_credentials_asks_only_for_a_secured_answer(
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certs.cert, certs.key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        cfg = StackConfig(opensearch_port=server.server_address[1])
-        problem = opensearch.OpenSearch(
-            Context(cfg, tmp_path, provision.locate(tmp_path))
-        ).probe()
-    finally:
-        server.shutdown()
-        server.server_close()
+    problem = _probe_node(tmp_path, server)
     if healthy:
         assert problem is None
     else:
