@@ -280,12 +280,6 @@ def slot_state(cfg: Config) -> SlotState | None:
     )
 
 
-def slot_lag_bytes(cfg: Config) -> int | None:
-    """Bytes of WAL the slot has not confirmed yet, or None without a slot."""
-    slot = slot_state(cfg)
-    return None if slot is None else slot.unconfirmed_bytes
-
-
 def status(cfg: Config) -> dict[str, Any]:
     client = ConnectClient(cfg.connect.url)
     st = client.request("GET", f"/connectors/{cfg.connect.connector}/status")
