@@ -135,12 +135,7 @@ def connect_worker(data: Path, user: dict[str, str]) -> list[str]:
 
 def sasl_user(base: Path) -> tuple[str, str]:
     """The PLAIN user, made once with a random password."""
-    path = base / SASL_FILE
-    if not path.exists():
-        path.touch(mode=0o600)
-        user = {"username": "readside", "password": secrets.token_urlsafe(18)}
-        path.write_text(json.dumps(user) + "\n")
-    user = _user(path)
+    user = tls.secret_file(base / SASL_FILE, "readside")
     return user["username"], user["password"]
 
 
