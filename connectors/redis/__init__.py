@@ -14,7 +14,7 @@ driver.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -26,6 +26,9 @@ from pydantic import (
 from connectors.base import SinkKind
 from pipeline.configtypes import ExistingFile
 from pipeline.sinktypes import SinkConfig
+
+if TYPE_CHECKING:
+    import redis
 
 #: the schemes redis-py's ``from_url`` takes; ``rediss`` is TLS
 _SCHEMES = ("redis", "rediss", "unix")
@@ -123,6 +126,16 @@ class RedisSinkConfig(SinkConfig):
                 out["ssl_certfile"] = str(self.client_cert)
                 out["ssl_keyfile"] = str(self.client_key)
         return out
+
+    def connect(self, **options: Any) -> redis.Redis:
+        """A redis-py client of these settings (URL, user, TLS), with
+        ``options`` (timeouts, ``decode_responses`` ...) over them: the one
+        way readside, its bench and its tests reach a Redis sink's server."""
+        import redis
+
+        return redis.Redis.from_url(
+            self.client_url(), **{**self.client_options(), **options}
+        )
 
     def targets_overlap(self, a: str, b: str) -> bool:
         """A view is found by scanning ``prefix:*`` and ``prefix#*``: a prefix

@@ -98,8 +98,7 @@ class RedisStore(StoreSink[RedisSinkConfig]):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self.cfg.client_url(),
+            self._client = self.cfg.connect(
                 socket_timeout=self.cfg.timeout_s,
                 socket_connect_timeout=self.cfg.timeout_s,
                 decode_responses=True,
@@ -107,7 +106,6 @@ class RedisStore(StoreSink[RedisSinkConfig]):
                 retry=Retry(NoBackoff(), 0),
                 # WAIT and WAITAOF count the writes of their own connection.
                 single_connection_client=self._durability.enabled,
-                **self.cfg.client_options(),
             )
         return self._client
 
