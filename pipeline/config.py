@@ -1,7 +1,8 @@
 """The readside configuration file: one YAML document validated at start.
 
-``${NAME}`` and ``${NAME:-default}`` are replaced from the environment before
-validation, so secrets stay out of the file.
+``${NAME}``, ``${NAME:-default}`` and ``${file:PATH}`` are replaced from the
+environment and from files before validation (:mod:`pipeline.configrefs`), so
+secrets stay out of the file.
 
 This module holds the top level (:class:`Config`, which checks what the
 sections name of each other) and the loading; each section's models live with
@@ -16,7 +17,6 @@ and what was expected.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,13 @@ from pydantic import (
 
 from pipeline import sinktypes
 from pipeline.apiconfig import ApiConfig
+from pipeline.configrefs import interpolate_tree
 from pipeline.errors import ConfigError
 from pipeline.focusconfig import FocusConfig, derived_name, expand
 from pipeline.sourceconfig import ConnectConfig, KafkaConfig, SourceConfig
 from pipeline.viewconfig import ViewConfig, ViewSinkOptions
 
 CONFIG_ENV = "READSIDE_CONFIG"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Model(BaseModel):
@@ -100,7 +100,6 @@ class StackConfig(_Model):
     data_dir: str = ".readside/stack"
     cache_dir: str | None = None  # default: /var/cache/readside as root
     postgres_port: int = 15432
-    kafka_port: int = 19092
     kafka_controller_port: int = 19093
     #: the broker's SASL_PLAINTEXT listener; its PLAIN user and password are
     #: kept in ``<data_dir>/kafka/sasl-client.json``
@@ -195,28 +194,6 @@ class Config(_Model):
         return out
 
 
-def interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Replace ``${NAME}`` / ``${NAME:-default}`` from ``env``."""
-    env = dict(os.environ) if env is None else env
-    missing: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return ""
-
-    out = _ENV_REF.sub(sub, text)
-    if missing:
-        raise ConfigError(
-            "environment variable(s) not set: " + ", ".join(sorted(set(missing)))
-        )
-    return out
-
-
 #: Tags of the view union: pydantic puts the tag after the view's name in an
 #: error's location (``views.x.aggregate.where``); it is not a field.
 _VIEW_TAGS = ("table", "aggregate")
@@ -244,24 +221,8 @@ def parse(data: Any, origin: str = "<config>") -> Config:
         ) from None
 
 
-def _interpolate_tree(node: Any, env: dict[str, str] | None, path: str) -> Any:
-    """Interpolate every string value (not keys, not comments) of parsed YAML."""
-    if isinstance(node, str):
-        try:
-            return interpolate(node, env)
-        except ConfigError as exc:
-            raise ConfigError(f"{path or '<top>'}: {exc}") from exc
-    if isinstance(node, dict):
-        return {
-            k: _interpolate_tree(v, env, f"{path}.{k}" if path else str(k))
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_interpolate_tree(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
-    return node
-
-
-def _read(path: str | Path | None, env: dict[str, str] | None) -> tuple[Path, Any]:
+def _read(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """The parsed, not yet interpolated, YAML of the configuration file."""
     chosen = Path(path or os.environ.get(CONFIG_ENV) or "readside.yaml")
     try:
         text = chosen.read_text()
@@ -273,20 +234,26 @@ def _read(path: str | Path | None, env: dict[str, str] | None) -> tuple[Path, An
         raise ConfigError(f"{chosen}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{chosen}: expected a mapping at the top level")
+    return chosen, data
+
+
+def _interpolated(chosen: Path, data: Any, env: dict[str, str] | None, at: str) -> Any:
     try:
-        data = _interpolate_tree(data, env, "")
+        return interpolate_tree(data, env, chosen.resolve().parent, at)
     except ConfigError as exc:
         raise ConfigError(f"{chosen}: {exc}") from exc
-    return chosen, data
 
 
 def load_stack(
     path: str | Path | None = None, env: dict[str, str] | None = None
 ) -> StackConfig:
-    """Only the ``stack`` section: ``readside stack`` needs nothing else."""
-    chosen, data = _read(path, env)
+    """Only the ``stack`` section: ``readside stack`` needs nothing else, and
+    the rest may name secrets (``${file:.readside/secrets/...}``) that only
+    the stack's first start makes."""
+    chosen, data = _read(path)
+    stack = _interpolated(chosen, data.get("stack") or {}, env, "stack")
     try:
-        return StackConfig.model_validate(data.get("stack") or {})
+        return StackConfig.model_validate(stack)
     except ValidationError as exc:
         lines = [_describe(dict(e)) for e in exc.errors()]
         raise ConfigError(
@@ -301,5 +268,5 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
     Interpolation applies to string values after parsing, so a secret that
     contains YAML syntax cannot change the document's structure.
     """
-    chosen, data = _read(path, env)
-    return parse(data, str(chosen))
+    chosen, data = _read(path)
+    return parse(_interpolated(chosen, data, env, ""), str(chosen))
