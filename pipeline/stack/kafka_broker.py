@@ -1,9 +1,6 @@
-"""The stack's Kafka broker: one KRaft broker and controller with four
-listeners.
+"""The stack's Kafka broker: one KRaft broker and controller, with no
+listener that takes a client without credentials.
 
-* PLAINTEXT on ``stack.kafka_port``: the inter-broker listener, the
-  probe's first look, ``readside.yaml``'s default pipeline and the tests
-  that want no security;
 * SASL_PLAINTEXT on ``stack.kafka_sasl_port`` and SASL_SSL on
   ``stack.kafka_ssl_port``, each taking the mechanisms PLAIN (one user,
   ``kafka_users.sasl_client``), SCRAM-SHA-256 and SCRAM-SHA-512 (the users
@@ -11,8 +8,11 @@ listeners.
   ``kafka_users.connect_client``); the SASL_SSL listener serves the stack's
   server certificate (:mod:`pipeline.stack.tls`) as a PEM keystore, and its
   clients trust the stack's CA (``kafka_users.over_tls``); Kafka Connect
-  and the connectors it runs come in through it;
-* CONTROLLER on ``stack.kafka_controller_port``.
+  and the connectors it runs come in through it. The broker talks to
+  itself through the SASL_PLAINTEXT listener as the PLAIN user;
+* CONTROLLER on ``stack.kafka_controller_port``, SASL_PLAINTEXT with PLAIN
+  too: an admin client may reach a KRaft controller directly, so it is no
+  anonymous door either.
 
 PLAIN's user is written into the listeners' JAAS settings. The SCRAM users
 live in the cluster's metadata: :func:`ensure_scram_user` (from
@@ -73,12 +73,13 @@ def server_properties(svc: Service, user: str, password: str) -> str:
     """``server.properties`` of the broker: listeners, security, storage."""
     cfg = svc.ctx.cfg
     base = svc.ctx.dir("kafka")
-    port, sport, tport = svc.port, cfg.kafka_sasl_port, cfg.kafka_ssl_port
+    sport, tport = cfg.kafka_sasl_port, cfg.kafka_ssl_port
     cport = cfg.kafka_controller_port
     certs = tls.stack_certs(svc.ctx.data)
-    served = (
-        f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport},"
-        f"SASL_SSL://127.0.0.1:{tport}"
+    served = f"SASL_PLAINTEXT://127.0.0.1:{sport},SASL_SSL://127.0.0.1:{tport}"
+    plain_users = (  # the broker's own login, then the users it takes
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{user}" password="{password}" user_{user}="{password}";'
     )
     lines = [
         "process.roles=broker,controller",
@@ -87,17 +88,19 @@ def server_properties(svc: Service, user: str, password: str) -> str:
         f"listeners={served},CONTROLLER://127.0.0.1:{cport}",
         f"advertised.listeners={served}",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,"
-        "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.security.protocol.map="
+        "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={plain_users}",
     ]
     for name in SASL_LISTENERS:
         prefix = f"listener.name.{name}."
         lines += [
             f"{prefix}sasl.enabled.mechanisms={MECHANISMS}",
-            f"{prefix}plain.sasl.jaas.config="
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'user_{user}="{password}";',
+            f"{prefix}plain.sasl.jaas.config={plain_users}",
         ]
         lines += [
             f"{prefix}{mech.lower()}.sasl.jaas.config="
@@ -171,14 +174,14 @@ class Kafka(Service):
     name = "kafka"
 
     @property
+    def port(self) -> int:
+        """The SASL_PLAINTEXT listener's: there is no plain one."""
+        return self.ctx.cfg.kafka_sasl_port
+
+    @property
     def ports(self) -> list[int]:
         cfg = self.ctx.cfg
-        return [
-            self.port,
-            cfg.kafka_controller_port,
-            cfg.kafka_sasl_port,
-            cfg.kafka_ssl_port,
-        ]
+        return [self.port, cfg.kafka_controller_port, cfg.kafka_ssl_port]
 
     def prepare(self) -> None:
         base = self.ctx.dir("kafka")
@@ -227,22 +230,17 @@ class Kafka(Service):
             ensure_scram_user(self.ctx, name, username)
 
     def probe(self) -> str | None:
-        """Metadata through the PLAINTEXT listener; the SASL listeners' ports
-        open (closed: a broker started before they were configured); then,
-        with the users of this data directory, PLAIN through SASL_PLAINTEXT
-        and SASL_SSL (trusting the stack's CA) and SCRAM-SHA-256 through
-        SASL_SSL. From another directory, which has no credentials, only
-        that the ports answer."""
-        if not port_in_use(self.port):
-            return "broker port closed"
-        problem = _metadata(f"127.0.0.1:{self.port}", {})
-        if problem is not None:
-            return problem
+        """The listeners' ports open (closed: a broker started before they
+        were configured); then, with the users of this data directory,
+        metadata as PLAIN through SASL_PLAINTEXT and SASL_SSL (trusting the
+        stack's CA) and as SCRAM-SHA-256 through SASL_SSL. From another
+        directory, which has no credentials, only that the ports answer."""
         cfg = self.ctx.cfg
         sport, tport = cfg.kafka_sasl_port, cfg.kafka_ssl_port
-        for port, listener in ((sport, "SASL"), (tport, "SASL_SSL")):
-            if not port_in_use(port):
-                return f"{listener} listener (port {port}) closed: restart kafka"
+        if not port_in_use(sport):
+            return "broker port closed"
+        if not port_in_use(tport):
+            return f"SASL_SSL listener (port {tport}) closed: restart kafka"
         data = self.ctx.data
         try:
             plain = sasl_client(data)

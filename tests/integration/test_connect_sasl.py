@@ -84,12 +84,12 @@ def test_worker_properties_name_sasl_ssl_scram_and_the_stack_ca(
     assert path.stat().st_mode & 0o077 == 0  # it holds the password
 
 
-def test_connect_talks_to_the_sasl_ssl_port_and_not_plaintext(
+def test_connect_talks_to_the_sasl_ssl_port_only(
     stack: StackConfig,
 ) -> None:
     ports = connect_remote_ports(Path(stack.data_dir))
     assert stack.kafka_ssl_port in ports, ports
-    assert stack.kafka_port not in ports, ports
+    assert stack.kafka_sasl_port not in ports, ports  # no TLS-less listener
 
 
 def test_change_events_still_reach_their_topic(

@@ -62,7 +62,6 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
     return StackConfig(
         data_dir=str(tmp / "stack"),
         postgres_port=at(m.postgres_port),
-        kafka_port=at(m.kafka_port),
         kafka_controller_port=at(m.kafka_controller_port),
         kafka_sasl_port=at(m.kafka_sasl_port),
         kafka_ssl_port=at(m.kafka_ssl_port),

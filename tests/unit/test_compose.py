@@ -113,7 +113,7 @@ def test_compose_ports_override_publishes_the_local_stack_ports_on_loopback() ->
     stack = LOCAL.stack
     expected = {
         "postgres": stack.postgres_port,
-        "kafka": stack.kafka_port,
+        "kafka": stack.kafka_sasl_port,
         "connect": stack.connect_port,
         "redis": stack.redis_port,
         "elasticsearch": stack.elasticsearch_port,

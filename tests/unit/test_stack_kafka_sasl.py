@@ -35,24 +35,41 @@ def properties(tmp_path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def test_prepare_adds_a_sasl_listener_beside_plaintext(tmp_path: Path) -> None:
+def test_prepare_opens_no_listener_without_sasl(tmp_path: Path) -> None:
     broker = kafka(tmp_path)
     broker.prepare()
     props = properties(tmp_path)
     assert props["listeners"] == (
-        "PLAINTEXT://127.0.0.1:19092,SASL_PLAINTEXT://127.0.0.1:19994,"
+        "SASL_PLAINTEXT://127.0.0.1:19994,"
         "SASL_SSL://127.0.0.1:19095,CONTROLLER://127.0.0.1:19093"
     )
-    assert "SASL_PLAINTEXT://127.0.0.1:19994" in props["advertised.listeners"]
-    assert "SASL_PLAINTEXT:SASL_PLAINTEXT" in props["listener.security.protocol.map"]
-    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["advertised.listeners"] == (
+        "SASL_PLAINTEXT://127.0.0.1:19994,SASL_SSL://127.0.0.1:19095"
+    )
+    protocols = dict(
+        pair.split(":") for pair in props["listener.security.protocol.map"].split(",")
+    )
+    assert protocols == {
+        "SASL_PLAINTEXT": "SASL_PLAINTEXT",
+        "SASL_SSL": "SASL_SSL",
+        "CONTROLLER": "SASL_PLAINTEXT",
+    }
+    # the broker talks to itself and to its controller as the PLAIN user
+    assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "PLAIN"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert props["listener.name.controller.sasl.enabled.mechanisms"] == "PLAIN"
     assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == (
         "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
     )
     client = jvm.sasl_client(tmp_path)
-    jaas = props["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
-    assert f'user_{client["sasl.username"]}="{client["sasl.password"]}";' in jaas
-    assert 19994 in broker.ports
+    name, password = client["sasl.username"], client["sasl.password"]
+    for listener in ("sasl_plaintext", "controller"):
+        jaas = props[f"listener.name.{listener}.plain.sasl.jaas.config"]
+        assert f'user_{name}="{password}";' in jaas
+        assert f'username="{name}" password="{password}"' in jaas
+    assert broker.port == 19994
+    assert 19092 not in broker.ports
 
 
 def test_sasl_password_made_once_kept_private(tmp_path: Path) -> None:

@@ -59,7 +59,6 @@ def test_prepare_adds_a_sasl_ssl_listener_with_the_stack_certificate(
     )
     # the listeners that were there keep their ports and protocols
     for listener in (
-        "PLAINTEXT://127.0.0.1:19092",
         "SASL_PLAINTEXT://127.0.0.1:19994",
         "CONTROLLER://127.0.0.1:19093",
     ):
