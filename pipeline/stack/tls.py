@@ -8,17 +8,17 @@ depends on it). They are kept: a later start reuses them, so a client that
 trusts ``ca.crt`` keeps trusting the stack.
 
 PostgreSQL serves TLS on its port with them and requires SCRAM over TLS of
-one role (:func:`postgres_client`); Redis answers TLS on a second port and
-knows one ACL user (:func:`redis_client`). Each keeps the secret its tests
-log in with in a file of its own data directory, as the broker's SASL users
-are kept (``pipeline.stack.kafka_broker``); the broker serves the same
-certificate on its SASL_SSL listener, and FerretDB on its TLS port
-(``pipeline.stack.ferretdb``).
+one role (:func:`postgres_client`). Each service keeps the secrets its
+clients log in with in files of its own data directory
+(:func:`secret_file`): Redis its ACL users (``pipeline.stack.redis_server``),
+the broker its SASL users (``pipeline.stack.kafka_broker``), FerretDB's
+backend its MongoDB role (``pipeline.stack.ferretdb``); the broker serves
+the same certificate on its SASL_SSL listener, Redis and FerretDB on their
+TLS ports.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import shutil
@@ -33,14 +33,6 @@ TLS_DIR = "tls"
 #: the PostgreSQL role that may log in only with SCRAM over TLS
 POSTGRES_ROLE = "readside_tls"
 POSTGRES_CLIENT = "scram-client.json"
-#: the Redis ACL user of the stack and where its password is kept
-REDIS_USER = "readside"
-REDIS_CLIENT = "acl-client.json"
-REDIS_ACL = "users.acl"
-#: what the Redis ACL user may run: every key and channel, every command but
-#: the dangerous ones (FLUSHALL, CONFIG SET, DEBUG, SHUTDOWN ...), and the
-#: two of them the sink reads its durability settings with
-REDIS_RULES = "~* &* +@all -@dangerous +info +config|get"
 
 
 @dataclass(frozen=True)
@@ -259,41 +251,3 @@ def make_role(dsn: str, user: dict[str, str], attributes: str, *grants: str) -> 
         )
         for grant in grants:
             conn.execute(sql.SQL("GRANT " + grant + " TO {}").format(role))
-
-
-# -- Redis -------------------------------------------------------------------
-
-
-def redis_user(folder: Path) -> dict[str, str]:
-    return secret_file(folder / REDIS_CLIENT, REDIS_USER)
-
-
-def redis_client(data: Path, tls_port: int) -> dict[str, str]:
-    """The Redis sink settings of the ACL user over TLS: ``url``
-    (``rediss://``), ``username``, ``password`` and ``ca_cert``.
-
-    Raises:
-        FileNotFoundError: the stack's Redis never started with its ACL user.
-    """
-    user = json.loads((data / "redis" / REDIS_CLIENT).read_text())
-    return {
-        "url": f"rediss://127.0.0.1:{tls_port}/0",
-        "username": user["username"],
-        "password": user["password"],
-        "ca_cert": str(data / TLS_DIR / "ca.crt"),
-    }
-
-
-def redis_acl(folder: Path) -> Path:
-    """The ACL file of the stack's Redis: the ``default`` user as before
-    (no password, every command: the plain port's clients are unchanged)
-    and the ACL user, whose password is kept only as its SHA-256."""
-    user = redis_user(folder)
-    digest = hashlib.sha256(user["password"].encode()).hexdigest()
-    path = folder / REDIS_ACL
-    path.touch(mode=0o600)
-    path.write_text(
-        "user default on nopass ~* &* +@all\n"
-        f"user {user['username']} on #{digest} {REDIS_RULES}\n"
-    )
-    return path

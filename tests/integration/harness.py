@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 import pymongo
+import redis
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -45,9 +46,10 @@ from pipeline.dlq import DeadRecord, read_all
 from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
-from pipeline.stack import kafka_users, tls
+from pipeline.stack import kafka_users
 from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
+from pipeline.stack.redis_server import redis_admin, redis_client
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -93,6 +95,16 @@ def opensearch_client(timeout_s: float = 30) -> OpenSearchClient:
     cfg = OpenSearchSinkConfig(type="opensearch", **opensearch_sink())
     auth = (cfg.username, cfg.password.get_secret_value()) if cfg.password else None
     return OpenSearchClient(cfg.hosts, auth, timeout_s, tls_options(cfg))
+
+
+def redis_admin_client() -> redis.Redis:
+    """A client of the stack's Redis as its operator's user (every command:
+    ``CLIENT LIST`` ...); the ``default`` user is off."""
+    stack = stack_config()
+    admin = redis_admin(Path(stack.data_dir), stack.redis_port)
+    return redis.Redis.from_url(
+        admin["url"], username=admin["username"], password=admin["password"]
+    )
 
 
 def wait_for(
@@ -230,7 +242,7 @@ def build_config(
     prefix = f"it{suffix}"
     stack = stack_config()
     data = Path(stack.data_dir)
-    acl = tls.redis_client(data, stack.redis_tls_port)
+    acl = redis_client(data, stack.redis_tls_port)
     full_views: dict[str, Any] = {}
     for name, view in views.items():
         v = dict(view)

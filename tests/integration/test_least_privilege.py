@@ -12,8 +12,7 @@ import sys
 
 import psycopg
 import pytest
-import redis
-from harness import REPO, wait_for
+from harness import REPO, redis_admin_client, wait_for
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from shop_model import SCHEMA as SHOP_SCHEMA
 from shop_model import TABLES as SHOP_TABLES
@@ -75,7 +74,7 @@ def test_pipeline_runs_on_least_privilege_roles(make_pipeline, tmp_path, stack):
         assert p.config.kafka.client["sasl.mechanism"] == "SCRAM-SHA-256"
         acl_user = p.config.sinks["redis"].username
         assert acl_user not in (None, "default")
-        with redis.Redis(port=stack.redis_port) as admin:  # the open default user
+        with redis_admin_client() as admin:
             users = {c.get("user") for c in admin.client_list()}
         assert acl_user in users, users  # the running worker's connections
         tracker = WatermarkTracker(p.config)

@@ -2,7 +2,7 @@
 
 The stack's Redis answers TLS on ``stack.redis_tls_port`` with the stack's
 certificate and knows one ACL user, whose password is kept in the stack's
-data directory (``pipeline.stack.tls.redis_client``). The worker writes a
+data directory (``pipeline.stack.redis_server.redis_client``). The worker writes a
 view through that user over TLS, ``verify`` and the read client read it
 back the same way; Redis's own client list shows who wrote and where. A
 wrong password, or a CA that did not sign the server's certificate, stops
@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 import redis
-from harness import Pipeline, wait_for
+from harness import Pipeline, redis_admin_client, wait_for
 
 from connectors.redis import RedisSinkConfig
 from connectors.redis.sink import RedisSink
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
 from pipeline.stack import tls
+from pipeline.stack.redis_server import redis_client
 from query.client import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ VIEWS: dict[str, Any] = {"items": {"table": "public.items", "sinks": ["redis"]}}
 def secure(p: Pipeline, stack: StackConfig, **override: str) -> dict[str, str]:
     """Point ``p``'s Redis sink at the TLS port as the ACL user (with
     ``override`` over the stack's settings); the settings it uses."""
-    settings = {**tls.redis_client(Path(stack.data_dir), stack.redis_tls_port)}
+    settings = {**redis_client(Path(stack.data_dir), stack.redis_tls_port)}
     settings.update(override)
 
     def mutate(data: dict[str, Any]) -> None:
@@ -45,8 +46,8 @@ def secure(p: Pipeline, stack: StackConfig, **override: str) -> dict[str, str]:
 
 
 def _clients(stack: StackConfig) -> list[dict[str, Any]]:
-    """Redis's client list, asked on the plain port as the default user."""
-    with redis.Redis(port=stack.redis_port) as admin:
+    """Redis's client list, asked on the plain port as the operator's user."""
+    with redis_admin_client() as admin:
         return list(admin.client_list())
 
 

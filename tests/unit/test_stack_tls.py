@@ -22,7 +22,7 @@ from pipeline.stack.ferretdb import (
     ferretdb_tls_client,
 )
 from pipeline.stack.provision import Installed
-from pipeline.stack.redis_server import Redis
+from pipeline.stack.redis_server import Redis, redis_admin, redis_client
 from pipeline.stack.services import Context, Postgres
 
 pytestmark = pytest.mark.unit
@@ -118,7 +118,7 @@ def test_postgres_prepare_turns_tls_on_once_for_the_source_only(
     assert stat.S_IMODE((backend / "mongo-client.json").stat().st_mode) == 0o600
 
 
-def test_redis_tls_port_and_acl_user_beside_the_open_default(tmp_path: Path) -> None:
+def test_redis_tls_port_acl_users_and_no_default_user(tmp_path: Path) -> None:
     svc = Redis(ctx(tmp_path))
     svc.prepare()
     assert svc.ports == [16379, 26380]
@@ -128,17 +128,25 @@ def test_redis_tls_port_and_acl_user_beside_the_open_default(tmp_path: Path) -> 
     assert args["--port"] == "16379"
     assert args["--tls-cert-file"] == str(tmp_path / "tls" / "server.crt")
     assert args["--tls-auth-clients"] == "no"
-    client = tls.redis_client(tmp_path, 26380)
+    client = redis_client(tmp_path, 26380)
     assert client["url"] == "rediss://127.0.0.1:26380/0"
     assert client["ca_cert"] == str(tmp_path / "tls" / "ca.crt")
     acl = Path(args["--aclfile"]).read_text()
     digest = hashlib.sha256(client["password"].encode()).hexdigest()
-    assert "user default on nopass ~* &* +@all\n" in acl
-    assert f"user readside on #{digest} " in acl
-    assert client["password"] not in acl
+    assert acl.startswith("user default off\n")
+    assert "nopass" not in acl
+    assert f"user readside on #{digest} ~* &* +@all -@dangerous " in acl
+    admin = redis_admin(tmp_path, 16379)
+    assert admin["url"] == "redis://127.0.0.1:16379/0"
+    admin_digest = hashlib.sha256(admin["password"].encode()).hexdigest()
+    assert f"user readside-admin on #{admin_digest} ~* &* +@all\n" in acl
+    assert admin["password"] != client["password"]
+    for password in (client["password"], admin["password"]):
+        assert password not in acl
     assert stat.S_IMODE(Path(args["--aclfile"]).stat().st_mode) == 0o600
     svc.prepare()
-    assert tls.redis_client(tmp_path, 26380) == client  # the password is kept
+    assert redis_client(tmp_path, 26380) == client  # the passwords are kept
+    assert redis_admin(tmp_path, 16379) == admin
 
 
 def test_ferretdb_tls_listener_beside_the_plain_one(tmp_path: Path) -> None:
