@@ -2,14 +2,15 @@
 
 FerretDB keeps no users: a client that logs in (``authMechanism=PLAIN``) is
 passed on to its PostgreSQL as that role, with that password, which
-PostgreSQL checks (SCRAM); an anonymous client works as the role of
-FerretDB's own connection string. The stack's backend keeps the anonymous
-clients as they were (``postgres``, trusted from 127.0.0.1) and knows one
-more role, :data:`MONGO_ROLE`, whose password it checks and which owns only
-what it creates: the stack's MongoDB sinks log in as it
-(:func:`ferretdb_client`), so a wrong password is refused as a MongoDB
-server with users would refuse it. FerretDB answers TLS on a second port
-with the stack's certificate (:func:`ferretdb_tls_client`).
+PostgreSQL checks (SCRAM); a client that does not log in works as the role
+of FerretDB's own connection string. That role is :data:`ANONYMOUS_ROLE`,
+which the backend refuses whatever it is asked (``pg_hba.conf``), so every
+command of such a client fails, as on a MongoDB server with access control
+on. The one role that gets in is :data:`MONGO_ROLE`, whose password the
+backend checks and which owns only what it creates: the stack's MongoDB
+sinks log in as it (:func:`ferretdb_client`), so a wrong password is refused
+as a MongoDB server with users would refuse it. FerretDB answers TLS on a
+second port with the stack's certificate (:func:`ferretdb_tls_client`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ FERRETDB_POOL = 500
 #: the backend role a MongoDB client logs in as, and where its password is kept
 MONGO_ROLE = "readside_mongo"
 MONGO_CLIENT = "mongo-client.json"
+#: the role of FerretDB's connection string, which a client that does not log
+#: in works as: the backend refuses it (no such role is ever made either)
+ANONYMOUS_ROLE = "readside_anonymous"
 #: the backend's connection limit: a pool for the anonymous clients and one
 #: for the MongoDB role
 _CONNECTIONS = f"max_connections = {2 * FERRETDB_POOL + 20}"
@@ -42,10 +46,13 @@ _HBA_MARK = "# readside local stack: the MongoDB role, SCRAM only"
 
 
 def backend_hba(original: str) -> str:
-    """``pg_hba.conf`` with the MongoDB role's rules first (the first
-    matching line wins): its password checked over TCP, no other way in."""
+    """``pg_hba.conf`` with the MongoDB roles' rules first (the first
+    matching line wins): :data:`MONGO_ROLE`'s password checked over TCP, no
+    other way in; :data:`ANONYMOUS_ROLE` refused every way."""
     rules = [
         _HBA_MARK,
+        f"host all {ANONYMOUS_ROLE} 0.0.0.0/0 reject",
+        f"local all {ANONYMOUS_ROLE} reject",
         f"host all {MONGO_ROLE} 127.0.0.1/32 scram-sha-256",
         f"host all {MONGO_ROLE} 0.0.0.0/0 reject",
         f"local all {MONGO_ROLE} reject",
@@ -149,7 +156,10 @@ class FerretDB(Service):
     def command(self) -> list[str]:
         d = self.ctx.dir("ferretdb")
         certs = tls.stack_certs(self.ctx.data)
-        backend = FerretBackend(self.ctx).dsn() + f"?pool_max_conns={FERRETDB_POOL}"
+        backend = (
+            f"postgresql://{ANONYMOUS_ROLE}@127.0.0.1:{self.ctx.cfg.ferretdb_backend_port}"
+            f"/postgres?pool_max_conns={FERRETDB_POOL}"
+        )
         return [
             str(self.ctx.installed.ferretdb),
             "--handler=postgresql",
@@ -165,14 +175,18 @@ class FerretDB(Service):
         ]
 
     def probe(self) -> str | None:
-        """``ping`` on the plain port, anonymous then as :data:`MONGO_ROLE`,
-        then as the role over TLS (from another directory, which has no
-        credentials, only that the TLS port answers)."""
+        """``ping`` on the plain port without logging in, which must fail (a
+        FerretDB that answers it runs an older connection string: restart
+        it); then as :data:`MONGO_ROLE` on both ports (from another
+        directory, which has no credentials, only that both ports answer)."""
         import pymongo
         import pymongo.errors
 
         try:
             _ping(pymongo.MongoClient(port=self.port, serverSelectionTimeoutMS=2000))
+            return "answers a client that did not log in: restart ferretdb"
+        except pymongo.errors.OperationFailure:
+            pass  # the backend refused the anonymous role
         except pymongo.errors.PyMongoError as exc:
             return f"ping failed: {exc.__class__.__name__}"
         tport = self.ctx.cfg.ferretdb_tls_port

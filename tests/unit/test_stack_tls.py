@@ -14,10 +14,12 @@ import pytest
 from pipeline.config import StackConfig
 from pipeline.stack import tls
 from pipeline.stack.ferretdb import (
+    ANONYMOUS_ROLE,
     MONGO_CLIENT,
     MONGO_ROLE,
     FerretBackend,
     FerretDB,
+    backend_hba,
     ferretdb_client,
     ferretdb_tls_client,
 )
@@ -107,9 +109,11 @@ def test_postgres_prepare_turns_tls_on_once_for_the_source_only(
     assert "ssl" not in (backend / "postgresql.conf").read_text()
     hba = (backend / "pg_hba.conf").read_text()
     assert "readside_tls" not in hba
-    # the MongoDB role: its password checked first, the old rules after, once
-    assert hba.splitlines()[1] == f"host all {MONGO_ROLE} 127.0.0.1/32 scram-sha-256"
+    # the MongoDB roles: the anonymous one refused, then the MongoDB role's
+    # password checked, the old rules after, once
+    assert hba.splitlines()[3] == f"host all {MONGO_ROLE} 127.0.0.1/32 scram-sha-256"
     assert hba.count(MONGO_ROLE) == 3
+    assert hba.count(ANONYMOUS_ROLE) == 2
     assert hba.rstrip().endswith("host all all 127.0.0.1/32 trust")
     assert (backend / "postgresql.conf").read_text().count("max_connections") == 1
     uri = ferretdb_client(tmp_path, 27027)
@@ -165,3 +169,20 @@ def test_ferretdb_tls_listener_beside_the_plain_one(tmp_path: Path) -> None:
     assert plain == ferretdb_client(tmp_path, 27029).split("?", 1)[0]
     ca = tmp_path / "tls" / "ca.crt"
     assert query == f"authMechanism=PLAIN&tls=true&tlsCAFile={ca}"
+
+
+def test_ferretdb_clients_that_do_not_log_in_work_as_a_refused_role() -> None:
+    svc = FerretDB(ctx(Path("/nowhere")))
+    args = dict(a.split("=", 1) for a in svc.command()[1:])
+    url = args["--postgresql-url"]
+    assert url.startswith(f"postgresql://{ANONYMOUS_ROLE}@127.0.0.1:15433/"), url
+    hba = backend_hba("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    rules = [line.split() for line in hba.splitlines() if line and line[0] != "#"]
+    # the first line that matches the role wins: for the anonymous role, a
+    # reject, over TCP and over the socket alike, before any trust line
+    first = {
+        kind: next(r for r in rules if r[0] == kind and r[2] in (ANONYMOUS_ROLE, "all"))
+        for kind in ("host", "local")
+    }
+    assert first["host"] == ["host", "all", ANONYMOUS_ROLE, "0.0.0.0/0", "reject"]
+    assert first["local"] == ["local", "all", ANONYMOUS_ROLE, "reject"]
