@@ -130,7 +130,7 @@ class KafkaConfig(_Model):
     :mod:`pipeline.kafkaclient` builds.
     """
 
-    bootstrap_servers: str = "127.0.0.1:19092"
+    bootstrap_servers: str = "127.0.0.1:19094"
     group_id: str = "readside"
     partitions: int = Field(3, ge=1)
     replication_factor: int = Field(1, ge=1)

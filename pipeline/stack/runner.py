@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
-from pipeline.stack import opensearch, provision
+from pipeline.stack import client_secrets, opensearch, provision
 from pipeline.stack.jvm import SERVICE_ORDER
 from pipeline.stack.services import (
     Context,
@@ -276,6 +276,8 @@ def up(
                 futures[svc.name].result()
                 svc.ready()
                 progress(f"{svc.name:<17} healthy")
+    if client_secrets.export(ctx.data):
+        progress(f"clients' passwords in {ctx.data / client_secrets.SECRETS_DIR}")
     progress(f"stack up in {time.monotonic() - t0:.1f}s; data in {ctx.data}")
     return started
 

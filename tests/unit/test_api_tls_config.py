@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from repo_config import DATA, write_config
 
 from pipeline import config
 from pipeline.errors import ConfigError
@@ -18,11 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _api(tmp_path: Path, api: dict[str, object]) -> config.Config:
-    data = yaml.safe_load((REPO / "readside.yaml").read_text())
-    data["api"] = {**(data.get("api") or {}), **api}
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return config.load(path, env={})
+    data = {**DATA, "api": {**(DATA.get("api") or {}), **api}}
+    return config.load(write_config(tmp_path, data), env={})
 
 
 def test_api_tls_settings_load_and_are_checked(tmp_path: Path) -> None:

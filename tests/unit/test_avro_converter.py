@@ -17,7 +17,7 @@ from typing import Any
 
 import fastavro
 import pytest
-import yaml
+from repo_config import DATA, write_config
 
 from pipeline import config
 from pipeline.decode import FakeMessage, JsonDecoder
@@ -228,10 +228,8 @@ def test_schema_registry_unreachable_is_transient_after_retries() -> None:
 
 
 def test_config_kafka_format_bad_value_names_the_field(tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "readside.yaml").read_text())
-    data["kafka"]["format"] = "protobuf"
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump(data))
+    data = {**DATA, "kafka": {**DATA["kafka"], "format": "protobuf"}}
+    path = write_config(tmp_path, data)
     with pytest.raises(ConfigError) as info:
         config.load(path, env={})
     assert "kafka.format: Input should be 'json' or 'avro'" in str(info.value)

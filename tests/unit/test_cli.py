@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from repo_config import repo_config_path
 from rich.console import Console
 from rich.table import Table
 
@@ -22,7 +23,7 @@ from pipeline.textout import PipeConsole, columns, plain_table
 from query.lsn import parse as parse_lsn
 
 REPO = Path(__file__).resolve().parents[2]
-GOOD = str(REPO / "readside.yaml")
+GOOD = str(repo_config_path())
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

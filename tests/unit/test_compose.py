@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from repo_config import repo_config_path
 
 from connectors.debezium import connector_config
 from pipeline.config import load
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-LOCAL = load(REPO / "readside.yaml", env={})
+LOCAL = load(repo_config_path(), env={})
 KEYS = {
     "READSIDE_SITE_KEY": "s" * 16,
     "READSIDE_OPS_KEY": "o" * 16,
@@ -68,7 +69,8 @@ def test_compose_config_has_the_same_pipeline_as_the_stack_config() -> None:
     assert PROD.kafka.model_dump(
         exclude={"bootstrap_servers", "client"}
     ) == LOCAL.kafka.model_dump(exclude={"bootstrap_servers", "client"})
-    assert LOCAL.kafka.client == {}
+    assert LOCAL.kafka.client_conf()["security.protocol"] == "SASL_PLAINTEXT"
+    assert LOCAL.kafka.client_conf()["sasl.mechanism"] == "SCRAM-SHA-256"
     assert PROD.kafka.client_conf()["security.protocol"] == "SASL_PLAINTEXT"
     assert PROD.kafka.client_conf()["sasl.password"] == "kafka-secret"
     assert PROD.connect.connector == LOCAL.connect.connector

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_config import repo_config_path, write_config
 
 from pipeline import config
 from pipeline.errors import ConfigError
@@ -17,9 +18,7 @@ GOOD = yaml.safe_load((REPO / "readside.yaml").read_text())
 
 
 def write(tmp_path: Path, data: object) -> Path:
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_config(tmp_path, data)
 
 
 def load_error(tmp_path: Path, data: object, env: dict[str, str] | None = None) -> str:
@@ -29,7 +28,7 @@ def load_error(tmp_path: Path, data: object, env: dict[str, str] | None = None) 
 
 
 def test_load_demo_config_resolves_views_and_topics() -> None:
-    cfg = config.load(REPO / "readside.yaml", env={})
+    cfg = config.load(repo_config_path(), env={})
     assert set(cfg.views) == {"customers", "products", "orders", "customer_orders"}
     assert cfg.view_topics()["shop.public.orders"] == ["orders", "customer_orders"]
     assert cfg.view_topics()["shop.public.order_items"] == ["customer_orders"]
@@ -114,9 +113,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_config_check_good_file_exits_zero_and_prints_plan() -> None:
     # --no-sql: printing the aggregate view's SQL reads the source's catalog.
-    proc = run_cli(
-        "--config", str(REPO / "readside.yaml"), "config", "check", "--no-sql"
-    )
+    proc = run_cli("--config", str(repo_config_path()), "config", "check", "--no-sql")
     assert proc.returncode == 0, proc.stderr
     assert "shop.public.orders" in proc.stdout
     assert "orders: table view of public.orders" in proc.stdout

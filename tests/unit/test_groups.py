@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from repo_config import repo_config_path
 
 from pipeline import config
 from pipeline.groups import Scope, client_id, scope_of_group, worker_group
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def cfg() -> config.Config:
-    return config.load(REPO / "readside.yaml", env={})
+    return config.load(repo_config_path(), env={})
 
 
 def test_worker_group_full_scope_is_the_config_group(cfg) -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from confluent_kafka import KafkaError
 from pydantic import SecretStr
+from repo_config import write_config
 
 from pipeline import config, kafkaclient, startup
 from pipeline.errors import ConfigError
@@ -38,9 +39,7 @@ CLIENT_CLASSES = {
 
 
 def with_kafka(tmp_path: Path, **kafka: object) -> Path:
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump({**GOOD, "kafka": {**GOOD["kafka"], **kafka}}))
-    return path
+    return write_config(tmp_path, {**GOOD, "kafka": {**GOOD["kafka"], **kafka}})
 
 
 def load_error(path: Path, env: dict[str, str] | None = None) -> str:
@@ -257,7 +256,7 @@ def test_config_check_plan_shows_client_settings_secrets_hidden() -> None:
 
     kafka = {**GOOD["kafka"], "client": SASL, "extra": {"fetch.min.bytes": 10}}
     text = describe(config.parse({**GOOD, "kafka": kafka}))
-    assert "kafka: 127.0.0.1:19092" in text
+    assert "kafka: 127.0.0.1:19094" in text
     assert "security.protocol=SASL_PLAINTEXT" in text
     assert "sasl.password=**********" in text
     assert "worker consumer (extra): fetch.min.bytes=10" in text

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repo_config import DATA, repo_config_path, write_config
 
 from pipeline import config, layout, layoutguard
 from pipeline.aggregate.reader import snapshot_version
@@ -116,7 +117,7 @@ def test_table_view_new_epoch_beats_every_old_version() -> None:
 
 
 def test_build_views_passes_epochs_and_starts() -> None:
-    cfg = config.load(REPO / "readside.yaml", env={})
+    cfg = config.load(repo_config_path(), env={})
     views = build_views(cfg, {"products": 3}, ["products"], {"products": {("t", 0): 7}})
     view = views["products"]
     assert isinstance(view, TableView)
@@ -134,8 +135,10 @@ class FakeProducer:
         return 0
 
 
-def test_guard_note_written_raises_the_mark_only_when_higher() -> None:
-    cfg = config.load(REPO / "readside.yaml", env={})
+def test_guard_note_written_raises_the_mark_only_when_higher(tmp_path: Path) -> None:
+    # no kafka.client: the guard's producer is a stand-in, no broker is asked
+    kafka = {k: v for k, v in DATA["kafka"].items() if k != "client"}
+    cfg = config.load(write_config(tmp_path, {**DATA, "kafka": kafka}), env={})
     guard = layoutguard.Guard(cfg, ["customer_orders"])
     producer = FakeProducer()
     first = [Delete("customer_orders", "1", snapshot_version(0, 50, 0))]
@@ -170,7 +173,7 @@ def _fast(cfg: Any) -> Any:
 def test_worker_start_up_checks_retry_a_broker_not_ready_yet() -> None:
     from pipeline.worker import _start_guard
 
-    cfg = _fast(config.load(REPO / "readside.yaml", env={}))
+    cfg = _fast(config.load(repo_config_path(), env={}))
     guard = _FlakyGuard(failures=3)
     got = _start_guard(cfg, guard, early=[])  # type: ignore[arg-type]
     assert isinstance(got, layout.Recorded)
@@ -180,7 +183,7 @@ def test_worker_start_up_checks_retry_a_broker_not_ready_yet() -> None:
 def test_worker_start_up_checks_give_way_to_a_stop() -> None:
     from pipeline.worker import _start_guard
 
-    cfg = _fast(config.load(REPO / "readside.yaml", env={}))
+    cfg = _fast(config.load(repo_config_path(), env={}))
     guard = _FlakyGuard(failures=10**6)
     assert _start_guard(cfg, guard, early=[15]) is None  # type: ignore[arg-type]
     assert guard.calls == 1

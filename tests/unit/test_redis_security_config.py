@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from repo_config import write_config
 
 from pipeline import config
 from pipeline.errors import ConfigError
@@ -20,9 +21,7 @@ GOOD = yaml.safe_load((REPO / "readside.yaml").read_text())
 
 def _cache(tmp_path: Path, **settings: Any) -> config.RedisSinkConfig:
     data = {**GOOD, "sinks": {**GOOD["sinks"], "cache": {"type": "redis", **settings}}}
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cache = config.load(path, env={}).sinks["cache"]
+    cache = config.load(write_config(tmp_path, data), env={}).sinks["cache"]
     assert isinstance(cache, config.RedisSinkConfig)
     return cache
 

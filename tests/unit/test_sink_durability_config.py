@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_config import write_config
 
 from connectors.base import ViewTarget
 from connectors.mongodb.sink import MongoSink
@@ -19,9 +20,7 @@ GOOD = yaml.safe_load((REPO / "readside.yaml").read_text())
 
 def _load(tmp_path: Path, sinks: dict[str, object]) -> config.Config:
     data = {**GOOD, "sinks": {**GOOD["sinks"], **sinks}}
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return config.load(path, env={})
+    return config.load(write_config(tmp_path, data), env={})
 
 
 def test_sink_durability_settings_default_to_the_stores_own(tmp_path: Path) -> None:

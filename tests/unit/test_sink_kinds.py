@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_config import repo_config_path
 
 from connectors.base import SinkKind, Stored, ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
@@ -260,13 +261,14 @@ def test_read_client_search_asks_searchable_sinks_only(
 
 
 def test_config_load_imports_no_store_driver() -> None:
+    path = repo_config_path()
     code = (
         "import sys\n"
         "from pipeline import config\n"
-        "config.load('readside.yaml', env={})\n"
+        f"config.load({str(path)!r}, env={{}})\n"
         # a kind that reuses another's settings (opensearch) imports no driver
         "import yaml\n"
-        "raw = yaml.safe_load(open('readside.yaml'))\n"
+        f"raw = yaml.safe_load(open({str(path)!r}))\n"
         "raw['sinks']['os'] = {'type': 'opensearch'}\n"
         "config.Config.model_validate(raw)\n"
         "drivers = ('redis', 'elasticsearch', 'pymongo', 'connectors.redis.sink',\n"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_config import write_config
 
 from pipeline import config
 from pipeline.aggregate.ids import IdRule
@@ -20,9 +21,7 @@ GOOD = yaml.safe_load((REPO / "readside.yaml").read_text())
 def _load(tmp_path: Path, view: str, **extra: object) -> config.Config:
     views = dict(GOOD["views"])
     views[view] = {**views[view], **extra}
-    path = tmp_path / "readside.yaml"
-    path.write_text(yaml.safe_dump({**GOOD, "views": views}))
-    return config.load(path, env={})
+    return config.load(write_config(tmp_path, {**GOOD, "views": views}), env={})
 
 
 def _error(tmp_path: Path, view: str, **extra: object) -> str:

@@ -1,0 +1,53 @@
+"""The passwords a readside configuration needs to reach the local stack,
+one plain file each, for ``${file:...}`` references.
+
+Every service keeps its users' secrets as JSON in its own folder of the data
+directory (the broker's SCRAM user, Redis's ACL user, FerretDB's backend
+role). ``stack up`` writes the password of each user a readside client logs
+in as to ``<data_dir>/secrets/<name>.password`` (the folder 0700, the files
+0600), which ``readside.yaml`` names::
+
+    sasl.password: ${file:.readside/stack/secrets/kafka.password}
+
+They are written again after every start, so they follow a service whose
+data directory was made anew.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.stack.ferretdb import MONGO_CLIENT, FerretBackend
+from pipeline.stack.kafka_users import SCRAM_FILE
+from pipeline.stack.redis_server import REDIS_CLIENT, Redis
+
+SECRETS_DIR = "secrets"
+
+
+def sources(data: Path) -> dict[str, Path]:
+    """Each exported secret's name and the JSON file it is read from."""
+    return {
+        "kafka": data / "kafka" / SCRAM_FILE,
+        "redis": data / Redis.name / REDIS_CLIENT,
+        "mongodb": data / FerretBackend.name / MONGO_CLIENT,
+    }
+
+
+def export(data: Path) -> list[Path]:
+    """Write the password file of every user whose JSON file exists; returns
+    the files written."""
+    folder = data / SECRETS_DIR
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    written = []
+    for name, source in sources(data).items():
+        if not source.exists():
+            continue
+        password = json.loads(source.read_text())["password"]
+        path = folder / f"{name}.password"
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(password + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,63 @@
+"""The stack's client passwords, exported one plain file each for the
+``${file:...}`` references of ``readside.yaml``."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load
+from pipeline.stack import client_secrets, tls
+
+pytestmark = pytest.mark.unit
+
+
+def test_export_writes_each_kept_password_private_and_follows_a_new_one(
+    tmp_path: Path,
+) -> None:
+    kept = {
+        name: tls.secret_file(source, f"user-{name}")
+        for name, source in client_secrets.sources(tmp_path).items()
+        if name != "mongodb"  # a backend that never made its role
+    }
+    written = client_secrets.export(tmp_path)
+    folder = tmp_path / "secrets"
+    assert sorted(written) == [folder / "kafka.password", folder / "redis.password"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name, user in kept.items():
+        path = folder / f"{name}.password"
+        assert path.read_text() == user["password"] + "\n"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # a service made anew: a new password, exported again after its start
+    redis_source = client_secrets.sources(tmp_path)["redis"]
+    redis_source.unlink()
+    fresh = tls.secret_file(redis_source, "user-redis")
+    client_secrets.export(tmp_path)
+    assert (folder / "redis.password").read_text() == fresh["password"] + "\n"
+
+
+def test_the_repository_config_names_the_exported_files() -> None:
+    """``readside.yaml`` reads the stack's passwords from the files
+    ``stack up`` exports, relative to its own folder."""
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "readside.yaml").read_text()
+    for name in ("kafka", "redis", "mongodb"):
+        assert f"${{file:.readside/stack/secrets/{name}.password}}" in text, name
+
+
+def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    secrets = tmp_path / ".readside" / "stack" / "secrets"
+    secrets.mkdir(parents=True)
+    for name in ("kafka", "redis", "mongodb"):
+        (secrets / f"{name}.password").write_text(f"pw-{name}\n")
+    config = tmp_path / "readside.yaml"
+    config.write_text((repo / "readside.yaml").read_text())
+    cfg = load(config, env={})
+    assert cfg.kafka.client["sasl.password"].get_secret_value() == "pw-kafka"
+    cache = cfg.sinks["cache"]
+    assert cache.password.get_secret_value() == "pw-redis"  # type: ignore[union-attr]
+    docs = cfg.sinks["docs"].uri.get_secret_value()  # type: ignore[union-attr]
+    assert ":pw-mongodb@" in docs
