@@ -85,9 +85,7 @@ def dump_stores(config: Config, suffix: str, versions: bool = True) -> dict[str,
     them)."""
     out: dict[str, Any] = {}
     rcfg: Any = config.sinks["redis"]
-    with redis.Redis.from_url(
-        rcfg.url.get_secret_value(), decode_responses=True
-    ) as client:
+    with rcfg.connect(decode_responses=True) as client:
         keys = sorted(client.scan_iter(match=f"it{suffix}*", count=1000))
         if not versions:
             keys = [k for k in keys if "#v:" not in k]

@@ -13,7 +13,6 @@ from typing import Any
 import psycopg
 import pymongo
 import pytest
-import redis
 from elasticsearch import Elasticsearch
 from harness import REPO
 from shop_model import SCHEMA, TABLES, VIEW, ShopLoad, expected_documents
@@ -95,7 +94,7 @@ def test_verify_finds_hand_corrupted_documents_and_repair_fixes_them(make_pipeli
     cfg = p.config
     # By hand, in each store: a changed body, a lost document, an extra one.
     prefix = cfg.views["customers"].sink_options["redis"].target
-    r = redis.Redis.from_url(cfg.sinks["redis"].url.get_secret_value())
+    r = cfg.sinks["redis"].connect()  # type: ignore[union-attr]
     r.set(f"{prefix}:{wrong}", json.dumps({"id": int(wrong), "full_name": "x"}))
     mongo = cfg.sinks["mongodb"]
     with pymongo.MongoClient(mongo.uri.get_secret_value()) as client:

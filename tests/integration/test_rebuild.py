@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 import pymongo
 import pytest
-import redis
 from harness import REPO, BackgroundLoad, wait_for
 from shop_model import SCHEMA, TABLES, VIEW, ShopLoad
 
@@ -112,7 +111,7 @@ def _old_storage(p: Any, view: str) -> dict[str, int]:
     cfg = p.config
     rcfg, mcfg = cfg.sinks["redis"], cfg.sinks["mongodb"]
     prefix = f"it{p.suffix}:{view}"
-    with redis.Redis.from_url(rcfg.url.get_secret_value()) as r:  # type: ignore[union-attr]
+    with rcfg.connect() as r:  # type: ignore[union-attr]
         keys = sum(1 for _ in r.scan_iter(match=f"{prefix}:*", count=1000))
         keys += sum(1 for _ in r.scan_iter(match=f"{prefix}#*", count=1000))
     sinks = build_sinks(cfg, ["elasticsearch"])
@@ -155,7 +154,7 @@ def test_rebuild_switches_without_a_missed_read_and_converges(make_pipeline):
 
     # Drift by hand in generation 1: a rebuild reads the source, not the store.
     drifted = str(WATCHED[0])
-    with redis.Redis.from_url(p.config.sinks["redis"].url.get_secret_value()) as r:  # type: ignore[union-attr]
+    with p.config.sinks["redis"].connect() as r:  # type: ignore[union-attr]
         r.set(f"it{p.suffix}:customers:{drifted}", '{"full_name": "wrong"}')
     assert any(not d.ok for d in p.verify())
 

@@ -19,14 +19,19 @@ from pathlib import Path
 
 import psycopg
 import pymongo
+import pymongo.errors
 import pytest
 import redis
 import yaml
-from confluent_kafka import Consumer
+from confluent_kafka import KafkaException
 from elasticsearch import Elasticsearch
 
+from pipeline import kafkaclient
 from pipeline.config import StackConfig, load
+from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack import kafka_users, runner
+from pipeline.stack.ferretdb import ferretdb_client
+from pipeline.stack.redis_server import redis_client
 from pipeline.stack.services import port_in_use
 
 pytestmark = pytest.mark.integration
@@ -209,26 +214,51 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def test_clients_write_and_read_back_each_store() -> None:
+def test_each_store_refuses_anonymous_clients_and_serves_its_user() -> None:
+    """No service of the stack takes a client that does not log in; each
+    serves the user ``readside.yaml`` logs in as."""
+    data = Path(MAIN.data_dir)
     key = f"t-{uuid.uuid4().hex}"
-    r = redis.Redis(port=MAIN.redis_port)
-    r.set(key, "v1")
-    assert r.get(key) == b"v1"
-    r.delete(key)
+    with redis.Redis(port=MAIN.redis_port) as anonymous:
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.set(key, "v0")
+    acl = redis_client(data, MAIN.redis_tls_port)
+    with redis.Redis(
+        port=MAIN.redis_port, username=acl["username"], password=acl["password"]
+    ) as r:
+        r.set(key, "v1")
+        assert r.get(key) == b"v1"
+        r.delete(key)
 
     es = Elasticsearch(f"http://127.0.0.1:{MAIN.elasticsearch_port}")
     es.index(index=key, id="1", document={"name": "añ ✓"}, refresh=True)
     assert es.get(index=key, id="1")["_source"] == {"name": "añ ✓"}
     es.indices.delete(index=key)
 
-    mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-        port=MAIN.ferretdb_port
+    with pymongo.MongoClient(
+        port=MAIN.ferretdb_port, serverSelectionTimeoutMS=5000
+    ) as anonymous_mongo:
+        with pytest.raises(pymongo.errors.OperationFailure):
+            anonymous_mongo["readside_test"][key].insert_one({"_id": 0})
+    with pymongo.MongoClient(ferretdb_client(data, MAIN.ferretdb_port)) as mongo:
+        coll = mongo["readside_test"][key]
+        coll.replace_one({"_id": 1}, {"_id": 1, "n": 1}, upsert=True)
+        coll.replace_one({"_id": 1}, {"_id": 1, "n": 2}, upsert=True)
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
+        coll.drop()
+
+    # Kafka: no plain listener; the SASL one answers a client that does
+    # not log in with nothing, and names its broker to the SCRAM user
+    assert not port_in_use(19092)
+    plain = KafkaConfig(bootstrap_servers=f"127.0.0.1:{MAIN.kafka_sasl_port}")
+    admin = kafkaclient.admin(plain, {"socket.timeout.ms": 2000})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    user = KafkaConfig(
+        bootstrap_servers=plain.bootstrap_servers,
+        client=kafka_users.scram_client(data),
     )
-    coll = mongo["readside_test"][key]
-    coll.replace_one({"_id": 1}, {"_id": 1, "n": 1}, upsert=True)
-    coll.replace_one({"_id": 1}, {"_id": 1, "n": 2}, upsert=True)
-    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
-    coll.drop()
+    assert kafkaclient.admin(user).list_topics(timeout=10).brokers
 
 
 def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> None:
@@ -250,7 +280,12 @@ def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> Non
                     "publication": f"p_{suffix}",
                     "topic_prefix": f"st{suffix}",
                 },
-                "kafka": {"group_id": f"g{suffix}", "partitions": 1},
+                "kafka": {
+                    "bootstrap_servers": f"127.0.0.1:{MAIN.kafka_sasl_port}",
+                    "client": kafka_users.scram_client(Path(MAIN.data_dir)),
+                    "group_id": f"g{suffix}",
+                    "partitions": 1,
+                },
                 "connect": {"connector": f"stacktest-{suffix}"},
                 "sinks": {"cache": {"type": "redis"}},
                 "views": {"items": {"table": "public.items", "sinks": ["cache"]}},
@@ -267,12 +302,8 @@ def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> Non
             conn.execute("INSERT INTO items VALUES (1, 'one')")
             conn.execute("UPDATE items SET name = 'uno' WHERE id = 1")
             conn.execute("DELETE FROM items WHERE id = 1")
-        consumer = Consumer(
-            {
-                "bootstrap.servers": cfg.kafka.bootstrap_servers,
-                "group.id": f"peek-{suffix}",
-                "auto.offset.reset": "earliest",
-            }
+        consumer = kafkaclient.consumer(
+            cfg.kafka, {"group.id": f"peek-{suffix}", "auto.offset.reset": "earliest"}
         )
         consumer.subscribe([cfg.source.topic("public.items")])
         seen: list[tuple[str, int | None]] = []
