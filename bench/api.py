@@ -228,14 +228,12 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
     """Get by id: HTTP and raw Redis loaded from a process of their own,
     ReadClient on threads in this one; the same ids in the same order."""
     ids = [str(random.Random(i).randint(1, ROWS)) for i in range(requests)]
-    load = {"host": "127.0.0.1", "requests": requests, "concurrency": concurrency}
+    load = {"requests": requests, "concurrency": concurrency}
     with ReadClient(p.config) as client:
         redis_sink: Any = client.sink("redis")
         layout = redis_sink._layout(VIEW)  # the document key, as the sink names it
-        conn = redis_sink.client.connection_pool.connection_kwargs
         keys = [layout.doc_key(i) for i in ids]
-        if conn.get("db", 0) or conn.get("password"):
-            raise RuntimeError("the bench's Redis GET needs db 0 without a password")
+        redis_cfg = need_sink(p.config, RedisSinkConfig)
 
         def client_get(i: int) -> None:
             if client.get(VIEW, ids[i]).doc is None:
@@ -244,14 +242,16 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
         http = {
             **load,
             "kind": "http",
+            "host": "127.0.0.1",
             "port": p.port,
             "targets": [f"/v1/views/{VIEW}/docs/{i}" for i in ids],
         }
         raw = {
             **load,
             "kind": "redis",
-            "host": conn.get("host", "127.0.0.1"),
-            "port": conn.get("port", 6379),
+            # the raw GETs log in as the sink does
+            "url": redis_cfg.client_url(),
+            "options": redis_cfg.client_options(),
             "targets": keys,
         }
         timed_calls(client_get, min(200, requests), concurrency)  # warm
