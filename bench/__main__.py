@@ -48,6 +48,7 @@ from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
 from connectors.redis import RedisSinkConfig
 from pipeline import config as config_mod
+from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.decode import FakeMessage
 from pipeline.events import ChangeEvent, Upsert
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "avg_row_bytes": formats.avg_row_bytes(prefix),
         "formats": {},
     }
-    admin = AdminClient({"bootstrap.servers": base.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(base.kafka)
     built: list[Format] = []
     try:
         for name in names:  # both decode rates first, on a quiet machine
@@ -182,7 +183,7 @@ def worker_runs(
     rows: dict[str, Any] = {}
     create_topics(admin, [fmt.topic, f"{fmt.prefix}.public.readside_heartbeat"], 3)
     start = time.perf_counter()
-    events.produce(base.kafka.bootstrap_servers, fmt.topic, fmt.records)
+    events.produce(base.kafka, fmt.topic, fmt.records)
     logger.info(
         "preloaded %d events format=%s in %.1fs",
         n,

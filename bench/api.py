@@ -49,6 +49,7 @@ import yaml
 from bench import report
 from bench.api_load import load_in_child
 from bench.api_stats import markdown, timed_calls
+from bench.scenario import kafka_access, plain
 from bench.sinks import need_sink
 from connectors import debezium
 from connectors.elasticsearch import ElasticsearchSinkConfig
@@ -56,6 +57,7 @@ from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.redis import RedisSinkConfig
 from connectors.redis.sink import RedisSink
 from pipeline import config as config_mod
+from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.worker import build_sinks
 from query import ReadClient, commit_lsn
@@ -118,20 +120,16 @@ class Pipeline:
                 "heartbeat_ms": 500,
             },
             "kafka": {
-                "bootstrap_servers": base.kafka.bootstrap_servers,
+                **kafka_access(base),
                 "group_id": f"{self.prefix}-group",
                 "dlq_topic": f"{self.prefix}.dlq",
                 "checkpoint_topic": f"{self.prefix}.checkpoints",
             },
             "connect": {"url": base.connect.url, "connector": f"{self.prefix}-pg"},
             "sinks": {
-                "redis": {
-                    "type": "redis",
-                    "url": need_sink(base, RedisSinkConfig).url.get_secret_value(),
-                },
+                "redis": plain(need_sink(base, RedisSinkConfig)),
                 "elasticsearch": {
-                    "type": "elasticsearch",
-                    "hosts": need_sink(base, ElasticsearchSinkConfig).hosts,
+                    **plain(need_sink(base, ElasticsearchSinkConfig)),
                     "index_prefix": f"{self.prefix}-",
                 },
             },
@@ -213,9 +211,7 @@ class Pipeline:
             self._drop_topics()
 
     def _drop_topics(self) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.config.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(self.config.kafka)
         mine = [t for t in admin.list_topics(timeout=10).topics if self.prefix in t]
         if mine:
             for fut in admin.delete_topics(mine, operation_timeout=30).values():
@@ -232,14 +228,12 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
     """Get by id: HTTP and raw Redis loaded from a process of their own,
     ReadClient on threads in this one; the same ids in the same order."""
     ids = [str(random.Random(i).randint(1, ROWS)) for i in range(requests)]
-    load = {"host": "127.0.0.1", "requests": requests, "concurrency": concurrency}
+    load = {"requests": requests, "concurrency": concurrency}
     with ReadClient(p.config) as client:
         redis_sink: Any = client.sink("redis")
         layout = redis_sink._layout(VIEW)  # the document key, as the sink names it
-        conn = redis_sink.client.connection_pool.connection_kwargs
         keys = [layout.doc_key(i) for i in ids]
-        if conn.get("db", 0) or conn.get("password"):
-            raise RuntimeError("the bench's Redis GET needs db 0 without a password")
+        redis_cfg = need_sink(p.config, RedisSinkConfig)
 
         def client_get(i: int) -> None:
             if client.get(VIEW, ids[i]).doc is None:
@@ -248,14 +242,16 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
         http = {
             **load,
             "kind": "http",
+            "host": "127.0.0.1",
             "port": p.port,
             "targets": [f"/v1/views/{VIEW}/docs/{i}" for i in ids],
         }
         raw = {
             **load,
             "kind": "redis",
-            "host": conn.get("host", "127.0.0.1"),
-            "port": conn.get("port", 6379),
+            # the raw GETs log in as the sink does
+            "url": redis_cfg.client_url(),
+            "options": redis_cfg.client_options(),
             "targets": keys,
         }
         timed_calls(client_get, min(200, requests), concurrency)  # warm

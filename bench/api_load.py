@@ -16,16 +16,20 @@ threads of the usual Python clients (one ``httpx.Client`` per thread;
 ``redis.Redis`` with a pool): what a Python site would see.
 
 Spec fields: ``kind`` (``http`` or ``redis``), ``client`` (``lean``, the
-default, or ``library``), ``host``, ``port``, ``targets`` (URL paths or Redis
-keys; request ``i`` asks ``targets[i % len]``), ``requests``,
-``concurrency``, ``warmup`` (requests before the clock starts, default 200)
-and, for HTTP, ``headers``.
+default, or ``library``), ``targets`` (URL paths or Redis keys; request ``i``
+asks ``targets[i % len]``), ``requests``, ``concurrency``, ``warmup``
+(requests before the clock starts, default 200); for HTTP ``host``, ``port``
+and ``headers``; for Redis the sink's ``url`` and ``options``
+(:meth:`RedisSinkConfig.client_url <connectors.redis.RedisSinkConfig.client_url>`
+and ``client_options``): both clients log in (user, password, database, TLS)
+as the sink does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -43,9 +47,43 @@ def http_request(path: str, host: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def redis_request(key: str) -> bytes:
-    raw = key.encode()
-    return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(raw), raw)
+def redis_request(*args: str) -> bytes:
+    """One command in RESP (``GET key``, ``AUTH user password`` ...)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+def redis_server(
+    spec: dict[str, Any],
+) -> tuple[str, int, ssl.SSLContext | None, list[bytes]]:
+    """Where the lean client connects to the sink's server, with what TLS,
+    and the commands that log it in first (``AUTH``, ``SELECT``), as
+    redis-py does of the spec's ``url`` and ``options``."""
+    from redis.connection import SSLConnection, parse_url
+
+    # redis-py leaves parse_url unannotated
+    url: dict[str, Any] = parse_url(spec["url"])  # type: ignore[no-untyped-call]
+    opts = {**url, **(spec.get("options") or {})}
+    if "path" in opts:
+        raise ValueError("the lean Redis client does not speak over a unix socket")
+    tls = None
+    if opts.get("connection_class") is SSLConnection:
+        tls = ssl.create_default_context(cafile=opts.get("ssl_ca_certs"))
+        tls.check_hostname = bool(opts.get("ssl_check_hostname", True))
+        if opts.get("ssl_cert_reqs") == "none":
+            tls.verify_mode = ssl.CERT_NONE
+        if opts.get("ssl_certfile"):
+            tls.load_cert_chain(opts["ssl_certfile"], opts.get("ssl_keyfile"))
+    login = []
+    if opts.get("password"):
+        user = [opts["username"]] if opts.get("username") else []
+        login.append(redis_request("AUTH", *user, opts["password"]))
+    if opts.get("db"):
+        login.append(redis_request("SELECT", str(opts["db"])))
+    return opts.get("host", "localhost"), int(opts.get("port", 6379)), tls, login
 
 
 async def ask_http(
@@ -78,19 +116,35 @@ async def ask_redis(
     await reader.readexactly(int(line[1:]) + 2)
 
 
+async def ask_ok(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> None:
+    """One command of the login; the reply must be ``+OK``."""
+    writer.write(request)
+    line = await reader.readuntil(b"\r\n")
+    if line != b"+OK\r\n":
+        raise RuntimeError(f"redis reply {line[:200]!r} to the login")
+
+
 async def run(spec: dict[str, Any]) -> dict[str, float]:
-    kind = spec["kind"]
-    host, port = spec["host"], int(spec["port"])
-    if kind == "http":
-        hostname = f"{host}:{port}"
+    tls: ssl.SSLContext | None = None
+    login: list[bytes] = []
+    if spec["kind"] == "http":
+        host, port = spec["host"], int(spec["port"])
         headers = spec.get("headers") or {}
-        reqs = [http_request(t, hostname, headers) for t in spec["targets"]]
+        reqs = [http_request(t, f"{host}:{port}", headers) for t in spec["targets"]]
         ask: Ask = ask_http
     else:
-        reqs = [redis_request(t) for t in spec["targets"]]
+        host, port, tls, login = redis_server(spec)
+        reqs = [redis_request("GET", t) for t in spec["targets"]]
         ask = ask_redis
     concurrency = int(spec["concurrency"])
-    conns = [await asyncio.open_connection(host, port) for _ in range(concurrency)]
+    conns = [
+        await asyncio.open_connection(host, port, ssl=tls) for _ in range(concurrency)
+    ]
+    for reader, writer in conns:
+        for command in login:
+            await ask_ok(reader, writer, command)
 
     async def drive(total: int, latencies: list[float]) -> float:
         async def one(worker: int) -> None:
@@ -136,7 +190,7 @@ def run_library(spec: dict[str, Any]) -> dict[str, float]:
                 raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
 
     else:
-        client = redis.Redis(host=spec["host"], port=int(spec["port"]))
+        client = redis.Redis.from_url(spec["url"], **(spec.get("options") or {}))
 
         def call(i: int) -> None:
             if client.get(targets[i % len(targets)]) is None:

@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from pipeline import kafkaclient
 from pipeline import worker as worker_mod
 from pipeline.aggregate import AggregateView
 from pipeline.aggregate.reader import Reader
@@ -82,7 +83,7 @@ class _CountingConsumer:
     """The worker's consumer: counts change events, starts the writer, stops."""
 
     def __init__(self, conf: dict[str, Any], run: StreamRun) -> None:
-        self._inner = Consumer(conf)
+        self._inner = kafkaclient.new_consumer(conf)  # the worker's merged conf
         self.run = run
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
@@ -162,12 +163,9 @@ class StreamRun:
 
     def _start_at(self) -> None:
         """Commit the start for the (fresh) group: the topics' ends when live."""
-        c = Consumer(
-            {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
-                "group.id": self.cfg.kafka.group_id,
-                "enable.auto.commit": False,
-            }
+        c = kafkaclient.consumer(
+            self.cfg.kafka,
+            {"group.id": self.cfg.kafka.group_id, "enable.auto.commit": False},
         )
         try:
             parts = self.start_at or [

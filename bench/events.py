@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Producer
+from pipeline import kafkaclient
+from pipeline.sourceconfig import KafkaConfig
 
 logger = logging.getLogger(__name__)
 
@@ -273,16 +274,17 @@ def records(prefix: str, count: int, seed: int = 7) -> Iterator[tuple[bytes, byt
         )
 
 
-def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    """Write the records to ``topic`` keyed like the connector (by primary key)."""
-    producer = Producer(
+def produce(kafka: KafkaConfig, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Write the records to ``topic`` of ``kafka``'s brokers (as its
+    ``kafka.client`` settings say), keyed like the connector (by primary key)."""
+    producer = kafkaclient.producer(
+        kafka,
         {
-            "bootstrap.servers": bootstrap,
             "linger.ms": 50,
             "batch.size": 1_000_000,
             "enable.idempotence": True,
             "compression.type": "lz4",
-        }
+        },
     )
     for key, value in items:
         while True:

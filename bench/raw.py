@@ -17,7 +17,6 @@ from typing import Any
 
 import elasticsearch
 import pymongo
-import redis
 
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
@@ -36,7 +35,7 @@ def _timed(write: Callable[[], None]) -> float:
 
 
 def redis_rate(cfg: RedisSinkConfig, prefix: str, docs: Docs) -> float:
-    client = redis.Redis.from_url(cfg.url.get_secret_value(), decode_responses=True)
+    client = cfg.connect(decode_responses=True)
 
     def write() -> None:
         for start in range(0, len(docs), CHUNK):

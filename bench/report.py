@@ -57,13 +57,12 @@ def _servers(cfg: Any) -> dict[str, str]:
     import confluent_kafka
     import elasticsearch
     import pymongo
-    import redis
 
     out = {"librdkafka": confluent_kafka.libversion()[0]}
     for s in cfg.sinks.values():
         try:
             if s.type == "redis":
-                client = redis.Redis.from_url(s.url.get_secret_value())
+                client = s.connect()
                 out["redis-server"] = str(client.info("server")["redis_version"])
             elif s.type == "elasticsearch":
                 es = elasticsearch.Elasticsearch(s.hosts)

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench import events, report
 from bench.scenario import bench_config, cleanup, create_topics
 from pipeline import config as config_mod
+from pipeline import kafkaclient
+from pipeline.sourceconfig import KafkaConfig
 from pipeline.views import build_views
 from pipeline.worker import build_sinks
 
@@ -43,8 +45,8 @@ def _cpu_s(pid: int) -> float:
     return (utime + stime + cutime + cstime) / _TICKS
 
 
-def _committed(bootstrap: str, group: str, parts: list[TopicPartition]) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def _committed(kafka: KafkaConfig, group: str, parts: list[TopicPartition]) -> int:
+    consumer = kafkaclient.consumer(kafka, {"group.id": group})
     try:
         got = consumer.committed(parts, timeout=10)
     finally:
@@ -69,7 +71,7 @@ def run_scale(
     partitions: int,
     timeout_s: float,
 ) -> dict[str, Any]:
-    admin = AdminClient({"bootstrap.servers": base.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(base.kafka)
     topic = f"{prefix}.{events.TABLE}"
     create_topics(admin, [topic, f"{prefix}.public.readside_heartbeat"], partitions)
     parts = [TopicPartition(topic, p) for p in range(partitions)]
@@ -96,9 +98,9 @@ def run_scale(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{n} worker(s) never formed a stable group")
             time.sleep(0.5)
-        events.produce(base.kafka.bootstrap_servers, topic, records)
+        events.produce(base.kafka, topic, records)
         while time.monotonic() < deadline:
-            done = _committed(base.kafka.bootstrap_servers, group, parts)
+            done = _committed(base.kafka, group, parts)
             now = time.perf_counter()
             for i, proc in enumerate(procs):
                 cpu[i] = _cpu_s(proc.pid)

@@ -12,7 +12,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
     NewTopic,
 )
 from psycopg.conninfo import make_conninfo
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
+from pydantic_core import to_jsonable_python
 
 from bench import events
 from pipeline.config import Config
@@ -20,11 +21,28 @@ from pipeline.config import Config
 logger = logging.getLogger(__name__)
 
 
-def _plain(model: Any) -> dict[str, Any]:
-    return {
-        k: v.get_secret_value() if isinstance(v, SecretStr) else v
-        for k, v in model.model_dump().items()
-    }
+def _revealed(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    return value
+
+
+def plain(model: BaseModel) -> dict[str, Any]:
+    """A settings model (a sink's) as config data, secrets revealed and paths
+    as text: a config the bench writes logs in as the base config does."""
+    return dict(to_jsonable_python(_revealed(model.model_dump())))
+
+
+def kafka_access(base: Config) -> dict[str, Any]:
+    """The ``kafka`` settings by which the base config reaches its brokers
+    (``bootstrap_servers``, ``client``: TLS, SASL ...), secrets revealed,
+    for a config the bench writes."""
+    kafka = plain(base.kafka)
+    return {k: kafka[k] for k in ("bootstrap_servers", "client")}
 
 
 def source_dsn(base: Config) -> str:
@@ -41,7 +59,7 @@ def bench_config(
 ) -> dict[str, Any]:
     """A config of one scenario: its own group and targets, the stack's stores;
     ``kafka``: the record format's settings (:attr:`Format.kafka`)."""
-    by_type = {s.type: _plain(s) for s in base.sinks.values()}
+    by_type = {s.type: plain(s) for s in base.sinks.values()}
     sink_cfgs = {t: by_type[t] for t in sinks}
     if "elasticsearch" in sink_cfgs:
         sink_cfgs["elasticsearch"]["index_prefix"] = "bench-"
@@ -61,7 +79,7 @@ def bench_config(
             "topic_prefix": prefix,
         },
         "kafka": {
-            "bootstrap_servers": base.kafka.bootstrap_servers,
+            **kafka_access(base),
             "group_id": f"{prefix}-{scenario}",
             "partitions": 3,
             "dlq_topic": f"{prefix}.dlq",

@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
 
 from bench import coalesce, raw, report
 from bench.child import run_child
 from bench.snapshot_setup import AGG_VIEW, SMALL_VIEW, TABLE_VIEW, BenchSource
 from pipeline import config as config_mod
+from pipeline import kafkaclient
 from pipeline.aggregate import AggregateView, prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.checkpoints import ensure_topics
@@ -75,9 +75,7 @@ def table_documents(cfg: Config, view: str) -> Docs:
     views = build_views(cfg, only=[view])
     topic = cfg.source.topic(views[view].cfg.table)
     processor = Processor(dict(views), {topic: [view]})
-    consumer = Consumer(
-        {"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "unused"}
-    )
+    consumer = kafkaclient.consumer(cfg.kafka, {"group.id": "unused"})
     docs: Docs = []
     try:
         ends, starts = {}, []
@@ -220,7 +218,7 @@ def bench_rebuild(src: BenchSource, args: argparse.Namespace) -> dict[str, Any]:
     must exist for its catch-up; with no writer it has nothing to apply.
     """
     cfg = src.configs.get("aggregate") or src.aggregate_config()
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = kafkaclient.admin(cfg.kafka)
     ensure_topics(admin, [(t, cfg.kafka.partitions, True) for t in cfg.view_topics()])
     out: dict[str, Any] = {}
     for sink in args.sinks:

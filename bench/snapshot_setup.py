@@ -29,15 +29,16 @@ from typing import Any
 import psycopg
 import pymongo
 import yaml
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
 
+from bench.scenario import kafka_access, plain
 from bench.sinks import find_sink
 from connectors import debezium
 from connectors.elasticsearch import ElasticsearchSinkConfig
 from connectors.mongodb import MongoSinkConfig
 from connectors.redis import RedisSinkConfig
 from pipeline import config as config_mod
+from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config
 from pipeline.worker import build_sinks
@@ -150,19 +151,11 @@ class BenchSource:
         out: dict[str, Any] = {}
         for s in self.base.sinks.values():
             if isinstance(s, RedisSinkConfig):
-                out["redis"] = {"type": "redis", "url": s.url.get_secret_value()}
+                out["redis"] = plain(s)
             elif isinstance(s, ElasticsearchSinkConfig):
-                out["elasticsearch"] = {
-                    "type": "elasticsearch",
-                    "hosts": s.hosts,
-                    "index_prefix": f"{self.prefix}-",
-                }
+                out["elasticsearch"] = {**plain(s), "index_prefix": f"{self.prefix}-"}
             elif isinstance(s, MongoSinkConfig):
-                out["mongodb"] = {
-                    "type": "mongodb",
-                    "uri": s.uri.get_secret_value(),
-                    "database": self.prefix,
-                }
+                out["mongodb"] = {**plain(s), "database": self.prefix}
         return out
 
     def config(
@@ -189,7 +182,7 @@ class BenchSource:
                 "snapshot_mode": mode,
             },
             "kafka": {
-                "bootstrap_servers": self.base.kafka.bootstrap_servers,
+                **kafka_access(self.base),
                 "group_id": f"{pre}-group",
                 "partitions": 3,
                 "dlq_topic": f"{pre}.dlq",
@@ -222,7 +215,7 @@ class BenchSource:
 
     # ------------------------------------------------------------ connectors
     def start_connector(self, cfg: Config) -> None:
-        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(cfg.kafka)
         topics = [*cfg.view_topics(), cfg.source.topic(cfg.source.heartbeat_table)]
         ensure_topics(admin, [(t, cfg.kafka.partitions, True) for t in topics])
         debezium.apply(cfg)
@@ -231,9 +224,7 @@ class BenchSource:
 
     def wait_topic_rows(self, cfg: Config, want: int, timeout_s: float) -> int:
         """Wait until the view topics hold ``want`` records; returns how many."""
-        consumer = Consumer(
-            {"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "x"}
-        )
+        consumer = kafkaclient.consumer(cfg.kafka, {"group.id": "x"})
         parts = [
             TopicPartition(t, p)
             for t in cfg.view_topics()
@@ -273,7 +264,7 @@ class BenchSource:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
     def _drop_kafka(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.base.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(self.base.kafka)
         mine = [t for t in admin.list_topics(timeout=10).topics if self.prefix in t]
         if mine:
             for fut in admin.delete_topics(mine, operation_timeout=30).values():

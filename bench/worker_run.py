@@ -24,11 +24,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from confluent_kafka import Consumer
-
 from bench import machine
 from bench.stages import StageClock
-from pipeline import startup
+from pipeline import kafkaclient, startup
 from pipeline.config import Config, parse
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -40,7 +38,7 @@ class TimedConsumer:
     """Wraps the worker's consumer: times the run and stops after ``expected``."""
 
     def __init__(self, conf: dict[str, Any], expected: int, clock: StageClock) -> None:
-        self._inner = Consumer(conf)
+        self._inner = kafkaclient.new_consumer(conf)  # the worker's merged conf
         self.clock = clock
         self.on_first: Any = None
         self.expected = expected

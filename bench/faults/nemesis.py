@@ -43,7 +43,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
     AdminClient,
     AlterConfigOpType,
@@ -53,6 +52,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 )
 
 from bench.faults.source import AGG_VIEW, FaultSource, WorkerProc
+from pipeline import kafkaclient
 from pipeline.config import StackConfig
 from pipeline.stack import runner
 from pipeline.stack.services import port_in_use
@@ -189,7 +189,7 @@ class Nemesis:
             if err is None:
                 got.append((msg.topic(), msg.partition(), msg.offset()))
 
-        producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        producer = kafkaclient.producer(cfg.kafka)
         producer.produce(topic, key=key, value=value, on_delivery=delivered)
         producer.flush(30)
         self.poison.extend(got)
@@ -198,7 +198,7 @@ class Nemesis:
     def _compaction(self, ev: Event) -> None:
         ev.detail["stopped"] = [self._sigterm(w) for w in self.src.alive()]
         cfg = self.src.cfg
-        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        admin = kafkaclient.admin(cfg.kafka)
         topics = sorted(cfg.view_topics())
         self._topic_config(admin, topics, AlterConfigOpType.SET)
         try:

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from bench.snapshot_setup import AGG_VIEW_CFG, BenchSource
+from pipeline import kafkaclient
 from pipeline.config import Config
 
 logger = logging.getLogger(__name__)
@@ -186,12 +187,9 @@ class FaultSource(BenchSource):
 
     def behind(self) -> dict[str, int]:
         """Records not yet committed by the group, per topic-partition."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
-                "group.id": self.cfg.kafka.group_id,
-                "enable.auto.commit": False,
-            }
+        consumer = kafkaclient.consumer(
+            self.cfg.kafka,
+            {"group.id": self.cfg.kafka.group_id, "enable.auto.commit": False},
         )
         try:
             parts = self._partitions()

@@ -24,12 +24,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import elasticsearch
 import psycopg
-import redis
 from psycopg.conninfo import conninfo_to_dict
+from pydantic import SecretStr
 
 from bench.pgsync.install import clean_env
 from bench.sinks import need_sink
@@ -111,7 +111,7 @@ class PgSync:
         self.schema = workdir / "pgsync-schema.json"
         self.schema.write_text(json.dumps(schema_json(src.db, self.index), indent=2))
         self.es_url = es_url(base)
-        self.redis_url = redis_url(base, redis_db)
+        self.redis = queue_redis(base, redis_db)
         pg = conninfo_to_dict(src.admin_dsn)
         self.env = {
             **clean_env(),
@@ -119,7 +119,7 @@ class PgSync:
             "PG_PORT": str(pg.get("port", 5432)),
             "PG_USER": str(pg.get("user", "postgres")),
             "ELASTICSEARCH_URL": self.es_url,
-            "REDIS_URL": self.redis_url,
+            "REDIS_URL": redis_url(self.redis),
             "CHECKPOINT_PATH": str(workdir),
             "CONSOLE_LOGGING_HANDLER_MIN_LEVEL": "WARNING",
         }
@@ -233,7 +233,7 @@ class PgSync:
         es.close()
 
     def _drop_redis(self) -> None:
-        client = redis.Redis.from_url(self.redis_url)
+        client = self.redis.connect()
         keys = list(client.scan_iter(match=f"queue:{self.name}*"))
         if keys:
             client.delete(*keys)
@@ -276,10 +276,25 @@ def es_url(base: Config) -> str:
     return str(need_sink(base, ElasticsearchSinkConfig).hosts[0])
 
 
-def redis_url(base: Config, db: int) -> str:
-    """The stack's Redis, database ``db``."""
-    parts = urlsplit(need_sink(base, RedisSinkConfig).url.get_secret_value())
-    return urlunsplit(parts._replace(path=f"/{db}"))
+def queue_redis(base: Config, db: int) -> RedisSinkConfig:
+    """The Redis sink's server, database ``db`` (pgsync's queue), logged in
+    as the sink is."""
+    sink = need_sink(base, RedisSinkConfig)
+    parts = urlsplit(sink.url.get_secret_value())
+    url = urlunsplit(parts._replace(path=f"/{db}"))
+    return sink.model_copy(update={"url": SecretStr(url)})
+
+
+def redis_url(sink: RedisSinkConfig) -> str:
+    """pgsync's ``REDIS_URL`` of ``sink``: its URL with its ``username`` and
+    ``password``, URL-quoted, in it (pgsync takes no other login)."""
+    parts = urlsplit(sink.client_url())
+    if sink.password is None:
+        return urlunsplit(parts)
+    user = quote(sink.username, safe="") if sink.username else parts.username or ""
+    login = f"{user}:{quote(sink.password.get_secret_value(), safe='')}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
 
 
 def _attempt(what: str, step: Any) -> None:

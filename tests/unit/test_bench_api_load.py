@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 
 from bench.api_load import load_in_child
+from connectors.redis import RedisSinkConfig
 
 pytestmark = pytest.mark.unit
+
+#: the ACL user the stand-in Redis takes (user name, password)
+USER = ("bench", "p@ss word")
 
 
 class _Http(socketserver.StreamRequestHandler):
@@ -34,13 +38,41 @@ class _Http(socketserver.StreamRequestHandler):
 
 
 class _Redis(socketserver.StreamRequestHandler):
+    """Answers GET once the connection logged in as :data:`USER` on
+    database 2 (``AUTH`` or ``HELLO 3 AUTH``, ``SELECT``), as an ACL user's
+    server would; refuses it before."""
+
+    def command(self) -> list[bytes]:
+        head = self.rfile.readline()  # *n
+        if not head:
+            return []
+        args = []
+        for _ in range(int(head[1:])):
+            self.rfile.readline()  # $len
+            args.append(self.rfile.readline().rstrip(b"\r\n"))
+        return args
+
     def handle(self) -> None:
-        while True:
-            if not self.rfile.readline():  # *2
-                return
-            for _ in range(4):  # $3 GET $n key
-                self.rfile.readline()
-            self.wfile.write(b"$5\r\nhello\r\n")
+        logged_in, db = False, b"0"
+        while args := self.command():
+            name = args[0].upper()
+            if name in (b"AUTH", b"HELLO"):
+                logged_in = args[-2:] == [u.encode() for u in USER]
+                if not logged_in:
+                    self.wfile.write(b"-WRONGPASS invalid username-password\r\n")
+                elif name == b"HELLO":
+                    self.wfile.write(b"%1\r\n+proto\r\n:3\r\n")
+                else:
+                    self.wfile.write(b"+OK\r\n")
+            elif name == b"GET" and logged_in and db == b"2":
+                self.wfile.write(b"$5\r\nhello\r\n")
+            elif name == b"SELECT" and logged_in:
+                db = args[1]
+                self.wfile.write(b"+OK\r\n")
+            elif logged_in:
+                self.wfile.write(b"-ERR not here\r\n")
+            else:
+                self.wfile.write(b"-NOAUTH Authentication required.\r\n")
 
 
 @pytest.fixture
@@ -54,10 +86,18 @@ def server(request: Any) -> Iterator[int]:
 
 
 def spec(kind: str, port: int, targets: list[str]) -> dict[str, Any]:
+    where: dict[str, Any] = {"host": "127.0.0.1", "port": port}
+    if kind == "redis":  # as bench.api gives a sink's: its URL and options
+        sink = RedisSinkConfig(
+            type="redis",
+            url=f"redis://127.0.0.1:{port}/2",
+            username=USER[0],
+            password=USER[1],
+        )
+        where = {"url": sink.client_url(), "options": sink.client_options()}
     return {
         "kind": kind,
-        "host": "127.0.0.1",
-        "port": port,
+        **where,
         "targets": targets,
         "requests": 300,
         "concurrency": 3,
@@ -81,9 +121,19 @@ def test_api_load_http_refused_request_fails_the_load(server):
 
 
 @pytest.mark.parametrize("server", [_Redis], indirect=True)
-def test_api_load_redis_counts_every_get(server):
-    out = load_in_child(spec("redis", server, ["k:1", "k:2"]), 60)
+@pytest.mark.parametrize("client", ["lean", "library"])
+def test_api_load_redis_logs_in_as_the_sink_and_counts_every_get(server, client):
+    out = load_in_child({**spec("redis", server, ["k:1", "k:2"]), "client": client}, 60)
     assert out["requests"] == 300
+
+
+@pytest.mark.parametrize("server", [_Redis], indirect=True)
+@pytest.mark.parametrize("client", ["lean", "library"])
+def test_api_load_redis_refused_login_fails_the_load(server, client):
+    wrong = spec("redis", server, ["k:1"])
+    wrong["options"]["password"] = "wrong"
+    with pytest.raises(RuntimeError, match="invalid username-password"):
+        load_in_child({**wrong, "client": client}, 60)
 
 
 @pytest.mark.parametrize("server", [_Http], indirect=True)

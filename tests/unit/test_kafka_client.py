@@ -238,6 +238,26 @@ def test_every_kafka_client_of_pipeline_and_query_is_built_in_kafkaclient() -> N
     )
 
 
+def test_every_kafka_client_of_the_bench_is_built_in_kafkaclient() -> None:
+    """The bench's clients log in as readside's do: on a cluster that takes
+    only SASL clients, one built from ``bootstrap.servers`` alone would be
+    refused."""
+    # times consume() of the consumer pipeline.kafkaclient builds (a subclass
+    # it puts in place of Consumer there)
+    allowed = {REPO / "bench" / "snapshot_run.py"}
+    bypass = [
+        f"{path.relative_to(REPO)}:{line}: {name}"
+        for path in sorted((REPO / "bench").rglob("*.py"))
+        if path not in allowed
+        for line, name in _client_names_outside_annotations(
+            ast.parse(path.read_text(), str(path))
+        )
+    ]
+    assert not bypass, "bench Kafka clients around pipeline.kafkaclient:\n" + (
+        "\n".join(bypass)
+    )
+
+
 def test_client_check_sees_a_bypass() -> None:
     """The check above finds a call, a factory default and an attribute."""
     tree = ast.parse(
