@@ -13,12 +13,13 @@ publication publishes through partition roots is in
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ from connectors.postgres import captured_tables, heartbeat_sql, prepare_source
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 from pipeline.source.converter import record_format
+from pipeline.sourceconfig import ConnectConfig
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +125,27 @@ def secret_risks(cfg: Config) -> list[str]:
 
 @dataclass
 class ConnectClient:
-    """A small client of the Kafka Connect REST API."""
+    """A small client of the Kafka Connect REST API (``auth``: its basic
+    authentication's user and password)."""
 
     url: str
     timeout_s: float = 15.0
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, connect: ConnectConfig) -> ConnectClient:
+        """The client of the ``connect`` section: its URL and login."""
+        auth = None
+        if connect.username is not None and connect.password is not None:
+            auth = (connect.username, connect.password.get_secret_value())
+        return cls(connect.url, auth=auth)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return headers
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         if not self.url.startswith(("http://", "https://")):
@@ -136,7 +155,7 @@ class ConnectClient:
             self.url.rstrip("/") + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers=self._headers(),
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
@@ -145,6 +164,12 @@ class ConnectClient:
             detail = exc.read().decode(errors="replace")
             if exc.code == 404:
                 return None
+            if exc.code in (401, 403):
+                who = "no login" if self.auth is None else f"user {self.auth[0]!r}"
+                raise FatalError(
+                    f"Connect at {self.url} refused {method} {path} ({exc.code}, "
+                    f"{who}): set connect.username and connect.password"
+                ) from exc
             if exc.code in (409, 500, 503):
                 raise TransientError(
                     f"Connect {method} {path}: {exc.code} {detail}"
@@ -158,7 +183,7 @@ class ConnectClient:
 def apply(cfg: Config) -> dict[str, Any]:
     """Create or update the connector; returns Connect's answer."""
     prepare_source(cfg)
-    client = ConnectClient(cfg.connect.url)
+    client = ConnectClient.of(cfg.connect)
     settings = connector_config(cfg)
     result = client.request(
         "PUT", f"/connectors/{cfg.connect.connector}/config", settings
@@ -172,7 +197,7 @@ def apply(cfg: Config) -> dict[str, Any]:
 
 
 def delete(cfg: Config) -> bool:
-    client = ConnectClient(cfg.connect.url)
+    client = ConnectClient.of(cfg.connect)
     found = client.request("GET", f"/connectors/{cfg.connect.connector}")
     if found is None:
         return False
@@ -281,7 +306,7 @@ def slot_state(cfg: Config) -> SlotState | None:
 
 
 def status(cfg: Config) -> dict[str, Any]:
-    client = ConnectClient(cfg.connect.url)
+    client = ConnectClient.of(cfg.connect)
     st = client.request("GET", f"/connectors/{cfg.connect.connector}/status")
     out: dict[str, Any] = {"connector": cfg.connect.connector}
     if st is None:
@@ -327,7 +352,7 @@ def streaming(cfg: Config) -> bool:
     first seconds of a connector) this is False: whether a snapshot is
     still coming is not known yet.
     """
-    client = ConnectClient(cfg.connect.url)
+    client = ConnectClient.of(cfg.connect)
     found = client.request("GET", f"/connectors/{cfg.connect.connector}/offsets")
     offsets = [o.get("offset") or {} for o in (found or {}).get("offsets", [])]
     return bool(offsets) and all(

@@ -22,6 +22,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
@@ -223,3 +224,14 @@ class ConnectConfig(_Model):
     #: (``config.providers``); the local stack enables ``file`` and ``env``.
     user_ref: str | None = Field(None, pattern=_PROVIDER_REF)
     password_ref: str | None = Field(None, pattern=_PROVIDER_REF)
+    #: The REST API's basic authentication (Kafka Connect's
+    #: ``BasicAuthSecurityRestExtension``; the local stack's worker asks for
+    #: it): every request readside makes to ``url`` carries it.
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _login_whole(self) -> ConnectConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (basic auth)")
+        return self

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def stop_connector(cfg: Config) -> bool:
     """Stop the connector and reset its offsets; False when it does not exist."""
-    client = debezium.ConnectClient(cfg.connect.url)
+    client = debezium.ConnectClient.of(cfg.connect)
     base = f"/connectors/{cfg.connect.connector}"
     if client.request("GET", base) is None:
         return False
@@ -165,7 +165,7 @@ def create_topics(cfg: Config) -> None:
 
 def start_connector(cfg: Config, existed: bool) -> None:
     """Register (stopped, with no offsets) or update the connector, then run it."""
-    client = debezium.ConnectClient(cfg.connect.url)
+    client = debezium.ConnectClient.of(cfg.connect)
     base = f"/connectors/{cfg.connect.connector}"
     if not existed:
         # A connector of this name deleted earlier may have left offsets.

@@ -155,7 +155,7 @@ def _begin_table(cfg: Config, view: View, whole_view: Callable[[], None]) -> boo
 def restart_connector(cfg: Config, timeout_s: float = 120.0) -> None:
     """Stop the connector and resume it: its producer then uses the topics'
     current layout."""
-    client = debezium.ConnectClient(cfg.connect.url)
+    client = debezium.ConnectClient.of(cfg.connect)
     name = cfg.connect.connector
     client.request("PUT", f"/connectors/{name}/stop")
     deadline = time.monotonic() + timeout_s
