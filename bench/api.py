@@ -125,7 +125,7 @@ class Pipeline:
                 "dlq_topic": f"{self.prefix}.dlq",
                 "checkpoint_topic": f"{self.prefix}.checkpoints",
             },
-            "connect": {"url": base.connect.url, "connector": f"{self.prefix}-pg"},
+            "connect": {**plain(base.connect), "connector": f"{self.prefix}-pg"},
             "sinks": {
                 "redis": plain(need_sink(base, RedisSinkConfig)),
                 "elasticsearch": {

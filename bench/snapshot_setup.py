@@ -189,7 +189,7 @@ class BenchSource:
                 "checkpoint_topic": f"{pre}.checkpoints",
                 "snapshot_topic": f"{pre}.snapshots",
             },
-            "connect": {"url": self.base.connect.url, "connector": f"{pre}-pg"},
+            "connect": {**plain(self.base.connect), "connector": f"{pre}-pg"},
             "sinks": sinks,
             "views": full,
             "worker": {"batch_size": 2000, "batch_timeout_ms": 200, "metrics_port": 0},

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from pipeline.stack.ferretdb import MONGO_CLIENT, FerretBackend
+from pipeline.stack.jvm import REST_CLIENT
 from pipeline.stack.kafka_users import SCRAM_FILE
 from pipeline.stack.redis_server import REDIS_CLIENT, Redis
 
@@ -31,6 +32,7 @@ def sources(data: Path) -> dict[str, Path]:
         "kafka": data / "kafka" / SCRAM_FILE,
         "redis": data / Redis.name / REDIS_CLIENT,
         "mongodb": data / FerretBackend.name / MONGO_CLIENT,
+        "connect": data / "connect" / REST_CLIENT,
     }
 
 

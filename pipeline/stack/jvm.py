@@ -3,14 +3,20 @@
 
 Kafka and Connect run from the jars ``provision`` resolved, with a log4j2
 configuration of their own; Connect finds the Debezium connector and
-Apicurio's Avro converter on its plugin path. The registry is Apicurio
+Apicurio's Avro converter on its plugin path. Connect's REST API asks for
+basic authentication (Kafka's ``BasicAuthSecurityRestExtension``) of one
+user, :data:`REST_USER` (:func:`rest_user`). The registry is Apicurio
 Registry's runnable app, keeping its schemas in an H2 file.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import urllib.error
+from pathlib import Path
 
+from pipeline.stack import tls
 from pipeline.stack.ferretdb import FerretBackend, FerretDB
 from pipeline.stack.kafka_broker import (
     Kafka,
@@ -38,20 +44,59 @@ from pipeline.stack.services import (
     java_binary,
 )
 
+#: the one user of Connect's REST API, and where its password is kept
+REST_USER = "readside"
+REST_CLIENT = "rest-client.json"
+_REST_EXTENSION = (
+    "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension"
+)
+_REST_LOGIN = (
+    "org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule"
+)
+
+
+def rest_user(data: Path) -> dict[str, str]:
+    """The ``connect`` settings of the REST API's user: ``username`` and
+    ``password``.
+
+    Raises:
+        FileNotFoundError: the stack's Connect never started with it.
+    """
+    user: dict[str, str] = json.loads((data / "connect" / REST_CLIENT).read_text())
+    return {"username": user["username"], "password": user["password"]}
+
 
 class Connect(Service):
     """Kafka Connect, one distributed worker running Debezium.
 
     It reaches Kafka through the SASL_SSL listener as a SCRAM user of its
     own (``kafka_users.connect_worker``), made before the worker starts,
-    for its own clients and for those it makes for connectors.
+    for its own clients and for those it makes for connectors. Its REST
+    API answers only :data:`REST_USER` (401 to anyone else): the users file
+    and the JAAS file naming it are the worker's, readable by it alone.
     """
 
     name = "connect"
 
+    def _rest_login(self, base: Path) -> Path:
+        """The REST user's password file, users file and JAAS file; returns
+        the JAAS file."""
+        user = tls.secret_file(base / REST_CLIENT, REST_USER)
+        users = base / "rest-users.properties"
+        jaas = base / "rest-jaas.conf"
+        for path in (users, jaas):
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+        users.write_text(f"{user['username']}={user['password']}\n")
+        jaas.write_text(
+            f'KafkaConnect {{\n  {_REST_LOGIN} required\n  file="{users}";\n}};\n'
+        )
+        return jaas
+
     def prepare(self) -> None:
         base = self.ctx.dir("connect")
         base.mkdir(parents=True, exist_ok=True)
+        self._rest_login(base)
         user = ensure_scram_user(self.ctx, CONNECT_FILE, CONNECT_USER)
         security = "".join(line + "\n" for line in connect_worker(self.ctx.data, user))
         props = base / "connect-distributed.properties"
@@ -74,6 +119,7 @@ class Connect(Service):
             f"rest.advertised.host.name=127.0.0.1\n"
             f"plugin.path={self.ctx.installed.plugin_path}\n"
             "plugin.discovery=only_scan\ntopic.creation.enable=true\n"
+            f"rest.extension.classes={_REST_EXTENSION}\n"
             # Connector configs may name secrets instead of holding them
             # (connect.user_ref, connect.password_ref).
             "config.providers=file,env\n"
@@ -85,18 +131,38 @@ class Connect(Service):
         log4j(base / "log4j2.properties")
 
     def command(self) -> list[str]:
+        jaas = self.ctx.dir("connect") / "rest-jaas.conf"
         return kafka_jvm(
             self,
             "org.apache.kafka.connect.cli.ConnectDistributed",
             "connect-distributed.properties",
+            [f"-Djava.security.auth.login.config={jaas}"],
         )
 
     def probe(self) -> str | None:
         """The worker's ``/health`` (healthy once it joined its group through
         Kafka and read its topics: a worker Kafka refuses stays starting),
-        then its plugin list naming Debezium and Apicurio's converter."""
+        then its plugin list naming Debezium and Apicurio's converter, as
+        the REST user; first that the API refuses a request without it. From
+        another directory, which has no credentials, only that refusal."""
+        root = f"http://127.0.0.1:{self.port}"
         try:
-            health, _ = http_json(f"http://127.0.0.1:{self.port}/health")
+            http_json(f"{root}/connectors")
+            return "REST API answers a request without a login: restart connect"
+        except urllib.error.HTTPError as exc:
+            with exc:
+                if exc.code != 401:
+                    return f"REST API answered HTTP {exc.code} without a login"
+        except (OSError, ValueError) as exc:
+            return f"REST probe failed: {exc.__class__.__name__}"
+        try:
+            user = rest_user(self.ctx.data)
+        except FileNotFoundError:
+            return None
+        token = base64.b64encode(f"{user['username']}:{user['password']}".encode())
+        login = {"Authorization": "Basic " + token.decode()}
+        try:
+            health, _ = http_json(f"{root}/health", headers=login)
         except urllib.error.HTTPError as exc:
             with exc:
                 return f"worker not healthy (HTTP {exc.code})"
@@ -105,9 +171,9 @@ class Connect(Service):
         status = health.get("status") if isinstance(health, dict) else None
         if status != "healthy":
             return f"worker {status}"
-        url = f"http://127.0.0.1:{self.port}/connector-plugins?connectorsOnly=false"
+        url = f"{root}/connector-plugins?connectorsOnly=false"
         try:
-            plugins, _ = http_json(url)
+            plugins, _ = http_json(url, headers=login)
         except (OSError, ValueError) as exc:
             return f"REST probe failed: {exc.__class__.__name__}"
         names = [p.get("class") for p in plugins] if isinstance(plugins, list) else []

@@ -152,8 +152,11 @@ def log4j(path: Path) -> Path:
     return path
 
 
-def kafka_jvm(svc: Service, main_class: str, properties: str) -> list[str]:
-    """A JVM on the Kafka jars, logging with the service's log4j2 file."""
+def kafka_jvm(
+    svc: Service, main_class: str, properties: str, options: list[str] | None = None
+) -> list[str]:
+    """A JVM on the Kafka jars, logging with the service's log4j2 file
+    (``options``: more JVM options)."""
     base = svc.ctx.dir(svc.name)
     return [
         java_binary(),
@@ -161,6 +164,7 @@ def kafka_jvm(svc: Service, main_class: str, properties: str) -> list[str]:
         "-Xmx768m",
         "-XX:+UseG1GC",
         f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+        *(options or []),
         "-cp",
         f"{svc.ctx.installed.kafka_libs}/*",
         main_class,

@@ -14,7 +14,13 @@ from typing import Any
 
 import leftovers
 import pytest
-from harness import CONNECT_URL, PG_ADMIN_DSN, Pipeline, create_pipeline, stack_config
+from harness import (
+    PG_ADMIN_DSN,
+    Pipeline,
+    connect_client,
+    create_pipeline,
+    stack_config,
+)
 
 from pipeline.stack import runner
 
@@ -37,7 +43,7 @@ def stack() -> Any:
         pytest.fail(
             "local stack not healthy, run `readside stack up`: " + "; ".join(bad)
         )
-    for what in leftovers.sweep(PG_ADMIN_DSN, CONNECT_URL):
+    for what in leftovers.sweep(PG_ADMIN_DSN, connect_client()):
         print(f"removed what an interrupted session left: {what}", file=sys.stderr)
     return cfg
 

@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connectors import debezium
 from connectors.base import Sink
+from connectors.debezium import ConnectClient
 from connectors.elasticsearch.store import tls_options
 from connectors.opensearch import OpenSearchSinkConfig
 from connectors.opensearch.client import OpenSearchClient
@@ -46,9 +47,11 @@ from pipeline.dlq import DeadRecord, read_all
 from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
+from pipeline.sourceconfig import ConnectConfig
 from pipeline.stack import kafka_users
 from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
+from pipeline.stack.jvm import rest_user
 from pipeline.stack.redis_server import redis_admin, redis_client
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
@@ -95,6 +98,18 @@ def opensearch_client(timeout_s: float = 30) -> OpenSearchClient:
     cfg = OpenSearchSinkConfig(type="opensearch", **opensearch_sink())
     auth = (cfg.username, cfg.password.get_secret_value()) if cfg.password else None
     return OpenSearchClient(cfg.hosts, auth, timeout_s, tls_options(cfg))
+
+
+def connect_settings() -> dict[str, str]:
+    """The ``connect`` settings of the stack's Kafka Connect: its URL and
+    its REST API's login."""
+    user = rest_user(Path(stack_config().data_dir))
+    return {"url": CONNECT_URL, **user}
+
+
+def connect_client() -> ConnectClient:
+    """A client of the stack's Kafka Connect REST API, logged in."""
+    return ConnectClient.of(ConnectConfig(**connect_settings()))
 
 
 def redis_admin_client() -> redis.Redis:
@@ -270,7 +285,7 @@ def build_config(
             "checkpoint_topic": f"{prefix}.checkpoints",
             "snapshot_topic": f"{prefix}.snapshots",
         },
-        "connect": {"url": CONNECT_URL, "connector": f"{prefix}-pg"},
+        "connect": {**connect_settings(), "connector": f"{prefix}-pg"},
         "sinks": {
             "redis": {
                 "type": "redis",

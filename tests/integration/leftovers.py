@@ -27,7 +27,7 @@ _CONNECTOR = re.compile(r"it[0-9a-f]+-pg")
 ABANDONED_BYTES = 256 * 2**20
 
 
-def sweep(admin_dsn: str, connect_url: str) -> list[str]:
+def sweep(admin_dsn: str, client: ConnectClient) -> list[str]:
     """Drop abandoned test slots, then delete failed test connectors whose
     slot is gone; what was removed, for the session's log."""
     removed = []
@@ -49,7 +49,6 @@ def sweep(admin_dsn: str, connect_url: str) -> list[str]:
     with psycopg.connect(admin_dsn) as conn:
         rows = conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
     slots = {r[0] for r in rows}
-    client = ConnectClient(connect_url)
     for name in client.request("GET", "/connectors") or []:
         if not _CONNECTOR.fullmatch(name) or f"rs_{name[:-3]}" in slots:
             continue

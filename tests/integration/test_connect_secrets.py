@@ -39,7 +39,7 @@ def test_connector_credentials_come_from_a_config_provider(make_pipeline, tmp_pa
     p.wait_drained(timeout=120)
     p.assert_converged()
 
-    client = ConnectClient(p.config.connect.url)
+    client = ConnectClient.of(p.config.connect)
     name = p.config.connect.connector
     shown = [
         client.request("GET", f"/connectors/{name}/config"),

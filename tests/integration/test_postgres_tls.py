@@ -132,7 +132,7 @@ def test_pipeline_runs_as_a_scram_role_over_tls(
         (p.config.source.slot,),
     )
     assert [tuple(r) for r in slot_user] == [(tls.POSTGRES_ROLE, True)]
-    shown = ConnectClient(p.config.connect.url).request(
+    shown = ConnectClient.of(p.config.connect).request(
         "GET", f"/connectors/{p.config.connect.connector}/config"
     )
     assert password not in str(shown)

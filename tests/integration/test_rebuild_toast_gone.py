@@ -43,7 +43,7 @@ GONE = list(range(1, 41, 3))
 
 def _connector(p, action: str, state: str) -> None:
     cfg = p.config
-    ConnectClient(cfg.connect.url).request(
+    ConnectClient.of(cfg.connect).request(
         "PUT", f"/connectors/{cfg.connect.connector}/{action}"
     )
 

@@ -53,7 +53,7 @@ def test_no_output_shows_a_secret(make_pipeline, tmp_path):
     ):
         run = p.run_cli(*args, ok=False)
         shown[" ".join(args)] = run.stdout + run.stderr
-    client = ConnectClient(p.config.connect.url)
+    client = ConnectClient.of(p.config.connect)
     name = p.config.connect.connector
     for path in (f"/connectors/{name}/config", f"/connectors/{name}/tasks"):
         shown[path] = json.dumps(client.request("GET", path))

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +28,14 @@ import yaml
 from confluent_kafka import KafkaException
 from elasticsearch import Elasticsearch
 
+from connectors.debezium import ConnectClient
 from pipeline import kafkaclient
 from pipeline.config import StackConfig, load
-from pipeline.sourceconfig import KafkaConfig
+from pipeline.errors import FatalError
+from pipeline.sourceconfig import ConnectConfig, KafkaConfig
 from pipeline.stack import kafka_users, runner
 from pipeline.stack.ferretdb import ferretdb_client
+from pipeline.stack.jvm import rest_user
 from pipeline.stack.redis_server import redis_client
 from pipeline.stack.services import port_in_use
 
@@ -214,9 +219,9 @@ def test_stack_down_then_up_again_on_a_second_stack(tmp_path: Path) -> None:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def test_each_store_refuses_anonymous_clients_and_serves_its_user() -> None:
-    """No service of the stack takes a client that does not log in; each
-    serves the user ``readside.yaml`` logs in as."""
+def test_each_service_refuses_anonymous_clients_and_serves_its_user() -> None:
+    """No service of the stack that can ask for a login takes a client that
+    does not log in; each serves the user ``readside.yaml`` logs in as."""
     data = Path(MAIN.data_dir)
     key = f"t-{uuid.uuid4().hex}"
     with redis.Redis(port=MAIN.redis_port) as anonymous:
@@ -260,6 +265,17 @@ def test_each_store_refuses_anonymous_clients_and_serves_its_user() -> None:
     )
     assert kafkaclient.admin(user).list_topics(timeout=10).brokers
 
+    # Kafka Connect's REST API: 401 without its login, answers with it
+    connect = f"http://127.0.0.1:{MAIN.connect_port}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{connect}/connectors", timeout=10)
+    assert refused.value.code == 401
+    refused.value.close()
+    with pytest.raises(FatalError, match="401"):
+        ConnectClient(connect).request("GET", "/connectors")
+    logged_in = ConnectClient.of(ConnectConfig(url=connect, **rest_user(data)))
+    assert isinstance(logged_in.request("GET", "/connectors"), list)
+
 
 def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> None:
 
@@ -286,7 +302,10 @@ def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> Non
                     "group_id": f"g{suffix}",
                     "partitions": 1,
                 },
-                "connect": {"connector": f"stacktest-{suffix}"},
+                "connect": {
+                    **rest_user(Path(MAIN.data_dir)),
+                    "connector": f"stacktest-{suffix}",
+                },
                 "sinks": {"cache": {"type": "redis"}},
                 "views": {"items": {"table": "public.items", "sinks": ["cache"]}},
             }

@@ -164,7 +164,7 @@ def test_worker_refuses_a_recreated_table_topic(make_pipeline):
 
     # The topic is deleted and made again: same name, new id, offsets from 0.
     topic = p.config.source.topic("public.items")
-    client = debezium.ConnectClient(p.config.connect.url)
+    client = debezium.ConnectClient.of(p.config.connect)
     name = p.config.connect.connector
     client.request("PUT", f"/connectors/{name}/stop")
     wait_for(

@@ -20,7 +20,7 @@ def test_export_writes_each_kept_password_private_and_follows_a_new_one(
     kept = {
         name: tls.secret_file(source, f"user-{name}")
         for name, source in client_secrets.sources(tmp_path).items()
-        if name != "mongodb"  # a backend that never made its role
+        if name in ("kafka", "redis")  # not the others: never started
     }
     written = client_secrets.export(tmp_path)
     folder = tmp_path / "secrets"
@@ -43,7 +43,7 @@ def test_the_repository_config_names_the_exported_files() -> None:
     ``stack up`` exports, relative to its own folder."""
     repo = Path(__file__).resolve().parents[2]
     text = (repo / "readside.yaml").read_text()
-    for name in ("kafka", "redis", "mongodb"):
+    for name in ("kafka", "redis", "mongodb", "connect"):
         assert f"${{file:.readside/stack/secrets/{name}.password}}" in text, name
 
 
@@ -51,7 +51,7 @@ def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> 
     repo = Path(__file__).resolve().parents[2]
     secrets = tmp_path / ".readside" / "stack" / "secrets"
     secrets.mkdir(parents=True)
-    for name in ("kafka", "redis", "mongodb"):
+    for name in ("kafka", "redis", "mongodb", "connect"):
         (secrets / f"{name}.password").write_text(f"pw-{name}\n")
     config = tmp_path / "readside.yaml"
     config.write_text((repo / "readside.yaml").read_text())
@@ -61,3 +61,5 @@ def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> 
     assert cache.password.get_secret_value() == "pw-redis"  # type: ignore[union-attr]
     docs = cfg.sinks["docs"].uri.get_secret_value()  # type: ignore[union-attr]
     assert ":pw-mongodb@" in docs
+    assert cfg.connect.password is not None
+    assert cfg.connect.password.get_secret_value() == "pw-connect"
