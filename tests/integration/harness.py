@@ -93,6 +93,25 @@ def opensearch_sink() -> dict[str, Any]:
         return {"hosts": [f"https://127.0.0.1:{stack.opensearch_port}"]}
 
 
+def redis_sink() -> dict[str, Any]:
+    """The redis sink settings of the stack's Redis as readside's ACL user
+    on its plain port (``url``, ``username``, ``password``)."""
+    stack = stack_config()
+    acl = redis_client(Path(stack.data_dir), stack.redis_tls_port)
+    return {
+        "url": f"redis://127.0.0.1:{stack.redis_port}/0",
+        "username": acl["username"],
+        "password": acl["password"],
+    }
+
+
+def mongodb_sink() -> dict[str, Any]:
+    """The mongodb sink's ``uri`` of the stack's FerretDB as its backend's
+    MongoDB role."""
+    stack = stack_config()
+    return {"uri": ferretdb_client(Path(stack.data_dir), stack.ferretdb_port)}
+
+
 def opensearch_client(timeout_s: float = 30) -> OpenSearchClient:
     """A client of the stack's node as its internal user (the sink's)."""
     cfg = OpenSearchSinkConfig(type="opensearch", **opensearch_sink())
@@ -257,7 +276,6 @@ def build_config(
     prefix = f"it{suffix}"
     stack = stack_config()
     data = Path(stack.data_dir)
-    acl = redis_client(data, stack.redis_tls_port)
     full_views: dict[str, Any] = {}
     for name, view in views.items():
         v = dict(view)
@@ -287,12 +305,7 @@ def build_config(
         },
         "connect": {**connect_settings(), "connector": f"{prefix}-pg"},
         "sinks": {
-            "redis": {
-                "type": "redis",
-                "url": f"redis://127.0.0.1:{stack.redis_port}/0",
-                "username": acl["username"],
-                "password": acl["password"],
-            },
+            "redis": {"type": "redis", **redis_sink()},
             "elasticsearch": {
                 "type": "elasticsearch",
                 "hosts": ["http://127.0.0.1:19200"],
@@ -307,7 +320,7 @@ def build_config(
             },
             "mongodb": {
                 "type": "mongodb",
-                "uri": ferretdb_client(data, stack.ferretdb_port),
+                **mongodb_sink(),
                 "database": f"it_{suffix}",
             },
         },

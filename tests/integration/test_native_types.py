@@ -18,6 +18,7 @@ from typing import Any
 import elasticsearch
 import pytest
 from apiserver import start_server
+from harness import mongodb_sink
 
 from connectors.base import ViewTarget
 from connectors.mongodb import MongoSinkConfig
@@ -214,7 +215,7 @@ def test_native_types_mongodb_decimal128_refused_by_ferretdb_with_a_clear_error(
     }
     cfg = MongoSinkConfig(
         type="mongodb",
-        uri="mongodb://127.0.0.1:27027/",
+        uri=mongodb_sink()["uri"],
         database=f"rs_native_{uuid.uuid4().hex[:8]}",
         timeout_s=5,
     )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from harness import opensearch_sink
+from harness import mongodb_sink, opensearch_sink, redis_sink
 
 from connectors import conformance
 from connectors.base import Sink, Stored, ViewTarget
@@ -34,11 +34,13 @@ from pipeline.events import Delete, DocumentOp, Upsert
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("READSIDE_REDIS_URL", "redis://127.0.0.1:16379/0")
+#: (unset: the stack's Redis, as its ACL user)
+REDIS_URL = os.environ.get("READSIDE_REDIS_URL")
 ES_URL = os.environ.get("READSIDE_ES_URL", "http://127.0.0.1:19200")
 #: (unset: the stack's node, over HTTPS as its internal user)
 OS_URL = os.environ.get("READSIDE_OS_URL")
-MONGO_URI = os.environ.get("READSIDE_MONGO_URI", "mongodb://127.0.0.1:27027/")
+#: (unset: the stack's FerretDB, as its backend's MongoDB role)
+MONGO_URI = os.environ.get("READSIDE_MONGO_URI")
 VIEW = "orders"
 
 AnySink = RedisSink | ElasticsearchSink | MongoSink | MemorySink
@@ -52,7 +54,9 @@ def _config(
     if timeout_s is not None:
         extra["timeout_s"] = timeout_s
     if kind == "redis":
-        return RedisSinkConfig(type="redis", url=url or REDIS_URL, **extra)
+        given = url or REDIS_URL
+        login = {} if given else redis_sink()
+        return RedisSinkConfig(type="redis", **{"url": given, **login, **extra})
     if kind == "memory":
         return MemorySinkConfig(type="memory", store=MEMORY_STORE, **extra)
     if kind == "elasticsearch":
@@ -71,7 +75,10 @@ def _config(
             **extra,
         )
     return MongoSinkConfig(
-        type="mongodb", uri=url or MONGO_URI, database="readside_test", **extra
+        type="mongodb",
+        uri=url or MONGO_URI or mongodb_sink()["uri"],
+        database="readside_test",
+        **extra,
     )
 
 
