@@ -48,6 +48,11 @@ AnySink = RedisSink | ElasticsearchSink | MongoSink | MemorySink
 MEMORY_STORE = "readside-test"
 
 
+def mongo_uri() -> str:
+    """``READSIDE_MONGO_URI``, else the stack's FerretDB with its login."""
+    return MONGO_URI or str(mongodb_sink()["uri"])
+
+
 def _config(
     kind: str, url: str | None = None, timeout_s: float | None = None, **extra: Any
 ) -> Any:
@@ -76,7 +81,7 @@ def _config(
         )
     return MongoSinkConfig(
         type="mongodb",
-        uri=url or MONGO_URI or mongodb_sink()["uri"],
+        uri=url or mongo_uri(),
         database="readside_test",
         **extra,
     )

@@ -21,12 +21,12 @@ import pytest
 import redis
 from harness import wait_for
 from test_sink_conformance import (
-    MONGO_URI,
     SEARCH_KINDS,
     VIEW,
     MakeSink,
     _closed_port,
     _config,
+    mongo_uri,
 )
 from test_sink_conformance import make_sink as make_sink  # the fixture, by name
 
@@ -230,7 +230,8 @@ pymongo.monitoring.register(_COMMANDS)  # clients created from now on report
 
 
 def _uri_with(query: str) -> str:
-    return MONGO_URI + ("&" if "?" in MONGO_URI else "?") + query
+    uri = mongo_uri()
+    return uri + ("&" if "?" in uri else "?") + query
 
 
 def _write_concerns(sink: MongoSink) -> list[tuple[str, Any]]:
