@@ -68,8 +68,16 @@ def redis_admin(data: Path, port: int) -> dict[str, str]:
 
 def redis_acl(folder: Path) -> Path:
     """The ACL file of the stack's Redis: ``default`` off, readside's user
-    and the operator's, each password kept only as its SHA-256."""
-    lines = ["user default off"]
+    and the operator's, each password kept only as its SHA-256.
+
+    ``default`` is off (no client is it without logging in, and no one can
+    log in as it: it has no password) yet keeps every permission: Redis 7.0
+    replays its append-only file as ``default`` and checks the commands of
+    each ``MULTI``/``EXEC`` block against its permissions, so a ``default``
+    without them makes every transaction of the file refused at load (the
+    sink's writes, acknowledged and committed, lost at the next restart;
+    ``tests/integration/test_redis_acl_aof.py``)."""
+    lines = ["user default off ~* &* +@all"]
     for name, username, rules in (
         (REDIS_CLIENT, REDIS_USER, REDIS_RULES),
         (ADMIN_CLIENT, ADMIN_USER, "~* &* +@all"),
