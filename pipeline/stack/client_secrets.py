@@ -22,6 +22,7 @@ from pipeline.stack.ferretdb import MONGO_CLIENT, FerretBackend
 from pipeline.stack.jvm import REST_CLIENT
 from pipeline.stack.kafka_users import SCRAM_FILE
 from pipeline.stack.redis_server import REDIS_CLIENT, Redis
+from pipeline.stack.tls import write_private
 
 SECRETS_DIR = "secrets"
 
@@ -48,8 +49,6 @@ def export(data: Path) -> list[Path]:
             continue
         password = json.loads(source.read_text())["password"]
         path = folder / f"{name}.password"
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text(password + "\n")
+        write_private(path, password + "\n")
         written.append(path)
     return written

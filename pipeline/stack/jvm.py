@@ -84,12 +84,9 @@ class Connect(Service):
         user = tls.secret_file(base / REST_CLIENT, REST_USER)
         users = base / "rest-users.properties"
         jaas = base / "rest-jaas.conf"
-        for path in (users, jaas):
-            path.touch(mode=0o600)
-            path.chmod(0o600)
-        users.write_text(f"{user['username']}={user['password']}\n")
-        jaas.write_text(
-            f'KafkaConnect {{\n  {_REST_LOGIN} required\n  file="{users}";\n}};\n'
+        tls.write_private(users, f"{user['username']}={user['password']}\n")
+        tls.write_private(
+            jaas, f'KafkaConnect {{\n  {_REST_LOGIN} required\n  file="{users}";\n}};\n'
         )
         return jaas
 
@@ -99,10 +96,9 @@ class Connect(Service):
         self._rest_login(base)
         user = ensure_scram_user(self.ctx, CONNECT_FILE, CONNECT_USER)
         security = "".join(line + "\n" for line in connect_worker(self.ctx.data, user))
-        props = base / "connect-distributed.properties"
-        props.touch(mode=0o600)
-        props.chmod(0o600)  # it holds the SCRAM user's password
-        props.write_text(
+        # private: it holds the SCRAM user's password
+        tls.write_private(
+            base / "connect-distributed.properties",
             f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_ssl_port}\n"
             + security
             + "group.id=readside-connect\n"
@@ -126,7 +122,7 @@ class Connect(Service):
             "config.providers.file.class="
             "org.apache.kafka.common.config.provider.FileConfigProvider\n"
             "config.providers.env.class="
-            "org.apache.kafka.common.config.provider.EnvVarConfigProvider\n"
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider\n",
         )
         log4j(base / "log4j2.properties")
 

@@ -192,9 +192,8 @@ class Kafka(Service):
         base.mkdir(parents=True, exist_ok=True)
         props = base / "server.properties"
         user, password = sasl_user(base)
-        props.touch(mode=0o600)
-        props.chmod(0o600)  # it holds the PLAIN password and the server's key
-        props.write_text(server_properties(self, user, password))
+        # private: it holds the PLAIN password and the server's key
+        tls.write_private(props, server_properties(self, user, password))
         log4j(base / "log4j2.properties")
         if not (base / "logs" / "meta.properties").exists():
             done = subprocess.run(

@@ -86,8 +86,7 @@ def redis_acl(folder: Path) -> Path:
         digest = hashlib.sha256(user["password"].encode()).hexdigest()
         lines.append(f"user {user['username']} on #{digest} {rules}")
     path = folder / REDIS_ACL
-    path.touch(mode=0o600)
-    path.write_text("\n".join(lines) + "\n")
+    tls.write_private(path, "\n".join(lines) + "\n")
     return path
 
 

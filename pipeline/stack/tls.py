@@ -130,6 +130,14 @@ def stack_certs(data: Path) -> Certs:
     return issue(data / TLS_DIR)
 
 
+def write_private(path: Path, text: str) -> None:
+    """``text`` in ``path``, readable by its owner alone, also where an older
+    start left the file more open."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
 def secret_file(path: Path, username: str) -> dict[str, str]:
     """``{"username", "password"}`` kept in ``path`` (0600), made once with a
     random password."""
