@@ -49,7 +49,7 @@ import yaml
 from bench import report
 from bench.api_load import load_in_child
 from bench.api_stats import markdown, timed_calls
-from bench.scenario import kafka_access, plain
+from bench.scenario import add_admin_dsn, admin_dsn, kafka_access, plain
 from bench.sinks import need_sink
 from connectors import debezium
 from connectors.elasticsearch import ElasticsearchSinkConfig
@@ -332,9 +332,7 @@ def bench_commit_to_read(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench api", description=__doc__)
     parser.add_argument("--config", default=None, help="readside config of the stack")
-    parser.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
-    )
+    add_admin_dsn(parser)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument(
         "--concurrency",
@@ -362,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("elastic_transport", "urllib3", "pymongo", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     base = config_mod.load(args.config)
+    args.admin_dsn = admin_dsn(base, args.admin_dsn)
     workdir = Path(args.workdir or f"/tmp/readside-bench-api-{uuid.uuid4().hex[:6]}")
     workdir.mkdir(parents=True, exist_ok=True)
     p = Pipeline(base, workdir, args.admin_dsn, args.server_code, args.workers)

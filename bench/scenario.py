@@ -4,6 +4,7 @@ targets, the stack's stores."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any
 
@@ -122,3 +123,25 @@ def cleanup(admin: AdminClient, prefix: str) -> None:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - cleanup goes on
                 logger.warning("group not deleted error=%s", exc)
+
+
+def add_admin_dsn(parser: argparse.ArgumentParser) -> None:
+    """The ``--admin-dsn`` option of the modes that make a database."""
+    parser.add_argument(
+        "--admin-dsn",
+        default=None,
+        help="a superuser of the source (default: the config's source.dsn, "
+        "on database postgres: the stack's superuser, with its password)",
+    )
+
+
+def admin_dsn(base: Config, given: str | None) -> str:
+    """``--admin-dsn`` as given, or ``base``'s ``source.dsn`` on database
+    ``postgres``, as a URI (the modes name their own database after its
+    last ``/``)."""
+    if given:
+        return given
+    dsn = base.source.dsn.get_secret_value()
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("--admin-dsn is needed: source.dsn is not a postgresql:// URI")
+    return dsn.split("?", 1)[0].rsplit("/", 1)[0] + "/postgres"

@@ -38,6 +38,7 @@ from confluent_kafka import TopicPartition
 
 from bench import coalesce, raw, report
 from bench.child import run_child
+from bench.scenario import add_admin_dsn, admin_dsn
 from bench.snapshot_setup import AGG_VIEW, SMALL_VIEW, TABLE_VIEW, BenchSource
 from pipeline import config as config_mod
 from pipeline import kafkaclient
@@ -254,9 +255,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sink", dest="sinks", action="append", choices=SINK_TYPES)
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--config", default=None, help="readside config of the stack")
-    p.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
-    )
+    add_admin_dsn(p)
     p.add_argument("--run-timeout", type=float, default=1800.0)
     p.add_argument("--out", default="bench/results/snapshot.json")
     args = p.parse_args(argv)
@@ -273,6 +272,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     report.setup_logging()
     base = config_mod.load(args.config)
+    args.admin_dsn = admin_dsn(base, args.admin_dsn)
     workdir = Path(tempfile.mkdtemp(prefix="readside-bench-snapshot-"))
     src = BenchSource(base, args.admin_dsn, workdir)
     results: dict[str, Any] = {

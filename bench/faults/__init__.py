@@ -33,6 +33,7 @@ from typing import Any
 from bench import report
 from bench.faults.nemesis import ALL_KINDS, SERVICE_KINDS, TOPIC_KINDS, WORKER_KINDS
 from bench.faults.run import one_run
+from bench.scenario import add_admin_dsn, admin_dsn
 from pipeline import config as config_mod
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--converge-timeout", type=float, default=300.0)
     p.add_argument("--config", default=None, help="readside config of the stack")
-    p.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
-    )
+    add_admin_dsn(p)
     p.add_argument(
         "--workdir", default=None, help="logs and histories (default: a tmp dir)"
     )
@@ -191,6 +190,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     report.setup_logging()
     base = config_mod.load(args.config)
+    args.admin_dsn = admin_dsn(base, args.admin_dsn)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="readside-bench-faults-"))
     started = time.monotonic()
     runs: list[dict[str, Any]] = []

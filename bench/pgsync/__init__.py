@@ -71,6 +71,7 @@ from bench.pgsync.readside import bench_readside
 from bench.pgsync.streaming import bench_streaming
 from bench.pgsync.summary import markdown
 from bench.pgsync.tool import PgSync, bench_pgsync, choose_client, es_url, schema_json
+from bench.scenario import add_admin_dsn, admin_dsn
 from bench.snapshot_setup import BenchSource
 from pipeline import config as config_mod
 
@@ -103,9 +104,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--parts", default="initial,documents,streaming")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--config", default=None, help="readside config of the stack")
-    p.add_argument(
-        "--admin-dsn", default="postgresql://postgres@127.0.0.1:15432/postgres"
-    )
+    add_admin_dsn(p)
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     p.add_argument("--pgsync-version", default=PGSYNC_VERSION)
     p.add_argument(
@@ -132,6 +131,7 @@ def main(argv: list[str]) -> int:
     report.setup_logging()
     bin_dir = ensure_pgsync(args.venv, args.pgsync_version)
     base = config_mod.load(args.config)
+    args.admin_dsn = admin_dsn(base, args.admin_dsn)
     client, why = choose_client(es_url(base), args.pgsync_client)
     es = elasticsearch.Elasticsearch(es_url(base), request_timeout=120)
     results: dict[str, Any] = {

@@ -11,6 +11,13 @@ in as to ``<data_dir>/secrets/<name>.password`` (the folder 0700, the files
 
 They are written again after every start, so they follow a service whose
 data directory was made anew.
+
+The source's superuser password is also written as a properties file for
+Kafka Connect's ``file`` config provider, which resolves
+``connect.password_ref`` on Connect's side (a relative path is taken from
+Connect's working directory, the stack's data directory)::
+
+    password_ref: ${file:secrets/postgres.properties:password}
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from pipeline.stack.ferretdb import MONGO_CLIENT, FerretBackend
 from pipeline.stack.jvm import REST_CLIENT
 from pipeline.stack.kafka_users import SCRAM_FILE
 from pipeline.stack.redis_server import REDIS_CLIENT, Redis
-from pipeline.stack.tls import write_private
+from pipeline.stack.services import Postgres
+from pipeline.stack.tls import SUPERUSER_CLIENT, write_private
 
 SECRETS_DIR = "secrets"
+#: the secrets Kafka Connect reads too (as ``<name>.properties``)
+CONNECT_SIDE = ("postgres",)
 
 
 def sources(data: Path) -> dict[str, Path]:
     """Each exported secret's name and the JSON file it is read from."""
     return {
+        "postgres": data / Postgres.name / SUPERUSER_CLIENT,
         "kafka": data / "kafka" / SCRAM_FILE,
         "redis": data / Redis.name / REDIS_CLIENT,
         "mongodb": data / FerretBackend.name / MONGO_CLIENT,
@@ -51,4 +62,8 @@ def export(data: Path) -> list[Path]:
         path = folder / f"{name}.password"
         write_private(path, password + "\n")
         written.append(path)
+        if name in CONNECT_SIDE:
+            path = folder / f"{name}.properties"
+            write_private(path, f"password={password}\n")
+            written.append(path)
     return written

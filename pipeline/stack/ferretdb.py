@@ -117,10 +117,11 @@ class FerretBackend(Postgres):
     def ready(self) -> None:
         """Make (or bring up to date) the MongoDB role: it logs in with its
         password and may create schemas (FerretDB makes one per MongoDB
-        database), nothing more."""
+        database), nothing more; and the superuser's password."""
+        super().ready()
         user = tls.secret_file(self.ctx.dir(self.name) / MONGO_CLIENT, MONGO_ROLE)
         tls.make_role(
-            self.dsn(),
+            self.admin_dsn(),
             user,
             "LOGIN NOSUPERUSER",
             "CREATE, CONNECT ON DATABASE postgres",
@@ -130,11 +131,11 @@ class FerretBackend(Postgres):
         import psycopg
 
         try:
-            with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
+            with psycopg.connect(self.admin_dsn(), connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             return f"cannot connect: {exc.__class__.__name__}"
-        return None
+        return self.tcp_problem()
 
 
 class FerretDB(Service):

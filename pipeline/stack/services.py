@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ SERVICE_USER = "readside"
 JAVA17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 DEBEZIUM_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 APICURIO_CONVERTER_CLASS = "io.apicurio.registry.utils.converter.AvroConverter"
+#: a libpq ``passfile`` that is never there: a check of what a login without
+#: the password gets must not find it in ``~/.pgpass``
+NO_PASSFILE = "/nonexistent/readside-no-passfile"
 
 
 @dataclass(frozen=True)
@@ -200,14 +204,22 @@ class Postgres(Service):
         pgdata = self.ctx.dir(self.name)
         if not (pgdata / "PG_VERSION").exists():
             self._initdb(pgdata)
+        # Passwords on TCP, also in a cluster made before they were asked.
+        hba = pgdata / "pg_hba.conf"
+        hba.write_text(tls.passwords_on_tcp(hba.read_text()))
+        tls.superuser(pgdata)
         if self.secure:
             tls.secure_postgres(pgdata, self.ctx.data)
             for name in ("server.crt", "server.key", tls.POSTGRES_CLIENT):
                 chown_service_user(pgdata / name)
 
     def ready(self) -> None:
+        """The superuser's password (set through the socket, which needs
+        none), and the TLS role on a secure server."""
+        pgdata = self.ctx.dir(self.name)
+        tls.make_role(self.admin_dsn(), tls.superuser(pgdata), "LOGIN SUPERUSER")
         if self.secure:
-            tls.make_postgres_role(self.dsn(), self.ctx.dir(self.name))
+            tls.make_postgres_role(self.admin_dsn(), pgdata)
 
     def _initdb(self, pgdata: Path) -> None:
         pgdata.mkdir(parents=True, exist_ok=True)
@@ -242,8 +254,6 @@ class Postgres(Service):
                 f"unix_socket_directories = '{pgdata}'\n"
                 "fsync = on\n" + self.settings()
             )
-        with (pgdata / "pg_hba.conf").open("a") as f:
-            f.write("host replication all 127.0.0.1/32 trust\n")
 
     def settings(self) -> str:
         """postgresql.conf lines of this server's role: the source of the
@@ -271,7 +281,7 @@ class Postgres(Service):
         import psycopg
 
         try:
-            with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
+            with psycopg.connect(self.admin_dsn(), connect_timeout=2) as conn:
                 row = conn.execute("SHOW wal_level").fetchone()
                 ssl = conn.execute("SHOW ssl").fetchone()
         except psycopg.Error as exc:
@@ -280,10 +290,50 @@ class Postgres(Service):
             return f"wal_level is {row[0] if row else '?'}, expected logical"
         if self.secure and (ssl is None or ssl[0] != "on"):
             return "TLS off (ssl = off): restart postgres"
-        return None
+        return self.tcp_problem()
+
+    def tcp_problem(self) -> str | None:
+        """Whether TCP logins are checked: a wrong password must be refused
+        (a server that takes it still has its ``trust`` rules)."""
+        import psycopg
+
+        wrong = f"postgresql://{tls.SUPERUSER}:not-the-password@127.0.0.1:{self.port}/"
+        try:
+            with psycopg.connect(wrong, connect_timeout=2, passfile=NO_PASSFILE):
+                pass
+        except psycopg.OperationalError as exc:
+            if "password authentication failed" in str(exc):
+                return None
+            return f"cannot connect over TCP: {exc.__class__.__name__}"
+        return f"takes a wrong password over TCP (trust rules): restart {self.name}"
+
+    def admin_dsn(self, db: str = "postgres") -> str:
+        """The superuser through the unix socket in the cluster's folder, as
+        the stack sets itself up (no password: see :func:`tls.passwords_on_tcp`)."""
+        from psycopg.conninfo import make_conninfo
+
+        folder = str(self.ctx.dir(self.name))
+        return make_conninfo(host=folder, port=self.port, user="postgres", dbname=db)
 
     def dsn(self, db: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+        """The superuser over TCP, as a client logs in
+        (:func:`superuser_dsn`)."""
+        return superuser_dsn(self.ctx.data, self.port, self.name, db)
+
+
+def superuser_dsn(
+    data: Path, port: int, service: str = "postgres", db: str = "postgres"
+) -> str:
+    """The libpq URI of the superuser of the stack's cluster ``service``
+    (``postgres``, the source, or ``ferretdb_backend``) on ``port``, with
+    its password.
+
+    Raises:
+        FileNotFoundError: that cluster never started with a password.
+    """
+    user = json.loads((data / service / tls.SUPERUSER_CLIENT).read_text())
+    password = urllib.parse.quote(user["password"], safe="")
+    return f"postgresql://{user['username']}:{password}@127.0.0.1:{port}/{db}"
 
 
 class Elasticsearch(Service):

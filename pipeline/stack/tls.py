@@ -153,6 +153,33 @@ def secret_file(path: Path, username: str) -> dict[str, str]:
 # -- PostgreSQL --------------------------------------------------------------
 
 
+#: the clusters' superuser and where its password is kept (in its cluster's folder)
+SUPERUSER = "postgres"
+SUPERUSER_CLIENT = "superuser.json"
+
+
+def superuser(pgdata: Path) -> dict[str, str]:
+    """The superuser's name and password (made once, in the cluster's folder)."""
+    return secret_file(pgdata / SUPERUSER_CLIENT, SUPERUSER)
+
+
+def passwords_on_tcp(original: str) -> str:
+    """``pg_hba.conf`` text with every TCP rule that trusts (``initdb
+    --auth=trust`` writes them for loopback, replication too) asking for a
+    SCRAM password instead, in place, so the order of the rules is kept.
+
+    The unix-socket rules stay ``trust``: the socket is in the cluster's own
+    folder (0700, the service user's), which no other user of the machine
+    can enter, and the stack sets the superuser's password through it."""
+    out = []
+    for line in original.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0].startswith("host") and fields[-1] == "trust":
+            line = line[: line.rindex("trust")] + "scram-sha-256"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def postgres_user(pgdata: Path) -> dict[str, str]:
     """The TLS role's name and password (made once, in the cluster's folder)."""
     return secret_file(pgdata / POSTGRES_CLIENT, POSTGRES_ROLE)

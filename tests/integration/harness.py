@@ -14,6 +14,7 @@ import faulthandler
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.stack.jvm import rest_user
 from pipeline.stack.redis_server import redis_admin, redis_client
+from pipeline.stack.services import superuser_dsn
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -60,15 +62,10 @@ from pipeline.worker import Worker, build_sinks
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _as_role(dsn: str, user: str) -> str:
-    return make_conninfo(**{**conninfo_to_dict(dsn), "user": user})
-
-
-PG_ADMIN_DSN = os.environ.get(
-    "READSIDE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:15432/postgres"
-)
-SINKS = ("redis", "elasticsearch", "mongodb")
-CONNECT_URL = "http://127.0.0.1:18083"
+def _as_role(dsn: str, user: str, password: str) -> str:
+    return make_conninfo(
+        **{**conninfo_to_dict(dsn), "user": user, "password": password}
+    )
 
 
 def stack_config() -> StackConfig:
@@ -78,6 +75,35 @@ def stack_config() -> StackConfig:
     if not Path(cfg.data_dir).expanduser().is_absolute():
         cfg = cfg.model_copy(update={"data_dir": str(REPO / cfg.data_dir)})
     return cfg
+
+
+def _admin_dsn() -> str:
+    """The source's superuser, with the password the stack keeps (or
+    ``$READSIDE_TEST_PG_DSN``). Before any stack ran there is none: the
+    DSN without it is refused, and conftest's stack probe says why."""
+    if dsn := os.environ.get("READSIDE_TEST_PG_DSN"):
+        return dsn
+    stack = stack_config()
+    try:
+        return superuser_dsn(Path(stack.data_dir), stack.postgres_port)
+    except FileNotFoundError:
+        return f"postgresql://postgres@127.0.0.1:{stack.postgres_port}/postgres"
+
+
+PG_ADMIN_DSN = _admin_dsn()
+
+
+def capture_refs(capture: Path) -> dict[str, str]:
+    """``connect`` settings naming the capture role's login in ``capture``
+    (:meth:`Pipeline.make_roles`), which Kafka Connect reads itself."""
+    return {
+        "user_ref": f"${{file:{capture}:user}}",
+        "password_ref": f"${{file:{capture}:password}}",
+    }
+
+
+SINKS = ("redis", "elasticsearch", "mongodb")
+CONNECT_URL = "http://127.0.0.1:18083"
 
 
 def opensearch_sink() -> dict[str, Any]:
@@ -352,6 +378,8 @@ class Pipeline:
     _applied: AppliedOffsets | None = None
     #: the least-privilege roles the pipeline runs on (least_privilege)
     _roles: dict[str, str] | None = None
+    #: every role made for this pipeline (make_roles), dropped by close
+    _made_roles: list[str] = field(default_factory=list)
 
     def cli_args(self, *args: str) -> list[str]:
         """The command line of ``readside --config <this pipeline> ARGS``."""
@@ -419,6 +447,25 @@ class Pipeline:
         self._connector = True
         debezium.wait_running(self.config, timeout_s=120)
 
+    def make_roles(self, prefix: str) -> tuple[dict[str, str], Path]:
+        """The roles of ``readside connector roles --prefix prefix``, each
+        with a password of its own. Returns each role's DSN by kind
+        (``capture``, ``reader``, ``watermark``) and a properties file of
+        the capture role's login for Kafka Connect's file provider
+        (:func:`capture_refs`)."""
+        names = role_names(prefix)
+        self.sql(roles_sql(self.config, prefix))
+        self._made_roles.extend(names.values())
+        passwords = {kind: secrets.token_urlsafe(12) for kind in names}
+        for kind, role in names.items():
+            self.sql(f"ALTER ROLE \"{role}\" PASSWORD '{passwords[kind]}'")
+        capture = self.tmp_path / f"{prefix}-capture.properties"
+        capture.write_text(
+            f"user={names['capture']}\npassword={passwords['capture']}\n"
+        )
+        dsns = {k: _as_role(self.dsn, names[k], passwords[k]) for k in names}
+        return dsns, capture
+
     def least_privilege(self) -> None:
         """Run the pipeline on the roles of ``readside connector roles``
         (issue 11): Debezium as the capture role, the workers' re-reads,
@@ -438,21 +485,19 @@ class Pipeline:
             return
         prepare_source(self.config)  # the owner's part: the tables exist
         prefix = f"rs_{self.suffix}"
-        names = self._roles = role_names(prefix)
-        self.sql(roles_sql(self.config, prefix))
+        self._roles = role_names(prefix)
+        dsns, capture = self.make_roles(prefix)
         # Tables a test creates later (schema changes) are readable too.
         self.sql(
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES "
-            f'TO "{names["capture"]}", "{names["reader"]}"'
+            f'TO "{self._roles["capture"]}", "{self._roles["reader"]}"'
         )
-        secrets = self.tmp_path / "capture.properties"
-        secrets.write_text(f"user={names['capture']}\n")
 
         def least(d: dict[str, Any]) -> None:
-            d.setdefault("connect", {})["user_ref"] = f"${{file:{secrets}:user}}"
-            d["source"]["lookup_dsn"] = _as_role(self.dsn, names["reader"])
+            d.setdefault("connect", {}).update(capture_refs(capture))
+            d["source"]["lookup_dsn"] = dsns["reader"]
             d.setdefault("api", {}).setdefault(  # a test's own stays
-                "watermark_dsn", _as_role(self.dsn, names["watermark"])
+                "watermark_dsn", dsns["watermark"]
             )
 
         self.rewrite(least)
@@ -659,7 +704,7 @@ class Pipeline:
                 client.drop_database(mongo.database)  # type: ignore[union-attr]
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
-            for role in (self._roles or {}).values():
+            for role in self._made_roles:
                 try:  # its grants went with the database
                     conn.execute(f'DROP ROLE IF EXISTS "{role}"')
                 except psycopg.Error as exc:

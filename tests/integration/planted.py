@@ -1,20 +1,19 @@
-"""Planted secrets, and the check that no output shows one (shared by the
+"""Secrets to look for, and the check that no output shows one (shared by the
 tests that look for secrets: ``test_secrets_hidden``, ``test_attacks``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-#: the stack's PostgreSQL trusts local connections: a password in a DSN is
-#: accepted and ignored, so it can be planted anywhere a DSN goes
-PASSWORD = "planted-pw-5521"
+from psycopg.conninfo import conninfo_to_dict
 
 
-def with_password(dsn: str, password: str = PASSWORD) -> str:
-    """``dsn`` with ``password`` in it."""
-    return make_conninfo(**{**conninfo_to_dict(dsn), "password": password})
+def password_of(dsn: str) -> str:
+    """The password ``dsn`` holds: the stack's PostgreSQL checks it, so a
+    test's DSNs hold the superuser's real one, the secret to look for."""
+    password = conninfo_to_dict(dsn).get("password")
+    assert password, "the DSN holds no password: nothing to look for"
+    return str(password)
 
 
 def assert_hidden(shown: Mapping[str, str], secrets: Iterable[str]) -> None:

@@ -45,7 +45,7 @@ from attack_kit import (
     source_state,
 )
 from harness import PG_ADMIN_DSN, Pipeline, create_pipeline
-from planted import PASSWORD, assert_hidden, with_password
+from planted import assert_hidden, password_of
 
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
 from pipeline.verify import verify
@@ -166,8 +166,7 @@ def env(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
         def plant(data: dict[str, Any]) -> None:
             data["focuses"] = FOCUSES
-            data["source"]["dsn"] = with_password(p.dsn)
-            wm = with_password(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{wm_db}")
+            wm = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{wm_db}"
             data["api"] = {"watermark_dsn": wm}
 
         p.rewrite(plant)
@@ -495,7 +494,8 @@ def test_no_answer_or_log_shows_a_secret(env: Env):
     shown = dict(env.shown)
     shown["serve log"] = env.server.log_text()
     assert len(shown) > 200
-    assert_hidden(shown, (PASSWORD, SITE, EU, US, OPS))
-    # the planted password reached the server (else this proves nothing)
-    assert PASSWORD in env.p.config_path.read_text()
+    password = password_of(env.p.dsn)  # the superuser's, in source.dsn
+    assert_hidden(shown, (password, SITE, EU, US, OPS))
+    # the password reached the server (else this proves nothing)
+    assert password in env.p.config_path.read_text()
     shutil.copy(env.server.log, env.p.tmp_path / "serve-attacks.log")

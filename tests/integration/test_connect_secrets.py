@@ -3,9 +3,9 @@ Connect's config providers (``connect.user_ref``, ``connect.password_ref``):
 Connect resolves them when it starts the task, and its REST API never shows
 the secret.
 
-The stack's PostgreSQL trusts local connections, so the password cannot
-prove the resolution here; the user can: a user that did not resolve (the
-literal ``${file:...}``) is no role, and nothing would stream.
+The stack's PostgreSQL checks every TCP login's password (SCRAM), so
+streaming proves both were resolved: Debezium logs in as a capture role
+whose password is only in the file the references name.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from harness import capture_refs
 
 from connectors.debezium import ConnectClient
+from connectors.postgres import prepare_source
+from pipeline.roles import role_names
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +27,12 @@ SCHEMA = "CREATE TABLE notes (id integer PRIMARY KEY, body text);"
 
 def test_connector_credentials_come_from_a_config_provider(make_pipeline, tmp_path):
     p = make_pipeline(SCHEMA, ["public.notes"], {"notes": {"table": "public.notes"}})
-    secrets = tmp_path / "capture.properties"
-    secrets.write_text(f"user=postgres\npassword={SECRET}\n")
-    p.rewrite(
-        lambda d: d["connect"].update(
-            user_ref=f"${{file:{secrets}:user}}",
-            password_ref=f"${{file:{secrets}:password}}",
-        )
-    )
+    prepare_source(p.config)  # the owner's part: publication, heartbeat, signal
+    _, secrets = p.make_roles(f"rs_{p.suffix}")
+    capture = role_names(f"rs_{p.suffix}")["capture"]
+    p.sql(f"ALTER ROLE \"{capture}\" PASSWORD '{SECRET}'")
+    secrets.write_text(f"user={capture}\npassword={SECRET}\n")
+    p.rewrite(lambda d: d["connect"].update(capture_refs(secrets)))
     p.sql("INSERT INTO notes SELECT g, 'n' || g FROM generate_series(1, 20) g")
     p.apply_connector()
     p.start_worker()

@@ -12,8 +12,7 @@ import sys
 
 import psycopg
 import pytest
-from harness import REPO, redis_admin_client, wait_for
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from harness import REPO, capture_refs, redis_admin_client, wait_for
 from shop_model import SCHEMA as SHOP_SCHEMA
 from shop_model import TABLES as SHOP_TABLES
 from shop_model import VIEW as SHOP_VIEW
@@ -21,14 +20,10 @@ from shop_model import ShopLoad
 
 from connectors import debezium
 from connectors.postgres import prepare_source
-from pipeline.roles import role_names, roles_sql
+from pipeline.roles import role_names
 from query.watermark import WatermarkTracker
 
 pytestmark = pytest.mark.integration
-
-
-def _as(dsn: str, user: str) -> str:
-    return make_conninfo(**{**conninfo_to_dict(dsn), "user": user})
 
 
 def test_pipeline_runs_on_least_privilege_roles(make_pipeline, tmp_path, stack):
@@ -37,18 +32,16 @@ def test_pipeline_runs_on_least_privilege_roles(make_pipeline, tmp_path, stack):
     prefix = f"rs_{p.suffix}"
     names = role_names(prefix)
     prepare_source(p.config)  # the owner's part: publication, heartbeat, signal
-    p.sql(roles_sql(p.config, prefix))
+    dsns, capture = p.make_roles(prefix)
     try:
-        secrets = tmp_path / "capture.properties"
-        secrets.write_text(f"user={names['capture']}\n")
 
         def least(data):
-            data["connect"]["user_ref"] = f"${{file:{secrets}:user}}"
-            data["source"]["lookup_dsn"] = _as(p.dsn, names["reader"])
-            data.setdefault("api", {})["watermark_dsn"] = _as(p.dsn, names["watermark"])
+            data["connect"].update(capture_refs(capture))
+            data["source"]["lookup_dsn"] = dsns["reader"]
+            data.setdefault("api", {})["watermark_dsn"] = dsns["watermark"]
 
         p.rewrite(least)
-        with psycopg.connect(_as(p.dsn, names["reader"])) as conn:
+        with psycopg.connect(dsns["reader"]) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("DELETE FROM customers")  # the reader only reads
         load = ShopLoad(seed=5)

@@ -12,6 +12,7 @@ clear error that shows no password.
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,7 +22,8 @@ from connectors.mongodb import MongoSinkConfig
 from connectors.mongodb.sink import MongoSink
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
-from pipeline.stack.ferretdb import MONGO_ROLE
+from pipeline.stack.ferretdb import MONGO_ROLE, FerretBackend
+from pipeline.stack.services import superuser_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +32,8 @@ VIEWS: dict[str, Any] = {"items": {"table": "public.items", "sinks": ["mongodb"]
 
 
 def _backend(stack: StackConfig) -> str:
-    return f"postgresql://postgres@127.0.0.1:{stack.ferretdb_backend_port}/postgres"
+    port = stack.ferretdb_backend_port
+    return superuser_dsn(Path(stack.data_dir), port, FerretBackend.name)
 
 
 def test_worker_writes_as_the_mongodb_role(

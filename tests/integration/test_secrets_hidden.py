@@ -11,7 +11,7 @@ import json
 import pytest
 from apiserver import start_server
 from harness import wait_for
-from planted import PASSWORD, assert_hidden, with_password
+from planted import assert_hidden, password_of
 from test_dlq import SCHEMA, _produce_poison
 
 from connectors.debezium import ConnectClient
@@ -25,12 +25,11 @@ OPS_KEY = "planted-ops-key-7734"
 def test_no_output_shows_a_secret(make_pipeline, tmp_path):
     views = {"products": {"table": "public.products"}}
     p = make_pipeline(SCHEMA, ["public.products"], views)
-    dsn = with_password(p.dsn)
+    password = password_of(p.dsn)  # the superuser's, in source.dsn
     secrets = tmp_path / "capture.properties"
-    secrets.write_text(f"password={PASSWORD}\n")
+    secrets.write_text(f"password={password}\n")
 
     def plant(data):
-        data["source"]["dsn"] = dsn
         data["connect"]["password_ref"] = f"${{file:{secrets}:password}}"
 
     p.rewrite(plant)
@@ -82,4 +81,4 @@ def test_no_output_shows_a_secret(make_pipeline, tmp_path):
     assert worker.terminate() == 0, worker.tail()
     shown["worker log"] = worker.log_text()
     wait_for(lambda: all(shown.values()), 5, "every output")
-    assert_hidden(shown, (PASSWORD, SITE_KEY, OPS_KEY))
+    assert_hidden(shown, (password, SITE_KEY, OPS_KEY))

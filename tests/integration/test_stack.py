@@ -37,7 +37,7 @@ from pipeline.stack import kafka_users, runner
 from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.stack.jvm import rest_user
 from pipeline.stack.redis_server import redis_client
-from pipeline.stack.services import port_in_use
+from pipeline.stack.services import NO_PASSFILE, port_in_use, superuser_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -265,6 +265,27 @@ def test_each_service_refuses_anonymous_clients_and_serves_its_user() -> None:
     )
     assert kafkaclient.admin(user).list_topics(timeout=10).brokers
 
+    # PostgreSQL, the source and FerretDB's backend: no TCP login without
+    # the password (SCRAM), not even the superuser's; the superuser with it
+    for service, port in (
+        ("postgres", MAIN.postgres_port),
+        ("ferretdb_backend", MAIN.ferretdb_backend_port),
+    ):
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(url, passfile=NO_PASSFILE, connect_timeout=5)
+        with pytest.raises(psycopg.OperationalError, match="password authentication"):
+            psycopg.connect(url, password="not-it", passfile=NO_PASSFILE)
+        if service == "postgres":  # the backend has no WAL senders
+            with pytest.raises(psycopg.OperationalError, match="password auth"):
+                psycopg.connect(url, password="not-it", replication="database")
+        with psycopg.connect(superuser_dsn(data, port, service)) as conn:
+            assert conn.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone() == (True,)
+        # the socket, which needs none, is in a folder only its owner enters
+        assert (data / service).stat().st_mode & 0o077 == 0, service
+
     # Kafka Connect's REST API: 401 without its login, answers with it
     connect = f"http://127.0.0.1:{MAIN.connect_port}"
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -281,10 +302,10 @@ def test_connector_captures_insert_update_delete_in_order(tmp_path: Path) -> Non
 
     suffix = uuid.uuid4().hex[:8]
     db = f"stacktest_{suffix}"
-    admin = f"postgresql://postgres@127.0.0.1:{MAIN.postgres_port}/postgres"
+    admin = superuser_dsn(Path(MAIN.data_dir), MAIN.postgres_port)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {db}")
-    dsn = f"postgresql://postgres@127.0.0.1:{MAIN.postgres_port}/{db}"
+    dsn = superuser_dsn(Path(MAIN.data_dir), MAIN.postgres_port, db=db)
     cfg_path = tmp_path / "readside.yaml"
     cfg_path.write_text(
         yaml.safe_dump(

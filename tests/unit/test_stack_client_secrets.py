@@ -43,15 +43,18 @@ def test_the_repository_config_names_the_exported_files() -> None:
     ``stack up`` exports, relative to its own folder."""
     repo = Path(__file__).resolve().parents[2]
     text = (repo / "readside.yaml").read_text()
-    for name in ("kafka", "redis", "mongodb", "connect"):
+    for name in ("postgres", "kafka", "redis", "mongodb", "connect"):
         assert f"${{file:.readside/stack/secrets/{name}.password}}" in text, name
+    # Debezium's, for Kafka Connect's file provider (its working directory
+    # is the stack's data folder)
+    assert "password_ref: ${file:secrets/postgres.properties:password}" in text
 
 
 def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     secrets = tmp_path / ".readside" / "stack" / "secrets"
     secrets.mkdir(parents=True)
-    for name in ("kafka", "redis", "mongodb", "connect"):
+    for name in ("postgres", "kafka", "redis", "mongodb", "connect"):
         (secrets / f"{name}.password").write_text(f"pw-{name}\n")
     config = tmp_path / "readside.yaml"
     config.write_text((repo / "readside.yaml").read_text())
@@ -63,3 +66,40 @@ def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> 
     assert ":pw-mongodb@" in docs
     assert cfg.connect.password is not None
     assert cfg.connect.password.get_secret_value() == "pw-connect"
+    assert ":pw-postgres@" in cfg.source.dsn.get_secret_value()
+    assert cfg.connect.password_ref == "${file:secrets/postgres.properties:password}"
+
+
+def test_the_source_password_is_exported_for_kafka_connect_too(tmp_path: Path) -> None:
+    """Debezium's password reaches Kafka Connect as a properties file, which
+    its ``file`` provider reads (``connect.password_ref``)."""
+    user = tls.secret_file(client_secrets.sources(tmp_path)["postgres"], "postgres")
+    written = client_secrets.export(tmp_path)
+    props = tmp_path / "secrets" / "postgres.properties"
+    assert props in written
+    assert props.read_text() == f"password={user['password']}\n"
+    assert stat.S_IMODE(props.stat().st_mode) == 0o600
+
+
+def test_hba_asks_passwords_on_tcp_and_keeps_the_socket_and_other_rules() -> None:
+    """initdb --auth=trust's loopback rules ask for SCRAM; the order, the
+    socket's rules and the rules readside wrote itself are kept."""
+    original = (
+        "# comment with trust in it\n"
+        "local   all             all                                     trust\n"
+        "host    all             all             127.0.0.1/32            trust\n"
+        "host    all             all             ::1/128                 trust\n"
+        "local   replication     all                                     trust\n"
+        "host    replication     all             127.0.0.1/32            trust\n"
+        "hostssl all readside_tls 127.0.0.1/32 scram-sha-256\n"
+        "host all readside_anonymous 0.0.0.0/0 reject\n"
+    )
+    closed = tls.passwords_on_tcp(original).splitlines()
+    assert closed[0] == "# comment with trust in it"
+    assert closed[1].split()[-1] == "trust"  # the socket: the cluster's folder
+    assert closed[2].split() == ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"]
+    assert closed[3].split()[-1] == "scram-sha-256"
+    assert closed[4].split()[-1] == "trust"
+    assert closed[5].split()[-2:] == ["127.0.0.1/32", "scram-sha-256"]
+    assert closed[6:] == original.splitlines()[6:]
+    assert tls.passwords_on_tcp("\n".join(closed)).splitlines() == closed

@@ -5,6 +5,7 @@ and ``command`` write them (no server started)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import ssl
 import stat
 from pathlib import Path
@@ -114,7 +115,14 @@ def test_postgres_prepare_turns_tls_on_once_for_the_source_only(
     assert hba.splitlines()[3] == f"host all {MONGO_ROLE} 127.0.0.1/32 scram-sha-256"
     assert hba.count(MONGO_ROLE) == 3
     assert hba.count(ANONYMOUS_ROLE) == 2
-    assert hba.rstrip().endswith("host all all 127.0.0.1/32 trust")
+    # the cluster's own loopback rule asks for a password now, in its place
+    assert hba.rstrip().endswith("host all all 127.0.0.1/32 scram-sha-256")
+    assert "trust" not in (source / "pg_hba.conf").read_text()
+    for pgdata in (source, backend):  # each superuser's password, kept
+        su = json.loads((pgdata / tls.SUPERUSER_CLIENT).read_text())
+        assert su["username"] == "postgres"
+        assert len(su["password"]) >= 20
+        assert stat.S_IMODE((pgdata / tls.SUPERUSER_CLIENT).stat().st_mode) == 0o600
     assert (backend / "postgresql.conf").read_text().count("max_connections") == 1
     uri = ferretdb_client(tmp_path, 27027)
     assert uri.startswith(f"mongodb://{MONGO_ROLE}:")
