@@ -130,6 +130,8 @@ class FerretBackend(Postgres):
     def probe(self) -> str | None:
         import psycopg
 
+        if not self.socket_here():
+            return self.tcp_problem()
         try:
             with psycopg.connect(self.admin_dsn(), connect_timeout=2) as conn:
                 conn.execute("SELECT 1")

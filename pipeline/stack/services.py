@@ -280,6 +280,8 @@ class Postgres(Service):
     def probe(self) -> str | None:
         import psycopg
 
+        if not self.socket_here():
+            return self.tcp_problem()
         try:
             with psycopg.connect(self.admin_dsn(), connect_timeout=2) as conn:
                 row = conn.execute("SHOW wal_level").fetchone()
@@ -306,6 +308,12 @@ class Postgres(Service):
                 return None
             return f"cannot connect over TCP: {exc.__class__.__name__}"
         return f"takes a wrong password over TCP (trust rules): restart {self.name}"
+
+    def socket_here(self) -> bool:
+        """Whether the server's socket is in this data directory's cluster
+        folder: not when ``stack status`` runs from another directory, which
+        has neither the socket nor the password, and probes TCP alone."""
+        return (self.ctx.dir(self.name) / f".s.PGSQL.{self.port}").exists()
 
     def admin_dsn(self, db: str = "postgres") -> str:
         """The superuser through the unix socket in the cluster's folder, as
