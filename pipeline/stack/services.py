@@ -323,11 +323,6 @@ class Postgres(Service):
         folder = str(self.ctx.dir(self.name))
         return make_conninfo(host=folder, port=self.port, user="postgres", dbname=db)
 
-    def dsn(self, db: str = "postgres") -> str:
-        """The superuser over TCP, as a client logs in
-        (:func:`superuser_dsn`)."""
-        return superuser_dsn(self.ctx.data, self.port, self.name, db)
-
 
 def superuser_dsn(
     data: Path, port: int, service: str = "postgres", db: str = "postgres"

@@ -173,9 +173,11 @@ def passwords_on_tcp(original: str) -> str:
     can enter, and the stack sets the superuser's password through it."""
     out = []
     for line in original.splitlines():
-        fields = line.split("#", 1)[0].split()
+        rule, sep, comment = line.partition("#")
+        fields = rule.split()
         if fields and fields[0].startswith("host") and fields[-1] == "trust":
-            line = line[: line.rindex("trust")] + "scram-sha-256"
+            rule = rule[: rule.rindex("trust")] + "scram-sha-256 "
+            line = (rule + sep + comment) if sep else rule.rstrip()
         out.append(line)
     return "\n".join(out) + "\n"
 

@@ -91,6 +91,7 @@ def test_hba_asks_passwords_on_tcp_and_keeps_the_socket_and_other_rules() -> Non
         "host    all             all             ::1/128                 trust\n"
         "local   replication     all                                     trust\n"
         "host    replication     all             127.0.0.1/32            trust\n"
+        "host all all 10.0.0.0/8 trust  # the trust of a comment\n"
         "hostssl all readside_tls 127.0.0.1/32 scram-sha-256\n"
         "host all readside_anonymous 0.0.0.0/0 reject\n"
     )
@@ -101,5 +102,6 @@ def test_hba_asks_passwords_on_tcp_and_keeps_the_socket_and_other_rules() -> Non
     assert closed[3].split()[-1] == "scram-sha-256"
     assert closed[4].split()[-1] == "trust"
     assert closed[5].split()[-2:] == ["127.0.0.1/32", "scram-sha-256"]
-    assert closed[6:] == original.splitlines()[6:]
+    assert closed[6] == "host all all 10.0.0.0/8 scram-sha-256 # the trust of a comment"
+    assert closed[7:] == original.splitlines()[7:]
     assert tls.passwords_on_tcp("\n".join(closed)).splitlines() == closed
