@@ -190,7 +190,19 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_healthy(ctx: Context, svc: Service, timeout: float) -> None:
+#: how long a service that was already running may ask for a restart before
+#: ``stack up`` gives up on it (:func:`_wait_healthy`)
+RESTART_GRACE_S = 5.0
+
+
+def _wait_healthy(
+    ctx: Context, svc: Service, timeout: float, running_before: bool = False
+) -> None:
+    """Wait until ``svc`` is healthy. A service that was running before this
+    start and whose probe asks for a restart (it runs with the settings of
+    an older readside) fails within :data:`RESTART_GRACE_S` (time for one
+    still starting to open its ports), saying so, instead of at the timeout."""
+    restart_by = time.monotonic() + RESTART_GRACE_S
     deadline = time.monotonic() + timeout
     problem: str | None = "not probed"
     while time.monotonic() < deadline:
@@ -203,6 +215,16 @@ def _wait_healthy(ctx: Context, svc: Service, timeout: float) -> None:
         problem = svc.probe()
         if problem is None:
             return
+        if (
+            running_before
+            and problem.endswith(f"restart {svc.name}")
+            and time.monotonic() > restart_by
+        ):
+            raise FatalError(
+                f"{svc.name} was already running, with settings this readside "
+                f"changed ({problem}): `readside stack down` then `readside "
+                "stack up` starts it with the new ones"
+            )
         time.sleep(0.5)
     raise FatalError(
         f"{svc.name} not healthy after {timeout:.0f}s ({problem}); see "
@@ -269,7 +291,9 @@ def up(
             todo.append(svc)
         with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
             futures = {
-                s.name: pool.submit(_wait_healthy, ctx, s, START_TIMEOUT_S)
+                s.name: pool.submit(
+                    _wait_healthy, ctx, s, START_TIMEOUT_S, s not in todo
+                )
                 for s in wave
             }
             for svc in wave:
