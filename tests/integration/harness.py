@@ -447,16 +447,19 @@ class Pipeline:
         self._connector = True
         debezium.wait_running(self.config, timeout_s=120)
 
-    def make_roles(self, prefix: str) -> tuple[dict[str, str], Path]:
+    def make_roles(
+        self, prefix: str, capture_password: str | None = None
+    ) -> tuple[dict[str, str], Path]:
         """The roles of ``readside connector roles --prefix prefix``, each
-        with a password of its own. Returns each role's DSN by kind
-        (``capture``, ``reader``, ``watermark``) and a properties file of
-        the capture role's login for Kafka Connect's file provider
-        (:func:`capture_refs`)."""
+        with a password of its own (random, or ``capture_password`` for the
+        capture role). Returns each role's DSN by kind (``capture``,
+        ``reader``, ``watermark``) and a properties file of the capture
+        role's login for Kafka Connect's file provider (:func:`capture_refs`)."""
         names = role_names(prefix)
         self.sql(roles_sql(self.config, prefix))
         self._made_roles.extend(names.values())
         passwords = {kind: secrets.token_urlsafe(12) for kind in names}
+        passwords["capture"] = capture_password or passwords["capture"]
         for kind, role in names.items():
             self.sql(f"ALTER ROLE \"{role}\" PASSWORD '{passwords[kind]}'")
         capture = self.tmp_path / f"{prefix}-capture.properties"

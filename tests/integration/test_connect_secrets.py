@@ -17,7 +17,6 @@ from harness import capture_refs
 
 from connectors.debezium import ConnectClient
 from connectors.postgres import prepare_source
-from pipeline.roles import role_names
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +27,7 @@ SCHEMA = "CREATE TABLE notes (id integer PRIMARY KEY, body text);"
 def test_connector_credentials_come_from_a_config_provider(make_pipeline, tmp_path):
     p = make_pipeline(SCHEMA, ["public.notes"], {"notes": {"table": "public.notes"}})
     prepare_source(p.config)  # the owner's part: publication, heartbeat, signal
-    _, secrets = p.make_roles(f"rs_{p.suffix}")
-    capture = role_names(f"rs_{p.suffix}")["capture"]
-    p.sql(f"ALTER ROLE \"{capture}\" PASSWORD '{SECRET}'")
-    secrets.write_text(f"user={capture}\npassword={SECRET}\n")
+    _, secrets = p.make_roles(f"rs_{p.suffix}", capture_password=SECRET)
     p.rewrite(lambda d: d["connect"].update(capture_refs(secrets)))
     p.sql("INSERT INTO notes SELECT g, 'n' || g FROM generate_series(1, 20) g")
     p.apply_connector()
