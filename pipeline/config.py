@@ -120,6 +120,9 @@ class StackConfig(_Model):
     ferretdb_tls_port: int = 27028
     ferretdb_backend_port: int = 15433
     registry_port: int = 18081
+    #: Keycloak, the registry's login server (pipeline.stack.keycloak); its
+    #: health endpoints answer one above
+    keycloak_port: int = 18180
     #: the optional OpenSearch node (``readside stack up --with opensearch``);
     #: its transport listens 100 above
     opensearch_port: int = 19201

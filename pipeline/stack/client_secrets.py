@@ -18,6 +18,9 @@ Kafka Connect's ``file`` config provider, which resolves
 Connect's working directory, the stack's data directory)::
 
     password_ref: ${file:secrets/postgres.properties:password}
+
+and so is the secret of the schema registry's client that the connector's
+converter logs in as (``connect.registry_password_ref``).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from pathlib import Path
 from pipeline.stack.ferretdb import MONGO_CLIENT, FerretBackend
 from pipeline.stack.jvm import REST_CLIENT
 from pipeline.stack.kafka_users import SCRAM_FILE
+from pipeline.stack.keycloak import CLIENTS, CONNECT_CLIENT, WORKER_CLIENT, Keycloak
 from pipeline.stack.redis_server import REDIS_CLIENT, Redis
 from pipeline.stack.services import Postgres
 from pipeline.stack.tls import SUPERUSER_CLIENT, write_private
 
 SECRETS_DIR = "secrets"
 #: the secrets Kafka Connect reads too (as ``<name>.properties``)
-CONNECT_SIDE = ("postgres",)
+CONNECT_SIDE = ("postgres", "registry-connect")
 
 
 def sources(data: Path) -> dict[str, Path]:
@@ -45,6 +49,10 @@ def sources(data: Path) -> dict[str, Path]:
         "redis": data / Redis.name / REDIS_CLIENT,
         "mongodb": data / FerretBackend.name / MONGO_CLIENT,
         "connect": data / "connect" / REST_CLIENT,
+        # the schema registry's clients (Keycloak's): the worker's and the
+        # connector's converter's
+        "registry": data / Keycloak.name / CLIENTS[WORKER_CLIENT][1],
+        "registry-connect": data / Keycloak.name / CLIENTS[CONNECT_CLIENT][1],
     }
 
 

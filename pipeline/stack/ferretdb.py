@@ -147,6 +147,7 @@ class FerretDB(Service):
     logs in on either as on the other (:func:`ferretdb_tls_client`)."""
 
     name = "ferretdb"
+    needs = ("ferretdb_backend",)
 
     @property
     def ports(self) -> list[int]:

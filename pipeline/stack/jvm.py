@@ -16,7 +16,7 @@ import json
 import urllib.error
 from pathlib import Path
 
-from pipeline.stack import tls
+from pipeline.stack import keycloak, tls
 from pipeline.stack.ferretdb import FerretBackend, FerretDB
 from pipeline.stack.kafka_broker import (
     Kafka,
@@ -77,6 +77,7 @@ class Connect(Service):
     """
 
     name = "connect"
+    needs = ("kafka",)
 
     def _rest_login(self, base: Path) -> Path:
         """The REST user's password file, users file and JAAS file; returns
@@ -185,10 +186,14 @@ class Registry(Service):
 
     Its SQL storage is H2; pointed at a file under the data directory (the
     app's default is in memory), the schemas outlive a restart, as the
-    records in Kafka that name them by id do.
+    records in Kafka that name them by id do. Every request must log in:
+    basic credentials of a client of the stack's Keycloak, which the
+    registry trades for a token there (:mod:`pipeline.stack.keycloak`); what
+    a client may do is its role's.
     """
 
     name = "registry"
+    needs = ("keycloak",)
 
     def command(self) -> list[str]:
         return [
@@ -205,10 +210,22 @@ class Registry(Service):
         env = super().env()
         db = self.ctx.dir(self.name) / "registry"
         env["REGISTRY_DATASOURCE_URL"] = f"jdbc:h2:file:{db}"
+        env |= keycloak.secure_registry_env(self.ctx.cfg.keycloak_port)
         return env
 
     def probe(self) -> str | None:
-        url = f"http://127.0.0.1:{self.port}/health/ready"
+        """Ready, and its API refuses a client that did not log in."""
+        root = f"http://127.0.0.1:{self.port}"
+        try:
+            http_json(f"{root}/apis/registry/v2/groups/default/artifacts")
+            return "answers a client that did not log in: restart registry"
+        except urllib.error.HTTPError as exc:
+            with exc:
+                if exc.code != 401:
+                    return f"API answered HTTP {exc.code} without a login"
+        except (OSError, ValueError) as exc:
+            return f"API probe failed: {exc.__class__.__name__}"
+        url = f"{root}/health/ready"
         try:
             health, _ = http_json(url)
         except (OSError, ValueError) as exc:
@@ -233,6 +250,7 @@ SERVICE_ORDER: list[type[Service]] = [
     FerretBackend,
     FerretDB,
     Kafka,
+    keycloak.Keycloak,
     Registry,
     Connect,
 ]

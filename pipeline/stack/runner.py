@@ -13,13 +13,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
-from pipeline.stack import client_secrets, opensearch, provision
+from pipeline.stack import client_secrets, keycloak, opensearch, provision
 from pipeline.stack.jvm import SERVICE_ORDER
 from pipeline.stack.services import (
     Context,
@@ -39,6 +39,11 @@ START_TIMEOUT_S = 240.0
 OPTIONAL: dict[str, tuple[type[Service], Callable[[Path, Path], Path]]] = {
     "opensearch": (opensearch.OpenSearch, opensearch.provision),
 }
+#: default services installed beside :func:`provision.provision`'s (cache,
+#: log) -> home
+PROVISIONED: list[tuple[str, Callable[[Path, Path], Path]]] = [
+    ("keycloak", keycloak.provision),
+]
 
 
 @dataclass(frozen=True)
@@ -250,12 +255,12 @@ def up(
     t0 = time.monotonic()
     ensure_service_user()
     ctx = context(cfg, install=True, progress=progress)
-    for name in with_:
+    for name, install in [*PROVISIONED, *((n, OPTIONAL[n][1]) for n in with_)]:
         t1 = time.monotonic()
-        OPTIONAL[name][1](cache_dir(cfg), ctx.logs / "provision.log")
-        progress(f"provisioned {name} in {time.monotonic() - t1:.1f}s")
+        install(cache_dir(cfg), ctx.logs / "provision.log")
+        if (took := time.monotonic() - t1) > 1:
+            progress(f"provisioned {name} in {took:.1f}s")
     progress(f"provisioned in {time.monotonic() - t0:.1f}s (cache {cache_dir(cfg)})")
-    started: list[str] = []
     svcs = [
         s
         for s in services(ctx, optional=True)
@@ -274,32 +279,30 @@ def up(
             "cannot start the stack: " + ", ".join(taken) + " already in use by "
             "another process; free it or choose other ports in the stack section"
         )
-    # Kafka Connect needs Kafka, FerretDB its PostgreSQL; everything else
-    # starts at once.
-    later = ("connect", "ferretdb")
-    waves = [
-        [s for s in svcs if s.name not in later],
-        [s for s in svcs if s.name in later],
-    ]
-    for wave in waves:
-        todo = []
-        for svc in wave:
-            if _read_pid(ctx, svc.name) is not None:
-                continue
+    # A service starts once those it needs are healthy and ready (Kafka
+    # Connect needs Kafka, FerretDB its PostgreSQL, the registry Keycloak);
+    # everything else starts at once.
+    futures: dict[str, Future[bool]] = {}
+
+    def bring(svc: Service) -> bool:
+        """Start ``svc`` unless it runs; wait for it; whether it was started."""
+        for need in svc.needs:
+            if need in futures:
+                futures[need].result()
+        running = _read_pid(ctx, svc.name) is not None
+        if not running:
             _start(ctx, svc)
-            started.append(svc.name)
-            todo.append(svc)
-        with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
-            futures = {
-                s.name: pool.submit(
-                    _wait_healthy, ctx, s, START_TIMEOUT_S, s not in todo
-                )
-                for s in wave
-            }
-            for svc in wave:
-                futures[svc.name].result()
-                svc.ready()
-                progress(f"{svc.name:<17} healthy")
+        _wait_healthy(ctx, svc, START_TIMEOUT_S, running)
+        svc.ready()
+        progress(f"{svc.name:<17} healthy")
+        return not running
+
+    with ThreadPoolExecutor(max_workers=len(svcs)) as pool:
+        # in the order of SERVICE_ORDER, where each service comes after
+        # those it needs: their futures are there when it looks
+        for svc in svcs:
+            futures[svc.name] = pool.submit(bring, svc)
+        started = [name for name, fut in futures.items() if fut.result()]
     if client_secrets.export(ctx.data):
         progress(f"clients' passwords in {ctx.data / client_secrets.SECRETS_DIR}")
     progress(f"stack up in {time.monotonic() - t0:.1f}s; data in {ctx.data}")

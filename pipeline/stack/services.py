@@ -155,6 +155,8 @@ class Service(ABC):
     """One server of the stack."""
 
     name: str
+    #: the services that must be healthy (and ready) before this one starts
+    needs: tuple[str, ...] = ()
     #: what a stop sends to the service's process group
     stop_signal: signal.Signals = signal.SIGTERM
 

@@ -83,6 +83,7 @@ def shifted(tmp: Path, offset: int) -> StackConfig:
         ferretdb_tls_port=at(m.ferretdb_tls_port),
         ferretdb_backend_port=at(m.ferretdb_backend_port),
         registry_port=at(m.registry_port),
+        keycloak_port=at(m.keycloak_port),
         opensearch_port=at(m.opensearch_port),
     )
 
@@ -115,6 +116,7 @@ def test_stack_status_probes_every_service() -> None:
         "ferretdb_backend",
         "ferretdb",
         "kafka",
+        "keycloak",
         "registry",
         "connect",
     }

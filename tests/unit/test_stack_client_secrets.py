@@ -54,7 +54,7 @@ def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> 
     repo = Path(__file__).resolve().parents[2]
     secrets = tmp_path / ".readside" / "stack" / "secrets"
     secrets.mkdir(parents=True)
-    for name in ("postgres", "kafka", "redis", "mongodb", "connect"):
+    for name in ("postgres", "kafka", "redis", "mongodb", "connect", "registry"):
         (secrets / f"{name}.password").write_text(f"pw-{name}\n")
     config = tmp_path / "readside.yaml"
     config.write_text((repo / "readside.yaml").read_text())
@@ -68,6 +68,28 @@ def test_the_repository_config_loads_with_exported_passwords(tmp_path: Path) -> 
     assert cfg.connect.password.get_secret_value() == "pw-connect"
     assert ":pw-postgres@" in cfg.source.dsn.get_secret_value()
     assert cfg.connect.password_ref == "${file:secrets/postgres.properties:password}"
+    registry = cfg.kafka.schema_registry_password
+    assert registry is not None
+    assert registry.get_secret_value() == "pw-registry"
+    assert cfg.connect.registry_password_ref == (
+        "${file:secrets/registry-connect.properties:password}"
+    )
+
+
+def test_the_registry_clients_are_exported_for_the_worker_and_for_connect(
+    tmp_path: Path,
+) -> None:
+    """The worker's registry client as a password file; the converter's as a
+    properties file Kafka Connect reads."""
+    found = client_secrets.sources(tmp_path)
+    worker = tls.secret_file(found["registry"], "readside-worker")
+    connect = tls.secret_file(found["registry-connect"], "readside-connect")
+    written = client_secrets.export(tmp_path)
+    folder = tmp_path / "secrets"
+    assert (folder / "registry.password").read_text() == worker["password"] + "\n"
+    props = folder / "registry-connect.properties"
+    assert props in written
+    assert props.read_text() == f"password={connect['password']}\n"
 
 
 def test_the_source_password_is_exported_for_kafka_connect_too(tmp_path: Path) -> None:
