@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:  # both decode rates first, on a quiet machine
             logger.info("building %d records format=%s", args.events, name)
             fmt = formats.build(
-                name, prefix + name, args.events, base.kafka.schema_registry_url
+                name,
+                prefix + name,
+                args.events,
+                base.kafka,
+                formats.registry_writer(base),
             )
             built.append(fmt)
             results["formats"][name] = {

@@ -22,6 +22,7 @@ byte, the schema id as 4 big-endian bytes, the Avro binary datum.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -147,20 +148,28 @@ class AvroSchemas:
         return cls(avro_schema(key, set()), avro_schema(value, set()))
 
 
-def _call(url: str, method: str, body: dict[str, Any] | None = None) -> Any:
+#: a registry login: (username, password), sent as HTTP basic credentials
+Login = tuple[str, str] | None
+
+
+def _call(
+    url: str, method: str, login: Login, body: dict[str, Any] | None = None
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-    )
+    headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
+    if login is not None:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"null")
 
 
-def register(registry_url: str, topic: str, schemas: AvroSchemas) -> tuple[int, int]:
-    """Register the schemas under ``<topic>-key`` and ``<topic>-value``.
+def register(
+    registry_url: str, topic: str, schemas: AvroSchemas, login: Login
+) -> tuple[int, int]:
+    """Register the schemas under ``<topic>-key`` and ``<topic>-value``, as
+    ``login`` (a client that may write, as the connector's converter is).
 
     Returns:
         The key's and the value's schema ids, as records carry them.
@@ -169,19 +178,19 @@ def register(registry_url: str, topic: str, schemas: AvroSchemas) -> tuple[int, 
     ids = []
     for side, schema in (("key", schemas.key), ("value", schemas.value)):
         url = f"{base}/subjects/{topic}-{side}/versions"
-        answer = _call(url, "POST", {"schema": json.dumps(schema)})
+        answer = _call(url, "POST", login, {"schema": json.dumps(schema)})
         ids.append(int(answer["id"]))
     logger.info("registered schemas topic=%s key_id=%d value_id=%d", topic, *ids)
     return ids[0], ids[1]
 
 
-def unregister(registry_url: str, topic: str) -> None:
+def unregister(registry_url: str, topic: str, login: Login) -> None:
     """Delete the topic's subjects (best effort: the bench cleans up after)."""
     base = registry_url.rstrip("/") + CCOMPAT_PATH
     for side in ("key", "value"):
         for query in ("", "?permanent=true"):
             try:
-                _call(f"{base}/subjects/{topic}-{side}{query}", "DELETE")
+                _call(f"{base}/subjects/{topic}-{side}{query}", "DELETE", login)
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 logger.debug("subject not deleted topic=%s error=%s", topic, exc)
 

@@ -32,11 +32,15 @@ from typing import Any
 import fastavro
 
 from bench import avro_events, events
+from bench.scenario import plain
+from pipeline.config import Config
 from pipeline.decode import FakeMessage, JsonDecoder
 from pipeline.source.avro_converter import AvroConverter
 from pipeline.source.avro_schema import reader_schema
 from pipeline.source.records import Converter
 from pipeline.source.registry import SchemaRegistry
+from pipeline.sourceconfig import KafkaConfig
+from pipeline.stack import keycloak, runner
 
 FORMATS = ("json", "avro")
 Records = list[tuple[bytes, bytes]]
@@ -65,14 +69,24 @@ class Format:
     #: the worker config's ``kafka`` settings of this format
     kafka: dict[str, Any] = field(default_factory=dict)
     registry_url: str | None = None
+    #: who registered the schemas (and deletes them after)
+    writer: avro_events.Login = None
 
     @property
     def topic(self) -> str:
         return f"{self.prefix}.{events.TABLE}"
 
 
-def build(name: str, prefix: str, count: int, registry_url: str) -> Format:
-    """The records of ``name`` under ``prefix``; Avro's schemas registered."""
+def build(
+    name: str,
+    prefix: str,
+    count: int,
+    kafka: KafkaConfig,
+    writer: avro_events.Login = None,
+) -> Format:
+    """The records of ``name`` under ``prefix``; Avro's schemas registered in
+    ``kafka``'s registry as ``writer``, and read back with ``kafka``'s login."""
+    registry_url = kafka.schema_registry_url
     topic = f"{prefix}.{events.TABLE}"
     if name == "json":
         label, bare = _json_bare()
@@ -80,7 +94,7 @@ def build(name: str, prefix: str, count: int, registry_url: str) -> Format:
             name, prefix, list(events.records(prefix, count)), JsonDecoder, label, bare
         )
     schemas = avro_events.AvroSchemas.of(prefix)
-    key_id, value_id = avro_events.register(registry_url, topic, schemas)
+    key_id, value_id = avro_events.register(registry_url, topic, schemas, writer)
     parsed = fastavro.parse_schema(reader_schema(schemas.value))
 
     def bare_avro(value: bytes) -> Any:
@@ -92,17 +106,30 @@ def build(name: str, prefix: str, count: int, registry_url: str) -> Format:
         name,
         prefix,
         list(avro_events.records(prefix, count, key_id, value_id)),
-        lambda: AvroConverter(SchemaRegistry(registry_url)),
+        lambda: AvroConverter(SchemaRegistry.of(kafka)),
         "fastavro.schemaless_reader",
         bare_avro,
-        {"format": "avro", "schema_registry_url": registry_url},
+        {
+            "format": "avro",
+            **{
+                k: v for k, v in plain(kafka).items() if k.startswith("schema_registry")
+            },
+        },
         registry_url,
+        writer,
     )
+
+
+def registry_writer(base: Config) -> avro_events.Login:
+    """The login the bench registers its schemas with: the local stack's
+    connector client (the worker's may only read); ``None`` where the stack
+    keeps none."""
+    return keycloak.client_login(runner.data_dir(base.stack), keycloak.CONNECT_CLIENT)
 
 
 def unregister(fmt: Format) -> None:
     if fmt.registry_url is not None:
-        avro_events.unregister(fmt.registry_url, fmt.topic)
+        avro_events.unregister(fmt.registry_url, fmt.topic, fmt.writer)
 
 
 def messages(fmt: Format) -> list[FakeMessage]:

@@ -86,7 +86,7 @@ def connector_config(cfg: Config) -> dict[str, str]:
         "column.propagate.source.type": ".*",
         "provide.transaction.metadata": "false",
         # JsonConverter or Apicurio's AvroConverter (kafka.format).
-        **record_format(cfg.kafka),
+        **record_format(cfg.kafka, cfg.connect),
         # Topics: one per table, compacted, partitioned by primary key.
         "topic.creation.default.replication.factor": cfg.kafka.replication_factor,
         "topic.creation.default.partitions": cfg.kafka.partitions,

@@ -160,6 +160,13 @@ class KafkaConfig(_Model):
     #: registers schemas at ``/apis/registry/v2``, the worker reads them by
     #: id at ``/apis/ccompat/v7``.
     schema_registry_url: str = "http://127.0.0.1:18081"
+    #: The registry's login for the worker, ``snapshot`` and ``dlq replay``
+    #: (they read schemas only): HTTP basic credentials. On
+    #: Apicurio Registry with authentication on, an OIDC client's id and
+    #: secret (its ``CLIENT_CREDENTIALS_BASIC_AUTH_ENABLED`` mode); the
+    #: local stack's is ``readside-worker``, read-only.
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
 
     @field_validator("client")
     @classmethod
@@ -198,6 +205,17 @@ class KafkaConfig(_Model):
         protocol = self.client.get("security.protocol", "plaintext")
         return str(protocol).lower() != "plaintext"
 
+    @model_validator(mode="after")
+    def _registry_login_whole(self) -> KafkaConfig:
+        if (self.schema_registry_username is None) != (
+            self.schema_registry_password is None
+        ):
+            raise ValueError(
+                "schema_registry_username and schema_registry_password go "
+                "together (basic auth)"
+            )
+        return self
+
     def client_conf(self, own: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The settings of one client: ``bootstrap.servers``, then ``client``
         (secrets revealed), then the client's ``own`` settings, which win."""
@@ -229,9 +247,21 @@ class ConnectConfig(_Model):
     #: it): every request readside makes to ``url`` carries it.
     username: str | None = None
     password: SecretStr | None = None
+    #: The schema registry's login for the connector's converter
+    #: (``kafka.format: avro``), which registers schemas: a user (an OIDC
+    #: client id on Apicurio with authentication on; the local stack's is
+    #: ``readside-connect``) and a config-provider reference to its
+    #: password, resolved by Connect, as ``password_ref`` is.
+    registry_username: str | None = None
+    registry_password_ref: str | None = Field(None, pattern=_PROVIDER_REF)
 
     @model_validator(mode="after")
     def _login_whole(self) -> ConnectConfig:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together (basic auth)")
+        if (self.registry_username is None) != (self.registry_password_ref is None):
+            raise ValueError(
+                "registry_username and registry_password_ref go together "
+                "(the converter's basic auth)"
+            )
         return self

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 TEXT = (REPO / "readside.yaml").read_text()
 #: the YAML data, not interpolated
 DATA: dict[str, Any] = yaml.safe_load(TEXT)
-SECRETS = ("postgres", "kafka", "redis", "mongodb", "connect")
+SECRETS = ("postgres", "kafka", "redis", "mongodb", "connect", "registry")
 
 
 def stand_in_secrets(folder: Path) -> None:

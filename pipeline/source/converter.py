@@ -7,13 +7,13 @@ from pipeline.source.avro_converter import AvroConverter
 from pipeline.source.json_converter import JsonConverter
 from pipeline.source.records import Converter
 from pipeline.source.registry import SchemaRegistry
-from pipeline.sourceconfig import KafkaConfig
+from pipeline.sourceconfig import ConnectConfig, KafkaConfig
 
 
 def converter_for(kafka: KafkaConfig) -> Converter:
     """A new converter for the records the connector writes (one per thread)."""
     if kafka.format == "avro":
-        return AvroConverter(SchemaRegistry(kafka.schema_registry_url))
+        return AvroConverter(SchemaRegistry.of(kafka))
     return JsonConverter()
 
 
@@ -22,7 +22,7 @@ AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 
 
-def record_format(kafka: KafkaConfig) -> dict[str, str]:
+def record_format(kafka: KafkaConfig, connect: ConnectConfig) -> dict[str, str]:
     """The connector's key and value converters for ``kafka.format``.
 
     ``avro``: Apicurio's converter registers each schema it meets (``auto-
@@ -33,7 +33,9 @@ def record_format(kafka: KafkaConfig) -> dict[str, str]:
     the worker reads schemas through the registry's ccompat API
     (:mod:`pipeline.source.registry`). While the registry is down the
     connector goes on with the schemas it has resolved (a new schema, of a
-    table altered meanwhile, fails its task until it is restarted). Schema
+    table altered meanwhile, fails its task until it is restarted). The
+    converter logs in to the registry as ``connect.registry_username``, its
+    password a config-provider reference Connect resolves. Schema
     names are made Avro-safe
     (``schema.name.adjustment.mode``); column names are not adjusted, as
     they are the documents' field names.
@@ -65,4 +67,9 @@ def record_format(kafka: KafkaConfig) -> dict[str, str]:
             # fails the record, and Connect then kills the task for good).
             f"{pre}.apicurio.registry.fault-tolerant-refresh": "true",
         }
+        if connect.registry_username is not None:
+            settings |= {
+                f"{pre}.apicurio.auth.username": connect.registry_username,
+                f"{pre}.apicurio.auth.password": str(connect.registry_password_ref),
+            }
     return settings

@@ -4,19 +4,27 @@ Apicurio Registry 2.x answers ``GET /apis/ccompat/v7/schemas/ids/{id}``
 for the content ids its converter writes in Confluent mode; Confluent's own
 registry answers the same path without the ``/apis/ccompat/v7`` prefix.
 An id names one schema for good, so callers cache what they fetch.
+
+A registry that asks for a login gets HTTP basic credentials
+(``kafka.schema_registry_username``/``_password``); one that refuses them
+(401, 403) is a configuration error, not an outage.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import BadRecord, TransientError
+from pipeline.errors import BadRecord, FatalError, TransientError
+
+if TYPE_CHECKING:
+    from pipeline.sourceconfig import KafkaConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ class SchemaRegistry:
         timeout_s: of one HTTP request.
         retry_for_s: a registry that does not answer is asked again, with
             backoff, this long before :class:`TransientError` is raised.
+        login: ``(username, password)`` sent as HTTP basic credentials.
     """
 
     def __init__(
@@ -41,11 +50,26 @@ class SchemaRegistry:
         timeout_s: float = 10.0,
         retry_for_s: float = RETRY_FOR_S,
         sleep: Callable[[float], None] = time.sleep,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.base = url.rstrip("/") + CCOMPAT_PATH
         self.timeout_s = timeout_s
         self.retry_for_s = retry_for_s
         self._sleep = sleep
+        self._headers = {}
+        if login is not None:
+            token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+
+    @classmethod
+    def of(cls, kafka: KafkaConfig) -> SchemaRegistry:
+        """The registry of ``kafka.schema_registry_url``, logging in as its
+        ``schema_registry_username``."""
+        password = kafka.schema_registry_password
+        login = None
+        if kafka.schema_registry_username is not None and password is not None:
+            login = (kafka.schema_registry_username, password.get_secret_value())
+        return cls(kafka.schema_registry_url, login=login)
 
     def schema(self, schema_id: int) -> Any:
         """The parsed Avro schema of ``schema_id``.
@@ -58,15 +82,23 @@ class SchemaRegistry:
         url = f"{self.base}/schemas/ids/{schema_id}"
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.2
+        req = urllib.request.Request(url, headers=self._headers)  # noqa: S310 (configured URL)
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:  # noqa: S310 (configured URL)
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
                     body = json.loads(resp.read())
                 break
             except urllib.error.HTTPError as exc:
+                exc.close()
                 if exc.code == 404:
                     raise BadRecord(
                         "decode", f"schema id {schema_id} is not in the registry {url}"
+                    ) from exc
+                if exc.code in (401, 403):
+                    who = "refused the login of" if self._headers else "asks for"
+                    raise FatalError(
+                        f"schema registry {url} {who} kafka.schema_registry_username"
+                        f"/schema_registry_password (HTTP {exc.code})"
                     ) from exc
                 error: Exception = exc
             except (OSError, ValueError) as exc:

@@ -49,7 +49,7 @@ from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
 from pipeline.sourceconfig import ConnectConfig
-from pipeline.stack import kafka_users
+from pipeline.stack import client_secrets, kafka_users, keycloak
 from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.stack.jvm import rest_user
@@ -150,6 +150,25 @@ def connect_settings() -> dict[str, str]:
     its REST API's login."""
     user = rest_user(Path(stack_config().data_dir))
     return {"url": CONNECT_URL, **user}
+
+
+def registry_logins() -> tuple[dict[str, str], dict[str, str]]:
+    """The ``kafka`` and the ``connect`` settings of the stack's schema
+    registry logins: the worker's client (read-only) and the converter's,
+    whose secret Kafka Connect reads from the stack's exported file."""
+    data = Path(stack_config().data_dir)
+    worker = keycloak.client_login(data, keycloak.WORKER_CLIENT)
+    connect = keycloak.client_login(data, keycloak.CONNECT_CLIENT)
+    if worker is None or connect is None:
+        raise FileNotFoundError(f"no Keycloak clients kept in {data}: stack up first")
+    exported = data / client_secrets.SECRETS_DIR / "registry-connect.properties"
+    return (
+        {"schema_registry_username": worker[0], "schema_registry_password": worker[1]},
+        {
+            "registry_username": connect[0],
+            "registry_password_ref": f"${{file:{exported}:password}}",
+        },
+    )
 
 
 def connect_client() -> ConnectClient:
@@ -302,6 +321,7 @@ def build_config(
     prefix = f"it{suffix}"
     stack = stack_config()
     data = Path(stack.data_dir)
+    registry_kafka, registry_connect = registry_logins()
     full_views: dict[str, Any] = {}
     for name, view in views.items():
         v = dict(view)
@@ -328,8 +348,13 @@ def build_config(
             "dlq_topic": f"{prefix}.dlq",
             "checkpoint_topic": f"{prefix}.checkpoints",
             "snapshot_topic": f"{prefix}.snapshots",
+            **registry_kafka,
         },
-        "connect": {**connect_settings(), "connector": f"{prefix}-pg"},
+        "connect": {
+            **connect_settings(),
+            **registry_connect,
+            "connector": f"{prefix}-pg",
+        },
         "sinks": {
             "redis": {"type": "redis", **redis_sink()},
             "elasticsearch": {

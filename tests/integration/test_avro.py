@@ -17,6 +17,7 @@ each writer schema (pipeline.source.avro_reader).
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -50,11 +51,22 @@ from pipeline import dlq
 from pipeline.replay import replay_dead_letters
 from pipeline.source.avro_converter import schema_id
 from pipeline.source.registry import CCOMPAT_PATH, RETRY_FOR_S, SchemaRegistry
+from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack import runner
 
 pytestmark = pytest.mark.integration
 
 PARITY_TABLES = ["public.boxes", "public.typed"]
+
+
+def _as_worker(url: str, kafka: KafkaConfig) -> urllib.request.Request:
+    """A GET of the registry with the worker's login."""
+    password = kafka.schema_registry_password
+    assert kafka.schema_registry_username
+    assert password
+    login = f"{kafka.schema_registry_username}:{password.get_secret_value()}"
+    auth = "Basic " + base64.b64encode(login.encode()).decode()
+    return urllib.request.Request(url, headers={"Authorization": auth})
 
 
 def as_avro(p: Pipeline) -> Pipeline:
@@ -127,7 +139,7 @@ def test_avro_type_parity_same_rows_as_json_and_as_the_sql(make_pipeline):
         _typed_rows(p, seed=4242)
     # The records really are Avro, framed as Confluent's, with registry ids.
     raw = _first_value(avro, avro.config.source.topic("public.typed"))
-    registry = SchemaRegistry(avro.config.kafka.schema_registry_url)
+    registry = SchemaRegistry.of(avro.config.kafka)
     assert registry.schema(schema_id(raw, "value"))["type"] == "record"
     json_sinks, avro_sinks = open_sinks(plain), open_sinks(avro)
     try:
@@ -221,7 +233,8 @@ def test_avro_schema_evolves_mid_stream_add_drop_widen(make_pipeline):
     p.assert_converged()
     # Each change gave the topic's value a new writer schema in the registry.
     base = p.config.kafka.schema_registry_url.rstrip("/") + CCOMPAT_PATH
-    with urllib.request.urlopen(f"{base}/subjects/{topic}-value/versions") as resp:
+    url = f"{base}/subjects/{topic}-value/versions"
+    with urllib.request.urlopen(_as_worker(url, p.config.kafka)) as resp:
         versions = json.loads(resp.read())
     assert len(versions) >= 1 + len(changes)
 

@@ -27,7 +27,7 @@ from pipeline.source.avro_converter import AvroConverter
 from pipeline.source.avro_schema import connect_schema
 from pipeline.source.converter import converter_for, record_format
 from pipeline.source.registry import SchemaRegistry
-from pipeline.sourceconfig import KafkaConfig
+from pipeline.sourceconfig import ConnectConfig, KafkaConfig
 
 pytestmark = pytest.mark.unit
 
@@ -237,7 +237,7 @@ def test_config_kafka_format_bad_value_names_the_field(tmp_path: Path) -> None:
 
 def test_record_format_avro_sets_apicurio_confluent_wire_format() -> None:
     kafka = KafkaConfig(format="avro", schema_registry_url="http://r:1/")
-    settings = record_format(kafka)
+    settings = record_format(kafka, ConnectConfig())
     for side in ("key", "value"):
         pre = f"{side}.converter"
         assert settings[pre] == "io.apicurio.registry.utils.converter.AvroConverter"
@@ -246,11 +246,43 @@ def test_record_format_avro_sets_apicurio_confluent_wire_format() -> None:
         assert settings[f"{pre}.apicurio.registry.use-id"] == "contentId"
         assert settings[f"{pre}.apicurio.registry.headers.enabled"] == "false"
         assert settings[f"{pre}.apicurio.registry.fault-tolerant-refresh"] == "true"
+        assert f"{pre}.apicurio.auth.username" not in settings
     assert isinstance(converter_for(kafka), AvroConverter)
 
 
+def test_record_format_avro_logs_the_converter_in_by_reference() -> None:
+    """The converter's registry password is a config-provider reference
+    Connect resolves: the connector config never holds it."""
+    ref = "${file:secrets/registry-connect.properties:password}"
+    connect = ConnectConfig(
+        registry_username="readside-connect", registry_password_ref=ref
+    )
+    settings = record_format(KafkaConfig(format="avro"), connect)
+    for side in ("key", "value"):
+        assert (
+            settings[f"{side}.converter.apicurio.auth.username"] == "readside-connect"
+        )
+        assert settings[f"{side}.converter.apicurio.auth.password"] == ref
+
+
+def test_registry_logins_come_whole_and_the_converter_s_only_by_reference() -> None:
+    with pytest.raises(ValueError, match="schema_registry_username and schema_regis"):
+        KafkaConfig(schema_registry_username="w")
+    with pytest.raises(ValueError, match="registry_username and registry_password_ref"):
+        ConnectConfig(registry_username="c")
+    with pytest.raises(ValueError, match="registry_password_ref"):
+        ConnectConfig(registry_username="c", registry_password_ref="plain-secret")
+
+
+def test_schema_registry_of_sends_the_worker_s_login_as_basic_auth() -> None:
+    kafka = KafkaConfig(schema_registry_username="w", schema_registry_password="s3")
+    registry = SchemaRegistry.of(kafka)
+    assert registry._headers == {"Authorization": "Basic dzpzMw=="}  # w:s3
+    assert SchemaRegistry.of(KafkaConfig())._headers == {}
+
+
 def test_record_format_json_keeps_jsonconverter_with_schemas() -> None:
-    settings = record_format(KafkaConfig())
+    settings = record_format(KafkaConfig(), ConnectConfig())
     assert settings["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"
     assert settings["value.converter.schemas.enable"] == "true"
     assert isinstance(converter_for(KafkaConfig()), JsonDecoder)

@@ -7,12 +7,13 @@ import json
 import pytest
 
 from bench import formats
+from pipeline.sourceconfig import KafkaConfig
 
 pytestmark = pytest.mark.unit
 
 
 def test_formats_json_bare_parse_of_the_value_and_of_the_payload_alone() -> None:
-    fmt = formats.build("json", "benchfmt", 50, "http://registry.invalid")
+    fmt = formats.build("json", "benchfmt", 50, KafkaConfig())
     assert fmt.kafka == {}  # the worker's default format
     decode = formats.measure_decode(fmt)
     assert decode["events"] == 50

@@ -65,10 +65,15 @@ def test_compose_config_has_the_same_pipeline_as_the_stack_config() -> None:
         n: s.type for n, s in LOCAL.sinks.items()
     }
     # the same Kafka settings but the address and the SASL login
-    # (test_compose_resolved checks that login against the broker's users)
-    assert PROD.kafka.model_dump(
-        exclude={"bootstrap_servers", "client"}
-    ) == LOCAL.kafka.model_dump(exclude={"bootstrap_servers", "client"})
+    # (test_compose_resolved checks that login against the broker's users),
+    # and the schema registry's login: both run format json, and compose
+    # has no registry
+    logins = {"bootstrap_servers", "client", "schema_registry_username"}
+    logins.add("schema_registry_password")
+    assert PROD.kafka.format == LOCAL.kafka.format == "json"
+    assert PROD.kafka.model_dump(exclude=logins) == LOCAL.kafka.model_dump(
+        exclude=logins
+    )
     assert LOCAL.kafka.client_conf()["security.protocol"] == "SASL_PLAINTEXT"
     assert LOCAL.kafka.client_conf()["sasl.mechanism"] == "SCRAM-SHA-256"
     assert PROD.kafka.client_conf()["security.protocol"] == "SASL_PLAINTEXT"
