@@ -1,7 +1,8 @@
-"""No output of readside shows a secret: a password planted in the source
-DSN (the stack's PostgreSQL trusts local connections, so it is accepted and
-ignored) and the API keys are looked for in every command's output, the
-worker's and the server's logs, the status page and Connect's REST API.
+"""No output of readside shows a secret: the source DSN's password (the
+stack's superuser's, which PostgreSQL checks), the schema registry's
+password of the worker's client and the API keys are looked for in every
+command's output, the worker's and the server's logs, the status page and
+Connect's REST API.
 """
 
 from __future__ import annotations
@@ -81,4 +82,6 @@ def test_no_output_shows_a_secret(make_pipeline, tmp_path):
     assert worker.terminate() == 0, worker.tail()
     shown["worker log"] = worker.log_text()
     wait_for(lambda: all(shown.values()), 5, "every output")
-    assert_hidden(shown, (password, SITE_KEY, OPS_KEY))
+    registry = p.config.kafka.schema_registry_password
+    assert registry is not None
+    assert_hidden(shown, (password, registry.get_secret_value(), SITE_KEY, OPS_KEY))

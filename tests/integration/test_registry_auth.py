@@ -1,0 +1,158 @@
+"""The schema registry on the real stack asks every client to log in, and
+each client may do what its role allows, no more.
+
+The registry (Apicurio) trades basic credentials for a client-credentials
+token at the stack's Keycloak and reads the client's role from it
+(:mod:`pipeline.stack.keycloak`): the worker's client reads schemas, the
+connector's registers them, neither changes the registry's own settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from harness import connect_client, stack_config
+
+from pipeline.errors import FatalError
+from pipeline.source.registry import CCOMPAT_PATH, SchemaRegistry
+from pipeline.sourceconfig import KafkaConfig
+from pipeline.stack import keycloak
+
+pytestmark = pytest.mark.integration
+
+STACK = stack_config()
+BASE = f"http://127.0.0.1:{STACK.registry_port}"
+CCOMPAT = BASE + CCOMPAT_PATH
+SCHEMA = {"schema": json.dumps({"type": "record", "name": "t", "fields": []})}
+
+
+def login(client: str) -> tuple[str, str]:
+    found = keycloak.client_login(Path(STACK.data_dir), client)
+    assert found is not None, "the stack keeps no Keycloak clients"
+    return found
+
+
+def call(
+    url: str, login: tuple[str, str] | None, method: str = "GET", body: Any = None
+) -> tuple[int, Any]:
+    """The HTTP status and JSON answer of one request."""
+    headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
+    if login is not None:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, None
+
+
+def test_registry_refuses_every_client_that_does_not_log_in_or_logs_in_wrong() -> None:
+    worker = login(keycloak.WORKER_CLIENT)
+    for url in (
+        f"{CCOMPAT}/subjects",
+        f"{CCOMPAT}/schemas/ids/1",
+        f"{BASE}/apis/registry/v2/groups/default/artifacts",
+    ):
+        assert call(url, None)[0] == 401, url
+        assert call(url, (worker[0], worker[1] + "x"))[0] == 401, url
+    subject = f"anon-{uuid.uuid4().hex}"
+    assert (
+        call(f"{CCOMPAT}/subjects/{subject}/versions", None, "POST", SCHEMA)[0] == 401
+    )
+    status, subjects = call(f"{CCOMPAT}/subjects", worker)
+    assert status == 200
+    assert subject not in subjects
+    # the health endpoint stays open: probes need no login
+    assert call(f"{BASE}/health/ready", None)[0] == 200
+
+
+def test_each_client_does_what_its_role_allows() -> None:
+    """The connector's client registers and deletes a subject; the worker's
+    reads it and is refused the same writes; neither changes the registry's
+    settings (an admin's)."""
+    worker, writer = login(keycloak.WORKER_CLIENT), login(keycloak.CONNECT_CLIENT)
+    subject = f"roles-{uuid.uuid4().hex}"
+    versions = f"{CCOMPAT}/subjects/{subject}/versions"
+    assert call(versions, worker, "POST", SCHEMA)[0] == 403
+    status, answer = call(versions, writer, "POST", SCHEMA)
+    assert status == 200
+    schema_id = int(answer["id"])
+    try:
+        status, answer = call(f"{CCOMPAT}/schemas/ids/{schema_id}", worker)
+        assert status == 200
+        assert json.loads(answer["schema"]) == json.loads(SCHEMA["schema"])
+        # readside's own reader, as the worker
+        kafka = KafkaConfig(
+            schema_registry_url=BASE,
+            schema_registry_username=worker[0],
+            schema_registry_password=worker[1],
+        )
+        assert SchemaRegistry.of(kafka).schema(schema_id)["name"] == "t"
+        assert call(f"{CCOMPAT}/subjects/{subject}", worker, "DELETE")[0] == 403
+        for who in (worker, writer):
+            assert (
+                call(f"{CCOMPAT}/config", who, "PUT", {"compatibility": "NONE"})[0]
+                == 403
+            )
+    finally:
+        assert call(f"{CCOMPAT}/subjects/{subject}", writer, "DELETE")[0] == 200
+        call(f"{CCOMPAT}/subjects/{subject}?permanent=true", writer, "DELETE")
+
+
+def test_worker_refused_by_the_registry_stops_naming_its_login_settings() -> None:
+    """A wrong or missing login is a configuration error, named, at once:
+    not an outage waited out, and no record dead-lettered for it."""
+    worker = login(keycloak.WORKER_CLIENT)
+    wrong = KafkaConfig(
+        schema_registry_url=BASE,
+        schema_registry_username=worker[0],
+        schema_registry_password="not-the-secret",
+    )
+    with pytest.raises(
+        FatalError, match=r"refused the login of kafka\.schema_registry"
+    ):
+        SchemaRegistry.of(wrong).schema(1)
+    with pytest.raises(FatalError, match=r"asks for kafka\.schema_registry_username"):
+        SchemaRegistry.of(KafkaConfig(schema_registry_url=BASE)).schema(1)
+
+
+def test_connector_config_names_the_converter_s_registry_secret_not_holds_it(
+    make_pipeline,
+) -> None:
+    """An Avro connector's config, as Connect's REST API shows it, carries
+    the reference to the converter's registry password, never the password;
+    the connector runs (its converter logged in and registered schemas)."""
+    p = make_pipeline(
+        "CREATE TABLE regauth (id int PRIMARY KEY, name text);",
+        ["public.regauth"],
+        {"regauth": {"table": "public.regauth", "sinks": ["redis"]}},
+    )
+    p.rewrite(lambda data: data["kafka"].update(format="avro"))
+    p.apply_connector()
+    secret = login(keycloak.CONNECT_CLIENT)[1]
+    name = p.config.connect.connector
+    config = connect_client().request("GET", f"/connectors/{name}/config")
+    text = json.dumps(config)
+    assert secret not in text
+    ref = p.config.connect.registry_password_ref
+    assert ref is not None
+    assert config["value.converter.apicurio.auth.password"] == ref
+    assert config["value.converter.apicurio.auth.username"] == keycloak.CONNECT_CLIENT
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO regauth VALUES (1, 'a'), (2, 'b')")
+    p.start_worker()
+    p.wait_drained(timeout=120)
+    assert not p.dead_letters()
+    p.assert_converged()
