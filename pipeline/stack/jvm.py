@@ -33,6 +33,7 @@ from pipeline.stack.kafka_users import (
     sasl_client,
     scram_client,
 )
+from pipeline.stack.probes import refuses_anonymous
 from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
@@ -143,15 +144,8 @@ class Connect(Service):
         the REST user; first that the API refuses a request without it. From
         another directory, which has no credentials, only that refusal."""
         root = f"http://127.0.0.1:{self.port}"
-        try:
-            http_json(f"{root}/connectors")
-            return "REST API answers a request without a login: restart connect"
-        except urllib.error.HTTPError as exc:
-            with exc:
-                if exc.code != 401:
-                    return f"REST API answered HTTP {exc.code} without a login"
-        except (OSError, ValueError) as exc:
-            return f"REST probe failed: {exc.__class__.__name__}"
+        if problem := refuses_anonymous(f"{root}/connectors", "REST API", self.name):
+            return problem
         try:
             user = rest_user(self.ctx.data)
         except FileNotFoundError:
@@ -216,15 +210,9 @@ class Registry(Service):
     def probe(self) -> str | None:
         """Ready, and its API refuses a client that did not log in."""
         root = f"http://127.0.0.1:{self.port}"
-        try:
-            http_json(f"{root}/apis/registry/v2/groups/default/artifacts")
-            return "answers a client that did not log in: restart registry"
-        except urllib.error.HTTPError as exc:
-            with exc:
-                if exc.code != 401:
-                    return f"API answered HTTP {exc.code} without a login"
-        except (OSError, ValueError) as exc:
-            return f"API probe failed: {exc.__class__.__name__}"
+        artifacts = f"{root}/apis/registry/v2/groups/default/artifacts"
+        if problem := refuses_anonymous(artifacts, "API", self.name):
+            return problem
         url = f"{root}/health/ready"
         try:
             health, _ = http_json(url)

@@ -47,6 +47,7 @@ from typing import Any
 
 from pipeline.errors import FatalError
 from pipeline.stack import tls
+from pipeline.stack.probes import refuses_anonymous
 from pipeline.stack.provision import _maven_unzip, _run
 from pipeline.stack.services import (
     Service,
@@ -199,16 +200,7 @@ class Keycloak(Service):
                 return f"not ready (HTTP {exc.code})"
         except OSError as exc:
             return f"readiness probe failed: {exc.__class__.__name__}"
-        try:
-            _call(f"{self.url}/admin/realms")
-            return "admin API answers a request without a token: restart keycloak"
-        except urllib.error.HTTPError as exc:
-            with exc:
-                if exc.code != 401:
-                    return f"admin API answered HTTP {exc.code} without a token"
-        except OSError as exc:
-            return f"admin API probe failed: {exc.__class__.__name__}"
-        return None
+        return refuses_anonymous(f"{self.url}/admin/realms", "admin API", self.name)
 
     def ready(self) -> None:
         """The realm, roles and clients, as :mod:`pipeline.stack.keycloak`
