@@ -121,6 +121,10 @@ def java21_home() -> Path:
     )
 
 
+def provisioned(cache: Path) -> bool:
+    return (home(cache) / ".complete").exists()
+
+
 def provision(cache: Path, log: Path) -> Path:
     """Unpack the distribution and run its build step once; idempotent."""
     dest = home(cache)
@@ -204,18 +208,37 @@ class Keycloak(Service):
 
     def ready(self) -> None:
         """The realm, roles and clients, as :mod:`pipeline.stack.keycloak`
-        says; idempotent (a client's secret is set again to the kept one)."""
+        says; idempotent (a client's secret is set again to the kept one).
+
+        Raises:
+            FatalError: Keycloak refused the kept admin client (its database
+                outlived the file), or a step failed.
+        """
         base = self.ctx.dir(self.name)
         admin = tls.secret_file(base / ADMIN_FILE, ADMIN_CLIENT)
-        token = _call(
-            f"{self.url}/realms/master/protocol/openid-connect/token",
-            form={
-                "grant_type": "client_credentials",
-                "client_id": admin["username"],
-                "client_secret": admin["password"],
-            },
-        )["access_token"]
-        api = _Admin(f"{self.url}/admin/realms", token)
+        try:
+            token = _call(
+                f"{self.url}/realms/master/protocol/openid-connect/token",
+                form={
+                    "grant_type": "client_credentials",
+                    "client_id": admin["username"],
+                    "client_secret": admin["password"],
+                },
+            )["access_token"]
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise FatalError(
+                    f"keycloak refused the admin client kept in {base / ADMIN_FILE} "
+                    f"(HTTP {exc.code}): its database {base / 'db'} was made with "
+                    "another; `readside stack down`, remove that folder, then "
+                    "`readside stack up` makes both anew"
+                ) from exc
+        try:
+            self._realm(base, _Admin(f"{self.url}/admin/realms", token))
+        except (urllib.error.URLError, KeyError, ValueError) as exc:
+            raise FatalError(f"keycloak: making realm {REALM} failed: {exc}") from exc
+
+    def _realm(self, base: Path, api: _Admin) -> None:
         if api.get(f"/{REALM}") is None:
             api.send("POST", "", {"realm": REALM, "enabled": True})
         for role in ROLES:
@@ -236,7 +259,8 @@ class Keycloak(Service):
                 }
             )
             user = api.get(f"/{REALM}/clients/{uuid}/service-account-user")
-            assert isinstance(user, dict)
+            if user is None:
+                raise KeyError(f"client {client} has no service-account user")
             mapping = api.get(f"/{REALM}/roles/{role}")
             api.send(
                 "POST", f"/{REALM}/users/{user['id']}/role-mappings/realm", [mapping]

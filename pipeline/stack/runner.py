@@ -257,6 +257,8 @@ def up(
     ctx = context(cfg, install=True, progress=progress)
     for name, install in [*PROVISIONED, *((n, OPTIONAL[n][1]) for n in with_)]:
         t1 = time.monotonic()
+        if name == keycloak.Keycloak.name and not keycloak.provisioned(cache_dir(cfg)):
+            progress(f"provisioning {name} (log: {ctx.logs / 'provision.log'})")
         install(cache_dir(cfg), ctx.logs / "provision.log")
         if (took := time.monotonic() - t1) > 1:
             progress(f"provisioned {name} in {took:.1f}s")
