@@ -19,7 +19,9 @@ TLS ports.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -76,9 +78,24 @@ def issue(
     key ``usage`` (``serverAuth``, ``clientAuth`` or both, comma-separated);
     each made once (P-256 keys: quick handshakes), the keys readable by
     their owner alone.
+
+    Safe to call from services starting together (threads of one ``stack
+    up``, or two commands): the making happens under an exclusive lock on
+    ``folder``, so every caller gets the same CA and a key that fits its
+    certificate.
     """
     folder.mkdir(parents=True, exist_ok=True)
     certs = Certs(folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key")
+    # flock excludes other open files of the lock, in this process too
+    with (folder / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _make(folder, certs, subject, usage)
+    return certs
+
+
+def _make(folder: Path, certs: Certs, subject: str, usage: str) -> None:
+    """The CA of ``folder`` and ``certs`` where they are missing (called
+    under ``folder``'s lock)."""
     if not certs.ca.exists():
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             work = Path(tmp)
@@ -122,7 +139,6 @@ def issue(
             (work / "k.pem").chmod(0o600)
             (work / "k.pem").rename(certs.key)
             (work / "c.pem").rename(certs.cert)
-    return certs
 
 
 def stack_certs(data: Path) -> Certs:
@@ -140,12 +156,21 @@ def write_private(path: Path, text: str) -> None:
 
 def secret_file(path: Path, username: str) -> dict[str, str]:
     """``{"username", "password"}`` kept in ``path`` (0600), made once with a
-    random password."""
+    random password; a reader never sees the file half written, and of two
+    callers making it at once, both get the one that was kept."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
         user = {"username": username, "password": secrets.token_urlsafe(18)}
-        path.write_text(json.dumps(user) + "\n")
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+        ) as tmp:  # made 0600
+            tmp.write(json.dumps(user) + "\n")
+        try:
+            os.link(tmp.name, path)  # fails where another caller made it first
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp.name)
     kept: dict[str, str] = json.loads(path.read_text())
     return kept
 

@@ -196,3 +196,41 @@ def test_ferretdb_clients_that_do_not_log_in_work_as_a_refused_role() -> None:
     }
     assert first["host"] == ["host", "all", ANONYMOUS_ROLE, "0.0.0.0/0", "reject"]
     assert first["local"] == ["local", "all", ANONYMOUS_ROLE, "reject"]
+
+
+def test_services_starting_together_get_one_matching_pair(tmp_path: Path) -> None:
+    # `stack up` starts services in threads of their own, and each one asks
+    # for the stack's certificates as it prepares: every caller must get the
+    # same CA and a key that fits the certificate the CA signed.
+    import shutil
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda _: tls.stack_certs(tmp_path), range(8)))
+    assert len(set(got)) == 1
+    certs = got[0]
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(certs.cert, certs.key)  # the key fits the certificate
+    openssl = shutil.which("openssl")
+    assert openssl is not None
+    verified = subprocess.run(
+        [openssl, "verify", "-CAfile", str(certs.ca), str(certs.cert)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    assert not [p.name for p in (tmp_path / tls.TLS_DIR).iterdir() if p.is_dir()]
+
+
+def test_secret_file_made_at_once_by_several_callers_is_one(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "svc" / "client.json"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda _: tls.secret_file(path, "someone"), range(8)))
+    assert all(user == got[0] for user in got)
+    assert json.loads(path.read_text()) == got[0]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["client.json"]
