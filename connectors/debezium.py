@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,8 @@ from pipeline.sourceconfig import ConnectConfig
 logger = logging.getLogger(__name__)
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+#: how long the transaction topic keeps its BEGIN and END events
+TRANSACTION_RETENTION_MS = 24 * 3600 * 1000
 
 
 def connector_config(cfg: Config) -> dict[str, str]:
@@ -84,7 +87,13 @@ def connector_config(cfg: Config) -> dict[str, str]:
         # Column type names in the schema let the decoder normalise numerics
         # (Java prints 1E-8 and NAN where PostgreSQL prints 0.00000001, NaN).
         "column.propagate.source.type": ".*",
-        "provide.transaction.metadata": "false",
+        # A record at the end of each transaction (its END event, in the
+        # topic `<topic.prefix>.transaction`) carries the offset with that
+        # transaction's commit LSN, so Connect's next offset flush confirms
+        # the commit to the slot. Without it the offset moves only with the
+        # next change or heartbeat, and a read with min_lsn after a lone
+        # write waits for that too (docs/design.md, the watermark).
+        "provide.transaction.metadata": "true",
         # JsonConverter or Apicurio's AvroConverter (kafka.format).
         **record_format(cfg.kafka, cfg.connect),
         # Topics: one per table, compacted, partitioned by primary key.
@@ -96,6 +105,13 @@ def connector_config(cfg: Config) -> dict[str, str]:
         # an aggregate child (in the record's before image) is still known.
         "topic.creation.default.min.compaction.lag.ms": cfg.kafka.delete_window_ms,
         "topic.creation.default.delete.retention.ms": cfg.kafka.delete_window_ms,
+        # The transaction topic: one BEGIN and one END per transaction, keyed
+        # by transaction id (compaction would keep every END): kept a day.
+        "topic.creation.groups": "transactions",
+        "topic.creation.transactions.include": re.escape(src.transaction_topic),
+        "topic.creation.transactions.partitions": 1,
+        "topic.creation.transactions.cleanup.policy": "delete",
+        "topic.creation.transactions.retention.ms": TRANSACTION_RETENTION_MS,
         "max.batch.size": 4096,
         "max.queue.size": 16384,
         # Debezium's poll waits for a full batch or this long: the most a

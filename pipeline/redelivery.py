@@ -35,7 +35,7 @@ the stores converge): a copy of a change older than the window, and snapshot
 rows (``op=r``, whose LSN is the snapshot's). The window must hold the
 changes Connect sends per partition between two commits of its source
 offset (its ``offset.flush.interval.ms``; the local stack commits every
-second); each entry is about 200 bytes.
+100 ms); each entry is about 200 bytes.
 """
 
 from __future__ import annotations

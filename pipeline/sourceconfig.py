@@ -71,6 +71,11 @@ class SourceConfig(_Model):
     def topic(self, table: str) -> str:
         return f"{self.topic_prefix}.{table}"
 
+    @property
+    def transaction_topic(self) -> str:
+        """Where Debezium writes each transaction's BEGIN and END events."""
+        return f"{self.topic_prefix}.transaction"
+
 
 #: A value of ``kafka.client``: a librdkafka property's value, or a secret one.
 ClientValue = str | int | bool | SecretStr

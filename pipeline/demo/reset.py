@@ -93,6 +93,7 @@ def pipeline_topics(cfg: Config) -> list[str]:
     return [
         *(src.topic(t) for t in tables),
         f"__debezium-heartbeat.{src.topic_prefix}",
+        src.transaction_topic,
         cfg.kafka.dlq_topic,
         cfg.kafka.checkpoint_topic,
     ]

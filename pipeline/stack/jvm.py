@@ -47,6 +47,10 @@ from pipeline.stack.services import (
 
 #: the one user of Connect's REST API, and where its password is kept
 REST_USER = "readside"
+#: Connect's source offset commits, ms: each one confirms to the slot what
+#: Kafka holds, which a read with min_lsn may wait for (docs/design.md, the
+#: read-your-writes watermark); a commit that changed nothing writes nothing
+OFFSET_FLUSH_MS = 100
 REST_CLIENT = "rest-client.json"
 _REST_EXTENSION = (
     "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension"
@@ -104,7 +108,6 @@ class Connect(Service):
             f"bootstrap.servers=127.0.0.1:{self.ctx.cfg.kafka_ssl_port}\n"
             + security
             + "group.id=readside-connect\n"
-            "group.id=readside-connect\n"
             "key.converter=org.apache.kafka.connect.json.JsonConverter\n"
             "value.converter=org.apache.kafka.connect.json.JsonConverter\n"
             "key.converter.schemas.enable=true\nvalue.converter.schemas.enable=true\n"
@@ -112,7 +115,8 @@ class Connect(Service):
             "config.storage.topic=readside-connect-configs\n"
             "status.storage.topic=readside-connect-status\n"
             "offset.storage.replication.factor=1\nconfig.storage.replication.factor=1\n"
-            "status.storage.replication.factor=1\noffset.flush.interval.ms=1000\n"
+            "status.storage.replication.factor=1\n"
+            f"offset.flush.interval.ms={OFFSET_FLUSH_MS}\n"
             f"listeners=http://127.0.0.1:{self.port}\n"
             f"rest.advertised.host.name=127.0.0.1\n"
             f"plugin.path={self.ctx.installed.plugin_path}\n"

@@ -644,6 +644,14 @@ class Pipeline:
         except TransientError:
             return False
 
+    def wait_streaming(self, timeout: float = 120.0) -> None:
+        """Wait until the connector finished its initial snapshot and streams."""
+        wait_for(
+            self._streaming,
+            timeout,
+            "the connector to finish its initial snapshot and stream",
+        )
+
     def wait_drained(self, timeout: float = 120.0) -> None:
         """Wait until every change made so far is applied and committed.
 
@@ -656,11 +664,7 @@ class Pipeline:
         # A new connector's slot confirms the LSN before its initial
         # snapshot is in the topics: their ends count only once it streams.
         if self._connector:
-            wait_for(
-                self._streaming,
-                timeout,
-                "the connector to finish its initial snapshot and stream",
-            )
+            self.wait_streaming(timeout)
         wait_for(
             lambda: self.connector_caught_up(lsn),
             timeout,

@@ -95,3 +95,23 @@ def test_connector_config_carries_the_dsn_tls_settings() -> None:
     assert settings["database.sslcert"] == "/c.pem"
     assert settings["database.sslkey"] == "/k.pem"
     assert "database.sslmode" not in connector_config(_cfg())
+
+
+def test_connector_config_ends_each_transaction_with_a_record_kept_a_day() -> None:
+    # the END event carries the commit LSN into Connect's next offset flush,
+    # so a lone write is confirmed to the slot without waiting for another
+    import re
+
+    cfg = _cfg()
+    settings = connector_config(cfg)
+    assert settings["provide.transaction.metadata"] == "true"
+    assert settings["topic.creation.groups"] == "transactions"
+    include = settings["topic.creation.transactions.include"]
+    assert re.fullmatch(include, cfg.source.transaction_topic)
+    assert cfg.source.transaction_topic == f"{cfg.source.topic_prefix}.transaction"
+    for table in cfg.source.tables:  # the table topics stay in the default group
+        assert not re.fullmatch(include, cfg.source.topic(table))
+    # unique keys (transaction ids): compaction would keep them all
+    assert settings["topic.creation.transactions.cleanup.policy"] == "delete"
+    assert settings["topic.creation.transactions.retention.ms"] == str(86_400_000)
+    assert settings["topic.creation.default.cleanup.policy"] == "compact"
