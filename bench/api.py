@@ -270,8 +270,9 @@ def bench_commit_to_read(
     stop = threading.Event()
 
     # One connection commits a few hundred times a second here: the load is
-    # split over enough of them to reach ``rate``.
-    loaders = max(1, math.ceil(rate / 100))
+    # split over enough of them to reach ``rate``; none at a rate of 0 (each
+    # probe's write is then alone, as on a quiet site).
+    loaders = math.ceil(rate / 100) if rate > 0 else 0
     writes = [0] * loaders  # per load thread
 
     def load(seed: int) -> None:
@@ -352,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run readside serve from this checkout (e.g. /work/main)",
     )
     parser.add_argument("--probes", type=int, default=100)
-    parser.add_argument("--load-rate", type=float, default=100.0)
+    parser.add_argument(
+        "--load-rate",
+        type=float,
+        default=100.0,
+        help="background writes/s while commit-to-readable is probed (0: none)",
+    )
     parser.add_argument("--out", default="bench/results/api.json")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
