@@ -32,8 +32,8 @@ from pipeline.stack.ferretdb import MONGO_CLIENT, FerretBackend
 from pipeline.stack.jvm import REST_CLIENT
 from pipeline.stack.kafka_users import SCRAM_FILE
 from pipeline.stack.keycloak import CLIENTS, CONNECT_CLIENT, WORKER_CLIENT, Keycloak
+from pipeline.stack.postgres import Postgres
 from pipeline.stack.redis_server import REDIS_CLIENT, Redis
-from pipeline.stack.services import Postgres
 from pipeline.stack.tls import SUPERUSER_CLIENT, write_private
 
 SECRETS_DIR = "secrets"

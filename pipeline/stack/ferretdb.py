@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.stack import tls
-from pipeline.stack.services import Postgres, Service, port_in_use
+from pipeline.stack.postgres import Postgres
+from pipeline.stack.services import Service, port_in_use
 
 if TYPE_CHECKING:
+    import psycopg
     import pymongo
 
 #: Connections FerretDB may open to its PostgreSQL, per user. FerretDB 1.24
@@ -127,17 +129,9 @@ class FerretBackend(Postgres):
             "CREATE, CONNECT ON DATABASE postgres",
         )
 
-    def probe(self) -> str | None:
-        import psycopg
-
-        if not self.socket_here():
-            return self.tcp_problem()
-        try:
-            with psycopg.connect(self.admin_dsn(), connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as exc:
-            return f"cannot connect: {exc.__class__.__name__}"
-        return self.tcp_problem()
+    def server_problem(self, conn: psycopg.Connection[Any]) -> str | None:
+        """Nothing to check once logged in: no logical decoding, no TLS."""
+        return None
 
 
 class FerretDB(Service):

@@ -33,13 +33,13 @@ from pipeline.stack.kafka_users import (
     sasl_client,
     scram_client,
 )
+from pipeline.stack.postgres import Postgres
 from pipeline.stack.probes import refuses_anonymous
 from pipeline.stack.redis_server import Redis
 from pipeline.stack.services import (
     APICURIO_CONVERTER_CLASS,
     DEBEZIUM_CLASS,
     Elasticsearch,
-    Postgres,
     Service,
     http_json,
     java_binary,

@@ -53,8 +53,8 @@ from pipeline.stack import client_secrets, kafka_users, keycloak
 from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.stack.jvm import rest_user
+from pipeline.stack.postgres import superuser_dsn
 from pipeline.stack.redis_server import redis_admin, redis_client
-from pipeline.stack.services import superuser_dsn
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks

@@ -23,7 +23,7 @@ from connectors.mongodb.sink import MongoSink
 from pipeline.config import StackConfig
 from pipeline.errors import FatalError
 from pipeline.stack.ferretdb import MONGO_ROLE, FerretBackend
-from pipeline.stack.services import superuser_dsn
+from pipeline.stack.postgres import superuser_dsn
 
 pytestmark = pytest.mark.integration
 

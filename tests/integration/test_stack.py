@@ -36,8 +36,9 @@ from pipeline.sourceconfig import ConnectConfig, KafkaConfig
 from pipeline.stack import kafka_users, runner
 from pipeline.stack.ferretdb import ferretdb_client
 from pipeline.stack.jvm import rest_user
+from pipeline.stack.postgres import NO_PASSFILE, superuser_dsn
 from pipeline.stack.redis_server import redis_client
-from pipeline.stack.services import NO_PASSFILE, port_in_use, superuser_dsn
+from pipeline.stack.services import port_in_use
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,10 @@ from pipeline.stack.ferretdb import (
     ferretdb_client,
     ferretdb_tls_client,
 )
+from pipeline.stack.postgres import Postgres
 from pipeline.stack.provision import Installed
 from pipeline.stack.redis_server import Redis, redis_admin, redis_client
-from pipeline.stack.services import Context, Postgres
+from pipeline.stack.services import Context
 
 pytestmark = pytest.mark.unit
 
