@@ -401,8 +401,8 @@ class Pipeline:
     workers: list[WorkerProc | ThreadWorker] = field(default_factory=list)
     _connector: bool = False
     _applied: AppliedOffsets | None = None
-    #: the least-privilege roles the pipeline runs on (least_privilege)
-    _roles: dict[str, str] | None = None
+    #: whether the pipeline runs on its least-privilege roles (least_privilege)
+    _least: bool = False
     #: every role made for this pipeline (make_roles), dropped by close
     _made_roles: list[str] = field(default_factory=list)
 
@@ -509,16 +509,17 @@ class Pipeline:
             or source.get("lookup_dsn")
             or source.get("dsn") != self.dsn
         )
-        if self._roles or own:
+        if self._least or own:
             return
         prepare_source(self.config)  # the owner's part: the tables exist
         prefix = f"rs_{self.suffix}"
-        self._roles = role_names(prefix)
+        names = role_names(prefix)
         dsns, capture = self.make_roles(prefix)
+        self._least = True
         # Tables a test creates later (schema changes) are readable too.
         self.sql(
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES "
-            f'TO "{self._roles["capture"]}", "{self._roles["reader"]}"'
+            f'TO "{names["capture"]}", "{names["reader"]}"'
         )
 
         def least(d: dict[str, Any]) -> None:
