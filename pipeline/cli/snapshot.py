@@ -26,7 +26,8 @@ from pipeline.cli.base import ReadsideGroup, load_config
     default=2,
     show_default=True,
     type=click.IntRange(1),
-    help="chunks of an aggregate view written at once, each with its own sinks",
+    help="chunks of an aggregate view written at once, each with its own sinks; "
+    "processes replaying a table view's topic, each a share of its partitions",
 )
 @click.option(
     "--rebuild",

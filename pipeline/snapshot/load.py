@@ -13,7 +13,8 @@ key.
 Table views never read PostgreSQL here: their versions are the events'
 offsets, so they reload from the one ordered stream (docs/design.md). Without
 ``--where`` the compacted table topic is replayed into the chosen sinks,
-at the same versions the stream wrote; with ``--where`` Debezium is sent an
+at the same versions the stream wrote, its partitions side by side
+(:mod:`pipeline.snapshot.replay`); with ``--where`` Debezium is sent an
 incremental-snapshot signal with that additional condition, and the rows
 arrive through the topic like any change.
 
@@ -39,7 +40,6 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Sink
 from pipeline import kafkaclient, layout
@@ -47,16 +47,12 @@ from pipeline.aggregate import prepare_views
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
-from pipeline.decode import RawMessage
 from pipeline.errors import ConfigError
-from pipeline.events import DocumentOp
-from pipeline.processor import Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
+from pipeline.snapshot import replay
 from pipeline.snapshot.prefetch import InOrder, ReadAhead
 from pipeline.snapshot.rejects import Origin, Rejects, WriteSlot, chunk_origin
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
-from pipeline.source.converter import converter_for
-from pipeline.toast import SourceRows
 from pipeline.views import SourceRead, View
 from pipeline.worker import build_sinks
 
@@ -76,7 +72,8 @@ class Options:
     sinks: Sequence[str] | None = None  # default: every sink of the view
     chunk_size: int = 1000
     restart: bool = False  # ignore an unfinished run's position
-    writers: int = 2  # chunks written at once (aggregate views)
+    #: chunks of an aggregate view written at once; processes of a replay
+    writers: int = 2
 
 
 class Loader:
@@ -291,74 +288,47 @@ class Loader:
 
     # ------------------------------------------------------------ through the topic
     def _replay(self, view: View, sinks: Mapping[str, Sink]) -> SnapshotState:
-        """Replay the compacted topic into ``sinks`` at the stream's versions."""
+        """Replay the compacted topic into ``sinks`` at the stream's versions:
+        its partitions dealt out to ``opts.writers`` processes, or in this
+        one (:mod:`pipeline.snapshot.replay`)."""
         st = SnapshotState(self.opts.view, self.sink_names, None, "replay")
         topic = self.cfg.source.topic(view.cfg.table)
-        consumer = kafkaclient.consumer(
-            self.cfg.kafka,
-            {
-                "group.id": f"{self.cfg.kafka.group_id}.snapshot",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
+        group = {"group.id": replay.group(self.cfg)}
+        with closing(kafkaclient.consumer(self.cfg.kafka, group)) as consumer:
+            spans = replay.topic_spans(consumer, topic)
+        st.total = sum(s.size for s in spans)
+        self.log.save(st)
+        shares = replay.split(spans, self.opts.writers)
+        logger.info(
+            "replaying topic=%s records=%d partitions=%d processes=%d",
+            topic,
+            st.total,
+            len(spans),
+            len(shares),
         )
-        processor = Processor(
-            {view.name: view},
-            {topic: [view.name]},
-            converter=converter_for(self.cfg.kafka),
-        )
-        # Unchanged TOAST values come from the source rows: after compaction
-        # the records that set them may be gone, and a new sink holds nothing.
-        dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
-        reader = Reader(dsn)
-        source_rows = SourceRows(reader)
-        try:
-            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if md is None or md.error is not None:
-                raise ConfigError(f"topic {topic} does not exist (connector applied?)")
-            ends: dict[int, int] = {}
-            starts = []
-            for p in md.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
-                if high > low:
-                    ends[p] = high
-                    starts.append(TopicPartition(topic, p, low))
-            st.total = sum(ends[tp.partition] - tp.offset for tp in starts)
-            self.log.save(st)
-            consumer.assign(starts)
-            while ends and not self.stopping:
-                msgs = []
-                for m in consumer.consume(self.opts.chunk_size, 1.0):
-                    if m.error() is not None:
-                        continue
-                    pos = position_of(m)
-                    end = ends.get(pos.partition, 0)
-                    if pos.offset < end:
-                        msgs.append(m)
-                    if pos.offset + 1 >= end:
-                        ends.pop(pos.partition, None)
-                if not msgs:
-                    self._drop_finished(consumer, ends)
-                    continue
-                batch = processor.process(msgs, fill=source_rows.fill)
-                ops = ops_for_sink(batch, [view.name])
-                origin = partial(_message, batch.messages)
-                st.dead_letters += self.rejects.write(sinks, ops, origin)
-                st.rows += len(msgs)
-                st.chunks += 1
-                self._save(st)
-        finally:
-            consumer.close()
-            reader.close()
-        return self._finish(st)
 
-    @staticmethod
-    def _drop_finished(consumer: Consumer, ends: dict[int, int]) -> None:
-        """Forget partitions whose position reached the end (compacted gaps)."""
-        topic_parts = consumer.assignment()
-        for tp in consumer.position(topic_parts):
-            if tp.offset >= ends.get(tp.partition, 0):
-                ends.pop(tp.partition, None)
+        def done(records: int, dead_letters: int) -> None:
+            st.rows += records
+            st.dead_letters += dead_letters
+            st.chunks += 1
+            self._save(st)
+
+        stopping = lambda: self.stopping  # noqa: E731 - read at each call
+        if len(shares) > 1:
+            replay.run_shares(
+                self.cfg,
+                self.opts.view,
+                self.sink_names,
+                shares,
+                self.opts.chunk_size,
+                done,
+                stopping,
+            )
+        else:
+            replay.Replayer(self.cfg, view, stopping).run(
+                spans, sinks, self.rejects, self.opts.chunk_size, done
+            )
+        return self._finish(st)
 
     def _signal(self, view: View) -> SnapshotState:
         """Ask Debezium for an incremental snapshot of the rows ``--where`` picks."""
@@ -373,12 +343,6 @@ class Loader:
         )
         self._save(st)
         return st
-
-
-def _message(messages: Mapping[Any, RawMessage], op: DocumentOp) -> RawMessage:
-    """The record a table view's op came from."""
-    assert op.position is not None
-    return messages[op.position]
 
 
 def send_signal(cfg: Config, table: str, where: str | None) -> None:

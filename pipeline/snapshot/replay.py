@@ -1,0 +1,374 @@
+"""A table view's compacted topic replayed into its sinks, by one process or several.
+
+A table view's documents carry the versions of the records they come from
+(docs/design.md), so a replay writes each record at the version the stream
+wrote it with, and records of different partitions never touch the same
+document. The topic's partitions can therefore be replayed side by side, in
+any interleaving: :func:`split` deals them out to ``--writers`` processes
+(:func:`run_shares`), each with its own consumer, decoder, sinks and
+dead-letter producer. Processes, not threads: decoding the records is
+Python work, and one process decodes on one core at a time.
+
+A replay does not resume: a run that was stopped or killed replays the
+whole topic again (the versions make that harmless). The parent process
+records the progress the processes report (:class:`Report`) and stops them
+all, after the chunk each is writing, when it is asked to stop or one of
+them fails; a process whose parent is gone stops the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.base import Sink
+from pipeline import kafkaclient, layout
+from pipeline.aggregate.reader import Reader
+from pipeline.config import Config
+from pipeline.decode import RawMessage
+from pipeline.errors import ConfigError, ReadsideError
+from pipeline.events import DocumentOp
+from pipeline.processor import Processor, ops_for_sink, position_of
+from pipeline.sinkwriter import Backoff, open_sinks
+from pipeline.snapshot.rejects import Origin, Rejects
+from pipeline.source.converter import converter_for
+from pipeline.toast import SourceRows
+from pipeline.views import View
+from pipeline.worker import build_sinks
+
+logger = logging.getLogger(__name__)
+
+#: how often the parent looks whether to stop while it waits for reports
+_POLL_S = 0.2
+#: how long stopped processes get to finish their chunk before they are killed
+_JOIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class Span:
+    """The records of one partition a replay writes: offsets ``start`` up to
+    ``end`` (exclusive), the partition's bounds when the replay began."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def group(cfg: Config) -> str:
+    """The consumer group a replay's consumers name (it commits nothing)."""
+    return f"{cfg.kafka.group_id}.snapshot"
+
+
+def topic_spans(consumer: Consumer, topic: str) -> list[Span]:
+    """The non-empty partitions of ``topic``, from their low to their high
+    watermark (records produced later are the stream's to apply)."""
+    md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if md is None or md.error is not None:
+        raise ConfigError(f"topic {topic} does not exist (connector applied?)")
+    spans = []
+    for p in sorted(md.partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+        if high > low:
+            spans.append(Span(p, low, high))
+    return spans
+
+
+def split(spans: Sequence[Span], n: int) -> list[list[Span]]:
+    """Deal ``spans`` out to at most ``n`` shares of about equal records
+    (the largest first, each to the lightest share); no share is empty."""
+    shares: list[list[Span]] = [[] for _ in range(max(1, min(n, len(spans))))]
+    loads = [0] * len(shares)
+    for span in sorted(spans, key=lambda s: (-s.size, s.partition)):
+        i = loads.index(min(loads))
+        shares[i].append(span)
+        loads[i] += span.size
+    return [sorted(s, key=lambda s: s.partition) for s in shares if s]
+
+
+#: a chunk's ops written, and how many of them were dead-lettered
+Write = Callable[[list[DocumentOp], Origin], int]
+
+
+def _replay(
+    consumer: Consumer,
+    processor: Processor,
+    fill: Callable[..., Any],
+    topic: str,
+    spans: Sequence[Span],
+    chunk_size: int,
+    write: Write,
+    done: Callable[[int, int], None],
+    stopping: Callable[[], bool],
+) -> None:
+    """Replay ``spans`` of ``topic`` chunk by chunk: each chunk is decoded,
+    made into the view's ops (``fill`` completes unchanged TOAST values from
+    the source), written, then reported as ``done(records, dead_letters)``.
+    Ends after a chunk once ``stopping()``."""
+    ends = {s.partition: s.end for s in spans}
+    consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
+    views = list(processor.views)
+    while ends and not stopping():
+        msgs = []
+        for m in consumer.consume(chunk_size, 1.0):
+            if m.error() is not None:
+                continue
+            pos = position_of(m)
+            end = ends.get(pos.partition, 0)
+            if pos.offset < end:
+                msgs.append(m)
+            if pos.offset + 1 >= end:
+                ends.pop(pos.partition, None)
+        if not msgs:
+            _drop_finished(consumer, ends)
+            continue
+        batch = processor.process(msgs, fill=fill)
+        ops = ops_for_sink(batch, views)
+        dead = write(ops, partial(_message, batch.messages))
+        done(len(msgs), dead)
+
+
+def _drop_finished(consumer: Consumer, ends: dict[int, int]) -> None:
+    """Forget partitions whose position reached the end (compacted gaps)."""
+    for tp in consumer.position(consumer.assignment()):
+        if tp.offset >= ends.get(tp.partition, 0):
+            ends.pop(tp.partition, None)
+
+
+def _message(messages: Mapping[Any, RawMessage], op: DocumentOp) -> RawMessage:
+    """The record a table view's op came from."""
+    assert op.position is not None
+    return messages[op.position]
+
+
+@dataclass
+class Replayer:
+    """Replays partitions of ``view``'s topic in this process, until
+    ``stopping()``."""
+
+    cfg: Config
+    view: View
+    stopping: Callable[[], bool]
+
+    def run(
+        self,
+        spans: Sequence[Span],
+        sinks: Mapping[str, Sink],
+        rejects: Rejects,
+        chunk_size: int,
+        done: Callable[[int, int], None],
+    ) -> None:
+        """Replay ``spans`` in this process into ``sinks`` (open)."""
+        topic = self.cfg.source.topic(self.view.cfg.table)
+        processor = Processor(
+            {self.view.name: self.view},
+            {topic: [self.view.name]},
+            converter=converter_for(self.cfg.kafka),
+        )
+        # Unchanged TOAST values come from the source rows: after compaction
+        # the records that set them may be gone, and a new sink holds nothing.
+        dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
+        consumer = kafkaclient.consumer(
+            self.cfg.kafka,
+            {
+                "group.id": group(self.cfg),
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
+        with closing(Reader(dsn)) as reader:
+            try:
+                _replay(
+                    consumer,
+                    processor,
+                    SourceRows(reader).fill,
+                    topic,
+                    spans,
+                    chunk_size,
+                    partial(rejects.write, sinks),
+                    done,
+                    self.stopping,
+                )
+            finally:
+                consumer.close()
+
+
+# ------------------------------------------------------------ several processes
+@dataclass(frozen=True)
+class Share:
+    """One process's part of a replay (sent to it, so plain values only)."""
+
+    number: int
+    cfg: Config
+    view: str
+    sinks: list[str]
+    spans: list[Span]
+    chunk_size: int
+    log_level: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a replay process tells its parent: a chunk written (``records``,
+    ``dead_letters``), its end (``finished``), or the error it ended with."""
+
+    number: int
+    records: int = 0
+    dead_letters: int = 0
+    finished: bool = False
+    error: BaseException | None = None
+
+
+def run_shares(
+    cfg: Config,
+    view: str,
+    sinks: Sequence[str],
+    shares: Sequence[list[Span]],
+    chunk_size: int,
+    done: Callable[[int, int], None],
+    stopping: Callable[[], bool],
+) -> None:
+    """Replay each share in a process of its own; ``done(records,
+    dead_letters)`` in this thread for each chunk any of them wrote.
+
+    Raises:
+        the first error a process ended with (the others are stopped after
+        their chunk): a :class:`~pipeline.errors.TransientError` is waited out
+        by the caller like one of its own.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    reports: Any = ctx.Queue()
+    stop = ctx.Event()
+    level = logging.getLogger().getEffectiveLevel()
+    procs = [
+        ctx.Process(
+            target=_share_main,
+            args=(
+                Share(i, cfg, view, list(sinks), spans, chunk_size, level),
+                reports,
+                stop,
+            ),
+            name=f"readside-replay-{i}",
+            daemon=True,
+        )
+        for i, spans in enumerate(shares)
+    ]
+    for proc in procs:
+        proc.start()
+    running = set(range(len(procs)))
+    error: BaseException | None = None
+    try:
+        while running:
+            if stopping() or error is not None:
+                stop.set()
+            # A process writes its last report before it exits: one that had
+            # exited before this wait and is still running here never sent it.
+            exited = {i: procs[i].exitcode for i in running}
+            try:
+                report: Report = reports.get(timeout=_POLL_S)
+            except queue.Empty:
+                for i, code in exited.items():
+                    if code is not None:
+                        running.discard(i)
+                        error = error or ReadsideError(
+                            f"replay process {i} ended (exit code {code}) "
+                            "before it finished its partitions"
+                        )
+                continue
+            if report.error is not None:
+                running.discard(report.number)
+                error = error or report.error
+            elif report.finished:
+                running.discard(report.number)
+            else:
+                done(report.records, report.dead_letters)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(_JOIN_S)
+            if proc.is_alive():
+                logger.error("replay process %s did not stop: killing it", proc.name)
+                proc.kill()
+                proc.join()
+        reports.close()
+    if error is not None:
+        raise error
+
+
+def _share_main(share: Share, reports: Any, stop: Any) -> None:
+    """A replay process: its share, reported chunk by chunk."""
+    logging.basicConfig(
+        level=share.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    from pipeline.startup import tune_gc
+
+    tune_gc()
+    parent = os.getppid()
+    asked = [False]
+
+    def ask_stop(*_args: object) -> None:
+        asked[0] = True
+
+    # A terminal's Ctrl-C and a service manager's SIGTERM reach the whole
+    # process group: stop after the chunk, as the parent does.
+    signal.signal(signal.SIGINT, ask_stop)
+    signal.signal(signal.SIGTERM, ask_stop)
+
+    def stopping() -> bool:
+        return asked[0] or stop.is_set() or os.getppid() != parent
+
+    def done(records: int, dead: int) -> None:
+        reports.put(Report(share.number, records, dead))
+
+    try:
+        cfg = share.cfg
+        view = layout.recorded_views(cfg, [share.view])[share.view]
+        backoff = partial(Backoff.of, cfg.worker)
+        with ExitStack() as stack:
+            sinks = build_sinks(cfg, share.sinks)
+            for sink in sinks.values():
+                stack.callback(sink.close)
+            open_sinks(sinks, backoff(), stopping)
+            rejects = Rejects(cfg, backoff, stopping)
+            Replayer(cfg, view, stopping).run(
+                share.spans, sinks, rejects, share.chunk_size, done
+            )
+        reports.put(Report(share.number, finished=True))
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        reports.put(Report(share.number, error=_portable(exc)))
+    finally:
+        reports.close()
+        if os.getppid() == parent:
+            reports.join_thread()  # every report in the pipe before the exit
+        else:  # nobody reads them: do not wait for room in the pipe
+            reports.cancel_join_thread()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives the trip to the parent, else an error of the
+    same kind that names it (a TransientError stays one)."""
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own, before it is sent
+    except Exception:  # noqa: BLE001 - any refusal to pickle
+        kind = type(exc)
+        base: type[BaseException] = next(
+            (k for k in kind.__mro__ if k.__module__ == "pipeline.errors"),
+            ReadsideError,
+        )
+        return base(f"{kind.__name__}: {exc}")
+    return exc
