@@ -151,21 +151,34 @@ def snapshot_markdown(results: dict[str, Any]) -> str:
         "",
         "### table view: `readside snapshot catalog --sink S` (compacted-topic replay)",
         "",
-        "| sink | rows | seconds | rows/s | raw docs/s | snapshot/raw | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| sink | writers (processes) | rows | seconds | rows/s | raw docs/s "
+        "| snapshot/raw | peak RSS MB (main; each replay process) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    by_writers = table.get("by_writers", {})
     for sink in ("redis", "elasticsearch", "mongodb"):
-        if sink in table:
-            row = table[sink]
-            flag = " (small table, inserts)" if sink == "mongodb" else ""
-            lines.append(_snap_row(sink + flag, f"{row.get('docs', 0):,}", row, ""))
+        flag = " (small table, inserts)" if sink == "mongodb" else ""
+        runs = by_writers.get(sink) or ({"-": table[sink]} if sink in table else {})
+        for writers, row in runs.items():
+            line = _snap_row(sink + flag, f"{row.get('docs', 0):,}", row, "")
+            if row.get("child_peak_rss_mb") and "error" not in row:
+                line = f"{line[:-2]}; {row['child_peak_rss_mb']:.0f} |"
+            lines.append(line.replace(" | ", f" | {writers} | ", 1))
+    # the time split is timed in the main process: runs with one writer
+    single = {
+        s: by_writers.get(s, {}).get("1", table[s])
+        for s in ("redis", "elasticsearch", "mongodb")
+        if s in table
+    }
     lines += [
         "",
-        "time split (Kafka consume / decode+build / sink write / progress): "
+        "time split, one writer, of the run's wall time (the reading thread: "
+        "Kafka consume / decode+build; beside it the main thread: sink write "
+        "/ progress): "
         + "; ".join(
-            f"{s} {_spent(table[s], 'read', 'decode', 'write', 'progress')}"
-            for s in ("redis", "elasticsearch", "mongodb")
-            if s in table and "error" not in table[s]
+            f"{s} {_spent(row, 'read', 'decode', 'write', 'progress')}"
+            for s, row in single.items()
+            if row and "error" not in row
         ),
         "",
         f"### aggregate view: `readside snapshot customers --sink S` (chunks of "

@@ -155,21 +155,32 @@ def bench_tables(src: BenchSource, args: argparse.Namespace) -> dict[str, Any]:
     if have < want:
         raise RuntimeError(f"Debezium initial snapshot: {have} of {want} rows")
     docs: dict[str, Docs] = {}
+    counts = [int(n) for n in args.replay_writers.split(",")]
     for sink in args.sinks:
         view = SMALL_VIEW if sink == "mongodb" else TABLE_VIEW
-        logger.info("table snapshot view=%s sink=%s", view, sink)
-        row = run_snapshot(
-            src.workdir / "table.yaml",
-            {"view": view, "sinks": [sink], "count_held": args.quick},
-            args.run_timeout,
-        )
+        runs: dict[str, Any] = {}
+        for n in counts:
+            logger.info("table snapshot view=%s sink=%s writers=%d", view, sink, n)
+            runs[str(n)] = run_snapshot(
+                src.workdir / "table.yaml",
+                {
+                    "view": view,
+                    "sinks": [sink],
+                    "count_held": args.quick,
+                    "writers": n,
+                },
+                args.run_timeout,
+            )
         if view not in docs:
             docs = {view: table_documents(cfg, view)}
         logger.info("raw bulk write sink=%s docs=%d", sink, len(docs[view]))
-        row["raw_docs_per_s"] = raw_rate(cfg, sink, f"{src.prefix}{view}", docs[view])
-        row["view"], row["docs"] = view, len(docs[view])
-        row["target"] = "empty collection (inserts)" if sink == "mongodb" else "empty"
-        out[sink] = row
+        raw = raw_rate(cfg, sink, f"{src.prefix}{view}", docs[view])
+        for writers, row in runs.items():
+            row["raw_docs_per_s"], row["writers"] = raw, int(writers)
+            row["view"], row["docs"] = view, len(docs[view])
+            row["target"] = "empty collection" if sink == "mongodb" else "empty"
+        out[sink] = runs[str(counts[-1])]
+        out.setdefault("by_writers", {})[sink] = runs
     return out
 
 
@@ -246,6 +257,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--roots", type=int, default=100_000, help="aggregate roots")
     p.add_argument("--mongodb-roots", type=int, default=20_000)
     p.add_argument("--chunk-size", type=int, default=1000)
+    p.add_argument(
+        "--replay-writers",
+        default="1,2",
+        help="the table view's replay with each of these --writers (processes)",
+    )
     p.add_argument("--changes", type=int, default=20_000, help="streamed changes")
     p.add_argument("--batch-sizes", default="100,2000")
     p.add_argument(

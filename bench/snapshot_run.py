@@ -12,7 +12,11 @@ writer threads (:class:`~pipeline.snapshot.prefetch.InOrder`): the reads and
 documents built (``build``) and the writers' writes (``write``, summed over
 writers) overlap the main thread's waits for a chunk (``wait``), for the
 writers (``writers``) and its progress records; ``other`` is the main
-thread's rest. Peak RSS is this process's ``VmHWM``. The targets are dropped
+thread's rest. A table view's replay consumes and decodes in such a thread
+too, and writes in the main thread; with ``writers`` above 1 it runs in
+processes of its own, which these wrappers do not reach (the report splits
+the one-writer runs only). Peak RSS is this process's ``VmHWM``, and the
+largest of its replay processes'. The targets are dropped
 after the run (not timed). With ``"rebuild": true`` in the spec, a timed
 ``--rebuild`` of the loaded view follows (a second generation beside it).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -133,7 +138,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         sink.close()
     spent = {k: round(v, 3) for k, v in SPENT.items()}
     # the main thread's own rest (an aggregate view's reads are beside it)
-    beside = ("read", "build", "write") if "wait" in SPENT else ()
+    beside = ("read", "build", "decode", "write") if "wait" in SPENT else ()
     main = sum(v for k, v in SPENT.items() if k not in beside)
     spent["other"] = round(elapsed - main, 3)
     return {
@@ -145,6 +150,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "rows_per_s": st.rows / elapsed if elapsed > 0 else 0.0,
         "spent_s": spent,
         "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        # the largest of its replay processes (a table view's --writers > 1)
+        "child_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        / 1024,
         "rss_before_mb": rss_before / 1024,
         "docs_held": held,
         **rebuilt,

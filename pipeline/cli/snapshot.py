@@ -27,7 +27,7 @@ from pipeline.cli.base import ReadsideGroup, load_config
     show_default=True,
     type=click.IntRange(1),
     help="chunks of an aggregate view written at once, each with its own sinks; "
-    "processes replaying a table view's topic, each a share of its partitions",
+    "processes replaying a table view's topic, each an equal share of it",
 )
 @click.option(
     "--rebuild",

@@ -2,12 +2,14 @@
 
 A table view's documents carry the versions of the records they come from
 (docs/design.md), so a replay writes each record at the version the stream
-wrote it with, and records of different partitions never touch the same
-document. The topic's partitions can therefore be replayed side by side, in
-any interleaving: :func:`split` deals them out to ``--writers`` processes
-(:func:`run_shares`), each with its own consumer, decoder, sinks and
-dead-letter producer. Processes, not threads: decoding the records is
-Python work, and one process decodes on one core at a time.
+wrote it with: the version guard keeps the newest of a document's records
+whatever order they arrive in, as it does for the stream's own replays
+after a crash or a rebalance. The topic can therefore be replayed in pieces
+side by side: :func:`split` cuts its offsets into ``--writers`` runs of equal
+length (a partition may be cut in two), each replayed by a process of its own
+(:func:`run_shares`) with its own consumer, decoder, sinks and dead-letter
+producer. Processes, not threads: decoding the records is Python work, and
+one process decodes on one core at a time.
 
 A replay does not resume: a run that was stopped or killed replays the
 whole topic again (the versions make that harmless). The parent process
@@ -39,8 +41,9 @@ from pipeline.config import Config
 from pipeline.decode import RawMessage
 from pipeline.errors import ConfigError, ReadsideError
 from pipeline.events import DocumentOp
-from pipeline.processor import Processor, ops_for_sink, position_of
+from pipeline.processor import Batch, Processor, ops_for_sink, position_of
 from pipeline.sinkwriter import Backoff, open_sinks
+from pipeline.snapshot.prefetch import ReadAhead
 from pipeline.snapshot.rejects import Origin, Rejects
 from pipeline.source.converter import converter_for
 from pipeline.toast import SourceRows
@@ -89,15 +92,31 @@ def topic_spans(consumer: Consumer, topic: str) -> list[Span]:
 
 
 def split(spans: Sequence[Span], n: int) -> list[list[Span]]:
-    """Deal ``spans`` out to at most ``n`` shares of about equal records
-    (the largest first, each to the lightest share); no share is empty."""
-    shares: list[list[Span]] = [[] for _ in range(max(1, min(n, len(spans))))]
-    loads = [0] * len(shares)
-    for span in sorted(spans, key=lambda s: (-s.size, s.partition)):
-        i = loads.index(min(loads))
-        shares[i].append(span)
-        loads[i] += span.size
-    return [sorted(s, key=lambda s: s.partition) for s in shares if s]
+    """Cut ``spans`` into at most ``n`` shares of equal offsets (they differ
+    by one at most), each a run of consecutive offsets in partition order: a
+    partition may be cut between two shares, and a share holds at most one
+    piece of each partition. No share is empty."""
+    total = sum(s.size for s in spans)
+    n = max(1, min(n, total))
+    shares: list[list[Span]] = [[] for _ in range(n)]
+    share, room = 0, _share_size(total, n, 0)
+    for span in sorted(spans, key=lambda s: s.partition):
+        start = span.start
+        while start < span.end:
+            if room == 0:
+                share += 1
+                room = _share_size(total, n, share)
+            take = min(room, span.end - start)
+            shares[share].append(Span(span.partition, start, start + take))
+            start += take
+            room -= take
+    return [s for s in shares if s]
+
+
+def _share_size(total: int, n: int, i: int) -> int:
+    """The offsets of share ``i`` of ``n`` over ``total``: the first ones
+    take the remainder."""
+    return total // n + (1 if i < total % n else 0)
 
 
 #: a chunk's ops written, and how many of them were dead-lettered
@@ -118,28 +137,40 @@ def _replay(
     """Replay ``spans`` of ``topic`` chunk by chunk: each chunk is decoded,
     made into the view's ops (``fill`` completes unchanged TOAST values from
     the source), written, then reported as ``done(records, dead_letters)``.
-    Ends after a chunk once ``stopping()``."""
+    The next chunk is consumed and decoded in a thread while the last one is
+    written (:class:`~pipeline.snapshot.prefetch.ReadAhead`; only that
+    thread uses ``consumer`` and ``processor``). Ends after a chunk once
+    ``stopping()``."""
     ends = {s.partition: s.end for s in spans}
     consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
     views = list(processor.views)
-    while ends and not stopping():
-        msgs = []
-        for m in consumer.consume(chunk_size, 1.0):
-            if m.error() is not None:
-                continue
-            pos = position_of(m)
-            end = ends.get(pos.partition, 0)
-            if pos.offset < end:
-                msgs.append(m)
-            if pos.offset + 1 >= end:
-                ends.pop(pos.partition, None)
-        if not msgs:
+
+    def read(_after: object) -> tuple[Batch, list[DocumentOp], int] | None:
+        while ends and not stopping():
+            msgs = []
+            for m in consumer.consume(chunk_size, 1.0):
+                if m.error() is not None:
+                    continue
+                pos = position_of(m)
+                end = ends.get(pos.partition, 0)
+                if pos.offset < end:
+                    msgs.append(m)
+                if pos.offset + 1 >= end and pos.partition in ends:
+                    del ends[pos.partition]
+                    # the rest of the partition is another piece's (or new)
+                    consumer.pause([TopicPartition(topic, pos.partition)])
+            if msgs:
+                batch = processor.process(msgs, fill=fill)
+                return batch, ops_for_sink(batch, views), len(msgs)
             _drop_finished(consumer, ends)
-            continue
-        batch = processor.process(msgs, fill=fill)
-        ops = ops_for_sink(batch, views)
-        dead = write(ops, partial(_message, batch.messages))
-        done(len(msgs), dead)
+        return None
+
+    with ReadAhead(read, lambda _chunk: True, None) as chunks:
+        for batch, ops, records in chunks:
+            dead = write(ops, partial(_message, batch.messages))
+            done(records, dead)
+            if stopping():
+                break
 
 
 def _drop_finished(consumer: Consumer, ends: dict[int, int]) -> None:

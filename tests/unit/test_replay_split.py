@@ -15,36 +15,49 @@ def _sizes(shares: list[list[Span]]) -> list[int]:
     return [sum(s.size for s in share) for share in shares]
 
 
-def test_every_span_goes_to_exactly_one_share():
-    spans = [Span(p, 10 * p, 10 * p + size) for p, size in enumerate([5, 9, 1, 7, 3])]
-    shares = split(spans, 2)
-    dealt = sorted((s for share in shares for s in share), key=lambda s: s.partition)
-    assert dealt == spans
-    assert len(shares) == 2
+def _offsets(spans: list[Span]) -> list[tuple[int, int]]:
+    return sorted((s.partition, o) for s in spans for o in range(s.start, s.end))
 
 
-def test_shares_are_about_equal_in_records():
-    spans = [Span(p, 0, size) for p, size in enumerate([100, 60, 50, 40, 30, 20])]
-    assert sorted(_sizes(split(spans, 2))) == [140, 160]
-    assert sorted(_sizes(split(spans, 3))) == [90, 100, 110]
-    # a big partition alone, the small ones together
-    spans = [Span(p, 0, size) for p, size in enumerate([90, 10, 10, 10])]
-    assert sorted(_sizes(split(spans, 2))) == [30, 90]
+SPANS = [Span(p, 10 * p, 10 * p + size) for p, size in enumerate([5, 9, 1, 7, 3])]
 
 
-def test_never_more_shares_than_partitions_and_none_empty():
-    spans = [Span(0, 0, 4), Span(2, 0, 1)]
-    shares = split(spans, 8)
-    assert len(shares) == 2
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 25, 100])
+def test_every_offset_goes_to_exactly_one_share(n):
+    shares = split(SPANS, n)
+    assert _offsets([s for share in shares for s in share]) == _offsets(SPANS)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 25])
+def test_shares_are_equal_in_offsets_within_one(n):
+    sizes = _sizes(split(SPANS, n))
+    assert len(sizes) == n
+    assert max(sizes) - min(sizes) <= 1
+    assert sum(sizes) == 25
+
+
+def test_three_equal_partitions_in_two_shares_cut_the_middle_one():
+    spans = [Span(p, 0, 100) for p in range(3)]
+    assert split(spans, 2) == [
+        [Span(0, 0, 100), Span(1, 0, 50)],
+        [Span(1, 50, 100), Span(2, 0, 100)],
+    ]
+
+
+def test_never_more_shares_than_offsets_and_none_empty():
+    shares = split([Span(0, 0, 2), Span(2, 5, 6)], 8)
+    assert len(shares) == 3
     assert all(shares)
-    assert split([Span(0, 0, 4)], 3) == [[Span(0, 0, 4)]]
+    assert split([Span(0, 0, 4)], 1) == [[Span(0, 0, 4)]]
     assert split([], 3) == []
 
 
-def test_a_share_lists_its_partitions_in_order():
-    spans = [Span(p, 0, size) for p, size in enumerate([1, 9, 1, 1, 9])]
-    for share in split(spans, 2):
-        assert [s.partition for s in share] == sorted(s.partition for s in share)
+@pytest.mark.parametrize("n", [2, 3, 4, 7])
+def test_a_share_holds_one_piece_per_partition_in_order(n):
+    for share in split(SPANS, n):
+        parts = [s.partition for s in share]
+        assert parts == sorted(set(parts))
+        assert all(s.size > 0 for s in share)
 
 
 class _Unpicklable(TransientError):
@@ -69,9 +82,3 @@ def test_an_error_that_cannot_travel_keeps_its_kind_and_message():
 
     other = _portable(Local("x"))
     assert type(other) is ReadsideError
-
-
-@pytest.mark.parametrize("n", [1, 2, 3])
-def test_one_share_holds_everything_when_asked_for_one(n):
-    spans = [Span(p, 0, 3) for p in range(n)]
-    assert len(split(spans, 1)) == 1

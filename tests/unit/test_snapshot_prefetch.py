@@ -72,14 +72,17 @@ def test_read_ahead_error_comes_after_the_chunks_before_it():
 
 def test_read_ahead_close_while_reading_ahead_ends_the_thread():
     read, next_key, _ = numbers(10**6)
-    before = threading.active_count()
+    before = set(threading.enumerate())
     chunks = ReadAhead(read, next_key, None)
+    # its own thread (other tests of the session may start or end threads)
+    ahead = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in ahead] == ["snapshot-read-ahead"]
     assert next(iter(chunks)) == [1, 2, 3]
     time.sleep(0.2)
     started = time.monotonic()
     chunks.close()
     assert time.monotonic() - started < 2
-    assert threading.active_count() == before
+    assert not ahead[0].is_alive()
 
 
 def test_in_order_done_in_submission_order_each_slot_alone():
