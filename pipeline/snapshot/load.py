@@ -307,10 +307,10 @@ class Loader:
             len(shares),
         )
 
-        def done(records: int, dead_letters: int) -> None:
+        def done(records: int, dead_letters: int, chunks: int) -> None:
             st.rows += records
             st.dead_letters += dead_letters
-            st.chunks += 1
+            st.chunks += chunks
             self._save(st)
 
         stopping = lambda: self.stopping  # noqa: E731 - read at each call

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: how often the parent looks whether to stop while it waits for reports
 _POLL_S = 0.2
+#: reports recorded together at most (each record of progress waits for Kafka)
+_MAX_REPORTS = 1000
 #: how long stopped processes get to finish their chunk before they are killed
 _JOIN_S = 60.0
 
@@ -121,6 +123,8 @@ def _share_size(total: int, n: int, i: int) -> int:
 
 #: a chunk's ops written, and how many of them were dead-lettered
 Write = Callable[[list[DocumentOp], Origin], int]
+#: progress: records replayed, of them dead-lettered, in how many chunks
+Done = Callable[[int, int, int], None]
 
 
 def _replay(
@@ -131,7 +135,7 @@ def _replay(
     spans: Sequence[Span],
     chunk_size: int,
     write: Write,
-    done: Callable[[int, int], None],
+    done: Done,
     stopping: Callable[[], bool],
 ) -> None:
     """Replay ``spans`` of ``topic`` chunk by chunk: each chunk is decoded,
@@ -168,7 +172,7 @@ def _replay(
     with ReadAhead(read, lambda _chunk: True, None) as chunks:
         for batch, ops, records in chunks:
             dead = write(ops, partial(_message, batch.messages))
-            done(records, dead)
+            done(records, dead, 1)
             if stopping():
                 break
 
@@ -201,7 +205,7 @@ class Replayer:
         sinks: Mapping[str, Sink],
         rejects: Rejects,
         chunk_size: int,
-        done: Callable[[int, int], None],
+        done: Done,
     ) -> None:
         """Replay ``spans`` in this process into ``sinks`` (open)."""
         topic = self.cfg.source.topic(self.view.cfg.table)
@@ -270,7 +274,7 @@ def run_shares(
     sinks: Sequence[str],
     shares: Sequence[list[Span]],
     chunk_size: int,
-    done: Callable[[int, int], None],
+    done: Done,
     stopping: Callable[[], bool],
 ) -> None:
     """Replay each share in a process of its own; ``done(records,
@@ -310,7 +314,7 @@ def run_shares(
             # exited before this wait and is still running here never sent it.
             exited = {i: procs[i].exitcode for i in running}
             try:
-                report: Report = reports.get(timeout=_POLL_S)
+                got = [reports.get(timeout=_POLL_S)]
             except queue.Empty:
                 for i, code in exited.items():
                     if code is not None:
@@ -320,13 +324,25 @@ def run_shares(
                             "before it finished its partitions"
                         )
                 continue
-            if report.error is not None:
-                running.discard(report.number)
-                error = error or report.error
-            elif report.finished:
-                running.discard(report.number)
-            else:
-                done(report.records, report.dead_letters)
+            # what else came meanwhile: recorded at once, not one by one
+            while len(got) < _MAX_REPORTS:
+                try:
+                    got.append(reports.get_nowait())
+                except queue.Empty:
+                    break
+            records = dead_letters = chunks = 0
+            for report in got:
+                if report.error is not None:
+                    running.discard(report.number)
+                    error = error or report.error
+                elif report.finished:
+                    running.discard(report.number)
+                else:
+                    records += report.records
+                    dead_letters += report.dead_letters
+                    chunks += 1
+            if chunks:
+                done(records, dead_letters, chunks)
     finally:
         stop.set()
         for proc in procs:
@@ -363,7 +379,7 @@ def _share_main(share: Share, reports: Any, stop: Any) -> None:
     def stopping() -> bool:
         return asked[0] or stop.is_set() or os.getppid() != parent
 
-    def done(records: int, dead: int) -> None:
+    def done(records: int, dead: int, _chunks: int) -> None:
         reports.put(Report(share.number, records, dead))
 
     try:

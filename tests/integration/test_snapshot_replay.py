@@ -9,14 +9,16 @@ import os
 import random
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from harness import REPO, BackgroundLoad, wait_for
+from harness import REPO, BackgroundLoad, stack_config, wait_for
 
 from pipeline.snapshot import SnapshotLog
+from pipeline.stack import runner
 from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
@@ -158,4 +160,57 @@ def test_replay_stopped_or_orphaned_leaves_no_process_and_runs_again(
     again = p.run_cli("snapshot", "notes")
     assert "processes=2" in again.stderr, again.stderr
     assert _state(p).state == "done"
+    p.assert_converged()
+
+
+def test_replay_processes_wait_out_a_store_outage_and_finish(make_pipeline):
+    """Redis stops while the replay's processes write: they back off (no
+    chunk is reported done while it is down), none of them dies, and once
+    Redis is back the run finishes with the stores equal to the source.
+    (Elasticsearch beside it keeps the run long enough to stop Redis in it.)"""
+    stack = stack_config()
+    p = make_pipeline(SCHEMA, ["public.notes"], {"notes": {**VIEWS["notes"]}})
+    p.rewrite(lambda d: d["views"]["notes"].update(sinks=["redis", "elasticsearch"]))
+    _fill(p, 12000)
+    p.apply_connector()
+    wait_for(
+        lambda: sum(p.high_watermarks().values()) >= 12000, 180, "the topic filled"
+    )
+    run = subprocess.Popen(
+        p.cli_args("snapshot", "notes", "--writers", "2", "--chunk-size", "10"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(
+            lambda: (st := _state(p)) is not None and st.rows >= 300,
+            120,
+            "the replay to write 300 rows",
+            interval=0.2,
+        )
+        children = _replay_children(run.pid)
+        assert len(children) == 2, children
+        runner.stop_service(stack, "redis")
+        try:
+            time.sleep(2)  # chunks under way when it stopped end or fail
+            held = _state(p).rows
+            time.sleep(5)
+            assert _state(p).rows == held  # nothing is done while it is down
+            assert held < 12000
+            assert run.poll() is None
+            assert not any(_gone(c) for c in children)
+        finally:
+            runner.start_service(stack, "redis")
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, out
+        assert b"unavailable" in out, out[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(30)
+    st = _state(p)
+    assert st.state == "done"
+    assert st.rows == st.total == 12000
     p.assert_converged()
