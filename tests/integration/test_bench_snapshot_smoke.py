@@ -28,6 +28,14 @@ def test_bench_snapshot_quick_mode_reports_every_row_with_positive_rates(
             assert row["raw_docs_per_s"] > 0
             assert row["peak_rss_mb"] > 0
         assert results["aggregate"][sink]["children_per_s"] > 0
+        # the table view's replay in one process and in two (--replay-writers)
+        runs = results["table"]["by_writers"][sink]
+        assert sorted(runs) == ["1", "2"]
+        for writers, row in runs.items():
+            assert row["state"] == "done", (writers, row)
+            assert row["writers"] == int(writers)
+            assert row["docs_held"] == {sink: row["rows"]}
+        assert runs["2"]["child_peak_rss_mb"] > 0
     streaming = results["streaming"]
     assert [(r["mode"], r["batch_size"]) for r in streaming] == [
         ("live", 20),
