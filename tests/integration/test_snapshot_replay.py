@@ -89,6 +89,42 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def _replay_under_way(
+    p: Any, writers: int
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """Fill ``notes`` with 12,000 rows, start ``readside snapshot notes`` with
+    ``writers`` processes and chunks of 10, and wait until it wrote 300 rows:
+    the run and its replay processes."""
+    _fill(p, 12000)
+    p.apply_connector()
+    wait_for(
+        lambda: sum(p.high_watermarks().values()) >= 12000, 180, "the topic filled"
+    )
+    run = subprocess.Popen(
+        p.cli_args(
+            "snapshot", "notes", "--writers", str(writers), "--chunk-size", "10"
+        ),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(
+            lambda: (st := _state(p)) is not None and st.rows >= 300,
+            120,
+            "the replay to write 300 rows",
+            interval=0.2,
+        )
+    except BaseException:
+        run.kill()
+        run.wait(30)
+        raise
+    children = _replay_children(run.pid)
+    assert len(children) == writers, children
+    return run, children
+
+
 def test_replay_in_processes_refills_emptied_stores_while_the_stream_goes_on(
     make_pipeline,
 ):
@@ -117,27 +153,8 @@ def test_replay_stopped_or_orphaned_leaves_no_process_and_runs_again(
     make_pipeline, how
 ):
     p = make_pipeline(SCHEMA, ["public.notes"], {"notes": {**VIEWS["notes"]}})
-    _fill(p, 12000)
-    p.apply_connector()
-    wait_for(
-        lambda: sum(p.high_watermarks().values()) >= 12000, 180, "the topic filled"
-    )
-    run = subprocess.Popen(
-        p.cli_args("snapshot", "notes", "--writers", "3", "--chunk-size", "10"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    run, children = _replay_under_way(p, 3)
     try:
-        wait_for(
-            lambda: (st := _state(p)) is not None and st.rows >= 300,
-            120,
-            "the replay to write 300 rows",
-            interval=0.2,
-        )
-        children = _replay_children(run.pid)
-        assert len(children) == 3, children
         if how == "sigterm":
             run.send_signal(signal.SIGTERM)
             out, _ = run.communicate(timeout=120)
@@ -171,27 +188,8 @@ def test_replay_processes_wait_out_a_store_outage_and_finish(make_pipeline):
     stack = stack_config()
     p = make_pipeline(SCHEMA, ["public.notes"], {"notes": {**VIEWS["notes"]}})
     p.rewrite(lambda d: d["views"]["notes"].update(sinks=["redis", "elasticsearch"]))
-    _fill(p, 12000)
-    p.apply_connector()
-    wait_for(
-        lambda: sum(p.high_watermarks().values()) >= 12000, 180, "the topic filled"
-    )
-    run = subprocess.Popen(
-        p.cli_args("snapshot", "notes", "--writers", "2", "--chunk-size", "10"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    run, children = _replay_under_way(p, 2)
     try:
-        wait_for(
-            lambda: (st := _state(p)) is not None and st.rows >= 300,
-            120,
-            "the replay to write 300 rows",
-            interval=0.2,
-        )
-        children = _replay_children(run.pid)
-        assert len(children) == 2, children
         runner.stop_service(stack, "redis")
         try:
             time.sleep(2)  # chunks under way when it stopped end or fail
