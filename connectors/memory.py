@@ -202,6 +202,14 @@ class MemorySink(StoreSink[MemorySinkConfig]):
             where = self._live(view)
             return {i: self.data[(where, i)] for i in ids if (where, i) in self.data}
 
+    async def afetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        """:meth:`fetch` for a caller on an event loop (a memory read does
+        not block): the server reads it as it reads Redis."""
+        return self.fetch(view, ids)
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
     def ids(self, view: str) -> set[str]:
         with self._lock:
             where = self._live(view)

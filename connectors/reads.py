@@ -1,7 +1,9 @@
 """What sinks offer the query layer beyond reads by id: filters and search.
 
 Reads by id need nothing here: every sink's ``fetch`` reads by id in one
-round trip and reports tombstones as ``doc=None``. A sink that can answer
+round trip and reports tombstones as ``doc=None``; a sink that can also do
+it on an event loop, without a thread, implements :class:`AsyncFetch` (the
+server's get by id uses it). A sink that can answer
 field conditions implements :class:`Filterable`, one that can run full-text
 searches :class:`Searchable`; the query layer (``query/client.py``) asks the
 sinks of a view which they are and calls them, never their internals. The
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import ClassVar, Protocol, runtime_checkable
 
+from connectors.base import Stored
 from pipeline.errors import ReadsideError
 from pipeline.events import Document
 from pipeline.jsonforms import format_datetime
@@ -74,6 +77,20 @@ Found = tuple[dict[str, Document], int]
 class SearchRefused(ReadsideError):
     """The store refused a search request as malformed (bad query syntax, a
     sort on a field it cannot sort): the caller's error, not the store's."""
+
+
+@runtime_checkable
+class AsyncFetch(Protocol):
+    """A sink that reads by id on the running event loop."""
+
+    async def afetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        """What ``fetch`` returns for the same ids, read without blocking
+        the loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what :meth:`afetch` opened, on the loop it ran on."""
+        ...
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ from pipeline.sinktypes import SinkConfig
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 #: the schemes redis-py's ``from_url`` takes; ``rediss`` is TLS
 _SCHEMES = ("redis", "rediss", "unix")
@@ -134,6 +135,15 @@ class RedisSinkConfig(SinkConfig):
         import redis
 
         return redis.Redis.from_url(
+            self.client_url(), **{**self.client_options(), **options}
+        )
+
+    def connect_async(self, **options: Any) -> redis.asyncio.Redis:
+        """The asyncio twin of :meth:`connect` (same URL, user, TLS), for
+        reads on an event loop; bound to the loop that first uses it."""
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(
             self.client_url(), **{**self.client_options(), **options}
         )
 

@@ -8,10 +8,14 @@ view's secondary indexes (``p#idx:...``, :mod:`connectors.redis.keys`):
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 
+import redis.asyncio
 import redis.exceptions as rex
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from connectors.base import Stored
 from connectors.reads import Condition, Eq, Found, Range, Sort
@@ -27,6 +31,22 @@ from connectors.redis.keys import (
 from connectors.redis.store import FETCH_CHUNK, RedisStore, classify
 from pipeline.errors import TransientError
 from pipeline.types import loads_json
+
+#: Reads of one chunk before a view that keeps switching generations fails.
+_TRIES = 5
+
+
+def _fetch_keys(layout: Layout, chunk: list[str]) -> list[str]:
+    """One ``MGET`` (atomic) of the live generation, the mirrored one, and
+    the versions and documents of ``chunk`` in ``layout``."""
+    keys = [layout.generation_key, layout.mirror_key]
+    keys += [layout.version_key(i) for i in chunk]
+    keys += [layout.doc_key(i) for i in chunk]
+    return keys
+
+
+def _switching(view: str) -> TransientError:
+    return TransientError(f"redis: view {view} keeps switching generations")
 
 
 class RedisReads(RedisStore):
@@ -120,31 +140,81 @@ class RedisReads(RedisStore):
         try:
             for start in range(0, len(ids), FETCH_CHUNK):
                 chunk = list(ids[start : start + FETCH_CHUNK])
-                self._fetch_chunk(view, chunk, out)
+                for _ in range(_TRIES):
+                    layout = self._layout(view)
+                    values = self.client.mget(_fetch_keys(layout, chunk))
+                    if self._took(view, layout, chunk, values, out):
+                        break
+                else:
+                    raise _switching(view)
         except rex.RedisError as exc:
             raise classify(exc) from exc
         return out
 
-    def _fetch_chunk(self, view: str, chunk: list[str], out: dict[str, Stored]) -> None:
-        """One ``MGET`` (atomic) of the live generation and the documents; again
-        if the generation was not the one the keys were built for."""
-        for _ in range(5):
-            layout = self._layout(view)
-            keys = [layout.generation_key, layout.mirror_key]
-            keys += [layout.version_key(i) for i in chunk]
-            keys += [layout.doc_key(i) for i in chunk]
-            live, mirror, *values = self.client.mget(keys)
-            state = parse_state(text_or_none(live), text_or_none(mirror))
-            if self._seen(view, state) is not layout:
+    async def afetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
+        """:meth:`fetch` on the running event loop (the server's get by id:
+        no thread per read), through an asyncio client of the same settings
+        made for that loop."""
+        out: dict[str, Stored] = {}
+        try:
+            client = self._async_client()
+            if view not in self._live:
+                base = Layout(self._target(view))
+                raw, mirror = await client.mget([base.generation_key, base.mirror_key])
+                self._seen(view, parse_state(text_or_none(raw), text_or_none(mirror)))
+            for start in range(0, len(ids), FETCH_CHUNK):
+                chunk = list(ids[start : start + FETCH_CHUNK])
+                for _ in range(_TRIES):
+                    layout = self._layout(view)
+                    values = await client.mget(_fetch_keys(layout, chunk))
+                    if self._took(view, layout, chunk, values, out):
+                        break
+                else:
+                    raise _switching(view)
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+        return out
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aloop is not loop:
+            self._aclient = self.cfg.connect_async(
+                socket_timeout=self.cfg.timeout_s,
+                socket_connect_timeout=self.cfg.timeout_s,
+                decode_responses=True,
+                retry=AsyncRetry(NoBackoff(), 0),
+            )
+            self._aloop = loop
+        return self._aclient
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (on the loop that used it). Safe twice."""
+        client, self._aclient, self._aloop = self._aclient, None, None
+        if client is not None:
+            await client.aclose()
+
+    def _took(
+        self,
+        view: str,
+        layout: Layout,
+        chunk: list[str],
+        values: Sequence[bytes | str | None],
+        out: dict[str, Stored],
+    ) -> bool:
+        """Take one chunk's ``MGET`` (:func:`_fetch_keys`) into ``out``:
+        False, taking nothing, when the live generation is not the one the
+        keys were built for (the caller reads again)."""
+        live, mirror, *found = values
+        state = parse_state(text_or_none(live), text_or_none(mirror))
+        if self._seen(view, state) is not layout:
+            return False
+        for n, doc_id in enumerate(chunk):
+            ver, body = found[n], found[n + len(chunk)]
+            if ver is None:
                 continue
-            for n, doc_id in enumerate(chunk):
-                ver, body = values[n], values[n + len(chunk)]
-                if ver is None:
-                    continue
-                doc = None if body is None else loads_json(body)
-                out[doc_id] = Stored(int(ver), doc)
-            return
-        raise TransientError(f"redis: view {view} keeps switching generations")
+            doc = None if body is None else loads_json(body)
+            out[doc_id] = Stored(int(ver), doc)
+        return True
 
     def ids(self, view: str) -> set[str]:
         found: set[str] = set()

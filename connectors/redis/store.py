@@ -13,11 +13,13 @@ view's generations as last seen, which the writes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
 
 import redis
+import redis.asyncio
 import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -90,6 +92,9 @@ class RedisStore(StoreSink[RedisSinkConfig]):
         # built now so that bad options fail at start
         self._layouts = {(v, 1): Layout(t) for v, t in self.targets.items()}
         self._client: redis.Redis | None = None
+        #: the reads' asyncio client, and the event loop it was made for
+        self._aclient: redis.asyncio.Redis | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
         self._sha: str | None = None
         self._durability = Durability(name, cfg)
 
