@@ -13,20 +13,22 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from connectors.base import Sink
-from connectors.reads import Filterable, Found, Searchable, SearchRefused
+from connectors.reads import AsyncFetch, Filterable, Found, Searchable, SearchRefused
 from pipeline import config as config_mod
 from pipeline.config import Config
+from pipeline.errors import TransientError
 from pipeline.viewconfig import ViewConfig
 from query import lsn as lsn_mod
 from query import validate
-from query.answer import Answer, Doc
+from query.answer import Answer, Doc, Freshness
 from query.errors import OutOfFocus, QueryError, StoreUnavailable, UnknownView
 from query.freshness import FreshnessCache
+from query.joined import JoinedReads
 from query.stores import Stores
 from query.watermark import WatermarkTracker
 
@@ -81,6 +83,8 @@ class ReadClient:
         self._views = self.config.effective_views()  # fixed once loaded
         self._orders: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._stores = Stores(self.config)
+        self._async: dict[str, AsyncFetch | None] = {}
+        self._joined = JoinedReads()
         self._freshness = freshness or FreshnessCache(
             self.config.kafka, self.config.kafka.checkpoint_topic
         )
@@ -109,11 +113,69 @@ class ReadClient:
             NotYetFresh: the watermark did not reach ``min_lsn`` in time.
         """
         ident = validate.doc_id(doc_id)
-        answer = self.get_many(view, [ident], min_lsn=min_lsn)
+        return self._one(self.get_many(view, [ident], min_lsn=min_lsn), ident)
+
+    @staticmethod
+    def _one(answer: Answer, ident: str) -> Answer:
+        """The answer of a read by id of ``ident`` from that of its ids."""
         doc = answer.docs.get(ident)
         return Answer(
-            view, answer.store, answer.freshness, doc=doc, total=int(doc is not None)
+            answer.view,
+            answer.store,
+            answer.freshness,
+            doc=doc,
+            total=int(doc is not None),
         )
+
+    async def aget(
+        self,
+        view: str,
+        doc_id: str | int,
+        off_loop: Callable[[Callable[[], Answer]], Awaitable[Answer]],
+    ) -> Answer:
+        """:meth:`get` (without ``min_lsn``) for a caller on an event loop.
+
+        When the view's first store reads on the loop
+        (:class:`~connectors.reads.AsyncFetch`) it is read there, with no
+        thread; otherwise, or when it is down, ``off_loop`` (the caller's
+        way to run a blocking call on a thread) runs the read of the other
+        stores as :meth:`get` does, in the same order.
+
+        Raises:
+            UnknownView, OutOfFocus, QueryError, StoreUnavailable: as :meth:`get`.
+        """
+        ident = validate.doc_id(doc_id)
+        view = self.resolve(view)
+        names = self.ordered_sinks(view)
+        failed: list[tuple[str, TransientError]] = []
+        first = names[0] if names else ""
+        sink = self._async_sink(first) if names else None
+        if sink is not None:
+            try:
+                stored = await self._joined.fetch(sink, view, [ident])
+            except TransientError as exc:
+                self._stores.unavailable(view, first, exc)
+                failed.append((first, exc))
+                names = names[1:]
+            else:
+                docs = {i: s.doc for i, s in stored.items() if s.doc is not None}
+                fresh = self._freshness.cached(view, first)
+                if fresh is None:  # a look at the checkpoints is due
+                    return await off_loop(
+                        lambda: self._one(self._answer(view, first, docs), ident)
+                    )
+                return self._one(self._answer(view, first, docs, fresh=fresh), ident)
+        return await off_loop(
+            lambda: self._one(self._read_ids(view, [ident], names, failed), ident)
+        )
+
+    def _async_sink(self, name: str) -> AsyncFetch | None:
+        """Sink ``name`` if it reads on the event loop (the check is kept:
+        a protocol check costs more than the rest of a lookup)."""
+        if name not in self._async:
+            sink = self._stores.get(name)
+            self._async[name] = sink if isinstance(sink, AsyncFetch) else None
+        return self._async[name]
 
     def get_many(
         self,
@@ -134,13 +196,24 @@ class ReadClient:
         cfg = self._view(view)
         wanted = validate.doc_ids(ids)
         self.await_lsn(view, min_lsn)
+        return self._read_ids(view, wanted, self.ordered_sinks(view, cfg))
+
+    def _read_ids(
+        self,
+        view: str,
+        wanted: list[str],
+        names: Sequence[str],
+        failed: Sequence[tuple[str, TransientError]] = (),
+    ) -> Answer:
+        """The live documents of ``wanted`` from the first of ``names`` that
+        answers (``failed``: stores tried before them)."""
 
         def read(sink: Sink) -> dict[str, Doc]:
             stored = sink.fetch(view, wanted) if wanted else {}
             return {i: s.doc for i, s in stored.items() if s.doc is not None}
 
-        name, docs = self._stores.first(view, self.ordered_sinks(view, cfg), read)
-        return self._answer(view, name, docs, len(docs), size=len(wanted))
+        name, docs = self._stores.first(view, names, read, failed)
+        return self._answer(view, name, docs, size=len(wanted))
 
     # -- queries -------------------------------------------------------------------
 
@@ -363,13 +436,31 @@ class ReadClient:
         return self._answer(view, name, docs, total, size)
 
     def _answer(
-        self, view: str, sink: str, docs: dict[str, Doc], total: int, size: int
+        self,
+        view: str,
+        sink: str,
+        docs: dict[str, Doc],
+        total: int | None = None,
+        size: int | None = None,
+        fresh: Freshness | None = None,
     ) -> Answer:
-        fresh = self._freshness.freshness(view, sink)
+        """An answer from ``sink``: its freshness (looked up unless given)
+        and the view's watermark; ``total`` and ``size`` default to how many
+        documents there are."""
+        if fresh is None:
+            fresh = self._freshness.freshness(view, sink)
         if self._watermarks is not None:
             mark = self._watermarks.watermark(view)
             fresh = dataclasses.replace(fresh, watermark_lsn=mark)
-        return Answer(view, sink, fresh, docs=docs, total=total, size=size)
+        count = len(docs)
+        return Answer(
+            view,
+            sink,
+            fresh,
+            docs=docs,
+            total=count if total is None else total,
+            size=count if size is None else size,
+        )
 
     @property
     def freshness(self) -> FreshnessCache:
@@ -385,8 +476,15 @@ class ReadClient:
         so that threads never race to create one)."""
         self._stores.warm()
 
+    async def aclose(self) -> None:
+        """Close the store clients :meth:`aget` used, on its event loop
+        (before :meth:`close`). Safe twice."""
+        await self._joined.aclose()
+        await self._stores.aclose()
+
     def close(self) -> None:
         """Close every store client and the checkpoint reader. Safe twice."""
+        self._async.clear()
         self._stores.close()
         self._freshness.close()
         if self._own_watermarks and self._watermarks is not None:

@@ -196,7 +196,7 @@ class FastGet:
         lsn = None if raw is None else lsn_mod.parse(raw)
         ident = validate.doc_id(doc_id)
         await svc.await_lsn(view, lsn)
-        answer = await svc.call(lambda: svc.client.get(view, ident, min_lsn=lsn))
+        answer = await svc.get(view, ident)
         status, body = doc_body(view, ident, answer)
         data, headers = _answer_bytes(answer, body)
         return status, data, headers

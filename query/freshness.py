@@ -79,6 +79,20 @@ class FreshnessCache:
         lag = None if newest is None else max(0, self._clock() - newest)
         return Freshness(applied, lag)
 
+    def cached(self, view: str, sink: str) -> Freshness | None:
+        """:meth:`freshness` from memory, when that needs no look at Kafka
+        and no lock: ``None`` when a look is due or the figures of ``view``
+        in ``sink`` are not worked out yet (then :meth:`freshness` answers,
+        off the event loop). For a caller on an event loop."""
+        if time.monotonic() >= self._next_look:
+            return None
+        figures = self._figures.get((view, sink))
+        if figures is None:
+            return None
+        applied, newest = figures
+        lag = None if newest is None else max(0, self._clock() - newest)
+        return Freshness(applied, lag)
+
     def _figures_of(self, view: str, sink: str) -> tuple[int | None, int | None]:
         """The lowest applied LSN and the newest commit time of ``view`` in
         ``sink`` over its checkpoints (kept until a checkpoint changes)."""

@@ -132,7 +132,7 @@ async def get_doc(
     svc, view, lsn = _start(request, view, x_api_key, set())
     ident = validate.doc_id(doc_id)
     await svc.await_lsn(view, lsn)
-    answer = await svc.call(lambda: svc.client.get(view, ident, min_lsn=lsn))
+    answer = await svc.get(view, ident)
     status, body = doc_body(view, ident, answer)
     return _respond(answer, body, status)
 

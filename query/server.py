@@ -251,6 +251,7 @@ def _fastapi_app(config: Config, svc: Service) -> FastAPI:
             yield
         finally:
             monitor.stop()
+            await svc.client.aclose()
             svc.stop()
             logger.info("server stopped")
 

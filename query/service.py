@@ -3,9 +3,11 @@ watermark tracker and its sampler thread, the thread pool for store calls and
 the API keys.
 
 Store calls are blocking (redis-py, pymongo, elasticsearch-py), so each runs
-on the pool with the configured timeout. A read with ``min_lsn`` waits for
-the watermark on the event loop (polling memory, no thread held), and the
-sampler thread samples every 50 ms while anyone waits, every second else.
+on the pool with the configured timeout; a get by id whose first store reads
+on the event loop (Redis) is answered there, with no thread. A read with
+``min_lsn`` waits for the watermark on the event loop (polling memory, no
+thread held), and the sampler thread samples every 50 ms while anyone waits,
+every second else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -25,6 +27,7 @@ from fastapi import Request
 from pipeline.apiconfig import ApiKey
 from pipeline.config import Config
 from pipeline.errors import ConfigError, ReadsideError
+from query.answer import Answer
 from query.client import ReadClient
 from query.errors import NotYetFresh, OutOfFocus, UnknownView
 from query.watermark import WatermarkTracker
@@ -229,10 +232,21 @@ class Service:
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run a blocking store call on the pool, within the request timeout."""
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, fn)
+        return await self._timed(self._on_pool(fn))
+
+    async def get(self, view: str, doc_id: str) -> Answer:
+        """Get by id within the request timeout: on the event loop when the
+        view's first store reads there, else on the pool
+        (:meth:`ReadClient.aget`)."""
+        return await self._timed(self.client.aget(view, doc_id, self._on_pool))
+
+    async def _on_pool(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    async def _timed(self, work: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(future, self.api.request_timeout_s)
+            async with asyncio.timeout(self.api.request_timeout_s):
+                return await work
         except TimeoutError:
             raise StoreTimeout(
                 f"the store did not answer within {self.api.request_timeout_s}s"

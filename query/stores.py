@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from connectors.base import Sink
+from connectors.reads import AsyncFetch
 from connectors.registry import build_sink, targets_for
 from pipeline.config import Config
 from pipeline.errors import TransientError
@@ -49,21 +50,44 @@ class Stores:
             self.get(name)
 
     def first(
-        self, view: str, names: Sequence[str], read: Callable[[Sink], T]
+        self,
+        view: str,
+        names: Sequence[str],
+        read: Callable[[Sink], T],
+        failed: Sequence[tuple[str, TransientError]] = (),
     ) -> tuple[str, T]:
         """Run ``read`` on the first sink of ``names`` that is up.
+
+        ``failed``: stores of the view already tried, before ``names``, and
+        why they did not answer (named in the error if no store answers).
 
         Raises:
             StoreUnavailable: every one of them raised a transient error.
         """
-        failures: list[str] = []
+        failures = [(name, str(exc)) for name, exc in failed]
         for name in names:
             try:
                 return name, read(self.get(name))
             except TransientError as exc:
-                logger.warning("store unavailable view=%s sink=%s: %s", view, name, exc)
-                failures.append(f"{name}: {exc}")
-        raise StoreUnavailable(view, list(names), "; ".join(failures) or "no store")
+                self.unavailable(view, name, exc)
+                failures.append((name, str(exc)))
+        raise StoreUnavailable(
+            view,
+            [name for name, _why in failures] or list(names),
+            "; ".join(f"{name}: {why}" for name, why in failures) or "no store",
+        )
+
+    @staticmethod
+    def unavailable(view: str, name: str, exc: TransientError) -> None:
+        """Say that store ``name`` could not answer a read of ``view``."""
+        logger.warning("store unavailable view=%s sink=%s: %s", view, name, exc)
+
+    async def aclose(self) -> None:
+        """Close the clients that read on the event loop (on that loop).
+        Safe twice."""
+        for sink in self._sinks.values():
+            if isinstance(sink, AsyncFetch):
+                await sink.aclose()
 
     def close(self) -> None:
         """Close every store client created so far. Safe twice."""

@@ -1,9 +1,11 @@
 """The read client against a drained pipeline: every read returns what the
-source defines, in every store, with freshness; Redis down falls back to
-MongoDB."""
+source defines, in every store, with freshness, also through the reads on an
+event loop the server makes; Redis down falls back to MongoDB."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -156,3 +158,39 @@ def test_query_client_reads_match_source_and_fall_back(make_pipeline):
         finally:
             runner.start_service(stack, "redis")
         assert client.get(VIEW, "8").store == "redis"
+
+        asyncio.run(_reads_on_a_loop(client, expected, stack))
+
+
+async def _reads_on_a_loop(
+    client: ReadClient, expected: dict[str, Any], stack: Any
+) -> None:
+    """``aget`` (the server's get by id): Redis read on the loop, every id
+    at once (joined while a read is out), each answered with its own
+    document; Redis down, MongoDB on a thread; Redis back, on the loop again."""
+
+    async def pool(fn: Callable[[], Answer]) -> Answer:
+        return await asyncio.to_thread(fn)
+
+    try:
+        ids = [*sorted(expected, key=int), DELETED, "404"]
+        for _ in range(2):  # the second time the freshness figures are in memory
+            got = await asyncio.gather(*(client.aget(VIEW, i, pool) for i in ids))
+            assert {a.store for a in got} == {"redis"}
+            assert {i: a.doc for i, a in zip(ids, got, strict=True)} == {
+                **expected,
+                DELETED: None,
+                "404": None,
+            }
+            _fresh(got[0], "redis")
+        await asyncio.to_thread(runner.stop_service, stack, "redis")
+        try:
+            one = await client.aget(VIEW, "8", pool)
+            _fresh(one, "mongodb")
+            assert one.doc == expected["8"]
+        finally:
+            await asyncio.to_thread(runner.start_service, stack, "redis")
+        one = await client.aget(VIEW, "8", pool)
+        assert (one.store, one.doc) == ("redis", expected["8"])
+    finally:
+        await client.aclose()
