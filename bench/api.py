@@ -77,10 +77,8 @@ class Pipeline:
         workdir: Path,
         admin_dsn: str,
         server_code: str | None = None,
-        workers: int = 1,
     ) -> None:
         self.server_code = server_code
-        self.workers = workers
         self.suffix = uuid.uuid4().hex[:8]
         self.prefix = f"benchapi{self.suffix}"
         self.admin_dsn = admin_dsn
@@ -167,8 +165,7 @@ class Pipeline:
         debezium.apply(self.config)
         debezium.wait_running(self.config)
         self._spawn("worker")
-        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
-        self._spawn("serve", *workers, code=self.server_code)
+        self._spawn("serve", code=self.server_code)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -345,9 +342,6 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=4, help="probe threads of commit-to-readable"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="readside serve --workers"
-    )
-    parser.add_argument(
         "--server-code",
         default=None,
         help="run readside serve from this checkout (e.g. /work/main)",
@@ -369,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args.admin_dsn = admin_dsn(base, args.admin_dsn)
     workdir = Path(args.workdir or f"/tmp/readside-bench-api-{uuid.uuid4().hex[:6]}")
     workdir.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(base, workdir, args.admin_dsn, args.server_code, args.workers)
+    p = Pipeline(base, workdir, args.admin_dsn, args.server_code)
     try:
         p.start()
         logger.info("loading %d rows", ROWS)
@@ -378,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
             "machine": report.machine(base),
             "threads": args.threads,
             "concurrency": args.concurrency,
-            "workers": args.workers,
             "server_code": args.server_code or "this checkout",
             "requests": args.requests,
             "probes": args.probes,

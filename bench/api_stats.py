@@ -64,8 +64,8 @@ def markdown(results: dict[str, Any]) -> str:
     reads, lat = results["reads"], results["commit_to_read"]
     lines = [
         f"concurrency {results['concurrency']} (connections or threads), "
-        f"{results['requests']} requests per row, `readside serve` with "
-        f"{results['workers']} worker(s) from {results['server_code']}; "
+        f"{results['requests']} requests per row, `readside serve` from "
+        f"{results['server_code']}; "
         "every row but ReadClient loads from a process of its own",
         "",
         "| get by id | req/s | p50 ms | p99 ms | req/s vs raw Redis | p50 vs raw |",
