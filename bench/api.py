@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -103,9 +104,7 @@ class Pipeline:
         self.config = config_mod.load(self.path)
 
     def _config(self, base: Config) -> dict[str, Any]:
-        from socket import socket
-
-        with socket() as s:
+        with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         return {
@@ -255,10 +254,40 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
         return {
             "http": load_in_child(http),
             "redis": load_in_child(raw),
+            "ceiling": bench_ceiling(p, http),
             "http_library": load_in_child({**http, "client": "library"}),
             "redis_library": load_in_child({**raw, "client": "library"}),
             "client": timed_calls(client_get, requests, concurrency),
         }
+
+
+def bench_ceiling(p: Pipeline, http: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP row's load against the ASGI server alone
+    (:mod:`bench.api_ceiling`), answering with the bytes of a real answer."""
+    body = p.workdir / "ceiling-body.json"
+    body.write_bytes(httpx.get(p.base + http["targets"][0], timeout=10).content)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.api_ceiling", str(port), str(body)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the ceiling server did not start") from None
+                time.sleep(0.2)
+        return load_in_child({**http, "port": port})
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def bench_commit_to_read(

@@ -53,6 +53,7 @@ def timed_calls(
 ROWS = (
     ("http", "HTTP API, lean asyncio client", "redis"),
     ("redis", "raw Redis GET, lean asyncio client", "redis"),
+    ("ceiling", "the ASGI server alone (a constant answer), lean client", "redis"),
     ("http_library", "HTTP API, httpx on threads", "redis_library"),
     ("redis_library", "raw Redis GET, redis-py on threads", "redis_library"),
     ("client", "ReadClient on threads (in the bench's process)", "redis_library"),
@@ -79,6 +80,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {label} | {r['per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {rel:.2f} | {slower:.1f}x |"
         )
+    if "ceiling" in reads:
+        share = reads["http"]["per_s"] / reads["ceiling"]["per_s"]
+        lines += [
+            "",
+            f"The HTTP API (lean client) reaches {share:.2f} of the ASGI server "
+            "alone: the rest of its distance to raw Redis is the HTTP server's.",
+        ]
     lines += [
         "",
         "commit to readable through the API under "
