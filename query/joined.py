@@ -64,13 +64,30 @@ class JoinedReads:
             line.held.append((ids, held))
             return await held
         line.busy = True
+        failed: Exception | None = None
         try:
             return await sink.afetch(view, ids)
+        except Exception as exc:
+            failed = exc
+            raise
         finally:
-            self._next(line, sink, view)
+            self._next(line, sink, view, failed)
 
-    def _next(self, line: _Line, sink: AsyncFetch, view: str) -> None:
-        """Send the held reads of ``line`` as one, or mark it idle."""
+    def _next(
+        self, line: _Line, sink: AsyncFetch, view: str, failed: Exception | None
+    ) -> None:
+        """Send the held reads of ``line`` as one, or mark it idle.
+
+        ``failed``: what the read that came back raised. The reads held
+        while it was out get that error at once, not a read of their own: a
+        store that did not answer (down, or slow to the timeout) is not
+        asked again by every caller in turn, and each falls to the view's
+        next store as soon as the one before it did."""
+        if failed is not None:
+            for _ids, held in line.held:
+                if not held.done():
+                    held.set_exception(failed)
+            line.held.clear()
         batch: list[tuple[Sequence[str], asyncio.Future[dict[str, Stored]]]] = []
         count = taken = 0
         for ids, held in line.held:
@@ -98,6 +115,7 @@ class JoinedReads:
         batch: list[tuple[Sequence[str], asyncio.Future[dict[str, Stored]]]],
     ) -> None:
         wanted = list(dict.fromkeys(i for ids, _held in batch for i in ids))
+        failed: Exception | None = None
         try:
             stored = await sink.afetch(view, wanted)
         except asyncio.CancelledError:  # the loop stops
@@ -105,6 +123,7 @@ class JoinedReads:
                 held.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - each caller gets it
+            failed = exc
             for _ids, held in batch:
                 if not held.done():
                     held.set_exception(exc)
@@ -113,7 +132,7 @@ class JoinedReads:
                 if not held.done():
                     held.set_result({i: stored[i] for i in ids if i in stored})
         finally:
-            self._next(line, sink, view)
+            self._next(line, sink, view, failed)
 
     async def aclose(self) -> None:
         """Wait for the joined reads on the wire (the server stops)."""
