@@ -5,6 +5,8 @@ event loop the server makes; Redis down falls back to MongoDB."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -167,7 +169,8 @@ async def _reads_on_a_loop(
 ) -> None:
     """``aget`` (the server's get by id): Redis read on the loop, every id
     at once (joined while a read is out), each answered with its own
-    document; Redis down, MongoDB on a thread; Redis back, on the loop again."""
+    document; Redis down or hung, MongoDB on a thread; Redis back, on the loop
+    again."""
 
     async def pool(fn: Callable[[], Answer]) -> Answer:
         return await asyncio.to_thread(fn)
@@ -190,6 +193,27 @@ async def _reads_on_a_loop(
             assert one.doc == expected["8"]
         finally:
             await asyncio.to_thread(runner.start_service, stack, "redis")
+        one = await client.aget(VIEW, "8", pool)
+        assert (one.store, one.doc) == ("redis", expected["8"])
+
+        # Redis hung (stopped, its connections open): the reads out time out,
+        # those joined behind them fail with them, and all fall to MongoDB
+        pid = int((runner.data_dir(stack) / "run" / "redis.pid").read_text())
+        timeout = client.config.sinks["redis"].timeout_s
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            got = await asyncio.wait_for(
+                asyncio.gather(*(client.aget(VIEW, i, pool) for i in ids)),
+                2 * timeout + 5,  # one Redis timeout, then MongoDB
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert {a.store for a in got} == {"mongodb"}
+        assert {i: a.doc for i, a in zip(ids, got, strict=True)} == {
+            **expected,
+            DELETED: None,
+            "404": None,
+        }
         one = await client.aget(VIEW, "8", pool)
         assert (one.store, one.doc) == ("redis", expected["8"])
     finally:
