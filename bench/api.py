@@ -9,9 +9,10 @@ topics, worker, ``readside serve``; all removed afterwards):
     a raw Redis ``GET`` of the document's key, both loaded by the same client
     in a process of its own (:mod:`bench.api_load`: one asyncio loop,
     ``--concurrency`` keep-alive connections, one request in flight on each);
-    and through :class:`query.ReadClient` in this process on
-    ``--concurrency`` threads. Requests/s, p50, p99 and the ratios to raw
-    Redis.
+    through :class:`query.ReadClient` in this process on ``--concurrency``
+    threads; and the HTTP load against the ASGI server alone
+    (:mod:`bench.api_ceiling`), the most a handler behind it can reach.
+    Requests/s, p50, p99 and the ratios to raw Redis.
 (b) commit-to-readable: while a writer thread updates random rows at
     ``--load-rate`` per second (pgbench-style), ``--probes`` probes each
     commit a new value and time until the API returns it, once with
