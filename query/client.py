@@ -139,7 +139,10 @@ class ReadClient:
         (:class:`~connectors.reads.AsyncFetch`) it is read there, with no
         thread; otherwise, or when it is down, ``off_loop`` (the caller's
         way to run a blocking call on a thread) runs the read of the other
-        stores as :meth:`get` does, in the same order.
+        stores as :meth:`get` does, in the same order. Reads of a view that
+        arrive while one is out go to the store together
+        (:class:`~query.joined.JoinedReads`), so every call of one client
+        comes from one event loop (the server's).
 
         Raises:
             UnknownView, OutOfFocus, QueryError, StoreUnavailable: as :meth:`get`.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import redis.asyncio
 import redis.exceptions as rex
@@ -43,10 +43,6 @@ def _fetch_keys(layout: Layout, chunk: list[str]) -> list[str]:
     keys += [layout.version_key(i) for i in chunk]
     keys += [layout.doc_key(i) for i in chunk]
     return keys
-
-
-def _switching(view: str) -> TransientError:
-    return TransientError(f"redis: view {view} keeps switching generations")
 
 
 class RedisReads(RedisStore):
@@ -137,19 +133,15 @@ class RedisReads(RedisStore):
 
     def fetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         out: dict[str, Stored] = {}
+        steps = self._fetch_steps(view, ids, out)
         try:
-            for start in range(0, len(ids), FETCH_CHUNK):
-                chunk = list(ids[start : start + FETCH_CHUNK])
-                for _ in range(_TRIES):
-                    layout = self._layout(view)
-                    values = self.client.mget(_fetch_keys(layout, chunk))
-                    if self._took(view, layout, chunk, values, out):
-                        break
-                else:
-                    raise _switching(view)
+            keys = next(steps)
+            while True:
+                keys = steps.send(self.client.mget(keys))
+        except StopIteration:
+            return out
         except rex.RedisError as exc:
             raise classify(exc) from exc
-        return out
 
     async def afetch(self, view: str, ids: Sequence[str]) -> dict[str, Stored]:
         """:meth:`fetch` on the running event loop (the server's get by id:
@@ -158,22 +150,35 @@ class RedisReads(RedisStore):
         out: dict[str, Stored] = {}
         try:
             client = self._async_client()
-            if view not in self._live:
+            if view not in self._live:  # what _layout would read, not blocking
                 base = Layout(self._target(view))
                 raw, mirror = await client.mget([base.generation_key, base.mirror_key])
                 self._seen(view, parse_state(text_or_none(raw), text_or_none(mirror)))
-            for start in range(0, len(ids), FETCH_CHUNK):
-                chunk = list(ids[start : start + FETCH_CHUNK])
-                for _ in range(_TRIES):
-                    layout = self._layout(view)
-                    values = await client.mget(_fetch_keys(layout, chunk))
-                    if self._took(view, layout, chunk, values, out):
-                        break
-                else:
-                    raise _switching(view)
+            steps = self._fetch_steps(view, ids, out)
+            keys = next(steps)
+            while True:
+                keys = steps.send(await client.mget(keys))
+        except StopIteration:
+            return out
         except rex.RedisError as exc:
             raise classify(exc) from exc
-        return out
+
+    def _fetch_steps(
+        self, view: str, ids: Sequence[str], out: dict[str, Stored]
+    ) -> Generator[list[str], Sequence[bytes | str | None], None]:
+        """The ``MGET`` s of a read by id, for :meth:`fetch` and
+        :meth:`afetch` to send: yields each one's keys (:func:`_fetch_keys`),
+        takes its values, and fills ``out``. A chunk is read again when the
+        live generation was not the one its keys were built for."""
+        for start in range(0, len(ids), FETCH_CHUNK):
+            chunk = list(ids[start : start + FETCH_CHUNK])
+            for _ in range(_TRIES):
+                layout = self._layout(view)
+                values = yield _fetch_keys(layout, chunk)
+                if self._took(view, layout, chunk, values, out):
+                    break
+            else:
+                raise TransientError(f"redis: view {view} keeps switching generations")
 
     def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,8 @@ the sink with a clear error that shows no password.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from pipeline.config import StackConfig
 from pipeline.errors import FatalError
 from pipeline.stack import tls
 from pipeline.stack.redis_server import redis_client
+from query.answer import Answer
 from query.client import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -85,6 +88,12 @@ def test_worker_writes_through_acl_user_over_tls_and_client_reads_back(
         assert answer.doc is not None
         assert answer.doc["name"] == "item 5!"
         assert client.get("items", 7).doc is None
+        # the server's reads on its event loop: the same user, TLS and answers
+        on_loop = asyncio.run(_on_loop(client, ["5", "7"]))
+        assert [(a.store, a.doc) for a in on_loop] == [
+            ("redis", answer.doc),
+            ("redis", None),
+        ]
     # the ACL user is no administrator
     with redis.Redis.from_url(
         sink_cfg.client_url(), **sink_cfg.client_options()
@@ -116,6 +125,10 @@ def test_wrong_password_or_ca_stops_the_sink_with_a_clear_error(
         client.get("items", 1)
     assert "not authorized" in str(read.value), read.value
     assert wrong not in str(read.value)
+    with ReadClient(p.config) as client, pytest.raises(FatalError) as read:
+        asyncio.run(_on_loop(client, ["1"]))  # refused, not taken for an outage
+    assert "not authorized" in str(read.value), read.value
+    assert wrong not in str(read.value)
 
     worker = p.start_worker()
     text = worker.refused(60, "the worker with a wrong Redis password to exit", wrong)
@@ -131,3 +144,15 @@ def test_wrong_password_or_ca_stops_the_sink_with_a_clear_error(
         sink.open()
     sink.close()
     secure(p, stack)  # the teardown drops the view's keys
+
+
+async def _on_loop(client: ReadClient, ids: list[str]) -> list[Answer]:
+    """Gets by id as ``readside serve`` makes them (:meth:`ReadClient.aget`)."""
+
+    async def pool(fn: Callable[[], Answer]) -> Answer:
+        return await asyncio.to_thread(fn)
+
+    try:
+        return list(await asyncio.gather(*(client.aget("items", i, pool) for i in ids)))
+    finally:
+        await client.aclose()
