@@ -6,7 +6,7 @@ Store calls are blocking (redis-py, pymongo, elasticsearch-py), so each runs
 on the pool with the configured timeout; a get by id whose first store reads
 on the event loop (Redis) is answered there, with no thread. A read with
 ``min_lsn`` waits for the watermark on the event loop (polling memory, no
-thread held), and the sampler thread samples every 50 ms while anyone waits,
+thread held), and the sampler thread samples every 20 ms while anyone waits,
 every second else.
 """
 
