@@ -150,10 +150,6 @@ class RedisReads(RedisStore):
         out: dict[str, Stored] = {}
         try:
             client = self._async_client()
-            if view not in self._live:  # what _layout would read, not blocking
-                base = Layout(self._target(view))
-                raw, mirror = await client.mget([base.generation_key, base.mirror_key])
-                self._seen(view, parse_state(text_or_none(raw), text_or_none(mirror)))
             steps = self._fetch_steps(view, ids, out)
             keys = next(steps)
             while True:
@@ -170,6 +166,8 @@ class RedisReads(RedisStore):
         :meth:`afetch` to send: yields each one's keys (:func:`_fetch_keys`),
         takes its values, and fills ``out``. A chunk is read again when the
         live generation was not the one its keys were built for."""
+        if ids and view not in self._live:  # first read: which generation is live
+            self._seen_values(view, (yield self._state_keys(view)))
         for start in range(0, len(ids), FETCH_CHUNK):
             chunk = list(ids[start : start + FETCH_CHUNK])
             for _ in range(_TRIES):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis
 import redis.asyncio
@@ -142,8 +142,16 @@ class RedisStore(StoreSink[RedisSinkConfig]):
 
     def _resolve(self, view: str) -> Layout:
         """Read the live (and mirrored) generation of ``view``; the live layout."""
+        return self._seen_values(view, self.client.mget(self._state_keys(view)))
+
+    def _state_keys(self, view: str) -> list[str]:
+        """The keys naming ``view``'s live and mirrored generations."""
         base = Layout(self._target(view))
-        raw, mirror = self.client.mget([base.generation_key, base.mirror_key])
+        return [base.generation_key, base.mirror_key]
+
+    def _seen_values(self, view: str, values: Sequence[bytes | str | None]) -> Layout:
+        """Take the values of :meth:`_state_keys`; the live layout."""
+        raw, mirror = values
         return self._seen(view, parse_state(text_or_none(raw), text_or_none(mirror)))
 
     def _seen(self, view: str, state: tuple[int, int | None]) -> Layout:
