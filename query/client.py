@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.base import Sink
+from connectors.base import Sink, Stored
 from connectors.reads import AsyncFetch, Filterable, Found, Searchable, SearchRefused
 from pipeline import config as config_mod
 from pipeline.config import Config
@@ -161,7 +161,7 @@ class ReadClient:
                 failed.append((first, exc))
                 names = names[1:]
             else:
-                docs = {i: s.doc for i, s in stored.items() if s.doc is not None}
+                docs = _live(stored)
                 fresh = self._freshness.cached(view, first)
                 if fresh is None:  # a look at the checkpoints is due
                     return await off_loop(
@@ -212,8 +212,7 @@ class ReadClient:
         answers (``failed``: stores tried before them)."""
 
         def read(sink: Sink) -> dict[str, Doc]:
-            stored = sink.fetch(view, wanted) if wanted else {}
-            return {i: s.doc for i, s in stored.items() if s.doc is not None}
+            return _live(sink.fetch(view, wanted)) if wanted else {}
 
         name, docs = self._stores.first(view, names, read, failed)
         return self._answer(view, name, docs, size=len(wanted))
@@ -498,3 +497,8 @@ class ReadClient:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _live(stored: dict[str, Stored]) -> dict[str, Doc]:
+    """The documents of a read by id, tombstones left out."""
+    return {i: s.doc for i, s in stored.items() if s.doc is not None}

@@ -46,7 +46,7 @@ class JoinedReads:
     """
 
     def __init__(self) -> None:
-        self._lines: dict[tuple[int, str], _Line] = {}
+        self._lines: dict[tuple[AsyncFetch, str], _Line] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def fetch(
@@ -54,9 +54,9 @@ class JoinedReads:
     ) -> dict[str, Stored]:
         """What ``sink.afetch(view, ids)`` returns, from a read that started
         after this call; raises what that read raised."""
-        line = self._lines.get((id(sink), view))
+        line = self._lines.get((sink, view))
         if line is None:
-            line = self._lines[(id(sink), view)] = _Line()
+            line = self._lines[(sink, view)] = _Line()
         if line.busy:
             held: asyncio.Future[dict[str, Stored]] = (
                 asyncio.get_running_loop().create_future()
