@@ -105,9 +105,7 @@ class Pipeline:
         self.config = config_mod.load(self.path)
 
     def _config(self, base: Config) -> dict[str, Any]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         return {
             "source": {
                 "dsn": self.dsn,
@@ -166,14 +164,8 @@ class Pipeline:
         debezium.wait_running(self.config)
         self._spawn("worker")
         self._spawn("serve", code=self.server_code)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError(f"readside serve did not start; see {self.workdir}")
+        if not answering(f"{self.base}/healthz", 60, self.procs[-1]):
+            raise RuntimeError(f"readside serve did not start; see {self.workdir}")
 
     @property
     def base(self) -> str:
@@ -219,6 +211,27 @@ class Pipeline:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - cleanup goes on
                 logger.warning("group not deleted group=%s error=%s", group, exc)
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answering(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``url`` answers 200 within ``timeout_s`` (False at once if
+    ``proc``, its server, exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
@@ -267,24 +280,15 @@ def bench_ceiling(p: Pipeline, http: dict[str, Any]) -> dict[str, Any]:
     (:mod:`bench.api_ceiling`), answering with the bytes of a real answer."""
     body = p.workdir / "ceiling-body.json"
     body.write_bytes(httpx.get(p.base + http["targets"][0], timeout=10).content)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.api_ceiling", str(port), str(body)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the ceiling server did not start") from None
-                time.sleep(0.2)
+        if not answering(f"http://127.0.0.1:{port}/healthz", 30, proc):
+            raise RuntimeError("the ceiling server did not start")
         return load_in_child({**http, "port": port})
     finally:
         proc.terminate()
