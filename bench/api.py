@@ -13,8 +13,9 @@ topics, worker, ``readside serve``; all removed afterwards):
     threads; and the HTTP load against the ASGI server alone
     (:mod:`bench.api_ceiling`), the most a handler behind it can reach.
     Requests/s, p50, p99 and the ratios to raw Redis.
-(b) commit-to-readable: while a writer thread updates random rows at
-    ``--load-rate`` per second (pgbench-style), ``--probes`` probes each
+(b) commit-to-readable: while a process of its own updates random rows at
+    ``--load-rate`` transactions per second on a schedule
+    (:mod:`bench.api_writes`), ``--probes`` probes each
     commit a new value and time until the API returns it, once with
     ``min_lsn`` (one request that waits) and once by polling every 5 ms.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import random
 import socket
@@ -298,25 +298,26 @@ def bench_ceiling(p: Pipeline, http: dict[str, Any]) -> dict[str, Any]:
 def bench_commit_to_read(
     p: Pipeline, probes: int, rate: float, threads: int
 ) -> dict[str, Any]:
-    stop = threading.Event()
-
-    # One connection commits a few hundred times a second here: the load is
-    # split over enough of them to reach ``rate``; none at a rate of 0 (each
-    # probe's write is then alone, as on a quiet site).
-    loaders = math.ceil(rate / 100) if rate > 0 else 0
-    writes = [0] * loaders  # per load thread
-
-    def load(seed: int) -> None:
-        rng = random.Random(seed)
-        with psycopg.connect(p.dsn, autocommit=True) as conn:
-            while not stop.is_set():
-                start = time.monotonic()
-                conn.execute(
-                    "UPDATE items SET price = price + 1 WHERE id = %s",
-                    (rng.randint(1001, ROWS),),
-                )
-                writes[seed] += 1
-                time.sleep(max(0.0, loaders / rate - (time.monotonic() - start)))
+    # The background writes come from a process of their own, on a schedule
+    # (:mod:`bench.api_writes`); none at a rate of 0 (each probe's write is
+    # then alone, as on a quiet site). Probes update rows 1-1000, the load
+    # the others.
+    writer = None
+    if rate > 0:
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.api_writes",
+                p.dsn,
+                str(rate),
+                "1001",
+                str(ROWS),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     local = threading.local()
 
@@ -342,23 +343,27 @@ def bench_commit_to_read(
 
         return run
 
-    threads_ = [
-        threading.Thread(target=load, args=(n,), daemon=True) for n in range(loaders)
-    ]
-    for thread in threads_:
-        thread.start()
-    start = time.monotonic()
     try:
         time.sleep(2)
         out: dict[str, Any] = {
             m: timed_calls(probe(m), probes, threads) for m in ("min_lsn", "poll")
         }
     finally:
-        stop.set()
-        for thread in threads_:
-            thread.join(10)
-    out["load_writes_per_s"] = sum(writes) / (time.monotonic() - start)
+        load = _stop_writes(writer)
+    out["load_writes_per_s"] = load.get("writes_per_s", 0.0)
+    out["load_behind_ms"] = load.get("behind_ms", 0.0)
     return out
+
+
+def _stop_writes(writer: subprocess.Popen[str] | None) -> dict[str, Any]:
+    """Stop the background writes; what they reached."""
+    if writer is None:
+        return {}
+    stdout, _ = writer.communicate(input="", timeout=60)
+    if writer.returncode != 0:
+        raise RuntimeError(f"the background writer exited {writer.returncode}")
+    reached: dict[str, Any] = json.loads(stdout)
+    return reached
 
 
 def main(argv: list[str] | None = None) -> int:

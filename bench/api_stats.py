@@ -91,7 +91,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "commit to readable through the API under "
-        f"{lat['load_writes_per_s']:.0f} background writes/s, "
+        f"{lat['load_writes_per_s']:.0f} background transactions/s "
+        f"(asked {results['load_rate']:.0f}/s; at most "
+        f"{lat.get('load_behind_ms', 0.0):.0f} ms behind schedule), "
         f"{results['probes']} probes per method on {results['threads']} threads:",
         "",
         "| method | p50 ms | p99 ms | mean ms |",

@@ -1,6 +1,7 @@
 """``python -m bench api`` on a few requests: every row of the report is
 there with a positive rate, the ASGI server's ceiling among them, and the
-commit-to-readable probes answer."""
+commit-to-readable probes answer
+while the background writer commits."""
 
 from __future__ import annotations
 
@@ -28,5 +29,7 @@ def test_bench_api_reports_every_row_with_positive_rates(tmp_path: Path) -> None
         assert reads[name]["p99_ms"] >= reads[name]["p50_ms"] > 0, name
     for method in ("min_lsn", "poll"):
         assert results["commit_to_read"][method]["p50_ms"] > 0, method
+    # the background writer (a process of its own) committed while probed
+    assert results["commit_to_read"]["load_writes_per_s"] > 0
     assert "| the ASGI server alone (a constant answer), lean client |" in done.stdout
     assert "The ASGI server alone reaches" in done.stdout
