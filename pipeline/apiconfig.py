@@ -109,6 +109,11 @@ class ApiConfig(BaseModel):
             neither. Without them the API speaks plain HTTP, for a TLS proxy
             or a trusted network in front.
         tls_key_password: the password of an encrypted ``tls_key``.
+        workers: server processes sharing the port (``readside serve
+            --workers``): one process answers on one core, so a host with
+            cores to spare runs one per core. Each holds its own store
+            clients and watermark sampler; ``/metrics`` sums the requests of
+            all of them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -130,6 +135,7 @@ class ApiConfig(BaseModel):
     tls_cert: ExistingFile | None = None
     tls_key: ExistingFile | None = None
     tls_key_password: SecretStr | None = None
+    workers: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiConfig:

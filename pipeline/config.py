@@ -224,9 +224,15 @@ def parse(data: Any, origin: str = "<config>") -> Config:
         ) from None
 
 
+def config_file(path: str | Path | None = None) -> Path:
+    """The file :func:`load` reads: ``path``, else ``$READSIDE_CONFIG``,
+    else ``readside.yaml``."""
+    return Path(path or os.environ.get(CONFIG_ENV) or "readside.yaml")
+
+
 def _read(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
     """The parsed, not yet interpolated, YAML of the configuration file."""
-    chosen = Path(path or os.environ.get(CONFIG_ENV) or "readside.yaml")
+    chosen = config_file(path)
     try:
         text = chosen.read_text()
     except OSError as exc:

@@ -15,11 +15,23 @@ Routes:
 Errors are JSON ``{"error": ..., "reason": ...}`` with the status the error
 class names (400 bad input, 401/403 keys, 404 unknown view, 412 not yet
 fresh, 503 store down, 504 store too slow).
+
+With ``api.workers`` above 1 (``readside serve --workers N``), the process
+started binds the port and runs N server processes on it (uvicorn's
+supervisor: it restarts one that dies, and stops them all on SIGTERM or
+SIGINT, each finishing its requests). Each loads the same config file and
+keeps its own store clients and watermark sampler; their request metrics go
+to files in a directory of the supervisor's (prometheus_client's
+multiprocess mode), so ``/metrics`` from any of them counts every process's
+requests.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,11 +40,19 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline import config as config_mod
 from pipeline.config import Config
-from pipeline.errors import ReadsideError, TransientError
+from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
 from query import routes, status_page
 from query.errors import NotYetFresh, QueryError, StoreUnavailable
 from query.fastpath import TEMPLATE, FastGet
@@ -46,6 +66,11 @@ from query.service import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: prometheus_client's multiprocess directory: set by the supervisor of
+#: several server processes for all of them (read at import, so set before
+#: they start).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter(
     "readside_api_requests_total",
@@ -294,31 +319,144 @@ def _fastapi_app(config: Config, svc: Service) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         svc.authorize_operator(presented_key(request))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def serve(config: Config, host: str | None = None, port: int | None = None) -> None:
+def metrics_text() -> bytes:
+    """What ``/metrics`` answers: this process's metrics, or every server
+    process's when several share the port (:data:`MULTIPROC_ENV`)."""
+    shared = os.environ.get(MULTIPROC_ENV)
+    if not shared:
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, shared)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def serve(
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    config_path: str | None = None,
+) -> None:
     """Run the server until SIGTERM/SIGINT (uvicorn finishes requests in
-    flight, then the lifespan closes the stores)."""
+    flight, then the lifespan closes the stores).
+
+    ``workers`` (default ``api.workers``) above 1 runs that many server
+    processes on the port, each loading the config file ``config`` was
+    loaded from (``config_path``, as :func:`pipeline.config.load` finds it).
+    """
     import uvicorn
 
-    app = create_app(config)
     api = config.api
-    tls: dict[str, Any] = {}
+    count = api.workers if workers is None else workers
+    if count < 1:
+        raise ConfigError(f"--workers: at least 1 server process, not {count}")
+    options: dict[str, Any] = {
+        "host": host or api.host,
+        "port": api.port if port is None else port,
+        "log_level": "info",
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+        "timeout_keep_alive": api.keep_alive_s,
+    }
     if api.tls_cert is not None and api.tls_key is not None:
-        tls = {"ssl_certfile": str(api.tls_cert), "ssl_keyfile": str(api.tls_key)}
+        options["ssl_certfile"] = str(api.tls_cert)
+        options["ssl_keyfile"] = str(api.tls_key)
         if api.tls_key_password is not None:
-            tls["ssl_keyfile_password"] = api.tls_key_password.get_secret_value()
-    uv = uvicorn.Config(
-        app,
-        host=host or config.api.host,
-        port=config.api.port if port is None else port,
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        timeout_keep_alive=config.api.keep_alive_s,
-        **tls,
-    )
-    uvicorn.Server(uv).run()
+            options["ssl_keyfile_password"] = api.tls_key_password.get_secret_value()
+    if count == 1:
+        uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()
+        return
+    _preflight(config)
+    _serve_processes(config_mod.config_file(config_path), count, options)
+
+
+def _preflight(config: Config) -> None:
+    """Refuse here, once, what every server process would refuse as it
+    starts (else the supervisor would start them again and again): the app
+    itself (keys, views, stores; no connection is made) and the TLS
+    certificate and key.
+
+    Raises:
+        ConfigError: naming what is wrong.
+    """
+    create_app(config)
+    api = config.api
+    if api.tls_cert is None or api.tls_key is None:
+        return
+    password = api.tls_key_password
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            str(api.tls_cert),
+            str(api.tls_key),
+            None if password is None else password.get_secret_value(),
+        )
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"api.tls_cert, api.tls_key: not a certificate and its private key ({exc})"
+        ) from exc
+
+
+def _serve_processes(config_file: Any, count: int, options: dict[str, Any]) -> None:
+    """Bind the port and supervise ``count`` server processes on it."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    with tempfile.TemporaryDirectory(prefix="readside-api-metrics-") as shared:
+        # what the processes inherit: the config file the supervisor loaded,
+        # and where their metrics meet
+        os.environ[config_mod.CONFIG_ENV] = str(config_file.resolve())
+        os.environ[MULTIPROC_ENV] = shared
+        uv = uvicorn.Config(
+            f"{__name__}:process_app",
+            factory=True,
+            workers=count,
+            log_config=_log_config(),
+            **options,
+        )
+        supervisor = Multiprocess(uv, sockets=[uv.bind_socket()])
+        supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        raise FatalError(
+            f"readside serve: server process(es) {failed} could not start "
+            "(their log above says why)"
+        )
+
+
+def process_app() -> ASGIApp:
+    """The app of one of several server processes (uvicorn's factory): the
+    config file its supervisor loaded (``$READSIDE_CONFIG``, set by
+    :func:`_serve_processes`)."""
+    return create_app(config_mod.load())
+
+
+def _log_config() -> dict[str, Any]:
+    """This process's logging (the CLI's: level, format, quiet libraries),
+    for uvicorn to set up in each server process."""
+    root = logging.getLogger()
+    formats = [h.formatter._fmt for h in root.handlers if h.formatter is not None]
+    quiet = {
+        name: {"level": logging.getLevelName(lg.level)}
+        for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger) and lg.level > root.level
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": formats[0] if formats else None}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": logging.getLevelName(root.level), "handlers": ["stderr"]},
+        "loggers": quiet,
+    }

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from pipeline.cli.base import load_config
+from pipeline.cli.base import config_path, load_config
 
 
 @click.command()
@@ -61,12 +61,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.command()
 @click.option("--host", default=None, help="listen address (default: api.host)")
 @click.option("--port", type=int, default=None, help="port (default: api.port)")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="server processes on the port, one per core to use (default: api.workers)",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, workers: int | None
+) -> None:
     """Serve the read API, /metrics, /healthz, /readyz and the /status page."""
     from query.server import serve as run_server
 
-    run_server(load_config(ctx), host, port)
+    run_server(load_config(ctx), host, port, workers, config_path(ctx))
 
 
 @click.command()

@@ -1,0 +1,125 @@
+"""``readside serve`` with ``api.workers: 2``: two server processes on one
+port. Each answers exactly what the source defines, ``/metrics`` from
+either counts the requests of both, and SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from apiserver import Server, start_server
+
+from pipeline.verify import expected_documents
+from pipeline.views import build_views
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = """
+CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL, price integer);
+INSERT INTO products SELECT i, 'widget ' || i, i * 10 FROM generate_series(1, 30) AS i;
+"""
+VIEW = "products"
+KEY = "storefront-key-0123456789"
+OPS = "ops-" + "o" * 20
+GET_BY_ID = re.compile(
+    r"^readside_api_request_seconds_count"
+    r'\{route="/v1/views/\{view\}/docs/\{doc_id\}"\} ([0-9.e+]+)$',
+    re.MULTILINE,
+)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its server processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # the parent pid is the second field after the command's parentheses
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _server_processes(server: Server) -> list[int]:
+    """The supervisor's server processes (spawned by multiprocessing; not
+    its resource tracker)."""
+    pids = []
+    for pid in _children(server.proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def _read_all(server: Server, ids: list[str], expected: dict[str, Any]) -> None:
+    """Get every id on a connection of its own, each answer exact."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for ident in ids:
+        # a new connection per read, so that any process may take it
+        got = httpx.get(
+            f"{server.base}/v1/views/{VIEW}/docs/{ident}", headers=headers, timeout=10
+        )
+        assert got.status_code == 200, got.text
+        assert got.json()["doc"] == expected[ident]
+
+
+def _gets_counted(server: Server) -> float:
+    with server.client(headers={"Authorization": f"Bearer {OPS}"}) as http:
+        got = http.get("/metrics")
+    assert got.status_code == 200, got.text
+    found = GET_BY_ID.search(got.text)
+    assert found is not None, got.text[:2000]
+    return float(found.group(1))
+
+
+def test_two_server_processes_answer_exactly_and_count_together(make_pipeline):
+    p = make_pipeline(SCHEMA, ["public.products"], {VIEW: {"table": "public.products"}})
+    p.apply_connector()
+    p.start_worker()
+    p.sql("UPDATE products SET price = 7 WHERE id = 3")
+    p.wait_drained(timeout=120)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        expected = expected_documents(conn, build_views(p.config)[VIEW])
+    assert len(expected) == 30
+    keys = [
+        {"name": "storefront", "key": KEY, "views": [VIEW]},
+        {"name": "ops", "key": OPS, "operator": True},
+    ]
+    server = start_server(p, {"keys": keys, "workers": 2})
+    stopped: list[int] = []
+    try:
+        pids = _server_processes(server)
+        assert len(pids) == 2, (pids, server.log_text()[-3000:])
+        ids = sorted(expected, key=int)
+        # Each process in turn is the only one running: the other is
+        # stopped, so every connection is accepted by the one left, and its
+        # /metrics counts the gets by id of both processes so far.
+        for turn, paused in enumerate((pids[1], pids[0]), start=1):
+            os.kill(paused, signal.SIGSTOP)
+            stopped.append(paused)
+            _read_all(server, ids, expected)
+            assert _gets_counted(server) == turn * len(ids)
+            os.kill(paused, signal.SIGCONT)
+            stopped.remove(paused)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        code = server.stop()
+    assert code == 0, server.log_text()[-3000:]
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"server process {pid} left running"
+    log = server.log_text()
+    assert log.count("Application shutdown complete") == 2, log[-3000:]
