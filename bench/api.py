@@ -21,7 +21,8 @@ topics, worker, ``readside serve``; all removed afterwards):
 
 ``--server-code DIR`` runs ``readside serve`` from another checkout (its
 directory first on ``PYTHONPATH``), to measure two versions of the server
-with the same load.
+with the same load; ``--server-workers N`` runs it as N server processes
+(``readside serve --workers N``).
 
 The view has the Redis and Elasticsearch sinks: FerretDB (the local stack's
 MongoDB) cannot keep up with the write load.
@@ -79,8 +80,10 @@ class Pipeline:
         workdir: Path,
         admin_dsn: str,
         server_code: str | None = None,
+        server_workers: int = 1,
     ) -> None:
         self.server_code = server_code
+        self.server_workers = server_workers
         self.suffix = uuid.uuid4().hex[:8]
         self.prefix = f"benchapi{self.suffix}"
         self.admin_dsn = admin_dsn
@@ -163,7 +166,12 @@ class Pipeline:
         debezium.apply(self.config)
         debezium.wait_running(self.config)
         self._spawn("worker")
-        self._spawn("serve", code=self.server_code)
+        processes = ["--workers", str(self.server_workers)]
+        self._spawn(
+            "serve",
+            *(processes if self.server_workers > 1 else ()),
+            code=self.server_code,
+        )
         if not answering(f"{self.base}/healthz", 60, self.procs[-1]):
             raise RuntimeError(f"readside serve did not start; see {self.workdir}")
 
@@ -385,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run readside serve from this checkout (e.g. /work/main)",
     )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="server processes of readside serve (its --workers)",
+    )
     parser.add_argument("--probes", type=int, default=100)
     parser.add_argument(
         "--load-rate",
@@ -402,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     args.admin_dsn = admin_dsn(base, args.admin_dsn)
     workdir = Path(args.workdir or f"/tmp/readside-bench-api-{uuid.uuid4().hex[:6]}")
     workdir.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(base, workdir, args.admin_dsn, args.server_code)
+    p = Pipeline(base, workdir, args.admin_dsn, args.server_code, args.server_workers)
     try:
         p.start()
         logger.info("loading %d rows", ROWS)
@@ -412,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "concurrency": args.concurrency,
             "server_code": args.server_code or "this checkout",
+            "server_workers": args.server_workers,
             "requests": args.requests,
             "probes": args.probes,
             "load_rate": args.load_rate,

@@ -66,7 +66,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"concurrency {results['concurrency']} (connections or threads), "
         f"{results['requests']} requests per row, `readside serve` from "
-        f"{results['server_code']}; "
+        f"{results['server_code']} ({results.get('server_workers', 1)} process(es)); "
         "every row but ReadClient loads from a process of its own",
         "",
         "| get by id | req/s | p50 ms | p99 ms | req/s vs raw Redis | p50 vs raw |",
