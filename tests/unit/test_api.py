@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.config import parse
 from pipeline.errors import ConfigError
+from query import watermark
 from query.errors import QueryError
 from query.lsn import format_lsn
 from query.lsn import parse as parse_lsn
@@ -246,6 +247,51 @@ def test_watermark_sample_waits_for_every_partition_then_advances():
     tracker._advance(key, pending, None, {a: 12, b: 9}, {a: 12, b: 9}, {})
     assert tracker._marks[key] == 200
     assert not pending
+
+
+def test_failing_samples_log_one_traceback_then_a_line_a_minute(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source or broker down while requests wait (a sample every 20 ms)
+    must not write a traceback per sample."""
+    tracker = WatermarkTracker(config())
+    clock = [1000.0]
+    monkeypatch.setattr(watermark.time, "monotonic", lambda: clock[0])
+    down = [True]
+
+    def sample() -> None:
+        if down[0]:
+            raise OSError("connection refused")
+
+    monkeypatch.setattr(tracker, "_sample", sample)
+    caplog.set_level("INFO", logger="query.watermark")
+    for _ in range(300):  # six seconds of samples every 20 ms
+        clock[0] += 0.02
+        tracker.refresh(0.0)
+    first = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(first) == 1
+    assert first[0].exc_info is not None
+    assert tracker.failures == 300
+    clock[0] += watermark.FAILURE_LOG_INTERVAL_S
+    tracker.refresh(0.0)
+    later = [r for r in caplog.records if r.levelname == "WARNING"][1:]
+    assert [r.getMessage() for r in later] == [
+        "watermark samples still failing: 301 in a row, the last: "
+        "OSError: connection refused"
+    ]
+    assert later[0].exc_info is None
+    down[0] = False
+    clock[0] += 0.02
+    tracker.refresh(0.0)
+    assert tracker.failures == 0
+    assert caplog.records[-1].getMessage() == (
+        "watermark sampled again after 301 failed samples"
+    )
+    # the next failure starts a new run: its traceback is logged again
+    down[0] = True
+    clock[0] += 0.02
+    tracker.refresh(0.0)
+    assert caplog.records[-1].exc_info is not None
 
 
 def test_watermark_partition_without_commit_blocks_the_sample():
