@@ -22,6 +22,7 @@ from pipeline import kafkaclient
 from pipeline.checkpoints import Checkpoint, SourceMark
 from pipeline.sourceconfig import KafkaConfig
 from query.answer import Freshness
+from query.failures import FailureRun
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ class FreshnessCache:
         self._mark: SourceMark | None = None
         self._next_look = 0.0
         self._lock = threading.Lock()
+        self._failures = FailureRun(
+            logger,
+            f"checkpoint refresh topic={topic}",
+            "answers carry the last figures read",
+        )
 
     def freshness(self, view: str, sink: str) -> Freshness:
         """Applied LSN (min over partitions) and time lag of ``view`` in ``sink``.
@@ -136,10 +142,10 @@ class FreshnessCache:
                     self.topic,
                     len(ends),
                 )
-        except Exception:  # freshness must never fail a read
-            logger.warning(
-                "checkpoint refresh failed topic=%s", self.topic, exc_info=True
-            )
+        except Exception as exc:  # noqa: BLE001 - freshness must never fail a read
+            self._failures.failed(exc)
+        else:
+            self._failures.succeeded()
 
     def _ensure_consumer(self) -> Consumer:
         if self._consumer is None:

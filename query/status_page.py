@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from connectors import debezium
 from pipeline import kafkaclient
 from pipeline.status import dead_letter_count, snapshots
+from query.failures import FailureRun
 from query.lsn import format_lsn
 from query.service import Service, presented_key, probe_stores
 
@@ -62,6 +63,9 @@ class StatusMonitor:
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self._turns = 0
+        self._failures = FailureRun(
+            logger, "status sample", "the page shows the last good figures"
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -87,8 +91,10 @@ class StatusMonitor:
         while not self._stop.is_set():
             try:
                 self.sample()
-            except Exception:  # the page shows the last good figures
-                logger.warning("status sample failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the page shows the last good figures
+                self._failures.failed(exc)
+            else:
+                self._failures.succeeded()
             self._stop.wait(self.interval_s)
 
     def sample(self) -> None:

@@ -69,6 +69,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from pipeline.config import Config
 from pipeline.groups import AppliedOffsets
 from query.errors import NotYetFresh
+from query.failures import FailureRun
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ Part = tuple[str, int]
 
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call] # untyped in the library
 _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-
-
-#: While samples keep failing, one line is logged per this many seconds.
-FAILURE_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +137,7 @@ class WatermarkTracker:
         self.slot_lsn: int | None = None
         self.sampled_at = 0.0  # time.monotonic() of the last good sample
         self.tried_at = 0.0  # and of the last attempt, good or not
-        self.failures = 0  # samples failed since the last good one
-        self._failure_logged_at = 0.0
+        self.failures = FailureRun(logger, "watermark sample", "the watermark stays")
         self._lock = threading.Lock()
         self._io_lock = threading.Lock()
         self._conn: Any = None
@@ -159,8 +155,8 @@ class WatermarkTracker:
     def refresh(self, max_age_s: float | None = None) -> None:
         """Sample unless a sample younger than ``max_age_s`` exists.
 
-        Never raises: a failed sample is logged (:meth:`_failed`) and the
-        watermark stays.
+        Never raises: a failed sample is logged (:class:`FailureRun`: one
+        traceback per run of failures) and the watermark stays.
         """
         age = self.min_interval_s if max_age_s is None else max_age_s
         with self._io_lock:
@@ -171,37 +167,9 @@ class WatermarkTracker:
                 self._sample()
             except Exception as exc:  # noqa: BLE001 - the watermark stays; callers time out
                 self._drop_connections()
-                self._failed(exc)
+                self.failures.failed(exc)
             else:
-                if self.failures:
-                    logger.info(
-                        "watermark sampled again after %d failed samples",
-                        self.failures,
-                    )
-                    self.failures = 0
-
-    def _failed(self, exc: Exception) -> None:
-        """Log a failed sample: the first of a run with its traceback, then
-        one line per :data:`FAILURE_LOG_INTERVAL_S` while they go on. (While
-        a request waits, samples are tried every 20 ms: a source or broker
-        that is down must not write a traceback each time.)"""
-        now = time.monotonic()
-        self.failures += 1
-        if self.failures == 1:
-            logger.warning(
-                "watermark sample failed; the watermark stays until one succeeds",
-                exc_info=exc,
-            )
-        elif now - self._failure_logged_at >= FAILURE_LOG_INTERVAL_S:
-            logger.warning(
-                "watermark samples still failing: %d in a row, the last: %s: %s",
-                self.failures,
-                type(exc).__name__,
-                exc,
-            )
-        else:
-            return
-        self._failure_logged_at = now
+                self.failures.succeeded()
 
     def wait(self, view: str, lsn: int, timeout_s: float) -> int:
         """Block until the view's watermark reaches ``lsn``; returns it.

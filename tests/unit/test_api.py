@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.config import parse
 from pipeline.errors import ConfigError
-from query import watermark
+from query import failures
 from query.errors import QueryError
 from query.lsn import format_lsn
 from query.lsn import parse as parse_lsn
@@ -256,7 +256,7 @@ def test_failing_samples_log_one_traceback_then_a_line_a_minute(
     must not write a traceback per sample."""
     tracker = WatermarkTracker(config())
     clock = [1000.0]
-    monkeypatch.setattr(watermark.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(failures.time, "monotonic", lambda: clock[0])
     down = [True]
 
     def sample() -> None:
@@ -271,21 +271,21 @@ def test_failing_samples_log_one_traceback_then_a_line_a_minute(
     first = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(first) == 1
     assert first[0].exc_info is not None
-    assert tracker.failures == 300
-    clock[0] += watermark.FAILURE_LOG_INTERVAL_S
+    assert tracker.failures.count == 300
+    clock[0] += failures.INTERVAL_S
     tracker.refresh(0.0)
     later = [r for r in caplog.records if r.levelname == "WARNING"][1:]
     assert [r.getMessage() for r in later] == [
-        "watermark samples still failing: 301 in a row, the last: "
+        "watermark sample still failing: 301 in a row, the last: "
         "OSError: connection refused"
     ]
     assert later[0].exc_info is None
     down[0] = False
     clock[0] += 0.02
     tracker.refresh(0.0)
-    assert tracker.failures == 0
+    assert tracker.failures.count == 0
     assert caplog.records[-1].getMessage() == (
-        "watermark sampled again after 301 failed samples"
+        "watermark sample succeeded again after 301 failures"
     )
     # the next failure starts a new run: its traceback is logged again
     down[0] = True
