@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 #: While a task keeps failing, one line is logged per this many seconds.
 INTERVAL_S = 60.0
@@ -43,6 +44,18 @@ class FailureRun:
         self.interval_s = interval_s
         self.count = 0  # failures since the last success
         self._logged_at = 0.0
+
+    def attempt(self, task: Callable[[], object]) -> bool:
+        """Run ``task`` once; whether it succeeded. An exception it raises is
+        logged as this run's (never raised: the task's last good result
+        stands meanwhile)."""
+        try:
+            task()
+        except Exception as exc:  # noqa: BLE001 - logged; the caller goes on
+            self.failed(exc)
+            return False
+        self.succeeded()
+        return True
 
     def failed(self, exc: BaseException) -> None:
         """One more failure: logged if it starts a run or a line is due."""

@@ -120,32 +120,31 @@ class FreshnessCache:
     # -- internals ------------------------------------------------------------
 
     def _refresh(self) -> None:
-        try:
-            consumer = self._ensure_consumer()
-            ends = self._ends(consumer)
-            deadline = time.monotonic() + self.timeout_s
-            while ends and time.monotonic() < deadline:
-                msg = consumer.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                self._take(msg.key(), msg.value())
-                part, offset = msg.partition(), msg.offset()
-                if (
-                    part is not None
-                    and offset is not None
-                    and offset + 1 >= ends.get(part, 0)
-                ):
-                    ends.pop(part, None)
-            if ends:
-                logger.warning(
-                    "checkpoint topic not read to its end topic=%s partitions=%d",
-                    self.topic,
-                    len(ends),
-                )
-        except Exception as exc:  # noqa: BLE001 - freshness must never fail a read
-            self._failures.failed(exc)
-        else:
-            self._failures.succeeded()
+        # freshness must never fail a read: a failure leaves the figures read
+        self._failures.attempt(self._read_to_end)
+
+    def _read_to_end(self) -> None:
+        consumer = self._ensure_consumer()
+        ends = self._ends(consumer)
+        deadline = time.monotonic() + self.timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            self._take(msg.key(), msg.value())
+            part, offset = msg.partition(), msg.offset()
+            if (
+                part is not None
+                and offset is not None
+                and offset + 1 >= ends.get(part, 0)
+            ):
+                ends.pop(part, None)
+        if ends:
+            logger.warning(
+                "checkpoint topic not read to its end topic=%s partitions=%d",
+                self.topic,
+                len(ends),
+            )
 
     def _ensure_consumer(self) -> Consumer:
         if self._consumer is None:

@@ -89,12 +89,7 @@ class StatusMonitor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.sample()
-            except Exception as exc:  # noqa: BLE001 - the page shows the last good figures
-                self._failures.failed(exc)
-            else:
-                self._failures.succeeded()
+            self._failures.attempt(self.sample)  # else the last good figures stay
             self._stop.wait(self.interval_s)
 
     def sample(self) -> None:

@@ -163,13 +163,8 @@ class WatermarkTracker:
             if time.monotonic() - self.sampled_at < age:
                 return
             self.tried_at = time.monotonic()
-            try:
-                self._sample()
-            except Exception as exc:  # noqa: BLE001 - the watermark stays; callers time out
-                self._drop_connections()
-                self.failures.failed(exc)
-            else:
-                self.failures.succeeded()
+            if not self.failures.attempt(self._sample):
+                self._drop_connections()  # the watermark stays; callers time out
 
     def wait(self, view: str, lsn: int, timeout_s: float) -> int:
         """Block until the view's watermark reaches ``lsn``; returns it.
