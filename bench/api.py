@@ -166,12 +166,10 @@ class Pipeline:
         debezium.apply(self.config)
         debezium.wait_running(self.config)
         self._spawn("worker")
-        processes = ["--workers", str(self.server_workers)]
-        self._spawn(
-            "serve",
-            *(processes if self.server_workers > 1 else ()),
-            code=self.server_code,
-        )
+        # one process: no option, so that --server-code may name older code
+        many = self.server_workers > 1
+        workers = ["--workers", str(self.server_workers)] if many else []
+        self._spawn("serve", *workers, code=self.server_code)
         if not answering(f"{self.base}/healthz", 60, self.procs[-1]):
             raise RuntimeError(f"readside serve did not start; see {self.workdir}")
 

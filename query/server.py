@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -401,7 +402,7 @@ def _preflight(config: Config) -> None:
         ) from exc
 
 
-def _serve_processes(config_file: Any, count: int, options: dict[str, Any]) -> None:
+def _serve_processes(config_file: Path, count: int, options: dict[str, Any]) -> None:
     """Bind the port and supervise ``count`` server processes on it."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
