@@ -5,7 +5,8 @@ price = price + 1 WHERE id = %s`` (a random id in ``[LOW, HIGH]``), one
 autocommitted transaction each, at ``RATE`` per second until its standard
 input closes; then prints one JSON line: ``writes``, ``seconds``,
 ``writes_per_s`` and ``behind_ms`` (how late the last write was against its
-slot, at most).
+slot, at most). A write that fails fails the run (exit 1), rather than
+leaving it quietly slower.
 
 The writes follow one schedule, write ``i`` due at ``start + i / RATE``, and
 are spread over enough connections (one thread each) that one slow commit
@@ -52,21 +53,26 @@ def run(
 ) -> dict[str, float]:
     schedule = Schedule(rate)
     done = [0]
+    failed: list[BaseException] = []
     lock = threading.Lock()
 
     def write(seed: int) -> None:
         rng = random.Random(seed)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            while not stop.is_set():
-                wait = schedule.next_slot() - time.monotonic()
-                if wait > 0 and stop.wait(wait):
-                    return
-                conn.execute(
-                    "UPDATE items SET price = price + 1 WHERE id = %s",
-                    (rng.randint(low, high),),
-                )
-                with lock:
-                    done[0] += 1
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while not stop.is_set():
+                    wait = schedule.next_slot() - time.monotonic()
+                    if wait > 0 and stop.wait(wait):
+                        return
+                    conn.execute(
+                        "UPDATE items SET price = price + 1 WHERE id = %s",
+                        (rng.randint(low, high),),
+                    )
+                    with lock:
+                        done[0] += 1
+        except BaseException as exc:  # the run fails, not quietly slower
+            failed.append(exc)
+            raise
 
     threads = [
         threading.Thread(target=write, args=(n,), daemon=True)
@@ -79,6 +85,8 @@ def run(
     elapsed = time.monotonic() - schedule.start
     for thread in threads:
         thread.join(10)
+    if failed:
+        raise RuntimeError(f"a background writer failed: {failed[0]!r}")
     return {
         "writes": done[0],
         "seconds": elapsed,
