@@ -41,6 +41,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "pipeline",  # the package itself (its __init__ is empty)
             "pipeline.errors",
+            "pipeline.logs",
             "pipeline.events",
             "pipeline.types",
             "pipeline.config",

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import sys
 from importlib import metadata
 from typing import Any
+
+from pipeline import logs
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,7 @@ _PACKAGES = (
 
 def setup_logging() -> None:
     """INFO lines of a bench run on stderr; store clients' chatter hidden."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for noisy in ("elastic_transport", "urllib3", "pymongo", "connectors"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(logging.INFO, (*logs.QUIET, "connectors"))
 
 
 def _meminfo_mb() -> int:

@@ -52,6 +52,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import config as config_mod
+from pipeline import logs
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
 from query import routes, status_page
@@ -438,26 +439,6 @@ def process_app() -> ASGIApp:
 
 
 def _log_config() -> dict[str, Any]:
-    """This process's logging (the CLI's: level, format, quiet libraries),
-    for uvicorn to set up in each server process."""
-    root = logging.getLogger()
-    formats = [h.formatter._fmt for h in root.handlers if h.formatter is not None]
-    quiet = {
-        name: {"level": logging.getLevelName(lg.level)}
-        for name, lg in logging.root.manager.loggerDict.items()
-        if isinstance(lg, logging.Logger) and lg.level > root.level
-    }
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": formats[0] if formats else None}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "plain",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "root": {"level": logging.getLevelName(root.level), "handlers": ["stderr"]},
-        "loggers": quiet,
-    }
+    """This process's logging (the CLI's: its level, the format, quiet
+    store clients), for uvicorn to set up in each server process."""
+    return logs.dict_config(logging.getLogger().level)

@@ -17,19 +17,14 @@ from typing import Any
 import click
 
 from pipeline import config as config_mod
+from pipeline import logs
 from pipeline.errors import ReadsideError, Stopped
 
 CONFIG_HELP = "readside YAML config (default: $READSIDE_CONFIG or readside.yaml)"
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("elastic_transport", "urllib3", "pymongo"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(logging.DEBUG if verbose else logging.INFO)
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
