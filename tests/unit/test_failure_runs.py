@@ -54,3 +54,31 @@ def test_checkpoint_refreshes_against_no_broker_log_one_traceback(
     assert len(warned) == 1
     assert warned[0].exc_info is not None
     assert "checkpoint refresh topic=rs.checkpoints failed" in warned[0].getMessage()
+
+
+class _Silent:
+    """A consumer whose partition never delivers what its end offset says."""
+
+    def poll(self, _timeout: float) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_checkpoint_refreshes_that_never_reach_the_end_log_one_line_per_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow broker (ends known, records late): each refresh gives up after
+    its timeout; the run is logged once, not once per refresh."""
+    cache = FreshnessCache(KafkaConfig(), "rs.checkpoints", timeout_s=0.01)
+    monkeypatch.setattr(cache, "_ensure_consumer", lambda: _Silent())
+    monkeypatch.setattr(cache, "_ends", lambda _consumer: {0: 5, 1: 7})
+    caplog.set_level("WARNING", logger="query.freshness")
+    for _ in range(5):
+        cache._refresh()
+    warned = [r for r in caplog.records if r.name == "query.freshness"]
+    assert len(warned) == 1
+    assert "checkpoint refresh topic=rs.checkpoints failed" in warned[0].getMessage()
+    assert "2 partition(s) not read to their end" in str(warned[0].exc_info[1])
+    assert cache._failures.count == 5
