@@ -1,12 +1,14 @@
 """``readside serve`` with ``api.workers: 2``: two server processes on one
 port. Each answers exactly what the source defines, ``/metrics`` from
-either counts the requests of both, and SIGTERM stops them all."""
+either counts the requests of both, a process killed outright is replaced
+and its requests stay counted, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,68 @@ def test_two_server_processes_answer_exactly_and_count_together(make_pipeline):
         assert not Path(f"/proc/{pid}").exists(), f"server process {pid} left running"
     log = server.log_text()
     assert log.count("Application shutdown complete") == 2, log[-3000:]
+
+
+def _replaced(server: Server, gone: int, timeout_s: float = 60.0) -> list[int]:
+    """The server processes once the supervisor replaced ``gone``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = _server_processes(server)
+        if len(pids) == 2 and gone not in pids:
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(
+        f"server process {gone} was not replaced in {timeout_s:.0f}s: "
+        f"{_server_processes(server)}\n{server.log_text()[-3000:]}"
+    )
+
+
+def _startups(server: Server, count: int, timeout_s: float = 60.0) -> None:
+    """Wait until ``count`` server processes in all have started serving."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.log_text().count("Application startup complete") >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} startups:\n{server.log_text()[-3000:]}")
+
+
+def test_a_killed_server_process_is_replaced_and_its_requests_stay_counted(
+    make_pipeline,
+):
+    p = make_pipeline(SCHEMA, ["public.products"], {VIEW: {"table": "public.products"}})
+    p.apply_connector()
+    p.start_worker()
+    p.wait_drained(timeout=120)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        expected = expected_documents(conn, build_views(p.config)[VIEW])
+    keys = [
+        {"name": "storefront", "key": KEY, "views": [VIEW]},
+        {"name": "ops", "key": OPS, "operator": True},
+    ]
+    server = start_server(p, {"keys": keys, "workers": 2})
+    stopped: list[int] = []
+    try:
+        victim, other = _server_processes(server)
+        ids = sorted(expected, key=int)
+        os.kill(other, signal.SIGSTOP)  # the victim takes every read
+        stopped.append(other)
+        _read_all(server, ids, expected)
+        os.kill(other, signal.SIGCONT)
+        stopped.remove(other)
+        os.kill(victim, signal.SIGKILL)  # no shutdown of its own
+        pids = _replaced(server, victim)
+        _startups(server, 3)  # the two first ones and the newcomer
+        # the newcomer alone answers, exactly, and counts the victim's reads
+        os.kill(other, signal.SIGSTOP)
+        stopped.append(other)
+        _read_all(server, ids, expected)
+        assert _gets_counted(server) == 2 * len(ids)
+        os.kill(other, signal.SIGCONT)
+        stopped.remove(other)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        code = server.stop()
+    assert code == 0, server.log_text()[-3000:]
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
