@@ -19,7 +19,9 @@ fresh, 503 store down, 504 store too slow).
 With ``api.workers`` above 1 (``readside serve --workers N``), the process
 started binds the port and runs N server processes on it (uvicorn's
 supervisor: it restarts one that dies, and stops them all on SIGTERM or
-SIGINT, each finishing its requests). Each loads the same config file and
+SIGINT, each finishing its requests; a server process whose supervisor is
+gone, even killed with SIGKILL, stops the same way). Each loads the same
+config file and
 keeps its own store clients and watermark sampler; their request metrics go
 to files in a directory of the supervisor's (prometheus_client's
 multiprocess mode), so ``/metrics`` from any of them counts every process's
@@ -30,8 +32,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,6 +78,10 @@ logger = logging.getLogger(__name__)
 #: several server processes for all of them (read at import, so set before
 #: they start).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: the start of the name of a supervisor's metrics directory (then its pid)
+METRICS_DIR = "readside-api-metrics-"
+#: the supervisor's pid, for each of its server processes to follow
+SUPERVISOR_ENV = "READSIDE_SERVE_SUPERVISOR"
 
 REQUESTS = Counter(
     "readside_api_requests_total",
@@ -409,11 +418,13 @@ def _serve_processes(config_file: Path, count: int, options: dict[str, Any]) -> 
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    with tempfile.TemporaryDirectory(prefix="readside-api-metrics-") as shared:
+    sweep_metric_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{METRICS_DIR}{os.getpid()}-") as shared:
         # what the processes inherit: the config file the supervisor loaded,
         # and where their metrics meet
         os.environ[config_mod.CONFIG_ENV] = str(config_file.resolve())
         os.environ[MULTIPROC_ENV] = shared
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
         uv = uvicorn.Config(
             f"{__name__}:process_app",
             factory=True,
@@ -431,11 +442,59 @@ def _serve_processes(config_file: Path, count: int, options: dict[str, Any]) -> 
         )
 
 
+def sweep_metric_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the metrics directories of supervisors that are gone (a
+    supervisor killed outright leaves its own behind); returns them.
+
+    A directory is removed only when no process has the pid in its name: a
+    live supervisor's, or one of another user's, stays.
+    """
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{METRICS_DIR}*-*"):
+        pid = path.name[len(METRICS_DIR) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) < 1 or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except OSError:
+            pass  # alive (PermissionError: someone else's process)
+    return removed
+
+
 def process_app() -> ASGIApp:
     """The app of one of several server processes (uvicorn's factory): the
     config file its supervisor loaded (``$READSIDE_CONFIG``, set by
     :func:`_serve_processes`)."""
+    follow_supervisor(int(os.environ[SUPERVISOR_ENV]))
     return create_app(config_mod.load())
+
+
+def follow_supervisor(pid: int, every_s: float = 0.5) -> threading.Thread:
+    """Stop this server process (SIGTERM to itself: it finishes its requests)
+    once its parent is no longer the supervisor ``pid``.
+
+    A supervisor killed outright (SIGKILL, the OOM killer) cannot stop its
+    server processes: without this they would go on serving the config
+    they loaded, holding the port, so that ``readside serve`` started
+    again could not bind it.
+    """
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(every_s)
+        logger.warning(
+            "server process %d: its supervisor (pid %d) is gone; stopping",
+            os.getpid(),
+            pid,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="readside-supervisor", daemon=True)
+    thread.start()
+    return thread
 
 
 def _log_config() -> dict[str, Any]:

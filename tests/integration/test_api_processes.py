@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from apiserver import Server, start_server
 
 from pipeline.verify import expected_documents
 from pipeline.views import build_views
+from query.server import sweep_metric_dirs
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +193,45 @@ def test_a_killed_server_process_is_replaced_and_its_requests_stay_counted(
         code = server.stop()
     assert code == 0, server.log_text()[-3000:]
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _gone(pids: list[int], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not [pid for pid in pids if Path(f"/proc/{pid}").exists()]:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_server_processes_stop_when_their_supervisor_is_killed(make_pipeline):
+    """SIGKILL of the supervisor (the OOM killer, kill -9): its server
+    processes stop by themselves, each finishing as on SIGTERM, and free the
+    port for the next ``readside serve``."""
+    p = make_pipeline(SCHEMA, ["public.products"], {VIEW: {"table": "public.products"}})
+    server = start_server(p, {"anonymous": True, "workers": 2})
+    pids = _server_processes(server)
+    try:
+        assert len(pids) == 2, (pids, server.log_text()[-3000:])
+        sup = server.proc.pid
+        server.proc.kill()
+        server.proc.wait(10)
+        stopped = _gone(pids, 30)
+    finally:
+        for pid in pids:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+    log = server.log_text()
+    assert stopped, f"server processes {pids} outlived their supervisor\n{log[-3000:]}"
+    for pid in pids:
+        assert f"server process {pid}: its supervisor" in log, log[-3000:]
+    assert log.count("Application shutdown complete") == 2, log[-3000:]
+    # its metrics directory is left behind, and the next supervisor sweeps it
+    left = list(Path(tempfile.gettempdir()).glob(f"readside-api-metrics-{sup}-*"))
+    assert len(left) == 1, left
+    assert left[0] in sweep_metric_dirs()
+    assert not left[0].exists()
+    port = int(server.base.rsplit(":", 1)[1])
+    with socket.socket() as sock:  # bound as readside serve binds it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))  # no server process listens any more

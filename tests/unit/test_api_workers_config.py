@@ -4,6 +4,9 @@ process is started."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,25 @@ def test_a_certificate_that_does_not_load_is_refused_before_any_process(
     cfg = _api(tmp_path, {**tls, "workers": 2})
     with pytest.raises(ConfigError, match=r"api\.tls_cert, api\.tls_key: not a"):
         server.serve(cfg)
+
+
+def test_metrics_directories_of_supervisors_gone_are_swept(tmp_path: Path) -> None:
+    """A supervisor killed outright leaves its metrics directory; the next
+    one removes it, and never the directory of a supervisor still running."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(done.stdout)  # gone: nothing has its pid now (it just ended)
+    left = tmp_path / f"{server.METRICS_DIR}{dead}-abc"
+    live = tmp_path / f"{server.METRICS_DIR}{os.getpid()}-def"
+    other = tmp_path / "readside-api-metrics-notapid-x"
+    for path in (left, live, other):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"\0" * 16)
+    assert server.sweep_metric_dirs(tmp_path) == [left]
+    assert not left.exists()
+    assert live.exists()
+    assert other.exists()
