@@ -35,7 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from bench.worker_run import _status_kb
-from pipeline import kafkaclient
+from pipeline import kafkaclient, logs
 from pipeline.aggregate import AggregateView
 from pipeline.aggregate import reader as reader_mod
 from pipeline.config import load
@@ -177,11 +177,7 @@ def _rebuild(cfg: Any, opts: Options) -> dict[str, Any]:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.setup(logging.WARNING)
     print(json.dumps(run(json.loads(sys.argv[1]))))
 
 

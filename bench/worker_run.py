@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import machine
 from bench.stages import StageClock
-from pipeline import kafkaclient, startup
+from pipeline import kafkaclient, logs, startup
 from pipeline.config import Config, parse
 from pipeline.views import build_views
 from pipeline.worker import Worker, build_sinks
@@ -263,11 +263,7 @@ def _watchdog(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.setup(logging.WARNING)
     spec = json.loads(sys.argv[1])
     print(json.dumps(run(spec)))
 

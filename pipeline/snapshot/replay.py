@@ -35,7 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base import Sink
-from pipeline import kafkaclient, layout
+from pipeline import kafkaclient, layout, logs
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.decode import RawMessage
@@ -358,10 +358,7 @@ def run_shares(
 
 def _share_main(share: Share, reports: Any, stop: Any) -> None:
     """A replay process: its share, reported chunk by chunk."""
-    logging.basicConfig(
-        level=share.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.setup(share.log_level)
     from pipeline.startup import tune_gc
 
     tune_gc()
