@@ -37,6 +37,7 @@ from typing import Any
 
 import elasticsearch
 
+from connectors.elasticsearch.store import blocked
 from pipeline.errors import TransientError
 from pipeline.events import DocumentOp, Upsert
 
@@ -129,9 +130,10 @@ def remove_copies(
     resp = client.bulk(operations=lines, **kwargs)  # type: ignore[arg-type]
     for item in resp["items"]:
         status = int(item["delete"]["status"])
-        if status == 429 or status >= 500:
+        if status == 429 or status >= 500 or blocked(item["delete"].get("error")):
             raise TransientError(
-                f"elasticsearch: removing an old copy failed with status {status}"
+                f"elasticsearch: removing an old copy failed with status {status}: "
+                f"{item['delete'].get('error')}"
             )
         if status >= 300 and status not in (404, 409):
             logger.warning(

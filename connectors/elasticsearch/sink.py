@@ -43,7 +43,7 @@ from connectors.base import WriteResult, mirrored
 from connectors.elasticsearch import routing
 from connectors.elasticsearch.generations import ElasticsearchGenerations
 from connectors.elasticsearch.reads import ElasticsearchReads
-from connectors.elasticsearch.store import DELETED
+from connectors.elasticsearch.store import DELETED, blocked
 from pipeline.errors import BadRecord, FatalError, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
 from pipeline.jsonforms import document_json
@@ -201,12 +201,12 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
                 result.stale += 1
             elif mirror and status == 404:
                 pass  # the switch ended the mirroring; the live write follows
+            elif blocked(info.get("error")) or status == 429 or status >= 500:
+                transient.append(f"{status} {_reason(info.get('error', {}))}")
             elif status in (401, 403):
                 raise FatalError(
                     f"{self.store}: not authorized: {_reason(info['error'])}"
                 )
-            elif status == 429 or status >= 500:
-                transient.append(f"{status} {_reason(info.get('error', {}))}")
             else:
                 result.rejected.append((op, _reason(info.get("error", {}))))
         if result.rejected:

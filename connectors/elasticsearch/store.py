@@ -44,6 +44,20 @@ JSON_MAPPINGS = ("dynamic", "flattened", "disabled")
 ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
 
 
+#: The error of a write to an index that is blocked: by an operator
+#: (``index.blocks.write`` or ``read_only``, as for a shrink, a clone or a
+#: restore) or by the disk's flood-stage watermark. The block is lifted
+#: without readside, so what it refuses is retried like a write to a store
+#: that is down: never dead-lettered, never taken for a wrong login.
+BLOCKED = "cluster_block_exception"
+
+
+def blocked(error: object) -> bool:
+    """Whether ``error`` (the ``error`` object of an answer or of a bulk
+    item) is an index block's refusal."""
+    return isinstance(error, Mapping) and error.get("type") == BLOCKED
+
+
 def classify(exc: Exception, store: str = "elasticsearch") -> ReadsideError:
     """Map an elasticsearch-py exception onto a readside error class, by type;
     ``store`` names the store in the message."""
@@ -51,6 +65,8 @@ def classify(exc: Exception, store: str = "elasticsearch") -> ReadsideError:
         return exc
     if isinstance(exc, elasticsearch.ApiError):
         status = exc.meta.status
+        if isinstance(exc.body, Mapping) and blocked(exc.body.get("error")):
+            return TransientError(f"{store}: the index is blocked ({status}): {exc}")
         if status in (401, 403):
             return FatalError(f"{store}: not authorized ({status}): {exc}")
         if status in (408, 429) or status >= 500:

@@ -35,6 +35,14 @@ logger = logging.getLogger(__name__)
 FETCH_CHUNK = 1000
 
 
+#: Refusals of a Redis that is up but may not write for now, by the first
+#: word of the error: too few replicas (``min-replicas-to-write``), a failed
+#: snapshot to disk (``stop-writes-on-bgsave-error``), a script or module
+#: that keeps it busy, a replica cut off from its primary. Each ends without
+#: readside, so the write is retried as when the store is down.
+WAIT_CODES = frozenset({"NOREPLICAS", "MISCONF", "BUSY", "MASTERDOWN"})
+
+
 def classify(exc: Exception) -> ReadsideError:
     """Map a redis-py exception onto a readside error class, by type."""
     if isinstance(exc, ReadsideError):
@@ -64,6 +72,8 @@ def classify(exc: Exception) -> ReadsideError:
         | rex.ClusterDownError,
     ):
         return TransientError(f"redis: {type(exc).__name__}: {exc}")
+    if isinstance(exc, rex.ResponseError) and str(exc).split(" ", 1)[0] in WAIT_CODES:
+        return TransientError(f"redis: {exc}")
     return FatalError(f"redis: {type(exc).__name__}: {exc}")
 
 
