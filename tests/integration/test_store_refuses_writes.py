@@ -2,7 +2,8 @@
 stores do:
 
 * Elasticsearch: an index made read-only (``index.blocks.write``, as for a
-  shrink, a clone or a restore; the disk's flood stage blocks it the same way);
+  shrink, a clone or a restore; the disk's flood stage blocks it the same way),
+  or closed;
 * Redis: a primary that may not write (``min-replicas-to-write`` with its
   replicas away: ``NOREPLICAS``).
 
@@ -44,6 +45,21 @@ def _index_blocked(p: Pipeline) -> Iterator[None]:
 
 
 @contextmanager
+def _index_closed(p: Pipeline) -> Iterator[None]:
+    es = build_sinks(p.config, ["elasticsearch"])["elasticsearch"]
+    es.open()
+    alias = es.alias("items")  # type: ignore[attr-defined]
+    client = es.client  # type: ignore[attr-defined]
+    index = next(iter(client.indices.get_alias(name=alias)))
+    try:
+        client.indices.close(index=index)
+        yield
+    finally:
+        client.indices.open(index=index, wait_for_active_shards="all")
+        es.close()
+
+
+@contextmanager
 def _no_replicas(_p: Pipeline) -> Iterator[None]:
     admin = redis_admin_client()
     before = admin.config_get("min-replicas-to-write")["min-replicas-to-write"]
@@ -57,6 +73,7 @@ def _no_replicas(_p: Pipeline) -> Iterator[None]:
 
 REFUSALS: dict[str, tuple[Callable[[Pipeline], object], str]] = {
     "elasticsearch": (_index_blocked, "cluster_block_exception"),
+    "elasticsearch-closed": (_index_closed, "unreadable (index "),
     "redis": (_no_replicas, "NOREPLICAS"),
 }
 
@@ -64,8 +81,9 @@ REFUSALS: dict[str, tuple[Callable[[Pipeline], object], str]] = {
 @pytest.mark.parametrize("sink", sorted(REFUSALS))
 def test_writes_refused_for_a_while_are_waited_out(make_pipeline, sink):
     refusal, said = REFUSALS[sink]
+    store = sink.split("-")[0]
     p = make_pipeline(
-        SCHEMA, ["public.items"], {"items": {"table": "public.items", "sinks": [sink]}}
+        SCHEMA, ["public.items"], {"items": {"table": "public.items", "sinks": [store]}}
     )
     p.apply_connector()
     worker = p.start_worker()
