@@ -28,7 +28,7 @@ from connectors.base import StoreSink, ViewTarget
 from connectors.redis import RedisSinkConfig
 from connectors.redis.keys import GUARD_SCRIPT, Layout, parse_state, text_or_none
 from connectors.redis.wait import Durability
-from pipeline.errors import FatalError, ReadsideError, TransientError
+from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +127,47 @@ class RedisStore(StoreSink[RedisSinkConfig]):
     def open(self) -> None:
         try:
             self._sha = str(self.client.script_load(GUARD_SCRIPT))
+            self._refuse_eviction()
             self._durability.check(self.client)
             for view in self.targets:
                 self._resolve(view)
         except rex.RedisError as exc:
             raise classify(exc) from exc
         logger.info("redis sink open sink=%s views=%d", self.name, len(self.targets))
+
+    def _refuse_eviction(self) -> None:
+        """Refuse a server that may evict any key when its memory is full.
+
+        Redis then drops documents the worker was told are stored (the
+        reads miss them, and nothing writes them again until their rows
+        change) and their version keys (a replayed older change then
+        overwrites a newer document). ``noeviction`` refuses writes
+        instead, which the worker waits out; the ``volatile-*`` policies
+        evict only keys with a time to live, which readside gives only to
+        the documents and tombstones of a view with ``ttl_s`` or
+        ``tombstone_ttl_s``.
+
+        Raises:
+            ConfigError: naming the sink and the server's setting.
+        """
+        try:
+            policy = str(self.client.info("memory").get("maxmemory_policy", ""))
+        except (rex.NoPermissionError, rex.ResponseError) as exc:
+            logger.warning(
+                "redis sink cannot read the server's maxmemory-policy sink=%s "
+                "error=%s: if it is an allkeys-* policy, Redis may evict documents",
+                self.name,
+                exc,
+            )
+            return
+        if policy.startswith("allkeys-"):
+            raise ConfigError(
+                f"sinks.{self.name}: the Redis server may evict any key when its "
+                f"memory is full (maxmemory-policy {policy}), losing documents "
+                "and the versions that guard them; set maxmemory-policy "
+                "noeviction on the server (writes are then refused and retried "
+                "while it is full)"
+            )
 
     def close(self) -> None:
         if self._client is not None:

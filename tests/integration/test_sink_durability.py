@@ -409,3 +409,31 @@ def test_elasticsearch_unreadable_shard_is_transient_not_missing(
         )
         sink.client.indices.delete(index=stranded)
     assert set(sink.fetch(VIEW, ids)) == set(ids)
+
+
+# -- Redis: eviction --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random"])
+def test_redis_that_may_evict_any_key_refused_at_open(
+    redis_server: Callable[..., str], policy: str
+) -> None:
+    """Such a server drops acknowledged documents and the versions guarding
+    them when its memory is full (with allkeys-lru and 3 MB, 794 of 5,000
+    written documents were left, and a replay at an older version was
+    applied): the sink refuses it, naming the setting."""
+    url = redis_server("--maxmemory", "3mb", "--maxmemory-policy", policy)
+    with pytest.raises(
+        ConfigError, match=rf"sinks\.cache: .*maxmemory-policy {policy}"
+    ):
+        _open_redis(url)
+
+
+@pytest.mark.parametrize("policy", ["noeviction", "volatile-lru"])
+def test_redis_that_evicts_no_key_of_readside_is_accepted(
+    redis_server: Callable[..., str], policy: str
+) -> None:
+    url = redis_server("--maxmemory", "3mb", "--maxmemory-policy", policy)
+    sink = _open_redis(url)
+    assert sink.write([Upsert(VIEW, "1", 1, {"a": 1})]).applied == 1
+    sink.close()
