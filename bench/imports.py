@@ -79,6 +79,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.groups",
             "pipeline.layout",
             "pipeline.layoutguard",
+            "pipeline.deletewindow",
             "pipeline.metrics",
             "pipeline.partitions",
             "pipeline.startup",

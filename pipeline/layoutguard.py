@@ -20,9 +20,10 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
-from pipeline import groups, kafkaclient
+from pipeline import deletewindow, groups, kafkaclient
 from pipeline.aggregate.reader import EPOCH_SPAN, XIP_FACTOR
 from pipeline.config import Config
+from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
 from pipeline.events import DocumentOp
 from pipeline.layout import (
@@ -116,6 +117,7 @@ class Guard:
         if problems:
             raise FatalError("; ".join(problems))
         self._xmax = {v: m.xmax for v, m in self.recorded.marks.items()}
+        self._say_behind_the_window()
         return self.recorded
 
     def due(self) -> bool:
@@ -217,6 +219,42 @@ class Guard:
         finally:
             consumer.close()
         return problems
+
+    def _say_behind_the_window(self) -> None:
+        """Log, as an error, each view that may keep rows deleted at the
+        source while the group was further behind than its topics keep
+        deletes (:mod:`pipeline.deletewindow`). Not a refusal: the catch-up
+        is right for every other change, and a rebuild runs beside it."""
+        by_topic = {
+            t: [v for v in vs if v in self.views]
+            for t, vs in self.cfg.view_topics().items()
+        }
+        by_topic = {t: vs for t, vs in by_topic.items() if vs}
+        try:
+            layouts = describe(self.cfg, sorted(by_topic), self._admin)
+            windows = {
+                t: int(c.get("delete.retention.ms") or deletewindow.KAFKA_DEFAULT_MS)
+                for t, c in topic_configs(self._admin, sorted(layouts)).items()
+            }
+            consumer = kafkaclient.consumer(
+                self.cfg.kafka, {"group.id": self.group, "enable.auto.commit": False}
+            )
+            try:
+                parts = [
+                    TopicPartition(t, p)
+                    for t, (_id, count) in sorted(layouts.items())
+                    for p in range(count)
+                ]
+                behind = deletewindow.behind_the_window(consumer, parts, windows)
+            finally:
+                consumer.close()
+        except (TransientError, KafkaException) as exc:
+            logger.warning("delete window not checked error=%s", exc)
+            return
+        for part in behind:
+            logger.error(
+                "behind the delete window: %s", part.says(by_topic[part.topic])
+            )
 
     def _xmax_problems(self) -> list[str]:
         marks = [m for v, m in self.recorded.marks.items() if v in self.views]

@@ -1,0 +1,119 @@
+"""Whether a worker's group fell further behind than its topics keep deletes.
+
+The table topics are compacted: Kafka removes a delete's tombstone once it
+is older than the topic's ``delete.retention.ms`` (``kafka.delete_window_ms``
+for the topics the connector creates; docs/design.md, *compacted topics and
+deletes*). A worker whose next record is older than that may never see some
+deletes, so its stores would keep those rows for good: nothing else tells it
+they existed. The same holds, for every kind of record, when a topic's
+retention deleted records the group had not read yet (its committed offset
+below the partition's start).
+
+:func:`behind_the_window` finds such partitions when a worker starts. It
+says so, naming the views to rebuild (``readside snapshot VIEW --rebuild``,
+which the workers keep running beside); it does not stop the worker, whose
+catch-up is right for every other change and which a rebuild needs running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+#: Kafka's own default ``delete.retention.ms`` (a topic that does not say)
+KAFKA_DEFAULT_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Behind:
+    """A partition whose unread records may have lost deletes."""
+
+    topic: str
+    partition: int
+    committed: int
+    #: the partition's first offset (records before it were deleted)
+    start: int
+    #: the first offset within the topic's delete window (the end if none)
+    in_window: int
+    window_ms: int
+
+    def says(self, views: Iterable[str]) -> str:
+        names = sorted(views)
+        if self.committed < self.start:
+            what = (
+                f"records {self.committed}-{self.start - 1} were deleted by the "
+                "topic's retention before this group read them"
+            )
+        else:
+            what = (
+                f"its records from offset {self.committed} (next to read) to "
+                f"{self.in_window} are older than the topic's delete.retention.ms "
+                f"({self.window_ms / 3_600_000:g} h), so compaction may have "
+                "removed tombstones of deletes this group never applied"
+            )
+        rebuild = " and ".join(f"`readside snapshot {v} --rebuild`" for v in names)
+        return (
+            f"{self.topic}[{self.partition}]: {what}; the view(s) "
+            f"{', '.join(names)} may keep rows deleted at the source. Run "
+            f"{rebuild} (the workers keep running meanwhile), and keep "
+            "kafka.delete_window_ms above the longest time a worker may be behind"
+        )
+
+
+def behind_the_window(
+    consumer: Any,
+    parts: Iterable[TopicPartition],
+    windows: Mapping[str, int],
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    timeout_s: float = 10.0,
+) -> list[Behind]:
+    """The partitions of ``parts`` whose group (``consumer``'s) has unread
+    records older than their topic's delete window (``windows``: topic ->
+    ``delete.retention.ms``), or records deleted before it read them.
+
+    Offsets missing between the committed one and the window's first count
+    as older than the window: compaction removes only records older than
+    ``min.compaction.lag.ms``, which the connector sets to the same window.
+    Partitions without a committed offset are left out: a group that never
+    committed holds nothing yet, and a compacted topic read from its start
+    lacks a deleted row altogether.
+    """
+    committed = [
+        tp
+        for tp in consumer.committed(list(parts), timeout=timeout_s)
+        if tp.offset >= 0
+    ]
+    if not committed:
+        return []
+    now = now_ms()
+    asked = [
+        TopicPartition(
+            tp.topic, tp.partition, now - windows.get(tp.topic, KAFKA_DEFAULT_MS)
+        )
+        for tp in committed
+    ]
+    firsts = {
+        (tp.topic, tp.partition): tp.offset
+        for tp in consumer.offsets_for_times(asked, timeout=timeout_s)
+    }
+    found = []
+    for tp in committed:
+        start, end = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        first = firsts.get((tp.topic, tp.partition), -1)
+        in_window = end if first < 0 else first  # none that new: the end
+        if tp.offset < start or tp.offset < min(in_window, end):
+            found.append(
+                Behind(
+                    tp.topic,
+                    tp.partition,
+                    tp.offset,
+                    start,
+                    in_window,
+                    windows.get(tp.topic, KAFKA_DEFAULT_MS),
+                )
+            )
+    return found
