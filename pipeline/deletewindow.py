@@ -66,54 +66,54 @@ class Behind:
 
 def behind_the_window(
     consumer: Any,
-    parts: Iterable[TopicPartition],
+    committed: Mapping[tuple[str, int], int],
     windows: Mapping[str, int],
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     timeout_s: float = 10.0,
 ) -> list[Behind]:
-    """The partitions of ``parts`` whose group (``consumer``'s) has unread
-    records older than their topic's delete window (``windows``: topic ->
-    ``delete.retention.ms``), or records deleted before it read them.
+    """The partitions whose ``committed`` offset (the next record a group
+    reads) leaves unread records older than their topic's delete window
+    (``windows``: topic -> ``delete.retention.ms``), or lies below records
+    deleted before it read them. ``consumer`` (any group) reads the
+    partitions' offsets and times.
 
     Offsets missing between the committed one and the window's first count
     as older than the window: compaction removes only records older than
     ``min.compaction.lag.ms``, which the connector sets to the same window.
-    Partitions without a committed offset are left out: a group that never
+    Leave out partitions without a committed offset: a group that never
     committed holds nothing yet, and a compacted topic read from its start
     lacks a deleted row altogether.
     """
-    committed = [
-        tp
-        for tp in consumer.committed(list(parts), timeout=timeout_s)
-        if tp.offset >= 0
-    ]
     if not committed:
         return []
     now = now_ms()
-    asked = [
-        TopicPartition(
-            tp.topic, tp.partition, now - windows.get(tp.topic, KAFKA_DEFAULT_MS)
-        )
-        for tp in committed
-    ]
+
+    def window(topic: str) -> int:
+        return windows.get(topic, KAFKA_DEFAULT_MS)
+
+    asked = [TopicPartition(t, p, now - window(t)) for t, p in committed]
     firsts = {
         (tp.topic, tp.partition): tp.offset
         for tp in consumer.offsets_for_times(asked, timeout=timeout_s)
     }
     found = []
-    for tp in committed:
-        start, end = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-        first = firsts.get((tp.topic, tp.partition), -1)
+    for (topic, part), offset in sorted(committed.items()):
+        start, end = consumer.get_watermark_offsets(
+            TopicPartition(topic, part), timeout=timeout_s
+        )
+        first = firsts.get((topic, part), -1)
         in_window = end if first < 0 else first  # none that new: the end
-        if tp.offset < start or tp.offset < min(in_window, end):
-            found.append(
-                Behind(
-                    tp.topic,
-                    tp.partition,
-                    tp.offset,
-                    start,
-                    in_window,
-                    windows.get(tp.topic, KAFKA_DEFAULT_MS),
-                )
-            )
+        if offset < start or offset < min(in_window, end):
+            found.append(Behind(topic, part, offset, start, in_window, window(topic)))
     return found
+
+
+def committed_offsets(
+    consumer: Any, parts: Iterable[TopicPartition], timeout_s: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """``consumer``'s group's committed offsets of ``parts`` (those it has)."""
+    return {
+        (tp.topic, tp.partition): tp.offset
+        for tp in consumer.committed(list(parts), timeout=timeout_s)
+        if tp.offset >= 0
+    }

@@ -245,7 +245,8 @@ class Guard:
                     for t, (_id, count) in sorted(layouts.items())
                     for p in range(count)
                 ]
-                behind = deletewindow.behind_the_window(consumer, parts, windows)
+                committed = deletewindow.committed_offsets(consumer, parts)
+                behind = deletewindow.behind_the_window(consumer, committed, windows)
             finally:
                 consumer.close()
         except (TransientError, KafkaException) as exc:

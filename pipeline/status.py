@@ -5,20 +5,23 @@ committed offsets of the view's topic), time lag (now minus the source commit
 time of the last applied event, or of the newest heartbeat when the view has
 nothing left to read), the replication slot's lag in bytes, and the count of
 dead letters. Checkpoints come from the checkpoint topic, so they survive
-restarts.
+restarts. It warns of every partition a view's groups left unread past its
+topic's delete window (:mod:`pipeline.deletewindow`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors import debezium
-from pipeline import checkpoints, groups, kafkaclient
+from pipeline import checkpoints, deletewindow, groups, kafkaclient
 from pipeline.config import Config
+from pipeline.dlqtopic import topic_configs
 from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
 from pipeline.textout import columns
@@ -110,6 +113,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
                         parts,
                     )
                 )
+        behind = _behind_the_window(cfg, consumer, reached, timeout)
         dlq = dead_letter_count(consumer, cfg.kafka.dlq_topic, timeout)
     finally:
         consumer.close()
@@ -124,9 +128,34 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "slot_warnings": source.pop("slot_warnings", []),
         "connector": source,
         "dead_letters": dlq,
+        "behind_delete_window": behind,
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
+
+
+def _behind_the_window(
+    cfg: Config,
+    consumer: Consumer,
+    reached: Mapping[tuple[str, str], Mapping[tuple[str, int], int]],
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """Per view and sink, the partitions its groups left unread past their
+    topic's delete window (:mod:`pipeline.deletewindow`)."""
+    topics = sorted({t for offsets in reached.values() for t, _p in offsets})
+    windows = {
+        t: int(c.get("delete.retention.ms") or deletewindow.KAFKA_DEFAULT_MS)
+        for t, c in topic_configs(kafkaclient.admin(cfg.kafka), topics).items()
+    }
+    out = []
+    for (view, sink), offsets in sorted(reached.items()):
+        for part in deletewindow.behind_the_window(
+            consumer, offsets, windows, timeout_s=timeout
+        ):
+            out.append(
+                {"view": view, "sink": sink, **asdict(part), "says": part.says([view])}
+            )
+    return out
 
 
 def capture(cfg: Config) -> dict[str, Any]:
@@ -184,6 +213,8 @@ def render(st: dict[str, Any]) -> str:
     lines.append("")
     lines.extend(_capture_lines(st))
     lines.append(f"dead letters: {st['dead_letters']}")
+    for part in st.get("behind_delete_window", []):
+        lines.append(f"warning: {part['view']} in {part['sink']}: {part['says']}")
     for snap in st.get("snapshots", []):
         if snap["method"] == "focus":
             lines.append(

@@ -5,6 +5,7 @@ Either way it goes on applying the changes."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -25,6 +26,12 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 10) AS i;
 """
 WINDOW_S = 15
 SAID = "behind the delete window"
+SAID_STATUS = "may keep rows deleted"
+
+
+def _lag(p) -> int:
+    st = json.loads(p.run_cli("status", "--json").stdout)
+    return sum(v["consumer_lag"] for v in st["views"])
 
 
 def test_a_worker_stopped_past_the_delete_window_names_the_views_to_rebuild(
@@ -55,6 +62,9 @@ def test_a_worker_stopped_past_the_delete_window_names_the_views_to_rebuild(
 
     # stopped for less than the window: nothing to say
     p.sql("UPDATE items SET name = 'soon' WHERE id = 1")
+    p.wait_streaming()
+    wait_for(lambda: _lag(p) > 0, 60, "the update in the topic")
+    assert SAID_STATUS not in p.run_cli("status").stdout
     within = p.start_worker()
     p.wait_drained(timeout=120)
     assert within.terminate() == 0
@@ -63,6 +73,16 @@ def test_a_worker_stopped_past_the_delete_window_names_the_views_to_rebuild(
     # stopped past it: the next record to read is older than the window
     p.sql("DELETE FROM items WHERE id = 2")
     time.sleep(WINDOW_S + 2)
+    status = json.loads(p.run_cli("status", "--json").stdout)
+    (behind,) = status["behind_delete_window"]
+    assert (behind["view"], behind["sink"], behind["topic"]) == (
+        "items",
+        "redis",
+        topic,
+    )
+    assert "`readside snapshot items --rebuild`" in behind["says"]
+    text = p.run_cli("status").stdout
+    assert f"warning: items in redis: {topic}[{behind['partition']}]" in text, text
     late = p.start_worker()
     p.wait_log(late, SAID, timeout=60)
     said = [line for line in late.log_text().splitlines() if SAID in line]
@@ -72,3 +92,6 @@ def test_a_worker_stopped_past_the_delete_window_names_the_views_to_rebuild(
     p.wait_drained(timeout=120)
     assert late.alive(), late.tail()
     p.assert_converged()  # the tombstone was still there: nothing was lost
+    assert (
+        json.loads(p.run_cli("status", "--json").stdout)["behind_delete_window"] == []
+    )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from pipeline.deletewindow import behind_the_window
+from pipeline.deletewindow import behind_the_window, committed_offsets
 
 pytestmark = pytest.mark.unit
 
@@ -47,13 +47,14 @@ class Log:
         return start, max(stamps, default=start - 1) + 1
 
 
+def _behind(parts: dict[tuple[str, int], Any]) -> list[Any]:
+    log = Log(parts)
+    committed = committed_offsets(log, [TopicPartition(t, p) for t, p in parts])
+    return behind_the_window(log, committed, {"t": 24 * HOUR}, now_ms=lambda: NOW)
+
+
 def _check(parts: dict[tuple[str, int], Any]) -> list[tuple[str, int]]:
-    found = behind_the_window(
-        Log(parts),
-        [TopicPartition(t, p) for t, p in parts],
-        {"t": 24 * HOUR},
-        now_ms=lambda: NOW,
-    )
+    found = _behind(parts)
     return [(b.topic, b.partition) for b in found]
 
 
@@ -75,12 +76,7 @@ def test_unread_records_older_than_the_window_are_found() -> None:
 def test_records_deleted_before_the_group_read_them_are_found() -> None:
     fresh = NOW - HOUR
     assert _check({("t", 0): (2, 10, {10: fresh, 11: fresh})}) == [("t", 0)]
-    said = behind_the_window(
-        Log({("t", 0): (2, 10, {10: fresh})}),
-        [TopicPartition("t", 0)],
-        {"t": 24 * HOUR},
-        now_ms=lambda: NOW,
-    )[0].says(["orders"])
+    said = _behind({("t", 0): (2, 10, {10: fresh})})[0].says(["orders"])
     assert "records 2-9 were deleted by the topic's retention" in said
     assert "`readside snapshot orders --rebuild`" in said
 
@@ -88,11 +84,6 @@ def test_records_deleted_before_the_group_read_them_are_found() -> None:
 def test_every_unread_record_older_than_the_window() -> None:
     """No record is recent enough: every unread one is past the window."""
     old = NOW - 30 * HOUR
-    found = behind_the_window(
-        Log({("t", 0): (1, 0, {0: old, 1: old, 2: old})}),
-        [TopicPartition("t", 0)],
-        {"t": 24 * HOUR},
-        now_ms=lambda: NOW,
-    )
+    found = _behind({("t", 0): (1, 0, {0: old, 1: old, 2: old})})
     assert [(b.committed, b.in_window) for b in found] == [(1, 3)]
     assert "older than the topic's delete.retention.ms (24 h)" in found[0].says(["v"])
