@@ -31,6 +31,12 @@ import pymongo
 import redis
 import yaml
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported at runtime
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connectors import debezium
@@ -601,6 +607,17 @@ class Pipeline:
             self.config.kafka,
             {"group.id": self.config.kafka.group_id, "enable.auto.commit": False},
         )
+
+    def set_topic_configs(self, topic: str, settings: Mapping[str, str]) -> None:
+        """Set ``settings`` on ``topic`` (incrementally: the rest stay)."""
+        entries = [
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in settings.items()
+        ]
+        res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+        admin = kafkaclient.admin(self.config.kafka)
+        for fut in admin.incremental_alter_configs([res]).values():
+            fut.result(30)
 
     def partitions(self) -> list[TopicPartition]:
         n = self.config.kafka.partitions

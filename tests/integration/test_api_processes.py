@@ -11,6 +11,8 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,38 +92,51 @@ def _gets_counted(server: Server) -> float:
     return float(found.group(1))
 
 
-def test_two_server_processes_answer_exactly_and_count_together(make_pipeline):
+def _served(make_pipeline, change: str | None = None) -> tuple[dict[str, Any], Server]:
+    """The products view drained into its store, what the source says of it,
+    and ``readside serve`` in two processes with a site's and an operator's
+    key."""
     p = make_pipeline(SCHEMA, ["public.products"], {VIEW: {"table": "public.products"}})
     p.apply_connector()
     p.start_worker()
-    p.sql("UPDATE products SET price = 7 WHERE id = 3")
+    if change is not None:
+        p.sql(change)
     p.wait_drained(timeout=120)
     with psycopg.connect(p.dsn, autocommit=True) as conn:
         expected = expected_documents(conn, build_views(p.config)[VIEW])
-    assert len(expected) == 30
     keys = [
         {"name": "storefront", "key": KEY, "views": [VIEW]},
         {"name": "ops", "key": OPS, "operator": True},
     ]
-    server = start_server(p, {"keys": keys, "workers": 2})
-    stopped: list[int] = []
+    return expected, start_server(p, {"keys": keys, "workers": 2})
+
+
+@contextmanager
+def _paused(pid: int) -> Iterator[None]:
+    """Process ``pid`` stopped meanwhile: the other takes every connection."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_two_server_processes_answer_exactly_and_count_together(make_pipeline):
+    expected, server = _served(
+        make_pipeline, "UPDATE products SET price = 7 WHERE id = 3"
+    )
+    assert len(expected) == 30
     try:
         pids = _server_processes(server)
         assert len(pids) == 2, (pids, server.log_text()[-3000:])
         ids = sorted(expected, key=int)
-        # Each process in turn is the only one running: the other is
-        # stopped, so every connection is accepted by the one left, and its
-        # /metrics counts the gets by id of both processes so far.
+        # Each process in turn is the only one running, and its /metrics
+        # counts the gets by id of both processes so far.
         for turn, paused in enumerate((pids[1], pids[0]), start=1):
-            os.kill(paused, signal.SIGSTOP)
-            stopped.append(paused)
-            _read_all(server, ids, expected)
-            assert _gets_counted(server) == turn * len(ids)
-            os.kill(paused, signal.SIGCONT)
-            stopped.remove(paused)
+            with _paused(paused):
+                _read_all(server, ids, expected)
+                assert _gets_counted(server) == turn * len(ids)
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
         code = server.stop()
     assert code == 0, server.log_text()[-3000:]
     for pid in pids:
@@ -157,39 +172,19 @@ def _startups(server: Server, count: int, timeout_s: float = 60.0) -> None:
 def test_a_killed_server_process_is_replaced_and_its_requests_stay_counted(
     make_pipeline,
 ):
-    p = make_pipeline(SCHEMA, ["public.products"], {VIEW: {"table": "public.products"}})
-    p.apply_connector()
-    p.start_worker()
-    p.wait_drained(timeout=120)
-    with psycopg.connect(p.dsn, autocommit=True) as conn:
-        expected = expected_documents(conn, build_views(p.config)[VIEW])
-    keys = [
-        {"name": "storefront", "key": KEY, "views": [VIEW]},
-        {"name": "ops", "key": OPS, "operator": True},
-    ]
-    server = start_server(p, {"keys": keys, "workers": 2})
-    stopped: list[int] = []
+    expected, server = _served(make_pipeline)
     try:
         victim, other = _server_processes(server)
         ids = sorted(expected, key=int)
-        os.kill(other, signal.SIGSTOP)  # the victim takes every read
-        stopped.append(other)
-        _read_all(server, ids, expected)
-        os.kill(other, signal.SIGCONT)
-        stopped.remove(other)
+        with _paused(other):  # the victim takes every read
+            _read_all(server, ids, expected)
         os.kill(victim, signal.SIGKILL)  # no shutdown of its own
         pids = _replaced(server, victim)
         _startups(server, 3)  # the two first ones and the newcomer
-        # the newcomer alone answers, exactly, and counts the victim's reads
-        os.kill(other, signal.SIGSTOP)
-        stopped.append(other)
-        _read_all(server, ids, expected)
-        assert _gets_counted(server) == 2 * len(ids)
-        os.kill(other, signal.SIGCONT)
-        stopped.remove(other)
+        with _paused(other):  # the newcomer alone answers, exactly,
+            _read_all(server, ids, expected)
+            assert _gets_counted(server) == 2 * len(ids)  # and counts the victim's
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
         code = server.stop()
     assert code == 0, server.log_text()[-3000:]
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]

@@ -9,13 +9,7 @@ import json
 import time
 
 import pytest
-from confluent_kafka.admin import (
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    ResourceType,
-)
+from confluent_kafka.admin import AdminClient
 from harness import wait_for
 
 pytestmark = pytest.mark.integration
@@ -44,18 +38,11 @@ def test_a_worker_stopped_past_the_delete_window_names_the_views_to_rebuild(
     )
     topic = p.config.source.topic("public.items")
     admin = AdminClient(p.config.kafka.client_conf())
-    window = ConfigEntry(
-        "delete.retention.ms",
-        str(WINDOW_S * 1000),
-        incremental_operation=AlterConfigOpType.SET,
-    )
-    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[window])
     p.apply_connector()
     wait_for(
         lambda: topic in admin.list_topics(timeout=10).topics, 120, f"topic {topic}"
     )
-    for fut in admin.incremental_alter_configs([res]).values():
-        fut.result(30)
+    p.set_topic_configs(topic, {"delete.retention.ms": str(WINDOW_S * 1000)})
     first = p.start_worker()
     p.wait_drained(timeout=120)
     assert first.terminate() == 0

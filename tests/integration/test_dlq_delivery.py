@@ -24,9 +24,6 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported at runtime
     AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
     NewTopic,
 )
 from harness import Pipeline, wait_for
@@ -56,18 +53,7 @@ def _topic_config(p: Pipeline, topic: str) -> dict[str, str]:
 
 
 def _set_topic_config(p: Pipeline, topic: str, **values: str) -> None:
-    entries = [
-        ConfigEntry(
-            name.replace("_", "."),
-            value,
-            incremental_operation=AlterConfigOpType.SET,
-        )
-        for name, value in values.items()
-    ]
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
-    admin = _admin(p)
-    for fut in admin.incremental_alter_configs([res]).values():
-        fut.result(timeout=30)
+    p.set_topic_configs(topic, {k.replace("_", "."): v for k, v in values.items()})
 
 
 def _produce(p: Pipeline, ident: int, value: bytes, partition: int = 0) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from harness import Pipeline, redis_admin_client, wait_for
@@ -31,32 +32,37 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20) AS i;
 
 
 @contextmanager
-def _index_blocked(p: Pipeline) -> Iterator[None]:
+def _search(p: Pipeline) -> Iterator[tuple[Any, str]]:
+    """The Elasticsearch client of ``p`` and the alias of its items view."""
     es = build_sinks(p.config, ["elasticsearch"])["elasticsearch"]
     es.open()
-    alias = es.alias("items")  # type: ignore[attr-defined]
-    client = es.client  # type: ignore[attr-defined]
     try:
-        client.indices.put_settings(index=alias, settings={"index.blocks.write": True})
-        yield
+        yield es.client, es.alias("items")  # type: ignore[attr-defined]
     finally:
-        client.indices.put_settings(index=alias, settings={"index.blocks.write": None})
         es.close()
 
 
 @contextmanager
+def _index_blocked(p: Pipeline) -> Iterator[None]:
+    with _search(p) as (client, alias):
+        client.indices.put_settings(index=alias, settings={"index.blocks.write": True})
+        try:
+            yield
+        finally:
+            client.indices.put_settings(
+                index=alias, settings={"index.blocks.write": None}
+            )
+
+
+@contextmanager
 def _index_closed(p: Pipeline) -> Iterator[None]:
-    es = build_sinks(p.config, ["elasticsearch"])["elasticsearch"]
-    es.open()
-    alias = es.alias("items")  # type: ignore[attr-defined]
-    client = es.client  # type: ignore[attr-defined]
-    index = next(iter(client.indices.get_alias(name=alias)))
-    try:
+    with _search(p) as (client, alias):
+        index = next(iter(client.indices.get_alias(name=alias)))
         client.indices.close(index=index)
-        yield
-    finally:
-        client.indices.open(index=index, wait_for_active_shards="all")
-        es.close()
+        try:
+            yield
+        finally:
+            client.indices.open(index=index, wait_for_active_shards="all")
 
 
 @contextmanager

@@ -16,13 +16,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import (
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    ResourceType,
-)
 from harness import Pipeline, wait_for
 
 from pipeline.decode import JsonDecoder
@@ -45,14 +38,7 @@ EAGER_COMPACTION = {
 
 def compact_eagerly(p: Pipeline, topic: str) -> None:
     """Set :data:`EAGER_COMPACTION` on ``topic`` (incrementally)."""
-    admin = AdminClient(p.config.kafka.client_conf())
-    entries = [
-        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-        for k, v in EAGER_COMPACTION.items()
-    ]
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
-    for fut in admin.incremental_alter_configs([resource]).values():
-        fut.result(30)
+    p.set_topic_configs(topic, EAGER_COMPACTION)
 
 
 def topic_events(p: Pipeline, topic: str) -> list[ChangeEvent]:
