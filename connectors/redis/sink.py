@@ -47,6 +47,7 @@ slots and must be split per slot first (not done here).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,11 @@ class RedisSink(RedisGenerations, RedisReads):
     def write(self, ops: Sequence[DocumentOp]) -> WriteResult:
         """Apply ``ops`` (see :meth:`Sink.write`), then wait for the append-only
         file and replicas as configured before returning."""
+        if ops and time.monotonic() >= self._policy_due:
+            try:
+                self._refuse_eviction()
+            except rex.RedisError as exc:
+                raise classify(exc) from exc
         result = super().write(ops)
         if ops:
             try:

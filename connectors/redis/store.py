@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 
 import redis
@@ -33,6 +34,8 @@ from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientErr
 logger = logging.getLogger(__name__)
 
 FETCH_CHUNK = 1000
+#: seconds between two looks at the server's eviction policy while writing
+POLICY_CHECK_S = 60.0
 
 
 #: Refusals of a Redis that is up but may not write for now, by the first
@@ -96,6 +99,8 @@ class RedisStore(StoreSink[RedisSinkConfig]):
         self, name: str, cfg: RedisSinkConfig, targets: Mapping[str, ViewTarget]
     ) -> None:
         super().__init__(name, cfg, targets)
+        #: when the eviction policy is looked at again (time.monotonic())
+        self._policy_due = 0.0
         self._live: dict[str, int] = {}  # view -> live generation, as last seen
         #: view -> the generation a rebuild fills (None: none), as last seen
         self._mirrors: dict[str, int | None] = {}
@@ -136,7 +141,10 @@ class RedisStore(StoreSink[RedisSinkConfig]):
         logger.info("redis sink open sink=%s views=%d", self.name, len(self.targets))
 
     def _refuse_eviction(self) -> None:
-        """Refuse a server that may evict any key when its memory is full.
+        """Refuse a server that may evict any key when its memory is full:
+        when the sink opens, and every :data:`POLICY_CHECK_S` while it writes
+        (a policy changed with ``CONFIG SET`` then stops the worker before
+        its next write).
 
         Redis then drops documents the worker was told are stored (the
         reads miss them, and nothing writes them again until their rows
@@ -153,6 +161,7 @@ class RedisStore(StoreSink[RedisSinkConfig]):
         try:
             policy = str(self.client.info("memory").get("maxmemory_policy", ""))
         except (rex.NoPermissionError, rex.ResponseError) as exc:
+            self._policy_due = float("inf")  # never allowed: said once
             logger.warning(
                 "redis sink cannot read the server's maxmemory-policy sink=%s "
                 "error=%s: if it is an allkeys-* policy, Redis may evict documents",
@@ -160,14 +169,16 @@ class RedisStore(StoreSink[RedisSinkConfig]):
                 exc,
             )
             return
-        if policy.startswith("allkeys-"):
-            raise ConfigError(
-                f"sinks.{self.name}: the Redis server may evict any key when its "
-                f"memory is full (maxmemory-policy {policy}), losing documents "
-                "and the versions that guard them; set maxmemory-policy "
-                "noeviction on the server (writes are then refused and retried "
-                "while it is full)"
-            )
+        if not policy.startswith("allkeys-"):
+            self._policy_due = time.monotonic() + POLICY_CHECK_S
+            return
+        raise ConfigError(
+            f"sinks.{self.name}: the Redis server may evict any key when its "
+            f"memory is full (maxmemory-policy {policy}), losing documents "
+            "and the versions that guard them; set maxmemory-policy "
+            "noeviction on the server (writes are then refused and retried "
+            "while it is full)"
+        )
 
     def close(self) -> None:
         if self._client is not None:

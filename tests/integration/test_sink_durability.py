@@ -437,3 +437,21 @@ def test_redis_that_evicts_no_key_of_readside_is_accepted(
     sink = _open_redis(url)
     assert sink.write([Upsert(VIEW, "1", 1, {"a": 1})]).applied == 1
     sink.close()
+
+
+def test_redis_policy_changed_to_evict_while_writing_stops_the_writes(
+    redis_server: Callable[..., str],
+) -> None:
+    """``CONFIG SET maxmemory-policy allkeys-lru`` on a server the sink
+    already writes to: its next look at the policy refuses the write, so the
+    worker stops before it commits anything Redis may drop."""
+    url = redis_server("--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    sink = _open_redis(url)
+    assert sink.write([Upsert(VIEW, "1", 1, {"a": 1})]).applied == 1
+    redis.Redis.from_url(url).config_set("maxmemory-policy", "allkeys-lru")
+    assert sink.write([Upsert(VIEW, "2", 1, {"a": 2})]).applied == 1  # not due yet
+    sink._policy_due = 0.0  # the minute has passed
+    with pytest.raises(ConfigError, match=r"maxmemory-policy allkeys-lru"):
+        sink.write([Upsert(VIEW, "3", 1, {"a": 3})])
+    assert sink.fetch(VIEW, ["3"]) == {}  # refused before the write
+    sink.close()
