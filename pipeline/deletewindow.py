@@ -9,7 +9,9 @@ they existed. The same holds, for every kind of record, when a topic's
 retention deleted records the group had not read yet (its committed offset
 below the partition's start).
 
-:func:`behind_the_window` finds such partitions when a worker starts. It
+:func:`behind_the_window` finds such partitions when a worker starts, and
+``readside status`` (:func:`read_marks` once per partition, :func:`behind`
+per view and sink) while a group is behind. It
 says so, naming the views to rebuild (``readside snapshot VIEW --rebuild``,
 which the workers keep running beside); it does not stop the worker, whose
 catch-up is right for every other change and which a rebuild needs running.
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import TopicPartition
+
+from pipeline.dlqtopic import topic_configs
 
 #: Kafka's own default ``delete.retention.ms`` (a topic that does not say)
 KAFKA_DEFAULT_MS = 86_400_000
@@ -64,18 +68,65 @@ class Behind:
         )
 
 
-def behind_the_window(
+Part = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Where a partition starts, where its delete window begins, where it ends."""
+
+    start: int
+    #: the first offset within the topic's delete window (the end if none)
+    in_window: int
+    end: int
+
+
+def retention_windows(admin: Any, topics: Iterable[str]) -> dict[str, int]:
+    """Each topic's ``delete.retention.ms`` (its own or the broker's)."""
+    return {
+        t: int(c.get("delete.retention.ms") or KAFKA_DEFAULT_MS)
+        for t, c in topic_configs(admin, sorted(topics)).items()
+    }
+
+
+def read_marks(
     consumer: Any,
-    committed: Mapping[tuple[str, int], int],
+    parts: Iterable[Part],
     windows: Mapping[str, int],
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     timeout_s: float = 10.0,
+) -> dict[Part, Marks]:
+    """The :class:`Marks` of each of ``parts`` (``windows``: topic ->
+    ``delete.retention.ms``), read by ``consumer`` (any group)."""
+    wanted = sorted(set(parts))
+    if not wanted:
+        return {}
+    now = now_ms()
+    asked = [
+        TopicPartition(t, p, now - windows.get(t, KAFKA_DEFAULT_MS)) for t, p in wanted
+    ]
+    firsts = {
+        (tp.topic, tp.partition): tp.offset
+        for tp in consumer.offsets_for_times(asked, timeout=timeout_s)
+    }
+    out = {}
+    for topic, part in wanted:
+        start, end = consumer.get_watermark_offsets(
+            TopicPartition(topic, part), timeout=timeout_s
+        )
+        first = firsts.get((topic, part), -1)
+        out[(topic, part)] = Marks(start, end if first < 0 else first, end)
+    return out
+
+
+def behind(
+    committed: Mapping[Part, int],
+    marks: Mapping[Part, Marks],
+    windows: Mapping[str, int],
 ) -> list[Behind]:
     """The partitions whose ``committed`` offset (the next record a group
-    reads) leaves unread records older than their topic's delete window
-    (``windows``: topic -> ``delete.retention.ms``), or lies below records
-    deleted before it read them. ``consumer`` (any group) reads the
-    partitions' offsets and times.
+    reads) leaves unread records older than their topic's delete window, or
+    lies below records deleted before it read them.
 
     Offsets missing between the committed one and the window's first count
     as older than the window: compaction removes only records older than
@@ -84,33 +135,31 @@ def behind_the_window(
     committed holds nothing yet, and a compacted topic read from its start
     lacks a deleted row altogether.
     """
-    if not committed:
-        return []
-    now = now_ms()
-
-    def window(topic: str) -> int:
-        return windows.get(topic, KAFKA_DEFAULT_MS)
-
-    asked = [TopicPartition(t, p, now - window(t)) for t, p in committed]
-    firsts = {
-        (tp.topic, tp.partition): tp.offset
-        for tp in consumer.offsets_for_times(asked, timeout=timeout_s)
-    }
     found = []
     for (topic, part), offset in sorted(committed.items()):
-        start, end = consumer.get_watermark_offsets(
-            TopicPartition(topic, part), timeout=timeout_s
-        )
-        first = firsts.get((topic, part), -1)
-        in_window = end if first < 0 else first  # none that new: the end
-        if offset < start or offset < min(in_window, end):
-            found.append(Behind(topic, part, offset, start, in_window, window(topic)))
+        m = marks.get((topic, part))
+        if m is not None and (offset < m.start or offset < min(m.in_window, m.end)):
+            window = windows.get(topic, KAFKA_DEFAULT_MS)
+            found.append(Behind(topic, part, offset, m.start, m.in_window, window))
     return found
+
+
+def behind_the_window(
+    consumer: Any,
+    committed: Mapping[Part, int],
+    windows: Mapping[str, int],
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    timeout_s: float = 10.0,
+) -> list[Behind]:
+    """:func:`behind` of one group's ``committed`` offsets, their marks read
+    by ``consumer``."""
+    found = read_marks(consumer, committed, windows, now_ms, timeout_s)
+    return behind(committed, found, windows)
 
 
 def committed_offsets(
     consumer: Any, parts: Iterable[TopicPartition], timeout_s: float = 10.0
-) -> dict[tuple[str, int], int]:
+) -> dict[Part, int]:
     """``consumer``'s group's committed offsets of ``parts`` (those it has)."""
     return {
         (tp.topic, tp.partition): tp.offset

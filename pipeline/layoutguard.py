@@ -23,7 +23,6 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from pipeline import deletewindow, groups, kafkaclient
 from pipeline.aggregate.reader import EPOCH_SPAN, XIP_FACTOR
 from pipeline.config import Config
-from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
 from pipeline.events import DocumentOp
 from pipeline.layout import (
@@ -232,10 +231,7 @@ class Guard:
         by_topic = {t: vs for t, vs in by_topic.items() if vs}
         try:
             layouts = describe(self.cfg, sorted(by_topic), self._admin)
-            windows = {
-                t: int(c.get("delete.retention.ms") or deletewindow.KAFKA_DEFAULT_MS)
-                for t, c in topic_configs(self._admin, sorted(layouts)).items()
-            }
+            windows = deletewindow.retention_windows(self._admin, layouts)
             consumer = kafkaclient.consumer(
                 self.cfg.kafka, {"group.id": self.group, "enable.auto.commit": False}
             )

@@ -22,7 +22,6 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from connectors import debezium
 from pipeline import checkpoints, deletewindow, groups, kafkaclient
 from pipeline.config import Config
-from pipeline.dlqtopic import topic_configs
 from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
 from pipeline.textout import columns
@@ -144,22 +143,22 @@ def _behind_the_window(
     timeout: float,
 ) -> list[dict[str, Any]]:
     """Per view and sink, the partitions its groups left unread past their
-    topic's delete window (:mod:`pipeline.deletewindow`)."""
-    topics = sorted({t for offsets in reached.values() for t, _p in offsets})
+    topic's delete window (:mod:`pipeline.deletewindow`; each partition's
+    marks read once)."""
+    parts = {part for offsets in reached.values() for part in offsets}
     out = []
     try:
-        windows = {
-            t: int(c.get("delete.retention.ms") or deletewindow.KAFKA_DEFAULT_MS)
-            for t, c in topic_configs(kafkaclient.admin(cfg.kafka), topics).items()
-        }
-        for (view, sink), offsets in sorted(reached.items()):
-            for part in deletewindow.behind_the_window(
-                consumer, offsets, windows, timeout_s=timeout
-            ):
-                says = part.says([view])
-                out.append({"view": view, "sink": sink, **asdict(part), "says": says})
+        windows = deletewindow.retention_windows(
+            kafkaclient.admin(cfg.kafka), {t for t, _p in parts}
+        )
+        marks = deletewindow.read_marks(consumer, parts, windows, timeout_s=timeout)
     except KafkaException as exc:  # e.g. a login that may not describe configs
         logger.warning("delete window not checked error=%s", exc)
+        return []
+    for (view, sink), offsets in sorted(reached.items()):
+        for part in deletewindow.behind(offsets, marks, windows):
+            says = part.says([view])
+            out.append({"view": view, "sink": sink, **asdict(part), "says": says})
     return out
 
 

@@ -160,7 +160,7 @@ class RedisStore(StoreSink[RedisSinkConfig]):
         """
         try:
             policy = str(self.client.info("memory").get("maxmemory_policy", ""))
-        except (rex.NoPermissionError, rex.ResponseError) as exc:
+        except rex.ResponseError as exc:  # NoPermissionError: INFO not allowed
             self._policy_due = float("inf")  # never allowed: said once
             logger.warning(
                 "redis sink cannot read the server's maxmemory-policy sink=%s "
