@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from pipeline.errors import BadRecord, ConfigError, FatalError, ReadsideError
@@ -173,6 +174,33 @@ class Generations(Protocol):
     def drop_generation(self, view: str, gen: int) -> None:
         """Delete what generation ``gen`` holds (never the live one)."""
         ...
+
+
+@runtime_checkable
+class LoadMarks(Protocol):
+    """A sink that marks the views it holds whole (:mod:`pipeline.loaded`).
+
+    The mark lives beside the view's documents, so that whatever loses them
+    loses the mark too: a Redis emptied or restarted without its data, an
+    Elasticsearch index deleted, a MongoDB collection or database dropped. A
+    view whose mark is missing while its consumer group has committed offsets
+    holds only what was written since: its earlier documents are gone (or the
+    sink was added to the view after those offsets, and never loaded).
+    """
+
+    def loaded(self, view: str) -> bool:
+        """Whether the live generation of ``view`` carries the mark."""
+        ...
+
+    def mark_loaded(self, view: str) -> None:
+        """Mark the live generation of ``view`` as holding the whole view (a
+        first start streams it whole; a snapshot or a rebuild loaded it)."""
+        ...
+
+
+def mark_time() -> str:
+    """What a load mark holds: when it was set (UTC, ISO 8601)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from connectors.base import Sink, Stored, WriteResult
+from connectors.base import LoadMarks, Sink, Stored, WriteResult
 from pipeline.events import (
     UNCHANGED,
     Delete,
@@ -322,6 +322,26 @@ def large_batch_counts(sink: Sink, view: str) -> None:
     _check(sink, sink.ids(view) == live, "ids() after the mixed bulk differ")
 
 
+def load_mark_set_kept_and_dropped(sink: Sink, view: str) -> None:
+    """A sink that keeps load marks (:class:`~connectors.base.LoadMarks`)
+    marks only when asked, keeps the mark through writes, and loses it with
+    the documents."""
+    if not isinstance(sink, LoadMarks):
+        return
+    _check(sink, not sink.loaded(view), "a view never marked reads as loaded")
+    _write(sink, [Upsert(view, "mark-1", BASE, {"n": 1})], applied=1)
+    _check(sink, not sink.loaded(view), "a write marked the view loaded")
+    sink.mark_loaded(view)
+    _check(sink, sink.loaded(view), "the view is not loaded once marked")
+    _write(sink, [Upsert(view, "mark-2", BASE, {"n": 2})], applied=1)
+    sink.mark_loaded(view)  # again: harmless
+    _check(sink, sink.loaded(view), "a write or a second mark took the mark")
+    drop = getattr(sink, "drop", None)
+    if drop is not None:
+        drop(view)
+        _check(sink, not sink.loaded(view), "the mark outlived the documents")
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -341,6 +361,7 @@ CASES: dict[str, Case] = {
         unchanged_rejected_without_stored_doc,
         ids_exclude_tombstones,
         large_batch_counts,
+        load_mark_set_kept_and_dropped,
     )
 }
 

@@ -57,6 +57,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], Stored] = {}
         self.generations: dict[str, tuple[int, int | None]] = {}
+        #: the generations (by name) that carry the load mark
+        self.marked: set[str] = set()
         self.lock = threading.Lock()
 
 
@@ -233,7 +235,16 @@ class MemorySink(StoreSink[MemorySinkConfig]):
         with self._lock:
             self._forget(self._live(view))
 
+    def loaded(self, view: str) -> bool:
+        with self._lock:
+            return self._live(view) in self._store.marked
+
+    def mark_loaded(self, view: str) -> None:
+        with self._lock:
+            self._store.marked.add(self._live(view))
+
     def _forget(self, where: str) -> None:
+        self._store.marked.discard(where)
         for key in [k for k in self.data if k[0] == where]:
             del self.data[key]
 
@@ -256,6 +267,8 @@ class MemorySink(StoreSink[MemorySinkConfig]):
     def switch_generation(self, view: str, gen: int) -> None:
         with self._lock:
             self._store.generations[self._base(view)] = (gen, None)
+            # the rebuild loaded it whole
+            self._store.marked.add(generation_name(self._base(view), gen))
 
     def drop_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "drop")

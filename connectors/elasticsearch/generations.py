@@ -16,11 +16,14 @@ from typing import Any
 
 import elasticsearch
 
-from connectors.base import ViewTarget
+from connectors.base import ViewTarget, mark_time
 from connectors.elasticsearch.store import ERRORS, ElasticsearchStore
 from pipeline.errors import FatalError
 
 logger = logging.getLogger(__name__)
+
+#: the key of the load mark in an index's mapping ``_meta``
+LOADED = "readside_loaded"
 
 
 class ElasticsearchGenerations(ElasticsearchStore):
@@ -82,10 +85,42 @@ class ElasticsearchGenerations(ElasticsearchStore):
             mirror = self._mirror(view)
             if self.client.indices.exists_alias(name=mirror, index=index):
                 actions.append({"remove": {"index": index, "alias": mirror}})
+            self._mark(index)  # the rebuild loaded it whole
             self.client.indices.update_aliases(actions=actions)
         except ERRORS as exc:
             raise self.classify(exc) from exc
         logger.info("elasticsearch alias switched alias=%s index=%s", alias, index)
+
+    def loaded(self, view: str) -> bool:
+        """Whether the index behind the view's alias carries the mark in its
+        mapping's ``_meta`` (an index deleted and made again, by the sink or
+        by a write that found no alias, does not)."""
+        alias = self.alias(view)
+        try:
+            if not self.client.indices.exists_alias(name=alias):
+                return False
+            found = self.client.indices.get_mapping(index=alias).body
+        except ERRORS as exc:
+            raise self.classify(exc) from exc
+        return bool(found) and all(
+            LOADED in (held.get("mappings", {}).get("_meta") or {})
+            for held in found.values()
+        )
+
+    def mark_loaded(self, view: str) -> None:
+        try:
+            self._mark(self.alias(view))
+        except ERRORS as exc:
+            raise self.classify(exc) from exc
+
+    def _mark(self, index: str) -> None:
+        """Add the load mark to the ``_meta`` of ``index`` (an index or alias),
+        keeping what else the ``_meta`` holds."""
+        found = self.client.indices.get_mapping(index=index).body
+        for name, held in found.items():
+            meta = dict(held.get("mappings", {}).get("_meta") or {})
+            meta[LOADED] = mark_time()
+            self.client.indices.put_mapping(index=name, meta=meta)
 
     def drop_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "drop")

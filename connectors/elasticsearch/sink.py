@@ -180,7 +180,9 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
         self, lines: list[str], sent: list[DocumentOp], mirror: bool
     ) -> WriteResult:
         kwargs = self._bulk_kwargs()
-        if mirror:  # never create an index when the switch removed the alias
+        # Never create an index: when the switch removed the mirror alias, or
+        # when the index behind a view's alias was deleted.
+        if mirror or all(self._aliased.get(op.view, False) for op in sent):
             kwargs["require_alias"] = True
         # Lines are pre-serialized NDJSON, which the serializer passes through.
         # Of each item only its status and error are read: the answer holds
@@ -192,6 +194,7 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
         )
         result = WriteResult()
         transient: list[str] = []
+        gone: set[str] = set()
         for op, item in zip(sent, resp["items"], strict=True):
             info = item["index"]
             status = int(info["status"])
@@ -201,6 +204,8 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
                 result.stale += 1
             elif mirror and status == 404:
                 pass  # the switch ended the mirroring; the live write follows
+            elif status == 404:
+                gone.add(op.view)  # no alias: its index was deleted
             elif blocked(info.get("error")) or status == 429 or status >= 500:
                 transient.append(f"{status} {_reason(info.get('error', {}))}")
             elif status in (401, 403):
@@ -211,6 +216,8 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
                 result.rejected.append((op, _reason(info.get("error", {}))))
         if result.rejected:
             result = self._settle_stale_rejections(result, mirror)
+        if gone:
+            self._index_gone(sorted(gone))
         if transient:
             # The rest of the batch is applied; a retry is idempotent.
             raise TransientError(
@@ -218,6 +225,32 @@ class ElasticsearchSink(ElasticsearchGenerations, ElasticsearchReads):
                 f"{transient[0]}"
             )
         return result
+
+    def _index_gone(self, views: list[str]) -> None:
+        """Make the deleted indexes of ``views`` again, empty, from their
+        mappings, and have the batch retried into them. Their earlier
+        documents are gone: the worker reports the view
+        (:mod:`pipeline.loaded`) until ``readside snapshot`` loads it.
+
+        Raises:
+            TransientError: always, once the indexes are there again.
+            FatalError: a plain index holds a view's alias name.
+        """
+        for view in views:
+            alias = self.alias(view)
+            if not self.client.indices.exists_alias(name=alias):
+                if self.client.indices.exists(index=alias):
+                    raise FatalError(
+                        f"{self.store} sink {self.name}: view {view}: an index "
+                        f"named {alias} stands where its alias should be; "
+                        "delete it, then load the view (readside snapshot "
+                        f"{view} --sink {self.name})"
+                    )
+                self._ensure_index(view, self._target(view))
+        raise TransientError(
+            f"{self.store}: the index of view(s) {', '.join(views)} was deleted; "
+            "made again empty, the batch is retried into it"
+        )
 
     def _settle_stale_rejections(
         self, result: WriteResult, mirror: bool

@@ -141,6 +141,9 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
     ) -> None:
         super().__init__(name, cfg, targets)
         self._client: elasticsearch.Elasticsearch | None = None
+        #: the views whose name is an alias (not the concrete index of a
+        #: rebuild's pinned sink, or a plain index in its place), by open()
+        self._aliased: dict[str, bool] = {}
 
     def _auth(self) -> tuple[str, str] | None:
         """Basic authentication, when the settings give a user and password."""
@@ -182,6 +185,11 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
         try:
             for view, target in self.targets.items():
                 self._ensure_index(view, target)
+                # writes through an alias require it: when its index is
+                # deleted they must not make a plain one with guessed mappings
+                self._aliased[view] = bool(
+                    self.client.indices.exists_alias(name=self.alias(view))
+                )
         except ERRORS as exc:
             raise self.classify(exc) from exc
         logger.info(

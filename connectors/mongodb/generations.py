@@ -12,6 +12,7 @@ be atomic; the pointer is.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pymongo.errors as perr
 
@@ -52,14 +53,52 @@ class MongoGenerations(MongoStore):
     def switch_generation(self, view: str, gen: int) -> None:
         base = self._target(view).name
         try:
+            # the rebuild loaded it whole: the mark moves with the switch
+            uuid = self._uuid(generation_name(base, gen))
             self.db[GENERATIONS].update_one(
                 {"_id": base},
-                {"$set": {"gen": gen}, "$unset": {"mirror": ""}},
+                {"$set": {"gen": gen, "loaded": uuid}, "$unset": {"mirror": ""}},
                 upsert=True,
             )
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
         logger.info("mongodb generation switched view=%s generation=%d", view, gen)
+
+    def loaded(self, view: str) -> bool:
+        """Whether the pointer's mark names the live collection: its id
+        (``info.uuid``), which a collection dropped and made again (by the
+        next write) does not keep."""
+        base = self._target(view).name
+        try:
+            raw = self.db[GENERATIONS].find_one({"_id": base}) or {}
+            mark = raw.get("loaded")
+            live = generation_name(base, int(raw.get("gen", 1)))
+            return mark is not None and mark == self._uuid(live, create=False)
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def mark_loaded(self, view: str) -> None:
+        base = self._target(view).name
+        try:
+            raw = self.db[GENERATIONS].find_one({"_id": base}) or {}
+            uuid = self._uuid(generation_name(base, int(raw.get("gen", 1))))
+            self.db[GENERATIONS].update_one(
+                {"_id": base}, {"$set": {"loaded": uuid}}, upsert=True
+            )
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
+    def _uuid(self, name: str, create: bool = True) -> Any:
+        """The id of collection ``name`` (None: there is none), made first
+        when ``create``."""
+        if create:
+            try:
+                self.db.create_collection(name)
+            except perr.CollectionInvalid:
+                pass  # there already
+        for info in self.db.list_collections(filter={"name": name}):
+            return info.get("info", {}).get("uuid")
+        return None
 
     def drop_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "drop")

@@ -175,6 +175,13 @@ class _Indices:
         found: Answer = self._request("GET", f"/{index}")
         return found
 
+    def get_mapping(self, index: str) -> Answer:
+        found: Answer = self._request("GET", f"/{index}/_mapping")
+        return found
+
+    def put_mapping(self, index: str, meta: Mapping[str, Any]) -> Any:
+        return self._request("PUT", f"/{index}/_mapping", None, {"_meta": meta})
+
     def get_alias(self, name: str) -> Answer:
         found: Answer = self._request("GET", f"/_alias/{name}")
         return found

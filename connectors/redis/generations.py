@@ -14,7 +14,7 @@ import logging
 
 import redis.exceptions as rex
 
-from connectors.base import ViewTarget
+from connectors.base import ViewTarget, mark_time
 from connectors.redis.keys import Layout, generation_prefix, glob_escape
 from connectors.redis.store import FETCH_CHUNK, RedisStore, classify
 
@@ -51,6 +51,7 @@ class RedisGenerations(RedisStore):
             with self.client.pipeline(transaction=True) as tx:  # MULTI ... EXEC
                 tx.set(layout.generation_key, str(gen))
                 tx.delete(layout.mirror_key)
+                tx.set(layout.loaded_key, mark_time())  # the rebuild loaded it whole
                 tx.execute()
         except rex.RedisError as exc:
             raise classify(exc) from exc
@@ -60,6 +61,18 @@ class RedisGenerations(RedisStore):
     def drop_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "drop")
         self._drop_layout(self._layout(view, gen))
+
+    def loaded(self, view: str) -> bool:
+        try:
+            return bool(self.client.exists(Layout(self._target(view)).loaded_key))
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+
+    def mark_loaded(self, view: str) -> None:
+        try:
+            self.client.set(Layout(self._target(view)).loaded_key, mark_time())
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
 
     def drop(self, view: str) -> int:
         """Delete every key of the live generation of ``view`` and the key
@@ -73,6 +86,7 @@ class RedisGenerations(RedisStore):
             deleted = self._drop_layout(layout)
             deleted += int(self.client.unlink(layout.generation_key))
             deleted += int(self.client.unlink(layout.mirror_key))
+            deleted += int(self.client.unlink(layout.loaded_key))
         except rex.RedisError as exc:
             raise classify(exc) from exc
         self._live.pop(view, None)

@@ -131,6 +131,8 @@ class Layout:
         self.generation_key = f"{target.name}@gen"
         #: holds the generation a rebuild is filling (absent: none)
         self.mirror_key = f"{self.generation_key}.mirror"
+        #: present while the store holds the whole view (:meth:`loaded`)
+        self.loaded_key = f"{target.name}@loaded"
         self.hash_tag = bool(opts.get("hash_tag", False))
         self.doc_ttl = int(opts.get("ttl_s", 0) or 0)
         self.tomb_ttl = int(opts.get("tombstone_ttl_s", DEFAULT_TOMBSTONE_TTL_S))
