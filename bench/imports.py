@@ -80,6 +80,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.layout",
             "pipeline.layoutguard",
             "pipeline.deletewindow",
+            "pipeline.loaded",
             "pipeline.metrics",
             "pipeline.partitions",
             "pipeline.startup",

@@ -34,7 +34,16 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from connectors.base import Sink
 from connectors.registry import build_sinks as build_sinks  # used by operations
-from pipeline import dlq, dlqtopic, groups, kafkaclient, layoutguard, metrics, startup
+from pipeline import (
+    dlq,
+    dlqtopic,
+    groups,
+    kafkaclient,
+    layoutguard,
+    loaded,
+    metrics,
+    startup,
+)
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer, rejected_only
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark
@@ -43,7 +52,7 @@ from pipeline.errors import FatalError
 from pipeline.partitions import Partitions, fmt, next_batch, usable
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
-from pipeline.sinkwriter import Abandoned
+from pipeline.sinkwriter import Abandoned, Backoff, until_reachable
 from pipeline.source.converter import converter_for
 from pipeline.startup import consumer_config as consumer_config  # tests use it
 from pipeline.startup import start_guard as _start_guard
@@ -80,6 +89,8 @@ class Worker:
     on_batch: Callable[[int], None] | None = None
     #: refuses a view whose topic layout or source xmax changed (run_worker)
     guard: layoutguard.Guard | None = None
+    #: reports a view a store no longer holds whole (set by run)
+    loads: loaded.Watch | None = None
     stopping: bool = False
     batches: int = 0
     #: events skipped because their row is gone from the source
@@ -169,6 +180,14 @@ class Worker:
                 self.parts.run_alive,
             ),
         )
+        if self.guard is not None:  # a worker's, not a rebuild's catch-up
+            self.loads = loaded.Watch(cfg, self.views, self.sinks)
+            until_reachable(
+                partial(self.loads.start, consumer),
+                "reading the load marks",
+                Backoff.of(cfg.worker),
+                lambda: self.stopping,
+            )
         if self.assignment is not None:
             consumer.assign(self.assignment)
             self._on_assign(consumer, self.assignment)
@@ -197,6 +216,8 @@ class Worker:
                 msgs = [m for m in msgs if usable(m)]
                 if self.guard is not None and self.guard.due():
                     self.guard.check()  # before applying anything of a new layout
+                if self.loads is not None and self.loads.due():
+                    self.loads.check()
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1

@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 
 from connectors.base import Sink
-from pipeline import kafkaclient, layout
+from pipeline import kafkaclient, layout, loaded
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.reader import Reader
@@ -128,8 +128,13 @@ class Loader:
                 st = self._state("chunks")
                 more = partial(build_sinks, self.cfg, self.sink_names)
                 self._chunks(source, sinks, st, more)
-                return self.rejects.check(self._finish(st))
-            return self.rejects.check(self._replay(self.view, sinks))
+                st = self._finish(st)
+            else:
+                st = self._replay(self.view, sinks)
+            if st.state == "done" and not self.opts.where:
+                # every row is in: the stores hold the view whole again
+                loaded.mark_loaded(sinks, [self.opts.view])
+            return self.rejects.check(st)
         finally:
             for sink in sinks.values():
                 sink.close()

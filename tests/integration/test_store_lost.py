@@ -1,0 +1,109 @@
+"""A store that loses a view's documents while the consumer group keeps its
+offsets (a Redis emptied or restarted without its data, an Elasticsearch index
+deleted, a MongoDB collection dropped), and a sink added to a view the group
+already read.
+
+The worker goes on from its committed offsets and writes only what changes
+from then on, so every other document stays missing. It must say so, by view
+and sink, with the way out (``readside snapshot VIEW --sink NAME``), at once
+while it runs and again when it starts; the snapshot must make the store
+whole and end the error (:mod:`pipeline.loaded`).
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness import Pipeline
+
+from connectors.base import LoadMarks
+from pipeline.worker import build_sinks
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = """
+CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);
+INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20) AS i;
+"""
+
+
+def _unloaded(sink: str) -> str:
+    return f"view items is not whole in sink {sink}: its load mark is missing"
+
+
+def _loaded(p: Pipeline, sink: str) -> bool:
+    store = build_sinks(p.config, [sink])[sink]
+    store.open()
+    try:
+        assert isinstance(store, LoadMarks)
+        return store.loaded("items")
+    finally:
+        store.close()
+
+
+def _lose(p: Pipeline, sink: str) -> None:
+    """Take every document of ``items`` away from ``sink``'s store."""
+    store = build_sinks(p.config, [sink])[sink]
+    store.open()
+    store.drop("items")  # type: ignore[attr-defined]
+    store.close()
+
+
+@pytest.mark.parametrize("sink", ["redis", "elasticsearch", "mongodb"])
+def test_a_store_that_lost_a_view_is_reported_until_a_snapshot_refills_it(
+    make_pipeline, sink
+):
+    p = make_pipeline(
+        SCHEMA, ["public.items"], {"items": {"table": "public.items", "sinks": [sink]}}
+    )
+    p.apply_connector()
+    worker = p.start_worker()
+    p.wait_drained(timeout=120)
+    p.assert_converged()
+    assert f"load mark set view=items sink={sink} (first start)" in worker.log_text()
+    assert _loaded(p, sink)
+
+    _lose(p, sink)
+    p.sql("UPDATE items SET name = name || ' (new)' WHERE id <= 3")
+    p.wait_log(worker, _unloaded(sink), timeout=60)
+    assert "the store lost them" in worker.log_text()
+    assert f"readside snapshot items --sink {sink}" in worker.log_text()
+    p.wait_drained(timeout=120)
+    (drift,) = p.verify()  # what was reported: 17 documents gone for good
+    assert len(drift.missing) == 17, drift
+
+    assert worker.terminate() == 0
+    again = p.start_worker()
+    p.wait_log(again, _unloaded(sink), timeout=60)  # said again at the start
+
+    done = p.run_cli("snapshot", "items", "--sink", sink)
+    assert f"load mark set view=items sink={sink}" in done.stderr, done.stderr
+    p.wait_log(again, f"view items is whole again in sink {sink}", timeout=60)
+    p.wait_drained(timeout=120)
+    p.assert_converged()
+    assert again.alive(), again.tail()
+
+
+def test_a_sink_added_to_a_view_the_group_read_is_reported(make_pipeline):
+    p = make_pipeline(
+        SCHEMA,
+        ["public.items"],
+        {"items": {"table": "public.items", "sinks": ["redis"]}},
+    )
+    p.apply_connector()
+    worker = p.start_worker()
+    p.wait_drained(timeout=120)
+    assert worker.terminate() == 0
+
+    def add(d: dict) -> None:
+        d["views"]["items"]["sinks"] = ["redis", "elasticsearch"]
+
+    p.rewrite(add)
+    again = p.start_worker()
+    p.wait_log(again, _unloaded("elasticsearch"), timeout=60)
+    assert "the sink was added to the view after" in again.log_text()
+    assert _unloaded("redis") not in again.log_text()
+    assert _loaded(p, "redis")
+    p.run_cli("snapshot", "items", "--sink", "elasticsearch")
+    p.wait_log(again, "view items is whole again in sink elasticsearch", timeout=60)
+    p.wait_drained(timeout=120)
+    p.assert_converged()

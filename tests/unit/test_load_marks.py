@@ -1,0 +1,171 @@
+"""The worker's look at the load marks of its views (pipeline.loaded), on
+in-memory sinks; tests/integration/test_store_lost.py drives it on the
+stack's stores."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+from repo_config import repo_config_path
+
+from connectors.base import ViewTarget
+from connectors.memory import MemorySink
+from pipeline import config
+from pipeline.errors import TransientError
+from pipeline.loaded import CHECK_INTERVAL_S, REPEAT_S, Watch, mark_loaded, pairs
+
+pytestmark = pytest.mark.unit
+
+
+class Group:
+    """A consumer whose group committed offsets on some topics."""
+
+    def __init__(self, read: set[str], topics: list[str]) -> None:
+        self.read = read
+        self.topics = topics
+
+    def list_topics(self, timeout: float) -> Any:
+        meta = SimpleNamespace(partitions={0: None, 1: None}, error=None)
+        return SimpleNamespace(topics={t: meta for t in self.topics})
+
+    def committed(self, parts: list[TopicPartition], timeout: float) -> list[Any]:
+        return [
+            TopicPartition(tp.topic, tp.partition, 5 if tp.topic in self.read else -1)
+            for tp in parts
+        ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def cfg() -> config.Config:
+    return config.load(repo_config_path(), env={})
+
+
+def _sinks(cfg: config.Config) -> dict[str, MemorySink]:
+    views = cfg.effective_views()
+    return {
+        name: MemorySink(
+            name,
+            targets={
+                v: ViewTarget(v, f"{name}-{v}", {})
+                for v, vc in views.items()
+                if name in vc.sinks
+            },
+        )
+        for name in cfg.sinks
+    }
+
+
+def _watch(
+    cfg: config.Config, sinks: dict[str, MemorySink], clock: Clock | None = None
+) -> Watch:
+    return Watch(cfg, list(cfg.effective_views()), sinks, clock or Clock())
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_first_start_marks_every_view_in_every_sink(cfg, caplog) -> None:
+    sinks = _sinks(cfg)
+    watch = _watch(cfg, sinks)
+    watch.start(Group(set(), list(cfg.view_topics())))
+    every = pairs(cfg, cfg.effective_views(), sinks)
+    assert every
+    assert len(watch.pairs) == len(every)
+    assert all(sinks[s].loaded(v) for v, s in every)
+    assert _errors(caplog) == []
+
+
+def test_an_unmarked_view_the_group_read_is_reported_not_marked(cfg, caplog) -> None:
+    sinks = _sinks(cfg)
+    watch = _watch(cfg, sinks)
+    watch.start(Group(set(list(cfg.view_topics())), list(cfg.view_topics())))
+    every = pairs(cfg, cfg.effective_views(), sinks)
+    assert not any(sinks[s].loaded(v) for v, s in every)
+    errors = _errors(caplog)
+    assert len(errors) == len(every)
+    view, sink = every[0]
+    assert any(
+        f"view {view} is not whole in sink {sink}" in e
+        and f"readside snapshot {view} --sink {sink}" in e
+        and "the store lost them" in e
+        for e in errors
+    )
+
+
+def test_a_lost_view_is_reported_once_per_repeat_and_cleared_by_a_mark(
+    cfg, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline.loaded")
+    sinks = _sinks(cfg)
+    clock = Clock()
+    watch = _watch(cfg, sinks, clock)
+    watch.start(Group(set(), list(cfg.view_topics())))
+    view, sink = watch.pairs[0]
+    sinks[sink].drop(view)  # the store loses the view
+    assert not watch.due()
+    clock.now += CHECK_INTERVAL_S
+    assert watch.due()
+    watch.check()
+    assert len(_errors(caplog)) == 1
+    clock.now += CHECK_INTERVAL_S
+    watch.check()  # still lost: not said again so soon
+    assert len(_errors(caplog)) == 1
+    clock.now += REPEAT_S
+    watch.check()
+    assert len(_errors(caplog)) == 2
+    mark_loaded({sink: sinks[sink]}, [view])  # a snapshot loaded it
+    watch.check()
+    assert f"view {view} is whole again in sink {sink}" in caplog.text
+    assert watch.unloaded == {}
+
+
+def test_with_no_data_a_first_start_marks_nothing(cfg, caplog) -> None:
+    source = cfg.source.model_copy(update={"snapshot_mode": "no_data"})
+    cfg = cfg.model_copy(update={"source": source})
+    sinks = _sinks(cfg)
+    _watch(cfg, sinks).start(Group(set(), list(cfg.view_topics())))
+    errors = _errors(caplog)
+    assert errors
+    assert all("never loaded" in e for e in errors)
+
+
+def test_only_the_views_of_a_topic_the_group_read_are_reported(cfg, caplog) -> None:
+    by_topic = cfg.view_topics()
+    topic = next(t for t, vs in by_topic.items() if len(vs) < len(cfg.views))
+    sinks = _sinks(cfg)
+    watch = _watch(cfg, sinks)
+    watch.start(Group({topic}, list(cfg.view_topics())))
+    for view, sink in watch.pairs:
+        reads = topic in {t for t, vs in by_topic.items() if view in vs}
+        assert sinks[sink].loaded(view) is not reads, (view, sink)
+
+
+def test_a_store_that_does_not_answer_is_asked_again(cfg, caplog) -> None:
+    sinks = _sinks(cfg)
+    clock = Clock()
+    watch = _watch(cfg, sinks, clock)
+    watch.start(Group(set(), list(cfg.view_topics())))
+    _view, sink = watch.pairs[0]
+
+    def down(_view: str) -> bool:
+        raise TransientError("memory: down")
+
+    sinks[sink].loaded = down  # type: ignore[method-assign]
+    clock.now += CHECK_INTERVAL_S
+    watch.check()
+    assert "load mark not read" in caplog.text
+    assert _errors(caplog) == []
+    assert not watch.due()
