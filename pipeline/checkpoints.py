@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     KafkaError,
@@ -102,6 +102,20 @@ class CheckpointWriter:
             )
         self.producer.poll(0)
 
+    def unloaded(self, view: str, sink: str, since_ms: int) -> None:
+        """Record that ``sink`` does not hold ``view`` whole
+        (:mod:`pipeline.loaded`)."""
+        value = {"view": view, "sink": sink, "since_ms": since_ms}
+        self.producer.produce(
+            self.topic, key=unloaded_key(view, sink), value=json.dumps(value).encode()
+        )
+        self.producer.poll(0)
+
+    def whole(self, view: str, sink: str) -> None:
+        """Remove the record of :meth:`unloaded` (a tombstone)."""
+        self.producer.produce(self.topic, key=unloaded_key(view, sink), value=None)
+        self.producer.poll(0)
+
     def mark_source(self, mark: SourceMark) -> None:
         self.producer.produce(
             self.topic, key=b"__source__", value=json.dumps(asdict(mark)).encode()
@@ -109,24 +123,48 @@ class CheckpointWriter:
         self.producer.poll(0)
 
 
+class Recorded(NamedTuple):
+    """What the workers recorded on the topic, as of one read."""
+
+    #: the newest checkpoint of every key
+    checkpoints: dict[str, Checkpoint]
+    #: the newest source mark
+    mark: SourceMark | None
+    #: (view, sink) -> since when (ms) the sink does not hold the view whole
+    unloaded: dict[tuple[str, str], int]
+
+
+def read_recorded(kafka: KafkaConfig, topic: str, timeout_s: float = 10.0) -> Recorded:
+    """The checkpoints, source mark and unloaded views on the topic."""
+    out = Recorded({}, None, {})
+    for key, data in read_records(kafka, topic, timeout_s).items():
+        if key == "__source__":
+            out = out._replace(mark=SourceMark(**data))
+        elif key.startswith(UNLOADED_PREFIX):
+            out.unloaded[(data["view"], data["sink"])] = int(data["since_ms"])
+        elif not key.startswith(RECORD_PREFIX):
+            cp = Checkpoint(**data)
+            out.checkpoints[cp.key] = cp
+    return out
+
+
 def read(
     kafka: KafkaConfig, topic: str, timeout_s: float = 10.0
 ) -> tuple[dict[str, Checkpoint], SourceMark | None]:
     """The newest checkpoint of every key, and the newest source mark."""
-    out: dict[str, Checkpoint] = {}
-    mark: SourceMark | None = None
-    for key, data in read_records(kafka, topic, timeout_s).items():
-        if key == "__source__":
-            mark = SourceMark(**data)
-        elif not key.startswith(RECORD_PREFIX):
-            cp = Checkpoint(**data)
-            out[cp.key] = cp
-    return out, mark
+    found = read_recorded(kafka, topic, timeout_s)
+    return found.checkpoints, found.mark
 
 
 #: Keys of the records beside checkpoints on the topic (``__source__``, the
 #: topic layouts and view epochs of :mod:`pipeline.layout`) start with this.
 RECORD_PREFIX = "__"
+#: Keys of the records of views a sink does not hold whole (pipeline.loaded).
+UNLOADED_PREFIX = "__unloaded__|"
+
+
+def unloaded_key(view: str, sink: str) -> bytes:
+    return f"{UNLOADED_PREFIX}{view}|{sink}".encode()
 
 
 def read_records(

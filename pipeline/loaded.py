@@ -38,6 +38,7 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from connectors.base import LoadMarks, Sink
+from pipeline.checkpoints import CheckpointWriter
 from pipeline.config import Config
 from pipeline.deletewindow import committed_offsets
 from pipeline.errors import TransientError
@@ -79,9 +80,12 @@ class Watch:
         views: Iterable[str],
         sinks: Mapping[str, Sink],
         clock: Callable[[], float] = time.monotonic,
+        recorder: CheckpointWriter | None = None,
     ) -> None:
         self.cfg = cfg
         self.sinks = sinks
+        #: records each pair's state on the checkpoint topic, for ``status``
+        self.recorder = recorder
         self.pairs = [
             p for p in pairs(cfg, views, sinks) if isinstance(sinks[p[1]], LoadMarks)
         ]
@@ -107,11 +111,13 @@ class Watch:
         read = self._read_offsets(consumer)
         for pair in self.pairs:
             if self._marked(pair):
+                self._record(pair, None)  # whole, whatever an earlier run said
                 continue
             view, sink = pair
             if not read[view] and self._first_start:
                 self.sinks[sink].mark_loaded(view)  # type: ignore[attr-defined]
                 UNLOADED.labels(view=view, sink=sink).set(0)
+                self._record(pair, None)
                 logger.info("load mark set view=%s sink=%s (first start)", view, sink)
             else:
                 self._streamed[pair] = read[view] or self._first_start
@@ -141,6 +147,7 @@ class Watch:
         marked = bool(self.sinks[sink].loaded(view))  # type: ignore[attr-defined]
         if marked and pair in self.unloaded:
             del self.unloaded[pair]
+            self._record(pair, None)
             logger.info("view %s is whole again in sink %s (load mark found)", *pair)
         UNLOADED.labels(view=view, sink=sink).set(0 if marked else 1)
         return marked
@@ -151,6 +158,8 @@ class Watch:
         now = self.clock()
         if last is not None and now - last < REPEAT_S:
             return
+        if last is None:
+            self._record(pair, int(time.time() * 1000))
         self.unloaded[pair] = now
         why = (
             "the group read the view's topics before, so the documents of "
@@ -168,6 +177,16 @@ class Watch:
             view,
             sink,
         )
+
+    def _record(self, pair: Pair, since_ms: int | None) -> None:
+        """Put the state of ``pair`` on the checkpoint topic: unloaded since
+        ``since_ms``, or whole (None)."""
+        if self.recorder is None:
+            return
+        if since_ms is None:
+            self.recorder.whole(*pair)
+        else:
+            self.recorder.unloaded(*pair, since_ms)
 
     def _read_offsets(self, consumer: Any) -> dict[str, bool]:
         """For each view, whether the group committed an offset on its topics."""

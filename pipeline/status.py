@@ -6,7 +6,8 @@ time of the last applied event, or of the newest heartbeat when the view has
 nothing left to read), the replication slot's lag in bytes, and the count of
 dead letters. Checkpoints come from the checkpoint topic, so they survive
 restarts. It warns of every partition a view's groups left unread past its
-topic's delete window (:mod:`pipeline.deletewindow`).
+topic's delete window (:mod:`pipeline.deletewindow`), and of every view a
+sink does not hold whole, as its workers recorded (:mod:`pipeline.loaded`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -39,6 +41,8 @@ class ViewSinkStatus:
     time_lag_ms: int | None
     applied_ts_ms: int | None
     partitions: int
+    #: since when the sink does not hold the view whole (pipeline.loaded)
+    unloaded_since_ms: int | None = None
 
 
 def _offsets(
@@ -70,7 +74,9 @@ def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
 
 
 def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
-    cps, mark = checkpoints.read(cfg.kafka, cfg.kafka.checkpoint_topic, timeout)
+    cps, mark, unloaded = checkpoints.read_recorded(
+        cfg.kafka, cfg.kafka.checkpoint_topic, timeout
+    )
     consumer = kafkaclient.consumer(
         cfg.kafka,
         {"group.id": f"{cfg.kafka.group_id}-status", "enable.auto.commit": False},
@@ -113,6 +119,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
                         None if newest is None else max(0, now - newest),
                         applied,
                         parts,
+                        unloaded.get((view_name, sink)),
                     )
                 )
         behind = _behind_the_window(cfg, consumer, reached, timeout)
@@ -219,6 +226,15 @@ def render(st: dict[str, Any]) -> str:
     lines.append(f"dead letters: {st['dead_letters']}")
     for part in st.get("behind_delete_window", []):
         lines.append(f"warning: {part['view']} in {part['sink']}: {part['says']}")
+    for r in st["views"]:
+        if r.get("unloaded_since_ms") is not None:
+            since = datetime.fromtimestamp(r["unloaded_since_ms"] / 1000, UTC)
+            lines.append(
+                f"warning: {r['view']} in {r['sink']}: not whole since "
+                f"{since:%Y-%m-%d %H:%M:%S} UTC (its load mark is missing: the "
+                "store lost the view, or the sink was added to it later); load "
+                f"it: readside snapshot {r['view']} --sink {r['sink']}"
+            )
     for snap in st.get("snapshots", []):
         if snap["method"] == "focus":
             lines.append(

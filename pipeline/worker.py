@@ -181,7 +181,9 @@ class Worker:
             ),
         )
         if self.guard is not None:  # a worker's, not a rebuild's catch-up
-            self.loads = loaded.Watch(cfg, self.views, self.sinks)
+            self.loads = loaded.Watch(
+                cfg, self.views, self.sinks, recorder=self.checkpoints
+            )
             until_reachable(
                 partial(self.loads.start, consumer),
                 "reading the load marks",

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline import kafkaclient
-from pipeline.checkpoints import Checkpoint, SourceMark
+from pipeline.checkpoints import UNLOADED_PREFIX, Checkpoint, SourceMark
 from pipeline.sourceconfig import KafkaConfig
 from query.answer import Freshness
 from query.failures import FailureRun
@@ -27,6 +27,7 @@ from query.failures import FailureRun
 logger = logging.getLogger(__name__)
 
 _SOURCE_KEY = b"__source__"
+_UNLOADED_PREFIX = UNLOADED_PREFIX.encode()
 
 
 class FreshnessCache:
@@ -59,6 +60,7 @@ class FreshnessCache:
         self._checkpoints: dict[str, Checkpoint] = {}
         self._figures: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         self._mark: SourceMark | None = None
+        self._unloaded: dict[tuple[str, str], int] = {}
         self._next_look = 0.0
         self._lock = threading.Lock()
         self._failures = FailureRun(
@@ -195,7 +197,20 @@ class FreshnessCache:
         with self._lock:
             return self._mark
 
+    def unloaded_since(self, view: str, sink: str) -> int | None:
+        """Since when (ms) ``sink`` does not hold ``view`` whole, as its
+        workers recorded (:mod:`pipeline.loaded`; no I/O)."""
+        with self._lock:
+            return self._unloaded.get((view, sink))
+
     def _take(self, key: bytes | None, value: bytes | None) -> None:
+        if key is not None and key.startswith(_UNLOADED_PREFIX):
+            _, view, sink = key.decode().split("|", 2)
+            if value is None:
+                self._unloaded.pop((view, sink), None)
+            else:
+                self._unloaded[(view, sink)] = int(json.loads(value)["since_ms"])
+            return
         if value is None:
             return
         if key == _SOURCE_KEY:

@@ -196,6 +196,7 @@ class StatusMonitor:
                         "events_per_s": round(
                             sum(self._rates.get(t, 0.0) for t in topics), 1
                         ),
+                        "unloaded_since_ms": fresh.unloaded_since(view, sink),
                         "history": [],
                     }
                 )

@@ -12,8 +12,10 @@ whole and end the error (:mod:`pipeline.loaded`).
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from harness import Pipeline
+from harness import Pipeline, wait_for
 
 from connectors.base import LoadMarks
 from pipeline.worker import build_sinks
@@ -40,6 +42,19 @@ def _loaded(p: Pipeline, sink: str) -> bool:
         store.close()
 
 
+def _unloaded_in_status(p: Pipeline, sink: str) -> bool:
+    """Whether ``readside status`` (text and JSON) says ``sink`` does not hold
+    ``items`` whole; both must agree."""
+    rows = json.loads(p.run_cli("status", "--json").stdout)["views"]
+    (row,) = [r for r in rows if r["view"] == "items" and r["sink"] == sink]
+    text = p.run_cli("status").stdout
+    said = f"warning: items in {sink}: not whole since" in text
+    assert said == (row["unloaded_since_ms"] is not None), text
+    if said:
+        assert f"readside snapshot items --sink {sink}" in text, text
+    return said
+
+
 def _lose(p: Pipeline, sink: str) -> None:
     """Take every document of ``items`` away from ``sink``'s store."""
     store = build_sinks(p.config, [sink])[sink]
@@ -61,6 +76,7 @@ def test_a_store_that_lost_a_view_is_reported_until_a_snapshot_refills_it(
     p.assert_converged()
     assert f"load mark set view=items sink={sink} (first start)" in worker.log_text()
     assert _loaded(p, sink)
+    assert not _unloaded_in_status(p, sink)
 
     _lose(p, sink)
     p.sql("UPDATE items SET name = name || ' (new)' WHERE id <= 3")
@@ -70,6 +86,7 @@ def test_a_store_that_lost_a_view_is_reported_until_a_snapshot_refills_it(
     p.wait_drained(timeout=120)
     (drift,) = p.verify()  # what was reported: 17 documents gone for good
     assert len(drift.missing) == 17, drift
+    wait_for(lambda: _unloaded_in_status(p, sink), 30, "status to warn")
 
     assert worker.terminate() == 0
     again = p.start_worker()
@@ -81,6 +98,7 @@ def test_a_store_that_lost_a_view_is_reported_until_a_snapshot_refills_it(
     p.wait_drained(timeout=120)
     p.assert_converged()
     assert again.alive(), again.tail()
+    wait_for(lambda: not _unloaded_in_status(p, sink), 30, "status to stop warning")
 
 
 def test_a_sink_added_to_a_view_the_group_read_is_reported(make_pipeline):

@@ -253,3 +253,19 @@ def test_freshness_figures_follow_every_new_checkpoint():
     later = cache.freshness("t", "redis")
     assert (later.applied_lsn, later.lag_ms) == (500, 600)
     assert cache.freshness("t", "es").applied_lsn == 900
+
+
+def test_freshness_keeps_what_the_workers_recorded_of_unloaded_views():
+    from pipeline.checkpoints import unloaded_key
+    from query.freshness import FreshnessCache
+
+    cache = FreshnessCache(CLOSED, "cp", ttl_s=3600)
+    cache._next_look = float("inf")  # no look at the (closed) Kafka
+    assert cache.unloaded_since("t", "redis") is None
+    value = {"view": "t", "sink": "redis", "since_ms": 1234}
+    cache._take(unloaded_key("t", "redis"), json.dumps(value).encode())
+    assert cache.unloaded_since("t", "redis") == 1234
+    assert cache.unloaded_since("t", "es") is None
+    assert cache.freshness("t", "redis").applied_lsn is None  # not a checkpoint
+    cache._take(unloaded_key("t", "redis"), None)  # whole again: a tombstone
+    assert cache.unloaded_since("t", "redis") is None

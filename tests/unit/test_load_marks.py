@@ -169,3 +169,36 @@ def test_a_store_that_does_not_answer_is_asked_again(cfg, caplog) -> None:
     assert "load mark not read" in caplog.text
     assert _errors(caplog) == []
     assert not watch.due()
+
+
+class Recorder:
+    """The checkpoint writer's two records of a pair's state."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str, str]] = []
+
+    def unloaded(self, view: str, sink: str, since_ms: int) -> None:
+        assert since_ms > 0
+        self.said.append(("unloaded", view, sink))
+
+    def whole(self, view: str, sink: str) -> None:
+        self.said.append(("whole", view, sink))
+
+
+def test_each_change_of_state_is_recorded_for_status(cfg) -> None:
+    sinks = _sinks(cfg)
+    clock, rec = Clock(), Recorder()
+    watch = Watch(cfg, list(cfg.effective_views()), sinks, clock, rec)  # type: ignore[arg-type]
+    watch.start(Group(set(), list(cfg.view_topics())))
+    assert rec.said == [("whole", v, s) for v, s in watch.pairs]  # clears old ones
+    view, sink = watch.pairs[0]
+    rec.said.clear()
+    sinks[sink].drop(view)
+    for _ in range(3):
+        clock.now += REPEAT_S
+        watch.check()
+    assert rec.said == [("unloaded", view, sink)]  # once, not per repeat
+    mark_loaded({sink: sinks[sink]}, [view])
+    watch.check()
+    watch.check()
+    assert rec.said == [("unloaded", view, sink), ("whole", view, sink)]
