@@ -17,6 +17,12 @@ from pipeline.cli.base import ReadsideGroup, load_config
 @click.option(
     "--sink", "sinks", multiple=True, help="load into this sink only (repeatable)"
 )
+@click.option(
+    "--from-source",
+    is_flag=True,
+    help="a table view: have Debezium read every row again through the stream "
+    "(changes its topic never got), instead of replaying the topic",
+)
 @click.option("--chunk-size", default=1000, show_default=True, type=click.IntRange(1))
 @click.option(
     "--restart", is_flag=True, help="start over instead of resuming an unfinished run"
@@ -40,6 +46,7 @@ def snapshot(
     view: str,
     where: str | None,
     sinks: tuple[str, ...],
+    from_source: bool,
     chunk_size: int,
     restart: bool,
     writers: int,
@@ -50,7 +57,8 @@ def snapshot(
     Aggregate views are read from PostgreSQL in key-ordered chunks, each in
     its own snapshot; a killed run resumes after its last finished chunk.
     Table views replay their compacted topic, or with --where send Debezium an
-    incremental-snapshot signal with that condition.
+    incremental-snapshot signal with that condition (with --from-source, of
+    every row: for changes the topic never got).
 
     With --rebuild the view is built again from nothing in a new index,
     collection or key prefix beside the live one, caught up with the stream,
@@ -64,7 +72,9 @@ def snapshot(
     from pipeline.startup import tune_gc
 
     cfg = load_config(ctx)
-    opts = Options(view, where, list(sinks) or None, chunk_size, restart, writers)
+    opts = Options(
+        view, where, list(sinks) or None, chunk_size, restart, writers, from_source
+    )
     with ProgressBar(view) as bar:
         loader = (Rebuild if rebuild else Loader)(cfg, opts, bar.update)
         signal.signal(signal.SIGTERM, loader.stop)

@@ -74,6 +74,9 @@ class Options:
     restart: bool = False  # ignore an unfinished run's position
     #: chunks of an aggregate view written at once; processes of a replay
     writers: int = 2
+    #: a table view: read every row of the table again through the stream
+    #: (Debezium's incremental snapshot), not from its topic
+    from_source: bool = False
 
 
 class Loader:
@@ -119,7 +122,7 @@ class Loader:
 
     def _run(self) -> SnapshotState:
         source = self.view.from_source()
-        if source is None and self.opts.where:
+        if source is None and (self.opts.where or self.opts.from_source):
             return self._signal(self.view)
         sinks = build_sinks(self.cfg, self.sink_names)
         try:
@@ -339,8 +342,9 @@ class Loader:
         """Ask Debezium for an incremental snapshot of the rows ``--where`` picks."""
         if self.opts.sinks:
             raise ConfigError(
-                "--sink with --where on a table view: the incremental snapshot "
-                "goes through the stream into every sink of the view"
+                "--sink with --where or --from-source on a table view: the "
+                "incremental snapshot goes through the stream into every sink "
+                "of the view"
             )
         send_signal(self.cfg, view.cfg.table, self.opts.where)
         st = SnapshotState(
