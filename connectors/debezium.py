@@ -26,7 +26,12 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from connectors.postgres import captured_tables, heartbeat_sql, prepare_source
+from connectors.postgres import (
+    captured_tables,
+    heartbeat_sql,
+    prepare_source,
+    publication_problems,
+)
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 from pipeline.source.converter import record_format
@@ -299,16 +304,15 @@ def _size(n: int | None) -> str:
     return f"{n} bytes"
 
 
-def slot_state(cfg: Config) -> SlotState | None:
+def slot_state(cfg: Config, conn: psycopg.Connection[Any]) -> SlotState | None:
     """The connector's replication slot, or None while it has none."""
-    with psycopg.connect(cfg.source.dsn.get_secret_value(), connect_timeout=5) as conn:
-        row = conn.execute(
-            "SELECT active, "
-            "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
-            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
-            "wal_status FROM pg_replication_slots WHERE slot_name = %s",
-            (cfg.source.slot,),
-        ).fetchone()
+    row = conn.execute(
+        "SELECT active, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+        "wal_status FROM pg_replication_slots WHERE slot_name = %s",
+        (cfg.source.slot,),
+    ).fetchone()
     if row is None:
         return None
     active, unconfirmed, retained, wal_status = row
@@ -344,7 +348,11 @@ def slot_report(cfg: Config) -> dict[str, Any]:
     without a slot) and ``slot_warnings``; ``slot_error`` when PostgreSQL
     could not be asked."""
     try:
-        slot = slot_state(cfg)
+        with psycopg.connect(
+            cfg.source.dsn.get_secret_value(), connect_timeout=5
+        ) as conn:
+            slot = slot_state(cfg, conn)
+            unpublished = publication_problems(conn, cfg, captured_tables(cfg))
     except psycopg.Error as exc:
         return {
             "slot_lag_bytes": None,
@@ -355,7 +363,7 @@ def slot_report(cfg: Config) -> dict[str, Any]:
     return {
         "slot_lag_bytes": None if slot is None else slot.unconfirmed_bytes,
         "slot": None if slot is None else asdict(slot),
-        "slot_warnings": [] if slot is None else slot.warnings(),
+        "slot_warnings": unpublished + ([] if slot is None else slot.warnings()),
     }
 
 

@@ -32,6 +32,7 @@ from psycopg import sql
 from connectors import truncate
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError
+from pipeline.viewconfig import TableViewConfig
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +129,108 @@ def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
     return out
 
 
+#: The members of a publication, with whether each has a row filter or a
+#: column list (PostgreSQL 15 and later; before, neither exists).
+_MEMBERS_15 = """
+SELECT n.nspname || '.' || c.relname, pr.prqual IS NOT NULL, pr.prattrs IS NOT NULL
+FROM pg_publication_rel pr
+JOIN pg_class c ON c.oid = pr.prrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE pr.prpubid = %s
+"""
+
+#: the changes a publication must publish for readside
+_OPS = ("insert", "update", "delete")
+
+
+def publication_problems(
+    conn: psycopg.Connection[Any], cfg: Config, tables: list[str]
+) -> list[str]:
+    """How ``source.publication`` keeps changes of ``tables`` from the stream.
+
+    Someone may change readside's publication while the connector runs: drop
+    a table from it, add a row filter or a column list, stop publishing
+    deletes, or drop it. PostgreSQL then leaves those changes out of the
+    stream without an error, the connector and its heartbeats go on, and the
+    views of those tables stay as they were while every figure says they are
+    current. Each problem names the way back: ``readside connector apply``
+    publishes the tables whole again, then each view of them is loaded from
+    the source again (what changed meanwhile never reaches the stream).
+    """
+    name = cfg.source.publication
+    row = conn.execute(
+        "SELECT oid, puballtables, pubviaroot, pubinsert, pubupdate, pubdelete "
+        "FROM pg_publication WHERE pubname = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return [
+            f"publication {name} does not exist: no change reaches readside"
+            + _way_back(cfg, tables)
+        ]
+    oid, all_tables, via_root, *published = row
+    out: list[str] = []
+    left_out = [op for op, on in zip(_OPS, published, strict=True) if not on]
+    if left_out:
+        out.append(
+            f"publication {name} does not publish {', '.join(left_out)}s"
+            + _way_back(cfg, tables)
+        )
+    if not via_root:
+        out.append(
+            f"publication {name} does not publish through partition roots "
+            "(publish_via_partition_root): changes of partitions go under names "
+            "no view reads" + _way_back(cfg, tables)
+        )
+    if all_tables:
+        return out
+    if conn.info.server_version >= 150000:
+        found = conn.execute(_MEMBERS_15, (oid,)).fetchall()
+        members = {str(t): (bool(f), bool(c)) for t, f, c in found}
+    else:
+        members = {str(r[0]): (False, False) for r in conn.execute(_MEMBERS, (oid,))}
+    what = {
+        "does not publish {}: their changes do not reach readside": [
+            t for t in tables if t not in members
+        ],
+        "has a row filter on {}: changes of the rows it leaves out do not reach "
+        "readside": [t for t in tables if members.get(t, (False, False))[0]],
+        "has a column list on {}: the columns it leaves out do not reach readside": [
+            t for t in tables if members.get(t, (False, False))[1]
+        ],
+    }
+    for text, found_tables in what.items():
+        if found_tables:
+            said = text.format(", ".join(found_tables))
+            out.append(f"publication {name} {said}" + _way_back(cfg, found_tables))
+    return out
+
+
+def _way_back(cfg: Config, tables: list[str]) -> str:
+    """What to run once ``tables`` were left out of the stream: publish them
+    again, then load each view that reads them from the source again (a
+    table view through Debezium's incremental snapshot, ``--from-source``;
+    an aggregate view in chunks)."""
+    loads = [
+        f"readside snapshot {view}"
+        + (" --from-source" if isinstance(vc, TableViewConfig) else "")
+        for view, vc in sorted(cfg.effective_views().items())
+        if set(vc.tables()) & set(tables)
+    ]
+    then = (
+        f", then load again what changed meanwhile, which never reached the "
+        f"stream ({'; '.join(loads)})"
+        if loads
+        else ""
+    )
+    return f"; publish them whole again (readside connector apply){then}"
+
+
 def ensure_publication(
-    conn: psycopg.Connection[Any], name: str, tables: list[str]
+    conn: psycopg.Connection[Any], cfg: Config, tables: list[str]
 ) -> str:
-    """Make publication ``name`` publish exactly ``tables``, through roots.
+    """Make ``source.publication`` publish exactly ``tables``, whole (every
+    row, column and change), through roots.
 
     Idempotent; returns ``created``, ``updated`` or ``unchanged``. Runs
     before the connector (re)starts, so that the stream it reads from then
@@ -141,12 +240,12 @@ def ensure_publication(
         FatalError: the publication is ``FOR ALL TABLES`` (readside keeps its
             table list; drop it or name another ``source.publication``).
     """
+    name = cfg.source.publication
     pub = sql.Identifier(name)
     members = sql.SQL(", ").join(_table(t) for t in tables)
     with conn.transaction():
         row = conn.execute(
-            "SELECT oid, puballtables, pubviaroot FROM pg_publication "
-            "WHERE pubname = %s",
+            "SELECT oid, puballtables FROM pg_publication WHERE pubname = %s",
             (name,),
         ).fetchone()
         if row is None:
@@ -157,26 +256,25 @@ def ensure_publication(
                 ).format(pub, members)
             )
             return "created"
-        oid, all_tables, via_root = row
+        oid, all_tables = row
         if all_tables:
             raise FatalError(
                 f"publication {name} is FOR ALL TABLES; readside keeps the "
                 "publication's table list: drop it (DROP PUBLICATION "
                 f"{name}) or set another source.publication"
             )
+        problems = publication_problems(conn, cfg, tables)
         have = {str(r[0]) for r in conn.execute(_MEMBERS, (oid,)).fetchall()}
-        if via_root and have == set(tables):
+        if not problems and have == set(tables):
             return "unchanged"
-        if not via_root:
-            conn.execute(
-                sql.SQL(
-                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)"
-                ).format(pub)
-            )
-        if have != set(tables):
-            conn.execute(
-                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, members)
-            )
+        conn.execute(
+            sql.SQL(
+                "ALTER PUBLICATION {} SET (publish_via_partition_root = true, "
+                "publish = 'insert, update, delete, truncate')"
+            ).format(pub)
+        )
+        # without row filters or column lists: every row, every column
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, members))
     return "updated"
 
 
@@ -202,7 +300,7 @@ def prepare_source(cfg: Config) -> None:
         problems = table_problems(conn, list(src.tables))
         if problems:
             raise ConfigError("\n".join(problems))
-        done = ensure_publication(conn, src.publication, captured_tables(cfg))
+        done = ensure_publication(conn, cfg, captured_tables(cfg))
         logger.info("publication %s name=%s", done, src.publication)
         for warning in toast_risks(conn, cfg):
             logger.warning("%s", warning)

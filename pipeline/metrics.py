@@ -52,6 +52,11 @@ LAG_MS = Gauge(
     ["view", "sink"],
 )
 APPLIED_LSN = Gauge("readside_applied_lsn", "Last applied source LSN", ["view", "sink"])
+PUBLICATION_PROBLEMS = Gauge(
+    "readside_source_publication_problems",
+    "Ways the publication keeps changes of the worker's tables from the stream "
+    "(pipeline.publication)",
+)
 UNLOADED = Gauge(
     "readside_view_unloaded",
     "1 while the sink holds the view without its load mark (pipeline.loaded)",

@@ -42,6 +42,7 @@ from pipeline import (
     layoutguard,
     loaded,
     metrics,
+    publication,
     startup,
 )
 from pipeline.aggregate.reader import Reader
@@ -91,6 +92,8 @@ class Worker:
     guard: layoutguard.Guard | None = None
     #: reports a view a store no longer holds whole (set by run)
     loads: loaded.Watch | None = None
+    #: reports changes the source's publication leaves out (set by run)
+    published: publication.Watch | None = None
     stopping: bool = False
     batches: int = 0
     #: events skipped because their row is gone from the source
@@ -181,6 +184,8 @@ class Worker:
             ),
         )
         if self.guard is not None:  # a worker's, not a rebuild's catch-up
+            self.published = publication.Watch(cfg, self.views)
+            self.published.check()
             self.loads = loaded.Watch(
                 cfg, self.views, self.sinks, recorder=self.checkpoints
             )
@@ -220,6 +225,8 @@ class Worker:
                     self.guard.check()  # before applying anything of a new layout
                 if self.loads is not None and self.loads.due():
                     self.loads.check()
+                if self.published is not None and self.published.due():
+                    self.published.check()
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1

@@ -1,0 +1,84 @@
+"""Whether the source still publishes every change of a worker's tables.
+
+readside's publication is changed by hand at times: a table dropped from it,
+a row filter or a column list added, deletes no longer published, the whole
+publication dropped. PostgreSQL then leaves those changes out of the stream
+without an error; the connector and its heartbeats go on, so the views of
+those tables stay as they were while their lag reads zero
+(:func:`connectors.postgres.publication_problems` says what and the way out).
+
+:class:`Watch` looks when the worker starts and every
+:data:`CHECK_INTERVAL_S`, and logs each problem as an error (again every
+:data:`REPEAT_S` while it lasts); the gauge
+``readside_source_publication_problems`` counts them. ``readside status`` and
+the status page show the same problems. The worker goes on: the changes that
+do reach it are right.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import psycopg
+
+from connectors.postgres import publication_problems
+from pipeline.config import Config
+from pipeline.metrics import PUBLICATION_PROBLEMS
+
+logger = logging.getLogger(__name__)
+
+#: seconds between two looks at the publication
+CHECK_INTERVAL_S = 60.0
+#: seconds between two error lines about the same problem
+REPEAT_S = 600.0
+
+
+class Watch:
+    """The worker's look at the publication of its views' tables."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        views: Iterable[str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        by_view = cfg.effective_views()
+        tables = {t for v in views for t in by_view[v].tables()}
+        #: the heartbeats too: without them a view's time lag reads stale
+        self.tables = sorted(tables | {cfg.source.heartbeat_table})
+        self.dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+        self.clock = clock
+        #: each problem said, with when it was last logged
+        self.said: dict[str, float] = {}
+        self._next = 0.0
+
+    def due(self) -> bool:
+        return self.clock() >= self._next
+
+    def check(self) -> None:
+        """Look at the publication; a source that does not answer is asked
+        again at the next check."""
+        self._next = self.clock() + CHECK_INTERVAL_S
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+                problems = publication_problems(conn, self.cfg, self.tables)
+        except psycopg.Error as exc:
+            logger.warning("publication not checked error=%s", exc)
+            return
+        self.take(problems)
+
+    def take(self, problems: list[str]) -> None:
+        """Log what is new (or due again) among ``problems``, and what ended."""
+        PUBLICATION_PROBLEMS.set(len(problems))
+        now = self.clock()
+        for problem in problems:
+            last = self.said.get(problem)
+            if last is None or now - last >= REPEAT_S:
+                self.said[problem] = now
+                logger.error("source: %s", problem)
+        for gone in [p for p in self.said if p not in problems]:
+            del self.said[gone]
+            logger.info("source: resolved: %s", gone.split(":", 1)[0])

@@ -1,0 +1,60 @@
+"""What a worker says of a publication that leaves changes out
+(pipeline.publication); tests/integration/test_publication_drift.py changes
+the publication on the stack."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from repo_config import repo_config_path
+
+from connectors.postgres import _way_back
+from pipeline import config
+from pipeline.publication import REPEAT_S, Watch
+from pipeline.viewconfig import TableViewConfig
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def cfg() -> config.Config:
+    return config.load(repo_config_path(), env={})
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_each_problem_is_said_once_per_repeat_and_its_end_too(cfg, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline.publication")
+    now = [0.0]
+    watch = Watch(cfg, list(cfg.effective_views()), lambda: now[0])
+    assert cfg.source.heartbeat_table in watch.tables
+    a, b = (
+        "publication p does not publish t: x",
+        "publication p has a row filter on u: y",
+    )
+    watch.take([a])
+    watch.take([a, b])
+    assert _errors(caplog) == [f"source: {a}", f"source: {b}"]
+    now[0] += REPEAT_S
+    watch.take([a, b])
+    assert len(_errors(caplog)) == 4
+    watch.take([b])
+    assert "source: resolved: publication p does not publish t" in caplog.text
+    watch.take([b])
+    assert len(_errors(caplog)) == 4
+
+
+def test_the_way_back_names_each_view_of_the_tables_and_its_load(cfg) -> None:
+    views = cfg.effective_views()
+    table_view = next(n for n, v in views.items() if isinstance(v, TableViewConfig))
+    aggregate = next(n for n, v in views.items() if not isinstance(v, TableViewConfig))
+    said = _way_back(cfg, views[table_view].tables() + views[aggregate].tables())
+    assert said.startswith("; publish them whole again (readside connector apply)")
+    assert f"readside snapshot {table_view} --from-source" in said
+    assert f"readside snapshot {aggregate};" in said or said.endswith(
+        f"readside snapshot {aggregate})"
+    )
+    assert "then" not in _way_back(cfg, ["public.nothing_reads_this"])
