@@ -41,7 +41,7 @@ from connectors.base import LoadMarks, Sink
 from pipeline.checkpoints import CheckpointWriter
 from pipeline.config import Config
 from pipeline.deletewindow import committed_offsets
-from pipeline.errors import TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.metrics import UNLOADED
 
 logger = logging.getLogger(__name__)
@@ -109,20 +109,37 @@ class Watch:
                 retries it before it consumes anything).
         """
         read = self._read_offsets(consumer)
-        for pair in self.pairs:
-            if self._marked(pair):
-                self._record(pair, None)  # whole, whatever an earlier run said
-                continue
-            view, sink = pair
-            if not read[view] and self._first_start:
-                self.sinks[sink].mark_loaded(view)  # type: ignore[attr-defined]
-                UNLOADED.labels(view=view, sink=sink).set(0)
-                self._record(pair, None)
-                logger.info("load mark set view=%s sink=%s (first start)", view, sink)
-            else:
-                self._streamed[pair] = read[view] or self._first_start
-                self._report(pair)
+        for pair in list(self.pairs):
+            try:
+                self._start_pair(pair, read[pair[0]])
+            except FatalError as exc:
+                self._give_up(pair, exc)
         self._next = self.clock() + CHECK_INTERVAL_S
+
+    def _start_pair(self, pair: Pair, read: bool) -> None:
+        if self._marked(pair):
+            self._record(pair, None)  # whole, whatever an earlier run said
+            return
+        view, sink = pair
+        if not read and self._first_start:
+            self.sinks[sink].mark_loaded(view)  # type: ignore[attr-defined]
+            UNLOADED.labels(view=view, sink=sink).set(0)
+            self._record(pair, None)
+            logger.info("load mark set view=%s sink=%s (first start)", view, sink)
+        else:
+            self._streamed[pair] = read or self._first_start
+            self._report(pair)
+
+    def _give_up(self, pair: Pair, exc: Exception) -> None:
+        """Stop looking at the mark of ``pair``: its store refuses it (a login
+        that may not read or write it); the worker goes on without."""
+        self.pairs.remove(pair)
+        logger.warning(
+            "load mark not kept view=%s sink=%s error=%s (a store that loses "
+            "the view goes unnoticed)",
+            *pair,
+            exc,
+        )
 
     def due(self) -> bool:
         return self.clock() >= self._next
@@ -131,13 +148,16 @@ class Watch:
         """Look at every mark again; a store that does not answer is asked
         again at the next check (the writes wait its outage out)."""
         self._next = self.clock() + CHECK_INTERVAL_S
-        for pair in self.pairs:
+        for pair in list(self.pairs):
             try:
                 marked = self._marked(pair)
             except TransientError as exc:
                 logger.warning(
                     "load mark not read view=%s sink=%s error=%s", *pair, exc
                 )
+                continue
+            except FatalError as exc:
+                self._give_up(pair, exc)
                 continue
             if not marked:
                 self._report(pair)

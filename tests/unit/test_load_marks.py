@@ -15,7 +15,7 @@ from repo_config import repo_config_path
 from connectors.base import ViewTarget
 from connectors.memory import MemorySink
 from pipeline import config
-from pipeline.errors import TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.loaded import CHECK_INTERVAL_S, REPEAT_S, Watch, mark_loaded, pairs
 
 pytestmark = pytest.mark.unit
@@ -202,3 +202,24 @@ def test_each_change_of_state_is_recorded_for_status(cfg) -> None:
     watch.check()
     watch.check()
     assert rec.said == [("unloaded", view, sink), ("whole", view, sink)]
+
+
+def test_a_store_that_refuses_the_mark_is_left_out_not_fatal(cfg, caplog) -> None:
+    sinks = _sinks(cfg)
+    clock = Clock()
+    watch = _watch(cfg, sinks, clock)
+    view, sink = watch.pairs[0]
+
+    def refused(_view: str) -> bool:
+        raise FatalError("memory: not authorized")
+
+    sinks[sink].loaded = refused  # type: ignore[method-assign]
+    watch.start(Group(set(), list(cfg.view_topics())))
+    assert (view, sink) not in watch.pairs
+    assert "load mark not kept" in caplog.text
+    assert _errors(caplog) == []
+    other_view, other_sink = watch.pairs[0]
+    sinks[other_sink].loaded = refused  # type: ignore[method-assign]
+    clock.now += CHECK_INTERVAL_S
+    watch.check()  # refused later: left out too
+    assert (other_view, other_sink) not in watch.pairs
