@@ -129,14 +129,21 @@ def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
     return out
 
 
-#: The members of a publication, with whether each has a row filter or a
-#: column list (PostgreSQL 15 and later; before, neither exists).
-_MEMBERS_15 = """
-SELECT n.nspname || '.' || c.relname, pr.prqual IS NOT NULL, pr.prattrs IS NOT NULL
-FROM pg_publication_rel pr
-JOIN pg_class c ON c.oid = pr.prrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE pr.prpubid = %s
+#: The tables a publication publishes, however it names them (a table, a
+#: schema), with whether each has a row filter or a column list (PostgreSQL
+#: 15 and later; before, neither exists).
+_PUBLISHED_15 = """
+SELECT t.schemaname || '.' || t.tablename, t.rowfilter IS NOT NULL,
+       coalesce(pr.prattrs IS NOT NULL, false)
+FROM pg_publication_tables t
+LEFT JOIN pg_publication_rel pr ON pr.prpubid = %(oid)s
+  AND pr.prrelid =
+    (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass
+WHERE t.pubname = %(name)s
+"""
+_PUBLISHED = """
+SELECT schemaname || '.' || tablename, false, false
+FROM pg_publication_tables WHERE pubname = %(name)s
 """
 
 #: the changes a publication must publish for readside
@@ -173,7 +180,7 @@ def publication_problems(
     left_out = [op for op, on in zip(_OPS, published, strict=True) if not on]
     if left_out:
         out.append(
-            f"publication {name} does not publish {', '.join(left_out)}s"
+            f"publication {name} does not publish {'s, '.join(left_out)}s"
             + _way_back(cfg, tables)
         )
     if not via_root:
@@ -184,11 +191,9 @@ def publication_problems(
         )
     if all_tables:
         return out
-    if conn.info.server_version >= 150000:
-        found = conn.execute(_MEMBERS_15, (oid,)).fetchall()
-        members = {str(t): (bool(f), bool(c)) for t, f, c in found}
-    else:
-        members = {str(r[0]): (False, False) for r in conn.execute(_MEMBERS, (oid,))}
+    query = _PUBLISHED_15 if conn.info.server_version >= 150000 else _PUBLISHED
+    found = conn.execute(query, {"oid": oid, "name": name}).fetchall()
+    members = {str(t): (bool(f), bool(c)) for t, f, c in found}
     what = {
         "does not publish {}: their changes do not reach readside": [
             t for t in tables if t not in members
