@@ -194,7 +194,8 @@ class LoadMarks(Protocol):
 
     def mark_loaded(self, view: str) -> None:
         """Mark the live generation of ``view`` as holding the whole view (a
-        first start streams it whole; a snapshot or a rebuild loaded it)."""
+        first start streams it whole; a snapshot or a rebuild loaded it). A
+        mark already there is left as it was."""
         ...
 
 

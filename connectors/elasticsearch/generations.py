@@ -119,6 +119,8 @@ class ElasticsearchGenerations(ElasticsearchStore):
         found = self.client.indices.get_mapping(index=index).body
         for name, held in found.items():
             meta = dict(held.get("mappings", {}).get("_meta") or {})
+            if LOADED in meta:
+                continue  # marked already: kept as it was
             meta[LOADED] = mark_time()
             self.client.indices.put_mapping(index=name, meta=meta)
 

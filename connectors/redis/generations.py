@@ -70,7 +70,8 @@ class RedisGenerations(RedisStore):
 
     def mark_loaded(self, view: str) -> None:
         try:
-            self.client.set(Layout(self._target(view)).loaded_key, mark_time())
+            # NX: a view marked already keeps its mark as it was
+            self.client.set(Layout(self._target(view)).loaded_key, mark_time(), nx=True)
         except rex.RedisError as exc:
             raise classify(exc) from exc
 
