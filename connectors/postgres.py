@@ -32,7 +32,6 @@ from psycopg import sql
 from connectors import truncate
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError
-from pipeline.viewconfig import TableViewConfig
 
 logger = logging.getLogger(__name__)
 
@@ -213,12 +212,12 @@ def publication_problems(
 
 def _way_back(cfg: Config, tables: list[str]) -> str:
     """What to run once ``tables`` were left out of the stream: publish them
-    again, then load each view that reads them from the source again (a
-    table view through Debezium's incremental snapshot, ``--from-source``;
-    an aggregate view in chunks)."""
+    again, then load each view that reads them from the source again
+    (``--from-source``: a tombstone for each row gone whose delete the topic
+    lacks, then a table view through Debezium's incremental snapshot, an
+    aggregate view in chunks)."""
     loads = [
-        f"readside snapshot {view}"
-        + (" --from-source" if isinstance(vc, TableViewConfig) else "")
+        f"readside snapshot {view} --from-source"
         for view, vc in sorted(cfg.effective_views().items())
         if set(vc.tables()) & set(tables)
     ]

@@ -20,8 +20,9 @@ from pipeline.cli.base import ReadsideGroup, load_config
 @click.option(
     "--from-source",
     is_flag=True,
-    help="a table view: have Debezium read every row again through the stream "
-    "(changes its topic never got), instead of replaying the topic",
+    help="for changes the topics never got: write tombstones for rows gone "
+    "from the source, then load from the source (a table view: Debezium reads "
+    "every row again through the stream, instead of a replay of the topic)",
 )
 @click.option("--chunk-size", default=1000, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -58,7 +59,8 @@ def snapshot(
     its own snapshot; a killed run resumes after its last finished chunk.
     Table views replay their compacted topic, or with --where send Debezium an
     incremental-snapshot signal with that condition (with --from-source, of
-    every row: for changes the topic never got).
+    every row: for changes the topic never got, after a tombstone for each
+    row gone from the source that the topic still holds).
 
     With --rebuild the view is built again from nothing in a new index,
     collection or key prefix beside the live one, caught up with the stream,

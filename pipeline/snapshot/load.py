@@ -16,7 +16,9 @@ offsets, so they reload from the one ordered stream (docs/design.md). Without
 at the same versions the stream wrote, its partitions side by side
 (:mod:`pipeline.snapshot.replay`); with ``--where`` Debezium is sent an
 incremental-snapshot signal with that additional condition, and the rows
-arrive through the topic like any change.
+arrive through the topic like any change. ``--from-source`` (either kind)
+first writes tombstones for rows gone from the source whose deletes the
+topics lack (:mod:`pipeline.snapshot.gone`), then loads from the source.
 
 A document a store rejects (e.g. a mapping conflict) goes to the dead-letter
 topic before the chunk that holds it is recorded: a replayed record under
@@ -49,7 +51,7 @@ from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
-from pipeline.snapshot import replay
+from pipeline.snapshot import gone, replay
 from pipeline.snapshot.prefetch import InOrder, ReadAhead
 from pipeline.snapshot.rejects import Origin, Rejects, WriteSlot, chunk_origin
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
@@ -122,6 +124,10 @@ class Loader:
 
     def _run(self) -> SnapshotState:
         source = self.view.from_source()
+        if self.opts.from_source and not self.opts.where:
+            # rows whose deletes never reached the stream: out of the topics
+            # first, so that the load below puts back any row inserted again
+            gone.tombstone_gone(self.cfg, self.view.cfg.tables())
         if source is None and (self.opts.where or self.opts.from_source):
             return self._signal(self.view)
         sinks = build_sinks(self.cfg, self.sink_names)

@@ -54,7 +54,6 @@ def test_the_way_back_names_each_view_of_the_tables_and_its_load(cfg) -> None:
     said = _way_back(cfg, views[table_view].tables() + views[aggregate].tables())
     assert said.startswith("; publish them whole again (readside connector apply)")
     assert f"readside snapshot {table_view} --from-source" in said
-    assert f"readside snapshot {aggregate};" in said or said.endswith(
-        f"readside snapshot {aggregate})"
-    )
+    # an aggregate view too: the rows gone meanwhile get their tombstones
+    assert f"readside snapshot {aggregate} --from-source" in said
     assert "then" not in _way_back(cfg, ["public.nothing_reads_this"])

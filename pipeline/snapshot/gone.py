@@ -1,0 +1,184 @@
+"""Rows gone from the source whose deletes never reached their topic.
+
+A table's compacted topic keeps, per key, the last change it carried. When a
+row's delete never reached the stream (the publication left the table or its
+deletes out, or a row filter hid the row: docs/design.md, "A publication
+changed by hand"), the topic keeps the row's last image for good. The stores
+keep its document, every replay of the topic (``readside snapshot VIEW``, a
+rebuild) writes it again, and neither Debezium's incremental snapshot nor a
+chunked load can remove it: both read the rows that exist.
+
+:func:`tombstone_gone` finds those keys (the last record of the key in the
+topic is a row image, and the table holds no row with that primary key) and
+produces a Kafka tombstone for each, under the record key exactly as Debezium
+wrote it, on the partition that key lives on. The workers apply it like
+Debezium's own tombstones: a table view deletes the document at the
+tombstone's offset, an aggregate view reads again the roots the key names,
+and compaction then removes the key from the topic.
+
+A row inserted again while this runs (after the table was read, its insert
+before the tombstone in the topic) would lose to the tombstone. The caller
+makes that harmless by loading the view from the source after the
+tombstones are in: Debezium's incremental snapshot (a table view) reads every
+row present then and writes it at a later offset, and an aggregate view's
+workers read the tombstone's root back from the source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaError, Message, TopicPartition
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from pipeline import kafkaclient
+from pipeline.aggregate import catalog
+from pipeline.config import Config
+from pipeline.errors import BadRecord, ConfigError, TransientError
+from pipeline.events import Op, doc_id
+from pipeline.snapshot import replay
+from pipeline.source.converter import converter_for
+from pipeline.source.records import Heartbeat
+from pipeline.types import pg_row_to_json
+
+logger = logging.getLogger(__name__)
+
+#: records read from the topic per call
+_READ = 2000
+#: the ops whose record leaves its row in the table
+_LIVE = (Op.CREATE, Op.UPDATE, Op.READ)
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A key whose last record in ``topic`` is a row the table no longer holds."""
+
+    topic: str
+    partition: int
+    key: bytes
+    ident: str
+
+
+def tombstone_gone(cfg: Config, tables: Iterable[str]) -> list[Gone]:
+    """Produce a tombstone for every key of ``tables``' topics whose row is gone
+    from the source; returns them (logged as a warning each table).
+
+    Raises:
+        ConfigError: a table's topic does not exist.
+        TransientError: Kafka refused a tombstone (nothing is lost: run again).
+    """
+    found: list[Gone] = []
+    dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+    for table in dict.fromkeys(tables):
+        topic = cfg.source.topic(table)
+        live = _live_keys(cfg, topic)
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            present = _source_ids(conn, table, live)
+        gone = [g for ident, g in live.items() if ident not in present]
+        if gone:
+            _produce(cfg, gone)
+            logger.warning(
+                "rows of %s gone from the source stood in topic %s (their "
+                "deletes never reached the stream): %d; tombstones written for "
+                "ids %s",
+                table,
+                topic,
+                len(gone),
+                ", ".join(g.ident for g in gone[:20]) + (" ..." * (len(gone) > 20)),
+            )
+        found.extend(gone)
+    return found
+
+
+def _live_keys(cfg: Config, topic: str) -> dict[str, Gone]:
+    """Per document id, the key and partition of the topic's keys whose last
+    record (up to the high watermarks read at the start) is a row image."""
+    consumer = kafkaclient.consumer(
+        cfg.kafka, {"group.id": replay.group(cfg), "enable.auto.commit": False}
+    )
+    converter = converter_for(cfg.kafka)
+    live: dict[str, Gone] = {}
+    try:
+        spans = replay.topic_spans(consumer, topic)
+        consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
+        for msg in _read(consumer, {s.partition: s.end for s in spans}):
+            try:
+                event = converter.decode(msg)
+            except BadRecord:
+                continue  # a dead letter's: its row is not the stores' either
+            if isinstance(event, Heartbeat):
+                continue
+            ident = doc_id(event.key)
+            if event.op in _LIVE:
+                live[ident] = Gone(topic, msg.partition() or 0, msg.key() or b"", ident)
+            else:
+                live.pop(ident, None)
+    finally:
+        consumer.close()
+    return live
+
+
+def _read(consumer: Any, ends: dict[int, int]) -> Iterator[Message]:
+    """The records of the assigned partitions below ``ends``."""
+    while ends:
+        for msg in consumer.consume(_READ, 1.0):
+            if msg.error() is not None:
+                continue
+            part, offset = msg.partition() or 0, msg.offset() or 0
+            end = ends.get(part)
+            if end is None:
+                continue
+            if offset < end:
+                yield msg
+            if offset + 1 >= end:
+                del ends[part]
+        for tp in consumer.position(consumer.assignment()):
+            if tp.offset >= ends.get(tp.partition, 0):
+                ends.pop(tp.partition, None)  # compaction left a gap at the end
+
+
+def _source_ids(
+    conn: psycopg.Connection[Any], table: str, live: dict[str, Gone]
+) -> set[str]:
+    """The document ids of ``table``'s rows, keyed as the stream keys them."""
+    keys = catalog.primary_key(conn, table)
+    if not keys:
+        raise ConfigError(f"table {table} has no primary key")
+    schema, name = table.split(".", 1)
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.Identifier(k) for k in keys),
+        sql.Identifier(schema, name),
+    )
+    out: set[str] = set()
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query)
+        for raw in cur:
+            ident = doc_id(pg_row_to_json(raw))
+            if ident in live:
+                out.add(ident)
+    return out
+
+
+def _produce(cfg: Config, gone: list[Gone]) -> None:
+    """Write a tombstone for each of ``gone`` and wait until Kafka has them all."""
+    producer = kafkaclient.producer(cfg.kafka, {"enable.idempotence": True})
+    failed: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err)
+
+    for g in gone:
+        producer.produce(
+            g.topic, key=g.key, value=None, partition=g.partition, on_delivery=delivered
+        )
+        producer.poll(0)
+    left = producer.flush(30)
+    if failed or left:
+        reason = failed[0].str() if failed else f"{left} not delivered in 30 s"
+        raise TransientError(f"tombstones of rows gone from the source: {reason}")
