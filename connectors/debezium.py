@@ -31,6 +31,7 @@ from connectors.postgres import (
     heartbeat_sql,
     prepare_source,
     publication_problems,
+    reloads,
 )
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
@@ -128,6 +129,54 @@ def connector_config(cfg: Config) -> dict[str, str]:
         if conn.get(option):
             settings[f"database.{option}"] = conn[option]
     return {k: str(v) for k, v in settings.items()}
+
+
+#: settings whose values a report names, never shows
+_SECRET = re.compile(r"password|secret|user\.info|jaas|ssl\.?key", re.IGNORECASE)
+#: the longest value a report shows
+_SHOWN = 60
+
+
+def config_problems(cfg: Config, live: dict[str, str] | None) -> list[str]:
+    """How the connector's config as Connect holds it (``live``; None: no
+    connector) differs from what ``readside connector apply`` sets.
+
+    A setting changed by hand (through Connect's REST API or a UI) can leave
+    changes out of the topics (``table.include.list``, ``skipped.operations``),
+    or change what the records say (a column list, a transform, a type
+    handling mode), while the connector runs on without an error.
+    """
+    if live is None:
+        return []
+    want = connector_config(cfg)
+    diffs = [
+        f"{k} {_shown(k, live[k])} (readside sets {_shown(k, v)})"
+        if k in live
+        else f"{k} removed (readside sets {_shown(k, v)})"
+        for k, v in sorted(want.items())
+        if live.get(k) != v
+    ]
+    diffs += [
+        f"{k} added ({_shown(k, v)})"
+        for k, v in sorted(live.items())
+        if k not in want and k != "name"
+    ]
+    if not diffs:
+        return []
+    return [
+        f"connector {cfg.connect.connector} is not as readside set it: "
+        f"{'; '.join(diffs)}: changes may be left out of the topics or "
+        "changed in them; set it again (readside connector apply), then load "
+        "again what changed meanwhile ("
+        + "; ".join(reloads(cfg, captured_tables(cfg)))
+        + ")"
+    ]
+
+
+def _shown(key: str, value: str) -> str:
+    if _SECRET.search(key):
+        return "(hidden)"
+    return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "...")
 
 
 def secret_risks(cfg: Config) -> list[str]:
@@ -329,6 +378,7 @@ def status(cfg: Config) -> dict[str, Any]:
     client = ConnectClient.of(cfg.connect)
     st = client.request("GET", f"/connectors/{cfg.connect.connector}/status")
     out: dict[str, Any] = {"connector": cfg.connect.connector}
+    drift: list[str] = []
     if st is None:
         out["state"] = "ABSENT"
         out["tasks"] = []
@@ -338,15 +388,28 @@ def status(cfg: Config) -> dict[str, Any]:
             {"id": t["id"], "state": t["state"], "trace": t.get("trace", "")[:300]}
             for t in st.get("tasks", [])
         ]
+        drift = connector_problems(cfg, client)
     out.update(slot_report(cfg))
+    out["capture_warnings"] = drift + out["capture_warnings"]
     return out
+
+
+def connector_problems(cfg: Config, client: ConnectClient | None = None) -> list[str]:
+    """:func:`config_problems` of the connector Connect runs now.
+
+    Raises:
+        TransientError: Connect does not answer.
+    """
+    client = client or ConnectClient.of(cfg.connect)
+    live = client.request("GET", f"/connectors/{cfg.connect.connector}/config")
+    return config_problems(cfg, live)
 
 
 def slot_report(cfg: Config) -> dict[str, Any]:
     """The slot's state for a status report: ``slot_lag_bytes`` (what the
     connector has not confirmed), ``slot`` (:class:`SlotState`, None
-    without a slot) and ``slot_warnings``; ``slot_error`` when PostgreSQL
-    could not be asked."""
+    without a slot) and ``capture_warnings`` (the slot's and the
+    publication's); ``slot_error`` when PostgreSQL could not be asked."""
     try:
         with psycopg.connect(
             cfg.source.dsn.get_secret_value(), connect_timeout=5
@@ -357,13 +420,13 @@ def slot_report(cfg: Config) -> dict[str, Any]:
         return {
             "slot_lag_bytes": None,
             "slot": None,
-            "slot_warnings": [],
+            "capture_warnings": [],
             "slot_error": exc.__class__.__name__,
         }
     return {
         "slot_lag_bytes": None if slot is None else slot.unconfirmed_bytes,
         "slot": None if slot is None else asdict(slot),
-        "slot_warnings": unpublished + ([] if slot is None else slot.warnings()),
+        "capture_warnings": unpublished + ([] if slot is None else slot.warnings()),
     }
 
 

@@ -210,17 +210,22 @@ def publication_problems(
     return out
 
 
+def reloads(cfg: Config, tables: list[str]) -> list[str]:
+    """The command that loads again, from the source, each view of ``tables``."""
+    return [
+        f"readside snapshot {view} --from-source"
+        for view, vc in sorted(cfg.effective_views().items())
+        if set(vc.tables()) & set(tables)
+    ]
+
+
 def _way_back(cfg: Config, tables: list[str]) -> str:
     """What to run once ``tables`` were left out of the stream: publish them
     again, then load each view that reads them from the source again
     (``--from-source``: a tombstone for each row gone whose delete the topic
     lacks, then a table view through Debezium's incremental snapshot, an
     aggregate view in chunks)."""
-    loads = [
-        f"readside snapshot {view} --from-source"
-        for view, vc in sorted(cfg.effective_views().items())
-        if set(vc.tables()) & set(tables)
-    ]
+    loads = reloads(cfg, tables)
     then = (
         f", then load again what changed meanwhile, which never reached the "
         f"stream ({'; '.join(loads)})"

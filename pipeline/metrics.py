@@ -52,10 +52,10 @@ LAG_MS = Gauge(
     ["view", "sink"],
 )
 APPLIED_LSN = Gauge("readside_applied_lsn", "Last applied source LSN", ["view", "sink"])
-PUBLICATION_PROBLEMS = Gauge(
-    "readside_source_publication_problems",
-    "Ways the publication keeps changes of the worker's tables from the stream "
-    "(pipeline.publication)",
+CAPTURE_PROBLEMS = Gauge(
+    "readside_source_capture_problems",
+    "Ways the publication or the connector's config, changed by hand, keep "
+    "changes of the worker's tables from the stream (pipeline.publication)",
 )
 UNLOADED = Gauge(
     "readside_view_unloaded",

@@ -1,4 +1,5 @@
-"""Whether the source still publishes every change of a worker's tables.
+"""Whether the source still publishes every change of a worker's tables,
+and the connector still captures them as readside set it.
 
 readside's publication is changed by hand at times: a table dropped from it,
 a row filter or a column list added, deletes no longer published, the whole
@@ -6,11 +7,15 @@ publication dropped. PostgreSQL then leaves those changes out of the stream
 without an error; the connector and its heartbeats go on, so the views of
 those tables stay as they were while their lag reads zero
 (:func:`connectors.postgres.publication_problems` says what and the way out).
+The connector's config is changed by hand at times too, through Connect's
+REST API or a UI: a table left out of ``table.include.list``, deletes added
+to ``skipped.operations``, a column list or a transform added
+(:func:`connectors.debezium.config_problems`).
 
 :class:`Watch` looks when the worker starts and every
 :data:`CHECK_INTERVAL_S`, and logs each problem as an error (again every
 :data:`REPEAT_S` while it lasts); the gauge
-``readside_source_publication_problems`` counts them. ``readside status`` and
+``readside_source_capture_problems`` counts them. ``readside status`` and
 the status page show the same problems. The worker goes on: the changes that
 do reach it are right.
 """
@@ -20,12 +25,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import psycopg
 
+from connectors.debezium import ConnectClient, connector_problems
 from connectors.postgres import publication_problems
 from pipeline.config import Config
-from pipeline.metrics import PUBLICATION_PROBLEMS
+from pipeline.errors import ReadsideError
+from pipeline.metrics import CAPTURE_PROBLEMS
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,10 @@ class Watch:
         self.clock = clock
         #: each problem said, with when it was last logged
         self.said: dict[str, float] = {}
+        #: asked between two polls: a Connect that hangs holds the loop this long
+        self.connect = replace(ConnectClient.of(cfg.connect), timeout_s=3.0)
+        #: while Connect does not answer, when to say so again
+        self._connect_unread: float | None = None
         self._next = 0.0
 
     def due(self) -> bool:
@@ -68,11 +80,19 @@ class Watch:
         except psycopg.Error as exc:
             logger.warning("publication not checked error=%s", exc)
             return
+        try:
+            problems += connector_problems(self.cfg, self.connect)
+        except ReadsideError as exc:  # Connect down, or not open to workers
+            if self._connect_unread is None or self.clock() >= self._connect_unread:
+                self._connect_unread = self.clock() + REPEAT_S
+                logger.warning("connector config not checked error=%s", exc)
+        else:
+            self._connect_unread = None
         self.take(problems)
 
     def take(self, problems: list[str]) -> None:
         """Log what is new (or due again) among ``problems``, and what ended."""
-        PUBLICATION_PROBLEMS.set(len(problems))
+        CAPTURE_PROBLEMS.set(len(problems))
         now = self.clock()
         for problem in problems:
             last = self.said.get(problem)

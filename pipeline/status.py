@@ -134,7 +134,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "snapshots": snapshots(cfg),
         "slot_lag_bytes": source.pop("slot_lag_bytes", None),
         "slot": source.pop("slot", None),
-        "slot_warnings": source.pop("slot_warnings", []),
+        "capture_warnings": source.pop("capture_warnings", []),
         "connector": source,
         "dead_letters": dlq,
         "behind_delete_window": behind,
@@ -284,5 +284,5 @@ def _capture_lines(st: dict[str, Any]) -> list[str]:
             f"{slot['retained_bytes']} bytes of WAL retained, "
             f"wal_status {slot['wal_status']}"
         )
-    lines.extend(f"warning: {w}" for w in st.get("slot_warnings", []))
+    lines.extend(f"warning: {w}" for w in st.get("capture_warnings", []))
     return lines

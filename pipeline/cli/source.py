@@ -121,7 +121,7 @@ def connector_status(ctx: click.Context, as_json: bool) -> None:
     )
     for t in st["tasks"]:
         click.echo(f"  task {t['id']}: {t['state']} {t['trace']}")
-    for warning in st.get("slot_warnings", []):
+    for warning in st.get("capture_warnings", []):
         click.echo(f"warning: {warning}")
 
 

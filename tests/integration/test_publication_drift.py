@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Pipeline, wait_for
+from harness import Pipeline, WorkerProc, wait_for
+
+from connectors.debezium import ConnectClient
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +29,25 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20) AS i;
 
 def _warnings(p: Pipeline) -> list[str]:
     """What ``readside status`` warns of the capture, in JSON and text alike."""
-    found = json.loads(p.run_cli("status", "--json").stdout)["slot_warnings"]
+    found = json.loads(p.run_cli("status", "--json").stdout)["capture_warnings"]
     text = p.run_cli("status").stdout
     for said in found:
         assert f"warning: {said}" in text, text
     return found
+
+
+def _said_then_set_again(p: Pipeline, worker: WorkerProc, warning: str, said: str):
+    """Check that ``warning`` names the way back and a restarted worker says
+    ``said``; then ``connector apply``, which must end the warning. Returns
+    the worker now running."""
+    assert "readside connector apply" in warning
+    assert "readside snapshot items --from-source" in warning
+    assert worker.terminate() == 0
+    again = p.start_worker()
+    p.wait_log(again, f"ERROR pipeline.publication source: {said}", timeout=60)
+    p.run_cli("connector", "apply")
+    assert _warnings(p) == []
+    return again
 
 
 def _drop_table(p: Pipeline, pub: str) -> str:
@@ -74,16 +90,8 @@ def test_a_publication_changed_by_hand_is_said_and_mended(make_pipeline, change)
         # the compacted topic, which every replay and rebuild writes again
         assert drift.extra == ["6"], drift
     (warning,) = [w for w in _warnings(p) if said in w]
-    assert "readside connector apply" in warning
-    assert "readside snapshot items --from-source" in warning
     assert "readside snapshot shelf --from-source" in warning
-
-    assert worker.terminate() == 0
-    again = p.start_worker()
-    p.wait_log(again, f"ERROR pipeline.publication source: {said}", timeout=60)
-
-    p.run_cli("connector", "apply")
-    assert _warnings(p) == []
+    again = _said_then_set_again(p, worker, warning, said)
     # the table view's rows again through the stream, after a tombstone for
     # each row gone; the aggregate view's from the source
     loaded = p.run_cli("snapshot", "items", "--from-source")
@@ -97,5 +105,48 @@ def test_a_publication_changed_by_hand_is_said_and_mended(make_pipeline, change)
     p.assert_converged()
     # a replay of the topic writes what the source holds, the gone row not again
     p.run_cli("snapshot", "items")
+    p.assert_converged()
+    assert again.alive(), again.tail()
+
+
+def test_a_connector_changed_by_hand_is_said_and_mended(make_pipeline):
+    """Deletes added to the connector's ``skipped.operations`` through Connect's
+    REST API, as a UI would: the connector runs on and drops every delete."""
+    views = {"items": {"table": "public.items", "sinks": ["redis"]}}
+    p = make_pipeline(SCHEMA, ["public.items"], views)
+    p.apply_connector()
+    worker = p.start_worker()
+    p.wait_drained(timeout=120)
+    assert _warnings(p) == []
+    connect, name = ConnectClient.of(p.config.connect), p.config.connect.connector
+
+    def state() -> str:
+        return str(
+            connect.request("GET", f"/connectors/{name}/status")["connector"]["state"]
+        )
+
+    # Stopped (its task shut down) while the config changes, so the delete
+    # below meets the task of the new config.
+    connect.request("PUT", f"/connectors/{name}/stop")
+    wait_for(lambda: state() == "STOPPED", 60, "the connector to stop")
+    live = connect.request("GET", f"/connectors/{name}/config")
+    connect.request(
+        "PUT", f"/connectors/{name}/config", {**live, "skipped.operations": "t,d"}
+    )
+    p.sql("DELETE FROM items WHERE id = 6")
+    p.sql("UPDATE items SET name = 'seen' WHERE id = 7")
+    connect.request("PUT", f"/connectors/{name}/resume")
+    wait_for(
+        lambda: [d.differing for d in p.verify()] == [[]], 120, "the update to arrive"
+    )
+    (drift,) = p.verify()
+    assert drift.extra == ["6"], drift  # the delete was skipped
+    said = f"connector {name} is not as readside set it: skipped.operations 't,d'"
+    (warning,) = _warnings(p)
+    assert warning.startswith(said + " (readside sets 't')"), warning
+    again = _said_then_set_again(p, worker, warning, said)
+    p.run_cli("snapshot", "items", "--from-source")
+    wait_for(lambda: all(d.ok for d in p.verify()), 180, "the gone row to leave")
+    p.wait_drained(timeout=120)
     p.assert_converged()
     assert again.alive(), again.tail()

@@ -26,7 +26,7 @@ def test_status_warns_of_an_inactive_slot_and_the_wal_it_keeps(make_pipeline):
     assert live["state"] == "RUNNING", live
     assert live["slot"]["active"]
     assert live["slot"]["wal_status"] == "reserved"
-    assert live["slot_warnings"] == []
+    assert live["capture_warnings"] == []
 
     assert debezium.delete(p.config)  # the connector goes; its slot stays
     wait_for(lambda: not capture(p.config)["slot"]["active"], 60, "the slot to go idle")
@@ -41,7 +41,7 @@ def test_status_warns_of_an_inactive_slot_and_the_wal_it_keeps(make_pipeline):
     assert idle["state"] == "ABSENT"
     assert not idle["slot"]["active"]
     assert idle["slot"]["retained_bytes"] >= before + FILLER_MB * 2**20
-    (warning,) = idle["slot_warnings"]
+    (warning,) = idle["capture_warnings"]
     assert f"replication slot {p.config.source.slot} is inactive" in warning
     assert "MB of WAL" in warning
 

@@ -9,6 +9,7 @@ import logging
 import pytest
 from repo_config import repo_config_path
 
+from connectors.debezium import config_problems, connector_config
 from connectors.postgres import _way_back
 from pipeline import config
 from pipeline.publication import REPEAT_S, Watch
@@ -57,3 +58,36 @@ def test_the_way_back_names_each_view_of_the_tables_and_its_load(cfg) -> None:
     # an aggregate view too: the rows gone meanwhile get their tombstones
     assert f"readside snapshot {aggregate} --from-source" in said
     assert "then" not in _way_back(cfg, ["public.nothing_reads_this"])
+
+
+def test_a_connector_as_readside_set_it_has_no_problem(cfg) -> None:
+    live = {**connector_config(cfg), "name": cfg.connect.connector}
+    assert config_problems(cfg, live) == []
+    assert config_problems(cfg, None) == []  # no connector: its state says so
+
+
+def test_a_connector_changed_by_hand_names_each_setting_and_hides_secrets(
+    cfg,
+) -> None:
+    want = connector_config(cfg)
+    live = {
+        **want,
+        "skipped.operations": "t,d",
+        "column.exclude.list": "public.customers.email",
+        "database.password": "changed-by-hand",
+        "transforms.x.password": "s3cret",
+    }
+    del live["tombstones.on.delete"]
+    (said,) = config_problems(cfg, live)
+    assert said.startswith(f"connector {cfg.connect.connector} is not as readside")
+    assert "skipped.operations 't,d' (readside sets 't')" in said
+    assert "tombstones.on.delete removed (readside sets 'true')" in said
+    assert "column.exclude.list added ('public.customers.email')" in said
+    assert "database.password (hidden) (readside sets (hidden))" in said
+    assert "transforms.x.password added ((hidden))" in said
+    assert "changed-by-hand" not in said
+    assert "s3cret" not in said
+    # the way back: set it again, then load every view from the source
+    assert "readside connector apply" in said
+    for view in cfg.effective_views():
+        assert f"readside snapshot {view} --from-source" in said

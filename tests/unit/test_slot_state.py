@@ -35,7 +35,7 @@ def test_a_slot_that_lost_wal_says_the_views_must_be_rebuilt_first():
     assert "past max_slot_wal_keep_size" in unreserved
 
 
-def test_status_shows_a_failed_task_and_the_slot_warnings():
+def test_status_shows_a_failed_task_and_the_capture_warnings():
     slot = _slot(active=False)
     trace = "io.debezium.DebeziumException: cannot read\n\tat somewhere"
     text = render(
@@ -43,7 +43,7 @@ def test_status_shows_a_failed_task_and_the_slot_warnings():
             "views": [],
             "slot_lag_bytes": 512,
             "slot": {**slot.__dict__},
-            "slot_warnings": slot.warnings(),
+            "capture_warnings": slot.warnings(),
             "dead_letters": 0,
             "connector": {
                 "connector": "shop-postgres",
