@@ -81,6 +81,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.layoutguard",
             "pipeline.deletewindow",
             "pipeline.loaded",
+            "pipeline.definitions",
             "pipeline.publication",
             "pipeline.metrics",
             "pipeline.partitions",

@@ -116,6 +116,15 @@ class CheckpointWriter:
         self.producer.produce(self.topic, key=unloaded_key(view, sink), value=None)
         self.producer.poll(0)
 
+    def definition(self, view: str, sink: str, definition: dict[str, str]) -> None:
+        """Record the definition ``sink``'s documents of ``view`` were last
+        written whole by (:mod:`pipeline.definitions`)."""
+        value = {"view": view, "sink": sink, "definition": definition}
+        self.producer.produce(
+            self.topic, key=definition_key(view, sink), value=json.dumps(value).encode()
+        )
+        self.producer.poll(0)
+
     def mark_source(self, mark: SourceMark) -> None:
         self.producer.produce(
             self.topic, key=b"__source__", value=json.dumps(asdict(mark)).encode()
@@ -132,16 +141,24 @@ class Recorded(NamedTuple):
     mark: SourceMark | None
     #: (view, sink) -> since when (ms) the sink does not hold the view whole
     unloaded: dict[tuple[str, str], int]
+    #: (view, sink) -> the definition the sink's documents were last written
+    #: whole by
+    definitions: dict[tuple[str, str], dict[str, str]]
 
 
-def read_recorded(kafka: KafkaConfig, topic: str, timeout_s: float = 10.0) -> Recorded:
-    """The checkpoints, source mark and unloaded views on the topic."""
-    out = Recorded({}, None, {})
-    for key, data in read_records(kafka, topic, timeout_s).items():
+def read_recorded(
+    kafka: KafkaConfig, topic: str, timeout_s: float = 10.0, whole: bool = False
+) -> Recorded:
+    """The checkpoints, source mark, unloaded views and definitions on the
+    topic (``whole``: see :func:`read_records`)."""
+    out = Recorded({}, None, {}, {})
+    for key, data in read_records(kafka, topic, timeout_s, whole).items():
         if key == "__source__":
             out = out._replace(mark=SourceMark(**data))
         elif key.startswith(UNLOADED_PREFIX):
             out.unloaded[(data["view"], data["sink"])] = int(data["since_ms"])
+        elif key.startswith(DEFINITION_PREFIX):
+            out.definitions[(data["view"], data["sink"])] = dict(data["definition"])
         elif not key.startswith(RECORD_PREFIX):
             cp = Checkpoint(**data)
             out.checkpoints[cp.key] = cp
@@ -163,8 +180,17 @@ RECORD_PREFIX = "__"
 UNLOADED_PREFIX = "__unloaded__|"
 
 
+#: Keys of the records of the definitions views' documents follow
+#: (pipeline.definitions).
+DEFINITION_PREFIX = "__definition__|"
+
+
 def unloaded_key(view: str, sink: str) -> bytes:
     return f"{UNLOADED_PREFIX}{view}|{sink}".encode()
+
+
+def definition_key(view: str, sink: str) -> bytes:
+    return f"{DEFINITION_PREFIX}{view}|{sink}".encode()
 
 
 def read_records(

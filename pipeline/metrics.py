@@ -57,6 +57,12 @@ CAPTURE_PROBLEMS = Gauge(
     "Ways the publication or the connector's config, changed by hand, keep "
     "changes of the worker's tables from the stream (pipeline.publication)",
 )
+DEFINITION_CHANGED = Gauge(
+    "readside_view_definition_changed",
+    "1 while a sink's documents of a view were written whole by another "
+    "definition than the config's (pipeline.definitions)",
+    ["view", "sink"],
+)
 UNLOADED = Gauge(
     "readside_view_unloaded",
     "1 while the sink holds the view without its load mark (pipeline.loaded)",

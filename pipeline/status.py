@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connectors import debezium
-from pipeline import checkpoints, deletewindow, groups, kafkaclient
+from pipeline import checkpoints, definitions, deletewindow, groups, kafkaclient
 from pipeline.config import Config
 from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
@@ -74,7 +74,7 @@ def dead_letter_count(consumer: Consumer, topic: str, timeout: float) -> int:
 
 
 def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
-    cps, mark, unloaded = checkpoints.read_recorded(
+    cps, mark, unloaded, recorded = checkpoints.read_recorded(
         cfg.kafka, cfg.kafka.checkpoint_topic, timeout
     )
     consumer = kafkaclient.consumer(
@@ -138,6 +138,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "connector": source,
         "dead_letters": dlq,
         "behind_delete_window": behind,
+        "definition_warnings": definitions.problems(cfg, recorded),
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
@@ -235,6 +236,7 @@ def render(st: dict[str, Any]) -> str:
                 "store lost the view, or the sink was added to it later); load "
                 f"it: readside snapshot {r['view']} --sink {r['sink']}"
             )
+    lines.extend(f"warning: {w}" for w in st.get("definition_warnings", []))
     for snap in st.get("snapshots", []):
         if snap["method"] == "focus":
             lines.append(

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from connectors.base import Sink
 from connectors.registry import build_sinks as build_sinks  # used by operations
 from pipeline import (
+    definitions,
     dlq,
     dlqtopic,
     groups,
@@ -94,6 +95,8 @@ class Worker:
     loads: loaded.Watch | None = None
     #: reports changes the source's publication leaves out (set by run)
     published: publication.Watch | None = None
+    #: reports a view whose documents follow a former definition (set by run)
+    defined: definitions.Watch | None = None
     stopping: bool = False
     batches: int = 0
     #: events skipped because their row is gone from the source
@@ -195,6 +198,10 @@ class Worker:
                 Backoff.of(cfg.worker),
                 lambda: self.stopping,
             )
+            self.defined = definitions.Watch(
+                cfg, loaded.pairs(cfg, self.views, self.sinks), self.checkpoints
+            )
+            self.defined.check()
         if self.assignment is not None:
             consumer.assign(self.assignment)
             self._on_assign(consumer, self.assignment)
@@ -227,6 +234,8 @@ class Worker:
                     self.loads.check()
                 if self.published is not None and self.published.due():
                     self.published.check()
+                if self.defined is not None and self.defined.due():
+                    self.defined.check()
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1

@@ -44,7 +44,7 @@ from typing import Any
 import psycopg
 
 from connectors.base import Sink
-from pipeline import kafkaclient, layout, loaded
+from pipeline import definitions, kafkaclient, layout, loaded
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.reader import Reader
@@ -143,6 +143,8 @@ class Loader:
             if st.state == "done" and not self.opts.where:
                 # every row is in: the stores hold the view whole again
                 loaded.mark_loaded(sinks, [self.opts.view])
+                if source is not None:  # every document at a newer version
+                    definitions.record(self.cfg, self.opts.view, self.sink_names)
             return self.rejects.check(st)
         finally:
             for sink in sinks.values():
@@ -353,6 +355,10 @@ class Loader:
                 "of the view"
             )
         send_signal(self.cfg, view.cfg.table, self.opts.where)
+        if not self.opts.where:
+            # every row again through the stream, at new offsets, into every
+            # sink of the view once Debezium is through
+            definitions.record(self.cfg, view.name, self.sink_names)
         st = SnapshotState(
             self.opts.view, self.sink_names, self.opts.where, "signal", "signalled"
         )

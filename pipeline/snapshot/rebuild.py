@@ -79,6 +79,7 @@ from confluent_kafka import TopicPartition
 
 from connectors.base import Generations, Sink
 from connectors.registry import build_sink
+from pipeline import definitions
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.sinkwriter import open_sinks
@@ -158,6 +159,8 @@ class Rebuild(Loader):
                 step(st, live, pinned)
             if st.phase == "done":
                 st.state = "done"
+                # every document written again, by the definition of now
+                definitions.record(self.cfg, self.view.name, sorted(live))
             self._save(st)
             return self.rejects.check(st)
         finally:

@@ -1,39 +1,31 @@
-"""readside's publication changed by hand while the connector runs: a table
-dropped from it, or a row filter added. PostgreSQL leaves those changes out
-of the stream without an error, the connector and its heartbeats go on, and
-the views stay as they were while their lag reads zero.
+"""readside's publication changed by hand while the connector runs (a table
+dropped from it, or a row filter added), or the connector's own config
+(deletes skipped). PostgreSQL or Debezium leaves those changes out of the
+stream without an error, the connector and its heartbeats go on, and the
+views stay as they were while their lag reads zero.
 
 The worker (at its start) and ``readside status`` must say what the
 publication leaves out and the way back; ``readside connector apply`` must
-publish the tables whole again, and the snapshot it names must bring the
-changes the stream never carried (pipeline.publication,
-connectors.postgres.publication_problems).
+publish the tables whole again (and set the connector again), and the
+snapshot it names must bring the changes the stream never carried, deletes
+too (pipeline.publication, connectors.postgres.publication_problems,
+connectors.debezium.config_problems, pipeline.snapshot.gone).
 """
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from harness import Pipeline, WorkerProc, wait_for
+from items_model import BOTH_VIEWS, TABLE_VIEW, started, status_warnings
 
 from connectors.debezium import ConnectClient
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = """
-CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);
-INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20) AS i;
-"""
-
 
 def _warnings(p: Pipeline) -> list[str]:
-    """What ``readside status`` warns of the capture, in JSON and text alike."""
-    found = json.loads(p.run_cli("status", "--json").stdout)["capture_warnings"]
-    text = p.run_cli("status").stdout
-    for said in found:
-        assert f"warning: {said}" in text, text
-    return found
+    """What ``readside status`` warns of the capture."""
+    return status_warnings(p, "capture_warnings")
 
 
 def _said_then_set_again(p: Pipeline, worker: WorkerProc, warning: str, said: str):
@@ -66,15 +58,7 @@ def _row_filter(p: Pipeline, pub: str) -> str:
 
 @pytest.mark.parametrize("change", [_drop_table, _row_filter])
 def test_a_publication_changed_by_hand_is_said_and_mended(make_pipeline, change):
-    views = {
-        "items": {"table": "public.items", "sinks": ["redis"]},
-        "shelf": {"kind": "aggregate", "table": "public.items", "sinks": ["redis"]},
-    }
-    p = make_pipeline(SCHEMA, ["public.items"], views)
-    p.apply_connector()
-    worker = p.start_worker()
-    p.wait_drained(timeout=120)
-    p.assert_converged()
+    p, worker = started(make_pipeline, BOTH_VIEWS)
     assert _warnings(p) == []
     pub = p.config.source.publication
 
@@ -112,11 +96,7 @@ def test_a_publication_changed_by_hand_is_said_and_mended(make_pipeline, change)
 def test_a_connector_changed_by_hand_is_said_and_mended(make_pipeline):
     """Deletes added to the connector's ``skipped.operations`` through Connect's
     REST API, as a UI would: the connector runs on and drops every delete."""
-    views = {"items": {"table": "public.items", "sinks": ["redis"]}}
-    p = make_pipeline(SCHEMA, ["public.items"], views)
-    p.apply_connector()
-    worker = p.start_worker()
-    p.wait_drained(timeout=120)
+    p, worker = started(make_pipeline, TABLE_VIEW)
     assert _warnings(p) == []
     connect, name = ConnectClient.of(p.config.connect), p.config.connect.connector
 

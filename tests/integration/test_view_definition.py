@@ -1,0 +1,62 @@
+"""A view's definition edited in the config, the workers restarted with it:
+every change from then on follows the new definition, the document of every
+row that did not change keeps the former one, and the lag reads zero. The
+worker (at its start) and ``readside status`` must name the view, the
+settings that changed and the load that rewrites it; once loaded, the
+warning ends and every document follows the config (pipeline.definitions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from harness import wait_for
+from items_model import BOTH_VIEWS, started, status_warnings
+
+pytestmark = pytest.mark.integration
+
+
+def _warnings(p: Any) -> list[str]:
+    return status_warnings(p, "definition_warnings")
+
+
+def test_a_changed_definition_is_said_until_its_documents_are_rewritten(
+    make_pipeline,
+):
+    p, worker = started(make_pipeline, BOTH_VIEWS)
+    assert worker.terminate() == 0
+    # a worker that starts again with the same definitions says nothing
+    worker = p.start_worker()
+    p.wait_log(worker, "worker started", timeout=60)
+    assert _warnings(p) == []
+    assert worker.terminate() == 0
+
+    def edit(data: dict[str, Any]) -> None:
+        data["views"]["items"]["exclude"] = ["price"]
+        data["views"]["shelf"]["rename"] = {"name": "title"}
+
+    p.rewrite(edit)
+    worker = p.start_worker()
+    said = {
+        "items": "view items in sink redis: its definition changed (exclude) since "
+        "its documents were written whole",
+        "shelf": "view shelf in sink redis: its definition changed (rename)",
+    }
+    for text in said.values():
+        p.wait_log(worker, f"ERROR pipeline.definitions {text}", timeout=60)
+    p.sql("UPDATE items SET name = 'changed' WHERE id = 1")
+    p.wait_drained(timeout=120)
+    for drift in p.verify():  # rows 2..20 keep the former definition
+        assert sorted(drift.differing, key=int) == [str(i) for i in range(2, 21)]
+    table_view, aggregate = _warnings(p)
+    assert table_view.startswith(said["items"]), table_view
+    assert table_view.endswith("readside snapshot items --rebuild --sink redis")
+    assert aggregate.startswith(said["shelf"]), aggregate
+    assert aggregate.endswith("readside snapshot shelf --sink redis")
+
+    p.run_cli("snapshot", "items", "--rebuild", "--sink", "redis")
+    p.run_cli("snapshot", "shelf", "--sink", "redis")
+    assert _warnings(p) == []
+    wait_for(lambda: all(d.ok for d in p.verify()), 120, "every document rewritten")
+    assert worker.alive(), worker.tail()
