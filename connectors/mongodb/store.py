@@ -74,6 +74,9 @@ def generation_name(base: str, gen: int) -> str:
     return base if gen == 1 else f"{base}~{gen}"
 
 
+#: the longest wait to find or connect to the server (``timeout_s`` if lower)
+REACH_S = 5.0
+
 class MongoStore(StoreSink[MongoSinkConfig]):
     """The client, the collections and the generation pointer of a MongoDB
     sink.
@@ -99,10 +102,14 @@ class MongoStore(StoreSink[MongoSinkConfig]):
     def db(self) -> Database[Doc]:
         if self._client is None:
             ms = int(self.cfg.timeout_s * 1000)
+            # A server that is down is a transient error within seconds (the
+            # worker backs off, commits nothing, and says so), not after two
+            # full timeouts; a slow bulk write keeps the whole socket timeout.
+            reach_ms = min(ms, int(REACH_S * 1000))
             self._client = pymongo.MongoClient(
                 self.cfg.uri.get_secret_value(),
-                serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms,
+                serverSelectionTimeoutMS=reach_ms,
+                connectTimeoutMS=reach_ms,
                 socketTimeoutMS=ms,
                 **self._write_concern_options(),
             )
