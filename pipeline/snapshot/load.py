@@ -309,6 +309,7 @@ class Loader:
         one (:mod:`pipeline.snapshot.replay`)."""
         st = SnapshotState(self.opts.view, self.sink_names, None, "replay")
         topic = self.cfg.source.topic(view.cfg.table)
+        replay.require_whole(self.cfg, view.name, topic)
         group = {"group.id": replay.group(self.cfg)}
         with closing(kafkaclient.consumer(self.cfg.kafka, group)) as consumer:
             spans = replay.topic_spans(consumer, topic)

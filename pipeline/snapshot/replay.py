@@ -39,6 +39,7 @@ from pipeline import kafkaclient, layout, logs
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.decode import RawMessage
+from pipeline.dlqtopic import topic_configs
 from pipeline.errors import ConfigError, ReadsideError
 from pipeline.events import DocumentOp
 from pipeline.processor import Batch, Processor, ops_for_sink, position_of
@@ -91,6 +92,33 @@ def topic_spans(consumer: Consumer, topic: str) -> list[Span]:
         if high > low:
             spans.append(Span(p, low, high))
     return spans
+
+
+def require_whole(cfg: Config, view: str, topic: str) -> None:
+    """Refuse to build table view ``view`` from ``topic`` unless the topic
+    keeps every row: compacted, and never cut by retention.
+
+    A topic whose ``cleanup.policy`` includes ``delete`` (made by hand, or
+    by a broker with its defaults) drops the records of rows that have not
+    changed within its retention; a replay of it, or a rebuild's catch-up
+    from its start, would load only the rows changed lately, and the view
+    would be called whole.
+
+    Raises:
+        ConfigError: the topic deletes old records.
+    """
+    policy = topic_configs(kafkaclient.admin(cfg.kafka), [topic])[topic].get(
+        "cleanup.policy", "delete"
+    )
+    if "delete" in policy.split(","):
+        raise ConfigError(
+            f"topic {topic} has cleanup.policy {policy}: it drops the records of "
+            "rows that did not change within its retention, so the view would "
+            "be loaded from part of its rows. Load it from the source instead: "
+            f"readside snapshot {view} --from-source (and make the topic "
+            f"compacted: kafka-configs --alter --entity-type topics --entity-name "
+            f"{topic} --add-config cleanup.policy=compact)"
+        )
 
 
 def split(spans: Sequence[Span], n: int) -> list[list[Span]]:

@@ -147,6 +147,18 @@ def test_replay_in_processes_refills_emptied_stores_while_the_stream_goes_on(
     p.wait_drained(timeout=240)
     p.assert_converged()
 
+    # A topic that drops old records (made or altered by hand) cannot give
+    # the view whole: neither a replay nor a rebuild reads from it.
+    topic = p.config.source.topic("public.notes")
+    p.set_topic_configs(topic, {"cleanup.policy": "compact,delete"})
+    for args in ([], ["--rebuild"]):
+        refused = p.run_cli("snapshot", "notes", *args, ok=False)
+        assert refused.returncode != 0
+        assert f"topic {topic} has cleanup.policy compact,delete" in refused.stderr
+        assert "readside snapshot notes --from-source" in refused.stderr
+    assert _state(p).rows == st.rows  # nothing begun
+    p.assert_converged()
+
 
 @pytest.mark.parametrize("how", ["sigterm", "parent-killed"])
 def test_replay_stopped_or_orphaned_leaves_no_process_and_runs_again(
