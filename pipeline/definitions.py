@@ -29,8 +29,8 @@ own options (mappings; ``--rebuild`` applies them).
 :data:`CHECK_INTERVAL_S`: a pair whose definition changed is logged as an
 error naming the settings and the load that rewrites it (again every
 :data:`REPEAT_S`), and shown by the gauge
-``readside_view_definition_changed{view,sink}``; ``readside status`` warns
-the same way. The worker goes on: what it writes follows the definition now.
+``readside_view_definition_changed{view,sink}``; ``readside status`` and the
+status page warn the same way. The worker goes on: what it writes follows the definition now.
 """
 
 from __future__ import annotations
@@ -95,17 +95,23 @@ def problem(cfg: Config, view: str, sink: str, settings: Iterable[str]) -> str:
     )
 
 
-def problems(cfg: Config, recorded: Mapping[Pair, Definition]) -> list[str]:
-    """:func:`problem` of every pair of the config recorded with another
-    definition (``readside status``)."""
-    out = []
+def changes(cfg: Config, recorded: Mapping[Pair, Definition]) -> dict[Pair, list[str]]:
+    """The settings changed of every pair of the config recorded with
+    another definition."""
+    out: dict[Pair, list[str]] = {}
     for view, vc in sorted(cfg.effective_views().items()):
         now = of(vc)
         for sink in vc.sinks:
             before = recorded.get((view, sink))
             if before is not None and changed(before, now):
-                out.append(problem(cfg, view, sink, changed(before, now)))
+                out[(view, sink)] = changed(before, now)
     return out
+
+
+def problems(cfg: Config, recorded: Mapping[Pair, Definition]) -> list[str]:
+    """:func:`problem` of every pair of the config recorded with another
+    definition (``readside status``)."""
+    return [problem(cfg, *pair, s) for pair, s in changes(cfg, recorded).items()]
 
 
 def record(cfg: Config, view: str, sinks: Iterable[str]) -> None:

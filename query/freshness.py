@@ -19,7 +19,12 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline import kafkaclient
-from pipeline.checkpoints import UNLOADED_PREFIX, Checkpoint, SourceMark
+from pipeline.checkpoints import (
+    DEFINITION_PREFIX,
+    UNLOADED_PREFIX,
+    Checkpoint,
+    SourceMark,
+)
 from pipeline.sourceconfig import KafkaConfig
 from query.answer import Freshness
 from query.failures import FailureRun
@@ -28,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _SOURCE_KEY = b"__source__"
 _UNLOADED_PREFIX = UNLOADED_PREFIX.encode()
+_DEFINITION_PREFIX = DEFINITION_PREFIX.encode()
 
 
 class FreshnessCache:
@@ -61,6 +67,8 @@ class FreshnessCache:
         self._figures: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         self._mark: SourceMark | None = None
         self._unloaded: dict[tuple[str, str], int] = {}
+        #: (view, sink) -> the definition its documents were written whole by
+        self._definitions: dict[tuple[str, str], dict[str, str]] = {}
         self._next_look = 0.0
         self._lock = threading.Lock()
         self._failures = FailureRun(
@@ -203,7 +211,18 @@ class FreshnessCache:
         with self._lock:
             return self._unloaded.get((view, sink))
 
+    def definitions(self) -> dict[tuple[str, str], dict[str, str]]:
+        """The definition each view's documents were last written whole by
+        in each sink, as recorded (:mod:`pipeline.definitions`; no I/O)."""
+        with self._lock:
+            return dict(self._definitions)
+
     def _take(self, key: bytes | None, value: bytes | None) -> None:
+        if key is not None and key.startswith(_DEFINITION_PREFIX):
+            _, view, sink = key.decode().split("|", 2)
+            if value is not None:
+                self._definitions[(view, sink)] = json.loads(value)["definition"]
+            return
         if key is not None and key.startswith(_UNLOADED_PREFIX):
             _, view, sink = key.decode().split("|", 2)
             if value is None:

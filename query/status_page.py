@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from connectors import debezium
-from pipeline import kafkaclient
+from pipeline import definitions, kafkaclient
 from pipeline.status import dead_letter_count, snapshots
 from query.failures import FailureRun
 from query.lsn import format_lsn
@@ -170,6 +170,12 @@ class StatusMonitor:
         now = int(time.time() * 1000)
         mark = fresh.source_mark()
         rows = []
+        changed = {
+            pair: definitions.problem(svc.config, *pair, settings)
+            for pair, settings in definitions.changes(
+                svc.config, fresh.definitions()
+            ).items()
+        }
         for view, cfg in svc.config.effective_views().items():
             topics = tracker.topics[view]
             lag = sum(
@@ -197,6 +203,7 @@ class StatusMonitor:
                             sum(self._rates.get(t, 0.0) for t in topics), 1
                         ),
                         "unloaded_since_ms": fresh.unloaded_since(view, sink),
+                        "definition_changed": changed.get((view, sink)),
                         "history": [],
                     }
                 )

@@ -77,6 +77,7 @@ def generation_name(base: str, gen: int) -> str:
 #: the longest wait to find or connect to the server (``timeout_s`` if lower)
 REACH_S = 5.0
 
+
 class MongoStore(StoreSink[MongoSinkConfig]):
     """The client, the collections and the generation pointer of a MongoDB
     sink.

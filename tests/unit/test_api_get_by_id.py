@@ -269,3 +269,16 @@ def test_freshness_keeps_what_the_workers_recorded_of_unloaded_views():
     assert cache.freshness("t", "redis").applied_lsn is None  # not a checkpoint
     cache._take(unloaded_key("t", "redis"), None)  # whole again: a tombstone
     assert cache.unloaded_since("t", "redis") is None
+
+
+def test_freshness_keeps_the_definitions_views_were_written_by():
+    from pipeline.checkpoints import definition_key
+    from query.freshness import FreshnessCache
+
+    cache = FreshnessCache(CLOSED, "cp", ttl_s=3600)
+    cache._next_look = float("inf")  # no look at the (closed) Kafka
+    assert cache.definitions() == {}
+    value = {"view": "t", "sink": "redis", "definition": {"table": "abc"}}
+    cache._take(definition_key("t", "redis"), json.dumps(value).encode())
+    assert cache.definitions() == {("t", "redis"): {"table": "abc"}}
+    assert cache.freshness("t", "redis").applied_lsn is None  # not a checkpoint
