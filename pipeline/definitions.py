@@ -30,7 +30,8 @@ own options (mappings; ``--rebuild`` applies them).
 error naming the settings and the load that rewrites it (again every
 :data:`REPEAT_S`), and shown by the gauge
 ``readside_view_definition_changed{view,sink}``; ``readside status`` and the
-status page warn the same way. The worker goes on: what it writes follows the definition now.
+status page warn the same way. The worker goes on: what it writes follows
+the definition now.
 """
 
 from __future__ import annotations
@@ -121,8 +122,14 @@ def record(cfg: Config, view: str, sinks: Iterable[str]) -> None:
     Raises:
         TransientError: Kafka did not acknowledge it.
     """
+    topic = cfg.kafka.checkpoint_topic
+    # a load may run before any worker made the topic (a broker that does
+    # not create topics on first use would hold the record back for good)
+    checkpoints.ensure_topics(
+        kafkaclient.admin(cfg.kafka), [(topic, 1, True)], cfg.kafka.replication_factor
+    )
     producer = kafkaclient.producer(cfg.kafka)
-    writer = checkpoints.CheckpointWriter(producer, cfg.kafka.checkpoint_topic)
+    writer = checkpoints.CheckpointWriter(producer, topic)
     now = of(cfg.effective_views()[view])
     for sink in sinks:
         writer.definition(view, sink, now)
