@@ -388,7 +388,10 @@ def status(cfg: Config) -> dict[str, Any]:
             {"id": t["id"], "state": t["state"], "trace": t.get("trace", "")[:300]}
             for t in st.get("tasks", [])
         ]
-        drift = connector_problems(cfg, client)
+        try:
+            drift = connector_problems(cfg, client)
+        except (TransientError, FatalError) as exc:
+            drift = [f"connector {cfg.connect.connector}'s config not read: {exc}"]
     out.update(slot_report(cfg))
     out["capture_warnings"] = drift + out["capture_warnings"]
     return out

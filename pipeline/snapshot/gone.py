@@ -27,6 +27,7 @@ workers read the tombstone's root back from the source.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: records read from the topic per call
 _READ = 2000
+#: seconds without a record after which a read of the topic gives up
+_STALL_S = 60.0
 #: the ops whose record leaves its row in the table
 _LIVE = (Op.CREATE, Op.UPDATE, Op.READ)
 
@@ -124,9 +127,20 @@ def _live_keys(cfg: Config, topic: str) -> dict[str, Gone]:
 
 
 def _read(consumer: Any, ends: dict[int, int]) -> Iterator[Message]:
-    """The records of the assigned partitions below ``ends``."""
+    """The records of the assigned partitions below ``ends``.
+
+    Raises:
+        TransientError: no record came for :data:`_STALL_S` (a broker gone).
+    """
+    last = time.monotonic()
     while ends:
+        if time.monotonic() - last > _STALL_S:
+            raise TransientError(
+                f"topic not read to its end: no record for {_STALL_S:.0f}s "
+                f"(partitions left {sorted(ends)})"
+            )
         for msg in consumer.consume(_READ, 1.0):
+            last = time.monotonic()
             if msg.error() is not None:
                 continue
             part, offset = msg.partition() or 0, msg.offset() or 0
