@@ -104,8 +104,9 @@ def changes(cfg: Config, recorded: Mapping[Pair, Definition]) -> dict[Pair, list
         now = of(vc)
         for sink in vc.sinks:
             before = recorded.get((view, sink))
-            if before is not None and changed(before, now):
-                out[(view, sink)] = changed(before, now)
+            settings = [] if before is None else changed(before, now)
+            if settings:
+                out[(view, sink)] = settings
     return out
 
 
