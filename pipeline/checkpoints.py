@@ -102,10 +102,13 @@ class CheckpointWriter:
             )
         self.producer.poll(0)
 
-    def unloaded(self, view: str, sink: str, since_ms: int) -> None:
-        """Record that ``sink`` does not hold ``view`` whole
-        (:mod:`pipeline.loaded`)."""
+    def unloaded(
+        self, view: str, sink: str, since_ms: int, why: str, load: str
+    ) -> None:
+        """Record that ``sink`` does not hold ``view`` whole, why, and the
+        command that loads it (:mod:`pipeline.loaded`)."""
         value = {"view": view, "sink": sink, "since_ms": since_ms}
+        value |= {"why": why, "load": load}
         self.producer.produce(
             self.topic, key=unloaded_key(view, sink), value=json.dumps(value).encode()
         )
@@ -132,6 +135,15 @@ class CheckpointWriter:
         self.producer.poll(0)
 
 
+class Unloaded(NamedTuple):
+    """A view a sink does not hold whole: since when (ms), why, and the
+    command that loads it (None: recorded by a worker that did not say)."""
+
+    since_ms: int
+    why: str | None = None
+    load: str | None = None
+
+
 class Recorded(NamedTuple):
     """What the workers recorded on the topic, as of one read."""
 
@@ -139,8 +151,8 @@ class Recorded(NamedTuple):
     checkpoints: dict[str, Checkpoint]
     #: the newest source mark
     mark: SourceMark | None
-    #: (view, sink) -> since when (ms) the sink does not hold the view whole
-    unloaded: dict[tuple[str, str], int]
+    #: (view, sink) -> since when the sink does not hold the view whole, why
+    unloaded: dict[tuple[str, str], Unloaded]
     #: (view, sink) -> the definition the sink's documents were last written
     #: whole by
     definitions: dict[tuple[str, str], dict[str, str]]
@@ -156,7 +168,9 @@ def read_recorded(
         if key == "__source__":
             out = out._replace(mark=SourceMark(**data))
         elif key.startswith(UNLOADED_PREFIX):
-            out.unloaded[(data["view"], data["sink"])] = int(data["since_ms"])
+            out.unloaded[(data["view"], data["sink"])] = Unloaded(
+                int(data["since_ms"]), data.get("why"), data.get("load")
+            )
         elif key.startswith(DEFINITION_PREFIX):
             out.definitions[(data["view"], data["sink"])] = dict(data["definition"])
         elif not key.startswith(RECORD_PREFIX):

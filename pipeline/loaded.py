@@ -14,7 +14,10 @@ the mark lives beside the documents and goes with them):
 * a worker's first start marks it: a group with no committed offset on the
   view's topics reads them from their start, so the stream brings every row
   (not with ``source.snapshot_mode: no_data``, whose views ``readside
-  snapshot`` loads);
+  snapshot`` loads; nor from a topic whose ``cleanup.policy`` includes
+  ``delete`` and whose retention already dropped its first records: rows
+  that did not change since are not in it, and the view is reported
+  unloaded, to be loaded from the source);
 * ``readside snapshot VIEW`` (without ``--where``) marks it in the stores it
   loaded, once loaded;
 * a rebuild's switch carries the mark to the new generation.
@@ -38,9 +41,11 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from connectors.base import LoadMarks, Sink
+from pipeline import kafkaclient
 from pipeline.checkpoints import CheckpointWriter
 from pipeline.config import Config
 from pipeline.deletewindow import committed_offsets
+from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
 from pipeline.metrics import UNLOADED
 
@@ -81,8 +86,14 @@ class Watch:
         sinks: Mapping[str, Sink],
         clock: Callable[[], float] = time.monotonic,
         recorder: CheckpointWriter | None = None,
+        topic_settings: Callable[[list[str]], Mapping[str, Mapping[str, str]]]
+        | None = None,
     ) -> None:
         self.cfg = cfg
+        #: each topic's effective settings (the broker's, unless a test's)
+        self.topic_settings = topic_settings or (
+            lambda topics: topic_configs(kafkaclient.admin(cfg.kafka), topics)
+        )
         self.sinks = sinks
         #: records each pair's state on the checkpoint topic, for ``status``
         self.recorder = recorder
@@ -95,9 +106,9 @@ class Watch:
         self.unloaded: dict[Pair, float] = {}
         self._next = 0.0
         self._first_start = cfg.source.snapshot_mode != "no_data"
-        #: of each pair found unloaded at the start, whether the stream had
-        #: brought it (False: ``no_data``, never loaded)
-        self._streamed: dict[Pair, bool] = {}
+        #: of each pair found unloaded at the start, why its documents are
+        #: not whole, and the command that loads it
+        self._why: dict[Pair, tuple[str, str]] = {}
 
     def start(self, consumer: Any) -> None:
         """Mark the views of a first start; report the unloaded ones.
@@ -108,27 +119,83 @@ class Watch:
             TransientError: a store or the broker did not answer (the worker
                 retries it before it consumes anything).
         """
-        read = self._read_offsets(consumer)
+        read, parts = self._read_offsets(consumer)
+        cut: dict[str, str] = {}
+        if self._first_start and not all(read.values()):
+            cut = self._cut_topics(consumer, parts)
         for pair in list(self.pairs):
             try:
-                self._start_pair(pair, read[pair[0]])
+                self._start_pair(pair, read[pair[0]], cut)
             except FatalError as exc:
                 self._give_up(pair, exc)
         self._next = self.clock() + CHECK_INTERVAL_S
 
-    def _start_pair(self, pair: Pair, read: bool) -> None:
+    def _start_pair(self, pair: Pair, read: bool, cut: Mapping[str, str]) -> None:
         if self._marked(pair):
-            self._record(pair, None)  # whole, whatever an earlier run said
+            self._record_whole(pair)  # whole, whatever an earlier run said
             return
         view, sink = pair
-        if not read and self._first_start:
+        lost = [cut[t] for t in self.topics[view] if t in cut]
+        if not read and self._first_start and not lost:
             self.sinks[sink].mark_loaded(view)  # type: ignore[attr-defined]
             UNLOADED.labels(view=view, sink=sink).set(0)
-            self._record(pair, None)
+            self._record_whole(pair)
             logger.info("load mark set view=%s sink=%s (first start)", view, sink)
+            return
+        if read:
+            self._why.pop(pair, None)  # the usual case: a store that lost it
+        elif lost:
+            # only the source holds the rows whose records the topic dropped
+            self._why[pair] = (
+                "this first start read its topics from their first records, "
+                f"but {'; '.join(lost)}: the rows that did not change since are "
+                "in no record",
+                self._from_source(view, sink),
+            )
         else:
-            self._streamed[pair] = read or self._first_start
-            self._report(pair)
+            self._why[pair] = (
+                "it was never loaded (source.snapshot_mode: no_data)",
+                f"readside snapshot {view} --sink {sink}",
+            )
+        self._report(pair)
+
+    def _from_source(self, view: str, sink: str) -> str:
+        """The load of ``view`` that reads the source, not its topics: an
+        aggregate view's own; a table view's incremental snapshot, which
+        goes through the stream into every sink of the view."""
+        if self.cfg.effective_views()[view].kind == "aggregate":
+            return f"readside snapshot {view} --sink {sink}"
+        return f"readside snapshot {view} --from-source"
+
+    def _cut_topics(
+        self, consumer: Any, parts: Sequence[TopicPartition]
+    ) -> dict[str, str]:
+        """The topics among ``parts``' whose retention dropped their first
+        records, each with what it lost.
+
+        A topic whose ``cleanup.policy`` includes ``delete`` drops whole old
+        segments: a partition whose first offset is past 0 lost the records
+        before it, among them the only record of every row that did not
+        change since. A compacted-only topic removes a key's record only
+        where a newer one of the key follows, whatever its first offset.
+        """
+        topics = sorted({tp.topic for tp in parts})
+        try:
+            configs = self.topic_settings(topics)
+            out: dict[str, str] = {}
+            for tp in parts:
+                policy = configs.get(tp.topic, {}).get("cleanup.policy", "delete")
+                if tp.topic in out or "delete" not in policy.split(","):
+                    continue
+                low, _high = consumer.get_watermark_offsets(tp, timeout=10)
+                if low > 0:
+                    out[tp.topic] = (
+                        f"topic {tp.topic} (cleanup.policy {policy}) no longer "
+                        f"holds records 0-{low - 1} of partition {tp.partition}"
+                    )
+        except (KafkaException, TimeoutError) as exc:
+            raise TransientError(f"kafka: topic configs not read: {exc}") from exc
+        return out
 
     def _give_up(self, pair: Pair, exc: Exception) -> None:
         """Stop looking at the mark of ``pair``: its store refuses it (a login
@@ -167,7 +234,7 @@ class Watch:
         marked = bool(self.sinks[sink].loaded(view))  # type: ignore[attr-defined]
         if marked and pair in self.unloaded:
             del self.unloaded[pair]
-            self._record(pair, None)
+            self._record_whole(pair)
             logger.info("view %s is whole again in sink %s (load mark found)", *pair)
         UNLOADED.labels(view=view, sink=sink).set(0 if marked else 1)
         return marked
@@ -178,42 +245,39 @@ class Watch:
         now = self.clock()
         if last is not None and now - last < REPEAT_S:
             return
-        if last is None:
-            self._record(pair, int(time.time() * 1000))
-        self.unloaded[pair] = now
-        why = (
+        why, load = self._why.get(pair) or (
             "the group read the view's topics before, so the documents of "
             "every row that has not changed since are missing (the store lost "
-            "them, or the sink was added to the view after)"
-            if self._streamed.get(pair, True)
-            else "it was never loaded (source.snapshot_mode: no_data)"
+            "them, or the sink was added to the view after)",
+            f"readside snapshot {view} --sink {sink}",
         )
+        if last is None and self.recorder is not None:
+            self.recorder.unloaded(view, sink, int(time.time() * 1000), why, load)
+        self.unloaded[pair] = now
         logger.error(
             "view %s is not whole in sink %s: its load mark is missing; %s. Load "
-            "it while the worker goes on: readside snapshot %s --sink %s",
+            "it while the worker goes on: %s",
             view,
             sink,
             why,
-            view,
-            sink,
+            load,
         )
 
-    def _record(self, pair: Pair, since_ms: int | None) -> None:
-        """Put the state of ``pair`` on the checkpoint topic: unloaded since
-        ``since_ms``, or whole (None)."""
-        if self.recorder is None:
-            return
-        if since_ms is None:
+    def _record_whole(self, pair: Pair) -> None:
+        """Put on the checkpoint topic that ``pair`` is whole (unloaded ones:
+        :meth:`_report`)."""
+        if self.recorder is not None:
             self.recorder.whole(*pair)
-        else:
-            self.recorder.unloaded(*pair, since_ms)
 
-    def _read_offsets(self, consumer: Any) -> dict[str, bool]:
-        """For each view, whether the group committed an offset on its topics."""
+    def _read_offsets(
+        self, consumer: Any
+    ) -> tuple[dict[str, bool], list[TopicPartition]]:
+        """For each view, whether the group committed an offset on its topics;
+        and the partitions of those topics."""
         topics = sorted({t for ts in self.topics.values() for t in ts})
-        if not topics:
-            return {v: False for v in self.topics}
         parts: list[TopicPartition] = []
+        if not topics:
+            return {v: False for v in self.topics}, parts
         try:
             meta = consumer.list_topics(timeout=10)
             for t in topics:
@@ -224,7 +288,8 @@ class Watch:
         except KafkaException as exc:
             raise TransientError(f"kafka: committed offsets not read: {exc}") from exc
         read_topics = {t for t, _p in committed}
-        return {v: bool(read_topics.intersection(ts)) for v, ts in self.topics.items()}
+        read = {v: bool(read_topics.intersection(ts)) for v, ts in self.topics.items()}
+        return read, parts
 
 
 def mark_loaded(sinks: Mapping[str, Sink], views: Sequence[str]) -> None:

@@ -41,8 +41,11 @@ class ViewSinkStatus:
     time_lag_ms: int | None
     applied_ts_ms: int | None
     partitions: int
-    #: since when the sink does not hold the view whole (pipeline.loaded)
+    #: since when the sink does not hold the view whole (pipeline.loaded),
+    #: why, and the command that loads it
     unloaded_since_ms: int | None = None
+    unloaded_why: str | None = None
+    unloaded_load: str | None = None
 
 
 def _offsets(
@@ -119,7 +122,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
                         None if newest is None else max(0, now - newest),
                         applied,
                         parts,
-                        unloaded.get((view_name, sink)),
+                        *unloaded.get((view_name, sink), (None, None, None)),
                     )
                 )
         behind = _behind_the_window(cfg, consumer, reached, timeout)
@@ -230,11 +233,16 @@ def render(st: dict[str, Any]) -> str:
     for r in st["views"]:
         if r.get("unloaded_since_ms") is not None:
             since = datetime.fromtimestamp(r["unloaded_since_ms"] / 1000, UTC)
+            why = r.get("unloaded_why") or (
+                "the store lost the view, or the sink was added to it later"
+            )
+            load = r.get("unloaded_load") or (
+                f"readside snapshot {r['view']} --sink {r['sink']}"
+            )
             lines.append(
                 f"warning: {r['view']} in {r['sink']}: not whole since "
-                f"{since:%Y-%m-%d %H:%M:%S} UTC (its load mark is missing: the "
-                "store lost the view, or the sink was added to it later); load "
-                f"it: readside snapshot {r['view']} --sink {r['sink']}"
+                f"{since:%Y-%m-%d %H:%M:%S} UTC (its load mark is missing: "
+                f"{why}); load it: {load}"
             )
     lines.extend(f"warning: {w}" for w in st.get("definition_warnings", []))
     for snap in st.get("snapshots", []):

@@ -26,8 +26,9 @@ would lose. So the new epoch ``e+1`` begins at a per-partition offset S_p:
    watermarks against the concurrent changes; every row alive at any moment
    after S therefore has an event at or past S_p.
 5. Before the switch the rebuild waits until every row of the table has an
-   event at or past S_p (:func:`await_fill`); the catch-up that follows reads
-   past them, so the new generation holds every row.
+   event at or past S_p (:func:`await_fill`, :mod:`pipeline.snapshot.fill`);
+   the catch-up that follows reads past them, so the new generation holds
+   every row.
 
 The new generation thus receives exactly the history from S on, which is a
 complete and correctly ordered history of every row on the new layout. Live
@@ -50,25 +51,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
-
-import psycopg
-from confluent_kafka import Consumer, TopicPartition
-from psycopg import sql
 
 from connectors import debezium
-from pipeline import kafkaclient, layout, layoutguard
+from pipeline import layout, layoutguard
 from pipeline.config import Config
-from pipeline.errors import BadRecord, FatalError
+from pipeline.errors import FatalError
+from pipeline.snapshot import fill
 from pipeline.snapshot.load import send_signal
-from pipeline.source.converter import converter_for
-from pipeline.source.records import Converter
-from pipeline.views import View, doc_id
+from pipeline.views import View
 
 logger = logging.getLogger(__name__)
 
 #: how long the rebuild waits for the incremental snapshot of a new epoch
-FILL_TIMEOUT_S = 1800.0
+FILL_TIMEOUT_S = fill.WAIT_S
 
 
 def begin_if_needed(cfg: Config, view: View, sinks: Iterable[str]) -> bool:
@@ -132,7 +127,7 @@ def _begin_table(cfg: Config, view: View, whole_view: Callable[[], None]) -> boo
     if topic not in described:
         raise FatalError(f"topic {topic} of view {view.name} does not exist")
     topic_id, parts = described[topic]
-    starts = end_offsets(cfg, topic, parts)
+    starts = fill.end_offsets(cfg, topic, parts)
     epoch = guard.recorded.epochs().get(view.name, 0) + 1
     lay = layout.TopicLayout(
         view.name, topic, topic_id, parts, epoch, {str(p): o for p, o in starts.items()}
@@ -167,103 +162,10 @@ def restart_connector(cfg: Config, timeout_s: float = 120.0) -> None:
     debezium.wait_running(cfg, timeout_s)
 
 
-def end_offsets(cfg: Config, topic: str, parts: int) -> dict[int, int]:
-    consumer = _consumer(cfg)
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(parts)
-        }
-    finally:
-        consumer.close()
-
-
 def await_fill(cfg: Config, view: View, timeout_s: float = FILL_TIMEOUT_S) -> None:
     """Wait until every row of a table view's table has an event at or past its
-    epoch's start offsets (the new epoch's incremental snapshot is through).
-
-    Compares the key's text forms (``::text`` in SQL, the decoded key in the
-    stream); if they never meet (an exotic key type) it warns after
-    ``timeout_s`` and goes on: the live workers still write the late rows.
-    """
-    if not view.starts:  # no new epoch of stream positions
-        return
-    consumer = _consumer(cfg)
-    seen: set[str] = set()
-    converter = converter_for(cfg.kafka)
-    deadline = time.monotonic() + timeout_s
-    try:
-        consumer.assign([TopicPartition(t, p, o) for (t, p), o in view.starts.items()])
-        while True:
-            _read_keys(consumer, seen, converter)
-            missing = _row_ids(cfg, view.cfg.table) - seen
-            if not missing:
-                logger.info("new epoch filled view=%s rows=%d", view.name, len(seen))
-                return
-            if time.monotonic() > deadline:
-                logger.warning(
-                    "new epoch: rows without an event of the epoch view=%s "
-                    "count=%d first=%s; going on",
-                    view.name,
-                    len(missing),
-                    sorted(missing)[:5],
-                )
-                return
-            logger.info(
-                "waiting for the incremental snapshot view=%s missing=%d",
-                view.name,
-                len(missing),
-            )
-    finally:
-        consumer.close()
-
-
-def _read_keys(
-    consumer: Consumer, seen: set[str], converter: Converter, idle_s: float = 1.0
-) -> None:
-    """Add the document ids of the records until the consumer idles."""
-    while True:
-        msgs = consumer.consume(1000, idle_s)
-        if not msgs:
-            return
-        for msg in msgs:
-            if msg.error() is not None:
-                continue
-            try:
-                event = converter.decode(msg)
-            except BadRecord:
-                continue
-            key: Any = getattr(event, "key", None)
-            if key:
-                seen.add(doc_id(key))
-
-
-def _row_ids(cfg: Config, table: str) -> set[str]:
-    with psycopg.connect(cfg.source.dsn.get_secret_value()) as conn:
-        cols = [
-            r[0]
-            for r in conn.execute(
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                "WHERE i.indrelid = %s::regclass AND i.indisprimary "
-                "ORDER BY array_position(i.indkey, a.attnum)",
-                (table,),
-            )
-        ]
-        if not cols:
-            return set()
-        keys = sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols
-        )
-        query = sql.SQL("SELECT {} FROM {}").format(
-            keys, sql.Identifier(*table.split("."))
-        )
-        rows = conn.execute(query).fetchall()
-    return {doc_id(dict(zip(cols, row, strict=True))) for row in rows}
-
-
-def _consumer(cfg: Config) -> Consumer:
-    return kafkaclient.consumer(
-        cfg.kafka,
-        {"group.id": f"{cfg.kafka.group_id}.epoch-probe", "enable.auto.commit": False},
-    )
+    epoch's start offsets (the new epoch's incremental snapshot is through);
+    after ``timeout_s`` it warns and goes on: the live workers still write the
+    late rows."""
+    if view.starts:  # a new epoch of stream positions
+        fill.await_rows(cfg, view.name, view.cfg.table, view.starts, timeout_s)

@@ -18,7 +18,9 @@ at the same versions the stream wrote, its partitions side by side
 incremental-snapshot signal with that additional condition, and the rows
 arrive through the topic like any change. ``--from-source`` (either kind)
 first writes tombstones for rows gone from the source whose deletes the
-topics lack (:mod:`pipeline.snapshot.gone`), then loads from the source.
+topics lack (:mod:`pipeline.snapshot.gone`), then loads from the source: a
+table view by a signal for every row, followed until the workers applied
+it, when the view is marked loaded (:mod:`pipeline.snapshot.fill`).
 
 A document a store rejects (e.g. a mapping conflict) goes to the dead-letter
 topic before the chunk that holds it is recorded: a replayed record under
@@ -51,7 +53,7 @@ from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.sinkwriter import Backoff, open_sinks, until_reachable
-from pipeline.snapshot import gone, replay
+from pipeline.snapshot import fill, gone, replay
 from pipeline.snapshot.prefetch import InOrder, ReadAhead
 from pipeline.snapshot.rejects import Origin, Rejects, WriteSlot, chunk_origin
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, run_id
@@ -348,13 +350,18 @@ class Loader:
         return self._finish(st)
 
     def _signal(self, view: View) -> SnapshotState:
-        """Ask Debezium for an incremental snapshot of the rows ``--where`` picks."""
+        """Ask Debezium for an incremental snapshot of the rows ``--where``
+        picks, or of every row (``--from-source``): then follow it until the
+        workers applied it and mark the view loaded in its stores
+        (:mod:`pipeline.snapshot.fill`)."""
         if self.opts.sinks:
             raise ConfigError(
                 "--sink with --where or --from-source on a table view: the "
                 "incremental snapshot goes through the stream into every sink "
                 "of the view"
             )
+        topic = self.cfg.source.topic(view.cfg.table)
+        starts = fill.end_offsets(self.cfg, topic)
         send_signal(self.cfg, view.cfg.table, self.opts.where)
         if not self.opts.where:
             # every row again through the stream, at new offsets, into every
@@ -363,6 +370,27 @@ class Loader:
         st = SnapshotState(
             self.opts.view, self.sink_names, self.opts.where, "signal", "signalled"
         )
+        self._save(st)
+        if self.opts.where:
+            return st
+        stopping = lambda: self.stopping  # noqa: E731 - read at each call
+        parts = {(topic, p): o for p, o in starts.items()}
+        table = view.cfg.table
+        if not fill.await_rows(self.cfg, view.name, table, parts, stopping=stopping):
+            return st
+        ends = {(topic, p): o for p, o in fill.end_offsets(self.cfg, topic).items()}
+        if not fill.await_applied(
+            self.cfg, view.name, self.sink_names, ends, stopping=stopping
+        ):
+            return st
+        sinks = build_sinks(self.cfg, self.sink_names)
+        try:
+            open_sinks(sinks, self.backoff(), stopping)
+            loaded.mark_loaded(sinks, [view.name])
+        finally:
+            for sink in sinks.values():
+                sink.close()
+        st.state = "done"
         self._save(st)
         return st
 

@@ -94,11 +94,24 @@ class ProgressBar:
 
     def summary(self, st: SnapshotState) -> str:
         seconds = (st.updated_ms - st.started_ms) / 1000
-        if st.state == "signalled":
+        if st.state == "signalled" and st.where is not None:
             return (
                 f"snapshot {self.view}: incremental-snapshot signal sent to Debezium "
                 f"(where: {st.where}); rows arrive through the stream, follow them "
                 "with `readside status`"
+            )
+        if st.method == "signal":
+            if st.state == "done":
+                return (
+                    f"snapshot {self.view} done: every row came through the stream "
+                    f"again and is applied in {','.join(st.sinks)} ({seconds:.1f}s); "
+                    "load mark set"
+                )
+            return (
+                f"snapshot {self.view}: incremental-snapshot signal sent to Debezium "
+                "for every row; this command stopped following it before the "
+                "workers applied it (see the log above), so the load mark is not "
+                "set: the rows still arrive through the stream"
             )
         what = "done" if st.state == "done" else "stopped (run again to resume)"
         if st.method == "rebuild":

@@ -22,11 +22,21 @@ pytestmark = pytest.mark.unit
 
 
 class Group:
-    """A consumer whose group committed offsets on some topics."""
+    """A consumer whose group committed offsets on some topics; ``lows``: the
+    first offset of each (topic, partition) whose retention dropped records."""
 
-    def __init__(self, read: set[str], topics: list[str]) -> None:
+    def __init__(
+        self,
+        read: set[str],
+        topics: list[str],
+        lows: dict[tuple[str, int], int] | None = None,
+    ) -> None:
         self.read = read
         self.topics = topics
+        self.lows = lows or {}
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> Any:
+        return self.lows.get((tp.topic, tp.partition), 0), 100
 
     def list_topics(self, timeout: float) -> Any:
         meta = SimpleNamespace(partitions={0: None, 1: None}, error=None)
@@ -68,9 +78,27 @@ def _sinks(cfg: config.Config) -> dict[str, MemorySink]:
 
 
 def _watch(
-    cfg: config.Config, sinks: dict[str, MemorySink], clock: Clock | None = None
+    cfg: config.Config,
+    sinks: dict[str, MemorySink],
+    clock: Clock | None = None,
+    policy: str = "compact",
 ) -> Watch:
-    return Watch(cfg, list(cfg.effective_views()), sinks, clock or Clock())
+    return Watch(
+        cfg,
+        list(cfg.effective_views()),
+        sinks,
+        clock or Clock(),
+        topic_settings=_settings(policy),
+    )
+
+
+def _settings(policy: str) -> Any:
+    """The broker's answer: each topic's ``cleanup.policy`` is ``policy``."""
+
+    def settings(topics: list[str]) -> dict[str, dict[str, str]]:
+        return {t: {"cleanup.policy": policy} for t in topics}
+
+    return settings
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -85,6 +113,56 @@ def test_a_first_start_marks_every_view_in_every_sink(cfg, caplog) -> None:
     assert every
     assert len(watch.pairs) == len(every)
     assert all(sinks[s].loaded(v) for v, s in every)
+    assert _errors(caplog) == []
+
+
+def _cut(cfg: config.Config) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """A topic of the config read by one view only, the pairs of that view,
+    and the views that do not read it."""
+    by_topic = cfg.view_topics()
+    topic = next(t for t, vs in by_topic.items() if len(vs) == 1)
+    (view,) = by_topic[topic]
+    sinks = cfg.effective_views()[view].sinks
+    others = [v for v in cfg.effective_views() if v != view]
+    return topic, [(view, s) for s in sinks], others
+
+
+@pytest.mark.parametrize("policy", ["delete", "compact,delete"])
+def test_a_first_start_on_a_topic_that_dropped_records_marks_nothing_of_it(
+    cfg, caplog, policy
+) -> None:
+    """Retention dropped the first records of a partition: the rows they held
+    are in no record, so the stream from the start cannot make the view whole."""
+    topic, cut_pairs, others = _cut(cfg)
+    sinks = _sinks(cfg)
+    watch = _watch(cfg, sinks, policy=policy)
+    watch.start(Group(set(), list(cfg.view_topics()), {(topic, 1): 40}))
+    for view, sink in watch.pairs:
+        assert sinks[sink].loaded(view) is (view in others), (view, sink)
+    errors = _errors(caplog)
+    assert len(errors) == len(cut_pairs)
+    view, sink = cut_pairs[0]
+    kind = cfg.effective_views()[view].kind
+    load = (
+        f"readside snapshot {view} --sink {sink}"
+        if kind == "aggregate"
+        else f"readside snapshot {view} --from-source"
+    )
+    said = (
+        f"view {view} is not whole in sink {sink}: its load mark is missing; "
+        "this first start read its topics from their first records, but topic "
+        f"{topic} (cleanup.policy {policy}) no longer holds records 0-39 of "
+        "partition 1"
+    )
+    assert any(e.startswith(said) and e.endswith(load) for e in errors), errors
+
+
+def test_a_compacted_topic_is_whole_whatever_its_first_offset(cfg, caplog) -> None:
+    """Compaction removes only records a newer one of their key follows."""
+    topic, _pairs, _others = _cut(cfg)
+    sinks = _sinks(cfg)
+    _watch(cfg, sinks).start(Group(set(), list(cfg.view_topics()), {(topic, 0): 7}))
+    assert all(sinks[s].loaded(v) for v, s in pairs(cfg, cfg.effective_views(), sinks))
     assert _errors(caplog) == []
 
 
@@ -177,8 +255,12 @@ class Recorder:
     def __init__(self) -> None:
         self.said: list[tuple[str, str, str]] = []
 
-    def unloaded(self, view: str, sink: str, since_ms: int) -> None:
+    def unloaded(
+        self, view: str, sink: str, since_ms: int, why: str, load: str
+    ) -> None:
         assert since_ms > 0
+        assert why
+        assert load.startswith(f"readside snapshot {view}")
         self.said.append(("unloaded", view, sink))
 
     def whole(self, view: str, sink: str) -> None:
@@ -188,7 +270,14 @@ class Recorder:
 def test_each_change_of_state_is_recorded_for_status(cfg) -> None:
     sinks = _sinks(cfg)
     clock, rec = Clock(), Recorder()
-    watch = Watch(cfg, list(cfg.effective_views()), sinks, clock, rec)  # type: ignore[arg-type]
+    watch = Watch(
+        cfg,
+        list(cfg.effective_views()),
+        sinks,
+        clock,
+        rec,  # type: ignore[arg-type]
+        _settings("compact"),
+    )
     watch.start(Group(set(), list(cfg.view_topics())))
     assert rec.said == [("whole", v, s) for v, s in watch.pairs]  # clears old ones
     view, sink = watch.pairs[0]
