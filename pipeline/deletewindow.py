@@ -83,10 +83,52 @@ class Marks:
 
 def retention_windows(admin: Any, topics: Iterable[str]) -> dict[str, int]:
     """Each topic's ``delete.retention.ms`` (its own or the broker's)."""
+    return windows_of(topic_configs(admin, sorted(topics)))
+
+
+def windows_of(configs: Mapping[str, Mapping[str, str]]) -> dict[str, int]:
+    """Each topic's ``delete.retention.ms`` of its ``configs``."""
     return {
         t: int(c.get("delete.retention.ms") or KAFKA_DEFAULT_MS)
-        for t, c in topic_configs(admin, sorted(topics)).items()
+        for t, c in configs.items()
     }
+
+
+def dropping(
+    configs: Mapping[str, Mapping[str, str]], readers: Mapping[str, Iterable[str]]
+) -> list[str]:
+    """What to say of each topic whose ``cleanup.policy`` includes ``delete``
+    (``readers``: topic -> the views that read it).
+
+    Such a topic drops whole old segments, with them the only record of
+    every row that did not change within its retention: a worker further
+    behind than that, a first start, a replay or a rebuild of it, a sink
+    added later: none can get those rows from it
+    (:func:`pipeline.snapshot.replay.require_whole` refuses; a first start
+    leaves its views unmarked, :mod:`pipeline.loaded`). The topics the
+    connector makes are compacted; this is a topic made by hand or by a
+    broker's defaults.
+    """
+    out = []
+    for topic, c in sorted(configs.items()):
+        policy = c.get("cleanup.policy", "delete")
+        if "delete" not in policy.split(","):
+            continue
+        ms = int(c.get("retention.ms") or -1)
+        keeps = "for ever, until retention.bytes" if ms < 0 else f"{ms / 3_600_000:g} h"
+        loads = " and ".join(
+            f"`readside snapshot {v} --from-source`" for v in sorted(readers[topic])
+        )
+        out.append(
+            f"topic {topic} has cleanup.policy {policy} (retention.ms keeps "
+            f"records {keeps}): it drops the only record of each row that does "
+            "not change within that, so no replay, rebuild, new sink or worker "
+            "that far behind can get those rows from it; make it compacted "
+            f"(kafka-configs --alter --entity-type topics --entity-name {topic} "
+            f"--add-config cleanup.policy=compact), and load what it dropped "
+            f"with {loads}"
+        )
+    return out
 
 
 def read_marks(

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from pipeline import deletewindow, groups, kafkaclient
 from pipeline.aggregate.reader import EPOCH_SPAN, XIP_FACTOR
 from pipeline.config import Config
+from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
 from pipeline.events import DocumentOp
 from pipeline.layout import (
@@ -231,7 +232,8 @@ class Guard:
         by_topic = {t: vs for t, vs in by_topic.items() if vs}
         try:
             layouts = describe(self.cfg, sorted(by_topic), self._admin)
-            windows = deletewindow.retention_windows(self._admin, layouts)
+            configs = topic_configs(self._admin, sorted(layouts))
+            windows = deletewindow.windows_of(configs)
             consumer = kafkaclient.consumer(
                 self.cfg.kafka, {"group.id": self.group, "enable.auto.commit": False}
             )
@@ -252,6 +254,8 @@ class Guard:
             logger.error(
                 "behind the delete window: %s", part.says(by_topic[part.topic])
             )
+        for said in deletewindow.dropping(configs, by_topic):
+            logger.warning("%s", said)
 
     def _xmax_problems(self) -> list[str]:
         marks = [m for v, m in self.recorded.marks.items() if v in self.views]

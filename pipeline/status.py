@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from connectors import debezium
 from pipeline import checkpoints, definitions, deletewindow, groups, kafkaclient
 from pipeline.config import Config
+from pipeline.dlqtopic import topic_configs
 from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
 from pipeline.textout import columns
@@ -141,10 +142,25 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "connector": source,
         "dead_letters": dlq,
         "behind_delete_window": behind,
+        "topic_warnings": _dropping_topics(cfg, timeout),
         "definition_warnings": definitions.problems(cfg, recorded),
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
+
+
+def _dropping_topics(cfg: Config, timeout: float) -> list[str]:
+    """What to say of the view topics that drop old records
+    (:func:`pipeline.deletewindow.dropping`)."""
+    readers = cfg.view_topics()
+    admin = kafkaclient.admin(cfg.kafka)
+    try:
+        there = admin.list_topics(timeout=timeout).topics
+        configs = topic_configs(admin, [t for t in readers if t in there])
+    except (KafkaException, TimeoutError) as exc:
+        logger.warning("topic cleanup policies not read error=%s", exc)
+        return []
+    return deletewindow.dropping(configs, readers)
 
 
 def _behind_the_window(
@@ -230,6 +246,7 @@ def render(st: dict[str, Any]) -> str:
     lines.append(f"dead letters: {st['dead_letters']}")
     for part in st.get("behind_delete_window", []):
         lines.append(f"warning: {part['view']} in {part['sink']}: {part['says']}")
+    lines.extend(f"warning: {w}" for w in st.get("topic_warnings", []))
     for r in st["views"]:
         if r.get("unloaded_since_ms") is not None:
             since = datetime.fromtimestamp(r["unloaded_since_ms"] / 1000, UTC)

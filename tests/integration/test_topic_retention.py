@@ -19,7 +19,7 @@ from contextlib import closing
 import pytest
 from confluent_kafka import TopicPartition
 from harness import Pipeline, wait_for
-from items_model import BOTH_VIEWS, SCHEMA
+from items_model import BOTH_VIEWS, SCHEMA, status_warnings
 
 from pipeline import kafkaclient
 from pipeline.source.converter import converter_for
@@ -95,6 +95,15 @@ def test_a_first_start_on_a_topic_cut_by_retention_is_said_and_loaded(make_pipel
     said = f"(its load mark is missing: {why}); load it: readside snapshot items"
     assert "warning: items in redis: not whole since " in text, text
     assert f"{said} --from-source\n" in text, text
+    # the topic itself is said too, at the worker's start and by status
+    dropping = f"topic {topic} has cleanup.policy delete (retention.ms keeps records "
+    p.wait_log(worker, f"WARNING pipeline.layoutguard {dropping}")
+    (warned,) = status_warnings(p, "topic_warnings")
+    assert warned.startswith(dropping), warned
+    assert warned.endswith(
+        "load what it dropped with `readside snapshot items --from-source` and "
+        "`readside snapshot shelf --from-source`"
+    ), warned
     for drift in p.verify():  # not a mark's word: the rows are missing
         assert drift.missing == lost, drift
         assert drift.extra == drift.differing == [], drift
@@ -109,6 +118,8 @@ def test_a_first_start_on_a_topic_cut_by_retention_is_said_and_loaded(make_pipel
     p.wait_drained(timeout=120)
     p.assert_converged()
     wait_for(lambda: _unloaded(p) == {}, 30, "status to call the views whole")
+    p.set_topic_configs(topic, {"cleanup.policy": "compact"})
+    assert status_warnings(p, "topic_warnings") == []
     assert worker.alive(), worker.tail()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from pipeline.deletewindow import behind_the_window, committed_offsets
+from pipeline.deletewindow import behind_the_window, committed_offsets, dropping
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +87,20 @@ def test_every_unread_record_older_than_the_window() -> None:
     found = _behind({("t", 0): (1, 0, {0: old, 1: old, 2: old})})
     assert [(b.committed, b.in_window) for b in found] == [(1, 3)]
     assert "older than the topic's delete.retention.ms (24 h)" in found[0].says(["v"])
+
+
+def test_only_topics_that_drop_records_are_said_with_their_views_loads() -> None:
+    configs = {
+        "a": {"cleanup.policy": "compact"},
+        "b": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * HOUR)},
+        "c": {"cleanup.policy": "delete", "retention.ms": "-1"},
+    }
+    said = dropping(configs, {"a": ["x"], "b": ["y", "x"], "c": ["z"]})
+    assert len(said) == 2
+    assert said[0].startswith(
+        "topic b has cleanup.policy compact,delete (retention.ms keeps records 168 h)"
+    )
+    assert said[0].endswith(
+        "`readside snapshot x --from-source` and `readside snapshot y --from-source`"
+    )
+    assert "(retention.ms keeps records for ever, until retention.bytes)" in said[1]
