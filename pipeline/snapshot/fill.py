@@ -73,20 +73,25 @@ def await_rows(
     whether they all came (not: ``timeout_s`` passed, with a warning, or a
     stop was asked).
 
-    Compares the key's text forms (``::text`` in SQL, the decoded key in the
-    stream); if they never meet (an exotic key type) the wait runs out.
+    The table is read once, after ``starts`` were sampled: each row it holds
+    then gets an event past them (its incremental-snapshot read, or the
+    change or delete that came first), and a row inserted later has its
+    insert there. So only the rows of that read are waited for, each crossed
+    off at its first event. Compares the key's text forms (``::text`` in
+    SQL, the decoded key in the stream); if they never meet (an exotic key
+    type) the wait runs out.
     """
     consumer = _consumer(cfg)
-    seen: set[str] = set()
+    missing = _row_ids(cfg, table)
+    rows = len(missing)
     converter = converter_for(cfg.kafka)
     deadline = time.monotonic() + timeout_s
     try:
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
         while not stopping():
-            _read_keys(consumer, seen, converter)
-            missing = _row_ids(cfg, table) - seen
+            _cross_off(consumer, missing, converter)
             if not missing:
-                logger.info("every row has its event view=%s rows=%d", what, len(seen))
+                logger.info("every row has its event view=%s rows=%d", what, rows)
                 return True
             if time.monotonic() > deadline:
                 logger.warning(
@@ -163,10 +168,11 @@ def await_applied(
     return False
 
 
-def _read_keys(
-    consumer: Consumer, seen: set[str], converter: Converter, idle_s: float = 1.0
+def _cross_off(
+    consumer: Consumer, missing: set[str], converter: Converter, idle_s: float = 1.0
 ) -> None:
-    """Add the document ids of the records until the consumer idles."""
+    """Take the document id of each record out of ``missing``, until the
+    consumer idles."""
     while True:
         msgs = consumer.consume(1000, idle_s)
         if not msgs:
@@ -180,7 +186,7 @@ def _read_keys(
                 continue
             key: Any = getattr(event, "key", None)
             if key:
-                seen.add(doc_id(key))
+                missing.discard(doc_id(key))
 
 
 def _row_ids(cfg: Config, table: str) -> set[str]:
