@@ -20,10 +20,18 @@ of its settings, so that a transform's options are not kept in clear):
   at new offsets, once Debezium's incremental snapshot is through).
 
 A replay of a table view's topic does not: the stores refuse its records'
-versions, which they hold already. Not recorded either, and so not seen:
-a transform's code changed under the same name and options, a focus's
-``where`` (``readside focus apply`` records and applies that), and a sink's
-own options (mappings; ``--rebuild`` applies them).
+versions, which they hold already. ``readside focus apply`` records the
+definition of its focus's view once applied (signalled, for a table view).
+Not recorded, and so not seen: a transform's code changed under the same name
+and options, and a sink's own options (mappings; ``--rebuild`` applies them).
+
+A view's slice (``where``, ``filter``, and so a focus's ``where``) is part of
+its definition: a narrower one leaves documents of rows it no longer
+includes, a wider one lacks the rows that did not change since. A load
+that writes the new slice does not remove the former's documents, so the
+way out is ``--rebuild`` (a new generation), or ``focus apply`` (a load of
+what the slice adds and a purge of what it drops) for a focus whose only
+change is its slice.
 
 :class:`Watch` compares at the worker's start and every
 :data:`CHECK_INTERVAL_S`: a pair whose definition changed is logged as an
@@ -45,6 +53,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pipeline import checkpoints, kafkaclient
 from pipeline.config import Config
 from pipeline.errors import TransientError
+from pipeline.focusconfig import derived_name
 from pipeline.metrics import DEFINITION_CHANGED
 from pipeline.viewconfig import TableViewConfig, ViewConfig
 
@@ -54,9 +63,10 @@ logger = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 60.0
 #: seconds between two error lines about the same pair
 REPEAT_S = 600.0
-#: settings outside a view's definition of its documents: where they go, and
-#: a focus's slice (applied by ``readside focus apply``)
-EXCLUDED = frozenset({"sinks", "sink_options", "where", "filter"})
+#: settings outside a view's definition of its documents: where they go
+EXCLUDED = frozenset({"sinks", "sink_options"})
+#: the settings that choose a view's rows
+SLICE = frozenset({"where", "filter"})
 
 #: a setting's name -> a digest of its value
 Definition = dict[str, str]
@@ -84,11 +94,16 @@ def changed(recorded: Definition, now: Definition) -> list[str]:
 def problem(cfg: Config, view: str, sink: str, settings: Iterable[str]) -> str:
     """What to say of a pair whose definition changed, with the way out."""
     vc = cfg.effective_views()[view]
-    load = (
-        f"readside snapshot {view} --rebuild --sink {sink}"
-        if isinstance(vc, TableViewConfig)
-        else f"readside snapshot {view} --sink {sink}"
+    names = set(settings)
+    focus = next(
+        (f for f, fc in cfg.focuses.items() if derived_name(fc.view, f) == view), None
     )
+    if focus is not None and names <= SLICE:
+        load = f"readside focus apply {focus}"
+    elif isinstance(vc, TableViewConfig) or names & SLICE:
+        load = f"readside snapshot {view} --rebuild --sink {sink}"
+    else:  # every document at a newer version, the same rows
+        load = f"readside snapshot {view} --sink {sink}"
     return (
         f"view {view} in sink {sink}: its definition changed ({', '.join(settings)}) "
         "since its documents were written whole; the document of every row that "

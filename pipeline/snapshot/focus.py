@@ -44,6 +44,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
+from pipeline import definitions
 from pipeline.aggregate import prepare_views
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
@@ -147,6 +148,10 @@ class FocusApply:
                 send_signal(self.cfg, self.vcfg.table, None)
                 done.state = "signalled"
             if done.state != "stopped":
+                # the stores hold the slice the config defines (a table
+                # view's: once the signalled rows came through the stream)
+                sinks = sorted(self.vcfg.sinks)
+                definitions.record(self.cfg, self.view_name, sinks)
                 record = SnapshotState(
                     self.view_name,
                     sorted(self.vcfg.sinks),

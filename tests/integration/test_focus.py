@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from apiserver import start_server
 from harness import REPO, wait_for
+from items_model import status_warnings
 
 from pipeline.snapshot.state import SnapshotLog, SnapshotState, focus_key
 from pipeline.status import render, snapshots
@@ -188,9 +189,19 @@ def test_focus_sites_isolated_and_switching_adds_and_purges_exactly(make_pipelin
     finally:
         server.stop()
 
-    # Widen: exactly the newly included roots are loaded.
+    # Widen: exactly the newly included roots are loaded. Until the apply,
+    # status says the stores hold the former slice, and the way out.
+    assert status_warnings(p, "definition_warnings") == []
     _switch(p, EU_WIDE)
+    assert sorted(status_warnings(p, "definition_warnings")) == [
+        f"view customers.eu in sink {sink}: its definition changed (where) since "
+        "its documents were written whole; the document of every row that has "
+        "not changed since follows the former one. Rewrite them: readside focus "
+        "apply eu"
+        for sink in ("elasticsearch", "redis")
+    ]
     backfilled, purged = _apply(p, "eu")
+    assert status_warnings(p, "definition_warnings") == []
     assert backfilled == len(_ids(p, EU_WIDE)) - len(eu_ids)
     assert purged == {"redis": 0, "elasticsearch": 0}
     _assert_exact(p, "customers.eu", EU_WIDE)

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+import yaml
 from repo_config import repo_config_path
 
 from pipeline import config, definitions
@@ -32,11 +33,13 @@ def _view(cfg: config.Config, kind: str) -> tuple[str, Any]:
     return next((n, v) for n, v in cfg.effective_views().items() if v.kind == kind)
 
 
-def test_where_documents_go_and_a_focus_are_outside_the_definition(cfg) -> None:
+def test_where_documents_go_is_outside_the_definition_and_the_slice_in(cfg) -> None:
     _name, vc = _view(cfg, "table")
     before = definitions.of(vc)
-    moved = vc.model_copy(update={"sinks": ["elsewhere"], "filter": "true"})
+    moved = vc.model_copy(update={"sinks": ["elsewhere"]})
     assert definitions.of(moved) == before
+    sliced = vc.model_copy(update={"filter": "true"})
+    assert definitions.changed(before, definitions.of(sliced)) == ["filter"]
     shaped = vc.model_copy(update={"exclude": [*vc.exclude, "secret_column"]})
     assert definitions.changed(before, definitions.of(shaped)) == ["exclude"]
     # a setting back to its default is a change too (it leaves the digest)
@@ -52,6 +55,23 @@ def test_the_way_out_rewrites_every_document(cfg) -> None:
     said = definitions.problem(cfg, aggregate, "redis", ["embed", "fields"])
     assert "its definition changed (embed, fields)" in said
     assert said.endswith(f"readside snapshot {aggregate} --sink redis")
+
+
+def test_a_changed_slice_is_rewritten_by_a_rebuild_or_its_focus_apply(cfg) -> None:
+    """A load of the new slice leaves the former's documents: a base view's
+    slice takes a rebuild; a focus whose slice alone changed, its apply."""
+    aggregate, _ = _view(cfg, "aggregate")
+    said = definitions.problem(cfg, aggregate, "redis", ["where"])
+    assert said.endswith(f"readside snapshot {aggregate} --rebuild --sink redis")
+    data = yaml.safe_load(repo_config_path().read_text())
+    data["focuses"] = {"eu": {"view": aggregate, "where": "true"}}
+    focused = config.parse(data)
+    derived = f"{aggregate}.eu"
+    said = definitions.problem(focused, derived, "redis", ["where"])
+    assert said.startswith(f"view {derived} in sink redis: its definition changed")
+    assert said.endswith("Rewrite them: readside focus apply eu")
+    said = definitions.problem(focused, derived, "redis", ["fields", "where"])
+    assert said.endswith(f"readside snapshot {derived} --rebuild --sink redis")
 
 
 def test_a_pair_is_recorded_adopted_said_and_cleared(cfg, caplog) -> None:
