@@ -66,7 +66,8 @@ class FreshnessCache:
         self._checkpoints: dict[str, Checkpoint] = {}
         self._figures: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         self._mark: SourceMark | None = None
-        self._unloaded: dict[tuple[str, str], int] = {}
+        #: (view, sink) -> since when (ms) not whole, and the load it names
+        self._unloaded: dict[tuple[str, str], tuple[int, str | None]] = {}
         #: (view, sink) -> the definition its documents were written whole by
         self._definitions: dict[tuple[str, str], dict[str, str]] = {}
         self._next_look = 0.0
@@ -209,7 +210,16 @@ class FreshnessCache:
         """Since when (ms) ``sink`` does not hold ``view`` whole, as its
         workers recorded (:mod:`pipeline.loaded`; no I/O)."""
         with self._lock:
-            return self._unloaded.get((view, sink))
+            found = self._unloaded.get((view, sink))
+        return None if found is None else found[0]
+
+    def unloaded_load(self, view: str, sink: str) -> str | None:
+        """The command that loads ``view`` whole in ``sink`` again, as the
+        worker that found it not whole named it (None: whole, or not named;
+        no I/O)."""
+        with self._lock:
+            found = self._unloaded.get((view, sink))
+        return None if found is None else found[1]
 
     def definitions(self) -> dict[tuple[str, str], dict[str, str]]:
         """The definition each view's documents were last written whole by
@@ -228,7 +238,8 @@ class FreshnessCache:
             if value is None:
                 self._unloaded.pop((view, sink), None)
             else:
-                self._unloaded[(view, sink)] = int(json.loads(value)["since_ms"])
+                said = json.loads(value)
+                self._unloaded[(view, sink)] = (int(said["since_ms"]), said.get("load"))
             return
         if value is None:
             return

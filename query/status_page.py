@@ -203,6 +203,7 @@ class StatusMonitor:
                             sum(self._rates.get(t, 0.0) for t in topics), 1
                         ),
                         "unloaded_since_ms": fresh.unloaded_since(view, sink),
+                        "unloaded_load": fresh.unloaded_load(view, sink),
                         "definition_changed": changed.get((view, sink)),
                         "history": [],
                     }

@@ -265,7 +265,11 @@ def test_freshness_keeps_what_the_workers_recorded_of_unloaded_views():
     value = {"view": "t", "sink": "redis", "since_ms": 1234}
     cache._take(unloaded_key("t", "redis"), json.dumps(value).encode())
     assert cache.unloaded_since("t", "redis") == 1234
+    assert cache.unloaded_load("t", "redis") is None  # a worker that did not say
     assert cache.unloaded_since("t", "es") is None
+    load = "readside snapshot t --from-source"
+    cache._take(unloaded_key("t", "es"), json.dumps(value | {"load": load}).encode())
+    assert cache.unloaded_load("t", "es") == load
     assert cache.freshness("t", "redis").applied_lsn is None  # not a checkpoint
     cache._take(unloaded_key("t", "redis"), None)  # whole again: a tombstone
     assert cache.unloaded_since("t", "redis") is None
