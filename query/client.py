@@ -367,10 +367,16 @@ class ReadClient:
     # -- plumbing ------------------------------------------------------------------
 
     def ordered_sinks(self, view: str, cfg: ViewConfig | None = None) -> list[str]:
-        """The sinks of ``view`` that ``get`` tries, in order."""
+        """The sinks of ``view`` that ``get`` tries, in order: ``read_order``'s,
+        with the sinks its workers found not holding the view whole (a store
+        that lost it, until it is loaded again: :mod:`pipeline.loaded`) after
+        the others, so a whole store answers while one is there."""
         view = self.resolve(view)
         known = self._orders.get((view, self.read_order))
         if known is not None:
+            lost = self._freshness.unloaded_sinks(view)
+            if lost:
+                return sorted(known, key=lambda n: n in lost)
             return list(known)
         cfg = cfg or self._view(view)
 
@@ -382,9 +388,8 @@ class ReadClient:
             return -1
 
         ranked = [(rank(n), n) for n in cfg.sinks]
-        order = [n for r, n in sorted(ranked) if r >= 0]
-        self._orders[(view, self.read_order)] = order
-        return list(order)
+        self._orders[(view, self.read_order)] = [n for r, n in sorted(ranked) if r >= 0]
+        return self.ordered_sinks(view)
 
     def resolve(self, view: str) -> str:
         """The view that answers a read of ``view``.

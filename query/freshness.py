@@ -36,6 +36,9 @@ _UNLOADED_PREFIX = UNLOADED_PREFIX.encode()
 _DEFINITION_PREFIX = DEFINITION_PREFIX.encode()
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class FreshnessCache:
     """Newest checkpoints per (view, sink, topic, partition), refreshed lazily.
 
@@ -68,6 +71,9 @@ class FreshnessCache:
         self._mark: SourceMark | None = None
         #: (view, sink) -> since when (ms) not whole, and the load it names
         self._unloaded: dict[tuple[str, str], tuple[int, str | None]] = {}
+        #: view -> the sinks not holding it whole (read without the lock on
+        #: every read by id: replaced whole, never changed in place)
+        self._unloaded_sinks: dict[str, frozenset[str]] = {}
         #: (view, sink) -> the definition its documents were written whole by
         self._definitions: dict[tuple[str, str], dict[str, str]] = {}
         self._next_look = 0.0
@@ -213,6 +219,11 @@ class FreshnessCache:
             found = self._unloaded.get((view, sink))
         return None if found is None else found[0]
 
+    def unloaded_sinks(self, view: str) -> frozenset[str]:
+        """The sinks of ``view`` its workers found not holding it whole, as of
+        the last look (no I/O, no lock: a read by id asks it)."""
+        return self._unloaded_sinks.get(view, _NONE)
+
     def unloaded_load(self, view: str, sink: str) -> str | None:
         """The command that loads ``view`` whole in ``sink`` again, as the
         worker that found it not whole named it (None: whole, or not named;
@@ -240,6 +251,10 @@ class FreshnessCache:
             else:
                 said = json.loads(value)
                 self._unloaded[(view, sink)] = (int(said["since_ms"]), said.get("load"))
+            by_view: dict[str, set[str]] = {}
+            for v, s in self._unloaded:
+                by_view.setdefault(v, set()).add(s)
+            self._unloaded_sinks = {v: frozenset(s) for v, s in by_view.items()}
             return
         if value is None:
             return

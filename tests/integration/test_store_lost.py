@@ -19,6 +19,7 @@ from harness import Pipeline, wait_for
 
 from connectors.base import LoadMarks
 from pipeline.worker import build_sinks
+from query import ReadClient
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,41 @@ def test_a_store_that_lost_a_view_is_reported_until_a_snapshot_refills_it(
     p.assert_converged()
     assert again.alive(), again.tail()
     wait_for(lambda: not _unloaded_in_status(p, sink), 30, "status to stop warning")
+
+
+def test_reads_go_to_a_whole_store_while_another_has_lost_the_view(make_pipeline):
+    """A view in Redis and Elasticsearch: Redis, first in the read order,
+    loses it. Until it is loaded again, reads by id go to Elasticsearch,
+    which holds every document, not to Redis, which would answer "missing"
+    for every row that did not change (query.client.ordered_sinks)."""
+    p = make_pipeline(
+        SCHEMA,
+        ["public.items"],
+        {"items": {"table": "public.items", "sinks": ["redis", "elasticsearch"]}},
+    )
+    p.apply_connector()
+    worker = p.start_worker()
+    p.wait_drained(timeout=120)
+    with ReadClient(p.config) as reads:
+        answer = reads.get("items", "10")
+        assert (answer.store, answer.doc is not None) == ("redis", True), answer
+        _lose(p, "redis")
+        p.wait_log(worker, _unloaded("redis"), timeout=60)
+        wait_for(
+            lambda: reads.get("items", "10").store == "elasticsearch",
+            30,
+            "reads to leave the store that lost the view",
+        )
+        answer = reads.get("items", "10")
+        assert answer.doc is not None, answer
+        assert answer.doc["name"] == "item 10", answer
+        assert set(reads.get_many("items", ["1", "10", "20"]).docs) == {"1", "10", "20"}
+        p.run_cli("snapshot", "items", "--sink", "redis")
+        p.wait_log(worker, "view items is whole again in sink redis", timeout=60)
+        wait_for(
+            lambda: reads.get("items", "10").store == "redis", 30, "reads back in Redis"
+        )
+    assert worker.alive(), worker.tail()
 
 
 def test_a_sink_added_to_a_view_the_group_read_is_reported(make_pipeline):

@@ -270,9 +270,12 @@ def test_freshness_keeps_what_the_workers_recorded_of_unloaded_views():
     load = "readside snapshot t --from-source"
     cache._take(unloaded_key("t", "es"), json.dumps(value | {"load": load}).encode())
     assert cache.unloaded_load("t", "es") == load
+    assert cache.unloaded_sinks("t") == {"redis", "es"}
+    assert cache.unloaded_sinks("u") == set()
     assert cache.freshness("t", "redis").applied_lsn is None  # not a checkpoint
     cache._take(unloaded_key("t", "redis"), None)  # whole again: a tombstone
     assert cache.unloaded_since("t", "redis") is None
+    assert cache.unloaded_sinks("t") == {"es"}
 
 
 def test_freshness_keeps_the_definitions_views_were_written_by():
