@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -67,6 +67,15 @@ logger = logging.getLogger(__name__)
 _CRASH_BEFORE_COMMIT = int(os.environ.get("READSIDE_FAULT_CRASH_BEFORE_COMMIT", "0"))
 
 
+class Watch(Protocol):
+    """Something the worker looks at between batches, when it is due, and
+    reports (logs, gauges, records for ``status``)."""
+
+    def due(self) -> bool: ...
+
+    def check(self) -> None: ...
+
+
 @dataclass
 class Worker:
     """One worker process of a pipeline."""
@@ -91,12 +100,11 @@ class Worker:
     on_batch: Callable[[int], None] | None = None
     #: refuses a view whose topic layout or source xmax changed (run_worker)
     guard: layoutguard.Guard | None = None
-    #: reports a view a store no longer holds whole (set by run)
-    loads: loaded.Watch | None = None
-    #: reports changes the source's publication leaves out (set by run)
-    published: publication.Watch | None = None
-    #: reports a view whose documents follow a former definition (set by run)
-    defined: definitions.Watch | None = None
+    #: what a worker (not a rebuild's catch-up) looks at between batches and
+    #: reports, set by run: changes the source's publication leaves out, a
+    #: view a store no longer holds whole, documents that follow a former
+    #: definition of their view
+    watches: list[Watch] = field(default_factory=list)
     stopping: bool = False
     batches: int = 0
     #: events skipped because their row is gone from the source
@@ -187,21 +195,20 @@ class Worker:
             ),
         )
         if self.guard is not None:  # a worker's, not a rebuild's catch-up
-            self.published = publication.Watch(cfg, self.views)
-            self.published.check()
-            self.loads = loaded.Watch(
-                cfg, self.views, self.sinks, recorder=self.checkpoints
-            )
+            published = publication.Watch(cfg, self.views)
+            published.check()
+            loads = loaded.Watch(cfg, self.views, self.sinks, recorder=self.checkpoints)
             until_reachable(
-                partial(self.loads.start, consumer),
+                partial(loads.start, consumer),
                 "reading the load marks",
                 Backoff.of(cfg.worker),
                 lambda: self.stopping,
             )
-            self.defined = definitions.Watch(
+            defined = definitions.Watch(
                 cfg, loaded.pairs(cfg, self.views, self.sinks), self.checkpoints
             )
-            self.defined.check()
+            defined.check()
+            self.watches = [published, loads, defined]
         if self.assignment is not None:
             consumer.assign(self.assignment)
             self._on_assign(consumer, self.assignment)
@@ -230,12 +237,9 @@ class Worker:
                 msgs = [m for m in msgs if usable(m)]
                 if self.guard is not None and self.guard.due():
                     self.guard.check()  # before applying anything of a new layout
-                if self.loads is not None and self.loads.due():
-                    self.loads.check()
-                if self.published is not None and self.published.due():
-                    self.published.check()
-                if self.defined is not None and self.defined.due():
-                    self.defined.check()
+                for watch in self.watches:
+                    if watch.due():
+                        watch.check()
                 if msgs:
                     self._handle(msgs)
                     self.batches += 1
