@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +120,9 @@ def _live_keys(cfg: Config, topic: str) -> dict[str, Gone]:
     try:
         spans = replay.topic_spans(consumer, topic)
         consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
-        for msg in _read(consumer, {s.partition: s.end for s in spans}):
+        ends = {s.partition: s.end for s in spans}
+        read = replay.read_to_ends(consumer, topic, ends, _READ, stall_s=_STALL_S)
+        for msg in (m for batch in read for m in batch):
             try:
                 event = converter.decode(msg)
             except BadRecord:
@@ -138,36 +139,6 @@ def _live_keys(cfg: Config, topic: str) -> dict[str, Gone]:
     finally:
         consumer.close()
     return live
-
-
-def _read(consumer: Any, ends: dict[int, int]) -> Iterator[Message]:
-    """The records of the assigned partitions below ``ends``.
-
-    Raises:
-        TransientError: no record came for :data:`_STALL_S` (a broker gone).
-    """
-    last = time.monotonic()
-    while ends:
-        if time.monotonic() - last > _STALL_S:
-            raise TransientError(
-                f"topic not read to its end: no record for {_STALL_S:.0f}s "
-                f"(partitions left {sorted(ends)})"
-            )
-        for msg in consumer.consume(_READ, 1.0):
-            last = time.monotonic()
-            if msg.error() is not None:
-                continue
-            part, offset = msg.partition() or 0, msg.offset() or 0
-            end = ends.get(part)
-            if end is None:
-                continue
-            if offset < end:
-                yield msg
-            if offset + 1 >= end:
-                del ends[part]
-        for tp in consumer.position(consumer.assignment()):
-            if tp.offset >= ends.get(tp.partition, 0):
-                ends.pop(tp.partition, None)  # compaction left a gap at the end
 
 
 def _source_ids(

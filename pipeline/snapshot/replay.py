@@ -26,13 +26,14 @@ import os
 import pickle
 import queue
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from connectors.base import Sink
 from pipeline import kafkaclient, layout, logs
@@ -40,9 +41,9 @@ from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.decode import RawMessage
 from pipeline.dlqtopic import topic_configs
-from pipeline.errors import ConfigError, ReadsideError
+from pipeline.errors import ConfigError, ReadsideError, TransientError
 from pipeline.events import DocumentOp
-from pipeline.processor import Batch, Processor, ops_for_sink, position_of
+from pipeline.processor import Batch, Processor, ops_for_sink
 from pipeline.sinkwriter import Backoff, open_sinks
 from pipeline.snapshot.prefetch import ReadAhead
 from pipeline.snapshot.rejects import Origin, Rejects
@@ -173,29 +174,17 @@ def _replay(
     written (:class:`~pipeline.snapshot.prefetch.ReadAhead`; only that
     thread uses ``consumer`` and ``processor``). Ends after a chunk once
     ``stopping()``."""
-    ends = {s.partition: s.end for s in spans}
     consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
+    ends = {s.partition: s.end for s in spans}
+    read_chunks = read_to_ends(consumer, topic, ends, chunk_size, stopping)
     views = list(processor.views)
 
     def read(_after: object) -> tuple[Batch, list[DocumentOp], int] | None:
-        while ends and not stopping():
-            msgs = []
-            for m in consumer.consume(chunk_size, 1.0):
-                if m.error() is not None:
-                    continue
-                pos = position_of(m)
-                end = ends.get(pos.partition, 0)
-                if pos.offset < end:
-                    msgs.append(m)
-                if pos.offset + 1 >= end and pos.partition in ends:
-                    del ends[pos.partition]
-                    # the rest of the partition is another piece's (or new)
-                    consumer.pause([TopicPartition(topic, pos.partition)])
-            if msgs:
-                batch = processor.process(msgs, fill=fill)
-                return batch, ops_for_sink(batch, views), len(msgs)
-            _drop_finished(consumer, ends)
-        return None
+        msgs = next(read_chunks, None)
+        if msgs is None:
+            return None
+        batch = processor.process(msgs, fill=fill)
+        return batch, ops_for_sink(batch, views), len(msgs)
 
     with ReadAhead(read, lambda _chunk: True, None) as chunks:
         for batch, ops, records in chunks:
@@ -205,11 +194,53 @@ def _replay(
                 break
 
 
-def _drop_finished(consumer: Consumer, ends: dict[int, int]) -> None:
-    """Forget partitions whose position reached the end (compacted gaps)."""
-    for tp in consumer.position(consumer.assignment()):
-        if tp.offset >= ends.get(tp.partition, 0):
-            ends.pop(tp.partition, None)
+def read_to_ends(
+    consumer: Any,
+    topic: str,
+    ends: dict[int, int],
+    size: int,
+    stopping: Callable[[], bool] = lambda: False,
+    stall_s: float | None = None,
+) -> Iterator[list[Message]]:
+    """The records of ``topic``'s assigned partitions below ``ends``
+    (partition -> offset, exclusive), at most ``size`` a batch, until each
+    partition reached its end or ``stopping()``. A partition leaves ``ends``
+    once reached, and is paused: the rest of it is another share's, or new.
+    A partition whose records end before its end (compaction removed the
+    last ones) is reached once the consumer's position is there.
+
+    Raises:
+        TransientError: ``stall_s`` passed without a record (a broker gone).
+    """
+    last = time.monotonic()
+    while ends and not stopping():
+        got = consumer.consume(size, 1.0)
+        if got:
+            last = time.monotonic()
+        msgs = []
+        for m in got:
+            if m.error() is not None:
+                continue
+            part, offset = m.partition() or 0, m.offset() or 0
+            end = ends.get(part)
+            if end is None:
+                continue
+            if offset < end:
+                msgs.append(m)
+            if offset + 1 >= end:
+                del ends[part]
+                consumer.pause([TopicPartition(topic, part)])
+        if msgs:
+            yield msgs
+            continue
+        for tp in consumer.position(consumer.assignment()):
+            if tp.offset >= ends.get(tp.partition, 0):
+                ends.pop(tp.partition, None)  # compaction left a gap at the end
+        if stall_s is not None and time.monotonic() - last > stall_s:
+            raise TransientError(
+                f"topic {topic} not read to its end: no record for {stall_s:.0f}s "
+                f"(partitions left {sorted(ends)})"
+            )
 
 
 def _message(messages: Mapping[Any, RawMessage], op: DocumentOp) -> RawMessage:
