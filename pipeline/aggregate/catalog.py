@@ -39,7 +39,7 @@ ORDER BY a.attnum
 """
 
 _PRIMARY_KEY = """
-SELECT a.attname
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_index i
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
 WHERE i.indrelid = %s::regclass AND i.indisprimary
@@ -131,6 +131,14 @@ def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
     """The primary-key columns of ``schema.table`` in key order ([] if none)."""
     with conn.cursor(row_factory=tuple_row) as cur:
         return [str(r[0]) for r in cur.execute(_PRIMARY_KEY, (table,)).fetchall()]
+
+
+def primary_key_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
+    """The primary-key columns of ``schema.table`` in key order, each with its
+    SQL type as ``format_type`` writes it ({} if none)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(_PRIMARY_KEY, (table,)).fetchall()
+    return {str(name): str(kind) for name, kind in rows}
 
 
 class Catalog:

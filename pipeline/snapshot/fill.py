@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg import sql
 
 from pipeline import kafkaclient
+from pipeline.aggregate import catalog
 from pipeline.config import Config
 from pipeline.errors import BadRecord
 from pipeline.groups import AppliedOffsets
@@ -191,16 +192,7 @@ def _cross_off(
 
 def _row_ids(cfg: Config, table: str) -> set[str]:
     with psycopg.connect(cfg.source.dsn.get_secret_value()) as conn:
-        cols = [
-            r[0]
-            for r in conn.execute(
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                "WHERE i.indrelid = %s::regclass AND i.indisprimary "
-                "ORDER BY array_position(i.indkey, a.attnum)",
-                (table,),
-            )
-        ]
+        cols = catalog.primary_key(conn, table)
         if not cols:
             return set()
         keys = sql.SQL(", ").join(

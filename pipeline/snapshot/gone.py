@@ -171,15 +171,7 @@ def _confirmed(
     returned."""
     if not gone:
         return gone
-    types = dict(
-        conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
-            "FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = %s::regclass AND i.indisprimary",
-            (table,),
-        ).fetchall()
-    )
+    types = catalog.primary_key_types(conn, table)
     schema, name = table.split(".", 1)
     out: list[Gone] = []
     held: list[str] = []
