@@ -94,6 +94,13 @@ def windows_of(configs: Mapping[str, Mapping[str, str]]) -> dict[str, int]:
     }
 
 
+def delete_policy(settings: Mapping[str, str]) -> str | None:
+    """A topic's ``cleanup.policy`` (of its effective ``settings``) if it
+    includes ``delete``, which drops whole old segments; else None."""
+    policy = settings.get("cleanup.policy", "delete")
+    return policy if "delete" in policy.split(",") else None
+
+
 def dropping(
     configs: Mapping[str, Mapping[str, str]], readers: Mapping[str, Iterable[str]]
 ) -> list[str]:
@@ -111,8 +118,8 @@ def dropping(
     """
     out = []
     for topic, c in sorted(configs.items()):
-        policy = c.get("cleanup.policy", "delete")
-        if "delete" not in policy.split(","):
+        policy = delete_policy(c)
+        if policy is None:
             continue
         ms = int(c.get("retention.ms") or -1)
         keeps = "for ever, until retention.bytes" if ms < 0 else f"{ms / 3_600_000:g} h"

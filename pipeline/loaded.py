@@ -44,7 +44,7 @@ from connectors.base import LoadMarks, Sink
 from pipeline import kafkaclient
 from pipeline.checkpoints import CheckpointWriter
 from pipeline.config import Config
-from pipeline.deletewindow import committed_offsets
+from pipeline.deletewindow import committed_offsets, delete_policy
 from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
 from pipeline.metrics import UNLOADED
@@ -184,8 +184,8 @@ class Watch:
             configs = self.topic_settings(topics)
             out: dict[str, str] = {}
             for tp in parts:
-                policy = configs.get(tp.topic, {}).get("cleanup.policy", "delete")
-                if tp.topic in out or "delete" not in policy.split(","):
+                policy = delete_policy(configs.get(tp.topic, {}))
+                if tp.topic in out or policy is None:
                     continue
                 low, _high = consumer.get_watermark_offsets(tp, timeout=10)
                 if low > 0:

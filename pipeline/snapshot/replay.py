@@ -36,7 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from connectors.base import Sink
-from pipeline import kafkaclient, layout, logs
+from pipeline import deletewindow, kafkaclient, layout, logs
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.decode import RawMessage
@@ -108,10 +108,9 @@ def require_whole(cfg: Config, view: str, topic: str) -> None:
     Raises:
         ConfigError: the topic deletes old records.
     """
-    policy = topic_configs(kafkaclient.admin(cfg.kafka), [topic])[topic].get(
-        "cleanup.policy", "delete"
-    )
-    if "delete" in policy.split(","):
+    settings = topic_configs(kafkaclient.admin(cfg.kafka), [topic])[topic]
+    policy = deletewindow.delete_policy(settings)
+    if policy is not None:
         raise ConfigError(
             f"topic {topic} has cleanup.policy {policy}: it drops the records of "
             "rows that did not change within its retention, so the view would "
