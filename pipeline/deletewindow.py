@@ -26,8 +26,6 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from pipeline.dlqtopic import topic_configs
-
 #: Kafka's own default ``delete.retention.ms`` (a topic that does not say)
 KAFKA_DEFAULT_MS = 86_400_000
 
@@ -79,11 +77,6 @@ class Marks:
     #: the first offset within the topic's delete window (the end if none)
     in_window: int
     end: int
-
-
-def retention_windows(admin: Any, topics: Iterable[str]) -> dict[str, int]:
-    """Each topic's ``delete.retention.ms`` (its own or the broker's)."""
-    return windows_of(topic_configs(admin, sorted(topics)))
 
 
 def windows_of(configs: Mapping[str, Mapping[str, str]]) -> dict[str, int]:

@@ -126,7 +126,8 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
                         *unloaded.get((view_name, sink), (None, None, None)),
                     )
                 )
-        behind = _behind_the_window(cfg, consumer, reached, timeout)
+        settings = _topic_settings(cfg, timeout)
+        behind = _behind_the_window(consumer, reached, settings, timeout)
         dlq = dead_letter_count(consumer, cfg.kafka.dlq_topic, timeout)
     finally:
         consumer.close()
@@ -142,42 +143,41 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "connector": source,
         "dead_letters": dlq,
         "behind_delete_window": behind,
-        "topic_warnings": _dropping_topics(cfg, timeout),
+        "topic_warnings": deletewindow.dropping(settings, cfg.view_topics()),
         "definition_warnings": definitions.problems(cfg, recorded),
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }
 
 
-def _dropping_topics(cfg: Config, timeout: float) -> list[str]:
-    """What to say of the view topics that drop old records
-    (:func:`pipeline.deletewindow.dropping`)."""
-    readers = cfg.view_topics()
+def _topic_settings(cfg: Config, timeout: float) -> dict[str, dict[str, str]]:
+    """The effective settings of each view topic that exists, read once for
+    the delete window and the cleanup policies ({} if they cannot be read:
+    a login that may not describe configs)."""
     admin = kafkaclient.admin(cfg.kafka)
     try:
         there = admin.list_topics(timeout=timeout).topics
-        configs = topic_configs(admin, [t for t in readers if t in there])
+        return topic_configs(admin, [t for t in cfg.view_topics() if t in there])
     except (KafkaException, TimeoutError) as exc:
-        logger.warning("topic cleanup policies not read error=%s", exc)
-        return []
-    return deletewindow.dropping(configs, readers)
+        logger.warning("topic settings not read error=%s", exc)
+        return {}
 
 
 def _behind_the_window(
-    cfg: Config,
     consumer: Consumer,
     reached: Mapping[tuple[str, str], Mapping[tuple[str, int], int]],
+    settings: Mapping[str, Mapping[str, str]],
     timeout: float,
 ) -> list[dict[str, Any]]:
     """Per view and sink, the partitions its groups left unread past their
     topic's delete window (:mod:`pipeline.deletewindow`; each partition's
     marks read once)."""
+    if not settings:
+        return []  # not read: said by _topic_settings
     parts = {part for offsets in reached.values() for part in offsets}
     out = []
+    windows = deletewindow.windows_of(settings)
     try:
-        windows = deletewindow.retention_windows(
-            kafkaclient.admin(cfg.kafka), {t for t, _p in parts}
-        )
         marks = deletewindow.read_marks(consumer, parts, windows, timeout_s=timeout)
     except KafkaException as exc:  # e.g. a login that may not describe configs
         logger.warning("delete window not checked error=%s", exc)
