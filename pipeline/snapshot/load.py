@@ -361,7 +361,8 @@ class Loader:
                 "of the view"
             )
         topic = self.cfg.source.topic(view.cfg.table)
-        starts = fill.end_offsets(self.cfg, topic)
+        # where the rows read again begin (a slice's are not followed)
+        starts = {} if self.opts.where else fill.end_offsets(self.cfg, topic)
         send_signal(self.cfg, view.cfg.table, self.opts.where)
         if not self.opts.where:
             # every row again through the stream, at new offsets, into every
