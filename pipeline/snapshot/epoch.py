@@ -41,9 +41,15 @@ versions are ``epoch * 10**17 + xmax * 10**6 + ...``: the new epoch is
 ``e+1`` and the mark is reset to the source's current xmax; every read of
 the new epoch is newer than every stored version of e, whatever xmax says.
 
-Table views whose layout did not change, and aggregate views whose source is
-not behind, keep their epoch: a rebuild of them replays the same stream at
-the same versions the live workers use.
+**Table view, topic that drops records** (``cleanup.policy`` with
+``delete``). Its start no longer holds every row, nor the deletes of a worker
+that fell behind its retention (:mod:`pipeline.gaps`): the same new epoch,
+without the connector's restart (the layout did not change), makes the new
+generation hold exactly the rows the table holds.
+
+Table views on a compacted topic whose layout did not change, and aggregate
+views whose source is not behind, keep their epoch: a rebuild of them
+replays the same stream at the same versions the live workers use.
 """
 
 from __future__ import annotations
@@ -53,8 +59,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from connectors import debezium
-from pipeline import layout, layoutguard
+from pipeline import deletewindow, kafkaclient, layout, layoutguard
 from pipeline.config import Config
+from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError
 from pipeline.snapshot import fill
 from pipeline.snapshot.load import send_signal
@@ -118,11 +125,13 @@ def _begin_aggregate(cfg: Config, view: View, whole_view: Callable[[], None]) ->
 def _begin_table(cfg: Config, view: View, whole_view: Callable[[], None]) -> bool:
     guard = layoutguard.Guard(cfg, [view.name])
     guard.recorded = layout.load(cfg)
-    if not guard.layout_problems():
+    topic = cfg.source.topic(view.cfg.table)
+    moved = bool(guard.layout_problems())
+    if not moved and not _drops_records(cfg, topic):
         return False
     whole_view()
-    topic = cfg.source.topic(view.cfg.table)
-    restart_connector(cfg)
+    if moved:
+        restart_connector(cfg)
     described = layout.describe(cfg, [topic])
     if topic not in described:
         raise FatalError(f"topic {topic} of view {view.name} does not exist")
@@ -145,6 +154,21 @@ def _begin_table(cfg: Config, view: View, whole_view: Callable[[], None]) -> boo
         starts,
     )
     return True
+
+
+def _drops_records(cfg: Config, topic: str) -> bool:
+    """Whether ``topic``'s ``cleanup.policy`` includes ``delete``: it drops
+    the records of rows that did not change within its retention, and the
+    records of deletes a worker fell behind (:mod:`pipeline.gaps`), so a
+    replay from its start would bring part of the rows and keep rows deleted
+    at the source. A new epoch takes every row from the source instead."""
+    settings = topic_configs(kafkaclient.admin(cfg.kafka), [topic]).get(topic, {})
+    policy = deletewindow.delete_policy(settings)
+    if policy is not None:
+        logger.info(
+            "new view epoch needed: topic %s has cleanup.policy %s", topic, policy
+        )
+    return policy is not None
 
 
 def restart_connector(cfg: Config, timeout_s: float = 120.0) -> None:

@@ -83,7 +83,7 @@ from pipeline import definitions
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.sinkwriter import open_sinks
-from pipeline.snapshot import epoch, replay
+from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
 from pipeline.snapshot.progress import records_ahead
@@ -185,9 +185,6 @@ class Rebuild(Loader):
                 old.after,
             )
             return old
-        if self.view.from_source() is None:  # built from its topic's start
-            table = self.view.cfg.table
-            replay.require_whole(self.cfg, self.view.name, self.cfg.source.topic(table))
         previous = {
             name: _gens(sink).generation(self.view.name) for name, sink in live.items()
         }

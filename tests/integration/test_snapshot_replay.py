@@ -148,15 +148,19 @@ def test_replay_in_processes_refills_emptied_stores_while_the_stream_goes_on(
     p.assert_converged()
 
     # A topic that drops old records (made or altered by hand) cannot give
-    # the view whole: neither a replay nor a rebuild reads from it.
+    # the view whole: a replay refuses to read from it; a rebuild takes every
+    # row from the source in a new epoch instead (pipeline.snapshot.epoch).
     topic = p.config.source.topic("public.notes")
     p.set_topic_configs(topic, {"cleanup.policy": "compact,delete"})
-    for args in ([], ["--rebuild"]):
-        refused = p.run_cli("snapshot", "notes", *args, ok=False)
-        assert refused.returncode != 0
-        assert f"topic {topic} has cleanup.policy compact,delete" in refused.stderr
-        assert "readside snapshot notes --from-source" in refused.stderr
+    refused = p.run_cli("snapshot", "notes", ok=False)
+    assert refused.returncode != 0
+    assert f"topic {topic} has cleanup.policy compact,delete" in refused.stderr
+    assert "readside snapshot notes --from-source" in refused.stderr
     assert _state(p).rows == st.rows  # nothing begun
+    built = p.run_cli("snapshot", "notes", "--rebuild")
+    said = built.stderr + built.stdout
+    assert "new view epoch view=notes" in said, said
+    p.wait_drained(timeout=240)
     p.assert_converged()
 
 
