@@ -198,6 +198,12 @@ class LoadMarks(Protocol):
         mark already there is left as it was."""
         ...
 
+    def unmark(self, view: str) -> None:
+        """Take the mark of ``view`` away: the store lacks changes the stream
+        no longer holds (:mod:`pipeline.gaps`), so only a load from the
+        source makes it whole again."""
+        ...
+
 
 def mark_time() -> str:
     """What a load mark holds: when it was set (UTC, ISO 8601)."""

@@ -324,8 +324,8 @@ def large_batch_counts(sink: Sink, view: str) -> None:
 
 def load_mark_set_kept_and_dropped(sink: Sink, view: str) -> None:
     """A sink that keeps load marks (:class:`~connectors.base.LoadMarks`)
-    marks only when asked, keeps the mark through writes, and loses it with
-    the documents."""
+    marks only when asked, keeps the mark through writes, takes it away when
+    asked (the documents stay), and loses it with the documents."""
     if not isinstance(sink, LoadMarks):
         return
     _check(sink, not sink.loaded(view), "a view never marked reads as loaded")
@@ -336,6 +336,12 @@ def load_mark_set_kept_and_dropped(sink: Sink, view: str) -> None:
     _write(sink, [Upsert(view, "mark-2", BASE, {"n": 2})], applied=1)
     sink.mark_loaded(view)  # again: harmless
     _check(sink, sink.loaded(view), "a write or a second mark took the mark")
+    sink.unmark(view)
+    _check(sink, not sink.loaded(view), "the view reads as loaded once unmarked")
+    sink.unmark(view)  # again: harmless
+    _check(sink, sink.ids(view) == {"mark-1", "mark-2"}, "unmark took documents")
+    sink.mark_loaded(view)
+    _check(sink, sink.loaded(view), "the view is not loaded once marked again")
     drop = getattr(sink, "drop", None)
     if drop is not None:
         drop(view)

@@ -243,6 +243,10 @@ class MemorySink(StoreSink[MemorySinkConfig]):
         with self._lock:
             self._store.marked.add(self._live(view))
 
+    def unmark(self, view: str) -> None:
+        with self._lock:
+            self._store.marked.discard(self._live(view))
+
     def _forget(self, where: str) -> None:
         self._store.marked.discard(where)
         for key in [k for k in self.data if k[0] == where]:

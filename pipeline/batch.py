@@ -189,9 +189,9 @@ class BatchHandler:
         return self.pacer.should_abandon()
 
     # ------------------------------------------------------------ source reads
-    def _from_source(self, what: str, read: Callable[[], T]) -> T:
-        """``read()`` (a source read, run by the pacer), waiting out source
-        outages with backoff.
+    def through_outages(self, what: str, work: Callable[[], T]) -> T:
+        """``work()`` (run by the pacer), waiting out the outages of what it
+        reaches (it raises :class:`TransientError`) with backoff.
 
         Raises:
             Abandoned: the pacer asked to give the batch up meanwhile.
@@ -199,19 +199,16 @@ class BatchHandler:
         backoff = self._backoff()
         while True:
             try:
-                return self.pacer.run(read)
+                return self.pacer.run(work)
             except TransientError as exc:
                 delay = backoff.next_delay()
-                logger.warning(
-                    "source read failed for=%s retry_in_s=%.2f error=%s",
-                    what,
-                    delay,
-                    exc,
-                )
+                logger.warning("%s failed retry_in_s=%.2f error=%s", what, delay, exc)
                 if self._pause(delay):
-                    raise Abandoned(
-                        "batch abandoned while the source was down"
-                    ) from exc
+                    raise Abandoned(f"batch abandoned while {what} failed") from exc
+
+    def _from_source(self, what: str, read: Callable[[], T]) -> T:
+        """``read()``, a source read, waiting out source outages."""
+        return self.through_outages(f"source read for {what}", read)
 
     def _fill(self, events: Sequence[ChangeEvent]) -> dict[Position, Document | None]:
         """Unchanged TOAST values of table-view events, from the source rows."""

@@ -43,21 +43,29 @@ class Behind:
     in_window: int
     window_ms: int
 
+    @property
+    def dropped(self) -> bool:
+        """Whether records the group had not read were deleted (not only
+        tombstones compacted away)."""
+        return self.committed < self.start
+
     def says(self, views: Iterable[str]) -> str:
         names = sorted(views)
-        if self.committed < self.start:
-            what = (
-                f"records {self.committed}-{self.start - 1} were deleted by the "
-                "topic's retention before this group read them"
-            )
-        else:
-            what = (
-                f"its records from offset {self.committed} (next to read) to "
-                f"{self.in_window} are older than the topic's delete.retention.ms "
-                f"({self.window_ms / 3_600_000:g} h), so compaction may have "
-                "removed tombstones of deletes this group never applied"
-            )
         rebuild = " and ".join(f"`readside snapshot {v} --rebuild`" for v in names)
+        if self.dropped:
+            return (
+                f"{self.topic}[{self.partition}]: records {self.committed}-"
+                f"{self.start - 1} were deleted by the topic's retention before "
+                f"this group read them: the changes in them are in no store of "
+                f"the view(s) {', '.join(names)}. Build them again from the "
+                f"source: {rebuild} (the workers keep running meanwhile)"
+            )
+        what = (
+            f"its records from offset {self.committed} (next to read) to "
+            f"{self.in_window} are older than the topic's delete.retention.ms "
+            f"({self.window_ms / 3_600_000:g} h), so compaction may have "
+            "removed tombstones of deletes this group never applied"
+        )
         return (
             f"{self.topic}[{self.partition}]: {what}; the view(s) "
             f"{', '.join(names)} may keep rows deleted at the source. Run "

@@ -22,6 +22,9 @@ the mark lives beside the documents and goes with them):
   loaded, once loaded;
 * a rebuild's switch carries the mark to the new generation.
 
+A worker that finds records of a view's topic dropped before it read them
+(:mod:`pipeline.gaps`) takes the view's marks away (:meth:`Watch.gap`).
+
 :class:`Watch` looks at the marks when the worker starts and every
 :data:`CHECK_INTERVAL_S`. A view a sink holds unmarked while the group has
 committed offsets is logged as an error naming the way out (``readside
@@ -228,6 +231,28 @@ class Watch:
                 continue
             if not marked:
                 self._report(pair)
+
+    def gap(self, views: Mapping[str, str]) -> None:
+        """The stream lost changes of ``views`` before the worker read them
+        (:mod:`pipeline.gaps`; each with what it lost): take their marks
+        away in every store, so that they are reported not whole until a
+        load from the source marks them again, across restarts too.
+
+        Raises:
+            TransientError: a store did not answer (the caller retries, and
+                commits nothing past the gap meanwhile).
+        """
+        for pair in self.pairs:
+            view, sink = pair
+            if view not in views:
+                continue
+            self.sinks[sink].unmark(view)  # type: ignore[attr-defined]
+            UNLOADED.labels(view=view, sink=sink).set(1)
+            # a rebuild, not a load: a delete the topic dropped left a
+            # document no load from the source removes
+            self._why[pair] = (views[view], f"readside snapshot {view} --rebuild")
+            self.unloaded.pop(pair, None)  # said and recorded now
+            self._report(pair)
 
     def _marked(self, pair: Pair) -> bool:
         view, sink = pair

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from pipeline import metrics
 from pipeline.errors import FatalError
+from pipeline.gaps import Gap, Gaps
 from pipeline.redelivery import commit_metadata
 from pipeline.sinkwriter import Abandoned
 
@@ -98,12 +99,18 @@ class Partitions:
     #: per partition held, the highest last-commit LSN applied (committed
     #: with its offsets: :func:`pipeline.redelivery.commit_metadata`)
     _commit_lsns: dict[Part, int] = field(default_factory=dict)
+    #: where each partition's next record must be: records dropped unread
+    gaps: Gaps = field(default_factory=Gaps)
+    #: of the batch in hand, where reading went on after each gap: committed
+    #: with it, for a partition that brings no record of its own
+    _resumed: dict[Part, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------ rebalance
     def assign(self, parts: Iterable[TopicPartition]) -> None:
         parts = list(parts)
         self.assigned |= {(p.topic, p.partition) for p in parts}
         self._fresh.extend(parts)
+        self.gaps.assign(parts)
         self.health.assigned = len(self.assigned)
 
     def revoke(self, parts: Iterable[TopicPartition]) -> set[Part]:
@@ -111,6 +118,7 @@ class Partitions:
         gone = {(p.topic, p.partition) for p in parts}
         for part in gone:
             self._commit_lsns.pop(part, None)
+        self.gaps.revoke(gone)
         self._revoked |= gone
         self.assigned -= gone
         self.health.assigned = len(self.assigned)
@@ -130,6 +138,9 @@ class Partitions:
         for m in msgs:
             key = (m.topic(), m.partition())
             nexts[key] = max(nexts.get(key, 0), m.offset() + 1)
+        for key, offset in self._resumed.items():
+            if key in self.assigned:
+                nexts[key] = max(nexts.get(key, 0), offset)
         return [
             TopicPartition(
                 *part,
@@ -162,18 +173,23 @@ class Partitions:
         return True
 
     # ------------------------------------------------------------ one batch
-    def begin_batch(self, msgs: Iterable[Any]) -> None:
+    def begin_batch(self, msgs: Sequence[Any]) -> list[Gap]:
         """A batch of ``msgs`` starts: it is given up if a rebalance takes
-        one of its partitions before it is committed."""
+        one of its partitions before it is committed. Returns the records
+        its partitions dropped before the worker read them."""
         self._batch = {(m.topic(), m.partition()) for m in msgs}
         self._revoked.clear()
         self._replay_from = {}
+        gaps = self.gaps.check(msgs, self.consumer)
+        self._resumed = {(g.topic, g.partition): g.resumed for g in gaps}
+        return gaps
 
     def should_abandon(self) -> bool:
         return self.stopping() or bool(self._batch & self._revoked)
 
-    def rewind(self, msgs: list[Any]) -> None:
-        """Seek still-owned partitions back to the start of the abandoned batch."""
+    def rewind(self, msgs: list[Any], gaps: Iterable[Gap] = ()) -> None:
+        """Seek still-owned partitions back to the start of the abandoned
+        batch, whose ``gaps`` are found again at the next read."""
         first: dict[Part, int] = {}
         for m in msgs:
             key = (m.topic(), m.partition())
@@ -181,6 +197,10 @@ class Partitions:
         for (topic, part), offset in first.items():
             if (topic, part) in self.assigned and not self.stopping():
                 self.consumer.seek(TopicPartition(topic, part, offset))
+                self.gaps.seek((topic, part), offset)
+        for gap in gaps:
+            if (gap.topic, gap.partition) in self.assigned:
+                self.gaps.seek((gap.topic, gap.partition), gap.first)
         logger.warning(
             "batch abandoned records=%d partitions=%d", len(msgs), len(first)
         )
@@ -235,6 +255,7 @@ class Partitions:
         for (topic, part), offset in self._replay_from.items():
             if (topic, part) in self.assigned:
                 self.consumer.seek(TopicPartition(topic, part, offset))
+                self.gaps.seek((topic, part), offset)
         self._replay_from.clear()
 
     def settle_fresh(self) -> None:

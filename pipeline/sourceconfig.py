@@ -86,6 +86,17 @@ OWN_PROPERTIES = {
     "group.id": "readside names each client's group after kafka.group_id",
 }
 
+#: what the worker's consumer sets itself, refused in ``kafka.extra``
+WORKER_PROPERTIES = {
+    **OWN_PROPERTIES,
+    "auto.offset.reset": "a partition the group never read is read from its "
+    "start, and records dropped before the worker read them are reported "
+    "(another reset would skip records and say nothing)",
+    "enable.auto.commit": "the worker commits a batch once every store acknowledged it",
+    "enable.auto.offset.store": "the worker commits a batch once every store "
+    "acknowledged it",
+}
+
 
 def is_secret(name: str) -> bool:
     """Whether the librdkafka property ``name`` holds a secret (a password, a
@@ -196,7 +207,11 @@ class KafkaConfig(_Model):
     def _tuning(
         cls, extra: dict[str, str | int | bool], info: ValidationInfo
     ) -> dict[str, str | int | bool]:
-        """The worker's consumer must take ``extra`` over ``client``."""
+        """The worker's consumer must take ``extra`` over ``client``, and
+        keep what it sets itself."""
+        for name, why in WORKER_PROPERTIES.items():
+            if name in extra:
+                raise ValueError(f"{name!r} is not taken here: {why}")
         client = info.data.get("client") or {}
         refused = _refusal({**_revealed(client), **extra}, True) if extra else None
         if refused:

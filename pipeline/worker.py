@@ -51,6 +51,8 @@ from pipeline.batch import BatchHandler, Pacer, rejected_only
 from pipeline.checkpoints import Checkpoint, CheckpointWriter, SourceMark
 from pipeline.config import Config
 from pipeline.errors import FatalError
+from pipeline.gaps import Gap
+from pipeline.gaps import said as gaps_said
 from pipeline.partitions import Partitions, fmt, next_batch, usable
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
@@ -105,6 +107,8 @@ class Worker:
     #: view a store no longer holds whole, documents that follow a former
     #: definition of their view
     watches: list[Watch] = field(default_factory=list)
+    #: of those, the load marks' (records dropped unread take them away)
+    loads: loaded.Watch | None = None
     stopping: bool = False
     batches: int = 0
     #: events skipped because their row is gone from the source
@@ -209,6 +213,7 @@ class Worker:
             )
             defined.check()
             self.watches = [published, loads, defined]
+            self.loads = loads
         if self.assignment is not None:
             consumer.assign(self.assignment)
             self._on_assign(consumer, self.assignment)
@@ -292,11 +297,13 @@ class Worker:
 
     # ------------------------------------------------------------ one batch
     def _handle(self, msgs: list[Any]) -> None:
-        self.parts.begin_batch(msgs)
+        gaps = self.parts.begin_batch(msgs)
         try:
+            if gaps:
+                self._lost(gaps)
             applied = self.handler.apply(msgs)
         except Abandoned:
-            self.parts.rewind(msgs)
+            self.parts.rewind(msgs, gaps)
             return
         dead = applied.dead
         self.rows_gone += applied.batch.gone
@@ -308,9 +315,52 @@ class Worker:
         try:
             self.handler.deliver(self.dlq, dead)
         except Abandoned:
-            self.parts.rewind(msgs)
+            self.parts.rewind(msgs, gaps)
             return
         self._commit(msgs, applied.batch)
+
+    def _lost(self, gaps: Sequence[Gap]) -> None:
+        """Records the batch's partitions dropped before they were read
+        (:mod:`pipeline.gaps`): the views reading them lose their load marks
+        before anything past the gap is committed. A rebuild's catch-up
+        cannot make its generation whole: it stops.
+
+        Raises:
+            Abandoned: the batch was given up while a store was down.
+            FatalError: a rebuild's catch-up lost records.
+        """
+        readers = self.cfg.view_topics()
+        lost: dict[str, list[Gap]] = {}
+        for gap in gaps:
+            views = sorted(
+                v
+                for v in readers.get(gap.topic, ())
+                if v in self.views and self._applies(v, gap)
+            )
+            if not views:  # the heartbeat topic, or before an epoch
+                logger.info("%s (no view reads it)", gaps_said([gap]))
+                continue
+            logger.error("%s; views: %s", gaps_said([gap]), ", ".join(views))
+            for view in views:
+                lost.setdefault(view, []).append(gap)
+        if not lost:
+            return
+        if self.loads is None:
+            raise FatalError(
+                f"{gaps_said(gaps)}: the new generation would lack them; run "
+                "the rebuild again: readside snapshot "
+                f"{' / '.join(sorted(lost))} --rebuild"
+            )
+        whys = {view: gaps_said(found) for view, found in lost.items()}
+        self.handler.through_outages(
+            "taking the load marks away", partial(self.loads.gap, whys)
+        )
+
+    def _applies(self, view: str, gap: Gap) -> bool:
+        """Whether ``view`` applies records of ``gap``: a view whose epoch
+        starts past them (:mod:`pipeline.snapshot.epoch`) does not."""
+        start = self.views[view].starts.get((gap.topic, gap.partition))
+        return start is None or gap.resumed > start
 
     def _commit(self, msgs: list[Any], batch: Batch) -> None:
         offsets = self.parts.offsets(

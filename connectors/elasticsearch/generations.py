@@ -124,6 +124,21 @@ class ElasticsearchGenerations(ElasticsearchStore):
             meta[LOADED] = mark_time()
             self.client.indices.put_mapping(index=name, meta=meta)
 
+    def unmark(self, view: str) -> None:
+        """Take the load mark out of the ``_meta`` of the index behind the
+        view's alias, keeping the rest (a ``_meta`` put whole replaces it)."""
+        alias = self.alias(view)
+        try:
+            if not self.client.indices.exists_alias(name=alias):
+                return
+            found = self.client.indices.get_mapping(index=alias).body
+            for name, held in found.items():
+                meta = dict(held.get("mappings", {}).get("_meta") or {})
+                if meta.pop(LOADED, None) is not None:
+                    self.client.indices.put_mapping(index=name, meta=meta)
+        except ERRORS as exc:
+            raise self.classify(exc) from exc
+
     def drop_generation(self, view: str, gen: int) -> None:
         self._refuse_live(view, gen, "drop")
         try:

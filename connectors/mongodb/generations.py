@@ -88,6 +88,13 @@ class MongoGenerations(MongoStore):
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
+    def unmark(self, view: str) -> None:
+        base = self._target(view).name
+        try:
+            self.db[GENERATIONS].update_one({"_id": base}, {"$unset": {"loaded": ""}})
+        except perr.PyMongoError as exc:
+            raise classify(exc) from exc
+
     def _uuid(self, name: str, create: bool = True) -> Any:
         """The id of collection ``name`` (None: there is none), made first
         when ``create``."""

@@ -75,6 +75,12 @@ class RedisGenerations(RedisStore):
         except rex.RedisError as exc:
             raise classify(exc) from exc
 
+    def unmark(self, view: str) -> None:
+        try:
+            self.client.delete(Layout(self._target(view)).loaded_key)
+        except rex.RedisError as exc:
+            raise classify(exc) from exc
+
     def drop(self, view: str) -> int:
         """Delete every key of the live generation of ``view`` and the key
         naming it (tests, and a store reloaded with ``readside snapshot

@@ -78,7 +78,7 @@ def test_records_deleted_before_the_group_read_them_are_found() -> None:
     assert _check({("t", 0): (2, 10, {10: fresh, 11: fresh})}) == [("t", 0)]
     said = _behind({("t", 0): (2, 10, {10: fresh})})[0].says(["orders"])
     assert "records 2-9 were deleted by the topic's retention" in said
-    assert "`readside snapshot orders --rebuild`" in said
+    assert "again from the source: `readside snapshot orders --rebuild`" in said
 
 
 def test_every_unread_record_older_than_the_window() -> None:

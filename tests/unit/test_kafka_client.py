@@ -118,6 +118,25 @@ def test_load_unknown_extra_property_names_extra(tmp_path: Path) -> None:
     assert "fetch.min.bites" in msg
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("auto.offset.reset", "latest"),
+        ("enable.auto.commit", True),
+        ("enable.auto.offset.store", True),
+        ("group.id", "other"),
+    ],
+)
+def test_load_extra_refuses_what_the_worker_sets(
+    tmp_path: Path, name: str, value: object
+) -> None:
+    """A reset to the end would skip records and an automatic commit would
+    commit before the stores acknowledged: the worker sets them itself."""
+    msg = load_error(with_kafka(tmp_path, extra={name: value}))
+    assert "kafka.extra" in msg
+    assert f"{name!r} is not taken here" in msg
+
+
 @pytest.mark.parametrize("name", ["bootstrap.servers", "group.id"])
 def test_load_client_refuses_what_readside_sets(tmp_path: Path, name: str) -> None:
     msg = load_error(with_kafka(tmp_path, client={name: "x"}))

@@ -312,3 +312,43 @@ def test_a_store_that_refuses_the_mark_is_left_out_not_fatal(cfg, caplog) -> Non
     clock.now += CHECK_INTERVAL_S
     watch.check()  # refused later: left out too
     assert (other_view, other_sink) not in watch.pairs
+
+
+def test_records_dropped_unread_take_the_marks_away_until_a_load(cfg, caplog) -> None:
+    """A gap in the stream (pipeline.gaps): the view loses its mark in every
+    store, so it is reported, and recorded, until a load marks it again;
+    the views of other topics keep theirs."""
+    topic, lost_pairs, others = _cut(cfg)
+    (view,) = {v for v, _s in lost_pairs}
+    sinks = _sinks(cfg)
+    clock, rec = Clock(), Recorder()
+    watch = Watch(
+        cfg,
+        list(cfg.effective_views()),
+        sinks,
+        clock,
+        rec,  # type: ignore[arg-type]
+        _settings("delete"),
+    )
+    watch.start(Group({topic, *cfg.view_topics()}, list(cfg.view_topics())))
+    mark_loaded(sinks, list(cfg.effective_views()))  # whole before the gap
+    watch.check()
+    rec.said.clear()
+    caplog.clear()
+    said = f"topic {topic} dropped records 7-11 of partition 1 (its retention)"
+    watch.gap({view: said})
+    assert {(v, s) for v, s in watch.pairs if not sinks[s].loaded(v)} == set(lost_pairs)
+    assert all(sinks[s].loaded(v) for v, s in watch.pairs if v in others)
+    for _view, sink in lost_pairs:
+        assert (
+            f"view {view} is not whole in sink {sink}: its load mark is missing; "
+            f"{said}. Load it while the worker goes on: readside snapshot {view} "
+            "--rebuild"
+        ) in _errors(caplog)
+    assert rec.said == [("unloaded", view, s) for _v, s in lost_pairs]
+    clock.now += CHECK_INTERVAL_S
+    watch.check()  # still unmarked: said again only after REPEAT_S
+    assert len(_errors(caplog)) == len(lost_pairs)
+    mark_loaded(sinks, [view])
+    watch.check()
+    assert rec.said[len(lost_pairs) :] == [("whole", view, s) for _v, s in lost_pairs]

@@ -16,8 +16,15 @@ def record(partition: int, offset: int) -> FakeMessage:
     return FakeMessage.of_json("t", None, {}, partition=partition, offset=offset)
 
 
+class NeverCommitted:
+    """A group that committed nothing (no gap is looked for)."""
+
+    def committed(self, parts: list[TopicPartition], timeout: float) -> list:
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in parts]
+
+
 def test_partitions_revoke_of_a_batch_partition_abandons_the_batch():
-    parts = Partitions(Health(), lambda: False)
+    parts = Partitions(Health(), lambda: False, NeverCommitted())
     parts.assign([TopicPartition("t", 0), TopicPartition("t", 1)])
     parts.begin_batch([record(0, 5)])
     parts.revoke([TopicPartition("t", 1)])
@@ -28,7 +35,7 @@ def test_partitions_revoke_of_a_batch_partition_abandons_the_batch():
 
 
 def test_partitions_new_batch_forgets_earlier_revocations():
-    parts = Partitions(Health(), lambda: False)
+    parts = Partitions(Health(), lambda: False, NeverCommitted())
     parts.assign([TopicPartition("t", 0)])
     parts.revoke([TopicPartition("t", 0)])
     parts.assign([TopicPartition("t", 0)])
