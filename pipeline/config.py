@@ -86,6 +86,11 @@ class WorkerConfig(_Model):
     #: the copies Debezium sends again after Connect restarts
     #: (:mod:`pipeline.redelivery`); 0 turns it off.
     redelivery_window: int = Field(20_000, ge=0)
+    #: Seconds between two looks at the load marks of the worker's views in
+    #: its stores (:mod:`pipeline.loaded`): a store that lost a view is
+    #: reported, and one loaded again seen whole, within this. Each look is
+    #: one request per view and store.
+    load_mark_check_s: float = Field(10.0, gt=0)
 
 
 class StackConfig(_Model):

@@ -26,9 +26,10 @@ A worker that finds records of a view's topic dropped before it read them
 (:mod:`pipeline.gaps`) takes the view's marks away (:meth:`Watch.gap`).
 
 :class:`Watch` looks at the marks when the worker starts and every
-:data:`CHECK_INTERVAL_S`. A view a sink holds unmarked while the group has
-committed offsets is logged as an error naming the way out (``readside
-snapshot VIEW --sink NAME``, which loads it while the worker goes on), and
+``worker.load_mark_check_s`` (:data:`CHECK_INTERVAL_S`). A view a sink holds
+unmarked while the group has committed offsets is logged as an error naming
+the way out (``readside snapshot VIEW --sink NAME``, which loads it while the
+worker goes on), and
 shown by the gauge ``readside_view_unloaded{view,sink}``; once marked again,
 a line says so. The worker does not stop: the documents it writes are right,
 and the load needs nothing of it.
@@ -54,7 +55,8 @@ from pipeline.metrics import UNLOADED
 
 logger = logging.getLogger(__name__)
 
-#: seconds between two looks at the marks while the worker runs
+#: seconds between two looks at the marks while the worker runs, unless
+#: ``worker.load_mark_check_s`` says otherwise
 CHECK_INTERVAL_S = 10.0
 #: seconds between two error lines about the same unloaded view
 REPEAT_S = 600.0
@@ -105,6 +107,7 @@ class Watch:
         ]
         self.topics = view_topics(cfg, {v for v, _s in self.pairs})
         self.clock = clock
+        self.interval = cfg.worker.load_mark_check_s
         #: unloaded pairs, with when their error was last logged
         self.unloaded: dict[Pair, float] = {}
         self._next = 0.0
@@ -131,7 +134,7 @@ class Watch:
                 self._start_pair(pair, read[pair[0]], cut)
             except FatalError as exc:
                 self._give_up(pair, exc)
-        self._next = self.clock() + CHECK_INTERVAL_S
+        self._next = self.clock() + self.interval
 
     def _start_pair(self, pair: Pair, read: bool, cut: Mapping[str, str]) -> None:
         if self._marked(pair):
@@ -217,7 +220,7 @@ class Watch:
     def check(self) -> None:
         """Look at every mark again; a store that does not answer is asked
         again at the next check (the writes wait its outage out)."""
-        self._next = self.clock() + CHECK_INTERVAL_S
+        self._next = self.clock() + self.interval
         for pair in list(self.pairs):
             try:
                 marked = self._marked(pair)

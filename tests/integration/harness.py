@@ -389,6 +389,7 @@ def build_config(
             "backoff_initial_ms": 100,
             "backoff_max_ms": 1000,
             "shutdown_timeout_s": 20,
+            "load_mark_check_s": 1.0,
             **(worker or {}),
         },
     }

@@ -53,7 +53,7 @@ def test_records_dropped_before_the_worker_read_them_are_said_and_loaded(
     p.sql("UPDATE items SET price = 0 WHERE id = 15")  # after the gap: applied
 
     worker = p.start_worker()
-    dropped = f"topic {topic} dropped records "
+    dropped = f"topic {topic} dropped record"  # one, or records A-B
     p.wait_log(worker, f"ERROR pipeline.worker {dropped}")
     for view in ("items", "shelf"):
         p.wait_log(
