@@ -137,11 +137,27 @@ class Watch:
         self._next = self.clock() + self.interval
 
     def _start_pair(self, pair: Pair, read: bool, cut: Mapping[str, str]) -> None:
-        if self._marked(pair):
-            self._record_whole(pair)  # whole, whatever an earlier run said
-            return
         view, sink = pair
         lost = [cut[t] for t in self.topics[view] if t in cut]
+        if self._marked(pair):
+            if read or not lost:
+                self._record_whole(pair)  # whole, whatever an earlier run said
+                return
+            # Held whole once, yet the group read nothing: it reads the topics
+            # from a start past records it never applied (pipeline.gaps).
+            self.sinks[sink].unmark(view)  # type: ignore[attr-defined]
+            UNLOADED.labels(view=view, sink=sink).set(1)
+            self._why[pair] = (
+                "its group has no committed offset on the view's topics while "
+                "the store holds the view (the offsets expired after the "
+                "broker's offsets.retention.minutes with no worker running, or "
+                "kafka.group_id or the worker's --views or --sinks changed), so "
+                f"it reads them from their first records, but {'; '.join(lost)}: "
+                "the changes in the records dropped before are in no store",
+                f"readside snapshot {view} --rebuild",
+            )
+            self._report(pair)
+            return
         if not read and self._first_start and not lost:
             self.sinks[sink].mark_loaded(view)  # type: ignore[attr-defined]
             UNLOADED.labels(view=view, sink=sink).set(0)

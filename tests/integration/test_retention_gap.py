@@ -30,26 +30,7 @@ def test_records_dropped_before_the_worker_read_them_are_said_and_loaded(
     p, worker = started(make_pipeline, BOTH_VIEWS)
     topic = p.config.source.topic("public.items")
     worker.terminate()
-    p.set_topic_configs(topic, {"cleanup.policy": "delete"})
-    before = p.high_watermarks()
-    p.sql("UPDATE items SET name = 'unseen ' || id WHERE id <= 6")
-    p.sql("DELETE FROM items WHERE id = 20")
-
-    def grown() -> int:
-        ends = p.high_watermarks()
-        return sum(ends[k] - before[k] for k in ends if k[0] == topic)
-
-    wait_for(lambda: grown() >= 8, 60, "6 updates, a delete and its tombstone")
-    # what retention does to records older than retention.ms: gone, read or not
-    ends = p.high_watermarks()
-    cut = [
-        TopicPartition(t, q, end)
-        for (t, q), end in ends.items()
-        if t == topic and end > before[(t, q)]
-    ]
-    admin = kafkaclient.admin(p.config.kafka)
-    for fut in admin.delete_records(cut).values():
-        fut.result(30)
+    _cut_unread_changes(p, topic)
     p.sql("UPDATE items SET price = 0 WHERE id = 15")  # after the gap: applied
 
     worker = p.start_worker()
@@ -106,3 +87,70 @@ def _unloaded(p: Pipeline) -> dict[str, str]:
     """The load ``readside status --json`` names for each view not whole."""
     rows = json.loads(p.run_cli("status", "--json").stdout)["views"]
     return {r["view"]: r["unloaded_load"] for r in rows if r["unloaded_since_ms"]}
+
+
+def _cut_unread_changes(p: Pipeline, topic: str) -> None:
+    """With no worker running: rows 1-6 updated and row 20 deleted, and
+    then their records dropped from ``topic``, as its retention would."""
+    p.set_topic_configs(topic, {"cleanup.policy": "delete"})
+    before = p.high_watermarks()
+    p.sql("UPDATE items SET name = 'unseen ' || id WHERE id <= 6")
+    p.sql("DELETE FROM items WHERE id = 20")
+
+    def grown() -> int:
+        ends = p.high_watermarks()
+        return sum(ends[k] - before[k] for k in ends if k[0] == topic)
+
+    wait_for(lambda: grown() >= 8, 60, "6 updates, a delete and its tombstone")
+    # what retention does to records older than retention.ms: gone, read or not
+    ends = p.high_watermarks()
+    cut = [
+        TopicPartition(t, q, end)
+        for (t, q), end in ends.items()
+        if t == topic and end > before[(t, q)]
+    ]
+    admin = kafkaclient.admin(p.config.kafka)
+    for fut in admin.delete_records(cut).values():
+        fut.result(30)
+
+
+def test_a_group_that_lost_its_offsets_on_a_cut_topic_is_said(make_pipeline):
+    """The group's committed offsets are gone (expired after the broker's
+    offsets.retention.minutes with no worker running; here deleted) while
+    the store holds the views, and the topic dropped the changes meanwhile:
+    the worker reads the topic from its first record, past changes it never
+    applied. It must take the marks away and name the rebuild."""
+    p, worker = started(make_pipeline, BOTH_VIEWS)
+    topic = p.config.source.topic("public.items")
+    worker.terminate()
+    _cut_unread_changes(p, topic)
+    admin = kafkaclient.admin(p.config.kafka)
+    for fut in admin.delete_consumer_groups([p.config.kafka.group_id]).values():
+        fut.result(30)
+
+    worker = p.start_worker()
+    for view in ("items", "shelf"):
+        p.wait_log(
+            worker,
+            f"view {view} is not whole in sink redis: its load mark is missing; "
+            "its group has no committed offset on the view's topics while the "
+            "store holds the view",
+        )
+    p.wait_log(
+        worker, "Load it while the worker goes on: readside snapshot items --rebuild"
+    )
+    # the partitions hold no record to apply (nor to commit past)
+    for drift in p.verify():
+        assert drift.differing == UNSEEN, drift
+        assert drift.extra == ["20"], drift
+    wait_for(
+        lambda: (
+            _unloaded(p)
+            == {
+                "items": "readside snapshot items --rebuild",
+                "shelf": "readside snapshot shelf --rebuild",
+            }
+        ),
+        30,
+        "status to name each view's rebuild",
+    )

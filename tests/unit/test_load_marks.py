@@ -352,3 +352,29 @@ def test_records_dropped_unread_take_the_marks_away_until_a_load(cfg, caplog) ->
     mark_loaded(sinks, [view])
     watch.check()
     assert rec.said[len(lost_pairs) :] == [("whole", view, s) for _v, s in lost_pairs]
+
+
+def test_a_view_held_whole_whose_group_lost_its_offsets_on_a_cut_topic(
+    cfg, caplog
+) -> None:
+    """The group's offsets expired (or its name changed) while the store
+    holds the view, and the topic dropped records meanwhile: the worker
+    reads from a start past records it never applied, so the marks go and
+    the rebuild is named. Without the cut, the view stays whole."""
+    topic, cut_pairs, others = _cut(cfg)
+    (view,) = {v for v, _s in cut_pairs}
+    for policy, cut in (("compact", False), ("delete", True)):
+        sinks = _sinks(cfg)
+        mark_loaded(sinks, list(cfg.effective_views()))
+        caplog.clear()
+        watch = _watch(cfg, sinks, policy=policy)
+        watch.start(Group(set(), list(cfg.view_topics()), {(topic, 1): 40}))
+        unmarked = {(v, s) for v, s in watch.pairs if not sinks[s].loaded(v)}
+        assert unmarked == (set(cut_pairs) if cut else set()), policy
+        assert all(sinks[s].loaded(v) for v, s in watch.pairs if v in others)
+        errors = _errors(caplog)
+        assert len(errors) == (len(cut_pairs) if cut else 0), errors
+        for said in errors:
+            assert "its group has no committed offset on the view's topics" in said
+            assert f"topic {topic} (cleanup.policy delete) no longer holds" in said
+            assert said.endswith(f"readside snapshot {view} --rebuild")
