@@ -10,8 +10,8 @@ holds (``auto.offset.reset``). The changes in the records it skipped are in
 no store, and nothing else would ever say so.
 
 :class:`Gaps` sees that jump. For each partition it knows the offset the
-next record must have, which is the committed offset after an assignment,
-or the offset a seek went back to. When a batch's first record of a
+next record must have: the committed offset after an assignment, the offset
+a seek went back to, or the one after the last batch. When a batch's first record of a
 partition comes later than that, and the partition now begins past it, the
 records in between were dropped unread. This is a :class:`Gap`. The worker
 then takes the load marks of the views reading that topic away from their
@@ -31,7 +31,7 @@ consumer keeps from its fetches, so the check costs no request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -107,27 +107,23 @@ class Gaps:
         self._next[part] = offset
         self._unread.discard(part)
 
-    def check(self, msgs: Sequence[Any], consumer: Any) -> list[Gap]:
-        """The gaps before the records of ``msgs`` (a batch, in partition
-        order), which become the records read last; and those of every
-        partition assigned since the last batch, whose committed offset the
-        partition no longer holds (it may bring no record for long)."""
+    def check(self, first: Mapping[Part, int], consumer: Any) -> list[Gap]:
+        """The gaps before a batch whose first record of each partition is
+        at ``first``; and those of every partition assigned since the last
+        batch whose committed offset the partition no longer holds (it may
+        bring no record for long)."""
         gaps = self._assigned(consumer) if self._unread else []
-        first: dict[Part, int] = {}
-        last: dict[Part, int] = {}
-        for m in msgs:
-            key = (m.topic(), m.partition())
-            if key not in first:
-                first[key] = m.offset()
-            last[key] = m.offset()
         for key, offset in first.items():
             expected = self._next.get(key)
             if expected is not None and offset > expected:
                 start = _log_start(consumer, key)
                 if start > expected:
                     gaps.append(Gap(key[0], key[1], expected, min(start, offset)))
-            self._next[key] = last[key] + 1
         return gaps
+
+    def advance(self, nexts: Mapping[Part, int]) -> None:
+        """A batch was read up to ``nexts``: each partition's next record."""
+        self._next.update(nexts)
 
     def _assigned(self, consumer: Any) -> list[Gap]:
         """Read the committed offsets of the partitions assigned since the

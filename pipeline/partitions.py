@@ -141,6 +141,7 @@ class Partitions:
         for key, offset in self._resumed.items():
             if key in self.assigned:
                 nexts[key] = max(nexts.get(key, 0), offset)
+        self.gaps.advance(nexts)
         return [
             TopicPartition(
                 *part,
@@ -177,10 +178,15 @@ class Partitions:
         """A batch of ``msgs`` starts: it is given up if a rebalance takes
         one of its partitions before it is committed. Returns the records
         its partitions dropped before the worker read them."""
-        self._batch = {(m.topic(), m.partition()) for m in msgs}
+        first: dict[Part, int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            if key not in first:
+                first[key] = m.offset()
+        self._batch = set(first)
         self._revoked.clear()
         self._replay_from = {}
-        gaps = self.gaps.check(msgs, self.consumer)
+        gaps = self.gaps.check(first, self.consumer)
         self._resumed = {(g.topic, g.partition): g.resumed for g in gaps}
         return gaps
 

@@ -338,7 +338,7 @@ class Worker:
                 if v in self.views and self._applies(v, gap)
             )
             if not views:  # the heartbeat topic, or before an epoch
-                logger.info("%s (no view reads it)", gaps_said([gap]))
+                logger.info("%s (no view applies them)", gaps_said([gap]))
                 continue
             logger.error("%s; views: %s", gaps_said([gap]), ", ".join(views))
             for view in views:
