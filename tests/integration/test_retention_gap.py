@@ -49,21 +49,7 @@ def test_records_dropped_before_the_worker_read_them_are_said_and_loaded(
             f"snapshot {view} --rebuild",
         )
     p.wait_drained(timeout=120)
-    for drift in p.verify():  # the changes in the dropped records, no more
-        assert drift.differing == UNSEEN, drift
-        assert drift.extra == ["20"], drift
-        assert drift.missing == [], drift
-    wait_for(
-        lambda: (
-            _unloaded(p)
-            == {
-                "items": "readside snapshot items --rebuild",
-                "shelf": "readside snapshot shelf --rebuild",
-            }
-        ),
-        30,
-        "status to name each view's load",
-    )
+    _assert_stale_and_said(p)
 
     # the missing mark is the report: a restart says it again
     worker.terminate()
@@ -140,9 +126,16 @@ def test_a_group_that_lost_its_offsets_on_a_cut_topic_is_said(make_pipeline):
         worker, "Load it while the worker goes on: readside snapshot items --rebuild"
     )
     # the partitions hold no record to apply (nor to commit past)
+    _assert_stale_and_said(p)
+
+
+def _assert_stale_and_said(p: Pipeline) -> None:
+    """The stores lack the dropped changes, no more, and status names each
+    view's rebuild."""
     for drift in p.verify():
         assert drift.differing == UNSEEN, drift
         assert drift.extra == ["20"], drift
+        assert drift.missing == [], drift
     wait_for(
         lambda: (
             _unloaded(p)

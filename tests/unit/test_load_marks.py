@@ -267,17 +267,28 @@ class Recorder:
         self.said.append(("whole", view, sink))
 
 
-def test_each_change_of_state_is_recorded_for_status(cfg) -> None:
-    sinks = _sinks(cfg)
-    clock, rec = Clock(), Recorder()
-    watch = Watch(
+def _recorded(
+    cfg: config.Config,
+    sinks: dict[str, MemorySink],
+    clock: Clock,
+    rec: Recorder,
+    policy: str,
+) -> Watch:
+    """A watch whose states go to ``rec`` (checkpoint records)."""
+    return Watch(
         cfg,
         list(cfg.effective_views()),
         sinks,
         clock,
         rec,  # type: ignore[arg-type]
-        _settings("compact"),
+        _settings(policy),
     )
+
+
+def test_each_change_of_state_is_recorded_for_status(cfg) -> None:
+    sinks = _sinks(cfg)
+    clock, rec = Clock(), Recorder()
+    watch = _recorded(cfg, sinks, clock, rec, "compact")
     watch.start(Group(set(), list(cfg.view_topics())))
     assert rec.said == [("whole", v, s) for v, s in watch.pairs]  # clears old ones
     view, sink = watch.pairs[0]
@@ -322,14 +333,7 @@ def test_records_dropped_unread_take_the_marks_away_until_a_load(cfg, caplog) ->
     (view,) = {v for v, _s in lost_pairs}
     sinks = _sinks(cfg)
     clock, rec = Clock(), Recorder()
-    watch = Watch(
-        cfg,
-        list(cfg.effective_views()),
-        sinks,
-        clock,
-        rec,  # type: ignore[arg-type]
-        _settings("delete"),
-    )
+    watch = _recorded(cfg, sinks, clock, rec, "delete")
     watch.start(Group({topic, *cfg.view_topics()}, list(cfg.view_topics())))
     mark_loaded(sinks, list(cfg.effective_views()))  # whole before the gap
     watch.check()
