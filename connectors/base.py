@@ -200,8 +200,8 @@ class LoadMarks(Protocol):
 
     def unmark(self, view: str) -> None:
         """Take the mark of ``view`` away: the store lacks changes the stream
-        no longer holds (:mod:`pipeline.gaps`), so only a load from the
-        source makes it whole again."""
+        no longer holds (:mod:`pipeline.gaps`), so only a rebuild from the
+        source makes it whole again. The documents stay."""
         ...
 
 

@@ -11,13 +11,13 @@ no store, and nothing else would ever say so.
 
 :class:`Gaps` sees that jump. For each partition it knows the offset the
 next record must have: the committed offset after an assignment, the offset
-a seek went back to, or the one after the last batch. When a batch's first record of a
-partition comes later than that, and the partition now begins past it, the
-records in between were dropped unread. This is a :class:`Gap`. The worker
-then takes the load marks of the views reading that topic away from their
-stores (:meth:`pipeline.loaded.Watch.gap`), so the loss is reported until a
-load from the source makes the view whole again. That holds over restarts
-too, because the missing mark is itself the report.
+a seek went back to, or the one after the last batch. When a batch's first
+record of a partition comes later than that, and the partition now begins
+past it, the records in between were dropped unread. This is a
+:class:`Gap`. The worker then takes the load marks of the views reading that
+topic away from their stores (:meth:`pipeline.loaded.Watch.gap`), so the
+loss is reported until a rebuild makes the view whole again. That holds over
+restarts too, because the missing mark is itself the report.
 
 A partition assigned at a committed offset it no longer holds is a gap
 found at the next batch, whether or not it brings a record of it.

@@ -145,18 +145,15 @@ class Watch:
                 return
             # Held whole once, yet the group read nothing: it reads the topics
             # from a start past records it never applied (pipeline.gaps).
-            self.sinks[sink].unmark(view)  # type: ignore[attr-defined]
-            UNLOADED.labels(view=view, sink=sink).set(1)
-            self._why[pair] = (
+            self._take_away(
+                pair,
                 "its group has no committed offset on the view's topics while "
                 "the store holds the view (the offsets expired after the "
                 "broker's offsets.retention.minutes with no worker running, or "
                 "kafka.group_id or the worker's --views or --sinks changed), so "
                 f"it reads them from their first records, but {'; '.join(lost)}: "
                 "the changes in the records dropped before are in no store",
-                f"readside snapshot {view} --rebuild",
             )
-            self._report(pair)
             return
         if not read and self._first_start and not lost:
             self.sinks[sink].mark_loaded(view)  # type: ignore[attr-defined]
@@ -255,23 +252,26 @@ class Watch:
         """The stream lost changes of ``views`` before the worker read them
         (:mod:`pipeline.gaps`; each with what it lost): take their marks
         away in every store, so that they are reported not whole until a
-        load from the source marks them again, across restarts too.
+        rebuild marks them again, across restarts too.
 
         Raises:
             TransientError: a store did not answer (the caller retries, and
                 commits nothing past the gap meanwhile).
         """
         for pair in self.pairs:
-            view, sink = pair
-            if view not in views:
-                continue
-            self.sinks[sink].unmark(view)  # type: ignore[attr-defined]
-            UNLOADED.labels(view=view, sink=sink).set(1)
-            # a rebuild, not a load: a delete the topic dropped left a
-            # document no load from the source removes
-            self._why[pair] = (views[view], f"readside snapshot {view} --rebuild")
-            self.unloaded.pop(pair, None)  # said and recorded now
-            self._report(pair)
+            if pair[0] in views:
+                self._take_away(pair, views[pair[0]])
+
+    def _take_away(self, pair: Pair, why: str) -> None:
+        """Unmark ``pair``'s view in its store, then say and record why.
+        The load named is a rebuild, not a load: a delete the topic dropped
+        left a document that no load from the source removes."""
+        view, sink = pair
+        self.sinks[sink].unmark(view)  # type: ignore[attr-defined]
+        UNLOADED.labels(view=view, sink=sink).set(1)
+        self._why[pair] = (why, f"readside snapshot {view} --rebuild")
+        self.unloaded.pop(pair, None)  # said and recorded now
+        self._report(pair)
 
     def _marked(self, pair: Pair) -> bool:
         view, sink = pair

@@ -59,11 +59,10 @@ import time
 from collections.abc import Callable, Iterable
 
 from connectors import debezium
-from pipeline import deletewindow, kafkaclient, layout, layoutguard
+from pipeline import layout, layoutguard
 from pipeline.config import Config
-from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError
-from pipeline.snapshot import fill
+from pipeline.snapshot import fill, replay
 from pipeline.snapshot.load import send_signal
 from pipeline.views import View
 
@@ -162,8 +161,7 @@ def _drops_records(cfg: Config, topic: str) -> bool:
     records of deletes a worker fell behind (:mod:`pipeline.gaps`), so a
     replay from its start would bring part of the rows and keep rows deleted
     at the source. A new epoch takes every row from the source instead."""
-    settings = topic_configs(kafkaclient.admin(cfg.kafka), [topic]).get(topic, {})
-    policy = deletewindow.delete_policy(settings)
+    policy = replay.dropping_policy(cfg, topic)
     if policy is not None:
         logger.info(
             "new view epoch needed: topic %s has cleanup.policy %s", topic, policy

@@ -95,21 +95,27 @@ def topic_spans(consumer: Consumer, topic: str) -> list[Span]:
     return spans
 
 
+def dropping_policy(cfg: Config, topic: str) -> str | None:
+    """``topic``'s ``cleanup.policy`` if it includes ``delete`` (the broker
+    asked), else None."""
+    settings = topic_configs(kafkaclient.admin(cfg.kafka), [topic]).get(topic, {})
+    return deletewindow.delete_policy(settings)
+
+
 def require_whole(cfg: Config, view: str, topic: str) -> None:
     """Refuse to build table view ``view`` from ``topic`` unless the topic
     keeps every row: compacted, and never cut by retention.
 
     A topic whose ``cleanup.policy`` includes ``delete`` (made by hand, or
     by a broker with its defaults) drops the records of rows that have not
-    changed within its retention; a replay of it, or a rebuild's catch-up
-    from its start, would load only the rows changed lately, and the view
-    would be called whole.
+    changed within its retention; a replay of it would load only the rows
+    changed lately, and the view would be called whole (a rebuild takes a
+    new epoch instead: :mod:`pipeline.snapshot.epoch`).
 
     Raises:
         ConfigError: the topic deletes old records.
     """
-    settings = topic_configs(kafkaclient.admin(cfg.kafka), [topic])[topic]
-    policy = deletewindow.delete_policy(settings)
+    policy = dropping_policy(cfg, topic)
     if policy is not None:
         raise ConfigError(
             f"topic {topic} has cleanup.policy {policy}: it drops the records of "
