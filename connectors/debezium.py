@@ -255,15 +255,47 @@ def apply(cfg: Config) -> dict[str, Any]:
     prepare_source(cfg)
     client = ConnectClient.of(cfg.connect)
     settings = connector_config(cfg)
-    result = client.request(
-        "PUT", f"/connectors/{cfg.connect.connector}/config", settings
-    )
+    path = f"/connectors/{cfg.connect.connector}"
+    before = client.request("GET", f"{path}/status") or {}
+    result = client.request("PUT", f"{path}/config", settings)
+    if _failed(before):
+        _restart_failed(client, path)
     logger.info(
         "connector applied name=%s tables=%d",
         cfg.connect.connector,
         len(cfg.source.tables),
     )
     return dict(result or {})
+
+
+def _failed(status: dict[str, Any]) -> bool:
+    return any(t.get("state") == "FAILED" for t in status.get("tasks", []))
+
+
+def _restart_failed(
+    client: ConnectClient, path: str, within_s: float = 20.0, every_s: float = 3.0
+) -> None:
+    """Restart the connector's failed tasks on its new config: a task that
+    failed stays failed until restarted, whatever the config now says (the
+    setting that was its way out, say). Connect restarts them while it
+    takes the new config in, so the restart is asked again, every
+    ``every_s``, while the status still shows one failed, for up to
+    ``within_s``; a task that fails on the new config too is then
+    :func:`wait_running`'s to report."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            client.request("POST", f"{path}/restart?includeTasks=true&onlyFailed=true")
+        except TransientError as exc:  # rebalancing: asked again below
+            logger.info("failed task not restarted yet error=%s", exc)
+        time.sleep(every_s)
+        try:
+            if not _failed(client.request("GET", f"{path}/status") or {}):
+                return
+        except TransientError:
+            pass
+        if time.monotonic() > deadline:
+            return
 
 
 def delete(cfg: Config) -> bool:
@@ -324,9 +356,8 @@ class SlotState:
             out.append(
                 f"replication slot {self.name} lost WAL it needed (wal_status "
                 "lost, max_slot_wal_keep_size): the connector cannot resume "
-                "and the changes in between are gone; recreate the connector "
-                "and its slot (readside connector delete --drop-slot, then "
-                "apply) and reload every view (readside snapshot VIEW --rebuild)"
+                "and the changes in between are gone; drop the slot "
+                f"(readside connector delete --drop-slot), then {_READ_AGAIN}"
             )
         elif self.wal_status == "unreserved":
             out.append(
@@ -385,16 +416,46 @@ def status(cfg: Config) -> dict[str, Any]:
     else:
         out["state"] = st["connector"]["state"]
         out["tasks"] = [
-            {"id": t["id"], "state": t["state"], "trace": t.get("trace", "")[:300]}
+            {
+                "id": t["id"],
+                "state": t["state"],
+                "trace": t.get("trace", "")[:300],
+                # said far into the trace, past the offsets it prints
+                "position_gone": t["state"] == "FAILED"
+                and POSITION_GONE in t.get("trace", ""),
+            }
             for t in st.get("tasks", [])
         ]
         try:
             drift = connector_problems(cfg, client)
         except (TransientError, FatalError) as exc:
             drift = [f"connector {cfg.connect.connector}'s config not read: {exc}"]
+        drift += [position_gone(t["id"]) for t in out["tasks"] if t["position_gone"]]
     out.update(slot_report(cfg))
     out["capture_warnings"] = drift + out["capture_warnings"]
     return out
+
+
+#: what a Debezium task that failed says when the WAL position it keeps in
+#: Connect's offsets is gone from its replication slot
+POSITION_GONE = "no longer available on the server"
+#: what the way out of a lost position is, said by both warnings
+_READ_AGAIN = (
+    "set source.snapshot_mode: when_needed and run readside connector apply: "
+    "Debezium reads every table whole again, and the workers then name the "
+    "load of each view (readside snapshot VIEW --from-source, which also "
+    "removes the rows deleted meanwhile: no record says so)"
+)
+
+
+def position_gone(task: int) -> str:
+    """The warning of a task that failed because its position is gone."""
+    return (
+        f"connector task {task} cannot resume: the position in the WAL it "
+        "keeps is gone from its replication slot (the slot dropped or made "
+        "again, a failover, max_slot_wal_keep_size), so the changes after it "
+        f"never reached the topics; {_READ_AGAIN}"
+    )
 
 
 def connector_problems(cfg: Config, client: ConnectClient | None = None) -> list[str]:
@@ -461,8 +522,11 @@ def wait_running(cfg: Config, timeout_s: float = 120.0) -> dict[str, Any]:
             time.sleep(1)
             continue
         tasks = st.get("tasks", [])
-        if any(t["state"] == "FAILED" for t in tasks):
-            raise FatalError(f"connector task failed: {tasks[0]['trace']}")
+        failed = [t for t in tasks if t["state"] == "FAILED"]
+        if failed:
+            if failed[0]["position_gone"]:
+                raise FatalError(position_gone(failed[0]["id"]))
+            raise FatalError(f"connector task failed: {failed[0]['trace']}")
         if (
             st.get("state") == "RUNNING"
             and tasks

@@ -26,10 +26,12 @@ def test_an_inactive_slot_says_how_much_wal_it_keeps_and_what_to_do():
     assert "connector delete --drop-slot" in warning
 
 
-def test_a_slot_that_lost_wal_says_the_views_must_be_rebuilt_first():
+def test_a_slot_that_lost_wal_says_how_the_tables_are_read_again():
     lost = _slot(active=False, wal_status="lost").warnings()
     assert "lost WAL it needed" in lost[0]
-    assert "--rebuild" in lost[0]
+    assert "readside connector delete --drop-slot" in lost[0]
+    assert "set source.snapshot_mode: when_needed" in lost[0]
+    assert "readside snapshot VIEW --from-source" in lost[0]
     assert "is inactive" in lost[1]
     (unreserved,) = _slot(wal_status="unreserved").warnings()
     assert "past max_slot_wal_keep_size" in unreserved
