@@ -131,6 +131,11 @@ class ChangeEvent:
     #: Debezium sends changes again (:mod:`pipeline.redelivery`); None for
     #: snapshot rows and records without it
     stream_pos: tuple[int, int] | None = None
+    #: a row of Debezium's initial or blocking snapshot (``source.snapshot``
+    #: true, first, last, ...): its table read whole at one LSN, ahead of the
+    #: stream that follows it; not an incremental snapshot's row
+    #: (:mod:`pipeline.retaken`)
+    whole_read: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,11 +248,13 @@ class Watch:
             if not marked:
                 self._report(pair)
 
-    def gap(self, views: Mapping[str, str]) -> None:
-        """The stream lost changes of ``views`` before the worker read them
-        (:mod:`pipeline.gaps`; each with what it lost): take their marks
-        away in every store, so that they are reported not whole until a
-        rebuild marks them again, across restarts too.
+    def gap(self, views: Mapping[str, str], load: str = "--rebuild") -> None:
+        """The stream lost changes of ``views`` (each with what it lost):
+        records dropped before the worker read them (:mod:`pipeline.gaps`),
+        or a table read whole again (:mod:`pipeline.retaken`, ``load``
+        ``--from-source``). Take their marks away in every store, so that
+        they are reported not whole until ``readside snapshot VIEW LOAD``
+        marks them again, across restarts too.
 
         Raises:
             TransientError: a store did not answer (the caller retries, and
@@ -260,16 +262,17 @@ class Watch:
         """
         for pair in self.pairs:
             if pair[0] in views:
-                self._take_away(pair, views[pair[0]])
+                self._take_away(pair, views[pair[0]], load)
 
-    def _take_away(self, pair: Pair, why: str) -> None:
-        """Unmark ``pair``'s view in its store, then say and record why.
-        The load named is a rebuild, not a load: a delete the topic dropped
-        left a document that no load from the source removes."""
+    def _take_away(self, pair: Pair, why: str, load: str = "--rebuild") -> None:
+        """Unmark ``pair``'s view in its store, then say and record why,
+        naming ``readside snapshot VIEW LOAD``. A rebuild by default, not a
+        load: a delete the topic dropped left a document that no load from
+        the source removes."""
         view, sink = pair
         self.sinks[sink].unmark(view)  # type: ignore[attr-defined]
         UNLOADED.labels(view=view, sink=sink).set(1)
-        self._why[pair] = (why, f"readside snapshot {view} --rebuild")
+        self._why[pair] = (why, f"readside snapshot {view} {load}")
         self.unloaded.pop(pair, None)  # said and recorded now
         self._report(pair)
 

@@ -23,6 +23,7 @@ from pipeline.events import (
     Upsert,
 )
 from pipeline.redelivery import Redeliveries
+from pipeline.retaken import Retaken
 from pipeline.source.json_converter import JsonConverter
 from pipeline.source.records import Converter, Heartbeat, RawMessage
 from pipeline.toast import needs_source
@@ -64,6 +65,9 @@ class Batch:
     #: the batch's change events: committed with the offsets, it is what the
     #: read-your-writes watermark reads (query/watermark.py)
     commit_lsns: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: per partition, the first row of a table read whole again after the
+    #: partition streamed changes (:mod:`pipeline.retaken`)
+    retaken: dict[tuple[str, int], Retaken] = field(default_factory=dict)
 
 
 def position_of(msg: RawMessage) -> Position:
@@ -178,11 +182,12 @@ class Processor:
                         Heartbeat(decoded.commit_ts_ms, pos, decoded.lsn)
                     )
                 continue
-            if self.redeliveries is not None and self.redeliveries.is_copy(
-                msg.key(), decoded
-            ):
-                batch.copies += 1
-                continue
+            if self.redeliveries is not None:
+                if decoded.whole_read:
+                    self._retaken(batch, decoded)
+                elif self.redeliveries.is_copy(msg.key(), decoded):
+                    batch.copies += 1
+                    continue
             events.append((msg, decoded))
         filled = self._fill(fill, [ev for _m, ev in events])
         for msg, decoded in events:
@@ -225,6 +230,19 @@ class Processor:
                 self._deletes[(pos.topic, pos.partition)] = (msg.key(), pos.offset)
         batch.ops = {v: coalesce(ops) for v, ops in raw_ops.items()}
         return batch
+
+    def _retaken(self, batch: Batch, event: ChangeEvent) -> None:
+        """Note ``event``, a snapshot's row, in ``batch.retaken`` when its
+        partition read changes or another snapshot at lower LSNs before it."""
+        pos = event.position
+        part = (pos.topic, pos.partition)
+        if event.lsn is None or part in batch.retaken:
+            return
+        before = self.redeliveries.read_whole_again(part, event.lsn)  # type: ignore[union-attr]
+        if before is not None:
+            batch.retaken[part] = Retaken(
+                pos.topic, pos.partition, pos.offset, event.lsn, before
+            )
 
     def _delete_read(self, key: object, pos: Position, previous: int | None) -> bool:
         """Whether the delete this tombstone follows (the record right before

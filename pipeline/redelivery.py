@@ -78,16 +78,29 @@ class PartitionLog(Protocol):
         ...
 
 
-def mark_text(pos: StreamPos | None) -> str:
-    return "" if pos is None else f"{pos[0]}/{pos[1]}"
+def mark_text(pos: StreamPos | None, snapshot_lsn: int | None = None) -> str:
+    """The mark committed with an offset: the highest stream position read,
+    then after an ``@`` the LSN of the last table snapshot read
+    (:mod:`pipeline.retaken`)."""
+    stream = "" if pos is None else f"{pos[0]}/{pos[1]}"
+    return stream if snapshot_lsn is None else f"{stream}@{snapshot_lsn}"
 
 
 def parse_mark(text: str | None) -> StreamPos | None:
     try:
-        a, b = (text or "").split(";")[0].split("/")
+        a, b = (text or "").split(";")[0].split("@")[0].split("/")
         return (int(a), int(b))
     except ValueError:
         return None  # none committed, or written by another tool
+
+
+def parse_snapshot_lsn(text: str | None) -> int | None:
+    """The snapshot LSN of :func:`mark_text` (None: none written)."""
+    _stream, sep, lsn = (text or "").split(";")[0].partition("@")
+    try:
+        return int(lsn) if sep else None
+    except ValueError:
+        return None
 
 
 def commit_metadata(mark: str, commit_lsn: int | None) -> str:
@@ -120,6 +133,11 @@ class Redeliveries:
         self._tomb: dict[Part, tuple[Key, int | None]] = {}
         #: per partition: the highest stream position read (or committed)
         self._mark: dict[Part, StreamPos | None] = {}
+        #: per partition: the LSN of the last table snapshot read (or
+        #: committed): :meth:`read_whole_again`
+        self._snapshot: dict[Part, int | None] = {}
+        #: partitions whose committed mark was read
+        self._loaded: set[Part] = set()
         #: per partition: the first offset read since it was assigned
         self._first: dict[Part, int] = {}
         self._primed: set[Part] = set()
@@ -127,10 +145,11 @@ class Redeliveries:
     def is_copy(self, key: Key, event: ChangeEvent) -> bool:
         """Whether ``event`` (whose record key is ``key``) is a copy of a change
         read before; remembers it otherwise."""
-        if self.window <= 0:
-            return False
         pos = event.position
         part = (pos.topic, pos.partition)
+        if self.window <= 0:
+            self._advance(part, event.stream_pos)  # for :meth:`streamed`
+            return False
         if event.op is Op.TOMBSTONE:
             return self._tombstone_of_copy(part, key, pos.offset)
         if event.lsn is None or event.snapshot or event.op is Op.READ:
@@ -155,17 +174,52 @@ class Redeliveries:
         metrics.REDELIVERED.labels(pos.topic).inc()
         return True
 
+    def read_whole_again(self, part: Part, lsn: int) -> int | None:
+        """For a row of a table snapshot taken at ``lsn`` (Debezium's initial
+        or blocking one) read in ``part``: the highest LSN the partition
+        read before it (changes, or the rows of an earlier snapshot) when
+        that is lower, so that this snapshot read its table whole again
+        (:mod:`pipeline.retaken`); else None, and the snapshot is noted.
+        Read from the committed mark when this worker read nothing of the
+        partition yet.
+
+        A snapshot read again is not noted: :meth:`note_snapshot` does it
+        once the loss is reported, so that a batch given up finds it again.
+        """
+        self._load(part)
+        mark, last = self._mark.get(part), self._snapshot.get(part)
+        before = max(mark[1] if mark else -1, last if last is not None else -1)
+        if before < 0 or lsn <= before:
+            if last is None or lsn > last:
+                self._snapshot[part] = lsn
+            return None
+        return before
+
+    def note_snapshot(self, part: Part, lsn: int) -> None:
+        """The snapshot at ``lsn`` of ``part`` was reported read again."""
+        self._snapshot[part] = max(lsn, self._snapshot.get(part) or lsn)
+
     def metadata(self, part: Part) -> str:
         """What to commit with the offset of ``part``: the highest stream
-        position read up to it."""
-        return mark_text(self._mark.get(part))
+        position read up to it, and the LSN of the last snapshot read."""
+        return mark_text(self._mark.get(part), self._snapshot.get(part))
+
+    def _load(self, part: Part) -> None:
+        """Read the mark committed with the group's offset of ``part``, once."""
+        if part in self._loaded or self.log is None:
+            return
+        self._loaded.add(part)
+        text = self.log.mark(part)
+        if part not in self._mark:
+            self._mark[part] = parse_mark(text)
+        if part not in self._snapshot:
+            self._snapshot[part] = parse_snapshot_lsn(text)
 
     def _suspect(self, part: Part, at: StreamPos | None) -> bool:
         if at is None or part in self._primed or self.log is None:
             return False
-        if part not in self._mark:
-            self._mark[part] = parse_mark(self.log.mark(part))
-        mark = self._mark[part]
+        self._load(part)
+        mark = self._mark.get(part)
         return mark is not None and at <= mark
 
     def _advance(self, part: Part, at: StreamPos | None) -> None:
@@ -223,6 +277,8 @@ class Redeliveries:
             self._seen.pop(part, None)
             self._tomb.pop(part, None)
             self._mark.pop(part, None)
+            self._snapshot.pop(part, None)
+            self._loaded.discard(part)
             self._first.pop(part, None)
             self._primed.discard(part)
 

@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,6 +44,7 @@ from pipeline import (
     loaded,
     metrics,
     publication,
+    retaken,
     startup,
 )
 from pipeline.aggregate.reader import Reader
@@ -56,6 +57,7 @@ from pipeline.gaps import said as gaps_said
 from pipeline.partitions import Partitions, fmt, next_batch, usable
 from pipeline.processor import Batch, Processor
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
+from pipeline.retaken import Retaken
 from pipeline.sinkwriter import Abandoned, Backoff, until_reachable
 from pipeline.source.converter import converter_for
 from pipeline.startup import consumer_config as consumer_config  # tests use it
@@ -118,6 +120,8 @@ class Worker:
     parts: Partitions = field(init=False)
     _mixed: list[str] = field(default_factory=list)
     _checked: bool = False
+    #: the tables read whole again already reported: (topic, snapshot LSN)
+    _retaken_said: set[tuple[str, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.parts = Partitions(self.health, lambda: self.stopping)
@@ -302,6 +306,8 @@ class Worker:
             if gaps:
                 self._lost(gaps)
             applied = self.handler.apply(msgs)
+            if applied.batch.retaken:
+                self._retaken(applied.batch.retaken.values())
         except Abandoned:
             self.parts.rewind(msgs, gaps)
             return
@@ -355,6 +361,47 @@ class Worker:
         self.handler.through_outages(
             "taking the load marks away", partial(self.loads.gap, whys)
         )
+
+    def _retaken(self, found: Iterable[Retaken]) -> None:
+        """Tables read whole again (:mod:`pipeline.retaken`): the views
+        reading them lose their load marks before the batch is committed,
+        once per snapshot; then the snapshot is noted in each partition. A
+        rebuild's catch-up stops.
+
+        Raises:
+            Abandoned: the batch was given up while a store was down.
+            FatalError: a rebuild's catch-up read one.
+        """
+        readers = self.cfg.view_topics()
+        whys: dict[str, str] = {}
+        news = [r for r in found if (r.topic, r.lsn) not in self._retaken_said]
+        for r in news:
+            views = sorted(
+                v
+                for v in readers.get(r.topic, ())
+                if v in self.views
+                and self.views[v].starts.get((r.topic, r.partition), 0) <= r.offset
+            )
+            if views:
+                logger.error("%s; views: %s", r.said(), ", ".join(views))
+            for view in views:
+                whys.setdefault(view, r.said())
+        if whys and self.loads is None:
+            raise FatalError(
+                f"{'; '.join(r.said() for r in news)}: the new generation would "
+                "keep them too; when it is done, load it from the source: "
+                f"readside snapshot {' / '.join(sorted(whys))} {retaken.LOAD}"
+            )
+        if whys:
+            self.handler.through_outages(
+                "taking the load marks away",
+                partial(self.loads.gap, whys, retaken.LOAD),  # type: ignore[union-attr]
+            )
+        self._retaken_said.update((r.topic, r.lsn) for r in news)
+        marks = self.processor.redeliveries
+        for r in found:  # said: the rows after it are no longer read again
+            if marks is not None:
+                marks.note_snapshot((r.topic, r.partition), r.lsn)
 
     def _applies(self, view: str, gap: Gap) -> bool:
         """Whether ``view`` applies records of ``gap``: a view whose epoch

@@ -206,7 +206,8 @@ def _change(
         raise BadRecord("decode", f"{schema}.{table}: {exc}") from exc
     if after is not None and before:
         _merge_before(after, before)
-    snapshot = op is Op.READ or source.get("snapshot") not in _NOT_SNAPSHOT
+    kind = source.get("snapshot")
+    snapshot = op is Op.READ or kind not in _NOT_SNAPSHOT
     return ChangeEvent(
         table=f"{schema}.{table}",
         op=op,
@@ -219,6 +220,7 @@ def _change(
         position=position,
         snapshot=snapshot,
         stream_pos=None if snapshot else _stream_pos(source),
+        whole_read=snapshot and kind != "incremental",
     )
 
 

@@ -26,9 +26,12 @@ class Marks:
 
     def __init__(self) -> None:
         self.lost: list[dict[str, str]] = []
+        #: the load each was told to name
+        self.loads: list[str] = []
 
-    def gap(self, views: dict[str, str]) -> None:
+    def gap(self, views: dict[str, str], load: str = "--rebuild") -> None:
         self.lost.append(views)
+        self.loads.append(load)
 
 
 def _worker(starts: dict[str, Any] | None = None) -> tuple[Worker, config.Config]:
