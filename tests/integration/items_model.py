@@ -5,9 +5,10 @@ a running pipeline (the publication, the connector, a view's definition)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
-from harness import Pipeline, WorkerProc
+from harness import Pipeline, WorkerProc, wait_for
 
 SCHEMA = """
 CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, price integer);
@@ -38,3 +39,25 @@ def status_warnings(p: Pipeline, key: str) -> list[str]:
     for said in found:
         assert f"warning: {said}" in text, text
     return found
+
+
+def unloaded_loads(p: Pipeline) -> dict[str, str]:
+    """The load ``readside status --json`` names for each view not whole."""
+    rows = json.loads(p.run_cli("status", "--json").stdout)["views"]
+    return {r["view"]: r["unloaded_load"] for r in rows if r["unloaded_since_ms"]}
+
+
+def reload_whole(
+    p: Pipeline, worker: WorkerProc, views: list[str], *how: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """``readside snapshot VIEW HOW`` for each of ``views``: each must be
+    marked whole again in Redis and exact, and status must call it whole,
+    with the worker running on."""
+    runs = [p.run_cli("snapshot", view, *how, timeout=600) for view in views]
+    for view in views:
+        p.wait_log(worker, f"view {view} is whole again in sink redis", timeout=60)
+    p.wait_drained(timeout=120)
+    p.assert_converged()
+    wait_for(lambda: unloaded_loads(p) == {}, 30, "status to call the views whole")
+    assert worker.alive(), worker.tail()
+    return runs

@@ -10,12 +10,10 @@ the views whole and marked again (pipeline.gaps, pipeline.loaded).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from confluent_kafka import TopicPartition
 from harness import Pipeline, wait_for
-from items_model import BOTH_VIEWS, started
+from items_model import BOTH_VIEWS, reload_whole, started, unloaded_loads
 
 from pipeline import kafkaclient
 
@@ -58,21 +56,9 @@ def test_records_dropped_before_the_worker_read_them_are_said_and_loaded(
 
     # a rebuild, not a load: only a new generation drops document 20, whose
     # delete the topic no longer holds (a table view's takes a new epoch)
-    for view in ("items", "shelf"):
-        built = p.run_cli("snapshot", view, "--rebuild")
-        assert f"rebuild {view} done" in built.stderr + built.stdout, built
-    for view in ("items", "shelf"):
-        p.wait_log(worker, f"view {view} is whole again in sink redis", timeout=60)
-    p.wait_drained(timeout=120)
-    p.assert_converged()
-    wait_for(lambda: _unloaded(p) == {}, 30, "status to call the views whole")
-    assert worker.alive(), worker.tail()
-
-
-def _unloaded(p: Pipeline) -> dict[str, str]:
-    """The load ``readside status --json`` names for each view not whole."""
-    rows = json.loads(p.run_cli("status", "--json").stdout)["views"]
-    return {r["view"]: r["unloaded_load"] for r in rows if r["unloaded_since_ms"]}
+    built = reload_whole(p, worker, ["items", "shelf"], "--rebuild")
+    for view, run in zip(["items", "shelf"], built, strict=True):
+        assert f"rebuild {view} done" in run.stderr + run.stdout, run
 
 
 def _cut_unread_changes(p: Pipeline, topic: str) -> None:
@@ -138,7 +124,7 @@ def _assert_stale_and_said(p: Pipeline) -> None:
         assert drift.missing == [], drift
     wait_for(
         lambda: (
-            _unloaded(p)
+            unloaded_loads(p)
             == {
                 "items": "readside snapshot items --rebuild",
                 "shelf": "readside snapshot shelf --rebuild",
