@@ -227,10 +227,12 @@ def payloads(
     both formats carry (:func:`records` in JSON, :mod:`bench.avro_events`)."""
     rng = random.Random(seed)
     lsn, ts = 30_000_000, 1_717_171_717_000
+    snapshot_lsn = lsn  # every row of Debezium's snapshot carries the one LSN
     for n in range(1, count + 1):
         lsn += rng.randrange(200, 900)
         ts += rng.randrange(0, 3)
         snapshot = n <= count // 2
+        at = snapshot_lsn if snapshot else lsn
         source = {
             "version": "3.6.3.Final",
             "connector": "postgresql",
@@ -238,13 +240,13 @@ def payloads(
             "ts_ms": ts,
             "snapshot": "true" if snapshot else "false",
             "db": "shop",
-            "sequence": _compact([str(lsn - 400), str(lsn)]),
+            "sequence": _compact([str(at - 400), str(at)]),
             "ts_us": ts * 1000,
             "ts_ns": ts * 1_000_000,
             "schema": "public",
             "table": TABLE.split(".")[1],
             "txId": 900 + n // 3,
-            "lsn": lsn,
+            "lsn": at,
             "xmin": None,
             "origin": None,
             "origin_lsn": None,
