@@ -186,6 +186,9 @@ class Redeliveries:
         A snapshot read again is not noted: :meth:`note_snapshot` does it
         once the loss is reported, so that a batch given up finds it again.
         """
+        last = self._snapshot.get(part)
+        if last == lsn:  # the next row of the snapshot read before: most are
+            return None
         self._load(part)
         mark, last = self._mark.get(part), self._snapshot.get(part)
         before = max(mark[1] if mark else -1, last if last is not None else -1)
