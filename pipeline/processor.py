@@ -66,7 +66,7 @@ class Batch:
     #: read-your-writes watermark reads (query/watermark.py)
     commit_lsns: dict[tuple[str, int], int] = field(default_factory=dict)
     #: per partition, the first row of a table read whole again after the
-    #: partition streamed changes (:mod:`pipeline.retaken`)
+    #: partition had read further (:mod:`pipeline.retaken`)
     retaken: dict[tuple[str, int], Retaken] = field(default_factory=dict)
 
 

@@ -148,7 +148,7 @@ class Redeliveries:
         pos = event.position
         part = (pos.topic, pos.partition)
         if self.window <= 0:
-            self._advance(part, event.stream_pos)  # for :meth:`streamed`
+            self._advance(part, event.stream_pos)  # for read_whole_again
             return False
         if event.op is Op.TOMBSTONE:
             return self._tombstone_of_copy(part, key, pos.offset)

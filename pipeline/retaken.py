@@ -1,4 +1,4 @@
-"""A table read whole again after its partition streamed changes.
+"""A table read whole again after its partition had read further.
 
 Debezium reads each table whole (its initial snapshot) and then streams from
 the position in the WAL it keeps in Kafka Connect's offsets. When that
@@ -24,16 +24,15 @@ worker commits with its offsets the highest stream position and the last
 snapshot LSN it read (:mod:`pipeline.redelivery`). An initial snapshot comes
 before any change of its partition, all its rows at one LSN; a snapshot's
 row at an LSN above what the partition read before (a change, or the rows of
-an earlier snapshot) is a table read whole again: a :class:`Retaken`.
+an earlier snapshot) is a table read whole again: a :class:`Retaken`. So is
+an initial snapshot Debezium began again after Connect stopped in its
+middle: the rows it read the first time and deleted since are in no record
+either.
 
 The worker then takes the load marks of the views reading the topic away
 (:meth:`pipeline.loaded.Watch.gap`), naming ``readside snapshot VIEW
 --from-source``: it writes a tombstone for each row gone from the source
 that the topics still hold, and loads the view from the source.
-
-So is an initial snapshot Debezium began again after Connect stopped in
-its middle: the rows it read the first time and deleted since are in no
-record either.
 
 A blocking snapshot asked of Debezium by hand (its ``execute-snapshot``
 signal of type ``blocking``) looks the same and is reported the same way; it
@@ -51,7 +50,7 @@ LOAD = "--from-source"
 
 
 class Retaken(NamedTuple):
-    """A snapshot's row read in a partition that streamed changes before."""
+    """A snapshot's row read in a partition that had read further before."""
 
     topic: str
     partition: int

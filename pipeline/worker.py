@@ -389,7 +389,7 @@ class Worker:
         if whys and self.loads is None:
             raise FatalError(
                 f"{'; '.join(r.said() for r in news)}: the new generation would "
-                "keep them too; when it is done, load it from the source: "
+                "keep them too; load the view from the source instead: "
                 f"readside snapshot {' / '.join(sorted(whys))} {retaken.LOAD}"
             )
         if whys:
