@@ -335,31 +335,21 @@ class Worker:
             Abandoned: the batch was given up while a store was down.
             FatalError: a rebuild's catch-up lost records.
         """
-        readers = self.cfg.view_topics()
         lost: dict[str, list[Gap]] = {}
         for gap in gaps:
-            views = sorted(
-                v
-                for v in readers.get(gap.topic, ())
-                if v in self.views and self._applies(v, gap)
-            )
+            # the last record dropped: a view whose epoch starts past it lost none
+            views = self._readers(gap.topic, gap.partition, gap.resumed - 1)
             if not views:  # the heartbeat topic, or before an epoch
                 logger.info("%s (no view applies them)", gaps_said([gap]))
                 continue
             logger.error("%s; views: %s", gaps_said([gap]), ", ".join(views))
             for view in views:
                 lost.setdefault(view, []).append(gap)
-        if not lost:
-            return
-        if self.loads is None:
-            raise FatalError(
-                f"{gaps_said(gaps)}: the new generation would lack them; run "
-                "the rebuild again: readside snapshot "
-                f"{' / '.join(sorted(lost))} --rebuild"
-            )
-        whys = {view: gaps_said(found) for view, found in lost.items()}
-        self.handler.through_outages(
-            "taking the load marks away", partial(self.loads.gap, whys)
+        self._take_marks(
+            {view: gaps_said(found) for view, found in lost.items()},
+            "--rebuild",
+            f"{gaps_said(gaps)}: the new generation would lack them; run the "
+            "rebuild again",
         )
 
     def _retaken(self, found: Iterable[Retaken]) -> None:
@@ -372,42 +362,50 @@ class Worker:
             Abandoned: the batch was given up while a store was down.
             FatalError: a rebuild's catch-up read one.
         """
-        readers = self.cfg.view_topics()
         whys: dict[str, str] = {}
         news = [r for r in found if (r.topic, r.lsn) not in self._retaken_said]
         for r in news:
-            views = sorted(
-                v
-                for v in readers.get(r.topic, ())
-                if v in self.views
-                and self.views[v].starts.get((r.topic, r.partition), 0) <= r.offset
-            )
+            views = self._readers(r.topic, r.partition, r.offset)
             if views:
                 logger.error("%s; views: %s", r.said(), ", ".join(views))
             for view in views:
                 whys.setdefault(view, r.said())
-        if whys and self.loads is None:
-            raise FatalError(
-                f"{'; '.join(r.said() for r in news)}: the new generation would "
-                "keep them too; load the view from the source instead: "
-                f"readside snapshot {' / '.join(sorted(whys))} {retaken.LOAD}"
-            )
-        if whys:
-            self.handler.through_outages(
-                "taking the load marks away",
-                partial(self.loads.gap, whys, retaken.LOAD),  # type: ignore[union-attr]
-            )
+        self._take_marks(
+            whys,
+            retaken.LOAD,
+            f"{'; '.join(r.said() for r in news)}: the new generation would "
+            "keep them too; load the view from the source instead",
+        )
         self._retaken_said.update((r.topic, r.lsn) for r in news)
         marks = self.processor.redeliveries
         for r in found:  # said: the rows after it are no longer read again
             if marks is not None:
                 marks.note_snapshot((r.topic, r.partition), r.lsn)
 
-    def _applies(self, view: str, gap: Gap) -> bool:
-        """Whether ``view`` applies records of ``gap``: a view whose epoch
-        starts past them (:mod:`pipeline.snapshot.epoch`) does not."""
-        start = self.views[view].starts.get((gap.topic, gap.partition))
-        return start is None or gap.resumed > start
+    def _readers(self, topic: str, partition: int, offset: int) -> list[str]:
+        """The views of this worker that apply record ``offset`` of the
+        partition: a view whose epoch starts past it does not
+        (:mod:`pipeline.snapshot.epoch`)."""
+        part = (topic, partition)
+        return sorted(
+            v
+            for v in self.cfg.view_topics().get(topic, ())
+            if v in self.views and self.views[v].starts.get(part, 0) <= offset
+        )
+
+    def _take_marks(self, whys: Mapping[str, str], load: str, stop: str) -> None:
+        """Take the marks of ``whys``' views away in every store, naming
+        ``readside snapshot VIEW LOAD``; a rebuild's catch-up, which keeps
+        no marks, stops with ``stop`` and the same load instead."""
+        if not whys:
+            return
+        if self.loads is None:
+            raise FatalError(
+                f"{stop}: readside snapshot {' / '.join(sorted(whys))} {load}"
+            )
+        self.handler.through_outages(
+            "taking the load marks away", partial(self.loads.gap, whys, load)
+        )
 
     def _commit(self, msgs: list[Any], batch: Batch) -> None:
         offsets = self.parts.offsets(
