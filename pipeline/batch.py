@@ -34,7 +34,14 @@ from pipeline.decode import RawMessage
 from pipeline.dlq import DeadLetterQueue
 from pipeline.errors import TransientError
 from pipeline.events import ChangeEvent, Document, DocumentOp, Position
-from pipeline.processor import Batch, DeadLetter, Processor, coalesce, ops_for_sink
+from pipeline.processor import (
+    Batch,
+    DeadLetter,
+    Decoded,
+    Processor,
+    coalesce,
+    ops_for_sink,
+)
 from pipeline.sinkwriter import (
     Abandoned,
     Backoff,
@@ -108,8 +115,11 @@ class BatchHandler:
     def _backoff(self) -> Backoff:
         return Backoff.of(self.settings)
 
-    def apply(self, msgs: Sequence[RawMessage]) -> Applied:
-        """Apply ``msgs`` to every sink until each acknowledged.
+    def apply(
+        self, msgs: Sequence[RawMessage], ahead: Sequence[Decoded] = ()
+    ) -> Applied:
+        """Apply ``msgs`` to every sink until each acknowledged; ``ahead`` is
+        what :meth:`Processor.decode_ahead` made of them before.
 
         Returns the batch (for checkpoints) and its dead letters, which the
         caller must deliver before it commits the batch's offsets.
@@ -118,7 +128,7 @@ class BatchHandler:
             Abandoned: the pacer asked to give the batch up while the source
                 or a store was down; nothing of it may be committed.
         """
-        batch = self._process(msgs)
+        batch = self._process(msgs, ahead)
         self._reread(batch)
         for topic in {m.topic() for m in msgs}:
             metrics.EVENTS.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
@@ -131,7 +141,7 @@ class BatchHandler:
         rejections = self.writer.write(per_sink)
         return Applied(batch, self._settle(batch, rejections))
 
-    def _process(self, msgs: Sequence[RawMessage]) -> Batch:
+    def _process(self, msgs: Sequence[RawMessage], ahead: Sequence[Decoded]) -> Batch:
         """Decode and route ``msgs``, waiting out an outage of what decoding
         needs (the schema registry of ``kafka.format: avro``): a record is
         never dead-lettered because a service was down.
@@ -142,7 +152,7 @@ class BatchHandler:
         backoff = self._backoff()
         while True:
             try:
-                return self.processor.process(msgs, fill=self._fill)
+                return self.processor.process(msgs, self._fill, ahead)
             except TransientError as exc:
                 delay = backoff.next_delay()
                 logger.warning("decoding failed retry_in_s=%.2f error=%s", delay, exc)

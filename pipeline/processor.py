@@ -32,6 +32,10 @@ from pipeline.views import View
 #: Reads unchanged TOAST values from the source (:class:`pipeline.toast.SourceRows`).
 Fill = Callable[[Sequence[ChangeEvent]], dict[Position, "Document | None"]]
 
+#: One record decoded ahead of its batch (:meth:`Processor.decode_ahead`):
+#: its event, the reason it cannot be used, or None (decode it in the batch).
+Decoded = ChangeEvent | Heartbeat | BadRecord | None
+
 logger = logging.getLogger(__name__)
 
 
@@ -141,8 +145,32 @@ class Processor:
         # action query) carry a real LSN and commit time: source marks.
         self.heartbeat_topics = heartbeat_topics
 
+    def decode_ahead(self, messages: Sequence[RawMessage]) -> list[Decoded]:
+        """Decode ``messages`` before their batch is processed (the worker
+        does it while the sinks write the batch before): decoding only reads
+        the records, so its result is the same whenever it runs.
+
+        The list is in the order of ``messages``; it ends early at the first
+        record whose decoding raised anything but :class:`BadRecord` (a
+        schema registry down): :meth:`process` decodes that one and the rest
+        itself, and meets the error where it always does.
+        """
+        decode = self.converter.decode
+        out: list[Decoded] = []
+        for msg in messages:
+            try:
+                out.append(decode(msg))
+            except BadRecord as exc:
+                out.append(exc)
+            except Exception:  # noqa: BLE001 (process() meets it again)
+                break
+        return out
+
     def process(
-        self, messages: Sequence[RawMessage], fill: Fill | None = None
+        self,
+        messages: Sequence[RawMessage],
+        fill: Fill | None = None,
+        ahead: Sequence[Decoded] = (),
     ) -> Batch:
         """Decode ``messages`` and turn them into the views' ops.
 
@@ -151,6 +179,8 @@ class Processor:
                 columns) from the source, for events that feed a table view
                 (:mod:`pipeline.toast`); without it the sinks fill them from
                 the stored documents.
+            ahead: what :meth:`decode_ahead` made of the first of
+                ``messages`` (the rest are decoded here).
         """
         batch = Batch()
         raw_ops: dict[str, list[DocumentOp]] = {}
@@ -158,16 +188,22 @@ class Processor:
         #: per record, the offset this processor read before it in its
         #: partition (None: none, since it started)
         previous: dict[Position, int | None] = {}
+        early = iter(ahead)
         for msg in messages:
             pos = position_of(msg)
             batch.messages[pos] = msg
             previous[pos] = self._last.get((pos.topic, pos.partition))
             self._last[(pos.topic, pos.partition)] = pos.offset
-            try:
-                decoded = self.converter.decode(msg)
-            except BadRecord as exc:
-                batch.dead.append(DeadLetter(msg, exc.reason, "BadRecord", str(exc)))
+            got = next(early, None)
+            if got is None:
+                try:
+                    got = self.converter.decode(msg)
+                except BadRecord as exc:
+                    got = exc
+            if isinstance(got, BadRecord):
+                batch.dead.append(DeadLetter(msg, got.reason, "BadRecord", str(got)))
                 continue
+            decoded = got
             if isinstance(decoded, Heartbeat):
                 batch.heartbeats.append(decoded)
                 continue
