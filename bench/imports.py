@@ -85,6 +85,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.publication",
             "pipeline.metrics",
             "pipeline.partitions",
+            "pipeline.readahead",
             "pipeline.startup",
         ),
     ),

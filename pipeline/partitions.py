@@ -22,7 +22,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from pipeline import metrics
 from pipeline.errors import FatalError
@@ -104,6 +109,9 @@ class Partitions:
     #: of the batch in hand, where reading went on after each gap: committed
     #: with it, for a partition that brings no record of its own
     _resumed: dict[Part, int] = field(default_factory=dict)
+    #: what the worker does on its own thread while :meth:`run_alive`'s work
+    #: runs on the helper (:mod:`pipeline.readahead`)
+    meanwhile: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------ rebalance
     def assign(self, parts: Iterable[TopicPartition]) -> None:
@@ -196,20 +204,51 @@ class Partitions:
     def rewind(self, msgs: list[Any], gaps: Iterable[Gap] = ()) -> None:
         """Seek still-owned partitions back to the start of the abandoned
         batch, whose ``gaps`` are found again at the next read."""
-        first: dict[Part, int] = {}
-        for m in msgs:
-            key = (m.topic(), m.partition())
-            first[key] = min(first.get(key, m.offset()), m.offset())
-        for (topic, part), offset in first.items():
-            if (topic, part) in self.assigned and not self.stopping():
-                self.consumer.seek(TopicPartition(topic, part, offset))
-                self.gaps.seek((topic, part), offset)
+        count = self.unread(msgs)
         for gap in gaps:
             if (gap.topic, gap.partition) in self.assigned:
                 self.gaps.seek((gap.topic, gap.partition), gap.first)
-        logger.warning(
-            "batch abandoned records=%d partitions=%d", len(msgs), len(first)
-        )
+        logger.warning("batch abandoned records=%d partitions=%d", len(msgs), count)
+
+    def unread(self, msgs: Iterable[Any], moved: Iterable[Part] = frozenset()) -> int:
+        """Give ``msgs`` back to the consumer, read but not applied: each
+        partition this worker holds is sought back to its first record of
+        them (a stop leaves them as they are). A partition in ``moved``, one
+        a rebalance took since they were read and that came back, instead
+        goes back to the group's committed offset, where its new assignment
+        started: whether its records in ``msgs`` were read before it was
+        taken or after it came back, none is skipped. Returns the number of
+        partitions of ``msgs``.
+
+        Raises:
+            KafkaException: the committed offsets of ``moved`` could not be
+                read (the worker exits; nothing past them was committed).
+        """
+        first: dict[Part, int] = {}
+        for m in msgs:
+            if m.error() is not None:
+                continue
+            key = (m.topic(), m.partition())
+            first[key] = min(first.get(key, m.offset()), m.offset())
+        if self.stopping():
+            return len(first)
+        back = {part for part in moved if part in first and part in self.assigned}
+        if back:
+            committed = self.consumer.committed(
+                [TopicPartition(t, p) for t, p in sorted(back)], timeout=10
+            )
+            for tp in committed:
+                if tp.error is not None:
+                    raise KafkaException(tp.error)
+                # never committed: from the start (auto.offset.reset earliest)
+                at = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                first[(tp.topic, tp.partition)] = at
+        for (topic, part), offset in first.items():
+            if (topic, part) in self.assigned:
+                self.consumer.seek(TopicPartition(topic, part, offset))
+                if offset >= 0:  # else the group's offset is read at the next batch
+                    self.gaps.seek((topic, part), offset)
+        return len(first)
 
     # ------------------------------------------------------------ waiting
     def run_alive(self, work: Callable[[], T]) -> T:
@@ -223,6 +262,7 @@ class Partitions:
             Abandoned: a stop was asked while the work ran.
         """
         future = self._helper.submit(work)
+        self.meanwhile()
         try:
             return future.result(timeout=KEEPALIVE_AFTER_S)
         except FutureTimeout:

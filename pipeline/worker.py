@@ -11,9 +11,12 @@ For every batch::
 
 A crash anywhere before the commit replays the batch; the version rule makes
 the replay harmless. Several workers in one consumer group share partitions.
+While the sinks write a batch, the records already fetched are read and
+decoded: the next batch (:mod:`pipeline.readahead`).
 
 Beside it: its start-up (:mod:`pipeline.startup`), its partitions and pauses
-(:mod:`pipeline.partitions`), the batch path (:mod:`pipeline.batch`).
+(:mod:`pipeline.partitions`), the batch path (:mod:`pipeline.batch`), the
+batch read ahead (:mod:`pipeline.readahead`).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from pipeline.errors import FatalError
 from pipeline.gaps import Gap
 from pipeline.gaps import said as gaps_said
 from pipeline.partitions import Partitions, fmt, next_batch, usable
-from pipeline.processor import Batch, Processor
+from pipeline.processor import Batch, Decoded, Processor
+from pipeline.readahead import ReadAhead
 from pipeline.redelivery import KafkaPartitionLog, Redeliveries
 from pipeline.retaken import Retaken
 from pipeline.sinkwriter import Abandoned, Backoff, until_reachable
@@ -189,6 +193,10 @@ class Worker:
             ),
             converter=converter_for(cfg.kafka),
         )
+        self.ahead = ReadAhead(
+            self.parts, self.processor, cfg.worker.batch_size, lambda: self.stopping
+        )
+        self.parts.meanwhile = self.ahead.read
         self.handler = BatchHandler(
             self.views,
             self.sinks,
@@ -235,22 +243,19 @@ class Worker:
             ",".join(self.sinks),
         )
         try:
-            while not self.stopping and not self.parts.reached(
-                self.until, self.assignment
+            while not self.stopping and (
+                self.ahead.pending
+                or not self.parts.reached(self.until, self.assignment)
             ):
                 self.health.turn()
-                msgs = next_batch(
-                    consumer, cfg.worker.batch_size, cfg.worker.batch_timeout_ms / 1e3
-                )
-                self.parts.settle_fresh()
-                msgs = [m for m in msgs if usable(m)]
+                msgs, decoded = self._records()
                 if self.guard is not None and self.guard.due():
                     self.guard.check()  # before applying anything of a new layout
                 for watch in self.watches:
                     if watch.due():
                         watch.check()
                 if msgs:
-                    self._handle(msgs)
+                    self._handle(msgs, decoded)
                     self.batches += 1
                     if self.on_batch is not None:
                         self.on_batch(len(msgs))
@@ -291,6 +296,7 @@ class Worker:
 
     def _on_revoke(self, _c: Any, parts: list[TopicPartition]) -> None:
         gone = self.parts.revoke(parts)
+        self.ahead.moved(gone)
         if self.processor.redeliveries is not None:
             self.processor.redeliveries.forget(gone)
         logger.info("revoked partitions=%s", fmt(parts))
@@ -300,16 +306,30 @@ class Worker:
         self._on_revoke(c, parts)
 
     # ------------------------------------------------------------ one batch
-    def _handle(self, msgs: list[Any]) -> None:
+    def _records(self) -> tuple[list[Any], list[Decoded]]:
+        """The next batch's records, and of those the ones decoded already:
+        read ahead while the batch before was written (:mod:`pipeline.
+        readahead`), else consumed now."""
+        taken = self.ahead.take()
+        decoded: list[Decoded] = []
+        if taken is None:
+            cfg = self.cfg.worker
+            raw = next_batch(self.consumer, cfg.batch_size, cfg.batch_timeout_ms / 1e3)
+        else:
+            raw, decoded = taken
+        self.parts.settle_fresh()
+        return [m for m in raw if usable(m)], decoded
+
+    def _handle(self, msgs: list[Any], decoded: Sequence[Decoded] = ()) -> None:
         gaps = self.parts.begin_batch(msgs)
         try:
             if gaps:
                 self._lost(gaps)
-            applied = self.handler.apply(msgs)
+            applied = self.handler.apply(msgs, decoded)
             if applied.batch.retaken:
                 self._retaken(applied.batch.retaken.values())
         except Abandoned:
-            self.parts.rewind(msgs, gaps)
+            self._give_up(msgs, gaps)
             return
         dead = applied.dead
         self.rows_gone += applied.batch.gone
@@ -321,9 +341,15 @@ class Worker:
         try:
             self.handler.deliver(self.dlq, dead)
         except Abandoned:
-            self.parts.rewind(msgs, gaps)
+            self._give_up(msgs, gaps)
             return
         self._commit(msgs, applied.batch)
+
+    def _give_up(self, msgs: list[Any], gaps: Sequence[Gap]) -> None:
+        """Nothing of the batch is committed: the records read ahead of it,
+        then its own, are read again."""
+        self.ahead.give_back()
+        self.parts.rewind(msgs, gaps)
 
     def _lost(self, gaps: Sequence[Gap]) -> None:
         """Records the batch's partitions dropped before they were read
