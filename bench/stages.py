@@ -7,7 +7,9 @@ one per stage, read on the thread that runs the stage:
 * ``poll``: the consumer's ``consume`` (the Python side of it: librdkafka
   fetches on threads of its own, counted under ``other threads``);
 * ``decode``: :meth:`Processor.process` up to its call of ``_fill`` (the
-  decode loop comes first: records to change events, redelivery check);
+  decode loop comes first: records to change events, redelivery check),
+  and :meth:`Processor.decode_ahead` (the next batch decoded while the
+  sinks write, :mod:`pipeline.readahead`);
 * ``view``: the rest of ``process`` (routing each event to its views and
   building the ops, plus the unchanged-TOAST fill, empty here: every event
   inserts a whole row) less ``coalesce``;
@@ -86,6 +88,7 @@ class StageClock:
 
         processor.process = timed_process
         processor._fill = timed_fill
+        processor.decode_ahead = self.timed("decode", processor.decode_ahead)
         # process() looks coalesce up in its module at each call
         pipeline.processor.coalesce = self.timed(
             "coalesce", pipeline.processor.coalesce

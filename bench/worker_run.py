@@ -4,8 +4,9 @@ Usage (by ``python -m bench``): ``python -m bench.worker_run SPEC_JSON``; prints
 one JSON line with the result. The worker is :class:`pipeline.worker.Worker`,
 in process, from the beginning of the topic with a fresh consumer group and
 fresh targets. The clock runs from the first consumed batch until the worker
-asks for the batch after the last event, so group join time is excluded and
-every write and offset commit of the events is included. Over the same
+handled the batch of the last event (``Worker.on_batch``, after its commit),
+so group join time is excluded and every write and offset commit of the
+events is included. Over the same
 span, :class:`bench.stages.StageClock` splits the worker's CPU time by stage
 and :mod:`bench.machine` takes the CPU time of the stack's services and of
 the whole machine.
@@ -43,17 +44,32 @@ class TimedConsumer:
         self.on_first: Any = None
         self.expected = expected
         self.seen = 0
+        #: events of the batches the worker handled (written and committed)
+        self.handled = 0
         self.first: float | None = None
         self.last: float | None = None
         self.on_done: Any = None
         self.deadline: float | None = None
 
+    def batch_done(self, records: int) -> None:
+        """The worker handled a batch (``Worker.on_batch``): the clock stops
+        once the last event's batch is committed."""
+        self.handled += records
+        if self.handled >= self.expected:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.last is None:
+            self.last = time.perf_counter()
+            self.clock.stop()
+            self.on_done()
+
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         if self.seen >= self.expected:
-            if self.last is None:
-                self.last = time.perf_counter()
-                self.clock.stop()
-                self.on_done()
+            # the worker may still be writing what it read (ahead): the
+            # clock stops when it handled it (batch_done)
+            if self.handled >= self.seen:
+                self._finish()
             return []
         if self.deadline is not None and time.perf_counter() > self.deadline:
             self.expected = self.seen  # out of time: stop after what was done
@@ -180,6 +196,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         holder["c"] = TimedConsumer(conf, expected, clock)
         holder["c"].on_done = last_batch
         holder["c"].on_first = first_batch
+        worker.on_batch = holder["c"].batch_done
         if spec.get("time_budget_s"):
             holder["c"].deadline = time.perf_counter() + float(spec["time_budget_s"])
         return holder["c"]
