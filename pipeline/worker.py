@@ -308,8 +308,8 @@ class Worker:
     # ------------------------------------------------------------ one batch
     def _records(self) -> tuple[list[Any], list[Decoded]]:
         """The next batch's records, and of those the ones decoded already:
-        read ahead while the batch before was written (:mod:`pipeline.
-        readahead`), else consumed now."""
+        read ahead while the batch before was written
+        (:mod:`pipeline.readahead`), else consumed now."""
         taken = self.ahead.take()
         decoded: list[Decoded] = []
         if taken is None:

@@ -63,7 +63,7 @@ from pipeline.stack.postgres import superuser_dsn
 from pipeline.stack.redis_server import redis_admin, redis_client
 from pipeline.verify import Drift, verify
 from pipeline.views import build_views
-from pipeline.worker import Worker, build_sinks
+from pipeline.worker import Worker, build_sinks, consumer_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -589,6 +589,39 @@ class Pipeline:
         thread.start()
         self.workers.append(ThreadWorker(worker, thread))
         return worker
+
+    def second_member(self, worker: Worker) -> Consumer:
+        """A bare consumer in the group of in-process ``worker`` (it commits
+        nothing), once the rebalance gave it part of the worker's partitions.
+        Poll it to keep it in the group; close it to give them back."""
+        total = len(worker.consumer.assignment())
+        conf = consumer_config(self.config, worker.scope())
+        conf.pop("logger")
+        other = Consumer(conf)
+        heartbeat = self.config.source.topic(self.config.source.heartbeat_table)
+        other.subscribe([*worker.topics(), heartbeat])
+
+        def split() -> bool:
+            other.poll(0.2)
+            return bool(other.assignment()) and 0 < worker.health.assigned < total
+
+        wait_for(split, 60, "the second member to take part of the partitions")
+        return other
+
+    def wait_own_applied(
+        self, worker: Worker, other: Consumer, timeout: float = 60
+    ) -> None:
+        """Wait until the group committed every partition ``worker`` holds up
+        to its end, polling the second member ``other`` meanwhile."""
+        mine = {(tp.topic, tp.partition) for tp in worker.consumer.assignment()}
+
+        def mine_applied() -> bool:
+            other.poll(0.2)
+            ends = self.high_watermarks()
+            done = self.committed()
+            return all(done[k] >= ends[k] for k in ends if k in mine)
+
+        wait_for(mine_applied, timeout, "the worker to apply its own partitions")
 
     def wait_log(self, worker: WorkerProc, text: str, timeout: float = 60) -> None:
         """Wait until ``text`` appears in the worker's log (or fail with its tail)."""

@@ -19,11 +19,10 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from harness import wait_for
 
 from connectors.base import Sink, WriteResult
-from pipeline.worker import build_sinks, consumer_config
+from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -64,18 +63,7 @@ def test_a_rebalance_while_records_are_read_ahead_gives_them_back(
         120,
         "a batch in flight and the next one read ahead",
     )
-    total = len(worker.consumer.assignment())
-    conf = consumer_config(p.config, worker.scope())
-    conf.pop("logger")
-    other = Consumer(conf)
-    heartbeat = p.config.source.topic(p.config.source.heartbeat_table)
-    other.subscribe([*worker.topics(), heartbeat])
-
-    def split() -> bool:
-        other.poll(0.2)
-        return bool(other.assignment()) and 0 < worker.health.assigned < total
-
-    wait_for(split, 60, "the second member to take half the partitions")
+    other = p.second_member(worker)
     redis.hold.clear()
 
     def given_back() -> bool:
@@ -85,15 +73,7 @@ def test_a_rebalance_while_records_are_read_ahead_gives_them_back(
     wait_for(given_back, 60, "the records read ahead to be given back")
     p.sql("UPDATE items SET name = name || ' again' WHERE id % 3 = 0")
     p.sql("DELETE FROM items WHERE id % 7 = 0")
-    mine = {(tp.topic, tp.partition) for tp in worker.consumer.assignment()}
-
-    def mine_applied() -> bool:
-        other.poll(0.2)
-        ends = p.high_watermarks()
-        done = p.committed()
-        return all(done[k] >= ends[k] for k in ends if k in mine)
-
-    wait_for(mine_applied, 120, "the worker to apply its own partitions")
+    p.wait_own_applied(worker, other, timeout=120)
     other.close()  # leaves the group; it committed nothing
     p.wait_drained(timeout=120)
     p.assert_converged()

@@ -20,12 +20,11 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from harness import wait_for
 
 from connectors.base import Sink, WriteResult
 from pipeline.errors import TransientError
-from pipeline.worker import build_sinks, consumer_config
+from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -62,28 +61,9 @@ def test_partitions_paused_during_an_outage_are_consumed_after_they_return(
     redis.down.set()
     worker = p.start_in_process({"redis": redis})
     wait_for(lambda: redis.failed > 0, 120, "the worker to meet the outage")
-    total = len(worker.consumer.assignment())
-    conf = consumer_config(p.config, worker.scope())
-    conf.pop("logger")
-    other = Consumer(conf)
-    heartbeat = p.config.source.topic(p.config.source.heartbeat_table)
-    other.subscribe([*worker.topics(), heartbeat])
-
-    def split() -> bool:
-        other.poll(0.2)
-        return bool(other.assignment()) and 0 < worker.health.assigned < total
-
-    wait_for(split, 60, "the second member to take half the partitions")
-    mine = {(tp.topic, tp.partition) for tp in worker.consumer.assignment()}
+    other = p.second_member(worker)
     redis.down.clear()
-
-    def mine_applied() -> bool:
-        other.poll(0.2)
-        ends = p.high_watermarks()
-        done = p.committed()
-        return all(done[k] >= ends[k] for k in ends if k in mine)
-
-    wait_for(mine_applied, 60, "the worker to apply its own partitions")
+    p.wait_own_applied(worker, other)
     other.close()  # leaves the group; it committed nothing
     p.wait_drained(timeout=60)
     p.assert_converged()
