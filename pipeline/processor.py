@@ -155,16 +155,20 @@ class Processor:
         schema registry down): :meth:`process` decodes that one and the rest
         itself, and meets the error where it always does.
         """
-        decode = self.converter.decode
         out: list[Decoded] = []
         for msg in messages:
             try:
-                out.append(decode(msg))
-            except BadRecord as exc:
-                out.append(exc)
+                out.append(self._decode(msg))
             except Exception:  # noqa: BLE001 (process() meets it again)
                 break
         return out
+
+    def _decode(self, msg: RawMessage) -> ChangeEvent | Heartbeat | BadRecord:
+        """One record decoded, or why it cannot be (a dead letter's reason)."""
+        try:
+            return self.converter.decode(msg)
+        except BadRecord as exc:
+            return exc
 
     def process(
         self,
@@ -196,10 +200,7 @@ class Processor:
             self._last[(pos.topic, pos.partition)] = pos.offset
             got = next(early, None)
             if got is None:
-                try:
-                    got = self.converter.decode(msg)
-                except BadRecord as exc:
-                    got = exc
+                got = self._decode(msg)
             if isinstance(got, BadRecord):
                 batch.dead.append(DeadLetter(msg, got.reason, "BadRecord", str(got)))
                 continue

@@ -116,7 +116,9 @@ class ReadAhead:
             # by this consume is recorded as during the read.
             ahead.raw += self.parts.consumer.consume(self.size - len(ahead.raw), 0)
         self._read = None
-        if ahead.moved & {(m.topic(), m.partition()) for m in ahead.raw}:
+        if ahead.moved and ahead.moved & {
+            (m.topic(), m.partition()) for m in ahead.raw
+        }:
             self._unread(ahead)
             return None
         return ahead.raw, ahead.decoded
