@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -85,6 +86,26 @@ def _answer_bytes(
     return data, headers
 
 
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A get by id answered: status, body and headers (``content-length``
+    among them)."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+def _is_get_by_id(scope: Scope, parts: list[str]) -> bool:
+    return (
+        len(parts) == 3
+        and parts[1] == "docs"
+        and parts[0] != ""
+        and parts[2] != ""
+        and scope["method"] == "GET"
+    )
+
+
 def _segments(scope: Scope, path: str) -> list[str]:
     """The path's segments after :data:`PREFIX`, each percent-decoded once
     (from the raw path, so that an encoded ``/`` stays inside its segment)."""
@@ -129,40 +150,52 @@ class FastGet:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and path.startswith(PREFIX):
             parts = _segments(scope, path)
-            fast = (
-                len(parts) == 3
-                and parts[1] == "docs"
-                and parts[0] != ""
-                and parts[2] != ""
-                and scope["method"] == "GET"
-            )
-            if fast:
-                scope["route"] = self.route
+            if _is_get_by_id(scope, parts):
+                result = await self.answer(scope, parts)
+                if isinstance(result, Ready):
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": result.status,
+                            "headers": result.headers,
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": result.body})
+                else:
+                    await result(scope, receive, send)
+                return
             try:
-                view = self._guard(scope, parts[0])
+                self._guard(scope, parts[0])
             except ReadsideError as exc:
                 await self.error(exc)(scope, receive, send)
                 return
-            if fast:
-                refused = self.too_large(scope)
-                if refused is not None:
-                    await refused(scope, receive, send)
-                    return
-                try:
-                    status, data, headers = await self._get(scope, view, parts[2])
-                except ReadsideError as exc:
-                    await self.error(exc)(scope, receive, send)
-                    return
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": headers,
-                    }
-                )
-                await send({"type": "http.response.body", "body": data})
-                return
         await self.app(scope, receive, send)
+
+    def parts(self, scope: Scope) -> list[str] | None:
+        """The path segments of a get by id (view, ``docs``, id), or ``None``
+        when ``scope`` is any other request."""
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(PREFIX):
+            return None
+        parts = _segments(scope, path)
+        return parts if _is_get_by_id(scope, parts) else None
+
+    async def answer(self, scope: Scope, parts: list[str]) -> Ready | ASGIApp:
+        """The answer to a get by id (``parts`` from :meth:`parts`): the
+        response itself, or the ASGI app of the error that refuses it."""
+        scope["route"] = self.route
+        try:
+            view = self._guard(scope, parts[0])
+        except ReadsideError as exc:
+            return self.error(exc)
+        refused = self.too_large(scope)
+        if refused is not None:
+            return refused
+        try:
+            status, data, headers = await self._get(scope, view, parts[2])
+        except ReadsideError as exc:
+            return self.error(exc)
+        return Ready(status, data, headers)
 
     def _guard(self, scope: Scope, view: str) -> str:
         """The view that answers a request for ``view`` with the request's

@@ -49,8 +49,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -60,10 +58,11 @@ from pipeline import config as config_mod
 from pipeline import logs
 from pipeline.config import Config
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
-from query import routes, status_page
+from query import routes, status_page, wire
 from query.errors import NotYetFresh, QueryError, StoreUnavailable
 from query.fastpath import TEMPLATE, FastGet
 from query.lsn import format_lsn
+from query.measured import Measured
 from query.service import (
     Forbidden,
     Service,
@@ -82,18 +81,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_DIR = "readside-api-metrics-"
 #: the supervisor's pid, for each of its server processes to follow
 SUPERVISOR_ENV = "READSIDE_SERVE_SUPERVISOR"
-
-REQUESTS = Counter(
-    "readside_api_requests_total",
-    "HTTP requests by route template, method and status",
-    ["route", "method", "status"],
-)
-LATENCY = Histogram(
-    "readside_api_request_seconds",
-    "HTTP request latency by route template",
-    ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 
 
 def _error_body(exc: ReadsideError) -> dict[str, Any]:
@@ -140,47 +127,6 @@ async def _bad_request(_request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": "; ".join(problems) or "bad request", "reason": "request"}, 400
     )
-
-
-class Measured:
-    """ASGI middleware: request count and latency by route template (a plain
-    ASGI wrapper; Starlette's BaseHTTPMiddleware costs a task per request)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._latency: dict[str, Any] = {}
-        self._count: dict[tuple[str, str, int], Any] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = [500]
-
-        async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self._observe(route, scope["method"], status[0], start)
-
-    def _observe(self, route: str, method: str, status: int, start: float) -> None:
-        """Count and time one request (the labelled series kept, not looked
-        up again on every request)."""
-        latency = self._latency.get(route)
-        if latency is None:
-            latency = self._latency[route] = LATENCY.labels(route)
-        latency.observe(time.perf_counter() - start)
-        key = (route, method, status)
-        count = self._count.get(key)
-        if count is None:
-            count = self._count[key] = REQUESTS.labels(route, method, str(status))
-        count.inc()
 
 
 class BodyTooLarge(HTTPException):
@@ -373,6 +319,7 @@ def serve(
         "access_log": False,
         "timeout_graceful_shutdown": 10,
         "timeout_keep_alive": api.keep_alive_s,
+        "http": wire.protocol(),
     }
     if api.tls_cert is not None and api.tls_key is not None:
         options["ssl_certfile"] = str(api.tls_cert)

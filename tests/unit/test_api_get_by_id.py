@@ -48,18 +48,32 @@ def config(store: str, **api: Any) -> Any:
     )
 
 
-@pytest.fixture
-def http() -> Any:
-    store = f"api-get-{uuid.uuid4().hex[:8]}"
+def site_service(store: str, min_lsn_wait_s: float, *batches: list[Any]) -> Any:
+    """The server's service for a site key reading view ``t`` of the
+    in-memory ``store``, after the sink wrote ``batches``."""
     cfg = config(
-        store, keys=[{"name": "site", "key": KEY, "views": ["t"]}], min_lsn_wait_s=0.2
+        store,
+        keys=[{"name": "site", "key": KEY, "views": ["t"]}],
+        min_lsn_wait_s=min_lsn_wait_s,
     )
     sink = build_sinks(cfg, ["redis"])["redis"]
     sink.open()
-    sink.write([Upsert("t", "1", 5, DOC), Upsert("t", "2", 5, {"id": 2})])
-    sink.write([Delete("t", "2", 6)])
+    for batch in batches:
+        sink.write(batch)
     svc = Service(cfg)
     svc.client.freshness.timeout_s = 0.05  # the closed Kafka answers nothing
+    return cfg, svc
+
+
+@pytest.fixture
+def http() -> Any:
+    store = f"api-get-{uuid.uuid4().hex[:8]}"
+    cfg, svc = site_service(
+        store,
+        0.2,
+        [Upsert("t", "1", 5, DOC), Upsert("t", "2", 5, {"id": 2})],
+        [Delete("t", "2", 6)],
+    )
     client = TestClient(
         create_app(cfg, svc), headers={"Authorization": f"Bearer {KEY}"}
     )
