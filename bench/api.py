@@ -10,8 +10,11 @@ topics, worker, ``readside serve``; all removed afterwards):
     in a process of its own (:mod:`bench.api_load`: one asyncio loop,
     ``--concurrency`` keep-alive connections, one request in flight on each);
     through :class:`query.ReadClient` in this process on ``--concurrency``
-    threads; and the HTTP load against the ASGI server alone
-    (:mod:`bench.api_ceiling`), the most a handler behind it can reach.
+    threads; and the HTTP load against the server alone
+    (:mod:`bench.api_ceiling`) answering a constant, once through ASGI (the
+    most a handler behind it can reach) and once as get by id is written
+    (:mod:`query.wire`: the most get by id can reach with a store that
+    answers at once).
     Requests/s, p50, p99 and the ratios to raw Redis.
 (b) commit-to-readable: while a process of its own updates random rows at
     ``--load-rate`` transactions per second on a schedule
@@ -275,20 +278,22 @@ def bench_reads(p: Pipeline, requests: int, concurrency: int) -> dict[str, Any]:
             "http": load_in_child(http),
             "redis": load_in_child(raw),
             "ceiling": bench_ceiling(p, http),
+            "ceiling_wire": bench_ceiling(p, http, "wire"),
             "http_library": load_in_child({**http, "client": "library"}),
             "redis_library": load_in_child({**raw, "client": "library"}),
             "client": timed_calls(client_get, requests, concurrency),
         }
 
 
-def bench_ceiling(p: Pipeline, http: dict[str, Any]) -> dict[str, Any]:
-    """The HTTP row's load against the ASGI server alone
-    (:mod:`bench.api_ceiling`), answering with the bytes of a real answer."""
+def bench_ceiling(p: Pipeline, http: dict[str, Any], *mode: str) -> dict[str, Any]:
+    """The HTTP row's load against the server alone (:mod:`bench.api_ceiling`;
+    ``mode`` ``"wire"``: the way get by id is written), answering with the
+    bytes of a real answer."""
     body = p.workdir / "ceiling-body.json"
     body.write_bytes(httpx.get(p.base + http["targets"][0], timeout=10).content)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.api_ceiling", str(port), str(body)],
+        [sys.executable, "-m", "bench.api_ceiling", str(port), str(body), *mode],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
