@@ -151,12 +151,19 @@ class Processor:
         the records, so its result is the same whenever it runs.
 
         The list is in the order of ``messages``; it ends early at the first
-        record whose decoding raised anything but :class:`BadRecord` (a
-        schema registry down): :meth:`process` decodes that one and the rest
-        itself, and meets the error where it always does.
+        record that would ask a service first (a schema not fetched from the
+        registry yet, :meth:`Converter.fetches
+        <pipeline.source.records.Converter.fetches>`), or whose decoding
+        raised anything but :class:`BadRecord`: :meth:`process` decodes that
+        one and the rest itself, and meets a registry that does not answer
+        where it always does, once. So the batch in hand never waits for a
+        registry on the next batch's behalf before its commit.
         """
         out: list[Decoded] = []
+        fetches = self.converter.fetches
         for msg in messages:
+            if msg.error() is None and fetches(msg):
+                break
             try:
                 out.append(self._decode(msg))
             except Exception:  # noqa: BLE001 (process() meets it again)

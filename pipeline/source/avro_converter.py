@@ -35,6 +35,7 @@ from pipeline.source.envelope import (
     envelope_schema,
     key_schema,
 )
+from pipeline.source.records import RawMessage
 from pipeline.source.registry import SchemaRegistry
 from pipeline.types import RowConverter, SchemaError
 
@@ -80,6 +81,20 @@ class AvroConverter(EnvelopeDecoder):
         self.registry = registry
         self._keys: dict[int, tuple[Reader, RowConverter | None]] = {}
         self._values: dict[int, tuple[Reader, Envelope]] = {}
+
+    def fetches(self, msg: RawMessage) -> bool:
+        """Whether the key's or the value's schema id is one not fetched
+        yet (a record not in the wire format fetches nothing: it is a dead
+        letter)."""
+        for raw, compiled in ((msg.key(), self._keys), (msg.value(), self._values)):
+            if raw is None:
+                continue
+            try:
+                if schema_id(raw, "record") not in compiled:
+                    return True
+            except BadRecord:
+                return False
+        return False
 
     def _parse_key(
         self, topic: str, raw: bytes | str

@@ -92,6 +92,11 @@ class EnvelopeDecoder(ABC):
     def _parse_value(self, topic: str, raw: bytes | str) -> tuple[Any, Envelope]:
         """The value's payload and converters."""
 
+    def fetches(self, msg: RawMessage) -> bool:
+        """See :class:`.records.Converter`: nothing to fetch unless a
+        subclass says so."""
+        return False
+
     def decode(self, msg: RawMessage) -> ChangeEvent | Heartbeat:
         """Decode one consumed record (see :class:`.records.Converter`)."""
         if msg.error() is not None:

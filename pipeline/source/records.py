@@ -123,6 +123,12 @@ class Converter(Protocol):
         """
         ...
 
+    def fetches(self, msg: RawMessage) -> bool:
+        """Whether decoding ``msg`` would ask a service first (a schema
+        registry, for a schema not fetched yet); decoding a record for which
+        this is ``False`` reads nothing but the record and memory."""
+        ...
+
 
 def table_of_topic(topic: str) -> str:
     """``schema.table`` from a ``{prefix}.{schema}.{table}`` topic name.

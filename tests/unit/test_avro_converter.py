@@ -177,6 +177,24 @@ def test_avro_converter_fetches_each_schema_id_once() -> None:
     assert registry.fetched == [1, 2]
 
 
+def test_avro_converter_fetches_says_which_records_ask_the_registry() -> None:
+    fixture = load("customers_create.json")
+    schemas: dict[int, Any] = {}
+    msg = as_avro(fixture, schemas)
+    registry = StubRegistry(schemas)
+    converter = AvroConverter(registry)
+    assert converter.fetches(msg)  # neither schema fetched yet
+    converter.decode(msg)
+    assert not converter.fetches(msg)
+    tombstone = FakeMessage(fixture["topic"], None, msg.key(), 0, 9)
+    assert not converter.fetches(tombstone)  # its key schema is known
+    new_value = FakeMessage(fixture["topic"], b"\x00\x00\x00\x00\x07" + b"x", None)
+    assert converter.fetches(new_value)
+    not_avro = FakeMessage(fixture["topic"], b'{"schema":{}}', b"{}")
+    assert not converter.fetches(not_avro)  # nothing to fetch: a dead letter
+    assert registry.fetched == [1, 2]  # fetches() itself asks nothing
+
+
 def test_avro_converter_json_bytes_is_bad_record_naming_wire_format() -> None:
     fixture = load("customers_create.json")
     msg = FakeMessage.of_json(fixture["topic"], None, fixture["value"])

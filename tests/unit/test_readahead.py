@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from test_avro_converter import StubRegistry, as_avro, load
 from test_processor import TOPIC, event, make_processor
 
 from pipeline.decode import FakeMessage
@@ -18,6 +19,7 @@ from pipeline.metrics import Health
 from pipeline.partitions import Partitions
 from pipeline.processor import Processor
 from pipeline.readahead import ReadAhead
+from pipeline.source.avro_converter import AvroConverter
 
 pytestmark = pytest.mark.unit
 
@@ -118,6 +120,33 @@ def test_decoding_ahead_stops_at_a_service_outage_and_the_batch_decodes_the_rest
     batch = processor.process(records, ahead=decoded)
     assert batch.events == 3
     assert sorted(op.doc_id for op in batch.ops["docs"]) == ["1", "2", "3"]
+
+
+def test_decoding_ahead_asks_no_registry_for_a_schema_it_has_not_fetched():
+    # The registry is down. Reading ahead must not wait on it (that would
+    # hold the commit of the batch in hand): it stops before the first record
+    # of a new schema, and the batch meets the outage once, itself.
+    fixture = load("customers_create.json")
+    schemas: dict[int, Any] = {}
+    first = as_avro(fixture, schemas)
+    down = StubRegistry({})
+    converter = AvroConverter(down)
+    processor = make_processor()
+    processor.converter = converter
+    decoded = processor.decode_ahead([first])
+    assert decoded == []
+    assert down.fetched == []
+    with pytest.raises(BadRecord):  # the batch asks (this stub: unknown id)
+        converter.decode(first)
+    assert down.fetched == [1]
+    # With the schemas fetched, the records after are decoded ahead.
+    converter = AvroConverter(StubRegistry(schemas))
+    processor = make_processor()
+    processor.converter = converter
+    converter.decode(first)
+    again = FakeMessage(first.topic(), first.value(), first.key(), 0, 11)
+    decoded = processor.decode_ahead([again])
+    assert [type(d).__name__ for d in decoded] == ["ChangeEvent"]
 
 
 def test_a_rebalance_gives_the_records_back_where_each_partition_resumes():
