@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import http
 import logging
+import re
 import time
 from typing import Any
 
@@ -44,6 +45,9 @@ from query.fastpath import FastGet, Ready
 from query.measured import Measured
 
 logger = logging.getLogger(__name__)
+
+#: what uvicorn refuses in a header value: control characters but tab
+_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: uvicorn releases (major, minor) whose httptools protocol this module was
 #: tested with (tests/unit/test_wire.py)
@@ -120,28 +124,37 @@ async def _wire(
     the answer to the cycle's transport itself."""
     measured, fast = front
     start = time.perf_counter()
-    result = await fast.answer(scope, parts)
-    if not isinstance(result, Ready):
-        refusal: ASGIApp = result
-        await measured.run(refusal, scope, receive, send, start)
-        return
-    if cycle.flow.write_paused and not cycle.disconnected:
-        await cycle.flow.drain()
-    if cycle.disconnected:
-        return  # as uvicorn's send: nothing to write to
-    out = [_status_line(result.status)]
-    for name, value in cycle.default_headers:
-        out += [name, b": ", value, b"\r\n"]
-    for name, value in result.headers:
-        out += [name, b": ", value, b"\r\n"]
-    if not cycle.keep_alive:
-        out.append(b"connection: close\r\n")
-    out += [b"\r\n", result.body]
-    cycle.response_started = True
-    cycle.transport.write(b"".join(out))
-    cycle.response_complete = True
-    cycle.message_event.set()
-    if not cycle.keep_alive:
-        cycle.transport.close()
-    measured.observe(scope, result.status, start)
+    # counted as 500 should anything below raise, as Measured counts it
+    status: int | None = 500
+    try:
+        result = await fast.answer(scope, parts)
+        if not isinstance(result, Ready):
+            status = None  # measured.run counts it
+            refusal: ASGIApp = result
+            await measured.run(refusal, scope, receive, send, start)
+            return
+        if _BAD_VALUE.search(b"".join(value for _, value in result.headers)):
+            raise RuntimeError("Invalid HTTP header value.")  # as uvicorn checks
+        status = result.status
+        if cycle.flow.write_paused and not cycle.disconnected:
+            await cycle.flow.drain()
+        if cycle.disconnected:
+            return  # as uvicorn's send: nothing to write to
+        out = [_status_line(status)]
+        for name, value in cycle.default_headers:
+            out += [name, b": ", value, b"\r\n"]
+        for name, value in result.headers:
+            out += [name, b": ", value, b"\r\n"]
+        if not cycle.keep_alive:
+            out.append(b"connection: close\r\n")
+        out += [b"\r\n", result.body]
+        cycle.response_started = True
+        cycle.transport.write(b"".join(out))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+    finally:
+        if status is not None:
+            measured.observe(scope, status, start)
     cycle.on_response()

@@ -260,3 +260,38 @@ def test_wire_leaves_an_app_that_is_not_readsides_to_asgi():
 
     assert wire._front(app) is None
     assert wire._front(Measured(app)) is None  # measured, but no FastGet
+
+
+def test_wire_counts_and_answers_500_when_answering_fails(served, monkeypatch):
+    from prometheus_client import REGISTRY
+
+    from query.fastpath import FastGet, Ready
+
+    def count() -> float:
+        labels = {
+            "route": "/v1/views/{view}/docs/{doc_id}",
+            "method": "GET",
+            "status": "500",
+        }
+        return REGISTRY.get_sample_value("readside_api_requests_total", labels) or 0
+
+    port, _app = served
+    before = count()
+
+    async def broken(self: FastGet, scope: Any, parts: list[str]) -> Any:
+        scope["route"] = self.route
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(FastGet, "answer", broken)
+    (answer,) = ask(port, request("/v1/views/t/docs/1"))
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+
+    async def injected(self: FastGet, scope: Any, parts: list[str]) -> Any:
+        scope["route"] = self.route
+        return Ready(200, b"{}", [(b"x-readside-store", b"a\r\nset-cookie: x=1")])
+
+    monkeypatch.setattr(FastGet, "answer", injected)
+    (answer,) = ask(port, request("/v1/views/t/docs/1"))
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"set-cookie" not in answer
+    assert count() == before + 2
