@@ -70,6 +70,11 @@ def schema_id(raw: bytes | str, what: str) -> int:
     return int.from_bytes(raw[1:_HEADER], "big")
 
 
+def _head(sid: int) -> bytes:
+    """The first bytes of a record of schema id ``sid`` in the wire format."""
+    return bytes([MAGIC]) + sid.to_bytes(_HEADER - 1, "big")
+
+
 class AvroConverter(EnvelopeDecoder):
     """Decodes Debezium Avro records; fetches and compiles each schema once.
 
@@ -81,12 +86,21 @@ class AvroConverter(EnvelopeDecoder):
         self.registry = registry
         self._keys: dict[int, tuple[Reader, RowConverter | None]] = {}
         self._values: dict[int, tuple[Reader, Envelope]] = {}
+        #: the first bytes of the records of each compiled id (for fetches)
+        self._key_heads: set[bytes] = set()
+        self._value_heads: set[bytes] = set()
 
     def fetches(self, msg: RawMessage) -> bool:
         """Whether the key's or the value's schema id is one not fetched
         yet (a record not in the wire format fetches nothing: it is a dead
-        letter)."""
-        for raw, compiled in ((msg.key(), self._keys), (msg.value(), self._values)):
+        letter). The usual record is answered from the wire-format heads
+        of the compiled schemas, without parsing its id."""
+        key, value = msg.key(), msg.value()
+        if (key is None or key[:_HEADER] in self._key_heads) and (
+            value is None or value[:_HEADER] in self._value_heads
+        ):
+            return False
+        for raw, compiled in ((key, self._keys), (value, self._values)):
             if raw is None:
                 continue
             try:
@@ -104,6 +118,7 @@ class AvroConverter(EnvelopeDecoder):
         if compiled is None:
             compiled = self._compile(sid, "key", lambda s: key_schema(s, avro_struct))
             self._keys[sid] = compiled
+            self._key_heads.add(_head(sid))
         return _read(raw, compiled[0], "key"), compiled[1]
 
     def _parse_value(self, topic: str, raw: bytes | str) -> tuple[Any, Envelope]:
@@ -114,6 +129,7 @@ class AvroConverter(EnvelopeDecoder):
                 sid, "value", lambda s: envelope_schema(s, avro_struct)
             )
             self._values[sid] = compiled
+            self._value_heads.add(_head(sid))
         return _read(raw, compiled[0], "value"), compiled[1]
 
     def _compile(
