@@ -146,6 +146,24 @@ class Config(_Model):
     _effective: dict[str, ViewConfig] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
+    def _names(self) -> Config:
+        """Names of sinks, views and focuses go into keys, index names, URLs,
+        metrics, logs and HTTP headers: none is empty or holds a control
+        character."""
+        for field, entries in (
+            ("sinks", self.sinks),
+            ("views", self.views),
+            ("focuses", self.focuses),
+        ):
+            for name in entries:
+                if not name.strip() or any(c < " " or c == "\x7f" for c in name):
+                    raise ValueError(
+                        f"{field}: the name {name!r} is empty or holds a control "
+                        "character"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> Config:
         for name, view in self.views.items():
             for sink in view.sinks:

@@ -59,6 +59,23 @@ def test_load_unknown_sink_in_view_names_view_and_sink(tmp_path: Path) -> None:
     assert "'nowhere'" in msg
 
 
+@pytest.mark.parametrize("bad", ["cache\r\nx-evil: 1", "a\tb", "", " ", "del\x7f"])
+def test_load_refuses_a_sink_or_view_name_empty_or_with_control_characters(
+    tmp_path: Path, bad: str
+) -> None:
+    # names reach HTTP headers (x-readside-store), URLs, keys and logs
+    sinks = {bad if n == "cache" else n: s for n, s in GOOD["sinks"].items()}
+    views = {
+        n: {**v, "sinks": [bad if s == "cache" else s for s in v["sinks"]]}
+        for n, v in GOOD["views"].items()
+    }
+    msg = load_error(tmp_path, {**GOOD, "sinks": sinks, "views": views})
+    assert f"sinks: the name {bad!r} is empty or holds a control character" in msg
+    views = {bad if n == "orders" else n: v for n, v in GOOD["views"].items()}
+    msg = load_error(tmp_path, {**GOOD, "views": views})
+    assert f"views: the name {bad!r} is empty or holds a control character" in msg
+
+
 def test_load_missing_env_var_names_variable_and_field(tmp_path: Path) -> None:
     data = {**GOOD, "source": {**GOOD["source"], "dsn": "${SHOP_DSN}"}}
     msg = load_error(tmp_path, data)
