@@ -75,6 +75,17 @@ def _head(sid: int) -> bytes:
     return bytes([MAGIC]) + sid.to_bytes(_HEADER - 1, "big")
 
 
+def _unfetched(raw: bytes | str | None, heads: set[bytes]) -> bool:
+    """Whether ``raw`` is in the wire format with a schema id whose first
+    bytes are none of ``heads`` (the compiled ids of its side)."""
+    return (
+        isinstance(raw, bytes)
+        and raw[:_HEADER] not in heads
+        and len(raw) >= _HEADER
+        and raw[0] == MAGIC
+    )
+
+
 class AvroConverter(EnvelopeDecoder):
     """Decodes Debezium Avro records; fetches and compiles each schema once.
 
@@ -92,23 +103,12 @@ class AvroConverter(EnvelopeDecoder):
 
     def fetches(self, msg: RawMessage) -> bool:
         """Whether the key's or the value's schema id is one not fetched
-        yet (a record not in the wire format fetches nothing: it is a dead
-        letter). The usual record is answered from the wire-format heads
-        of the compiled schemas, without parsing its id."""
-        key, value = msg.key(), msg.value()
-        if (key is None or key[:_HEADER] in self._key_heads) and (
-            value is None or value[:_HEADER] in self._value_heads
-        ):
-            return False
-        for raw, compiled in ((key, self._keys), (value, self._values)):
-            if raw is None:
-                continue
-            try:
-                if schema_id(raw, "record") not in compiled:
-                    return True
-            except BadRecord:
-                return False
-        return False
+        yet: its record is in the wire format, and its first bytes are not
+        those of a compiled id (a record not in the wire format fetches
+        nothing: it is a dead letter)."""
+        return _unfetched(msg.key(), self._key_heads) or _unfetched(
+            msg.value(), self._value_heads
+        )
 
     def _parse_key(
         self, topic: str, raw: bytes | str
