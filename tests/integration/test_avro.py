@@ -12,13 +12,16 @@ each writer schema (pipeline.source.avro_reader).
   and ``dlq replay`` decodes them, ``snapshot`` of a table view replays the
   Avro topic;
 * schema evolution while the worker runs: a column added, dropped, widened;
-* a registry outage is waited out.
+* a registry outage is waited out, and never holds the commit of a batch
+  whose schemas the worker has: the read ahead leaves a record of a schema
+  not fetched yet to its own batch.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 import time
 import urllib.request
@@ -45,6 +48,7 @@ from test_aggregate_races import (
 from test_dlq import POISON
 from test_dlq import SCHEMA as DLQ_SCHEMA
 from test_dlq import VIEWS as DLQ_VIEWS
+from test_read_ahead import Held
 from test_worker_convergence import SCHEMA, TABLES, VIEWS, Workload
 
 from pipeline import dlq
@@ -53,6 +57,7 @@ from pipeline.source.avro_converter import schema_id
 from pipeline.source.registry import CCOMPAT_PATH, RETRY_FOR_S, SchemaRegistry
 from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack import runner
+from pipeline.worker import build_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -312,5 +317,113 @@ def test_avro_worker_waits_out_a_registry_outage(make_pipeline):
         runner.start_service(stack, "registry")
     p.wait_drained(timeout=120)
     assert worker.alive(), worker.tail()
+    assert not p.dead_letters()
+    p.assert_converged()
+
+
+def _records_by_value_schema(
+    p: Pipeline, topic: str
+) -> dict[int, list[tuple[int, int]]]:
+    """Per writer schema id of the value, the (partition, offset) of each
+    record of ``topic`` written so far (tombstones left out)."""
+    consumer = Consumer(
+        {
+            **p.config.kafka.client_conf(),
+            "group.id": f"{p.config.kafka.group_id}.peek",
+            "enable.auto.commit": False,
+        }
+    )
+    ends = {part: end for (t, part), end in p.high_watermarks().items() if t == topic}
+    try:
+        consumer.assign([TopicPartition(topic, n, 0) for n in ends])
+        found: dict[int, list[tuple[int, int]]] = {}
+        seen = dict.fromkeys(ends, 0)
+
+        def read() -> bool:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                seen[msg.partition()] = msg.offset() + 1
+                if msg.value():
+                    found.setdefault(schema_id(msg.value(), "value"), []).append(
+                        (msg.partition(), msg.offset())
+                    )
+            return all(seen[n] >= end for n, end in ends.items())
+
+        wait_for(read, timeout=60, what=f"every record of {topic}")
+        return found
+    finally:
+        consumer.close()
+
+
+class _FirstAsk(logging.Handler):
+    """On the worker's first failed ask of the registry for one schema id,
+    what the pipeline had committed at that moment."""
+
+    def __init__(self, p: Pipeline, schema: int) -> None:
+        super().__init__(logging.WARNING)
+        self.p = p
+        self.url_end = f"/schemas/ids/{schema}"
+        self.committed: dict[tuple[str, int], int] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.committed is None and self.url_end in record.getMessage():
+            self.committed = self.p.committed()
+
+
+def test_avro_registry_outage_never_holds_the_commit_of_the_batch_before(
+    make_pipeline,
+):
+    """The batch in hand commits before the worker asks a registry that is
+    down for the schema of the next record: reading ahead while the batch is
+    written leaves that record to its own batch (which waits the outage out),
+    so the commit, and what ``min_lsn`` reads from it, is never held on its
+    behalf."""
+    p = as_avro(
+        make_pipeline(
+            EVOLVING,
+            ["public.evo"],
+            {"evo": {"table": "public.evo"}},
+            worker={"batch_size": 1},
+        )
+    )
+    topic = p.config.source.topic("public.evo")
+    stack = stack_config()
+    p.sql("INSERT INTO evo VALUES (1, 'a', 1)")
+    p.apply_connector()
+    redis = Held(build_sinks(p.config, ["redis"])["redis"])
+    p.start_in_process({"redis": redis})
+    p.wait_drained(timeout=120)
+    known = set(_records_by_value_schema(p, topic))
+    # The next write waits: the records after it are fetched meanwhile.
+    redis.entered.clear()
+    redis.hold.set()
+    p.sql("UPDATE evo SET qty = 2")
+    wait_for(redis.entered.is_set, 60, "a batch in the held write")
+    p.sql("UPDATE evo SET qty = 3")  # the last record of a known schema
+    p.sql("ALTER TABLE evo ADD COLUMN note text DEFAULT 'new'")
+    p.sql("UPDATE evo SET qty = 4")  # the first of a schema not fetched yet
+
+    def written() -> dict[int, list[tuple[int, int]]]:
+        return _records_by_value_schema(p, topic)
+
+    wait_for(lambda: set(written()) - known, 60, "a record of the new schema")
+    by_schema = written()
+    (new,) = set(by_schema) - known
+    ((part, first_new),) = by_schema[new]
+    ask = _FirstAsk(p, new)
+    p.committed()  # its offsets reader is made here, not on the worker's thread
+    registry_log = logging.getLogger("pipeline.source.registry")
+    registry_log.addHandler(ask)
+    runner.stop_service(stack, "registry")
+    try:
+        redis.hold.clear()
+        wait_for(lambda: ask.committed is not None, 90, "the worker to ask")
+        assert ask.committed is not None
+        # Every record before the new schema's first was committed first.
+        assert ask.committed[(topic, part)] == first_new
+    finally:
+        registry_log.removeHandler(ask)
+        runner.start_service(stack, "registry")
+    p.wait_drained(timeout=120)
     assert not p.dead_letters()
     p.assert_converged()
