@@ -19,7 +19,6 @@ from redis.backoff import NoBackoff
 
 from connectors.base import Stored
 from connectors.reads import Condition, Eq, Found, Range, Sort
-from connectors.redis import aio
 from connectors.redis.keys import (
     Layout,
     glob_escape,
@@ -179,21 +178,15 @@ class RedisReads(RedisStore):
             else:
                 raise TransientError(f"redis: view {view} keeps switching generations")
 
-    def _async_client(self) -> aio.Pipelined | redis.asyncio.Redis:
-        """The client of :meth:`afetch` on the running loop: one pipelined
-        connection (:mod:`connectors.redis.aio`), or redis-py's asyncio
-        client where the URL sets an option only redis-py applies."""
+    def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aloop is not loop:
-            if aio.handles(self.cfg):
-                self._aclient = aio.Pipelined(self.cfg)
-            else:
-                self._aclient = self.cfg.connect_async(
-                    socket_timeout=self.cfg.timeout_s,
-                    socket_connect_timeout=self.cfg.timeout_s,
-                    decode_responses=True,
-                    retry=AsyncRetry(NoBackoff(), 0),
-                )
+            self._aclient = self.cfg.connect_async(
+                socket_timeout=self.cfg.timeout_s,
+                socket_connect_timeout=self.cfg.timeout_s,
+                decode_responses=True,
+                retry=AsyncRetry(NoBackoff(), 0),
+            )
             self._aloop = loop
         return self._aclient
 

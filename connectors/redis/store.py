@@ -27,7 +27,6 @@ from redis.retry import Retry
 
 from connectors.base import StoreSink, ViewTarget
 from connectors.redis import RedisSinkConfig
-from connectors.redis.aio import Pipelined
 from connectors.redis.keys import GUARD_SCRIPT, Layout, parse_state, text_or_none
 from connectors.redis.wait import Durability
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
@@ -109,7 +108,7 @@ class RedisStore(StoreSink[RedisSinkConfig]):
         self._layouts = {(v, 1): Layout(t) for v, t in self.targets.items()}
         self._client: redis.Redis | None = None
         #: the reads' asyncio client, and the event loop it was made for
-        self._aclient: Pipelined | redis.asyncio.Redis | None = None
+        self._aclient: redis.asyncio.Redis | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._sha: str | None = None
         self._durability = Durability(name, cfg)
