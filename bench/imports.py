@@ -83,6 +83,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.loaded",
             "pipeline.definitions",
             "pipeline.publication",
+            "pipeline.registryheal",
             "pipeline.metrics",
             "pipeline.partitions",
             "pipeline.readahead",

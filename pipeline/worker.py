@@ -47,6 +47,7 @@ from pipeline import (
     loaded,
     metrics,
     publication,
+    registryheal,
     retaken,
     startup,
 )
@@ -225,6 +226,8 @@ class Worker:
             )
             defined.check()
             self.watches = [published, loads, defined]
+            if cfg.kafka.format == "avro":
+                self.watches.append(registryheal.Watch(cfg))
             self.loads = loads
         if self.assignment is not None:
             consumer.assign(self.assignment)

@@ -71,6 +71,21 @@ class SchemaRegistry:
             login = (kafka.schema_registry_username, password.get_secret_value())
         return cls(kafka.schema_registry_url, login=login)
 
+    def answers(self, timeout_s: float = 3.0) -> bool:
+        """Whether the registry answers now (once, not retried): any HTTP
+        answer but a server error, a refused login included."""
+        req = urllib.request.Request(  # noqa: S310 (configured URL)
+            f"{self.base}/schemas/types", headers=self._headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s):  # noqa: S310
+                return True
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code < 500
+        except (OSError, ValueError):
+            return False
+
     def schema(self, schema_id: int) -> Any:
         """The parsed Avro schema of ``schema_id``.
 

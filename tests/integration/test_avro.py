@@ -51,7 +51,9 @@ from test_dlq import VIEWS as DLQ_VIEWS
 from test_read_ahead import Held
 from test_worker_convergence import SCHEMA, TABLES, VIEWS, Workload
 
+from connectors.debezium import ConnectClient
 from pipeline import dlq
+from pipeline.registryheal import failed_on_registry
 from pipeline.replay import replay_dead_letters
 from pipeline.source.avro_converter import schema_id
 from pipeline.source.registry import CCOMPAT_PATH, RETRY_FOR_S, SchemaRegistry
@@ -425,5 +427,42 @@ def test_avro_registry_outage_never_holds_the_commit_of_the_batch_before(
         registry_log.removeHandler(ask)
         runner.start_service(stack, "registry")
     p.wait_drained(timeout=120)
+    assert not p.dead_letters()
+    p.assert_converged()
+
+
+def test_avro_table_altered_while_the_registry_is_down_converges_once_it_is_back(
+    make_pipeline,
+):
+    """A table altered while the registry is down: the connector cannot
+    register the new schema, and its task fails. Once the registry answers
+    again, the pipeline goes on by itself, with no command, and every
+    document equals its row."""
+    p = as_avro(
+        make_pipeline(EVOLVING, ["public.evo"], {"evo": {"table": "public.evo"}})
+    )
+    stack = stack_config()
+    p.sql("INSERT INTO evo SELECT g, 'n' || g, g FROM generate_series(1, 20) g")
+    p.apply_connector()
+    worker = p.start_worker()
+    p.wait_drained(timeout=120)
+    connect = ConnectClient.of(p.config.connect)
+    path = f"/connectors/{p.config.connect.connector}/status"
+    runner.stop_service(stack, "registry")
+    try:
+        p.sql("ALTER TABLE evo ADD COLUMN note text DEFAULT 'new'")
+        p.sql("UPDATE evo SET qty = qty + 1, note = 'during' WHERE id <= 10")
+        wait_for(
+            lambda: failed_on_registry(connect.request("GET", path) or {}),
+            90,
+            "the connector's task to fail on the registry",
+        )
+        p.wait_log(worker, "does not answer; restarted once it does")
+    finally:
+        runner.start_service(stack, "registry")
+    p.sql("UPDATE evo SET qty = qty + 1 WHERE id > 10")
+    p.wait_drained(timeout=180)
+    assert "answers again: restarted" in worker.log_text()
+    assert worker.alive(), worker.tail()
     assert not p.dead_letters()
     p.assert_converged()

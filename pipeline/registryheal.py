@@ -1,0 +1,112 @@
+"""The connector's task, failed on a schema registry that did not answer,
+restarted once the registry answers again.
+
+With ``kafka.format: avro``, Apicurio's converter in Kafka Connect registers
+the schema of a table that changed (a column added, dropped, widened) when
+it writes the first record of it. If the registry does not answer then,
+the record fails, and Connect fails the task for good: it stays ``FAILED``
+until someone restarts it, and no change of any table reaches Kafka
+meanwhile (the replication slot keeps them). Neither side waits the outage
+out: Apicurio retries only a registry that says it is too busy, Connect
+only errors marked retriable.
+
+:class:`Watch` (a worker's, when its records are Avro) looks at the
+connector's tasks every :data:`CHECK_INTERVAL_S`. A task failed by the
+registry's client is restarted (Connect's restart of the failed tasks) once
+the registry answers again, with a warning; the task goes on from the last
+offset Connect committed, and the records after it that it sends again are
+redeliveries the worker recognises. While the registry does not answer, it
+says so, again every :data:`REPEAT_S`. A task failed for another reason is
+left to ``readside status``, which shows its trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from connectors.debezium import ConnectClient
+from pipeline.config import Config
+from pipeline.errors import ReadsideError
+from pipeline.source.registry import SchemaRegistry
+
+logger = logging.getLogger(__name__)
+
+#: seconds between two looks at the connector's tasks
+CHECK_INTERVAL_S = 10.0
+#: seconds between two lines about a registry that still does not answer
+REPEAT_S = 300.0
+#: what names the registry's client in the trace of a task it failed
+REGISTRY_CLIENT = "io.apicurio.registry."
+
+
+def failed_on_registry(status: dict[str, Any]) -> list[int]:
+    """The ids of the connector's tasks (Connect's status of a connector)
+    that failed in the registry's client."""
+    return [
+        int(t["id"])
+        for t in status.get("tasks", [])
+        if t.get("state") == "FAILED" and REGISTRY_CLIENT in str(t.get("trace", ""))
+    ]
+
+
+class Watch:
+    """A worker's look at the connector's tasks (``kafka.format: avro``)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Callable[[], float] = time.monotonic,
+        answers: Callable[[], bool] | None = None,
+        connect: ConnectClient | None = None,
+    ) -> None:
+        #: asked between two polls: a Connect that hangs holds the loop this long
+        self.connect = connect or replace(ConnectClient.of(cfg.connect), timeout_s=3.0)
+        self.path = f"/connectors/{cfg.connect.connector}"
+        #: whether the registry answers now (any HTTP answer but a 5xx)
+        self.answers = answers or SchemaRegistry.of(cfg.kafka).answers
+        self.clock = clock
+        self._next = 0.0
+        #: while a failed task waits for the registry, when to say so again
+        self._waiting_said: float | None = None
+
+    def due(self) -> bool:
+        return self.clock() >= self._next
+
+    def check(self) -> None:
+        """Restart the tasks the registry failed, if it answers now."""
+        self._next = self.clock() + CHECK_INTERVAL_S
+        try:
+            status = self.connect.request("GET", f"{self.path}/status")
+        except ReadsideError as exc:  # Connect down: readside status says so
+            logger.debug("connector tasks not checked error=%s", exc)
+            return
+        failed = failed_on_registry(status or {})
+        if not failed:
+            self._waiting_said = None
+            return
+        if not self.answers():
+            if self._waiting_said is None or self.clock() >= self._waiting_said:
+                self._waiting_said = self.clock() + REPEAT_S
+                logger.warning(
+                    "connector task(s) %s failed on the schema registry, which "
+                    "does not answer; restarted once it does",
+                    ",".join(map(str, failed)),
+                )
+            return
+        try:
+            self.connect.request(
+                "POST", f"{self.path}/restart?includeTasks=true&onlyFailed=true"
+            )
+        except ReadsideError as exc:  # Connect rebalancing: at the next check
+            logger.warning("connector task restart not taken error=%s", exc)
+            return
+        self._waiting_said = None
+        logger.warning(
+            "connector task(s) %s had failed on the schema registry, which "
+            "answers again: restarted",
+            ",".join(map(str, failed)),
+        )

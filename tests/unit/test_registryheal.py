@@ -1,0 +1,186 @@
+"""A connector task failed on the schema registry, restarted once the
+registry answers (pipeline.registryheal); ``SchemaRegistry.answers`` on a
+real HTTP server. tests/integration/test_avro.py fails the task on the
+stack (a table altered while the registry is down)."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from repo_config import repo_config_path
+
+from pipeline import config
+from pipeline.errors import TransientError
+from pipeline.registryheal import (
+    CHECK_INTERVAL_S,
+    REPEAT_S,
+    Watch,
+    failed_on_registry,
+)
+from pipeline.source.registry import SchemaRegistry
+
+pytestmark = pytest.mark.unit
+
+#: the head of the trace Connect keeps for a task Apicurio's converter failed
+REGISTRY_TRACE = (
+    "org.apache.kafka.connect.errors.ConnectException: Tolerance exceeded in "
+    "error handler\n\tat org.apache.kafka.connect.runtime.errors.Retry...\n"
+    "Caused by: io.apicurio.registry.rest.client.exception.RestClientException\n"
+    "\tat io.apicurio.registry.rest.client.impl.ErrorHandler.parseError(...)"
+)
+OTHER_TRACE = "io.debezium.DebeziumException: replication slot position gone"
+
+
+class Connect:
+    """Connect's REST API as the watch asks it: a status, the restarts asked."""
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+        self.asked: list[tuple[str, str]] = []
+        self.down = False
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        if self.down:
+            raise TransientError("connect: connection refused")
+        self.asked.append((method, path))
+        if method == "GET":
+            return {"connector": {"state": "RUNNING"}, "tasks": self.tasks}
+        return None
+
+    def restarts(self) -> list[str]:
+        return [path for method, path in self.asked if method == "POST"]
+
+
+def _task(state: str, trace: str = "") -> dict[str, Any]:
+    return {"id": 0, "state": state, "worker_id": "w", "trace": trace}
+
+
+@pytest.fixture
+def cfg() -> config.Config:
+    return config.load(repo_config_path(), env={})
+
+
+def _watch(
+    cfg: config.Config, connect: Connect, up: list[bool], now: list[float]
+) -> Watch:
+    return Watch(cfg, lambda: now[0], lambda: up[0], connect)  # type: ignore[arg-type]
+
+
+def test_failed_on_registry_names_only_tasks_the_registry_client_failed() -> None:
+    status = {
+        "tasks": [
+            {**_task("FAILED", REGISTRY_TRACE), "id": 0},
+            {**_task("FAILED", OTHER_TRACE), "id": 1},
+            {**_task("RUNNING", REGISTRY_TRACE), "id": 2},
+        ]
+    }
+    assert failed_on_registry(status) == [0]
+    assert failed_on_registry({}) == []
+
+
+def test_a_task_failed_on_the_registry_is_restarted_once_it_answers(
+    cfg: config.Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pipeline.registryheal")
+    connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [False], [0.0]
+    watch = _watch(cfg, connect, up, now)
+    assert watch.due()
+    watch.check()
+    assert connect.restarts() == []  # the registry does not answer yet
+    assert "does not answer; restarted once it does" in caplog.text
+    assert not watch.due()
+    now[0] += CHECK_INTERVAL_S
+    assert watch.due()
+    watch.check()  # still down: said once per REPEAT_S
+    assert caplog.text.count("does not answer") == 1
+    up[0] = True
+    now[0] += CHECK_INTERVAL_S
+    watch.check()
+    name = cfg.connect.connector
+    assert connect.restarts() == [
+        f"/connectors/{name}/restart?includeTasks=true&onlyFailed=true"
+    ]
+    assert "answers again: restarted" in caplog.text
+
+
+def test_a_registry_down_long_is_said_again_every_repeat(
+    cfg: config.Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pipeline.registryheal")
+    connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [False], [0.0]
+    watch = _watch(cfg, connect, up, now)
+    watch.check()
+    now[0] += REPEAT_S
+    watch.check()
+    assert caplog.text.count("does not answer") == 2
+    assert connect.restarts() == []
+
+
+def test_running_tasks_and_tasks_failed_otherwise_are_left_alone(
+    cfg: config.Config,
+) -> None:
+    for tasks in ([_task("RUNNING")], [_task("FAILED", OTHER_TRACE)], []):
+        connect, up, now = Connect(tasks), [True], [0.0]
+        _watch(cfg, connect, up, now).check()
+        assert connect.restarts() == []
+
+
+def test_a_connect_that_does_not_answer_is_asked_again_at_the_next_check(
+    cfg: config.Config,
+) -> None:
+    connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [True], [0.0]
+    connect.down = True
+    watch = _watch(cfg, connect, up, now)
+    watch.check()  # no exception: the worker goes on
+    connect.down = False
+    now[0] += CHECK_INTERVAL_S
+    watch.check()
+    assert len(connect.restarts()) == 1
+
+
+@pytest.fixture
+def registry() -> Iterator[tuple[str, list[int]]]:
+    """A local HTTP server answering each request with the next status of
+    its list (200 when none is left): its base URL and that list."""
+    statuses: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = statuses.pop(0) if statuses else 200
+            body = b'["AVRO"]' if code == 200 else b"{}"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", statuses
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_registry_answers_unless_refused_or_a_server_error(
+    registry: tuple[str, list[int]],
+) -> None:
+    url, statuses = registry
+    client = SchemaRegistry(url)
+    assert client.answers()
+    statuses.append(401)  # a refused login: it answers (a config error)
+    assert client.answers()
+    statuses.append(503)  # starting, or broken
+    assert not client.answers()
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), None) as closed:  # type: ignore[arg-type]
+        port = closed.server_address[1]
+    assert not SchemaRegistry(f"http://127.0.0.1:{port}").answers(timeout_s=1.0)
