@@ -13,7 +13,9 @@ only errors marked retriable.
 :class:`Watch` (a worker's, when its records are Avro) looks at the
 connector's tasks every :data:`CHECK_INTERVAL_S`. A task failed by the
 registry's client is restarted (Connect's restart of the failed tasks) once
-the registry answers again, with a warning; the task goes on from the last
+the registry answers again, with a warning (a task failed again at once is
+restarted less and less often, every :data:`REPEAT_S` at most); the task
+goes on from the last
 offset Connect committed, and the records after it that it sends again are
 redeliveries the worker recognises. While the registry does not answer, it
 says so, again every :data:`REPEAT_S`. A task failed for another reason is
@@ -72,6 +74,8 @@ class Watch:
         self._next = 0.0
         #: while a failed task waits for the registry, when to say so again
         self._waiting_said: float | None = None
+        #: restarts in a row that the registry failed again
+        self._restarts = 0
 
     def due(self) -> bool:
         return self.clock() >= self._next
@@ -87,6 +91,7 @@ class Watch:
         failed = failed_on_registry(status or {})
         if not failed:
             self._waiting_said = None
+            self._restarts = 0
             return
         if not self.answers():
             if self._waiting_said is None or self.clock() >= self._waiting_said:
@@ -105,8 +110,16 @@ class Watch:
             logger.warning("connector task restart not taken error=%s", exc)
             return
         self._waiting_said = None
+        self._restarts += 1
+        # A task that fails again at once (the registry answers, but not
+        # the converter: its login refused, say) is restarted less and less
+        # often, every REPEAT_S at most.
+        self._next = self.clock() + min(
+            REPEAT_S, CHECK_INTERVAL_S * 2 ** (self._restarts - 1)
+        )
         logger.warning(
             "connector task(s) %s had failed on the schema registry, which "
-            "answers again: restarted",
+            "answers again: restarted (%d in a row)",
             ",".join(map(str, failed)),
+            self._restarts,
         )

@@ -184,3 +184,27 @@ def test_the_registry_answers_unless_refused_or_a_server_error(
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), None) as closed:  # type: ignore[arg-type]
         port = closed.server_address[1]
     assert not SchemaRegistry(f"http://127.0.0.1:{port}").answers(timeout_s=1.0)
+
+
+def test_a_task_that_fails_again_at_once_is_restarted_less_and_less_often(
+    cfg: config.Config,
+) -> None:
+    connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [True], [0.0]
+    watch = _watch(cfg, connect, up, now)
+    waits = []
+    for _ in range(8):
+        watch.check()
+        start = now[0]
+        while not watch.due():
+            now[0] += 1.0
+        waits.append(now[0] - start)
+    assert len(connect.restarts()) == 8
+    assert waits == [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
+    connect.tasks = [_task("RUNNING")]
+    watch.check()  # running again: the next failure starts afresh
+    connect.tasks = [_task("FAILED", REGISTRY_TRACE)]
+    now[0] += CHECK_INTERVAL_S
+    watch.check()
+    assert not watch.due()
+    now[0] += CHECK_INTERVAL_S
+    assert watch.due()
