@@ -423,6 +423,8 @@ def status(cfg: Config) -> dict[str, Any]:
                 # said far into the trace, past the offsets it prints
                 "position_gone": t["state"] == "FAILED"
                 and POSITION_GONE in t.get("trace", ""),
+                "on_registry": t["state"] == "FAILED"
+                and REGISTRY_CLIENT in t.get("trace", ""),
             }
             for t in st.get("tasks", [])
         ]
@@ -439,6 +441,22 @@ def status(cfg: Config) -> dict[str, Any]:
 #: what a Debezium task that failed says when the WAL position it keeps in
 #: Connect's offsets is gone from its replication slot
 POSITION_GONE = "no longer available on the server"
+#: what names the schema registry's client in the trace of a task it failed
+#: (Apicurio's converter, ``kafka.format: avro``)
+REGISTRY_CLIENT = "io.apicurio.registry."
+
+
+def failed_on_registry(status: dict[str, Any]) -> list[int]:
+    """The ids of the tasks, in Connect's status of a connector, that the
+    schema registry's client failed (the registry did not answer when a new
+    schema had to be registered: :mod:`pipeline.registryheal`)."""
+    return [
+        int(t["id"])
+        for t in status.get("tasks", [])
+        if t.get("state") == "FAILED" and REGISTRY_CLIENT in str(t.get("trace", ""))
+    ]
+
+
 #: what the way out of a lost position is, said by both warnings
 _READ_AGAIN = (
     "set source.snapshot_mode: when_needed and run readside connector apply: "

@@ -28,9 +28,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
-from connectors.debezium import ConnectClient
+from connectors.debezium import ConnectClient, failed_on_registry
 from pipeline.config import Config
 from pipeline.errors import ReadsideError
 from pipeline.source.registry import SchemaRegistry
@@ -41,18 +40,6 @@ logger = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 10.0
 #: seconds between two lines about a registry that still does not answer
 REPEAT_S = 300.0
-#: what names the registry's client in the trace of a task it failed
-REGISTRY_CLIENT = "io.apicurio.registry."
-
-
-def failed_on_registry(status: dict[str, Any]) -> list[int]:
-    """The ids of the connector's tasks (Connect's status of a connector)
-    that failed in the registry's client."""
-    return [
-        int(t["id"])
-        for t in status.get("tasks", [])
-        if t.get("state") == "FAILED" and REGISTRY_CLIENT in str(t.get("trace", ""))
-    ]
 
 
 class Watch:

@@ -302,6 +302,12 @@ def _capture_lines(st: dict[str, Any]) -> list[str]:
                     f"warning: connector task {t['id']} FAILED, nothing new reaches "
                     f"the topics: {t['trace'].splitlines()[0] if t['trace'] else ''}"
                 )
+                if t.get("on_registry"):
+                    lines.append(
+                        "  the schema registry failed it (a new schema not "
+                        "registered); the workers restart it once the registry "
+                        "answers"
+                    )
     lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     slot = st.get("slot")
     if slot:

@@ -51,9 +51,9 @@ from test_dlq import VIEWS as DLQ_VIEWS
 from test_read_ahead import Held
 from test_worker_convergence import SCHEMA, TABLES, VIEWS, Workload
 
-from connectors.debezium import ConnectClient
+from connectors import debezium
+from connectors.debezium import ConnectClient, failed_on_registry
 from pipeline import dlq
-from pipeline.registryheal import failed_on_registry
 from pipeline.replay import replay_dead_letters
 from pipeline.source.avro_converter import schema_id
 from pipeline.source.registry import CCOMPAT_PATH, RETRY_FOR_S, SchemaRegistry
@@ -458,6 +458,8 @@ def test_avro_table_altered_while_the_registry_is_down_converges_once_it_is_back
             "the connector's task to fail on the registry",
         )
         p.wait_log(worker, "does not answer; restarted once it does")
+        tasks = debezium.status(p.config)["tasks"]  # as readside status shows it
+        assert [t["on_registry"] for t in tasks] == [True], tasks
     finally:
         runner.start_service(stack, "registry")
     p.sql("UPDATE evo SET qty = qty + 1 WHERE id > 10")

@@ -14,15 +14,12 @@ from typing import Any
 import pytest
 from repo_config import repo_config_path
 
+from connectors.debezium import failed_on_registry
 from pipeline import config
 from pipeline.errors import TransientError
-from pipeline.registryheal import (
-    CHECK_INTERVAL_S,
-    REPEAT_S,
-    Watch,
-    failed_on_registry,
-)
+from pipeline.registryheal import CHECK_INTERVAL_S, REPEAT_S, Watch
 from pipeline.source.registry import SchemaRegistry
+from pipeline.status import render
 
 pytestmark = pytest.mark.unit
 
@@ -208,3 +205,24 @@ def test_a_task_that_fails_again_at_once_is_restarted_less_and_less_often(
     assert not watch.due()
     now[0] += CHECK_INTERVAL_S
     assert watch.due()
+
+
+def test_status_says_the_workers_restart_a_task_the_registry_failed() -> None:
+    def text(on_registry: bool) -> str:
+        task = {"id": 0, "state": "FAILED", "trace": REGISTRY_TRACE}
+        return render(
+            {
+                "views": [],
+                "slot_lag_bytes": 0,
+                "capture_warnings": [],
+                "dead_letters": 0,
+                "connector": {
+                    "connector": "shop-postgres",
+                    "state": "RUNNING",
+                    "tasks": [{**task, "on_registry": on_registry}],
+                },
+            }
+        )
+
+    assert "the workers restart it once the registry answers" in text(True)
+    assert "the workers restart it" not in text(False)
