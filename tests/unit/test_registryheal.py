@@ -68,6 +68,16 @@ def _watch(
     return Watch(cfg, lambda: now[0], lambda: up[0], connect)  # type: ignore[arg-type]
 
 
+def _failed(
+    cfg: config.Config, caplog: pytest.LogCaptureFixture, up: bool
+) -> tuple[Connect, list[bool], list[float], Watch]:
+    """A watch of a connector whose task the registry failed: Connect, whether
+    the registry answers, the clock, the watch."""
+    caplog.set_level(logging.WARNING, logger="pipeline.registryheal")
+    connect, answers, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [up], [0.0]
+    return connect, answers, now, _watch(cfg, connect, answers, now)
+
+
 def test_failed_on_registry_names_only_tasks_the_registry_client_failed() -> None:
     status = {
         "tasks": [
@@ -83,9 +93,7 @@ def test_failed_on_registry_names_only_tasks_the_registry_client_failed() -> Non
 def test_a_task_failed_on_the_registry_is_restarted_once_it_answers(
     cfg: config.Config, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="pipeline.registryheal")
-    connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [False], [0.0]
-    watch = _watch(cfg, connect, up, now)
+    connect, up, now, watch = _failed(cfg, caplog, up=False)
     assert watch.due()
     watch.check()
     assert connect.restarts() == []  # the registry does not answer yet
@@ -108,9 +116,7 @@ def test_a_task_failed_on_the_registry_is_restarted_once_it_answers(
 def test_a_registry_down_long_is_said_again_every_repeat(
     cfg: config.Config, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="pipeline.registryheal")
-    connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [False], [0.0]
-    watch = _watch(cfg, connect, up, now)
+    connect, _up, now, watch = _failed(cfg, caplog, up=False)
     watch.check()
     now[0] += REPEAT_S
     watch.check()
