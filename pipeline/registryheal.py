@@ -13,13 +13,14 @@ only errors marked retriable.
 :class:`Watch` (a worker's, when its records are Avro) looks at the
 connector's tasks every :data:`CHECK_INTERVAL_S`. A task failed by the
 registry's client is restarted (Connect's restart of the failed tasks) once
-the registry answers again, with a warning (a task failed again at once is
-restarted less and less often, every :data:`REPEAT_S` at most); the task
-goes on from the last
-offset Connect committed, and the records after it that it sends again are
-redeliveries the worker recognises. While the registry does not answer, it
-says so, again every :data:`REPEAT_S`. A task failed for another reason is
-left to ``readside status``, which shows its trace.
+the registry answers again, with a warning; a task failed again at once is
+restarted less and less often, every :data:`REPEAT_S` at most. The task
+goes on from the last offset Connect committed, and the records after it
+that it sends again are redeliveries the worker recognises. While the
+registry does not answer, the watch says so, again every :data:`REPEAT_S`.
+A task failed for another reason is left to ``readside status``, which
+shows its trace. Every worker restarts it alike: Connect restarts only the
+tasks still failed.
 """
 
 from __future__ import annotations
