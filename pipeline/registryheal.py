@@ -20,7 +20,9 @@ that it sends again are redeliveries the worker recognises. While the
 registry does not answer, the watch says so, again every :data:`REPEAT_S`.
 A task failed for another reason is left to ``readside status``, which
 shows its trace. Every worker restarts it alike: Connect restarts only the
-tasks still failed.
+tasks still failed. A Connect that does not answer is looked at again after
+:data:`CONNECT_DOWN_S`, so one that hangs holds the worker's loop for its
+3 s timeout once a minute, not every look.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ logger = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 10.0
 #: seconds between two lines about a registry that still does not answer
 REPEAT_S = 300.0
+#: seconds to the next look after Connect did not answer (each look holds
+#: the worker's loop up to the request's 3 s timeout)
+CONNECT_DOWN_S = 60.0
 
 
 class Watch:
@@ -75,6 +80,7 @@ class Watch:
             status = self.connect.request("GET", f"{self.path}/status")
         except ReadsideError as exc:  # Connect down: readside status says so
             logger.debug("connector tasks not checked error=%s", exc)
+            self._next = self.clock() + CONNECT_DOWN_S
             return
         failed = failed_on_registry(status or {})
         if not failed:

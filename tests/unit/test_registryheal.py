@@ -17,7 +17,7 @@ from repo_config import repo_config_path
 from connectors.debezium import failed_on_registry
 from pipeline import config
 from pipeline.errors import TransientError
-from pipeline.registryheal import CHECK_INTERVAL_S, REPEAT_S, Watch
+from pipeline.registryheal import CHECK_INTERVAL_S, CONNECT_DOWN_S, REPEAT_S, Watch
 from pipeline.source.registry import SchemaRegistry
 from pipeline.status import render
 
@@ -133,7 +133,7 @@ def test_running_tasks_and_tasks_failed_otherwise_are_left_alone(
         assert connect.restarts() == []
 
 
-def test_a_connect_that_does_not_answer_is_asked_again_at_the_next_check(
+def test_a_connect_that_does_not_answer_is_asked_again_a_minute_later(
     cfg: config.Config,
 ) -> None:
     connect, up, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [True], [0.0]
@@ -142,6 +142,9 @@ def test_a_connect_that_does_not_answer_is_asked_again_at_the_next_check(
     watch.check()  # no exception: the worker goes on
     connect.down = False
     now[0] += CHECK_INTERVAL_S
+    assert not watch.due()  # a hung Connect would hold the loop each look
+    now[0] = CONNECT_DOWN_S
+    assert watch.due()
     watch.check()
     assert len(connect.restarts()) == 1
 
