@@ -21,8 +21,9 @@ registry does not answer, the watch says so, again every :data:`REPEAT_S`.
 A task failed for another reason is left to ``readside status``, which
 shows its trace. Every worker restarts it alike: Connect restarts only the
 tasks still failed. A Connect that does not answer is looked at again after
-:data:`CONNECT_DOWN_S`, so one that hangs holds the worker's loop for its
-3 s timeout once a minute, not every look.
+:data:`CONNECT_DOWN_S`, a registry after :data:`REGISTRY_DOWN_S`, so a side
+that hangs holds the worker's loop for a 3 s timeout that seldom, not at
+every look.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ logger = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 10.0
 #: seconds between two lines about a registry that still does not answer
 REPEAT_S = 300.0
-#: seconds to the next look after Connect did not answer (each look holds
-#: the worker's loop up to the request's 3 s timeout)
+#: seconds to the next look after Connect, or the registry while a task
+#: waits for it, did not answer (each ask holds the worker's loop up to its
+#: 3 s timeout when the other side hangs)
 CONNECT_DOWN_S = 60.0
+REGISTRY_DOWN_S = 30.0
 
 
 class Watch:
@@ -88,6 +91,7 @@ class Watch:
             self._restarts = 0
             return
         if not self.answers():
+            self._next = self.clock() + REGISTRY_DOWN_S
             if self._waiting_said is None or self.clock() >= self._waiting_said:
                 self._waiting_said = self.clock() + REPEAT_S
                 logger.warning(
