@@ -272,6 +272,16 @@ def _failed(status: dict[str, Any]) -> bool:
     return any(t.get("state") == "FAILED" for t in status.get("tasks", []))
 
 
+def restart_failed_tasks(client: ConnectClient, path: str) -> None:
+    """Ask Connect once to restart the failed tasks of the connector at
+    ``path`` (``/connectors/NAME``); the running ones are left alone.
+
+    Raises:
+        TransientError: Connect did not take it (rebalancing, down).
+    """
+    client.request("POST", f"{path}/restart?includeTasks=true&onlyFailed=true")
+
+
 def _restart_failed(
     client: ConnectClient, path: str, within_s: float = 20.0, every_s: float = 3.0
 ) -> None:
@@ -285,7 +295,7 @@ def _restart_failed(
     deadline = time.monotonic() + within_s
     while True:
         try:
-            client.request("POST", f"{path}/restart?includeTasks=true&onlyFailed=true")
+            restart_failed_tasks(client, path)
         except TransientError as exc:  # rebalancing: asked again below
             logger.info("failed task not restarted yet error=%s", exc)
         time.sleep(every_s)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from connectors.debezium import ConnectClient, failed_on_registry
+from connectors.debezium import ConnectClient, failed_on_registry, restart_failed_tasks
 from pipeline.config import Config
 from pipeline.errors import ReadsideError
 from pipeline.source.registry import SchemaRegistry
@@ -101,9 +101,7 @@ class Watch:
                 )
             return
         try:
-            self.connect.request(
-                "POST", f"{self.path}/restart?includeTasks=true&onlyFailed=true"
-            )
+            restart_failed_tasks(self.connect, self.path)
         except ReadsideError as exc:  # Connect rebalancing: at the next check
             logger.warning("connector task restart not taken error=%s", exc)
             return

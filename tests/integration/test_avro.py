@@ -115,14 +115,19 @@ def _typed_rows(p: Pipeline, seed: int) -> None:
     assert not p.dead_letters()
 
 
-def _first_value(p: Pipeline, topic: str) -> bytes:
-    consumer = Consumer(
+def _peek(p: Pipeline) -> Consumer:
+    """A consumer that reads the topics without committing (assign it)."""
+    return Consumer(
         {
             **p.config.kafka.client_conf(),
             "group.id": f"{p.config.kafka.group_id}.peek",
             "enable.auto.commit": False,
         }
     )
+
+
+def _first_value(p: Pipeline, topic: str) -> bytes:
+    consumer = _peek(p)
     try:
         consumer.assign([TopicPartition(topic, n, 0) for n in range(3)])
         found: list[bytes] = []
@@ -328,13 +333,7 @@ def _records_by_value_schema(
 ) -> dict[int, list[tuple[int, int]]]:
     """Per writer schema id of the value, the (partition, offset) of each
     record of ``topic`` written so far (tombstones left out)."""
-    consumer = Consumer(
-        {
-            **p.config.kafka.client_conf(),
-            "group.id": f"{p.config.kafka.group_id}.peek",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = _peek(p)
     ends = {part: end for (t, part), end in p.high_watermarks().items() if t == topic}
     try:
         consumer.assign([TopicPartition(topic, n, 0) for n in ends])
