@@ -84,6 +84,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.definitions",
             "pipeline.publication",
             "pipeline.registryheal",
+            "pipeline.timelag",
             "pipeline.metrics",
             "pipeline.partitions",
             "pipeline.readahead",

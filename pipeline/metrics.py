@@ -13,11 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
+
+from pipeline.timelag import Newest
 
 EVENTS = Counter("readside_events_total", "Change events decoded", ["topic"])
 OPS = Counter(
@@ -46,11 +49,9 @@ REDELIVERED = Counter(
     "Copies of changes Debezium sent again, recognised and skipped",
     ["topic"],
 )
-LAG_MS = Gauge(
-    "readside_time_lag_ms",
-    "Now minus source commit time of the last applied event",
-    ["view", "sink"],
-)
+#: readside_time_lag_ms, worked out when read (pipeline.timelag)
+TIME_LAG = Newest()
+REGISTRY.register(TIME_LAG)
 APPLIED_LSN = Gauge("readside_applied_lsn", "Last applied source LSN", ["view", "sink"])
 CAPTURE_PROBLEMS = Gauge(
     "readside_source_capture_problems",

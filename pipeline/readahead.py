@@ -73,6 +73,12 @@ class ReadAhead:
         """Whether records were read ahead and not taken yet."""
         return self._read is not None and bool(self._read.raw)
 
+    def partitions(self) -> set[Part]:
+        """The partitions of the records read ahead and not taken yet."""
+        if self._read is None:
+            return set()
+        return {(m.topic(), m.partition()) for m in self._read.raw}
+
     def read(self) -> None:
         """Take the records the consumer has fetched, up to a batch, and
         decode them; once per batch in hand (its later writes and reads do

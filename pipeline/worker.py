@@ -50,6 +50,7 @@ from pipeline import (
     registryheal,
     retaken,
     startup,
+    timelag,
 )
 from pipeline.aggregate.reader import Reader
 from pipeline.batch import BatchHandler, Pacer, rejected_only
@@ -127,6 +128,9 @@ class Worker:
     _checked: bool = False
     #: the tables read whole again already reported: (topic, snapshot LSN)
     _retaken_said: set[tuple[str, int]] = field(default_factory=set)
+    #: reads the heartbeats for the views' time lag (a worker, not a
+    #: rebuild's catch-up)
+    lag: timelag.Heartbeats | None = None
 
     def __post_init__(self) -> None:
         self.parts = Partitions(self.health, lambda: self.stopping)
@@ -229,6 +233,7 @@ class Worker:
             if cfg.kafka.format == "avro":
                 self.watches.append(registryheal.Watch(cfg))
             self.loads = loads
+            self.lag = self._heartbeats(conf, heartbeat_topic)
         if self.assignment is not None:
             consumer.assign(self.assignment)
             self._on_assign(consumer, self.assignment)
@@ -251,6 +256,8 @@ class Worker:
                 or not self.parts.reached(self.until, self.assignment)
             ):
                 self.health.turn()
+                if self.lag is not None:
+                    self.lag.turn(self.ahead.partitions())
                 msgs, decoded = self._records()
                 if self.guard is not None and self.guard.due():
                     self.guard.check()  # before applying anything of a new layout
@@ -275,10 +282,39 @@ class Worker:
             logger.info("worker stopping batches=%d", self.batches)
             producer.flush(10)
             consumer.close()
+            if self.lag is not None:
+                self.lag.close()
             if self.in_flight is None:  # else the helper thread still uses them
                 for sink in self.sinks.values():
                     sink.close()
                 self.reader.close()
+
+    def _heartbeats(self, conf: dict[str, Any], topic: str) -> timelag.Heartbeats:
+        """The reader of the heartbeats that keeps the views' time lag
+        (:mod:`pipeline.timelag`), on a consumer of its own outside the group."""
+        own = {
+            **conf,
+            "group.id": f"{conf['group.id']}.heartbeats",
+            "client.id": f"{conf['client.id']}.heartbeats",
+            "auto.offset.reset": "latest",
+        }
+        lag = timelag.Heartbeats(
+            self.consumer,
+            self.consumer_factory(own),
+            topic,
+            {
+                name: (
+                    [self.cfg.source.topic(t) for t in view.cfg.tables()],
+                    [s for s in view.cfg.sinks if s in self.sinks],
+                )
+                for name, view in self.views.items()
+            },
+            converter_for(self.cfg.kafka, quick=True),
+            lambda: self.parts.assigned,
+            metrics.TIME_LAG,
+        )
+        lag.start()
+        return lag
 
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, _c: Any, parts: list[TopicPartition]) -> None:
@@ -294,11 +330,15 @@ class Worker:
                 return
         if self.guard is not None:
             self.guard.note_assignment(parts)
+        if self.lag is not None:
+            self.lag.forget((p.topic, p.partition) for p in parts)
         self.parts.assign(parts)
         logger.info("assigned partitions=%s", fmt(parts))
 
     def _on_revoke(self, _c: Any, parts: list[TopicPartition]) -> None:
         gone = self.parts.revoke(parts)
+        if self.lag is not None:
+            self.lag.forget(gone)
         self.ahead.moved(gone)
         if self.processor.redeliveries is not None:
             self.processor.redeliveries.forget(gone)
@@ -470,7 +510,7 @@ class Worker:
                     )
                 )
                 if ev.commit_ts_ms:
-                    metrics.LAG_MS.labels(view, sink).set(now - ev.commit_ts_ms)
+                    metrics.TIME_LAG.seen(view, sink, ev.commit_ts_ms)
                 if ev.lsn:
                     metrics.APPLIED_LSN.labels(view, sink).set(ev.lsn)
         self.checkpoints.write(cps)

@@ -10,10 +10,17 @@ from pipeline.source.registry import SchemaRegistry
 from pipeline.sourceconfig import ConnectConfig, KafkaConfig
 
 
-def converter_for(kafka: KafkaConfig) -> Converter:
-    """A new converter for the records the connector writes (one per thread)."""
+def converter_for(kafka: KafkaConfig, quick: bool = False) -> Converter:
+    """A new converter for the records the connector writes (one per thread).
+
+    ``quick``: a registry that does not answer is asked once, 3 s at most,
+    not waited for (a reader of figures, never the pipeline's records).
+    """
     if kafka.format == "avro":
-        return AvroConverter(SchemaRegistry.of(kafka))
+        registry = SchemaRegistry.of(kafka)
+        if quick:
+            registry.timeout_s, registry.retry_for_s = 3.0, 0.0
+        return AvroConverter(registry)
     return JsonConverter()
 
 

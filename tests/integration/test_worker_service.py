@@ -6,12 +6,14 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from harness import REPO, Pipeline, create_pipeline, wait_for
 
+from connectors.debezium import ConnectClient
 from pipeline.events import format_lsn
 
 pytestmark = pytest.mark.integration
@@ -122,4 +124,77 @@ def test_worker_serves_metrics_health_and_status_survives_restart(
     for (view, sink), row in rows.items():
         line = next(ln for ln in text.splitlines() if ln.split()[:2] == [view, sink])
         assert line.endswith(f"  {format_lsn(row['applied_lsn'])}"), text
+    pipeline.assert_converged()
+
+
+def time_lag_ms(base: str) -> dict[str, float]:
+    """``readside_time_lag_ms`` of the notes view, per sink, as served now."""
+    code, body = get(f"{base}/metrics")
+    assert code == 200
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("readside_time_lag_ms{") and 'view="notes"' in line:
+            sink = line.split('sink="', 1)[1].split('"', 1)[0]
+            out[sink] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_time_lag_stays_small_while_idle_and_grows_while_the_capture_is_stopped(
+    pipeline: Pipeline,
+) -> None:
+    """``readside_time_lag_ms``, read from two workers of one group (one of
+    them holds the heartbeats' partition): small while the source is idle
+    (the heartbeats, every 500 ms here, keep the views fresh), growing with
+    the clock while the connector is stopped (nothing reaches Kafka), small
+    again once it runs. A gauge set at each commit stood still at its last
+    value while the capture was stopped."""
+    pipeline.sql(
+        "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 30) g"
+    )
+    pipeline.apply_connector()
+    ports = [free_port(), free_port()]
+    for port in ports:
+        pipeline.start_worker(metrics_port=port)
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    for base in bases:
+        wait_for(lambda b=base: get(f"{b}/readyz")[0] == 200, 90, "worker never ready")
+    pipeline.wait_drained()
+    # Changes streamed to both workers (each holds some of the partitions).
+    pipeline.sql("UPDATE notes SET body = 'streamed ' || id")
+    pipeline.wait_drained()
+    sinks = {"redis", "elasticsearch", "mongodb"}
+
+    def fresh(limit_ms: float) -> bool:
+        return all(
+            set(lags) == sinks and max(lags.values()) < limit_ms
+            for lags in map(time_lag_ms, bases)
+        )
+
+    wait_for(lambda: fresh(3000), 60, "every worker to report the views fresh")
+    time.sleep(6)  # idle: no change at all
+    assert fresh(3000), [time_lag_ms(b) for b in bases]
+
+    connect = ConnectClient.of(pipeline.config.connect)
+    name = pipeline.config.connect.connector
+    connect.request("PUT", f"/connectors/{name}/stop")
+    wait_for(
+        lambda: (
+            connect.request("GET", f"/connectors/{name}/status")["connector"]["state"]
+            == "STOPPED"
+        ),
+        60,
+        "the connector to stop",
+    )
+    before = [time_lag_ms(b) for b in bases]
+    time.sleep(8)
+    after = [time_lag_ms(b) for b in bases]
+    for was, now in zip(before, after, strict=True):
+        for sink in sinks:
+            assert now[sink] >= was[sink] + 7000, (before, after)
+    assert min(min(lags.values()) for lags in after) >= 8000, after
+
+    connect.request("PUT", f"/connectors/{name}/resume")
+    pipeline.sql("UPDATE notes SET body = 'after the stop' WHERE id = 1")
+    wait_for(lambda: fresh(3000), 120, "the views to be fresh again")
+    pipeline.wait_drained()
     pipeline.assert_converged()
