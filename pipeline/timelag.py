@@ -35,9 +35,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,8 +55,8 @@ Pair = tuple[str, str]
 #: After a heartbeat could not be decoded because the schema registry did
 #: not answer, records that need it are skipped this long.
 REGISTRY_PAUSE_S = 30.0
-#: The broker's high watermarks are asked with this timeout.
-WATERMARK_TIMEOUT_S = 2.0
+#: Committed offsets and the broker's watermarks are asked with this timeout.
+ASK_TIMEOUT_S = 2.0
 
 
 class Newest(Collector):
@@ -94,15 +97,36 @@ class Newest(Collector):
         return self.collect()
 
 
+@dataclass
+class _Asked:
+    """The watermarks asked of the broker after the heartbeat at ``at``."""
+
+    at: int
+    views: list[str]
+    #: per partition held when asked, where the worker stood if it had read
+    #: nothing of it since assigned (committed offset; None: its start)
+    unread: dict[Part, int | None]
+    parts: set[Part]
+    high: dict[TopicPartition, Future[Any]]
+    low: dict[TopicPartition, Future[Any]] = field(default_factory=dict)
+
+    def ready(self) -> bool:
+        return all(f.done() for f in [*self.high.values(), *self.low.values()])
+
+
 class Heartbeats:
     """Reads the connector's heartbeats and moves a worker's views on to
     their commit time when the worker has applied what came before them
-    (see the module's docstring).
+    (see the module's docstring). The broker's high watermarks are asked
+    with one request of the admin client, not waited for: the loop looks at
+    the answer on a later turn (the consumer's own asks would wait behind
+    its fetches, ``fetch.wait.max.ms`` each).
 
     Args:
-        consumer: the worker's (its positions and the broker's watermarks).
+        consumer: the worker's (its positions and committed offsets).
         reader: a consumer of its own, outside the worker's group, that
             :meth:`start` assigns to the heartbeat topic's end.
+        admin: asks the broker's watermarks.
         topic: the heartbeat table's topic.
         views: per view the worker applies, its topics and the sinks it
             writes the view to.
@@ -115,6 +139,7 @@ class Heartbeats:
         self,
         consumer: Any,
         reader: Any,
+        admin: Any,
         topic: str,
         views: Mapping[str, tuple[Iterable[str], Iterable[str]]],
         converter: Converter,
@@ -124,6 +149,7 @@ class Heartbeats:
     ) -> None:
         self.consumer = consumer
         self.reader = reader
+        self.admin = admin
         self.topic = topic
         self.views = {v: (set(t), list(s)) for v, (t, s) in views.items()}
         self.converter = converter
@@ -132,9 +158,9 @@ class Heartbeats:
         self.clock = clock
         #: the newest heartbeat's commit time not yet given to every view
         self.pending: int | None = None
-        #: the heartbeat time last tried, so a worker behind asks the broker
-        #: once per heartbeat, not once per turn
+        #: the heartbeat time last asked about: once per heartbeat
         self._tried: int | None = None
+        self._asked: _Asked | None = None
         self._registry_back = 0.0
         #: committed offsets of partitions not read since assigned
         self._committed: dict[Part, int] = {}
@@ -152,6 +178,11 @@ class Heartbeats:
         the worker caught up with. ``in_hand``: partitions of records the
         worker read and has not handled yet."""
         self._read()
+        if self._asked is not None:
+            if not self._asked.ready():
+                return
+            asked, self._asked = self._asked, None
+            self._settle(asked, set(in_hand))
         at = self.pending
         if at is None or at == self._tried:
             return
@@ -164,22 +195,10 @@ class Heartbeats:
             self.pending = None
             return
         self._tried = at
-        busy = set(in_hand)
-        held = set(self.held())
         try:
-            done = self._caught_up(
-                {p for p in held if p not in busy and self._of(p, behind)}
-            )
+            self._asked = self._ask(at, behind)
         except KafkaException as exc:
-            logger.debug("watermarks not read error=%s", exc)
-            return
-        for view in behind:
-            topics, sinks = self.views[view]
-            mine = {p for p in held if p[0] in topics}
-            if mine & busy or not mine <= done:
-                continue
-            for sink in sinks:
-                self.newest.seen(view, sink, at)
+            logger.debug("watermarks not asked error=%s", exc)
 
     def forget(self, parts: Iterable[Part]) -> None:
         """Partitions revoked or assigned anew: their committed offsets are
@@ -188,9 +207,6 @@ class Heartbeats:
             self._committed.pop(part, None)
 
     # ------------------------------------------------------------ inside
-    def _of(self, part: Part, views: Iterable[str]) -> bool:
-        return any(part[0] in self.views[v][0] for v in views)
-
     def _read(self) -> None:
         try:
             msgs = self.reader.consume(500, 0)
@@ -213,36 +229,68 @@ class Heartbeats:
             if ts is not None and ts > (self.pending or -1):
                 self.pending = ts
 
-    def _caught_up(self, parts: set[Part]) -> set[Part]:
-        """Of ``parts``, those the worker read to the broker's high
-        watermark, asked now. A partition not read from since it was
-        assigned stands at the group's committed offset, or, with none, at
-        its start (the consumer's ``auto.offset.reset``)."""
-        if not parts:
-            return set()
+    def _ask(self, at: int, views: list[str]) -> _Asked:
+        """Ask the high watermarks of the partitions of ``views`` held; and
+        the low ones of those read from their start."""
+        parts = {p for p in self.held() if any(p[0] in self.views[v][0] for v in views)}
         tps = [TopicPartition(t, p) for t, p in sorted(parts)]
-        at = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(tps)}
-        unknown = [
-            tp
-            for tp in tps
-            if at[(tp.topic, tp.partition)] < 0
-            and (tp.topic, tp.partition) not in self._committed
-        ]
+        unread: dict[Part, int | None] = {}
+        for tp in self.consumer.position(tps) if tps else ():
+            if tp.offset < 0:
+                unread[(tp.topic, tp.partition)] = None
+        unknown = [TopicPartition(*p) for p in unread if p not in self._committed]
         if unknown:
-            for tp in self.consumer.committed(unknown, timeout=WATERMARK_TIMEOUT_S):
+            for tp in self.consumer.committed(unknown, timeout=ASK_TIMEOUT_S):
                 if tp.error is None:
                     self._committed[(tp.topic, tp.partition)] = tp.offset
-        done = set()
-        for tp in tps:
-            key = (tp.topic, tp.partition)
-            low, high = self.consumer.get_watermark_offsets(
-                tp, timeout=WATERMARK_TIMEOUT_S, cached=False
+        for p in unread:
+            at_offset = self._committed.get(p, -1)
+            unread[p] = at_offset if at_offset >= 0 else None
+        high: dict[TopicPartition, Future[Any]] = {}
+        low: dict[TopicPartition, Future[Any]] = {}
+        if tps:
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            high = self.admin.list_offsets(
+                dict.fromkeys(tps, latest), request_timeout=ASK_TIMEOUT_S
             )
-            here = at[key]
-            if here < 0:
-                here = self._committed.get(key, -1)
-                if here < 0:
-                    here = low
-            if here >= high:
-                done.add(key)
-        return done
+        starts = [TopicPartition(*p) for p, o in unread.items() if o is None]
+        if starts:
+            earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+            low = self.admin.list_offsets(
+                dict.fromkeys(starts, earliest), request_timeout=ASK_TIMEOUT_S
+            )
+        return _Asked(at, views, unread, parts, high, low)
+
+    def _settle(self, asked: _Asked, busy: set[Part]) -> None:
+        """Move on the views of ``asked`` whose partitions the worker has
+        read up to the watermarks the broker gave."""
+        try:
+            high = {
+                (tp.topic, tp.partition): f.result().offset
+                for tp, f in asked.high.items()
+            }
+            low = {
+                (tp.topic, tp.partition): f.result().offset
+                for tp, f in asked.low.items()
+            }
+        except KafkaException as exc:
+            logger.debug("watermarks not read error=%s", exc)
+            return
+        held = set(self.held())
+        tps = [TopicPartition(t, p) for t, p in sorted(asked.parts & held)]
+        here = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in (self.consumer.position(tps) if tps else ())
+        }
+        for part, offset in here.items():
+            if offset < 0:
+                start = asked.unread.get(part)
+                here[part] = low.get(part, -1) if start is None else start
+        for view in asked.views:
+            topics, sinks = self.views[view]
+            mine = {p for p in held if p[0] in topics}
+            if mine & busy or not mine <= asked.parts:
+                continue
+            if all(here[p] >= high[p] for p in mine):
+                for sink in sinks:
+                    self.newest.seen(view, sink, asked.at)

@@ -233,7 +233,7 @@ class Worker:
             if cfg.kafka.format == "avro":
                 self.watches.append(registryheal.Watch(cfg))
             self.loads = loads
-            self.lag = self._heartbeats(conf, heartbeat_topic)
+            self.lag = self._heartbeats(conf, heartbeat_topic, admin)
         if self.assignment is not None:
             consumer.assign(self.assignment)
             self._on_assign(consumer, self.assignment)
@@ -289,7 +289,9 @@ class Worker:
                     sink.close()
                 self.reader.close()
 
-    def _heartbeats(self, conf: dict[str, Any], topic: str) -> timelag.Heartbeats:
+    def _heartbeats(
+        self, conf: dict[str, Any], topic: str, admin: Any
+    ) -> timelag.Heartbeats:
         """The reader of the heartbeats that keeps the views' time lag
         (:mod:`pipeline.timelag`), on a consumer of its own outside the group."""
         own = {
@@ -301,6 +303,7 @@ class Worker:
         lag = timelag.Heartbeats(
             self.consumer,
             self.consumer_factory(own),
+            admin,
             topic,
             {
                 name: (

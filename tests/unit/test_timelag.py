@@ -3,10 +3,12 @@ it on once the worker caught up (pipeline.timelag)."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any
 
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pipeline.errors import TransientError
@@ -102,14 +104,11 @@ class Reader:
 
 
 class Consumer:
-    """Positions, committed offsets and high watermarks by partition."""
+    """Positions and committed offsets by partition."""
 
     def __init__(self) -> None:
         self.position_of: dict[tuple[str, int], int] = {}
         self.committed_of: dict[tuple[str, int], int] = {}
-        self.low: dict[tuple[str, int], int] = {}
-        self.high: dict[tuple[str, int], int] = {}
-        self.asked = 0
         self.committed_asked = 0
 
     def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
@@ -129,23 +128,47 @@ class Consumer:
             for key in [(tp.topic, tp.partition)]
         ]
 
-    def get_watermark_offsets(
-        self, tp: TopicPartition, timeout: float, cached: bool
-    ) -> tuple[int, int]:
-        assert not cached  # asked of the broker after the heartbeat was read
-        self.asked += 1
-        key = (tp.topic, tp.partition)
-        return self.low.get(key, 0), self.high.get(key, 0)
+
+class Admin:
+    """The broker's watermarks by partition, answered when ``answer`` is
+    called (the loop never waits for them)."""
+
+    def __init__(self) -> None:
+        self.low: dict[tuple[str, int], int] = {}
+        self.high: dict[tuple[str, int], int] = {}
+        self.asks: list[set[tuple[str, int]]] = []
+        self._open: list[tuple[Future[Any], int]] = []
+
+    def list_offsets(
+        self, specs: dict[TopicPartition, Any], request_timeout: float
+    ) -> dict[TopicPartition, Future[Any]]:
+        earliest = {repr(s) for s in specs.values()} == {repr(OffsetSpec.earliest())}
+        self.asks.append({(tp.topic, tp.partition) for tp in specs})
+        out = {}
+        for tp in specs:
+            key = (tp.topic, tp.partition)
+            fut: Future[Any] = Future()
+            value = (self.low if earliest else self.high).get(key, 0)
+            self._open.append((fut, value))
+            out[tp] = fut
+        return out
+
+    def answer(self) -> None:
+        for fut, value in self._open:
+            fut.set_result(SimpleNamespace(offset=value))
+        self._open = []
 
 
 def heartbeats(
     held: set[tuple[str, int]],
-) -> tuple[Heartbeats, Consumer, Reader, Converter, Newest, Clock]:
-    consumer, reader, converter, clock = Consumer(), Reader(), Converter(), Clock()
+) -> tuple[Heartbeats, Consumer, Admin, Reader, Converter, Newest, Clock]:
+    consumer, admin, reader = Consumer(), Admin(), Reader()
+    converter, clock = Converter(), Clock()
     newest = Newest(Clock(2000.0))
     hb = Heartbeats(
         consumer,
         reader,
+        admin,
         HB,
         {
             "notes": ([NOTES], ["redis", "elasticsearch"]),
@@ -156,91 +179,121 @@ def heartbeats(
         newest,
         clock,
     )
-    return hb, consumer, reader, converter, newest, clock
+    return hb, consumer, admin, reader, converter, newest, clock
+
+
+def turns(hb: Heartbeats, admin: Admin, in_hand: set[tuple[str, int]]) -> None:
+    """A turn that asks the watermarks, the broker's answer, a turn that
+    reads it."""
+    hb.turn(in_hand)
+    admin.answer()
+    hb.turn(in_hand)
 
 
 def test_a_heartbeat_moves_on_the_views_whose_partitions_are_applied() -> None:
     held = {(NOTES, 0), (NOTES, 1), (TAGS, 0)}
-    hb, consumer, reader, _conv, newest, _clock = heartbeats(held)
+    hb, consumer, admin, reader, _conv, newest, _clock = heartbeats(held)
     consumer.position_of = {(NOTES, 0): 7, (NOTES, 1): 3, (TAGS, 0): 5}
-    consumer.high = {(NOTES, 0): 7, (NOTES, 1): 3, (TAGS, 0): 9}  # tags behind
+    admin.high = {(NOTES, 0): 7, (NOTES, 1): 3, (TAGS, 0): 9}  # tags behind
     reader.heartbeat(1_999_000)
+    hb.turn(set())
+    assert newest.get("notes", "redis") is None  # the broker has not answered
+    hb.turn(set())
+    assert newest.get("notes", "redis") is None
+    admin.answer()
     hb.turn(set())
     assert newest.get("notes", "redis") == 1_999_000
     assert newest.get("notes", "elasticsearch") == 1_999_000
     assert newest.get("tags", "redis") is None  # 4 records of tags unapplied
-    assert consumer.asked == 3
+    assert admin.asks == [held]  # one request for every partition
 
     consumer.position_of[(TAGS, 0)] = 9  # applied since: the next heartbeat
     hb.turn(set())
-    assert consumer.asked == 3  # the same heartbeat is not tried again
+    assert len(admin.asks) == 1  # the same heartbeat is not asked about again
     assert newest.get("tags", "redis") is None
     reader.heartbeat(1_999_500)
-    hb.turn(set())
+    turns(hb, admin, set())
     assert newest.get("tags", "redis") == 1_999_500
     assert newest.get("notes", "redis") == 1_999_500
 
 
 def test_records_in_hand_keep_their_view_behind() -> None:
     held = {(NOTES, 0), (TAGS, 0)}
-    hb, consumer, reader, _conv, newest, _clock = heartbeats(held)
+    hb, consumer, admin, reader, _conv, newest, _clock = heartbeats(held)
     consumer.position_of = {(NOTES, 0): 4, (TAGS, 0): 2}
-    consumer.high = {(NOTES, 0): 4, (TAGS, 0): 2}
+    admin.high = {(NOTES, 0): 4, (TAGS, 0): 2}
     reader.heartbeat(1_999_000)
-    hb.turn({(NOTES, 0)})  # read ahead, not handled: position says nothing
+    turns(hb, admin, {(NOTES, 0)})  # read ahead, not handled yet
     assert newest.get("notes", "redis") is None
     assert newest.get("tags", "redis") == 1_999_000
 
 
-def test_a_partition_not_read_since_assigned_stands_at_its_committed_offset() -> None:
-    held = {(NOTES, 0), (NOTES, 1), (TAGS, 0)}
-    hb, consumer, reader, _conv, newest, _clock = heartbeats(held)
-    # Nothing consumed since assigned: notes-0 at its committed offset (its
-    # end), notes-1 never committed (from its start, empty), tags-0 at a
-    # committed offset short of its end.
-    consumer.committed_of = {(NOTES, 0): 12, (TAGS, 0): 3}
-    consumer.low = {(NOTES, 1): 5}
-    consumer.high = {(NOTES, 0): 12, (NOTES, 1): 5, (TAGS, 0): 4}
+def test_a_partition_assigned_meanwhile_keeps_its_view_behind() -> None:
+    held = {(NOTES, 0)}
+    hb, consumer, admin, reader, _conv, newest, _clock = heartbeats(held)
+    consumer.position_of = {(NOTES, 0): 4, (NOTES, 2): 9}
+    admin.high = {(NOTES, 0): 4, (NOTES, 2): 9}
     reader.heartbeat(1_999_000)
     hb.turn(set())
+    held.add((NOTES, 2))  # a rebalance: not in the answer
+    admin.answer()
+    hb.turn(set())
+    assert newest.get("notes", "redis") is None
+    reader.heartbeat(1_999_500)
+    turns(hb, admin, set())
+    assert newest.get("notes", "redis") == 1_999_500
+
+
+def test_a_partition_not_read_since_assigned_stands_at_its_committed_offset() -> None:
+    held = {(NOTES, 0), (NOTES, 1), (TAGS, 0)}
+    hb, consumer, admin, reader, _conv, newest, _clock = heartbeats(held)
+    # Nothing consumed since assigned: notes-0 at its committed offset (its
+    # end), notes-1 never committed (read from its start, empty), tags-0 at
+    # a committed offset short of its end.
+    consumer.committed_of = {(NOTES, 0): 12, (TAGS, 0): 3}
+    admin.low = {(NOTES, 1): 5}
+    admin.high = {(NOTES, 0): 12, (NOTES, 1): 5, (TAGS, 0): 4}
+    reader.heartbeat(1_999_000)
+    turns(hb, admin, set())
     assert newest.get("notes", "redis") == 1_999_000
     assert newest.get("tags", "redis") is None
+    assert admin.asks[1] == {(NOTES, 1)}  # the start, only where needed
     reader.heartbeat(1_999_500)
-    hb.turn(set())
+    turns(hb, admin, set())
     assert consumer.committed_asked == 1  # kept while the partitions are held
     hb.forget([(TAGS, 0)])  # assigned anew: read again
     reader.heartbeat(1_999_900)
-    hb.turn(set())
+    turns(hb, admin, set())
     assert consumer.committed_asked == 2
 
 
 def test_a_worker_holding_no_partition_of_a_view_reports_it_as_the_heartbeat() -> None:
     """A member of a group whose partitions are all of other views (or that
     holds none) has nothing of the view behind: its share is fresh."""
-    hb, consumer, reader, _conv, newest, _clock = heartbeats(set())
+    hb, _consumer, admin, reader, _conv, newest, _clock = heartbeats(set())
     reader.heartbeat(1_999_000)
-    hb.turn(set())
+    turns(hb, admin, set())
     assert newest.get("notes", "redis") == 1_999_000
     assert newest.get("tags", "redis") == 1_999_000
-    assert consumer.asked == 0
+    assert admin.asks == []
 
 
 def test_a_registry_that_does_not_answer_is_asked_again_after_a_pause() -> None:
-    hb, _consumer, reader, conv, newest, clock = heartbeats(set())
+    hb, _consumer, admin, reader, conv, newest, clock = heartbeats(set())
     conv.known, conv.down = False, True
     reader.heartbeat(1_999_000)
     reader.heartbeat(1_999_500)
-    hb.turn(set())
+    turns(hb, admin, set())
     assert conv.asked == 1  # the second record waits out the pause
     assert newest.get("notes", "redis") is None
     conv.down = False
     reader.heartbeat(1_999_700)
     clock.t += REGISTRY_PAUSE_S - 1
-    hb.turn(set())
+    turns(hb, admin, set())
     assert conv.asked == 1
     clock.t += 2
     reader.heartbeat(1_999_900)
-    hb.turn(set())
+    turns(hb, admin, set())
     assert conv.asked == 2
     assert newest.get("notes", "redis") == 1_999_900
 
@@ -248,7 +301,7 @@ def test_a_registry_that_does_not_answer_is_asked_again_after_a_pause() -> None:
 def test_the_reader_starts_at_the_end_of_every_heartbeat_partition() -> None:
     meta = SimpleNamespace(error=None, partitions=dict.fromkeys((0, 1, 2)))
     listing = SimpleNamespace(topics={HB: meta})
-    hb, _consumer, reader, _conv, _newest, _clock = heartbeats(set())
+    hb, _consumer, _admin, reader, _conv, _newest, _clock = heartbeats(set())
     reader.list_topics = lambda topic, timeout: listing  # type: ignore[attr-defined]
     hb.start()
     assert [(tp.topic, tp.partition, tp.offset) for tp in reader.assigned] == [
