@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,6 +205,22 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def time_lag_ms(port: int, view: str) -> dict[str, float]:
+    """``readside_time_lag_ms`` of ``view`` per sink, as the worker whose
+    metrics listen on ``port`` serves it now ({} while it does not listen)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("readside_time_lag_ms{") and f'view="{view}"' in line:
+            sink = line.split('sink="', 1)[1].split('"', 1)[0]
+            out[sink] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 @dataclass

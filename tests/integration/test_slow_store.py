@@ -13,7 +13,8 @@ commits, and every store converges.
 from __future__ import annotations
 
 import pytest
-from harness import wait_for
+from apiserver import free_port
+from harness import time_lag_ms, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +47,26 @@ def test_worker_with_a_store_slower_than_the_poll_interval_keeps_its_group(
 def test_workers_per_sink_a_slow_store_does_not_hold_back_the_others(make_pipeline):
     # One worker set per sink (--sinks): each sink's consumer group goes at
     # its own store's pace. MongoDB takes 30 s per write; Redis and
-    # Elasticsearch hold every row long before it.
+    # Elasticsearch hold every row long before it. Each worker's time lag
+    # says so while the write is in flight: the slow one's grows with the
+    # clock (it commits nothing), the others' stays small.
     p = make_pipeline(SCHEMA, ["public.items"], VIEWS)
     p.apply_connector()
-    p.start_worker(sinks=["redis", "elasticsearch"])
-    p.start_worker(sinks=["mongodb"], env={"READSIDE_FAULT_SLOW_SINK": "mongodb:30000"})
+    fast, slow_port = free_port(), free_port()
+    p.start_worker(sinks=["redis", "elasticsearch"], metrics_port=fast)
+    p.start_worker(
+        sinks=["mongodb"],
+        env={"READSIDE_FAULT_SLOW_SINK": "mongodb:30000"},
+        metrics_port=slow_port,
+    )
+    wait_for(
+        lambda: (
+            set(time_lag_ms(fast, "items")) == {"redis", "elasticsearch"}
+            and set(time_lag_ms(slow_port, "items")) == {"mongodb"}
+        ),
+        90,
+        "both workers to report the view's time lag (the heartbeats, idle)",
+    )
     p.sql("INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i")
 
     def fast_ones_done() -> list:
@@ -62,6 +78,15 @@ def test_workers_per_sink_a_slow_store_does_not_hold_back_the_others(make_pipeli
     drifts = wait_for(fast_ones_done, 25, "redis and elasticsearch to hold every row")
     (slow,) = [d for d in drifts if d.sink == "mongodb"]
     assert not slow.ok, "mongodb could not have been written yet"
+    wait_for(
+        lambda: time_lag_ms(slow_port, "items")["mongodb"] >= 10_000,
+        25,
+        "the slow worker's time lag to pass 10 s while its write is in flight",
+    )
+    lags = time_lag_ms(fast, "items")
+    assert max(lags.values()) < 3000, lags
+    (slow,) = [d for d in p.verify() if d.sink == "mongodb"]
+    assert not slow.ok, "the figure grew while the write was still in flight"
     p.wait_drained(timeout=180)
     p.assert_converged()
 

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import REPO, Pipeline, create_pipeline, wait_for
+from harness import REPO, Pipeline, create_pipeline, time_lag_ms, wait_for
 
 from connectors.debezium import ConnectClient
 from pipeline.events import format_lsn
@@ -127,18 +127,6 @@ def test_worker_serves_metrics_health_and_status_survives_restart(
     pipeline.assert_converged()
 
 
-def time_lag_ms(base: str) -> dict[str, float]:
-    """``readside_time_lag_ms`` of the notes view, per sink, as served now."""
-    code, body = get(f"{base}/metrics")
-    assert code == 200
-    out = {}
-    for line in body.splitlines():
-        if line.startswith("readside_time_lag_ms{") and 'view="notes"' in line:
-            sink = line.split('sink="', 1)[1].split('"', 1)[0]
-            out[sink] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
 def test_time_lag_stays_small_while_idle_and_grows_while_the_capture_is_stopped(
     pipeline: Pipeline,
 ) -> None:
@@ -167,12 +155,12 @@ def test_time_lag_stays_small_while_idle_and_grows_while_the_capture_is_stopped(
     def fresh(limit_ms: float) -> bool:
         return all(
             set(lags) == sinks and max(lags.values()) < limit_ms
-            for lags in map(time_lag_ms, bases)
+            for lags in (time_lag_ms(port, "notes") for port in ports)
         )
 
     wait_for(lambda: fresh(3000), 60, "every worker to report the views fresh")
     time.sleep(6)  # idle: no change at all
-    assert fresh(3000), [time_lag_ms(b) for b in bases]
+    assert fresh(3000), [time_lag_ms(port, "notes") for port in ports]
 
     connect = ConnectClient.of(pipeline.config.connect)
     name = pipeline.config.connect.connector
@@ -185,9 +173,9 @@ def test_time_lag_stays_small_while_idle_and_grows_while_the_capture_is_stopped(
         60,
         "the connector to stop",
     )
-    before = [time_lag_ms(b) for b in bases]
+    before = [time_lag_ms(port, "notes") for port in ports]
     time.sleep(8)
-    after = [time_lag_ms(b) for b in bases]
+    after = [time_lag_ms(port, "notes") for port in ports]
     for was, now in zip(before, after, strict=True):
         for sink in sinks:
             assert now[sink] >= was[sink] + 7000, (before, after)
