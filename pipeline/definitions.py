@@ -25,6 +25,22 @@ definition of its focus's view once applied (signalled, for a table view).
 Not recorded, and so not seen: a transform's code changed under the same name
 and options, and a sink's own options (mappings; ``--rebuild`` applies them).
 
+The source's columns are part of it too. A migration adds a column (with a
+default PostgreSQL fills in without a change of any row), drops one, or
+changes a column's type, and no record of the rows it does not touch goes
+through the stream: their documents keep the former columns, for good. So a
+definition holds, per table the view reads, its columns, each with the field
+type its values are written as (:func:`columns`), read from the source's
+catalog when the definition is recorded and when it is compared; of those,
+the columns the view's documents take are compared (:func:`taken`: a column
+its ``fields`` leave out may come and go). A table view's load is
+then ``--from-source`` (a replay of the topic would bring back the former
+records); an aggregate view's, once the workers were restarted (they read a
+view's columns at their start), its chunked load. A record made before the
+columns were part of it is given the columns the worker reads at its next
+check; a source that cannot be read leaves the columns out of the
+comparison.
+
 A view's slice (``where``, ``filter``, and so a focus's ``where``) is part of
 its definition: a narrower one leaves documents of rows it no longer
 includes, a wider one lacks the rows that did not change since. A load
@@ -48,14 +64,23 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import psycopg
 
 from pipeline import checkpoints, kafkaclient
+from pipeline.aggregate.catalog import Catalog
 from pipeline.config import Config
-from pipeline.errors import TransientError
+from pipeline.errors import ConfigError, TransientError
 from pipeline.focusconfig import derived_name
 from pipeline.metrics import DEFINITION_CHANGED
-from pipeline.viewconfig import TableViewConfig, ViewConfig
+from pipeline.viewconfig import (
+    AggregateViewConfig,
+    RelationConfig,
+    TableViewConfig,
+    ViewConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +92,12 @@ REPEAT_S = 600.0
 EXCLUDED = frozenset({"sinks", "sink_options"})
 #: the settings that choose a view's rows
 SLICE = frozenset({"where", "filter"})
+
+#: how a definition's key for the columns one table gives the documents
+#: begins (its value: the columns and their field types, as JSON)
+COLUMNS = "columns of "
+#: seconds a connection to the source waits to be made
+CONNECT_TIMEOUT_S = 5
 
 #: a setting's name -> a digest of its value
 Definition = dict[str, str]
@@ -84,51 +115,170 @@ def of(vc: ViewConfig) -> Definition:
     }
 
 
+def _levels(vc: ViewConfig) -> Iterator[tuple[str, list[str] | None, list[str]]]:
+    """Each table the view's documents take columns of, with the columns
+    chosen (``None``: all) and those left out."""
+    if isinstance(vc, TableViewConfig):
+        yield vc.table, vc.fields, vc.exclude
+        return
+
+    def walk(
+        table: str, level: AggregateViewConfig | RelationConfig
+    ) -> Iterator[tuple[str, list[str] | None, list[str]]]:
+        value = level.value if isinstance(level, RelationConfig) else None
+        yield table, [value] if value else level.fields, level.exclude
+        for rel in level.embed.values():
+            yield from walk(rel.table, rel)
+
+    yield from walk(vc.table, vc)
+
+
+def columns(conn: psycopg.Connection[Any], vc: ViewConfig) -> Definition:
+    """Per table ``vc`` reads, its columns, each with the field type its
+    values are written as: ``{"columns of public.t": '{"id": "integer",
+    "tags": "text[]"}'}`` (all of them: :func:`taken` keeps those the view's
+    documents take when definitions are compared). A table the source lacks
+    is left out (the worker's start and the loads name it)."""
+    catalog = Catalog(conn)
+    out: Definition = {}
+    for table in sorted({table for table, _f, _e in _levels(vc)}):
+        try:
+            info = catalog.table(table, "source")
+        except ConfigError:
+            continue
+        cols = {}
+        for name, col in info.columns.items():
+            ft = col.field_type
+            scale = "" if ft.scale is None else f"({ft.scale})"
+            cols[name] = f"{ft.kind}{scale}{'[]' if ft.array else ''}"
+        out[COLUMNS + table] = json.dumps(cols, sort_keys=True)
+    return out
+
+
+def taken(vc: ViewConfig, definition: Definition) -> Definition:
+    """``definition`` with, of each table's columns, only those ``vc``'s
+    documents take (``fields`` and ``exclude`` as the config says now, so
+    that a column the config leaves out, or one a migration adds that it
+    does not take, is no change of the source)."""
+    keep: dict[str, set[str]] = {}
+    for table, fields, exclude in _levels(vc):
+        key = COLUMNS + table
+        if key in definition:
+            names = set(json.loads(definition[key]))
+            chosen = {n for n in names if fields is None or n in fields}
+            keep.setdefault(key, set()).update(chosen - set(exclude))
+    out = dict(definition)
+    for key, names in keep.items():
+        cols = json.loads(definition[key])
+        out[key] = json.dumps(
+            {n: t for n, t in cols.items() if n in names}, sort_keys=True
+        )
+    return out
+
+
+def source_columns(cfg: Config, views: Iterable[str]) -> dict[str, Definition] | None:
+    """:func:`columns` of each of ``views``, read from the source now; None
+    (and a warning) when it cannot be read."""
+    vcs = cfg.effective_views()
+    dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+    try:
+        with psycopg.connect(
+            dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
+        ) as conn:
+            return {view: columns(conn, vcs[view]) for view in views}
+    except psycopg.Error as exc:
+        logger.warning("view columns not read from the source error=%s", exc)
+        return None
+
+
+def _columns_changed(table: str, before: str, now: str) -> str:
+    """``columns of T (note added; name dropped; qty integer -> bigint)``."""
+    was, cols = json.loads(before), json.loads(now)
+    said = [f"{c} added" for c in cols if c not in was]
+    said += [f"{c} dropped" for c in was if c not in cols]
+    said += [
+        f"{c} {was[c]} -> {cols[c]}" for c in cols if c in was and was[c] != cols[c]
+    ]
+    return f"{COLUMNS}{table} ({'; '.join(said)})"
+
+
 def changed(recorded: Definition, now: Definition) -> list[str]:
-    """The settings whose value differs (or that one side lacks)."""
-    return sorted(
-        k for k in recorded.keys() | now.keys() if recorded.get(k) != now.get(k)
-    )
+    """The settings whose value differs (or that one side lacks); the
+    columns of a table only where both sides know them, each with what
+    changed."""
+    out = []
+    for key in sorted(recorded.keys() | now.keys()):
+        if key.startswith(COLUMNS):
+            if key in recorded and key in now and recorded[key] != now[key]:
+                table = key.removeprefix(COLUMNS)
+                out.append(_columns_changed(table, recorded[key], now[key]))
+        elif recorded.get(key) != now.get(key):
+            out.append(key)
+    return out
 
 
 def problem(cfg: Config, view: str, sink: str, settings: Iterable[str]) -> str:
     """What to say of a pair whose definition changed, with the way out."""
     vc = cfg.effective_views()[view]
-    names = set(settings)
+    names = {s for s in settings if not s.startswith(COLUMNS)}
+    source = len(names) < len(list(settings))
     focus = next(
         (f for f, fc in cfg.focuses.items() if derived_name(fc.view, f) == view), None
     )
-    if focus is not None and names <= SLICE:
+    if focus is not None and names <= SLICE and not source:
         load = f"readside focus apply {focus}"
+    elif source and isinstance(vc, TableViewConfig):
+        # the rows read again, through the stream: the topic holds the
+        # former columns of every row the migration did not touch
+        load = f"readside snapshot {view} --from-source"
+        if names & SLICE:
+            load = f"readside snapshot {view} --rebuild --sink {sink}, then {load}"
     elif isinstance(vc, TableViewConfig) or names & SLICE:
         load = f"readside snapshot {view} --rebuild --sink {sink}"
     else:  # every document at a newer version, the same rows
         load = f"readside snapshot {view} --sink {sink}"
+        if source:
+            load = (
+                "restart the workers (they read a view's columns at their start), "
+                f"then {load}"
+            )
+    what = "its definition" if names else "the source's columns"
     return (
-        f"view {view} in sink {sink}: its definition changed ({', '.join(settings)}) "
+        f"view {view} in sink {sink}: {what} changed ({', '.join(settings)}) "
         "since its documents were written whole; the document of every row that "
         f"has not changed since follows the former one. Rewrite them: {load}"
     )
 
 
-def changes(cfg: Config, recorded: Mapping[Pair, Definition]) -> dict[Pair, list[str]]:
+def changes(
+    cfg: Config,
+    recorded: Mapping[Pair, Definition],
+    source: Mapping[str, Definition] | None = None,
+) -> dict[Pair, list[str]]:
     """The settings changed of every pair of the config recorded with
-    another definition."""
+    another definition; with ``source`` (:func:`source_columns`), the
+    columns of their tables too."""
     out: dict[Pair, list[str]] = {}
     for view, vc in sorted(cfg.effective_views().items()):
-        now = of(vc)
+        now = taken(vc, {**of(vc), **(source or {}).get(view, {})})
         for sink in vc.sinks:
             before = recorded.get((view, sink))
-            settings = [] if before is None else changed(before, now)
+            settings = [] if before is None else changed(taken(vc, before), now)
             if settings:
                 out[(view, sink)] = settings
     return out
 
 
-def problems(cfg: Config, recorded: Mapping[Pair, Definition]) -> list[str]:
+def problems(
+    cfg: Config,
+    recorded: Mapping[Pair, Definition],
+    source: Mapping[str, Definition] | None = None,
+) -> list[str]:
     """:func:`problem` of every pair of the config recorded with another
     definition (``readside status``)."""
-    return [problem(cfg, *pair, s) for pair, s in changes(cfg, recorded).items()]
+    return [
+        problem(cfg, *pair, s) for pair, s in changes(cfg, recorded, source).items()
+    ]
 
 
 def record(cfg: Config, view: str, sinks: Iterable[str]) -> None:
@@ -146,7 +296,8 @@ def record(cfg: Config, view: str, sinks: Iterable[str]) -> None:
     )
     producer = kafkaclient.producer(cfg.kafka)
     writer = checkpoints.CheckpointWriter(producer, topic)
-    now = of(cfg.effective_views()[view])
+    cols = (source_columns(cfg, [view]) or {}).get(view, {})
+    now = {**of(cfg.effective_views()[view]), **cols}
     for sink in sinks:
         writer.definition(view, sink, now)
     if producer.flush(30) != 0:
@@ -167,8 +318,13 @@ class Watch:
         self.cfg = cfg
         self.recorder = recorder
         views = cfg.effective_views()
+        self.views = views
         self.now = {pair: of(views[pair[0]]) for pair in pairs}
         self.clock = clock
+        #: the source's columns of each view (None: not read)
+        self.read_columns: Callable[[], Mapping[str, Definition] | None] = lambda: (
+            source_columns(cfg, sorted({v for v, _s in self.now}))
+        )
         #: pairs whose definition changed, with when their error was last logged
         self.said: dict[Pair, float] = {}
         self._next = 0.0
@@ -188,19 +344,33 @@ class Watch:
         except TransientError as exc:
             logger.warning("view definitions not read error=%s", exc)
             return
-        self.take(found)
+        self.take(found, self.read_columns())
 
-    def take(self, found: Mapping[Pair, Definition]) -> None:
-        """Compare the definitions ``found`` on the topic with the config's."""
+    def take(
+        self,
+        found: Mapping[Pair, Definition],
+        source: Mapping[str, Definition] | None = None,
+    ) -> None:
+        """Compare the definitions ``found`` on the topic with the config's
+        and ``source``'s columns (:func:`source_columns`)."""
         now = self.clock()
-        for pair, definition in self.now.items():
+        for pair, config in self.now.items():
             view, sink = pair
+            definition = {**config, **(source or {}).get(view, {})}
             before = found.get(pair)
             if before is None:
                 if self.recorder is not None:
                     self.recorder.definition(view, sink, definition)
                 continue
-            settings = changed(before, definition)
+            unknown = {k for k in definition if k.startswith(COLUMNS)} - before.keys()
+            if unknown and self.recorder is not None:
+                # recorded before the columns were part of a definition (or
+                # a table the source lacked then): from now on they are
+                self.recorder.definition(
+                    view, sink, {**before, **{k: definition[k] for k in unknown}}
+                )
+            vc = self.views[view]
+            settings = changed(taken(vc, before), taken(vc, definition))
             DEFINITION_CHANGED.labels(view=view, sink=sink).set(1 if settings else 0)
             if not settings:
                 if self.said.pop(pair, None) is not None:

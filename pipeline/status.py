@@ -144,7 +144,11 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "dead_letters": dlq,
         "behind_delete_window": behind,
         "topic_warnings": deletewindow.dropping(settings, cfg.view_topics()),
-        "definition_warnings": definitions.problems(cfg, recorded),
+        "definition_warnings": definitions.problems(
+            cfg,
+            recorded,
+            definitions.source_columns(cfg, sorted(cfg.effective_views())),
+        ),
         "source_mark": None if mark is None else asdict(mark),
         "generated_ts_ms": now,
     }

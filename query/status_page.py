@@ -54,6 +54,8 @@ class StatusMonitor:
         self.snapshots: list[dict[str, Any]] = []
         self.services: dict[str, str] = {}
         self.connector: dict[str, Any] = {}
+        #: the source's columns of each view (pipeline.definitions)
+        self.columns: dict[str, definitions.Definition] = {}
         self.dead_letters: int | None = None
         self._rates: dict[str, float] = {}
         self._last_offsets: tuple[float, dict[str, int]] | None = None
@@ -98,6 +100,8 @@ class StatusMonitor:
         if self._turns % PROBE_EVERY == 0:
             self.services = self._probe()
             self.snapshots = self._snapshots()
+            views = sorted(cfg.effective_views())
+            self.columns = definitions.source_columns(cfg, views) or self.columns
         self._turns += 1
         try:
             self.connector = debezium.status(cfg)
@@ -173,7 +177,7 @@ class StatusMonitor:
         changed = {
             pair: definitions.problem(svc.config, *pair, settings)
             for pair, settings in definitions.changes(
-                svc.config, fresh.definitions()
+                svc.config, fresh.definitions(), self.columns
             ).items()
         }
         for view, cfg in svc.config.effective_views().items():

@@ -3,6 +3,7 @@ tests/integration/test_view_definition.py edits a view on the stack."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -102,3 +103,102 @@ def test_a_pair_is_recorded_adopted_said_and_cleared(cfg, caplog) -> None:
     assert definitions.problems(cfg, {(table, sink): former}) == [
         definitions.problem(cfg, table, sink, ["exclude"])
     ]
+
+
+def _cols(table: str, **columns: str) -> dict[str, str]:
+    return {f"{definitions.COLUMNS}{table}": json.dumps(columns, sort_keys=True)}
+
+
+def test_the_source_columns_are_compared_where_both_sides_know_them(cfg) -> None:
+    _table, vc = _view(cfg, "table")
+    config_only = definitions.of(vc)
+    was = {**config_only, **_cols(vc.table, id="integer", name="text", qty="integer")}
+    now = {**config_only, **_cols(vc.table, id="integer", note="text", qty="bigint")}
+    assert definitions.changed(was, now) == [
+        f"columns of {vc.table} (note added; name dropped; qty integer -> bigint)"
+    ]
+    assert definitions.changed(was, was) == []
+    # a record made before the columns were part of it, or a source not
+    # read: the settings alone
+    assert definitions.changed(config_only, now) == []
+    assert definitions.changed(was, config_only) == []
+
+
+def test_the_way_out_of_a_migration_reads_the_source_again(cfg) -> None:
+    table, vc = _view(cfg, "table")
+    aggregate, ac = _view(cfg, "aggregate")
+    moved = f"columns of {vc.table} (note added)"
+    said = definitions.problem(cfg, table, "redis", [moved])
+    assert said.startswith(
+        f"view {table} in sink redis: the source's columns changed ({moved}) "
+    )
+    # a replay of the topic would bring back the former columns
+    assert said.endswith(f"Rewrite them: readside snapshot {table} --from-source")
+    said = definitions.problem(cfg, table, "redis", ["filter", moved])
+    assert "its definition changed (filter, columns of" in said
+    assert said.endswith(
+        f"readside snapshot {table} --rebuild --sink redis, "
+        f"then readside snapshot {table} --from-source"
+    )
+    said = definitions.problem(cfg, aggregate, "redis", [f"columns of {ac.table} ()"])
+    assert said.endswith(
+        "Rewrite them: restart the workers (they read a view's columns at their "
+        f"start), then readside snapshot {aggregate} --sink redis"
+    )
+
+
+def test_the_watch_compares_the_columns_and_completes_a_former_record(
+    cfg, caplog
+) -> None:
+    table, vc = _view(cfg, "table")
+    sink = vc.sinks[0]
+    recorder = Recorder()
+    watch = Watch(cfg, [(table, sink)], recorder)  # type: ignore[arg-type]
+    config_only = definitions.of(vc)
+    first = _cols(vc.table, id="integer", name="text")
+    later = _cols(vc.table, id="integer", name="text", note="text")
+
+    watch.take({}, {table: first})  # a first start records the columns too
+    assert recorder.written == {(table, sink): {**config_only, **first}}
+    recorder.written.clear()
+    # recorded before the columns were part of it: completed, not said
+    watch.take({(table, sink): config_only}, {table: first})
+    assert recorder.written == {(table, sink): {**config_only, **first}}
+    assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+    recorder.written.clear()
+    # a migration since: said, and nothing recorded over it
+    watch.take({(table, sink): {**config_only, **first}}, {table: later})
+    assert recorder.written == {}
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"the source's columns changed (columns of {vc.table} (note added))" in error
+    # the source not read: the settings alone, nothing said of the columns
+    watch.take({(table, sink): {**config_only, **first}}, None)
+    assert (
+        definitions.DEFINITION_CHANGED.labels(view=table, sink=sink)._value.get() == 0
+    )
+
+
+def test_only_the_columns_the_documents_take_are_compared(cfg) -> None:
+    """A column the config leaves out, or one a migration adds that the
+    view does not take, is no change of the source; the config's own
+    change is said as such."""
+    table, vc = _view(cfg, "table")
+    sink = vc.sinks[0]
+    data = yaml.safe_load(repo_config_path().read_text())
+    data["views"][table]["fields"] = ["id", "name"]
+    fielded = config.parse(data)
+    recorded = {
+        **definitions.of(fielded.effective_views()[table]),
+        **_cols(vc.table, id="integer", name="text", price="integer"),
+    }
+    more = _cols(vc.table, id="integer", name="text", price="integer", note="text")
+    assert definitions.changes(fielded, {(table, sink): recorded}, {table: more}) == {}
+    fewer = _cols(vc.table, id="integer", price="integer")
+    assert definitions.changes(fielded, {(table, sink): recorded}, {table: fewer}) == {
+        (table, sink): [f"columns of {vc.table} (name dropped)"]
+    }
+    # the config takes price out: said as the config's change alone
+    data["views"][table]["fields"] = ["id"]
+    narrowed = config.parse(data)
+    found = definitions.changes(narrowed, {(table, sink): recorded}, {table: more})
+    assert found == {(table, sink): ["fields"]}
