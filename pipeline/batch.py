@@ -25,14 +25,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
+import psycopg
+
 from connectors.base import Sink
 from pipeline import metrics
+from pipeline.aggregate import prepare_views
 from pipeline.aggregate.pending import Pending
 from pipeline.aggregate.reader import Reader
 from pipeline.config import WorkerConfig
 from pipeline.decode import RawMessage
 from pipeline.dlq import DeadLetterQueue
-from pipeline.errors import TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.events import ChangeEvent, Document, DocumentOp, Position
 from pipeline.processor import (
     Batch,
@@ -54,6 +57,14 @@ from pipeline.toast import SourceRows
 from pipeline.views import View
 
 T = TypeVar("T")
+
+#: what the source says of a statement naming a column or table a migration
+#: took, or comparing a column whose type it changed
+MIGRATED = (
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.DatatypeMismatch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +250,33 @@ class BatchHandler:
 
     def _read_roots(self, view: View, pending: Pending) -> list[DocumentOp]:
         """Every root ``pending`` names, read a chunk of
-        ``worker.reread_chunk_roots`` roots per snapshot."""
+        ``worker.reread_chunk_roots`` roots per snapshot.
+
+        A statement the source refuses because a migration took a column
+        or a table it names, or gave a column another type, compiles the
+        view again from the catalog and reads again, once: the worker goes
+        on with the source as it is now (a column the config names that is
+        gone is a :class:`ConfigError`).
+        """
+        try:
+            return self._chunks(view, pending)
+        except MIGRATED as exc:
+            logger.warning(
+                "view %s: the source refused its statement (%s): a migration "
+                "changed its tables; compiling it again from the catalog",
+                view.name,
+                str(exc).splitlines()[0],
+            )
+        prepare_views({view.name: view}, self.reader.dsn)
+        try:
+            return self._chunks(view, pending)
+        except MIGRATED as exc:
+            raise FatalError(
+                f"view {view.name}: the source refuses its statement, compiled "
+                f"again from the catalog: {str(exc).splitlines()[0]}"
+            ) from exc
+
+    def _chunks(self, view: View, pending: Pending) -> list[DocumentOp]:
         chunks = view.reread_chunks(
             self.reader, pending, self.settings.reread_chunk_roots
         )

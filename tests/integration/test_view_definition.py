@@ -60,3 +60,59 @@ def test_a_changed_definition_is_said_until_its_documents_are_rewritten(
     assert _warnings(p) == []
     wait_for(lambda: all(d.ok for d in p.verify()), 120, "every document rewritten")
     assert worker.alive(), worker.tail()
+
+
+def test_a_migration_of_the_source_is_said_until_its_documents_are_rewritten(
+    make_pipeline,
+):
+    """A column added with a default (PostgreSQL fills it in for every row
+    without changing one) and a column dropped, while the worker runs: no
+    record of the rows the migration did not touch goes through the stream,
+    so their documents keep the former columns. ``readside status`` and the
+    worker name the tables' columns and the load; once loaded, the warning
+    ends and every document follows the source."""
+    p, worker = started(make_pipeline, BOTH_VIEWS)
+    assert _warnings(p) == []
+    p.sql("ALTER TABLE items ADD COLUMN note text NOT NULL DEFAULT 'new'")
+    p.sql("ALTER TABLE items DROP COLUMN price")
+    p.sql("UPDATE items SET name = 'changed' WHERE id = 1")
+    # The worker's statement of the aggregate view names the dropped column:
+    # refused, compiled again from the catalog, read again.
+    p.wait_log(worker, "a migration changed its tables; compiling it again")
+    wait_for(
+        lambda: (
+            [sorted(d.differing, key=int) for d in p.verify()]
+            == [list(map(str, range(2, 21)))] * 2
+        ),
+        120,
+        "row 1 of both views to follow the migration",
+    )
+    assert worker.alive(), worker.tail()
+    columns = "columns of public.items (note added; price dropped)"
+    table_view, aggregate = _warnings(p)
+    assert table_view == (
+        f"view items in sink redis: the source's columns changed ({columns}) "
+        "since its documents were written whole; the document of every row that "
+        "has not changed since follows the former one. Rewrite them: "
+        "readside snapshot items --from-source"
+    )
+    assert aggregate.startswith(
+        f"view shelf in sink redis: the source's columns changed ({columns})"
+    )
+    assert aggregate.endswith(
+        "Rewrite them: restart the workers (they read a view's columns at their "
+        "start), then readside snapshot shelf --sink redis"
+    )
+    assert worker.terminate() == 0
+    worker = p.start_worker()
+    p.wait_log(
+        worker,
+        "ERROR pipeline.definitions view items in sink redis: the source's "
+        f"columns changed ({columns})",
+        timeout=60,
+    )
+    p.run_cli("snapshot", "items", "--from-source")
+    p.run_cli("snapshot", "shelf", "--sink", "redis")
+    assert _warnings(p) == []
+    wait_for(lambda: all(d.ok for d in p.verify()), 180, "every document rewritten")
+    assert worker.alive(), worker.tail()
