@@ -291,9 +291,11 @@ class Worker:
 
     def _heartbeats(
         self, conf: dict[str, Any], topic: str, admin: Any
-    ) -> timelag.Heartbeats:
+    ) -> timelag.Heartbeats | None:
         """The reader of the heartbeats that keeps the views' time lag
-        (:mod:`pipeline.timelag`), on a consumer of its own outside the group."""
+        (:mod:`pipeline.timelag`), on a consumer of its own outside the group;
+        None, with a warning, when it cannot start (a figure: the worker
+        goes on, its time lag then moves on with the changes it applies)."""
         own = {
             **conf,
             "group.id": f"{conf['group.id']}.heartbeats",
@@ -316,7 +318,16 @@ class Worker:
             lambda: self.parts.assigned,
             metrics.TIME_LAG,
         )
-        lag.start()
+        try:
+            lag.start()
+        except KafkaException as exc:
+            logger.warning(
+                "heartbeats not read: the time lag moves on with applied changes "
+                "only, and grows while the source is idle error=%s",
+                exc,
+            )
+            lag.close()
+            return None
         return lag
 
     # ------------------------------------------------------------ rebalance

@@ -7,9 +7,10 @@ from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client import CollectorRegistry, generate_latest
+from test_worker_gaps import _worker  # a worker of the repo's config
 
 from pipeline.errors import TransientError
 from pipeline.events import ChangeEvent, Op, Position
@@ -307,3 +308,26 @@ def test_the_reader_starts_at_the_end_of_every_heartbeat_partition() -> None:
     assert [(tp.topic, tp.partition, tp.offset) for tp in reader.assigned] == [
         (HB, p, -1) for p in (0, 1, 2)
     ]
+
+
+def test_a_heartbeat_reader_that_cannot_start_leaves_the_worker_running(
+    caplog: Any,
+) -> None:
+    """Kafka refusing the reader's metadata costs the figure its heartbeats,
+    never the worker its start."""
+    worker, _cfg = _worker()
+    closed = []
+
+    class Refusing:
+        def list_topics(self, topic: str, timeout: float) -> Any:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+        def close(self) -> None:
+            closed.append(True)
+
+    worker.consumer_factory = lambda conf: Refusing()
+    worker.consumer = Consumer()
+    conf = {"group.id": "g", "client.id": "c"}
+    assert worker._heartbeats(conf, HB, Admin()) is None
+    assert closed == [True]
+    assert "heartbeats not read" in caplog.text
