@@ -217,11 +217,17 @@ def changed(recorded: Definition, now: Definition) -> list[str]:
     return out
 
 
+def differs(vc: ViewConfig, recorded: Definition, now: Definition) -> list[str]:
+    """:func:`changed` of the columns ``vc``'s documents take (:func:`taken`)."""
+    return changed(taken(vc, recorded), taken(vc, now))
+
+
 def problem(cfg: Config, view: str, sink: str, settings: Iterable[str]) -> str:
     """What to say of a pair whose definition changed, with the way out."""
     vc = cfg.effective_views()[view]
+    settings = list(settings)
     names = {s for s in settings if not s.startswith(COLUMNS)}
-    source = len(names) < len(list(settings))
+    source = len(names) < len(settings)
     focus = next(
         (f for f, fc in cfg.focuses.items() if derived_name(fc.view, f) == view), None
     )
@@ -260,10 +266,10 @@ def changes(
     columns of their tables too."""
     out: dict[Pair, list[str]] = {}
     for view, vc in sorted(cfg.effective_views().items()):
-        now = taken(vc, {**of(vc), **(source or {}).get(view, {})})
+        now = {**of(vc), **(source or {}).get(view, {})}
         for sink in vc.sinks:
             before = recorded.get((view, sink))
-            settings = [] if before is None else changed(taken(vc, before), now)
+            settings = [] if before is None else differs(vc, before, now)
             if settings:
                 out[(view, sink)] = settings
     return out
@@ -369,8 +375,7 @@ class Watch:
                 self.recorder.definition(
                     view, sink, {**before, **{k: definition[k] for k in unknown}}
                 )
-            vc = self.views[view]
-            settings = changed(taken(vc, before), taken(vc, definition))
+            settings = differs(self.views[view], before, definition)
             DEFINITION_CHANGED.labels(view=view, sink=sink).set(1 if settings else 0)
             if not settings:
                 if self.said.pop(pair, None) is not None:

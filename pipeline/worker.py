@@ -302,6 +302,10 @@ class Worker:
             "client.id": f"{conf['client.id']}.heartbeats",
             "auto.offset.reset": "latest",
         }
+        topics: dict[str, list[str]] = {}
+        for t, names in self.cfg.view_topics().items():
+            for name in names:
+                topics.setdefault(name, []).append(t)
         lag = timelag.Heartbeats(
             self.consumer,
             self.consumer_factory(own),
@@ -309,7 +313,7 @@ class Worker:
             topic,
             {
                 name: (
-                    [self.cfg.source.topic(t) for t in view.cfg.tables()],
+                    topics.get(name, []),
                     [s for s in view.cfg.sinks if s in self.sinks],
                 )
                 for name, view in self.views.items()
