@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import Composed
 
-from pipeline.aggregate import fromsource
+from pipeline.aggregate import fromsource, rootfilter
 from pipeline.aggregate.catalog import Catalog
 from pipeline.aggregate.documents import Converter
 from pipeline.aggregate.fromsource import Chunk
@@ -97,6 +97,9 @@ class AggregateView:
             self.name, root.table.name, root.table.primary_key, self.cfg.id
         )
         self.root, self.ids_rule = root, rule
+        if self.cfg.where:
+            where = self.cfg.where
+            rootfilter.check(conn, self.name, root.table.name, root.alias, where)
         self.sql = ViewSQL(
             root, self.cfg.where, list(rule.columns) if rule.custom else None
         )
