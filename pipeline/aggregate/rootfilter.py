@@ -90,9 +90,10 @@ def _quoted(text: str, start: int, quote: str, backslash: bool) -> tuple[str, in
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
-    """(kind, value) of each token: ``name`` (lower-cased unless quoted),
-    ``string``, the punctuation ``(``, ``)``, ``,``, ``.``, or ``other`` (a
-    character of a number or an operator); comments are dropped."""
+    """(kind, value) of each token: ``name`` (lower-cased), ``quoted`` (a
+    quoted name), ``string``, the punctuation ``(``, ``)``, ``,``, ``.``, or
+    ``other`` (a character of a number or an operator); comments are
+    dropped."""
     out: list[tuple[str, str]] = []
     i = 0
     while i < len(text):
@@ -119,7 +120,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
             out.append(("string", value))
         elif ch == '"':
             value, i = _quoted(text, i, '"', backslash=False)
-            out.append(("name", value))
+            out.append(("quoted", value))
         elif m := _DOLLAR.match(text, i):
             end = text.find(m.group(0), m.end())
             end = len(text) if end < 0 else end
@@ -162,13 +163,14 @@ def scan(text: str) -> Scanned:
         if kind == "string":
             found.literals.append(value)
             continue
-        if kind != "name":
+        if kind not in ("name", "quoted"):
             continue
-        if value in CLOCK_KEYWORDS:
+        if kind == "name" and value in CLOCK_KEYWORDS:
             found.keywords.append(value)
             continue
         if n + 1 < len(tokens) and tokens[n + 1][0] == "(":
-            dotted = n >= 2 and tokens[n - 1][0] == "." and tokens[n - 2][0] == "name"
+            named = n >= 2 and tokens[n - 2][0] in ("name", "quoted")
+            dotted = named and tokens[n - 1][0] == "."
             schema = tokens[n - 2][1] if dotted else None
             found.calls.append(Call(value, schema, _arguments(tokens, n + 1)))
     return found

@@ -48,3 +48,9 @@ def test_a_positional_dollar_is_no_quote() -> None:
         Call("a$b", None, 1),
         Call("now", None, 0),
     ]
+
+
+def test_a_quoted_name_is_never_a_keyword() -> None:
+    found = scan('"localtime" > 3 AND "Sch"."f"(1) AND s.g()')
+    assert found.keywords == []
+    assert found.calls == [Call("f", "Sch", 1), Call("g", "s", 0)]
