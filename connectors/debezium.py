@@ -20,6 +20,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from connectors.postgres import (
     heartbeat_sql,
     prepare_source,
     publication_problems,
+    read_generated_columns,
     reloads,
 )
 from pipeline.config import Config
@@ -45,8 +47,10 @@ CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 TRANSACTION_RETENTION_MS = 24 * 3600 * 1000
 
 
-def connector_config(cfg: Config) -> dict[str, str]:
-    """The connector settings as the Connect REST API takes them."""
+def connector_config(cfg: Config, generated: Sequence[str] = ()) -> dict[str, str]:
+    """The connector settings as the Connect REST API takes them;
+    ``generated``: the captured tables' generated columns
+    (:func:`~connectors.postgres.generated_columns`), left out of the records."""
     src = cfg.source
     conn = conninfo_to_dict(src.dsn.get_secret_value())
     tables = captured_tables(cfg)
@@ -124,6 +128,12 @@ def connector_config(cfg: Config) -> dict[str, str]:
         # change waits in Connect under a light load.
         "poll.interval.ms": 10,
     }
+    if generated:
+        # pgoutput streams no generated column, and Debezium's incremental
+        # snapshot fails on a table that has one (skipping the table with a
+        # warning in Connect's log): left out of every record, they are read
+        # from the source row by the workers (pipeline/toast.py).
+        settings["column.exclude.list"] = ",".join(re.escape(c) for c in generated)
     # TLS to PostgreSQL, as the DSN says it (Debezium's names for libpq's).
     for option in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"):
         if conn.get(option):
@@ -137,9 +147,12 @@ _SECRET = re.compile(r"password|secret|user\.info|jaas|ssl\.?key", re.IGNORECASE
 _SHOWN = 60
 
 
-def config_problems(cfg: Config, live: dict[str, str] | None) -> list[str]:
+def config_problems(
+    cfg: Config, live: dict[str, str] | None, generated: Sequence[str] = ()
+) -> list[str]:
     """How the connector's config as Connect holds it (``live``; None: no
-    connector) differs from what ``readside connector apply`` sets.
+    connector) differs from what ``readside connector apply`` sets
+    (``generated``: the captured tables' generated columns now).
 
     A setting changed by hand (through Connect's REST API or a UI) can leave
     changes out of the topics (``table.include.list``, ``skipped.operations``),
@@ -148,7 +161,7 @@ def config_problems(cfg: Config, live: dict[str, str] | None) -> list[str]:
     """
     if live is None:
         return []
-    want = connector_config(cfg)
+    want = connector_config(cfg, generated)
     diffs = [
         f"{k} {_shown(k, live[k])} (readside sets {_shown(k, v)})"
         if k in live
@@ -254,7 +267,7 @@ def apply(cfg: Config) -> dict[str, Any]:
     """Create or update the connector; returns Connect's answer."""
     prepare_source(cfg)
     client = ConnectClient.of(cfg.connect)
-    settings = connector_config(cfg)
+    settings = connector_config(cfg, read_generated_columns(cfg))
     path = f"/connectors/{cfg.connect.connector}"
     before = client.request("GET", f"{path}/status") or {}
     result = client.request("PUT", f"{path}/config", settings)
@@ -486,15 +499,24 @@ def position_gone(task: int) -> str:
     )
 
 
-def connector_problems(cfg: Config, client: ConnectClient | None = None) -> list[str]:
-    """:func:`config_problems` of the connector Connect runs now.
+def connector_problems(
+    cfg: Config,
+    client: ConnectClient | None = None,
+    generated: Sequence[str] | None = None,
+) -> list[str]:
+    """:func:`config_problems` of the connector Connect runs now
+    (``generated``: read from the source when not given).
 
     Raises:
-        TransientError: Connect does not answer.
+        TransientError: Connect does not answer, or the source cannot be read.
     """
     client = client or ConnectClient.of(cfg.connect)
     live = client.request("GET", f"/connectors/{cfg.connect.connector}/config")
-    return config_problems(cfg, live)
+    if live is None:
+        return []
+    if generated is None:
+        generated = read_generated_columns(cfg)
+    return config_problems(cfg, live, generated)
 
 
 def slot_report(cfg: Config) -> dict[str, Any]:

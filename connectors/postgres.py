@@ -31,7 +31,7 @@ from psycopg import sql
 
 from connectors import truncate
 from pipeline.config import Config
-from pipeline.errors import ConfigError, FatalError
+from pipeline.errors import ConfigError, FatalError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,48 @@ SELECT a.attname
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 WHERE c.oid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
   AND a.attstorage IN ('x', 'e') AND c.relreplident <> 'f'
+  AND a.attgenerated = ''  -- in no record: always read (generated_columns)
 ORDER BY a.attnum
 """
+
+
+#: The generated columns of the tables named, as ``schema.table.column``.
+_GENERATED = """
+SELECT t.name || '.' || a.attname
+FROM unnest(%s::text[]) AS t(name)
+JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+ORDER BY 1
+"""
+
+
+def generated_columns(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
+    """The generated columns (``GENERATED ALWAYS AS (...) STORED``) of the
+    captured tables, as ``schema.table.column``.
+
+    pgoutput streams none of them; Debezium's snapshots read them with the
+    row, and its incremental snapshot of such a table fails (and is skipped,
+    with a warning in Connect's log only). The connector leaves them out
+    (``column.exclude.list``); the workers read them from the source row
+    (:mod:`pipeline.toast`).
+    """
+    rows = conn.execute(_GENERATED, (captured_tables(cfg),)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def read_generated_columns(cfg: Config) -> list[str]:
+    """:func:`generated_columns`, on a connection of its own to the source.
+
+    Raises:
+        TransientError: the source cannot be read.
+    """
+    try:
+        with psycopg.connect(
+            cfg.source.dsn.get_secret_value(), autocommit=True, connect_timeout=10
+        ) as conn:
+            return generated_columns(conn, cfg)
+    except psycopg.Error as exc:
+        raise TransientError(f"source not read: {exc}") from exc
 
 
 def toast_risks(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:

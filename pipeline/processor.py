@@ -26,10 +26,11 @@ from pipeline.redelivery import Redeliveries
 from pipeline.retaken import Retaken
 from pipeline.source.json_converter import JsonConverter
 from pipeline.source.records import Converter, Heartbeat, RawMessage
-from pipeline.toast import needs_source
 from pipeline.views import View
 
-#: Reads unchanged TOAST values from the source (:class:`pipeline.toast.SourceRows`).
+#: Given the events that feed a table view, the row image of each that lacks
+#: values (unchanged TOAST values, generated columns), read from the source;
+#: None for a row gone (:meth:`pipeline.toast.SourceRows.fill`).
 Fill = Callable[[Sequence[ChangeEvent]], dict[Position, "Document | None"]]
 
 #: One record decoded ahead of its batch (:meth:`Processor.decode_ahead`):
@@ -187,9 +188,9 @@ class Processor:
 
         Args:
             fill: reads the values a row image lacks (unchanged TOAST
-                columns) from the source, for events that feed a table view
-                (:mod:`pipeline.toast`); without it the sinks fill them from
-                the stored documents.
+                columns, generated columns) from the source, for events that
+                feed a table view (:mod:`pipeline.toast`); without it the
+                sinks fill unchanged TOAST values from the stored documents.
             ahead: what :meth:`decode_ahead` made of the first of
                 ``messages`` (the rest are decoded here).
         """
@@ -306,7 +307,7 @@ class Processor:
         wanted = [
             ev
             for ev in events
-            if needs_source(ev)
+            if ev.after
             and any(
                 not view.rereads
                 for v in self.topics.get(ev.position.topic, ())

@@ -30,7 +30,7 @@ from dataclasses import replace
 import psycopg
 
 from connectors.debezium import ConnectClient, connector_problems
-from connectors.postgres import publication_problems
+from connectors.postgres import generated_columns, publication_problems
 from pipeline.config import Config
 from pipeline.errors import ReadsideError
 from pipeline.metrics import CAPTURE_PROBLEMS
@@ -77,11 +77,12 @@ class Watch:
         try:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
                 problems = publication_problems(conn, self.cfg, self.tables)
+                generated = generated_columns(conn, self.cfg)
         except psycopg.Error as exc:
             logger.warning("publication not checked error=%s", exc)
             return
         try:
-            problems += connector_problems(self.cfg, self.connect)
+            problems += connector_problems(self.cfg, self.connect, generated)
         except ReadsideError as exc:  # Connect down, or not open to workers
             if self._connect_unread is None or self.clock() >= self._connect_unread:
                 self._connect_unread = self.clock() + REPEAT_S

@@ -1,26 +1,38 @@
-"""Unchanged TOAST values of table-view events, read from the source row.
+"""Values a table-view event's row image lacks, read from the source row.
 
-With REPLICA IDENTITY DEFAULT, PostgreSQL does not log a TOASTed value an
-update left unchanged; Debezium sends a placeholder
-(:data:`~pipeline.events.UNCHANGED` once decoded). Filling it from the
-stored document is right only while the store holds the state just before
-the event: once compaction removed the record that set the value (a worker
-stopped meanwhile, a topic replay), the stored value is older, and stays so
-for good. The source row holds the value; this module reads it.
+A row image lacks values in two cases:
 
-The value read is the row's *current* one, possibly newer than the event:
-the document may run ahead of its version for a while, never behind, and
-every later change of the row has a later record that rewrites it, so the
-view converges to the source. A row gone from the source is reported as
-such: a later record (its delete, or the tombstone compaction left) removes
-the document, so the event is skipped rather than written without the value
-(a rebuild's catch-up then goes on until that later record: see
+- **Unchanged TOAST values.** With REPLICA IDENTITY DEFAULT, PostgreSQL does
+  not log a TOASTed value an update left unchanged; Debezium sends a
+  placeholder (:data:`~pipeline.events.UNCHANGED` once decoded). Filling it
+  from the stored document is right only while the store holds the state
+  just before the event: once compaction removed the record that set the
+  value (a worker stopped meanwhile, a topic replay), the stored value is
+  older, and stays so for good.
+- **Generated columns** (``GENERATED ALWAYS AS (...) STORED``). pgoutput
+  leaves them out of every change it streams, while Debezium's initial
+  snapshot reads them with the row: without this, the document of a row
+  changed after the snapshot would lose the column. A table's generated
+  columns are read from the catalog when its first event comes and again
+  after :data:`GENERATED_TTL_S` (a migration may add or drop one).
+
+The source row holds the values; this module reads them. The value read is
+the row's *current* one, possibly newer than the event: the document may
+run ahead of its version for a while, never behind, and every later change
+of the row has a later record that rewrites it, so the view converges to
+the source. A row gone from the source is reported as such: a later record
+(its delete, or the tombstone compaction left) removes the document, so the
+event is skipped rather than written without the value (a rebuild's
+catch-up then goes on until that later record: see
 :mod:`pipeline.snapshot.rebuild`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from psycopg import sql
@@ -29,13 +41,21 @@ from pipeline.aggregate.catalog import Catalog, TableInfo
 from pipeline.aggregate.documents import Values
 from pipeline.aggregate.plan import from_text, ident, table_ref, unnest_keys, value_text
 from pipeline.aggregate.reader import Reader, key_text
+from pipeline.errors import TransientError
 from pipeline.events import UNCHANGED, ChangeEvent, Document, Position
 
+logger = logging.getLogger(__name__)
 
-def needs_source(event: ChangeEvent) -> bool:
-    """Whether ``event``'s row image holds a value the log left out."""
-    after = event.after
-    return after is not None and UNCHANGED in after.values()
+#: Seconds a table's generated columns, once read, are used before they are
+#: read again.
+GENERATED_TTL_S = 60.0
+
+#: The generated columns of the tables named (a table gone has none).
+_GENERATED = sql.SQL(
+    "SELECT t.name, a.attname FROM unnest(%(tables)s::text[]) AS t(name) "
+    "JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) "
+    "WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''"
+)
 
 
 class SourceRows:
@@ -46,11 +66,71 @@ class SourceRows:
             set; a read waits until the events' transactions are visible).
     """
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(
+        self, reader: Reader, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.reader = reader
+        self.clock = clock
         self._conn: Any = None
         self._catalog: Catalog | None = None
         self._values: Values | None = None
+        #: table -> its generated columns and when they were read
+        self._generated: dict[str, tuple[frozenset[str], float]] = {}
+
+    def generated(self, tables: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The generated columns of each of ``tables``, read from the catalog
+        when not known or older than :data:`GENERATED_TTL_S`. While the
+        source cannot be read, the columns read before are kept.
+
+        Raises:
+            TransientError: the source is unreachable and a table's columns
+                were never read.
+        """
+        now, known = self.clock(), self._generated
+        old = now - GENERATED_TTL_S
+        stale = sorted(t for t in set(tables) if t not in known or known[t][1] < old)
+        if stale:
+            try:
+                self.reader.begin()
+                try:
+                    rows = self.reader.query(_GENERATED, {"tables": stale})
+                finally:
+                    self.reader.end()
+            except TransientError as exc:
+                if any(t not in known for t in stale):
+                    raise
+                logger.warning(
+                    "generated columns not read again, the former ones kept "
+                    "tables=%s error=%s",
+                    ",".join(stale),
+                    exc,
+                )
+                rows = None
+            for table in stale:
+                cols = (
+                    known[table][0]
+                    if rows is None
+                    else frozenset(str(c) for t, c in rows if t == table)
+                )
+                known[table] = (cols, now)
+        return {t: known[t][0] for t in tables}
+
+    def lacking(self, events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
+        """The events of ``events`` whose row image lacks values, each with
+        :data:`~pipeline.events.UNCHANGED` for every value it lacks."""
+        generated = self.generated({ev.table for ev in events if ev.after})
+        out = []
+        for ev in events:
+            after = ev.after
+            if not after:
+                continue
+            gaps = [c for c in generated[ev.table] if c not in after]
+            if gaps:
+                ev = replace(ev, after={**after, **dict.fromkeys(gaps, UNCHANGED)})
+            elif UNCHANGED not in after.values():
+                continue
+            out.append(ev)
+        return out
 
     def _tables(self) -> tuple[Catalog, Values]:
         conn = self.reader.connection()
@@ -61,12 +141,15 @@ class SourceRows:
         return self._catalog, self._values
 
     def fill(self, events: Sequence[ChangeEvent]) -> dict[Position, Document | None]:
-        """Per event, its row image with every unchanged value read from the
-        source; ``None`` where the row is gone from the source.
+        """Per event of ``events`` whose row image lacks values
+        (:meth:`lacking`), its image with them read from the source;
+        ``None`` where the row is gone from the source. Events whose image
+        is whole are not in the result.
 
         Raises:
             TransientError: the source is unreachable (nothing is filled).
         """
+        events = self.lacking(events)
         if not events:
             return {}
         by_table: dict[str, list[ChangeEvent]] = {}

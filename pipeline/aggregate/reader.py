@@ -149,7 +149,10 @@ class Reader:
             delay = min(delay * 2, 0.5)
 
     def query(
-        self, statement: sql.Composed, params: dict[str, Any], documents: bool = False
+        self,
+        statement: sql.SQL | sql.Composed,
+        params: dict[str, Any],
+        documents: bool = False,
     ) -> list[Any]:
         """The rows of ``statement``; with ``documents``, a view's statement
         whose ``json`` document column is parsed by :class:`DocumentLoader`."""

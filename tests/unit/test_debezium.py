@@ -115,3 +115,12 @@ def test_connector_config_ends_each_transaction_with_a_record_kept_a_day() -> No
     assert settings["topic.creation.transactions.cleanup.policy"] == "delete"
     assert settings["topic.creation.transactions.retention.ms"] == str(86_400_000)
     assert settings["topic.creation.default.cleanup.policy"] == "compact"
+
+
+def test_generated_columns_are_left_out_of_the_records_by_exact_name() -> None:
+    cfg = _cfg()
+    assert "column.exclude.list" not in connector_config(cfg)
+    generated = ["public.orders.total", "public.order$s.x"]
+    settings = connector_config(cfg, generated)
+    excluded = settings["column.exclude.list"].split(",")
+    assert excluded == [r"public\.orders\.total", r"public\.order\$s\.x"]

@@ -91,3 +91,15 @@ def test_a_connector_changed_by_hand_names_each_setting_and_hides_secrets(
     assert "readside connector apply" in said
     for view in cfg.effective_views():
         assert f"readside snapshot {view} --from-source" in said
+
+
+def test_a_generated_column_the_connector_does_not_leave_out_is_said(cfg) -> None:
+    """A migration added a generated column after ``connector apply``."""
+    live = {**connector_config(cfg), "name": cfg.connect.connector}
+    generated = ["public.orders.total"]
+    (said,) = config_problems(cfg, live, generated)
+    wanted = repr(r"public\.orders\.total")
+    assert f"column.exclude.list removed (readside sets {wanted})" in said
+    assert "readside connector apply" in said
+    applied = {**connector_config(cfg, generated), "name": cfg.connect.connector}
+    assert config_problems(cfg, applied, generated) == []
