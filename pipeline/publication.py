@@ -10,7 +10,9 @@ those tables stay as they were while their lag reads zero
 The connector's config is changed by hand at times too, through Connect's
 REST API or a UI: a table left out of ``table.include.list``, deletes added
 to ``skipped.operations``, a column list or a transform added
-(:func:`connectors.debezium.config_problems`).
+(:func:`connectors.debezium.config_problems`). And a table an aggregate view
+follows only with REPLICA IDENTITY FULL can lose it, or gain a partition
+without it (:mod:`pipeline.aggregate.identity`).
 
 :class:`Watch` looks when the worker starts and every
 :data:`CHECK_INTERVAL_S`, and logs each problem as an error (again every
@@ -31,9 +33,11 @@ import psycopg
 
 from connectors.debezium import ConnectClient, connector_problems
 from connectors.postgres import generated_columns, publication_problems
+from pipeline.aggregate import identity
 from pipeline.config import Config
 from pipeline.errors import ReadsideError
 from pipeline.metrics import CAPTURE_PROBLEMS
+from pipeline.views import View
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +55,12 @@ class Watch:
         cfg: Config,
         views: Iterable[str],
         clock: Callable[[], float] = time.monotonic,
+        prepared: Iterable[View] = (),
     ) -> None:
         self.cfg = cfg
+        #: the worker's views, prepared: the tables whose REPLICA IDENTITY
+        #: FULL its aggregate views need (pipeline.aggregate.identity)
+        self.prepared = list(prepared)
         by_view = cfg.effective_views()
         tables = {t for v in views for t in by_view[v].tables()}
         #: the heartbeats too: without them a view's time lag reads stale
@@ -77,6 +85,7 @@ class Watch:
         try:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
                 problems = publication_problems(conn, self.cfg, self.tables)
+                problems += identity.problems(conn, identity.needs_full(self.prepared))
                 generated = generated_columns(conn, self.cfg)
         except psycopg.Error as exc:
             logger.warning("publication not checked error=%s", exc)

@@ -19,15 +19,19 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connectors import debezium
 from pipeline import checkpoints, definitions, deletewindow, groups, kafkaclient
+from pipeline.aggregate import identity, prepare_views
 from pipeline.config import Config
 from pipeline.dlqtopic import topic_configs
+from pipeline.errors import ReadsideError
 from pipeline.events import format_lsn
 from pipeline.snapshot.state import SnapshotLog
 from pipeline.textout import columns
+from pipeline.views import build_views
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +143,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "snapshots": snapshots(cfg),
         "slot_lag_bytes": source.pop("slot_lag_bytes", None),
         "slot": source.pop("slot", None),
-        "capture_warnings": source.pop("capture_warnings", []),
+        "capture_warnings": source.pop("capture_warnings", []) + identity_lost(cfg),
         "connector": source,
         "dead_letters": dlq,
         "behind_delete_window": behind,
@@ -191,6 +195,23 @@ def _behind_the_window(
             says = part.says([view])
             out.append({"view": view, "sink": sink, **asdict(part), "says": says})
     return out
+
+
+def identity_lost(cfg: Config) -> list[str]:
+    """:func:`pipeline.aggregate.identity.problems` of the config's aggregate
+    views; none (and a warning) when the source cannot be read."""
+    views = build_views(cfg)
+    dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+    try:
+        prepare_views(views, dsn, strict=False)
+        needs = identity.needs_full(views.values())
+        if not needs:
+            return []
+        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+            return identity.problems(conn, needs)
+    except (ReadsideError, psycopg.Error) as exc:
+        logger.warning("replica identities not read error=%s", exc)
+        return []
 
 
 def capture(cfg: Config) -> dict[str, Any]:

@@ -216,7 +216,7 @@ class Worker:
             ),
         )
         if self.guard is not None:  # a worker's, not a rebuild's catch-up
-            published = publication.Watch(cfg, self.views)
+            published = publication.Watch(cfg, self.views, prepared=self.views.values())
             published.check()
             loads = loaded.Watch(cfg, self.views, self.sinks, recorder=self.checkpoints)
             until_reachable(
