@@ -59,6 +59,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.source",
             "connectors.debezium",
             "connectors.postgres",
+            "connectors.rowsecurity",
             "connectors.truncate",
         ),
     ),

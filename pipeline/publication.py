@@ -12,7 +12,9 @@ REST API or a UI: a table left out of ``table.include.list``, deletes added
 to ``skipped.operations``, a column list or a transform added
 (:func:`connectors.debezium.config_problems`). And a table an aggregate view
 follows only with REPLICA IDENTITY FULL can lose it, or gain a partition
-without it (:mod:`pipeline.aggregate.identity`).
+without it (:mod:`pipeline.aggregate.identity`); and a row-level security
+policy can hide rows from the connector's role, which its snapshots then
+leave out (:func:`connectors.rowsecurity.capture_problems`).
 
 :class:`Watch` looks when the worker starts and every
 :data:`CHECK_INTERVAL_S`, and logs each problem as an error (again every
@@ -31,6 +33,7 @@ from dataclasses import replace
 
 import psycopg
 
+from connectors import rowsecurity
 from connectors.debezium import ConnectClient, connector_problems
 from connectors.postgres import generated_columns, publication_problems
 from pipeline.aggregate import identity
@@ -86,6 +89,9 @@ class Watch:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
                 problems = publication_problems(conn, self.cfg, self.tables)
                 problems += identity.problems(conn, identity.needs_full(self.prepared))
+                problems += rowsecurity.capture_problems(conn, self.cfg)
+                reader = rowsecurity.reader_problem(conn, self.tables)
+                problems += [] if reader is None else [reader]
                 generated = generated_columns(conn, self.cfg)
         except psycopg.Error as exc:
             logger.warning("publication not checked error=%s", exc)

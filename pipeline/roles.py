@@ -71,6 +71,15 @@ def roles_sql(cfg: Config, prefix: str = "readside") -> str:
     # Debezium writes an incremental snapshot's window marks there.
     signal = _table(cfg.source.signal_table)
     lines.append(f"GRANT INSERT ON {signal} TO {names['capture']};")
+    # Snapshots and re-reads run through row-level security policies, while
+    # the stream carries every row (connectors/rowsecurity.py).
+    lines.append(
+        "-- A table with row-level security on: let both read every row (as its owner):"
+    )
+    lines.append(
+        f"-- CREATE POLICY readside_reads ON <table> FOR SELECT "
+        f"TO {names['capture']}, {names['reader']} USING (true);"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connectors import debezium
+from connectors import debezium, rowsecurity
 from pipeline import checkpoints, definitions, deletewindow, groups, kafkaclient
 from pipeline.aggregate import identity, prepare_views
 from pipeline.config import Config
@@ -143,7 +143,7 @@ def collect(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
         "snapshots": snapshots(cfg),
         "slot_lag_bytes": source.pop("slot_lag_bytes", None),
         "slot": source.pop("slot", None),
-        "capture_warnings": source.pop("capture_warnings", []) + identity_lost(cfg),
+        "capture_warnings": source.pop("capture_warnings", []) + source_warnings(cfg),
         "connector": source,
         "dead_letters": dlq,
         "behind_delete_window": behind,
@@ -197,20 +197,25 @@ def _behind_the_window(
     return out
 
 
-def identity_lost(cfg: Config) -> list[str]:
-    """:func:`pipeline.aggregate.identity.problems` of the config's aggregate
-    views; none (and a warning) when the source cannot be read."""
-    views = build_views(cfg)
+def source_warnings(cfg: Config) -> list[str]:
+    """What the source's catalog says against the capture and the reads: a
+    policy hiding rows from the connector's role or the reader
+    (:mod:`connectors.rowsecurity`), a table that lost the REPLICA IDENTITY
+    FULL an aggregate view needs (:mod:`pipeline.aggregate.identity`); none
+    (and a warning) when the source cannot be read."""
     dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
+    tables = sorted({t for v in cfg.effective_views().values() for t in v.tables()})
     try:
-        prepare_views(views, dsn, strict=False)
-        needs = identity.needs_full(views.values())
-        if not needs:
-            return []
         with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
-            return identity.problems(conn, needs)
+            out = rowsecurity.capture_problems(conn, cfg)
+            reader = rowsecurity.reader_problem(conn, tables)
+            if reader is not None:
+                return [*out, reader]
+            views = build_views(cfg)
+            prepare_views(views, dsn, strict=False)
+            return out + identity.problems(conn, identity.needs_full(views.values()))
     except (ReadsideError, psycopg.Error) as exc:
-        logger.warning("replica identities not read error=%s", exc)
+        logger.warning("the source's catalog not read error=%s", exc)
         return []
 
 

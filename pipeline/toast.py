@@ -35,13 +35,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
+from connectors import rowsecurity
 from pipeline.aggregate.catalog import Catalog, TableInfo
 from pipeline.aggregate.documents import Values
 from pipeline.aggregate.plan import from_text, ident, table_ref, unnest_keys, value_text
 from pipeline.aggregate.reader import Reader, key_text
-from pipeline.errors import TransientError
+from pipeline.errors import ConfigError, TransientError
 from pipeline.events import UNCHANGED, ChangeEvent, Document, Position
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ class SourceRows:
         Raises:
             TransientError: the source is unreachable and a table's columns
                 were never read.
+            ConfigError: a row-level security policy may hide rows of a
+                table from the reader, whose reads would take them for gone
+                (:mod:`connectors.rowsecurity`); looked at with the columns.
         """
         now, known = self.clock(), self._generated
         old = now - GENERATED_TTL_S
@@ -94,8 +99,11 @@ class SourceRows:
                 self.reader.begin()
                 try:
                     rows = self.reader.query(_GENERATED, {"tables": stale})
+                    hidden = self._hidden(stale)
                 finally:
                     self.reader.end()
+                if hidden is not None:
+                    raise ConfigError(hidden)
             except TransientError as exc:
                 if any(t not in known for t in stale):
                     raise
@@ -114,6 +122,14 @@ class SourceRows:
                 )
                 known[table] = (cols, now)
         return {t: known[t][0] for t in tables}
+
+    def _hidden(self, tables: list[str]) -> str | None:
+        """:func:`connectors.rowsecurity.reader_problem` of ``tables``."""
+        try:
+            return rowsecurity.reader_problem(self.reader.connection(), tables)
+        except psycopg.OperationalError as exc:
+            self.reader.close()
+            raise TransientError(f"source read failed: {exc}") from exc
 
     def lacking(self, events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
         """The events of ``events`` whose row image lacks values, each with

@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import Composed
 
+from connectors import rowsecurity
 from pipeline.aggregate import fromsource, rootfilter
 from pipeline.aggregate.catalog import Catalog
 from pipeline.aggregate.documents import Converter
@@ -93,6 +94,7 @@ class AggregateView:
                 whose link is not in its key lacks REPLICA IDENTITY FULL.
         """
         root = build_tree(Catalog(conn), self.name, self.cfg)
+        rowsecurity.require_readable(conn, self.cfg.tables())
         rule = IdRule.of(
             self.name, root.table.name, root.table.primary_key, self.cfg.id
         )

@@ -44,3 +44,8 @@ def test_roles_sql_grants_only_what_each_role_needs() -> None:
     assert 'GRANT INSERT ON "public"."readside_signal" TO "rs_capture";' in text
     assert 'INSERT ON "public"."readside_signal" TO "rs_reader"' not in text
     assert "rs_watermark" not in text.split("LOGIN;  -- the API's watermark")[1]
+    # what a table with row-level security needs, for both readers
+    assert (
+        '-- CREATE POLICY readside_reads ON <table> FOR SELECT TO "rs_capture", '
+        '"rs_reader" USING (true);' in text
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import TransientError
+from pipeline.errors import ConfigError, TransientError
 from pipeline.events import UNCHANGED, ChangeEvent, Op, Position
 from pipeline.toast import GENERATED_TTL_S, SourceRows
 
@@ -25,6 +25,7 @@ class CatalogReader:
         self.asked: list[list[str]] = []
         self.down = False
         self.generated = {"public.lines": ["total"]}
+        self.hidden: set[str] = set()
 
     def begin(self, txids: Any = ()) -> None:
         if self.down:
@@ -36,6 +37,19 @@ class CatalogReader:
 
     def end(self) -> None:
         pass
+
+    def connection(self) -> Any:
+        return self
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        """The catalog of connectors.rowsecurity: no policy hides a row,
+        unless ``hidden`` says so."""
+        rows = [("reader",)] if "current_user" in query else []
+        if "pg_policy" in query:
+            rows = [(t,) for t in params["tables"] if t in self.hidden]
+        return type(
+            "Cursor", (), {"fetchall": lambda _s: rows, "fetchone": lambda _s: rows[0]}
+        )()
 
 
 def change(table: str, offset: int, **after: Any) -> ChangeEvent:
@@ -99,3 +113,14 @@ def test_an_outage_keeps_the_columns_read_before_and_refuses_unknown_tables() ->
         source.lacking([change("public.docs", 3, body="x")])
     reader.down = False
     assert source.lacking([change("public.docs", 4, body="x")]) == []
+
+
+def test_a_table_whose_rows_a_policy_may_hide_from_the_reader_is_refused() -> None:
+    reader, now = CatalogReader(), [0.0]
+    reader.hidden = {"public.docs"}
+    source = rows(reader, now)
+    assert source.lacking([change("public.lines", 1, qty=2)]) != []
+    with pytest.raises(
+        ConfigError, match=r"role reader cannot read every row of public\.docs"
+    ):
+        source.lacking([change("public.docs", 2, body="x")])
