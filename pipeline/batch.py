@@ -232,9 +232,13 @@ class BatchHandler:
         return self.through_outages(f"source read for {what}", read)
 
     def _fill(self, events: Sequence[ChangeEvent]) -> dict[Position, Document | None]:
-        """Unchanged TOAST values of table-view events, from the source rows."""
+        """The values table-view events lack (unchanged TOAST values,
+        generated columns), from the source rows; nothing asked of the
+        source (nor of the pacer) when every image is whole."""
+        if self.source_rows.whole(events):
+            return {}
         return self._from_source(
-            "unchanged TOAST values", partial(self.source_rows.fill, events)
+            "values the row images lack", partial(self.source_rows.fill, events)
         )
 
     def _reread(self, batch: Batch) -> None:

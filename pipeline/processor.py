@@ -145,6 +145,9 @@ class Processor:
         # Rows of the heartbeat table (written by the connector's heartbeat
         # action query) carry a real LSN and commit time: source marks.
         self.heartbeat_topics = heartbeat_topics
+        #: per topic, whether a table view reads it (its events may lack
+        #: values the source row holds)
+        self._feeds_table_view: dict[str, bool] = {}
 
     def decode_ahead(self, messages: Sequence[RawMessage]) -> list[Decoded]:
         """Decode ``messages`` before their batch is processed (the worker
@@ -304,16 +307,19 @@ class Processor:
     ) -> dict[Position, Document | None]:
         if fill is None:
             return {}
-        wanted = [
-            ev
-            for ev in events
-            if ev.after
-            and any(
-                not view.rereads
-                for v in self.topics.get(ev.position.topic, ())
-                if (view := self.views.get(v)) is not None
-            )
-        ]
+        feeds = self._feeds_table_view
+        wanted = []
+        for ev in events:
+            topic = ev.position.topic
+            table_view = feeds.get(topic)
+            if table_view is None:
+                table_view = feeds[topic] = any(
+                    not view.rereads
+                    for v in self.topics.get(topic, ())
+                    if (view := self.views.get(v)) is not None
+                )
+            if table_view and ev.after:
+                wanted.append(ev)
         return fill(wanted) if wanted else {}
 
 

@@ -131,6 +131,28 @@ class SourceRows:
             self.reader.close()
             raise TransientError(f"source read failed: {exc}") from exc
 
+    def whole(self, events: Sequence[ChangeEvent]) -> bool:
+        """Whether no event of ``events`` lacks a value, as far as known
+        without the source: False when a table's generated columns are to be
+        read (again), so that the caller reads only when :meth:`fill` may."""
+        old, known = self.clock() - GENERATED_TTL_S, self._generated
+        columns: dict[str, frozenset[str]] = {}  # per table, checked fresh
+        for ev in events:
+            after = ev.after
+            if not after:
+                continue
+            generated = columns.get(ev.table)
+            if generated is None:
+                have = known.get(ev.table)
+                if have is None or have[1] < old:
+                    return False
+                generated = columns[ev.table] = have[0]
+            if generated and not generated <= after.keys():
+                return False
+            if UNCHANGED in after.values():
+                return False
+        return True
+
     def lacking(self, events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
         """The events of ``events`` whose row image lacks values, each with
         :data:`~pipeline.events.UNCHANGED` for every value it lacks."""

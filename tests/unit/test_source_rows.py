@@ -124,3 +124,19 @@ def test_a_table_whose_rows_a_policy_may_hide_from_the_reader_is_refused() -> No
         ConfigError, match=r"role reader cannot read every row of public\.docs"
     ):
         source.lacking([change("public.docs", 2, body="x")])
+
+
+def test_whole_images_ask_nothing_of_the_source_once_the_columns_are_known() -> None:
+    reader, now = CatalogReader(), [0.0]
+    source = rows(reader, now)
+    plain = [change("public.docs", 1, body="x")]
+    assert not source.whole(plain)  # its generated columns not read yet
+    assert source.fill(plain) == {}
+    assert reader.asked == [["public.docs"]]
+    assert source.whole(plain)
+    assert not source.whole([change("public.docs", 2, body=UNCHANGED)])
+    source.lacking([change("public.lines", 3, qty=1, total=1)])
+    assert source.whole([change("public.lines", 4, qty=1, total=1)])
+    assert not source.whole([change("public.lines", 5, qty=1)])
+    now[0] = GENERATED_TTL_S + 1
+    assert not source.whole(plain)  # to be read again
