@@ -76,6 +76,8 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
     A table must exist, and a partition must not be listed: its changes are
     published under its root's name (``publish_via_partition_root``), so the
     view would never see them; the partitioned root is the table to list.
+    Nor may its primary key hold a generated column (see
+    :func:`generated_columns`).
     """
     problems: list[str] = []
     for table in tables:
@@ -90,7 +92,26 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
                 f"partitioned table {root[0]} instead (changes of every partition "
                 "are published under the root's name, key and topic)"
             )
+        keyed = [str(r[0]) for r in conn.execute(_GENERATED_KEY, (table,)).fetchall()]
+        if keyed:
+            problems.append(
+                f"source.tables: the primary key of {table} holds generated "
+                f"column(s) {', '.join(keyed)}, which pgoutput never streams: its "
+                "changes would reach Kafka without a key, and the broker refuses "
+                "them in a compacted topic (the connector's task fails); key the "
+                "table by columns that are not generated"
+            )
     return problems
+
+
+#: The generated columns in a table's primary key.
+_GENERATED_KEY = """
+SELECT a.attname
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = to_regclass(%s) AND i.indisprimary AND a.attgenerated <> ''
+ORDER BY a.attnum
+"""
 
 
 #: Columns PostgreSQL may store out of line (TOAST), per table, for tables
