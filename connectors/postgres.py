@@ -76,8 +76,8 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
     A table must exist, and a partition must not be listed: its changes are
     published under its root's name (``publish_via_partition_root``), so the
     view would never see them; the partitioned root is the table to list.
-    Nor may its primary key hold a generated column (see
-    :func:`generated_columns`).
+    It must have a primary key (the records' key, which compacted topics
+    require), holding no generated column (see :func:`generated_columns`).
     """
     problems: list[str] = []
     for table in tables:
@@ -92,6 +92,14 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
                 f"partitioned table {root[0]} instead (changes of every partition "
                 "are published under the root's name, key and topic)"
             )
+        if conn.execute(_PRIMARY, (table,)).fetchone() is None:
+            problems.append(
+                f"source.tables: table {table} has no primary key: its changes "
+                "would reach Kafka without a key, which the broker refuses in a "
+                "compacted topic (the connector's task fails, and no table's "
+                "changes reach the topics any more); give it a primary key"
+            )
+            continue
         keyed = [str(r[0]) for r in conn.execute(_GENERATED_KEY, (table,)).fetchall()]
         if keyed:
             problems.append(
@@ -103,6 +111,9 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
             )
     return problems
 
+
+#: A row if the table has a primary key.
+_PRIMARY = "SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisprimary"
 
 #: The generated columns in a table's primary key.
 _GENERATED_KEY = """

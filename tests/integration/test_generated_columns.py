@@ -75,24 +75,3 @@ def test_generated_columns_are_in_every_document_streamed_replayed_or_reloaded(
     wait_for(lambda: all(d.ok for d in p.verify()), 180, "row 12 loaded again", 2)
     assert worker.alive(), worker.tail()
     assert not p.dead_letters(), "no record may be dead-lettered"
-
-
-def test_a_generated_column_in_the_primary_key_is_refused_at_config_check(
-    make_pipeline,
-):
-    """pgoutput streams no generated column, the key's neither: the
-    connector's task failed on keyless records ("Unrecoverable exception from
-    producer send callback") while ``config check`` said OK."""
-    p = make_pipeline(
-        "CREATE TABLE codes (n integer NOT NULL, label text, "
-        "code text GENERATED ALWAYS AS ('c' || n) STORED PRIMARY KEY)",
-        ["public.codes"],
-        {"codes": {"table": "public.codes", "sinks": ["redis"]}},
-    )
-    for args in (["config", "check"], ["connector", "apply"]):
-        run = p.run_cli(*args, ok=False)
-        assert run.returncode != 0, run.stdout
-        assert (
-            "source.tables: the primary key of public.codes holds generated "
-            "column(s) code, which pgoutput never streams"
-        ) in run.stdout + run.stderr

@@ -1,0 +1,53 @@
+"""Captured tables the connector cannot key: without a primary key, or
+with a generated column in it (pgoutput streams none). Their changes would
+reach Kafka without a key, which the broker refuses in a compacted topic:
+the connector's task failed, the changes of every captured table stopped
+with it, while ``config check`` and ``connector apply`` said OK. Both must
+refuse such a table, naming it and why (connectors.postgres.table_problems).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_generated_column_in_the_primary_key_is_refused_at_config_check(
+    make_pipeline,
+):
+    """pgoutput streams no generated column, the key's neither: the
+    connector's task failed on keyless records ("Unrecoverable exception from
+    producer send callback") while ``config check`` said OK."""
+    p = make_pipeline(
+        "CREATE TABLE codes (n integer NOT NULL, label text, "
+        "code text GENERATED ALWAYS AS ('c' || n) STORED PRIMARY KEY)",
+        ["public.codes"],
+        {"codes": {"table": "public.codes", "sinks": ["redis"]}},
+    )
+    for args in (["config", "check"], ["connector", "apply"]):
+        run = p.run_cli(*args, ok=False)
+        assert run.returncode != 0, run.stdout
+        assert (
+            "source.tables: the primary key of public.codes holds generated "
+            "column(s) code, which pgoutput never streams"
+        ) in run.stdout + run.stderr
+
+
+def test_a_table_without_a_primary_key_is_refused_at_config_check(make_pipeline):
+    """Its changes reach Kafka keyless: the connector's task failed, and the
+    changes of every other table stopped with it, while ``config check``
+    said OK."""
+    p = make_pipeline(
+        "CREATE TABLE items (id integer PRIMARY KEY, name text);"
+        "CREATE TABLE logs (at integer, msg text)",
+        ["public.items", "public.logs"],
+        {"items": {"table": "public.items", "sinks": ["redis"]}},
+    )
+    for args in (["config", "check"], ["connector", "apply"]):
+        run = p.run_cli(*args, ok=False)
+        assert run.returncode != 0, run.stdout
+        assert (
+            "source.tables: table public.logs has no primary key: its changes "
+            "would reach Kafka without a key"
+        ) in run.stdout + run.stderr
