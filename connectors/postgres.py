@@ -76,14 +76,30 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
     A table must exist, and a partition must not be listed: its changes are
     published under its root's name (``publish_via_partition_root``), so the
     view would never see them; the partitioned root is the table to list.
-    It must have a primary key (the records' key, which compacted topics
-    require), holding no generated column (see :func:`generated_columns`).
+    It must be a table whose changes PostgreSQL logs (not a view, nor
+    UNLOGGED), with a primary key (the records' key, which compacted topics
+    require) holding no generated column (see :func:`generated_columns`).
     """
     problems: list[str] = []
     for table in tables:
         found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
         if found is None or found[0] is None:
             problems.append(f"source.tables: table {table} does not exist")
+            continue
+        kind = conn.execute(_KIND, (table,)).fetchone()
+        if kind is not None and kind[0] not in ("r", "p"):
+            what = _KINDS.get(str(kind[0]), "not a table")
+            problems.append(
+                f"source.tables: {table} is {what}: PostgreSQL streams no change "
+                "of it; list the tables it reads"
+            )
+            continue
+        if kind is not None and kind[1] == "u":
+            problems.append(
+                f"source.tables: table {table} is UNLOGGED: PostgreSQL writes no "
+                "WAL for its rows, so no change of it can be streamed; ALTER TABLE "
+                f"{table} SET LOGGED"
+            )
             continue
         root = conn.execute(_ROOT, {"t": table}).fetchone()
         if root is not None:
@@ -111,6 +127,10 @@ def table_problems(conn: psycopg.Connection[Any], tables: list[str]) -> list[str
             )
     return problems
 
+
+#: A relation's kind and persistence.
+_KIND = "SELECT relkind, relpersistence FROM pg_class WHERE oid = to_regclass(%s)"
+_KINDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table"}
 
 #: A row if the table has a primary key.
 _PRIMARY = "SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisprimary"

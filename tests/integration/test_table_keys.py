@@ -1,9 +1,12 @@
-"""Captured tables the connector cannot key: without a primary key, or
-with a generated column in it (pgoutput streams none). Their changes would
-reach Kafka without a key, which the broker refuses in a compacted topic:
-the connector's task failed, the changes of every captured table stopped
-with it, while ``config check`` and ``connector apply`` said OK. Both must
-refuse such a table, naming it and why (connectors.postgres.table_problems).
+"""Captured relations the connector cannot stream or key.
+
+A table without a primary key, or with a generated column in it (pgoutput
+streams none): its changes would reach Kafka without a key, which the
+broker refuses in a compacted topic; the connector's task failed, the
+changes of every captured table stopped with it, while ``config check`` and
+``connector apply`` said OK. A view or an UNLOGGED table: PostgreSQL logs no
+change of it. ``config check`` and ``connector apply`` must refuse each,
+naming it and why (connectors.postgres.table_problems).
 """
 
 from __future__ import annotations
@@ -51,3 +54,26 @@ def test_a_table_without_a_primary_key_is_refused_at_config_check(make_pipeline)
             "source.tables: table public.logs has no primary key: its changes "
             "would reach Kafka without a key"
         ) in run.stdout + run.stderr
+
+
+def test_a_view_or_an_unlogged_table_is_refused_at_config_check(make_pipeline):
+    p = make_pipeline(
+        "CREATE TABLE items (id integer PRIMARY KEY, name text);"
+        "CREATE VIEW items_v AS SELECT * FROM items;"
+        "CREATE MATERIALIZED VIEW items_m AS SELECT * FROM items;"
+        "CREATE UNLOGGED TABLE scratch (id integer PRIMARY KEY)",
+        ["public.items", "public.items_v", "public.items_m", "public.scratch"],
+        {"items": {"table": "public.items", "sinks": ["redis"]}},
+    )
+    for args in (["config", "check"], ["connector", "apply"]):
+        run = p.run_cli(*args, ok=False)
+        said = run.stdout + run.stderr
+        assert run.returncode != 0, said
+        for problem in (
+            "public.items_v is a view: PostgreSQL streams no change of it",
+            "public.items_m is a materialized view: PostgreSQL streams no change",
+            "table public.scratch is UNLOGGED: PostgreSQL writes no WAL for its "
+            "rows, so no change of it can be streamed; ALTER TABLE public.scratch "
+            "SET LOGGED",
+        ):
+            assert problem in said, said
