@@ -39,7 +39,9 @@ records); an aggregate view's, once the workers were restarted (they read a
 view's columns at their start), its chunked load. A record made before the
 columns were part of it is given the columns the worker reads at its next
 check; a source that cannot be read leaves the columns out of the
-comparison.
+comparison. An enum column's type holds its labels: a label renamed
+(``ALTER TYPE ... RENAME VALUE``) or dropped changes what rows read without
+a change of any row; a label added changes none.
 
 A view's slice (``where``, ``filter``, and so a focus's ``where``) is part of
 its definition: a narrower one leaves documents of rows it no longer
@@ -146,13 +148,53 @@ def columns(conn: psycopg.Connection[Any], vc: ViewConfig) -> Definition:
             info = catalog.table(table, "source")
         except ConfigError:
             continue
+        labels = {
+            str(name): list(values)
+            for name, values in conn.execute(_ENUM_LABELS, (table,)).fetchall()
+        }
         cols = {}
         for name, col in info.columns.items():
             ft = col.field_type
             scale = "" if ft.scale is None else f"({ft.scale})"
             cols[name] = f"{ft.kind}{scale}{'[]' if ft.array else ''}"
+            if ft.kind == "enum" and name in labels:
+                cols[name] += " " + json.dumps(labels[name])
         out[COLUMNS + table] = json.dumps(cols, sort_keys=True)
     return out
+
+
+#: The labels of each enum column of a table (an array's, a domain's too),
+#: in their order.
+_ENUM_LABELS = """
+SELECT a.attname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_enum e ON e.enumtypid IN (t.oid, t.typelem, t.typbasetype)
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+GROUP BY a.attname
+"""
+
+
+def _enum(kind: str) -> tuple[str, list[str] | None]:
+    """A recorded column type split into its type and, for an enum whose
+    labels were recorded, its labels."""
+    head, _, labels = kind.partition(" ")
+    return (head, json.loads(labels)) if labels else (kind, None)
+
+
+def _type_change(before: str, now: str) -> str | None:
+    """What changed of one column's recorded type, or None when nothing its
+    documents show: an enum that only gained labels (rows keep theirs), or
+    whose labels were not recorded then."""
+    (was, old), (kind, new) = _enum(before), _enum(now)
+    if was != kind:
+        return f"{before} -> {now}"
+    if old is None or new is None:
+        return None
+    gone = [label for label in old if label not in new]
+    if not gone:
+        return None
+    return f"enum label(s) {', '.join(gone)} renamed or dropped"
 
 
 def taken(vc: ViewConfig, definition: Definition) -> Definition:
@@ -191,15 +233,19 @@ def source_columns(cfg: Config, views: Iterable[str]) -> dict[str, Definition] |
         return None
 
 
-def _columns_changed(table: str, before: str, now: str) -> str:
-    """``columns of T (note added; name dropped; qty integer -> bigint)``."""
+def _columns_changed(table: str, before: str, now: str) -> str | None:
+    """``columns of T (note added; name dropped; qty integer -> bigint;
+    status enum label(s) open renamed or dropped)``; None when nothing the
+    documents show changed."""
     was, cols = json.loads(before), json.loads(now)
     said = [f"{c} added" for c in cols if c not in was]
     said += [f"{c} dropped" for c in was if c not in cols]
-    said += [
-        f"{c} {was[c]} -> {cols[c]}" for c in cols if c in was and was[c] != cols[c]
-    ]
-    return f"{COLUMNS}{table} ({'; '.join(said)})"
+    for c in cols:
+        if c in was and was[c] != cols[c]:
+            change = _type_change(was[c], cols[c])
+            if change is not None:
+                said.append(f"{c} {change}")
+    return f"{COLUMNS}{table} ({'; '.join(said)})" if said else None
 
 
 def changed(recorded: Definition, now: Definition) -> list[str]:
@@ -211,7 +257,9 @@ def changed(recorded: Definition, now: Definition) -> list[str]:
         if key.startswith(COLUMNS):
             if key in recorded and key in now and recorded[key] != now[key]:
                 table = key.removeprefix(COLUMNS)
-                out.append(_columns_changed(table, recorded[key], now[key]))
+                said = _columns_changed(table, recorded[key], now[key])
+                if said is not None:
+                    out.append(said)
         elif recorded.get(key) != now.get(key):
             out.append(key)
     return out
@@ -368,14 +416,24 @@ class Watch:
                 if self.recorder is not None:
                     self.recorder.definition(view, sink, definition)
                 continue
-            unknown = {k for k in definition if k.startswith(COLUMNS)} - before.keys()
-            if unknown and self.recorder is not None:
-                # recorded before the columns were part of a definition (or
-                # a table the source lacked then): from now on they are
-                self.recorder.definition(
-                    view, sink, {**before, **{k: definition[k] for k in unknown}}
-                )
+            # Recorded before the columns were part of a definition (or a
+            # table the source lacked then): from now on they are. And
+            # columns that changed in nothing the documents show (an enum's
+            # label added, a column they do not take) are recorded as they
+            # are now, so that a later change of them is seen.
+            refresh = {k for k in definition if k.startswith(COLUMNS)} - before.keys()
             settings = differs(self.views[view], before, definition)
+            if not settings:
+                refresh |= {
+                    k
+                    for k in definition
+                    if k.startswith(COLUMNS)
+                    and before.get(k, definition[k]) != definition[k]
+                }
+            if refresh and self.recorder is not None:
+                self.recorder.definition(
+                    view, sink, {**before, **{k: definition[k] for k in refresh}}
+                )
             DEFINITION_CHANGED.labels(view=view, sink=sink).set(1 if settings else 0)
             if not settings:
                 if self.said.pop(pair, None) is not None:

@@ -202,3 +202,40 @@ def test_only_the_columns_the_documents_take_are_compared(cfg) -> None:
     narrowed = config.parse(data)
     found = definitions.changes(narrowed, {(table, sink): recorded}, {table: more})
     assert found == {(table, sink): ["fields"]}
+
+
+def test_an_enum_label_renamed_is_a_change_one_added_is_not(cfg, caplog) -> None:
+    """``ALTER TYPE ... RENAME VALUE`` changes what rows read without a
+    change of any row; ``ADD VALUE`` changes none. A label added is recorded
+    at the next check, so that renaming it later is seen too."""
+    table, vc = _view(cfg, "table")
+    sink = vc.sinks[0]
+    config_only = definitions.of(vc)
+    open_closed = _cols(vc.table, id="integer", status='enum ["open", "closed"]')
+    added = _cols(vc.table, id="integer", status='enum ["open", "closed", "held"]')
+    renamed = _cols(vc.table, id="integer", status='enum ["active", "closed"]')
+    unlabelled = _cols(vc.table, id="integer", status="enum")
+    was = {**config_only, **open_closed}
+    assert definitions.changed(was, {**config_only, **added}) == []
+    assert definitions.changed({**config_only, **unlabelled}, was) == []
+    assert definitions.changed(was, {**config_only, **renamed}) == [
+        f"columns of {vc.table} (status enum label(s) open renamed or dropped)"
+    ]
+    array = _cols(vc.table, id="integer", status='enum[] ["open", "closed"]')
+    assert definitions.changed(was, {**config_only, **array}) == [
+        f'columns of {vc.table} (status enum ["open", "closed"] -> '
+        f'enum[] ["open", "closed"])'
+    ]
+
+    recorder = Recorder()
+    watch = Watch(cfg, [(table, sink)], recorder)  # type: ignore[arg-type]
+    watch.take({(table, sink): was}, {table: added})
+    assert recorder.written == {(table, sink): {**config_only, **added}}
+    held_renamed = _cols(
+        vc.table, id="integer", status='enum ["open", "closed", "on hold"]'
+    )
+    recorder.written.clear()
+    watch.take({(table, sink): {**config_only, **added}}, {table: held_renamed})
+    assert recorder.written == {}
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "status enum label(s) held renamed or dropped" in error
