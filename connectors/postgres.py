@@ -157,13 +157,15 @@ ORDER BY a.attnum
 """
 
 
-#: The generated columns of the tables named, as ``schema.table.column``.
-_GENERATED = """
-SELECT t.name || '.' || a.attname
-FROM unnest(%s::text[]) AS t(name)
+#: (table, column) of each generated column of the tables named (a table
+#: gone has none); the connector's config and the workers' reads
+#: (:mod:`pipeline.toast`) take it alike.
+GENERATED = """
+SELECT t.name, a.attname
+FROM unnest(%(tables)s::text[]) AS t(name)
 JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
 WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
-ORDER BY 1
+ORDER BY 1, 2
 """
 
 
@@ -177,8 +179,8 @@ def generated_columns(conn: psycopg.Connection[Any], cfg: Config) -> list[str]:
     (``column.exclude.list``); the workers read them from the source row
     (:mod:`pipeline.toast`).
     """
-    rows = conn.execute(_GENERATED, (captured_tables(cfg),)).fetchall()
-    return [str(r[0]) for r in rows]
+    rows = conn.execute(GENERATED, {"tables": captured_tables(cfg)}).fetchall()
+    return [f"{table}.{column}" for table, column in rows]
 
 
 def read_generated_columns(cfg: Config) -> list[str]:

@@ -39,6 +39,7 @@ import psycopg
 from psycopg import sql
 
 from connectors import rowsecurity
+from connectors.postgres import GENERATED
 from pipeline.aggregate.catalog import Catalog, TableInfo
 from pipeline.aggregate.documents import Values
 from pipeline.aggregate.plan import from_text, ident, table_ref, unnest_keys, value_text
@@ -52,12 +53,8 @@ logger = logging.getLogger(__name__)
 #: read again.
 GENERATED_TTL_S = 60.0
 
-#: The generated columns of the tables named (a table gone has none).
-_GENERATED = sql.SQL(
-    "SELECT t.name, a.attname FROM unnest(%(tables)s::text[]) AS t(name) "
-    "JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) "
-    "WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''"
-)
+#: The generated columns of the tables named, as (table, column).
+_GENERATED = sql.SQL(GENERATED)
 
 
 class SourceRows:
@@ -92,8 +89,7 @@ class SourceRows:
                 (:mod:`connectors.rowsecurity`); looked at with the columns.
         """
         now, known = self.clock(), self._generated
-        old = now - GENERATED_TTL_S
-        stale = sorted(t for t in set(tables) if t not in known or known[t][1] < old)
+        stale = sorted(t for t in set(tables) if self._known(t, now) is None)
         if stale:
             try:
                 self.reader.begin()
@@ -123,6 +119,14 @@ class SourceRows:
                 known[table] = (cols, now)
         return {t: known[t][0] for t in tables}
 
+    def _known(self, table: str, now: float) -> frozenset[str] | None:
+        """``table``'s generated columns, if read less than
+        :data:`GENERATED_TTL_S` before ``now``."""
+        have = self._generated.get(table)
+        if have is None or have[1] < now - GENERATED_TTL_S:
+            return None
+        return have[0]
+
     def _hidden(self, tables: list[str]) -> str | None:
         """:func:`connectors.rowsecurity.reader_problem` of ``tables``."""
         try:
@@ -135,7 +139,7 @@ class SourceRows:
         """Whether no event of ``events`` lacks a value, as far as known
         without the source: False when a table's generated columns are to be
         read (again), so that the caller reads only when :meth:`fill` may."""
-        old, known = self.clock() - GENERATED_TTL_S, self._generated
+        now = self.clock()
         columns: dict[str, frozenset[str]] = {}  # per table, checked fresh
         for ev in events:
             after = ev.after
@@ -143,10 +147,10 @@ class SourceRows:
                 continue
             generated = columns.get(ev.table)
             if generated is None:
-                have = known.get(ev.table)
-                if have is None or have[1] < old:
+                generated = self._known(ev.table, now)
+                if generated is None:
                     return False
-                generated = columns[ev.table] = have[0]
+                columns[ev.table] = generated
             if generated and not generated <= after.keys():
                 return False
             if UNCHANGED in after.values():
