@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaException
 from psycopg.conninfo import conninfo_to_dict
 
 from connectors.postgres import (
@@ -35,6 +36,7 @@ from connectors.postgres import (
     read_generated_columns,
     reloads,
 )
+from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 from pipeline.source.converter import record_format
@@ -115,6 +117,12 @@ def connector_config(cfg: Config, generated: Sequence[str] = ()) -> dict[str, st
         # an aggregate child (in the record's before image) is still known.
         "topic.creation.default.min.compaction.lag.ms": cfg.kafka.delete_window_ms,
         "topic.creation.default.delete.retention.ms": cfg.kafka.delete_window_ms,
+        # A change as large as kafka.max_message_bytes passes the producer
+        # and the topic (Kafka's 1 MiB failed the task at a megabyte row,
+        # stopping every table's capture); connector apply raises the limit
+        # of a table topic made before (raise_topic_limits).
+        "topic.creation.default.max.message.bytes": cfg.kafka.max_message_bytes,
+        "producer.override.max.request.size": cfg.kafka.max_message_bytes,
         # The transaction topic: one BEGIN and one END per transaction, keyed
         # by transaction id (compaction would keep every END): kept a day.
         "topic.creation.groups": "transactions",
@@ -266,6 +274,7 @@ class ConnectClient:
 def apply(cfg: Config) -> dict[str, Any]:
     """Create or update the connector; returns Connect's answer."""
     prepare_source(cfg)
+    raise_topic_limits(cfg)
     client = ConnectClient.of(cfg.connect)
     settings = connector_config(cfg, read_generated_columns(cfg))
     path = f"/connectors/{cfg.connect.connector}"
@@ -279,6 +288,46 @@ def apply(cfg: Config) -> dict[str, Any]:
         len(cfg.source.tables),
     )
     return dict(result or {})
+
+
+def raise_topic_limits(cfg: Config) -> list[str]:
+    """Raise ``max.message.bytes`` of each table topic that exists to
+    ``kafka.max_message_bytes`` where it is lower; returns the topics raised.
+
+    The connector creates a topic with the limit (``topic.creation``); one
+    made before (by an older readside, by hand) keeps Kafka's 1 MiB, and a
+    larger change fails the connector's task, stopping every table's
+    capture, until it is raised. A topic whose limit is higher keeps it.
+
+    Raises:
+        FatalError: the broker refused the change (e.g. no ALTER_CONFIGS
+            permission); the message says what to set.
+    """
+    want = cfg.kafka.max_message_bytes
+    admin = kafkaclient.admin(cfg.kafka)
+    existing = set(admin.list_topics(timeout=10).topics)
+    topics = [cfg.source.topic(t) for t in cfg.source.tables]
+    limits = kafkaclient.topic_configs(admin, [t for t in topics if t in existing])
+    low = sorted(t for t, c in limits.items() if int(c["max.message.bytes"]) < want)
+    for topic in low:
+        try:
+            kafkaclient.alter_topic(admin, topic, {"max.message.bytes": str(want)})
+        except KafkaException as exc:
+            raise FatalError(
+                f"table topic {topic} takes changes up to "
+                f"{limits[topic]['max.message.bytes']} bytes, below "
+                f"kafka.max_message_bytes ({want}); raising it failed "
+                f"({exc.args[0]}). Set it with: kafka-configs --alter "
+                f"--entity-type topics --entity-name {topic} "
+                f"--add-config max.message.bytes={want}"
+            ) from exc
+        logger.info(
+            "table topic limit raised topic=%s max.message.bytes=%s->%d",
+            topic,
+            limits[topic]["max.message.bytes"],
+            want,
+        )
+    return low
 
 
 def _failed(status: dict[str, Any]) -> bool:
@@ -455,7 +504,7 @@ def status(cfg: Config) -> dict[str, Any]:
             drift = connector_problems(cfg, client)
         except (TransientError, FatalError) as exc:
             drift = [f"connector {cfg.connect.connector}'s config not read: {exc}"]
-        drift += [position_gone(t["id"]) for t in out["tasks"] if t["position_gone"]]
+        drift += failed_task_problems(cfg, st)
     out.update(slot_report(cfg))
     out["capture_warnings"] = drift + out["capture_warnings"]
     return out
@@ -487,6 +536,53 @@ _READ_AGAIN = (
     "load of each view (readside snapshot VIEW --from-source, which also "
     "removes the rows deleted meanwhile: no record says so)"
 )
+
+
+#: what a task that failed on a change larger than the topic takes says
+#: (the producer's own check, or the broker's refusal)
+TOO_LARGE = "RecordTooLargeException"
+_TOO_LARGE_SIZE = re.compile(r"The message is (\d+) bytes")
+
+
+def failed_task_problems(cfg: Config, status: dict[str, Any]) -> list[str]:
+    """The warnings of the connector's failed tasks, in Connect's ``status``
+    of it, whose cause readside knows and can name the way out of: a lost
+    position (:func:`position_gone`), a change too large (:func:`too_large`)."""
+    out = []
+    for t in status.get("tasks", []):
+        trace = str(t.get("trace", ""))
+        if t.get("state") != "FAILED":
+            continue
+        if POSITION_GONE in trace:
+            out.append(position_gone(int(t["id"])))
+        elif TOO_LARGE in trace:
+            out.append(too_large(cfg, int(t["id"]), trace))
+    return out
+
+
+def task_problems(cfg: Config, client: ConnectClient) -> list[str]:
+    """:func:`failed_task_problems` of the connector Connect runs now.
+
+    Raises:
+        TransientError: Connect does not answer.
+    """
+    st = client.request("GET", f"/connectors/{cfg.connect.connector}/status")
+    return [] if st is None else failed_task_problems(cfg, st)
+
+
+def too_large(cfg: Config, task: int, trace: str) -> str:
+    """The warning of a task that failed on a change larger than the table
+    topics take: it fails on that change again at every restart."""
+    size = _TOO_LARGE_SIZE.search(trace)
+    change = f"a change of {size.group(1)} bytes" if size else "a change"
+    return (
+        f"connector task {task} failed on {change}, larger than the table "
+        f"topics take (kafka.max_message_bytes {cfg.kafka.max_message_bytes}): "
+        "no change of any table reaches the topics until it passes (the "
+        "replication slot keeps them); raise kafka.max_message_bytes (at most "
+        "33554432) and run readside connector apply, which raises the "
+        "topics' limit and restarts the task at that change"
+    )
 
 
 def position_gone(task: int) -> str:

@@ -91,6 +91,11 @@ class WorkerConfig(_Model):
     #: reported, and one loaded again seen whole, within this. Each look is
     #: one request per view and store.
     load_mark_check_s: float = Field(10.0, gt=0)
+    #: Seconds between two looks at how the source captures the worker's
+    #: tables (:mod:`pipeline.publication`): the publication, the
+    #: connector's config, REPLICA IDENTITY FULL and row security. Each look
+    #: is a few catalog queries and two requests to Connect.
+    source_check_s: float = Field(60.0, gt=0)
 
 
 class StackConfig(_Model):

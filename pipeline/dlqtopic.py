@@ -16,15 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-)
+from confluent_kafka.admin import AdminClient
 
 from pipeline.checkpoints import ensure_topics
 from pipeline.errors import FatalError
+from pipeline.kafkaclient import alter_topic, topic_configs
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +42,6 @@ KEEP_FOREVER = {
 def topic_max_bytes(admin: AdminClient, topic: str) -> int:
     """The topic's effective ``max.message.bytes`` (its own or the broker's)."""
     return int(topic_configs(admin, [topic])[topic]["max.message.bytes"])
-
-
-def topic_configs(
-    admin: AdminClient, topics: Iterable[str]
-) -> dict[str, dict[str, str]]:
-    """Every setting of each topic, effective value (its own or the broker's)."""
-    res = {t: ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics}
-    if not res:
-        return {}
-    futures = admin.describe_configs(list(res.values()))
-    out: dict[str, dict[str, str]] = {}
-    for topic, r in res.items():
-        entries = futures[r].result(timeout=30)
-        out[topic] = {name: e.value for name, e in entries.items()}
-    return out
 
 
 def _settled_configs(
@@ -110,14 +91,8 @@ def prepare_topic(
         change.pop("max.message.bytes", None)
     if not change:
         return int(have["max.message.bytes"])
-    entries = [
-        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-        for k, v in change.items()
-    ]
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
     try:
-        for fut in admin.incremental_alter_configs([res]).values():
-            fut.result(timeout=30)
+        alter_topic(admin, topic, change)
     except KafkaException as exc:
         settings = ",".join(f"{k}={v}" for k, v in change.items())
         raise FatalError(

@@ -28,11 +28,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported at runtime, missing from the stubs' __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
 
 from pipeline.errors import ConfigError, FatalError
 from pipeline.sourceconfig import KafkaConfig
@@ -97,6 +102,36 @@ def admin(kafka: KafkaConfig, own: Mapping[str, Any] | None = None) -> AdminClie
     """An admin client of ``kafka``'s brokers."""
     verify(kafka)
     return _build(AdminClient, kafka.client_conf(own))
+
+
+def topic_configs(
+    admin: AdminClient, topics: Iterable[str]
+) -> dict[str, dict[str, str]]:
+    """Every setting of each topic, effective value (its own or the broker's)."""
+    res = {t: ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics}
+    if not res:
+        return {}
+    futures = admin.describe_configs(list(res.values()))
+    out: dict[str, dict[str, str]] = {}
+    for topic, r in res.items():
+        entries = futures[r].result(timeout=30)
+        out[topic] = {name: e.value for name, e in entries.items()}
+    return out
+
+
+def alter_topic(admin: AdminClient, topic: str, change: Mapping[str, str]) -> None:
+    """Set ``change`` on the topic, leaving its other settings as they are.
+
+    Raises:
+        KafkaException: the broker refused (e.g. no ALTER_CONFIGS permission).
+    """
+    entries = [
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in change.items()
+    ]
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(timeout=30)
 
 
 def new_consumer(conf: Mapping[str, Any]) -> Consumer:

@@ -23,9 +23,9 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from pipeline import deletewindow, groups, kafkaclient
 from pipeline.aggregate.reader import EPOCH_SPAN, XIP_FACTOR
 from pipeline.config import Config
-from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
 from pipeline.events import DocumentOp
+from pipeline.kafkaclient import topic_configs
 from pipeline.layout import (
     Recorded,
     TopicLayout,

@@ -49,8 +49,8 @@ from pipeline import kafkaclient
 from pipeline.checkpoints import CheckpointWriter
 from pipeline.config import Config
 from pipeline.deletewindow import committed_offsets, delete_policy
-from pipeline.dlqtopic import topic_configs
 from pipeline.errors import FatalError, TransientError
+from pipeline.kafkaclient import topic_configs
 from pipeline.metrics import UNLOADED
 
 logger = logging.getLogger(__name__)

@@ -14,11 +14,14 @@ to ``skipped.operations``, a column list or a transform added
 follows only with REPLICA IDENTITY FULL can lose it, or gain a partition
 without it (:mod:`pipeline.aggregate.identity`); and a row-level security
 policy can hide rows from the connector's role, which its snapshots then
-leave out (:func:`connectors.rowsecurity.capture_problems`).
+leave out (:func:`connectors.rowsecurity.capture_problems`). And the
+connector's task can fail on a change it cannot pass, stopping every
+table's capture: one larger than the topics take, or after its position in
+the WAL was lost (:func:`connectors.debezium.task_problems`).
 
 :class:`Watch` looks when the worker starts and every
-:data:`CHECK_INTERVAL_S`, and logs each problem as an error (again every
-:data:`REPEAT_S` while it lasts); the gauge
+``worker.source_check_s`` (a minute), and logs each problem as an error
+(again every :data:`REPEAT_S` while it lasts); the gauge
 ``readside_source_capture_problems`` counts them. ``readside status`` and
 the status page show the same problems. The worker goes on: the changes that
 do reach it are right.
@@ -34,7 +37,7 @@ from dataclasses import replace
 import psycopg
 
 from connectors import rowsecurity
-from connectors.debezium import ConnectClient, connector_problems
+from connectors.debezium import ConnectClient, connector_problems, task_problems
 from connectors.postgres import generated_columns, publication_problems
 from pipeline.aggregate import identity
 from pipeline.config import Config
@@ -44,8 +47,6 @@ from pipeline.views import View
 
 logger = logging.getLogger(__name__)
 
-#: seconds between two looks at the publication
-CHECK_INTERVAL_S = 60.0
 #: seconds between two error lines about the same problem
 REPEAT_S = 600.0
 
@@ -84,7 +85,7 @@ class Watch:
     def check(self) -> None:
         """Look at the publication; a source that does not answer is asked
         again at the next check."""
-        self._next = self.clock() + CHECK_INTERVAL_S
+        self._next = self.clock() + self.cfg.worker.source_check_s
         try:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
                 problems = publication_problems(conn, self.cfg, self.tables)
@@ -98,6 +99,7 @@ class Watch:
             return
         try:
             problems += connector_problems(self.cfg, self.connect, generated)
+            problems += task_problems(self.cfg, self.connect)
         except ReadsideError as exc:  # Connect down, or not open to workers
             if self._connect_unread is None or self.clock() >= self._connect_unread:
                 self._connect_unread = self.clock() + REPEAT_S

@@ -138,6 +138,10 @@ def _refusal(settings: Mapping[str, Any], consumer: bool) -> str | None:
     return None
 
 
+#: ``kafka.max_message_bytes`` unless set: 16 MiB, MongoDB's largest document
+MAX_MESSAGE_BYTES = 16 << 20
+
+
 class KafkaConfig(_Model):
     """The Kafka cluster, topics and consumer group the changes travel through.
 
@@ -160,6 +164,13 @@ class KafkaConfig(_Model):
     #: this long. The delete record is the only trace of an aggregate child's
     #: former owner when the link is outside the child's key.
     delete_window_ms: int = Field(86_400_000, ge=0)
+    #: The largest change record (key and value as the converter writes
+    #: them, both images of an update) the table topics take: the topics'
+    #: ``max.message.bytes`` and the connector's producer
+    #: ``max.request.size``. Kafka's default (1 MiB) failed the connector's
+    #: task at a row of a megabyte of text, and every table's capture
+    #: stopped with it. At most 32 MiB, the buffer of Connect's producer.
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1 << 20, le=32 << 20)
     #: librdkafka settings of every consumer, producer and admin client of
     #: readside (worker, commands, API): security.protocol, ssl.*, sasl.*,
     #: client.id ...; the values of secret properties (:func:`is_secret`) are

@@ -26,9 +26,9 @@ from connectors import debezium, rowsecurity
 from pipeline import checkpoints, definitions, deletewindow, groups, kafkaclient
 from pipeline.aggregate import identity, prepare_views
 from pipeline.config import Config
-from pipeline.dlqtopic import topic_configs
 from pipeline.errors import ReadsideError
 from pipeline.events import format_lsn
+from pipeline.kafkaclient import topic_configs
 from pipeline.snapshot.state import SnapshotLog
 from pipeline.textout import columns
 from pipeline.views import build_views

@@ -40,9 +40,9 @@ from pipeline import deletewindow, kafkaclient, layout, logs
 from pipeline.aggregate.reader import Reader
 from pipeline.config import Config
 from pipeline.decode import RawMessage
-from pipeline.dlqtopic import topic_configs
 from pipeline.errors import ConfigError, ReadsideError, TransientError
 from pipeline.events import DocumentOp
+from pipeline.kafkaclient import topic_configs
 from pipeline.processor import Batch, Processor, ops_for_sink
 from pipeline.sinkwriter import Backoff, open_sinks
 from pipeline.snapshot.prefetch import ReadAhead

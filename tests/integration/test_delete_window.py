@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from harness import wait_for
 
-from pipeline.dlqtopic import topic_configs
+from pipeline.kafkaclient import topic_configs
 
 pytestmark = pytest.mark.integration
 

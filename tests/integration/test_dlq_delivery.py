@@ -28,7 +28,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 from harness import Pipeline, wait_for
 
-from pipeline import dlq, dlqtopic
+from pipeline import dlq, kafkaclient
 from pipeline.replay import replay_dead_letters
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def _admin(p: Pipeline) -> AdminClient:
 
 
 def _topic_config(p: Pipeline, topic: str) -> dict[str, str]:
-    return dlqtopic.topic_configs(_admin(p), [topic])[topic]
+    return kafkaclient.topic_configs(_admin(p), [topic])[topic]
 
 
 def _set_topic_config(p: Pipeline, topic: str, **values: str) -> None:

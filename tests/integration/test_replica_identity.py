@@ -58,7 +58,12 @@ VISITS = (
 
 
 def test_a_replica_identity_lost_while_the_worker_runs_is_said(make_pipeline):
-    p = make_pipeline(SCHEMA, ["public.owners", "public.pets", "public.visits"], VIEWS)
+    p = make_pipeline(
+        SCHEMA,
+        ["public.owners", "public.pets", "public.visits"],
+        VIEWS,
+        worker={"source_check_s": 5.0},
+    )
     p.apply_connector()
     worker = p.start_worker()
     p.wait_drained(timeout=120)
@@ -89,8 +94,8 @@ def test_a_replica_identity_lost_while_the_worker_runs_is_said(make_pipeline):
         "ALTER TABLE public.visits_2027 REPLICA IDENTITY FULL, "
         "then readside snapshot owners"
     ), visits
-    # the running worker says it at its next look (every minute)
-    p.wait_log(worker, f"ERROR pipeline.publication source: {PETS}", timeout=90)
+    # the running worker says it at its next look (worker.source_check_s)
+    p.wait_log(worker, f"ERROR pipeline.publication source: {PETS}", timeout=30)
     p.wait_log(worker, f"ERROR pipeline.publication source: {VISITS}", timeout=10)
 
     p.sql("ALTER TABLE pets REPLICA IDENTITY FULL")

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from harness import wait_for
 
 from connectors.debezium import TRANSACTION_RETENTION_MS
-from pipeline.dlqtopic import topic_configs
+from pipeline.kafkaclient import topic_configs
 
 pytestmark = pytest.mark.integration
 

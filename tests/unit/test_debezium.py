@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.debezium import connector_config
+from connectors.debezium import connector_config, failed_task_problems
 from connectors.postgres import captured_tables
 from pipeline import config
 
 pytestmark = pytest.mark.unit
 
 
-def _cfg(tables: list[str] | None = None) -> config.Config:
+def _cfg(tables: list[str] | None = None, **kafka: object) -> config.Config:
     tables = tables or ["public.orders", "public.customers"]
     return config.parse(
         {
             "source": {"dsn": "postgresql://u:pw@db:5432/shop", "tables": tables},
             "sinks": {"cache": {"type": "redis"}},
             "views": {"orders": {"table": "public.orders", "sinks": ["cache"]}},
+            "kafka": kafka,
         }
     )
 
@@ -124,3 +125,48 @@ def test_generated_columns_are_left_out_of_the_records_by_exact_name() -> None:
     settings = connector_config(cfg, generated)
     excluded = settings["column.exclude.list"].split(",")
     assert excluded == [r"public\.orders\.total", r"public\.order\$s\.x"]
+
+
+def test_changes_up_to_kafka_max_message_bytes_pass_the_producer_and_topics() -> None:
+    settings = connector_config(_cfg())
+    assert settings["producer.override.max.request.size"] == str(16 << 20)
+    assert settings["topic.creation.default.max.message.bytes"] == str(16 << 20)
+    for size in (1 << 20, 32 << 20):
+        settings = connector_config(_cfg(max_message_bytes=size))
+        assert settings["producer.override.max.request.size"] == str(size)
+    for size in (1 << 19, 33 << 20):  # Kafka's own; Connect producer's buffer
+        with pytest.raises(config.ConfigError, match=r"kafka\.max_message_bytes"):
+            _cfg(max_message_bytes=size)
+
+
+def test_a_task_failed_on_a_too_large_change_names_its_size_and_the_way_out() -> None:
+    cfg = _cfg()
+    trace = (
+        "org.apache.kafka.connect.errors.ConnectException: Unrecoverable exception "
+        "from producer send callback\n\tat ...\nCaused by: org.apache.kafka.common."
+        "errors.RecordTooLargeException: The message is 2090185 bytes when "
+        "serialized which is larger than 1048576, which is the value of the "
+        "max.request.size configuration.\n"
+    )
+    status = {
+        "tasks": [
+            {"id": 0, "state": "FAILED", "trace": trace},
+            {"id": 1, "state": "RUNNING", "trace": trace},
+            {"id": 2, "state": "FAILED", "trace": "java.lang.OutOfMemoryError"},
+        ]
+    }
+    (said,) = failed_task_problems(cfg, status)
+    assert said.startswith(
+        "connector task 0 failed on a change of 2090185 bytes, larger than the "
+        f"table topics take (kafka.max_message_bytes {16 << 20})"
+    )
+    assert said.endswith(
+        "run readside connector apply, which raises the topics' "
+        "limit and restarts the task at that change"
+    )
+    # the broker's refusal does not say the size
+    broker = "RecordTooLargeException: The request included a message larger"
+    (said,) = failed_task_problems(
+        cfg, {"tasks": [{"id": 3, "state": "FAILED", "trace": broker}]}
+    )
+    assert said.startswith("connector task 3 failed on a change, larger than")
