@@ -21,7 +21,8 @@ boolean                   ``boolean``
 timestamp, date           ``date`` (ISO 8601, as readside writes them)
 text, varchar...          ``text`` with the sub-field ``keyword``
 enum, uuid, time...       ``keyword``
-hstore                    ``flattened``
+hstore                    ``flattened`` (a leaf over 8,191 characters
+                          kept, not indexed)
 bytea                     ``binary``
 json, jsonb               dynamic (``json: flattened`` or ``disabled``)
 nested levels             ``object`` with the level's properties
@@ -54,6 +55,11 @@ _TEXT = {
     "type": "text",
     "fields": {"keyword": {"type": "keyword", "ignore_above": 256}},
 }
+#: A flattened field indexes each leaf as a keyword, and Lucene refuses a
+#: term over 32,766 bytes: a longer leaf refused the whole document. Leaves
+#: over 8,191 characters (4 bytes each at most) are kept in ``_source`` and
+#: left out of the index, as a text column's keyword sub-field does.
+_FLATTENED = {"type": "flattened", "ignore_above": 8191}
 _SIMPLE: dict[str, Mapping_] = {
     "smallint": {"type": "short", "ignore_malformed": True},
     "integer": {"type": "integer", "ignore_malformed": True},
@@ -66,12 +72,12 @@ _SIMPLE: dict[str, Mapping_] = {
     "text": _TEXT,
     "keyword": {"type": "keyword", "ignore_above": 1024},
     "enum": {"type": "keyword"},
-    "object": {"type": "flattened"},
+    "object": _FLATTENED,
     "binary": {"type": "binary"},
 }
 _JSON: dict[str, Mapping_ | None] = {
     "dynamic": None,
-    "flattened": {"type": "flattened"},
+    "flattened": _FLATTENED,
     "disabled": {"type": "object", "enabled": False},
 }
 

@@ -22,11 +22,15 @@ from pipeline.errors import ReadsideError
 
 
 def flat_objects(mapping: Any) -> Any:
-    """``mapping`` with each ``"type": "flattened"`` named ``flat_object``."""
+    """``mapping`` with each ``"type": "flattened"`` named ``flat_object``.
+
+    ``flat_object`` takes no parameter: ``ignore_above`` goes, and OpenSearch
+    refuses a document with a leaf value over 32,766 bytes (a dead letter
+    naming the "immense term")."""
     if isinstance(mapping, Mapping):
         out = {k: flat_objects(v) for k, v in mapping.items()}
         if out.get("type") == "flattened":
-            out["type"] = "flat_object"
+            out = {"type": "flat_object"}
         return out
     return mapping
 

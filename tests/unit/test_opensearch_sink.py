@@ -44,11 +44,12 @@ def test_index_names_are_checked_as_for_elasticsearch() -> None:
 def test_flattened_objects_are_opensearchs_flat_object() -> None:
     derived = {
         "properties": {
-            "tags": {"type": "flattened"},
+            "tags": {"type": "flattened", "ignore_above": 8191},
             "shop": {"type": "object", "properties": {"h": {"type": "flattened"}}},
             "n": {"type": "double"},
         }
     }
+    # flat_object takes no parameter
     assert flat_objects(derived) == {
         "properties": {
             "tags": {"type": "flat_object"},
