@@ -156,3 +156,53 @@ def index_mappings(
     props = merge(derived(shape, numeric, json), dict(mappings.get("properties") or {}))
     mappings["properties"] = props
     return mappings
+
+
+#: fields a view's index takes beyond its derived ones, for those mapped
+#: dynamically (json columns, a transform's): Elasticsearch's own allowance
+DYNAMIC_FIELDS = 1000
+
+
+def field_count(props: Mapping_) -> int:
+    """The fields ``props`` (a ``properties`` mapping) holds as Elasticsearch
+    counts them against ``index.mapping.total_fields.limit``: each field and
+    object, each sub-field (``fields``), the properties of each object."""
+    count = 0
+    for field in props.values():
+        if not isinstance(field, Mapping):
+            continue
+        count += 1 + len(field.get("fields") or {})
+        count += field_count(field.get("properties") or {})
+    return count
+
+
+def index_settings(mappings: Mapping_, user: Mapping_ | None) -> Mapping_:
+    """The settings of a new index: one shard, no replica, and a total
+    fields limit that holds the derived mapping with :data:`DYNAMIC_FIELDS`
+    to spare; the user's ``settings`` over them (nested or dotted keys).
+
+    Elasticsearch's limit (1,000 unless set) refused the index of a wide
+    table (500 text columns map 1,000 fields with their keyword sub-fields)
+    and with it the worker's start."""
+    limit = field_count(mappings.get("properties") or {}) + DYNAMIC_FIELDS
+    settings: Mapping_ = {
+        "index.number_of_shards": 1,
+        "index.number_of_replicas": 0,
+        "index.mapping.total_fields.limit": limit,
+    }
+    settings.update(_dotted(user or {}))
+    return settings
+
+
+def _dotted(settings: Mapping[str, Any], prefix: str = "") -> Mapping_:
+    """``settings`` as flat ``index.``-prefixed keys (Elasticsearch takes
+    ``{"index": {"refresh_interval": ...}}``, ``refresh_interval`` and
+    ``index.refresh_interval`` alike)."""
+    out: Mapping_ = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_dotted(value, f"{name}."))
+        else:
+            out[name if name.startswith("index.") else f"index.{name}"] = value
+    return out

@@ -215,8 +215,7 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
     ) -> None:
         mappings = self._mappings(target)
         mappings["properties"][DELETED] = {"type": "boolean"}
-        settings = {"number_of_shards": 1, "number_of_replicas": 0}
-        settings.update(target.options.get("settings") or {})
+        settings = mapping.index_settings(mappings, target.options.get("settings"))
         self.client.indices.create(
             index=index, mappings=mappings, settings=settings, aliases=dict(aliases)
         )

@@ -168,3 +168,30 @@ def test_table_shape_follows_the_views_field_selection() -> None:
         info, TableViewConfig(table="public.t", sinks=["s"], fields=["id"])
     )
     assert list(only) == ["id"]
+
+
+def test_an_index_takes_its_derived_fields_with_a_thousand_to_spare() -> None:
+    props = mapping.derived(SHAPE)
+    # a text column: the text and its keyword; a level: itself and its own
+    assert mapping.field_count({"name": props["name"]}) == 2
+    assert mapping.field_count({"lines": props["lines"]}) == 1 + mapping.field_count(
+        props["lines"]["properties"]
+    )
+    wide = {f"t{i}": {"type": "text", "fields": {"keyword": {}}} for i in range(600)}
+    settings = mapping.index_settings({"properties": wide}, None)
+    assert settings == {
+        "index.number_of_shards": 1,
+        "index.number_of_replicas": 0,
+        "index.mapping.total_fields.limit": 2200,
+    }
+    # the user's settings win, nested or dotted, with or without "index."
+    for user in (
+        {"index": {"mapping": {"total_fields": {"limit": 5000}}}},
+        {"mapping.total_fields.limit": 5000},
+        {"index.mapping.total_fields.limit": 5000},
+    ):
+        got = mapping.index_settings(
+            {"properties": wide}, {**user, "number_of_replicas": 1}
+        )
+        assert got["index.mapping.total_fields.limit"] == 5000, user
+        assert got["index.number_of_replicas"] == 1
