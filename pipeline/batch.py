@@ -260,8 +260,17 @@ class BatchHandler:
         or a table it names, or gave a column another type, compiles the
         view again from the catalog and reads again, once: the worker goes
         on with the source as it is now (a column the config names that is
-        gone is a :class:`ConfigError`).
+        gone is a :class:`ConfigError`). So does a migration that changed
+        the columns of its tables in a way no statement fails on (a column
+        added): looked at before each read.
         """
+        if view.columns_moved(self.reader):
+            logger.warning(
+                "view %s: a migration changed the columns of its tables; "
+                "compiling it again from the catalog",
+                view.name,
+            )
+            prepare_views({view.name: view}, self.reader.dsn)
         try:
             return self._chunks(view, pending)
         except MIGRATED as exc:

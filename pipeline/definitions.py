@@ -35,8 +35,9 @@ catalog when the definition is recorded and when it is compared; of those,
 the columns the view's documents take are compared (:func:`taken`: a column
 its ``fields`` leave out may come and go). A table view's load is
 then ``--from-source`` (a replay of the topic would bring back the former
-records); an aggregate view's, once the workers were restarted (they read a
-view's columns at their start), its chunked load. A record made before the
+records); an aggregate view's, its chunked load (a worker compiles the view
+again before it reads it once its tables' columns changed:
+:meth:`~pipeline.aggregate.AggregateView.columns_moved`). A record made before the
 columns were part of it is given the columns the worker reads at its next
 check; a source that cannot be read leaves the columns out of the
 comparison. An enum column's type holds its labels: a label renamed
@@ -289,13 +290,9 @@ def problem(cfg: Config, view: str, sink: str, settings: Iterable[str]) -> str:
             load = f"readside snapshot {view} --rebuild --sink {sink}, then {load}"
     elif isinstance(vc, TableViewConfig) or names & SLICE:
         load = f"readside snapshot {view} --rebuild --sink {sink}"
-    else:  # every document at a newer version, the same rows
+    else:  # every document at a newer version, the same rows (the workers
+        # compile the view again before their next read of it)
         load = f"readside snapshot {view} --sink {sink}"
-        if source:
-            load = (
-                "restart the workers (they read a view's columns at their start), "
-                f"then {load}"
-            )
     what = "its definition" if names else "the source's columns"
     return (
         f"view {view} in sink {sink}: {what} changed ({', '.join(settings)}) "

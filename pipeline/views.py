@@ -171,6 +171,10 @@ class View(Protocol):
         """Read every root again after this batch: ``event`` is a tombstone
         whose delete record compaction removed before it was read."""
 
+    def columns_moved(self, reader: Reader) -> bool:
+        """Whether a migration changed the columns of the tables it reads
+        since it was prepared (prepare it again before reading)."""
+
     def reread_chunks(
         self, reader: Reader, pending: Pending, chunk_roots: int
     ) -> Iterator[list[DocumentOp]]:
@@ -229,6 +233,9 @@ class TableView:
 
     def read_every_root(self, event: ChangeEvent, pending: dict[str, Pending]) -> None:
         """Nothing to read: a table view reads no root."""
+
+    def columns_moved(self, reader: Reader) -> bool:
+        return False  # it reads no table
 
     def reread_chunks(
         self, reader: Reader, pending: Pending, chunk_roots: int

@@ -7,6 +7,7 @@ not part of the view until the worker restarts (or the view lists it in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,28 @@ SELECT coalesce(
      WHERE t.isleaf AND c.relreplident <> 'f' LIMIT 1),
     (SELECT relreplident FROM pg_class WHERE oid = %(t)s::regclass))
 """
+
+
+#: Every column of the tables, as much of each as a compiled statement
+#: depends on: its name, type and typmod.
+_TABLE_COLUMNS = """
+SELECT c.relation, a.attname, a.atttypid::int8, a.atttypmod
+FROM unnest(%s::text[]) AS c(relation)
+JOIN pg_attribute a ON a.attrelid = c.relation::regclass
+WHERE a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def table_columns(
+    conn: psycopg.Connection[Any], tables: Sequence[str]
+) -> frozenset[tuple[str, str, int, int]]:
+    """The columns of ``tables`` now: (table, column, type oid, typmod).
+
+    Raises:
+        psycopg.errors.UndefinedTable: a table is gone.
+    """
+    rows = conn.execute(_TABLE_COLUMNS, (list(tables),)).fetchall()
+    return frozenset((str(t), str(c), int(o), int(m)) for t, c, o, m in rows)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from psycopg.sql import Composed
 
 from connectors import rowsecurity
 from pipeline.aggregate import fromsource, rootfilter
-from pipeline.aggregate.catalog import Catalog
+from pipeline.aggregate.catalog import Catalog, table_columns
 from pipeline.aggregate.documents import Converter
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.ids import IdRule
@@ -43,7 +43,7 @@ from pipeline.aggregate.plan import ViewSQL
 from pipeline.aggregate.reader import Reader
 from pipeline.aggregate.roots import Key, Links, RootKeys, row_key
 from pipeline.aggregate.tree import Node, build_tree, named_by_image_only
-from pipeline.errors import BadRecord, ConfigError
+from pipeline.errors import BadRecord, ConfigError, TransientError
 from pipeline.events import (
     ChangeEvent,
     Delete,
@@ -83,6 +83,8 @@ class AggregateView:
     _converter: Converter | None = None
     ids_rule: IdRule | None = None
     reads: int = 0  # statements that re-read roots (the coalescing figure)
+    #: the columns of its tables it was compiled against (:meth:`columns_moved`)
+    _columns: frozenset[tuple[str, str, int, int]] = frozenset()
 
     # ------------------------------------------------------------ setup
     def prepare(self, conn: psycopg.Connection[Any], strict: bool = True) -> None:
@@ -121,6 +123,33 @@ class AggregateView:
                     "key, so a change that moves the row would lose its old owner): "
                     f"ALTER TABLE {node.table.name} REPLICA IDENTITY FULL"
                 )
+        self._columns = table_columns(conn, sorted(self._by_table))
+
+    def columns_moved(self, reader: Reader) -> bool:
+        """Whether the columns of its tables are no longer those it was
+        compiled against (a migration added, dropped, renamed or retyped
+        one, or dropped a table): compile it again before reading.
+
+        A column added makes no statement fail: without this look the
+        worker went on writing documents without it, after the load that
+        the migration's warning names had rewritten them all.
+
+        Raises:
+            TransientError: the source is unreachable.
+        """
+        if self.root is None:
+            return False
+        conn = reader.connection()
+        try:
+            return table_columns(conn, sorted(self._by_table)) != self._columns
+        except psycopg.errors.UndefinedTable:
+            return True
+        except psycopg.OperationalError as exc:
+            reader.close()
+            raise TransientError(f"source read failed: {exc}") from exc
+        finally:
+            if not conn.closed:
+                conn.rollback()
 
     def tree(self) -> Node:
         if self.root is None or self.sql is None:
