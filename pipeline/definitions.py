@@ -332,9 +332,17 @@ def problems(
     ]
 
 
-def record(cfg: Config, view: str, sinks: Iterable[str]) -> None:
+def record(
+    cfg: Config,
+    view: str,
+    sinks: Iterable[str],
+    columns: Mapping[str, Definition] | None = None,
+) -> None:
     """Record that ``sinks`` hold every document of ``view`` as it is
-    defined now (a load that rewrote them all).
+    defined now (a load that rewrote them all): with the source's
+    ``columns`` (:func:`source_columns`) the load compiled against, read
+    before it began, else those of now. A migration during the load is then
+    said after it, as any other.
 
     Raises:
         TransientError: Kafka did not acknowledge it.
@@ -347,7 +355,9 @@ def record(cfg: Config, view: str, sinks: Iterable[str]) -> None:
     )
     producer = kafkaclient.producer(cfg.kafka)
     writer = checkpoints.CheckpointWriter(producer, topic)
-    cols = (source_columns(cfg, [view]) or {}).get(view, {})
+    if columns is None or view not in columns:
+        columns = source_columns(cfg, [view])
+    cols = (columns or {}).get(view, {})
     now = {**of(cfg.effective_views()[view]), **cols}
     for sink in sinks:
         writer.definition(view, sink, now)

@@ -104,6 +104,8 @@ class Loader:
         self.sink_names = sorted(chosen)
         self.log = SnapshotLog(cfg)
         self.rejects = Rejects(cfg, self.backoff, lambda: self.stopping)
+        #: the source's columns the view was compiled against (a chunked load)
+        self.columns: dict[str, definitions.Definition] | None = None
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
@@ -146,7 +148,9 @@ class Loader:
                 # every row is in: the stores hold the view whole again
                 loaded.mark_loaded(sinks, [self.opts.view])
                 if source is not None:  # every document at a newer version
-                    definitions.record(self.cfg, self.opts.view, self.sink_names)
+                    definitions.record(
+                        self.cfg, self.opts.view, self.sink_names, self.columns
+                    )
             return self.rejects.check(st)
         finally:
             for sink in sinks.values():
@@ -202,6 +206,9 @@ class Loader:
         another set of ``sinks`` for each further writer (:class:`InOrder`).
         """
         dsn = (self.cfg.source.lookup_dsn or self.cfg.source.dsn).get_secret_value()
+        # read before the view is compiled: a migration from here on is said
+        # once the load recorded these (definitions.record)
+        self.columns = definitions.source_columns(self.cfg, [self.view.name])
         prepare_views({self.view.name: self.view}, dsn, strict=False)
         size, where = self.opts.chunk_size, self.opts.where
         with (

@@ -160,7 +160,8 @@ class Rebuild(Loader):
             if st.phase == "done":
                 st.state = "done"
                 # every document written again, by the definition of now
-                definitions.record(self.cfg, self.view.name, sorted(live))
+                # (the columns an aggregate view's chunks were read with)
+                definitions.record(self.cfg, self.view.name, sorted(live), self.columns)
             self._save(st)
             return self.rejects.check(st)
         finally:

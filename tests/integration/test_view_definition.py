@@ -14,6 +14,9 @@ import pytest
 from harness import wait_for
 from items_model import BOTH_VIEWS, started, status_warnings
 
+from pipeline.aggregate import AggregateView
+from pipeline.snapshot import Loader, Options
+
 pytestmark = pytest.mark.integration
 
 
@@ -138,6 +141,38 @@ def test_a_column_added_reaches_an_aggregate_views_documents_without_a_restart(
     p.wait_drained()
     p.assert_converged()
     assert worker.alive(), worker.tail()
+
+
+def test_a_column_added_during_an_aggregate_load_is_said_after_it(
+    make_pipeline, monkeypatch
+):
+    """The load reads every chunk with the statement it compiled at its
+    start; it recorded the columns it found at its end. A column added
+    while it ran was in the record and in no document it wrote: the
+    warning ended with every document short of the column. The load now
+    records the columns it compiled against, so the migration is said."""
+    p, _worker = started(make_pipeline, BOTH_VIEWS)
+    real = AggregateView.load_chunk
+    migrated: list[bool] = []
+
+    def load_chunk(self, reader, after, where, size):  # type: ignore[no-untyped-def]
+        chunk = real(self, reader, after, where, size)
+        if not migrated:  # after the first chunk is read
+            p.sql("ALTER TABLE items ADD COLUMN note text NOT NULL DEFAULT 'new'")
+            migrated.append(True)
+        return chunk
+
+    monkeypatch.setattr(AggregateView, "load_chunk", load_chunk)
+    opts = Options("shelf", sinks=["redis"], chunk_size=5, writers=1)
+    assert Loader(p.config, opts, lambda _st: None).run().state == "done"
+    assert migrated
+    said = [w for w in _warnings(p) if w.startswith("view shelf")]
+    assert len(said) == 1, _warnings(p)
+    assert "(columns of public.items (note added))" in said[0], said
+    p.run_cli("snapshot", "shelf", "--sink", "redis")
+    p.run_cli("snapshot", "items", "--from-source")
+    assert _warnings(p) == []
+    wait_for(lambda: all(d.ok for d in p.verify()), 120, "every document rewritten")
 
 
 ENUM_SCHEMA = """
