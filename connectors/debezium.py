@@ -40,7 +40,7 @@ from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
 from pipeline.source.converter import record_format
-from pipeline.sourceconfig import ConnectConfig
+from pipeline.sourceconfig import MAX_MESSAGE_BYTES_LIMIT, ConnectConfig
 
 logger = logging.getLogger(__name__)
 
@@ -550,9 +550,9 @@ def failed_task_problems(cfg: Config, status: dict[str, Any]) -> list[str]:
     position (:func:`position_gone`), a change too large (:func:`too_large`)."""
     out = []
     for t in status.get("tasks", []):
-        trace = str(t.get("trace", ""))
         if t.get("state") != "FAILED":
             continue
+        trace = str(t.get("trace", ""))
         if POSITION_GONE in trace:
             out.append(position_gone(int(t["id"])))
         elif TOO_LARGE in trace:
@@ -580,8 +580,8 @@ def too_large(cfg: Config, task: int, trace: str) -> str:
         f"topics take (kafka.max_message_bytes {cfg.kafka.max_message_bytes}): "
         "no change of any table reaches the topics until it passes (the "
         "replication slot keeps them); raise kafka.max_message_bytes (at most "
-        "33554432) and run readside connector apply, which raises the "
-        "topics' limit and restarts the task at that change"
+        f"{MAX_MESSAGE_BYTES_LIMIT}) and run readside connector apply, which "
+        "raises the topics' limit and restarts the task at that change"
     )
 
 

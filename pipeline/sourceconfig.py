@@ -140,6 +140,8 @@ def _refusal(settings: Mapping[str, Any], consumer: bool) -> str | None:
 
 #: ``kafka.max_message_bytes`` unless set: 16 MiB, MongoDB's largest document
 MAX_MESSAGE_BYTES = 16 << 20
+#: its largest: the buffer of Kafka Connect's producer (``buffer.memory``)
+MAX_MESSAGE_BYTES_LIMIT = 32 << 20
 
 
 class KafkaConfig(_Model):
@@ -170,7 +172,9 @@ class KafkaConfig(_Model):
     #: ``max.request.size``. Kafka's default (1 MiB) failed the connector's
     #: task at a row of a megabyte of text, and every table's capture
     #: stopped with it. At most 32 MiB, the buffer of Connect's producer.
-    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1 << 20, le=32 << 20)
+    max_message_bytes: int = Field(
+        MAX_MESSAGE_BYTES, ge=1 << 20, le=MAX_MESSAGE_BYTES_LIMIT
+    )
     #: librdkafka settings of every consumer, producer and admin client of
     #: readside (worker, commands, API): security.protocol, ssl.*, sasl.*,
     #: client.id ...; the values of secret properties (:func:`is_secret`) are

@@ -1,8 +1,9 @@
 """What an aggregate view needs to know of its tables: columns, types, keys.
 
-Read once from ``pg_catalog`` when a view is prepared. A column added later is
-not part of the view until the worker restarts (or the view lists it in
-``fields``, which the catalog check then finds missing and names).
+Read from ``pg_catalog`` when a view is prepared. A migration later (a
+column added, dropped, renamed, retyped) is seen by :func:`table_columns`,
+which a worker asks before each read of the view: it prepares the view
+again (:meth:`pipeline.aggregate.AggregateView.columns_moved`).
 """
 
 from __future__ import annotations
