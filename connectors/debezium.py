@@ -302,12 +302,20 @@ def raise_topic_limits(cfg: Config) -> list[str]:
     Raises:
         FatalError: the broker refused the change (e.g. no ALTER_CONFIGS
             permission); the message says what to set.
+        TransientError: Kafka did not answer.
     """
     want = cfg.kafka.max_message_bytes
     admin = kafkaclient.admin(cfg.kafka)
-    existing = set(admin.list_topics(timeout=10).topics)
     topics = [cfg.source.topic(t) for t in cfg.source.tables]
-    limits = kafkaclient.topic_configs(admin, [t for t in topics if t in existing])
+    try:
+        existing = set(admin.list_topics(timeout=10).topics)
+        limits = kafkaclient.topic_configs(admin, [t for t in topics if t in existing])
+    except KafkaException as exc:
+        raise TransientError(
+            f"Kafka did not answer ({exc.args[0]}): connector apply reads the "
+            "table topics' max.message.bytes, to raise it to "
+            f"kafka.max_message_bytes ({want})"
+        ) from exc
     low = sorted(t for t, c in limits.items() if int(c["max.message.bytes"]) < want)
     for topic in low:
         try:

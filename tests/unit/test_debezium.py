@@ -170,3 +170,20 @@ def test_a_task_failed_on_a_too_large_change_names_its_size_and_the_way_out() ->
         cfg, {"tasks": [{"id": 3, "state": "FAILED", "trace": broker}]}
     )
     assert said.startswith("connector task 3 failed on a change, larger than")
+
+
+def test_raising_the_topic_limits_says_a_kafka_that_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from connectors import debezium
+    from pipeline.errors import TransientError
+
+    class Silent:
+        def list_topics(self, timeout: float) -> None:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "down"))
+
+    monkeypatch.setattr(debezium.kafkaclient, "admin", lambda _kafka: Silent())
+    with pytest.raises(TransientError, match="connector apply reads the table"):
+        debezium.raise_topic_limits(_cfg())
