@@ -8,7 +8,7 @@ again (:meth:`pipeline.aggregate.AggregateView.columns_moved`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,25 +60,34 @@ SELECT coalesce(
 
 
 #: Every column of the tables, as much of each as a compiled statement
-#: depends on: its name, type and typmod.
+#: depends on: its name and type (as :data:`_COLUMNS` reads it).
 _TABLE_COLUMNS = """
-SELECT c.relation, a.attname, a.atttypid::int8, a.atttypmod
+SELECT c.relation, a.attname, format_type(a.atttypid, a.atttypmod)
 FROM unnest(%s::text[]) AS c(relation)
 JOIN pg_attribute a ON a.attrelid = c.relation::regclass
 WHERE a.attnum > 0 AND NOT a.attisdropped
 """
 
+#: (table, column, type) of each column of some tables
+Columns = frozenset[tuple[str, str, str]]
 
-def table_columns(
-    conn: psycopg.Connection[Any], tables: Sequence[str]
-) -> frozenset[tuple[str, str, int, int]]:
-    """The columns of ``tables`` now: (table, column, type oid, typmod).
+
+def table_columns(conn: psycopg.Connection[Any], tables: Sequence[str]) -> Columns:
+    """The columns of ``tables`` now, as :func:`columns_of` gives them.
 
     Raises:
         psycopg.errors.UndefinedTable: a table is gone.
     """
     rows = conn.execute(_TABLE_COLUMNS, (list(tables),)).fetchall()
-    return frozenset((str(t), str(c), int(o), int(m)) for t, c, o, m in rows)
+    return frozenset((str(t), str(c), str(ty)) for t, c, ty in rows)
+
+
+def columns_of(tables: Iterable[TableInfo]) -> Columns:
+    """The columns of ``tables`` as they were read (what a view was
+    compiled against), comparable with :func:`table_columns`."""
+    return frozenset(
+        (t.name, c.name, c.sql_type) for t in tables for c in t.columns.values()
+    )
 
 
 @dataclass(frozen=True)

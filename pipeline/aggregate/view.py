@@ -34,7 +34,7 @@ from psycopg.sql import Composed
 
 from connectors import rowsecurity
 from pipeline.aggregate import fromsource, rootfilter
-from pipeline.aggregate.catalog import Catalog, table_columns
+from pipeline.aggregate.catalog import Catalog, Columns, columns_of, table_columns
 from pipeline.aggregate.documents import Converter
 from pipeline.aggregate.fromsource import Chunk
 from pipeline.aggregate.ids import IdRule
@@ -84,7 +84,7 @@ class AggregateView:
     ids_rule: IdRule | None = None
     reads: int = 0  # statements that re-read roots (the coalescing figure)
     #: the columns of its tables it was compiled against (:meth:`columns_moved`)
-    _columns: frozenset[tuple[str, str, int, int]] = frozenset()
+    _columns: Columns = frozenset()
 
     # ------------------------------------------------------------ setup
     def prepare(self, conn: psycopg.Connection[Any], strict: bool = True) -> None:
@@ -123,7 +123,8 @@ class AggregateView:
                     "key, so a change that moves the row would lose its old owner): "
                     f"ALTER TABLE {node.table.name} REPLICA IDENTITY FULL"
                 )
-        self._columns = table_columns(conn, sorted(self._by_table))
+        # what was compiled: the columns as the tree read them
+        self._columns = columns_of(n[0].table for n in self._by_table.values())
 
     def columns_moved(self, reader: Reader) -> bool:
         """Whether the columns of its tables are no longer those it was
