@@ -132,9 +132,17 @@ class Redis(Service):
         user on both ports (from another directory, which has no
         credentials, only that both ports answer)."""
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # One try each: redis-py retries a timeout three times with backoff,
+        # and a port held by something that is not Redis made `stack status`
+        # wait 26 s for this probe alone.
+        once = {"socket_timeout": 2, "socket_connect_timeout": 2}
         try:
-            with redis.Redis(port=self.port, socket_timeout=2) as anonymous:
+            with redis.Redis(
+                port=self.port, retry=Retry(NoBackoff(), 0), **once
+            ) as anonymous:
                 anonymous.ping()
             return "answers a client that did not log in: restart redis"
         except redis.AuthenticationError:
@@ -157,7 +165,8 @@ class Redis(Service):
                     url,
                     username=user["username"],
                     password=user["password"],
-                    socket_timeout=2,
+                    retry=Retry(NoBackoff(), 0),
+                    **once,
                     **ca,
                 ) as client:
                     client.ping()
