@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 
 from pipeline import kafkaclient
 from pipeline.config import Config
@@ -48,17 +48,33 @@ class Positions:
         groups = AppliedOffsets(self.cfg).groups()
         return sorted(g for g, scope in groups.items() if self.view in scope.views)
 
+    def serving_groups(self) -> list[str]:
+        """Those of :meth:`live_groups` that have a member now. A group with
+        none (its workers stopped, or never started) has no batch in flight:
+        a worker that joins it later opens the stores after the switch, so it
+        writes the new generation."""
+        admin = kafkaclient.admin(self.cfg.kafka)
+        listed = admin.list_consumer_groups().result(timeout=10)
+        idle = {
+            g.group_id
+            for g in listed.valid
+            if g.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
+        }
+        return [g for g in self.live_groups() if g not in idle]
+
     def wait_live_commits(self) -> None:
-        """Wait until every live group committed its partitions up to their ends
-        now: a batch consumed before the switch is then written, so no live
-        write still goes to the old generation (a MongoDB write that resolved
-        it would create its collection again after the drop)."""
+        """Wait until every live group with a member committed its partitions
+        up to their ends now: a batch consumed before the switch is then
+        written, so no live write still goes to the old generation (a MongoDB
+        write that resolved it would create its collection again after the
+        drop). With every worker stopped there is nothing to wait for (a
+        rebuild run with them stopped waited its whole minute)."""
         ends = self.offsets(high=True)
         deadline = time.monotonic() + DRAIN_MAX_S
         while not self.stopping() and time.monotonic() < deadline:
             behind = {
                 (group, k)
-                for group in self.live_groups()
+                for group in self.serving_groups()
                 for k, o in self.committed(group, dict.fromkeys(ends, -1)).items()
                 # (a partition the group never committed: nobody reads it)
                 if 0 <= o < ends[part_key(*k)]

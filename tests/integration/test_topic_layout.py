@@ -67,6 +67,9 @@ def _rebuild(p, view: str) -> None:
         timeout=420,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # no worker runs (each was refused): the old generation is dropped at
+    # once, not after waiting the live group's commits out
+    assert "are they running" not in done.stderr, done.stderr[-3000:]
 
 
 def _refused(p, text: str):
