@@ -84,7 +84,7 @@ class ElasticsearchReads(ElasticsearchStore):
     def ids(self, view: str) -> set[str]:
         alias = self.alias(view)
         try:
-            self.client.indices.refresh(index=alias)
+            self._refresh_readable(alias)
             hits = self._scan(
                 index=alias,
                 query={"query": {"bool": {"must_not": {"term": {DELETED: True}}}}},
@@ -127,9 +127,16 @@ class ElasticsearchReads(ElasticsearchStore):
     def refresh(self, view: str) -> None:
         """Make every write acknowledged so far searchable in the view's index."""
         try:
-            self.client.indices.refresh(index=self.alias(view))
+            self._refresh_readable(self.alias(view))
         except ERRORS as exc:
             raise self.classify(exc) from exc
+
+    def _refresh_readable(self, alias: str) -> None:
+        """Refresh ``alias`` once every shard of it can be read: a search of
+        no hits answers at once (an error) when one cannot, where a refresh
+        waited for the shard until the request timed out (30 s)."""
+        self.client.search(index=alias, size=0, allow_partial_search_results=False)
+        self.client.indices.refresh(index=alias)
 
 
 def _filter(name: str, value: SearchFilter) -> dict[str, Any]:
