@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from pipeline.stack import tls
 from pipeline.stack.services import Service, port_in_use
@@ -138,7 +139,7 @@ class Redis(Service):
         # One try each: redis-py retries a timeout three times with backoff,
         # and a port held by something that is not Redis made `stack status`
         # wait 26 s for this probe alone.
-        once = {"socket_timeout": 2, "socket_connect_timeout": 2}
+        once: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
         try:
             with redis.Redis(
                 port=self.port, retry=Retry(NoBackoff(), 0), **once
