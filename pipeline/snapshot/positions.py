@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import cached_property
 
 import psycopg
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
-from pipeline.groups import AppliedOffsets
+from pipeline.groups import scope_of_group
 
 logger = logging.getLogger(__name__)
 
@@ -42,25 +44,29 @@ class Positions:
         self.view = view
         self.stopping = stopping
 
-    def live_groups(self) -> list[str]:
-        """The consumer groups of the live workers that apply this view
-        (:mod:`pipeline.groups`: one per scope of views and sinks)."""
-        groups = AppliedOffsets(self.cfg).groups()
-        return sorted(g for g, scope in groups.items() if self.view in scope.views)
+    @cached_property
+    def _admin(self) -> AdminClient:
+        return kafkaclient.admin(self.cfg.kafka)
 
-    def serving_groups(self) -> list[str]:
-        """Those of :meth:`live_groups` that have a member now. A group with
-        none (its workers stopped, or never started) has no batch in flight:
-        a worker that joins it later opens the stores after the switch, so it
+    def live_groups(self, serving: bool = False) -> list[str]:
+        """The consumer groups of the live workers that apply this view
+        (:mod:`pipeline.groups`: one per scope of views and sinks); with
+        ``serving``, only those that have a member now. A group with none
+        (its workers stopped, or never started) has no batch in flight: a
+        worker that joins it later opens the stores after the switch, so it
         writes the new generation."""
-        admin = kafkaclient.admin(self.cfg.kafka)
-        listed = admin.list_consumer_groups().result(timeout=10)
-        idle = {
-            g.group_id
-            for g in listed.valid
-            if g.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
-        }
-        return [g for g in self.live_groups() if g not in idle]
+        listed = self._admin.list_consumer_groups().result(timeout=10)
+        out = []
+        for g in listed.valid:
+            if serving and g.state in (
+                ConsumerGroupState.EMPTY,
+                ConsumerGroupState.DEAD,
+            ):
+                continue
+            scope = scope_of_group(self.cfg, g.group_id)
+            if scope is not None and self.view in scope.views:
+                out.append(g.group_id)
+        return sorted(out)
 
     def wait_live_commits(self) -> None:
         """Wait until every live group with a member committed its partitions
@@ -74,7 +80,7 @@ class Positions:
         while not self.stopping() and time.monotonic() < deadline:
             behind = {
                 (group, k)
-                for group in self.serving_groups()
+                for group in self.live_groups(serving=True)
                 for k, o in self.committed(group, dict.fromkeys(ends, -1)).items()
                 # (a partition the group never committed: nobody reads it)
                 if 0 <= o < ends[part_key(*k)]
