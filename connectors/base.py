@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
-from pipeline.errors import BadRecord, ConfigError, FatalError, ReadsideError
+from pipeline.errors import (
+    BadRecord,
+    ConfigError,
+    FatalError,
+    ReadsideError,
+    TransientError,
+)
 from pipeline.events import UNCHANGED, Delete, Document, DocumentOp, Upsert
 from pipeline.fieldtypes import Shape
 from pipeline.sinktypes import SinkConfig
@@ -67,12 +73,16 @@ class ViewTarget:
             catalog (:mod:`pipeline.aggregate.shape`), when a store derives
             its native types; ``None``: not known (the store maps nothing).
             It may raise ``TransientError`` (source down) or ``ConfigError``.
+        transformed: whether transforms run on the view's documents before
+            they reach the store: then their fields may differ from the shape
+            (a transform may rename or drop a column, or add a field).
     """
 
     view: str
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     shape: Callable[[], Shape] | None = field(default=None, compare=False, repr=False)
+    transformed: bool = False
 
     def fields(self) -> Shape:
         """The view's shape (:attr:`shape`), or an empty one when not known."""
@@ -80,7 +90,48 @@ class ViewTarget:
 
     def renamed(self, name: str) -> ViewTarget:
         """The same view and options at another place (a generation)."""
-        return ViewTarget(self.view, name, self.options, self.shape)
+        return ViewTarget(self.view, name, self.options, self.shape, self.transformed)
+
+
+def refuse_reserved(
+    sink: str, store: str, target: ViewTarget, reserved: Mapping[str, str]
+) -> None:
+    """Refuse, when a sink opens, a view whose documents would carry a field
+    its store keeps for itself (``reserved``: each name with what the store
+    keeps in it), naming the view, the column and the two ways out.
+
+    Without it such a column failed far from its cause: Elasticsearch's index
+    creation with its own "Field [_id] is defined more than once", naming no
+    view; MongoDB dead-lettered every row of the view. Only the top level is
+    checked (a nested level's ``_id`` is an ordinary field in both stores).
+    A view with transforms is not checked here: a transform may rename the
+    column, and a document that still carries the field is refused as a bad
+    record when written. Nor is it when the source cannot be read now: the
+    worker need not wait for PostgreSQL to drain Kafka, and the write's own
+    refusal stands behind it.
+
+    Raises:
+        ConfigError: a top-level field of the view's shape is reserved.
+    """
+    if target.transformed:
+        return
+    try:
+        shape = target.fields()
+    except TransientError:
+        return
+    taken = [name for name in shape if name in reserved]
+    if not taken:
+        return
+    name = taken[0]
+    view = target.view
+    raise ConfigError(
+        f"views.{view}: its documents would carry the field {name!r}, which "
+        f"sinks.{sink} ({store}) keeps for {reserved[name]}; leave the column out "
+        f"(views.{view}.exclude: [{name}]) or give it another name (a table "
+        f"view: transforms: [{{type: rename, fields: {{{name}: another}}}}]; "
+        f"an aggregate view: rename: {{{name}: another}})"
+        + (f" (also reserved there: {', '.join(taken[1:])})" if taken[1:] else "")
+    )
 
 
 @runtime_checkable

@@ -52,7 +52,13 @@ def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
         if view.distribution_key and "routing_field" not in extra:
             extra["routing_field"] = view.distribution_key
         name = (opts.target if opts and opts.target else None) or view_name
-        out[view_name] = ViewTarget(view_name, name, extra, ShapeReader(cfg, view_name))
+        out[view_name] = ViewTarget(
+            view_name,
+            name,
+            extra,
+            ShapeReader(cfg, view_name),
+            transformed=bool(view.transforms),
+        )
     return out
 
 

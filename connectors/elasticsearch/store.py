@@ -32,13 +32,40 @@ from typing import Any
 import elastic_transport
 import elasticsearch
 
-from connectors.base import StoreSink, ViewTarget
+from connectors.base import StoreSink, ViewTarget, refuse_reserved
 from connectors.elasticsearch import ElasticsearchSinkConfig, mapping
 from pipeline.errors import FatalError, ReadsideError, TransientError
 
 logger = logging.getLogger(__name__)
 
 DELETED = "_deleted"
+#: The top-level fields no document of a view may carry here: the metadata
+#: fields Elasticsearch (or OpenSearch) refuses inside a document ("is a
+#: metadata field and cannot be added inside a document"; its index creation
+#: refuses a mapping of one), and readside's tombstone flag.
+#: :func:`connectors.base.refuse_reserved` refuses such a column when the sink opens.
+RESERVED = {
+    DELETED: "its tombstones (a document with it true reads as deleted)",
+    **{
+        name: "its metadata (a document may not carry it)"
+        for name in (
+            "_id",
+            "_index",
+            "_routing",
+            "_source",
+            "_version",
+            "_seq_no",
+            "_primary_term",
+            "_field_names",
+            "_ignored",
+            "_ignored_source",
+            "_nested_path",
+            "_doc_count",
+            "_tier",
+            "_data_stream_timestamp",
+        )
+    },
+}
 NUMERIC_MAPPINGS = ("double", "scaled_float")
 JSON_MAPPINGS = ("dynamic", "flattened", "disabled")
 ERRORS = (elastic_transport.TransportError, elasticsearch.ApiError)
@@ -182,6 +209,8 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
     # -- lifecycle --------------------------------------------------------
 
     def open(self) -> None:
+        for target in self.targets.values():
+            refuse_reserved(self.name, self.store, target, RESERVED)
         try:
             for view, target in self.targets.items():
                 self._ensure_index(view, target)
@@ -232,9 +261,10 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
                 f"be one of {', '.join(NUMERIC_MAPPINGS)} (got {numeric!r}), json "
                 f"one of {', '.join(JSON_MAPPINGS)} (got {json!r})"
             )
-        return mapping.index_mappings(
-            target.fields(), opts.get("mappings"), numeric, json
-        )
+        # A view with transforms may rename a reserved column (the shape is
+        # the columns'): the field it became is mapped dynamically.
+        shape = {k: v for k, v in target.fields().items() if k not in RESERVED}
+        return mapping.index_mappings(shape, opts.get("mappings"), numeric, json)
 
     def close(self) -> None:
         if self._client is not None:

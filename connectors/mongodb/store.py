@@ -36,7 +36,7 @@ import pymongo.errors as perr
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from connectors.base import StoreSink, ViewTarget
+from connectors.base import StoreSink, ViewTarget, refuse_reserved
 from connectors.mongodb import MongoSinkConfig, decimals, trust
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
 from pipeline.fieldtypes import numeric_paths
@@ -44,6 +44,12 @@ from pipeline.fieldtypes import numeric_paths
 logger = logging.getLogger(__name__)
 
 RESERVED = ("_id", "_v", "_deleted")
+#: what each of :data:`RESERVED` holds (:func:`connectors.base.refuse_reserved`)
+RESERVED_FOR = {
+    "_id": "the document id",
+    "_v": "the document's version",
+    "_deleted": "its tombstones",
+}
 _AUTH_CODES = {13, 18, 31, 33}  # Unauthorized, AuthenticationFailed, roles
 _TRANSIENT_CODES = {6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435}
 FETCH_CHUNK = 1000
@@ -145,6 +151,8 @@ class MongoStore(StoreSink[MongoSinkConfig]):
                 f"sinks.{self.name}: write concern w=0 is unacknowledged; the "
                 "sink needs replies to guard its writes (use w=1 or more)"
             )
+        for target in self.targets.values():
+            refuse_reserved(self.name, "mongodb", target, RESERVED_FOR)
         try:
             self.db.command("ping")
             for view in self.targets:
