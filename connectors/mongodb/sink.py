@@ -39,8 +39,13 @@ tests. It differs in ways that shaped this module (measured with FerretDB
   ``bulk_write`` fail with ``KeyError``; the sink sends the ``insert`` and
   ``update`` commands itself.
 * An ``update`` command with as many statements as FerretDB's connection
-  pool never returns, and the server is stuck from then on (see
-  ``_MAX_UPDATES``); commands carry at most 10 updates.
+  pool never returns, and the server is stuck from then on; its commands
+  carry at most 10 updates
+  (:data:`~connectors.mongodb.store.MAX_UPDATES_FERRETDB`).
+  The sink tells FerretDB from MongoDB when it opens (``buildInfo`` has
+  ``ferretdbVersion``); MongoDB's commands carry up to 500 updates, as
+  its inserts do, so that a batch of updates is one round trip there, not
+  fifty.
 * Arrays of arrays are refused (code 2, "nested arrays are not supported");
   such documents come back as rejected, so they reach the dead-letter topic.
 
@@ -78,7 +83,7 @@ from connectors.base import WriteResult, mirrored
 from connectors.mongodb.decimals import Path, to_decimal128
 from connectors.mongodb.generations import MongoGenerations
 from connectors.mongodb.reads import MongoReads
-from connectors.mongodb.store import FETCH_CHUNK, RESERVED, Doc
+from connectors.mongodb.store import FETCH_CHUNK, MAX_STATEMENTS, RESERVED, Doc
 from pipeline.errors import BadRecord, TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
 
@@ -87,16 +92,6 @@ logger = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 _MAX_DOC_BYTES = 16 * 1024 * 1024 - 16 * 1024
 _MAX_CMD_BYTES = 8 * 1024 * 1024
-#: FerretDB 1.24 holds a connection to its own database per statement of an
-#: ``update`` command until the command ends, and needs one more to apply each
-#: statement: a command of as many statements as its pool (50 by default; the
-#: local stack sets 500) never returns, and the server answers nothing from
-#: then on. Commands stay small, so that many writers at once stay below
-#: the pool and each command finishes well inside the socket timeout (a
-#: timed-out command keeps running in the server, and retries would pile up
-#: behind it). Real MongoDB is not slowed down much by small commands.
-_MAX_UPDATES = 10
-_MAX_INSERTS = 500
 _INT64_MAX = 2**63 - 1
 
 
@@ -215,13 +210,13 @@ class MongoSink(MongoGenerations, MongoReads):
                 continue
             (inserts if have is None else updates).append(st)
         unsettled: list[_Statement] = []
-        for chunk in _chunks(inserts, _MAX_INSERTS):
+        for chunk in _chunks(inserts, MAX_STATEMENTS):
             reply = self._command(coll, "insert", "documents", [st.doc for st in chunk])
             if reply.get("writeErrors"):
                 unsettled += chunk
             else:
                 result.applied += len(chunk)
-        for chunk in _chunks(updates, _MAX_UPDATES):
+        for chunk in _chunks(updates, self.max_updates):
             stmts = [st.update() for st in chunk]
             reply = self._command(coll, "update", "updates", stmts)
             if reply.get("writeErrors") or int(reply.get("n", 0)) != len(chunk):

@@ -43,6 +43,19 @@ from pipeline.fieldtypes import numeric_paths
 
 logger = logging.getLogger(__name__)
 
+#: FerretDB 1.24 holds a connection to its own database per statement of an
+#: ``update`` command until the command ends, and needs one more to apply each
+#: statement: a command of as many statements as its pool (50 by default; the
+#: local stack sets 500) never returns, and the server answers nothing from
+#: then on. Its commands stay small, so that many writers at once stay below
+#: the pool and each command finishes well inside the socket timeout (a
+#: timed-out command keeps running in the server, and retries would pile up
+#: behind it). Until the sink has opened and asked, every server is taken
+#: for FerretDB.
+MAX_UPDATES_FERRETDB = 10
+#: the statements of one command on MongoDB, updates and inserts alike (and
+#: at most 8 MB of them, the sink's `_MAX_CMD_BYTES`)
+MAX_STATEMENTS = 500
 RESERVED = ("_id", "_v", "_deleted")
 #: what each of :data:`RESERVED` holds (:func:`connectors.base.refuse_reserved`)
 RESERVED_FOR = {
@@ -104,6 +117,9 @@ class MongoStore(StoreSink[MongoSinkConfig]):
         super().__init__(name, cfg, targets)
         self._client: pymongo.MongoClient[Doc] | None = None
         self._numeric_paths: dict[str, list[tuple[str, ...]]] = {}
+        #: the most updates one ``update`` command carries: FerretDB's limit
+        #: until :meth:`open` finds MongoDB
+        self.max_updates = MAX_UPDATES_FERRETDB
 
     @property
     def db(self) -> Database[Doc]:
@@ -155,6 +171,8 @@ class MongoStore(StoreSink[MongoSinkConfig]):
             refuse_reserved(self.name, "mongodb", target, RESERVED_FOR)
         try:
             self.db.command("ping")
+            ferretdb = "ferretdbVersion" in self.db.command("buildInfo")
+            self.max_updates = MAX_UPDATES_FERRETDB if ferretdb else MAX_STATEMENTS
             for view in self.targets:
                 self._create_indexes(view, self.collection(view))
             if any(self.decimal128(view) for view in self.targets):

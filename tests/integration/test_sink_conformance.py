@@ -324,6 +324,26 @@ def test_mongodb_refused_document_mid_batch_rest_applied(make_sink: MakeSink) ->
     assert {"status_1", "total_-1"} <= names
 
 
+def test_mongodb_updates_go_in_commands_the_server_takes(make_sink: MakeSink) -> None:
+    # FerretDB (the stack's) hangs on an update command of as many statements
+    # as its pool: 10 per command there; MongoDB (READSIDE_MONGO_URI) takes a
+    # batch's updates in one command.
+    sink = make_sink("mongodb")
+    assert isinstance(sink, MongoSink)
+    assert sink.max_updates == (500 if MONGO_URI else 10)
+    n = 2 * sink.max_updates + 3
+    ids = [str(i) for i in range(n)]
+    assert sink.write([Upsert(VIEW, i, 1, {"i": i}) for i in ids]).applied == n
+    result = sink.write([Upsert(VIEW, i, 2, {"i": i + "'"}) for i in ids])
+    assert (result.applied, result.stale, result.rejected) == (n, 0, [])
+    result = sink.write([Upsert(VIEW, i, 1, {"i": "old"}) for i in ids])
+    assert (result.applied, result.stale) == (0, n)
+    stored = sink.fetch(VIEW, ids)
+    assert {i: (s.version, s.doc) for i, s in stored.items()} == {
+        i: (2, {"i": i + "'"}) for i in ids
+    }
+
+
 def test_mongodb_server_side_error_mid_batch_recovers(make_sink: MakeSink) -> None:
     # A statement the server refuses after the pre-check: FerretDB stops the
     # command there, MongoDB runs the rest; both must end the same way.
