@@ -12,14 +12,25 @@ A document is stored as its body plus ``_id`` (the document id) and ``_v``
 ``{"_id": id, "_v": v, "_deleted": true}``; **queries of sites must filter
 ``{"_deleted": {"$ne": true}}``**.
 
-A write first reads the stored versions of the batch (one ``find``/``$in``)
-and skips what is already stale. Documents the store lacks are sent with an
-unordered ``insert`` (a duplicate key means a concurrent writer came first:
-the op is settled again). Documents held at an older version are replaced by
-an ``update`` whose filter is the guard ``{_id: id, _v: {$lt: v}}``, so a
-concurrent newer write is never overwritten; a statement that matched nothing
-lost to a newer version and is counted stale. A command with write errors, or
-fewer matches than statements, is settled op by op.
+On MongoDB a write first reads the stored versions of the batch (one
+``find``/``$in`` on the ``_id`` index) and skips what is already stale.
+Documents the store lacks are sent with an unordered ``insert``. A document
+the insert finds stored (a duplicate key: it was there, or a concurrent
+writer came first) joins the updates. Documents held at an older version are
+replaced by an ``update`` whose filter is the guard ``{_id: id, _v: {$lt:
+v}}``, so a concurrent newer write is never overwritten; a statement that
+matched nothing lost to a newer version and is counted stale. A command with
+other write errors, or fewer matches than statements, is settled op by op.
+
+On FerretDB the sink reads after it inserts: every document is tried as an
+insert first, and only when some were stored already are their versions read
+(one ``find``/``$in``), the stale ones skipped and the rest updated with the
+guard. FerretDB's ``$in`` read scans the collection (below): read first, it
+cost more than the inserts of a batch of new documents as soon as the
+collection held a few thousand, while a failed insert finds its document by
+``_id``. On MongoDB the read first is the cheaper for documents that are
+there (a failed insert writes the document before its index refuses it), and
+a change stream's documents mostly are.
 
 FerretDB v1 (PostgreSQL handler) is the MongoDB of the local stack and
 tests. It differs in ways that shaped this module (measured with FerretDB
@@ -195,7 +206,9 @@ class MongoSink(MongoGenerations, MongoReads):
         numerics: Sequence[Path] = (),
     ) -> WriteResult:
         result = WriteResult()
-        stored = self._versions(coll, [op.doc_id for op in ops])
+        stored: dict[str, int] = {}
+        if self.read_first:
+            stored = self._versions(coll, [op.doc_id for op in ops])
         inserts: list[_Statement] = []
         updates: list[_Statement] = []
         for op in ops:
@@ -210,12 +223,36 @@ class MongoSink(MongoGenerations, MongoReads):
                 continue
             (inserts if have is None else updates).append(st)
         unsettled: list[_Statement] = []
+        stored_already: list[_Statement] = []
         for chunk in _chunks(inserts, MAX_STATEMENTS):
             reply = self._command(coll, "insert", "documents", [st.doc for st in chunk])
-            if reply.get("writeErrors"):
-                unsettled += chunk
-            else:
+            errors = reply.get("writeErrors") or []
+            if not errors:
                 result.applied += len(chunk)
+                continue
+            failed = {int(e.get("index", -1)): e.get("code") for e in errors}
+            if int(reply.get("n", 0)) + len(failed) != len(chunk):
+                unsettled += chunk  # the server stopped early: ask what it did
+                continue
+            for i, st in enumerate(chunk):
+                if i not in failed:
+                    result.applied += 1
+                elif failed[i] == DUPLICATE_KEY:
+                    stored_already.append(st)
+                else:
+                    unsettled.append(st)
+        if stored_already:
+            # their versions (one read, only when some were stored): the
+            # stale ones need no update
+            held = self._versions(coll, [st.op.doc_id for st in stored_already])
+            for st in stored_already:
+                have = held.get(st.op.doc_id)
+                if have is None:
+                    unsettled.append(st)
+                elif have >= st.op.version:
+                    result.stale += 1
+                else:
+                    updates.append(st)
         for chunk in _chunks(updates, self.max_updates):
             stmts = [st.update() for st in chunk]
             reply = self._command(coll, "update", "updates", stmts)

@@ -120,6 +120,10 @@ class MongoStore(StoreSink[MongoSinkConfig]):
         #: the most updates one ``update`` command carries: FerretDB's limit
         #: until :meth:`open` finds MongoDB
         self.max_updates = MAX_UPDATES_FERRETDB
+        #: whether a write reads the stored versions of its batch first
+        #: (MongoDB, :meth:`open` finds out) or tries every document as an
+        #: insert first (FerretDB: :mod:`connectors.mongodb.sink`)
+        self.read_first = False
 
     @property
     def db(self) -> Database[Doc]:
@@ -173,6 +177,7 @@ class MongoStore(StoreSink[MongoSinkConfig]):
             self.db.command("ping")
             ferretdb = "ferretdbVersion" in self.db.command("buildInfo")
             self.max_updates = MAX_UPDATES_FERRETDB if ferretdb else MAX_STATEMENTS
+            self.read_first = not ferretdb
             for view in self.targets:
                 self._create_indexes(view, self.collection(view))
             if any(self.decimal128(view) for view in self.targets):

@@ -324,13 +324,19 @@ def test_mongodb_refused_document_mid_batch_rest_applied(make_sink: MakeSink) ->
     assert {"status_1", "total_-1"} <= names
 
 
-def test_mongodb_updates_go_in_commands_the_server_takes(make_sink: MakeSink) -> None:
+@pytest.mark.parametrize("read_first", [False, True], ids=["insert", "read"])
+def test_mongodb_writes_of_new_stored_and_stale_documents(
+    make_sink: MakeSink, read_first: bool
+) -> None:
     # FerretDB (the stack's) hangs on an update command of as many statements
     # as its pool: 10 per command there; MongoDB (READSIDE_MONGO_URI) takes a
-    # batch's updates in one command.
+    # batch's updates in one command. The sink reads the stored versions
+    # first on MongoDB and inserts first on FerretDB; both ways run here.
     sink = make_sink("mongodb")
     assert isinstance(sink, MongoSink)
     assert sink.max_updates == (500 if MONGO_URI else 10)
+    assert sink.read_first == bool(MONGO_URI)
+    sink.read_first = read_first
     n = 2 * sink.max_updates + 3
     ids = [str(i) for i in range(n)]
     assert sink.write([Upsert(VIEW, i, 1, {"i": i}) for i in ids]).applied == n
@@ -338,6 +344,20 @@ def test_mongodb_updates_go_in_commands_the_server_takes(make_sink: MakeSink) ->
     assert (result.applied, result.stale, result.rejected) == (n, 0, [])
     result = sink.write([Upsert(VIEW, i, 1, {"i": "old"}) for i in ids])
     assert (result.applied, result.stale) == (0, n)
+    # new, newer, stale and tombstoned documents in one batch
+    mixed: list[DocumentOp] = [Upsert(VIEW, "new", 1, {"i": "new"})]
+    mixed += [Upsert(VIEW, ids[0], 1, {"i": "old"}), Delete(VIEW, ids[1], 3)]
+    mixed += [Upsert(VIEW, ids[2], 3, {"i": "3"})]
+    result = sink.write(mixed)
+    assert (result.applied, result.stale, result.rejected) == (3, 1, [])
+    got = sink.fetch(VIEW, ["new", *ids[:3]])
+    assert {i: (s.version, s.doc) for i, s in got.items()} == {
+        "new": (1, {"i": "new"}),
+        ids[0]: (2, {"i": ids[0] + "'"}),
+        ids[1]: (3, None),
+        ids[2]: (3, {"i": "3"}),
+    }
+    ids = ids[3:]
     stored = sink.fetch(VIEW, ids)
     assert {i: (s.version, s.doc) for i, s in stored.items()} == {
         i: (2, {"i": i + "'"}) for i in ids
