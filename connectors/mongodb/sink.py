@@ -29,8 +29,8 @@ guard. FerretDB's ``$in`` read scans the collection (below): read first, it
 cost more than the inserts of a batch of new documents as soon as the
 collection held a few thousand, while a failed insert finds its document by
 ``_id``. On MongoDB the read first is the cheaper for documents that are
-there (a failed insert writes the document before its index refuses it), and
-a change stream's documents mostly are.
+there (a failed insert is a write that MongoDB rolls back), and a change
+stream's documents mostly are.
 
 FerretDB v1 (PostgreSQL handler) is the MongoDB of the local stack and
 tests. It differs in ways that shaped this module (measured with FerretDB
