@@ -315,11 +315,25 @@ class StoreSink(Generic[C]):
     store: ClassVar[str]
     #: the driver's exceptions that :meth:`classify` maps
     driver_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    #: the top-level fields the store keeps for itself, each with what it
+    #: keeps there (:meth:`check_reserved`)
+    reserved: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, name: str, cfg: C, targets: Mapping[str, ViewTarget]) -> None:
         self.name = name
         self.cfg = cfg
         self.targets = dict(targets)
+
+    def check_reserved(self) -> None:
+        """Refuse a view whose documents would carry one of :attr:`reserved`
+        (:func:`refuse_reserved`); the store's ``open`` calls it, and so
+        does ``readside config check``.
+
+        Raises:
+            ConfigError: naming the view and the column.
+        """
+        for target in self.targets.values():
+            refuse_reserved(self.name, self.store, target, self.reserved)
 
     @staticmethod
     def classify(exc: Exception) -> ReadsideError:

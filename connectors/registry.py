@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from connectors.base import Sink, SinkKind, ViewTarget
+from connectors.base import Sink, SinkKind, StoreSink, ViewTarget, refuse_reserved
 from pipeline.aggregate.shape import ShapeReader
 from pipeline.config import Config
 from pipeline.errors import ConfigError
@@ -65,3 +65,20 @@ def targets_for(cfg: Config, sink_name: str) -> dict[str, ViewTarget]:
 def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
     """The (unopened) sinks ``names`` of ``cfg``, with their targets."""
     return {n: build_sink(n, cfg.sinks[n], targets_for(cfg, n)) for n in names}
+
+
+def reserved_problems(cfg: Config) -> list[str]:
+    """Each view whose documents would carry a field one of its stores keeps
+    for itself (:meth:`~connectors.base.StoreSink.check_reserved`), as the
+    message the store's sink refuses it with when it opens."""
+    problems: list[str] = []
+    used = sorted({s for view in cfg.effective_views().values() for s in view.sinks})
+    for sink in build_sinks(cfg, used).values():
+        if not isinstance(sink, StoreSink):
+            continue
+        for target in sink.targets.values():
+            try:
+                refuse_reserved(sink.name, sink.store, target, sink.reserved)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return problems

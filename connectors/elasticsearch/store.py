@@ -32,7 +32,7 @@ from typing import Any
 import elastic_transport
 import elasticsearch
 
-from connectors.base import StoreSink, ViewTarget, refuse_reserved
+from connectors.base import StoreSink, ViewTarget
 from connectors.elasticsearch import ElasticsearchSinkConfig, mapping
 from pipeline.errors import FatalError, ReadsideError, TransientError
 
@@ -43,7 +43,7 @@ DELETED = "_deleted"
 #: fields Elasticsearch (or OpenSearch) refuses inside a document ("is a
 #: metadata field and cannot be added inside a document"; its index creation
 #: refuses a mapping of one), and readside's tombstone flag.
-#: :func:`connectors.base.refuse_reserved` refuses such a column when the sink opens.
+#: :func:`connectors.base.refuse_reserved` refuses such a column.
 RESERVED = {
     DELETED: "its tombstones (a document with it true reads as deleted)",
     **{
@@ -157,6 +157,7 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
     """
 
     store = "elasticsearch"
+    reserved = RESERVED
     driver_errors = ERRORS
     classify = staticmethod(classify)
 
@@ -209,8 +210,7 @@ class ElasticsearchStore(StoreSink[ElasticsearchSinkConfig]):
     # -- lifecycle --------------------------------------------------------
 
     def open(self) -> None:
-        for target in self.targets.values():
-            refuse_reserved(self.name, self.store, target, RESERVED)
+        self.check_reserved()
         try:
             for view, target in self.targets.items():
                 self._ensure_index(view, target)

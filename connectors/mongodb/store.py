@@ -36,7 +36,7 @@ import pymongo.errors as perr
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from connectors.base import StoreSink, ViewTarget, refuse_reserved
+from connectors.base import StoreSink, ViewTarget
 from connectors.mongodb import MongoSinkConfig, decimals, trust
 from pipeline.errors import ConfigError, FatalError, ReadsideError, TransientError
 from pipeline.fieldtypes import numeric_paths
@@ -108,6 +108,7 @@ class MongoStore(StoreSink[MongoSinkConfig]):
     """
 
     store = "mongodb"
+    reserved = RESERVED_FOR
     driver_errors = (perr.PyMongoError,)
     classify = staticmethod(classify)
 
@@ -171,8 +172,7 @@ class MongoStore(StoreSink[MongoSinkConfig]):
                 f"sinks.{self.name}: write concern w=0 is unacknowledged; the "
                 "sink needs replies to guard its writes (use w=1 or more)"
             )
-        for target in self.targets.values():
-            refuse_reserved(self.name, "mongodb", target, RESERVED_FOR)
+        self.check_reserved()
         try:
             self.db.command("ping")
             ferretdb = "ferretdbVersion" in self.db.command("buildInfo")

@@ -29,6 +29,7 @@ def config_check(ctx: click.Context, sql: bool) -> None:
     cfg = load_config(ctx)
     from connectors.debezium import secret_risks
     from connectors.postgres import table_problems, toast_risks
+    from connectors.registry import reserved_problems
     from pipeline.plan import describe, view_sql
 
     for warning in secret_risks(cfg):
@@ -56,6 +57,8 @@ def config_check(ctx: click.Context, sql: bool) -> None:
                 f"cannot read the source's catalog: {exc} (use --no-sql to skip)"
             ) from exc
         if problems:
+            raise click.ClickException("\n".join(problems))
+        if problems := reserved_problems(cfg):
             raise click.ClickException("\n".join(problems))
     click.echo(describe(cfg))
     if sql and any(v.kind == "aggregate" for v in cfg.views.values()):

@@ -9,10 +9,11 @@ Elasticsearch's own "Field [_id] is defined more than once", which names no
 view, and MongoDB would have dead-lettered every row; a ``rename`` transform,
 the way out, did not help, because the index's mapping came from the columns.
 
-Now the worker refuses such a view at its start, naming the view, the column
-and the ways out; a view that renames the columns (a transform, or an
-aggregate view's ``rename``) converges in every store, and Redis, which keeps
-none of these names, holds the columns as they are, a live row with
+Now the worker refuses such a view at its start (and ``readside config
+check`` reports it before), naming the view, the column and the ways out;
+a view that renames the columns (a transform, or an aggregate view's
+``rename``) converges in every store, and Redis, which keeps none of these
+names, holds the columns as they are, a live row with
 ``_deleted = true`` included.
 """
 
@@ -78,8 +79,18 @@ def test_reserved_columns_are_refused_at_start_and_renamed_views_converge(
         assert "views.legacy: its documents would carry the field '_id'" in text
         assert "views.legacy.exclude: [_id]" in text
         assert "defined more than once" not in text
+    # `readside config check` says so before any worker starts: each store once
+    check = p.run_cli("config", "check", ok=False, timeout=120)
+    assert check.returncode != 0
+    assert "defined more than once" not in check.stderr
+    refused = [x for x in check.stderr.splitlines() if "views.legacy:" in x]
+    assert len(refused) == 2, check.stderr  # Elasticsearch and MongoDB
+    assert all("'_id'" in line for line in refused)
+    assert not any("legacy_renamed" in x or "legacy_docs" in x for x in refused)
+
     # Redis keeps none of these names: the same view runs there
     p.rewrite(lambda d: d["views"]["legacy"].update(sinks=["redis"]))
+    p.run_cli("config", "check", timeout=120)
 
     worker = p.start_worker()
     p.wait_drained(timeout=180)

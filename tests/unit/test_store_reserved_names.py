@@ -1,6 +1,6 @@
 """A view whose documents would carry a field its store keeps for itself is
 refused when the sink opens (connectors.base.refuse_reserved); the
-integration test test_reserved_fields.py runs it on the stores."""
+integration test tests/integration/test_reserved_fields.py runs it on the stores."""
 
 from __future__ import annotations
 
@@ -65,3 +65,20 @@ def test_the_derived_mapping_leaves_reserved_columns_to_the_transform() -> None:
     assert "_id" not in props
     assert props["name"]["type"] == "text"
     assert "_deleted" not in props  # mapped as the tombstone flag on creation
+
+
+def test_each_store_checks_its_own_names() -> None:
+    from connectors.mongodb.sink import MongoSink
+    from connectors.redis.sink import RedisSink
+    from pipeline import config
+
+    shape = {"id": TEXT, "_v": TEXT}
+    mongo_cfg = config.MongoSinkConfig(type="mongodb", uri="mongodb://127.0.0.1:1/")
+    docs = MongoSink("docs", mongo_cfg, {"legacy": target(shape)})
+    with pytest.raises(ConfigError, match=r"sinks\.docs \(mongodb\) keeps for the d"):
+        docs.check_reserved()
+    docs.close()
+    cache = RedisSink(
+        "cache", config.RedisSinkConfig(type="redis"), {"legacy": target(shape)}
+    )
+    cache.check_reserved()  # Redis keeps none of them
