@@ -175,15 +175,28 @@ class Keycloak(Service):
             f"--http-port={self.port}",
             f"--http-management-port={self.port + 1}",
             "--hostname-strict=false",
+            # one node, no cluster: with Keycloak's default (``ispn``, its
+            # nodes found through its database) a start after a stop sent ten
+            # joins, 2 s apart, to the node of the run before, whose entry
+            # its shutdown had failed to remove: 20 s of a restart
+            "--cache=local",
             f"--db-url=jdbc:h2:file:{db};NON_KEYWORDS=VALUE",
         ]
 
     def env(self) -> dict[str, str]:
         admin = tls.secret_file(self.ctx.dir(self.name) / ADMIN_FILE, ADMIN_CLIENT)
         env = super().env()
+        # The transaction manager's object store, by default ./ObjectStore
+        # in the working directory (the stack's data directory, which the
+        # service user cannot write): each of its three recovery modules
+        # failed to start after 10 s, 30 s of every start.
+        store = self.ctx.dir(self.name) / "db" / "ObjectStore"
         env |= {
             "JAVA_HOME": str(java21_home()),
             "JAVA_OPTS_KC_HEAP": "-Xms64m -Xmx512m",
+            "JAVA_OPTS_APPEND": (
+                f"-Dquarkus.transaction-manager.object-store.directory={store}"
+            ),
             # made at the first start only, when the master realm is empty
             "KC_BOOTSTRAP_ADMIN_CLIENT_ID": admin["username"],
             "KC_BOOTSTRAP_ADMIN_CLIENT_SECRET": admin["password"],

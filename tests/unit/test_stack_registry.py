@@ -88,7 +88,12 @@ def test_keycloak_runs_optimized_on_loopback_with_its_db_in_the_data_dir(
     assert "--http-management-port=18181" in cmd
     db = tmp_path / "data" / "keycloak" / "db" / "keycloak"
     assert f"--db-url=jdbc:h2:file:{db};NON_KEYWORDS=VALUE" in cmd
+    assert "--cache=local" in cmd  # one node: no cluster to join at start
     assert keycloak.Keycloak(ctx).ports == [18180, 18181]
+    # the transaction manager's store where the service user may write
+    store = tmp_path / "data" / "keycloak" / "db" / "ObjectStore"
+    want = f"-Dquarkus.transaction-manager.object-store.directory={store}"
+    assert keycloak.Keycloak(ctx).env()["JAVA_OPTS_APPEND"] == want
 
 
 def test_java21_home_takes_the_newest_jdk_of_21_or_more(
