@@ -95,7 +95,7 @@ class ViewTarget:
 
 def refuse_reserved(
     sink: str, store: str, target: ViewTarget, reserved: Mapping[str, str]
-) -> None:
+) -> bool:
     """Refuse, when a sink opens, a view whose documents would carry a field
     its store keeps for itself (``reserved``: each name with what the store
     keeps in it), naming the view, the column and the two ways out.
@@ -110,18 +110,21 @@ def refuse_reserved(
     worker need not wait for PostgreSQL to drain Kafka, and the write's own
     refusal stands behind it.
 
+    Returns:
+        False when the source could not be read (nothing was checked).
+
     Raises:
         ConfigError: a top-level field of the view's shape is reserved.
     """
     if target.transformed:
-        return
+        return True
     try:
         shape = target.fields()
     except TransientError:
-        return
+        return False
     taken = [name for name in shape if name in reserved]
     if not taken:
-        return
+        return True
     name = taken[0]
     view = target.view
     raise ConfigError(
@@ -333,7 +336,8 @@ class StoreSink(Generic[C]):
             ConfigError: naming the view and the column.
         """
         for target in self.targets.values():
-            refuse_reserved(self.name, self.store, target, self.reserved)
+            if not refuse_reserved(self.name, self.store, target, self.reserved):
+                return  # the source is not reachable: no view waits on it again
 
     @staticmethod
     def classify(exc: Exception) -> ReadsideError:

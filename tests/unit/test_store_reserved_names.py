@@ -4,6 +4,8 @@ integration test tests/integration/test_reserved_fields.py runs it on the stores
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from connectors.base import ViewTarget, refuse_reserved
@@ -82,3 +84,22 @@ def test_each_store_checks_its_own_names() -> None:
         "cache", config.RedisSinkConfig(type="redis"), {"legacy": target(shape)}
     )
     cache.check_reserved()  # Redis keeps none of them
+
+
+def test_an_unreachable_source_is_asked_once_per_open() -> None:
+    from connectors.redis.sink import RedisSink
+    from pipeline import config
+
+    asked: list[str] = []
+
+    def down(view: str) -> Callable[[], Shape]:
+        def read() -> Shape:
+            asked.append(view)
+            raise TransientError("source not reachable")
+
+        return read
+
+    targets = {v: ViewTarget(v, v, {}, down(v)) for v in ("a", "b", "c")}
+    sink = RedisSink("cache", config.RedisSinkConfig(type="redis"), targets)
+    sink.check_reserved()
+    assert asked == ["a"]  # each would wait out the connect timeout
