@@ -22,15 +22,18 @@ v}}``, so a concurrent newer write is never overwritten; a statement that
 matched nothing lost to a newer version and is counted stale. A command with
 other write errors, or fewer matches than statements, is settled op by op.
 
-On FerretDB the sink reads after it inserts: every document is tried as an
-insert first, and only when some were stored already are their versions read
-(one ``find``/``$in``), the stale ones skipped and the rest updated with the
-guard. FerretDB's ``$in`` read scans the collection (below): read first, it
-cost more than the inserts of a batch of new documents as soon as the
-collection held a few thousand, while a failed insert finds its document by
-``_id``. On MongoDB the read first is the cheaper for documents that are
-there (a failed insert is a write that MongoDB rolls back), and a change
-stream's documents mostly are.
+On FerretDB the sink reads first only into a collection where most of the
+batch before was stored already (a stream of updates). Otherwise (a load,
+a stream of inserts) every document is tried as an insert first, and only
+when some were stored already are their versions read (one ``find``/``$in``),
+the stale ones skipped and the rest updated with the guard. FerretDB's
+``$in`` read scans the collection (below): read first, it cost more than the
+inserts of a batch of new documents as soon as the collection held a few
+thousand, while a failed insert finds its document by ``_id``; for a batch of
+stored documents the failed inserts would come on top of the read. On
+MongoDB the read first is the cheaper for documents that are there (a failed
+insert is a write that MongoDB rolls back), and a change stream's documents
+mostly are.
 
 FerretDB v1 (PostgreSQL handler) is the MongoDB of the local stack and
 tests. It differs in ways that shaped this module (measured with FerretDB
@@ -207,7 +210,8 @@ class MongoSink(MongoGenerations, MongoReads):
     ) -> WriteResult:
         result = WriteResult()
         stored: dict[str, int] = {}
-        if self.read_first:
+        read_first = self.read_first or self._mostly_stored.get(coll.full_name, False)
+        if read_first:
             stored = self._versions(coll, [op.doc_id for op in ops])
         inserts: list[_Statement] = []
         updates: list[_Statement] = []
@@ -241,6 +245,8 @@ class MongoSink(MongoGenerations, MongoReads):
                     stored_already.append(st)
                 else:
                     unsettled.append(st)
+        found = len(stored) if read_first else len(stored_already)
+        self._mostly_stored[coll.full_name] = 2 * found > len(ops)
         if stored_already:
             # their versions (one read, only when some were stored): the
             # stale ones need no update

@@ -121,10 +121,15 @@ class MongoStore(StoreSink[MongoSinkConfig]):
         #: the most updates one ``update`` command carries: FerretDB's limit
         #: until :meth:`open` finds MongoDB
         self.max_updates = MAX_UPDATES_FERRETDB
-        #: whether a write reads the stored versions of its batch first
-        #: (MongoDB, :meth:`open` finds out) or tries every document as an
-        #: insert first (FerretDB: :mod:`connectors.mongodb.sink`)
+        #: whether every write reads the stored versions of its batch first
+        #: (MongoDB, :meth:`open` finds out); else (FerretDB) only a write
+        #: into a collection where most of the batch before was stored
+        #: already, and the others try every document as an insert first
+        #: (:mod:`connectors.mongodb.sink`)
         self.read_first = False
+        #: per collection, whether most documents of its last batch were
+        #: stored already
+        self._mostly_stored: dict[str, bool] = {}
 
     @property
     def db(self) -> Database[Doc]:
