@@ -32,10 +32,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import (
+    ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaException,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from pipeline import kafkaclient
 from pipeline.config import Config
@@ -138,6 +140,22 @@ def foreign_members(kafka: KafkaConfig, group: str, scope: Scope) -> list[str]:
     ]
 
 
+def config_groups(
+    admin: AdminClient, cfg: Config, timeout_s: float, serving: bool = False
+) -> dict[str, Scope]:
+    """The consumer groups of workers of ``cfg``, with their scopes; with
+    ``serving``, only those that have a member now."""
+    listed = admin.list_consumer_groups().result(timeout=timeout_s)
+    found: dict[str, Scope] = {}
+    for g in listed.valid:
+        if serving and g.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
+            continue
+        scope = scope_of_group(cfg, g.group_id)
+        if scope is not None:
+            found[g.group_id] = scope
+    return found
+
+
 class AppliedOffsets:
     """How far each view is applied in each sink, from the groups' commits.
 
@@ -160,13 +178,7 @@ class AppliedOffsets:
     def groups(self) -> dict[str, Scope]:
         """The consumer groups of workers of this config, with their scopes."""
         if time.monotonic() - self._listed_at >= self.groups_every_s:
-            listed = self.admin.list_consumer_groups().result(timeout=self.timeout_s)
-            found: dict[str, Scope] = {}
-            for g in listed.valid:
-                scope = scope_of_group(self.cfg, g.group_id)
-                if scope is not None:
-                    found[g.group_id] = scope
-            self._groups = found
+            self._groups = config_groups(self.admin, self.cfg, self.timeout_s)
             self._listed_at = time.monotonic()
         return self._groups
 

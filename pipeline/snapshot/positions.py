@@ -9,13 +9,13 @@ from collections.abc import Callable
 from functools import cached_property
 
 import psycopg
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline import kafkaclient
 from pipeline.config import Config
 from pipeline.errors import FatalError, TransientError
-from pipeline.groups import scope_of_group
+from pipeline.groups import config_groups
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +55,8 @@ class Positions:
         (its workers stopped, or never started) has no batch in flight: a
         worker that joins it later opens the stores after the switch, so it
         writes the new generation."""
-        listed = self._admin.list_consumer_groups().result(timeout=10)
-        out = []
-        for g in listed.valid:
-            if serving and g.state in (
-                ConsumerGroupState.EMPTY,
-                ConsumerGroupState.DEAD,
-            ):
-                continue
-            scope = scope_of_group(self.cfg, g.group_id)
-            if scope is not None and self.view in scope.views:
-                out.append(g.group_id)
-        return sorted(out)
+        groups = config_groups(self._admin, self.cfg, 10, serving)
+        return sorted(g for g, scope in groups.items() if self.view in scope.views)
 
     def wait_live_commits(self) -> None:
         """Wait until every live group with a member committed its partitions
