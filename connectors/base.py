@@ -327,17 +327,30 @@ class StoreSink(Generic[C]):
         self.cfg = cfg
         self.targets = dict(targets)
 
+    def reserved_refusals(self) -> list[ConfigError]:
+        """The refusal of each view whose documents would carry one of
+        :attr:`reserved` (:func:`refuse_reserved`), for ``readside config
+        check`` and :meth:`check_reserved`. The views after one whose source
+        cannot be read are not checked: none waits on it again."""
+        refused: list[ConfigError] = []
+        for target in self.targets.values():
+            try:
+                if not refuse_reserved(self.name, self.store, target, self.reserved):
+                    break
+            except ConfigError as exc:
+                refused.append(exc)
+        return refused
+
     def check_reserved(self) -> None:
-        """Refuse a view whose documents would carry one of :attr:`reserved`
-        (:func:`refuse_reserved`); the store's ``open`` calls it, and so
-        does ``readside config check``.
+        """Refuse the first view :meth:`reserved_refusals` finds; the store's
+        ``open`` calls it.
 
         Raises:
             ConfigError: naming the view and the column.
         """
-        for target in self.targets.values():
-            if not refuse_reserved(self.name, self.store, target, self.reserved):
-                return  # the source is not reachable: no view waits on it again
+        refused = self.reserved_refusals()
+        if refused:
+            raise refused[0]
 
     @staticmethod
     def classify(exc: Exception) -> ReadsideError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from connectors.base import Sink, SinkKind, StoreSink, ViewTarget, refuse_reserved
+from connectors.base import Sink, SinkKind, StoreSink, ViewTarget
 from pipeline.aggregate.shape import ShapeReader
 from pipeline.config import Config
 from pipeline.errors import ConfigError
@@ -69,16 +69,12 @@ def build_sinks(cfg: Config, names: Sequence[str]) -> dict[str, Sink]:
 
 def reserved_problems(cfg: Config) -> list[str]:
     """Each view whose documents would carry a field one of its stores keeps
-    for itself (:meth:`~connectors.base.StoreSink.check_reserved`), as the
+    for itself (:meth:`~connectors.base.StoreSink.reserved_refusals`), as the
     message the store's sink refuses it with when it opens."""
-    problems: list[str] = []
     used = sorted({s for view in cfg.effective_views().values() for s in view.sinks})
-    for sink in build_sinks(cfg, used).values():
-        if not isinstance(sink, StoreSink):
-            continue
-        for target in sink.targets.values():
-            try:
-                refuse_reserved(sink.name, sink.store, target, sink.reserved)
-            except ConfigError as exc:
-                problems.append(str(exc))
-    return problems
+    return [
+        str(refusal)
+        for sink in build_sinks(cfg, used).values()
+        if isinstance(sink, StoreSink)
+        for refusal in sink.reserved_refusals()
+    ]
