@@ -21,6 +21,7 @@ with a clear message rather than retry forever.
 from __future__ import annotations
 
 import decimal
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +34,11 @@ from pipeline.jsonforms import format_decimal
 
 #: the values of the option ``numeric``
 MODES = ("string", "decimal128")
-#: a collection of the sink's database that the server check writes and drops
+#: a collection of the sink's database that the server check writes a
+#: document of its own into, reads, and deletes (it stays, empty: workers
+#: started together check at once, and a drop of the collection by one
+#: removed another's document before it read it back, which then refused
+#: the server)
 PROBE = "readside_decimal128_probe"
 
 Path = tuple[str, ...]
@@ -91,7 +96,7 @@ def query_number(value: Any) -> Any:
 
 
 def check_server(db: Database[Any], sink: str) -> None:
-    """Write and read one ``Decimal128`` in :data:`PROBE`; a server that
+    """Write, read and delete one ``Decimal128`` in :data:`PROBE`; a server that
     cannot (FerretDB v1 drops the connection) makes a FatalError.
 
     Raises:
@@ -100,11 +105,10 @@ def check_server(db: Database[Any], sink: str) -> None:
     """
     db.command("ping")
     try:
-        db[PROBE].replace_one(
-            {"_id": "probe"}, {"_id": "probe", "n": Decimal128("8.20")}, upsert=True
-        )
-        found = db[PROBE].find_one({"_id": "probe"}) or {}
-        db[PROBE].drop()
+        mine = uuid.uuid4().hex
+        db[PROBE].insert_one({"_id": mine, "n": Decimal128("8.20")})
+        found = db[PROBE].find_one({"_id": mine}) or {}
+        db[PROBE].delete_one({"_id": mine})
         refused = found.get("n") != Decimal128("8.20")
         reason = f"read back {found.get('n')!r}"
     except (perr.AutoReconnect, perr.OperationFailure) as exc:

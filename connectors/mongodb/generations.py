@@ -27,8 +27,38 @@ from connectors.mongodb.store import (
 logger = logging.getLogger(__name__)
 
 
+#: the server's answer to a ``create`` of a collection that exists
+NAMESPACE_EXISTS = 48
+
+
 class MongoGenerations(MongoStore):
     """Creates, switches and drops the generations of a view's collection."""
+
+    def _make_collection(self, name: str) -> None:
+        """Make collection ``name`` unless it is there. Workers started
+        together make a new view's collection at once: pymongo checks that
+        it is not there, then the server answers the ``create`` of the
+        slower one with NamespaceExists, as FerretDB did in most rounds of
+        four at once (``test_sinks_opened_at_once_each_mark_the_view_loaded``)."""
+        try:
+            self.db.create_collection(name)
+        except perr.CollectionInvalid:
+            pass  # there already
+        except perr.OperationFailure as exc:
+            if exc.code != NAMESPACE_EXISTS:
+                raise
+
+    def _set_pointer(self, base: str, update: dict[str, Any]) -> None:
+        """Apply ``update`` to the pointer of ``base``, made if missing. Of
+        two processes upserting a new pointer at once, FerretDB fails the
+        slower insert with a duplicate key (MongoDB retries such an upsert
+        itself since 4.2); the pointer is there then, and a second try
+        updates it."""
+        pointers = self.db[GENERATIONS]
+        try:
+            pointers.update_one({"_id": base}, update, upsert=True)
+        except perr.DuplicateKeyError:
+            pointers.update_one({"_id": base}, update, upsert=True)
 
     def generation_target(self, view: str, gen: int) -> ViewTarget:
         target = self._target(view)
@@ -41,12 +71,10 @@ class MongoGenerations(MongoStore):
             pointers.update_one({"_id": base}, {"$unset": {"mirror": ""}})
             coll = self._generation_collection(view, gen)
             coll.drop()
-            try:
-                self.db.create_collection(coll.name)
-            except perr.CollectionInvalid:
-                pass  # a mirrored write that raced the drop made it again
+            # a mirrored write that raced the drop may have made it again
+            self._make_collection(coll.name)
             self._create_indexes(view, coll)
-            pointers.update_one({"_id": base}, {"$set": {"mirror": gen}}, upsert=True)
+            self._set_pointer(base, {"$set": {"mirror": gen}})
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
@@ -55,10 +83,8 @@ class MongoGenerations(MongoStore):
         try:
             # the rebuild loaded it whole: the mark moves with the switch
             uuid = self._uuid(generation_name(base, gen))
-            self.db[GENERATIONS].update_one(
-                {"_id": base},
-                {"$set": {"gen": gen, "loaded": uuid}, "$unset": {"mirror": ""}},
-                upsert=True,
+            self._set_pointer(
+                base, {"$set": {"gen": gen, "loaded": uuid}, "$unset": {"mirror": ""}}
             )
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
@@ -82,9 +108,7 @@ class MongoGenerations(MongoStore):
         try:
             raw = self.db[GENERATIONS].find_one({"_id": base}) or {}
             uuid = self._uuid(generation_name(base, int(raw.get("gen", 1))))
-            self.db[GENERATIONS].update_one(
-                {"_id": base}, {"$set": {"loaded": uuid}}, upsert=True
-            )
+            self._set_pointer(base, {"$set": {"loaded": uuid}})
         except perr.PyMongoError as exc:
             raise classify(exc) from exc
 
@@ -99,10 +123,7 @@ class MongoGenerations(MongoStore):
         """The id of collection ``name`` (None: there is none), made first
         when ``create``."""
         if create:
-            try:
-                self.db.create_collection(name)
-            except perr.CollectionInvalid:
-                pass  # there already
+            self._make_collection(name)
         for info in self.db.list_collections(filter={"name": name}):
             return info.get("info", {}).get("uuid")
         return None

@@ -11,6 +11,7 @@ and removes every generation of it afterwards.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pytest
 from test_sink_conformance import KINDS, MEMORY_STORE, VIEW, AnySink, _config
 
 from connectors import memory
-from connectors.base import Generations, Stored, ViewTarget
+from connectors.base import Generations, LoadMarks, Stored, ViewTarget
 from connectors.elasticsearch.sink import ElasticsearchSink
 from connectors.memory import MemorySink
 from connectors.mongodb.sink import MongoSink
@@ -311,3 +312,54 @@ def test_second_rebuild_from_two_to_three(rig: Rig) -> None:
     with pytest.raises(FatalError):
         live.create_generation(VIEW, 3)
     assert live.ids(VIEW) == {"b", "d", "e"}
+
+
+#: sinks of one view opened and marked at once, as by workers started together
+AT_ONCE = 4
+
+
+def _open_and_mark_at_once(rig: Rig) -> list[BaseException]:
+    """:data:`AT_ONCE` threads each open a sink of ``rig``'s view, then mark
+    it loaded, each step begun together; what they raised."""
+    start = threading.Barrier(AT_ONCE)
+    errors: list[BaseException] = []
+
+    def open_and_mark() -> None:
+        try:
+            start.wait(30)
+            sink = rig.sink()
+            assert isinstance(sink, LoadMarks)
+            start.wait(30)
+            sink.mark_loaded(VIEW)
+        except BaseException as exc:  # reported by the test, in the store's words
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_mark) for _ in range(AT_ONCE)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
+
+
+def test_sinks_opened_at_once_each_mark_the_view_loaded(rig: Rig) -> None:
+    """Workers started together each open their sink of a new view and mark
+    it loaded (pipeline.loaded: a first start) at the same moment. Each must
+    succeed: a worker whose mark failed stopped watching it, so a store
+    that lost the view later went unnoticed by it. On FerretDB two of them
+    creating the view's collection at once got "Collection ... already
+    exists" (code 48, after pymongo's own check said it was not there) and
+    two upserting the pointer at once a duplicate key (code 11000)."""
+    for _round in range(3):
+        each = Rig(rig.kind, ViewTarget(VIEW, f"gen-{uuid.uuid4().hex[:12]}"))
+        try:
+            errors = _open_and_mark_at_once(each)
+            assert not errors, [repr(e) for e in errors]
+            assert len(each.made) == AT_ONCE
+            for sink in each.made:
+                assert isinstance(sink, LoadMarks)
+                assert sink.loaded(VIEW)
+        finally:
+            for sink in each.made:
+                sink.close()
+            each.purge()
