@@ -5,6 +5,10 @@ Worker-level kinds (safe on a shared stack, the CI mode uses them):
 * ``kill9``: ``kill -9`` of a random worker, a replacement started 1-4 s later;
 * ``add_worker`` / ``remove_worker``: a worker joins or leaves (SIGTERM,
   drained) the group, so the partitions are rebalanced;
+* ``freeze``: a random worker is stopped (SIGSTOP) for 12-25 s, past the
+  group's 10 s session timeout, so the broker gives its partitions to the
+  others while it holds a batch it polled; then it goes on (SIGCONT) as a
+  zombie: its batch is written after the new owner's, its commit is refused;
 * ``poison``: an undecodable record produced onto a random table topic (a key
   no row has); it must end in the dead-letter topic with its reason;
 * ``snapshot``: ``readside snapshot customer_docs`` while workers stream;
@@ -22,7 +26,12 @@ Service-level kinds (they stop services every pipeline on the stack uses):
 ``kafka`` (broker stopped, started again), ``connect`` (Kafka Connect killed
 with SIGKILL, started again), ``postgres`` (restarted: fast or immediate
 shutdown, chosen by the seed), ``redis``, ``elasticsearch``, ``ferretdb``
-(stopped for a while, started again).
+(stopped for a while, started again), ``stall`` (one of the three stores,
+the Kafka broker or PostgreSQL, chosen by the seed, stopped with SIGSTOP for
+5-45 s and continued: its connections stay open and nothing answers on
+them, a hung service rather than a dead one; the longer stalls outlast the
+sinks' timeouts, 5 s for Redis and 30 s for the others, so that the worker
+gives up on a write the store then carries out when it goes on).
 
 Each applied fault is an :class:`Event` (kind, start, end, detail); the
 commands run by ``snapshot`` and ``rebuild`` run in the background, so that
@@ -59,9 +68,27 @@ from pipeline.stack.services import port_in_use
 
 logger = logging.getLogger(__name__)
 
-WORKER_KINDS = ("kill9", "add_worker", "remove_worker", "poison", "snapshot", "rebuild")
+WORKER_KINDS = (
+    "kill9",
+    "freeze",
+    "add_worker",
+    "remove_worker",
+    "poison",
+    "snapshot",
+    "rebuild",
+)
 TOPIC_KINDS = ("compaction",)
-SERVICE_KINDS = ("kafka", "connect", "postgres", "redis", "elasticsearch", "ferretdb")
+SERVICE_KINDS = (
+    "kafka",
+    "connect",
+    "postgres",
+    "redis",
+    "elasticsearch",
+    "ferretdb",
+    "stall",
+)
+#: the services a ``stall`` stops with SIGSTOP
+STALLED = ("redis", "elasticsearch", "ferretdb", "kafka", "postgres")
 ALL_KINDS = WORKER_KINDS + TOPIC_KINDS + SERVICE_KINDS
 #: topic settings that make the cleaner compact at once (delete.retention.ms
 #: keeps the tombstones: only the records before them go)
@@ -141,6 +168,17 @@ class Nemesis:
         ev.detail = {"worker": victim.n, "pid": victim.proc.pid}
         time.sleep(self.rng.uniform(1.0, 4.0))
         self.keep_workers()
+
+    def _freeze(self, ev: Event) -> None:
+        victim = self.rng.choice(self.src.alive())
+        frozen_s = self.rng.uniform(12.0, 25.0)
+        ev.detail = {"worker": victim.n, "frozen_s": round(frozen_s, 1)}
+        self.keep_workers()  # someone must be there to take its partitions
+        victim.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(frozen_s)
+        finally:
+            victim.proc.send_signal(signal.SIGCONT)
 
     def _add_worker(self, ev: Event) -> None:
         if len(self.src.alive()) >= MAX_WORKERS:
@@ -295,6 +333,19 @@ class Nemesis:
 
     def _ferretdb(self, ev: Event) -> None:
         self._outage(ev, "ferretdb", self.rng.uniform(5, 15))
+
+    def _stall(self, ev: Event) -> None:
+        service = self.rng.choice(STALLED)
+        stalled_s = self.rng.uniform(5.0, 45.0)
+        ev.detail = {"service": service, "stalled_s": round(stalled_s, 1)}
+        st = next(s for s in runner.status(self.stack) if s.name == service)
+        if st.pid is None:
+            raise RuntimeError(f"{service} is not running")
+        os.killpg(st.pid, signal.SIGSTOP)
+        try:
+            time.sleep(stalled_s)
+        finally:  # the stack is shared: the store goes on whatever happened
+            os.killpg(st.pid, signal.SIGCONT)
 
     def _signal_service(self, service: str, sig: signal.Signals) -> None:
         """Send ``sig`` to the service's process group; wait until it is gone

@@ -1,8 +1,9 @@
 """``python -m bench faults --quick --seed 1``: every quick fault ran, no violation.
 
-Quick mode applies the worker-level fault kinds only (kill -9, workers added
-and removed, poison records, a snapshot and a rebuild in the middle); the
-service kinds stop services every test on the stack shares.
+Quick mode applies the worker-level fault kinds only (kill -9, a worker frozen
+past its session timeout, workers added and removed, poison records, a
+snapshot and a rebuild in the middle); the service kinds stop services every
+test on the stack shares.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from harness import run_bench
 
 pytestmark = pytest.mark.integration
 
-QUICK_KINDS = {"kill9", "add_worker", "remove_worker", "poison", "snapshot", "rebuild"}
+QUICK_KINDS = {
+    "kill9",
+    "freeze",
+    "add_worker",
+    "remove_worker",
+    "poison",
+    "snapshot",
+    "rebuild",
+}
 
 
 def test_bench_faults_quick_mode_applies_every_kind_without_violations(
