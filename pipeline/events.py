@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 from pipeline.errors import BadRecord
 
 Document = dict[str, Any]
+
+_R = TypeVar("_R")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[_R]) -> type[_R]:
+    """A dataclass with slots that the type checker holds frozen (assigning a
+    field is a mypy error), hashable like a frozen one, and built without
+    ``frozen=True``'s cost at run time: its ``__init__`` sets each field
+    through ``object.__setattr__``, which made a :class:`ChangeEvent` take
+    2.5 µs to build instead of 0.6. A worker builds a :class:`Position`, a
+    :class:`ChangeEvent` and an :class:`Upsert` or :class:`Delete` per
+    record."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
 
 #: Versions are non-negative integers below 10**19 (they fit an Elasticsearch
 #: external version and a MongoDB int64). Redis compares them as strings of
@@ -103,7 +118,7 @@ class Unchanged:
 UNCHANGED = Unchanged()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Position:
     """Where a record sits in Kafka."""
 
@@ -112,7 +127,7 @@ class Position:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChangeEvent:
     """One decoded row change (or a snapshot read) of one table."""
 
@@ -138,7 +153,7 @@ class ChangeEvent:
     whole_read: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Upsert:
     """Write ``doc`` as document ``doc_id`` of ``view`` if ``version`` is newer.
 
@@ -164,7 +179,7 @@ class Upsert:
         return [k for k, v in self.doc.items() if v is UNCHANGED]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Delete:
     """Delete document ``doc_id`` and leave a tombstone at ``version``."""
 
