@@ -71,7 +71,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -87,6 +87,7 @@ from pipeline.snapshot import epoch
 from pipeline.snapshot.load import Loader, Options, Progress
 from pipeline.snapshot.positions import Offsets, Positions, part_key, part_of
 from pipeline.snapshot.progress import records_ahead
+from pipeline.snapshot.runlock import rebuild_lock
 from pipeline.snapshot.state import SnapshotState, rebuild_key
 from pipeline.worker import Worker, build_sinks
 
@@ -125,6 +126,8 @@ class Rebuild(Loader):
         self.key = rebuild_key(opts.view, self.sink_names)
         self.pos = Positions(cfg, opts.view, lambda: self.stopping)
         self._worker: Any = None
+        #: raises TransientError once the run's locks are lost (runlock)
+        self._held: Callable[[], None] = lambda: None
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
@@ -133,6 +136,11 @@ class Rebuild(Loader):
 
     # ------------------------------------------------------------ entry
     def _run(self) -> SnapshotState:
+        with rebuild_lock(self.cfg, self.view.name, self.sink_names) as held:
+            self._held = held
+            return self._run_alone()
+
+    def _run_alone(self) -> SnapshotState:
         live = build_sinks(self.cfg, self.sink_names)
         for name, sink in live.items():
             if not isinstance(sink, Generations):
@@ -156,6 +164,7 @@ class Rebuild(Loader):
                     break
                 if st.phase != phase:
                     continue
+                self._held()
                 step(st, live, pinned)
             if st.phase == "done":
                 st.state = "done"
@@ -297,6 +306,7 @@ class Rebuild(Loader):
             return
         st.gone = 0
         assert st.generation is not None
+        self._held()
         for name, sink in live.items():
             _gens(sink).switch_generation(self.view.name, st.generation)
             logger.info(

@@ -213,3 +213,128 @@ def test_rebuild_switches_without_a_missed_read_and_converges(make_pipeline):
             # The site read both generations: its reads spanned the switches.
             assert (name, view, 1) in reader.generations
             assert (name, view, 2) in reader.generations
+
+
+@pytest.mark.parametrize("second", [[], ["--restart"]], ids=["resume", "restart"])
+def test_two_rebuilds_of_a_view_started_at_once(make_pipeline, second):
+    """An operator starts ``readside snapshot customers --rebuild`` while
+    another run of it goes on (from a second terminal, or a job scheduler
+    that started it again; with ``--restart``, taking the first for stuck).
+    Sites must never miss a document and every store must end equal to the
+    source, whichever run gets where first."""
+    p = make_pipeline(SCHEMA + PROTECT, TABLES, {"customers": VIEW})
+    load = ShopLoad(seed=31)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load.seed(conn, customers=250)
+        with conn.transaction():
+            for cid in WATCHED:
+                conn.execute(
+                    "INSERT INTO customers (id, name, tier) VALUES (%s, %s, 'gold')",
+                    (cid, f"watched {cid}"),
+                )
+    p.apply_connector()
+    p.start_worker()
+    wait_for(lambda: all(d.ok for d in p.verify()), 240, "the initial load", interval=2)
+
+    reader = Reader(p, ["customers"])
+    reader.start()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = _rebuild(p, "customers", "--chunk-size", "10")
+    with BackgroundLoad(p.dsn, load.step, seed=32, pause_s=0.05) as writer:
+        writer.wait_ops(20)
+        runs = [
+            subprocess.Popen(
+                args,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        ]
+        time.sleep(1.5)  # the first is filling when the second starts
+        runs.append(
+            subprocess.Popen(
+                args + second,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        outs = [r.communicate(timeout=900)[0] for r in runs]
+        writer.wait_ops(30)
+    reader.stop()
+    # One run did the rebuild; the other stopped at once, naming it. Before
+    # the runs took a lock, the second made generation 2 again (dropping what
+    # the first had filled), and with --restart Elasticsearch ended with
+    # documents missing for good.
+    done = [out for r, out in zip(runs, outs, strict=True) if r.returncode == 0]
+    refused = [out for r, out in zip(runs, outs, strict=True) if r.returncode == 2]
+    assert len(done) == 1, outs
+    assert len(refused) == 1, outs
+    assert "rebuild customers done: generation 2" in done[0]
+    assert (
+        "another `readside snapshot customers --rebuild` is running into sinks."
+        in refused[0]
+    ), refused[0]
+    assert "(readside rebuild customers pid " in refused[0], refused[0]
+    assert _generations(p, "customers") == dict.fromkeys(SINKS, 2)
+    p.wait_drained(timeout=240)
+    p.assert_converged()
+    assert not reader.errors, reader.errors[:5]
+    assert not reader.misses, reader.misses[:5]
+
+
+def test_a_rebuild_whose_lock_session_ended_takes_its_locks_again(make_pipeline):
+    """A restart of PostgreSQL ends the session that holds a rebuild's locks
+    (here: the session is terminated mid-fill, as a restart would). The run
+    must notice before its next step, take them again, and finish; a second
+    run must still be refused after that."""
+    p = make_pipeline(SCHEMA, TABLES, {"customers": VIEW})
+    load = ShopLoad(seed=41)
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        load.seed(conn, customers=250)
+    p.apply_connector()
+    p.start_worker()
+    wait_for(lambda: all(d.ok for d in p.verify()), 240, "the initial load", interval=2)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen(
+        _rebuild(p, "customers", "--chunk-size", "10"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    sessions = (
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE application_name LIKE 'readside rebuild customers pid %%'"
+    )
+    with psycopg.connect(p.dsn, autocommit=True) as conn:
+        wait_for(lambda: conn.execute(sessions).fetchall(), 60, "the lock session")
+        (pid,) = conn.execute(sessions).fetchone() or (None,)
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # taken again by the same run, in a new session: a second run is refused
+        wait_for(
+            lambda: [r for r in conn.execute(sessions).fetchall() if r[0] != pid],
+            120,
+            "the locks taken again",
+        )
+        second = subprocess.run(
+            _rebuild(p, "customers"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    out = run.communicate(timeout=900)[0]
+    assert run.returncode == 0, out
+    assert "the session that holds the rebuild's locks ended" in out
+    assert "rebuild customers done: generation 2" in out
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "--rebuild` is running into sinks." in second.stderr
+    assert _generations(p, "customers") == dict.fromkeys(SINKS, 2)
+    p.wait_drained(timeout=240)
+    p.assert_converged()
