@@ -14,7 +14,9 @@ Worker-level kinds (safe on a shared stack, the CI mode uses them):
 * ``snapshot``: ``readside snapshot customer_docs`` while workers stream;
 * ``rebuild``: ``readside snapshot VIEW --rebuild`` (the aggregate view, or
   the ``orders`` or ``customers`` table view, whose TOASTed ``bio`` the
-  workers read from the source when an update leaves it unchanged).
+  workers read from the source when an update leaves it unchanged); one
+  begun while a rebuild of the same view still runs must stop at once,
+  refused, and the other must go on.
 
 Topic kind: ``compaction``: every worker stops (SIGTERM) while the workload
 goes on, the view topics get settings that make the broker's cleaner compact
@@ -311,6 +313,13 @@ class Nemesis:
     def _rebuild(self, ev: Event) -> None:
         view = self.rng.choice([AGG_VIEW, "orders", "customers"])
         ev.detail["view"] = view
+        # A rebuild of the view still running: this one must be refused
+        # (pipeline.snapshot.runlock), which the run checks (run.py).
+        ev.detail["beside_running"] = any(
+            c.get("view") == view and "exit" not in c
+            for c in self.commands
+            if c is not ev.detail
+        )
         self._command(ev, ["snapshot", view, "--rebuild", "--chunk-size", "50"], 600)
 
     # ------------------------------------------------------------ services
