@@ -134,13 +134,17 @@ def _generations(p: Any, view: str) -> dict[str, int]:
     return out
 
 
-def test_rebuild_switches_without_a_missed_read_and_converges(make_pipeline):
-    p = make_pipeline(SCHEMA + PROTECT, TABLES, VIEWS)
-    load = ShopLoad(seed=21)
+def _started(
+    make_pipeline: Any, views: dict[str, Any], seed: int, watched: bool = True
+) -> tuple[Any, ShopLoad]:
+    """A pipeline of ``views`` over 250 customers (and the :data:`WATCHED`
+    ones, kept by rules), its worker running, every store loaded."""
+    p = make_pipeline(SCHEMA + PROTECT if watched else SCHEMA, TABLES, views)
+    load = ShopLoad(seed=seed)
     with psycopg.connect(p.dsn, autocommit=True) as conn:
         load.seed(conn, customers=250)
         with conn.transaction():
-            for cid in WATCHED:
+            for cid in WATCHED if watched else []:
                 conn.execute(
                     "INSERT INTO customers (id, name, tier) VALUES (%s, %s, 'gold')",
                     (cid, f"watched {cid}"),
@@ -150,6 +154,23 @@ def test_rebuild_switches_without_a_missed_read_and_converges(make_pipeline):
     # Debezium's initial snapshot may still be running when the first drain
     # looks at the topics' ends, so wait for the stores to hold the source.
     wait_for(lambda: all(d.ok for d in p.verify()), 240, "the initial load", interval=2)
+    return p, load
+
+
+def _popen(args: list[str]) -> subprocess.Popen[str]:
+    """A command started in the background, its output (both streams) piped."""
+    return subprocess.Popen(
+        args,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_rebuild_switches_without_a_missed_read_and_converges(make_pipeline):
+    p, load = _started(make_pipeline, VIEWS, seed=21)
     assert _generations(p, "customers") == dict.fromkeys(SINKS, 1)
 
     # Drift by hand in generation 1: a rebuild reads the source, not the store.
@@ -222,47 +243,15 @@ def test_two_rebuilds_of_a_view_started_at_once(make_pipeline, second):
     that started it again; with ``--restart``, taking the first for stuck).
     Sites must never miss a document and every store must end equal to the
     source, whichever run gets where first."""
-    p = make_pipeline(SCHEMA + PROTECT, TABLES, {"customers": VIEW})
-    load = ShopLoad(seed=31)
-    with psycopg.connect(p.dsn, autocommit=True) as conn:
-        load.seed(conn, customers=250)
-        with conn.transaction():
-            for cid in WATCHED:
-                conn.execute(
-                    "INSERT INTO customers (id, name, tier) VALUES (%s, %s, 'gold')",
-                    (cid, f"watched {cid}"),
-                )
-    p.apply_connector()
-    p.start_worker()
-    wait_for(lambda: all(d.ok for d in p.verify()), 240, "the initial load", interval=2)
-
+    p, load = _started(make_pipeline, {"customers": VIEW}, seed=31)
     reader = Reader(p, ["customers"])
     reader.start()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = _rebuild(p, "customers", "--chunk-size", "10")
     with BackgroundLoad(p.dsn, load.step, seed=32, pause_s=0.05) as writer:
         writer.wait_ops(20)
-        runs = [
-            subprocess.Popen(
-                args,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        ]
+        runs = [_popen(args)]
         time.sleep(1.5)  # the first is filling when the second starts
-        runs.append(
-            subprocess.Popen(
-                args + second,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        runs.append(_popen(args + second))
         outs = [r.communicate(timeout=900)[0] for r in runs]
         writer.wait_ops(30)
     reader.stop()
@@ -292,22 +281,8 @@ def test_a_rebuild_whose_lock_session_ended_takes_its_locks_again(make_pipeline)
     (here: the session is terminated mid-fill, as a restart would). The run
     must notice before its next step, take them again, and finish; a second
     run must still be refused after that."""
-    p = make_pipeline(SCHEMA, TABLES, {"customers": VIEW})
-    load = ShopLoad(seed=41)
-    with psycopg.connect(p.dsn, autocommit=True) as conn:
-        load.seed(conn, customers=250)
-    p.apply_connector()
-    p.start_worker()
-    wait_for(lambda: all(d.ok for d in p.verify()), 240, "the initial load", interval=2)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    run = subprocess.Popen(
-        _rebuild(p, "customers", "--chunk-size", "10"),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    p, _load = _started(make_pipeline, {"customers": VIEW}, seed=41, watched=False)
+    run = _popen(_rebuild(p, "customers", "--chunk-size", "10"))
     sessions = (
         "SELECT pid FROM pg_stat_activity "
         "WHERE application_name LIKE 'readside rebuild customers pid %%'"
