@@ -14,6 +14,9 @@
     A record dead-lettered twice (at-least-once) is counted, not a violation.
 (e) ``wal``: the WAL the replication slot retains, sampled during the run;
     a violation when it is still above :data:`WAL_BOUND` after convergence.
+(f) ``command``: every background ``snapshot`` and ``rebuild`` command
+    exits 0, or is a rebuild refused (exit 2, naming the lock) while
+    another rebuild of the same view ran.
 ((d), the time to converge, is measured by the runner.)
 """
 
@@ -34,6 +37,37 @@ logger = logging.getLogger(__name__)
 REBUILD_GRACE_S = 10.0
 #: retained WAL after convergence above this is a violation (bytes)
 WAL_BOUND = 256 * 1024 * 1024
+
+
+#: how a rebuild refused beside another of its view ends its output
+REFUSED = "--rebuild` is running into sinks."
+
+
+def command(
+    kind: str, cmd: dict[str, Any], commands: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A background command's violation, if any: it must exit 0, or, as a
+    rebuild, be refused (exit 2, naming the lock) only while another
+    rebuild of the same view ran (pipeline.snapshot.runlock)."""
+    code = cmd.get("exit")
+    if code == 0:
+        return []
+    if code == 2 and REFUSED in cmd.get("log_tail", ""):
+        end = cmd.get("ended", float("inf"))
+        beside = [
+            o
+            for o in commands
+            if o is not cmd
+            and o.get("view") == cmd.get("view")
+            and "--rebuild" in o.get("args", [])
+            and o["started"] <= end
+            and cmd["started"] <= o.get("ended", float("inf"))
+        ]
+        if beside:
+            return []
+        return [{"check": "fault", "kind": f"{kind}_refused_alone", "detail": cmd}]
+    what = "timeout" if code is None else "failed"
+    return [{"check": "fault", "kind": f"{kind}_{what}", "detail": cmd}]
 
 
 def final_state(cfg: Config) -> tuple[list[dict[str, Any]], list[str]]:

@@ -14,9 +14,10 @@ Worker-level kinds (safe on a shared stack, the CI mode uses them):
 * ``snapshot``: ``readside snapshot customer_docs`` while workers stream;
 * ``rebuild``: ``readside snapshot VIEW --rebuild`` (the aggregate view, or
   the ``orders`` or ``customers`` table view, whose TOASTed ``bio`` the
-  workers read from the source when an update leaves it unchanged); one
-  begun while a rebuild of the same view still runs must stop at once,
-  refused, and the other must go on.
+  workers read from the source when an update leaves it unchanged); half
+  of those not killed get a twin started 1-3 s later, as from a second
+  terminal: a rebuild may only be refused (exit 2, naming the lock) while
+  another of the same view runs.
 
 Topic kind: ``compaction``: every worker stops (SIGTERM) while the workload
 goes on, the view topics get settings that make the broker's cleaner compact
@@ -102,6 +103,25 @@ COMPACT_NOW = {
 }
 POISON_BASE = 900_000_000  # keys of poison records: no row ever has them
 MIN_WORKERS, MAX_WORKERS = 2, 3
+
+
+def _continue(pid: int, settle_s: float = 3.0) -> None:
+    """SIGCONT the process group of ``pid``, then ``pid`` alone again while
+    it stops itself. ``runuser``, which starts the stack's services, stops
+    itself when it finds its child stopped (as ``su`` does for job control),
+    which it finds once continued: left so, it never reaped its server, and
+    the next restart of PostgreSQL hung on the defunct process."""
+    os.killpg(pid, signal.SIGCONT)
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # gone
+        if state == "T":
+            os.kill(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -265,12 +285,23 @@ class Nemesis:
             fut.result()
 
     # ------------------------------------------------------------ commands
-    def _command(self, ev: Event, args: list[str], timeout: float) -> None:
-        """Run ``readside ARGS`` in the background; half of the time (by the
-        seed) it is killed with SIGKILL 2-8 s in and run again, which must go
-        on from where the killed run stopped."""
+    def _command(
+        self,
+        ev: Event,
+        args: list[str],
+        timeout: float,
+        detail: dict[str, Any] | None = None,
+        may_kill: bool = True,
+    ) -> bool:
+        """Run ``readside ARGS`` in the background, recorded in ``detail``
+        (the event's own by default); half of the time (by the seed, and
+        with ``may_kill``) it is killed with SIGKILL 2-8 s in and run again,
+        which must go on from where the killed run stopped. Whether it will
+        be killed."""
+        detail = ev.detail if detail is None else detail
         log = self.src.workdir / f"{args[0]}-{len(self.commands)}.log"
-        kill_after = self.rng.uniform(2.0, 8.0) if self.rng.random() < 0.5 else None
+        kill = may_kill and self.rng.random() < 0.5
+        kill_after = self.rng.uniform(2.0, 8.0) if kill else None
 
         def run() -> None:
             code: int | None = None
@@ -285,7 +316,7 @@ class Nemesis:
                         except subprocess.TimeoutExpired:
                             proc.kill()
                             proc.wait(30)
-                            ev.detail["killed_after_s"] = round(kill_after, 1)
+                            detail["killed_after_s"] = round(kill_after, 1)
                             out.write(b"\n--- killed -9 by the nemesis, run again\n")
                             out.flush()
                             proc = subprocess.Popen(
@@ -297,15 +328,18 @@ class Nemesis:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(30)
-            ev.end = time.time()
-            ev.detail["exit"] = code
-            ev.detail["log_tail"] = log.read_text(errors="replace")[-600:]
+            detail["ended"] = time.time()
+            ev.end = max(ev.end, detail["ended"])
+            detail["exit"] = code
+            detail["log_tail"] = log.read_text(errors="replace")[-600:]
 
-        ev.detail["args"] = args
-        self.commands.append(ev.detail)
+        detail["args"] = args
+        detail["started"] = time.time()
+        self.commands.append(detail)
         t = threading.Thread(target=run, daemon=True)
         t.start()
         self._background.append(t)
+        return kill_after is not None
 
     def _snapshot(self, ev: Event) -> None:
         self._command(ev, ["snapshot", AGG_VIEW, "--chunk-size", "50"], 600)
@@ -313,14 +347,16 @@ class Nemesis:
     def _rebuild(self, ev: Event) -> None:
         view = self.rng.choice([AGG_VIEW, "orders", "customers"])
         ev.detail["view"] = view
-        # A rebuild of the view still running: this one must be refused
-        # (pipeline.snapshot.runlock), which the run checks (run.py).
-        ev.detail["beside_running"] = any(
-            c.get("view") == view and "exit" not in c
-            for c in self.commands
-            if c is not ev.detail
-        )
-        self._command(ev, ["snapshot", view, "--rebuild", "--chunk-size", "50"], 600)
+        args = ["snapshot", view, "--rebuild", "--chunk-size", "50"]
+        if self._command(ev, args, 600) or self.rng.random() < 0.5:
+            return
+        # Half of the rebuilds not killed get a twin 1-3 s in, as from a
+        # second terminal: one of the two must be refused, and the other
+        # must finish (check.command).
+        time.sleep(self.rng.uniform(1.0, 3.0))
+        twin: dict[str, Any] = {"view": view}
+        ev.detail["twin"] = twin
+        self._command(ev, args, 600, detail=twin, may_kill=False)
 
     # ------------------------------------------------------------ services
     def _outage(self, ev: Event, service: str, down_s: float) -> None:
@@ -354,7 +390,7 @@ class Nemesis:
         try:
             time.sleep(stalled_s)
         finally:  # the stack is shared: the store goes on whatever happened
-            os.killpg(st.pid, signal.SIGCONT)
+            _continue(st.pid)
 
     def _signal_service(self, service: str, sig: signal.Signals) -> None:
         """Send ``sig`` to the service's process group; wait until it is gone

@@ -154,18 +154,10 @@ def one_run(
                 violations.append(
                     {"check": "fault", "kind": f"{ev.kind}_not_applied", "detail": d}
                 )
-            elif "args" in d and d.get("beside_running"):
-                # refused (exit 2, naming the lock), or run after the other
-                # ended before it looked: anything else is a violation
-                refused = "--rebuild` is running into sinks." in d.get("log_tail", "")
-                if d.get("exit") not in (0, 2) or (d.get("exit") == 2) != refused:
-                    kind = "rebuild_beside_running"
-                    violations.append({"check": "fault", "kind": kind, "detail": d})
-            elif "args" in d and d.get("exit") != 0:
-                what = "timeout" if d.get("exit") is None else "failed"
-                violations.append(
-                    {"check": "fault", "kind": f"{ev.kind}_{what}", "detail": d}
-                )
+                continue
+            for cmd in (d, d.get("twin")):
+                if cmd and "args" in cmd:
+                    violations += check.command(ev.kind, cmd, nem.commands)
         result.update(
             {
                 "converge_s": None if converge_s is None else round(converge_s, 1),

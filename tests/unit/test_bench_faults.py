@@ -126,3 +126,42 @@ def test_table_counts_violations_and_failing_seeds() -> None:
     assert rows["poison"]["failing_seeds"] == [4]
     assert rows["all"]["not_converged"] == 1
     assert rows["all"]["converge_p50_s"] == 4.0
+
+
+def _cmd(view: str, start: float, end: float, code: int, tail: str = "") -> dict:
+    args = ["snapshot", view, "--rebuild", "--chunk-size", "50"]
+    return {
+        "view": view,
+        "args": args,
+        "started": start,
+        "ended": end,
+        "exit": code,
+        "log_tail": tail,
+    }
+
+
+REFUSED_TAIL = (
+    "error: another `readside snapshot orders --rebuild` is running into "
+    "sinks.redis (readside rebuild orders pid 7 on h, from 127.0.0.1); wait"
+)
+
+
+def test_check_command_takes_a_refusal_only_beside_a_rebuild_of_its_view() -> None:
+    first = _cmd("orders", 10.0, 40.0, 0)
+    twin = _cmd("orders", 12.0, 14.0, 2, REFUSED_TAIL)
+    assert check.command("rebuild", first, [first, twin]) == []
+    assert check.command("rebuild", twin, [first, twin]) == []
+    # the same refusal with no rebuild of the view running: the lock leaked
+    alone = _cmd("orders", 50.0, 52.0, 2, REFUSED_TAIL)
+    other_view = _cmd("customers", 49.0, 60.0, 0)
+    got = check.command("rebuild", alone, [first, other_view, alone])
+    assert [v["kind"] for v in got] == ["rebuild_refused_alone"]
+    # any other failure, and a command that never ended, are violations
+    failed = _cmd("orders", 12.0, 14.0, 2, "error: something else")
+    assert [v["kind"] for v in check.command("rebuild", failed, [first, failed])] == [
+        "rebuild_failed"
+    ]
+    hung = _cmd("orders", 12.0, 14.0, 0) | {"exit": None}
+    assert [v["kind"] for v in check.command("snapshot", hung, [hung])] == [
+        "snapshot_timeout"
+    ]
