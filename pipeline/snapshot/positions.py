@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import cached_property
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline import kafkaclient
@@ -54,8 +54,20 @@ class Positions:
         ``serving``, only those that have a member now. A group with none
         (its workers stopped, or never started) has no batch in flight: a
         worker that joins it later opens the stores after the switch, so it
-        writes the new generation."""
-        groups = config_groups(self._admin, self.cfg, 10, serving)
+        writes the new generation.
+
+        Raises:
+            TransientError: the brokers did not answer (the run waits the
+                outage out and goes on from its last recorded step; the
+                admin client's timeout had ended a rebuild's drop with a
+                traceback while Kafka was down).
+        """
+        try:
+            groups = config_groups(self._admin, self.cfg, 10, serving)
+        except (KafkaException, TimeoutError) as exc:
+            raise TransientError(
+                f"kafka: the consumer groups were not listed: {exc!r}"
+            ) from exc
         return sorted(g for g, scope in groups.items() if self.view in scope.views)
 
     def wait_live_commits(self) -> None:
