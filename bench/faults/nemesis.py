@@ -11,7 +11,12 @@ Worker-level kinds (safe on a shared stack, the CI mode uses them):
   zombie: its batch is written after the new owner's, its commit is refused;
 * ``poison``: an undecodable record produced onto a random table topic (a key
   no row has); it must end in the dead-letter topic with its reason;
-* ``snapshot``: ``readside snapshot customer_docs`` while workers stream;
+* ``snapshot``: one of :data:`SNAPSHOTS` while workers stream: the
+  aggregate view's chunked load (``readside snapshot customer_docs``), a
+  replay of the ``orders`` table view's topic (``readside snapshot
+  orders``), or ``readside snapshot customers --from-source`` (tombstones
+  for rows gone from the source, then Debezium's incremental snapshot of
+  every row, followed until the workers applied it);
 * ``rebuild``: ``readside snapshot VIEW --rebuild`` (the aggregate view, or
   the ``orders`` or ``customers`` table view, whose TOASTed ``bio`` the
   workers read from the source when an update leaves it unchanged); half
@@ -90,6 +95,8 @@ SERVICE_KINDS = (
     "ferretdb",
     "stall",
 )
+#: the loads a ``snapshot`` runs (see the module's docstring)
+SNAPSHOTS = ("chunked", "replay", "from_source")
 #: the services a ``stall`` stops with SIGSTOP
 STALLED = ("redis", "elasticsearch", "ferretdb", "kafka", "postgres")
 ALL_KINDS = WORKER_KINDS + TOPIC_KINDS + SERVICE_KINDS
@@ -342,7 +349,14 @@ class Nemesis:
         return kill_after is not None
 
     def _snapshot(self, ev: Event) -> None:
-        self._command(ev, ["snapshot", AGG_VIEW, "--chunk-size", "50"], 600)
+        load = self.rng.choice(SNAPSHOTS)
+        ev.detail["load"] = load
+        args = {
+            "chunked": ["snapshot", AGG_VIEW, "--chunk-size", "50"],
+            "replay": ["snapshot", "orders"],
+            "from_source": ["snapshot", "customers", "--from-source"],
+        }[load]
+        self._command(ev, args, 600)
 
     def _rebuild(self, ev: Event) -> None:
         view = self.rng.choice([AGG_VIEW, "orders", "customers"])
@@ -383,7 +397,7 @@ class Nemesis:
         service = self.rng.choice(STALLED)
         stalled_s = self.rng.uniform(5.0, 45.0)
         ev.detail = {"service": service, "stalled_s": round(stalled_s, 1)}
-        st = next(s for s in runner.status(self.stack) if s.name == service)
+        st = self._service(service)
         if st.pid is None:
             raise RuntimeError(f"{service} is not running")
         os.killpg(st.pid, signal.SIGSTOP)
@@ -392,10 +406,13 @@ class Nemesis:
         finally:  # the stack is shared: the store goes on whatever happened
             _continue(st.pid)
 
+    def _service(self, service: str) -> runner.ServiceStatus:
+        return next(s for s in runner.status(self.stack) if s.name == service)
+
     def _signal_service(self, service: str, sig: signal.Signals) -> None:
         """Send ``sig`` to the service's process group; wait until it is gone
         (its process and its port: ``runuser`` may exit before the server)."""
-        st = next(s for s in runner.status(self.stack) if s.name == service)
+        st = self._service(service)
         if st.pid is None:
             return
         os.killpg(st.pid, sig)
