@@ -5,7 +5,8 @@ stack (its own database, topics, connector, group and store targets), writes
 a random multi-table workload from its seed, applies a nemesis schedule from
 the same seed (:mod:`bench.faults.nemesis`) while readers sample every store,
 then checks the final state against the SQL definition, the readers' history,
-the dead letters and the slot's retained WAL (:mod:`bench.faults.check`).
+the reads with ``min_lsn`` after the probe's writes, the dead letters and the
+slot's retained WAL (:mod:`bench.faults.check`).
 
 ``--quick`` (CI) is one run of about 70 s of faults with the worker-level
 kinds only. ``--minutes M`` repeats runs with seeds S, S+1, ... until M
@@ -176,6 +177,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"{run.get('dead_letters', {}).get('poison_injected')} poison "
             f"violations: {what}{extra}"
         )
+        if run.get("ryw"):
+            r = run["ryw"]
+            lines.append(
+                f"  read-your-writes: {r['reads']} reads of {r['writes']} writes, "
+                f"commit to answer p50 {_fmt(r['wait_p50_ms'])} ms "
+                f"p99 {_fmt(r['wait_p99_ms'])} ms, "
+                f"{r['not_fresh']} timed out, {r['stale']} stale"
+            )
         lines += [f"  note: {n}" for n in run.get("notes", [])]
         if run.get("stand_in_anomalies"):
             lines.append(

@@ -17,6 +17,10 @@
 (f) ``command``: every background ``snapshot`` and ``rebuild`` command
     exits 0, or is a rebuild refused (exit 2, naming the lock) while
     another rebuild of the same view ran.
+(g) ``ryw``: a read with ``min_lsn`` after the probe's commit
+    (:mod:`bench.faults.ryw`) showed the write, in every store; one
+    violation per answer that did not, attributed to the last fault that
+    began before it.
 ((d), the time to converge, is measured by the runner.)
 """
 
@@ -27,6 +31,7 @@ from typing import Any
 
 from bench.faults.nemesis import Event
 from bench.faults.readers import History
+from bench.faults.ryw import Probed
 from connectors.mongodb import MongoSinkConfig
 from pipeline import dlq
 from pipeline.config import Config
@@ -138,6 +143,23 @@ def reader(history: History, events: list[Event]) -> list[dict[str, Any]]:
                 **anomaly,
                 "after_fault": before[-1] if before else None,
                 "in_rebuild_window": in_rebuild,
+            }
+        )
+    return out
+
+
+def ryw(probed: Probed, events: list[Event]) -> list[dict[str, Any]]:
+    """Violations of (g), attributed to faults."""
+    ordered = sorted(events, key=lambda e: e.start)
+    out = []
+    for stale in probed.stale:
+        before = [e.kind for e in ordered if e.start <= stale["t"]]
+        out.append(
+            {
+                "check": "ryw",
+                "kind": "ryw_stale",
+                **stale,
+                "after_fault": before[-1] if before else None,
             }
         )
     return out

@@ -2,14 +2,15 @@
 
 1. :class:`~bench.faults.source.FaultSource`: database with seeded rows,
    config, connector (initial snapshot), two workers; wait until drained.
-2. Readers (one per store), a WAL sampler and the workload start; the
+2. Readers (one per store), the read-your-writes probe
+   (:mod:`bench.faults.ryw`), a WAL sampler and the workload start; the
    nemesis applies its schedule (every chosen kind at least once).
 3. At the end of the fault phase the workload stops and every fault clears
    (background snapshot/rebuild commands finish, at least two workers run).
 4. Convergence: until the group has committed everything the connector
    produced and :func:`bench.faults.check.converged` holds; its time after
    the last fault cleared is (d).
-5. The checks (a), (b), (c), (e) give the run's violations.
+5. The checks (a), (b), (c), (e), (f), (g) give the run's violations.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.faults import check, workload
+from bench.faults import check, ryw, workload
 from bench.faults.nemesis import Nemesis, schedule
 from bench.faults.readers import Readers
 from bench.faults.source import FaultSource
@@ -97,8 +98,10 @@ def one_run(
     stop_wal = threading.Event()
     samples: list[tuple[float, int]] = []
     readers: Readers | None = None
+    probe: ryw.Probe | None = None
     try:
         wl.seed_rows(customers=40, products=12)
+        ryw.seed_rows(src.dsn)
         cfg = src.setup()
         for _ in range(2):
             src.start_worker()
@@ -108,6 +111,8 @@ def one_run(
         result["initial_load_s"] = round(time.monotonic() - t_setup, 1)
         readers = Readers(cfg, wl, seed)
         readers.start()
+        probe = ryw.Probe(cfg, src.dsn, seed)
+        probe.start()
         threading.Thread(
             target=_wal_sampler, args=(src, stop_wal, samples), daemon=True
         ).start()
@@ -133,6 +138,7 @@ def one_run(
         if converge_s is None:
             _dump_stacks(src)
         readers.stop()
+        probe.stop()
         stop_wal.set()
         violations: list[dict[str, Any]] = []
         final, drift_text = check.final_state(cfg)
@@ -143,7 +149,11 @@ def one_run(
         # check.stand_in_sinks): its reader anomalies are reported apart;
         # its final state still counts in (a).
         violations += [v for v in seen if v["sink"] not in stand_in]
-        result["stand_in_anomalies"] = [v for v in seen if v["sink"] in stand_in]
+        stale = check.ryw(probe.seen, nem.events)
+        violations += [v for v in stale if v["sink"] not in stand_in]
+        result["stand_in_anomalies"] = [
+            v for v in seen + stale if v["sink"] in stand_in
+        ]
         dead, dlq_summary = check.dead_letters(cfg, nem.poison)
         violations += dead
         wal_v, wal_summary = check.wal(samples, src.slot_retained())
@@ -180,6 +190,7 @@ def one_run(
                     "transitions": len(readers.history.transitions),
                     "errors": readers.history.errors,
                 },
+                "ryw": probe.seen.summary(),
                 "workers": [{"n": w.n, "exit": w.proc.returncode} for w in src.workers],
             }
         )
@@ -189,6 +200,8 @@ def one_run(
         workload.stop(wl)
         if readers is not None:
             readers.stop()
+        if probe is not None:
+            probe.stop()
         src.close()
     return result
 
