@@ -163,6 +163,15 @@ class AppliedOffsets:
     group whose scope holds the pair (such a group committed only what it
     applied); a view's is the least over its sinks. The list of groups is
     asked again every ``groups_every_s`` so that a new scope is found.
+
+    A group's offsets that do not come (a timeout, a broker error) leave the
+    admin client for a new one, made at the next ask. After a restart of
+    the broker, librdkafka's admin client sent every later OffsetFetch where
+    no answer came (``_TIMED_OUT: Failed while waiting for response from
+    broker``) for as long as it lived, while it still described topics and
+    a new client was answered at once; the read-your-writes watermark of a
+    server stood still until the server was restarted
+    (``tests/integration/test_watermark_outages.py``).
     """
 
     def __init__(
@@ -171,9 +180,16 @@ class AppliedOffsets:
         self.cfg = cfg
         self.timeout_s = timeout_s
         self.groups_every_s = groups_every_s
-        self.admin = kafkaclient.admin(cfg.kafka)
+        self._admin: AdminClient | None = None
         self._groups: dict[str, Scope] = {}
         self._listed_at = float("-inf")
+
+    @property
+    def admin(self) -> AdminClient:
+        """The admin client: a new one after one whose answers did not come."""
+        if self._admin is None:
+            self._admin = kafkaclient.admin(self.cfg.kafka)
+        return self._admin
 
     def groups(self) -> dict[str, Scope]:
         """The consumer groups of workers of this config, with their scopes."""
@@ -218,8 +234,14 @@ class AppliedOffsets:
         lsns: PerPair = {pair: {} for pair in pairs_of}
         for group, scope in self.groups().items():
             request = ConsumerGroupTopicPartitions(group, wanted)
-            futures = self.admin.list_consumer_group_offsets([request])
-            got = futures[group].result(timeout=self.timeout_s)
+            futures = self.admin.list_consumer_group_offsets(
+                [request], request_timeout=self.timeout_s
+            )
+            try:
+                got = futures[group].result(timeout=self.timeout_s)
+            except (KafkaException, TimeoutError):
+                self._admin = None  # the next ask makes a new client
+                raise
             pairs = scope.pairs(self.cfg) & offsets.keys()
             for tp in got.topic_partitions or ():
                 if tp.offset < 0:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions
 from repo_config import repo_config_path
 
-from pipeline import config
-from pipeline.groups import Scope, client_id, scope_of_group, worker_group
+from pipeline import config, kafkaclient
+from pipeline.groups import (
+    AppliedOffsets,
+    Scope,
+    client_id,
+    scope_of_group,
+    worker_group,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,3 +65,40 @@ def test_client_id_differs_per_scope(cfg) -> None:
     assert a == client_id(Scope.of(cfg, ["orders"]))
     assert a != client_id(Scope.of(cfg, ["orders"], ["search"]))
     assert a != client_id(Scope.of(cfg))
+
+
+class _Offsets:
+    """An admin client whose group offsets never come (a broker restarted
+    under it) or come empty; it counts the asks."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+        self.asked = 0
+
+    def list_consumer_group_offsets(self, requests: Any, **_kw: Any) -> Any:
+        self.asked += 1
+        answers = self.answers
+
+        class Future:
+            def result(self, timeout: float) -> Any:
+                if not answers:
+                    raise TimeoutError()
+                return ConsumerGroupTopicPartitions(requests[0].group_id, [])
+
+        return {requests[0].group_id: Future()}
+
+
+def test_applied_offsets_take_a_new_admin_client_after_one_that_did_not_answer(
+    cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = [_Offsets(answers=False), _Offsets(answers=True)]
+    monkeypatch.setattr(kafkaclient, "admin", lambda _kafka: made.pop(0))
+    applied = AppliedOffsets(cfg)
+    applied._groups = {cfg.kafka.group_id: Scope.of(cfg)}
+    applied._listed_at = float("inf")  # the groups are listed already
+    stuck = applied.admin
+    with pytest.raises(TimeoutError):
+        applied.by_pair([("t", 0)])
+    assert applied.admin is not stuck
+    assert applied.by_pair([("t", 0)])  # the new client answers
+    assert (stuck.asked, made) == (1, [])
