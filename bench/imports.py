@@ -84,7 +84,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pipeline.loaded",
             "pipeline.definitions",
             "pipeline.publication",
-            "pipeline.registryheal",
+            "pipeline.taskheal",
             "pipeline.timelag",
             "pipeline.metrics",
             "pipeline.partitions",

@@ -505,6 +505,7 @@ def status(cfg: Config) -> dict[str, Any]:
                 and POSITION_GONE in t.get("trace", ""),
                 "on_registry": t["state"] == "FAILED"
                 and REGISTRY_CLIENT in t.get("trace", ""),
+                "on_source": bool(failed_on_source({"tasks": [t]})),
             }
             for t in st.get("tasks", [])
         ]
@@ -529,7 +530,7 @@ REGISTRY_CLIENT = "io.apicurio.registry."
 def failed_on_registry(status: dict[str, Any]) -> list[int]:
     """The ids of the tasks, in Connect's status of a connector, that the
     schema registry's client failed (the registry did not answer when a new
-    schema had to be registered: :mod:`pipeline.registryheal`)."""
+    schema had to be registered: :mod:`pipeline.taskheal`)."""
     return [
         int(t["id"])
         for t in status.get("tasks", [])
@@ -544,6 +545,40 @@ _READ_AGAIN = (
     "load of each view (readside snapshot VIEW --from-source, which also "
     "removes the rows deleted meanwhile: no record says so)"
 )
+
+
+#: what names a connection to the source that failed, was cut or found no
+#: slot, in the trace of a task: PostgreSQL's JDBC driver's messages and
+#: the server's (starting up, shutting down, out of connections)
+SOURCE_DOWN = (
+    "The connection attempt failed",
+    "Connection to ",  # "... refused. Check that the hostname and port ..."
+    "Connection refused",
+    "An I/O error occurred while sending to the backend",
+    "This connection has been closed",
+    "the database system is",  # starting up, shutting down, in recovery mode
+    "terminating connection due to administrator command",
+    "too many connections",  # for a role, for a database
+    "sorry, too many clients already",
+    "remaining connection slots are reserved",
+)
+
+
+def failed_on_source(status: dict[str, Any]) -> list[int]:
+    """The ids of the tasks, in Connect's status of a connector, that failed
+    because the source database did not answer (:mod:`pipeline.taskheal`);
+    not those a lost position failed (a restart cannot mend that)."""
+    out = []
+    for t in status.get("tasks", []):
+        trace = str(t.get("trace", ""))
+        if (
+            t.get("state") == "FAILED"
+            and "org.postgresql.util.PSQLException" in trace
+            and any(s in trace for s in SOURCE_DOWN)
+            and POSITION_GONE not in trace
+        ):
+            out.append(int(t["id"]))
+    return out
 
 
 #: what a task that failed on a change larger than the topic takes says

@@ -338,6 +338,11 @@ def _capture_lines(st: dict[str, Any]) -> list[str]:
                         "registered); the workers restart it once the registry "
                         "answers"
                     )
+                if t.get("on_source"):
+                    lines.append(
+                        "  the source database refused or cut a connection of "
+                        "it; the workers restart it once the source answers"
+                    )
     lines.append(f"replication slot lag: {st['slot_lag_bytes']} bytes")
     slot = st.get("slot")
     if slot:

@@ -47,9 +47,9 @@ from pipeline import (
     loaded,
     metrics,
     publication,
-    registryheal,
     retaken,
     startup,
+    taskheal,
     timelag,
 )
 from pipeline.aggregate.reader import Reader
@@ -229,9 +229,7 @@ class Worker:
                 cfg, loaded.pairs(cfg, self.views, self.sinks), self.checkpoints
             )
             defined.check()
-            self.watches = [published, loads, defined]
-            if cfg.kafka.format == "avro":
-                self.watches.append(registryheal.Watch(cfg))
+            self.watches = [published, loads, defined, *taskheal.watches(cfg)]
             self.loads = loads
             self.lag = self._heartbeats(conf, heartbeat_topic, admin)
         if self.assignment is not None:

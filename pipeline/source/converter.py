@@ -41,7 +41,7 @@ def record_format(kafka: KafkaConfig, connect: ConnectConfig) -> dict[str, str]:
     (:mod:`pipeline.source.registry`). While the registry is down the
     connector goes on with the schemas it has resolved; a new schema, of a
     table altered meanwhile, fails its task, which the workers restart once
-    the registry answers (:mod:`pipeline.registryheal`). The
+    the registry answers (:mod:`pipeline.taskheal`). The
     converter logs in to the registry as ``connect.registry_username``, its
     password a config-provider reference Connect resolves. Schema
     names are made Avro-safe

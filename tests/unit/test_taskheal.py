@@ -1,7 +1,8 @@
-"""A connector task failed on the schema registry, restarted once the
-registry answers (pipeline.registryheal); ``SchemaRegistry.answers`` on a
-real HTTP server. tests/integration/test_avro.py fails the task on the
-stack (a table altered while the registry is down)."""
+"""A connector task failed on the schema registry or the source, restarted
+once that service answers (pipeline.taskheal); ``SchemaRegistry.answers`` on
+a real HTTP server. tests/integration/test_avro.py fails the task on the
+stack on the registry (a table altered while the registry is down),
+tests/integration/test_source_outage.py on the source."""
 
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from repo_config import repo_config_path
 
-from connectors.debezium import failed_on_registry
+from connectors.debezium import failed_on_registry, failed_on_source
 from pipeline import config
 from pipeline.errors import TransientError
-from pipeline.registryheal import (
+from pipeline.source.registry import SchemaRegistry
+from pipeline.status import render
+from pipeline.taskheal import (
     CHECK_INTERVAL_S,
     CONNECT_DOWN_S,
     REGISTRY_DOWN_S,
     REPEAT_S,
+    Cause,
     Watch,
+    watches,
 )
-from pipeline.source.registry import SchemaRegistry
-from pipeline.status import render
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +75,10 @@ def cfg() -> config.Config:
 def _watch(
     cfg: config.Config, connect: Connect, up: list[bool], now: list[float]
 ) -> Watch:
-    return Watch(cfg, lambda: now[0], lambda: up[0], connect)  # type: ignore[arg-type]
+    cause = Cause(
+        "the schema registry", failed_on_registry, lambda: up[0], REGISTRY_DOWN_S
+    )
+    return Watch(cfg, cause, lambda: now[0], connect)  # type: ignore[arg-type]
 
 
 def _failed(
@@ -79,7 +86,7 @@ def _failed(
 ) -> tuple[Connect, list[bool], list[float], Watch]:
     """A watch of a connector whose task the registry failed: Connect, whether
     the registry answers, the clock, the watch."""
-    caplog.set_level(logging.WARNING, logger="pipeline.registryheal")
+    caplog.set_level(logging.WARNING, logger="pipeline.taskheal")
     connect, answers, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [up], [0.0]
     return connect, answers, now, _watch(cfg, connect, answers, now)
 
@@ -103,7 +110,10 @@ def test_a_task_failed_on_the_registry_is_restarted_once_it_answers(
     assert watch.due()
     watch.check()
     assert connect.restarts() == []  # the registry does not answer yet
-    assert "does not answer; restarted once it does" in caplog.text
+    assert (
+        "failed on the schema registry, which does not answer; restarted once it "
+        "does" in caplog.text
+    )
     now[0] += CHECK_INTERVAL_S
     assert not watch.due()  # a registry that hangs would hold the loop each look
     now[0] = REGISTRY_DOWN_S
@@ -242,3 +252,88 @@ def test_status_says_the_workers_restart_a_task_the_registry_failed() -> None:
 
     assert "the workers restart it once the registry answers" in text(True)
     assert "the workers restart it" not in text(False)
+
+
+#: the trace Connect kept for a task whose start the source refused (its
+#: second connection: a role out of connection slots), cut
+SOURCE_TRACE = (
+    "io.debezium.DebeziumException: Couldn't get timestamp utils from "
+    "underlying connection\n\tat io.debezium.connector.postgresql.connection."
+    "PostgresConnection.getTimestampUtils(PostgresConnection.java:637)\n"
+    "Caused by: org.postgresql.util.PSQLException: FATAL: too many connections "
+    'for role "rs_capture"\n\tat org.postgresql.core.v3.ConnectionFactoryImpl'
+)
+#: a start cut by a PostgreSQL shutting down, as a fault run met it
+SHUTDOWN_TRACE = (
+    "io.debezium.DebeziumException: Failed to create TypeRegistry\n"
+    "Caused by: io.debezium.DebeziumException: Couldn't initialize type registry\n"
+    "Caused by: org.postgresql.util.PSQLException: The connection attempt failed.\n"
+    "Caused by: java.io.EOFException"
+)
+POSITION_TRACE = (
+    "io.debezium.DebeziumException: Caused by: org.postgresql.util.PSQLException: "
+    "ERROR: requested WAL segment 000000010000000000000002 has already been "
+    "removed: the position is no longer available on the server"
+)
+
+
+def test_failed_on_source_names_tasks_a_refused_or_cut_connection_failed() -> None:
+    status = {
+        "tasks": [
+            {**_task("FAILED", SOURCE_TRACE), "id": 0},
+            {**_task("FAILED", SHUTDOWN_TRACE), "id": 1},
+            {**_task("FAILED", REGISTRY_TRACE), "id": 2},
+            {**_task("FAILED", POSITION_TRACE), "id": 3},
+            {**_task("FAILED", OTHER_TRACE), "id": 4},
+            {**_task("RUNNING", SOURCE_TRACE), "id": 5},
+        ]
+    }
+    assert failed_on_source(status) == [0, 1]
+    assert failed_on_source({}) == []
+
+
+def test_a_worker_watches_the_source_always_and_the_registry_for_avro(
+    cfg: config.Config,
+) -> None:
+    assert [w.cause.name for w in watches(cfg)] == ["the source database"]
+    avro = cfg.model_copy(
+        update={"kafka": cfg.kafka.model_copy(update={"format": "avro"})}
+    )
+    assert [w.cause.name for w in watches(avro)] == [
+        "the source database",
+        "the schema registry",
+    ]
+
+
+def test_the_source_does_not_answer_on_a_closed_port(cfg: config.Config) -> None:
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), None) as closed:  # type: ignore[arg-type]
+        port = closed.server_address[1]
+    dsn = f"postgresql://nobody@127.0.0.1:{port}/nothing"
+    down = cfg.model_copy(
+        update={"source": cfg.source.model_copy(update={"dsn": SecretStr(dsn)})}
+    )
+    assert Cause.source(down).answers() is False
+
+
+def test_status_says_the_workers_restart_a_task_the_source_failed() -> None:
+    text = render(
+        {
+            "views": [],
+            "slot_lag_bytes": 0,
+            "capture_warnings": [],
+            "dead_letters": 0,
+            "connector": {
+                "connector": "shop-postgres",
+                "state": "RUNNING",
+                "tasks": [
+                    {
+                        "id": 0,
+                        "state": "FAILED",
+                        "trace": SOURCE_TRACE,
+                        "on_source": True,
+                    }
+                ],
+            },
+        }
+    )
+    assert "the workers restart it once the source answers" in text
