@@ -83,6 +83,8 @@ class Connect(Service):
 
     name = "connect"
     needs = ("kafka",)
+    #: Debezium's replication connection and the Avro converter's registry
+    uses = ("postgres", "registry")
 
     def _rest_login(self, base: Path) -> Path:
         """The REST user's password file, users file and JAAS file; returns

@@ -348,18 +348,39 @@ def _stop(ctx: Context, name: str, pid: int, timeout: float = 60.0) -> None:
 
 
 def down(cfg: StackConfig, progress: Callable[[str], None] = print) -> list[str]:
-    """Stop the services ``up`` started, in reverse order."""
+    """Stop the services ``up`` started: each once every service that needs
+    or uses it has stopped (:attr:`Service.needs`, :attr:`Service.uses`),
+    the others at once. Returns the names of those stopped, in reverse
+    start order."""
     ctx = context(cfg, install=False)
-    stopped = []
-    for svc in reversed(services(ctx, optional=True)):
+    svcs = list(reversed(services(ctx, optional=True)))
+    stopped: set[str] = set()
+    futures: dict[str, Future[None]] = {}
+
+    def halt(svc: Service, first: list[Future[None]]) -> None:
+        for fut in first:
+            fut.result()
         pid = _read_pid(ctx, svc.name)
         if pid is None:
             _pidfile(ctx, svc.name).unlink(missing_ok=True)
-            continue
+            return
         _stop(ctx, svc.name, pid)
-        stopped.append(svc.name)
+        stopped.add(svc.name)
         progress(f"{svc.name:<17} stopped")
-    return stopped
+
+    with ThreadPoolExecutor(max_workers=len(svcs)) as pool:
+        # in reverse start order, where each service comes before those it
+        # needs or uses: their futures are there when one looks
+        for svc in svcs:
+            first = [
+                futures[o.name]
+                for o in svcs
+                if o.name in futures and svc.name in (*o.needs, *o.uses)
+            ]
+            futures[svc.name] = pool.submit(halt, svc, first)
+        for fut in futures.values():
+            fut.result()
+    return [s.name for s in svcs if s.name in stopped]
 
 
 def stop_service(cfg: StackConfig, name: str) -> None:

@@ -152,6 +152,10 @@ class Service(ABC):
     name: str
     #: the services that must be healthy (and ready) before this one starts
     needs: tuple[str, ...] = ()
+    #: the services it talks to while it runs, beside those it ``needs``:
+    #: ``stack down`` stops it before any of them (its own shutdown may
+    #: still use them)
+    uses: tuple[str, ...] = ()
     #: what a stop sends to the service's process group
     stop_signal: signal.Signals = signal.SIGTERM
 

@@ -64,3 +64,50 @@ def test_stop_waits_for_every_process_of_the_group(tmp_path: Path) -> None:
 def _zombie(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_down_stops_each_service_after_those_that_need_or_use_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Connect (it needs Kafka, uses PostgreSQL and the registry) stops
+    before them, the registry before Keycloak; the rest stop at once, not
+    one after another."""
+
+    class Fake:
+        def __init__(self, name: str, needs: tuple = (), uses: tuple = ()) -> None:
+            self.name, self.needs, self.uses = name, needs, uses
+
+    order = [
+        Fake("postgres"),
+        Fake("redis"),
+        Fake("kafka"),
+        Fake("keycloak"),
+        Fake("registry", needs=("keycloak",)),
+        Fake("connect", needs=("kafka",), uses=("postgres", "registry")),
+    ]
+    spans: dict[str, tuple[float, float]] = {}
+
+    def stop(_ctx: object, name: str, _pid: int) -> None:
+        began = time.monotonic()
+        time.sleep(0.3)
+        spans[name] = (began, time.monotonic())
+
+    monkeypatch.setattr(runner, "context", lambda cfg, install: None)
+    monkeypatch.setattr(runner, "services", lambda ctx, optional: order)
+    monkeypatch.setattr(
+        runner, "_read_pid", lambda ctx, name: None if name == "redis" else 1
+    )
+    monkeypatch.setattr(runner, "_pidfile", lambda ctx, name: tmp_path / name)
+    monkeypatch.setattr(runner, "_stop", stop)
+    stopped = runner.down(StackConfig(data_dir=str(tmp_path)), progress=lambda _: None)
+    assert stopped == ["connect", "registry", "keycloak", "kafka", "postgres"]
+    for first, then in [
+        ("connect", "kafka"),
+        ("connect", "postgres"),
+        ("connect", "registry"),
+        ("registry", "keycloak"),
+    ]:
+        assert spans[first][1] <= spans[then][0], (first, then)
+    # those that wait for nobody but Connect stop together
+    (k0, k1), (p0, p1), (r0, r1) = spans["kafka"], spans["postgres"], spans["registry"]
+    assert max(k0, p0, r0) < min(k1, p1, r1), spans
