@@ -233,25 +233,28 @@ def test_a_task_that_fails_again_at_once_is_restarted_less_and_less_often(
     assert watch.due()
 
 
-def test_status_says_the_workers_restart_a_task_the_registry_failed() -> None:
-    def text(on_registry: bool) -> str:
-        task = {"id": 0, "state": "FAILED", "trace": REGISTRY_TRACE}
-        return render(
-            {
-                "views": [],
-                "slot_lag_bytes": 0,
-                "capture_warnings": [],
-                "dead_letters": 0,
-                "connector": {
-                    "connector": "shop-postgres",
-                    "state": "RUNNING",
-                    "tasks": [{**task, "on_registry": on_registry}],
-                },
-            }
-        )
+def _status_text(task: dict[str, Any]) -> str:
+    """``readside status`` of a connector whose one task is ``task``."""
+    return render(
+        {
+            "views": [],
+            "slot_lag_bytes": 0,
+            "capture_warnings": [],
+            "dead_letters": 0,
+            "connector": {
+                "connector": "shop-postgres",
+                "state": "RUNNING",
+                "tasks": [{"id": 0, "state": "FAILED", **task}],
+            },
+        }
+    )
 
-    assert "the workers restart it once the registry answers" in text(True)
-    assert "the workers restart it" not in text(False)
+
+def test_status_says_the_workers_restart_a_task_the_registry_failed() -> None:
+    said = "the workers restart it once the registry answers"
+    task = {"trace": REGISTRY_TRACE}
+    assert said in _status_text({**task, "on_registry": True})
+    assert "the workers restart it" not in _status_text({**task, "on_registry": False})
 
 
 #: the trace Connect kept for a task whose start the source refused (its
@@ -316,24 +319,5 @@ def test_the_source_does_not_answer_on_a_closed_port(cfg: config.Config) -> None
 
 
 def test_status_says_the_workers_restart_a_task_the_source_failed() -> None:
-    text = render(
-        {
-            "views": [],
-            "slot_lag_bytes": 0,
-            "capture_warnings": [],
-            "dead_letters": 0,
-            "connector": {
-                "connector": "shop-postgres",
-                "state": "RUNNING",
-                "tasks": [
-                    {
-                        "id": 0,
-                        "state": "FAILED",
-                        "trace": SOURCE_TRACE,
-                        "on_source": True,
-                    }
-                ],
-            },
-        }
-    )
+    text = _status_text({"trace": SOURCE_TRACE, "on_source": True})
     assert "the workers restart it once the source answers" in text
