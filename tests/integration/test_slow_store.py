@@ -1,8 +1,9 @@
 """A slow store never costs a worker its place in the consumer group.
 
-Every write to MongoDB is made to take 15 s (fault injection: the write still
+Every write to MongoDB is made to take 12 s (fault injection: the write still
 happens, later) while the group's patience between polls,
-``max.poll.interval.ms``, is 12 s. A worker that waited for the store inside
+``max.poll.interval.ms``, is 10 s (the least the config takes: the session
+timeout). A worker that waited for the store inside
 its poll loop would be evicted at every batch ("Application maximum poll
 interval exceeded", "leaving group"), its commits refused, and the batch
 redone forever. The worker waits for a slow write on a helper thread and
@@ -26,11 +27,11 @@ def test_worker_with_a_store_slower_than_the_poll_interval_keeps_its_group(
     make_pipeline,
 ):
     p = make_pipeline(
-        SCHEMA, ["public.items"], VIEWS, worker={"max_poll_interval_ms": 12_000}
+        SCHEMA, ["public.items"], VIEWS, worker={"max_poll_interval_ms": 10_000}
     )
     p.apply_connector()
-    worker = p.start_worker(env={"READSIDE_FAULT_SLOW_SINK": "mongodb:15000"})
-    for first in (1, 101, 201):
+    worker = p.start_worker(env={"READSIDE_FAULT_SLOW_SINK": "mongodb:12000"})
+    for first in (1, 101):
         p.sql(
             "INSERT INTO items SELECT i, 'item ' || i "
             "FROM generate_series(%s::int, %s::int) i",
