@@ -184,6 +184,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"commit to answer p50 {_fmt(r['wait_p50_ms'])} ms "
                 f"p99 {_fmt(r['wait_p99_ms'])} ms, "
                 f"{r['not_fresh']} timed out, {r['stale']} stale"
+                + (f", stopped by {r['error']}" if r.get("error") else "")
             )
         lines += [f"  note: {n}" for n in run.get("notes", [])]
         if run.get("stand_in_anomalies"):

@@ -149,9 +149,24 @@ def reader(history: History, events: list[Event]) -> list[dict[str, Any]]:
 
 
 def ryw(probed: Probed, events: list[Event]) -> list[dict[str, Any]]:
-    """Violations of (g), attributed to faults."""
+    """Violations of (g), attributed to faults.
+
+    A probe that stopped on an error, or checked no read, is a violation
+    too: otherwise (g) would pass without having looked.
+    """
     ordered = sorted(events, key=lambda e: e.start)
-    out = []
+    out: list[dict[str, Any]] = []
+    if probed.error is not None:
+        out.append({"check": "ryw", "kind": "ryw_probe_failed", "error": probed.error})
+    elif probed.reads == 0:
+        out.append(
+            {
+                "check": "ryw",
+                "kind": "ryw_unchecked",
+                "writes": probed.writes,
+                "not_fresh": probed.not_fresh,
+            }
+        )
     for stale in probed.stale:
         before = [e.kind for e in ordered if e.start <= stale["t"]]
         out.append(

@@ -150,9 +150,9 @@ def one_run(
         # its final state still counts in (a).
         violations += [v for v in seen if v["sink"] not in stand_in]
         stale = check.ryw(probe.seen, nem.events)
-        violations += [v for v in stale if v["sink"] not in stand_in]
+        violations += [v for v in stale if v.get("sink") not in stand_in]
         result["stand_in_anomalies"] = [
-            v for v in seen + stale if v["sink"] in stand_in
+            v for v in seen + stale if v.get("sink") in stand_in
         ]
         dead, dlq_summary = check.dead_letters(cfg, nem.poison)
         violations += dead

@@ -65,6 +65,8 @@ class Probed:
     #: commit -> answered, in seconds, of the reads that answered
     waits: list[float] = field(default_factory=list)
     stale: list[dict[str, Any]] = field(default_factory=list)
+    #: the error that stopped the probe before the run's end
+    error: str | None = None
 
     def summary(self) -> dict[str, Any]:
         waits = sorted(self.waits)
@@ -80,11 +82,46 @@ class Probed:
             "wait_p50_ms": pct(0.5),
             "wait_p99_ms": pct(0.99),
             "stale": len(self.stale),
+            "error": self.error,
         }
 
 
-#: the counters a round raises, each a column of one of the probe's rows
-COUNTERS = ("visits", "placed", "qty")
+@dataclass(frozen=True)
+class Counter:
+    """A counter a round raises: a column of one of the probe's rows."""
+
+    column: str
+    table: str
+    #: which of the probe's rows (a key of :func:`_ids`) holds it
+    row: str
+    #: the views it shows in, each with the row whose id is the document's
+    views: tuple[tuple[str, str], ...]
+
+
+COUNTERS = (
+    Counter(
+        "visits",
+        "customers",
+        "customer",
+        (("customers", "customer"), (AGG_VIEW, "customer")),
+    ),
+    Counter("placed", "orders", "order", (("orders", "order"), (AGG_VIEW, "customer"))),
+    Counter("qty", "order_lines", "line", ((AGG_VIEW, "customer"),)),
+)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One round's committed write, which every read of it checks."""
+
+    counter: Counter
+    #: the ids of the probe customer's rows (:func:`_ids`)
+    ids: dict[str, int]
+    #: the counter's value after the commit
+    wrote: int
+    lsn: int
+    #: ``time.monotonic()`` at the commit
+    committed: float
 
 
 def _ids(n: int) -> dict[str, int]:
@@ -110,20 +147,6 @@ def _shown(counter: str, view: str, doc: dict[str, Any], ids: dict[str, int]) ->
         (x for x in order.get("lines") or [] if x.get("id") == ids["line"]), None
     )
     return None if line is None else line.get("qty")
-
-
-#: the views each counter shows in, and the id of the document there
-VIEWS = {
-    "visits": (("customers", "customer"), (AGG_VIEW, "customer")),
-    "placed": (("orders", "order"), (AGG_VIEW, "customer")),
-    "qty": ((AGG_VIEW, "customer"),),
-}
-#: the table of each counter, and which of the probe's rows it is in
-TABLES = {
-    "visits": ("customers", "customer"),
-    "placed": ("orders", "order"),
-    "qty": ("order_lines", "line"),
-}
 
 
 def seed_rows(dsn: str) -> None:
@@ -160,13 +183,23 @@ class Probe:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._guarded, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(WAIT_S + RETRY_S + 30)
+            if self._thread.is_alive() and self.seen.error is None:
+                self.seen.error = "the probe's round did not end after its stop"
+
+    def _guarded(self) -> None:
+        """Run the rounds; an error that ends them is kept for check (g)."""
+        try:
+            self._run()
+        except Exception as exc:
+            logger.exception("ryw probe stopped")
+            self.seen.error = repr(exc)
 
     def _run(self) -> None:
         tracker = WatermarkTracker(self.cfg)
@@ -199,45 +232,30 @@ class Probe:
     def _round(
         self, conn: psycopg.Connection[Any], clients: dict[str, ReadClient]
     ) -> None:
-        n = self.rng.randrange(PROBES)
-        ids = _ids(n)
+        ids = _ids(self.rng.randrange(PROBES))
         counter = self.rng.choice(COUNTERS)
-        table, which = TABLES[counter]
+        col = counter.column
         row = conn.execute(
-            f"UPDATE {table} SET {counter} = {counter} + 1 WHERE id = %s "
-            f"RETURNING {counter}",
-            (ids[which],),
+            f"UPDATE {counter.table} SET {col} = {col} + 1 WHERE id = %s "
+            f"RETURNING {col}",
+            (ids[counter.row],),
         ).fetchone()
         if row is None:
-            raise RuntimeError(f"probe row {table} {ids[which]} is gone")
-        wrote = int(row[0])
-        lsn = commit_lsn(conn)
-        committed = time.monotonic()
+            raise RuntimeError(f"probe row {counter.table} {ids[counter.row]} is gone")
+        write = Write(counter, ids, int(row[0]), commit_lsn(conn), time.monotonic())
         self.seen.writes += 1
-        for view, doc_of in VIEWS[counter]:
+        for view, doc_of in counter.views:
             for sink, client in clients.items():
-                if sink not in self.cfg.views[view].sinks:
-                    continue
-                self._read(
-                    client, sink, view, ids[doc_of], counter, ids, wrote, lsn, committed
-                )
+                if sink in self.cfg.views[view].sinks:
+                    self._read(client, sink, view, ids[doc_of], write)
 
     def _read(
-        self,
-        client: ReadClient,
-        sink: str,
-        view: str,
-        ident: int,
-        counter: str,
-        ids: dict[str, int],
-        wrote: int,
-        lsn: int,
-        committed: float,
+        self, client: ReadClient, sink: str, view: str, ident: int, write: Write
     ) -> None:
         deadline = time.monotonic() + RETRY_S
         while True:
             try:
-                answer = client.get(view, ident, min_lsn=lsn)
+                answer = client.get(view, ident, min_lsn=write.lsn)
                 break
             except NotYetFresh:
                 self.seen.not_fresh += 1
@@ -247,19 +265,20 @@ class Probe:
                 if time.monotonic() > deadline or self._stop.wait(1.0):
                     return
         self.seen.reads += 1
-        self.seen.waits.append(time.monotonic() - committed)
-        shown = None if answer.doc is None else _shown(counter, view, answer.doc, ids)
-        if shown is None or int(shown) < wrote:
+        self.seen.waits.append(time.monotonic() - write.committed)
+        col = write.counter.column
+        shown = None if answer.doc is None else _shown(col, view, answer.doc, write.ids)
+        if shown is None or int(shown) < write.wrote:
             mark = answer.freshness.watermark_lsn
             stale = {
                 "t": time.time(),
                 "sink": sink,
                 "view": view,
                 "id": str(ident),
-                "counter": counter,
-                "wrote": wrote,
+                "counter": col,
+                "wrote": write.wrote,
                 "shown": shown,
-                "min_lsn": format_lsn(lsn),
+                "min_lsn": format_lsn(write.lsn),
                 "watermark_lsn": None if mark is None else format_lsn(mark),
                 "store": answer.store,
             }

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.faults import check
 from bench.faults.nemesis import Event
-from bench.faults.ryw import Probe, Probed, _ids, _shown
+from bench.faults.ryw import COUNTERS, Probe, Probed, Write, _ids, _shown
 from bench.faults.source import AGG_VIEW
 from query.answer import Answer, Freshness
 from query.errors import NotYetFresh, StoreUnavailable
@@ -65,7 +65,9 @@ def _probe() -> Probe:
 
 
 def _read(p: Probe, client: _Client, counter: str, view: str, wrote: int) -> None:
-    p._read(client, "redis", view, IDS["customer"], counter, IDS, wrote, 150, 0.0)  # type: ignore[arg-type]
+    (c,) = [c for c in COUNTERS if c.column == counter]
+    write = Write(c, IDS, wrote, lsn=150, committed=0.0)
+    p._read(client, "redis", view, IDS["customer"], write)  # type: ignore[arg-type]
 
 
 def test_an_answer_below_the_committed_counter_is_stale() -> None:
@@ -108,10 +110,11 @@ def test_a_store_down_is_read_again_and_then_checked() -> None:
 
 def test_check_ryw_attributes_each_stale_read_to_the_last_fault_before_it() -> None:
     probed = Probed(
+        reads=2,
         stale=[
             {"t": 5.0, "sink": "redis", "view": AGG_VIEW},
             {"t": 0.5, "sink": "mongodb", "view": "orders"},
-        ]
+        ],
     )
     events = [Event("kill9", 1.0, 2.0), Event("freeze", 4.0, 9.0)]
     got = check.ryw(probed, events)
@@ -120,3 +123,40 @@ def test_check_ryw_attributes_each_stale_read_to_the_last_fault_before_it() -> N
         ("ryw_stale", None),
     ]
     assert Probed(waits=[0.1, 0.2, 0.3]).summary()["wait_p50_ms"] == 200
+
+
+def test_each_counter_is_shown_in_the_documents_of_its_views() -> None:
+    # every view a counter names must show it: a view that did not would
+    # flag a stale read at every round
+    docs = {
+        AGG_VIEW: _agg(3, 4, 5),
+        "customers": {"visits": 3},
+        "orders": {"placed": 4},
+    }
+    values = {"visits": 3, "placed": 4, "qty": 5}
+    for c in COUNTERS:
+        assert c.row in IDS
+        for view, doc_of in c.views:
+            assert doc_of in IDS
+            assert _shown(c.column, view, docs[view], IDS) == values[c.column]
+
+
+def test_a_probe_that_stopped_on_an_error_or_read_nothing_fails_the_check() -> None:
+    failed = check.ryw(Probed(writes=3, reads=2, error="RuntimeError('x')"), [])
+    assert [v["kind"] for v in failed] == ["ryw_probe_failed"]
+    unchecked = check.ryw(Probed(writes=5, not_fresh=5), [])
+    assert [(v["kind"], v["writes"]) for v in unchecked] == [("ryw_unchecked", 5)]
+    assert check.ryw(Probed(writes=1, reads=1), []) == []
+
+
+def test_the_probe_keeps_the_error_that_ended_its_rounds() -> None:
+    p = _probe()
+
+    def boom() -> None:
+        raise RuntimeError("probe row customers 800000000 is gone")
+
+    p._run = boom  # type: ignore[method-assign]
+    p._thread = None
+    p.start()
+    p.stop()
+    assert p.seen.error == "RuntimeError('probe row customers 800000000 is gone')"
