@@ -186,8 +186,14 @@ class Registry(Service):
 
     Its SQL storage is H2; pointed at a file under the data directory (the
     app's default is in memory), the schemas outlive a restart, as the
-    records in Kafka that name them by id do. Every request must log in:
-    basic credentials of a client of the stack's Keycloak, which the
+    records in Kafka that name them by id do. H2 writes a commit to its file
+    up to half a second later by default (``WRITE_DELAY`` 500 ms): a registry
+    killed then loses a schema whose id it answered, which the connector's
+    records already name, and gives the next schema the same id. So each
+    commit is written before the answer (``WRITE_DELAY=0``): a schema
+    registered or deleted, reads commit nothing
+    (``tests/integration/test_registry.py`` kills it at once). Every request
+    must log in: basic credentials of a client of the stack's Keycloak, which the
     registry trades for a token there (:mod:`pipeline.stack.keycloak`); what
     a client may do is its role's.
     """
@@ -209,7 +215,7 @@ class Registry(Service):
     def env(self) -> dict[str, str]:
         env = super().env()
         db = self.ctx.dir(self.name) / "registry"
-        env["REGISTRY_DATASOURCE_URL"] = f"jdbc:h2:file:{db}"
+        env["REGISTRY_DATASOURCE_URL"] = f"jdbc:h2:file:{db};WRITE_DELAY=0"
         env |= keycloak.secure_registry_env(self.ctx.cfg.keycloak_port)
         return env
 

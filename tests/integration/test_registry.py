@@ -1,5 +1,6 @@
-"""The schema registry on the real stack asks every client to log in, and
-each client may do what its role allows, no more.
+"""The schema registry on the real stack asks every client to log in, each
+client may do what its role allows, no more, and a schema it answered
+outlives a crash of the registry.
 
 The registry (Apicurio) trades basic credentials for a client-credentials
 token at the stack's Keycloak and reads the client's role from it
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,12 +23,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import connect_client, stack_config
+from harness import connect_client, stack_config, wait_for
 
 from pipeline.errors import FatalError
 from pipeline.source.registry import CCOMPAT_PATH, SchemaRegistry
 from pipeline.sourceconfig import KafkaConfig
-from pipeline.stack import keycloak
+from pipeline.stack import keycloak, runner
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +160,43 @@ def test_connector_config_names_the_converter_s_registry_secret_not_holds_it(
     p.wait_drained(timeout=120)
     assert not p.dead_letters()
     p.assert_converged()
+
+
+def test_a_schema_the_registry_answered_outlives_a_kill_9_at_once() -> None:
+    """The connector's converter writes records naming a schema by the id
+    the registry answered, from the moment it answers. A registry killed
+    right after (``kill -9``, the OOM killer) must hold that schema when it
+    is back: else the records name an id it does not know, dead-lettered
+    for good, and the next schema registered is given the same id, so that
+    a worker decodes them by a schema they were not written in."""
+    worker, writer = login(keycloak.WORKER_CLIENT), login(keycloak.CONNECT_CLIENT)
+    (registry,) = [s for s in runner.status(STACK) if s.name == "registry"]
+    assert registry.pid is not None, "the stack's registry is not running"
+    subject = f"crash-{uuid.uuid4().hex}"
+    schema = {
+        "type": "record",
+        "name": "crash",
+        "fields": [{"name": "a", "type": "int"}],
+    }
+    status, answer = call(
+        f"{CCOMPAT}/subjects/{subject}/versions",
+        writer,
+        "POST",
+        {"schema": json.dumps(schema)},
+    )
+    assert status == 200
+    try:
+        os.killpg(registry.pid, signal.SIGKILL)
+        wait_for(
+            lambda: not os.path.exists(f"/proc/{registry.pid}"), 30, "the registry gone"
+        )
+        time.sleep(0.5)
+    finally:
+        runner.start_service(STACK, "registry")
+    try:
+        status, kept = call(f"{CCOMPAT}/schemas/ids/{int(answer['id'])}", worker)
+        assert status == 200, f"schema {answer['id']} lost by the crash"
+        assert json.loads(kept["schema"]) == schema
+    finally:
+        call(f"{CCOMPAT}/subjects/{subject}", writer, "DELETE")
+        call(f"{CCOMPAT}/subjects/{subject}?permanent=true", writer, "DELETE")
