@@ -195,6 +195,23 @@ def unregister(registry_url: str, topic: str, login: Login) -> None:
                 logger.debug("subject not deleted topic=%s error=%s", topic, exc)
 
 
+def unregister_all(registry_url: str, prefix: str, login: Login) -> None:
+    """Delete every subject of the topics under ``prefix`` (best effort)."""
+    base = registry_url.rstrip("/") + CCOMPAT_PATH
+    try:
+        subjects = _call(f"{base}/subjects", "GET", login)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        logger.warning("subjects not listed error=%s", exc)
+        return
+    for subject in subjects:
+        if subject.startswith(f"{prefix}."):
+            for query in ("", "?permanent=true"):
+                try:
+                    _call(f"{base}/subjects/{subject}{query}", "DELETE", login)
+                except (urllib.error.URLError, OSError, ValueError) as exc:
+                    logger.debug("subject not deleted %s error=%s", subject, exc)
+
+
 def records(
     prefix: str, count: int, key_id: int, value_id: int, seed: int = 7
 ) -> Iterator[tuple[bytes, bytes]]:

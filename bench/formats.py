@@ -109,15 +109,19 @@ def build(
         lambda: AvroConverter(SchemaRegistry.of(kafka)),
         "fastavro.schemaless_reader",
         bare_avro,
-        {
-            "format": "avro",
-            **{
-                k: v for k, v in plain(kafka).items() if k.startswith("schema_registry")
-            },
-        },
+        avro_settings(kafka),
         registry_url,
         writer,
     )
+
+
+def avro_settings(kafka: KafkaConfig) -> dict[str, Any]:
+    """The ``kafka`` settings of a config whose records are Avro, in
+    ``kafka``'s registry, read with its login (secrets revealed)."""
+    registry = {
+        k: v for k, v in plain(kafka).items() if k.startswith("schema_registry")
+    }
+    return {"format": "avro", **registry}
 
 
 def registry_writer(base: Config) -> avro_events.Login:

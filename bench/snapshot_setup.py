@@ -159,9 +159,15 @@ class BenchSource:
         return out
 
     def config(
-        self, kind: str, views: dict[str, Any], tables: list[str], mode: str
+        self,
+        kind: str,
+        views: dict[str, Any],
+        tables: list[str],
+        mode: str,
+        kafka: dict[str, Any] | None = None,
     ) -> Config:
-        """Write and load the config of one pipeline (``kind``: table/aggregate)."""
+        """Write and load the config of one pipeline (``kind``: table/aggregate);
+        ``kafka``: settings of its own (a record format's)."""
         pre = f"{self.prefix}{kind[0]}"
         sinks = self._sinks()
         full = {}
@@ -188,6 +194,7 @@ class BenchSource:
                 "dlq_topic": f"{pre}.dlq",
                 "checkpoint_topic": f"{pre}.checkpoints",
                 "snapshot_topic": f"{pre}.snapshots",
+                **(kafka or {}),
             },
             "connect": {**plain(self.base.connect), "connector": f"{pre}-pg"},
             "sinks": sinks,

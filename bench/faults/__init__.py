@@ -11,9 +11,12 @@ slot's retained WAL (:mod:`bench.faults.check`).
 ``--quick`` (CI) is one run of about 70 s of faults with the worker-level
 kinds only. ``--minutes M`` repeats runs with seeds S, S+1, ... until M
 minutes have passed. ``--faults kind,kind`` picks the kinds; ``worker``,
-``topic`` and ``service`` name the groups, ``all`` every kind. The default
-is ``worker,topic``: the service kinds stop services of the shared stack
-that every other pipeline on it uses, so they run only when asked for. A
+``topic``, ``source`` and ``service`` name the groups, ``all`` every kind.
+The default is ``worker,topic,source``: the service kinds stop services of
+the shared stack that every other pipeline on it uses, so they run only
+when asked for. ``--format avro`` runs the pipeline on Avro records in the
+stack's schema registry (``kafka.format: avro``), and only then takes the
+``registry`` kind. A
 failing run prints its seed: ``--seed S`` replays its schedule and workload
 (timing differs). The last line printed
 is ``violations=N``; the exit code is 1 when N > 0.
@@ -32,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.faults.nemesis import ALL_KINDS, SERVICE_KINDS, TOPIC_KINDS, WORKER_KINDS
+from bench.faults.nemesis import (
+    ALL_KINDS,
+    AVRO_KINDS,
+    SERVICE_KINDS,
+    SOURCE_KINDS,
+    TOPIC_KINDS,
+    WORKER_KINDS,
+)
 from bench.faults.run import one_run
 from bench.scenario import add_admin_dsn, admin_dsn
 from pipeline import config as config_mod
@@ -46,6 +56,7 @@ def parse_kinds(text: str) -> list[str]:
     groups = {
         "worker": WORKER_KINDS,
         "topic": TOPIC_KINDS,
+        "source": SOURCE_KINDS,
         "service": SERVICE_KINDS,
         "all": ALL_KINDS,
     }
@@ -72,8 +83,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--faults",
         type=parse_kinds,
         default=None,
-        help="kinds or groups (worker, topic, service, all; default worker,topic); "
+        help="kinds or groups (worker, topic, source, service, all; default "
+        "worker,topic,source); "
         f"kinds: {','.join(ALL_KINDS)}",
+    )
+    p.add_argument(
+        "--format",
+        choices=["json", "avro"],
+        default="json",
+        help="record format of the run's pipeline (kafka.format)",
     )
     p.add_argument(
         "--run-seconds", type=float, default=150.0, help="fault phase per run"
@@ -93,7 +111,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.faults = args.faults or list(WORKER_KINDS)
         args.minutes = 0.0
         args.converge_timeout = min(args.converge_timeout, 120.0)
-    args.faults = args.faults or list(WORKER_KINDS + TOPIC_KINDS)
+    args.faults = args.faults or list(WORKER_KINDS + TOPIC_KINDS + SOURCE_KINDS)
+    if args.format != "avro":
+        args.faults = [k for k in args.faults if k not in AVRO_KINDS]
+    if not args.faults:
+        p.error("no fault kind left to run (registry takes --format avro)")
     return args
 
 
@@ -215,6 +237,7 @@ def main(argv: list[str]) -> int:
                 args.run_seconds,
                 root / f"seed-{seed}",
                 args.converge_timeout,
+                args.format,
             )
         except Exception as exc:  # a run that could not finish is a failing run
             logger.exception("run failed seed=%d", seed)

@@ -30,6 +30,12 @@ them at once (:data:`COMPACT_NOW`) for 25 s, the overrides are removed and
 two workers start again: they resume behind records that compaction removed
 (an ``op=d`` record of which only the tombstone is left).
 
+Source kind: ``ddl``: a migration while the workload writes, one of
+:data:`WIDENED` changed from ``integer`` to ``bigint`` or back (the table
+rewritten under its lock); every record of the table after it has a new
+schema, and in a run of Avro records (``--format avro``) the connector
+registers a new writer schema.
+
 Service-level kinds (they stop services every pipeline on the stack uses):
 ``kafka`` (broker stopped, started again), ``connect`` (Kafka Connect killed
 with SIGKILL, started again), ``postgres`` (restarted: fast or immediate
@@ -39,7 +45,9 @@ the Kafka broker or PostgreSQL, chosen by the seed, stopped with SIGSTOP for
 5-45 s and continued: its connections stay open and nothing answers on
 them, a hung service rather than a dead one; the longer stalls outlast the
 sinks' timeouts, 5 s for Redis and 30 s for the others, so that the worker
-gives up on a write the store then carries out when it goes on).
+gives up on a write the store then carries out when it goes on), and, in
+runs of Avro records only, ``registry`` (the schema registry stopped for
+5-15 s, or killed with SIGKILL, and started again).
 
 Each applied fault is an :class:`Event` (kind, start, end, detail); the
 commands run by ``snapshot`` and ``rebuild`` run in the background, so that
@@ -60,6 +68,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
     AdminClient,
     AlterConfigOpType,
@@ -86,6 +95,7 @@ WORKER_KINDS = (
     "rebuild",
 )
 TOPIC_KINDS = ("compaction",)
+SOURCE_KINDS = ("ddl",)
 SERVICE_KINDS = (
     "kafka",
     "connect",
@@ -94,12 +104,17 @@ SERVICE_KINDS = (
     "elasticsearch",
     "ferretdb",
     "stall",
+    "registry",
 )
+#: kinds that only runs of Avro records take (``--format avro``)
+AVRO_KINDS = ("registry",)
+#: the columns a ``ddl`` changes between ``integer`` and ``bigint``
+WIDENED = (("customers", "visits"), ("orders", "placed"), ("order_lines", "qty"))
 #: the loads a ``snapshot`` runs (see the module's docstring)
 SNAPSHOTS = ("chunked", "replay", "from_source")
 #: the services a ``stall`` stops with SIGSTOP
 STALLED = ("redis", "elasticsearch", "ferretdb", "kafka", "postgres")
-ALL_KINDS = WORKER_KINDS + TOPIC_KINDS + SERVICE_KINDS
+ALL_KINDS = WORKER_KINDS + TOPIC_KINDS + SOURCE_KINDS + SERVICE_KINDS
 #: topic settings that make the cleaner compact at once (delete.retention.ms
 #: keeps the tombstones: only the records before them go)
 COMPACT_NOW = {
@@ -372,6 +387,25 @@ class Nemesis:
         ev.detail["twin"] = twin
         self._command(ev, args, 600, detail=twin, may_kill=False)
 
+    # ------------------------------------------------------------ source
+    def _ddl(self, ev: Event) -> None:
+        """A migration while the workload writes: one of :data:`WIDENED`
+        goes from ``integer`` to ``bigint``, or back. Every record of the
+        table from then on has a new schema (a new writer schema in the
+        registry, for Avro records); the documents' values stay the same."""
+        table, column = self.rng.choice(WIDENED)
+        with psycopg.connect(self.src.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attname = %s",
+                (table, column),
+            ).fetchone()
+            assert row is not None, f"{table}.{column} not found"
+            to = "integer" if row[0] == "bigint" else "bigint"
+            ev.detail.update({"table": table, "column": column, "to": to})
+            conn.execute("SET lock_timeout = '20s'")
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {to}")
+
     # ------------------------------------------------------------ services
     def _outage(self, ev: Event, service: str, down_s: float) -> None:
         ev.detail["down_s"] = round(down_s, 1)
@@ -392,6 +426,18 @@ class Nemesis:
 
     def _ferretdb(self, ev: Event) -> None:
         self._outage(ev, "ferretdb", self.rng.uniform(5, 15))
+
+    def _registry(self, ev: Event) -> None:
+        mode = self.rng.choice(["stop", "kill"])
+        ev.detail["mode"] = mode
+        if mode == "stop":
+            self._outage(ev, "registry", self.rng.uniform(5, 15))
+            return
+        try:
+            self._signal_service("registry", signal.SIGKILL)
+            time.sleep(self.rng.uniform(1, 5))
+        finally:
+            runner.start_service(self.stack, "registry")
 
     def _stall(self, ev: Event) -> None:
         service = self.rng.choice(STALLED)

@@ -85,14 +85,24 @@ def one_run(
     duration_s: float,
     workdir: Path,
     converge_timeout_s: float,
+    fmt: str = "json",
 ) -> dict[str, Any]:
     """One seeded run; its result (violations, faults, figures)."""
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    src = FaultSource(base, admin_dsn, workdir)
-    result: dict[str, Any] = {"seed": seed, "kinds": kinds, "prefix": src.prefix}
+    src = FaultSource(base, admin_dsn, workdir, fmt)
+    result: dict[str, Any] = {
+        "seed": seed,
+        "format": fmt,
+        "kinds": kinds,
+        "prefix": src.prefix,
+    }
     logger.info(
-        "fault run seed=%d kinds=%s prefix=%s", seed, ",".join(kinds), src.prefix
+        "fault run seed=%d format=%s kinds=%s prefix=%s",
+        seed,
+        fmt,
+        ",".join(kinds),
+        src.prefix,
     )
     wl = workload.Workload(src.dsn, seed, pause_s=0.05)
     stop_wal = threading.Event()

@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import TopicPartition
 
+from bench import avro_events, formats
 from bench.snapshot_setup import AGG_VIEW_CFG, BenchSource
 from pipeline import kafkaclient
 from pipeline.config import Config
@@ -97,9 +98,13 @@ class WorkerProc:
 class FaultSource(BenchSource):
     """The database, config, connector and workers of one fault run."""
 
-    def __init__(self, base: Config, admin_dsn: str, workdir: Path) -> None:
+    def __init__(
+        self, base: Config, admin_dsn: str, workdir: Path, fmt: str = "json"
+    ) -> None:
         # BenchSource.__init__ with a name of our own (cleanup matches on it).
         self.base = base
+        #: the record format (``kafka.format``): json or avro
+        self.fmt = fmt
         self.admin_dsn = admin_dsn
         self.prefix = f"benchflt{uuid.uuid4().hex[:8]}"
         self.db = self.prefix
@@ -123,7 +128,8 @@ class FaultSource(BenchSource):
 
     def setup(self) -> Config:
         """Write the config, start the connector (initial snapshot of the seed)."""
-        cfg = self.config("faults", views(), TABLES, "initial")
+        kafka = formats.avro_settings(self.base.kafka) if self.fmt == "avro" else {}
+        cfg = self.config("faults", views(), TABLES, "initial", kafka)
         self.start_connector(cfg)
         return cfg
 
@@ -248,3 +254,9 @@ class FaultSource(BenchSource):
                 w.proc.kill()
                 w.proc.wait(30)
         super().close()
+        if self.fmt == "avro" and "faults" in self.configs:
+            avro_events.unregister_all(
+                self.cfg.kafka.schema_registry_url,
+                self.cfg.source.topic_prefix,
+                formats.registry_writer(self.base),
+            )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.faults import check, table
+import pytest
+
+from bench.faults import check, parse_args, table
 from bench.faults.nemesis import Event, schedule
 from bench.faults.readers import History, Readers, Seen
 
@@ -165,3 +167,15 @@ def test_check_command_takes_a_refusal_only_beside_a_rebuild_of_its_view() -> No
     assert [v["kind"] for v in check.command("snapshot", hung, [hung])] == [
         "snapshot_timeout"
     ]
+
+
+def test_the_registry_kind_runs_only_on_avro_records() -> None:
+    json_run = parse_args(["--faults", "all", "--seed", "1"])
+    assert "registry" not in json_run.faults
+    assert "ddl" in json_run.faults
+    avro_run = parse_args(["--faults", "all", "--format", "avro", "--seed", "1"])
+    assert "registry" in avro_run.faults
+    assert parse_args(["--seed", "1"]).faults[-1] == "ddl"  # the default takes it
+    assert "ddl" not in parse_args(["--quick", "--seed", "1"]).faults
+    with pytest.raises(SystemExit):
+        parse_args(["--faults", "registry", "--seed", "1"])
