@@ -24,6 +24,21 @@ key's values cast to the columns' types). A key the table holds after all
 run says so: a tombstone there would delete a live document from every
 store until the load that follows put it back.
 
+A row is gone only if its delete can no longer be on its way. The topic
+is read first, the table after it, so a row deleted meanwhile, or earlier
+while the connector lagged (Connect restarting, the broker away), is
+missing from the table while its last changes, the delete among them, are
+still to come. A tombstone written before them would be followed by the
+row's older updates, which the stores apply over it: the document of a
+deleted row would come back until the delete arrived (the fault suite saw
+it, ``--from-source`` while Connect caught up after a restart). So once the
+table was read, the connector must have produced every change committed
+until then (:func:`~pipeline.snapshot.positions.wait_stream`), and a key
+with any record past what was read is left to the stream. A key with none
+had its delete committed before that point, or never: and every change
+committed before it is in the topic now, so its delete never reached the
+stream.
+
 A row inserted again while this runs (after the table was read, its insert
 before the tombstone in the topic) would lose to the tombstone. The caller
 makes that harmless by loading the view from the source after the
@@ -36,7 +51,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +66,7 @@ from pipeline.config import Config
 from pipeline.errors import BadRecord, ConfigError, TransientError
 from pipeline.events import Op, doc_id
 from pipeline.snapshot import replay
+from pipeline.snapshot.positions import wait_stream
 from pipeline.source.converter import converter_for
 from pipeline.source.records import Heartbeat
 from pipeline.types import pg_row_to_json
@@ -77,23 +93,34 @@ class Gone:
     values: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def tombstone_gone(cfg: Config, tables: Iterable[str]) -> list[Gone]:
+def tombstone_gone(
+    cfg: Config, tables: Iterable[str], stopping: Callable[[], bool] = lambda: False
+) -> list[Gone]:
     """Produce a tombstone for every key of ``tables``' topics whose row is gone
-    from the source; returns them (logged as a warning each table).
+    from the source; returns them (logged as a warning each table). Nothing
+    more once ``stopping()``.
 
     Raises:
         ConfigError: a table's topic does not exist.
-        TransientError: Kafka refused a tombstone (nothing is lost: run again).
+        TransientError: Kafka refused a tombstone, or the source did not
+            answer (nothing is lost: run again).
+        FatalError: the connector did not produce the changes committed
+            before the table was read within 10 minutes.
     """
     found: list[Gone] = []
     dsn = (cfg.source.lookup_dsn or cfg.source.dsn).get_secret_value()
     for table in dict.fromkeys(tables):
         topic = cfg.source.topic(table)
-        live = _live_keys(cfg, topic)
+        live, read_to = _live_keys(cfg, topic)
         with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
             present = _source_ids(conn, table, live)
             gone = [g for ident, g in live.items() if ident not in present]
             gone = _confirmed(conn, table, gone)
+        if gone:
+            # their deletes may be on their way yet (see the module's docstring)
+            if not wait_stream(cfg, stopping, what="The snapshot"):
+                return found
+            gone = _untouched_since(cfg, topic, read_to, gone)
         if gone:
             _produce(cfg, gone)
             logger.warning(
@@ -109,19 +136,20 @@ def tombstone_gone(cfg: Config, tables: Iterable[str]) -> list[Gone]:
     return found
 
 
-def _live_keys(cfg: Config, topic: str) -> dict[str, Gone]:
+def _live_keys(cfg: Config, topic: str) -> tuple[dict[str, Gone], dict[int, int]]:
     """Per document id, the key and partition of the topic's keys whose last
-    record (up to the high watermarks read at the start) is a row image."""
-    consumer = kafkaclient.consumer(
-        cfg.kafka, {"group.id": replay.group(cfg), "enable.auto.commit": False}
-    )
+    record (up to the high watermarks read at the start) is a row image; and
+    those high watermarks, per partition."""
+    consumer = _consumer(cfg)
     converter = converter_for(cfg.kafka)
     live: dict[str, Gone] = {}
     try:
         spans = replay.topic_spans(consumer, topic)
         consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
-        ends = {s.partition: s.end for s in spans}
-        read = replay.read_to_ends(consumer, topic, ends, _READ, stall_s=_STALL_S)
+        read_to = {s.partition: s.end for s in spans}
+        read = replay.read_to_ends(
+            consumer, topic, dict(read_to), _READ, stall_s=_STALL_S
+        )
         for msg in (m for batch in read for m in batch):
             try:
                 event = converter.decode(msg)
@@ -138,7 +166,50 @@ def _live_keys(cfg: Config, topic: str) -> dict[str, Gone]:
                 live.pop(ident, None)
     finally:
         consumer.close()
-    return live
+    return live, read_to
+
+
+def _untouched_since(
+    cfg: Config, topic: str, read_to: dict[int, int], gone: list[Gone]
+) -> list[Gone]:
+    """Those of ``gone`` with no record in ``topic`` past ``read_to`` (per
+    partition, where the first read ended) up to its end now."""
+    consumer = _consumer(cfg)
+    converter = converter_for(cfg.kafka)
+    wanted = {g.ident for g in gone}
+    touched: set[str] = set()
+    try:
+        spans = [
+            replay.Span(s.partition, max(s.start, read_to.get(s.partition, 0)), s.end)
+            for s in replay.topic_spans(consumer, topic)
+        ]
+        spans = [s for s in spans if s.size > 0]
+        consumer.assign([TopicPartition(topic, s.partition, s.start) for s in spans])
+        ends = {s.partition: s.end for s in spans}
+        read = replay.read_to_ends(consumer, topic, ends, _READ, stall_s=_STALL_S)
+        for msg in (m for batch in read for m in batch):
+            try:
+                event = converter.decode(msg)
+            except BadRecord:
+                continue
+            if not isinstance(event, Heartbeat) and doc_id(event.key) in wanted:
+                touched.add(doc_id(event.key))
+    finally:
+        consumer.close()
+    if touched:
+        logger.info(
+            "rows of %s gone from the source whose changes were still on their "
+            "way: %d (left to the stream)",
+            topic,
+            len(touched),
+        )
+    return [g for g in gone if g.ident not in touched]
+
+
+def _consumer(cfg: Config) -> Any:
+    return kafkaclient.consumer(
+        cfg.kafka, {"group.id": replay.group(cfg), "enable.auto.commit": False}
+    )
 
 
 def _source_ids(

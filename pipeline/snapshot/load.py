@@ -131,7 +131,7 @@ class Loader:
         if self.opts.from_source and not self.opts.where:
             # rows whose deletes never reached the stream: out of the topics
             # first, so that the load below puts back any row inserted again
-            gone.tombstone_gone(self.cfg, self.view.cfg.tables())
+            gone.tombstone_gone(self.cfg, self.view.cfg.tables(), lambda: self.stopping)
         if source is None and (self.opts.where or self.opts.from_source):
             return self._signal(self.view)
         sinks = build_sinks(self.cfg, self.sink_names)

@@ -35,6 +35,49 @@ def part_of(text: str) -> tuple[str, int]:
     return topic, int(part)
 
 
+def wait_stream(
+    cfg: Config,
+    stopping: Callable[[], bool],
+    timeout_s: float = 600.0,
+    what: str = "The command",
+) -> bool:
+    """Wait until the connector produced every change committed so far: the
+    replication slot confirmed an LSN taken now (Connect flushes its records
+    before it commits their offsets, and Debezium confirms an LSN only then;
+    docs/design.md, "The read-your-writes watermark", step 1). True once
+    confirmed, or when there is no slot to wait for; False if ``stopping()``.
+
+    Raises:
+        TransientError: the source restarting or unreachable (the caller
+            waits it out and goes on from its last recorded step).
+        FatalError: not confirmed in ``timeout_s``.
+    """
+    src = cfg.source
+    deadline = time.monotonic() + timeout_s
+    query = (
+        "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+        "WHERE slot_name = %s"
+    )
+    try:
+        with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
+            now = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            lsn = str(now[0]) if now else "0/0"
+            while not stopping():
+                row = conn.execute(query, (lsn, src.slot)).fetchone()
+                if row is None or row[0]:
+                    return True  # confirmed, or no connector (no slot)
+                if time.monotonic() > deadline:
+                    raise FatalError(
+                        f"the connector has not confirmed LSN {lsn} on slot "
+                        f"{src.slot} in {timeout_s:.0f}s: is it running? "
+                        f"{what} goes on from here when run again"
+                    )
+                time.sleep(0.5)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"source unreachable: {exc}") from exc
+    return False
+
+
 class Positions:
     """Offsets of one view's topics, its live groups' commits and the
     connector's progress; ``stopping`` ends the waits early."""
@@ -97,37 +140,9 @@ class Positions:
         )
 
     def wait_connector(self, timeout_s: float = 600.0) -> None:
-        """Wait until the connector produced every change committed so far:
-        the replication slot confirmed an LSN taken now (Connect flushes its
-        records before it commits their offsets)."""
-        try:
-            self._wait_connector(timeout_s)
-        except psycopg.OperationalError as exc:
-            # The source restarting or unreachable: the caller waits it out
-            # and goes on from its last recorded step.
-            raise TransientError(f"source unreachable: {exc}") from exc
-
-    def _wait_connector(self, timeout_s: float) -> None:
-        src = self.cfg.source
-        deadline = time.monotonic() + timeout_s
-        query = (
-            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
-            "WHERE slot_name = %s"
-        )
-        with psycopg.connect(src.dsn.get_secret_value(), autocommit=True) as conn:
-            now = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-            lsn = str(now[0]) if now else "0/0"
-            while not self.stopping():
-                row = conn.execute(query, (lsn, src.slot)).fetchone()
-                if row is None or row[0]:
-                    return  # confirmed, or no connector (no slot) to wait for
-                if time.monotonic() > deadline:
-                    raise FatalError(
-                        f"the connector has not confirmed LSN {lsn} on slot "
-                        f"{src.slot} in {timeout_s:.0f}s: is it running? The "
-                        "rebuild goes on from here when run again"
-                    )
-                time.sleep(0.5)
+        """Wait until the connector produced every change committed so far
+        (:func:`wait_stream`)."""
+        wait_stream(self.cfg, self.stopping, timeout_s, "The rebuild")
 
     def topics(self) -> list[str]:
         return sorted(t for t, vs in self.cfg.view_topics().items() if self.view in vs)
