@@ -33,6 +33,7 @@ from typing import Any
 import psycopg
 
 from bench.faults.source import AGG_VIEW
+from bench.faults.workload import RESERVED_IDS
 from pipeline.config import Config
 from pipeline.events import format_lsn
 from query import ReadClient
@@ -42,9 +43,9 @@ from query.watermark import WatermarkTracker
 
 logger = logging.getLogger(__name__)
 
-#: ids of the probe's rows (the workload's count up from 1, poison keys
-#: start at 900,000,000)
-PROBE_BASE = 800_000_000
+#: ids of the probe's rows: the first the workload leaves alone (poison
+#: keys start at 900,000,000)
+PROBE_BASE = RESERVED_IDS
 PROBES = 4
 #: how long a read waits for the watermark
 WAIT_S = 20.0
