@@ -23,8 +23,9 @@ someone restarts it, and no change of any table reaches Kafka meanwhile
   connection).
 
 :class:`Watch` (a worker's: one per :class:`Cause`, the source's always,
-the registry's when the records are Avro) looks at the connector's tasks
-every :data:`CHECK_INTERVAL_S`. A task its cause failed is restarted
+the registry's when the records are Avro; :class:`Watches` answers them
+with one look at Connect) looks at the connector's tasks every
+:data:`CHECK_INTERVAL_S`. A task its cause failed is restarted
 (Connect's restart of the failed tasks) once that service answers again,
 with a warning; a task failed again at once is restarted less and less
 often, every :data:`REPEAT_S` at most. The task goes on from the last
@@ -116,12 +117,36 @@ class Cause:
         return cls("the source database", failed_on_source, answers, SOURCE_DOWN_S)
 
 
-def watches(cfg: Config) -> list[Watch]:
+def watches(cfg: Config) -> Watches:
     """A worker's watches: the source's, and the registry's for Avro records."""
     causes = [Cause.source(cfg)]
     if cfg.kafka.format == "avro":
         causes.append(Cause.registry(cfg))
-    return [Watch(cfg, cause) for cause in causes]
+    connect = _connect(cfg)
+    return Watches([Watch(cfg, cause, connect=connect) for cause in causes])
+
+
+def _connect(cfg: Config) -> ConnectClient:
+    """Connect's client of the watches: asked between two polls, so a
+    Connect that hangs holds the worker's loop this long."""
+    return replace(ConnectClient.of(cfg.connect), timeout_s=3.0)
+
+
+class Watches:
+    """A worker's watches, answered by one look at the connector's status."""
+
+    def __init__(self, watches: list[Watch]) -> None:
+        self.watches = watches
+
+    def due(self) -> bool:
+        return any(w.due() for w in self.watches)
+
+    def check(self) -> None:
+        due = [w for w in self.watches if w.due()]
+        if due:
+            status = due[0].status()
+            for w in due:
+                w.judge(status)
 
 
 class Watch:
@@ -134,8 +159,7 @@ class Watch:
         clock: Callable[[], float] = time.monotonic,
         connect: ConnectClient | None = None,
     ) -> None:
-        #: asked between two polls: a Connect that hangs holds the loop this long
-        self.connect = connect or replace(ConnectClient.of(cfg.connect), timeout_s=3.0)
+        self.connect = connect or _connect(cfg)
         self.path = f"/connectors/{cfg.connect.connector}"
         self.cause = cause
         self.clock = clock
@@ -150,14 +174,24 @@ class Watch:
 
     def check(self) -> None:
         """Restart the tasks the cause failed, if it answers now."""
-        self._next = self.clock() + CHECK_INTERVAL_S
+        self.judge(self.status())
+
+    def status(self) -> dict[str, Any] | None:
+        """Connect's status of the connector; None if Connect did not answer."""
         try:
-            status = self.connect.request("GET", f"{self.path}/status")
+            return self.connect.request("GET", f"{self.path}/status") or {}
         except ReadsideError as exc:  # Connect down: readside status says so
             logger.debug("connector tasks not checked error=%s", exc)
+            return None
+
+    def judge(self, status: dict[str, Any] | None) -> None:
+        """Restart the tasks ``status`` shows the cause failed, if it answers
+        now; ``None``: Connect did not answer, looked at again later."""
+        if status is None:
             self._next = self.clock() + CONNECT_DOWN_S
             return
-        failed = self.cause.failed(status or {})
+        self._next = self.clock() + CHECK_INTERVAL_S
+        failed = self.cause.failed(status)
         if not failed:
             self._waiting_said = None
             self._restarts = 0

@@ -229,7 +229,7 @@ class Worker:
                 cfg, loaded.pairs(cfg, self.views, self.sinks), self.checkpoints
             )
             defined.check()
-            self.watches = [published, loads, defined, *taskheal.watches(cfg)]
+            self.watches = [published, loads, defined, taskheal.watches(cfg)]
             self.loads = loads
             self.lag = self._heartbeats(conf, heartbeat_topic, admin)
         if self.assignment is not None:

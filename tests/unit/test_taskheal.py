@@ -28,6 +28,7 @@ from pipeline.taskheal import (
     REPEAT_S,
     Cause,
     Watch,
+    Watches,
     watches,
 )
 
@@ -298,11 +299,11 @@ def test_failed_on_source_names_tasks_a_refused_or_cut_connection_failed() -> No
 def test_a_worker_watches_the_source_always_and_the_registry_for_avro(
     cfg: config.Config,
 ) -> None:
-    assert [w.cause.name for w in watches(cfg)] == ["the source database"]
+    assert [w.cause.name for w in watches(cfg).watches] == ["the source database"]
     avro = cfg.model_copy(
         update={"kafka": cfg.kafka.model_copy(update={"format": "avro"})}
     )
-    assert [w.cause.name for w in watches(avro)] == [
+    assert [w.cause.name for w in watches(avro).watches] == [
         "the source database",
         "the schema registry",
     ]
@@ -321,3 +322,28 @@ def test_the_source_does_not_answer_on_a_closed_port(cfg: config.Config) -> None
 def test_status_says_the_workers_restart_a_task_the_source_failed() -> None:
     text = _status_text({"trace": SOURCE_TRACE, "on_source": True})
     assert "the workers restart it once the source answers" in text
+
+
+def test_the_watches_of_a_worker_share_one_look_at_connect(
+    cfg: config.Config,
+) -> None:
+    connect, now = Connect([_task("FAILED", REGISTRY_TRACE)]), [0.0]
+    source = Cause("the source database", failed_on_source, lambda: True, 10.0)
+    both = Watches(
+        [
+            _watch(cfg, connect, [True], now),
+            Watch(cfg, source, lambda: now[0], connect),  # type: ignore[arg-type]
+        ]
+    )
+    assert both.due()
+    both.check()
+    # one status for both causes; the registry's failed task restarted
+    assert [m for m, _path in connect.asked] == ["GET", "POST"]
+    assert not both.due()
+    connect.down = True
+    now[0] += CHECK_INTERVAL_S
+    both.check()  # Connect down: both look again a minute later, not before
+    now[0] += CHECK_INTERVAL_S
+    assert not both.due()
+    now[0] += CONNECT_DOWN_S
+    assert both.due()
