@@ -55,9 +55,9 @@ class CountingReader(Reader):
         self.counts = {"reread": 0, "resolve": 0, "snapshot": 0, "roots": 0}
         self._in_rows = False
 
-    def begin(self, txids: Any = ()) -> Any:
+    def begin(self, txids: Any = (), tables: Any = ()) -> Any:
         self.counts["snapshot"] += 1
-        return super().begin(txids)
+        return super().begin(txids, tables)
 
     def rows_by_keys(self, view_sql: Any, keys: Sequence[tuple[str, ...]]) -> Any:
         self.counts["roots"] += len(keys)

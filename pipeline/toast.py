@@ -197,7 +197,7 @@ class SourceRows:
         by_table: dict[str, list[ChangeEvent]] = {}
         for ev in events:
             by_table.setdefault(ev.table, []).append(ev)
-        self.reader.begin(ev.txid for ev in events if ev.txid is not None)
+        self.reader.begin((ev.txid for ev in events if ev.txid is not None), by_table)
         try:
             catalog, values = self._tables()
             out: dict[Position, Document | None] = {}

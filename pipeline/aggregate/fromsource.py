@@ -30,6 +30,8 @@ class AggregateView(Protocol):
 
     def tree(self) -> Node: ...
 
+    def tables(self) -> list[str]: ...
+
     def id_rule(self) -> IdRule: ...
 
     def view_sql(self) -> ViewSQL: ...
@@ -63,7 +65,7 @@ class Chunk:
 def documents(view: AggregateView, reader: Reader) -> SourceDocuments:
     """Every document the view's SQL defines now (one snapshot), with the
     ids two roots share."""
-    reader.begin()
+    reader.begin(tables=view.tables())
     try:
         rows = reader.query(view.view_sql().definition(), {}, documents=True)
         converter = view.converter(reader)
@@ -80,7 +82,7 @@ def documents(view: AggregateView, reader: Reader) -> SourceDocuments:
 
 def ids(view: AggregateView, reader: Reader) -> set[str]:
     rule = view.id_rule()
-    reader.begin()
+    reader.begin(tables=view.tables())
     try:
         rows = reader.query(view.view_sql().keys(), {})
     finally:
@@ -96,7 +98,7 @@ def reread_ids(
         named = {key_of(i, len(rule.key)) for i in ids}
         return view.reread(reader, Pending(root_keys=named))
     wanted = set(ids)  # by id: the roots holding them, or deletes
-    snap = reader.begin()
+    snap = reader.begin(tables=view.tables())
     try:
         sql_ = view.view_sql()
         keys = sorted(key_of(i, len(rule.columns)) for i in wanted)
@@ -114,7 +116,7 @@ def count(
     view: AggregateView, reader: Reader, where: str | None, after: Any = None
 ) -> int:
     params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
-    reader.begin()
+    reader.begin(tables=view.tables())
     try:
         statement = view.view_sql().count(where, after is None)
         return int(reader.query(statement, params)[0][0])
@@ -129,7 +131,7 @@ def load_chunk(
     where: str | None,
     size: int,
 ) -> Chunk | None:
-    snap = reader.begin()
+    snap = reader.begin(tables=view.tables())
     params = {"limit": size, **{f"a{i}": v for i, v in enumerate(after or ())}}
     try:
         statement = view.view_sql().chunk(after is None, where)

@@ -86,6 +86,10 @@ class AggregateView:
     #: the columns of its tables it was compiled against (:meth:`columns_moved`)
     _columns: Columns = frozenset()
 
+    def tables(self) -> list[str]:
+        """The tables its documents read (``schema.table``)."""
+        return self.cfg.tables()
+
     # ------------------------------------------------------------ setup
     def prepare(self, conn: psycopg.Connection[Any], strict: bool = True) -> None:
         """Check the view against the catalog and compile its statements.
@@ -312,7 +316,7 @@ class AggregateView:
         try:
             first = True
             while first or not roots.done:
-                snap = reader.begin(pending.txids)
+                snap = reader.begin(pending.txids, self.tables())
                 try:
                     chunk = roots.next_chunk()
                     keys = sorted(chunk)

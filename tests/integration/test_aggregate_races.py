@@ -26,6 +26,7 @@ from shop_model import SCHEMA, TABLES, VIEW, expected_documents
 from connectors.base import Sink
 from pipeline.aggregate import AggregateView, Pending, prepare_views
 from pipeline.aggregate.reader import Reader, snapshot_version
+from pipeline.errors import TransientError
 from pipeline.events import Delete, DocumentOp, Upsert
 from pipeline.verify import canonical
 from pipeline.views import build_views
@@ -46,6 +47,10 @@ INSERT INTO items VALUES
     (104, 50, 1, 2);
 INSERT INTO customer_tags VALUES (1, 1), (2, 2), (3, 1);
 """
+
+
+#: every root of SEED, as a batch's pending re-read names them
+ALL = Pending(root_keys={("1",), ("2",), ("3",), ("4",)})
 
 
 def shop(make_pipeline: Any) -> Any:
@@ -75,6 +80,55 @@ def by_id(ops: list[DocumentOp]) -> dict[str, DocumentOp]:
 
 def body(op: DocumentOp) -> str | None:
     return canonical(op.doc) if isinstance(op, Upsert) else None
+
+
+# --- a table rewritten under a read ------------------------------------------
+
+
+class MigratedUnder(Reader):
+    """A reader whose next read has ``migration`` commit between its
+    snapshot and its statements, as a migration running beside the worker."""
+
+    def __init__(self, dsn: str, migration: Any) -> None:
+        super().__init__(dsn)
+        self.migration = migration
+
+    def begin(self, txids: Any = (), tables: Any = ()) -> Any:
+        snap = super().begin(txids, tables)
+        if self.migration is not None:
+            self.migration, migration = None, self.migration
+            migration()
+        return snap
+
+
+@pytest.mark.parametrize(
+    "migration",
+    [
+        "ALTER TABLE customers ADD COLUMN noted timestamptz DEFAULT clock_timestamp()",
+        "ALTER TABLE orders ALTER COLUMN placed TYPE bigint",
+    ],
+    ids=["root_table", "child_table"],
+)
+def test_a_read_whose_snapshot_predates_a_table_rewrite_is_read_again(
+    make_pipeline, migration
+):
+    """A rewrite of a table is not MVCC-safe: a snapshot taken before it
+    commits sees the table empty. A re-read in such a snapshot must be given
+    up, not turned into deletes of every root (the root's table) or
+    documents without their orders (a child's), at a version newer than
+    anything stored."""
+    p = shop(make_pipeline)
+    view = prepared(p, "customers")
+    before = {i: body(op) for i, op in by_id(view.reread(Reader(p.dsn), ALL)).items()}
+    assert set(before) == {"1", "2", "3", "4"}
+    reader = MigratedUnder(p.dsn, lambda: p.sql(migration))
+    try:
+        with pytest.raises(TransientError, match="rewritten while read"):
+            view.reread(reader, ALL)
+        again = by_id(view.reread(reader, ALL))  # a new snapshot: read whole
+    finally:
+        reader.close()
+    assert {i: body(op) for i, op in again.items()} == before
 
 
 # --- concurrent re-reads ------------------------------------------------------
