@@ -9,7 +9,7 @@ the reads with ``min_lsn`` after the probe's writes, the dead letters and the
 slot's retained WAL (:mod:`bench.faults.check`).
 
 ``--quick`` (CI) is one run of about 70 s of faults with the worker-level
-kinds only. ``--minutes M`` repeats runs with seeds S, S+1, ... until M
+kinds and ``ddl``. ``--minutes M`` repeats runs with seeds S, S+1, ... until M
 minutes have passed. ``--faults kind,kind`` picks the kinds; ``worker``,
 ``topic``, ``source`` and ``service`` name the groups, ``all`` every kind.
 The default is ``worker,topic,source``: the service kinds stop services of
@@ -108,7 +108,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.seed = random.SystemRandom().randint(1, 99_999)
     if args.quick:
         args.run_seconds = QUICK_SECONDS
-        args.faults = args.faults or list(WORKER_KINDS)
+        args.faults = args.faults or list(WORKER_KINDS + SOURCE_KINDS)
         args.minutes = 0.0
         args.converge_timeout = min(args.converge_timeout, 120.0)
     args.faults = args.faults or list(WORKER_KINDS + TOPIC_KINDS + SOURCE_KINDS)

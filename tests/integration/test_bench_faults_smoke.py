@@ -1,9 +1,10 @@
 """``python -m bench faults --quick --seed 1``: every quick fault ran, no violation.
 
-Quick mode applies the worker-level fault kinds only (kill -9, a worker frozen
+Quick mode applies the worker-level fault kinds (kill -9, a worker frozen
 past its session timeout, workers added and removed, poison records, a
-snapshot and a rebuild in the middle); the service kinds stop services every
-test on the stack shares.
+snapshot and a rebuild in the middle) and a migration of the source (a
+column widened or narrowed); the service kinds stop services every test on
+the stack shares.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ QUICK_KINDS = {
     "poison",
     "snapshot",
     "rebuild",
+    "ddl",
 }
 
 

@@ -176,6 +176,7 @@ def test_the_registry_kind_runs_only_on_avro_records() -> None:
     avro_run = parse_args(["--faults", "all", "--format", "avro", "--seed", "1"])
     assert "registry" in avro_run.faults
     assert parse_args(["--seed", "1"]).faults[-1] == "ddl"  # the default takes it
-    assert "ddl" not in parse_args(["--quick", "--seed", "1"]).faults
+    assert "ddl" in parse_args(["--quick", "--seed", "1"]).faults
+    assert "kafka" not in parse_args(["--quick", "--seed", "1"]).faults
     with pytest.raises(SystemExit):
         parse_args(["--faults", "registry", "--seed", "1"])
