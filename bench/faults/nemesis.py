@@ -127,6 +127,16 @@ POISON_BASE = 900_000_000  # keys of poison records: no row ever has them
 MIN_WORKERS, MAX_WORKERS = 2, 3
 
 
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit if this process started it (a service the
+    nemesis started again is its child, and a zombie keeps its pid until
+    reaped: the wait for it to be gone would run its whole deadline)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _continue(pid: int, settle_s: float = 3.0) -> None:
     """SIGCONT the process group of ``pid``, then ``pid`` alone again while
     it stops itself. ``runuser``, which starts the stack's services, stops
@@ -466,6 +476,7 @@ class Nemesis:
         while time.monotonic() < deadline and (
             os.path.exists(f"/proc/{st.pid}") or port_in_use(st.port)
         ):
+            _reap(st.pid)
             time.sleep(0.2)
 
     def _connect(self, ev: Event) -> None:
