@@ -92,12 +92,9 @@ class SourceRows:
         stale = sorted(t for t in set(tables) if self._known(t, now) is None)
         if stale:
             try:
-                self.reader.begin()
-                try:
+                with self.reader.read():
                     rows = self.reader.query(_GENERATED, {"tables": stale})
                     hidden = self._hidden(stale)
-                finally:
-                    self.reader.end()
                 if hidden is not None:
                     raise ConfigError(hidden)
             except TransientError as exc:
@@ -197,15 +194,13 @@ class SourceRows:
         by_table: dict[str, list[ChangeEvent]] = {}
         for ev in events:
             by_table.setdefault(ev.table, []).append(ev)
-        self.reader.begin((ev.txid for ev in events if ev.txid is not None), by_table)
-        try:
+        txids = (ev.txid for ev in events if ev.txid is not None)
+        with self.reader.read(txids, by_table):
             catalog, values = self._tables()
             out: dict[Position, Document | None] = {}
             for table, evs in by_table.items():
                 info = catalog.table(table, f"TOAST values of {table}")
                 out.update(self._fill_table(info, values, evs))
-        finally:
-            self.reader.end()
         return out
 
     def _fill_table(

@@ -65,12 +65,9 @@ class Chunk:
 def documents(view: AggregateView, reader: Reader) -> SourceDocuments:
     """Every document the view's SQL defines now (one snapshot), with the
     ids two roots share."""
-    reader.begin(tables=view.tables())
-    try:
+    with reader.read(tables=view.tables()):
         rows = reader.query(view.view_sql().definition(), {}, documents=True)
         converter = view.converter(reader)
-    finally:
-        reader.end()
     meta = Pending()
     ops = view.ops_from_rows(converter, rows, None, 0, meta)
     out = SourceDocuments((o.doc_id, o.doc) for o in ops if isinstance(o, Upsert))
@@ -82,11 +79,8 @@ def documents(view: AggregateView, reader: Reader) -> SourceDocuments:
 
 def ids(view: AggregateView, reader: Reader) -> set[str]:
     rule = view.id_rule()
-    reader.begin(tables=view.tables())
-    try:
+    with reader.read(tables=view.tables()):
         rows = reader.query(view.view_sql().keys(), {})
-    finally:
-        reader.end()
     return {rule.ident_of([pg_value_to_json(v) for v in r]) for r in rows}
 
 
@@ -98,14 +92,11 @@ def reread_ids(
         named = {key_of(i, len(rule.key)) for i in ids}
         return view.reread(reader, Pending(root_keys=named))
     wanted = set(ids)  # by id: the roots holding them, or deletes
-    snap = reader.begin(tables=view.tables())
-    try:
+    with reader.read(tables=view.tables()) as snap:
         sql_ = view.view_sql()
         keys = sorted(key_of(i, len(rule.columns)) for i in wanted)
         rows = reader.rows_by_keys(sql_, keys) if keys else []
         converter = view.converter(reader)
-    finally:
-        reader.end()
     version = snap.version(view.epoch)
     ops = view.ops_from_rows(converter, rows, None, version, Pending())
     gone = wanted - {op.doc_id for op in ops}
@@ -116,12 +107,10 @@ def count(
     view: AggregateView, reader: Reader, where: str | None, after: Any = None
 ) -> int:
     params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
-    reader.begin(tables=view.tables())
-    try:
+    with reader.read(tables=view.tables()):
         statement = view.view_sql().count(where, after is None)
-        return int(reader.query(statement, params)[0][0])
-    finally:
-        reader.end()
+        rows = reader.query(statement, params)
+    return int(rows[0][0])
 
 
 def load_chunk(
@@ -131,14 +120,11 @@ def load_chunk(
     where: str | None,
     size: int,
 ) -> Chunk | None:
-    snap = reader.begin(tables=view.tables())
     params = {"limit": size, **{f"a{i}": v for i, v in enumerate(after or ())}}
-    try:
+    with reader.read(tables=view.tables()) as snap:
         statement = view.view_sql().chunk(after is None, where)
         rows = reader.query(statement, params, documents=True)
         converter = view.converter(reader)
-    finally:
-        reader.end()
     if not rows:
         return None
     meta = Pending()

@@ -17,18 +17,23 @@ on a replica that has not replayed it yet the read is retried shortly.
 A migration that rewrites a table (``ALTER TABLE ... ALTER COLUMN ... TYPE``,
 a column added with a volatile default) is not MVCC-safe: a transaction
 whose snapshot was taken before the rewrite committed, and that reads the
-table after it, finds it empty. A re-read
-would write every root it asked for as deleted (or with no children), at a
-version newer than anything stored, and a chunked load would end at that
-chunk, taking the view for loaded. So a read names the tables it reads
-(:meth:`Reader.begin`), and before it is trusted :meth:`Reader.end` asks
-whether one of them (or a partition of one) has another file than the
-snapshot shows: the catalog row the snapshot sees against the file the
-server opens now. If so the read is given up with a :class:`TransientError`
-and made again in a new snapshot. A rewrite that came after the read, or
-one that keeps the rows' visibility (``VACUUM FULL``, ``CLUSTER``), only
-costs that read again. The fault suite's ``ddl`` kind found it (a customer
-written as deleted while ``customers`` was rewritten).
+table after it, finds it empty. A re-read would write every root it asked
+for as deleted (or with no children), at a version newer than anything
+stored, and a chunked load would end at that chunk, taking the view for
+loaded. So a read names the tables it reads (:meth:`Reader.begin`), and
+before it is trusted :meth:`Reader.end` asks whether one of them (or a
+partition of one) has another file than the snapshot shows: the catalog row
+the snapshot sees against the file the server opens now (none: the table was
+dropped). If so the read is given up with a :class:`TransientError` and made
+again in a new snapshot. A rewrite that came after the read, or one that
+keeps the rows' visibility (``VACUUM FULL``, ``CLUSTER``), only costs that
+read again. The fault suite's ``ddl`` kind found it (a customer written as
+deleted while ``customers`` was rewritten).
+
+Round trips: the session runs in autocommit and a read sends its own
+``BEGIN`` with its snapshot query, and the rewrite check (a statement the
+session prepared when it connected) with its ``COMMIT``: three round trips
+for a read of one statement, where psycopg's own transactions took five.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +62,9 @@ EPOCH_SPAN = XMAX_LIMIT * XIP_FACTOR  # 10**17
 #: Keys per statement; a larger set is read in several statements of one snapshot.
 KEYS_PER_QUERY = 5000
 
-_SNAPSHOT = """
+#: a read's transaction and its snapshot, in one round trip
+_BEGIN = """
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
 SELECT pg_snapshot_xmax(s)::text::bigint,
        (SELECT count(*) FROM pg_snapshot_xip(s))
 FROM (SELECT pg_current_snapshot() AS s) AS x
@@ -65,25 +73,35 @@ _INVISIBLE = """
 SELECT x FROM unnest(%s::bigint[]) AS x
 WHERE NOT pg_visible_in_snapshot(x::text::xid8, pg_current_snapshot())
 """
-#: leaves of ``tables`` whose file is not the one the snapshot's catalog shows
-_REWRITTEN = """
+#: leaves of the tables ``$1`` (schemas), ``$2`` (names) whose file is not
+#: the one the snapshot's catalog shows, or that are gone; prepared once per
+#: session, so that :meth:`Reader.end` sends it with its ``COMMIT``
+_PREPARE_REWRITTEN = """
+PREPARE readside_rewritten(text[], text[]) AS
 WITH named AS (
     SELECT c.oid FROM pg_class c
     JOIN pg_namespace s ON s.oid = c.relnamespace
-    JOIN unnest(%(schemas)s::text[], %(names)s::text[]) AS n(nsp, rel)
-        ON s.nspname = n.nsp AND c.relname = n.rel
+    JOIN unnest($1, $2) AS n(nsp, rel) ON s.nspname = n.nsp AND c.relname = n.rel
 ), leaves AS (
     SELECT oid FROM named
     UNION
     SELECT t.relid FROM named, pg_partition_tree(named.oid) AS t
 )
-SELECT l.oid::regclass::text FROM leaves AS l JOIN pg_class AS c ON c.oid = l.oid
-WHERE c.relkind IN ('r', 'm') AND c.relfilenode <> pg_relation_filenode(l.oid)
+SELECT format('%I.%I', s.nspname, c.relname)
+FROM leaves AS l
+JOIN pg_class AS c ON c.oid = l.oid
+JOIN pg_namespace AS s ON s.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm')
+    AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(l.oid)
 """
+_END_CHECKED = "EXECUTE readside_rewritten({schemas}, {names}); COMMIT"
 _CURSORS = itertools.count(1)
+#: every statement outside a read's transaction runs in one of its own, read
+#: only too
 _SESSION = (
     "SET DateStyle = ISO; SET IntervalStyle = postgres; "
-    "SET TimeZone = 'UTC'; SET extra_float_digits = 1"
+    "SET TimeZone = 'UTC'; SET extra_float_digits = 1; "
+    "SET default_transaction_read_only = on; " + _PREPARE_REWRITTEN
 )
 
 
@@ -136,9 +154,6 @@ class Reader:
                 conn.execute(_SESSION)
             except psycopg.OperationalError as exc:
                 raise TransientError(f"source not reachable: {exc}") from exc
-            conn.autocommit = False
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
             self._conn = conn
         return self._conn
 
@@ -163,7 +178,9 @@ class Reader:
         while True:
             conn = self.connection()
             try:
-                row = conn.execute(_SNAPSHOT).fetchone()
+                cur = conn.execute(_BEGIN)
+                cur.nextset()
+                row = cur.fetchone()
                 assert row is not None
                 snap = Snapshot(int(row[0]), int(row[1]))
                 if not wanted:
@@ -183,6 +200,31 @@ class Reader:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    @contextmanager
+    def read(
+        self, txids: Iterable[int] = (), tables: Iterable[str] = ()
+    ) -> Iterator[Snapshot]:
+        """One read: :meth:`begin`, the body, :meth:`end`; a body that raised
+        has its transaction rolled back, unchecked, and its own error goes
+        on (a rewrite check would have stood in for it).
+
+        Raises:
+            TransientError: as :meth:`begin` and :meth:`end`.
+        """
+        snap = self.begin(txids, tables)
+        try:
+            yield snap
+        except BaseException:
+            self._tables = ()
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    self.close()
+            raise
+        self.end()
 
     def query(
         self,
@@ -220,28 +262,36 @@ class Reader:
             return
         rewritten: list[str] = []
         try:
-            if conn.info.transaction_status == TransactionStatus.INTRANS:
-                if tables:
-                    rewritten = self._rewritten(conn, tables)
-                conn.commit()
-            else:
+            if conn.info.transaction_status != TransactionStatus.INTRANS:
                 conn.rollback()
+            elif tables:
+                rewritten = self._end_checked(conn, tables)
+            else:
+                conn.commit()
         except psycopg.OperationalError as exc:
             self.close()
             raise TransientError(f"source read failed: {exc}") from exc
         if rewritten:
             raise TransientError(
-                f"{', '.join(rewritten)} rewritten while read (ALTER TABLE ... "
-                "TYPE, VACUUM FULL ...); a snapshot taken before such a "
-                "rewrite may see the table empty: read again"
+                f"{', '.join(rewritten)} rewritten or dropped while read "
+                "(ALTER TABLE ... TYPE, VACUUM FULL ...); a snapshot taken before "
+                "such a rewrite may see the table empty: read again"
             )
 
     @staticmethod
-    def _rewritten(conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
+    def _end_checked(conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
+        """Commit the read's transaction, with the rewrite check before it in
+        the same round trip; the tables of ``tables`` that it names."""
         schemas, names = zip(*(t.split(".", 1) for t in tables), strict=True)
-        rows = conn.execute(
-            _REWRITTEN, {"schemas": list(schemas), "names": list(names)}
-        ).fetchall()
+        statement = sql.SQL(_END_CHECKED).format(
+            schemas=sql.Literal(list(schemas)), names=sql.Literal(list(names))
+        )
+        try:
+            rows = conn.execute(statement).fetchall()
+        except psycopg.Error:
+            if not conn.closed:
+                conn.rollback()  # the COMMIT after a failed check did not run
+            raise
         return [str(r[0]) for r in rows]
 
     def declare(

@@ -316,14 +316,11 @@ class AggregateView:
         try:
             first = True
             while first or not roots.done:
-                snap = reader.begin(pending.txids, self.tables())
-                try:
+                with reader.read(pending.txids, self.tables()) as snap:
                     chunk = roots.next_chunk()
                     keys = sorted(chunk)
                     rows = self._rows(reader, keys)
                     converter = self.converter(reader)
-                finally:
-                    reader.end()
                 if not chunk and not first:
                     return  # the cursor ran out exactly at a chunk's end
                 first = False

@@ -85,19 +85,20 @@ def body(op: DocumentOp) -> str | None:
 # --- a table rewritten under a read ------------------------------------------
 
 
-class MigratedUnder(Reader):
-    """A reader whose next read has ``migration`` commit between its
-    snapshot and its statements, as a migration running beside the worker."""
+class CommitsUnder(Reader):
+    """A reader whose next read has ``change`` commit between its snapshot
+    and its statements, as a migration or a writer running beside the
+    worker."""
 
-    def __init__(self, dsn: str, migration: Any) -> None:
+    def __init__(self, dsn: str, change: Any) -> None:
         super().__init__(dsn)
-        self.migration = migration
+        self.change = change
 
     def begin(self, txids: Any = (), tables: Any = ()) -> Any:
         snap = super().begin(txids, tables)
-        if self.migration is not None:
-            self.migration, migration = None, self.migration
-            migration()
+        if self.change is not None:
+            self.change, change = None, self.change
+            change()
         return snap
 
 
@@ -106,29 +107,56 @@ class MigratedUnder(Reader):
     [
         "ALTER TABLE customers ADD COLUMN noted timestamptz DEFAULT clock_timestamp()",
         "ALTER TABLE orders ALTER COLUMN placed TYPE bigint",
+        # a table swapped for a copy (a new table by the same name, whose
+        # rows a snapshot taken before the swap does not see)
+        "CREATE TABLE items_new (LIKE items INCLUDING ALL); "
+        "INSERT INTO items_new SELECT * FROM items; "
+        "DROP TABLE items; ALTER TABLE items_new RENAME TO items",
     ],
-    ids=["root_table", "child_table"],
+    ids=["root_table", "child_table", "child_table_swapped"],
 )
 def test_a_read_whose_snapshot_predates_a_table_rewrite_is_read_again(
     make_pipeline, migration
 ):
     """A rewrite of a table is not MVCC-safe: a snapshot taken before it
-    commits sees the table empty. A re-read in such a snapshot must be given
-    up, not turned into deletes of every root (the root's table) or
-    documents without their orders (a child's), at a version newer than
-    anything stored."""
+    commits sees the table empty (and a table swapped for a copy, the copy).
+    A re-read in such a snapshot must be given up, not turned into deletes
+    of every root (the root's table) or documents without their orders or
+    items (a child's), at a version newer than anything stored."""
     p = shop(make_pipeline)
     view = prepared(p, "customers")
     before = {i: body(op) for i, op in by_id(view.reread(Reader(p.dsn), ALL)).items()}
     assert set(before) == {"1", "2", "3", "4"}
-    reader = MigratedUnder(p.dsn, lambda: p.sql(migration))
+    reader = CommitsUnder(p.dsn, lambda: p.sql(migration))
     try:
-        with pytest.raises(TransientError, match="rewritten while read"):
+        with pytest.raises(TransientError, match="rewritten or dropped while read"):
             view.reread(reader, ALL)
         again = by_id(view.reread(reader, ALL))  # a new snapshot: read whole
     finally:
         reader.close()
     assert {i: body(op) for i, op in again.items()} == before
+
+
+def test_a_read_that_failed_reports_its_own_error_not_the_rewrite(make_pipeline):
+    """A read's body that raised is rolled back unchecked: its error is the
+    one that goes on, even when a table it names was rewritten meanwhile,
+    and the reader's next read starts clean."""
+    p = shop(make_pipeline)
+    reader = CommitsUnder(p.dsn, lambda: p.sql("VACUUM FULL orders"))
+
+    def failing_read() -> None:
+        with reader.read(tables=["public.customers", "public.orders"]):
+            reader.query("SELECT count(*) FROM orders", {})
+            raise LookupError("the body's own error")
+
+    try:
+        with pytest.raises(LookupError, match="the body's own"):
+            failing_read()
+        with reader.read(tables=["public.orders"]):
+            rows = reader.query("SELECT count(*) FROM orders", {})
+    finally:
+        reader.close()
+    assert rows == [(5,)]
 
 
 # --- concurrent re-reads ------------------------------------------------------
@@ -151,16 +179,16 @@ def test_reread_older_snapshot_written_last_every_sink_keeps_newer(
     p = shop(make_pipeline)
     view = prepared(p, "customers")
     sinks = open_sinks(p)
-    reader_a, reader_b = Reader(p.dsn), Reader(p.dsn)
+    reader_b = Reader(p.dsn)
+    reader_a = CommitsUnder(p.dsn, lambda: p.sql(CHANGES[change]))
     pending = Pending(root_keys={("1",), ("2",)})
     try:
         if a_reads_rows_after_commit:
-            # A's snapshot S1 is fixed by its first statement, before the
-            # writer commits; its rows are read (in S1) only afterwards.
-            reader_a.connection().execute("SELECT 1")
-            p.sql(CHANGES[change])
+            # A's snapshot S1 is taken before the writer commits; its rows
+            # are read (in S1) only afterwards.
             ops_a = view.reread(reader_a, pending)
         else:
+            reader_a.change = None
             ops_a = view.reread(reader_a, pending)
             p.sql(CHANGES[change])
         ops_b = view.reread(reader_b, pending)
@@ -314,6 +342,20 @@ FROM (SELECT pg_current_snapshot() AS s) AS q
 """
 
 
+class SnapshotSeen(Reader):
+    """A reader that keeps the xmax and xip of its first read's snapshot."""
+
+    seen: tuple[int, list[int]] | None = None
+
+    def begin(self, txids: Any = (), tables: Any = ()) -> Any:
+        snap = super().begin(txids, tables)
+        if self.seen is None:
+            row = self.connection().execute(_SNAPSHOT_XIP).fetchone()
+            assert row is not None
+            self.seen = (int(row[0]), [int(x) for x in row[1]])
+        return snap
+
+
 def test_long_transaction_open_across_read_update_reaches_every_sink(make_pipeline):
     p = shop(make_pipeline)
     p.apply_connector()
@@ -321,7 +363,7 @@ def test_long_transaction_open_across_read_update_reaches_every_sink(make_pipeli
     p.wait_drained(timeout=60)
     view = prepared(p, "customers")
     sinks = open_sinks(p)
-    reader = Reader(p.dsn)
+    reader = SnapshotSeen(p.dsn)
     long = psycopg.connect(p.dsn)
     try:
         # T: renames root 1 and changes an item of root 2 (third level).
@@ -331,11 +373,11 @@ def test_long_transaction_open_across_read_update_reaches_every_sink(make_pipeli
         # A later transaction completes, so T sits below xmax, in xip.
         p.sql("SELECT pg_current_xact_id()")
 
-        # Read A while T is open: the statement fixes A's snapshot, reread()
-        # reads in that same transaction.
-        xmax, xip = reader.connection().execute(_SNAPSHOT_XIP).fetchone()
-        assert txid in xip, "the open transaction must be in the read's xip"
+        # Read A while T is open; its snapshot, as the read's transaction saw it
         ops_a = by_id(view.reread(reader, Pending(root_keys={("1",), ("2",)})))
+        assert reader.seen is not None
+        xmax, xip = reader.seen
+        assert txid in xip, "the open transaction must be in the read's xip"
         version_a = snapshot_version(view.epoch, xmax, len(xip))
         assert {op.version for op in ops_a.values()} == {version_a}
         doc1, doc2 = ops_a["1"].doc, ops_a["2"].doc  # type: ignore[union-attr]

@@ -7,6 +7,8 @@ test_toast_compaction.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -27,16 +29,15 @@ class CatalogReader:
         self.generated = {"public.lines": ["total"]}
         self.hidden: set[str] = set()
 
-    def begin(self, txids: Any = ()) -> None:
+    @contextmanager
+    def read(self, txids: Any = ()) -> Iterator[None]:
         if self.down:
             raise TransientError("source not reachable")
+        yield
 
     def query(self, statement: Any, params: dict[str, Any]) -> list[Any]:
         self.asked.append(list(params["tables"]))
         return [(t, c) for t in params["tables"] for c in self.generated.get(t, [])]
-
-    def end(self) -> None:
-        pass
 
     def connection(self) -> Any:
         return self
