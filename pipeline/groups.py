@@ -164,8 +164,9 @@ class AppliedOffsets:
     applied); a view's is the least over its sinks. The list of groups is
     asked again every ``groups_every_s`` so that a new scope is found.
 
-    A group's offsets that do not come (a timeout, a broker error) leave the
-    admin client for a new one, made at the next ask. After a restart of
+    A list of the groups or a group's offsets that does not come (a
+    timeout, a broker error) leaves the admin client for a new one, made at
+    the next ask. After a restart of
     the broker, librdkafka's admin client sent every later OffsetFetch where
     no answer came (``_TIMED_OUT: Failed while waiting for response from
     broker``) for as long as it lived, while it still described topics and
@@ -191,10 +192,18 @@ class AppliedOffsets:
             self._admin = kafkaclient.admin(self.cfg.kafka)
         return self._admin
 
+    def drop_admin(self) -> None:
+        """Leave the admin client: the next ask makes a new one."""
+        self._admin = None
+
     def groups(self) -> dict[str, Scope]:
         """The consumer groups of workers of this config, with their scopes."""
         if time.monotonic() - self._listed_at >= self.groups_every_s:
-            self._groups = config_groups(self.admin, self.cfg, self.timeout_s)
+            try:
+                self._groups = config_groups(self.admin, self.cfg, self.timeout_s)
+            except (KafkaException, TimeoutError):
+                self.drop_admin()  # as for the offsets: a new client next time
+                raise
             self._listed_at = time.monotonic()
         return self._groups
 
@@ -240,7 +249,7 @@ class AppliedOffsets:
             try:
                 got = futures[group].result(timeout=self.timeout_s)
             except (KafkaException, TimeoutError):
-                self._admin = None  # the next ask makes a new client
+                self.drop_admin()
                 raise
             pairs = scope.pairs(self.cfg) & offsets.keys()
             for tp in got.topic_partitions or ():

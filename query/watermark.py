@@ -74,6 +74,8 @@ from query.failures import FailureRun
 logger = logging.getLogger(__name__)
 
 Part = tuple[str, int]
+#: per view, a figure of each partition (applied offsets, last-commit LSNs)
+PerView = dict[str, dict[Part, int]]
 
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call] # untyped in the library
 _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
@@ -197,21 +199,15 @@ class WatermarkTracker:
     def _sample(self) -> None:
         slot_lsn = self._slot_lsn()  # 1. before the end offsets, always
         offsets = self._applied()
-        parts = self._partitions(offsets.admin)
-        known = {topic for topic, _ in parts}
-        # 2. the end and start offsets of every partition, asked together
-        wanted = [TopicPartition(t, p) for t, p in parts]
-        ask = offsets.admin.list_offsets
-        high = ask({tp: _LATEST for tp in wanted}, **self._timeout())
-        low = ask({tp: _EARLIEST for tp in wanted}, **self._timeout())
-        # 3. the groups' commits, asked while the offsets are on their way
-        applied, commit_lsns = offsets.applied(parts)
-        ends: dict[Part, int] = {
-            (tp.topic, tp.partition): f.result().offset for tp, f in high.items()
-        }
-        lows: dict[Part, int] = {
-            (tp.topic, tp.partition): f.result().offset for tp, f in low.items()
-        }
+        try:
+            known, ends, lows, applied, commit_lsns = self._ask_kafka(offsets)
+        except Exception:
+            # Whatever the broker left unanswered, a new admin client asks
+            # next time: after a broker restart, librdkafka's admin client
+            # was never answered again on some asks (AppliedOffsets), and
+            # the watermark stood still.
+            offsets.drop_admin()
+            raise
         with self._lock:
             self.slot_lsn, self.ends = slot_lsn, ends
             self.sampled_at = time.monotonic()
@@ -234,6 +230,28 @@ class WatermarkTracker:
                     committed,
                     commit_lsns[view] if self.config.api.watermark_from_stream else {},
                 )
+
+    def _ask_kafka(
+        self, offsets: AppliedOffsets
+    ) -> tuple[set[str], dict[Part, int], dict[Part, int], PerView, PerView]:
+        """The topics known, the end and start offset of every partition, and
+        the groups' applied offsets and last-commit LSNs per view."""
+        parts = self._partitions(offsets.admin)
+        known = {topic for topic, _ in parts}
+        # 2. the end and start offsets of every partition, asked together
+        wanted = [TopicPartition(t, p) for t, p in parts]
+        ask = offsets.admin.list_offsets
+        high = ask({tp: _LATEST for tp in wanted}, **self._timeout())
+        low = ask({tp: _EARLIEST for tp in wanted}, **self._timeout())
+        # 3. the groups' commits, asked while the offsets are on their way
+        applied, commit_lsns = offsets.applied(parts)
+        ends: dict[Part, int] = {
+            (tp.topic, tp.partition): f.result().offset for tp, f in high.items()
+        }
+        lows: dict[Part, int] = {
+            (tp.topic, tp.partition): f.result().offset for tp, f in low.items()
+        }
+        return known, ends, lows, applied, commit_lsns
 
     def _advance(
         self,

@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from fastapi.testclient import TestClient
 
 from pipeline.config import parse
@@ -302,3 +303,64 @@ def test_watermark_partition_without_commit_blocks_the_sample():
     tracker._advance(key, pending, 50, {(topic, 0): 3}, {}, {})
     assert tracker._marks.get(key) is None
     assert len(pending) == 1
+
+
+class _StuckOffsets:
+    """AppliedOffsets whose admin client is never answered on ``stuck`` (an
+    ask librdkafka's client sent after a broker restart); counts the drops."""
+
+    def __init__(self, stuck: str) -> None:
+        self.stuck = stuck
+        self.dropped = 0
+        self.admin = self
+
+    def drop_admin(self) -> None:
+        self.dropped += 1
+
+    def describe_topics(self, topics: Any, **_kw: Any) -> dict[str, Any]:
+        if self.stuck == "describe_topics":
+            raise KafkaException("_TIMED_OUT")
+        return {}
+
+    def list_offsets(self, wanted: Any, **_kw: Any) -> dict[Any, Any]:
+        if self.stuck == "list_offsets":
+            raise KafkaException("_TIMED_OUT")
+        return {}
+
+    def applied(self, parts: Any) -> Any:
+        if self.stuck == "applied":
+            raise TimeoutError()
+        return {"t": {}, "u": {}}, {"t": {}, "u": {}}
+
+
+@pytest.mark.parametrize("stuck", ["describe_topics", "list_offsets", "applied"])
+def test_a_sample_the_broker_left_unanswered_leaves_its_admin_client(
+    monkeypatch: pytest.MonkeyPatch, stuck: str
+) -> None:
+    """A full suite's run found the watermark standing still for two minutes
+    after a broker restart: its samples timed out listing the groups, and
+    only a timeout on the groups' offsets had made a new admin client."""
+    tracker = WatermarkTracker(config())
+    monkeypatch.setattr(tracker, "_slot_lsn", lambda: 100)
+    offsets = _StuckOffsets(stuck)
+    tracker._offsets = offsets  # type: ignore[assignment]
+    tracker.refresh(0.0)
+    assert (tracker.failures.count, offsets.dropped) == (1, 1)
+    offsets.stuck = ""
+    tracker.refresh(0.0)
+    assert (tracker.failures.count, offsets.dropped) == (0, 1)
+
+
+def test_a_sample_the_source_failed_keeps_the_admin_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tracker = WatermarkTracker(config())
+
+    def down() -> int:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(tracker, "_slot_lsn", down)
+    offsets = _StuckOffsets("")
+    tracker._offsets = offsets  # type: ignore[assignment]
+    tracker.refresh(0.0)
+    assert (tracker.failures.count, offsets.dropped) == (1, 0)

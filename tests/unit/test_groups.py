@@ -68,12 +68,24 @@ def test_client_id_differs_per_scope(cfg) -> None:
 
 
 class _Offsets:
-    """An admin client whose group offsets never come (a broker restarted
-    under it) or come empty; it counts the asks."""
+    """An admin client whose list of groups and group offsets never come (a
+    broker restarted under it) or come empty; it counts the asks."""
 
     def __init__(self, answers: bool) -> None:
         self.answers = answers
         self.asked = 0
+
+    def list_consumer_groups(self, **_kw: Any) -> Any:
+        self.asked += 1
+        answers = self.answers
+
+        class Future:
+            def result(self, timeout: float) -> Any:
+                if not answers:
+                    raise TimeoutError()
+                return type("Listed", (), {"valid": []})()
+
+        return Future()
 
     def list_consumer_group_offsets(self, requests: Any, **_kw: Any) -> Any:
         self.asked += 1
@@ -101,4 +113,23 @@ def test_applied_offsets_take_a_new_admin_client_after_one_that_did_not_answer(
         applied.by_pair([("t", 0)])
     assert applied.admin is not stuck
     assert applied.by_pair([("t", 0)])  # the new client answers
+    assert (stuck.asked, made) == (1, [])
+
+
+def test_applied_offsets_take_a_new_admin_client_after_a_list_of_groups_did_not_come(
+    cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full suite's run found the watermark standing still for two minutes
+    # after a broker restart, its samples timing out on the list of groups:
+    # only a timeout on the offsets had made a new client.
+    made = [_Offsets(answers=False), _Offsets(answers=True)]
+    monkeypatch.setattr(kafkaclient, "admin", lambda _kafka: made.pop(0))
+    applied = AppliedOffsets(cfg)
+    stuck = applied.admin
+    with pytest.raises(TimeoutError):
+        applied.by_pair([("t", 0)])
+    assert applied.admin is not stuck
+    assert applied.by_pair([("t", 0)]) == {
+        pair: {} for pair in Scope.of(cfg).pairs(cfg)
+    }
     assert (stuck.asked, made) == (1, [])
