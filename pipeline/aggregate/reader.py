@@ -190,6 +190,9 @@ class Reader:
             except psycopg.OperationalError as exc:
                 self.close()
                 raise TransientError(f"source read failed: {exc}") from exc
+            except psycopg.Error:
+                conn.rollback()  # the session's next read starts clean
+                raise
             if not hidden:
                 return snap
             conn.rollback()
