@@ -55,6 +55,7 @@ from pipeline.dlq import DeadRecord, read_all
 from pipeline.errors import TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
+from pipeline.source.records import HEARTBEAT_TOPIC_PREFIX
 from pipeline.sourceconfig import ConnectConfig
 from pipeline.stack import client_secrets, kafka_users, keycloak
 from pipeline.stack import opensearch_security as os_security
@@ -803,6 +804,7 @@ class Pipeline:
             mongo = cfg.sinks["mongodb"]
             with pymongo.MongoClient(mongo.uri.get_secret_value()) as client:  # type: ignore[union-attr]
                 client.drop_database(mongo.database)  # type: ignore[union-attr]
+            self._delete_topics()
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
             for role in self._made_roles:
@@ -810,6 +812,22 @@ class Pipeline:
                     conn.execute(f'DROP ROLE IF EXISTS "{role}"')
                 except psycopg.Error as exc:
                     print(f"role {role} not dropped: {exc}", file=sys.stderr)
+
+    def _delete_topics(self) -> None:
+        """Delete the pipeline's topics (its connector is gone, so nothing
+        makes them again). A run of the suite makes thousands of partitions;
+        left on the broker, they slow every later start of it (a test
+        restarts it) and what the broker does for each of them meanwhile."""
+        prefix = self.config.source.topic_prefix
+        admin = kafkaclient.admin(self.config.kafka)
+        names = [
+            t
+            for t in admin.list_topics(timeout=10).topics
+            if t.startswith(f"{prefix}.") or t == f"{HEARTBEAT_TOPIC_PREFIX}{prefix}"
+        ]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=30).values():
+                fut.result()
 
     def _slot_active(self) -> bool:
         rows = self.sql(
