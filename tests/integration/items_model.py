@@ -5,6 +5,7 @@ a running pipeline (the publication, the connector, a view's definition)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from typing import Any
 
@@ -31,13 +32,22 @@ def started(make_pipeline: Any, views: dict[str, Any]) -> tuple[Pipeline, Worker
     return p, worker
 
 
+#: a figure of a warning (bytes, megabytes, seconds, an LSN's parts)
+_FIGURE = re.compile(r"\d+(?:\.\d+)?")
+
+
 def status_warnings(p: Pipeline, key: str) -> list[str]:
     """The warnings ``readside status --json`` lists under ``key``, each of
-    which the text of ``readside status`` must show too."""
+    which the text of ``readside status`` must show too, in the same words.
+
+    Their figures are not compared: between the two commands the WAL an
+    inactive slot keeps grows with whatever else writes to the source (the
+    tests running beside this one)."""
     found: list[str] = json.loads(p.run_cli("status", "--json").stdout)[key]
     text = p.run_cli("status").stdout
+    shown = _FIGURE.sub("#", text)
     for said in found:
-        assert f"warning: {said}" in text, text
+        assert f"warning: {_FIGURE.sub('#', said)}" in shown, text
     return found
 
 
