@@ -282,6 +282,7 @@ def test_avro_dead_letter_replayed_and_table_view_snapshot_replays_topic(
     p.assert_converged()
 
 
+@pytest.mark.exclusive  # stops the stack's registry
 def test_avro_worker_waits_out_a_registry_outage(make_pipeline):
     """A worker that meets a writer schema it has not fetched while the
     registry is down waits, commits nothing past it, and goes on when the
@@ -371,6 +372,7 @@ class _FirstAsk(logging.Handler):
             self.committed = self.p.committed()
 
 
+@pytest.mark.exclusive  # stops the stack's registry
 def test_avro_registry_outage_never_holds_the_commit_of_the_batch_before(
     make_pipeline,
 ):
@@ -430,6 +432,7 @@ def test_avro_registry_outage_never_holds_the_commit_of_the_batch_before(
     p.assert_converged()
 
 
+@pytest.mark.exclusive  # stops the stack's registry
 def test_avro_table_altered_while_the_registry_is_down_converges_once_it_is_back(
     make_pipeline,
 ):

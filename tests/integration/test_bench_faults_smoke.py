@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from harness import run_bench
 
-pytestmark = pytest.mark.integration
+# exclusive: a minute of faults under a full write load, its waits timed
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 QUICK_KINDS = {
     "kill9",

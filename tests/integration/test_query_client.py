@@ -19,7 +19,8 @@ from pipeline.verify import expected_documents
 from pipeline.views import build_views
 from query import Answer, QueryError, ReadClient
 
-pytestmark = pytest.mark.integration
+# exclusive: stops and pauses the stack's Redis
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 SCHEMA = """
 CREATE TABLE products (

@@ -35,7 +35,8 @@ from connectors.debezium import ConnectClient, status
 from pipeline.stack import runner
 from pipeline.worker import build_sinks
 
-pytestmark = pytest.mark.integration
+# exclusive: stops the stack's PostgreSQL
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 # the TOASTed profiles table of test_toast_compaction (40 rows)
 GONE = list(range(1, 41, 3))

@@ -162,6 +162,7 @@ def test_connector_config_names_the_converter_s_registry_secret_not_holds_it(
     p.assert_converged()
 
 
+@pytest.mark.exclusive  # stops the stack's registry
 def test_a_schema_the_registry_answered_outlives_a_kill_9_at_once() -> None:
     """The connector's converter writes records naming a schema by the id
     the registry answered, from the moment it answers. A registry killed

@@ -196,6 +196,7 @@ def test_replay_stopped_or_orphaned_leaves_no_process_and_runs_again(
     p.assert_converged()
 
 
+@pytest.mark.exclusive  # stops the stack's Redis
 def test_replay_processes_wait_out_a_store_outage_and_finish(make_pipeline):
     """Redis stops while the replay's processes write: they back off (no
     chunk is reported done while it is down), none of them dies, and once

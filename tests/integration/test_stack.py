@@ -40,7 +40,8 @@ from pipeline.stack.postgres import NO_PASSFILE, superuser_dsn
 from pipeline.stack.redis_server import redis_client
 from pipeline.stack.services import port_in_use
 
-pytestmark = pytest.mark.integration
+# exclusive: a second stack of every service starts beside the main one
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = StackConfig()

@@ -23,7 +23,8 @@ from harness import Pipeline, redis_admin_client, wait_for
 
 from pipeline.worker import build_sinks
 
-pytestmark = pytest.mark.integration
+# exclusive: makes the stack's Redis refuse every write
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 SCHEMA = """
 CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);

@@ -21,7 +21,8 @@ from pipeline.stack import runner
 from query import commit_lsn
 from query.watermark import WatermarkTracker
 
-pytestmark = pytest.mark.integration
+# exclusive: stops the stack's Kafka broker
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 SCHEMA = """
 CREATE TABLE marks (id integer PRIMARY KEY, val integer NOT NULL);

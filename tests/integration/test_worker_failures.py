@@ -202,6 +202,7 @@ def test_worker_group_member_sigkilled_survivor_takes_over(make_pipeline):
     ("service", "sink"),
     [("redis", "redis"), ("ferretdb", "mongodb"), ("elasticsearch", "elasticsearch")],
 )
+@pytest.mark.exclusive  # stops a store of the stack
 def test_worker_store_outage_commits_nothing_until_store_returns(
     make_pipeline, service, sink
 ):
