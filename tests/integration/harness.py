@@ -31,7 +31,7 @@ import psycopg
 import pymongo
 import redis
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported at runtime
     AlterConfigOpType,
     ConfigEntry,
@@ -52,11 +52,11 @@ from pipeline import kafkaclient
 from pipeline.checkpoints import ensure_topics
 from pipeline.config import Config, StackConfig
 from pipeline.dlq import DeadRecord, read_all
-from pipeline.errors import TransientError
+from pipeline.errors import FatalError, TransientError
 from pipeline.groups import AppliedOffsets
 from pipeline.roles import role_names, roles_sql
 from pipeline.source.records import HEARTBEAT_TOPIC_PREFIX
-from pipeline.sourceconfig import ConnectConfig
+from pipeline.sourceconfig import ConnectConfig, KafkaConfig
 from pipeline.stack import client_secrets, kafka_users, keycloak
 from pipeline.stack import opensearch_security as os_security
 from pipeline.stack.ferretdb import ferretdb_client
@@ -430,6 +430,12 @@ class Pipeline:
     _least: bool = False
     #: every role made for this pipeline (make_roles), dropped by close
     _made_roles: list[str] = field(default_factory=list)
+    #: the Kafka settings it was made with, which close deletes its topics
+    #: with (a test may rewrite the config with a wrong password)
+    _made_kafka: KafkaConfig | None = None
+
+    def __post_init__(self) -> None:
+        self._made_kafka = self.config.kafka
 
     def cli_args(self, *args: str) -> list[str]:
         """The command line of ``readside --config <this pipeline> ARGS``."""
@@ -819,15 +825,19 @@ class Pipeline:
         left on the broker, they slow every later start of it (a test
         restarts it) and what the broker does for each of them meanwhile."""
         prefix = self.config.source.topic_prefix
-        admin = kafkaclient.admin(self.config.kafka)
-        names = [
-            t
-            for t in admin.list_topics(timeout=10).topics
-            if t.startswith(f"{prefix}.") or t == f"{HEARTBEAT_TOPIC_PREFIX}{prefix}"
-        ]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=30).values():
-                fut.result()
+        try:
+            admin = kafkaclient.admin(self._made_kafka or self.config.kafka)
+            names = [
+                t
+                for t in admin.list_topics(timeout=10).topics
+                if t.startswith(f"{prefix}.")
+                or t == f"{HEARTBEAT_TOPIC_PREFIX}{prefix}"
+            ]
+            if names:
+                for fut in admin.delete_topics(names, operation_timeout=30).values():
+                    fut.result()
+        except (KafkaException, FatalError, TransientError) as exc:  # broker away
+            print(f"topics of {prefix} not deleted: {exc}", file=sys.stderr)
 
     def _slot_active(self) -> bool:
         rows = self.sql(
