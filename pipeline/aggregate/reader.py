@@ -33,7 +33,9 @@ deleted while ``customers`` was rewritten).
 Round trips: the session runs in autocommit and a read sends its own
 ``BEGIN`` with its snapshot query, and the rewrite check (a statement the
 session prepared when it connected) with its ``COMMIT``: three round trips
-for a read of one statement, where psycopg's own transactions took five.
+for a read of one statement (a chunk of a load), where psycopg's own
+transactions took five; four for a worker's re-read, which also asks whether
+its batch's transactions are visible (six before).
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ class Reader:
                 self.close()
                 raise TransientError(f"source read failed: {exc}") from exc
             except psycopg.Error:
-                conn.rollback()  # the session's next read starts clean
+                self._abandon()  # the session's next read starts clean
                 raise
             if not hidden:
                 return snap
@@ -219,15 +221,21 @@ class Reader:
         try:
             yield snap
         except BaseException:
-            self._tables = ()
-            conn = self._conn
-            if conn is not None and not conn.closed:
-                try:
-                    conn.rollback()
-                except psycopg.Error:
-                    self.close()
+            self._abandon()
             raise
         self.end()
+
+    def _abandon(self) -> None:
+        """Roll the open read back, unchecked; a session that cannot even
+        do that is closed (the next read connects again)."""
+        self._tables = ()
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self.close()
 
     def query(
         self,
