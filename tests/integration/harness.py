@@ -432,7 +432,7 @@ class Pipeline:
     _made_roles: list[str] = field(default_factory=list)
     #: the Kafka settings it was made with, which close deletes its topics
     #: with (a test may rewrite the config with a wrong password)
-    _made_kafka: KafkaConfig | None = None
+    _made_kafka: KafkaConfig = field(init=False)
 
     def __post_init__(self) -> None:
         self._made_kafka = self.config.kafka
@@ -826,7 +826,7 @@ class Pipeline:
         restarts it) and what the broker does for each of them meanwhile."""
         prefix = self.config.source.topic_prefix
         try:
-            admin = kafkaclient.admin(self._made_kafka or self.config.kafka)
+            admin = kafkaclient.admin(self._made_kafka)
             names = [
                 t
                 for t in admin.list_topics(timeout=10).topics
