@@ -20,8 +20,11 @@ from harness import (
     connect_client,
     create_pipeline,
     stack_config,
+    stack_kafka,
 )
 
+from pipeline import kafkaclient
+from pipeline.sourceconfig import KafkaConfig
 from pipeline.stack import runner
 
 PipelineFactory = Callable[..., Pipeline]
@@ -43,7 +46,8 @@ def stack() -> Any:
         pytest.fail(
             "local stack not healthy, run `readside stack up`: " + "; ".join(bad)
         )
-    for what in leftovers.sweep(PG_ADMIN_DSN, connect_client()):
+    admin = kafkaclient.admin(KafkaConfig(**stack_kafka()))
+    for what in leftovers.sweep(PG_ADMIN_DSN, connect_client(), admin):
         print(f"removed what an interrupted session left: {what}", file=sys.stderr)
     return cfg
 

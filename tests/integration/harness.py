@@ -329,6 +329,16 @@ def run_bench(
     return json.loads(out.read_text()), done
 
 
+def stack_kafka() -> dict[str, Any]:
+    """The ``kafka`` settings of readside's clients on the local stack: the
+    broker's SASL listener, as its SCRAM user."""
+    stack = stack_config()
+    return {
+        "bootstrap_servers": f"127.0.0.1:{stack.kafka_sasl_port}",
+        "client": kafka_users.scram_client(Path(stack.data_dir)),
+    }
+
+
 def build_config(
     suffix: str,
     dsn: str,
@@ -343,8 +353,6 @@ def build_config(
     as its backend's MongoDB role, OpenSearch over HTTPS as its internal
     user."""
     prefix = f"it{suffix}"
-    stack = stack_config()
-    data = Path(stack.data_dir)
     registry_kafka, registry_connect = registry_logins()
     full_views: dict[str, Any] = {}
     for name, view in views.items():
@@ -365,8 +373,7 @@ def build_config(
             "heartbeat_ms": 500,
         },
         "kafka": {
-            "bootstrap_servers": f"127.0.0.1:{stack.kafka_sasl_port}",
-            "client": kafka_users.scram_client(data),
+            **stack_kafka(),
             "group_id": f"{prefix}-group",
             "partitions": 3,
             "dlq_topic": f"{prefix}.dlq",
