@@ -1,7 +1,7 @@
 # The readside image: workers (`readside worker`) and one-shot commands.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY pipeline ./pipeline
 COPY connectors ./connectors
 COPY transforms ./transforms

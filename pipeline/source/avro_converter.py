@@ -8,9 +8,9 @@ the Avro binary datum. The connector is set up to write exactly that
 
 Each schema id is fetched from the registry once
 (:class:`~pipeline.source.registry.SchemaRegistry`) and compiled once: a
-reader generated for that schema (:mod:`pipeline.source.avro_reader`;
-fastavro's own reader for the rare schema it does not compile) and the
-converters of
+reader made for that schema (:mod:`pipeline.source.avro_reader`: native
+where its C extension was built, else generated Python; fastavro's own
+reader for the rare schema neither compiles) and the converters of
 :mod:`pipeline.source.envelope`, built from the schema read back as a
 Connect schema (:mod:`pipeline.source.avro_schema`), so that both formats
 map every type alike.
@@ -52,6 +52,7 @@ _READ_ERRORS = (
     TypeError,
     OverflowError,
     struct.error,
+    RecursionError,  # the Python reader, on a recursive schema's deep datum
 )
 
 

@@ -1,22 +1,39 @@
-"""Avro binary datums read by a function compiled from their writer schema.
+"""Avro binary datums read by a reader made once from their writer schema.
 
 fastavro's ``schemaless_reader`` walks the schema for every datum: each
 value costs a dispatch on its type. A Debezium envelope has about forty
 values (two row images, the source block, the op and timestamps), so on the
 worker's Avro path that walk was more than half of the decode time
-(``python -m bench``). :func:`compile_reader` walks the schema once instead
-and generates the Python that reads exactly that schema: straight-line code
-per record, the one-byte varint (most ints, lengths and union indexes) read
-inline, each named record a function of its own (so recursive schemas work).
+(``python -m bench``). :func:`compile_reader` walks the schema once instead,
+into one of two readers of exactly that schema:
+
+- the native one (:func:`compile_native_reader`), when the C extension
+  ``pipeline.source._avroread`` is built: the schema becomes a flat table of
+  nodes (:func:`native_table`), which the extension turns into C structs
+  once; each datum is then read in C, several times faster than the
+  generated Python. ``pip install`` builds the extension when a C compiler
+  is there (``setup.py``; the build is optional);
+- otherwise the generated Python (:func:`compile_python_reader`):
+  straight-line code per record, the one-byte varint (most ints, lengths and
+  union indexes) read inline, each named record a function of its own (so
+  recursive schemas work).
 
 The values are those fastavro returns for the same schema (the unit tests
-check it against fastavro over every Avro type): ``int``/``long`` as int,
+check both readers against fastavro over every Avro type, and the native
+one against the Python one on corrupted datums): ``int``/``long`` as int,
 ``float`` as the float32's exact value, ``bytes``/``fixed`` as bytes,
 ``enum`` as its symbol, records as dicts in field order, unions as the
 branch's value. Logical types are not applied (the caller strips them, see
-:func:`pipeline.source.avro_schema.reader_schema`). A datum that ends early
-raises (``IndexError``, ``EOFError``, ``struct.error``); an out-of-range
-union branch, enum index or over-long varint raises ``ValueError``.
+:func:`pipeline.source.avro_schema.reader_schema`). An out-of-range union
+branch, enum index, negative length, block count longer than the datum or
+over-long varint raises ``ValueError`` (the same message from both). A
+datum that ends early raises: the native reader ``EOFError`` wherever it
+ends; the Python one ``IndexError`` or ``struct.error``, except that a
+string, bytes or fixed cut short is read short and the reader returns a
+position past the end (which the converter refuses). The native reader
+reads untrusted bytes without reading past them, and refuses datums that
+nest records, arrays and maps deeper than ``_avroread.MAX_DEPTH`` (a
+recursive schema's datum cannot overflow the C stack).
 
 The generated source holds only names it makes itself and ``repr()`` of the
 schema's field names: a schema from the registry cannot inject code.
@@ -25,8 +42,19 @@ schema's field names: a schema from the registry cannot inject code.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
+
+_native: ModuleType | None
+try:
+    from pipeline.source import _avroread as _native
+except ImportError:  # not built (no C compiler at install): the Python reader
+    _native = None
+
+#: Whether :func:`compile_reader` returns the native reader.
+NATIVE = _native is not None
 
 #: Reads one datum of ``buf`` from ``pos``: the value and the position after it.
 Reader = Callable[[bytes, int], tuple[Any, int]]
@@ -37,6 +65,8 @@ _NAMED_KINDS = ("record", "enum", "fixed")
 #: Deeper nesting of arrays and maps than this is left to fastavro: each
 #: level is two nested loops, and Python allows 20 nested blocks.
 MAX_LOOP_DEPTH = 8
+#: A node of :func:`native_table`: its kind, then what that kind needs.
+Node = tuple[Any, ...]
 
 
 class Unsupported(ValueError):
@@ -84,6 +114,37 @@ def _bad_symbol(index: int, count: int) -> ValueError:
 
 def _bad_count(count: int) -> ValueError:
     return ValueError(f"block of {count} items is longer than the datum")
+
+
+def _fixed_size(schema: Mapping[str, Any]) -> int:
+    size = int(schema["size"])
+    if not 0 <= size <= sys.maxsize:
+        raise Unsupported(f"fixed of size {size}")
+    return size
+
+
+def _empty(
+    names: Mapping[str, Any], schema: Any, seen: frozenset[str] = frozenset()
+) -> bool:
+    """Whether a value of ``schema`` can take no bytes (``names``: the named
+    types seen so far)."""
+    if isinstance(schema, str):
+        if schema in seen:
+            return False  # a record holding itself, unless it ends, is not empty
+        seen = seen | {schema}
+        schema = names.get(schema, {"type": schema})
+    if isinstance(schema, list):
+        return False  # the branch index takes a byte
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    if isinstance(kind, list | Mapping):
+        return _empty(names, kind, seen)
+    if kind == "fixed":
+        return int(schema["size"]) == 0
+    if kind == "record":
+        name = schema.get("name")
+        seen = seen | {name} if isinstance(name, str) else seen
+        return all(_empty(names, f["type"], seen) for f in schema.get("fields", ()))
+    return kind == "null"
 
 
 class _Compiler:
@@ -143,7 +204,7 @@ class _Compiler:
             read = "buf[pos:end].decode()" if kind == "string" else "buf[pos:end]"
             out.append(f"{ind}{target} = {read}; pos = end")
         elif kind == "fixed":
-            size = int(schema["size"])
+            size = _fixed_size(schema)
             out.append(f"{ind}{target} = buf[pos:pos + {size}]; pos += {size}")
         elif kind == "enum":
             symbols = tuple(schema["symbols"])
@@ -197,7 +258,7 @@ class _Compiler:
         out.append(f"{ind}    if {count} < 0:")
         out.append(f"{ind}        {count} = -{count}")
         self.long(out, inner, "_")  # the block's size in bytes, not needed
-        if not self.empty(schema["items" if kind == "array" else "values"]):
+        if not _empty(self.names, schema["items" if kind == "array" else "values"]):
             # every item takes a byte at least: a longer count is corrupt
             out.append(
                 f"{ind}    if {count} > len(buf) - pos: raise _bad_count({count})"
@@ -212,26 +273,6 @@ class _Compiler:
             self.value(schema["values"], out, inner, item, depth + 1)
             out.append(f"{inner}{target}[{key}] = {item}")
         self.long(out, ind + "    ", count)
-
-    def empty(self, schema: Any, seen: frozenset[str] = frozenset()) -> bool:
-        """Whether a value of ``schema`` can take no bytes."""
-        if isinstance(schema, str):
-            if schema in seen:
-                return False  # a record holding itself, unless it ends, is not empty
-            seen = seen | {schema}
-            schema = self.names.get(schema, {"type": schema})
-        if isinstance(schema, list):
-            return False  # the branch index takes a byte
-        kind = schema.get("type") if isinstance(schema, Mapping) else None
-        if isinstance(kind, list | Mapping):
-            return self.empty(kind, seen)
-        if kind == "fixed":
-            return int(schema["size"]) == 0
-        if kind == "record":
-            name = schema.get("name")
-            seen = seen | {name} if isinstance(name, str) else seen
-            return all(self.empty(f["type"], seen) for f in schema.get("fields", ()))
-        return kind == "null"
 
     # --- one function per record -----------------------------------------
 
@@ -253,17 +294,19 @@ class _Compiler:
         return function
 
 
-def compile_reader(schema: Any) -> Reader:
-    """The reader of datums written with ``schema`` (parsed: named types by
-    full name, as :func:`fastavro.parse_schema` returns it).
+def compile_python_reader(schema: Any) -> Reader:
+    """The generated Python reader of datums written with ``schema`` (parsed:
+    named types by full name, as :func:`fastavro.parse_schema` returns it).
 
     Raises:
-        Unsupported: a type it does not know, or nesting too deep to compile;
-            :func:`reader` falls back to fastavro for such schemas.
+        Unsupported: a type it does not know, or nesting too deep to compile.
     """
     compiler = _Compiler()
     body: list[str] = []
-    compiler.value(schema, body, "    ", "value", 0)
+    try:
+        compiler.value(schema, body, "    ", "value", 0)
+    except RecursionError as exc:
+        raise Unsupported(f"schema nested too deeply to compile: {exc}") from exc
     source = "\n\n".join(
         [
             *compiler.sources,
@@ -285,3 +328,139 @@ def compile_reader(schema: Any) -> Reader:
         raise Unsupported(f"schema too large to compile: {exc}") from exc
     read: Reader = scope["read"]
     return read
+
+
+# --- the native reader's node table ---------------------------------------
+
+_PRIMITIVES = {
+    "null": "null",
+    "boolean": "boolean",
+    "int": "long",
+    "long": "long",
+    "float": "float",
+    "double": "double",
+    "string": "string",
+    "bytes": "bytes",
+}
+
+
+class _Tabler:
+    """Walks a schema into the node table of ``_avroread.Reader``, by the
+    rules of :meth:`_Compiler.value`: a list is a union, a name is the named
+    type of that name seen before, ``{"type": <list or mapping>}`` is that
+    type."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Mapping[str, Any]] = {}
+        self.nodes: list[Node] = []
+        self.records: dict[str, int] = {}  # record name -> its node
+        self.primitives: dict[str, int] = {}  # kind -> its one node
+
+    def add(self, node: Node) -> int:
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
+    def node(self, schema: Any) -> int:
+        """The index of the node that reads ``schema``, added if new."""
+        if isinstance(schema, list):
+            return self.add(("union", tuple(self.node(b) for b in schema)))
+        if isinstance(schema, str):
+            if schema in self.names:
+                schema = self.names[schema]
+            else:
+                schema = {"type": schema}
+        if not isinstance(schema, Mapping):
+            raise Unsupported(f"not an Avro schema: {schema!r}")
+        kind = schema.get("type")
+        if isinstance(kind, list | Mapping):
+            return self.node(kind)
+        if kind in _NAMED_KINDS and isinstance(schema.get("name"), str):
+            self.names.setdefault(schema["name"], schema)
+        if isinstance(kind, str) and kind in _PRIMITIVES:
+            primitive = _PRIMITIVES[kind]
+            if primitive not in self.primitives:
+                self.primitives[primitive] = self.add((primitive,))
+            return self.primitives[primitive]
+        if kind == "fixed":
+            return self.add(("fixed", _fixed_size(schema)))
+        if kind == "enum":
+            return self.add(("enum", tuple(schema["symbols"])))
+        if kind == "record":
+            return self.record(schema)
+        if kind == "array":
+            empty = _empty(self.names, schema["items"])
+            return self.add(("array", self.node(schema["items"]), empty))
+        if kind == "map":
+            empty = _empty(self.names, schema["values"])
+            keys = self.node("string")
+            return self.add(("map", keys, self.node(schema["values"]), empty))
+        raise Unsupported(f"unknown Avro type {kind!r}")
+
+    def record(self, schema: Mapping[str, Any]) -> int:
+        name = schema.get("name")
+        key = name if isinstance(name, str) else f"<anonymous {id(schema)}>"
+        if key in self.records:
+            return self.records[key]
+        index = self.add(("record", (), ()))  # its fields follow
+        self.records[key] = index  # before the fields: recursion refers to it
+        keys: list[str] = []
+        fields: list[int] = []
+        for field in schema.get("fields", ()):
+            keys.append(sys.intern(str(field["name"])))
+            fields.append(self.node(field["type"]))
+        self.nodes[index] = ("record", tuple(keys), tuple(fields))
+        return index
+
+
+def native_table(schema: Any) -> tuple[tuple[Node, ...], int]:
+    """The node table of ``schema`` for ``_avroread.Reader``, and its root.
+
+    Each node is a tuple, its kind first; children are indexes into the
+    table: ``("null",)``, ``("boolean",)``, ``("long",)`` (int and long),
+    ``("float",)``, ``("double",)``, ``("string",)``, ``("bytes",)``,
+    ``("fixed", size)``, ``("enum", symbols)``, ``("record", keys, fields)``
+    (a tuple of interned field names, a tuple of their nodes),
+    ``("union", branches)``, ``("array", items, empty)``,
+    ``("map", keys, values, empty)`` (``empty``: whether an item can take no
+    bytes, so a block count larger than the bytes left is not corrupt).
+
+    Raises:
+        Unsupported: a type it does not know, or a schema nested too deeply
+            to walk.
+    """
+    tabler = _Tabler()
+    try:
+        root = tabler.node(schema)
+    except RecursionError as exc:
+        raise Unsupported(f"schema nested too deeply to compile: {exc}") from exc
+    return tuple(tabler.nodes), root
+
+
+def compile_native_reader(schema: Any) -> Reader:
+    """The native reader of datums written with ``schema`` (parsed, as for
+    :func:`compile_python_reader`).
+
+    Raises:
+        Unsupported: a type it does not know.
+        RuntimeError: the C extension is not built (see :data:`NATIVE`).
+    """
+    if _native is None:
+        raise RuntimeError("pipeline.source._avroread is not built")
+    nodes, root = native_table(schema)
+    read: Reader = _native.Reader(nodes, root)
+    return read
+
+
+def compile_reader(schema: Any) -> Reader:
+    """The reader of datums written with ``schema`` (parsed: named types by
+    full name, as :func:`fastavro.parse_schema` returns it): the native one
+    when the C extension is built, else the generated Python.
+
+    Raises:
+        Unsupported: a type it does not know, or (the Python reader) nesting
+            too deep to compile; :func:`~pipeline.source.avro_converter.datum_reader`
+            falls back to fastavro for such schemas.
+    """
+    if _native is not None:
+        return compile_native_reader(schema)
+    return compile_python_reader(schema)
