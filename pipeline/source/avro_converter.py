@@ -56,8 +56,9 @@ _READ_ERRORS = (
 )
 
 
-def schema_id(raw: bytes | str, what: str) -> int:
-    """The writer schema id of a record in the Confluent wire format.
+def head(raw: bytes | str, what: str) -> bytes:
+    """The first bytes of a record in the Confluent wire format: the magic
+    byte and the writer schema's id.
 
     Raises:
         BadRecord: the bytes do not start with the magic byte and an id.
@@ -68,20 +69,24 @@ def schema_id(raw: bytes | str, what: str) -> int:
             f"{what} is not in the Confluent Avro wire format (magic byte 0, "
             "4-byte schema id); is the connector's converter Avro?",
         )
-    return int.from_bytes(raw[1:_HEADER], "big")
+    return raw[:_HEADER]
 
 
-def _head(sid: int) -> bytes:
-    """The first bytes of a record of schema id ``sid`` in the wire format."""
-    return bytes([MAGIC]) + sid.to_bytes(_HEADER - 1, "big")
+def schema_id(raw: bytes | str, what: str) -> int:
+    """The writer schema id of a record in the Confluent wire format.
+
+    Raises:
+        BadRecord: the bytes do not start with the magic byte and an id.
+    """
+    return int.from_bytes(head(raw, what)[1:], "big")
 
 
-def _unfetched(raw: bytes | str | None, heads: set[bytes]) -> bool:
-    """Whether ``raw`` is in the wire format with a schema id whose first
-    bytes are none of ``heads`` (the compiled ids of its side)."""
+def _unfetched(raw: bytes | str | None, compiled: dict[bytes, Any]) -> bool:
+    """Whether ``raw`` is in the wire format with a schema id not compiled
+    yet (``compiled``: the compiled ids of its side, by first bytes)."""
     return (
         isinstance(raw, bytes)
-        and raw[:_HEADER] not in heads
+        and raw[:_HEADER] not in compiled
         and len(raw) >= _HEADER
         and raw[0] == MAGIC
     )
@@ -96,46 +101,47 @@ class AvroConverter(EnvelopeDecoder):
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
-        self._keys: dict[int, tuple[Reader, RowConverter | None]] = {}
-        self._values: dict[int, tuple[Reader, Envelope]] = {}
-        #: the first bytes of the records of each compiled id (for fetches)
-        self._key_heads: set[bytes] = set()
-        self._value_heads: set[bytes] = set()
+        #: the compiled schemas of each side, by the first bytes of their
+        #: records (magic byte and id): a record finds its schema in one
+        #: lookup of its first bytes
+        self._keys: dict[bytes, tuple[Reader, RowConverter | None]] = {}
+        self._values: dict[bytes, tuple[Reader, Envelope]] = {}
 
     def fetches(self, msg: RawMessage) -> bool:
         """Whether the key's or the value's schema id is one not fetched
         yet: its record is in the wire format, and its first bytes are not
         those of a compiled id (a record not in the wire format fetches
         nothing: it is a dead letter)."""
-        return _unfetched(msg.key(), self._key_heads) or _unfetched(
-            msg.value(), self._value_heads
+        return _unfetched(msg.key(), self._keys) or _unfetched(
+            msg.value(), self._values
         )
 
     def _parse_key(
         self, topic: str, raw: bytes | str
     ) -> tuple[Any, RowConverter | None]:
-        sid = schema_id(raw, "key")
-        compiled = self._keys.get(sid)
+        compiled = self._keys.get(raw[:_HEADER])  # type: ignore[arg-type]  # str: none
         if compiled is None:
-            compiled = self._compile(sid, "key", lambda s: key_schema(s, avro_struct))
-            self._keys[sid] = compiled
-            self._key_heads.add(_head(sid))
+            first = head(raw, "key")
+            compiled = self._compile(first, "key", lambda s: key_schema(s, avro_struct))
+            self._keys[first] = compiled
         return _read(raw, compiled[0], "key"), compiled[1]
 
     def _parse_value(self, topic: str, raw: bytes | str) -> tuple[Any, Envelope]:
-        sid = schema_id(raw, "value")
-        compiled = self._values.get(sid)
+        compiled = self._values.get(raw[:_HEADER])  # type: ignore[arg-type]  # str: none
         if compiled is None:
+            first = head(raw, "value")
             compiled = self._compile(
-                sid, "value", lambda s: envelope_schema(s, avro_struct)
+                first, "value", lambda s: envelope_schema(s, avro_struct)
             )
-            self._values[sid] = compiled
-            self._value_heads.add(_head(sid))
+            self._values[first] = compiled
         return _read(raw, compiled[0], "value"), compiled[1]
 
     def _compile(
-        self, sid: int, what: str, build: Callable[[dict[str, Any]], T]
+        self, first: bytes, what: str, build: Callable[[dict[str, Any]], T]
     ) -> tuple[Reader, T]:
+        """The reader and converters of the schema whose records start with
+        ``first`` (see :func:`head`)."""
+        sid = int.from_bytes(first[1:], "big")
         avro = self.registry.schema(sid)
         try:
             parsed = fastavro.parse_schema(

@@ -41,17 +41,23 @@ schema's field names: a schema from the registry cannot inject code.
 
 from __future__ import annotations
 
+import functools
+import logging
 import struct
 import sys
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 _native: ModuleType | None
+_why_not_native = ""
 try:
     from pipeline.source import _avroread as _native
-except ImportError:  # not built (no C compiler at install): the Python reader
+except ImportError as exc:  # not built (no C compiler at install): the Python reader
     _native = None
+    _why_not_native = str(exc)
 
 #: Whether :func:`compile_reader` returns the native reader.
 NATIVE = _native is not None
@@ -463,4 +469,16 @@ def compile_reader(schema: Any) -> Reader:
     """
     if _native is not None:
         return compile_native_reader(schema)
+    _say_python_reader()
     return compile_python_reader(schema)
+
+
+@functools.cache
+def _say_python_reader() -> None:
+    """Say once per process that Avro is read the slow way, and why."""
+    logger.warning(
+        "Avro records are read by the generated Python reader, several times "
+        "slower than the native one, which this install lacks (%s): install "
+        "readside again where a C compiler and Python's headers are",
+        _why_not_native,
+    )

@@ -738,3 +738,23 @@ def test_a_datum_nesting_too_deep_is_a_bad_record_for_either_reader(
     datum = b"\x00" * 5 + b"\x02" * 100_000 + b"\x00" * 3
     with pytest.raises(BadRecord, match="not a valid Avro datum"):
         pipeline.source.avro_converter._read(datum, read, "value")
+
+
+def test_without_the_native_reader_the_python_one_reads_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(avro_reader, "_native", None)
+    monkeypatch.setattr(avro_reader, "_why_not_native", "No module named x")
+    avro_reader._say_python_reader.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=avro_reader.__name__):
+            reads = [avro_reader.compile_reader("long") for _ in range(3)]
+    finally:
+        avro_reader._say_python_reader.cache_clear()
+    assert all(r(b"\x04", 0) == (2, 1) for r in reads)
+    if _avroread is not None:
+        assert not any(isinstance(r, _avroread.Reader) for r in reads)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert "generated Python reader" in said[0]
+    assert "No module named x" in said[0]
