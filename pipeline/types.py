@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import ipaddress
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -67,8 +68,8 @@ _IP_TYPES = (
     ipaddress.IPv6Network,
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)
+_US_PER_DAY = 86_400_000_000
 _FLOAT_SPECIALS = frozenset({"NaN", "Infinity", "-Infinity"})
 _NUMERIC_SOURCE_TYPES = frozenset({"NUMERIC", "DECIMAL", "MONEY"})
 _SOURCE_TYPE_PARAM = "__debezium.source.column.type"
@@ -104,19 +105,42 @@ def _float(v: Any) -> Any:
 def _zoned_timestamp(v: str) -> str:
     if v in ("infinity", "-infinity"):
         return v
-    return format_datetime(datetime.fromisoformat(v))
+    value = datetime.fromisoformat(v)
+    if v[-1] == "Z":  # Debezium's form: in UTC already
+        return value.isoformat()
+    return format_datetime(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_text(day: int) -> str:
+    """``YYYY-MM-DD`` of a day since 1970-01-01 (a row's dates and
+    timestamps mostly fall on few days: the text is made once per day).
+
+    Raises:
+        OverflowError: outside years 1-9999.
+    """
+    return (_EPOCH_DATE + timedelta(days=day)).isoformat()
 
 
 def _epoch(micros: int) -> str:
+    """``datetime.isoformat()`` of the UTC timestamp ``micros`` after the
+    epoch, without making the datetime (this runs for every timestamp)."""
+    day, rest = divmod(micros, _US_PER_DAY)
     try:
-        return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+        text = _date_text(day)
     except OverflowError:
         return "infinity" if micros > 0 else "-infinity"
+    seconds, fraction = divmod(rest, 1_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if fraction:
+        return f"{text}T{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}+00:00"
+    return f"{text}T{hours:02d}:{minutes:02d}:{seconds:02d}+00:00"
 
 
 def _days(v: int) -> str:
     try:
-        return (_EPOCH_DATE + timedelta(days=v)).isoformat()
+        return _date_text(v)
     except OverflowError:
         return "infinity" if v > 0 else "-infinity"
 

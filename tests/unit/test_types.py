@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -220,6 +221,83 @@ def test_field_converter_timestamp_out_of_range_gives_infinity() -> None:
     )
     assert convert is not None
     assert convert(9_223_372_036_825_200_000) == "infinity"
+
+
+def _by_datetime(micros: int) -> str:
+    """A MicroTimestamp's form made the plain way: the datetime's isoformat."""
+    try:
+        return (
+            datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+        ).isoformat()
+    except OverflowError:
+        return "infinity" if micros > 0 else "-infinity"
+
+
+_YEAR_1 = -62_135_596_800_000_000  # 0001-01-01T00:00:00 in micros since the epoch
+_YEAR_10000 = 253_402_300_800_000_000
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [
+        0, 1, -1, 999_999, 1_000_000, -1_000_000, 86_400_000_000 - 1,
+        86_400_000_000, -86_400_000_000, 1_717_171_717_005_123,
+        1_717_171_717_000_000, -1_717_171_717_005_123,
+        _YEAR_1, _YEAR_1 - 1, _YEAR_10000 - 1, _YEAR_10000,
+        2**63 - 1, -(2**63),
+    ],
+)  # fmt: skip
+def test_micro_timestamp_is_the_datetimes_isoformat(micros: int) -> None:
+    """Written without a datetime (it runs for every timestamp of every
+    event), the form is exactly the datetime's ``isoformat()``: a fraction
+    only when there is one, years 1-9999, infinity beyond."""
+    convert = field_converter(
+        {"type": "int64", "name": "io.debezium.time.MicroTimestamp"}
+    )
+    assert convert is not None
+    assert convert(micros) == _by_datetime(micros)
+
+
+def test_micro_timestamps_and_dates_match_the_datetimes_over_the_whole_range() -> None:
+    rng = random.Random(12)
+    micro = field_converter(
+        {"type": "int64", "name": "io.debezium.time.MicroTimestamp"}
+    )
+    days = field_converter({"type": "int32", "name": "io.debezium.time.Date"})
+    assert micro is not None
+    assert days is not None
+    for _ in range(20_000):
+        v = rng.randrange(_YEAR_1 - 10**12, _YEAR_10000 + 10**12)
+        assert micro(v) == _by_datetime(v), v
+        d = rng.randrange(-800_000, 3_000_000)
+        try:
+            want = (date(1970, 1, 1) + timedelta(days=d)).isoformat()
+        except OverflowError:
+            want = "infinity" if d > 0 else "-infinity"
+        assert days(d) == want, d
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-31T12:00:00.123456Z",
+        "2024-05-31T12:00:00Z",
+        "2024-05-31T12:00:00.000000Z",
+        "2024-05-31T12:00:00.1Z",
+        "0001-01-01T00:00:00Z",
+        "2024-05-31T12:00:00+02:00",
+        "2024-05-31T12:00:00.5-03:30",
+        "2024-05-31T12:00:00",
+    ],
+)
+def test_zoned_timestamp_is_in_utc_as_the_datetime_says(text: str) -> None:
+    convert = field_converter(
+        {"type": "string", "name": "io.debezium.time.ZonedTimestamp"}
+    )
+    assert convert is not None
+    value = datetime.fromisoformat(text)
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    assert convert(text) == value.isoformat()
 
 
 def test_field_converter_unknown_type_raises_schema_error() -> None:
