@@ -153,6 +153,31 @@ def _empty(
     return kind == "null"
 
 
+def _resolve(names: dict[str, Mapping[str, Any]], schema: Any) -> Any:
+    """``schema`` as both readers walk it: a list (a union), or a mapping
+    whose ``type`` is a str, a name standing for the named type of that name
+    seen before (else for ``{"type": name}``), ``{"type": <list or
+    mapping>}`` for that type; a named type is recorded in ``names``.
+
+    Raises:
+        Unsupported: not an Avro schema.
+    """
+    while True:
+        if isinstance(schema, list):
+            return schema
+        if isinstance(schema, str):
+            schema = names.get(schema, {"type": schema})
+        if not isinstance(schema, Mapping):
+            raise Unsupported(f"not an Avro schema: {schema!r}")
+        kind = schema.get("type")
+        if not isinstance(kind, list | Mapping):
+            break
+        schema = kind
+    if kind in _NAMED_KINDS and isinstance(schema.get("name"), str):
+        names.setdefault(schema["name"], schema)
+    return schema
+
+
 class _Compiler:
     def __init__(self) -> None:
         self.names: dict[str, Mapping[str, Any]] = {}
@@ -176,22 +201,11 @@ class _Compiler:
         self, schema: Any, out: list[str], ind: str, target: str, depth: int
     ) -> None:
         """Append to ``out`` the lines that read ``schema`` into ``target``."""
+        schema = _resolve(self.names, schema)
         if isinstance(schema, list):
             self.union(schema, out, ind, target, depth)
             return
-        if isinstance(schema, str):
-            if schema in self.names:
-                schema = self.names[schema]
-            else:
-                schema = {"type": schema}
-        if not isinstance(schema, Mapping):
-            raise Unsupported(f"not an Avro schema: {schema!r}")
         kind = schema.get("type")
-        if isinstance(kind, list | Mapping):
-            self.value(kind, out, ind, target, depth)
-            return
-        if kind in _NAMED_KINDS and isinstance(schema.get("name"), str):
-            self.names.setdefault(schema["name"], schema)
         if kind == "null":
             out.append(f"{ind}{target} = None")
         elif kind == "boolean":
@@ -352,9 +366,7 @@ _PRIMITIVES = {
 
 class _Tabler:
     """Walks a schema into the node table of ``_avroread.Reader``, by the
-    rules of :meth:`_Compiler.value`: a list is a union, a name is the named
-    type of that name seen before, ``{"type": <list or mapping>}`` is that
-    type."""
+    rules of :func:`_resolve`, as :class:`_Compiler` does."""
 
     def __init__(self) -> None:
         self.names: dict[str, Mapping[str, Any]] = {}
@@ -368,20 +380,10 @@ class _Tabler:
 
     def node(self, schema: Any) -> int:
         """The index of the node that reads ``schema``, added if new."""
+        schema = _resolve(self.names, schema)
         if isinstance(schema, list):
             return self.add(("union", tuple(self.node(b) for b in schema)))
-        if isinstance(schema, str):
-            if schema in self.names:
-                schema = self.names[schema]
-            else:
-                schema = {"type": schema}
-        if not isinstance(schema, Mapping):
-            raise Unsupported(f"not an Avro schema: {schema!r}")
         kind = schema.get("type")
-        if isinstance(kind, list | Mapping):
-            return self.node(kind)
-        if kind in _NAMED_KINDS and isinstance(schema.get("name"), str):
-            self.names.setdefault(schema["name"], schema)
         if isinstance(kind, str) and kind in _PRIMITIVES:
             primitive = _PRIMITIVES[kind]
             if primitive not in self.primitives:
