@@ -26,6 +26,7 @@ from pipeline.jsonforms import decimal_text, format_duration, interval_micros
 from pipeline.types import (
     PLACEHOLDER,
     PLACEHOLDER_BASE64,
+    FieldError,
     SchemaError,
     field_converter,
     pg_row_to_json,
@@ -316,6 +317,48 @@ def test_struct_converter_bad_field_value_names_column() -> None:
     )
     with pytest.raises(ValueError, match="column d"):
         convert({"d": "not-a-number"})
+
+
+def test_struct_converter_field_names_are_data_and_errors_name_the_path() -> None:
+    """The converter is generated Python: a field name that reads like code
+    stays a key, and each kind of failure names the field as before."""
+    odd = "x') or __import__('os').system('false') or ('"
+    convert = struct_converter(
+        {
+            "type": "struct",
+            "fields": [
+                {"type": "string", "field": odd},
+                {
+                    "type": "int64",
+                    "name": "io.debezium.time.MicroTimestamp",
+                    "field": "t",
+                },
+                {"type": "int32", "field": "plain"},
+                {
+                    "type": "struct",
+                    "field": "inner",
+                    "fields": [
+                        {"type": "int32", "name": "io.debezium.time.Date", "field": "d"}
+                    ],
+                },
+            ],
+        }
+    )
+    row = {odd: PLACEHOLDER, "t": 0, "plain": "left as is", "inner": {"d": 1}}
+    assert convert(row) == {
+        odd: UNCHANGED,
+        "t": "1970-01-01T00:00:00+00:00",
+        "plain": "left as is",
+        "inner": {"d": "1970-01-02"},
+    }
+    assert convert({"t": None}) == {"t": None}  # absent and null pass
+    with pytest.raises(FieldError, match=r"column inner\.d: TypeError") as nested:
+        convert({"inner": {"d": "x"}})
+    assert nested.value.path == "inner.d"
+    with pytest.raises(FieldError, match="column t: TypeError"):
+        convert({"t": "x"})
+    with pytest.raises(FieldError, match=r"column <row>: .*expected an object"):
+        convert(["not", "a", "row"])
 
 
 def test_struct_converter_does_not_mutate_input_row() -> None:
