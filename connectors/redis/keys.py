@@ -16,7 +16,7 @@ from typing import Any
 from connectors.base import ViewTarget
 from connectors.reads import Condition, Eq, Scalar, instant
 from pipeline.errors import BadRecord, FatalError
-from pipeline.jsonforms import document_json
+from pipeline.jsonforms import document_json_bytes
 
 #: Tombstones are kept forever by default: expiring one lets a later replay
 #: of an older write resurrect the document.
@@ -218,9 +218,11 @@ def _instant_score(value: Any) -> float:
     return moment.timestamp()
 
 
-def to_json(doc: Mapping[str, Any]) -> str:
+def to_json(doc: Mapping[str, Any]) -> bytes:
+    """A document's value: its JSON text in UTF-8 (bytes, which redis-py
+    sends as they are; it encodes each ``str`` argument in Python)."""
     try:
-        return document_json(doc)
+        return document_json_bytes(doc)
     except (TypeError, ValueError) as exc:
         raise BadRecord("encode", f"document is not JSON serializable: {exc}") from exc
 

@@ -33,6 +33,13 @@ def test_the_same_value_json_writes(doc):
     assert json.loads(text) == json.loads(json.dumps(doc))
 
 
+@pytest.mark.parametrize("doc", DOCS)
+def test_redis_values_are_the_same_text_in_utf8(doc):
+    """Redis's values go as bytes (orjson's own, or json's text encoded):
+    the same bytes a client would send for the text."""
+    assert to_json(doc) == document_json(doc).encode("utf-8")
+
+
 @pytest.mark.parametrize(
     "value", [math.nan, math.inf, -math.inf, [1.0, math.nan], {"x": {"y": math.inf}}]
 )
